@@ -1,0 +1,523 @@
+//! BrowserActor: the page being recorded.
+//!
+//! Owns: one chromedriver process (own process group, dies with the actor) and, through it and
+//! fantoccini, one Chromium in kiosk mode on the recording's display, playing sound into the
+//! recording's sink (`PULSE_SINK`), with a fresh profile directory removed on stop. Chromium is
+//! started through `setpriv --pdeathsig KILL`, so it dies with chromedriver even on SIGKILL.
+//! Accepts: [`Navigate`] (load the page; the recording sends it once the encoder runs, so nothing
+//! of the page is missed), [`Shutdown`], [`Kill`].
+//! Sends: a stop request to its supervisor when the page logs exactly `END_RECORDING` to its
+//! console (pushed by WebDriver BiDi `log.entryAdded`); [`ChildExited`](crate::supervision::ChildExited)
+//! through its link when chromedriver dies, the BiDi socket closes (Chromium is gone) or the page
+//! can't be loaded.
+//! Stops: on `Shutdown` (WebDriver session closed, which quits Chromium; then chromedriver).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::audio::AudioInfo;
+use crate::display::DisplayInfo;
+use crate::process::{ChildProcess, Stdout};
+use crate::secret::mask_url;
+use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
+
+/// The console text that ends a recording. Only an exact match counts.
+pub const END_RECORDING: &str = "END_RECORDING";
+
+const DRIVER_TIMEOUT: Duration = Duration::from_secs(10);
+const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the browser shows and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserSpec {
+    pub url: url::Url,
+    pub width: u32,
+    pub height: u32,
+    /// A directory of this recording's own for the profile and the launcher script.
+    pub work_dir: PathBuf,
+    /// The Chromium binary.
+    pub chromium: PathBuf,
+    /// Run without Chromium's sandbox (needed as root, and in most containers).
+    pub no_sandbox: bool,
+}
+
+/// Message: load the page now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Navigate;
+
+/// The Chromium command-line flags for `spec`.
+pub fn chromium_args(spec: &BrowserSpec, profile: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--kiosk".into(),
+        "--window-position=0,0".into(),
+        format!("--window-size={},{}", spec.width, spec.height),
+        format!("--user-data-dir={}", profile.display()),
+        "--force-device-scale-factor=1".into(),
+        // Sound must play without a click: nobody clicks in a recording.
+        "--autoplay-policy=no-user-gesture-required".into(),
+        // A closed network: no background fetches, updates, sync or QUIC probes.
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--no-default-browser-check".into(),
+        "--password-store=basic".into(),
+        // Containers have a tiny /dev/shm.
+        "--disable-dev-shm-usage".into(),
+        // Keep rendering at full rate: nothing is "in the background" in a recording.
+        "--disable-background-timer-throttling".into(),
+        "--disable-backgrounding-occluded-windows".into(),
+        "--disable-renderer-backgrounding".into(),
+        "--hide-scrollbars".into(),
+        "--noerrdialogs".into(),
+        "--disable-session-crashed-bubble".into(),
+        "--disable-features=Translate,MediaRouter,OptimizationHints,DialMediaRouteProvider".into(),
+        // No GPU on a virtual display: software compositing, without GPU-process probing.
+        "--disable-gpu".into(),
+        // Hides the "unsupported flag" infobar --no-sandbox would show.
+        "--test-type".into(),
+    ];
+    if spec.no_sandbox {
+        args.push("--no-sandbox".into());
+    }
+    args
+}
+
+pub struct BrowserActor {
+    link: ChildLink,
+    driver: ChildProcess,
+    client: Option<fantoccini::Client>,
+    url: url::Url,
+    work_dir: PathBuf,
+    stopping: bool,
+}
+
+impl BrowserActor {
+    /// Starts chromedriver and Chromium (on a blank page); resolves once the browser is up and its
+    /// console is being watched. Send [`Navigate`] to load the page.
+    pub async fn start(
+        spec: &BrowserSpec,
+        display: &DisplayInfo,
+        audio: &AudioInfo,
+        link: ChildLink,
+    ) -> Result<Addr<BrowserActor>, Failure> {
+        // A restart starts from a fresh profile: a crashed one may be locked or corrupt.
+        let _ = std::fs::remove_dir_all(&spec.work_dir);
+        let profile = spec.work_dir.join("profile");
+        std::fs::create_dir_all(&profile).map_err(|e| {
+            Failure::crashed(format!("browser: cannot create {}: {e}", profile.display()))
+        })?;
+        let launcher = write_launcher(&spec.work_dir, &spec.chromium)?;
+
+        let mut cmd = Command::new("chromedriver");
+        cmd.args(["--port=0", "--log-level=WARNING"])
+            .env("DISPLAY", display.env())
+            .env("PULSE_SERVER", &audio.server)
+            .env("PULSE_SINK", &audio.sink);
+        let (driver, stdout) = ChildProcess::spawn("chromedriver", cmd, false, Stdout::Capture)
+            .map_err(|e| e.into_failure())?;
+        let port =
+            tokio::time::timeout(DRIVER_TIMEOUT, read_driver_port(stdout.expect("captured"))).await;
+        let port = match port {
+            Ok(Some(port)) => port,
+            Ok(None) => {
+                let (_, report) = driver.exit_report().await;
+                return Err(Failure::crashed(format!("browser: {report}")));
+            }
+            Err(_) => {
+                return Err(Failure::new(
+                    FailureKind::Timeout,
+                    format!("browser: chromedriver did not start within {DRIVER_TIMEOUT:?}"),
+                ))
+            }
+        };
+
+        let caps = json!({
+            "browserName": "chrome",
+            "webSocketUrl": true,
+            "pageLoadStrategy": "normal",
+            "unhandledPromptBehavior": "dismiss",
+            "timeouts": { "pageLoad": PAGE_LOAD_TIMEOUT.as_millis() as u64 },
+            "goog:chromeOptions": {
+                "binary": launcher,
+                "args": chromium_args(spec, &profile),
+                "excludeSwitches": ["enable-automation"],
+            },
+        });
+        let caps = match caps {
+            Value::Object(map) => map,
+            _ => unreachable!("a JSON object literal"),
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let mut builder = fantoccini::ClientBuilder::new(connector);
+        builder.capabilities(caps);
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let session = builder.connect(&webdriver);
+        let client = match tokio::time::timeout(SESSION_TIMEOUT, session).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(Failure::crashed(format!(
+                    "browser: Chromium did not start: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(Failure::new(
+                    FailureKind::Timeout,
+                    format!("browser: Chromium did not start within {SESSION_TIMEOUT:?}"),
+                ))
+            }
+        };
+        let ws_url = client
+            .capabilities()
+            .and_then(|c| c.get("webSocketUrl"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(ws_url) = ws_url else {
+            let _ = client.close().await;
+            return Err(Failure::crashed(
+                "browser: chromedriver offers no WebDriver BiDi socket (webSocketUrl)",
+            ));
+        };
+        let events = match subscribe_console(&ws_url).await {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = client.close().await;
+                return Err(Failure::crashed(format!(
+                    "browser: cannot watch the page console over BiDi: {e}"
+                )));
+            }
+        };
+        let x_display = display.env();
+        tracing::info!(pid = driver.pid(), display = %x_display, sink = %audio.sink, "browser ready");
+        let actor = BrowserActor {
+            link,
+            driver,
+            client: Some(client),
+            url: spec.url.clone(),
+            work_dir: spec.work_dir.clone(),
+            stopping: false,
+        };
+        Ok(BrowserActor::create(|ctx| {
+            ctx.add_stream(events);
+            actor
+        }))
+    }
+
+    fn fail(&mut self, failure: Failure, ctx: &mut Context<Self>) {
+        if !self.stopping {
+            self.stopping = true;
+            self.link.set_exit(ExitReason::Failed(failure));
+            let close = self.close();
+            ctx.wait(actix::fut::wrap_future(close));
+            ctx.stop();
+        }
+    }
+
+    /// Closes the session (Chromium quits), then stops chromedriver and removes the profile.
+    fn close(&mut self) -> impl std::future::Future<Output = ()> + 'static {
+        let client = self.client.take();
+        let terminate = self.driver.terminate(STOP_GRACE);
+        let work_dir = self.work_dir.clone();
+        async move {
+            if let Some(client) = client {
+                if tokio::time::timeout(CLOSE_TIMEOUT, client.close())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("browser did not close its session in time");
+                }
+            }
+            terminate.await;
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work_dir)).await;
+        }
+    }
+}
+
+/// A script that starts Chromium with a parent-death signal: chromedriver is Chromium's parent,
+/// and when it dies (even by SIGKILL) Chromium must die too rather than linger on the display.
+fn write_launcher(dir: &Path, chromium: &Path) -> Result<PathBuf, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("chromium");
+    let script = format!(
+        "#!/bin/sh\nexec setpriv --pdeathsig KILL {} \"$@\"\n",
+        shell_quote(&chromium.to_string_lossy())
+    );
+    std::fs::write(&path, script)
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|e| Failure::crashed(format!("browser: cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Reads chromedriver's stdout until it says which port it listens on; keeps logging the rest.
+async fn read_driver_port(stdout: tokio::process::ChildStdout) -> Option<u16> {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(target: "pagecast::child", process = "chromedriver", "{line}");
+        if let Some(rest) = line.split("started successfully on port ").nth(1) {
+            let port = rest.trim_end_matches('.').trim().parse().ok();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(target: "pagecast::child", process = "chromedriver", "{line}");
+                }
+            });
+            return port;
+        }
+    }
+    None
+}
+
+/// What the BiDi socket tells the actor.
+#[derive(Debug)]
+enum PageEvent {
+    Console {
+        level: String,
+        text: String,
+    },
+    /// The socket closed or failed: the browser is gone.
+    Closed(String),
+}
+
+/// Connects to the BiDi socket and subscribes to console entries.
+async fn subscribe_console(
+    ws_url: &str,
+) -> Result<impl futures_util::Stream<Item = PageEvent>, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let subscribe = json!({
+        "id": 1,
+        "method": "session.subscribe",
+        "params": { "events": ["log.entryAdded"] },
+    });
+    ws.send(WsMessage::text(subscribe.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Wait for the answer, so no console entry of the page can come before the subscription.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| "no answer to session.subscribe".to_owned())?
+            .ok_or("socket closed")?
+            .map_err(|e| e.to_string())?;
+        let WsMessage::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if v.get("id") == Some(&json!(1)) {
+            if v.get("type").and_then(Value::as_str) == Some("success") {
+                break;
+            }
+            return Err(format!("session.subscribe failed: {v}"));
+        }
+    }
+    let events = ws.filter_map(|msg| async move {
+        match msg {
+            Ok(WsMessage::Text(text)) => parse_console(&text),
+            Ok(WsMessage::Close(frame)) => Some(PageEvent::Closed(
+                frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            )),
+            Ok(_) => None,
+            Err(e) => Some(PageEvent::Closed(e.to_string())),
+        }
+    });
+    // A stream that ends without a close frame is a closed socket too.
+    Ok(events.chain(futures_util::stream::once(async {
+        PageEvent::Closed("socket ended".into())
+    })))
+}
+
+fn parse_console(text: &str) -> Option<PageEvent> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    if v.get("method")?.as_str()? != "log.entryAdded" {
+        return None;
+    }
+    let params = v.get("params")?;
+    Some(PageEvent::Console {
+        level: params.get("level")?.as_str()?.to_owned(),
+        text: params.get("text")?.as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+impl StreamHandler<PageEvent> for BrowserActor {
+    fn handle(&mut self, event: PageEvent, ctx: &mut Context<Self>) {
+        match event {
+            PageEvent::Console { level, text } => {
+                tracing::debug!(target: "pagecast::page", level = %level, "{text}");
+                if text == END_RECORDING && !self.stopping {
+                    tracing::info!("the page logged END_RECORDING");
+                    self.link.stop_tree("the page logged END_RECORDING");
+                }
+            }
+            PageEvent::Closed(reason) => {
+                if !self.stopping {
+                    let code = self.driver.status();
+                    let detail = if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    };
+                    let failure = Failure::crashed(format!(
+                        "browser lost: the connection to Chromium closed{detail}{}",
+                        code.map(|s| format!(
+                            "; chromedriver {}",
+                            crate::process::describe_status(s)
+                        ))
+                        .unwrap_or_default()
+                    ));
+                    self.fail(failure, ctx);
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The stream ends with a Closed event (handled above); do not stop the actor here.
+    }
+}
+
+impl Actor for BrowserActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(actix::fut::wrap_future(self.driver.exit_report()).map(
+            |(_, report), act: &mut Self, ctx| {
+                act.fail(Failure::crashed(format!("browser lost: {report}")), ctx);
+            },
+        ));
+    }
+}
+
+impl Handler<Navigate> for BrowserActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Navigate, _: &mut Context<Self>) -> Self::Result {
+        let Some(client) = self.client.clone() else {
+            return Box::pin(actix::fut::ready(()));
+        };
+        let url = self.url.clone();
+        let shown = mask_url(url.as_str());
+        tracing::info!(url = %shown, "loading the page");
+        let load = async move {
+            match client.goto(url.as_str()).await {
+                Ok(()) => {}
+                // A page whose last bytes are slow is still shown: record it.
+                Err(e) if e.to_string().contains("timeout") => {
+                    tracing::warn!(url = %shown, "the page did not finish loading in time; recording it as it is");
+                }
+                Err(e) => {
+                    return Err(Failure::new(
+                        FailureKind::Input,
+                        format!("could not load {shown}: {}", first_line(&e.to_string())),
+                    ))
+                }
+            }
+            // An HTTP error page loads fine as far as WebDriver is concerned.
+            let status = client
+                .execute(
+                    "const e = performance.getEntriesByType('navigation')[0]; return e ? (e.responseStatus || 0) : 0;",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            if status >= 400 {
+                return Err(Failure::new(
+                    FailureKind::Input,
+                    format!("could not load {shown}: the server answered HTTP {status}"),
+                ));
+            }
+            tracing::info!(url = %shown, "page loaded");
+            Ok(())
+        };
+        Box::pin(
+            actix::fut::wrap_future(load).map(|result, act: &mut Self, ctx| {
+                if let Err(failure) = result {
+                    act.fail(failure, ctx);
+                }
+            }),
+        )
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+impl Handler<Shutdown> for BrowserActor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        self.link.set_exit(ExitReason::Shutdown);
+        let close = self.close();
+        Box::pin(
+            actix::fut::wrap_future(close).map(|(), _, ctx: &mut Context<Self>| {
+                ctx.stop();
+                Ok(())
+            }),
+        )
+    }
+}
+
+impl Handler<Kill> for BrowserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        self.link.set_exit(ExitReason::Shutdown);
+        self.driver.signal(nix::sys::signal::Signal::SIGKILL);
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_console_entries_are_events() {
+        let entry = r#"{"type":"event","method":"log.entryAdded","params":{"type":"console","level":"info","text":"END_RECORDING","method":"log"}}"#;
+        match parse_console(entry) {
+            Some(PageEvent::Console { level, text }) => {
+                assert_eq!(level, "info");
+                assert_eq!(text, END_RECORDING);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse_console(r#"{"id":3,"type":"success","result":{}}"#).is_none());
+        assert!(parse_console("not json").is_none());
+    }
+
+    #[test]
+    fn sandbox_flag_only_when_asked() {
+        let mut spec = BrowserSpec {
+            url: "https://example.com".parse().unwrap(),
+            width: 1280,
+            height: 720,
+            work_dir: "/tmp/x".into(),
+            chromium: "/usr/bin/chromium".into(),
+            no_sandbox: false,
+        };
+        let args = chromium_args(&spec, Path::new("/tmp/x/profile"));
+        assert!(args.contains(&"--window-size=1280,720".to_owned()));
+        assert!(args.contains(&"--autoplay-policy=no-user-gesture-required".to_owned()));
+        assert!(!args.contains(&"--no-sandbox".to_owned()));
+        spec.no_sandbox = true;
+        assert!(chromium_args(&spec, Path::new("/p")).contains(&"--no-sandbox".to_owned()));
+    }
+}

@@ -1,0 +1,433 @@
+//! EncoderActor: turns the display and the sink into an MP4.
+//!
+//! Owns: one ffmpeg process (own process group, dies with the actor) grabbing the X display
+//! (x11grab) and the sink's monitor (pulse), writing H.264 + AAC as fragmented MP4, so a recording
+//! cut short by SIGKILL or power loss still plays up to its last fragment (at most 2 s).
+//! Accepts: [`Shutdown`] (finalize the file: `q` on stdin), [`Kill`].
+//! Sends: [`EncoderProgress`] to its progress recipient (frames, fps, drops, size, speed, every
+//! half second); [`ChildExited`](crate::supervision::ChildExited) through its link when ffmpeg
+//! dies on its own (a crash) or after it was stopped.
+//! Stops: on `Shutdown`, once ffmpeg has written the end of the file and exited (SIGINT, then
+//! SIGKILL, if it takes too long); or when ffmpeg exits on its own.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::sync::oneshot;
+
+use crate::audio::AudioInfo;
+use crate::display::DisplayInfo;
+use crate::process::{ChildProcess, Stdout};
+use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
+
+/// ffmpeg needs a moment to open its inputs; a first frame later than this is a failure.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time to write the end of the file after `q`.
+const FINALIZE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Speed (encoded seconds per wall second) under which the encoder is falling behind.
+const SLOW_SPEED: f64 = 0.95;
+/// Consecutive slow progress reports (half a second each) before warning.
+const SLOW_REPORTS: u32 = 6;
+
+/// What and how to encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncoderSpec {
+    pub output: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    /// Scale the output to this size; None keeps the input size.
+    pub output_size: Option<(u32, u32)>,
+    /// Bits per second.
+    pub video_bitrate: u32,
+    /// Bits.
+    pub video_buffer: u32,
+    /// Bits per second.
+    pub audio_bitrate: u32,
+    pub audio_frequency: u32,
+    /// x264 preset.
+    pub preset: String,
+}
+
+/// Message: the encoder's counters, from ffmpeg's `-progress` output.
+#[derive(Debug, Clone, Default, PartialEq, Message)]
+#[rtype(result = "()")]
+pub struct EncoderProgress {
+    pub frame: u64,
+    pub fps: f64,
+    pub drop_frames: u64,
+    pub dup_frames: u64,
+    pub total_size: u64,
+    pub out_time: Duration,
+    pub speed: Option<f64>,
+}
+
+/// The full ffmpeg command line (without the program name).
+pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo) -> Vec<String> {
+    let gop = (spec.framerate * 2).to_string();
+    let mut args: Vec<String> = [
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "0.5",
+        // Bounded input queues: a raw 1080p frame is 8 MiB; a deep queue hides a slow encoder
+        // and silently drops its tail at stop.
+        "-thread_queue_size",
+        "32",
+        "-f",
+        "x11grab",
+        "-draw_mouse",
+        "0",
+        "-framerate",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(spec.framerate.to_string());
+    args.push("-video_size".into());
+    args.push(format!("{}x{}", spec.width, spec.height));
+    args.push("-i".into());
+    args.push(format!("{}.0+0,0", display.env()));
+    args.extend(
+        ["-thread_queue_size", "512", "-f", "pulse", "-ac", "2", "-i"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    args.push(audio.monitor());
+    args.extend(["-map", "0:v", "-map", "1:a"].iter().map(|s| s.to_string()));
+    if let Some((w, h)) = spec.output_size {
+        args.push("-vf".into());
+        args.push(format!("scale={w}:{h}:flags=bicubic"));
+    }
+    let kbit = |bits: u32| format!("{}k", bits / 1000);
+    args.extend(
+        [
+            "-c:v",
+            "libx264",
+            "-preset",
+            &spec.preset,
+            // 4:2:0: what every player and browser can decode (x11grab's default would be 4:4:4).
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            &kbit(spec.video_bitrate),
+            "-maxrate",
+            &kbit(spec.video_bitrate),
+            "-bufsize",
+            &kbit(spec.video_buffer),
+            // A keyframe every 2 s gives a fragment every 2 s: the most a crash can lose.
+            "-g",
+            &gop,
+            "-keyint_min",
+            &gop,
+            "-c:a",
+            "aac",
+            "-b:a",
+            &kbit(spec.audio_bitrate),
+            "-ar",
+            &spec.audio_frequency.to_string(),
+            "-af",
+            "aresample=async=1",
+            "-movflags",
+            "+frag_keyframe+empty_moov+default_base_moof",
+            "-frag_duration",
+            "2000000",
+            "-flush_packets",
+            "1",
+            "-f",
+            "mp4",
+            "-y",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args.push(spec.output.to_string_lossy().into_owned());
+    args
+}
+
+pub struct EncoderActor {
+    link: ChildLink,
+    ffmpeg: ChildProcess,
+    stdin: Option<ChildStdin>,
+    progress_to: Option<Recipient<EncoderProgress>>,
+    ready: Option<oneshot::Sender<()>>,
+    last: EncoderProgress,
+    slow_reports: u32,
+    stopping: bool,
+}
+
+impl EncoderActor {
+    /// Starts ffmpeg; resolves once the first frame has been encoded.
+    pub async fn start(
+        spec: &EncoderSpec,
+        display: &DisplayInfo,
+        audio: &AudioInfo,
+        progress_to: Option<Recipient<EncoderProgress>>,
+        link: ChildLink,
+    ) -> Result<Addr<EncoderActor>, Failure> {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(ffmpeg_args(spec, display, audio))
+            .env("PULSE_SERVER", &audio.server)
+            // Ask the sink's monitor for small fragments: ffmpeg's audio then starts at once.
+            .env("PULSE_LATENCY_MSEC", "20")
+            .env("DISPLAY", display.env());
+        let (mut ffmpeg, stdout) = ChildProcess::spawn("ffmpeg", cmd, true, Stdout::Capture)
+            .map_err(|e| e.into_failure())?;
+        let stdin = ffmpeg.take_stdin();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let report = ffmpeg.exit_report();
+        let actor = EncoderActor {
+            link,
+            ffmpeg,
+            stdin,
+            progress_to,
+            ready: Some(ready_tx),
+            last: EncoderProgress::default(),
+            slow_reports: 0,
+            stopping: false,
+        };
+        let addr = EncoderActor::create(|ctx| {
+            if let Some(stdout) = stdout {
+                ctx.add_stream(progress_stream(stdout));
+            }
+            actor
+        });
+        let failure = tokio::select! {
+            ready = ready_rx => match ready {
+                Ok(()) => {
+                    tracing::info!(output = %spec.output.display(), "encoder running");
+                    return Ok(addr);
+                }
+                // The actor stopped before the first frame because ffmpeg exited.
+                Err(_) => Failure::crashed(format!("encoder failed to start: {}", report.await.1)),
+            },
+            _ = tokio::time::sleep(READY_TIMEOUT) => Failure::new(
+                FailureKind::Timeout,
+                format!("encoder: ffmpeg encoded no frame within {READY_TIMEOUT:?}"),
+            ),
+        };
+        addr.do_send(Kill);
+        Err(failure)
+    }
+
+    fn on_progress(&mut self, p: EncoderProgress) {
+        if p.frame > 0 {
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(());
+            }
+        }
+        match p.speed {
+            Some(speed) if speed < SLOW_SPEED && p.out_time > Duration::from_secs(3) => {
+                self.slow_reports += 1;
+                if self.slow_reports == SLOW_REPORTS {
+                    tracing::warn!(
+                        speed,
+                        "encoder is falling behind real time; the recording will be shorter than \
+                         the wall time. Lower the resolution or frame rate, or use a faster preset"
+                    );
+                }
+            }
+            _ => self.slow_reports = 0,
+        }
+        if let Some(to) = &self.progress_to {
+            to.do_send(p.clone());
+        }
+        self.last = p;
+    }
+}
+
+/// Parses ffmpeg's `-progress` key=value blocks into one message per block.
+fn progress_stream(stdout: ChildStdout) -> impl futures_util::Stream<Item = EncoderProgress> {
+    let lines = BufReader::new(stdout).lines();
+    futures_util::stream::unfold(
+        (lines, EncoderProgress::default()),
+        |(mut lines, mut p)| async move {
+            loop {
+                let line = lines.next_line().await.ok()??;
+                let Some((key, value)) = line.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim();
+                match key {
+                    "frame" => p.frame = value.parse().unwrap_or(p.frame),
+                    "fps" => p.fps = value.parse().unwrap_or(p.fps),
+                    "drop_frames" => p.drop_frames = value.parse().unwrap_or(p.drop_frames),
+                    "dup_frames" => p.dup_frames = value.parse().unwrap_or(p.dup_frames),
+                    "total_size" => p.total_size = value.parse().unwrap_or(p.total_size),
+                    "out_time_us" => {
+                        if let Ok(us) = value.parse::<u64>() {
+                            p.out_time = Duration::from_micros(us);
+                        }
+                    }
+                    "speed" => p.speed = value.trim_end_matches('x').trim().parse().ok(),
+                    "progress" => {
+                        let block = p.clone();
+                        return Some((block, (lines, p)));
+                    }
+                    _ => {}
+                }
+            }
+        },
+    )
+}
+
+impl StreamHandler<EncoderProgress> for EncoderActor {
+    fn handle(&mut self, p: EncoderProgress, _: &mut Context<Self>) {
+        self.on_progress(p);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // stdout closes when ffmpeg exits; the exit watcher reports it.
+    }
+}
+
+impl Actor for EncoderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(actix::fut::wrap_future(self.ffmpeg.exit_report()).map(
+            |(_, report), act: &mut Self, ctx| {
+                if !act.stopping {
+                    let message = format!("encoder lost: {report}");
+                    act.link
+                        .set_exit(ExitReason::Failed(Failure::crashed(message)));
+                    ctx.stop();
+                }
+            },
+        ));
+    }
+}
+
+impl Handler<Shutdown> for EncoderActor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let stdin = self.stdin.take();
+        let exited = self.ffmpeg.exited();
+        let pid = self.ffmpeg.pid();
+        let kill_after = self.ffmpeg.wait_or_kill(Duration::from_secs(2));
+        let stop = async move {
+            // `q` makes ffmpeg stop reading, flush the encoder and write the end of the file.
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(b"q").await;
+                let _ = stdin.flush().await;
+            }
+            match tokio::time::timeout(FINALIZE_TIMEOUT, exited).await {
+                Ok(status) => status,
+                Err(_) => {
+                    tracing::warn!(pid, "ffmpeg did not finish after q; interrupting it");
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGINT,
+                    );
+                    kill_after.await
+                }
+            }
+        };
+        Box::pin(
+            actix::fut::wrap_future(stop).map(|status, act: &mut Self, ctx| {
+                let result = if status.success() {
+                    tracing::info!(
+                        frames = act.last.frame,
+                        dropped = act.last.drop_frames,
+                        duplicated = act.last.dup_frames,
+                        bytes = act.last.total_size,
+                        duration = ?act.last.out_time,
+                        "encoder finished the file"
+                    );
+                    act.link.set_exit(ExitReason::Shutdown);
+                    Ok(())
+                } else {
+                    let failure = Failure::new(
+                        FailureKind::Output,
+                        format!(
+                            "encoder did not finish the file: {}",
+                            act.ffmpeg.describe_exit(status)
+                        ),
+                    );
+                    act.link.set_exit(ExitReason::Failed(failure.clone()));
+                    Err(failure)
+                };
+                ctx.stop();
+                result
+            }),
+        )
+    }
+}
+
+impl Handler<Kill> for EncoderActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        self.link.set_exit(ExitReason::Shutdown);
+        self.ffmpeg.signal(nix::sys::signal::Signal::SIGKILL);
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> EncoderSpec {
+        EncoderSpec {
+            output: "/out/x.mp4".into(),
+            width: 1280,
+            height: 720,
+            framerate: 30,
+            output_size: Some((640, 360)),
+            video_bitrate: 2_976_000,
+            video_buffer: 5_952_000,
+            audio_bitrate: 128_000,
+            audio_frequency: 44_100,
+            preset: "veryfast".into(),
+        }
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn ffmpeg_arguments_follow_the_spec() {
+        let audio = AudioInfo {
+            server: "unix:/x/native".into(),
+            sink: "pagecast_1".into(),
+        };
+        let args = ffmpeg_args(&spec(), &DisplayInfo { number: 7 }, &audio);
+        assert_eq!(after(&args, "-i"), [":7.0+0,0", "pagecast_1.monitor"]);
+        assert_eq!(after(&args, "-video_size"), ["1280x720"]);
+        assert_eq!(after(&args, "-framerate"), ["30"]);
+        assert_eq!(after(&args, "-vf"), ["scale=640:360:flags=bicubic"]);
+        assert_eq!(after(&args, "-pix_fmt"), ["yuv420p"]);
+        assert_eq!(after(&args, "-b:v"), ["2976k"]);
+        assert_eq!(after(&args, "-maxrate"), ["2976k"]);
+        assert_eq!(after(&args, "-bufsize"), ["5952k"]);
+        assert_eq!(after(&args, "-b:a"), ["128k"]);
+        assert_eq!(after(&args, "-ar"), ["44100"]);
+        assert_eq!(after(&args, "-g"), ["60"]);
+        assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
+        assert!(after(&args, "-movflags")[0].contains("frag_keyframe"));
+        assert_eq!(args.last().unwrap(), "/out/x.mp4");
+
+        let mut same_size = spec();
+        same_size.output_size = None;
+        assert!(after(
+            &ffmpeg_args(&same_size, &DisplayInfo { number: 7 }, &audio),
+            "-vf"
+        )
+        .is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+//! pagecast's actors.
+//!
+//! The supervision module ([`supervision`]) and the child-process wrapper ([`process`]) are written
+//! once and used by every tree; each managed process has one actor module of its own.
+
+pub mod audio;
+pub mod browser;
+pub mod display;
+pub mod encoder;
+pub mod process;
+pub mod recording;
+pub mod secret;
+pub mod supervision;

@@ -1,0 +1,459 @@
+//! The child-process wrapper every process-owning actor uses.
+//!
+//! Owns: one OS process and its process group. The child is started in a group of its own (so a
+//! signal reaches everything it forks, e.g. chromedriver's Chromium), with a parent-death signal
+//! (so it dies with pagecast even on SIGKILL), and its stderr is drained on a task of its own into
+//! `tracing` (a child whose stderr pipe fills up blocks), keeping the last lines for error messages.
+//!
+//! Stops: [`ChildProcess::terminate`] (SIGTERM to the group, SIGKILL after a grace period), or on
+//! drop: dropping a `ChildProcess` kills its whole group, so a process can't outlive its actor.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::sync::watch;
+
+/// How many stderr lines are kept to explain a failure.
+const TAIL_LINES: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{program} is not installed (not found on PATH)")]
+    NotFound { program: String },
+    #[error("could not start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ProcessError {
+    /// As a supervision failure: a missing program is its own kind (the user installs it).
+    pub fn into_failure(self) -> crate::supervision::Failure {
+        use crate::supervision::{Failure, FailureKind};
+        match self {
+            ProcessError::NotFound { .. } => {
+                Failure::new(FailureKind::MissingProgram, self.to_string())
+            }
+            ProcessError::Spawn { .. } => Failure::crashed(self.to_string()),
+        }
+    }
+}
+
+/// What to do with the child's stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    /// Log it like stderr.
+    Log,
+    /// Hand it to the caller (e.g. ffmpeg's `-progress pipe:1`).
+    Capture,
+}
+
+/// A started child process. See the module docs.
+pub struct ChildProcess {
+    inner: Arc<Inner>,
+    stdin: Option<ChildStdin>,
+}
+
+/// What waiting futures share with the wrapper; they may outlive a borrow of it.
+struct Inner {
+    name: String,
+    pid: Pid,
+    status: watch::Receiver<Option<ExitStatus>>,
+    tail: Mutex<VecDeque<String>>,
+    /// True once stderr reached EOF (its last lines are in `tail`).
+    stderr_closed: watch::Sender<bool>,
+}
+
+impl ChildProcess {
+    /// Starts `cmd` as `name` (used in logs and errors). stdin is piped when `with_stdin`.
+    /// Returns the child and, with [`Stdout::Capture`], its stdout.
+    pub fn spawn(
+        name: &str,
+        mut cmd: Command,
+        with_stdin: bool,
+        stdout: Stdout,
+    ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
+        let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        cmd.stdin(if with_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+        // Why: a parent-death signal is the only thing that still works when pagecast is
+        // SIGKILLed; process groups and Drop need pagecast alive.
+        let parent = nix::unistd::getpid();
+        // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+                if nix::unistd::getppid() != parent {
+                    // The parent died before prctl took effect.
+                    let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                ProcessError::NotFound {
+                    program: program.clone(),
+                }
+            } else {
+                ProcessError::Spawn {
+                    program: program.clone(),
+                    source,
+                }
+            }
+        })?;
+        let pid = Pid::from_raw(child.id().expect("a just-spawned child has a pid") as i32);
+        let (tx, status) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            pid,
+            status,
+            tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
+            stderr_closed: watch::Sender::new(false),
+        });
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(drain(name.to_owned(), err, Some(inner.clone())));
+        }
+        let captured = match stdout {
+            Stdout::Capture => child.stdout.take(),
+            Stdout::Log => {
+                if let Some(out) = child.stdout.take() {
+                    tokio::spawn(drain(name.to_owned(), out, None));
+                }
+                None
+            }
+        };
+        let stdin = child.stdin.take();
+        let task_name = name.to_owned();
+        tokio::spawn(async move {
+            let result = child.wait().await;
+            let status = match result {
+                Ok(status) => status,
+                Err(err) => {
+                    tracing::warn!(process = %task_name, error = %err, "waiting for child failed");
+                    ExitStatus::from_raw(-1)
+                }
+            };
+            let _ = tx.send(Some(status));
+        });
+        tracing::debug!(process = name, pid = pid.as_raw(), "started");
+        Ok((Self { inner, stdin }, captured))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.inner.pid.as_raw() as u32
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.inner.status()
+    }
+
+    /// Resolves when the process has exited. Like every waiting method here it does not borrow
+    /// `self`, so an actor can hold the future while keeping the `ChildProcess`.
+    pub fn exited(&self) -> impl Future<Output = ExitStatus> + 'static {
+        self.inner.exited()
+    }
+
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// Sends `signal` to the whole process group.
+    pub fn signal(&self, signal: Signal) {
+        self.inner.signal(signal);
+    }
+
+    /// SIGTERM to the group, then SIGKILL if it has not exited within `grace`.
+    pub fn terminate(&self, grace: Duration) -> impl Future<Output = ExitStatus> + 'static {
+        let inner = self.inner.clone();
+        async move {
+            if let Some(status) = inner.status() {
+                inner.signal(Signal::SIGKILL); // leftovers of the group, if any
+                return status;
+            }
+            inner.signal(Signal::SIGTERM);
+            inner.wait_or_kill(grace).await
+        }
+    }
+
+    /// Waits up to `grace` for the process to exit on its own, then SIGKILLs the group.
+    pub fn wait_or_kill(&self, grace: Duration) -> impl Future<Output = ExitStatus> + 'static {
+        let inner = self.inner.clone();
+        async move { inner.wait_or_kill(grace).await }
+    }
+
+    /// The last stderr lines, joined with " | " (empty if none).
+    pub fn stderr_tail(&self) -> String {
+        self.inner.stderr_tail()
+    }
+
+    /// One line explaining an exit: "ffmpeg exited with status 1: <last stderr lines>".
+    pub fn describe_exit(&self, status: ExitStatus) -> String {
+        self.inner.describe_exit(status)
+    }
+
+    /// Waits for the exit and for stderr to be read to its end (briefly: a grandchild may hold the
+    /// pipe open), then explains the exit in one line.
+    pub fn exit_report(&self) -> impl Future<Output = (ExitStatus, String)> + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let status = inner.exited().await;
+            let mut closed = inner.stderr_closed.subscribe();
+            let _ = tokio::time::timeout(Duration::from_millis(500), closed.wait_for(|c| *c)).await;
+            (status, inner.describe_exit(status))
+        }
+    }
+}
+
+impl Inner {
+    fn describe_exit(&self, status: ExitStatus) -> String {
+        let mut out = format!("{} {}", self.name, describe_status(status));
+        let tail = self.stderr_tail();
+        if !tail.is_empty() {
+            let _ = write!(out, ": {tail}");
+        }
+        out
+    }
+
+    fn status(&self) -> Option<ExitStatus> {
+        *self.status.borrow()
+    }
+
+    fn signal(&self, signal: Signal) {
+        // ESRCH (group already gone) is the normal case after exit.
+        let _ = killpg(self.pid, signal);
+    }
+
+    fn exited(&self) -> impl Future<Output = ExitStatus> + 'static {
+        let mut rx = self.status.clone();
+        async move {
+            loop {
+                if let Some(status) = *rx.borrow_and_update() {
+                    return status;
+                }
+                if rx.changed().await.is_err() {
+                    return rx.borrow().unwrap_or_else(|| ExitStatus::from_raw(-1));
+                }
+            }
+        }
+    }
+
+    async fn wait_or_kill(&self, grace: Duration) -> ExitStatus {
+        let status = match tokio::time::timeout(grace, self.exited()).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(process = %self.name, grace = ?grace, "did not exit in time, killing it");
+                self.signal(Signal::SIGKILL);
+                self.exited().await
+            }
+        };
+        // Whatever the leader left behind in its group goes too.
+        self.signal(Signal::SIGKILL);
+        status
+    }
+
+    fn stderr_tail(&self) -> String {
+        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        tail.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        // The group may hold grandchildren even after the leader exited.
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+impl std::fmt::Debug for ChildProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildProcess")
+            .field("name", &self.inner.name)
+            .field("pid", &self.inner.pid)
+            .finish()
+    }
+}
+
+/// "exited with status 1" or "was killed by SIGKILL".
+pub fn describe_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        format!("exited with status {code}")
+    } else if let Some(sig) = status.signal() {
+        match Signal::try_from(sig) {
+            Ok(sig) => format!("was killed by {}", sig.as_str()),
+            Err(_) => format!("was killed by signal {sig}"),
+        }
+    } else {
+        "exited".to_owned()
+    }
+}
+
+/// Reads `pipe` line by line into tracing, keeping the last lines in `tail`.
+async fn drain(name: String, pipe: impl AsyncRead + Unpin, tail: Option<Arc<Inner>>) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => {
+                if let Some(inner) = &tail {
+                    inner.stderr_closed.send_replace(true);
+                }
+                break;
+            }
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end();
+                if line.is_empty() {
+                    continue;
+                }
+                tracing::debug!(target: "pagecast::child", process = %name, "{line}");
+                if let Some(inner) = &tail {
+                    let mut tail = inner.tail.lock().unwrap_or_else(|e| e.into_inner());
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// Whether `program` can be found on PATH (or is an existing path).
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    let candidate = std::path::Path::new(program);
+    if candidate.components().count() > 1 {
+        return candidate.is_file().then(|| candidate.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(OsStr::new(program)))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script);
+        cmd
+    }
+
+    #[tokio::test]
+    async fn exit_status_and_stderr_tail_explain_a_failure() {
+        let (child, _) = ChildProcess::spawn(
+            "fake",
+            sh("echo starting >&2; echo 'bad thing' >&2; exit 3"),
+            false,
+            Stdout::Log,
+        )
+        .unwrap();
+        let (status, report) = child.exit_report().await;
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(report, "fake exited with status 3: starting | bad thing");
+    }
+
+    #[tokio::test]
+    async fn terminate_kills_the_whole_group_after_the_grace_period() {
+        // The shell ignores SIGTERM and has a grandchild: both must be gone afterwards.
+        let (child, out) = ChildProcess::spawn(
+            "stubborn",
+            sh("trap '' TERM; sleep 60 & echo $!; wait"),
+            false,
+            Stdout::Capture,
+        )
+        .unwrap();
+        let mut out = BufReader::new(out.unwrap()).lines();
+        let grandchild: i32 = out.next_line().await.unwrap().unwrap().parse().unwrap();
+        let status = child.terminate(Duration::from_millis(200)).await;
+        assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while alive(grandchild) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "grandchild survived"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_the_wrapper_kills_the_process() {
+        let (child, _) =
+            ChildProcess::spawn("sleeper", sh("exec sleep 60"), false, Stdout::Log).unwrap();
+        let pid = child.pid() as i32;
+        let exited = child.exited();
+        drop(child);
+        let status = tokio::time::timeout(Duration::from_secs(5), exited)
+            .await
+            .expect("child survived its wrapper");
+        assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
+        assert!(!alive(pid));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named() {
+        let err = ChildProcess::spawn(
+            "nope",
+            Command::new("pagecast-no-such-program"),
+            false,
+            Stdout::Log,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pagecast-no-such-program is not installed (not found on PATH)"
+        );
+        assert!(find_program("pagecast-no-such-program").is_none());
+        assert!(find_program("sh").is_some());
+    }
+
+    /// Alive and not a zombie.
+    fn alive(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => !stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,1079 @@
+//! Supervision, written once for every tree in pagecast.
+//!
+//! actix's own `Supervisor` only restarts one actor in place. This module is a supervision tree in
+//! the Erlang/OTP sense, as data:
+//!
+//! - a [`ChildSpec`] says how to start a child (a future that resolves once the child is *ready*),
+//!   its [`Restart`] policy and its shutdown timeout;
+//! - a [`Strategy`] says what else restarts with a dead child (`RestForOne`: every child started
+//!   after it, so a dead display takes the browser and encoder with it);
+//! - an [`Intensity`] bounds restarts (at most N in a window T); past it the supervisor gives up
+//!   and stops the whole tree cleanly, reporting why.
+//!
+//! Owns: its children, through the handles their start futures return.
+//! Accepts: [`ChildExited`] (a child died or stopped), [`StopTree`] (stop everything, in order).
+//! Sends: [`Shutdown`] to children, in reverse start order, each bounded by its timeout, then
+//! [`Kill`] to a child that did not stop in time; a [`TreeExit`] to whoever started the tree.
+//! Stops: after every child has stopped, by request or by giving up.
+//!
+//! Children report their own death with a [`ChildLink`]. A child actor that panics never reports;
+//! its link notices on drop and reports the panic, so a panic is a crash, never a silent stop.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use actix::dev::ToEnvelope;
+use actix::fut::{self, ActorFutureExt, LocalBoxActorFuture, WrapFuture};
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use tokio::sync::oneshot;
+
+/// When a child that stopped is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Always, whatever the reason it stopped.
+    Permanent,
+    /// Only after an abnormal exit (a crash or a failure, not a normal stop).
+    Transient,
+    /// Never.
+    Temporary,
+}
+
+/// What restarts together with a dead child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Only the child itself.
+    OneForOne,
+    /// The child and every child started after it (they depend on it), in start order.
+    RestForOne,
+}
+
+/// At most `max_restarts` restarts within `period`; one more and the supervisor gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intensity {
+    pub max_restarts: u32,
+    pub period: Duration,
+}
+
+impl Intensity {
+    /// No restart at all: the first failure stops the tree.
+    pub const NEVER: Intensity = Intensity {
+        max_restarts: 0,
+        period: Duration::from_secs(1),
+    };
+}
+
+/// Why a child failed, in categories its supervisor's owner can act on (e.g. exit codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The process or actor died or misbehaved.
+    Crashed,
+    /// A program the child needs is not installed.
+    MissingProgram,
+    /// The thing to record is unusable (e.g. the page could not be loaded).
+    Input,
+    /// Where the result goes is unusable (e.g. the file can't be written).
+    Output,
+    /// The child did not become ready in time.
+    Timeout,
+}
+
+/// A failure: what kind and one line saying what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn crashed(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Crashed, message)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Why a child stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It finished its work on its own.
+    Normal,
+    /// Its supervisor asked it to stop.
+    Shutdown,
+    /// It failed.
+    Failed(Failure),
+    /// Its actor panicked (the panic message).
+    Panicked(String),
+}
+
+impl ExitReason {
+    pub fn is_abnormal(&self) -> bool {
+        matches!(self, ExitReason::Failed(_) | ExitReason::Panicked(_))
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("stopped normally"),
+            ExitReason::Shutdown => f.write_str("was shut down"),
+            ExitReason::Failed(failure) => f.write_str(&failure.message),
+            ExitReason::Panicked(msg) => write!(f, "panicked: {msg}"),
+        }
+    }
+}
+
+/// Message to a child: stop gracefully. The reply comes once it has finished stopping, and says
+/// whether it stopped cleanly (e.g. the encoder finalized its file).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Failure>")]
+pub struct Shutdown;
+
+/// Message to a child that did not stop within its timeout: stop now, losing what must be lost.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Kill;
+
+/// Message to a supervisor: a child has stopped. Sent by the child's [`ChildLink`].
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    pub index: usize,
+    pub generation: u64,
+    pub reason: ExitReason,
+}
+
+/// Message to a supervisor: stop the whole tree in order (a signal, the page's END_RECORDING, a
+/// time limit). `cause` says why, for the log and the [`TreeExit`].
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct StopTree {
+    pub cause: String,
+}
+
+/// How a tree ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeExit {
+    /// Stopped on request; every child stopped in order. `failures` lists the children that
+    /// did not stop cleanly (by name), in stop order.
+    Stopped {
+        cause: String,
+        failures: Vec<(String, Failure)>,
+    },
+    /// A child failed more often than the restart intensity allows (or could not be restarted).
+    GaveUp { child: String, reason: ExitReason },
+    /// A child could not be started.
+    StartFailed { child: String, failure: Failure },
+}
+
+/// A running child as its supervisor sees it.
+pub trait ChildHandle {
+    /// Asks the child to stop; resolves when it has, saying whether it stopped cleanly.
+    fn shutdown(&self) -> LocalBoxFuture<'static, Result<(), Failure>>;
+    /// Tells the child to stop at once.
+    fn kill(&self);
+}
+
+impl<A> ChildHandle for Addr<A>
+where
+    A: Actor + Handler<Shutdown> + Handler<Kill>,
+    A::Context: ToEnvelope<A, Shutdown> + ToEnvelope<A, Kill>,
+{
+    fn shutdown(&self) -> LocalBoxFuture<'static, Result<(), Failure>> {
+        let sent = self.send(Shutdown);
+        // A closed mailbox means the actor is already gone: that is stopped too.
+        Box::pin(async move { sent.await.unwrap_or(Ok(())) })
+    }
+
+    fn kill(&self) {
+        self.do_send(Kill);
+    }
+}
+
+type StartFn =
+    Box<dyn FnMut(ChildLink) -> LocalBoxFuture<'static, Result<Box<dyn ChildHandle>, Failure>>>;
+
+/// How to start and stop one child.
+pub struct ChildSpec {
+    pub name: String,
+    pub restart: Restart,
+    pub shutdown_timeout: Duration,
+    start: StartFn,
+}
+
+impl ChildSpec {
+    /// `start` gets the child's link and resolves once the child is ready (or failed to start).
+    pub fn new<F, Fut, H>(
+        name: impl Into<String>,
+        restart: Restart,
+        shutdown_timeout: Duration,
+        mut start: F,
+    ) -> Self
+    where
+        F: FnMut(ChildLink) -> Fut + 'static,
+        Fut: Future<Output = Result<H, Failure>> + 'static,
+        H: ChildHandle + 'static,
+    {
+        Self {
+            name: name.into(),
+            restart,
+            shutdown_timeout,
+            start: Box::new(move |link| {
+                let started = start(link);
+                Box::pin(async move { started.await.map(|h| Box::new(h) as Box<dyn ChildHandle>) })
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("restart", &self.restart)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+/// A child's connection to its supervisor, owned by the child actor.
+///
+/// The child says why it is about to stop with [`ChildLink::set_exit`] before it stops; the link
+/// sends [`ChildExited`] when it is dropped with the actor. A link dropped with no reason set means
+/// the actor stopped without deciding to, i.e. it panicked: that is reported as a crash.
+pub struct ChildLink {
+    name: String,
+    index: usize,
+    generation: u64,
+    supervisor: Addr<Supervisor>,
+    exit: Option<ExitReason>,
+}
+
+impl ChildLink {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this start is a restart of the child.
+    pub fn is_restart(&self) -> bool {
+        self.generation > 0
+    }
+
+    /// Records why the child is stopping. The first reason wins: a crash seen while shutting down
+    /// stays a crash.
+    pub fn set_exit(&mut self, reason: ExitReason) {
+        if self.exit.is_none() {
+            self.exit = Some(reason);
+        }
+    }
+
+    /// Asks the whole tree to stop in order (e.g. the page logged END_RECORDING).
+    pub fn stop_tree(&self, cause: impl Into<String>) {
+        self.supervisor.do_send(StopTree {
+            cause: cause.into(),
+        });
+    }
+}
+
+impl Drop for ChildLink {
+    fn drop(&mut self) {
+        let reason = self.exit.take().unwrap_or_else(|| {
+            ExitReason::Panicked(
+                take_panic_message()
+                    .unwrap_or_else(|| "actor stopped without saying why".to_owned()),
+            )
+        });
+        self.supervisor.do_send(ChildExited {
+            index: self.index,
+            generation: self.generation,
+            reason,
+        });
+    }
+}
+
+impl fmt::Debug for ChildLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildLink")
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+thread_local! {
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Records each panic's message for the thread it happened on, so a [`ChildLink`] dropped after
+/// its actor panicked can say why. Chains to the previous hook.
+fn install_panic_recorder() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else if let Some(s) = info.payload().downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "unknown panic".to_owned()
+            };
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{at}")));
+            previous(info);
+        }));
+    });
+}
+
+fn take_panic_message() -> Option<String> {
+    LAST_PANIC.with(|p| p.borrow_mut().take())
+}
+
+/// Settings of one supervisor.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub name: String,
+    pub strategy: Strategy,
+    pub intensity: Intensity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Running,
+    Stopping,
+}
+
+struct Slot {
+    spec: ChildSpec,
+    generation: u64,
+    running: Option<Box<dyn ChildHandle>>,
+}
+
+/// The supervisor actor. See the module docs.
+pub struct Supervisor {
+    config: SupervisorConfig,
+    children: Vec<Slot>,
+    restarts: VecDeque<Instant>,
+    state: State,
+    done: Option<oneshot::Sender<TreeExit>>,
+    /// Children that failed to stop cleanly during the final stop.
+    shutdown_failures: Vec<(String, Failure)>,
+}
+
+impl Supervisor {
+    /// Starts the supervisor and, in order, its children. The receiver resolves with how the tree
+    /// ended, after every child has stopped.
+    pub fn start(
+        config: SupervisorConfig,
+        specs: Vec<ChildSpec>,
+    ) -> (Addr<Supervisor>, oneshot::Receiver<TreeExit>) {
+        install_panic_recorder();
+        let (tx, rx) = oneshot::channel();
+        let children = specs
+            .into_iter()
+            .map(|spec| Slot {
+                spec,
+                generation: 0,
+                running: None,
+            })
+            .collect();
+        let addr = Supervisor {
+            config,
+            children,
+            restarts: VecDeque::new(),
+            state: State::Starting,
+            done: Some(tx),
+            shutdown_failures: Vec::new(),
+        }
+        .start();
+        (addr, rx)
+    }
+
+    /// Starts, in order, the children in `from..to` that are not running, stopping at the first
+    /// that fails.
+    fn start_range(
+        &mut self,
+        from: usize,
+        to: usize,
+        ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, Result<(), (usize, Failure)>> {
+        let Some(index) = (from..to).find(|&i| self.children[i].running.is_none()) else {
+            return fut::ready(Ok(())).boxed_local();
+        };
+        let slot = &mut self.children[index];
+        let link = ChildLink {
+            name: slot.spec.name.clone(),
+            index,
+            generation: slot.generation,
+            supervisor: ctx.address(),
+            exit: None,
+        };
+        tracing::debug!(supervisor = %self.config.name, child = %slot.spec.name, generation = slot.generation, "starting child");
+        (slot.spec.start)(link)
+            .into_actor(self)
+            .then(move |result, act, ctx| match result {
+                Ok(handle) => {
+                    act.children[index].running = Some(handle);
+                    tracing::debug!(supervisor = %act.config.name, child = %act.children[index].spec.name, "child ready");
+                    act.start_range(index + 1, to, ctx)
+                }
+                Err(failure) => fut::ready(Err((index, failure))).boxed_local(),
+            })
+            .boxed_local()
+    }
+
+    /// Stops the running children with index >= `from`, last started first, each within its
+    /// shutdown timeout (then killed).
+    fn stop_from(&mut self, from: usize) -> LocalBoxActorFuture<Self, ()> {
+        let Some(index) = (from..self.children.len())
+            .rev()
+            .find(|&i| self.children[i].running.is_some())
+        else {
+            return fut::ready(()).boxed_local();
+        };
+        let slot = &mut self.children[index];
+        let handle = slot.running.take().expect("found running above");
+        // A later exit report of this generation is stale.
+        slot.generation += 1;
+        let name = slot.spec.name.clone();
+        let timeout = slot.spec.shutdown_timeout;
+        tracing::debug!(supervisor = %self.config.name, child = %name, "stopping child");
+        async move {
+            match tokio::time::timeout(timeout, handle.shutdown()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(failure)) => Err((name, failure)),
+                Err(_) => {
+                    tracing::warn!(child = %name, timeout = ?timeout, "child did not stop in time, killing it");
+                    handle.kill();
+                    let failure = Failure::new(
+                        FailureKind::Timeout,
+                        format!("{name} did not stop within {timeout:?} and was killed"),
+                    );
+                    Err((name, failure))
+                }
+            }
+        }
+        .into_actor(self)
+        .then(move |result, act, _| {
+            if let Err((name, failure)) = result {
+                tracing::error!(child = %name, error = %failure, "child did not stop cleanly");
+                act.shutdown_failures.push((name, failure));
+            }
+            act.stop_from(from)
+        })
+        .boxed_local()
+    }
+
+    /// Records a restart; false when it would exceed the intensity.
+    fn allow_restart(&mut self) -> bool {
+        let now = Instant::now();
+        let period = self.config.intensity.period;
+        while self
+            .restarts
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > period)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() as u32 >= self.config.intensity.max_restarts {
+            return false;
+        }
+        self.restarts.push_back(now);
+        true
+    }
+
+    /// Stops every child, then ends with `exit`.
+    fn stop_all(&mut self, mut exit: TreeExit, ctx: &mut Context<Self>) {
+        self.state = State::Stopping;
+        self.shutdown_failures.clear();
+        let fut = self.stop_from(0).map(move |(), act, ctx| {
+            if let TreeExit::Stopped { failures, .. } = &mut exit {
+                *failures = std::mem::take(&mut act.shutdown_failures);
+            }
+            tracing::info!(supervisor = %act.config.name, outcome = ?exit, "tree stopped");
+            if let Some(done) = act.done.take() {
+                let _ = done.send(exit);
+            }
+            ctx.stop();
+        });
+        ctx.wait(fut);
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // `wait` holds back every message (exits, stop requests) until all children are ready.
+        let all = self.children.len();
+        let fut = self.start_range(0, all, ctx).map(|result, act, ctx| match result {
+            Ok(()) => {
+                act.state = State::Running;
+                tracing::debug!(supervisor = %act.config.name, "all children ready");
+            }
+            Err((index, failure)) => {
+                let child = act.children[index].spec.name.clone();
+                tracing::error!(supervisor = %act.config.name, child = %child, error = %failure, "child failed to start");
+                act.stop_all(TreeExit::StartFailed { child, failure }, ctx);
+            }
+        });
+        ctx.wait(fut);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Stopped without finishing (the system went down): say so rather than hang the owner.
+        if let Some(done) = self.done.take() {
+            let _ = done.send(TreeExit::Stopped {
+                cause: "supervisor stopped".to_owned(),
+                failures: Vec::new(),
+            });
+        }
+    }
+}
+
+impl Handler<ChildExited> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
+        let Some(slot) = self.children.get_mut(msg.index) else {
+            return;
+        };
+        if slot.generation != msg.generation || slot.running.is_none() {
+            return; // a child we already stopped or replaced
+        }
+        slot.running = None;
+        slot.generation += 1;
+        let name = slot.spec.name.clone();
+        let restart = match slot.spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => msg.reason.is_abnormal(),
+            Restart::Temporary => false,
+        };
+        if self.state == State::Stopping {
+            return;
+        }
+        if msg.reason.is_abnormal() {
+            tracing::warn!(supervisor = %self.config.name, child = %name, reason = %msg.reason, "child crashed");
+        } else {
+            tracing::info!(supervisor = %self.config.name, child = %name, reason = %msg.reason, "child stopped");
+        }
+        if !restart {
+            return;
+        }
+        if !self.allow_restart() {
+            tracing::error!(
+                supervisor = %self.config.name, child = %name, reason = %msg.reason,
+                max_restarts = self.config.intensity.max_restarts,
+                period = ?self.config.intensity.period,
+                "restart intensity exceeded, giving up"
+            );
+            self.stop_all(
+                TreeExit::GaveUp {
+                    child: name,
+                    reason: msg.reason,
+                },
+                ctx,
+            );
+            return;
+        }
+        tracing::warn!(supervisor = %self.config.name, child = %name, cause = %msg.reason, strategy = ?self.config.strategy, "restarting");
+        let index = msg.index;
+        let stop_dependents = match self.config.strategy {
+            Strategy::OneForOne => fut::ready(()).boxed_local(),
+            Strategy::RestForOne => self.stop_from(index + 1),
+        };
+        let last = match self.config.strategy {
+            Strategy::OneForOne => index + 1,
+            Strategy::RestForOne => self.children.len(),
+        };
+        let fut = stop_dependents
+            .then(move |(), act, ctx| act.start_range(index, last, ctx))
+            .map(move |result, act, ctx| {
+                if let Err((i, failure)) = result {
+                    let child = act.children[i].spec.name.clone();
+                    tracing::error!(child = %child, error = %failure, "restart failed, giving up");
+                    act.stop_all(
+                        TreeExit::GaveUp {
+                            child,
+                            reason: ExitReason::Failed(failure),
+                        },
+                        ctx,
+                    );
+                }
+            });
+        ctx.wait(fut);
+    }
+}
+
+impl Handler<StopTree> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopTree, ctx: &mut Context<Self>) {
+        if self.state == State::Stopping {
+            tracing::debug!(cause = %msg.cause, "already stopping");
+            return;
+        }
+        tracing::info!(supervisor = %self.config.name, cause = %msg.cause, "stopping");
+        self.stop_all(
+            TreeExit::Stopped {
+                cause: msg.cause,
+                failures: Vec::new(),
+            },
+            ctx,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The supervision semantics against fake children (actors without processes).
+    use super::*;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    type Log = Rc<RefCell<Vec<String>>>;
+    type Addrs = Rc<RefCell<HashMap<String, Addr<Fake>>>>;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum OnStop {
+        Comply,
+        Refuse,
+    }
+
+    struct Fake {
+        name: String,
+        link: ChildLink,
+        log: Log,
+        on_stop: OnStop,
+    }
+
+    impl Actor for Fake {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Shutdown> for Fake {
+        type Result = ResponseActFuture<Self, Result<(), Failure>>;
+        fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+            self.log.borrow_mut().push(format!("stop {}", self.name));
+            self.link.set_exit(ExitReason::Shutdown);
+            if self.on_stop == OnStop::Refuse {
+                return Box::pin(fut::wrap_future(std::future::pending()));
+            }
+            ctx.stop();
+            Box::pin(fut::ready(Ok(())))
+        }
+    }
+
+    impl Handler<Kill> for Fake {
+        type Result = ();
+        fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+            self.log.borrow_mut().push(format!("kill {}", self.name));
+            self.link.set_exit(ExitReason::Shutdown);
+            ctx.stop();
+        }
+    }
+
+    /// Makes the fake stop with `0` as its reason, as a crash or a normal finish would.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Exit(ExitReason);
+
+    impl Handler<Exit> for Fake {
+        type Result = ();
+        fn handle(&mut self, msg: Exit, ctx: &mut Context<Self>) {
+            self.link.set_exit(msg.0);
+            ctx.stop();
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Panic;
+
+    impl Handler<Panic> for Fake {
+        type Result = ();
+        fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
+            panic!("fake child {} panicked on purpose", self.name);
+        }
+    }
+
+    struct Tree {
+        log: Log,
+        addrs: Addrs,
+        sup: Addr<Supervisor>,
+        exit: oneshot::Receiver<TreeExit>,
+    }
+
+    struct Child {
+        name: &'static str,
+        restart: Restart,
+        on_stop: OnStop,
+        fail_start: bool,
+    }
+
+    fn child(name: &'static str, restart: Restart) -> Child {
+        Child {
+            name,
+            restart,
+            on_stop: OnStop::Comply,
+            fail_start: false,
+        }
+    }
+
+    fn tree(strategy: Strategy, intensity: Intensity, children: Vec<Child>) -> Tree {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let specs = children
+            .into_iter()
+            .map(|c| {
+                let (log, addrs) = (log.clone(), addrs.clone());
+                ChildSpec::new(c.name, c.restart, Duration::from_millis(200), move |link| {
+                    log.borrow_mut().push(format!("start {}", c.name));
+                    let result = if c.fail_start {
+                        Err(Failure::crashed(format!("{} cannot start", c.name)))
+                    } else {
+                        let addr = Fake {
+                            name: c.name.to_owned(),
+                            link,
+                            log: log.clone(),
+                            on_stop: c.on_stop,
+                        }
+                        .start();
+                        addrs.borrow_mut().insert(c.name.to_owned(), addr.clone());
+                        Ok(addr)
+                    };
+                    std::future::ready(result)
+                })
+            })
+            .collect();
+        let config = SupervisorConfig {
+            name: "test".into(),
+            strategy,
+            intensity,
+        };
+        let (sup, exit) = Supervisor::start(config, specs);
+        Tree {
+            log,
+            addrs,
+            sup,
+            exit,
+        }
+    }
+
+    const MANY: Intensity = Intensity {
+        max_restarts: 100,
+        period: Duration::from_secs(60),
+    };
+
+    impl Tree {
+        fn addr(&self, name: &str) -> Addr<Fake> {
+            self.addrs.borrow()[name].clone()
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.borrow().clone()
+        }
+
+        /// Waits until the log has `n` entries (or fails after a deadline).
+        async fn wait_log_len(&self, n: usize) -> Vec<String> {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.log.borrow().len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "log stuck at {:?}, expected {n} entries",
+                    self.log()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.log()
+        }
+
+        async fn stop(self) -> (Vec<String>, TreeExit) {
+            self.sup.do_send(StopTree {
+                cause: "test".into(),
+            });
+            let exit = tokio::time::timeout(Duration::from_secs(5), self.exit)
+                .await
+                .expect("tree did not stop")
+                .expect("supervisor dropped its result");
+            (self.log.borrow().clone(), exit)
+        }
+    }
+
+    fn crash() -> ExitReason {
+        ExitReason::Failed(Failure::crashed("boom"))
+    }
+
+    #[actix_rt::test]
+    async fn starts_in_order_and_stops_in_reverse() {
+        let t = tree(
+            Strategy::RestForOne,
+            MANY,
+            vec![
+                child("a", Restart::Permanent),
+                child("b", Restart::Permanent),
+                child("c", Restart::Permanent),
+            ],
+        );
+        t.wait_log_len(3).await;
+        let (log, exit) = t.stop().await;
+        assert_eq!(
+            log,
+            ["start a", "start b", "start c", "stop c", "stop b", "stop a"]
+        );
+        assert_eq!(
+            exit,
+            TreeExit::Stopped {
+                cause: "test".into(),
+                failures: vec![]
+            }
+        );
+    }
+
+    #[actix_rt::test]
+    async fn one_for_one_restarts_only_the_dead_child() {
+        let t = tree(
+            Strategy::OneForOne,
+            MANY,
+            vec![
+                child("a", Restart::Permanent),
+                child("b", Restart::Permanent),
+                child("c", Restart::Permanent),
+            ],
+        );
+        t.wait_log_len(3).await;
+        t.addr("b").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(4).await[3], "start b");
+        let (log, _) = t.stop().await;
+        assert_eq!(log[4..], ["stop c", "stop b", "stop a"]);
+    }
+
+    #[actix_rt::test]
+    async fn rest_for_one_restarts_the_dead_child_and_everything_after_it() {
+        let t = tree(
+            Strategy::RestForOne,
+            MANY,
+            vec![
+                child("display", Restart::Permanent),
+                child("browser", Restart::Permanent),
+                child("encoder", Restart::Permanent),
+            ],
+        );
+        t.wait_log_len(3).await;
+        t.addr("display").do_send(Exit(crash()));
+        let log = t.wait_log_len(8).await;
+        assert_eq!(
+            log[3..],
+            [
+                "stop encoder",
+                "stop browser",
+                "start display",
+                "start browser",
+                "start encoder"
+            ]
+        );
+        // A dead last child takes nothing with it.
+        t.addr("encoder").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(9).await[8], "start encoder");
+        t.stop().await;
+    }
+
+    #[actix_rt::test]
+    async fn restart_policies() {
+        let t = tree(
+            Strategy::OneForOne,
+            MANY,
+            vec![
+                child("perm", Restart::Permanent),
+                child("trans-ok", Restart::Transient),
+                child("trans-crash", Restart::Transient),
+                child("temp", Restart::Temporary),
+            ],
+        );
+        t.wait_log_len(4).await;
+        // Transient: a normal exit is final.
+        t.addr("trans-ok").do_send(Exit(ExitReason::Normal));
+        // Temporary: even a crash is final.
+        t.addr("temp").do_send(Exit(crash()));
+        // Permanent: even a normal exit restarts.
+        t.addr("perm").do_send(Exit(ExitReason::Normal));
+        assert_eq!(t.wait_log_len(5).await[4], "start perm");
+        // Transient: a crash restarts.
+        t.addr("trans-crash").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(6).await[5], "start trans-crash");
+        let (log, _) = t.stop().await;
+        // The children that were not restarted are not running, so they are not stopped.
+        assert_eq!(log[6..], ["stop trans-crash", "stop perm"]);
+    }
+
+    #[actix_rt::test]
+    async fn gives_up_past_the_restart_intensity_and_stops_everything() {
+        let t = tree(
+            Strategy::OneForOne,
+            Intensity {
+                max_restarts: 2,
+                period: Duration::from_secs(60),
+            },
+            vec![
+                child("a", Restart::Permanent),
+                child("b", Restart::Permanent),
+            ],
+        );
+        t.wait_log_len(2).await;
+        for n in 0..2 {
+            t.addr("b").do_send(Exit(crash()));
+            t.wait_log_len(3 + n).await;
+        }
+        t.addr("b").do_send(Exit(crash()));
+        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            exit,
+            TreeExit::GaveUp {
+                child: "b".into(),
+                reason: crash()
+            }
+        );
+        assert_eq!(
+            t.log.borrow()[..],
+            ["start a", "start b", "start b", "start b", "stop a"]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn restarts_outside_the_window_do_not_count() {
+        tokio::time::pause();
+        let t = tree(
+            Strategy::OneForOne,
+            Intensity {
+                max_restarts: 1,
+                period: Duration::from_secs(10),
+            },
+            vec![child("a", Restart::Permanent)],
+        );
+        t.wait_log_len(1).await;
+        t.addr("a").do_send(Exit(crash()));
+        t.wait_log_len(2).await;
+        tokio::time::advance(Duration::from_secs(11)).await;
+        t.addr("a").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(3).await[2], "start a");
+        t.stop().await;
+    }
+
+    #[actix_rt::test]
+    async fn intensity_zero_gives_up_at_the_first_failure() {
+        let t = tree(
+            Strategy::RestForOne,
+            Intensity::NEVER,
+            vec![
+                child("a", Restart::Permanent),
+                child("b", Restart::Permanent),
+            ],
+        );
+        t.wait_log_len(2).await;
+        t.addr("a").do_send(Exit(crash()));
+        let exit = t.exit.await.unwrap();
+        assert!(matches!(exit, TreeExit::GaveUp { ref child, .. } if child == "a"));
+        assert_eq!(t.log.borrow()[2..], ["stop b"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_child_that_refuses_to_stop_is_killed_after_its_timeout() {
+        let mut stubborn = child("stubborn", Restart::Permanent);
+        stubborn.on_stop = OnStop::Refuse;
+        let t = tree(
+            Strategy::OneForOne,
+            MANY,
+            vec![child("a", Restart::Permanent), stubborn],
+        );
+        t.wait_log_len(2).await;
+        let started = Instant::now();
+        let (log, exit) = t.stop().await;
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(log[2..], ["stop stubborn", "kill stubborn", "stop a"]);
+        match exit {
+            TreeExit::Stopped { failures, .. } => {
+                assert_eq!(failures.len(), 1);
+                assert_eq!(failures[0].0, "stubborn");
+                assert_eq!(failures[0].1.kind, FailureKind::Timeout);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_panicking_child_counts_as_crashed() {
+        let t = tree(
+            Strategy::OneForOne,
+            Intensity::NEVER,
+            vec![child("a", Restart::Permanent)],
+        );
+        t.wait_log_len(1).await;
+        t.addr("a").do_send(Panic);
+        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        match exit {
+            TreeExit::GaveUp {
+                child,
+                reason: ExitReason::Panicked(msg),
+            } => {
+                assert_eq!(child, "a");
+                assert!(msg.contains("fake child a panicked on purpose"), "{msg}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_start_stops_what_was_started() {
+        let mut broken = child("b", Restart::Permanent);
+        broken.fail_start = true;
+        let t = tree(
+            Strategy::RestForOne,
+            MANY,
+            vec![
+                child("a", Restart::Permanent),
+                broken,
+                child("c", Restart::Permanent),
+            ],
+        );
+        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            exit,
+            TreeExit::StartFailed {
+                child: "b".into(),
+                failure: Failure::crashed("b cannot start")
+            }
+        );
+        assert_eq!(t.log.borrow()[..], ["start a", "start b", "stop a"]);
+    }
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Install everything pagecast needs on a Debian bookworm machine.
+# Idempotent: when everything is already present it installs nothing and
+# finishes in well under a second.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Debian packages
+# ---------------------------------------------------------------------------
+APT_PACKAGES=(
+  xvfb              # Xvfb: the virtual display Chromium draws on
+  x11-utils         # xdpyinfo etc.: probe that the display is up
+  pulseaudio        # per-recording sound server
+  pulseaudio-utils  # pactl
+  chromium          # the browser that shows the page
+  chromium-driver   # chromedriver (WebDriver)
+  ffmpeg            # encoder (and ffprobe)
+  util-linux        # setpriv
+  procps            # ps/pgrep, used by tests to look at process trees
+)
+
+missing_apt_packages() {
+  local pkg status
+  for pkg in "${APT_PACKAGES[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+    if [ "$status" != "install ok installed" ]; then
+      printf '%s\n' "$pkg"
+    fi
+  done
+}
+
+install_apt_packages() {
+  local missing
+  mapfile -t missing < <(missing_apt_packages)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    log "apt packages: all ${#APT_PACKAGES[@]} present"
+    return 0
+  fi
+  log "apt packages: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# ---------------------------------------------------------------------------
+# Rust toolchain (not installed here: rustup is the supported way)
+# ---------------------------------------------------------------------------
+check_cargo() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+    export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    printf 'setup: ERROR: cargo not found on PATH.\n' >&2
+    printf 'setup: install Rust with rustup (see the rustup.rs instructions), then run\n' >&2
+    printf 'setup:   source "$HOME/.cargo/env"\n' >&2
+    printf 'setup: and run this script again.\n' >&2
+    exit 1
+  fi
+  log "cargo: $(cargo --version)"
+}
+
+# ---------------------------------------------------------------------------
+# Later features add their steps here, each in its own function, and call it
+# from main below (e.g. setup_python_venv, setup_npm_packages, setup_go_tools).
+# ---------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
+# Final check: every binary pagecast and its tests run must be on PATH.
+# ---------------------------------------------------------------------------
+REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
+
+verify_binaries() {
+  local bin missing=()
+  for bin in "${REQUIRED_BINARIES[@]}"; do
+    command -v "$bin" >/dev/null 2>&1 || missing+=("$bin")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    die "required programs missing from PATH: ${missing[*]}"
+  fi
+  log "binaries: ${REQUIRED_BINARIES[*]} found"
+}
+
+main() {
+  install_apt_packages
+  check_cargo
+  verify_binaries
+  log "done"
+}
+
+main "$@"

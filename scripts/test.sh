@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command: install prerequisites, build everything, run all tests.
+# Extra arguments go to the test binaries: scripts/test.sh -- --nocapture
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "${1:-}" = "--" ]; then
+  shift
+fi
+
+step "scripts/setup.sh"
+bash scripts/setup.sh
+
+# setup.sh runs in a child shell; make cargo findable here too.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+  export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+
+step "cargo build --all-targets"
+cargo build --all-targets
+
+if [ "$#" -gt 0 ]; then
+  step "cargo test --workspace --all-targets -- $*"
+  cargo test --workspace --all-targets -- "$@"
+else
+  step "cargo test --workspace --all-targets"
+  cargo test --workspace --all-targets
+fi

@@ -1,0 +1,10 @@
+//! pagecast: records a live web page to MP4 through a supervised tree of Xvfb, PulseAudio,
+//! Chromium and ffmpeg. This crate is the binary's side: command line, config, wiring, what the
+//! user sees. The actors and the supervision tree live in `pagecast-actors`.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod run;
+pub mod status;

@@ -1,0 +1,114 @@
+//! The `pagecast` binary: parses the command line, loads the config, runs one recording inside
+//! an actix system and exits with a code that says how it went (see `exit.rs`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pagecast::cli::{Cli, Command};
+use pagecast::config::{self, Config, ENV_VAR};
+use pagecast::exit::Exit;
+use pagecast::logging;
+use pagecast::run;
+
+/// The demo page, built into the binary so `pagecast demo` works anywhere (e.g. in the image).
+const DEMO_PAGE: &str = include_str!("../assets/demo/index.html");
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    let command = match cli.command {
+        Some(command) => command,
+        None if std::env::var_os(ENV_VAR).is_some() => Command::Record { config: None },
+        None => {
+            eprintln!(
+                "pagecast: nothing to do: set {ENV_VAR} or give a command (see pagecast --help)"
+            );
+            return Exit::Config.into();
+        }
+    };
+    // Held for the whole run: the demo page lives in it.
+    let mut demo_dir = None;
+    let config = match command {
+        Command::Record { config: path } => load(path.as_deref()),
+        Command::Check { config: path } => {
+            return match load(path.as_deref()) {
+                Ok(config) => {
+                    println!("{config:#?}");
+                    Exit::Ok.into()
+                }
+                Err(message) => fail(Exit::Config, &message),
+            };
+        }
+        Command::Demo {
+            output,
+            duration,
+            width,
+            height,
+            framerate,
+        } => match demo_config(&output, duration, width, height, framerate) {
+            Ok((config, dir)) => {
+                demo_dir = Some(dir);
+                Ok(config)
+            }
+            Err(message) => Err(message),
+        },
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(message) => return fail(Exit::Config, &message),
+    };
+    let outcome = actix_rt::System::new().block_on(run::record(config, cli.log_format));
+    drop(demo_dir);
+    if outcome.exit == Exit::Ok {
+        Exit::Ok.into()
+    } else {
+        fail(outcome.exit, &outcome.message)
+    }
+}
+
+fn fail(exit: Exit, message: &str) -> ExitCode {
+    logging::clear_status_line();
+    eprintln!("pagecast: {message}");
+    exit.into()
+}
+
+/// The config from `path`, or from the environment variable.
+fn load(path: Option<&Path>) -> Result<Config, String> {
+    let json = match path {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("config: cannot read {}: {e}", path.display()))?,
+        None => std::env::var(ENV_VAR).map_err(|_| {
+            format!("config: {ENV_VAR} is not set (or not UTF-8) and no --config was given")
+        })?,
+    };
+    config::parse(&json).map_err(|e| e.to_string())
+}
+
+/// A config that records the bundled demo page, written to a fresh directory.
+fn demo_config(
+    output: &Path,
+    duration: std::time::Duration,
+    width: u32,
+    height: u32,
+    framerate: u32,
+) -> Result<(Config, tempfile::TempDir), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("pagecast-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a directory for the demo page: {e}"))?;
+    let page = dir.path().join("index.html");
+    std::fs::write(&page, DEMO_PAGE).map_err(|e| format!("cannot write the demo page: {e}"))?;
+    let json = serde_json::json!({
+        "input": {
+            "url": format!("file://{}", page.display()),
+            "width": width,
+            "height": height,
+            "framerate": framerate,
+        },
+        "output": { "file": output },
+        "max_duration": humantime::format_duration(duration).to_string(),
+    });
+    let config = config::parse(&json.to_string()).map_err(|e| e.to_string())?;
+    Ok((config, dir))
+}

@@ -1,0 +1,310 @@
+//! One recording, from a validated config to an exit code.
+//!
+//! Checks what can be checked before anything starts (outputs this version can write, programs
+//! on PATH, a writable output directory), starts the recording tree, turns SIGTERM/SIGINT into the
+//! tree's ordered stop (a second signal ends at once), and turns how the tree ended into one line
+//! for the user and an [`Exit`] code. Success means a finished, non-empty file.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use pagecast_actors::display::DisplaySpec;
+use pagecast_actors::encoder::EncoderSpec;
+use pagecast_actors::process::find_program;
+use pagecast_actors::recording::{Recording, RecordingReport, RecordingSpec};
+use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, Source};
+use crate::exit::Exit;
+use crate::logging::{clear_status_line, status_line, LogFormat};
+use crate::status::StatusActor;
+
+/// Programs a recording runs. Chromium is looked up separately (its name varies).
+const PROGRAMS: &[&str] = &[
+    "Xvfb",
+    "pulseaudio",
+    "pactl",
+    "chromedriver",
+    "ffmpeg",
+    "setpriv",
+];
+const CHROMIUM_NAMES: &[&str] = &["chromium", "chromium-browser", "google-chrome"];
+
+/// The user-facing end of a run: an exit code and, unless it is a success, one line saying why.
+#[derive(Debug)]
+pub struct Outcome {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl Outcome {
+    fn fail(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+/// Records what `config` says. Runs inside an actix system.
+pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
+    let output = match check_before_start(&config) {
+        Ok(output) => output,
+        Err(outcome) => return outcome,
+    };
+    let chromium = match chromium() {
+        Ok(path) => path,
+        Err(outcome) => return outcome,
+    };
+    let work_dir = match tempfile::Builder::new().prefix("pagecast-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Outcome::fail(
+                Exit::Failed,
+                format!("cannot create a working directory: {e}"),
+            )
+        }
+    };
+    let Source::Url(url) = &config.input.source else {
+        unreachable!("checked before start")
+    };
+    let id = recording_id();
+    let spec = RecordingSpec {
+        id: id.clone(),
+        work_dir: work_dir.path().to_path_buf(),
+        display: DisplaySpec {
+            width: config.input.width,
+            height: config.input.height,
+            depth: config.input.depth,
+        },
+        url: url.clone(),
+        chromium,
+        no_sandbox: no_sandbox(),
+        encoder: EncoderSpec {
+            output: output.clone(),
+            width: config.input.width,
+            height: config.input.height,
+            framerate: config.input.framerate,
+            output_size: config.output.size,
+            video_bitrate: config.output.video_bitrate,
+            video_buffer: config.output.video_buffer,
+            audio_bitrate: config.output.audio_bitrate,
+            audio_frequency: config.output.audio_frequency,
+            preset: "veryfast".into(),
+        },
+        max_duration: config.max_duration,
+    };
+    tracing::info!(
+        id = %id,
+        url = %pagecast_actors::secret::mask_url(url.as_str()),
+        output = %output.display(),
+        size = %format!("{}x{}", config.input.width, config.input.height),
+        fps = config.input.framerate,
+        "recording"
+    );
+    let status = StatusActor::new(status_line(log_format)).start();
+    let launched = Instant::now();
+    let recording = Recording::start(spec, Some(status.recipient()));
+    let signals = actix::spawn(forward_signals(recording.supervisor()));
+    let report = recording.finished().await;
+    signals.abort();
+    clear_status_line();
+    let outcome = judge(&report, &output, launched);
+    if outcome.exit != Exit::Ok && nothing_worth_keeping(&report) {
+        // A file of blank frames (the page never loaded, or nothing was encoded) helps nobody.
+        if std::fs::remove_file(&output).is_ok() {
+            tracing::info!(output = %output.display(), "removed the unusable output file");
+        }
+    }
+    drop(work_dir);
+    outcome
+}
+
+/// What the tree's end means for the user.
+fn judge(report: &RecordingReport, output: &Path, launched: Instant) -> Outcome {
+    match &report.exit {
+        TreeExit::Stopped { cause, failures } => {
+            if let Some((child, failure)) = failures.first() {
+                return Outcome::fail(
+                    Exit::for_failure(failure.kind),
+                    format!("{child} failed while stopping: {failure}"),
+                );
+            }
+            let Some(first_frame) = report.first_frame else {
+                return Outcome::fail(
+                    Exit::Failed,
+                    format!("stopped ({cause}) before the recording began"),
+                );
+            };
+            let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+            if size == 0 {
+                return Outcome::fail(
+                    Exit::Output,
+                    format!("{} is missing or empty", output.display()),
+                );
+            }
+            tracing::info!(
+                cause = %cause,
+                output = %output.display(),
+                bytes = size,
+                recorded = ?Duration::from_millis(first_frame.elapsed().as_millis() as u64),
+                started_after = ?first_frame.duration_since(launched),
+                "recording complete"
+            );
+            Outcome {
+                exit: Exit::Ok,
+                message: String::new(),
+            }
+        }
+        TreeExit::GaveUp { child, reason } => {
+            let exit = match reason {
+                ExitReason::Failed(f) => Exit::for_failure(f.kind),
+                _ => Exit::Failed,
+            };
+            Outcome::fail(exit, format!("{child} failed: {reason}"))
+        }
+        TreeExit::StartFailed { child, failure } => Outcome::fail(
+            Exit::for_failure(failure.kind),
+            format!("{child} could not start: {failure}"),
+        ),
+    }
+}
+
+fn nothing_worth_keeping(report: &RecordingReport) -> bool {
+    let page_failed = matches!(
+        &report.exit,
+        TreeExit::GaveUp { reason: ExitReason::Failed(f), .. } if f.kind == FailureKind::Input
+    );
+    report.first_frame.is_none() || page_failed
+}
+
+/// Everything that can be refused before a process starts. Returns the output file.
+fn check_before_start(config: &Config) -> Result<PathBuf, Outcome> {
+    if matches!(config.input.source, Source::Template(_)) {
+        return Err(Outcome::fail(
+            Exit::Config,
+            "config: input.template: LiveKit layouts are not available in this version yet; record a url",
+        ));
+    }
+    if config.output.s3.is_some() {
+        return Err(Outcome::fail(
+            Exit::Config,
+            "config: output.s3: S3 upload is not available in this version yet; use output.file",
+        ));
+    }
+    if !config.output.rtmp.is_empty() {
+        return Err(Outcome::fail(
+            Exit::Config,
+            "config: output.rtmp: RTMP streaming is not available in this version yet; use output.file",
+        ));
+    }
+    let Some(output) = config.output.file.clone() else {
+        return Err(Outcome::fail(Exit::Config, "config: output.file: required"));
+    };
+    let missing: Vec<&str> = PROGRAMS
+        .iter()
+        .copied()
+        .filter(|p| find_program(p).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Outcome::fail(
+            Exit::MissingProgram,
+            format!(
+                "missing programs: {} (install them, e.g. with scripts/setup.sh)",
+                missing.join(", ")
+            ),
+        ));
+    }
+    check_output(&output)?;
+    Ok(output)
+}
+
+/// The output's directory exists (created if need be) and a file can be created in it.
+fn check_output(output: &Path) -> Result<(), Outcome> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let fail = |e: std::io::Error| {
+        Outcome::fail(
+            Exit::Output,
+            format!("output.file: cannot write {}: {e}", output.display()),
+        )
+    };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    tempfile::Builder::new()
+        .prefix(".pagecast-check-")
+        .tempfile_in(&dir)
+        .map_err(fail)?;
+    if output.is_dir() {
+        return Err(Outcome::fail(
+            Exit::Output,
+            format!("output.file: {} is a directory", output.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn chromium() -> Result<PathBuf, Outcome> {
+    if let Some(path) = std::env::var_os("PAGECAST_CHROMIUM") {
+        let path = PathBuf::from(path);
+        return find_program(&path.to_string_lossy()).ok_or_else(|| {
+            Outcome::fail(
+                Exit::MissingProgram,
+                format!("PAGECAST_CHROMIUM: {} is not an executable", path.display()),
+            )
+        });
+    }
+    CHROMIUM_NAMES
+        .iter()
+        .find_map(|name| find_program(name))
+        .ok_or_else(|| {
+            Outcome::fail(
+                Exit::MissingProgram,
+                "missing programs: chromium (install it, e.g. with scripts/setup.sh)",
+            )
+        })
+}
+
+/// Chromium's sandbox needs user namespaces: unavailable as root and in most containers.
+fn no_sandbox() -> bool {
+    nix::unistd::geteuid().is_root()
+        || std::env::var("PAGECAST_CHROMIUM_NO_SANDBOX").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Short, unique on this host: process id and a clock reading.
+fn recording_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}_{:x}", std::process::id(), nanos)
+}
+
+/// SIGTERM or SIGINT: stop in order. A second one: leave now (children die with us).
+async fn forward_signals(supervisor: Addr<pagecast_actors::supervision::Supervisor>) {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot watch signals; SIGTERM will not finish the file");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "stopping: finishing the file");
+    supervisor.do_send(pagecast_actors::supervision::StopTree {
+        cause: format!("{name} received"),
+    });
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    clear_status_line();
+    eprintln!("pagecast: second signal, stopping without finishing the file");
+    std::process::exit(Exit::Interrupted.code().into());
+}

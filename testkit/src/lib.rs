@@ -1,0 +1,233 @@
+//! Helpers shared by pagecast's test suites.
+//!
+//! - [`heavy`]: a lock across every test binary, so tests that run real Xvfb/Chromium/ffmpeg run
+//!   one at a time (frame rates and deadlines hold on 2 cores) while unit tests stay parallel.
+//! - [`wait_until`]: wait on a condition with a deadline, never a fixed sleep.
+//! - [`probe`]: what ffprobe says of a recording (streams, size, duration, frame count, loudness).
+//! - [`descendants`] / [`alive`]: the process tree, to prove nothing of a run survives it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde_json::Value;
+
+/// Held while a heavy test runs; released on drop.
+pub struct HeavyGuard {
+    _lock: Flock<File>,
+}
+
+/// Takes the machine-wide lock for heavy tests (blocking until it is free).
+pub fn heavy() -> HeavyGuard {
+    let path = std::env::temp_dir().join("pagecast-heavy-tests.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .expect("open the heavy-test lock file");
+    let lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the heavy-test lock file");
+    HeavyGuard { _lock: lock }
+}
+
+/// Polls `cond` every 20 ms until it is true; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the workspace")
+        .to_path_buf()
+}
+
+/// A `file://` URL of a test page under `tests/pages/`, with an optional query.
+pub fn test_page(name: &str, query: &str) -> String {
+    let path = repo_root().join("tests/pages").join(name);
+    assert!(path.is_file(), "missing test page {}", path.display());
+    if query.is_empty() {
+        format!("file://{}", path.display())
+    } else {
+        format!("file://{}?{query}", path.display())
+    }
+}
+
+/// What ffprobe says of a media file.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub json: Value,
+}
+
+/// Runs ffprobe (counting frames) on `path`; panics with ffprobe's error if it can't read it.
+pub fn probe(path: &Path) -> Probe {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_format",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe rejects {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Probe {
+        json: serde_json::from_slice(&out.stdout).expect("ffprobe json"),
+    }
+}
+
+impl Probe {
+    fn stream(&self, kind: &str) -> Option<&Value> {
+        self.json["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["codec_type"] == kind)
+    }
+
+    pub fn video(&self) -> &Value {
+        self.stream("video").expect("no video stream")
+    }
+
+    pub fn audio(&self) -> &Value {
+        self.stream("audio").expect("no audio stream")
+    }
+
+    pub fn has_audio(&self) -> bool {
+        self.stream("audio").is_some()
+    }
+
+    /// Container duration in seconds.
+    pub fn duration(&self) -> f64 {
+        self.json["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .expect("no duration")
+    }
+
+    pub fn size(&self) -> u64 {
+        self.json["format"]["size"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .expect("no size")
+    }
+
+    pub fn dimensions(&self) -> (u64, u64) {
+        let v = self.video();
+        (v["width"].as_u64().unwrap(), v["height"].as_u64().unwrap())
+    }
+
+    /// Frames actually decoded in the video stream.
+    pub fn frames(&self) -> u64 {
+        self.video()["nb_read_frames"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .expect("no frame count")
+    }
+
+    /// Frames per second from the stream's average rate.
+    pub fn avg_fps(&self) -> f64 {
+        let rate = self.video()["avg_frame_rate"].as_str().unwrap_or("0/1");
+        let (n, d) = rate.split_once('/').unwrap_or((rate, "1"));
+        let (n, d): (f64, f64) = (n.parse().unwrap_or(0.0), d.parse().unwrap_or(1.0));
+        if d == 0.0 {
+            0.0
+        } else {
+            n / d
+        }
+    }
+
+    pub fn video_codec(&self) -> &str {
+        self.video()["codec_name"].as_str().unwrap_or("")
+    }
+
+    pub fn audio_codec(&self) -> &str {
+        self.audio()["codec_name"].as_str().unwrap_or("")
+    }
+
+    pub fn pix_fmt(&self) -> &str {
+        self.video()["pix_fmt"].as_str().unwrap_or("")
+    }
+}
+
+/// The mean volume of the audio in dB (ffmpeg's volumedetect); -91 is digital silence.
+pub fn mean_volume_db(path: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(path)
+        .args(["-map", "0:a", "-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg volumedetect");
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.lines()
+        .find_map(|l| l.split("mean_volume:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mean_volume in ffmpeg output: {err}"))
+}
+
+/// Every process below `pid` (children, grandchildren, ...), from /proc.
+pub fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let mut parents: Vec<(u32, u32, String)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = stat[open + 1..close].to_owned();
+            let ppid = stat[close + 2..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            parents.push((p, ppid, name));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for (p, ppid, name) in &parents {
+            if *ppid == parent {
+                out.push((*p, name.clone()));
+                frontier.push(*p);
+            }
+        }
+    }
+    out
+}
+
+/// Alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}

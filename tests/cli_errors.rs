@@ -1,0 +1,179 @@
+//! Bad input never starts anything: one line on stderr naming the problem, a distinct exit code.
+//! PATH is emptied for the config cases, so if pagecast tried to start a program it would fail
+//! with "missing programs" (exit 3) instead of the config error (exit 2).
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+use serde_json::json;
+
+fn run_with_config(config: &str, path: &str) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .env("LIVEKIT_RECORDER_CONFIG", config)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_config_error(config: &str, field: &str) {
+    let (code, stderr) = run_with_config(config, "/nonexistent");
+    assert_eq!(code, Some(2), "{config} -> {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one line: {stderr}");
+    assert!(lines[0].starts_with("pagecast: config: "), "{stderr}");
+    assert!(lines[0].contains(field), "{field} not named in: {stderr}");
+}
+
+#[test]
+fn invalid_configs_exit_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.mp4");
+    let out = json!({ "file": file });
+    let cases = [
+        (
+            json!({ "input": { "url": "https://example.com", "widht": 1280 }, "output": out }),
+            "widht",
+        ),
+        (
+            json!({ "input": { "url": "https://example.com", "width": 1281 }, "output": out }),
+            "input.width",
+        ),
+        (
+            json!({ "input": { "url": "https://example.com", "framerate": 0 }, "output": out }),
+            "input.framerate",
+        ),
+        (
+            json!({ "input": { "url": "https://example.com" }, "output": {} }),
+            "output",
+        ),
+        (json!({ "input": {}, "output": out }), "input"),
+        (
+            json!({ "input": { "url": "https://example.com", "template": { "layout": "grid-dark", "ws_url": "wss://x.example.com", "token": "t" } }, "output": out }),
+            "input",
+        ),
+        (
+            json!({ "input": { "template": { "layout": "mosaic", "ws_url": "wss://x.example.com", "token": "t" } }, "output": out }),
+            "layout",
+        ),
+        (
+            json!({ "input": { "url": "https://example.com" }, "output": { "file": file, "video_bitrate": "lots" } }),
+            "output.video_bitrate",
+        ),
+        (
+            json!({ "input": { "url": "ftp://example.com" }, "output": out }),
+            "input.url",
+        ),
+        (
+            json!({ "input": { "url": "https://example.com" }, "output": out, "max_duration": "soon" }),
+            "max_duration",
+        ),
+    ];
+    for (config, field) in cases {
+        assert_config_error(&config.to_string(), field);
+    }
+    assert_config_error("{ not json", "line 1");
+    assert!(!file.exists(), "a config error created the output file");
+}
+
+#[test]
+fn outputs_this_version_cannot_write_are_refused_before_starting() {
+    for (output, field) in [
+        (
+            json!({ "S3": { "access_key": "AKIAEXAMPLE", "secret": "do-not-print-me", "bucket": "b", "key": "k.mp4" } }),
+            "output.s3",
+        ),
+        (
+            json!({ "rtmp": "rtmp://127.0.0.1/live/stream-key-123" }),
+            "output.rtmp",
+        ),
+    ] {
+        let config = json!({ "input": { "url": "https://example.com" }, "output": output });
+        let (code, stderr) = run_with_config(&config.to_string(), "/nonexistent");
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(field), "{stderr}");
+        assert!(
+            !stderr.contains("do-not-print-me") && !stderr.contains("stream-key-123"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_program_exits_3_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({ "input": { "url": "https://example.com" }, "output": { "file": dir.path().join("x.mp4") } });
+    let (code, stderr) = run_with_config(&config.to_string(), "/nonexistent");
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("missing programs: Xvfb, pulseaudio"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unwritable_output_exits_5() {
+    let config = json!({ "input": { "url": "https://example.com" }, "output": { "file": "/proc/pagecast/x.mp4" } });
+    let (code, stderr) = run_with_config(&config.to_string(), &std::env::var("PATH").unwrap());
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(
+        stderr.contains("output.file: cannot write /proc/pagecast/x.mp4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn no_config_and_no_command_exits_2() {
+    let out = Command::new(BIN)
+        .env_remove("LIVEKIT_RECORDER_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIVEKIT_RECORDER_CONFIG"));
+}
+
+#[test]
+fn check_accepts_every_example_config() {
+    let dir = pagecast_testkit::repo_root().join("config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let out = Command::new(BIN)
+                .arg("check")
+                .arg("--config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{}: {stderr}", path.display());
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                !stdout.contains("fakekey") && !stdout.contains("<aws-secret>"),
+                "a secret was printed: {stdout}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "only {checked} example configs");
+}
+
+#[test]
+fn help_documents_every_command() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "record",
+        "check",
+        "demo",
+        "LIVEKIT_RECORDER_CONFIG",
+        "END_RECORDING",
+        "Exit codes",
+    ] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+}

@@ -1,0 +1,211 @@
+//! End-to-end: the `pagecast` binary recording real pages with real Xvfb, PulseAudio, Chromium
+//! and ffmpeg; every recording is checked with ffprobe.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use pagecast_testkit::{alive, descendants, heavy, mean_volume_db, probe, test_page, wait_until};
+use serde_json::json;
+
+#[test]
+fn records_five_seconds_of_a_page_at_1080p30_with_sound() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page() },
+        "output": { "file": file },
+        "max_duration": "5s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let p = probe(&file);
+    assert_eq!(p.video_codec(), "h264");
+    assert_eq!(p.pix_fmt(), "yuv420p");
+    assert_eq!(p.dimensions(), (1920, 1080));
+    assert!((p.avg_fps() - 30.0).abs() < 1.0, "fps {}", p.avg_fps());
+    assert!(
+        (p.duration() - 5.0).abs() <= 0.5,
+        "duration {} for 5 s of wall time",
+        p.duration()
+    );
+    assert!(
+        p.frames() >= 135,
+        "only {} frames in 5 s at 30 fps",
+        p.frames()
+    );
+    assert_eq!(p.audio_codec(), "aac");
+    let volume = mean_volume_db(&file);
+    assert!(
+        volume > -50.0,
+        "the tone is missing: mean volume {volume} dB"
+    );
+}
+
+#[test]
+fn output_scaling_from_720p_to_360p() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("silent.html", ""), "width": 1280, "height": 720 },
+        "output": { "file": file, "width": 640, "height": 360 },
+        "max_duration": "3s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(
+        (p.duration() - 3.0).abs() <= 0.5,
+        "duration {}",
+        p.duration()
+    );
+    assert!(p.has_audio());
+}
+
+#[test]
+fn end_recording_from_the_page_ends_the_run_within_two_seconds() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("end.html", "ms=3000"), "width": 1280, "height": 720 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    let ended = run.wait_for("the page logged END_RECORDING", Duration::from_secs(60));
+    let (status, exited) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let stop = exited - ended;
+    assert!(
+        stop <= Duration::from_secs(2),
+        "END_RECORDING to exit took {stop:?}"
+    );
+    let p = probe(&file);
+    // The page logs END_RECORDING 3 s after loading; the recording holds all of it.
+    assert!(
+        p.duration() >= 2.9 && p.duration() <= 4.5,
+        "duration {}",
+        p.duration()
+    );
+    assert!(p.frames() >= 85, "frames {}", p.frames());
+}
+
+#[test]
+fn sigterm_finishes_the_file_within_two_seconds() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("end.html", "ms=600000"), "width": 1280, "height": 720 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for("page loaded", Duration::from_secs(60));
+    // Record for a while: this sleep is the recording's length, not a wait for a condition.
+    std::thread::sleep(Duration::from_secs(3));
+    let sent = std::time::Instant::now();
+    run.signal(Signal::SIGTERM);
+    let (status, exited) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert!(
+        exited - sent <= Duration::from_secs(2),
+        "SIGTERM to exit took {:?}",
+        exited - sent
+    );
+    let p = probe(&file);
+    assert!(p.duration() >= 2.8, "duration {}", p.duration());
+    assert!(p.has_audio());
+}
+
+#[test]
+fn sigkill_leaves_a_playable_file_and_no_process_behind() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1280, "height": 720 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    let loaded = run.wait_for("page loaded", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(loaded.elapsed()));
+    let tree = descendants(run.child.id());
+    let names: Vec<&str> = tree.iter().map(|(_, n)| n.as_str()).collect();
+    for expected in ["Xvfb", "pulseaudio", "chromedriver", "ffmpeg"] {
+        assert!(
+            names.contains(&expected),
+            "{expected} not running: {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("chrom")),
+        "no Chromium: {names:?}"
+    );
+    run.signal(Signal::SIGKILL);
+    run.wait(Duration::from_secs(10));
+    wait_until(
+        "every process of the run to die",
+        Duration::from_secs(10),
+        || tree.iter().all(|(pid, _)| !alive(*pid)),
+    );
+    let p = probe(&file);
+    assert!(p.duration() >= 3.0, "only {} s survived", p.duration());
+    assert!(p.frames() >= 80, "frames {}", p.frames());
+}
+
+#[test]
+fn the_demo_command_records_the_bundled_page() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "--log-format",
+        "json",
+        "demo",
+        "--duration",
+        "3s",
+        "--output",
+    ])
+    .arg(&file);
+    let mut run = Run::spawn(cmd);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (1280, 720));
+    assert!(
+        (p.duration() - 3.0).abs() <= 0.5,
+        "duration {}",
+        p.duration()
+    );
+    assert!(mean_volume_db(&file) > -50.0);
+}
+
+#[test]
+fn an_unreachable_page_exits_4_and_leaves_no_file() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = json!({
+        "input": { "url": format!("http://127.0.0.1:{port}/page?token=s3cr3t-token"), "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    let stderr = run.stderr();
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("pagecast: browser failed: could not load http://127.0.0.1:"),
+        "{last}"
+    );
+    assert!(
+        !stderr.contains("s3cr3t-token"),
+        "a query value reached the log:\n{stderr}"
+    );
+    assert!(!file.exists(), "an unusable file was left behind");
+}
