@@ -34,10 +34,14 @@ impl Actor for StatusActor {
 /// "00:01:23 | 30.0 fps | 0 dropped | 12.3 MiB | 1.00x"
 pub fn format_status(p: &EncoderProgress) -> String {
     let secs = p.out_time.as_secs();
-    let speed = p
-        .speed
-        .map(|s| format!("{s:.2}x"))
-        .unwrap_or_else(|| "-".into());
+    let speed = match p.speed {
+        // The encoder warns in the log too; the mark stays while it lasts.
+        Some(s) if s < 0.95 && p.out_time > Duration::from_secs(3) => {
+            format!("{s:.2}x FALLING BEHIND")
+        }
+        Some(s) => format!("{s:.2}x"),
+        None => "-".into(),
+    };
     format!(
         "REC {:02}:{:02}:{:02} | {:.1} fps | {} dropped | {:.1} MiB | speed {speed}",
         secs / 3600,
@@ -93,5 +97,10 @@ mod tests {
             format_status(&p),
             "REC 01:02:03 | 30.0 fps | 2 dropped | 13.0 MiB | speed 1.00x"
         );
+        let slow = EncoderProgress {
+            speed: Some(0.8),
+            ..p
+        };
+        assert!(format_status(&slow).ends_with("speed 0.80x FALLING BEHIND"));
     }
 }

@@ -21,6 +21,12 @@ fn records_five_seconds_of_a_page_at_1080p30_with_sound() {
     let mut run = Run::start(&config, &[]);
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{status}:\n{}", run.stderr());
+    // The page gets exactly the recorded size: no border, no infobar.
+    assert!(
+        run.stderr().contains(r#""viewport":"1920x1080""#),
+        "{}",
+        run.stderr()
+    );
     let p = probe(&file);
     assert_eq!(p.video_codec(), "h264");
     assert_eq!(p.pix_fmt(), "yuv420p");

@@ -97,6 +97,8 @@ pub fn chromium_args(spec: &BrowserSpec, profile: &Path) -> Vec<String> {
 
 pub struct BrowserActor {
     link: ChildLink,
+    /// The viewport the page should get.
+    size: (u32, u32),
     driver: ChildProcess,
     client: Option<fantoccini::Client>,
     url: url::Url,
@@ -203,6 +205,7 @@ impl BrowserActor {
         tracing::info!(pid = driver.pid(), display = %x_display, sink = %audio.sink, "browser ready");
         let actor = BrowserActor {
             link,
+            size: (spec.width, spec.height),
             driver,
             client: Some(client),
             url: spec.url.clone(),
@@ -409,6 +412,7 @@ impl Handler<Navigate> for BrowserActor {
             return Box::pin(actix::fut::ready(()));
         };
         let url = self.url.clone();
+        let size = self.size;
         let shown = mask_url(url.as_str());
         tracing::info!(url = %shown, "loading the page");
         let load = async move {
@@ -441,7 +445,16 @@ impl Handler<Navigate> for BrowserActor {
                     format!("could not load {shown}: the server answered HTTP {status}"),
                 ));
             }
-            tracing::info!(url = %shown, "page loaded");
+            let viewport = client
+                .execute("return innerWidth + 'x' + innerHeight;", vec![])
+                .await
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            tracing::info!(url = %shown, viewport = %viewport, "page loaded");
+            if viewport != format!("{}x{}", size.0, size.1) {
+                tracing::warn!(viewport = %viewport, expected = %format!("{}x{}", size.0, size.1), "the page's viewport is not the recorded size");
+            }
             Ok(())
         };
         Box::pin(

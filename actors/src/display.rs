@@ -20,8 +20,13 @@ use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shut
 /// How long Xvfb gets to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// The screen is this much wider and taller than the recorded area. Why: Chromium shrinks a window
+/// exactly the size of the screen by one pixel (leaving a black line at the right and bottom of
+/// every frame); on a slightly larger screen its window is exactly the size asked for. Only the
+/// top-left `width` x `height` is recorded.
+pub const SCREEN_MARGIN: u32 = 16;
 
-/// The screen to create.
+/// The area to record (the screen is [`SCREEN_MARGIN`] larger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DisplaySpec {
     pub width: u32,
@@ -61,7 +66,12 @@ impl DisplayActor {
             .arg(write_end.as_raw_fd().to_string())
             .arg("-screen")
             .arg("0")
-            .arg(format!("{}x{}x{}", spec.width, spec.height, spec.depth))
+            .arg(format!(
+                "{}x{}x{}",
+                spec.width + SCREEN_MARGIN,
+                spec.height + SCREEN_MARGIN,
+                spec.depth
+            ))
             .args(["-nolisten", "tcp", "-noreset", "-nocursor"]);
         let fd = write_end.as_raw_fd();
         // SAFETY: fcntl is async-signal-safe. Why: pipe() sets close-on-exec; Xvfb must inherit
