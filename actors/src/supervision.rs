@@ -18,6 +18,11 @@
 //!
 //! Children report their own death with a [`ChildLink`]. A child actor that panics never reports;
 //! its link notices on drop and reports the panic, so a panic is a crash, never a silent stop.
+//!
+//! A supervisor can itself be a child ([`Supervisor::start_linked`]): it answers [`Shutdown`] and
+//! [`Kill`] like any child, reports giving up to its parent as a failure (which the parent's own
+//! policy and intensity then handle), and forwards [`StopTree`] to the root, so a stop request from
+//! deep in the tree stops the whole tree in order.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -380,6 +385,10 @@ pub struct Supervisor {
     done: Option<oneshot::Sender<TreeExit>>,
     /// Children that failed to stop cleanly during the final stop.
     shutdown_failures: Vec<(String, Failure)>,
+    /// The link to the parent supervisor, when this one is a child.
+    link: Option<ChildLink>,
+    /// Tells the parent's start function that every child is ready (or why not).
+    ready: Option<oneshot::Sender<Result<(), Failure>>>,
 }
 
 impl Supervisor {
@@ -388,6 +397,32 @@ impl Supervisor {
     pub fn start(
         config: SupervisorConfig,
         specs: Vec<ChildSpec>,
+    ) -> (Addr<Supervisor>, oneshot::Receiver<TreeExit>) {
+        Self::start_with(config, specs, None, None)
+    }
+
+    /// Starts a supervisor as the child of another; resolves once all its children are ready.
+    pub fn start_linked(
+        config: SupervisorConfig,
+        specs: Vec<ChildSpec>,
+        link: ChildLink,
+    ) -> impl Future<Output = Result<Addr<Supervisor>, Failure>> + 'static {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (addr, _) = Self::start_with(config, specs, Some(link), Some(ready_tx));
+        async move {
+            match ready_rx.await {
+                Ok(Ok(())) => Ok(addr),
+                Ok(Err(failure)) => Err(failure),
+                Err(_) => Err(Failure::crashed("supervisor stopped while starting")),
+            }
+        }
+    }
+
+    fn start_with(
+        config: SupervisorConfig,
+        specs: Vec<ChildSpec>,
+        link: Option<ChildLink>,
+        ready: Option<oneshot::Sender<Result<(), Failure>>>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<TreeExit>) {
         install_panic_recorder();
         let (tx, rx) = oneshot::channel();
@@ -406,6 +441,8 @@ impl Supervisor {
             state: State::Starting,
             done: Some(tx),
             shutdown_failures: Vec::new(),
+            link,
+            ready,
         }
         .start();
         (addr, rx)
@@ -504,21 +541,53 @@ impl Supervisor {
         true
     }
 
-    /// Stops every child, then ends with `exit`.
-    fn stop_all(&mut self, mut exit: TreeExit, ctx: &mut Context<Self>) {
+    /// Stops every child, then ends with `exit` (see [`Supervisor::finish`]).
+    fn stop_all(&mut self, mut exit: TreeExit) -> LocalBoxActorFuture<Self, ()> {
         self.state = State::Stopping;
         self.shutdown_failures.clear();
-        let fut = self.stop_from(0).map(move |(), act, ctx| {
-            if let TreeExit::Stopped { failures, .. } = &mut exit {
-                *failures = std::mem::take(&mut act.shutdown_failures);
-            }
-            tracing::info!(supervisor = %act.config.name, outcome = ?exit, "tree stopped");
-            if let Some(done) = act.done.take() {
-                let _ = done.send(exit);
-            }
-            ctx.stop();
-        });
-        ctx.wait(fut);
+        self.stop_from(0)
+            .map(move |(), act, ctx| {
+                if let TreeExit::Stopped { failures, .. } = &mut exit {
+                    failures.clone_from(&act.shutdown_failures);
+                }
+                act.finish(exit, ctx);
+            })
+            .boxed_local()
+    }
+
+    /// Reports how the tree ended (to the owner, and to the parent through the link) and stops.
+    fn finish(&mut self, exit: TreeExit, ctx: &mut Context<Self>) {
+        tracing::info!(supervisor = %self.config.name, outcome = ?exit, "tree stopped");
+        let failure = match &exit {
+            TreeExit::Stopped { .. } => None,
+            TreeExit::GaveUp { child, reason } => Some(Failure::new(
+                match reason {
+                    ExitReason::Failed(f) => f.kind,
+                    _ => FailureKind::Crashed,
+                },
+                format!("{child}: {reason}"),
+            )),
+            TreeExit::StartFailed { child, failure } => Some(Failure::new(
+                failure.kind,
+                format!("{child}: {}", failure.message),
+            )),
+        };
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(match &failure {
+                Some(f) => Err(f.clone()),
+                None => Err(Failure::crashed("stopped while starting")),
+            });
+        }
+        if let Some(link) = &mut self.link {
+            link.set_exit(match failure {
+                Some(f) => ExitReason::Failed(f),
+                None => ExitReason::Shutdown,
+            });
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(exit);
+        }
+        ctx.stop();
     }
 }
 
@@ -532,11 +601,15 @@ impl Actor for Supervisor {
             Ok(()) => {
                 act.state = State::Running;
                 tracing::debug!(supervisor = %act.config.name, "all children ready");
+                if let Some(ready) = act.ready.take() {
+                    let _ = ready.send(Ok(()));
+                }
             }
             Err((index, failure)) => {
                 let child = act.children[index].spec.name.clone();
                 tracing::error!(supervisor = %act.config.name, child = %child, error = %failure, "child failed to start");
-                act.stop_all(TreeExit::StartFailed { child, failure }, ctx);
+                let stop = act.stop_all(TreeExit::StartFailed { child, failure });
+                ctx.wait(stop);
             }
         });
         ctx.wait(fut);
@@ -589,13 +662,11 @@ impl Handler<ChildExited> for Supervisor {
                 period = ?self.config.intensity.period,
                 "restart intensity exceeded, giving up"
             );
-            self.stop_all(
-                TreeExit::GaveUp {
-                    child: name,
-                    reason: msg.reason,
-                },
-                ctx,
-            );
+            let stop = self.stop_all(TreeExit::GaveUp {
+                child: name,
+                reason: msg.reason,
+            });
+            ctx.wait(stop);
             return;
         }
         tracing::warn!(supervisor = %self.config.name, child = %name, cause = %msg.reason, strategy = ?self.config.strategy, "restarting");
@@ -614,13 +685,11 @@ impl Handler<ChildExited> for Supervisor {
                 if let Err((i, failure)) = result {
                     let child = act.children[i].spec.name.clone();
                     tracing::error!(child = %child, error = %failure, "restart failed, giving up");
-                    act.stop_all(
-                        TreeExit::GaveUp {
-                            child,
-                            reason: ExitReason::Failed(failure),
-                        },
-                        ctx,
-                    );
+                    let stop = act.stop_all(TreeExit::GaveUp {
+                        child,
+                        reason: ExitReason::Failed(failure),
+                    });
+                    ctx.wait(stop);
                 }
             });
         ctx.wait(fut);
@@ -631,18 +700,64 @@ impl Handler<StopTree> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: StopTree, ctx: &mut Context<Self>) {
+        if let Some(link) = &self.link {
+            // Only the root decides: it stops everything, this subtree included, in order.
+            link.stop_tree(msg.cause);
+            return;
+        }
         if self.state == State::Stopping {
             tracing::debug!(cause = %msg.cause, "already stopping");
             return;
         }
         tracing::info!(supervisor = %self.config.name, cause = %msg.cause, "stopping");
-        self.stop_all(
-            TreeExit::Stopped {
-                cause: msg.cause,
-                failures: Vec::new(),
+        let stop = self.stop_all(TreeExit::Stopped {
+            cause: msg.cause,
+            failures: Vec::new(),
+        });
+        ctx.wait(stop);
+    }
+}
+
+/// A supervisor as a child: stops its children in order, then itself.
+impl Handler<Shutdown> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        if self.state == State::Stopping {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let stop = self.stop_all(TreeExit::Stopped {
+            cause: "shut down by its parent".into(),
+            failures: Vec::new(),
+        });
+        // The parent wants the first child that did not stop cleanly, if any.
+        Box::pin(stop.map(
+            |(), act: &mut Self, _| match act.shutdown_failures.first() {
+                Some((child, failure)) => Err(Failure::new(
+                    failure.kind,
+                    format!("{child}: {}", failure.message),
+                )),
+                None => Ok(()),
             },
-            ctx,
-        );
+        ))
+    }
+}
+
+/// A supervisor as a child that did not stop in time: kill every child, then stop.
+impl Handler<Kill> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        self.state = State::Stopping;
+        for slot in &mut self.children {
+            if let Some(handle) = slot.running.take() {
+                handle.kill();
+            }
+        }
+        if let Some(link) = &mut self.link {
+            link.set_exit(ExitReason::Shutdown);
+        }
+        ctx.stop();
     }
 }
 
@@ -708,6 +823,18 @@ mod tests {
         }
     }
 
+    /// Makes the fake ask for the whole tree to stop, as the browser does on END_RECORDING.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct AskStop;
+
+    impl Handler<AskStop> for Fake {
+        type Result = ();
+        fn handle(&mut self, _: AskStop, _: &mut Context<Self>) {
+            self.link.stop_tree(format!("{} asked", self.name));
+        }
+    }
+
     #[derive(Message)]
     #[rtype(result = "()")]
     struct Panic;
@@ -726,6 +853,7 @@ mod tests {
         exit: oneshot::Receiver<TreeExit>,
     }
 
+    #[derive(Clone, Copy)]
     struct Child {
         name: &'static str,
         restart: Restart,
@@ -742,12 +870,10 @@ mod tests {
         }
     }
 
-    fn tree(strategy: Strategy, intensity: Intensity, children: Vec<Child>) -> Tree {
-        let log: Log = Rc::default();
-        let addrs: Addrs = Rc::default();
-        let specs = children
-            .into_iter()
-            .map(|c| {
+    fn fake_specs(children: &[Child], log: &Log, addrs: &Addrs) -> Vec<ChildSpec> {
+        children
+            .iter()
+            .map(|&c| {
                 let (log, addrs) = (log.clone(), addrs.clone());
                 ChildSpec::new(c.name, c.restart, Duration::from_millis(200), move |link| {
                     log.borrow_mut().push(format!("start {}", c.name));
@@ -767,7 +893,23 @@ mod tests {
                     std::future::ready(result)
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    fn tree(strategy: Strategy, intensity: Intensity, children: Vec<Child>) -> Tree {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let specs = fake_specs(&children, &log, &addrs);
+        tree_of(strategy, intensity, specs, log, addrs)
+    }
+
+    fn tree_of(
+        strategy: Strategy,
+        intensity: Intensity,
+        specs: Vec<ChildSpec>,
+        log: Log,
+        addrs: Addrs,
+    ) -> Tree {
         let config = SupervisorConfig {
             name: "test".into(),
             strategy,
@@ -780,6 +922,25 @@ mod tests {
             sup,
             exit,
         }
+    }
+
+    /// A one-for-one subtree named "sub" of fake children, with its own intensity.
+    fn subtree(children: Vec<Child>, intensity: Intensity, log: &Log, addrs: &Addrs) -> ChildSpec {
+        let (log, addrs) = (log.clone(), addrs.clone());
+        ChildSpec::new(
+            "sub",
+            Restart::Permanent,
+            Duration::from_secs(2),
+            move |link| {
+                log.borrow_mut().push("start sub".into());
+                let config = SupervisorConfig {
+                    name: "sub".into(),
+                    strategy: Strategy::OneForOne,
+                    intensity,
+                };
+                Supervisor::start_linked(config, fake_specs(&children, &log, &addrs), link)
+            },
+        )
     }
 
     const MANY: Intensity = Intensity {
@@ -1075,5 +1236,103 @@ mod tests {
             }
         );
         assert_eq!(t.log.borrow()[..], ["start a", "start b", "stop a"]);
+    }
+
+    fn nested(sub_intensity: Intensity) -> Tree {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let mut specs = fake_specs(&[child("display", Restart::Permanent)], &log, &addrs);
+        specs.push(subtree(
+            vec![
+                child("browser", Restart::Permanent),
+                child("encoder", Restart::Permanent),
+            ],
+            sub_intensity,
+            &log,
+            &addrs,
+        ));
+        tree_of(Strategy::RestForOne, MANY, specs, log, addrs)
+    }
+
+    #[actix_rt::test]
+    async fn a_subtree_restarts_with_what_it_depends_on_and_stops_in_order() {
+        let t = nested(MANY);
+        assert_eq!(
+            t.wait_log_len(4).await,
+            [
+                "start display",
+                "start sub",
+                "start browser",
+                "start encoder"
+            ]
+        );
+        t.addr("display").do_send(Exit(crash()));
+        let log = t.wait_log_len(10).await;
+        assert_eq!(
+            log[4..],
+            [
+                "stop encoder",
+                "stop browser",
+                "start display",
+                "start sub",
+                "start browser",
+                "start encoder"
+            ]
+        );
+        let (log, exit) = t.stop().await;
+        assert_eq!(log[10..], ["stop encoder", "stop browser", "stop display"]);
+        assert!(matches!(exit, TreeExit::Stopped { ref failures, .. } if failures.is_empty()));
+    }
+
+    #[actix_rt::test]
+    async fn a_crash_inside_a_subtree_stays_inside_it() {
+        let t = nested(MANY);
+        t.wait_log_len(4).await;
+        t.addr("browser").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(5).await[4], "start browser");
+        // Nothing else moved: the next entries are the final stop.
+        let (log, _) = t.stop().await;
+        assert_eq!(log[5..], ["stop encoder", "stop browser", "stop display"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_subtree_that_gives_up_is_restarted_by_its_parent() {
+        let t = nested(Intensity::NEVER);
+        t.wait_log_len(4).await;
+        t.addr("encoder").do_send(Exit(crash()));
+        // The subtree gives up (stopping the browser); the root restarts it as a whole.
+        let log = t.wait_log_len(8).await;
+        assert_eq!(
+            log[4..],
+            [
+                "stop browser",
+                "start sub",
+                "start browser",
+                "start encoder"
+            ]
+        );
+        t.stop().await;
+    }
+
+    #[actix_rt::test]
+    async fn a_stop_request_from_deep_in_the_tree_stops_everything_in_order() {
+        let t = nested(MANY);
+        t.wait_log_len(4).await;
+        t.addr("browser").do_send(AskStop);
+        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            exit,
+            TreeExit::Stopped {
+                cause: "browser asked".into(),
+                failures: vec![]
+            }
+        );
+        assert_eq!(
+            t.log.borrow()[4..],
+            ["stop encoder", "stop browser", "stop display"]
+        );
     }
 }
