@@ -21,6 +21,24 @@ pub struct Config {
     pub input: Input,
     pub output: Output,
     pub max_duration: Option<Duration>,
+    pub supervision: Supervision,
+}
+
+/// How often crashed parts are restarted: at most `max_restarts` within `within`, per supervisor;
+/// one more and the recording stops, keeping what it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervision {
+    pub max_restarts: u32,
+    pub within: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +164,15 @@ struct RawConfig {
     output: Option<RawOutput>,
     #[serde(default, with = "humantime_serde")]
     max_duration: Option<Duration>,
+    supervision: Option<RawSupervision>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervision {
+    max_restarts: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    within: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +306,27 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if raw.max_duration == Some(Duration::ZERO) {
         return Err(field("max_duration", "must be longer than 0s"));
     }
+    let defaults = Supervision::default();
+    let supervision = match raw.supervision {
+        None => defaults,
+        Some(s) => {
+            let max_restarts = s.max_restarts.unwrap_or(defaults.max_restarts);
+            if max_restarts > 100 {
+                return Err(field(
+                    "supervision.max_restarts",
+                    format!("must be at most 100, got {max_restarts}"),
+                ));
+            }
+            let within = s.within.unwrap_or(defaults.within);
+            if within.is_zero() {
+                return Err(field("supervision.within", "must be longer than 0s"));
+            }
+            Supervision {
+                max_restarts,
+                within,
+            }
+        }
+    };
     Ok(Config {
         input: Input {
             source,
@@ -289,6 +337,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         },
         output,
         max_duration: raw.max_duration,
+        supervision,
     })
 }
 
@@ -678,6 +727,26 @@ mod tests {
         assert_eq!(c.output.video_buffer, 5_952_000);
         assert_eq!(c.output.size, None);
         assert_eq!(c.max_duration, None);
+        assert_eq!(c.supervision, Supervision::default());
+    }
+
+    #[test]
+    fn supervision_settings() {
+        let mut v = with_input(json!({ "url": "https://e.com" }));
+        v["supervision"] = json!({ "max_restarts": 0 });
+        assert_eq!(ok(v.clone()).supervision.max_restarts, 0);
+        v["supervision"] = json!({ "max_restarts": 3, "within": "10s" });
+        assert_eq!(
+            ok(v.clone()).supervision,
+            Supervision {
+                max_restarts: 3,
+                within: Duration::from_secs(10)
+            }
+        );
+        v["supervision"] = json!({ "within": "0s" });
+        assert!(err(v.clone()).starts_with("config: supervision.within:"));
+        v["supervision"] = json!({ "max_restart": 3 });
+        assert!(err(v).starts_with("config: supervision.max_restart: unknown field"));
     }
 
     #[test]

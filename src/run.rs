@@ -95,6 +95,10 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
             preset: "veryfast".into(),
         },
         max_duration: config.max_duration,
+        intensity: pagecast_actors::supervision::Intensity {
+            max_restarts: config.supervision.max_restarts,
+            period: config.supervision.within,
+        },
     };
     tracing::info!(
         id = %id,
@@ -124,6 +128,15 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
 
 /// What the tree's end means for the user.
 fn judge(report: &RecordingReport, output: &Path, launched: Instant) -> Outcome {
+    if let Some(failure) = &report.join_error {
+        return Outcome::fail(Exit::Output, failure.message.clone());
+    }
+    if report.segments > 1 {
+        tracing::warn!(
+            segments = report.segments,
+            "the encoder restarted; the output joins its segments"
+        );
+    }
     match &report.exit {
         TreeExit::Stopped { cause, failures } => {
             if let Some((child, failure)) = failures.first() {
@@ -159,15 +172,22 @@ fn judge(report: &RecordingReport, output: &Path, launched: Instant) -> Outcome 
             }
         }
         TreeExit::GaveUp { child, reason } => {
-            let exit = match reason {
-                ExitReason::Failed(f) => Exit::for_failure(f.kind),
-                _ => Exit::Failed,
+            let (exit, child) = match reason {
+                // A failure that came up through a subtree names the child it began in.
+                ExitReason::Failed(f) => (
+                    Exit::for_failure(f.kind),
+                    f.origin.as_ref().unwrap_or(child),
+                ),
+                _ => (Exit::Failed, child),
             };
             Outcome::fail(exit, format!("{child} failed: {reason}"))
         }
         TreeExit::StartFailed { child, failure } => Outcome::fail(
             Exit::for_failure(failure.kind),
-            format!("{child} could not start: {failure}"),
+            format!(
+                "{} could not start: {failure}",
+                failure.origin.as_ref().unwrap_or(child)
+            ),
         ),
     }
 }

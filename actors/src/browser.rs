@@ -4,16 +4,18 @@
 //! fantoccini, one Chromium in kiosk mode on the recording's display, playing sound into the
 //! recording's sink (`PULSE_SINK`), with a fresh profile directory removed on stop. Chromium is
 //! started through `setpriv --pdeathsig KILL`, so it dies with chromedriver even on SIGKILL.
-//! Accepts: [`Navigate`] (load the page; the recording sends it once the encoder runs, so nothing
-//! of the page is missed), [`Shutdown`], [`Kill`].
+//! Accepts: [`Navigate`] (load the page, once; the recording sends it once the encoder runs, so
+//! nothing of the page is missed; a restarted browser loads the page by itself), [`Shutdown`],
+//! [`Kill`].
 //! Sends: a stop request to its supervisor when the page logs exactly `END_RECORDING` to its
 //! console (pushed by WebDriver BiDi `log.entryAdded`); [`ChildExited`](crate::supervision::ChildExited)
-//! through its link when chromedriver dies, the BiDi socket closes (Chromium is gone) or the page
-//! can't be loaded.
+//! through its link when chromedriver dies, the BiDi socket closes (Chromium is gone), the page
+//! stops answering a liveness probe (a crashed renderer) or the page can't be loaded.
 //! Stops: on `Shutdown` (WebDriver session closed, which quits Chromium; then chromedriver).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::{SinkExt, StreamExt};
@@ -36,6 +38,10 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often a loaded page is asked whether it is alive, and how long it may take to answer.
+/// A busy page still answers within seconds; a crashed renderer errors at once.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the browser shows and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +110,18 @@ pub struct BrowserActor {
     url: url::Url,
     work_dir: PathBuf,
     stopping: bool,
+    /// Navigate was handled (it is handled once).
+    navigated: bool,
+    /// The page loaded: from now on it is probed.
+    loaded: bool,
+    probing: bool,
+    /// Load the page as soon as the actor runs (a restart: the encoder is already recording).
+    navigate_at_start: bool,
+    /// Where BiDi liveness probes are sent; shared with the task sending one.
+    bidi: Rc<tokio::sync::Mutex<BidiSink>>,
+    /// The BiDi probe awaiting its answer: its id and when it was sent.
+    bidi_probe: Option<(u64, Instant)>,
+    next_id: u64,
 }
 
 impl BrowserActor {
@@ -113,6 +131,7 @@ impl BrowserActor {
         spec: &BrowserSpec,
         display: &DisplayInfo,
         audio: &AudioInfo,
+        navigate_at_start: bool,
         link: ChildLink,
     ) -> Result<Addr<BrowserActor>, Failure> {
         // A restart starts from a fresh profile: a crashed one may be locked or corrupt.
@@ -192,8 +211,8 @@ impl BrowserActor {
                 "browser: chromedriver offers no WebDriver BiDi socket (webSocketUrl)",
             ));
         };
-        let events = match subscribe_console(&ws_url).await {
-            Ok(events) => events,
+        let (bidi, events) = match subscribe_console(&ws_url).await {
+            Ok(socket) => socket,
             Err(e) => {
                 let _ = client.close().await;
                 return Err(Failure::crashed(format!(
@@ -211,11 +230,73 @@ impl BrowserActor {
             url: spec.url.clone(),
             work_dir: spec.work_dir.clone(),
             stopping: false,
+            navigated: false,
+            loaded: false,
+            probing: false,
+            navigate_at_start,
+            bidi: Rc::new(tokio::sync::Mutex::new(bidi)),
+            bidi_probe: None,
+            next_id: 100,
         };
         Ok(BrowserActor::create(|ctx| {
             ctx.add_stream(events);
             actor
         }))
+    }
+
+    /// Checks that the browser is alive: the BiDi socket must answer a `session.status` (the
+    /// console is watched through it: a dead BiDi side would lose END_RECORDING silently), and
+    /// the loaded page must answer a trivial script (a crashed renderer errors).
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        match self.bidi_probe {
+            Some((_, sent)) if sent.elapsed() > PROBE_TIMEOUT => {
+                let failure = Failure::crashed(format!(
+                    "browser lost: WebDriver BiDi did not answer within {PROBE_TIMEOUT:?}"
+                ));
+                return self.fail(failure, ctx);
+            }
+            Some(_) => {}
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.bidi_probe = Some((id, Instant::now()));
+                let bidi = self.bidi.clone();
+                let msg = json!({ "id": id, "method": "session.status", "params": {} }).to_string();
+                // A failed send shows up as a missing answer or a closed socket.
+                ctx.spawn(actix::fut::wrap_future(async move {
+                    let _ = bidi.lock().await.send(WsMessage::text(msg)).await;
+                }));
+            }
+        }
+        if !self.loaded || self.probing {
+            return;
+        }
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        self.probing = true;
+        let ask = async move {
+            match tokio::time::timeout(PROBE_TIMEOUT, client.execute("return 1;", vec![])).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(first_line(&e.to_string()).to_owned()),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            }
+        };
+        ctx.spawn(
+            actix::fut::wrap_future(ask).map(|result, act: &mut Self, ctx| {
+                tracing::trace!(?result, "page probe");
+                act.probing = false;
+                if let Err(e) = result {
+                    act.fail(
+                        Failure::crashed(format!("browser lost: the page does not answer ({e})")),
+                        ctx,
+                    );
+                }
+            }),
+        );
     }
 
     fn fail(&mut self, failure: Failure, ctx: &mut Context<Self>) {
@@ -292,14 +373,24 @@ enum PageEvent {
         level: String,
         text: String,
     },
+    /// The answer to a command we sent (a liveness probe).
+    Reply {
+        id: u64,
+    },
     /// The socket closed or failed: the browser is gone.
     Closed(String),
 }
 
+/// The sending half of the BiDi socket.
+type BidiSink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    WsMessage,
+>;
+
 /// Connects to the BiDi socket and subscribes to console entries.
 async fn subscribe_console(
     ws_url: &str,
-) -> Result<impl futures_util::Stream<Item = PageEvent>, String> {
+) -> Result<(BidiSink, impl futures_util::Stream<Item = PageEvent>), String> {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
         .await
         .map_err(|e| e.to_string())?;
@@ -327,7 +418,8 @@ async fn subscribe_console(
             return Err(format!("session.subscribe failed: {v}"));
         }
     }
-    let events = ws.filter_map(|msg| async move {
+    let (sink, stream) = ws.split();
+    let events = stream.filter_map(|msg| async move {
         match msg {
             Ok(WsMessage::Text(text)) => parse_console(&text),
             Ok(WsMessage::Close(frame)) => Some(PageEvent::Closed(
@@ -338,13 +430,17 @@ async fn subscribe_console(
         }
     });
     // A stream that ends without a close frame is a closed socket too.
-    Ok(events.chain(futures_util::stream::once(async {
+    let events = events.chain(futures_util::stream::once(async {
         PageEvent::Closed("socket ended".into())
-    })))
+    }));
+    Ok((sink, events))
 }
 
 fn parse_console(text: &str) -> Option<PageEvent> {
     let v: Value = serde_json::from_str(text).ok()?;
+    if let Some(id) = v.get("id").and_then(Value::as_u64) {
+        return Some(PageEvent::Reply { id });
+    }
     if v.get("method")?.as_str()? != "log.entryAdded" {
         return None;
     }
@@ -363,6 +459,11 @@ impl StreamHandler<PageEvent> for BrowserActor {
                 if text == END_RECORDING && !self.stopping {
                     tracing::info!("the page logged END_RECORDING");
                     self.link.stop_tree("the page logged END_RECORDING");
+                }
+            }
+            PageEvent::Reply { id } => {
+                if self.bidi_probe.is_some_and(|(pending, _)| pending == id) {
+                    self.bidi_probe = None;
                 }
             }
             PageEvent::Closed(reason) => {
@@ -401,6 +502,10 @@ impl Actor for BrowserActor {
                 act.fail(Failure::crashed(format!("browser lost: {report}")), ctx);
             },
         ));
+        ctx.run_interval(PROBE_EVERY, |act, ctx| act.probe(ctx));
+        if self.navigate_at_start {
+            ctx.notify(Navigate);
+        }
     }
 }
 
@@ -408,9 +513,10 @@ impl Handler<Navigate> for BrowserActor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Navigate, _: &mut Context<Self>) -> Self::Result {
-        let Some(client) = self.client.clone() else {
+        let Some(client) = self.client.clone().filter(|_| !self.navigated) else {
             return Box::pin(actix::fut::ready(()));
         };
+        self.navigated = true;
         let url = self.url.clone();
         let size = self.size;
         let shown = mask_url(url.as_str());
@@ -458,10 +564,9 @@ impl Handler<Navigate> for BrowserActor {
             Ok(())
         };
         Box::pin(
-            actix::fut::wrap_future(load).map(|result, act: &mut Self, ctx| {
-                if let Err(failure) = result {
-                    act.fail(failure, ctx);
-                }
+            actix::fut::wrap_future(load).map(|result, act: &mut Self, ctx| match result {
+                Ok(()) => act.loaded = true,
+                Err(failure) => act.fail(failure, ctx),
             }),
         )
     }
@@ -512,7 +617,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(parse_console(r#"{"id":3,"type":"success","result":{}}"#).is_none());
+        assert!(matches!(
+            parse_console(r#"{"id":3,"type":"success","result":{}}"#),
+            Some(PageEvent::Reply { id: 3 })
+        ));
+        assert!(
+            parse_console(r#"{"type":"event","method":"browsingContext.load","params":{}}"#)
+                .is_none()
+        );
         assert!(parse_console("not json").is_none());
     }
 

@@ -1,19 +1,30 @@
-//! The recording tree: one supervisor over display, audio, browser and encoder.
+//! The recording tree: display, audio and the media subtree (browser, encoder) under one root.
 //!
-//! Owns: the [`Supervisor`] of one recording and the wiring between its children (which display
-//! and sink the later children use, which browser to tell to load the page).
-//! Start order: display, audio, browser (blank page), encoder; once the encoder has its first
-//! frame, the browser loads the page, so the recording holds the page from its first moment
-//! without the seconds ffmpeg needs to open its inputs.
-//! Stop order (reverse): encoder (the file is finalized first), browser, audio, display.
-//! Strategy: rest-for-one (a dead display takes everything started after it).
-//! Restarts: none yet ([`Intensity::NEVER`]): the first failure stops the tree in order and is
-//! reported; restarts that keep one continuous recording need the recovery work of the
-//! supervision issue and come with it.
-//! Sends: [`StopTree`] to its supervisor when `max_duration` has passed since the first frame.
+//! ```text
+//! recording (rest-for-one)
+//! ├── display          Xvfb
+//! ├── audio            PulseAudio daemon + sink
+//! └── media (one-for-one)
+//!     ├── browser      chromedriver + Chromium
+//!     └── encoder      ffmpeg
+//! ```
+//!
+//! Owns: the root supervisor of one recording and the wiring between its children (which display
+//! and sink later children use, which browser to tell to load the page, which segment file the
+//! encoder writes).
+//! Start order: display, audio, browser (blank page), encoder; at the encoder's first frame the
+//! browser loads the page, so the recording holds the page from its first moment.
+//! Stop order (reverse): encoder (file finished first), browser, audio, display.
+//! Restarts: a dead display or audio takes the media subtree with it (rest-for-one: the browser
+//! and the encoder use them). A dead browser restarts alone and reloads the page while the encoder
+//! keeps recording the display: a short gap, not a second file. A dead encoder restarts alone and
+//! writes the next segment; when the recording ends, the segments are joined without re-encoding
+//! into the one file the user asked for. Past the restart intensity the tree stops in order,
+//! keeping what was recorded.
+//! Sends: [`StopTree`] to the root when `max_duration` has passed since the first frame.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +36,8 @@ use crate::browser::{BrowserActor, BrowserSpec, Navigate};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
 use crate::supervision::{
-    ChildSpec, Failure, Intensity, Restart, StopTree, Strategy, Supervisor, SupervisorConfig,
-    TreeExit,
+    ChildSpec, Failure, FailureKind, Intensity, Restart, StopTree, Strategy, Supervisor,
+    SupervisorConfig, TreeExit,
 };
 
 /// Everything one recording needs.
@@ -40,8 +51,11 @@ pub struct RecordingSpec {
     pub url: url::Url,
     pub chromium: PathBuf,
     pub no_sandbox: bool,
+    /// `encoder.output` is the file the user asked for.
     pub encoder: EncoderSpec,
     pub max_duration: Option<Duration>,
+    /// Restart intensity of each supervisor in the tree.
+    pub intensity: Intensity,
 }
 
 /// What the children of one tree learn from each other as they start.
@@ -52,6 +66,8 @@ struct Wiring {
     browser: Option<Addr<BrowserActor>>,
     /// Fired at the first encoded frame.
     first_frame: Option<oneshot::Sender<Instant>>,
+    /// The files the encoder wrote, one per start, in order.
+    segments: Vec<PathBuf>,
 }
 
 /// A running recording.
@@ -59,6 +75,8 @@ pub struct Recording {
     supervisor: Addr<Supervisor>,
     exit: oneshot::Receiver<TreeExit>,
     first_frame: Rc<RefCell<Option<Instant>>>,
+    wiring: Rc<RefCell<Wiring>>,
+    output: PathBuf,
 }
 
 /// How a recording ended.
@@ -67,6 +85,10 @@ pub struct RecordingReport {
     pub exit: TreeExit,
     /// When the first frame was encoded; None if the encoder never ran.
     pub first_frame: Option<Instant>,
+    /// How many segments the encoder wrote (more than one after encoder restarts).
+    pub segments: usize,
+    /// Joining the segments into the output failed: why (the segments are kept).
+    pub join_error: Option<Failure>,
 }
 
 impl Recording {
@@ -80,13 +102,12 @@ impl Recording {
         let children = vec![
             display_child(&spec, wiring.clone()),
             audio_child(&spec, wiring.clone()),
-            browser_child(&spec, wiring.clone()),
-            encoder_child(&spec, wiring.clone(), progress),
+            media_child(&spec, wiring.clone(), progress),
         ];
         let config = SupervisorConfig {
-            name: format!("recording {}", spec.id),
+            name: "recording".into(),
             strategy: Strategy::RestForOne,
-            intensity: Intensity::NEVER,
+            intensity: spec.intensity,
         };
         let (supervisor, exit) = Supervisor::start(config, children);
         let first_frame = Rc::new(RefCell::new(None));
@@ -107,6 +128,8 @@ impl Recording {
             supervisor,
             exit,
             first_frame,
+            wiring,
+            output: spec.encoder.output,
         }
     }
 
@@ -117,19 +140,30 @@ impl Recording {
         });
     }
 
-    /// The supervisor's address, for stop requests from elsewhere.
+    /// The root supervisor's address, for stop requests from elsewhere.
     pub fn supervisor(&self) -> Addr<Supervisor> {
         self.supervisor.clone()
     }
 
-    /// Resolves once every child has stopped.
+    /// Resolves once every child has stopped and the segments, if several, are joined.
     pub async fn finished(self) -> RecordingReport {
         let exit = self.exit.await.unwrap_or(TreeExit::Stopped {
             cause: "supervisor vanished".into(),
             failures: Vec::new(),
         });
         let first_frame = *self.first_frame.borrow();
-        RecordingReport { exit, first_frame }
+        let segments = std::mem::take(&mut self.wiring.borrow_mut().segments);
+        let join_error = if segments.len() > 1 {
+            join_segments(&self.output, &segments).await.err()
+        } else {
+            None
+        };
+        RecordingReport {
+            exit,
+            first_frame,
+            segments: segments.len(),
+            join_error,
+        }
     }
 }
 
@@ -140,6 +174,136 @@ fn humanize(d: Duration) -> String {
     } else {
         format!("{d:?}")
     }
+}
+
+/// Where segment `n` is written: the output itself for the first, a hidden sibling after that
+/// (same directory, so the same file system and no copy at the end).
+fn segment_path(output: &Path, n: usize) -> PathBuf {
+    if n == 0 {
+        return output.to_path_buf();
+    }
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "recording.mp4".into());
+    output.with_file_name(format!(".{name}.part{n}.mp4"))
+}
+
+/// Joins the segments into `output` without re-encoding (ffmpeg's concat demuxer). The first
+/// segment is `output` itself, so it is moved aside first. Segments without a readable frame (an
+/// encoder killed before its first fragment) are skipped. On success the parts are removed; on
+/// failure they are kept and named in the error.
+async fn join_segments(output: &Path, segments: &[PathBuf]) -> Result<(), Failure> {
+    let first = segment_path(output, 0).with_file_name(format!(
+        ".{}.part0.mp4",
+        output.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut parts = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let path = if i == 0 {
+            if segment.exists() {
+                std::fs::rename(segment, &first).map_err(|e| {
+                    Failure::new(
+                        FailureKind::Output,
+                        format!("cannot move {} aside: {e}", segment.display()),
+                    )
+                })?;
+            }
+            first.clone()
+        } else {
+            segment.clone()
+        };
+        if has_video(&path).await {
+            parts.push(path);
+        } else {
+            tracing::warn!(segment = %path.display(), "segment has no readable video, leaving it out");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    let keep_error = |msg: String| {
+        Failure::new(
+            FailureKind::Output,
+            format!(
+                "{msg}; the recording is in {}",
+                parts
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    };
+    if parts.len() == 1 {
+        return std::fs::rename(&parts[0], output)
+            .map_err(|e| keep_error(format!("cannot rename: {e}")));
+    }
+    let list = output.with_file_name(format!(
+        ".{}.parts.txt",
+        output.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let text: String = parts
+        .iter()
+        .map(|p| {
+            format!(
+                "file '{}'\n",
+                p.display().to_string().replace('\'', r"'\''")
+            )
+        })
+        .collect();
+    std::fs::write(&list, text)
+        .map_err(|e| keep_error(format!("cannot write {}: {e}", list.display())))?;
+    tracing::info!(segments = parts.len(), output = %output.display(), "the encoder restarted during the recording; joining its segments");
+    let out = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+        ])
+        .arg(&list)
+        .args(["-c", "copy", "-movflags", "+faststart", "-y"])
+        .arg(output)
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let _ = std::fs::remove_file(&list);
+    match out {
+        Ok(out) if out.status.success() => {
+            for part in &parts {
+                let _ = std::fs::remove_file(part);
+            }
+            Ok(())
+        }
+        Ok(out) => Err(keep_error(format!(
+            "joining the segments failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+        Err(e) => Err(keep_error(format!(
+            "cannot run ffmpeg to join the segments: {e}"
+        ))),
+    }
+}
+
+async fn has_video(path: &Path) -> bool {
+    let out = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .await;
+    matches!(out, Ok(o) if o.status.success() && !o.stdout.is_empty())
 }
 
 fn display_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
@@ -180,6 +344,33 @@ fn audio_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
     )
 }
 
+/// The browser and the encoder: one-for-one, so either restarts without touching the other.
+fn media_child(
+    spec: &RecordingSpec,
+    wiring: Rc<RefCell<Wiring>>,
+    progress: Option<Recipient<EncoderProgress>>,
+) -> ChildSpec {
+    let spec = spec.clone();
+    // Both children's timeouts fit in this.
+    ChildSpec::new(
+        "media",
+        Restart::Permanent,
+        Duration::from_secs(30),
+        move |link| {
+            let config = SupervisorConfig {
+                name: "media".into(),
+                strategy: Strategy::OneForOne,
+                intensity: spec.intensity,
+            };
+            let children = vec![
+                browser_child(&spec, wiring.clone()),
+                encoder_child(&spec, wiring.clone(), progress.clone()),
+            ];
+            Supervisor::start_linked(config, children, link)
+        },
+    )
+}
+
 fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
     let browser = BrowserSpec {
         url: spec.url.clone(),
@@ -197,7 +388,12 @@ fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
             let (browser, wiring) = (browser.clone(), wiring.clone());
             async move {
                 let (display, audio) = started_before(&wiring)?;
-                let addr = BrowserActor::start(&browser, &display, &audio, link).await?;
+                // A restarted browser loads the page at once: its encoder is already recording.
+                let now = link.is_restart();
+                if now {
+                    tracing::warn!("browser restarted: reloading the page");
+                }
+                let addr = BrowserActor::start(&browser, &display, &audio, now, link).await?;
                 wiring.borrow_mut().browser = Some(addr.clone());
                 Ok(addr)
             }
@@ -217,16 +413,29 @@ fn encoder_child(
         Restart::Permanent,
         Duration::from_secs(15),
         move |link| {
-            let (encoder, wiring, progress) = (encoder.clone(), wiring.clone(), progress.clone());
+            let (mut encoder, wiring, progress) =
+                (encoder.clone(), wiring.clone(), progress.clone());
             async move {
                 let (display, audio) = started_before(&wiring)?;
+                let segment = {
+                    let mut w = wiring.borrow_mut();
+                    let n = w.segments.len();
+                    let path = segment_path(&encoder.output, n);
+                    w.segments.push(path.clone());
+                    if n > 0 {
+                        tracing::warn!(segment = n, path = %path.display(), "encoder restarted: recording the next segment");
+                    }
+                    path
+                };
+                encoder.output = segment;
                 let addr = EncoderActor::start(&encoder, &display, &audio, progress, link).await?;
-                let mut w = wiring.borrow_mut();
+                let w = &mut *wiring.borrow_mut();
                 if let Some(first) = w.first_frame.take() {
                     let _ = first.send(Instant::now());
-                    if let Some(browser) = &w.browser {
-                        browser.do_send(Navigate);
-                    }
+                }
+                // Loads the page if this browser has not yet (it ignores a second Navigate).
+                if let Some(browser) = &w.browser {
+                    browser.do_send(Navigate);
                 }
                 Ok(addr)
             }
@@ -241,5 +450,17 @@ fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInf
         _ => Err(Failure::crashed(
             "started before the display and audio were up",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_after_the_first_are_hidden_siblings() {
+        let out = Path::new("/out/rec.mp4");
+        assert_eq!(segment_path(out, 0), Path::new("/out/rec.mp4"));
+        assert_eq!(segment_path(out, 2), Path::new("/out/.rec.mp4.part2.mp4"));
     }
 }

@@ -93,6 +93,18 @@ pub enum FailureKind {
 pub struct Failure {
     pub kind: FailureKind,
     pub message: String,
+    /// The child deep in a subtree where the failure began, when it came up through one: the
+    /// user is told "browser failed", not the name of the subtree that gave up.
+    pub origin: Option<String>,
+}
+
+impl FailureKind {
+    /// Whether starting the child again can help. A page that can't be loaded, an output that
+    /// can't be written or a missing program fail the same way every time: restarting only delays
+    /// the error, so the supervisor gives up at once.
+    pub fn restart_can_help(self) -> bool {
+        matches!(self, FailureKind::Crashed | FailureKind::Timeout)
+    }
 }
 
 impl Failure {
@@ -100,6 +112,7 @@ impl Failure {
         Self {
             kind,
             message: message.into(),
+            origin: None,
         }
     }
 
@@ -560,17 +573,20 @@ impl Supervisor {
         tracing::info!(supervisor = %self.config.name, outcome = ?exit, "tree stopped");
         let failure = match &exit {
             TreeExit::Stopped { .. } => None,
-            TreeExit::GaveUp { child, reason } => Some(Failure::new(
-                match reason {
-                    ExitReason::Failed(f) => f.kind,
-                    _ => FailureKind::Crashed,
+            TreeExit::GaveUp { child, reason } => Some(match reason {
+                ExitReason::Failed(f) => Failure {
+                    origin: Some(f.origin.clone().unwrap_or_else(|| child.clone())),
+                    ..f.clone()
                 },
-                format!("{child}: {reason}"),
-            )),
-            TreeExit::StartFailed { child, failure } => Some(Failure::new(
-                failure.kind,
-                format!("{child}: {}", failure.message),
-            )),
+                other => Failure {
+                    origin: Some(child.clone()),
+                    ..Failure::crashed(other.to_string())
+                },
+            }),
+            TreeExit::StartFailed { child, failure } => Some(Failure {
+                origin: Some(failure.origin.clone().unwrap_or_else(|| child.clone())),
+                ..failure.clone()
+            }),
         };
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(match &failure {
@@ -653,6 +669,16 @@ impl Handler<ChildExited> for Supervisor {
             tracing::info!(supervisor = %self.config.name, child = %name, reason = %msg.reason, "child stopped");
         }
         if !restart {
+            return;
+        }
+        let hopeless = matches!(&msg.reason, ExitReason::Failed(f) if !f.kind.restart_can_help());
+        if hopeless {
+            tracing::error!(supervisor = %self.config.name, child = %name, reason = %msg.reason, "a restart cannot fix this, giving up");
+            let stop = self.stop_all(TreeExit::GaveUp {
+                child: name,
+                reason: msg.reason,
+            });
+            ctx.wait(stop);
             return;
         }
         if !self.allow_restart() {
@@ -1334,5 +1360,62 @@ mod tests {
             t.log.borrow()[4..],
             ["stop encoder", "stop browser", "stop display"]
         );
+    }
+
+    #[actix_rt::test]
+    async fn failures_a_restart_cannot_fix_are_not_restarted() {
+        let t = tree(
+            Strategy::OneForOne,
+            MANY,
+            vec![
+                child("a", Restart::Permanent),
+                child("browser", Restart::Permanent),
+            ],
+        );
+        t.wait_log_len(2).await;
+        let bad_url = ExitReason::Failed(Failure::new(FailureKind::Input, "could not load"));
+        t.addr("browser").do_send(Exit(bad_url.clone()));
+        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            exit,
+            TreeExit::GaveUp {
+                child: "browser".into(),
+                reason: bad_url
+            }
+        );
+        assert_eq!(t.log.borrow()[2..], ["stop a"]);
+    }
+
+    #[actix_rt::test]
+    async fn a_failure_from_a_subtree_names_the_child_it_began_in() {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let specs = vec![subtree(
+            vec![child("encoder", Restart::Permanent)],
+            Intensity::NEVER,
+            &log,
+            &addrs,
+        )];
+        let t = tree_of(Strategy::OneForOne, Intensity::NEVER, specs, log, addrs);
+        t.wait_log_len(2).await;
+        t.addr("encoder").do_send(Exit(crash()));
+        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
+            .await
+            .unwrap()
+            .unwrap();
+        match exit {
+            TreeExit::GaveUp {
+                child,
+                reason: ExitReason::Failed(f),
+            } => {
+                assert_eq!(child, "sub");
+                assert_eq!(f.origin.as_deref(), Some("encoder"));
+                assert_eq!(f.message, "boom");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

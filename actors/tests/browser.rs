@@ -37,7 +37,7 @@ fn browser_tree(
         move |link| {
             let (spec, d, a, b) = (spec.clone(), d.clone(), a.clone(), b.clone());
             async move {
-                let addr = BrowserActor::start(&spec, &get(&d)?, &get(&a)?, link).await?;
+                let addr = BrowserActor::start(&spec, &get(&d)?, &get(&a)?, false, link).await?;
                 *b.borrow_mut() = Some(addr.clone());
                 Ok(addr)
             }
