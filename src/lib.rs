@@ -6,5 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod logging;
+pub mod reaper;
 pub mod run;
 pub mod status;

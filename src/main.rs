@@ -99,6 +99,7 @@ fn demo_config(
         .map_err(|e| format!("cannot create a directory for the demo page: {e}"))?;
     let page = dir.path().join("index.html");
     std::fs::write(&page, DEMO_PAGE).map_err(|e| format!("cannot write the demo page: {e}"))?;
+    let _ = pagecast::reaper::mark(dir.path());
     let json = serde_json::json!({
         "input": {
             "url": format!("file://{}", page.display()),

@@ -58,6 +58,7 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         Ok(path) => path,
         Err(outcome) => return outcome,
     };
+    crate::reaper::reap(&std::env::temp_dir());
     let work_dir = match tempfile::Builder::new().prefix("pagecast-").tempdir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -67,6 +68,9 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
             )
         }
     };
+    if let Err(e) = crate::reaper::mark(work_dir.path()) {
+        tracing::warn!(error = %e, "cannot mark the working directory; a kill would leave it behind");
+    }
     let Source::Url(url) = &config.input.source else {
         unreachable!("checked before start")
     };

@@ -148,6 +148,7 @@ fn sigkill_leaves_a_playable_file_and_no_process_behind() {
         names.iter().any(|n| n.starts_with("chrom")),
         "no Chromium: {names:?}"
     );
+    let work_dir = leftover_work_dir(&tree).expect("the run's working directory");
     run.signal(Signal::SIGKILL);
     run.wait(Duration::from_secs(10));
     wait_until(
@@ -157,6 +158,20 @@ fn sigkill_leaves_a_playable_file_and_no_process_behind() {
     );
     let p = probe(&file);
     assert!(p.duration() >= 3.0, "only {} s survived", p.duration());
+    // What a kill cannot clean up, the working directory, goes at the next run's start.
+    assert!(work_dir.exists());
+    let (_dir2, file2) = out_dir();
+    let mut next = Run::start(
+        &json!({ "input": { "url": test_page("silent.html", ""), "width": 640, "height": 360 },
+                 "output": { "file": file2 }, "max_duration": "1s" }),
+        &[],
+    );
+    let (status, _) = next.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", next.stderr());
+    assert!(!work_dir.exists(), "{} was left behind", work_dir.display());
+    assert!(next
+        .stderr()
+        .contains("removed the leftovers of a killed run"));
     assert!(p.frames() >= 80, "frames {}", p.frames());
 }
 
@@ -214,4 +229,22 @@ fn an_unreachable_page_exits_4_and_leaves_no_file() {
         "a query value reached the log:\n{stderr}"
     );
     assert!(!file.exists(), "an unusable file was left behind");
+}
+
+/// The working directory of a run, from its Chromium's --user-data-dir (`/tmp/pagecast-XXXX/...`).
+fn leftover_work_dir(tree: &[(u32, String)]) -> Option<std::path::PathBuf> {
+    tree.iter().find_map(|(pid, _)| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+        let arg = cmdline
+            .split('\0')
+            .find_map(|a| a.strip_prefix("--user-data-dir="))?;
+        let path = std::path::Path::new(arg);
+        path.ancestors()
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("pagecast-"))
+            })
+            .map(|p| p.to_path_buf())
+    })
 }
