@@ -30,6 +30,8 @@ APT_PACKAGES=(
   chromium-driver   # chromedriver (WebDriver)
   ffmpeg            # encoder (and ffprobe)
   util-linux        # setpriv
+  nginx             # with its RTMP module: the live-streaming tests' ingest server
+  libnginx-mod-rtmp
   procps            # ps/pgrep, used by tests to look at process trees
 )
 
@@ -82,7 +84,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 # Final check: every binary pagecast and its tests run must be on PATH.
 # ---------------------------------------------------------------------------
-REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
+REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx)
 
 verify_binaries() {
   local bin missing=()

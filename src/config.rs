@@ -117,6 +117,8 @@ pub struct Output {
     pub video_bitrate: u32,
     /// Bits.
     pub video_buffer: u32,
+    /// How long a live stream keeps reconnecting after its server went away.
+    pub rtmp_retry_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +211,8 @@ struct RawOutput {
     audio_frequency: Option<u32>,
     video_bitrate: Option<Bitrate>,
     video_buffer: Option<Bitrate>,
+    #[serde(default, with = "humantime_serde")]
+    rtmp_retry_for: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -554,7 +558,12 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
             format!("must be one of {FREQUENCIES:?}, got {audio_frequency}"),
         ));
     }
+    let rtmp_retry_for = raw.rtmp_retry_for.unwrap_or(Duration::from_secs(60));
+    if rtmp_retry_for.is_zero() {
+        return Err(field("output.rtmp_retry_for", "must be longer than 0s"));
+    }
     Ok(Output {
+        rtmp_retry_for,
         file,
         rtmp: rtmp.into_iter().map(StreamUrl::new).collect(),
         s3,

@@ -13,6 +13,7 @@ use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
 use pagecast_actors::process::find_program;
 use pagecast_actors::recording::{Recording, RecordingReport, RecordingSpec};
+use pagecast_actors::secret::StreamUrl;
 use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -54,6 +55,9 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         Ok(output) => output,
         Err(outcome) => return outcome,
     };
+    if let Err(outcome) = reach_stream_servers(&config.output.rtmp).await {
+        return outcome;
+    }
     let chromium = match chromium() {
         Ok(path) => path,
         Err(outcome) => return outcome,
@@ -88,6 +92,7 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         no_sandbox: no_sandbox(),
         encoder: EncoderSpec {
             output: output.clone(),
+            relays: Vec::new(),
             width: config.input.width,
             height: config.input.height,
             framerate: config.input.framerate,
@@ -98,6 +103,8 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
             audio_frequency: config.output.audio_frequency,
             preset: "veryfast".into(),
         },
+        streams: config.output.rtmp.clone(),
+        stream_retry_for: config.output.rtmp_retry_for,
         max_duration: config.max_duration,
         intensity: pagecast_actors::supervision::Intensity {
             max_restarts: config.supervision.max_restarts,
@@ -107,23 +114,29 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
     tracing::info!(
         id = %id,
         url = %pagecast_actors::secret::mask_url(url.as_str()),
-        output = %output.display(),
+        output = %output.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        live_outputs = %config.output.rtmp.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         size = %format!("{}x{}", config.input.width, config.input.height),
         fps = config.input.framerate,
         "recording"
     );
     let status = StatusActor::new(status_line(log_format)).start();
     let launched = Instant::now();
-    let recording = Recording::start(spec, Some(status.recipient()));
+    let recording = match Recording::start(spec, Some(status.recipient())) {
+        Ok(recording) => recording,
+        Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
+    };
     let signals = actix::spawn(forward_signals(recording.supervisor()));
     let report = recording.finished().await;
     signals.abort();
     clear_status_line();
-    let outcome = judge(&report, &output, launched);
-    if outcome.exit != Exit::Ok && nothing_worth_keeping(&report) {
-        // A file of blank frames (the page never loaded, or nothing was encoded) helps nobody.
-        if std::fs::remove_file(&output).is_ok() {
-            tracing::info!(output = %output.display(), "removed the unusable output file");
+    let outcome = judge(&report, output.as_deref(), launched);
+    if let Some(output) = &output {
+        if outcome.exit != Exit::Ok && nothing_worth_keeping(&report) {
+            // A file of blank frames (the page never loaded, or nothing was encoded) helps nobody.
+            if std::fs::remove_file(output).is_ok() {
+                tracing::info!(output = %output.display(), "removed the unusable output file");
+            }
         }
     }
     drop(work_dir);
@@ -131,7 +144,7 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
 }
 
 /// What the tree's end means for the user.
-fn judge(report: &RecordingReport, output: &Path, launched: Instant) -> Outcome {
+fn judge(report: &RecordingReport, output: Option<&Path>, launched: Instant) -> Outcome {
     if let Some(failure) = &report.join_error {
         return Outcome::fail(Exit::Output, failure.message.clone());
     }
@@ -155,17 +168,23 @@ fn judge(report: &RecordingReport, output: &Path, launched: Instant) -> Outcome 
                     format!("stopped ({cause}) before the recording began"),
                 );
             };
-            let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-            if size == 0 {
+            let size = output.map(|o| std::fs::metadata(o).map(|m| m.len()).unwrap_or(0));
+            if let (Some(output), Some(0)) = (output, size) {
                 return Outcome::fail(
                     Exit::Output,
                     format!("{} is missing or empty", output.display()),
                 );
             }
+            if let Some(lost) = report.lost_streams.first() {
+                let kept = output
+                    .map(|o| format!("; the file {} is complete", o.display()))
+                    .unwrap_or_default();
+                return Outcome::fail(Exit::Output, format!("{lost}{kept}"));
+            }
             tracing::info!(
                 cause = %cause,
-                output = %output.display(),
-                bytes = size,
+                output = %output.map(|o| o.display().to_string()).unwrap_or_default(),
+                bytes = size.unwrap_or(0),
                 recorded = ?Duration::from_millis(first_frame.elapsed().as_millis() as u64),
                 started_after = ?first_frame.duration_since(launched),
                 "recording complete"
@@ -205,7 +224,7 @@ fn nothing_worth_keeping(report: &RecordingReport) -> bool {
 }
 
 /// Everything that can be refused before a process starts. Returns the output file.
-fn check_before_start(config: &Config) -> Result<PathBuf, Outcome> {
+fn check_before_start(config: &Config) -> Result<Option<PathBuf>, Outcome> {
     if matches!(config.input.source, Source::Template(_)) {
         return Err(Outcome::fail(
             Exit::Config,
@@ -218,15 +237,7 @@ fn check_before_start(config: &Config) -> Result<PathBuf, Outcome> {
             "config: output.s3: S3 upload is not available in this version yet; use output.file",
         ));
     }
-    if !config.output.rtmp.is_empty() {
-        return Err(Outcome::fail(
-            Exit::Config,
-            "config: output.rtmp: RTMP streaming is not available in this version yet; use output.file",
-        ));
-    }
-    let Some(output) = config.output.file.clone() else {
-        return Err(Outcome::fail(Exit::Config, "config: output.file: required"));
-    };
+    let output = config.output.file.clone();
     let missing: Vec<&str> = PROGRAMS
         .iter()
         .copied()
@@ -241,8 +252,35 @@ fn check_before_start(config: &Config) -> Result<PathBuf, Outcome> {
             ),
         ));
     }
-    check_output(&output)?;
+    if let Some(output) = &output {
+        check_output(output)?;
+    }
     Ok(output)
+}
+
+/// Each live output's server accepts a TCP connection, so a wrong host or port is a clear error
+/// before anything starts (naming the host, never the key).
+async fn reach_stream_servers(streams: &[StreamUrl]) -> Result<(), Outcome> {
+    for stream in streams {
+        let Ok(url) = url::Url::parse(stream.expose()) else {
+            continue; // validated with the config
+        };
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url
+            .port()
+            .unwrap_or(if url.scheme() == "rtmps" { 443 } else { 1935 });
+        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+        let error = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5s".to_owned(),
+        };
+        return Err(Outcome::fail(
+            Exit::Output,
+            format!("output.rtmp: cannot reach {host}:{port} for {stream}: {error}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The output's directory exists (created if need be) and a file can be created in it.

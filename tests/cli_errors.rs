@@ -81,26 +81,37 @@ fn invalid_configs_exit_2_naming_the_field() {
 }
 
 #[test]
-fn outputs_this_version_cannot_write_are_refused_before_starting() {
-    for (output, field) in [
-        (
-            json!({ "S3": { "access_key": "AKIAEXAMPLE", "secret": "do-not-print-me", "bucket": "b", "key": "k.mp4" } }),
-            "output.s3",
-        ),
-        (
-            json!({ "rtmp": "rtmp://127.0.0.1/live/stream-key-123" }),
-            "output.rtmp",
-        ),
-    ] {
-        let config = json!({ "input": { "url": "https://example.com" }, "output": output });
-        let (code, stderr) = run_with_config(&config.to_string(), "/nonexistent");
-        assert_eq!(code, Some(2), "{stderr}");
-        assert!(stderr.contains(field), "{stderr}");
-        assert!(
-            !stderr.contains("do-not-print-me") && !stderr.contains("stream-key-123"),
-            "{stderr}"
-        );
-    }
+fn s3_output_is_refused_before_starting_until_it_lands() {
+    let output = json!({ "S3": { "access_key": "AKIAEXAMPLE", "secret": "do-not-print-me", "bucket": "b", "key": "k.mp4" } });
+    let config = json!({ "input": { "url": "https://example.com" }, "output": output });
+    let (code, stderr) = run_with_config(&config.to_string(), "/nonexistent");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("output.s3"), "{stderr}");
+    assert!(!stderr.contains("do-not-print-me"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_stream_server_exits_5_naming_the_host_not_the_key() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = json!({ "input": { "url": "https://example.com" },
+                         "output": { "rtmp": format!("rtmp://127.0.0.1:{port}/live/sk_live_9876") } });
+    let started = std::time::Instant::now();
+    let (code, stderr) = run_with_config(&config.to_string(), &std::env::var("PATH").unwrap());
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        stderr.contains(&format!("cannot reach 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/live/****") && !stderr.contains("sk_live_9876"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //!
 //! Owns: one ffmpeg process (own process group, dies with the actor) grabbing the X display
 //! (x11grab) and the sink's monitor (pulse), writing H.264 + AAC as fragmented MP4, so a recording
-//! cut short by SIGKILL or power loss still plays up to its last fragment (at most 2 s).
+//! cut short by SIGKILL or power loss still plays up to its last fragment (at most 2 s). With live
+//! outputs it encodes once and fans out with the tee muxer: the file, plus one MPEG-TS stream per
+//! live output to a loopback UDP port, where a relay picks it up. A live leg that fails is dropped
+//! (`onfail=ignore`) and never takes the file with it.
 //! Accepts: [`Shutdown`] (finalize the file: `q` on stdin), [`Kill`].
 //! Sends: [`EncoderProgress`] to its progress recipient (frames, fps, drops, size, speed, every
 //! half second); [`ChildExited`](crate::supervision::ChildExited) through its link when ffmpeg
@@ -35,7 +38,10 @@ const SLOW_REPORTS: u32 = 6;
 /// What and how to encode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncoderSpec {
-    pub output: PathBuf,
+    /// The MP4 file, if the recording has one.
+    pub output: Option<PathBuf>,
+    /// Loopback UDP ports of the relays, one per live output.
+    pub relays: Vec<u16>,
     pub width: u32,
     pub height: u32,
     pub framerate: u32,
@@ -135,21 +141,65 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
             &spec.audio_frequency.to_string(),
             "-af",
             "aresample=async=1",
-            "-movflags",
-            "+frag_keyframe+empty_moov+default_base_moof",
-            "-frag_duration",
-            "2000000",
             "-flush_packets",
             "1",
-            "-f",
-            "mp4",
-            "-y",
         ]
         .iter()
         .map(|s| s.to_string()),
     );
-    args.push(spec.output.to_string_lossy().into_owned());
+    // Fragments of at most 2 s: what a crash can lose.
+    const MOVFLAGS: &str = "+frag_keyframe+empty_moov+default_base_moof";
+    match (&spec.output, spec.relays.is_empty()) {
+        (Some(file), true) => {
+            args.extend(
+                [
+                    "-movflags",
+                    MOVFLAGS,
+                    "-frag_duration",
+                    "2000000",
+                    "-f",
+                    "mp4",
+                    "-y",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            args.push(file.to_string_lossy().into_owned());
+        }
+        (file, _) => {
+            let mut legs = Vec::new();
+            if let Some(file) = file {
+                // MP4 keeps codec headers out of band; the TS legs get them in band anyway.
+                args.extend(["-flags".to_owned(), "+global_header".to_owned()]);
+                legs.push(format!(
+                    "[f=mp4:movflags={MOVFLAGS}:frag_duration=2000000:flush_packets=1]{}",
+                    tee_escape(&file.to_string_lossy())
+                ));
+            }
+            for port in &spec.relays {
+                // dump_extra repeats the codec headers at every keyframe: with global headers
+                // they are otherwise only at the start, and a relay that reconnects mid-stream
+                // could never decode it.
+                legs.push(format!(
+                    "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316"
+                ));
+            }
+            args.extend(["-f".to_owned(), "tee".to_owned(), legs.join("|")]);
+        }
+    }
     args
+}
+
+/// Escapes what the tee muxer reads as syntax in a file name.
+fn tee_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '|' | '[' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub struct EncoderActor {
@@ -202,7 +252,11 @@ impl EncoderActor {
         let failure = tokio::select! {
             ready = ready_rx => match ready {
                 Ok(()) => {
-                    tracing::info!(output = %spec.output.display(), "encoder running");
+                    tracing::info!(
+                        output = %spec.output.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                        live_outputs = spec.relays.len(),
+                        "encoder running"
+                    );
                     return Ok(addr);
                 }
                 // The actor stopped before the first frame because ffmpeg exited.
@@ -380,7 +434,8 @@ mod tests {
 
     fn spec() -> EncoderSpec {
         EncoderSpec {
-            output: "/out/x.mp4".into(),
+            output: Some("/out/x.mp4".into()),
+            relays: vec![],
             width: 1280,
             height: 720,
             framerate: 30,
@@ -421,6 +476,23 @@ mod tests {
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
         assert!(after(&args, "-movflags")[0].contains("frag_keyframe"));
         assert_eq!(args.last().unwrap(), "/out/x.mp4");
+
+        let mut live = spec();
+        live.relays = vec![5000, 5001];
+        live.output = Some("/out/a|b.mp4".into());
+        let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio);
+        assert_eq!(after(&args, "-f")[2..], ["tee"]);
+        assert_eq!(
+            args.last().unwrap(),
+            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=2000000:flush_packets=1]/out/a\\|b.mp4\
+             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316\
+             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316"
+        );
+        assert_eq!(after(&args, "-flags"), ["+global_header"]);
+        live.output = None;
+        let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio);
+        assert!(after(&args, "-flags").is_empty());
+        assert!(!args.last().unwrap().contains("mp4"));
 
         let mut same_size = spec();
         same_size.output_size = None;

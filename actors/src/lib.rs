@@ -9,5 +9,6 @@ pub mod display;
 pub mod encoder;
 pub mod process;
 pub mod recording;
+pub mod relay;
 pub mod secret;
 pub mod supervision;

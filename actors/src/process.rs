@@ -75,6 +75,8 @@ struct Inner {
     tail: Mutex<VecDeque<String>>,
     /// True once stderr reached EOF (its last lines are in `tail`).
     stderr_closed: watch::Sender<bool>,
+    /// Strings (stream keys, URLs with keys) replaced by `****` in everything the child prints.
+    secrets: Vec<String>,
 }
 
 impl ChildProcess {
@@ -82,9 +84,21 @@ impl ChildProcess {
     /// Returns the child and, with [`Stdout::Capture`], its stdout.
     pub fn spawn(
         name: &str,
+        cmd: Command,
+        with_stdin: bool,
+        stdout: Stdout,
+    ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
+        Self::spawn_redacting(name, cmd, with_stdin, stdout, Vec::new())
+    }
+
+    /// Like [`ChildProcess::spawn`], for a child whose arguments hold secrets: every occurrence of
+    /// each of `secrets` in what it prints becomes `****` before it is logged or kept.
+    pub fn spawn_redacting(
+        name: &str,
         mut cmd: Command,
         with_stdin: bool,
         stdout: Stdout,
+        secrets: Vec<String>,
     ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         cmd.stdin(if with_stdin {
@@ -130,15 +144,16 @@ impl ChildProcess {
             status,
             tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
             stderr_closed: watch::Sender::new(false),
+            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
         });
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(drain(name.to_owned(), err, Some(inner.clone())));
+            tokio::spawn(drain(inner.clone(), err, true));
         }
         let captured = match stdout {
             Stdout::Capture => child.stdout.take(),
             Stdout::Log => {
                 if let Some(out) = child.stdout.take() {
-                    tokio::spawn(drain(name.to_owned(), out, None));
+                    tokio::spawn(drain(inner.clone(), out, false));
                 }
                 None
             }
@@ -316,27 +331,29 @@ pub fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// Reads `pipe` line by line into tracing, keeping the last lines in `tail`.
-async fn drain(name: String, pipe: impl AsyncRead + Unpin, tail: Option<Arc<Inner>>) {
+/// Reads `pipe` line by line into tracing, secrets redacted; stderr's last lines are kept.
+async fn drain(inner: Arc<Inner>, pipe: impl AsyncRead + Unpin, is_stderr: bool) {
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
     loop {
         buf.clear();
         match reader.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => {
-                if let Some(inner) = &tail {
+                if is_stderr {
                     inner.stderr_closed.send_replace(true);
                 }
                 break;
             }
             Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end();
+                let mut line = String::from_utf8_lossy(&buf).trim_end().to_owned();
                 if line.is_empty() {
                     continue;
                 }
-                tracing::debug!(target: "pagecast::child", process = %name, "{line}");
-                if let Some(inner) = &tail {
+                for secret in &inner.secrets {
+                    line = line.replace(secret.as_str(), "****");
+                }
+                tracing::debug!(target: "pagecast::child", process = %inner.name, "{line}");
+                if is_stderr {
                     let mut tail = inner.tail.lock().unwrap_or_else(|e| e.into_inner());
                     if tail.len() == TAIL_LINES {
                         tail.pop_front();
@@ -389,6 +406,23 @@ mod tests {
         let (status, report) = child.exit_report().await;
         assert_eq!(status.code(), Some(3));
         assert_eq!(report, "fake exited with status 3: starting | bad thing");
+    }
+
+    #[tokio::test]
+    async fn secrets_never_leave_the_wrapper() {
+        let (child, _) = ChildProcess::spawn_redacting(
+            "relay",
+            sh("echo 'rtmp://host/app/sk_123: Input/output error' >&2; exit 1"),
+            false,
+            Stdout::Log,
+            vec!["rtmp://host/app/sk_123".into(), "sk_123".into()],
+        )
+        .unwrap();
+        let (_, report) = child.exit_report().await;
+        assert_eq!(
+            report,
+            "relay exited with status 1: ****: Input/output error"
+        );
     }
 
     #[tokio::test]

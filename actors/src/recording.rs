@@ -6,6 +6,7 @@
 //! ├── audio            PulseAudio daemon + sink
 //! └── media (one-for-one)
 //!     ├── browser      chromedriver + Chromium
+//!     ├── relay N      ffmpeg: the encoder's stream to one RTMP server (one per live output)
 //!     └── encoder      ffmpeg
 //! ```
 //!
@@ -35,6 +36,8 @@ use crate::audio::{AudioActor, AudioInfo, AudioSpec};
 use crate::browser::{BrowserActor, BrowserSpec, Navigate};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
+use crate::relay::{RelayActor, RelaySpec};
+use crate::secret::StreamUrl;
 use crate::supervision::{
     ChildSpec, Failure, FailureKind, Intensity, Restart, StopTree, Strategy, Supervisor,
     SupervisorConfig, TreeExit,
@@ -51,8 +54,12 @@ pub struct RecordingSpec {
     pub url: url::Url,
     pub chromium: PathBuf,
     pub no_sandbox: bool,
-    /// `encoder.output` is the file the user asked for.
+    /// `encoder.output` is the file the user asked for; its `relays` are filled in here.
     pub encoder: EncoderSpec,
+    /// Live outputs.
+    pub streams: Vec<StreamUrl>,
+    /// How long a live output keeps reconnecting.
+    pub stream_retry_for: Duration,
     pub max_duration: Option<Duration>,
     /// Restart intensity of each supervisor in the tree.
     pub intensity: Intensity,
@@ -76,7 +83,8 @@ pub struct Recording {
     exit: oneshot::Receiver<TreeExit>,
     first_frame: Rc<RefCell<Option<Instant>>>,
     wiring: Rc<RefCell<Wiring>>,
-    output: PathBuf,
+    output: Option<PathBuf>,
+    lost_streams: Rc<RefCell<Vec<String>>>,
 }
 
 /// How a recording ended.
@@ -89,11 +97,22 @@ pub struct RecordingReport {
     pub segments: usize,
     /// Joining the segments into the output failed: why (the segments are kept).
     pub join_error: Option<Failure>,
+    /// Live streams given up during the recording (beside a file that went on), and why.
+    pub lost_streams: Vec<String>,
 }
 
 impl Recording {
     /// Starts the tree. `progress` receives the encoder's counters.
-    pub fn start(spec: RecordingSpec, progress: Option<Recipient<EncoderProgress>>) -> Recording {
+    pub fn start(
+        mut spec: RecordingSpec,
+        progress: Option<Recipient<EncoderProgress>>,
+    ) -> Result<Recording, Failure> {
+        spec.encoder.relays = spec
+            .streams
+            .iter()
+            .map(|_| free_udp_port())
+            .collect::<Result<_, _>>()?;
+        let lost_streams = Rc::new(RefCell::new(Vec::new()));
         let (first_tx, first_rx) = oneshot::channel();
         let wiring = Rc::new(RefCell::new(Wiring {
             first_frame: Some(first_tx),
@@ -102,7 +121,7 @@ impl Recording {
         let children = vec![
             display_child(&spec, wiring.clone()),
             audio_child(&spec, wiring.clone()),
-            media_child(&spec, wiring.clone(), progress),
+            media_child(&spec, wiring.clone(), progress, lost_streams.clone()),
         ];
         let config = SupervisorConfig {
             name: "recording".into(),
@@ -124,13 +143,14 @@ impl Recording {
                 });
             }
         });
-        Recording {
+        Ok(Recording {
             supervisor,
             exit,
             first_frame,
             wiring,
             output: spec.encoder.output,
-        }
+            lost_streams,
+        })
     }
 
     /// Asks the recording to stop in order; `cause` is logged.
@@ -153,16 +173,17 @@ impl Recording {
         });
         let first_frame = *self.first_frame.borrow();
         let segments = std::mem::take(&mut self.wiring.borrow_mut().segments);
-        let join_error = if segments.len() > 1 {
-            join_segments(&self.output, &segments).await.err()
-        } else {
-            None
+        let join_error = match &self.output {
+            Some(output) if segments.len() > 1 => join_segments(output, &segments).await.err(),
+            _ => None,
         };
+        let lost_streams = self.lost_streams.borrow().clone();
         RecordingReport {
             exit,
             first_frame,
             segments: segments.len(),
             join_error,
+            lost_streams,
         }
     }
 }
@@ -344,11 +365,22 @@ fn audio_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
     )
 }
 
-/// The browser and the encoder: one-for-one, so either restarts without touching the other.
+/// A UDP port on loopback that nothing uses now.
+fn free_udp_port() -> Result<u16, Failure> {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))
+}
+
+/// The browser, the relays and the encoder: one-for-one, so each restarts without touching the
+/// others. The encoder starts last and so stops first: the file is finished, and the relays get
+/// the stream's last packets before they stop.
 fn media_child(
     spec: &RecordingSpec,
     wiring: Rc<RefCell<Wiring>>,
     progress: Option<Recipient<EncoderProgress>>,
+    lost_streams: Rc<RefCell<Vec<String>>>,
 ) -> ChildSpec {
     let spec = spec.clone();
     // Both children's timeouts fit in this.
@@ -362,10 +394,18 @@ fn media_child(
                 strategy: Strategy::OneForOne,
                 intensity: spec.intensity,
             };
-            let children = vec![
-                browser_child(&spec, wiring.clone()),
-                encoder_child(&spec, wiring.clone(), progress.clone()),
-            ];
+            let mut children = vec![browser_child(&spec, wiring.clone())];
+            for (url, port) in spec.streams.iter().zip(&spec.encoder.relays) {
+                let relay = RelaySpec {
+                    url: url.clone(),
+                    port: *port,
+                    retry_for: spec.stream_retry_for,
+                    only_output: spec.encoder.output.is_none(),
+                    lost: lost_streams.clone(),
+                };
+                children.push(relay_child(relay));
+            }
+            children.push(encoder_child(&spec, wiring.clone(), progress.clone()));
             Supervisor::start_linked(config, children, link)
         },
     )
@@ -401,6 +441,16 @@ fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
     )
 }
 
+fn relay_child(relay: RelaySpec) -> ChildSpec {
+    // Transient: a relay that gave up beside a file stops normally and stays stopped.
+    ChildSpec::new(
+        "relay",
+        Restart::Transient,
+        Duration::from_secs(5),
+        move |link| std::future::ready(RelayActor::start(relay.clone(), link)),
+    )
+}
+
 fn encoder_child(
     spec: &RecordingSpec,
     wiring: Rc<RefCell<Wiring>>,
@@ -417,17 +467,16 @@ fn encoder_child(
                 (encoder.clone(), wiring.clone(), progress.clone());
             async move {
                 let (display, audio) = started_before(&wiring)?;
-                let segment = {
+                if let Some(output) = &encoder.output {
                     let mut w = wiring.borrow_mut();
                     let n = w.segments.len();
-                    let path = segment_path(&encoder.output, n);
+                    let path = segment_path(output, n);
                     w.segments.push(path.clone());
                     if n > 0 {
                         tracing::warn!(segment = n, path = %path.display(), "encoder restarted: recording the next segment");
                     }
-                    path
-                };
-                encoder.output = segment;
+                    encoder.output = Some(path);
+                }
                 let addr = EncoderActor::start(&encoder, &display, &audio, progress, link).await?;
                 let w = &mut *wiring.borrow_mut();
                 if let Some(first) = w.first_frame.take() {

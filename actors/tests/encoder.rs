@@ -29,7 +29,8 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.mp4");
     let spec = EncoderSpec {
-        output: output.clone(),
+        output: Some(output.clone()),
+        relays: vec![],
         width: 640,
         height: 360,
         framerate: 30,

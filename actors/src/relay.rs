@@ -1,0 +1,322 @@
+//! RelayActor: one live stream (RTMP or RTMPS) fed by the recording's single encode.
+//!
+//! Owns: an ffmpeg process (own process group, dies with the actor) that reads the encoder's
+//! MPEG-TS stream from a loopback UDP port and remuxes it, without re-encoding, to FLV over RTMP.
+//! Everything it prints is redacted: the stream key never reaches a log line or an error.
+//! Reconnects: when the server drops the stream or restarts, the relay starts a new ffmpeg with
+//! backoff (0.25 s doubling to 2 s), so it is back within seconds of the server, while the encoder
+//! and the file are untouched. A server that refuses the very first connection (a wrong app or
+//! key) is an `Output` failure at once: retrying cannot fix it.
+//! Accepts: [`Shutdown`] (`q`: the stream ends cleanly), [`Kill`].
+//! Sends: [`ChildExited`](crate::supervision::ChildExited) through its link when it gives up
+//! (the server stayed away longer than `retry_for`, or refused the first connection), or when it
+//! stopped. A relay that gives up beside a file output stops normally: the recording goes on, and
+//! the lost stream is reported at the end.
+//! Stops: on `Shutdown`, or on giving up.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+use crate::process::{ChildProcess, Stdout};
+use crate::secret::StreamUrl;
+use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// One live output.
+#[derive(Debug, Clone)]
+pub struct RelaySpec {
+    pub url: StreamUrl,
+    /// The loopback UDP port the encoder sends this stream to.
+    pub port: u16,
+    /// How long to keep reconnecting once the server is gone.
+    pub retry_for: Duration,
+    /// Whether the recording has nothing else (no file): then giving up fails the recording.
+    pub only_output: bool,
+    /// Where a stream that was given up is reported (shared with the recording).
+    pub lost: Rc<RefCell<Vec<String>>>,
+}
+
+pub struct RelayActor {
+    link: ChildLink,
+    spec: RelaySpec,
+    ffmpeg: Option<ChildProcess>,
+    /// The stream reached the server at least once.
+    connected_once: bool,
+    /// Frames sent by the current ffmpeg.
+    streaming: bool,
+    /// Since when the stream has been down (None while it is up).
+    down_since: Option<Instant>,
+    backoff: Duration,
+    stopping: bool,
+}
+
+/// ffmpeg's arguments for one relay.
+pub fn relay_args(spec: &RelaySpec) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "1",
+        // A keyframe (with the codec headers) comes every 2 s: probing a little longer than
+        // that is enough, and ffmpeg's default of 5 s would delay every (re)connection.
+        "-analyzeduration",
+        "2500000",
+        "-f",
+        "mpegts",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // overrun_nonfatal: a late reader drops old packets instead of failing.
+    args.push("-i".into());
+    args.push(format!(
+        "udp://127.0.0.1:{}?fifo_size=100000&overrun_nonfatal=1",
+        spec.port
+    ));
+    args.extend(
+        [
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            "-flvflags",
+            "no_duration_filesize",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    args.push(spec.url.expose().to_owned());
+    args
+}
+
+impl RelayActor {
+    /// Starts the relay; it connects once the encoder's stream arrives.
+    pub fn start(spec: RelaySpec, link: ChildLink) -> Result<Addr<RelayActor>, Failure> {
+        let mut actor = RelayActor {
+            link,
+            spec,
+            ffmpeg: None,
+            connected_once: false,
+            streaming: false,
+            down_since: None,
+            backoff: BACKOFF_FIRST,
+            stopping: false,
+        };
+        let first = actor.spawn_ffmpeg()?;
+        Ok(RelayActor::create(|ctx| {
+            actor.watch(first, ctx);
+            actor
+        }))
+    }
+
+    /// Secrets to redact from what ffmpeg prints: the URL and its key.
+    fn secrets(&self) -> Vec<String> {
+        let raw = self.spec.url.expose().to_owned();
+        let key = raw.rsplit('/').next().unwrap_or_default().to_owned();
+        let mut secrets = vec![raw];
+        if key.len() >= 3 {
+            secrets.push(key);
+        }
+        secrets
+    }
+
+    fn spawn_ffmpeg(&mut self) -> Result<(ChildProcess, tokio::process::ChildStdout), Failure> {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(relay_args(&self.spec));
+        let (ffmpeg, stdout) = ChildProcess::spawn_redacting(
+            "ffmpeg (relay)",
+            cmd,
+            true,
+            Stdout::Capture,
+            self.secrets(),
+        )
+        .map_err(|e| e.into_failure())?;
+        Ok((ffmpeg, stdout.expect("captured")))
+    }
+
+    /// Follows a new ffmpeg: its progress (is it streaming?) and its exit.
+    fn watch(
+        &mut self,
+        (ffmpeg, stdout): (ChildProcess, tokio::process::ChildStdout),
+        ctx: &mut Context<Self>,
+    ) {
+        let report = ffmpeg.exit_report();
+        self.ffmpeg = Some(ffmpeg);
+        self.streaming = false;
+        let frames =
+            futures_util::stream::unfold(BufReader::new(stdout).lines(), |mut lines| async move {
+                loop {
+                    let line = lines.next_line().await.ok()??;
+                    if let Some(n) = line.strip_prefix("frame=") {
+                        return Some((n.trim().parse::<u64>().unwrap_or(0), lines));
+                    }
+                }
+            });
+        ctx.add_stream(frames);
+        ctx.spawn(
+            actix::fut::wrap_future(report).map(|(_, report), act: &mut Self, ctx| {
+                act.on_exit(report, ctx);
+            }),
+        );
+    }
+
+    fn on_exit(&mut self, report: String, ctx: &mut Context<Self>) {
+        self.ffmpeg = None;
+        if self.stopping {
+            return;
+        }
+        let shown = self.spec.url.to_string();
+        // A network-level failure is transient: the server was reachable a moment ago (the
+        // preflight checked). A server that answered and refused the stream is not.
+        let transient = [
+            "Connection refused",
+            "Connection timed out",
+            "Connection reset",
+            "No route to host",
+        ]
+        .iter()
+        .any(|e| report.contains(e));
+        if !self.connected_once && !transient {
+            // The very first connection was refused: a wrong app, key or protocol. Retrying won't help.
+            let failure = Failure::new(
+                FailureKind::Output,
+                format!("live stream to {shown} failed: {report}"),
+            );
+            return self.give_up(failure, ctx);
+        }
+        let down_since = *self.down_since.get_or_insert_with(Instant::now);
+        if down_since.elapsed() > self.spec.retry_for {
+            let failure = Failure::new(
+                FailureKind::Output,
+                format!(
+                    "live stream to {shown} lost: the server did not come back within {:?} ({report})",
+                    self.spec.retry_for
+                ),
+            );
+            return self.give_up(failure, ctx);
+        }
+        tracing::warn!(url = %shown, retry_in = ?self.backoff, error = %report, "live stream dropped; reconnecting");
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        ctx.run_later(wait, |act, ctx| {
+            if act.stopping {
+                return;
+            }
+            match act.spawn_ffmpeg() {
+                Ok(started) => act.watch(started, ctx),
+                Err(failure) => act.give_up(failure, ctx),
+            }
+        });
+    }
+
+    fn give_up(&mut self, failure: Failure, ctx: &mut Context<Self>) {
+        tracing::error!(error = %failure, "giving up on a live stream");
+        self.stopping = true;
+        // Refused or unreachable from the start is a configuration error: fail the recording.
+        if self.spec.only_output || !self.connected_once {
+            self.link.set_exit(ExitReason::Failed(failure));
+        } else {
+            // The file goes on; the lost stream is reported when the recording ends.
+            self.spec.lost.borrow_mut().push(failure.message);
+            self.link.set_exit(ExitReason::Normal);
+        }
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<u64> for RelayActor {
+    fn handle(&mut self, frames: u64, _: &mut Context<Self>) {
+        if frames > 0 && !self.streaming {
+            self.streaming = true;
+            self.connected_once = true;
+            self.down_since = None;
+            self.backoff = BACKOFF_FIRST;
+            tracing::info!(url = %self.spec.url, "live stream connected");
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // stdout ends with the process; its exit is handled by the watcher.
+    }
+}
+
+impl Actor for RelayActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Shutdown> for RelayActor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        self.link.set_exit(ExitReason::Shutdown);
+        let Some(mut ffmpeg) = self.ffmpeg.take() else {
+            return Box::pin(actix::fut::ready(Ok(())));
+        };
+        let stdin = ffmpeg.take_stdin();
+        let wait = ffmpeg.wait_or_kill(STOP_GRACE);
+        let stop = async move {
+            // `q` ends the FLV stream properly; the encoder has already sent its last packets.
+            if let Some(mut stdin) = stdin {
+                let _ = stdin.write_all(b"q").await;
+                let _ = stdin.flush().await;
+            }
+            wait.await;
+            drop(ffmpeg);
+        };
+        Box::pin(
+            actix::fut::wrap_future(stop).map(|(), _, ctx: &mut Context<Self>| {
+                ctx.stop();
+                Ok(())
+            }),
+        )
+    }
+}
+
+impl Handler<Kill> for RelayActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        self.link.set_exit(ExitReason::Shutdown);
+        self.ffmpeg = None; // dropping it kills its group
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_copies_the_stream_to_flv() {
+        let spec = RelaySpec {
+            url: StreamUrl::new("rtmp://127.0.0.1:1935/live/key"),
+            port: 5000,
+            retry_for: Duration::from_secs(60),
+            only_output: false,
+            lost: Rc::default(),
+        };
+        let args = relay_args(&spec);
+        assert!(
+            args.contains(&"udp://127.0.0.1:5000?fifo_size=100000&overrun_nonfatal=1".to_owned())
+        );
+        assert_eq!(args.last().unwrap(), "rtmp://127.0.0.1:1935/live/key");
+        assert!(args.windows(2).any(|w| w == ["-c", "copy"]));
+        assert!(args.windows(2).any(|w| w == ["-f", "flv"]));
+    }
+}

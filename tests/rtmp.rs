@@ -1,0 +1,182 @@
+//! Live streaming to a real RTMP server (nginx with its RTMP module, on loopback): the stream is
+//! pulled back while it runs and nginx's own recording is checked with ffprobe. The stream key
+//! never appears in pagecast's output, debug logs of its child processes included.
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pagecast_testkit::{heavy, probe, wait_until, Nginx};
+use serde_json::json;
+
+const KEY: &str = "sk_live_4f2a9c";
+
+/// What ffprobe says of a live RTMP stream: "codec WxH" of video and the audio codec.
+fn probe_live(url: &str) -> Option<(String, String)> {
+    let out = Command::new("timeout")
+        .args([
+            "10",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height",
+            "-of",
+            "json",
+            url,
+        ])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let streams = v["streams"].as_array()?;
+    let video = streams.iter().find(|s| s["codec_type"] == "video")?;
+    let audio = streams.iter().find(|s| s["codec_type"] == "audio")?;
+    Some((
+        format!(
+            "{} {}x{}",
+            video["codec_name"].as_str()?,
+            video["width"],
+            video["height"]
+        ),
+        audio["codec_name"].as_str()?.to_owned(),
+    ))
+}
+
+fn assert_no_key(run: &Run) {
+    let stderr = run.stderr();
+    assert!(
+        !stderr.contains(KEY),
+        "the stream key reached pagecast's output:\n{stderr}"
+    );
+}
+
+#[test]
+fn streams_a_page_scaled_to_720p() {
+    let _heavy = heavy();
+    let nginx = Nginx::start();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1920, "height": 1080 },
+        "output": { "rtmp": nginx.url("live", KEY), "width": 1280, "height": 720 },
+        "max_duration": "10s",
+    });
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    run.wait_for("live stream connected", Duration::from_secs(60));
+    let live = probe_live(&nginx.url("live", KEY)).expect("the live stream can be played back");
+    assert_eq!(live, ("h264 1280x720".to_owned(), "aac".to_owned()));
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_no_key(&run);
+    let recorded = nginx.recordings();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let p = probe(&recorded[0]);
+    assert_eq!(p.dimensions(), (1280, 720));
+    assert!(
+        (p.duration() - 10.0).abs() <= 1.5,
+        "nginx recorded {} s",
+        p.duration()
+    );
+    assert!(p.has_audio());
+}
+
+#[test]
+fn file_and_stream_at_once_survive_a_restarting_server() {
+    let _heavy = heavy();
+    let mut nginx = Nginx::start();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1280, "height": 720 },
+        "output": { "file": file, "rtmp": nginx.url("live", KEY) },
+        "max_duration": "14s",
+    });
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    let connected = run.wait_for("live stream connected", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(connected.elapsed()));
+    nginx.kill();
+    let before = nginx.recordings();
+    run.wait_for("live stream dropped; reconnecting", Duration::from_secs(10));
+    // The server is away for a while, then back on the same port.
+    std::thread::sleep(Duration::from_secs(3));
+    let back = Instant::now();
+    nginx.run();
+    let new_stream = || {
+        nginx
+            .recordings()
+            .into_iter()
+            .find(|f| !before.contains(f) && std::fs::metadata(f).is_ok_and(|m| m.len() > 100_000))
+    };
+    wait_until(
+        "a new recorded stream with content",
+        Duration::from_secs(15),
+        || new_stream().is_some(),
+    );
+    println!("stream back {:?} after the server", back.elapsed());
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_no_key(&run);
+    // The file never noticed.
+    let p = probe(&file);
+    assert!(
+        (p.duration() - 14.0).abs() <= 1.0,
+        "file {} s",
+        p.duration()
+    );
+    assert!(p.frames() >= 14 * 30 - 45, "frames {}", p.frames());
+    let second = new_stream().expect("the resumed stream");
+    println!("recorded streams: before the restart {before:?}, after {second:?}");
+    assert!(
+        probe(&second).duration() >= 3.0,
+        "resumed stream {} s",
+        probe(&second).duration()
+    );
+}
+
+#[test]
+fn a_server_that_refuses_the_stream_is_a_clear_error() {
+    let _heavy = heavy();
+    let nginx = Nginx::start();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "file": file, "rtmp": nginx.url("nosuchapp", KEY) },
+    });
+    let started = Instant::now();
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(5), "{}", run.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let last = run.stderr().lines().last().unwrap().to_owned();
+    assert!(
+        last.contains(&format!(
+            "live stream to rtmp://127.0.0.1:{}/nosuchapp/**** failed",
+            nginx.port
+        )),
+        "{last}"
+    );
+    assert_no_key(&run);
+}
+
+#[test]
+fn a_stream_only_recording_ends_when_the_server_stays_away() {
+    let _heavy = heavy();
+    let mut nginx = Nginx::start();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "rtmp": nginx.url("live", KEY), "rtmp_retry_for": "3s" },
+    });
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    run.wait_for("live stream connected", Duration::from_secs(60));
+    nginx.kill();
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(5), "{}", run.stderr());
+    let last = run.stderr().lines().last().unwrap().to_owned();
+    assert!(
+        last.contains("the server did not come back within 3s"),
+        "{last}"
+    );
+    assert_no_key(&run);
+}
