@@ -29,6 +29,7 @@ const PROGRAMS: &[&str] = &[
     "pactl",
     "chromedriver",
     "ffmpeg",
+    "ffprobe",
     "setpriv",
 ];
 const CHROMIUM_NAMES: &[&str] = &["chromium", "chromium-browser", "google-chrome"];
@@ -130,7 +131,11 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
     let report = recording.finished().await;
     signals.abort();
     clear_status_line();
-    let outcome = judge(&report, output.as_deref(), launched);
+    let playable = match &output {
+        Some(path) => recorded_duration(path).await,
+        None => None,
+    };
+    let outcome = judge(&report, output.as_deref(), playable, launched);
     if let Some(output) = &output {
         if outcome.exit != Exit::Ok && nothing_worth_keeping(&report) {
             // A file of blank frames (the page never loaded, or nothing was encoded) helps nobody.
@@ -144,7 +149,30 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
 }
 
 /// What the tree's end means for the user.
-fn judge(report: &RecordingReport, output: Option<&Path>, launched: Instant) -> Outcome {
+/// The duration ffprobe reads in the finished file; None if it can't read one.
+async fn recorded_duration(path: &Path) -> Option<f64> {
+    let out = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn judge(
+    report: &RecordingReport,
+    output: Option<&Path>,
+    playable: Option<f64>,
+    launched: Instant,
+) -> Outcome {
     if let Some(failure) = &report.join_error {
         return Outcome::fail(Exit::Output, failure.message.clone());
     }
@@ -173,6 +201,13 @@ fn judge(report: &RecordingReport, output: Option<&Path>, launched: Instant) -> 
                 return Outcome::fail(
                     Exit::Output,
                     format!("{} is missing or empty", output.display()),
+                );
+            }
+            // Never call a file a recording unless a player can read one.
+            if let (Some(output), false) = (output, playable.is_some_and(|d| d > 0.0)) {
+                return Outcome::fail(
+                    Exit::Output,
+                    format!("{} is not a playable recording", output.display()),
                 );
             }
             if let Some(lost) = report.lost_streams.first() {

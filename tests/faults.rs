@@ -295,3 +295,28 @@ fn crashes_beyond_the_restart_intensity_end_the_run_with_what_was_recorded() {
     assert!(p.duration() >= 3.0, "only {} s kept", p.duration());
     assert!(p.has_audio());
 }
+
+/// Found by the random fault moments: an encoder killed before its first fragment leaves a
+/// segment with a video track but no frame, which once spoiled the joined file (0 s, reported as
+/// a success).
+#[test]
+fn an_encoder_killed_before_its_first_fragment_still_gives_one_playable_file() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1280, "height": 720 },
+        "output": { "file": file },
+        "max_duration": "6s",
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for("page loaded", Duration::from_secs(60));
+    let tree = descendants(run.child.id());
+    let ffmpeg = Fault::Ffmpeg.target(&tree).expect("ffmpeg runs");
+    kill(Pid::from_raw(ffmpeg as i32), Signal::SIGKILL).unwrap();
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", run.stderr());
+    assert!(run.stderr().contains("leaving it out"), "{}", run.stderr());
+    let p = probe(&file);
+    assert!(p.duration() >= 4.5, "duration {}", p.duration());
+    assert!(p.has_audio());
+}

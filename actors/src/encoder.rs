@@ -2,7 +2,7 @@
 //!
 //! Owns: one ffmpeg process (own process group, dies with the actor) grabbing the X display
 //! (x11grab) and the sink's monitor (pulse), writing H.264 + AAC as fragmented MP4, so a recording
-//! cut short by SIGKILL or power loss still plays up to its last fragment (at most 2 s). With live
+//! cut short by SIGKILL or power loss still plays up to its last fragment (at most 1 s). With live
 //! outputs it encodes once and fans out with the tee muxer: the file, plus one MPEG-TS stream per
 //! live output to a loopback UDP port, where a relay picks it up. A live leg that fails is dropped
 //! (`onfail=ignore`) and never takes the file with it.
@@ -128,7 +128,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
             &kbit(spec.video_bitrate),
             "-bufsize",
             &kbit(spec.video_buffer),
-            // A keyframe every 2 s gives a fragment every 2 s: the most a crash can lose.
+            // A keyframe every 2 s: what live ingest servers expect, and where a joined stream can start.
             "-g",
             &gop,
             "-keyint_min",
@@ -147,7 +147,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
         .iter()
         .map(|s| s.to_string()),
     );
-    // Fragments of at most 2 s: what a crash can lose.
+    // Fragments of 1 s (cut mid-GOP if need be): the most a crash can lose.
     const MOVFLAGS: &str = "+frag_keyframe+empty_moov+default_base_moof";
     match (&spec.output, spec.relays.is_empty()) {
         (Some(file), true) => {
@@ -156,7 +156,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                     "-movflags",
                     MOVFLAGS,
                     "-frag_duration",
-                    "2000000",
+                    "1000000",
                     "-f",
                     "mp4",
                     "-y",
@@ -172,7 +172,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 // MP4 keeps codec headers out of band; the TS legs get them in band anyway.
                 args.extend(["-flags".to_owned(), "+global_header".to_owned()]);
                 legs.push(format!(
-                    "[f=mp4:movflags={MOVFLAGS}:frag_duration=2000000:flush_packets=1]{}",
+                    "[f=mp4:movflags={MOVFLAGS}:frag_duration=1000000:flush_packets=1]{}",
                     tee_escape(&file.to_string_lossy())
                 ));
             }
@@ -484,7 +484,7 @@ mod tests {
         assert_eq!(after(&args, "-f")[2..], ["tee"]);
         assert_eq!(
             args.last().unwrap(),
-            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=2000000:flush_packets=1]/out/a\\|b.mp4\
+            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]/out/a\\|b.mp4\
              |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316\
              |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316"
         );

@@ -309,22 +309,23 @@ async fn join_segments(output: &Path, segments: &[PathBuf]) -> Result<(), Failur
     }
 }
 
+/// Whether the segment holds at least one video frame. A segment whose encoder was killed before
+/// its first fragment has a video track but no frame, and would spoil the join.
 async fn has_video(path: &Path) -> bool {
     let out = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
+        .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
         .arg(path)
         .output()
         .await;
-    matches!(out, Ok(o) if o.status.success() && !o.stdout.is_empty())
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .trim_end_matches(',')
+            .parse::<u64>()
+            .is_ok_and(|n| n > 0),
+        _ => false,
+    }
 }
 
 fn display_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
