@@ -97,9 +97,31 @@ verify_binaries() {
   log "binaries: ${REQUIRED_BINARIES[*]} found"
 }
 
+# ---------------------------------------------------------------------------
+# Python venv (.venv in the repository): moto's S3 server for the S3 tests.
+# Pinned: 5.2.1 answers CompleteMultipartUpload with a wrongly named XML root.
+# ---------------------------------------------------------------------------
+PY_PACKAGES=("moto[server]==5.2.5")
+
+setup_python_venv() {
+  local root venv
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  venv="$root/.venv"
+  if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c 'import moto, sys; sys.exit(moto.__version__ != "5.2.5")' 2>/dev/null; then
+    log "python venv: moto 5.2.5 present"
+    return 0
+  fi
+  command -v python3 >/dev/null 2>&1 || die "python3 is needed for the S3 test server"
+  log "python venv: installing ${PY_PACKAGES[*]} into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  [ -x "$venv/bin/moto_server" ] || die "moto_server missing after install"
+}
+
 main() {
   install_apt_packages
   check_cargo
+  setup_python_venv
   verify_binaries
   log "done"
 }

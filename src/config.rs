@@ -131,6 +131,10 @@ pub struct S3Output {
     pub region: Option<String>,
     pub endpoint: Option<url::Url>,
     pub force_path_style: Option<bool>,
+    /// Bytes per uploaded part (at least 5 MiB, S3's minimum).
+    pub part_size: u64,
+    /// How long S3 may fail before the upload is abandoned (the local file is kept).
+    pub give_up_after: Duration,
 }
 
 /// A config error: one line naming the field.
@@ -233,6 +237,35 @@ struct RawS3 {
     region: Option<String>,
     endpoint: Option<String>,
     force_path_style: Option<bool>,
+    part_size: Option<Size>,
+    #[serde(default, with = "humantime_serde")]
+    give_up_after: Option<Duration>,
+}
+
+/// A size: a number of bytes, or a string like "8MiB", "5MB", "16777216".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Number(u64),
+    Text(String),
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 /// "128k", "6M", "128000" or a number (bits per second).
@@ -622,7 +655,30 @@ fn s3_output(raw: RawS3) -> Result<S3Output, ConfigError> {
                 .ok_or_else(|| field("output.s3.endpoint", format!("{e:?} is not an http(s) URL")))
         })
         .transpose()?;
+    const MIN_PART: u64 = 5 * 1024 * 1024;
+    let part_size = match raw.part_size {
+        None => 8 * 1024 * 1024,
+        Some(Size::Number(n)) => n,
+        Some(Size::Text(t)) => parse_size(&t).ok_or_else(|| {
+            field(
+                "output.s3.part_size",
+                format!("{t:?} is not a size; write it like \"8MiB\""),
+            )
+        })?,
+    };
+    if !(MIN_PART..=(5u64 << 30)).contains(&part_size) {
+        return Err(field(
+            "output.s3.part_size",
+            format!("must be between 5MiB (S3's minimum) and 5GiB, got {part_size} bytes"),
+        ));
+    }
+    let give_up_after = raw.give_up_after.unwrap_or(Duration::from_secs(300));
+    if give_up_after.is_zero() {
+        return Err(field("output.s3.give_up_after", "must be longer than 0s"));
+    }
     Ok(S3Output {
+        part_size,
+        give_up_after,
         access_key: raw.access_key,
         secret: raw.secret,
         session_token: raw.session_token,
@@ -984,6 +1040,20 @@ mod tests {
             json!({ "s3": { "bucket": "b", "key": "k", "endpoint": "ftp://x" } })
         ))
         .starts_with("config: output.s3.endpoint:"));
+        let sized = |size: serde_json::Value| {
+            with_output(json!({ "s3": { "bucket": "b", "key": "k", "part_size": size } }))
+        };
+        assert_eq!(
+            ok(sized(json!("8MiB"))).output.s3.unwrap().part_size,
+            8 << 20
+        );
+        assert_eq!(
+            ok(sized(json!(6_000_000))).output.s3.unwrap().part_size,
+            6_000_000
+        );
+        assert!(err(sized(json!("1MiB")))
+            .starts_with("config: output.s3.part_size: must be between 5MiB"));
+        assert!(err(sized(json!("big"))).starts_with("config: output.s3.part_size:"));
         // No keys: the standard credential chain applies later.
         let s3 = ok(with_output(
             json!({ "s3": { "bucket": "b", "key": "k", "endpoint": "http://127.0.0.1:9000" } }),

@@ -14,7 +14,13 @@ use pagecast_actors::encoder::EncoderSpec;
 use pagecast_actors::process::find_program;
 use pagecast_actors::recording::{Recording, RecordingReport, RecordingSpec};
 use pagecast_actors::secret::StreamUrl;
+use pagecast_actors::supervision::{
+    ChildSpec, Failure, Intensity, Restart, StopTree, Strategy, Supervisor, SupervisorConfig,
+};
 use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
+use pagecast_actors::uploader::{Finish, S3Target, UploadSpec, UploaderActor};
+use std::cell::RefCell;
+use std::rc::Rc;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, Source};
@@ -59,6 +65,25 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
     if let Err(outcome) = reach_stream_servers(&config.output.rtmp).await {
         return outcome;
     }
+    // S3 is checked before anything starts: a wrong key or bucket must not cost a recording.
+    let s3 = match &config.output.s3 {
+        Some(s3) => {
+            let target = s3_target(s3);
+            match pagecast_actors::uploader::preflight(&target).await {
+                Ok(client) => Some((s3.clone(), target, client)),
+                Err(failure) => return Outcome::fail(Exit::Output, failure.message),
+            }
+        }
+        None => None,
+    };
+    // Without a file output, S3 uploads a local file of its own, removed once the object is
+    // complete (kept, and named, if the upload fails). Not in the working directory: that one goes.
+    let keep_local = output.is_some();
+    let output = output.or_else(|| {
+        s3.as_ref().map(|_| {
+            std::env::temp_dir().join(format!("pagecast-upload-{}.mp4", std::process::id()))
+        })
+    });
     let chromium = match chromium() {
         Ok(path) => path,
         Err(outcome) => return outcome,
@@ -127,15 +152,35 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         Ok(recording) => recording,
         Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
     };
+    let upload = match (&s3, &output) {
+        (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
+        _ => None,
+    };
     let signals = actix::spawn(forward_signals(recording.supervisor()));
     let report = recording.finished().await;
+    let stopped = Instant::now();
     signals.abort();
     clear_status_line();
     let playable = match &output {
         Some(path) => recorded_duration(path).await,
         None => None,
     };
-    let outcome = judge(&report, output.as_deref(), playable, launched);
+    let mut outcome = judge(&report, output.as_deref(), playable, launched);
+    if let (Some(upload), Some(file)) = (upload, &output) {
+        let uploaded = finish_upload(upload, playable.is_some(), report.segments > 1).await;
+        match uploaded {
+            Ok(bytes) => {
+                tracing::info!(bytes, stop_to_complete = ?stopped.elapsed(), "S3 object complete");
+                if !keep_local {
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Err(failure) if outcome.exit == Exit::Ok => {
+                outcome = Outcome::fail(Exit::Output, failure.message)
+            }
+            Err(failure) => tracing::error!(error = %failure, "S3 upload failed too"),
+        }
+    }
     if let Some(output) = &output {
         if outcome.exit != Exit::Ok && nothing_worth_keeping(&report) {
             // A file of blank frames (the page never loaded, or nothing was encoded) helps nobody.
@@ -266,12 +311,6 @@ fn check_before_start(config: &Config) -> Result<Option<PathBuf>, Outcome> {
             "config: input.template: LiveKit layouts are not available in this version yet; record a url",
         ));
     }
-    if config.output.s3.is_some() {
-        return Err(Outcome::fail(
-            Exit::Config,
-            "config: output.s3: S3 upload is not available in this version yet; use output.file",
-        ));
-    }
     let output = config.output.file.clone();
     let missing: Vec<&str> = PROGRAMS
         .iter()
@@ -291,6 +330,85 @@ fn check_before_start(config: &Config) -> Result<Option<PathBuf>, Outcome> {
         check_output(output)?;
     }
     Ok(output)
+}
+
+fn s3_target(s3: &crate::config::S3Output) -> S3Target {
+    S3Target {
+        bucket: s3.bucket.clone(),
+        key: s3.key.clone(),
+        region: s3.region.clone(),
+        endpoint: s3
+            .endpoint
+            .as_ref()
+            .map(|e| e.as_str().trim_end_matches('/').to_owned()),
+        force_path_style: s3.force_path_style,
+        access_key: s3.access_key.clone(),
+        secret: s3.secret.clone(),
+        session_token: s3.session_token.clone(),
+    }
+}
+
+/// The upload: a one-for-one supervisor over the uploader, beside the recording tree (so the
+/// encoder finishes, and segments are joined, before the upload completes).
+struct Upload {
+    supervisor: Addr<Supervisor>,
+    exit: tokio::sync::oneshot::Receiver<TreeExit>,
+    uploader: Rc<RefCell<Option<Addr<UploaderActor>>>>,
+}
+
+fn start_upload(
+    s3: &crate::config::S3Output,
+    target: &S3Target,
+    client: &aws_sdk_s3::Client,
+    file: &Path,
+) -> Upload {
+    let spec = UploadSpec {
+        target: target.clone(),
+        file: file.to_path_buf(),
+        part_size: s3.part_size,
+        give_up_after: s3.give_up_after,
+    };
+    let uploader: Rc<RefCell<Option<Addr<UploaderActor>>>> = Rc::default();
+    let cell = uploader.clone();
+    let client = client.clone();
+    let child = ChildSpec::new(
+        "uploader",
+        Restart::Transient,
+        Duration::from_secs(15),
+        move |link| {
+            let addr = UploaderActor::start(spec.clone(), client.clone(), link);
+            *cell.borrow_mut() = Some(addr.clone());
+            std::future::ready(Ok(addr))
+        },
+    );
+    let config = SupervisorConfig {
+        name: "upload".into(),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity::NEVER,
+    };
+    let (supervisor, exit) = Supervisor::start(config, vec![child]);
+    Upload {
+        supervisor,
+        exit,
+        uploader,
+    }
+}
+
+/// Completes the upload if there is a recording to upload, else aborts it.
+async fn finish_upload(upload: Upload, recorded: bool, rewritten: bool) -> Result<u64, Failure> {
+    let uploader = upload.uploader.borrow().clone();
+    let result = match (recorded, uploader) {
+        (true, Some(uploader)) => uploader
+            .send(Finish { rewritten })
+            .await
+            .unwrap_or_else(|_| Err(Failure::crashed("the uploader stopped"))),
+        _ => Err(Failure::crashed("nothing was recorded to upload")),
+    };
+    upload.supervisor.do_send(StopTree {
+        cause: "the upload is over".into(),
+    });
+    let _ = upload.exit.await;
+    result
 }
 
 /// Each live output's server accepts a TCP connection, so a wrong host or port is a clear error

@@ -81,16 +81,6 @@ fn invalid_configs_exit_2_naming_the_field() {
 }
 
 #[test]
-fn s3_output_is_refused_before_starting_until_it_lands() {
-    let output = json!({ "S3": { "access_key": "AKIAEXAMPLE", "secret": "do-not-print-me", "bucket": "b", "key": "k.mp4" } });
-    let config = json!({ "input": { "url": "https://example.com" }, "output": output });
-    let (code, stderr) = run_with_config(&config.to_string(), "/nonexistent");
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("output.s3"), "{stderr}");
-    assert!(!stderr.contains("do-not-print-me"), "{stderr}");
-}
-
-#[test]
 fn an_unreachable_stream_server_exits_5_naming_the_host_not_the_key() {
     // A loopback port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -12,3 +12,4 @@ pub mod recording;
 pub mod relay;
 pub mod secret;
 pub mod supervision;
+pub mod uploader;

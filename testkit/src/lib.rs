@@ -317,3 +317,90 @@ impl Drop for Nginx {
         self.kill();
     }
 }
+
+/// moto's S3 server (from the project's venv) on 127.0.0.1, started by the test, stopped on drop.
+pub struct Moto {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        Self::start_with(&[])
+    }
+
+    /// With authentication: moto lets the first `free_requests` requests through unchecked, then
+    /// checks every signature (spend them on [`Moto::s3`] `iam-user`).
+    pub fn start_authenticating(free_requests: u32) -> Moto {
+        Self::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", free_requests.to_string())])
+    }
+
+    fn start_with(env: &[(&str, String)]) -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = repo_root().join(".venv/bin/moto_server");
+        assert!(
+            server.exists(),
+            "{} is missing: run scripts/setup.sh",
+            server.display()
+        );
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        // A TCP connect, not an HTTP probe: moto counts requests (see INITIAL_NO_AUTH_ACTION_COUNT).
+        wait_until("moto to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Moto { port, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs tests/support/s3.py with the venv's python; returns its stdout.
+    pub fn s3(&self, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join(".venv/bin/python"))
+            .arg(repo_root().join("tests/support/s3.py"))
+            .arg(self.endpoint())
+            .args(args)
+            .output()
+            .expect("run tests/support/s3.py");
+        assert!(
+            out.status.success(),
+            "s3.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted but nothing is answered.
+    pub fn pause(&self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+    }
+
+    pub fn resume(&self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

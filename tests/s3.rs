@@ -1,0 +1,221 @@
+//! S3 output against a real S3 server (moto's, from the project's venv, on loopback): the object
+//! is uploaded while recording, is byte-identical to the local file, survives a server that stops
+//! answering for a while, and bad targets are refused before anything starts.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pagecast_testkit::{heavy, probe, Moto};
+use serde_json::json;
+
+const SECRET: &str = "wJalrXUtnFEMI-not-a-real-secret";
+
+fn s3_block(moto: &Moto, bucket: &str) -> serde_json::Value {
+    json!({
+        "access_key": "AKIAPAGECASTTEST",
+        "secret": SECRET,
+        "bucket": bucket,
+        "key": "rec/recording.mp4",
+        "endpoint": moto.endpoint(),
+        "part_size": "5MiB",
+    })
+}
+
+fn uploaded_parts_before(stderr: &str, marker: &str) -> usize {
+    let cut = stderr.find(marker).unwrap_or(stderr.len());
+    stderr[..cut]
+        .matches(r#""message":"uploaded part""#)
+        .count()
+}
+
+#[test]
+fn uploads_parts_while_recording_and_the_object_is_the_file() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let (dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1280, "height": 720 },
+        "output": { "file": file, "S3": s3_block(&moto, "recordings"), "video_bitrate": "6M", "video_buffer": "12M" },
+        "max_duration": "30s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(120));
+    let stderr = run.stderr();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert!(!stderr.contains(SECRET), "the secret reached the output");
+    let before_stop = uploaded_parts_before(&stderr, "max_duration 30s reached");
+    assert!(
+        before_stop >= 2,
+        "only {before_stop} parts uploaded while recording:\n{stderr}"
+    );
+    let complete = stderr
+        .lines()
+        .find(|l| l.contains(r#""message":"S3 object complete""#))
+        .unwrap();
+    println!("stop to complete: {complete}");
+    let downloaded = dir.path().join("downloaded.mp4");
+    moto.s3(&[
+        "get",
+        "recordings",
+        "rec/recording.mp4",
+        downloaded.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&downloaded).unwrap() == std::fs::read(&file).unwrap(),
+        "object and file differ"
+    );
+    let p = probe(&downloaded);
+    assert!(
+        (p.duration() - 30.0).abs() <= 1.0,
+        "object holds {} s",
+        p.duration()
+    );
+    assert!(p.has_audio());
+    assert_eq!(
+        moto.s3(&["uploads", "recordings"]),
+        "0",
+        "a multipart upload was left open"
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_for_a_while_loses_nothing() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let (dir, _) = out_dir();
+    // S3 only: the local file is pagecast's own and goes once the object is complete.
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1280, "height": 720 },
+        "output": { "S3": s3_block(&moto, "recordings"), "video_bitrate": "6M", "video_buffer": "12M" },
+        "max_duration": "35s",
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for(r#""message":"uploaded part""#, Duration::from_secs(60));
+    moto.pause();
+    // The server answers nothing for 20 s (this sleep is the outage, not a wait for a condition).
+    std::thread::sleep(Duration::from_secs(20));
+    moto.resume();
+    let (status, _) = run.wait(Duration::from_secs(120));
+    let stderr = run.stderr();
+    assert!(status.success(), "{status}:\n{stderr}");
+    let downloaded = dir.path().join("downloaded.mp4");
+    moto.s3(&[
+        "get",
+        "recordings",
+        "rec/recording.mp4",
+        downloaded.to_str().unwrap(),
+    ]);
+    let p = probe(&downloaded);
+    assert!(
+        (p.duration() - 35.0).abs() <= 1.0,
+        "object holds {} s",
+        p.duration()
+    );
+    assert!(p.has_audio());
+}
+
+#[test]
+fn a_missing_bucket_or_an_unreachable_endpoint_is_refused_before_anything_starts() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut unreachable = s3_block(&moto, "recordings");
+    unreachable["endpoint"] = json!(format!("http://127.0.0.1:{closed}"));
+    for (s3, expect) in [
+        (s3_block(&moto, "no-such-bucket"), "no such bucket".to_owned()),
+        (unreachable, format!("s3://recordings/rec/recording.mp4 at http://127.0.0.1:{closed}: endpoint unreachable")),
+    ] {
+        let (_dir, file) = out_dir();
+        let config = json!({ "input": { "url": demo_page() }, "output": { "file": file, "S3": s3 } });
+        let started = Instant::now();
+        let mut run = Run::start(&config, &[]);
+        let (status, _) = run.wait(Duration::from_secs(60));
+        let stderr = run.stderr();
+        assert_eq!(status.code(), Some(5), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(stderr.lines().last().unwrap().contains(&expect), "{stderr}");
+        assert!(!stderr.contains("browser ready") && !stderr.contains("display ready"), "something started:\n{stderr}");
+        assert!(!stderr.contains(SECRET));
+        assert!(!file.exists());
+    }
+}
+
+#[test]
+fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
+    let _heavy = heavy();
+    let moto = Moto::start_authenticating(4);
+    let created = moto.s3(&["iam-user", "recordings"]);
+    let (access_key, secret) = created.split_once(' ').expect("key and secret");
+    let mut s3 = s3_block(&moto, "recordings");
+    s3["access_key"] = json!(access_key);
+    s3["secret"] = json!(SECRET);
+    let (_dir, file) = out_dir();
+    let config = json!({ "input": { "url": demo_page() }, "output": { "file": file, "S3": s3 } });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("s3://recordings/rec/recording.mp4")
+            && last.contains("access denied (HTTP 403)"),
+        "{last}"
+    );
+    assert!(
+        !stderr.contains(SECRET) && !stderr.contains(secret),
+        "a secret was printed:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("display ready"),
+        "something started:\n{stderr}"
+    );
+    // The right secret works against the same server (the 403 was about the secret).
+    let mut good = s3_block(&moto, "recordings");
+    good["access_key"] = json!(access_key);
+    good["secret"] = json!(secret);
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "file": file, "S3": good },
+        "max_duration": "2s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", run.stderr());
+    assert!(!run.stderr().contains(secret));
+}
+
+#[test]
+fn a_server_gone_for_good_keeps_the_local_file_and_names_it() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let mut s3 = s3_block(&moto, "recordings");
+    s3["give_up_after"] = json!("4s");
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "S3": s3 },
+        "max_duration": "8s",
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for("page loaded", Duration::from_secs(60));
+    moto.pause();
+    let (status, _) = run.wait(Duration::from_secs(120));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    let kept = last
+        .split("the recording is kept at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no local file named: {last}"));
+    let kept = std::path::Path::new(kept.trim());
+    assert!(kept.exists(), "{} is gone", kept.display());
+    assert!(probe(kept).duration() >= 7.0);
+    std::fs::remove_file(kept).unwrap();
+}
