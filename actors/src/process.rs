@@ -480,14 +480,7 @@ mod tests {
         assert!(find_program("sh").is_some());
     }
 
-    /// Alive and not a zombie.
     fn alive(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => !stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-            Err(_) => false,
-        }
+        pagecast_testkit::alive(pid as u32)
     }
 }
