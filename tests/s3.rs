@@ -189,6 +189,74 @@ fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", run.stderr());
     assert!(!run.stderr().contains(secret));
+    // No keys in the config: the standard AWS credential chain (here, the environment) applies.
+    let mut from_env = s3_block(&moto, "recordings");
+    let block = from_env.as_object_mut().unwrap();
+    block.remove("access_key");
+    block.remove("secret");
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "file": file, "S3": from_env },
+        "max_duration": "2s",
+    });
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--log-format", "json"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", secret);
+    let mut run = Run::spawn(cmd);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", run.stderr());
+    assert!(!run.stderr().contains(secret));
+}
+
+#[test]
+fn an_encoder_crash_during_an_upload_still_gives_one_correct_object() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let (dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1280, "height": 720 },
+        "output": { "file": file, "S3": s3_block(&moto, "recordings"), "video_bitrate": "6M", "video_buffer": "12M" },
+        "max_duration": "16s",
+    });
+    let mut run = Run::start(&config, &[]);
+    // Once a part of the first segment is up, ffmpeg dies: the joined file replaces it.
+    run.wait_for(r#""message":"uploaded part""#, Duration::from_secs(60));
+    let tree = pagecast_testkit::descendants(run.child.id());
+    let ffmpeg = tree
+        .iter()
+        .find(|(_, n)| n == "ffmpeg")
+        .expect("ffmpeg runs")
+        .0;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ffmpeg as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (status, _) = run.wait(Duration::from_secs(120));
+    let stderr = run.stderr();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert!(stderr.contains("uploading it again"), "{stderr}");
+    let downloaded = dir.path().join("downloaded.mp4");
+    moto.s3(&[
+        "get",
+        "recordings",
+        "rec/recording.mp4",
+        downloaded.to_str().unwrap(),
+    ]);
+    assert!(
+        std::fs::read(&downloaded).unwrap() == std::fs::read(&file).unwrap(),
+        "object and file differ"
+    );
+    let p = probe(&downloaded);
+    assert!(p.duration() >= 13.0, "object holds {} s", p.duration());
+    assert_eq!(
+        moto.s3(&["uploads", "recordings"]),
+        "0",
+        "a multipart upload was left open"
+    );
 }
 
 #[test]
