@@ -22,6 +22,25 @@ fn s3_block(moto: &Moto, bucket: &str) -> serde_json::Value {
     })
 }
 
+/// Downloads the recording's object into `dir`.
+fn download(moto: &Moto, dir: &std::path::Path) -> std::path::PathBuf {
+    let downloaded = dir.join("downloaded.mp4");
+    moto.s3(&[
+        "get",
+        "recordings",
+        "rec/recording.mp4",
+        downloaded.to_str().unwrap(),
+    ]);
+    downloaded
+}
+
+fn assert_same_bytes(object: &std::path::Path, file: &std::path::Path) {
+    assert!(
+        std::fs::read(object).unwrap() == std::fs::read(file).unwrap(),
+        "object and file differ"
+    );
+}
+
 fn uploaded_parts_before(stderr: &str, marker: &str) -> usize {
     let cut = stderr.find(marker).unwrap_or(stderr.len());
     stderr[..cut]
@@ -55,17 +74,8 @@ fn uploads_parts_while_recording_and_the_object_is_the_file() {
         .find(|l| l.contains(r#""message":"S3 object complete""#))
         .unwrap();
     println!("stop to complete: {complete}");
-    let downloaded = dir.path().join("downloaded.mp4");
-    moto.s3(&[
-        "get",
-        "recordings",
-        "rec/recording.mp4",
-        downloaded.to_str().unwrap(),
-    ]);
-    assert!(
-        std::fs::read(&downloaded).unwrap() == std::fs::read(&file).unwrap(),
-        "object and file differ"
-    );
+    let downloaded = download(&moto, dir.path());
+    assert_same_bytes(&downloaded, &file);
     let p = probe(&downloaded);
     assert!(
         (p.duration() - 30.0).abs() <= 1.0,
@@ -101,13 +111,7 @@ fn a_server_that_stops_answering_for_a_while_loses_nothing() {
     let (status, _) = run.wait(Duration::from_secs(120));
     let stderr = run.stderr();
     assert!(status.success(), "{status}:\n{stderr}");
-    let downloaded = dir.path().join("downloaded.mp4");
-    moto.s3(&[
-        "get",
-        "recordings",
-        "rec/recording.mp4",
-        downloaded.to_str().unwrap(),
-    ]);
+    let downloaded = download(&moto, dir.path());
     let p = probe(&downloaded);
     assert!(
         (p.duration() - 35.0).abs() <= 1.0,
@@ -189,6 +193,7 @@ fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", run.stderr());
     assert!(!run.stderr().contains(secret));
+    assert!(probe(&file).duration() >= 1.5);
     // No keys in the config: the standard AWS credential chain (here, the environment) applies.
     let mut from_env = s3_block(&moto, "recordings");
     let block = from_env.as_object_mut().unwrap();
@@ -208,6 +213,7 @@ fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", run.stderr());
     assert!(!run.stderr().contains(secret));
+    assert!(probe(&file).duration() >= 1.5);
 }
 
 #[test]
@@ -239,17 +245,8 @@ fn an_encoder_crash_during_an_upload_still_gives_one_correct_object() {
     let stderr = run.stderr();
     assert!(status.success(), "{status}:\n{stderr}");
     assert!(stderr.contains("uploading it again"), "{stderr}");
-    let downloaded = dir.path().join("downloaded.mp4");
-    moto.s3(&[
-        "get",
-        "recordings",
-        "rec/recording.mp4",
-        downloaded.to_str().unwrap(),
-    ]);
-    assert!(
-        std::fs::read(&downloaded).unwrap() == std::fs::read(&file).unwrap(),
-        "object and file differ"
-    );
+    let downloaded = download(&moto, dir.path());
+    assert_same_bytes(&downloaded, &file);
     let p = probe(&downloaded);
     assert!(p.duration() >= 13.0, "object holds {} s", p.duration());
     assert_eq!(

@@ -74,28 +74,22 @@ pub struct EncoderProgress {
 /// The full ffmpeg command line (without the program name).
 pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo) -> Vec<String> {
     let gop = (spec.framerate * 2).to_string();
-    let mut args: Vec<String> = [
-        "-hide_banner",
-        "-loglevel",
-        "warning",
-        "-nostats",
-        "-progress",
-        "pipe:1",
-        "-stats_period",
-        "0.5",
-        // Bounded input queues: a raw 1080p frame is 8 MiB; a deep queue hides a slow encoder
-        // and silently drops its tail at stop.
-        "-thread_queue_size",
-        "32",
-        "-f",
-        "x11grab",
-        "-draw_mouse",
-        "0",
-        "-framerate",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = crate::process::ffmpeg_prologue("0.5");
+    args.extend(
+        [
+            // Bounded input queues: a raw 1080p frame is 8 MiB; a deep queue hides a slow encoder
+            // and silently drops its tail at stop.
+            "-thread_queue_size",
+            "32",
+            "-f",
+            "x11grab",
+            "-draw_mouse",
+            "0",
+            "-framerate",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     args.push(spec.framerate.to_string());
     args.push("-video_size".into());
     args.push(format!("{}x{}", spec.width, spec.height));

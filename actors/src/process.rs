@@ -317,6 +317,24 @@ impl std::fmt::Debug for ChildProcess {
     }
 }
 
+/// The start of every ffmpeg command line pagecast runs: quiet, machine-readable progress
+/// (`key=value` blocks on stdout every `stats_period` seconds), nothing interactive but `q`.
+pub fn ffmpeg_prologue(stats_period: &str) -> Vec<String> {
+    [
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        stats_period,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// "exited with status 1" or "was killed by SIGKILL".
 pub fn describe_status(status: ExitStatus) -> String {
     if let Some(code) = status.code() {

@@ -60,25 +60,19 @@ pub struct RelayActor {
 
 /// ffmpeg's arguments for one relay.
 pub fn relay_args(spec: &RelaySpec) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-hide_banner",
-        "-loglevel",
-        "warning",
-        "-nostats",
-        "-progress",
-        "pipe:1",
-        "-stats_period",
-        "1",
-        // A keyframe (with the codec headers) comes every 2 s: probing a little longer than
-        // that is enough, and ffmpeg's default of 5 s would delay every (re)connection.
-        "-analyzeduration",
-        "2500000",
-        "-f",
-        "mpegts",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = crate::process::ffmpeg_prologue("1");
+    args.extend(
+        [
+            // A keyframe (with the codec headers) comes every 2 s: probing a little longer than
+            // that is enough, and ffmpeg's default of 5 s would delay every (re)connection.
+            "-analyzeduration",
+            "2500000",
+            "-f",
+            "mpegts",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     // overrun_nonfatal: a late reader drops old packets instead of failing.
     args.push("-i".into());
     args.push(format!(

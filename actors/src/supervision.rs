@@ -1009,6 +1009,14 @@ mod tests {
         }
     }
 
+    /// How the tree ended, failing the test if it has not ended within 5 s.
+    async fn exit_within(exit: oneshot::Receiver<TreeExit>) -> TreeExit {
+        tokio::time::timeout(Duration::from_secs(5), exit)
+            .await
+            .expect("the tree did not end in time")
+            .expect("the supervisor dropped its result")
+    }
+
     fn crash() -> ExitReason {
         ExitReason::Failed(Failure::crashed("boom"))
     }
@@ -1134,10 +1142,7 @@ mod tests {
             t.wait_log_len(3 + n).await;
         }
         t.addr("b").do_send(Exit(crash()));
-        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
-            .await
-            .unwrap()
-            .unwrap();
+        let exit = exit_within(t.exit).await;
         assert_eq!(
             exit,
             TreeExit::GaveUp {
@@ -1221,10 +1226,7 @@ mod tests {
         );
         t.wait_log_len(1).await;
         t.addr("a").do_send(Panic);
-        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
-            .await
-            .unwrap()
-            .unwrap();
+        let exit = exit_within(t.exit).await;
         match exit {
             TreeExit::GaveUp {
                 child,
@@ -1250,10 +1252,7 @@ mod tests {
                 child("c", Restart::Permanent),
             ],
         );
-        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
-            .await
-            .unwrap()
-            .unwrap();
+        let exit = exit_within(t.exit).await;
         assert_eq!(
             exit,
             TreeExit::StartFailed {
@@ -1345,10 +1344,7 @@ mod tests {
         let t = nested(MANY);
         t.wait_log_len(4).await;
         t.addr("browser").do_send(AskStop);
-        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
-            .await
-            .unwrap()
-            .unwrap();
+        let exit = exit_within(t.exit).await;
         assert_eq!(
             exit,
             TreeExit::Stopped {
@@ -1375,10 +1371,7 @@ mod tests {
         t.wait_log_len(2).await;
         let bad_url = ExitReason::Failed(Failure::new(FailureKind::Input, "could not load"));
         t.addr("browser").do_send(Exit(bad_url.clone()));
-        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
-            .await
-            .unwrap()
-            .unwrap();
+        let exit = exit_within(t.exit).await;
         assert_eq!(
             exit,
             TreeExit::GaveUp {
@@ -1402,10 +1395,7 @@ mod tests {
         let t = tree_of(Strategy::OneForOne, Intensity::NEVER, specs, log, addrs);
         t.wait_log_len(2).await;
         t.addr("encoder").do_send(Exit(crash()));
-        let exit = tokio::time::timeout(Duration::from_secs(5), t.exit)
-            .await
-            .unwrap()
-            .unwrap();
+        let exit = exit_within(t.exit).await;
         match exit {
             TreeExit::GaveUp {
                 child,
