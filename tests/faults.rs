@@ -65,13 +65,20 @@ impl Fault {
         if let Fault::ChromiumRenderer = self {
             // The page's renderer is the busy one: the demo page animates all the time (another
             // renderer hosts chromedriver's BiDi mapper).
-            return tree
+            // CPU used over the last half second, not in all: the BiDi mapper's renderer is busy
+            // at start-up, then idle.
+            let renderers: Vec<(u32, u64)> = tree
                 .iter()
                 .filter(|(pid, name)| {
                     name == "chromium" && cmdline(*pid).contains("--type=renderer")
                 })
-                .max_by_key(|(pid, _)| cpu_ticks(*pid))
-                .map(|(pid, _)| *pid);
+                .map(|(pid, _)| (*pid, cpu_ticks(*pid)))
+                .collect();
+            std::thread::sleep(Duration::from_millis(500));
+            return renderers
+                .into_iter()
+                .max_by_key(|(pid, before)| cpu_ticks(*pid).saturating_sub(*before))
+                .map(|(pid, _)| pid);
         }
         tree.iter()
             .find(|(pid, name)| match self {

@@ -244,7 +244,7 @@ impl BrowserActor {
         }))
     }
 
-    /// Checks that the browser is alive: the BiDi socket must answer a `session.status` (the
+    /// Checks that the browser is alive: the BiDi socket must answer a `browsingContext.getTree` (the
     /// console is watched through it: a dead BiDi side would lose END_RECORDING silently), and
     /// the loaded page must answer a trivial script (a crashed renderer errors).
     fn probe(&mut self, ctx: &mut Context<Self>) {
@@ -264,7 +264,8 @@ impl BrowserActor {
                 self.next_id += 1;
                 self.bidi_probe = Some((id, Instant::now()));
                 let bidi = self.bidi.clone();
-                let msg = json!({ "id": id, "method": "session.status", "params": {} }).to_string();
+                let msg = json!({ "id": id, "method": "browsingContext.getTree", "params": {} })
+                    .to_string();
                 // A failed send shows up as a missing answer or a closed socket.
                 ctx.spawn(actix::fut::wrap_future(async move {
                     let _ = bidi.lock().await.send(WsMessage::text(msg)).await;
