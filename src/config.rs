@@ -5,16 +5,24 @@
 //! 2. Validated: [`Config`], a typed value the rest of the program trusts: defaults applied,
 //!    ranges checked, URLs parsed, secrets wrapped so they never print.
 //!
-//! Every error is one line, `config: <field path>: <what is wrong>`, and never contains a secret.
+//! Every error is one line, `config: <field path>: <what is wrong>`, and never contains a secret:
+//! secret fields are read by [`secret`], which never echoes a value it rejects, stream URLs are
+//! shown through [`mask_stream_url`], and a string given where an object belongs is not echoed.
 
+use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pagecast_actors::secret::{mask_stream_url, Secret, StreamUrl};
+use pagecast_actors::secret::{mask_stream_url, mask_url, Secret, StreamUrl};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// The environment variable the config is read from.
 pub const ENV_VAR: &str = "LIVEKIT_RECORDER_CONFIG";
+
+const MAX_WIDTH: u32 = 7680;
+const MAX_HEIGHT: u32 = 4320;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -137,100 +145,117 @@ pub struct S3Output {
     pub give_up_after: Duration,
 }
 
-/// A config error: one line naming the field.
+/// A config error: one line, never a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A field is wrong: `config: input.width: must be even, got 1281`.
     #[error("config: {path}: {message}")]
     Field { path: String, message: String },
+    /// The text is not JSON.
     #[error("config: invalid JSON at line {line}, column {column}: {message}")]
     Syntax {
         line: usize,
         column: usize,
         message: String,
     },
+    /// The document as a whole is wrong: empty, or not a JSON object.
+    #[error("config: {0}")]
+    Document(String),
 }
 
-fn field(path: &str, message: impl Into<String>) -> ConfigError {
+fn field(path: &str, message: impl AsRef<str>) -> ConfigError {
     ConfigError::Field {
-        path: path.to_owned(),
-        message: message.into(),
+        path: one_line(path),
+        message: one_line(message.as_ref()),
     }
+}
+
+/// Escapes line breaks and other control characters (a JSON key may hold any of them), so an
+/// error stays on one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 // ---- raw layer -------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     api_key: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
     api_secret: Option<Secret>,
-    #[serde(default)]
-    input: Option<RawInput>,
-    #[serde(default)]
-    output: Option<RawOutput>,
-    #[serde(default, with = "humantime_serde")]
+    input: Option<Obj<RawInput>>,
+    output: Option<Obj<RawOutput>>,
+    #[serde(default, deserialize_with = "duration")]
     max_duration: Option<Duration>,
-    supervision: Option<RawSupervision>,
+    supervision: Option<Obj<RawSupervision>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSupervision {
     max_restarts: Option<u32>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     within: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInput {
     url: Option<String>,
-    template: Option<RawTemplate>,
+    template: Option<Obj<RawTemplate>>,
     width: Option<u32>,
     height: Option<u32>,
     depth: Option<u8>,
     framerate: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTemplate {
     layout: Option<String>,
     ws_url: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
     token: Option<Secret>,
     room_name: Option<String>,
     base_url: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutput {
     file: Option<String>,
-    rtmp: Option<OneOrMany>,
-    #[serde(alias = "S3")]
-    s3: Option<RawS3>,
+    rtmp: Option<Urls>,
+    /// `s3` and `S3` (the seed's spelling) are both accepted. They are two fields rather than an
+    /// alias so that errors can name the key the user actually wrote.
+    s3: Option<Obj<RawS3>>,
+    #[serde(rename = "S3")]
+    s3_capitalised: Option<Obj<RawS3>>,
     width: Option<u32>,
     height: Option<u32>,
     audio_bitrate: Option<Bitrate>,
     audio_frequency: Option<u32>,
     video_bitrate: Option<Bitrate>,
     video_buffer: Option<Bitrate>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     rtmp_retry_for: Option<Duration>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawS3 {
     access_key: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
     secret: Option<Secret>,
+    #[serde(default, deserialize_with = "secret")]
     session_token: Option<Secret>,
     bucket: Option<String>,
     key: Option<String>,
@@ -238,16 +263,194 @@ struct RawS3 {
     endpoint: Option<String>,
     force_path_style: Option<bool>,
     part_size: Option<Size>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     give_up_after: Option<Duration>,
 }
 
-/// A size: a number of bytes, or a string like "8MiB", "5MB", "16777216".
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Size {
+/// A JSON object read into `T`. A derived struct alone would also accept an array (filling the
+/// fields by position) and would echo a string given in its place, which may be a secret
+/// (`"output": "rtmp://host/app/<key>"`); this accepts only objects and echoes nothing.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<T, E> {
+                Err(E::invalid_type(de::Unexpected::Other("a string"), &self))
+            }
+        }
+        deserializer
+            .deserialize_any(ObjVisitor(PhantomData))
+            .map(Obj)
+    }
+}
+
+/// Reads a secret field: a string, or null. Anything else is refused without showing the value.
+fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, D::Error> {
+    struct SecretVisitor;
+    fn hidden<E: de::Error>(kind: &str) -> E {
+        E::custom(format_args!(
+            "invalid type: {kind}, expected a string (value not shown: this field is secret)"
+        ))
+    }
+    impl<'de> Visitor<'de> for SecretVisitor {
+        type Value = Option<Secret>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            // `deserialize_any`, not `deserialize_str`: serde_json would report a number given
+            // to `deserialize_str` itself, value included, without asking this visitor.
+            d.deserialize_any(SecretVisitor)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Secret::new(v)))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Secret::new(v)))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(hidden("boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(hidden("integer"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(hidden("integer"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(hidden("number"))
+        }
+    }
+    deserializer.deserialize_option(SecretVisitor)
+}
+
+/// Reads a duration written like "30s", "90m" or "2h" (humantime), or null.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    struct DurationVisitor;
+    impl<'de> Visitor<'de> for DurationVisitor {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration like \"30s\", \"90m\" or \"2h\"")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(DurationVisitor)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            humantime::parse_duration(v.trim()).map(Some).map_err(|e| {
+                E::custom(format_args!(
+                    "{v:?} is not a duration ({e}); write it like \"30s\", \"90m\" or \"2h\""
+                ))
+            })
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Err(E::custom(format_args!(
+                "{v} has no unit; write it as a string like \"{v}s\""
+            )))
+        }
+    }
+    deserializer.deserialize_option(DurationVisitor)
+}
+
+/// `output.rtmp`: one URL, or a list of them.
+struct Urls(Vec<String>);
+
+impl<'de> Deserialize<'de> for Urls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UrlsVisitor;
+        impl<'de> Visitor<'de> for UrlsVisitor {
+            type Value = Vec<String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an rtmp:// URL or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(vec![v.to_owned()])
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    urls.push(url);
+                }
+                Ok(urls)
+            }
+        }
+        deserializer.deserialize_any(UrlsVisitor).map(Urls)
+    }
+}
+
+/// A quantity written as a JSON number or as a string with a unit.
+enum Amount {
     Number(u64),
     Text(String),
+}
+
+struct AmountVisitor(&'static str);
+
+impl<'de> Visitor<'de> for AmountVisitor {
+    type Value = Amount;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+        Ok(Amount::Number(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+        u64::try_from(v)
+            .map(Amount::Number)
+            .map_err(|_| E::custom(format_args!("must not be negative, got {v}")))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Amount, E> {
+        if v.is_finite() && v >= 0.0 && v.fract() == 0.0 {
+            Ok(Amount::Number(v as u64))
+        } else {
+            Err(E::custom(format_args!("must be a whole number, got {v}")))
+        }
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
+        Ok(Amount::Text(v.to_owned()))
+    }
+}
+
+/// "128k", "6M", "128000" or a number (bits per second).
+struct Bitrate(Amount);
+
+impl<'de> Deserialize<'de> for Bitrate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(AmountVisitor("a bitrate like \"128k\", \"6M\" or 128000"))
+            .map(Bitrate)
+    }
+}
+
+/// A size: a number of bytes, or a string like "8MiB", "5MB", "16777216".
+struct Size(Amount);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(AmountVisitor("a size like \"8MiB\" or 8388608"))
+            .map(Size)
+    }
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -268,37 +471,60 @@ fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
-/// "128k", "6M", "128000" or a number (bits per second).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Bitrate {
-    Number(u64),
-    Text(String),
+/// A bitrate string: digits with at most one decimal point, then an optional `k` (1000) or `M`
+/// (1 000 000), case-insensitive. Returns the bits per second and whether a unit was given.
+fn parse_bitrate(text: &str) -> Option<(f64, bool)> {
+    let text = text.trim();
+    let (number, factor) = match text.char_indices().last()? {
+        (i, 'k' | 'K') => (&text[..i], 1e3),
+        (i, 'm' | 'M') => (&text[..i], 1e6),
+        _ => (text, 1.0),
+    };
+    let number = number.trim();
+    let well_formed = number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && number.matches('.').count() <= 1
+        && number.chars().any(|c| c.is_ascii_digit());
+    if !well_formed {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    Some((value * factor, factor > 1.0))
 }
 
 // ---- validation --------------------------------------------------------------------------------
 
 /// Parses and validates a config.
 pub fn parse(json: &str) -> Result<Config, ConfigError> {
-    let de = &mut serde_json::Deserializer::from_str(json);
-    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ConfigError::Syntax {
-                line: inner.line(),
-                column: inner.column(),
-                message: strip_position(&inner.to_string()),
-            };
-        }
+    if json.trim().is_empty() {
+        return Err(ConfigError::Document(
+            "is empty; expected a JSON object".to_owned(),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(json);
+    let raw: Obj<RawConfig> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at_top = e.path().iter().next().is_none();
         let path = e.path().to_string();
-        let path = if path == "." {
-            "config".to_owned()
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+            syntax(&inner)
+        } else if at_top {
+            ConfigError::Document(one_line(&strip_position(&inner.to_string())))
         } else {
-            path
-        };
-        field(&path, strip_position(&inner.to_string()))
+            field(&path, strip_position(&inner.to_string()))
+        }
     })?;
-    validate(raw)
+    // Text after the object (a second object, a stray brace) is an error, not ignored.
+    de.end().map_err(|e| syntax(&e))?;
+    validate(raw.0)
+}
+
+fn syntax(e: &serde_json::Error) -> ConfigError {
+    // serde_json's syntax messages ("expected `,` or `}`", "trailing comma") never quote the text.
+    ConfigError::Syntax {
+        line: e.line(),
+        column: e.column(),
+        message: one_line(&strip_position(&e.to_string())),
+    }
 }
 
 /// serde_json appends " at line L column C", which is noise next to a field path.
@@ -312,11 +538,12 @@ fn strip_position(msg: &str) -> String {
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let input = raw
         .input
-        .ok_or_else(|| field("input", "required (a url or a template)"))?;
+        .ok_or_else(|| field("input", "required (a url or a template)"))?
+        .0;
     let width = input.width.unwrap_or(1920);
     let height = input.height.unwrap_or(1080);
-    check_dimension("input.width", width, 7680)?;
-    check_dimension("input.height", height, 4320)?;
+    check_dimension("input.width", width, MAX_WIDTH)?;
+    check_dimension("input.height", height, MAX_HEIGHT)?;
     let depth = input.depth.unwrap_or(24);
     if depth != 16 && depth != 24 {
         return Err(field(
@@ -337,16 +564,16 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         (None, None) => return Err(field("input", "required: url or template")),
         (Some(url), None) => Source::Url(page_url(&url)?),
-        (None, Some(t)) => Source::Template(template(t, raw.api_key, raw.api_secret)?),
+        (None, Some(t)) => Source::Template(template(t.0, raw.api_key, raw.api_secret)?),
     };
-    let output = output(raw.output.unwrap_or_default(), width, height)?;
+    let output = output(raw.output.map(|o| o.0).unwrap_or_default(), width, height)?;
     if raw.max_duration == Some(Duration::ZERO) {
         return Err(field("max_duration", "must be longer than 0s"));
     }
     let defaults = Supervision::default();
     let supervision = match raw.supervision {
         None => defaults,
-        Some(s) => {
+        Some(Obj(s)) => {
             let max_restarts = s.max_restarts.unwrap_or(defaults.max_restarts);
             if max_restarts > 100 {
                 return Err(field(
@@ -391,6 +618,31 @@ fn check_dimension(path: &str, value: u32, max: u32) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// Whether `raw` starts with a URL scheme (`https:`, `file:`, `javascript:`), as opposed to a bare
+/// host, possibly with a port (`localhost:8080/page`).
+fn has_scheme(raw: &str) -> bool {
+    let Some((scheme, rest)) = raw.split_once(':') else {
+        return false;
+    };
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let port = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let is_port = !port.is_empty() && port.chars().all(|c| c.is_ascii_digit());
+    is_scheme && !is_port
+}
+
+/// A URL fit for an error message: masked if it parses, quoted as given if not (a typo or a
+/// `<placeholder>` has to be visible to be fixed).
+fn shown_url(raw: &str) -> String {
+    if url::Url::parse(raw).is_ok() {
+        mask_url(raw)
+    } else {
+        format!("{raw:?}")
+    }
+}
+
 /// A page URL: https:// is assumed without a scheme; http, https and file are allowed.
 fn page_url(raw: &str) -> Result<url::Url, ConfigError> {
     const PATH: &str = "input.url";
@@ -398,12 +650,11 @@ fn page_url(raw: &str) -> Result<url::Url, ConfigError> {
     if raw.is_empty() {
         return Err(field(PATH, "must not be empty"));
     }
-    let with_scheme =
-        if raw.contains("://") || raw.starts_with("javascript:") || raw.starts_with("data:") {
-            raw.to_owned()
-        } else {
-            format!("https://{raw}")
-        };
+    let with_scheme = if has_scheme(raw) {
+        raw.to_owned()
+    } else {
+        format!("https://{raw}")
+    };
     let url =
         url::Url::parse(&with_scheme).map_err(|e| field(PATH, format!("not a valid URL ({e})")))?;
     match url.scheme() {
@@ -454,11 +705,17 @@ fn template(
         .ok_or_else(|| field("input.template.ws_url", "required"))?;
     let ws_url = url::Url::parse(&ws_raw)
         .ok()
-        .filter(|u| matches!(u.scheme(), "ws" | "wss" | "http" | "https") && u.host_str().is_some())
+        .filter(|u| {
+            matches!(u.scheme(), "ws" | "wss" | "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+        })
         .ok_or_else(|| {
             field(
                 "input.template.ws_url",
-                format!("{ws_raw:?} is not a ws://, wss://, http:// or https:// URL"),
+                format!(
+                    "{} is not a ws://, wss://, http:// or https:// URL",
+                    shown_url(&ws_raw)
+                ),
             )
         })?;
     let base_url = raw
@@ -470,12 +727,13 @@ fn template(
                 .ok_or_else(|| {
                     field(
                         "input.template.base_url",
-                        format!("{b:?} is not an http(s) or file URL"),
+                        format!("{} is not an http(s) or file URL", shown_url(&b)),
                     )
                 })
         })
         .transpose()?;
-    // A token given explicitly wins: it is what the user made for this recording, and the api
+    // A token given explicitly wins over api_key + api_secret + room_name (which are then not
+    // needed and not checked): the token is what the user made for this recording, and the api
     // key/secret may be there for other uses of the same config.
     let auth = match raw.token {
         Some(token) if token.is_empty() => {
@@ -519,11 +777,7 @@ fn template(
 
 fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, ConfigError> {
     let file = raw.file.map(|f| output_file(&f)).transpose()?;
-    let rtmp = match raw.rtmp {
-        None => Vec::new(),
-        Some(OneOrMany::One(url)) => vec![url],
-        Some(OneOrMany::Many(urls)) => urls,
-    };
+    let rtmp = raw.rtmp.map(|u| u.0).unwrap_or_default();
     for (i, url) in rtmp.iter().enumerate() {
         let path = if rtmp.len() == 1 {
             "output.rtmp".to_owned()
@@ -543,25 +797,19 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
             ));
         }
     }
-    let s3 = raw.s3.map(s3_output).transpose()?;
+    let s3 = match (raw.s3, raw.s3_capitalised) {
+        (Some(_), Some(_)) => return Err(field("output", "give s3 or S3, not both")),
+        (Some(Obj(s3)), None) => Some(s3_output(s3, "output.s3")?),
+        (None, Some(Obj(s3))) => Some(s3_output(s3, "output.S3")?),
+        (None, None) => None,
+    };
     if file.is_none() && rtmp.is_empty() && s3.is_none() {
         return Err(field(
             "output",
             "at least one of file, rtmp or s3 is required",
         ));
     }
-    let size = match (raw.width, raw.height) {
-        (None, None) => None,
-        (w, h) => {
-            let scaled =
-                |known: u32, from: u32, to: u32| even(known as f64 * to as f64 / from as f64);
-            let width = w.unwrap_or_else(|| scaled(h.unwrap_or(0), in_height, in_width));
-            let height = h.unwrap_or_else(|| scaled(w.unwrap_or(0), in_width, in_height));
-            check_dimension("output.width", width, 7680)?;
-            check_dimension("output.height", height, 4320)?;
-            ((width, height) != (in_width, in_height)).then_some((width, height))
-        }
-    };
+    let size = output_size(raw.width, raw.height, in_width, in_height)?;
     let audio_bitrate = bitrate(
         "output.audio_bitrate",
         raw.audio_bitrate,
@@ -608,6 +856,48 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
     })
 }
 
+/// The output size: both given, or one given and the other following the input's aspect ratio
+/// (rounded to the nearest even number). None when it equals the input size.
+fn output_size(
+    width: Option<u32>,
+    height: Option<u32>,
+    in_width: u32,
+    in_height: u32,
+) -> Result<Option<(u32, u32)>, ConfigError> {
+    let computed = |given_path: &str, given: u32, other: &str, value: u32, max: u32| {
+        if (64..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(field(
+                given_path,
+                format!(
+                    "{given} makes the {other} {value} at the input's {in_width}x{in_height} \
+                     aspect ratio, outside 64..={max}; give output.{other} too"
+                ),
+            ))
+        }
+    };
+    let size = match (width, height) {
+        (None, None) => return Ok(None),
+        (Some(w), Some(h)) => {
+            check_dimension("output.width", w, MAX_WIDTH)?;
+            check_dimension("output.height", h, MAX_HEIGHT)?;
+            (w, h)
+        }
+        (Some(w), None) => {
+            check_dimension("output.width", w, MAX_WIDTH)?;
+            let h = even(f64::from(w) * f64::from(in_height) / f64::from(in_width));
+            (w, computed("output.width", w, "height", h, MAX_HEIGHT)?)
+        }
+        (None, Some(h)) => {
+            check_dimension("output.height", h, MAX_HEIGHT)?;
+            let w = even(f64::from(h) * f64::from(in_width) / f64::from(in_height));
+            (computed("output.height", h, "width", w, MAX_WIDTH)?, h)
+        }
+    };
+    Ok((size != (in_width, in_height)).then_some(size))
+}
+
 /// Rounds to the nearest even number.
 fn even(v: f64) -> u32 {
     ((v / 2.0).round() * 2.0) as u32
@@ -624,6 +914,19 @@ fn output_file(raw: &str) -> Result<PathBuf, ConfigError> {
             format!("{raw} is a directory; name the file, e.g. {raw}recording.mp4"),
         ));
     }
+    let name = raw.rsplit('/').next().unwrap_or(raw);
+    if name == "." || name == ".." {
+        return Err(field(
+            PATH,
+            format!("{raw} is a directory; name the file, e.g. {raw}/recording.mp4"),
+        ));
+    }
+    if name.eq_ignore_ascii_case(".mp4") {
+        return Err(field(
+            PATH,
+            format!("{raw} has no name before .mp4, e.g. recording.mp4"),
+        ));
+    }
     let path = PathBuf::from(raw);
     match path.extension().and_then(|e| e.to_str()) {
         Some(ext) if ext.eq_ignore_ascii_case("mp4") => Ok(path),
@@ -632,49 +935,89 @@ fn output_file(raw: &str) -> Result<PathBuf, ConfigError> {
     }
 }
 
-fn s3_output(raw: RawS3) -> Result<S3Output, ConfigError> {
+/// `at` is `output.s3` or `output.S3`, as the user wrote it.
+fn s3_output(raw: RawS3, at: &str) -> Result<S3Output, ConfigError> {
+    let path = |name: &str| format!("{at}.{name}");
     let bucket = raw
         .bucket
         .filter(|b| !b.is_empty())
-        .ok_or_else(|| field("output.s3.bucket", "required"))?;
+        .ok_or_else(|| field(&path("bucket"), "required"))?;
+    if let Some(bad) = bucket
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(field(
+            &path("bucket"),
+            format!("{bucket:?} is not a bucket name ({bad:?}: use letters, digits, '.', '-')"),
+        ));
+    }
     let key = raw
         .key
         .filter(|k| !k.is_empty())
-        .ok_or_else(|| field("output.s3.key", "required"))?;
+        .ok_or_else(|| field(&path("key"), "required"))?;
+    if raw.access_key.as_deref() == Some("") {
+        return Err(field(&path("access_key"), "must not be empty"));
+    }
+    if raw.secret.as_ref().is_some_and(Secret::is_empty) {
+        return Err(field(&path("secret"), "must not be empty"));
+    }
     match (&raw.access_key, &raw.secret) {
-        (Some(_), None) => return Err(field("output.s3.secret", "required with access_key")),
-        (None, Some(_)) => return Err(field("output.s3.access_key", "required with secret")),
+        (Some(_), None) => return Err(field(&path("secret"), "required with access_key")),
+        (None, Some(_)) => return Err(field(&path("access_key"), "required with secret")),
         _ => {}
+    }
+    match &raw.session_token {
+        Some(t) if t.is_empty() => {
+            return Err(field(&path("session_token"), "must not be empty"));
+        }
+        Some(_) if raw.access_key.is_none() => {
+            return Err(field(
+                &path("session_token"),
+                "needs access_key and secret (it belongs to temporary credentials)",
+            ));
+        }
+        _ => {}
+    }
+    if raw.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+        return Err(field(&path("region"), "must not be empty"));
     }
     let endpoint = raw
         .endpoint
         .map(|e| {
             url::Url::parse(&e)
                 .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-                .ok_or_else(|| field("output.s3.endpoint", format!("{e:?} is not an http(s) URL")))
+                .filter(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                })
+                .ok_or_else(|| {
+                    field(
+                        &path("endpoint"),
+                        format!("{} is not an http(s) URL", shown_url(&e)),
+                    )
+                })
         })
         .transpose()?;
     const MIN_PART: u64 = 5 * 1024 * 1024;
     let part_size = match raw.part_size {
         None => 8 * 1024 * 1024,
-        Some(Size::Number(n)) => n,
-        Some(Size::Text(t)) => parse_size(&t).ok_or_else(|| {
+        Some(Size(Amount::Number(n))) => n,
+        Some(Size(Amount::Text(t))) => parse_size(&t).ok_or_else(|| {
             field(
-                "output.s3.part_size",
+                &path("part_size"),
                 format!("{t:?} is not a size; write it like \"8MiB\""),
             )
         })?,
     };
     if !(MIN_PART..=(5u64 << 30)).contains(&part_size) {
         return Err(field(
-            "output.s3.part_size",
+            &path("part_size"),
             format!("must be between 5MiB (S3's minimum) and 5GiB, got {part_size} bytes"),
         ));
     }
     let give_up_after = raw.give_up_after.unwrap_or(Duration::from_secs(300));
     if give_up_after.is_zero() {
-        return Err(field("output.s3.give_up_after", "must be longer than 0s"));
+        return Err(field(&path("give_up_after"), "must be longer than 0s"));
     }
     Ok(S3Output {
         part_size,
@@ -690,6 +1033,17 @@ fn s3_output(raw: RawS3) -> Result<S3Output, ConfigError> {
     })
 }
 
+/// A bitrate as written in errors: 128000 → "128k", 6000000 → "6M".
+fn human_bitrate(bits: u32) -> String {
+    if bits % 1_000_000 == 0 {
+        format!("{}M", bits / 1_000_000)
+    } else if bits % 1000 == 0 {
+        format!("{}k", bits / 1000)
+    } else {
+        bits.to_string()
+    }
+}
+
 fn bitrate(
     path: &str,
     raw: Option<Bitrate>,
@@ -697,49 +1051,48 @@ fn bitrate(
     min: u32,
     max: u32,
 ) -> Result<u32, ConfigError> {
-    let value: u64 = match raw {
-        None => return Ok(default),
-        Some(Bitrate::Number(n)) => n,
-        Some(Bitrate::Text(text)) => parse_bitrate(&text).ok_or_else(|| {
-            field(
-                path,
-                format!("{text:?} is not a bitrate; write it like \"128k\", \"6M\" or 128000"),
-            )
-        })?,
+    let Some(Bitrate(amount)) = raw else {
+        return Ok(default);
     };
-    if value < 1000 {
+    let (bits, given, has_unit) = match amount {
+        Amount::Number(n) => (n as f64, n.to_string(), false),
+        Amount::Text(text) => {
+            let (bits, has_unit) = parse_bitrate(&text).ok_or_else(|| {
+                field(
+                    path,
+                    format!("{text:?} is not a bitrate; write it like \"128k\", \"6M\" or 128000"),
+                )
+            })?;
+            (bits, text.trim().to_owned(), has_unit)
+        }
+    };
+    if bits == 0.0 {
+        return Err(field(path, "must be more than 0"));
+    }
+    // Nobody means a few hundred bits per second: "128" is "128k" with the k forgotten.
+    if !has_unit && bits < 1000.0 {
         return Err(field(
             path,
-            format!("{value} bit/s is too low; did you mean \"{value}k\"?"),
+            format!("{given} bit/s is far too low; did you mean \"{given}k\"?"),
         ));
     }
-    if value < min as u64 || value > max as u64 {
+    let in_range = |bits: f64| (f64::from(min)..=f64::from(max)).contains(&bits);
+    if !in_range(bits) {
+        let hint = if !has_unit && in_range(bits * 1000.0) {
+            format!("; did you mean \"{given}k\"?")
+        } else {
+            String::new()
+        };
         return Err(field(
             path,
             format!(
-                "must be between {}k and {}k, got {}k",
-                min / 1000,
-                max / 1000,
-                value / 1000
+                "must be between {} and {}, got {given}{hint}",
+                human_bitrate(min),
+                human_bitrate(max)
             ),
         ));
     }
-    Ok(value as u32)
-}
-
-fn parse_bitrate(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (digits, factor) = match text.chars().last()? {
-        'k' | 'K' => (&text[..text.len() - 1], 1_000),
-        'm' | 'M' => (&text[..text.len() - 1], 1_000_000),
-        _ => (text, 1),
-    };
-    let digits = digits.trim();
-    if let Ok(n) = digits.parse::<u64>() {
-        return n.checked_mul(factor);
-    }
-    let f: f64 = digits.parse().ok()?;
-    (f.is_finite() && f > 0.0).then(|| (f * factor as f64).round() as u64)
+    Ok(bits.round() as u32)
 }
 
 #[cfg(test)]
@@ -751,11 +1104,17 @@ mod tests {
         parse(&v.to_string()).unwrap_or_else(|e| panic!("{v} rejected: {e}"))
     }
 
-    fn err(v: serde_json::Value) -> String {
-        let e = parse(&v.to_string()).expect_err(&format!("{v} accepted"));
+    /// The error for a bad config, checked to be one line.
+    fn err_text(text: &str) -> String {
+        let e = parse(text).expect_err(&format!("{text} accepted"));
         let s = e.to_string();
         assert_eq!(s.lines().count(), 1, "not one line: {s}");
+        assert!(s.starts_with("config: "), "{s}");
         s
+    }
+
+    fn err(v: serde_json::Value) -> String {
+        err_text(&v.to_string())
     }
 
     fn with_input(input: serde_json::Value) -> serde_json::Value {
@@ -766,12 +1125,32 @@ mod tests {
         json!({ "input": { "url": "https://example.com" }, "output": output })
     }
 
-    fn example(name: &str) -> Config {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("config")
-            .join(name);
-        let text = std::fs::read_to_string(&path).unwrap();
-        parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    fn template_of(c: &Config) -> &Template {
+        match &c.input.source {
+            Source::Template(t) => t,
+            other => panic!("not a template: {other:?}"),
+        }
+    }
+
+    fn url_of(c: &Config) -> String {
+        match &c.input.source {
+            Source::Url(u) => u.to_string(),
+            other => panic!("not a url: {other:?}"),
+        }
+    }
+
+    /// The seed README's examples, placeholders filled with realistic values (see config/README.md);
+    /// built in at compile time, so the shipped examples cannot rot.
+    fn example(text: &str) -> Config {
+        parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn assert_defaults(c: &Config) {
+        assert_eq!(c.output.audio_bitrate, 128_000);
+        assert_eq!(c.output.audio_frequency, 44_100);
+        assert_eq!(c.output.video_bitrate, 2_976_000);
+        assert_eq!(c.output.video_buffer, 5_952_000);
+        assert_eq!(c.input.depth, 24);
     }
 
     #[test]
@@ -786,82 +1165,148 @@ mod tests {
             ),
             (1920, 1080, 24, 30)
         );
-        assert_eq!(c.output.audio_bitrate, 128_000);
-        assert_eq!(c.output.audio_frequency, 44_100);
-        assert_eq!(c.output.video_bitrate, 2_976_000);
-        assert_eq!(c.output.video_buffer, 5_952_000);
+        assert_defaults(&c);
         assert_eq!(c.output.size, None);
+        assert_eq!(c.output.rtmp.len(), 0);
+        assert!(c.output.s3.is_none());
         assert_eq!(c.max_duration, None);
         assert_eq!(c.supervision, Supervision::default());
+        assert_eq!(c.output.rtmp_retry_for, Duration::from_secs(60));
     }
 
     #[test]
-    fn supervision_settings() {
-        let mut v = with_input(json!({ "url": "https://e.com" }));
-        v["supervision"] = json!({ "max_restarts": 0 });
-        assert_eq!(ok(v.clone()).supervision.max_restarts, 0);
-        v["supervision"] = json!({ "max_restarts": 3, "within": "10s" });
-        assert_eq!(
-            ok(v.clone()).supervision,
-            Supervision {
-                max_restarts: 3,
-                within: Duration::from_secs(10)
-            }
-        );
-        v["supervision"] = json!({ "within": "0s" });
-        assert!(err(v.clone()).starts_with("config: supervision.within:"));
-        v["supervision"] = json!({ "max_restart": 3 });
-        assert!(err(v).starts_with("config: supervision.max_restart: unknown field"));
-    }
-
-    #[test]
-    fn seed_examples_parse() {
-        let basic = example("seed-basic.json");
-        match basic.input.source {
-            Source::Template(t) => {
-                assert_eq!(t.layout, Layout::SpeakerDark);
-                assert!(
-                    matches!(t.auth, TemplateAuth::ApiKey { ref room_name, .. } if !room_name.is_empty())
-                );
+    fn seed_basic_example() {
+        let c = example(include_str!("../config/seed-basic.json"));
+        let t = template_of(&c);
+        assert_eq!(t.layout, Layout::SpeakerDark);
+        assert_eq!(t.layout.as_str(), "speaker-dark");
+        assert_eq!(t.ws_url.as_str(), "wss://livekit.example.com/");
+        assert!(t.base_url.is_none());
+        match &t.auth {
+            TemplateAuth::ApiKey {
+                api_key,
+                api_secret,
+                room_name,
+            } => {
+                assert_eq!(api_key, "APIfake000000");
+                assert_eq!(api_secret.expose(), "fake-secret-0000000000000000000000");
+                assert_eq!(room_name, "my-room");
             }
             other => panic!("{other:?}"),
         }
-        let s3 = example("seed-s3.json");
         assert_eq!(
-            (s3.input.width, s3.input.height, s3.input.framerate),
+            c.output.file.as_deref(),
+            Some(std::path::Path::new("/app/out/recording.mp4"))
+        );
+        assert_eq!(
+            (c.input.width, c.input.height, c.input.framerate),
+            (1920, 1080, 30)
+        );
+        assert_defaults(&c);
+        assert!(!format!("{c:?}").contains("fake-secret"));
+    }
+
+    #[test]
+    fn seed_s3_example_with_capital_key() {
+        let c = example(include_str!("../config/seed-s3.json"));
+        assert_eq!(url_of(&c), "https://recording.example.com/");
+        assert_eq!(
+            (c.input.width, c.input.height, c.input.framerate),
             (1280, 720, 60)
         );
-        assert!(s3.output.s3.is_some(), "capital S3 key");
-        let twitch = example("seed-twitch.json");
-        assert_eq!(twitch.output.size, Some((1280, 720)));
-        assert_eq!(twitch.output.rtmp.len(), 1);
-        assert!(matches!(
-            twitch.input.source,
-            Source::Template(Template {
-                auth: TemplateAuth::Token(_),
-                ..
-            })
-        ));
-        let url = example("seed-url.json");
-        match url.input.source {
-            Source::Url(u) => assert_eq!(u.as_str(), "https://recording.example.com/"),
+        assert_eq!(c.output.size, None);
+        assert!(c.output.file.is_none() && c.output.rtmp.is_empty());
+        let s3 = c.output.s3.as_ref().expect("capital S3 key");
+        assert_eq!(s3.bucket, "my-bucket");
+        assert_eq!(s3.key, "recording.mp4");
+        assert_eq!(s3.access_key.as_deref(), Some("AKIAFAKEEXAMPLE00000"));
+        assert_eq!(
+            s3.secret.as_ref().map(Secret::expose),
+            Some("fake/secret/EXAMPLEKEY0000000000000000")
+        );
+        assert!(s3.session_token.is_none() && s3.endpoint.is_none() && s3.region.is_none());
+        assert_eq!(s3.part_size, 8 << 20);
+        assert_defaults(&c);
+        assert!(!format!("{c:?}").contains("EXAMPLEKEY"));
+    }
+
+    #[test]
+    fn seed_twitch_example_scales_to_720p() {
+        let c = example(include_str!("../config/seed-twitch.json"));
+        assert_eq!((c.input.width, c.input.height), (1920, 1080));
+        assert_eq!(c.output.size, Some((1280, 720)));
+        assert_eq!(c.output.rtmp.len(), 1);
+        assert_eq!(
+            c.output.rtmp[0].expose(),
+            "rtmp://live.twitch.tv/app/live_000000_fakekey"
+        );
+        let t = template_of(&c);
+        assert_eq!(t.layout, Layout::SpeakerDark);
+        match &t.auth {
+            TemplateAuth::Token(token) => assert_eq!(token.expose(), "fake.recording.token"),
             other => panic!("{other:?}"),
         }
-        for name in [
-            "file.json",
-            "seed-file.json",
-            "seed-s3-output.json",
-            "seed-rtmp-output.json",
-            "seed-template-apikey.json",
-            "seed-template-token.json",
-        ] {
-            example(name);
-        }
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("fakekey") && !debug.contains("fake.recording.token"));
+    }
+
+    #[test]
+    fn seed_snippets() {
+        // Input snippets, with a file output added.
+        let c = example(include_str!("../config/seed-template-apikey.json"));
+        let t = template_of(&c);
+        assert_eq!(t.layout, Layout::GridLight);
+        assert!(
+            matches!(&t.auth, TemplateAuth::ApiKey { room_name, .. } if room_name == "room-to-record")
+        );
+        let c = example(include_str!("../config/seed-template-token.json"));
+        assert!(matches!(template_of(&c).auth, TemplateAuth::Token(_)));
+        assert_eq!(template_of(&c).layout, Layout::GridDark);
+        let c = example(include_str!("../config/seed-url.json"));
+        assert_eq!(url_of(&c), "https://recording.example.com/");
+        // Output snippets, with a URL input added.
+        let c = example(include_str!("../config/seed-file.json"));
+        assert_eq!(
+            c.output.file.as_deref(),
+            Some(std::path::Path::new("/app/out/recording.mp4"))
+        );
+        let c = example(include_str!("../config/seed-s3-output.json"));
+        assert_eq!(c.output.s3.unwrap().key, "recording.mp4");
+        let c = example(include_str!("../config/seed-rtmp-output.json"));
+        assert_eq!(
+            c.output.rtmp[0].to_string(),
+            "rtmp://stream.example.com/live/****"
+        );
+        let c = example(include_str!("../config/file.json"));
+        assert_defaults(&c);
+    }
+
+    #[test]
+    fn the_seeds_unfilled_placeholders_are_caught() {
+        let e = err(json!({ "input": { "template": {
+            "layout": "<grid|speaker>-<light|dark>", "ws_url": "wss://lk.example.com", "token": "t" } },
+            "output": { "file": "a.mp4" } }));
+        assert!(e.starts_with("config: input.template.layout:"), "{e}");
+        let e = err(json!({ "input": { "template": {
+            "layout": "speaker-dark", "ws_url": "<wss://livekit.your-domain.com>", "token": "t" } },
+            "output": { "file": "a.mp4" } }));
+        assert!(e.starts_with("config: input.template.ws_url:"), "{e}");
+        let e = err(with_output(json!({ "rtmp": "<rtmp://stream-url.com>" })));
+        assert!(e.starts_with("config: output.rtmp:"), "{e}");
+        let e = err(with_output(
+            json!({ "S3": { "bucket": "<bucket-name>", "key": "recording.mp4" } }),
+        ));
+        assert!(e.starts_with("config: output.S3.bucket:"), "{e}");
     }
 
     #[test]
     fn the_seeds_input_only_snippet_needs_an_output() {
         let e = err(json!({ "input": { "url": "https://example.com" } }));
+        assert_eq!(
+            e,
+            "config: output: at least one of file, rtmp or s3 is required"
+        );
+        let e = err(json!({ "input": { "url": "https://example.com" }, "output": { "rtmp": [] } }));
         assert_eq!(
             e,
             "config: output: at least one of file, rtmp or s3 is required"
@@ -877,29 +1322,113 @@ mod tests {
         assert!(err(json!({ "input": { "url": "x.com" }, "output": { "file": "a.mp4", "S3": { "bucket": "b", "key": "k", "secert": "x" } } }))
             .starts_with("config: output.S3.secert: unknown field `secert`"));
         assert!(err(json!({ "inputs": {} })).starts_with("config: inputs: unknown field `inputs`"));
+        let e = err(json!({ "input": { "template": { "layout": "grid-dark", "wsurl": "x" } } }));
+        assert!(
+            e.starts_with("config: input.template.wsurl: unknown field `wsurl`")
+                && e.contains("`ws_url`"),
+            "{e}"
+        );
+        let e = err(with_output(json!({ "file": "a.mp4", "s4": {} })));
+        assert!(e.contains("`s3`") && e.contains("`S3`"), "{e}");
+        // A key with a line break still makes a one-line error.
+        let e = err(with_input(json!({ "url": "https://e.com", "wid\nth": 1 })));
+        assert!(e.contains("wid\\nth"), "{e}");
+    }
+
+    #[test]
+    fn json_shape_errors() {
+        let e = err_text("{ \"input\": ");
+        assert!(e.starts_with("config: invalid JSON at line 1"), "{e}");
+        let e = err_text(
+            "{\"input\": {\"url\": \"https://e.com\"},\n \"output\": {\"file\": \"a.mp4\",}}",
+        );
+        assert_eq!(
+            e,
+            "config: invalid JSON at line 2, column 29: trailing comma"
+        );
+        let valid = with_input(json!({ "url": "https://e.com" })).to_string();
+        let e = err_text(&format!("{valid} {valid}"));
+        assert!(
+            e.starts_with("config: invalid JSON at line 1") && e.contains("trailing"),
+            "{e}"
+        );
+        assert_eq!(err_text("  \n"), "config: is empty; expected a JSON object");
+        let e = err_text("[]");
+        assert!(e.contains("expected a JSON object"), "{e}");
+        // serde would fill a struct from an array by position; objects only.
+        let e = err(json!({ "input": ["https://e.com"], "output": { "file": "a.mp4" } }));
+        assert!(
+            e.starts_with("config: input: invalid type: sequence"),
+            "{e}"
+        );
+        let e = err(json!({ "input": { "url": "https://e.com" }, "output": "a.mp4" }));
+        assert!(
+            e.starts_with("config: output: invalid type: a string"),
+            "{e}"
+        );
+        let e = err(with_input(
+            json!({ "url": "https://e.com", "width": "1280" }),
+        ));
+        assert!(e.starts_with("config: input.width: invalid type"), "{e}");
+        let e = err(with_input(json!({ "url": "https://e.com", "depth": 300 })));
+        assert!(e.starts_with("config: input.depth:"), "{e}");
+        // null is the same as absent.
+        ok(
+            json!({ "api_key": null, "input": { "url": "https://e.com", "width": null, "template": null },
+            "output": { "file": "a.mp4", "s3": null, "rtmp": null } }),
+        );
     }
 
     #[test]
     fn input_checks() {
-        assert!(
-            err(with_input(json!({ "url": "https://e.com", "width": 1281 })))
-                .starts_with("config: input.width: must be even")
+        let input_err = |extra: serde_json::Value| {
+            let mut input = json!({ "url": "https://e.com" });
+            for (k, v) in extra.as_object().unwrap() {
+                input[k] = v.clone();
+            }
+            err(with_input(input))
+        };
+        assert_eq!(
+            input_err(json!({ "width": 1281 })),
+            "config: input.width: must be even, got 1281"
         );
         assert!(
-            err(with_input(json!({ "url": "https://e.com", "height": 10 })))
-                .starts_with("config: input.height: must be between")
+            input_err(json!({ "height": 10 })).starts_with("config: input.height: must be between")
         );
-        assert!(err(with_input(
-            json!({ "url": "https://e.com", "framerate": 61 })
-        ))
-        .starts_with("config: input.framerate:"));
-        assert!(err(with_input(
-            json!({ "url": "https://e.com", "framerate": 0 })
-        ))
-        .starts_with("config: input.framerate:"));
         assert!(
-            err(with_input(json!({ "url": "https://e.com", "depth": 8 })))
-                .starts_with("config: input.depth:")
+            input_err(json!({ "width": 62 })).starts_with("config: input.width: must be between")
+        );
+        assert!(
+            input_err(json!({ "width": 7682 })).starts_with("config: input.width: must be between")
+        );
+        assert!(input_err(json!({ "height": 4322 }))
+            .starts_with("config: input.height: must be between"));
+        assert!(
+            input_err(json!({ "height": 1081 })).starts_with("config: input.height: must be even")
+        );
+        assert!(input_err(json!({ "framerate": 61 })).starts_with("config: input.framerate:"));
+        assert!(input_err(json!({ "framerate": 0 })).starts_with("config: input.framerate:"));
+        assert!(
+            input_err(json!({ "depth": 8 })).starts_with("config: input.depth: must be 16 or 24")
+        );
+        let c = ok(with_input(
+            json!({ "url": "https://e.com", "width": 7680, "height": 4320, "depth": 16, "framerate": 60 }),
+        ));
+        assert_eq!(
+            (
+                c.input.width,
+                c.input.height,
+                c.input.depth,
+                c.input.framerate
+            ),
+            (7680, 4320, 16, 60)
+        );
+        let c = ok(with_input(
+            json!({ "url": "https://e.com", "width": 64, "height": 64, "framerate": 1 }),
+        ));
+        assert_eq!(
+            (c.input.width, c.input.height, c.input.framerate),
+            (64, 64, 1)
         );
         assert!(err(with_input(json!({}))).starts_with("config: input: required"));
         assert!(
@@ -913,30 +1442,40 @@ mod tests {
 
     #[test]
     fn urls() {
-        let url = |u: &str| match ok(with_input(json!({ "url": u }))).input.source {
-            Source::Url(u) => u.to_string(),
-            other => panic!("{other:?}"),
-        };
+        let url = |u: &str| url_of(&ok(with_input(json!({ "url": u }))));
         assert_eq!(
             url("your-recording-domain.com"),
             "https://your-recording-domain.com/"
         );
+        assert_eq!(url("localhost:8080/page"), "https://localhost:8080/page");
+        assert_eq!(url("example.com:8443"), "https://example.com:8443/");
         assert_eq!(
             url("http://127.0.0.1:8080/x?y=1"),
             "http://127.0.0.1:8080/x?y=1"
         );
+        assert_eq!(url("HTTPS://Example.COM"), "https://example.com/");
         let page = tempfile::NamedTempFile::new().unwrap();
-        url(&format!("file://{}", page.path().display()));
-        assert!(
-            err(with_input(json!({ "url": "file:///no/such/page.html" })))
-                .contains("input.url: /no/such/page.html does not exist")
+        let file_url = url::Url::from_file_path(page.path()).unwrap();
+        assert_eq!(url(file_url.as_str()), file_url.as_str());
+        assert_eq!(
+            err(with_input(json!({ "url": "file:///no/such/page.html" }))),
+            "config: input.url: /no/such/page.html does not exist"
         );
-        assert!(err(with_input(json!({ "url": "ftp://example.com" })))
-            .starts_with("config: input.url: scheme ftp"));
-        assert!(err(with_input(json!({ "url": "javascript:alert(1)" })))
-            .starts_with("config: input.url:"));
+        for bad in [
+            "ftp://example.com",
+            "javascript:alert(1)",
+            "mailto:a@b.example",
+            "data:text/html,hi",
+            "about:blank",
+        ] {
+            let e = err(with_input(json!({ "url": bad })));
+            assert!(e.starts_with("config: input.url: scheme "), "{bad}: {e}");
+        }
         assert!(err(with_input(json!({ "url": "" })))
             .starts_with("config: input.url: must not be empty"));
+        assert!(err(with_input(json!({ "url": "   " })))
+            .starts_with("config: input.url: must not be empty"));
+        assert!(err(with_input(json!({ "url": "https://" }))).starts_with("config: input.url:"));
     }
 
     #[test]
@@ -951,61 +1490,180 @@ mod tests {
         let good =
             json!({ "layout": "grid-light", "ws_url": "wss://lk.example.com", "room_name": "r" });
         let keys = json!({ "api_key": "key", "api_secret": "very-secret" });
-        ok(t(good.clone(), keys.clone()));
-        // Missing secret: named, and nothing secret printed.
+        for layout in Layout::ALL {
+            let mut g = good.clone();
+            g["layout"] = json!(layout.as_str());
+            assert_eq!(template_of(&ok(t(g, keys.clone()))).layout, layout);
+        }
+        // Missing pieces are named, and nothing secret printed.
         let e = err(t(good.clone(), json!({ "api_key": "key" })));
-        assert!(e.contains("missing: api_secret"), "{e}");
+        assert_eq!(e, "config: input.template: needs a token, or api_key + api_secret + room_name (missing: api_secret)");
+        let e = err(t(good.clone(), json!({ "api_secret": "very-secret" })));
+        assert!(
+            e.contains("(missing: api_key)") && !e.contains("very-secret"),
+            "{e}"
+        );
         let e = err(t(
             json!({ "layout": "grid-light", "ws_url": "wss://lk.example.com" }),
             keys.clone(),
         ));
         assert!(
-            e.contains("input.template.room_name") && !e.contains("very-secret"),
+            e.contains("(missing: input.template.room_name)") && !e.contains("very-secret"),
             "{e}"
+        );
+        let e = err(t(
+            json!({ "layout": "grid-light", "ws_url": "wss://lk.example.com" }),
+            json!({}),
+        ));
+        assert!(
+            e.contains("missing: api_key, api_secret, input.template.room_name"),
+            "{e}"
+        );
+        assert_eq!(
+            err(t(
+                json!({ "ws_url": "wss://lk.example.com", "token": "t" }),
+                json!({})
+            )),
+            "config: input.template.layout: required"
+        );
+        assert_eq!(
+            err(t(json!({ "layout": "grid-dark", "token": "t" }), json!({}))),
+            "config: input.template.ws_url: required"
         );
         let e = err(t(
             json!({ "layout": "mosaic", "ws_url": "wss://x.example.com", "token": "t" }),
             json!({}),
         ));
-        assert!(
-            e.starts_with("config: input.template.layout: unknown layout \"mosaic\"")
-                && e.contains("speaker-dark"),
-            "{e}"
-        );
+        assert_eq!(e, "config: input.template.layout: unknown layout \"mosaic\"; expected one of grid-light, grid-dark, speaker-light, speaker-dark");
+        for bad in [
+            "<wss://livekit.your-domain.com>",
+            "livekit.example.com",
+            "ftp://x.example.com",
+            "wss://",
+        ] {
+            let e = err(t(
+                json!({ "layout": "grid-dark", "ws_url": bad, "token": "t" }),
+                json!({}),
+            ));
+            assert!(
+                e.starts_with("config: input.template.ws_url:"),
+                "{bad}: {e}"
+            );
+        }
+        for fine in ["ws://127.0.0.1:7880", "https://lk.example.com"] {
+            ok(t(
+                json!({ "layout": "grid-dark", "ws_url": fine, "token": "t" }),
+                json!({}),
+            ));
+        }
         let e = err(t(
-            json!({ "layout": "grid-dark", "ws_url": "<wss://livekit.your-domain.com>", "token": "t" }),
+            json!({ "layout": "grid-dark", "ws_url": "wss://x.example.com", "token": "" }),
             json!({}),
         ));
-        assert!(e.starts_with("config: input.template.ws_url:"), "{e}");
-        // Token and api key both: the token wins.
+        assert_eq!(e, "config: input.template.token: must not be empty");
+        // base_url: http(s) or file.
         let c = ok(t(
-            json!({ "layout": "grid-dark", "ws_url": "wss://x.example.com", "token": "tok", "room_name": "r" }),
-            keys,
+            json!({ "layout": "grid-dark", "ws_url": "wss://x.example.com", "token": "t",
+            "base_url": "https://layouts.example.com/room" }),
+            json!({}),
         ));
-        assert!(matches!(
-            c.input.source,
-            Source::Template(Template {
-                auth: TemplateAuth::Token(_),
-                ..
-            })
+        assert_eq!(
+            template_of(&c).base_url.as_ref().unwrap().as_str(),
+            "https://layouts.example.com/room"
+        );
+        let e = err(t(
+            json!({ "layout": "grid-dark", "ws_url": "wss://x.example.com", "token": "t",
+            "base_url": "ftp://x" }),
+            json!({}),
+        ));
+        assert!(e.starts_with("config: input.template.base_url:"), "{e}");
+        // Token and api key both: the token wins, the api key and room are not needed.
+        let c = ok(t(
+            json!({ "layout": "grid-dark", "ws_url": "wss://x.example.com", "token": "tok-value", "room_name": "r" }),
+            keys.clone(),
+        ));
+        match &template_of(&c).auth {
+            TemplateAuth::Token(token) => assert_eq!(token.expose(), "tok-value"),
+            other => panic!("{other:?}"),
+        }
+        ok(t(
+            json!({ "layout": "grid-dark", "ws_url": "wss://x.example.com", "token": "tok" }),
+            json!({ "api_key": "key" }),
         ));
         // Secrets never print.
-        assert!(!format!("{c:?}").contains("tok\""));
+        assert!(!format!("{c:?}").contains("tok-value"));
+        assert!(!format!("{c:?}").contains("very-secret"));
     }
 
     #[test]
-    fn outputs() {
+    fn secrets_never_reach_an_error() {
+        const SECRET: &str = "S3CR3T";
+        let cases = [
+            json!({ "api_secret": 123_456_789, "input": { "url": "https://e.com" }, "output": { "file": "a.mp4" } }),
+            json!({ "input": { "template": { "layout": "grid-dark", "ws_url": "wss://a.example.com", "token": 987_654_321 } }, "output": { "file": "a.mp4" } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "S3": { "bucket": "b", "key": "k", "session_token": 1_234_567 } } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "s3": { "bucket": "b", "key": "k", "secret": true } } }),
+            json!({ "input": { "url": "https://e.com" }, "output": "rtmp://live.example.com/app/S3CR3T" }),
+            json!({ "input": "S3CR3T", "output": { "file": "a.mp4" } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "rtmp": "http://live.example.com/app/S3CR3T" } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "rtmp": "rtmp:///app/S3CR3T" } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "rtmp": "S3CR3T" } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "rtmp": ["rtmp://a.example.com/app/k1", "udp://b/app/S3CR3T"] } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "s3": { "secret": "S3CR3T", "bucket": "b", "key": "k" } } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "s3": { "access_key": "AK", "secret": "S3CR3T", "session_token": "", "bucket": "b", "key": "k" } } }),
+            json!({ "input": { "url": "https://e.com" }, "output": { "s3": { "bucket": "b", "key": "k", "endpoint": "ftp://u:S3CR3T@minio.example.com" } } }),
+            json!({ "api_key": "k", "api_secret": "S3CR3T", "input": { "template": { "layout": "grid-dark", "ws_url": "wss://a.example.com" } }, "output": { "file": "a.mp4" } }),
+            json!({ "input": { "template": { "layout": "grid-dark", "ws_url": "ftp://a.example.com/?token=S3CR3T", "token": "t" } }, "output": { "file": "a.mp4" } }),
+        ];
+        for case in cases {
+            let e = err(case.clone());
+            assert!(!e.contains(SECRET), "{case} -> {e}");
+            for number in ["123456789", "987654321", "1234567"] {
+                assert!(!e.contains(number), "{case} -> {e}");
+            }
+        }
+        let e = err(
+            json!({ "api_secret": 123_456_789, "input": { "url": "https://e.com" }, "output": { "file": "a.mp4" } }),
+        );
+        assert_eq!(e, "config: api_secret: invalid type: integer, expected a string (value not shown: this field is secret)");
+    }
+
+    #[test]
+    fn output_file() {
         assert!(err(with_output(json!({}))).starts_with("config: output: at least one"));
-        assert!(err(with_output(json!({ "file": "out/" }))).starts_with("config: output.file:"));
-        assert!(err(with_output(json!({ "file": "out.mkv" }))).contains("must end in .mp4"));
-        assert!(err(with_output(json!({ "file": "out" }))).contains("out.mp4"));
+        assert!(err(with_output(json!({ "file": "" })))
+            .starts_with("config: output.file: must not be empty"));
+        assert_eq!(
+            err(with_output(json!({ "file": "out/" }))),
+            "config: output.file: out/ is a directory; name the file, e.g. out/recording.mp4"
+        );
+        for dir in ["/app/out/..", ".", "/app/out/."] {
+            assert!(
+                err(with_output(json!({ "file": dir }))).contains("is a directory"),
+                "{dir}"
+            );
+        }
+        assert_eq!(
+            err(with_output(json!({ "file": "out.mkv" }))),
+            "config: output.file: must end in .mp4, not .mkv"
+        );
+        assert_eq!(
+            err(with_output(json!({ "file": "/app/out/recording" }))),
+            "config: output.file: must end in .mp4, e.g. /app/out/recording.mp4"
+        );
+        assert!(err(with_output(json!({ "file": "/app/.mp4" }))).contains("no name before .mp4"));
         ok(with_output(json!({ "file": "OUT.MP4" })));
+        ok(with_output(json!({ "file": "relative/dir/x.Mp4" })));
+    }
+
+    #[test]
+    fn output_rtmp() {
         let e = err(with_output(
             json!({ "rtmp": "http://live.example.com/app/sk_live_123" }),
         ));
-        assert!(
-            e.starts_with("config: output.rtmp:") && !e.contains("sk_live_123"),
-            "{e}"
+        assert_eq!(
+            e,
+            "config: output.rtmp: http://live.example.com/app/**** is not an rtmp:// or rtmps:// URL with a host"
         );
         let e = err(with_output(
             json!({ "rtmp": ["rtmp://a.example.com/app/k1", "udp://b/app/k2"] }),
@@ -1014,35 +1672,92 @@ mod tests {
             e.starts_with("config: output.rtmp[1]:") && !e.contains("k2"),
             "{e}"
         );
-        assert_eq!(
-            ok(with_output(
-                json!({ "rtmp": ["rtmp://a/app/k1", "rtmps://b/app/k2"] })
-            ))
-            .output
-            .rtmp
-            .len(),
-            2
-        );
         let e = err(with_output(
-            json!({ "s3": { "access_key": "AK", "bucket": "b", "key": "k" } }),
-        ));
-        assert!(e.starts_with("config: output.s3.secret:"), "{e}");
-        let e = err(with_output(
-            json!({ "s3": { "secret": "shh-secret", "bucket": "b", "key": "k" } }),
+            json!({ "rtmp": ["rtmp://a.example.com/app/k1", 5] }),
         ));
         assert!(
-            e.starts_with("config: output.s3.access_key:") && !e.contains("shh-secret"),
+            e.starts_with("config: output.rtmp[1]: invalid type: integer"),
             "{e}"
         );
-        assert!(err(with_output(json!({ "s3": { "key": "k" } })))
-            .starts_with("config: output.s3.bucket:"));
-        assert!(err(with_output(
-            json!({ "s3": { "bucket": "b", "key": "k", "endpoint": "ftp://x" } })
+        let e = err(with_output(json!({ "rtmp": 5 })));
+        assert!(
+            e.starts_with("config: output.rtmp:") && e.contains("an rtmp:// URL or a list"),
+            "{e}"
+        );
+        let c = ok(with_output(
+            json!({ "rtmp": ["rtmp://a.example.com/app/k1", "rtmps://b.example.com:443/app/k2"] }),
+        ));
+        assert_eq!(c.output.rtmp.len(), 2);
+        assert_eq!(
+            c.output.rtmp[1].expose(),
+            "rtmps://b.example.com:443/app/k2"
+        );
+        assert!(!format!("{:?}", c.output).contains("k2"));
+    }
+
+    #[test]
+    fn output_s3() {
+        let s3 = |s3: serde_json::Value| with_output(json!({ "s3": s3 }));
+        let e = err(s3(json!({ "access_key": "AK", "bucket": "b", "key": "k" })));
+        assert_eq!(e, "config: output.s3.secret: required with access_key");
+        let e = err(s3(
+            json!({ "secret": "shh-secret", "bucket": "b", "key": "k" }),
+        ));
+        assert_eq!(e, "config: output.s3.access_key: required with secret");
+        // The path follows the spelling used.
+        let e = err(with_output(
+            json!({ "S3": { "secret": "shh", "bucket": "b", "key": "k" } }),
+        ));
+        assert_eq!(e, "config: output.S3.access_key: required with secret");
+        assert_eq!(
+            err(s3(json!({ "key": "k" }))),
+            "config: output.s3.bucket: required"
+        );
+        assert_eq!(
+            err(s3(json!({ "bucket": "", "key": "k" }))),
+            "config: output.s3.bucket: required"
+        );
+        assert_eq!(
+            err(s3(json!({ "bucket": "b" }))),
+            "config: output.s3.key: required"
+        );
+        assert_eq!(
+            err(s3(json!({ "bucket": "b", "key": "" }))),
+            "config: output.s3.key: required"
+        );
+        assert!(err(s3(json!({ "bucket": "my bucket", "key": "k" })))
+            .starts_with("config: output.s3.bucket: "));
+        assert_eq!(
+            err(s3(
+                json!({ "bucket": "b", "key": "k", "access_key": "", "secret": "x" })
+            )),
+            "config: output.s3.access_key: must not be empty"
+        );
+        assert_eq!(
+            err(s3(
+                json!({ "bucket": "b", "key": "k", "access_key": "AK", "secret": "" })
+            )),
+            "config: output.s3.secret: must not be empty"
+        );
+        assert!(err(s3(
+            json!({ "bucket": "b", "key": "k", "session_token": "tok" })
         ))
-        .starts_with("config: output.s3.endpoint:"));
-        let sized = |size: serde_json::Value| {
-            with_output(json!({ "s3": { "bucket": "b", "key": "k", "part_size": size } }))
-        };
+        .starts_with("config: output.s3.session_token: needs access_key and secret"));
+        assert!(err(s3(json!({ "bucket": "b", "key": "k", "region": "" })))
+            .starts_with("config: output.s3.region:"));
+        for bad in ["ftp://x", "minio:9000", "http://"] {
+            assert!(
+                err(s3(json!({ "bucket": "b", "key": "k", "endpoint": bad })))
+                    .starts_with("config: output.s3.endpoint:"),
+                "{bad}"
+            );
+        }
+        let e = err(with_output(
+            json!({ "s3": { "bucket": "b", "key": "k" }, "S3": { "bucket": "b", "key": "k" } }),
+        ));
+        assert_eq!(e, "config: output: give s3 or S3, not both");
+        let sized =
+            |size: serde_json::Value| s3(json!({ "bucket": "b", "key": "k", "part_size": size }));
         assert_eq!(
             ok(sized(json!("8MiB"))).output.s3.unwrap().part_size,
             8 << 20
@@ -1054,14 +1769,32 @@ mod tests {
         assert!(err(sized(json!("1MiB")))
             .starts_with("config: output.s3.part_size: must be between 5MiB"));
         assert!(err(sized(json!("big"))).starts_with("config: output.s3.part_size:"));
-        // No keys: the standard credential chain applies later.
-        let s3 = ok(with_output(
-            json!({ "s3": { "bucket": "b", "key": "k", "endpoint": "http://127.0.0.1:9000" } }),
+        assert!(
+            err(sized(json!(-1))).starts_with("config: output.s3.part_size: must not be negative")
+        );
+        // Everything given.
+        let full = ok(s3(
+            json!({ "access_key": "AK", "secret": "SK", "session_token": "ST",
+            "bucket": "rec-bucket", "key": "rooms/a.mp4", "region": "eu-west-1",
+            "endpoint": "http://127.0.0.1:9000", "force_path_style": true, "give_up_after": "2m" }),
         ))
         .output
         .s3
         .unwrap();
-        assert!(s3.access_key.is_none() && s3.endpoint.is_some());
+        assert_eq!(full.session_token.as_ref().map(Secret::expose), Some("ST"));
+        assert_eq!(full.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            full.endpoint.as_ref().map(url::Url::as_str),
+            Some("http://127.0.0.1:9000/")
+        );
+        assert_eq!(full.force_path_style, Some(true));
+        assert_eq!(full.give_up_after, Duration::from_secs(120));
+        // No keys: the standard credential chain applies later.
+        let s3 = ok(s3(json!({ "bucket": "b", "key": "k" })))
+            .output
+            .s3
+            .unwrap();
+        assert!(s3.access_key.is_none() && s3.secret.is_none() && s3.endpoint.is_none());
     }
 
     #[test]
@@ -1075,18 +1808,42 @@ mod tests {
             size(json!({ "file": "a.mp4", "width": 1280 })),
             Some((1280, 720))
         );
+        // 480 * 16 / 9 = 853.3: the nearest even number is 854.
         assert_eq!(
             size(json!({ "file": "a.mp4", "height": 480 })),
             Some((854, 480))
+        );
+        // 1000 * 9 / 16 = 562.5: the nearest even number is 562.
+        assert_eq!(
+            size(json!({ "file": "a.mp4", "width": 1000 })),
+            Some((1000, 562))
         );
         assert_eq!(
             size(json!({ "file": "a.mp4", "width": 1920, "height": 1080 })),
             None
         );
+        assert_eq!(size(json!({ "file": "a.mp4", "width": 1920 })), None);
+        assert_eq!(size(json!({ "file": "a.mp4", "height": 1080 })), None);
+        // Keeps a non-16:9 input's ratio.
+        let c = ok(
+            json!({ "input": { "url": "https://e.com", "width": 1080, "height": 1920 },
+            "output": { "file": "a.mp4", "height": 1280 } }),
+        );
+        assert_eq!(c.output.size, Some((720, 1280)));
+        assert_eq!(
+            err(with_output(
+                json!({ "file": "a.mp4", "width": 641, "height": 360 })
+            )),
+            "config: output.width: must be even, got 641"
+        );
         assert!(err(with_output(
-            json!({ "file": "a.mp4", "width": 641, "height": 360 })
+            json!({ "file": "a.mp4", "width": 1280, "height": 5000 })
         ))
-        .starts_with("config: output.width: must be even"));
+        .starts_with("config: output.height: must be between 64 and 4320"));
+        assert!(err(with_output(json!({ "file": "a.mp4", "height": 721 })))
+            .starts_with("config: output.height: must be even"));
+        let e = err(with_output(json!({ "file": "a.mp4", "width": 64 })));
+        assert_eq!(e, "config: output.width: 64 makes the height 36 at the input's 1920x1080 aspect ratio, outside 64..=4320; give output.height too");
     }
 
     #[test]
@@ -1099,45 +1856,154 @@ mod tests {
             (o.audio_bitrate, o.video_bitrate, o.video_buffer),
             (96_000, 6_000_000, 12_000_000)
         );
+        let o = out(
+            json!({ "file": "a.mp4", "audio_bitrate": "128000", "video_bitrate": "2976k", "video_buffer": "5952K" }),
+        );
+        assert_eq!(
+            (o.audio_bitrate, o.video_bitrate, o.video_buffer),
+            (128_000, 2_976_000, 5_952_000)
+        );
         assert_eq!(
             out(json!({ "file": "a.mp4", "video_bitrate": "2.5M" })).video_bitrate,
             2_500_000
         );
-        let e = err(with_output(
-            json!({ "file": "a.mp4", "audio_bitrate": 128 }),
-        ));
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "video_bitrate": "8m" })).video_bitrate,
+            8_000_000
+        );
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "video_bitrate": 2.5e6 })).video_bitrate,
+            2_500_000
+        );
+        // Range ends.
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "audio_bitrate": "8k" })).audio_bitrate,
+            8_000
+        );
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "audio_bitrate": "512k" })).audio_bitrate,
+            512_000
+        );
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "video_bitrate": "100M" })).video_bitrate,
+            100_000_000
+        );
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "video_buffer": "200M" })).video_buffer,
+            200_000_000
+        );
+        let bad =
+            |k: &str, v: serde_json::Value| err(with_output(json!({ "file": "a.mp4", k: v })));
+        assert_eq!(
+            bad("audio_bitrate", json!(128)),
+            "config: output.audio_bitrate: 128 bit/s is far too low; did you mean \"128k\"?"
+        );
+        assert_eq!(
+            bad("video_bitrate", json!("2976")),
+            "config: output.video_bitrate: must be between 100k and 100M, got 2976; did you mean \"2976k\"?"
+        );
+        assert!(bad("video_bitrate", json!(500)).contains("did you mean \"500k\"?"));
+        assert_eq!(
+            bad("audio_bitrate", json!("1M")),
+            "config: output.audio_bitrate: must be between 8k and 512k, got 1M"
+        );
+        assert!(bad("audio_bitrate", json!("7k"))
+            .starts_with("config: output.audio_bitrate: must be between"));
+        assert_eq!(
+            bad("video_bitrate", json!("101M")),
+            "config: output.video_bitrate: must be between 100k and 100M, got 101M"
+        );
+        assert!(bad("video_bitrate", json!("99k"))
+            .starts_with("config: output.video_bitrate: must be between"));
+        assert_eq!(
+            bad("video_buffer", json!("201M")),
+            "config: output.video_buffer: must be between 100k and 200M, got 201M"
+        );
+        assert!(bad("video_buffer", json!(99_999_999_999_u64))
+            .starts_with("config: output.video_buffer: must be between"));
+        assert!(bad("video_bitrate", json!("99999999999999999999999M"))
+            .starts_with("config: output.video_bitrate: must be between"));
+        assert_eq!(
+            bad("video_bitrate", json!(0)),
+            "config: output.video_bitrate: must be more than 0"
+        );
+        for text in ["lots", "1e3k", "-5k", "1.2.3k", "k", "", "inf", "12 kbps"] {
+            assert!(
+                bad("video_bitrate", json!(text)).starts_with("config: output.video_bitrate: \""),
+                "{text}"
+            );
+        }
+        assert!(bad("audio_bitrate", json!(-5))
+            .starts_with("config: output.audio_bitrate: must not be negative"));
+        assert!(bad("audio_bitrate", json!(128.5))
+            .starts_with("config: output.audio_bitrate: must be a whole number"));
+        let e = bad("audio_bitrate", json!(true));
         assert!(
-            e.contains("output.audio_bitrate") && e.contains("\"128k\""),
+            e.starts_with("config: output.audio_bitrate: invalid type: boolean")
+                && e.contains("\"128k\""),
             "{e}"
         );
-        assert!(err(with_output(
-            json!({ "file": "a.mp4", "video_bitrate": "lots" })
-        ))
-        .starts_with("config: output.video_bitrate:"));
-        assert!(err(with_output(
-            json!({ "file": "a.mp4", "audio_bitrate": "1M" })
-        ))
-        .starts_with("config: output.audio_bitrate: must be between"));
-        assert!(err(with_output(
-            json!({ "file": "a.mp4", "audio_frequency": 44000 })
-        ))
-        .starts_with("config: output.audio_frequency:"));
-        assert_eq!(
-            out(json!({ "file": "a.mp4", "audio_frequency": 48000 })).audio_frequency,
-            48_000
-        );
+        for f in [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000] {
+            assert_eq!(
+                out(json!({ "file": "a.mp4", "audio_frequency": f })).audio_frequency,
+                f
+            );
+        }
+        assert!(bad("audio_frequency", json!(44000))
+            .starts_with("config: output.audio_frequency: must be one of"));
     }
 
     #[test]
-    fn durations_and_syntax() {
+    fn durations() {
         let mut v = with_input(json!({ "url": "https://e.com" }));
         v["max_duration"] = json!("2h");
         assert_eq!(ok(v.clone()).max_duration, Some(Duration::from_secs(7200)));
+        v["max_duration"] = json!("30s");
+        assert_eq!(ok(v.clone()).max_duration, Some(Duration::from_secs(30)));
+        v["max_duration"] = json!("1h 30m");
+        assert_eq!(ok(v.clone()).max_duration, Some(Duration::from_secs(5400)));
         v["max_duration"] = json!("soon");
-        assert!(err(v.clone()).starts_with("config: max_duration:"));
+        assert!(err(v.clone()).starts_with("config: max_duration: \"soon\" is not a duration"));
+        v["max_duration"] = json!(30);
+        assert_eq!(
+            err(v.clone()),
+            "config: max_duration: 30 has no unit; write it as a string like \"30s\""
+        );
         v["max_duration"] = json!("0s");
-        assert!(err(v).starts_with("config: max_duration: must be longer"));
-        let e = parse("{ \"input\": ").unwrap_err().to_string();
-        assert!(e.starts_with("config: invalid JSON at line 1"), "{e}");
+        assert_eq!(
+            err(v.clone()),
+            "config: max_duration: must be longer than 0s"
+        );
+        v["max_duration"] = json!(null);
+        assert_eq!(ok(v).max_duration, None);
+        let mut v =
+            with_output(json!({ "rtmp": "rtmp://a.example.com/app/k", "rtmp_retry_for": "5m" }));
+        assert_eq!(
+            ok(v.clone()).output.rtmp_retry_for,
+            Duration::from_secs(300)
+        );
+        v["output"]["rtmp_retry_for"] = json!("0s");
+        assert!(err(v).starts_with("config: output.rtmp_retry_for:"));
+    }
+
+    #[test]
+    fn supervision_settings() {
+        let mut v = with_input(json!({ "url": "https://e.com" }));
+        v["supervision"] = json!({ "max_restarts": 0 });
+        assert_eq!(ok(v.clone()).supervision.max_restarts, 0);
+        v["supervision"] = json!({ "max_restarts": 3, "within": "10s" });
+        assert_eq!(
+            ok(v.clone()).supervision,
+            Supervision {
+                max_restarts: 3,
+                within: Duration::from_secs(10)
+            }
+        );
+        v["supervision"] = json!({ "max_restarts": 101 });
+        assert!(err(v.clone()).starts_with("config: supervision.max_restarts:"));
+        v["supervision"] = json!({ "within": "0s" });
+        assert!(err(v.clone()).starts_with("config: supervision.within:"));
+        v["supervision"] = json!({ "max_restart": 3 });
+        assert!(err(v).starts_with("config: supervision.max_restart: unknown field"));
     }
 }
