@@ -33,6 +33,7 @@ APT_PACKAGES=(
   nginx             # with its RTMP module: the live-streaming tests' ingest server
   libnginx-mod-rtmp
   procps            # ps/pgrep, used by tests to look at process trees
+  iproute2          # ip netns: the room recording tests' private network
 )
 
 missing_apt_packages() {
@@ -84,7 +85,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 # Final check: every binary pagecast and its tests run must be on PATH.
 # ---------------------------------------------------------------------------
-REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx)
+REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx ip)
 
 verify_binaries() {
   local bin missing=()
@@ -98,30 +99,64 @@ verify_binaries() {
 }
 
 # ---------------------------------------------------------------------------
-# Python venv (.venv in the repository): moto's S3 server for the S3 tests.
-# Pinned: 5.2.1 answers CompleteMultipartUpload with a wrongly named XML root.
+# Python venv (.venv in the repository), pinned:
+# - moto's S3 server for the S3 tests (5.2.1 answers CompleteMultipartUpload
+#   with a wrongly named XML root);
+# - LiveKit's Python SDKs: test participants publishing known media, and the
+#   official token verifier the token test checks pagecast's tokens against.
 # ---------------------------------------------------------------------------
-PY_PACKAGES=("moto[server]==5.2.5")
+PY_PACKAGES=("moto[server]==5.2.5" "livekit==1.2.0" "livekit-api==1.2.2")
 
 setup_python_venv() {
   local root venv
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   venv="$root/.venv"
-  if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c 'import moto, sys; sys.exit(moto.__version__ != "5.2.5")' 2>/dev/null; then
-    log "python venv: moto 5.2.5 present"
+  if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" - 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+want = {"moto": "5.2.5", "livekit": "1.2.0", "livekit-api": "1.2.2"}
+sys.exit(any(version(name) != v for name, v in want.items()))
+PY
+  then
+    log "python venv: ${PY_PACKAGES[*]} present"
     return 0
   fi
-  command -v python3 >/dev/null 2>&1 || die "python3 is needed for the S3 test server"
+  command -v python3 >/dev/null 2>&1 || die "python3 is needed for the test servers and participants"
   log "python venv: installing ${PY_PACKAGES[*]} into $venv"
-  python3 -m venv "$venv"
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
   [ -x "$venv/bin/moto_server" ] || die "moto_server missing after install"
+}
+
+# ---------------------------------------------------------------------------
+# Go tools (.tools/bin in the repository): the LiveKit server the room
+# recording tests run, built from source at a pinned version.
+# ---------------------------------------------------------------------------
+LIVEKIT_SERVER_VERSION=1.13.5
+
+setup_go_tools() {
+  local root bin tmp
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  bin="$root/.tools/bin/livekit-server"
+  if [ -x "$bin" ] && [ "$("$bin" --version 2>/dev/null)" = "livekit-server version $LIVEKIT_SERVER_VERSION" ]; then
+    log "go tools: livekit-server $LIVEKIT_SERVER_VERSION present"
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || die "go is needed to build livekit-server for the room recording tests"
+  log "go tools: building livekit-server $LIVEKIT_SERVER_VERSION (a few minutes)"
+  tmp="$(mktemp -d)"
+  GOBIN="$tmp" go install "github.com/livekit/livekit-server/cmd/server@v$LIVEKIT_SERVER_VERSION"
+  mkdir -p "$(dirname "$bin")"
+  mv "$tmp/server" "$bin"
+  rmdir "$tmp"
+  [ "$("$bin" --version)" = "livekit-server version $LIVEKIT_SERVER_VERSION" ] || die "livekit-server build gave the wrong version"
 }
 
 main() {
   install_apt_packages
   check_cargo
   setup_python_venv
+  setup_go_tools
   verify_binaries
   log "done"
 }
