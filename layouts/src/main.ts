@@ -1,0 +1,417 @@
+// pagecast's built-in room layouts: grid-light, grid-dark, speaker-light, speaker-dark.
+// index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds, default 5>
+// The page only subscribes; it never publishes. See protocol.ts for the console lines.
+import {
+  ConnectionState,
+  DisconnectReason,
+  LogLevel,
+  Participant,
+  ParticipantKind,
+  RemoteParticipant,
+  RemoteTrack,
+  RemoteVideoTrack,
+  Room,
+  RoomEvent,
+  Track,
+  setLogLevel,
+} from 'livekit-client';
+import { describeConnectError } from './errors';
+import { DEFAULT_ASPECT, Rect, contain, gridCells, speakerCells } from './geometry';
+import { PageParams, parseParams } from './params';
+import { addSecret, endRecording, isFinished, isStarted, pageError, startRecording } from './protocol';
+
+/** How long room.connect may take in all before the page gives up. */
+const CONNECT_TIMEOUT_MS = 30_000;
+
+interface Item {
+  key: string;
+  participant: RemoteParticipant;
+  screen: boolean;
+  track?: RemoteVideoTrack;
+}
+
+/** One tile on the stage: a video element, a placeholder and a name label. */
+class Tile {
+  readonly el: HTMLDivElement;
+  private readonly video: HTMLVideoElement;
+  private readonly placeholder: HTMLDivElement;
+  private readonly initials: HTMLSpanElement;
+  private readonly label: HTMLDivElement;
+  private track?: RemoteVideoTrack;
+  private aspect = 0;
+
+  constructor(
+    private readonly onFrame: () => void,
+    private readonly onResize: () => void,
+  ) {
+    this.el = document.createElement('div');
+    this.el.className = 'tile';
+    this.video = document.createElement('video');
+    this.video.muted = true;
+    this.video.autoplay = true;
+    this.video.playsInline = true;
+    this.video.addEventListener('resize', () => this.updateAspect());
+    this.video.addEventListener('loadedmetadata', () => this.updateAspect());
+    this.placeholder = document.createElement('div');
+    this.placeholder.className = 'placeholder';
+    this.initials = document.createElement('span');
+    this.placeholder.appendChild(this.initials);
+    this.label = document.createElement('div');
+    this.label.className = 'label';
+    this.el.append(this.video, this.placeholder, this.label);
+  }
+
+  private updateAspect(): void {
+    const { videoWidth, videoHeight } = this.video;
+    const aspect = videoWidth > 0 && videoHeight > 0 ? videoWidth / videoHeight : 0;
+    if (Math.abs(aspect - this.aspect) > 1e-3) {
+      this.aspect = aspect;
+      this.onResize();
+    }
+  }
+
+  private watchFirstFrame(): void {
+    const v: HTMLVideoElement = this.video;
+    if (typeof v.requestVideoFrameCallback === 'function') {
+      v.requestVideoFrameCallback(() => this.onFrame());
+    } else {
+      const onPlaying = () => {
+        v.removeEventListener('playing', onPlaying);
+        if (v.videoWidth > 0) this.onFrame();
+      };
+      v.addEventListener('playing', onPlaying);
+    }
+  }
+
+  setTrack(track: RemoteVideoTrack | undefined): void {
+    if (track === this.track) return;
+    if (this.track) this.track.detach(this.video);
+    this.track = track;
+    this.aspect = 0;
+    if (track) {
+      track.attach(this.video);
+      this.watchFirstFrame();
+      this.updateAspect();
+    } else {
+      this.video.srcObject = null;
+    }
+    this.el.classList.toggle('has-video', track !== undefined);
+  }
+
+  setText(name: string, initials: string): void {
+    if (this.label.textContent !== name) this.label.textContent = name;
+    if (this.initials.textContent !== initials) this.initials.textContent = initials;
+  }
+
+  /** Places the tile in its cell, at the video's aspect ratio (16:9 when unknown). */
+  place(cell: Rect): void {
+    const r = contain(cell, this.track && this.aspect > 0 ? this.aspect : DEFAULT_ASPECT);
+    const s = this.el.style;
+    s.left = `${r.x}px`;
+    s.top = `${r.y}px`;
+    s.width = `${r.w}px`;
+    s.height = `${r.h}px`;
+    const font = Math.max(10, Math.min(22, Math.round(r.h * 0.045)));
+    this.label.style.fontSize = `${font}px`;
+    this.label.style.display = r.h < 40 ? 'none' : '';
+    this.initials.style.fontSize = `${Math.max(12, Math.round(r.h * 0.28))}px`;
+  }
+
+  destroy(): void {
+    this.setTrack(undefined);
+    this.el.remove();
+  }
+}
+
+function displayName(p: Participant): string {
+  return p.name && p.name.trim() !== '' ? p.name.trim() : p.identity;
+}
+
+function initialsOf(name: string): string {
+  const words = name.split(/[\s._-]+/).filter((w) => w.length > 0);
+  const letters = words.slice(0, 2).map((w) => Array.from(w)[0] ?? '');
+  return letters.join('').toUpperCase() || '?';
+}
+
+/** Participants that do not count and are not shown: hidden ones (other recorders). */
+function isVisible(p: RemoteParticipant): boolean {
+  return p.permissions?.hidden !== true && p.kind !== ParticipantKind.EGRESS;
+}
+
+class App {
+  private readonly room: Room;
+  private readonly stage: HTMLElement;
+  private readonly audioBox: HTMLElement;
+  private readonly tiles = new Map<string, Tile>();
+  private readonly screenSince = new Map<string, number>();
+  private speaker?: string;
+  private connected = false;
+  private anyoneJoined = false;
+  private emptyTimer?: number;
+  private renderQueued = false;
+
+  constructor(private readonly params: PageParams) {
+    this.stage = document.getElementById('stage') ?? document.body;
+    this.audioBox = document.getElementById('audio') ?? document.body;
+    this.room = new Room({ adaptiveStream: false, dynacast: false });
+    this.wire();
+    window.addEventListener('resize', () => this.scheduleRender());
+  }
+
+  private wire(): void {
+    const room = this.room;
+    const changed = () => {
+      this.scheduleRender();
+      this.checkEmpty();
+    };
+    room
+      .on(RoomEvent.ParticipantConnected, changed)
+      .on(RoomEvent.ParticipantDisconnected, (p: RemoteParticipant) => {
+        if (this.speaker === p.identity) this.speaker = undefined;
+        changed();
+      })
+      .on(RoomEvent.ParticipantPermissionsChanged, changed)
+      .on(RoomEvent.ParticipantNameChanged, changed)
+      .on(RoomEvent.TrackPublished, changed)
+      .on(RoomEvent.TrackUnpublished, changed)
+      .on(RoomEvent.TrackMuted, changed)
+      .on(RoomEvent.TrackUnmuted, changed)
+      .on(RoomEvent.TrackSubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
+        if (track.kind === Track.Kind.Audio) this.attachAudio(track, p);
+        if (track.source === Track.Source.ScreenShare) this.screenSince.set(p.identity, performance.now());
+        changed();
+      })
+      .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
+        if (track.kind === Track.Kind.Audio) track.detach().forEach((el) => el.remove());
+        if (track.source === Track.Source.ScreenShare) this.screenSince.delete(p.identity);
+        changed();
+      })
+      .on(RoomEvent.ActiveSpeakersChanged, (speakers: Participant[]) => this.onSpeakers(speakers))
+      .on(RoomEvent.AudioPlaybackStatusChanged, () => {
+        if (!room.canPlaybackAudio) room.startAudio().catch(() => undefined);
+      })
+      .on(RoomEvent.Reconnecting, () => this.checkEmpty())
+      .on(RoomEvent.SignalReconnecting, () => this.checkEmpty())
+      .on(RoomEvent.Reconnected, changed)
+      .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => this.onDisconnected(reason));
+  }
+
+  async run(): Promise<void> {
+    const { url, token, server } = this.params;
+    let timer: number | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = window.setTimeout(() => reject(new Error('timeout')), CONNECT_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([this.room.connect(url, token, { autoSubscribe: true }), timeout]);
+    } catch (e) {
+      const reason = e instanceof Error && e.message === 'timeout' ? 'timed out' : describeConnectError(e);
+      pageError(`could not connect to ${server}: ${reason}`);
+      this.room.disconnect().catch(() => undefined);
+      return;
+    } finally {
+      window.clearTimeout(timer);
+    }
+    this.connected = true;
+    this.room.startAudio().catch(() => undefined);
+    // Tracks of participants already in the room may have been subscribed during connect.
+    for (const p of this.room.remoteParticipants.values()) {
+      for (const pub of p.audioTrackPublications.values()) {
+        if (pub.track) this.attachAudio(pub.track, p);
+      }
+    }
+    this.scheduleRender();
+    this.checkEmpty();
+  }
+
+  /** The participants that count, in the order they joined (then by identity). */
+  private visible(): RemoteParticipant[] {
+    const joined = (p: RemoteParticipant) => {
+      // The server's millisecond join time (livekit-client keeps it in a protected field).
+      const ms = (p as unknown as { participantInfo?: { joinedAtMs?: bigint } }).participantInfo?.joinedAtMs;
+      if (typeof ms === 'bigint' && ms > BigInt(0)) return Number(ms);
+      return p.joinedAt?.getTime() ?? Number.MAX_SAFE_INTEGER;
+    };
+    return Array.from(this.room.remoteParticipants.values())
+      .filter(isVisible)
+      .sort((a, b) => joined(a) - joined(b) || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0));
+  }
+
+  private onDisconnected(reason?: DisconnectReason): void {
+    if (!this.connected || isFinished()) return;
+    this.clearEmptyTimer();
+    if (this.anyoneJoined || isStarted()) {
+      endRecording();
+    } else {
+      const why = reason !== undefined && DisconnectReason[reason] ? DisconnectReason[reason] : 'connection lost';
+      pageError(`disconnected from ${this.params.server} before any participant joined (${why})`);
+    }
+  }
+
+  private onSpeakers(speakers: Participant[]): void {
+    const remote = speakers.filter(
+      (s): s is RemoteParticipant => s instanceof RemoteParticipant && isVisible(s),
+    );
+    if (remote.length === 0) return; // nobody speaks: keep the last speaker
+    if (this.speaker && remote.some((s) => s.identity === this.speaker)) return; // no flapping
+    this.speaker = remote[0].identity;
+    this.scheduleRender();
+  }
+
+  private attachAudio(track: RemoteTrack, p: RemoteParticipant): void {
+    if (track.attachedElements.length > 0) return;
+    const el = track.attach();
+    const onPlaying = () => {
+      el.removeEventListener('playing', onPlaying);
+      if (isVisible(p)) startRecording();
+    };
+    el.addEventListener('playing', onPlaying);
+    this.audioBox.appendChild(el);
+    el.play().catch(() => this.room.startAudio().catch(() => undefined));
+  }
+
+  /** END_RECORDING once the room has had nobody visible for `grace` (after START_RECORDING). */
+  private checkEmpty(): void {
+    if (this.visible().length > 0) this.anyoneJoined = true;
+    if (!this.connected || !isStarted() || isFinished()) return;
+    const empty = this.visible().length === 0;
+    if (!empty || this.room.state !== ConnectionState.Connected) {
+      this.clearEmptyTimer(); // someone is there, or reconnecting: the room is not over
+      return;
+    }
+    if (this.emptyTimer !== undefined) return;
+    this.emptyTimer = window.setTimeout(() => {
+      this.emptyTimer = undefined;
+      if (this.visible().length === 0 && this.room.state === ConnectionState.Connected) endRecording();
+      else this.checkEmpty();
+    }, this.params.graceMs);
+  }
+
+  private clearEmptyTimer(): void {
+    if (this.emptyTimer !== undefined) window.clearTimeout(this.emptyTimer);
+    this.emptyTimer = undefined;
+  }
+
+  private onFirstFrame(): void {
+    startRecording();
+    this.checkEmpty();
+  }
+
+  private scheduleRender(): void {
+    if (this.renderQueued) return;
+    this.renderQueued = true;
+    window.setTimeout(() => {
+      this.renderQueued = false;
+      this.render();
+    }, 0);
+  }
+
+  private videoOf(p: RemoteParticipant, screen: boolean): RemoteVideoTrack | undefined {
+    for (const pub of p.videoTrackPublications.values()) {
+      const isScreen = pub.source === Track.Source.ScreenShare;
+      if (isScreen !== screen) continue;
+      const track = pub.videoTrack;
+      if (pub.isSubscribed && !pub.isMuted && track instanceof RemoteVideoTrack) return track;
+    }
+    return undefined;
+  }
+
+  private items(): { main?: Item; rest: Item[] } {
+    const people = this.visible();
+    const cameras: Item[] = people.map((p) => ({
+      key: `${p.sid || p.identity}:camera`,
+      participant: p,
+      screen: false,
+      track: this.videoOf(p, false),
+    }));
+    const screens: Item[] = [];
+    for (const p of people) {
+      const track = this.videoOf(p, true);
+      if (track) screens.push({ key: `${p.sid || p.identity}:screen`, participant: p, screen: true, track });
+    }
+    if (this.params.kind === 'grid') {
+      const rest: Item[] = [];
+      for (const c of cameras) {
+        rest.push(c);
+        const s = screens.find((x) => x.participant === c.participant);
+        if (s) rest.push(s);
+      }
+      return { rest };
+    }
+    // speaker: the newest screen share, else the active speaker (else the first participant)
+    if (screens.length > 0) {
+      const since = (i: Item) => this.screenSince.get(i.participant.identity) ?? 0;
+      const main = screens.reduce((a, b) => (since(b) > since(a) ? b : a));
+      return { main, rest: cameras };
+    }
+    if (cameras.length === 0) return { rest: [] };
+    let main = cameras.find((c) => c.participant.identity === this.speaker);
+    if (!main) {
+      main = cameras[0];
+      this.speaker = main.participant.identity;
+    }
+    return { main, rest: cameras.filter((c) => c !== main) };
+  }
+
+  private render(): void {
+    if (isFinished() && !isStarted()) return;
+    const width = window.innerWidth;
+    const height = window.innerHeight;
+    const { main, rest } = this.items();
+    const placed: Array<[Item, Rect, boolean]> = [];
+    if (this.params.kind === 'grid') {
+      const cells = gridCells(rest.length, width, height);
+      rest.forEach((item, i) => placed.push([item, cells[i], false]));
+    } else if (main) {
+      const { main: mainCell, strip } = speakerCells(rest.length, width, height);
+      placed.push([main, mainCell, true]);
+      rest.forEach((item, i) => placed.push([item, strip[i], false]));
+    }
+    const keep = new Set<string>();
+    for (const [item, cell, isMain] of placed) {
+      keep.add(item.key);
+      let tile = this.tiles.get(item.key);
+      if (!tile) {
+        tile = new Tile(
+          () => this.onFirstFrame(),
+          () => this.scheduleRender(),
+        );
+        this.tiles.set(item.key, tile);
+        this.stage.appendChild(tile.el);
+      }
+      const name = displayName(item.participant);
+      tile.setText(item.screen ? `${name} (screen)` : name, initialsOf(name));
+      tile.setTrack(item.track);
+      tile.el.classList.toggle('main', isMain);
+      tile.place(cell);
+    }
+    for (const [key, tile] of this.tiles) {
+      if (!keep.has(key)) {
+        tile.destroy();
+        this.tiles.delete(key);
+      }
+    }
+  }
+}
+
+function start(): void {
+  setLogLevel(LogLevel.warn);
+  const parsed = parseParams(window.location);
+  const theme = parsed.ok ? parsed.params.theme : /light/.test(window.location.hash) ? 'light' : 'dark';
+  document.documentElement.classList.add(`theme-${theme}`);
+  if (!parsed.ok) {
+    pageError(parsed.reason);
+    return;
+  }
+  addSecret(parsed.params.token);
+  const query = new URL(parsed.params.url).search.slice(1);
+  if (query) addSecret(query);
+  document.documentElement.classList.add(`layout-${parsed.params.kind}`);
+  document.title = `pagecast ${parsed.params.layout}`;
+  const app = new App(parsed.params);
+  app.run().catch((e: unknown) => {
+    pageError(`could not connect to ${parsed.params.server}: ${describeConnectError(e)}`);
+  });
+}
+
+start();

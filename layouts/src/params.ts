@@ -1,0 +1,92 @@
+// The page's address: index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds>
+// The same parameters are also read from the real query string
+// (index.html?layout=..&url=..&token=..), for compatibility; the hash wins.
+
+export const LAYOUTS = ['grid-light', 'grid-dark', 'speaker-light', 'speaker-dark'] as const;
+export type LayoutName = (typeof LAYOUTS)[number];
+
+export const DEFAULT_LAYOUT: LayoutName = 'grid-dark';
+export const DEFAULT_GRACE_SECONDS = 5;
+
+export interface PageParams {
+  layout: LayoutName;
+  kind: 'grid' | 'speaker';
+  theme: 'light' | 'dark';
+  url: string;
+  /** scheme://host:port of `url`: the only part of it that may be shown. */
+  server: string;
+  token: string;
+  graceMs: number;
+}
+
+export type ParseResult = { ok: true; params: PageParams } | { ok: false; reason: string };
+
+function isLayout(name: string): name is LayoutName {
+  return (LAYOUTS as readonly string[]).includes(name);
+}
+
+/** scheme://host[:port] of a URL, never its path, query or credentials. */
+export function serverOf(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    if (!/^(wss?|https?):$/.test(u.protocol) || u.host === '') return undefined;
+    return `${u.protocol}//${u.host}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Splits "#/grid-dark?url=..&token=.." into the layout name and its parameters. */
+function parseHash(hash: string): { layout: string; query: URLSearchParams } {
+  let h = hash.startsWith('#') ? hash.slice(1) : hash;
+  const q = h.indexOf('?');
+  const path = q >= 0 ? h.slice(0, q) : h;
+  const query = new URLSearchParams(q >= 0 ? h.slice(q + 1) : '');
+  h = path.replace(/^\/+/, '').replace(/\/+$/, '');
+  let layout = '';
+  try {
+    layout = decodeURIComponent(h);
+  } catch {
+    layout = h;
+  }
+  return { layout, query };
+}
+
+export function parseParams(loc: { hash: string; search: string }): ParseResult {
+  const fromHash = parseHash(loc.hash);
+  const fromSearch = new URLSearchParams(loc.search);
+  const get = (name: string): string | null => {
+    const v = fromHash.query.get(name);
+    if (v !== null && v !== '') return v;
+    const w = fromSearch.get(name);
+    return w !== null && w !== '' ? w : null;
+  };
+
+  const layoutName = fromHash.layout || get('layout') || DEFAULT_LAYOUT;
+  if (!isLayout(layoutName)) {
+    // Show at most a short, printable prefix of what was asked for.
+    const shown = layoutName.replace(/[^A-Za-z0-9_.-]/g, '?').slice(0, 40);
+    return { ok: false, reason: `unknown layout "${shown}" (expected one of ${LAYOUTS.join(', ')})` };
+  }
+
+  const url = get('url');
+  if (url === null) return { ok: false, reason: 'missing url parameter' };
+  const server = serverOf(url);
+  if (server === undefined) return { ok: false, reason: 'invalid url parameter (expected ws:// or wss://)' };
+
+  const token = get('token');
+  if (token === null) return { ok: false, reason: 'missing token parameter' };
+
+  let graceMs = DEFAULT_GRACE_SECONDS * 1000;
+  const grace = get('grace');
+  if (grace !== null) {
+    const seconds = Number(grace);
+    if (!/^\d+(\.\d+)?$/.test(grace.trim()) || !Number.isFinite(seconds) || seconds > 86400) {
+      return { ok: false, reason: 'invalid grace parameter (expected seconds, e.g. 5)' };
+    }
+    graceMs = Math.round(seconds * 1000);
+  }
+
+  const [kind, theme] = layoutName.split('-') as ['grid' | 'speaker', 'light' | 'dark'];
+  return { ok: true, params: { layout: layoutName, kind, theme, url, server, token, graceMs } };
+}
