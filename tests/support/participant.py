@@ -23,8 +23,10 @@ import argparse
 import array
 import asyncio
 import datetime
+import logging
 import math
 import os
+import re
 import signal
 import stat
 import sys
@@ -36,8 +38,41 @@ SAMPLE_RATE = 48000
 AUDIO_FRAME_MS = 10
 
 
+_SECRETS: list[str] = []
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]*)?")
+
+
+def redact(text: str) -> str:
+    """No secret, token or JWT-looking string survives (the SDK quotes the token in errors)."""
+    for s in _SECRETS:
+        text = text.replace(s, "****")
+    text = _JWT.sub("****", text)
+    return re.sub(r"(access_token=)[^&\s'\"]*", r"\1****", text)
+
+
+class _Redact(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.msg += " (" + redact(repr(record.exc_info[1])) + ")"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def setup_logging() -> None:
+    """The SDK's own logs (its native library's included) go to stderr, redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Redact())
+    handler.setFormatter(logging.Formatter("participant: %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+
+
 def err(msg: str) -> None:
-    print(f"participant: {msg}", file=sys.stderr, flush=True)
+    print(f"participant: {redact(msg)}", file=sys.stderr, flush=True)
 
 
 def server_of(url: str) -> str:
@@ -165,7 +200,7 @@ async def run(a: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     server = server_of(a.url)
-    token = (
+    token: str = (
         api.AccessToken(a.api_key, a.api_secret)
         .with_identity(a.identity)
         .with_name(a.name or a.identity)
@@ -174,6 +209,7 @@ async def run(a: argparse.Namespace) -> int:
                                      can_subscribe=False, can_publish_data=False))
         .to_jwt()
     )
+    _SECRETS.append(token)
 
     room = rtc.Room()
     left = asyncio.Event()
@@ -185,8 +221,7 @@ async def run(a: argparse.Namespace) -> int:
         err(f"could not connect to {server}: timed out after {a.connect_timeout:g} s")
         return 1
     except Exception as e:  # rtc.ConnectError and friends
-        msg = str(e).replace(token, "****").replace(a.api_secret, "****")
-        err(f"could not connect to {server}: {msg[:300]}")
+        err(f"could not connect to {server}: {redact(str(e))[:300]}")
         return 1
 
     tasks: list[asyncio.Task] = []
@@ -257,6 +292,8 @@ async def run(a: argparse.Namespace) -> int:
 
 def main() -> int:
     a = parse_args(sys.argv[1:])
+    _SECRETS.append(a.api_secret)
+    setup_logging()
     try:
         return asyncio.run(run(a))
     except KeyboardInterrupt:
