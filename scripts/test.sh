@@ -19,6 +19,9 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" 
   export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 fi
 
+step "scripts/build-layouts.sh --check (the embedded layout bundle is the build of its sources)"
+bash scripts/build-layouts.sh --check
+
 step "cargo build --all-targets"
 cargo build --all-targets
 

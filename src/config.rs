@@ -56,7 +56,17 @@ pub struct Input {
     pub height: u32,
     pub depth: u8,
     pub framerate: u32,
+    /// Begin encoding only when the page logs START_RECORDING (always for LiveKit layouts; opt-in
+    /// for custom URLs).
+    pub await_start_signal: bool,
+    /// How long to wait for START_RECORDING before giving up ("nobody joined").
+    pub start_timeout: Duration,
 }
+
+/// Default of `input.start_timeout`.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of `input.template.empty_room_timeout`.
+pub const DEFAULT_EMPTY_ROOM_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -71,6 +81,8 @@ pub struct Template {
     pub auth: TemplateAuth,
     /// A layout page of the user's own, taking `url` and `token` like the built-in ones.
     pub base_url: Option<url::Url>,
+    /// How long the room may be empty (after someone was there) before the recording ends.
+    pub empty_room_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +228,9 @@ struct RawInput {
     height: Option<u32>,
     depth: Option<u8>,
     framerate: Option<u32>,
+    await_start_signal: Option<bool>,
+    #[serde(default, deserialize_with = "duration")]
+    start_timeout: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +242,8 @@ struct RawTemplate {
     token: Option<Secret>,
     room_name: Option<String>,
     base_url: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    empty_room_timeout: Option<Duration>,
 }
 
 #[derive(Default, Deserialize)]
@@ -566,6 +583,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         (Some(url), None) => Source::Url(page_url(&url)?),
         (None, Some(t)) => Source::Template(template(t.0, raw.api_key, raw.api_secret)?),
     };
+    let await_start_signal = match (&source, input.await_start_signal) {
+        (Source::Template(_), Some(false)) => {
+            return Err(field(
+                "input.await_start_signal",
+                "LiveKit layouts always wait for their start signal; remove the field or set it to true",
+            ))
+        }
+        (Source::Template(_), _) => true,
+        (Source::Url(_), given) => given.unwrap_or(false),
+    };
+    let start_timeout = input.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
+    if start_timeout.is_zero() {
+        return Err(field("input.start_timeout", "must be longer than 0s"));
+    }
     let output = output(raw.output.map(|o| o.0).unwrap_or_default(), width, height)?;
     if raw.max_duration == Some(Duration::ZERO) {
         return Err(field("max_duration", "must be longer than 0s"));
@@ -598,6 +629,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             height,
             depth,
             framerate,
+            await_start_signal,
+            start_timeout,
         },
         output,
         max_duration: raw.max_duration,
@@ -767,11 +800,19 @@ fn template(
             }
         }
     };
+    let empty_room_timeout = raw.empty_room_timeout.unwrap_or(DEFAULT_EMPTY_ROOM_TIMEOUT);
+    if empty_room_timeout > Duration::from_secs(3600) {
+        return Err(field(
+            "input.template.empty_room_timeout",
+            "must be at most 1h",
+        ));
+    }
     Ok(Template {
         layout,
         ws_url,
         auth,
         base_url,
+        empty_room_timeout,
     })
 }
 
@@ -1476,6 +1517,48 @@ mod tests {
         assert!(err(with_input(json!({ "url": "   " })))
             .starts_with("config: input.url: must not be empty"));
         assert!(err(with_input(json!({ "url": "https://" }))).starts_with("config: input.url:"));
+    }
+
+    #[test]
+    fn start_signal_fields() {
+        let c = ok(with_input(json!({ "url": "https://e.com" })));
+        assert!(!c.input.await_start_signal);
+        assert_eq!(c.input.start_timeout, DEFAULT_START_TIMEOUT);
+        let c = ok(with_input(
+            json!({ "url": "https://e.com", "await_start_signal": true, "start_timeout": "2m" }),
+        ));
+        assert!(c.input.await_start_signal);
+        assert_eq!(c.input.start_timeout, Duration::from_secs(120));
+        let template =
+            json!({ "layout": "grid-dark", "ws_url": "ws://127.0.0.1:7880", "token": "t" });
+        let c = ok(with_input(json!({ "template": template })));
+        assert!(c.input.await_start_signal, "layouts always wait");
+        assert_eq!(
+            template_of(&c).empty_room_timeout,
+            DEFAULT_EMPTY_ROOM_TIMEOUT
+        );
+        let e = err(with_input(
+            json!({ "template": template, "await_start_signal": false }),
+        ));
+        assert!(
+            e.starts_with("config: input.await_start_signal: LiveKit layouts always wait"),
+            "{e}"
+        );
+        let mut t = template.clone();
+        t["empty_room_timeout"] = json!("12s");
+        let c = ok(with_input(json!({ "template": t })));
+        assert_eq!(template_of(&c).empty_room_timeout, Duration::from_secs(12));
+        t["empty_room_timeout"] = json!("2h");
+        assert!(err(with_input(json!({ "template": t })))
+            .starts_with("config: input.template.empty_room_timeout: must be at most 1h"));
+        assert!(err(with_input(
+            json!({ "url": "https://e.com", "start_timeout": "0s" })
+        ))
+        .starts_with("config: input.start_timeout: must be longer than 0s"));
+        assert!(err(with_input(
+            json!({ "url": "https://e.com", "await_start_signal": "yes" })
+        ))
+        .starts_with("config: input.await_start_signal:"));
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub enum Exit {
     Config = 2,
     /// A required program is not installed; nothing was started.
     MissingProgram = 3,
-    /// The page could not be loaded (unreachable, refused, HTTP error).
+    /// The input failed: the page could not be loaded (unreachable, refused, HTTP error), the
+    /// LiveKit server refused the token or has no such room, or nobody joined in time.
     Input = 4,
     /// The output could not be written or finished.
     Output = 5,

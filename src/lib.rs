@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod layouts;
+pub mod livekit;
 pub mod logging;
 pub mod reaper;
 pub mod run;

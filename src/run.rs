@@ -12,7 +12,8 @@ use actix::prelude::*;
 use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
 use pagecast_actors::process::find_program;
-use pagecast_actors::recording::{Recording, RecordingReport, RecordingSpec};
+use pagecast_actors::recording::{AwaitStart, Recording, RecordingReport, RecordingSpec, Stopper};
+use pagecast_actors::secret::Secret;
 use pagecast_actors::secret::StreamUrl;
 use pagecast_actors::supervision::{
     ChildSpec, Failure, Intensity, Restart, StopTree, Strategy, Supervisor, SupervisorConfig,
@@ -65,6 +66,12 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
     if let Err(outcome) = reach_stream_servers(&config.output.rtmp).await {
         return outcome;
     }
+    let id = recording_id();
+    // A LiveKit room: the token, then the server's word on it, before anything starts.
+    let page = match page_to_record(&config, &id).await {
+        Ok(page) => page,
+        Err(outcome) => return outcome,
+    };
     // S3 is checked before anything starts: a wrong key or bucket must not cost a recording.
     let s3 = match &config.output.s3 {
         Some(s3) => {
@@ -101,10 +108,7 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
     if let Err(e) = crate::reaper::mark(work_dir.path()) {
         tracing::warn!(error = %e, "cannot mark the working directory; a kill would leave it behind");
     }
-    let Source::Url(url) = &config.input.source else {
-        unreachable!("checked before start")
-    };
-    let id = recording_id();
+    let url = &page.url;
     let spec = RecordingSpec {
         id: id.clone(),
         work_dir: work_dir.path().to_path_buf(),
@@ -136,6 +140,8 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
             max_restarts: config.supervision.max_restarts,
             period: config.supervision.within,
         },
+        await_start: page.await_start.clone(),
+        secrets: page.secrets.clone(),
     };
     tracing::info!(
         id = %id,
@@ -156,7 +162,7 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
         _ => None,
     };
-    let signals = actix::spawn(forward_signals(recording.supervisor()));
+    let signals = actix::spawn(forward_signals(recording.stopper()));
     let report = recording.finished().await;
     let stopped = Instant::now();
     signals.abort();
@@ -190,7 +196,72 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         }
     }
     drop(work_dir);
+    drop(page);
     outcome
+}
+
+/// The page a recording shows, and how it starts.
+struct Page {
+    url: url::Url,
+    await_start: Option<AwaitStart>,
+    /// What the page's address carries that must not be logged.
+    secrets: Vec<Secret>,
+    /// Serves the built-in layouts for the length of the run.
+    _server: Option<crate::layouts::LayoutServer>,
+}
+
+/// The page of `config`: its URL as given, or a LiveKit layout's address with a token that the
+/// server has accepted.
+async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
+    let template = match &config.input.source {
+        Source::Url(url) => {
+            return Ok(Page {
+                url: url.clone(),
+                await_start: config.input.await_start_signal.then(|| AwaitStart {
+                    limit: config.input.start_timeout,
+                    missing: "the page did not log START_RECORDING".into(),
+                }),
+                secrets: Vec::new(),
+                _server: None,
+            })
+        }
+        Source::Template(template) => template,
+    };
+    let valid_for = config.max_duration.unwrap_or_default() + config.input.start_timeout;
+    let token = crate::livekit::token_for(template, &format!("pagecast-{id}"), valid_for)
+        .map_err(|e| Outcome::fail(Exit::Config, e))?;
+    crate::livekit::preflight(template, &token)
+        .await
+        .map_err(|e| Outcome::fail(Exit::Input, e))?;
+    let (base, server) = match &template.base_url {
+        Some(base) => (base.clone(), None),
+        None => {
+            let server = crate::layouts::LayoutServer::start().await.map_err(|e| {
+                Outcome::fail(
+                    Exit::Failed,
+                    format!("cannot serve the layouts on 127.0.0.1: {e}"),
+                )
+            })?;
+            (server.base().clone(), Some(server))
+        }
+    };
+    tracing::info!(
+        server = %crate::livekit::server_name(&template.ws_url),
+        layout = template.layout.as_str(),
+        "the LiveKit server accepted the token"
+    );
+    Ok(Page {
+        url: crate::livekit::page_url(&base, template, &token),
+        await_start: Some(AwaitStart {
+            limit: config.input.start_timeout,
+            missing: format!(
+                "nobody joined the room (the layout saw no participant's media at {})",
+                crate::livekit::server_name(&template.ws_url)
+            ),
+        }),
+        secrets: vec![token],
+        _server: server,
+    })
 }
 
 /// What the tree's end means for the user.
@@ -285,6 +356,11 @@ fn judge(
             };
             Outcome::fail(exit, format!("{child} failed: {reason}"))
         }
+        // Waiting for the page's start signal ended without it: the reason says it all
+        // ("nobody joined the room", "the page reported: ..."), whichever child was waiting.
+        TreeExit::StartFailed { failure, .. } if failure.kind == FailureKind::Input => {
+            Outcome::fail(Exit::Input, failure.message.clone())
+        }
         TreeExit::StartFailed { child, failure } => Outcome::fail(
             Exit::for_failure(failure.kind),
             format!(
@@ -305,12 +381,6 @@ fn nothing_worth_keeping(report: &RecordingReport) -> bool {
 
 /// Everything that can be refused before a process starts. Returns the output file.
 fn check_before_start(config: &Config) -> Result<Option<PathBuf>, Outcome> {
-    if matches!(config.input.source, Source::Template(_)) {
-        return Err(Outcome::fail(
-            Exit::Config,
-            "config: input.template: LiveKit layouts are not available in this version yet; record a url",
-        ));
-    }
     let output = config.output.file.clone();
     let missing: Vec<&str> = PROGRAMS
         .iter()
@@ -499,7 +569,7 @@ fn recording_id() -> String {
 }
 
 /// SIGTERM or SIGINT: stop in order. A second one: leave now (children die with us).
-async fn forward_signals(supervisor: Addr<pagecast_actors::supervision::Supervisor>) {
+async fn forward_signals(recording: Stopper) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -512,9 +582,7 @@ async fn forward_signals(supervisor: Addr<pagecast_actors::supervision::Supervis
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "stopping: finishing the file");
-    supervisor.do_send(pagecast_actors::supervision::StopTree {
-        cause: format!("{name} received"),
-    });
+    recording.stop(format!("{name} received"));
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},

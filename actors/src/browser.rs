@@ -8,7 +8,10 @@
 //! nothing of the page is missed; a restarted browser loads the page by itself), [`Shutdown`],
 //! [`Kill`].
 //! Sends: a stop request to its supervisor when the page logs exactly `END_RECORDING` to its
-//! console (pushed by WebDriver BiDi `log.entryAdded`); [`ChildExited`](crate::supervision::ChildExited)
+//! console (pushed by WebDriver BiDi `log.entryAdded`); opens the recording's [`StartGate`] when
+//! the page logs exactly `START_RECORDING`, and closes it with the reason when the page logs
+//! `PAGECAST_ERROR <reason>` (then the browser fails with an input failure: a page that can't do
+//! its job is not fixed by a restart); [`ChildExited`](crate::supervision::ChildExited)
 //! through its link when chromedriver dies, the BiDi socket closes (Chromium is gone), the page
 //! stops answering a liveness probe (a crashed renderer) or the page can't be loaded.
 //! Stops: on `Shutdown` (WebDriver session closed, which quits Chromium; then chromedriver).
@@ -26,12 +29,18 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::audio::AudioInfo;
 use crate::display::DisplayInfo;
+use crate::gate::StartGate;
 use crate::process::{ChildProcess, Stdout};
-use crate::secret::mask_url;
+use crate::secret::{mask_url, Secret};
 use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
 
 /// The console text that ends a recording. Only an exact match counts.
 pub const END_RECORDING: &str = "END_RECORDING";
+/// The console text that says the page's content is there (see [`StartGate`]). Exact match.
+pub const START_RECORDING: &str = "START_RECORDING";
+/// The prefix of a console line by which a page reports that it cannot do its job (a LiveKit
+/// layout that cannot join its room); the rest of the line is the reason.
+pub const PAGE_ERROR_PREFIX: &str = "PAGECAST_ERROR";
 
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(10);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,6 +64,9 @@ pub struct BrowserSpec {
     pub chromium: PathBuf,
     /// Run without Chromium's sandbox (needed as root, and in most containers).
     pub no_sandbox: bool,
+    /// Values the page's address carries that must not be logged (a LiveKit token): replaced by
+    /// `****` in everything the page and chromedriver print.
+    pub secrets: Vec<Secret>,
 }
 
 /// Message: load the page now.
@@ -122,6 +134,9 @@ pub struct BrowserActor {
     /// The BiDi probe awaiting its answer: its id and when it was sent.
     bidi_probe: Option<(u64, Instant)>,
     next_id: u64,
+    /// Opened by the page's START_RECORDING, when the recording waits for it.
+    gate: Option<StartGate>,
+    secrets: Vec<Secret>,
 }
 
 impl BrowserActor {
@@ -132,6 +147,7 @@ impl BrowserActor {
         display: &DisplayInfo,
         audio: &AudioInfo,
         navigate_at_start: bool,
+        gate: Option<StartGate>,
         link: ChildLink,
     ) -> Result<Addr<BrowserActor>, Failure> {
         // A restart starts from a fresh profile: a crashed one may be locked or corrupt.
@@ -147,8 +163,10 @@ impl BrowserActor {
             .env("DISPLAY", display.env())
             .env("PULSE_SERVER", &audio.server)
             .env("PULSE_SINK", &audio.sink);
-        let (driver, stdout) = ChildProcess::spawn("chromedriver", cmd, false, Stdout::Capture)
-            .map_err(|e| e.into_failure())?;
+        let secrets = spec.secrets.iter().map(|s| s.expose().to_owned()).collect();
+        let (driver, stdout) =
+            ChildProcess::spawn_redacting("chromedriver", cmd, false, Stdout::Capture, secrets)
+                .map_err(|e| e.into_failure())?;
         let port =
             tokio::time::timeout(DRIVER_TIMEOUT, read_driver_port(stdout.expect("captured"))).await;
         let port = match port {
@@ -237,6 +255,8 @@ impl BrowserActor {
             bidi: Rc::new(tokio::sync::Mutex::new(bidi)),
             bidi_probe: None,
             next_id: 100,
+            gate,
+            secrets: spec.secrets.clone(),
         };
         Ok(BrowserActor::create(|ctx| {
             ctx.add_stream(events);
@@ -303,6 +323,11 @@ impl BrowserActor {
     fn fail(&mut self, failure: Failure, ctx: &mut Context<Self>) {
         if !self.stopping {
             self.stopping = true;
+            // The encoder's start is waiting for this page: it won't come now. Tell it why rather
+            // than let it wait out its limit (its supervisor can't restart us while it waits).
+            if let Some(gate) = &self.gate {
+                gate.close(failure.clone());
+            }
             self.link.set_exit(ExitReason::Failed(failure));
             let close = self.close();
             ctx.wait(actix::fut::wrap_future(close));
@@ -437,6 +462,44 @@ async fn subscribe_console(
     Ok((sink, events))
 }
 
+/// What a console line means to the recording.
+#[derive(Debug, PartialEq, Eq)]
+enum PageSignal {
+    Start,
+    End,
+    Error(String),
+}
+
+fn page_signal(text: &str) -> Option<PageSignal> {
+    if text == END_RECORDING {
+        return Some(PageSignal::End);
+    }
+    if text == START_RECORDING {
+        return Some(PageSignal::Start);
+    }
+    let reason = text.strip_prefix(PAGE_ERROR_PREFIX)?;
+    // "PAGECAST_ERRORS" is not ours; "PAGECAST_ERROR" alone or followed by a space or colon is.
+    if !(reason.is_empty() || reason.starts_with([' ', ':'])) {
+        return None;
+    }
+    let reason = reason.trim_start_matches(':').trim();
+    let reason = reason.lines().next().unwrap_or_default();
+    Some(PageSignal::Error(if reason.is_empty() {
+        "an unspecified error".to_owned()
+    } else {
+        reason.to_owned()
+    }))
+}
+
+/// `text` with every secret replaced by `****`.
+fn redact(text: &str, secrets: &[Secret]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.expose(), "****");
+    }
+    text
+}
+
 fn parse_console(text: &str) -> Option<PageEvent> {
     let v: Value = serde_json::from_str(text).ok()?;
     if let Some(id) = v.get("id").and_then(Value::as_u64) {
@@ -456,10 +519,34 @@ impl StreamHandler<PageEvent> for BrowserActor {
     fn handle(&mut self, event: PageEvent, ctx: &mut Context<Self>) {
         match event {
             PageEvent::Console { level, text } => {
+                let text = redact(&text, &self.secrets);
                 tracing::debug!(target: "pagecast::page", level = %level, "{text}");
-                if text == END_RECORDING && !self.stopping {
-                    tracing::info!("the page logged END_RECORDING");
-                    self.link.stop_tree("the page logged END_RECORDING");
+                if self.stopping {
+                    return;
+                }
+                match page_signal(&text) {
+                    Some(PageSignal::End) => {
+                        tracing::info!("the page logged END_RECORDING");
+                        if let Some(gate) = &self.gate {
+                            gate.close(Failure::new(
+                                FailureKind::Input,
+                                "the page logged END_RECORDING before START_RECORDING: nothing to record",
+                            ));
+                        }
+                        self.link.stop_tree("the page logged END_RECORDING");
+                    }
+                    Some(PageSignal::Start) if self.gate.as_ref().is_some_and(StartGate::open) => {
+                        tracing::info!("the page logged START_RECORDING: recording starts");
+                    }
+                    Some(PageSignal::Start) => {}
+                    Some(PageSignal::Error(reason)) => {
+                        let failure = Failure::new(
+                            FailureKind::Input,
+                            format!("the page reported: {reason}"),
+                        );
+                        self.fail(failure, ctx);
+                    }
+                    None => {}
                 }
             }
             PageEvent::Reply { id } => {
@@ -521,6 +608,7 @@ impl Handler<Navigate> for BrowserActor {
         let url = self.url.clone();
         let size = self.size;
         let shown = mask_url(url.as_str());
+        let secrets = self.secrets.clone();
         tracing::info!(url = %shown, "loading the page");
         let load = async move {
             match client.goto(url.as_str()).await {
@@ -532,7 +620,10 @@ impl Handler<Navigate> for BrowserActor {
                 Err(e) => {
                     return Err(Failure::new(
                         FailureKind::Input,
-                        format!("could not load {shown}: {}", first_line(&e.to_string())),
+                        format!(
+                            "could not load {shown}: {}",
+                            redact(first_line(&e.to_string()), &secrets)
+                        ),
                     ))
                 }
             }
@@ -609,6 +700,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn page_signals_are_exact() {
+        assert_eq!(page_signal("START_RECORDING"), Some(PageSignal::Start));
+        assert_eq!(page_signal("END_RECORDING"), Some(PageSignal::End));
+        assert_eq!(page_signal("START_RECORDING now"), None);
+        assert_eq!(page_signal(" END_RECORDING"), None);
+        assert_eq!(
+            page_signal("PAGECAST_ERROR could not connect to ws://127.0.0.1:7880: refused"),
+            Some(PageSignal::Error(
+                "could not connect to ws://127.0.0.1:7880: refused".into()
+            ))
+        );
+        assert_eq!(
+            page_signal("PAGECAST_ERROR: bad"),
+            Some(PageSignal::Error("bad".into()))
+        );
+        assert_eq!(
+            page_signal("PAGECAST_ERROR first\nsecond"),
+            Some(PageSignal::Error("first".into()))
+        );
+        assert_eq!(
+            page_signal("PAGECAST_ERROR"),
+            Some(PageSignal::Error("an unspecified error".into()))
+        );
+        assert_eq!(page_signal("PAGECAST_ERRORS happen"), None);
+        assert_eq!(page_signal("error PAGECAST_ERROR x"), None);
+    }
+
+    #[test]
+    fn console_text_is_redacted() {
+        let secrets = [Secret::new("tok.en.x"), Secret::new("")];
+        assert_eq!(
+            redact("joining with tok.en.x (tok.en.x)", &secrets),
+            "joining with **** (****)"
+        );
+    }
+
+    #[test]
     fn only_console_entries_are_events() {
         let entry = r#"{"type":"event","method":"log.entryAdded","params":{"type":"console","level":"info","text":"END_RECORDING","method":"log"}}"#;
         match parse_console(entry) {
@@ -638,6 +766,7 @@ mod tests {
             work_dir: "/tmp/x".into(),
             chromium: "/usr/bin/chromium".into(),
             no_sandbox: false,
+            secrets: Vec::new(),
         };
         let args = chromium_args(&spec, Path::new("/tmp/x/profile"));
         assert!(args.contains(&"--window-size=1280,720".to_owned()));

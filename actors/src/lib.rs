@@ -7,6 +7,7 @@ pub mod audio;
 pub mod browser;
 pub mod display;
 pub mod encoder;
+pub mod gate;
 pub mod process;
 pub mod recording;
 pub mod relay;

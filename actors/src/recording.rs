@@ -15,6 +15,11 @@
 //! encoder writes).
 //! Start order: display, audio, browser (blank page), encoder; at the encoder's first frame the
 //! browser loads the page, so the recording holds the page from its first moment.
+//! With a start signal (`await_start`: LiveKit layouts, or pages that opt in) the browser loads
+//! the page at once and the encoder's start waits on the [`StartGate`] until the page logs
+//! `START_RECORDING`, so the recording begins with the room's media, not an empty page. A page
+//! error, END_RECORDING, a dead browser or a stop request close the gate and end the wait; so does
+//! the time limit, with an input failure ("nobody joined").
 //! Stop order (reverse): encoder (file finished first), browser, audio, display.
 //! Restarts: a dead display or audio takes the media subtree with it (rest-for-one: the browser
 //! and the encoder use them). A dead browser restarts alone and reloads the page while the encoder
@@ -36,8 +41,9 @@ use crate::audio::{AudioActor, AudioInfo, AudioSpec};
 use crate::browser::{BrowserActor, BrowserSpec, Navigate};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
+use crate::gate::StartGate;
 use crate::relay::{RelayActor, RelaySpec};
-use crate::secret::StreamUrl;
+use crate::secret::{Secret, StreamUrl};
 use crate::supervision::{
     ChildSpec, Failure, FailureKind, Intensity, Restart, StopTree, Strategy, Supervisor,
     SupervisorConfig, TreeExit,
@@ -63,6 +69,18 @@ pub struct RecordingSpec {
     pub max_duration: Option<Duration>,
     /// Restart intensity of each supervisor in the tree.
     pub intensity: Intensity,
+    /// Wait (at most this long) for the page's START_RECORDING before encoding.
+    pub await_start: Option<AwaitStart>,
+    /// Values in `url` that must never be logged (a LiveKit token).
+    pub secrets: Vec<Secret>,
+}
+
+/// How the recording waits for the page's START_RECORDING.
+#[derive(Debug, Clone)]
+pub struct AwaitStart {
+    pub limit: Duration,
+    /// The error when the limit passes, e.g. "nobody joined the room": " within 60s" is appended.
+    pub missing: String,
 }
 
 /// What the children of one tree learn from each other as they start.
@@ -75,11 +93,36 @@ struct Wiring {
     first_frame: Option<oneshot::Sender<Instant>>,
     /// The files the encoder wrote, one per start, in order.
     segments: Vec<PathBuf>,
+    /// Set when the encoder waits for the page's START_RECORDING.
+    gate: Option<StartGate>,
+}
+
+/// Stops a recording; cheap to clone, usable from signal handlers.
+#[derive(Clone)]
+pub struct Stopper {
+    supervisor: Addr<Supervisor>,
+    gate: Option<StartGate>,
+}
+
+impl Stopper {
+    /// Asks the recording to stop in order; `cause` is logged. While the encoder still waits for
+    /// the page's start signal, this ends the wait (nothing was recorded).
+    pub fn stop(&self, cause: impl Into<String>) {
+        let cause = cause.into();
+        if let Some(gate) = &self.gate {
+            gate.close(Failure::new(
+                FailureKind::Input,
+                format!("stopped before the page signalled START_RECORDING ({cause}): nothing was recorded"),
+            ));
+        }
+        self.supervisor.do_send(StopTree { cause });
+    }
 }
 
 /// A running recording.
 pub struct Recording {
     supervisor: Addr<Supervisor>,
+    gate: Option<StartGate>,
     exit: oneshot::Receiver<TreeExit>,
     first_frame: Rc<RefCell<Option<Instant>>>,
     wiring: Rc<RefCell<Wiring>>,
@@ -114,8 +157,10 @@ impl Recording {
             .collect::<Result<_, _>>()?;
         let lost_streams = Rc::new(RefCell::new(Vec::new()));
         let (first_tx, first_rx) = oneshot::channel();
+        let gate = spec.await_start.as_ref().map(|_| StartGate::new());
         let wiring = Rc::new(RefCell::new(Wiring {
             first_frame: Some(first_tx),
+            gate: gate.clone(),
             ..Wiring::default()
         }));
         let children = vec![
@@ -145,6 +190,7 @@ impl Recording {
         });
         Ok(Recording {
             supervisor,
+            gate,
             exit,
             first_frame,
             wiring,
@@ -155,12 +201,18 @@ impl Recording {
 
     /// Asks the recording to stop in order; `cause` is logged.
     pub fn stop(&self, cause: impl Into<String>) {
-        self.supervisor.do_send(StopTree {
-            cause: cause.into(),
-        });
+        self.stopper().stop(cause);
     }
 
-    /// The root supervisor's address, for stop requests from elsewhere.
+    /// A handle that stops the recording, for signal handlers and the like.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            supervisor: self.supervisor.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+
+    /// The root supervisor's address.
     pub fn supervisor(&self) -> Addr<Supervisor> {
         self.supervisor.clone()
     }
@@ -420,7 +472,9 @@ fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
         work_dir: spec.work_dir.join("browser"),
         chromium: spec.chromium.clone(),
         no_sandbox: spec.no_sandbox,
+        secrets: spec.secrets.clone(),
     };
+    let awaits_start = spec.await_start.is_some();
     ChildSpec::new(
         "browser",
         Restart::Permanent,
@@ -430,11 +484,21 @@ fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
             async move {
                 let (display, audio) = started_before(&wiring)?;
                 // A restarted browser loads the page at once: its encoder is already recording.
-                let now = link.is_restart();
-                if now {
+                // So does a page the encoder waits for.
+                let restart = link.is_restart();
+                if restart {
                     tracing::warn!("browser restarted: reloading the page");
                 }
-                let addr = BrowserActor::start(&browser, &display, &audio, now, link).await?;
+                let gate = wiring.borrow().gate.clone();
+                let addr = BrowserActor::start(
+                    &browser,
+                    &display,
+                    &audio,
+                    restart || awaits_start,
+                    gate,
+                    link,
+                )
+                .await?;
                 wiring.borrow_mut().browser = Some(addr.clone());
                 Ok(addr)
             }
@@ -458,15 +522,28 @@ fn encoder_child(
     progress: Option<Recipient<EncoderProgress>>,
 ) -> ChildSpec {
     let encoder = spec.encoder.clone();
+    let await_start = spec.await_start.clone();
     // The finalize timeout of the encoder plus its SIGINT/SIGKILL steps fit in this.
     ChildSpec::new(
         "encoder",
         Restart::Permanent,
         Duration::from_secs(15),
         move |link| {
-            let (mut encoder, wiring, progress) =
-                (encoder.clone(), wiring.clone(), progress.clone());
+            let (mut encoder, wiring, progress, await_start) = (
+                encoder.clone(),
+                wiring.clone(),
+                progress.clone(),
+                await_start.clone(),
+            );
             async move {
+                let gate = wiring.borrow().gate.clone();
+                if let (Some(gate), Some(wait)) = (gate, await_start) {
+                    if gate.is_waiting() {
+                        tracing::info!(limit = ?wait.limit, "waiting for the page's START_RECORDING");
+                    }
+                    // Open at once on a restart: the page started long ago.
+                    gate.wait(wait.limit, &wait.missing).await?;
+                }
                 let (display, audio) = started_before(&wiring)?;
                 if let Some(output) = &encoder.output {
                     let mut w = wiring.borrow_mut();

@@ -28,6 +28,7 @@ fn browser_tree(
         work_dir: dir.join("browser"),
         chromium: "/usr/bin/chromium".into(),
         no_sandbox: nix::unistd::geteuid().is_root(),
+        secrets: Vec::new(),
     };
     let (d, a, b) = (display.clone(), audio.clone(), browser.clone());
     let browser_child = ChildSpec::new(
@@ -37,7 +38,8 @@ fn browser_tree(
         move |link| {
             let (spec, d, a, b) = (spec.clone(), d.clone(), a.clone(), b.clone());
             async move {
-                let addr = BrowserActor::start(&spec, &get(&d)?, &get(&a)?, false, link).await?;
+                let addr =
+                    BrowserActor::start(&spec, &get(&d)?, &get(&a)?, false, None, link).await?;
                 *b.borrow_mut() = Some(addr.clone());
                 Ok(addr)
             }

@@ -14,6 +14,92 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
+pub mod livekit;
+
+/// One video frame as RGB pixels, scaled to `width` x `height`.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub width: usize,
+    pub height: usize,
+    pub rgb: Vec<[u8; 3]>,
+}
+
+impl Frame {
+    pub fn at(&self, x: usize, y: usize) -> [u8; 3] {
+        self.rgb[y * self.width + x]
+    }
+
+    /// The share of pixels (0..=1) for which `pred` holds.
+    pub fn share(&self, pred: impl Fn([u8; 3]) -> bool) -> f64 {
+        self.rgb.iter().filter(|p| pred(**p)).count() as f64 / self.rgb.len() as f64
+    }
+
+    /// The share of pixels in the rectangle [x0, x1) x [y0, y1) for which `pred` holds.
+    pub fn share_in(
+        &self,
+        (x0, y0, x1, y1): (usize, usize, usize, usize),
+        pred: impl Fn([u8; 3]) -> bool,
+    ) -> f64 {
+        let mut hits = 0;
+        let mut all = 0;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                all += 1;
+                if pred(self.at(x, y)) {
+                    hits += 1;
+                }
+            }
+        }
+        hits as f64 / all.max(1) as f64
+    }
+}
+
+/// Reddish, bluish, greenish: one channel clearly above the other two (video codecs shift colours a
+/// little, so no exact values).
+pub fn is_red(p: [u8; 3]) -> bool {
+    p[0] > 150 && p[1] < 90 && p[2] < 90
+}
+pub fn is_green(p: [u8; 3]) -> bool {
+    p[1] > 150 && p[0] < 90 && p[2] < 90
+}
+pub fn is_blue(p: [u8; 3]) -> bool {
+    p[2] > 150 && p[0] < 90 && p[1] < 90
+}
+/// Near black / near white.
+pub fn is_dark(p: [u8; 3]) -> bool {
+    p.iter().all(|c| *c < 48)
+}
+pub fn is_light(p: [u8; 3]) -> bool {
+    p.iter().all(|c| *c > 200)
+}
+
+/// The frame of `path` at `at_secs`, scaled to `width` x `height` (ffmpeg, raw RGB).
+pub fn frame_rgb(path: &Path, at_secs: f64, width: usize, height: usize) -> Frame {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{at_secs:.3}"), "-i"])
+        .arg(path)
+        .args([
+            "-frames:v",
+            "1",
+            "-vf",
+            &format!("scale={width}:{height}:flags=area"),
+        ])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success() && out.stdout.len() == width * height * 3,
+        "no frame at {at_secs}s of {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Frame {
+        width,
+        height,
+        rgb: out.stdout.chunks(3).map(|c| [c[0], c[1], c[2]]).collect(),
+    }
+}
+
 /// Held while a heavy test runs; released on drop.
 pub struct HeavyGuard {
     _lock: Flock<File>,

@@ -1,0 +1,343 @@
+//! End to end against a real LiveKit server: rooms with real participants (LiveKit's Python SDK
+//! publishing a solid colour and a tone each), recorded by the `pagecast` binary through its
+//! built-in layouts. Everything runs in a network namespace of the test's own (see
+//! `pagecast_testkit::livekit`), so no packet leaves it.
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
+use pagecast_testkit::{
+    frame_rgb, heavy, is_blue, is_dark, is_green, is_light, is_red, mean_volume_db, probe,
+};
+use serde_json::json;
+
+/// `pagecast` inside the namespace, configured by the env var.
+fn record_in(ns: &Netns, config: &serde_json::Value) -> Run {
+    let mut cmd = ns.command(BIN);
+    cmd.args(["--log-format", "json", "--log-level", "debug"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string());
+    Run::spawn(cmd)
+}
+
+fn media(identity: &str, color: Option<&str>, tone: u32) -> Media {
+    Media {
+        identity: identity.into(),
+        color: color.map(str::to_owned),
+        tone,
+        size: None,
+    }
+}
+
+fn assert_no_secret(run: &Run, secrets: &[&str]) {
+    let out = run.stderr();
+    for secret in secrets {
+        assert!(
+            !out.contains(secret),
+            "a secret leaked into the output:\n{out}"
+        );
+    }
+}
+
+/// The recording's middle frame, small: enough to tell colours and where they are.
+const W: usize = 96;
+const H: usize = 54;
+
+#[test]
+fn grid_dark_records_two_participants_side_by_side_and_ends_when_they_leave() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let (_dir, file) = out_dir();
+    let red = Participant::join(&ns, &server, "standup", media("red", Some("FF0000"), 440));
+    let blue = Participant::join(&ns, &server, "standup", media("blue", Some("0000FF"), 660));
+    let config = json!({
+        "api_key": server.api_key,
+        "api_secret": server.api_secret,
+        "input": { "template": {
+            "layout": "grid-dark", "ws_url": server.ws_url(), "room_name": "standup",
+            "empty_room_timeout": "3s",
+        } },
+        "output": { "file": file },
+    });
+    let mut run = record_in(&ns, &config);
+    let started = run.wait_for("recording starts", Duration::from_secs(60));
+    // Record a while with both in the room.
+    pagecast_testkit::wait_until("6 s of recording", Duration::from_secs(30), || {
+        started.elapsed() >= Duration::from_secs(6)
+    });
+    let left = Instant::now();
+    red.leave();
+    blue.leave();
+    // Nobody left: the layout ends the recording after the grace (3 s) by itself.
+    let (status, exited) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let took = exited.duration_since(left);
+    assert!(
+        took <= Duration::from_secs(3 + 5),
+        "ended {took:?} after the last participant left (grace 3 s)"
+    );
+    assert!(run.stderr().contains("the page logged END_RECORDING"));
+    if let Ok(keep) = std::env::var("PAGECAST_KEEP_RECORDINGS") {
+        let _ = std::fs::copy(&file, std::path::Path::new(&keep).join("grid-dark.mp4"));
+        let _ = std::fs::write(
+            std::path::Path::new(&keep).join("grid-dark.log"),
+            run.stderr(),
+        );
+        let _ = std::fs::write(std::path::Path::new(&keep).join("server.log"), server.log());
+    }
+    assert_no_secret(&run, &[&server.api_secret]);
+    // The page address is logged, with its token masked.
+    assert!(run.stderr().contains("token=****"), "{}", run.stderr());
+
+    let p = probe(&file);
+    assert_eq!(p.video_codec(), "h264");
+    assert_eq!(p.dimensions(), (1920, 1080));
+    assert!(p.duration() >= 6.0, "duration {}", p.duration());
+    assert!(p.has_audio());
+    let volume = mean_volume_db(&file);
+    assert!(
+        volume > -45.0,
+        "the participants' tones are missing: {volume} dB"
+    );
+    // The start is the room, not an empty page: the first second already shows both.
+    for at in [0.5, 3.0] {
+        let f = frame_rgb(&file, at, W, H);
+        let left_half = (0, 0, W / 2, H);
+        let right_half = (W / 2, 0, W, H);
+        let (red_left, blue_right) = (
+            f.share_in(left_half, is_red),
+            f.share_in(right_half, is_blue),
+        );
+        let (blue_left, red_right) = (
+            f.share_in(left_half, is_blue),
+            f.share_in(right_half, is_red),
+        );
+        // Side by side, in either order; each tile fills a good part of its half.
+        let side_by_side =
+            (red_left > 0.3 && blue_right > 0.3) || (blue_left > 0.3 && red_right > 0.3);
+        assert!(
+            side_by_side,
+            "at {at}s: red {red_left:.2}/{red_right:.2}, blue {blue_left:.2}/{blue_right:.2} (left/right)"
+        );
+        // The rest is the dark background.
+        let rest = f.share(|p| !is_red(p) && !is_blue(p));
+        let dark = f.share(is_dark);
+        assert!(
+            dark > rest * 0.8,
+            "at {at}s: only {dark:.2} of the frame is dark, {rest:.2} is neither red nor blue"
+        );
+    }
+    // Which addresses carried the media: the server only ever paired candidates of the namespace.
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("candidate") && l.contains(Netns::ADDR)),
+        "the server log shows no candidates: the check below would prove nothing"
+    );
+    // Every IPv4 address anywhere in the server's debug log (candidates, client addresses, SDP).
+    for line in log.lines() {
+        for word in line.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
+            let is_ipv4 = word.split('.').count() == 4
+                && word
+                    .split('.')
+                    .all(|o| !o.is_empty() && o.parse::<u8>().is_ok());
+            if is_ipv4 {
+                assert!(
+                    word == Netns::ADDR || word.starts_with("127.") || word == "0.0.0.0",
+                    "a candidate outside the namespace: {word} in {line}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn speaker_light_with_a_given_token_shows_the_speaker_large() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let (_dir, file) = out_dir();
+    // A 4:3 camera: the layout keeps its shape (a person is never cropped), so a 16:9 frame
+    // shows the background beside it.
+    let green = Participant::join(
+        &ns,
+        &server,
+        "talk",
+        Media {
+            size: Some((640, 480)),
+            ..media("green", Some("00FF00"), 500)
+        },
+    );
+    // The seed's second form: a token made elsewhere (here by LiveKit's own SDK).
+    let token = sdk_token(&server, "talk");
+    let config = json!({
+        "input": { "template": { "layout": "speaker-light", "ws_url": server.ws_url(), "token": token } },
+        "output": { "file": file },
+        "max_duration": "5s",
+    });
+    let mut run = record_in(&ns, &config);
+    let (status, _) = run.wait(Duration::from_secs(90));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_no_secret(&run, &[&token, &server.api_secret]);
+    let p = probe(&file);
+    assert!(
+        (p.duration() - 5.0).abs() <= 0.6,
+        "duration {}",
+        p.duration()
+    );
+    assert!(
+        mean_volume_db(&file) > -45.0,
+        "the speaker's tone is missing"
+    );
+    let f = frame_rgb(&file, 2.5, W, H);
+    let green_share = f.share(is_green);
+    // 1440x1080 of 1920x1080 is 75%; a label or a margin takes a little.
+    assert!(
+        green_share > 0.6,
+        "the speaker fills only {green_share:.2} of the frame"
+    );
+    let light = f.share(is_light);
+    let rest = 1.0 - green_share;
+    assert!(
+        light > rest * 0.7,
+        "the background is not light: {light:.2} light of {rest:.2} not green"
+    );
+    drop(green);
+}
+
+/// A token from LiveKit's Python server SDK, for the room, subscribe-only and hidden.
+fn sdk_token(server: &LiveKitServer, room: &str) -> String {
+    let python = pagecast_testkit::repo_root().join(".venv/bin/python");
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; from livekit import api; \
+             print(api.AccessToken(sys.argv[1], sys.argv[2]).with_identity('given-token-recorder')\
+             .with_grants(api.VideoGrants(room_join=True, room=sys.argv[3], can_subscribe=True, \
+             can_publish=False, hidden=True, recorder=True)).to_jwt())",
+            &server.api_key,
+            &server.api_secret,
+            room,
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn wrong_secret_missing_room_and_nobody_joining_are_clear_errors() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let (_dir, file) = out_dir();
+    let config = |secret: &str, room: &str, extra: serde_json::Value| {
+        let mut c = json!({
+            "api_key": server.api_key,
+            "api_secret": secret,
+            "input": { "template": { "layout": "grid-light", "ws_url": server.ws_url(), "room_name": room } },
+            "output": { "file": file },
+        });
+        if let Some(obj) = extra.as_object() {
+            for (k, v) in obj {
+                c["input"][k] = v.clone();
+            }
+        }
+        c
+    };
+
+    // A wrong secret: refused by the server before anything starts.
+    let wrong = "a-wrong-secret-that-is-long-enough-0123456789";
+    let began = Instant::now();
+    let mut run = record_in(&ns, &config(wrong, "standup", json!({})));
+    let (status, _) = run.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    let err = run.stderr();
+    assert!(
+        err.contains("rejected the token") && err.contains(&format!("{}:7880", Netns::ADDR)),
+        "{err}"
+    );
+    assert_no_secret(&run, &[wrong, &server.api_secret]);
+    assert!(!file.exists(), "nothing recorded, nothing left");
+    assert!(began.elapsed() < Duration::from_secs(15));
+
+    // The room does not exist: the right key, a room nobody made.
+    let mut run = record_in(&ns, &config(&server.api_secret, "no-such-room", json!({})));
+    let (status, _) = run.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("room \"no-such-room\" does not exist"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!file.exists());
+
+    // The room exists but nobody publishes anything: "nobody joined" after start_timeout.
+    let _listener = Participant::join(&ns, &server, "quiet", media("listener", None, 0));
+    let began = Instant::now();
+    let mut run = record_in(
+        &ns,
+        &config(
+            &server.api_secret,
+            "quiet",
+            json!({ "start_timeout": "4s" }),
+        ),
+    );
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("nobody joined the room"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!file.exists(), "no empty recording left behind");
+    assert!(
+        began.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_no_secret(&run, &[&server.api_secret]);
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_before_anything_starts() {
+    // No WebRTC here, only the pre-flight request: a closed port on loopback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "api_key": "APIkey",
+        "api_secret": "an-api-secret-that-must-not-show-0123456789",
+        "input": { "template": { "layout": "speaker-dark", "ws_url": format!("ws://127.0.0.1:{port}"), "room_name": "r" } },
+        "output": { "file": file },
+    });
+    let began = Instant::now();
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    let (status, _) = run.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    let err = run.stderr();
+    assert!(
+        err.contains(&format!(
+            "cannot reach the LiveKit server at 127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("an-api-secret-that-must-not-show"), "{err}");
+    assert!(
+        !err.contains("Xvfb") && !err.contains("chromedriver"),
+        "nothing started: {err}"
+    );
+    assert!(began.elapsed() < Duration::from_secs(15));
+    assert!(!file.exists());
+}
