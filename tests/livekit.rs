@@ -28,9 +28,12 @@ fn media(identity: &str, color: Option<&str>, tone: u32) -> Media {
         color: color.map(str::to_owned),
         tone,
         size: None,
+        screen: None,
     }
 }
 
+/// Neither the given secrets nor any JWT (pagecast's own tokens included: a JWT's header always
+/// encodes to `eyJ`) appear anywhere in pagecast's output, at debug level.
 fn assert_no_secret(run: &Run, secrets: &[&str]) {
     let out = run.stderr();
     for secret in secrets {
@@ -39,6 +42,10 @@ fn assert_no_secret(run: &Run, secrets: &[&str]) {
             "a secret leaked into the output:\n{out}"
         );
     }
+    assert!(
+        !out.contains("eyJ"),
+        "a token leaked into the output:\n{out}"
+    );
 }
 
 /// The recording's middle frame, small: enough to tell colours and where they are.
@@ -206,6 +213,47 @@ fn speaker_light_with_a_given_token_shows_the_speaker_large() {
         "the background is not light: {light:.2} light of {rest:.2} not green"
     );
     drop(green);
+}
+
+#[test]
+fn speaker_dark_shows_a_screen_share_large_and_the_others_small() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let (_dir, file) = out_dir();
+    // The speaker (a tone) has a red camera; the presenter, silent, shares a blue screen.
+    let _speaker = Participant::join(&ns, &server, "demo", media("speaker", Some("FF0000"), 440));
+    let _presenter = Participant::join(
+        &ns,
+        &server,
+        "demo",
+        Media {
+            screen: Some("0000FF".into()),
+            ..media("presenter", Some("00FF00"), 0)
+        },
+    );
+    let config = json!({
+        "api_key": server.api_key,
+        "api_secret": server.api_secret,
+        "input": { "template": { "layout": "speaker-dark", "ws_url": server.ws_url(), "room_name": "demo" } },
+        "output": { "file": file },
+        "max_duration": "4s",
+    });
+    let mut run = record_in(&ns, &config);
+    let (status, _) = run.wait(Duration::from_secs(90));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_no_secret(&run, &[&server.api_secret]);
+    let f = frame_rgb(&file, 3.0, W, H);
+    let (blue, red, green) = (f.share(is_blue), f.share(is_red), f.share(is_green));
+    assert!(
+        blue > 0.4,
+        "the screen share is not the main tile: blue {blue:.2}"
+    );
+    assert!(
+        red > 0.005 && red < blue / 4.0 && green > 0.005 && green < blue / 4.0,
+        "the cameras are not small tiles: red {red:.2}, green {green:.2}, blue {blue:.2}"
+    );
+    assert!(f.share(is_dark) > 0.05, "no dark background");
 }
 
 /// A token from LiveKit's Python server SDK, for the room, subscribe-only and hidden.

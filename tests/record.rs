@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use pagecast_testkit::{alive, descendants, heavy, mean_volume_db, probe, test_page, wait_until};
+use pagecast_testkit::{
+    alive, descendants, frame_rgb, heavy, is_green, mean_volume_db, probe, test_page, wait_until,
+};
 use serde_json::json;
 
 #[test]
@@ -247,4 +249,99 @@ fn leftover_work_dir(tree: &[(u32, String)]) -> Option<std::path::PathBuf> {
             })
             .map(|p| p.to_path_buf())
     })
+}
+
+#[test]
+fn a_page_that_opts_in_is_recorded_from_its_start_signal() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("start.html", "ms=2500"), "width": 640, "height": 360,
+                   "await_start_signal": true },
+        "output": { "file": file },
+        "max_duration": "3s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert!(run.stderr().contains("the page logged START_RECORDING"));
+    let p = probe(&file);
+    assert!(
+        (p.duration() - 3.0).abs() <= 0.5,
+        "max_duration counts from the start signal: duration {}",
+        p.duration()
+    );
+    // The page was red for 2.5 s before its signal: none of that is in the file.
+    let first = frame_rgb(&file, 0.0, 32, 18);
+    assert!(
+        first.share(is_green) > 0.95,
+        "the first frame is not the started page: {:?}",
+        first.at(16, 9)
+    );
+}
+
+#[test]
+fn start_signal_errors_and_timeouts_are_input_failures_without_a_file() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let run_with = |query: &str, timeout: &str| {
+        let config = json!({
+            "input": { "url": test_page("start.html", query), "width": 640, "height": 360,
+                       "await_start_signal": true, "start_timeout": timeout },
+            "output": { "file": file },
+        });
+        let mut run = Run::start(&config, &[]);
+        let (status, _) = run.wait(Duration::from_secs(60));
+        (status, run.stderr())
+    };
+    let (status, err) = run_with("ms=500&error=cannot%20join%20the%20room", "30s");
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "pagecast: the page reported: cannot join the room"),
+        "{err}"
+    );
+    assert!(!file.exists(), "nothing recorded, no file");
+
+    let began = std::time::Instant::now();
+    let (status, err) = run_with("never=1", "3s");
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("pagecast: the page did not log START_RECORDING within 3s"),
+        "{err}"
+    );
+    assert!(!file.exists());
+    assert!(began.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_start_signal_ends_promptly() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("start.html", "never=1"), "width": 640, "height": 360,
+                   "await_start_signal": true, "start_timeout": "5m" },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for(
+        "waiting for the page's START_RECORDING",
+        Duration::from_secs(60),
+    );
+    let sent = std::time::Instant::now();
+    run.signal(Signal::SIGTERM);
+    let (status, exited) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    assert!(
+        exited - sent < Duration::from_secs(5),
+        "took {:?}",
+        exited - sent
+    );
+    assert!(
+        run.stderr()
+            .contains("stopped before the page signalled START_RECORDING"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!file.exists());
 }

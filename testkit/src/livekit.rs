@@ -238,6 +238,8 @@ pub struct Media {
     pub tone: u32,
     /// The camera's size (default 640x360).
     pub size: Option<(u32, u32)>,
+    /// `RRGGBB`: also share a screen (1280x720) of this colour.
+    pub screen: Option<String>,
 }
 
 /// A participant (tests/support/participant.py) in a room; leaves on drop.
@@ -270,6 +272,9 @@ impl Participant {
             Some(color) => cmd.args(["--color", color]),
             None => cmd.arg("--no-video"),
         };
+        if let Some(screen) = &media.screen {
+            cmd.args(["--screen", screen]);
+        }
         if let Some((w, h)) = media.size {
             cmd.args(["--size", &format!("{w}x{h}")]);
         }
