@@ -1,0 +1,1465 @@
+#!/usr/bin/env python3
+"""pagecast benchmark harness (issue #8). Run it with `bench/run.sh` (see BENCHMARKS.md).
+
+What it measures, each contender run alternately and repeated (medians):
+  pagecast  target/release/pagecast record --config FILE (the same page, the same time)
+  baseline  a plain script: the same Xvfb, PulseAudio sink, Chromium (same flags, same page) and
+            ffmpeg with the same arguments pagecast uses (read from the /proc of a pagecast run
+            of the same size and frame rate, not copied by hand), ffmpeg stopped with `q`
+  seed      the same plain script with the seed (LiveKit recorder) ffmpeg arguments
+
+Every run gets a cgroup v1 of its own (cpuacct + memory); each process is moved into it before
+it execs, so every descendant is counted, including processes that exit early. Everything that a
+run starts is killed at the end (cgroup kill), even on error, and the cgroups are removed.
+Each measured run holds the machine-wide heavy-test lock (/tmp/pagecast-heavy-tests.lock).
+
+Standard library only (plus boto3 from the project's venv, for the S3 section).
+"""
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import http.server
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = os.path.join(ROOT, "bench", "pages")
+CG_ROOTS = {"cpuacct": "/sys/fs/cgroup/cpuacct", "memory": "/sys/fs/cgroup/memory"}
+CG_PREFIX = "pagecast-bench-"
+LOCK_PATH = os.path.join(tempfile.gettempdir(), "pagecast-heavy-tests.lock")
+SETTLE = 3.0  # seconds after the first frame before steady state is measured
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def now():
+    return time.monotonic()
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def heavy_lock():
+    """The test suite's machine-wide lock: test recordings and measurements never overlap."""
+    with open(LOCK_PATH, "a") as f:
+        t = now()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        waited = now() - t
+        if waited > 1:
+            log(f"waited {waited:.0f} s for the heavy-test lock")
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------
+# cgroups and processes
+# ---------------------------------------------------------------------------------------------
+
+
+class Cgroup:
+    """A cgroup v1 pair (cpuacct + memory) for one run."""
+
+    def __init__(self, name):
+        self.name = CG_PREFIX + name
+        self.dirs = {k: os.path.join(v, self.name) for k, v in CG_ROOTS.items()}
+        for d in self.dirs.values():
+            os.makedirs(d, exist_ok=True)
+
+    def wrap(self, argv):
+        """argv run so that it joins this cgroup before exec and dies with the harness."""
+        procs = " ".join(os.path.join(d, "cgroup.procs") for d in self.dirs.values())
+        script = f'for f in {procs}; do echo $$ > "$f"; done; exec "$@"'
+        return ["setpriv", "--pdeathsig", "KILL", "sh", "-c", script, "sh"] + list(argv)
+
+    def usage(self):
+        """CPU seconds of everything that ran in the cgroup so far."""
+        with open(os.path.join(self.dirs["cpuacct"], "cpuacct.usage")) as f:
+            return int(f.read()) / 1e9
+
+    def mem_max(self):
+        with open(os.path.join(self.dirs["memory"], "memory.max_usage_in_bytes")) as f:
+            return int(f.read())
+
+    def pids(self):
+        try:
+            with open(os.path.join(self.dirs["cpuacct"], "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+    def kill(self, timeout=10):
+        """SIGKILL everything in the cgroup until it is empty. Returns what was still there."""
+        left = self.pids()
+        end = now() + timeout
+        while self.pids() and now() < end:
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        return left
+
+    def remove(self):
+        self.kill()
+        for d in self.dirs.values():
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def remove_stale_cgroups():
+    for root in CG_ROOTS.values():
+        for name in os.listdir(root):
+            if name.startswith(CG_PREFIX):
+                cg = Cgroup.__new__(Cgroup)
+                cg.name = name
+                cg.dirs = {k: os.path.join(v, name) for k, v in CG_ROOTS.items()}
+                cg.remove()
+
+
+def proc_stat(pid):
+    """(comm, cpu seconds of the process itself) from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    comm = s[s.index("(") + 1 : s.rindex(")")]
+    fields = s[s.rindex(")") + 2 :].split()
+    return comm, (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode() for a in f.read().split(b"\0")[:-1]]
+    except OSError:
+        return None
+
+
+def proc_environ(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            items = f.read().split(b"\0")
+    except OSError:
+        return {}
+    env = {}
+    for item in items:
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            env[k.decode()] = v.decode(errors="replace")
+    return env
+
+
+def proc_vm(pid, key):
+    """VmHWM / VmRSS of a process, bytes."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def category(comm, argv):
+    comm = comm.lower()
+    if comm.startswith("chrom") and "driver" not in comm:
+        return "chromium"
+    for name in ("chromedriver", "ffmpeg", "xvfb", "pulseaudio", "pagecast", "pactl", "setpriv"):
+        if comm.startswith(name):
+            return name
+    if argv and "chromium" in " ".join(argv[:1]):
+        return "chromium"
+    return "other"
+
+
+class ProcWatch:
+    """Samples /proc for the processes of a cgroup: per-category CPU (the most each process was
+    seen to use), and the pagecast process's CPU and memory."""
+
+    def __init__(self, cg, main_pid=None, every=0.25):
+        self.cg, self.main_pid, self.every = cg, main_pid, every
+        self.cpu = {}  # pid -> (category, seconds)
+        self.main_cpu = []  # (t, seconds)
+        self.main_hwm = 0
+        self.main_rss = []  # (t, bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def sample(self):
+        for pid in self.cg.pids():
+            st = proc_stat(pid)
+            if st:
+                comm, cpu = st
+                cat = self.cpu.get(pid, (None, 0))[0] or category(comm, proc_cmdline(pid))
+                self.cpu[pid] = (cat, max(cpu, self.cpu.get(pid, (cat, 0))[1]))
+        if self.main_pid:
+            st = proc_stat(self.main_pid)
+            if st:
+                self.main_cpu.append((now(), st[1]))
+            hwm = proc_vm(self.main_pid, "VmHWM")
+            if hwm:
+                self.main_hwm = max(self.main_hwm, hwm)
+            rss = proc_vm(self.main_pid, "VmRSS")
+            if rss:
+                self.main_rss.append((now(), rss))
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+    def by_category(self):
+        out = {}
+        for cat, cpu in self.cpu.values():
+            out[cat] = out.get(cat, 0) + cpu
+        return out
+
+    def main_cpu_between(self, t0, t1):
+        """CPU seconds of the main process between two instants (nearest samples)."""
+        if not self.main_cpu:
+            return None
+        a = min(self.main_cpu, key=lambda s: abs(s[0] - t0))
+        b = min(self.main_cpu, key=lambda s: abs(s[0] - t1))
+        if b[0] <= a[0]:
+            return None
+        return (b[1] - a[1]) / (b[0] - a[0])
+
+
+def spawn(cg, argv, env=None, **kw):
+    """Starts argv in cg, in a process group of its own."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.Popen(cg.wrap(argv), env=full_env, start_new_session=True, **kw)
+
+
+def kill_group(p, sig=signal.SIGTERM):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, sig)
+
+
+# ---------------------------------------------------------------------------------------------
+# the page server (loopback): serves bench/pages and records when a page reports an instant
+# ---------------------------------------------------------------------------------------------
+
+
+class PageServer:
+    def __init__(self):
+        marks = self.marks = {}
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=PAGES, **kw)
+
+            def do_POST(self):
+                if self.path.startswith("/mark/"):
+                    marks.setdefault(self.path[6:], []).append(now())
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, page, **query):
+        q = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"http://127.0.0.1:{self.port}/{page}" + (f"?{q}" if q else "")
+
+    def take_mark(self, name):
+        return (self.marks.pop(name, None) or [None])[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# reading recordings
+# ---------------------------------------------------------------------------------------------
+
+
+def probe(path):
+    """Streams of a recording: codec, start, duration, packets."""
+    out = run(
+        ["ffprobe", "-v", "error", "-count_packets", "-show_entries",
+         "stream=codec_type,codec_name,start_time,duration,nb_read_packets,pix_fmt,width,height",
+         "-show_entries", "format=duration", "-of", "json", path]
+    )
+    if out.returncode != 0:
+        return None
+    j = json.loads(out.stdout)
+    res = {"duration": float(j.get("format", {}).get("duration", "nan"))}
+    for s in j.get("streams", []):
+        t = s.get("codec_type")
+        res[t] = {
+            "codec": s.get("codec_name"),
+            "start": float(s.get("start_time", "nan")),
+            "duration": float(s.get("duration", "nan")),
+            "packets": int(s.get("nb_read_packets", 0)),
+            "pix_fmt": s.get("pix_fmt"),
+        }
+    return res
+
+
+def frame_stats(path, keys=("YAVG", "UAVG")):
+    """Per video frame: (pts_time, {key: value}) from signalstats."""
+    vf = "signalstats,metadata=mode=print:file=-"
+    out = run(["ffmpeg", "-v", "error", "-i", path, "-map", "0:v", "-vf", vf, "-f", "null", "-"])
+    frames, cur = [], None
+    for line in out.stdout.splitlines():
+        m = re.match(r"frame:\d+\s+pts:\S+\s+pts_time:(\S+)", line)
+        if m:
+            cur = (float(m.group(1)), {})
+            frames.append(cur)
+            continue
+        m = re.match(r"lavfi\.signalstats\.(\w+)=(\S+)", line)
+        if m and cur and m.group(1) in keys:
+            cur[1][m.group(1)] = float(m.group(2))
+    return frames
+
+
+def audio_peaks(path, block=44):
+    """Per block of `block` samples (1 ms at 44.1 kHz): (pts_time, peak dBFS)."""
+    af = (f"asetnsamples=n={block}:p=0,astats=metadata=1:reset=1,"
+          "ametadata=mode=print:key=lavfi.astats.Overall.Peak_level:file=-")
+    out = run(["ffmpeg", "-v", "error", "-i", path, "-map", "0:a", "-af", af, "-f", "null", "-"])
+    res, t = [], None
+    for line in out.stdout.splitlines():
+        m = re.match(r"frame:\d+\s+pts:\S+\s+pts_time:(\S+)", line)
+        if m:
+            t = float(m.group(1))
+            continue
+        m = re.match(r"lavfi\.astats\.Overall\.Peak_level=(\S+)", line)
+        if m and t is not None:
+            v = m.group(1)
+            res.append((t, -200.0 if "inf" in v else float(v)))
+    return res
+
+
+def first_content_time(path, min_u=150):
+    """pts of the first frame showing the bench page (its blue: high U), and of the first frame."""
+    frames = frame_stats(path)
+    if not frames:
+        return None, None
+    for t, s in frames:
+        if s.get("UAVG", 0) > min_u:
+            return t, frames[0][0]
+    return None, frames[0][0]
+
+
+def av_offsets(path, fps):
+    """Flash onsets (frames turning white) vs beep onsets in a recording of avsync.html.
+    A flash's onset is taken half a frame before the first white frame (it appeared somewhere
+    in the frame interval before that capture). Returns offsets audio - video, in ms."""
+    frames = frame_stats(path, keys=("YAVG",))
+    v_on, prev = [], None
+    for t, s in frames:
+        white = s.get("YAVG", 0) > 128
+        if white and prev is False:
+            v_on.append(t - 0.5 / fps)
+        prev = white
+    peaks = audio_peaks(path)
+    a_on, quiet = [], 0
+    for t, db in peaks:
+        if db > -20 and quiet >= 50:
+            a_on.append(t)
+        quiet = quiet + 1 if db < -30 else 0
+    offsets = []
+    for v in v_on:
+        near = [a for a in a_on if abs(a - v) < 0.7]
+        if near:
+            a = min(near, key=lambda a: abs(a - v))
+            offsets.append(round((a - v) * 1000, 1))
+    return {"flashes": len(v_on), "beeps": len(a_on), "offsets_ms": offsets}
+
+
+def ssim(encoded, reference):
+    """SSIM of an encode against the lossless reference of the same run (Y and All)."""
+    lavfi = ("[0:v]setpts=PTS-STARTPTS,format=yuv444p[a];"
+             "[1:v]setpts=PTS-STARTPTS,format=yuv444p[b];[a][b]ssim")
+    out = run(["ffmpeg", "-hide_banner", "-i", encoded, "-i", reference, "-lavfi", lavfi,
+               "-f", "null", "-"])
+    m = re.search(r"SSIM Y:([\d.]+).*?All:([\d.]+)", out.stderr)
+    if not m:
+        return None
+    return {"y": float(m.group(1)), "all": float(m.group(2))}
+
+
+# ---------------------------------------------------------------------------------------------
+# the contenders
+# ---------------------------------------------------------------------------------------------
+
+
+class Setup:
+    """What the plain script needs to start the same processes as pagecast: the argv (and the
+    environment that matters) of pagecast's Xvfb, PulseAudio, Chromium and ffmpeg, read from
+    /proc while a pagecast recording of the same size and frame rate ran."""
+
+    def __init__(self, procs):
+        self.procs = procs  # category -> {"argv": [...], "env": {...}}
+
+    @staticmethod
+    def capture(pids):
+        procs = {}
+        for pid in pids:
+            argv = proc_cmdline(pid)
+            st = proc_stat(pid)
+            if not argv or not st:
+                continue
+            cat = category(st[0], argv)
+            if cat == "chromium" and any(a.startswith("--type=") for a in argv):
+                continue  # a helper: Chromium starts its own
+            if cat == "ffmpeg" and "x11grab" not in argv:
+                continue
+            if cat in ("xvfb", "pulseaudio", "chromium", "ffmpeg") and cat not in procs:
+                procs[cat] = {"argv": argv, "env": proc_environ(pid)}
+        missing = {"xvfb", "pulseaudio", "chromium", "ffmpeg"} - set(procs)
+        if missing:
+            raise RuntimeError(f"could not find pagecast's {', '.join(sorted(missing))} in /proc")
+        return Setup(procs)
+
+    def ffmpeg_args(self):
+        """pagecast's ffmpeg arguments, as a template: display, source and file are filled in."""
+        argv = list(self.procs["ffmpeg"]["argv"][1:])
+        out = []
+        for i, a in enumerate(argv):
+            if i > 0 and argv[i - 1] == "-i" and a.startswith(":"):
+                out.append("{display}.0+0,0")
+            elif a.endswith(".monitor"):
+                out.append("{monitor}")
+            elif i == len(argv) - 1:
+                out.append("{output}")
+            else:
+                out.append(a)
+        return out
+
+    def ffmpeg_env(self):
+        env = self.procs["ffmpeg"]["env"]
+        return {k: env[k] for k in ("PULSE_LATENCY_MSEC",) if k in env}
+
+
+def seed_ffmpeg_args(w, h, fps):
+    """The seed's (LiveKit recorder's) ffmpeg arguments, as issue #8 lists them: pulse + x11grab
+    inputs with 1024-deep thread queues and -probesize 42M, AAC 128k at 44.1 kHz with
+    aresample=async=1, libx264 veryfast + zerolatency at 2976k (maxrate 2976k, bufsize 5952k),
+    no -pix_fmt (so 4:4:4). The -progress hook is the harness's, to see the first frame."""
+    return [
+        "-hide_banner", "-loglevel", "warning", "-nostats", "-progress", "pipe:1",
+        "-stats_period", "0.5",
+        "-thread_queue_size", "1024", "-probesize", "42M", "-f", "pulse", "-ac", "2",
+        "-i", "{monitor}",
+        "-thread_queue_size", "1024", "-probesize", "42M", "-f", "x11grab",
+        "-video_size", f"{w}x{h}", "-framerate", str(fps), "-i", "{display}.0+0,0",
+        "-c:a", "aac", "-b:a", "128k", "-ar", "44100", "-af", "aresample=async=1",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+        "-b:v", "2976k", "-maxrate", "2976k", "-bufsize", "5952k",
+        "-y", "{output}",
+    ]
+
+
+def reference_output(args, path):
+    """A lossless second output of the same ffmpeg: the reference SSIM is measured against."""
+    # The x11grab input's index: pagecast's ffmpeg opens it first, the seed's second.
+    inputs = [args[i + 1] for i in range(len(args) - 1) if args[i] == "-i"]
+    vidx = next(i for i, a in enumerate(inputs) if "{display}" in a)
+    return args + ["-map", f"{vidx}:v", "-an", "-c:v", "libx264", "-preset", "ultrafast",
+                   "-qp", "0", "-pix_fmt", "yuv444p", "-f", "matroska", "-y", path]
+
+
+class Progress:
+    """Reads ffmpeg's -progress blocks; notes when the first frame was encoded."""
+
+    def __init__(self, stream):
+        self.first = None
+        self.last = {}
+        self.blocks = 0
+        self._t = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _read(self, stream):
+        cur = {}
+        for line in stream:
+            line = line.strip()
+            if "=" not in line:
+                continue
+            k, v = line.split("=", 1)
+            cur[k] = v
+            if k == "frame" and self.first is None and v.isdigit() and int(v) > 0:
+                self.first = now()
+            if k == "progress":
+                self.last = cur
+                self.blocks += 1
+                cur = {}
+
+
+class FileWatch:
+    """Notes when a file first has content: ffmpeg writes the MP4 header once its first video
+    (and audio) frame went through, so this is the first frame's instant, for every contender
+    alike, without the up-to-0.5 s lag of ffmpeg's progress reports."""
+
+    def __init__(self, path):
+        self.first = None
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, args=(path,), daemon=True).start()
+
+    def _loop(self, path):
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_size > 0:
+                    self.first = now()
+                    return
+            time.sleep(0.005)
+
+    def stop(self):
+        self._stop.set()
+
+
+class LogWatch:
+    """Reads pagecast's JSON log (stderr); notes when each message first arrived."""
+
+    def __init__(self, stream):
+        self.seen = {}
+        self.lines = []
+        self._t = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _read(self, stream):
+        for line in stream:
+            t = now()
+            try:
+                j = json.loads(line)
+            except ValueError:
+                self.lines.append({"message": line.strip()})
+                continue
+            self.lines.append(j)
+            self.seen.setdefault(j.get("message", ""), (t, j))
+
+    def join(self, timeout=5):
+        self._t.join(timeout)
+
+
+def wait_for(pred, timeout, every=0.02):
+    end = now() + timeout
+    while now() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    return None
+
+
+def sleep_until(t):
+    d = t - now()
+    if d > 0:
+        time.sleep(d)
+
+
+class Bench:
+    def __init__(self, args, pagecast, work):
+        self.args = args
+        self.pagecast = pagecast
+        self.work = work
+        self.server = PageServer()
+        self.setups = {}  # (w, h, fps) -> Setup
+        self.n = 0
+
+    def tmp(self, name):
+        self.n += 1
+        d = os.path.join(self.work, f"{self.n:03d}-{name}")
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    # ---- pagecast -----------------------------------------------------------------------------
+
+    def run_pagecast(self, w, h, fps, page, duration, stop="sigterm", s3=None, label="pagecast"):
+        """One pagecast recording. stop: "sigterm" (after `duration` s from the first frame) or
+        "end" (the page logs END_RECORDING after `duration` s)."""
+        d = self.tmp(label)
+        out = os.path.join(d, "out.mp4")
+        query = {"end": duration} if stop == "end" else {}
+        config = {"input": {"url": self.server.url(page, **query), "width": w, "height": h,
+                            "framerate": fps}, "output": {}}
+        if s3:
+            config["output"]["s3"] = s3
+        else:
+            config["output"]["file"] = out
+        cfg_path = os.path.join(d, "config.json")
+        with open(cfg_path, "w") as f:
+            json.dump(config, f)
+        cg = Cgroup(f"{self.n}")
+        res = {"contender": label, "size": f"{w}x{h}", "fps": fps, "page": page}
+        p = None
+        try:
+            with heavy_lock():
+                t_launch = now()
+                p = spawn(cg, [self.pagecast, "record", "--config", cfg_path,
+                               "--log-format", "json"],
+                          env={"PAGECAST_LOG": "info"}, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                # The wrapper execs into pagecast: same pid.
+                filewatch = FileWatch(out)
+                logs = LogWatch(p.stderr)
+                watch = ProcWatch(cg, main_pid=p.pid)
+                first = wait_for(lambda: logs.seen.get("encoder running"), 40)
+                if not first or p.poll() is not None:
+                    raise RuntimeError(f"pagecast did not start: {logs.lines[-5:]}")
+                # The first frame: the file's first bytes (S3 only: pagecast's own log line).
+                t_ready = first[0]
+                t_first = (filewatch.first or t_ready) if not s3 else t_ready
+                filewatch.stop()
+                res["launch_to_ready_logged"] = t_ready - t_launch
+                if (w, h, fps) not in self.setups:
+                    self.setups[(w, h, fps)] = Setup.capture(cg.pids())
+                sleep_until(t_first + SETTLE)
+                u0, t0 = cg.usage(), now()
+                if stop == "sigterm":
+                    sleep_until(t_first + duration)
+                    u1, t1 = cg.usage(), now()
+                    watch.sample()
+                    os.kill(p.pid, signal.SIGTERM)
+                    t_stop = now()
+                    rc = p.wait(timeout=60 + (120 if s3 else 0))
+                    t_exit = now()
+                else:
+                    rc = p.wait(timeout=duration + 60)
+                    t_exit = now()
+                    t_stop = self.server.take_mark("end")
+                    u1, t1 = None, t_stop
+                    res["end_to_exit"] = (t_exit - t_stop) if t_stop else None
+                watch.stop()
+                logs.join()
+                leftover = cg.pids()
+                u_total, mem = cg.usage(), cg.mem_max()
+            res.update(self._common(cg, t_launch, t_first, t0, u0, t1, u1, t_stop, t_exit,
+                                    u_total, mem, watch))
+            res["exit_code"] = rc
+            res["leftover_processes"] = len(leftover)
+            if stop == "sigterm":
+                res["stop_to_exit"] = t_exit - t_stop
+            if stop == "sigterm":
+                res["pagecast_core_share_steady"] = watch.main_cpu_between(t_first + SETTLE, t1)
+            res["pagecast_cpu_total"] = watch.main_cpu[-1][1] if watch.main_cpu else None
+            res["pagecast_peak_rss"] = watch.main_hwm
+            fin = logs.seen.get("encoder finished the file")
+            if fin:
+                j = fin[1]
+                res["frames_reported"] = j.get("frames")
+                res["drop_frames"] = j.get("dropped")
+                res["dup_frames"] = j.get("duplicated")
+            if s3:
+                done = logs.seen.get("S3 object complete")
+                res["s3_complete_after_stop"] = (done[0] - t_stop) if done else None
+                res["s3_stop_to_complete_logged"] = done[1].get("stop_to_complete") if done else None
+                res["rss_samples"] = [(round(t - t_launch, 1), r) for t, r in watch.main_rss[::4]]
+            else:
+                res.update(self._file(out, fps, t_first, t_stop))
+            res["log_tail"] = [l.get("message") for l in logs.lines[-3:]] if rc != 0 else None
+            return res, out
+        finally:
+            if p and p.poll() is None:
+                kill_group(p, signal.SIGKILL)
+            cg.remove()
+
+    def ensure_setup(self, w, h, fps):
+        """A short pagecast run to read its processes' arguments, if none ran at this size yet."""
+        if (w, h, fps) not in self.setups:
+            log(f"reading pagecast's arguments for {w}x{h}@{fps} (a short, unmeasured run)")
+            self.run_pagecast(w, h, fps, "canvas.html", SETTLE + 1, label="pagecast-setup")
+
+    # ---- the plain script (baseline and seed) -------------------------------------------------
+
+    def run_plain(self, w, h, fps, page, duration, ffargs, label, reference=None,
+                  chromium_extra=(), xrandr_rate=None):
+        """The plain script: the same Xvfb, PulseAudio sink, Chromium and an ffmpeg with `ffargs`
+        (a template), stopped with `q` after `duration` s from its first frame."""
+        setup = self.setups[(w, h, fps)]
+        d = self.tmp(label)
+        out = os.path.join(d, "out.mp4")
+        cg = Cgroup(f"{self.n}")
+        res = {"contender": label, "size": f"{w}x{h}", "fps": fps, "page": page}
+        procs = []
+        try:
+            with heavy_lock():
+                t_launch = now()
+                # Xvfb, exactly as pagecast starts it (its display number through -displayfd).
+                rfd, wfd = os.pipe()
+                xargv = list(setup.procs["xvfb"]["argv"])
+                xargv[xargv.index("-displayfd") + 1] = str(wfd)
+                xvfb = spawn(cg, xargv, pass_fds=(wfd,), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+                procs.append(xvfb)
+                os.close(wfd)
+                with os.fdopen(rfd) as r:
+                    display = ":" + r.readline().strip()
+                if display == ":":
+                    raise RuntimeError("Xvfb did not report a display")
+                if xrandr_rate:
+                    set_refresh_rate(display, w, h, xrandr_rate)
+                # PulseAudio: the same daemon arguments, in a runtime directory of this run.
+                penv_old = setup.procs["pulseaudio"]["env"]
+                old_dir = penv_old.get("PULSE_RUNTIME_PATH")
+                rt = os.path.join(d, "pulse")
+                os.makedirs(rt)
+                sub = (lambda s: s.replace(old_dir, rt)) if old_dir else (lambda s: s)
+                pargv = [sub(a) for a in setup.procs["pulseaudio"]["argv"]]
+                penv = {k: sub(v) for k, v in penv_old.items()
+                        if k in ("PULSE_RUNTIME_PATH", "PULSE_STATE_PATH", "HOME")}
+                server = f"unix:{rt}/native"
+                pulse = spawn(cg, pargv, env=penv, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+                procs.append(pulse)
+                sink = "pagecast_bench"
+                pactl_env = dict(os.environ, PULSE_SERVER=server)
+
+                def pactl(*a):
+                    return subprocess.run(cg.wrap(["pactl", *a]), env=pactl_env,
+                                          capture_output=True, text=True)
+
+                if not wait_for(lambda: pactl("info").returncode == 0, 10, 0.025):
+                    raise RuntimeError("PulseAudio did not answer")
+                # The sink as pagecast's AudioActor makes it (actors/src/audio.rs).
+                for mod in (["module-null-sink", f"sink_name={sink}", "rate=44100", "channels=2",
+                             "sink_properties=device.description=pagecast"],
+                            ["module-null-source", f"source_name={sink}_silence", "rate=44100",
+                             "channels=2"],
+                            ["module-loopback", f"source={sink}_silence", f"sink={sink}",
+                             "latency_msec=20", "source_dont_move=true", "sink_dont_move=true"]):
+                    r = pactl("load-module", *mod)
+                    if r.returncode != 0:
+                        raise RuntimeError(f"pactl load-module: {r.stderr}")
+                pactl("suspend-sink", sink, "1")
+                pactl("suspend-sink", sink, "0")
+                pactl("set-default-sink", sink)
+                # Chromium: the browser process's own flags under pagecast (pagecast's, the
+                # Debian wrapper's and chromedriver's), without the remote-debugging port and
+                # logging chromedriver adds, on the page directly.
+                cargv = []
+                for a in setup.procs["chromium"]["argv"]:
+                    if a.startswith(("--remote-debugging-port", "--enable-logging",
+                                     "--log-level")):
+                        continue
+                    if not a.startswith("-") and cargv:
+                        continue  # the start URL
+                    if a.startswith("--user-data-dir="):
+                        a = f"--user-data-dir={d}/profile"
+                    cargv.append(a)
+                cargv += list(chromium_extra)
+                cargv.append(self.server.url(page))
+                chrome = spawn(cg, cargv, env={"DISPLAY": display, "PULSE_SERVER": server,
+                                               "PULSE_SINK": sink},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                procs.append(chrome)
+                # ffmpeg
+                fill = {"{display}": display, "{monitor}": f"{sink}.monitor", "{output}": out}
+                fargs = reference_output(ffargs, os.path.join(d, "ref.mkv")) if reference else ffargs
+                fargv = ["ffmpeg"]
+                for a in fargs:
+                    for k, v in fill.items():
+                        a = a.replace(k, v)
+                    fargv.append(a)
+                fenv = dict(setup.ffmpeg_env(), PULSE_SERVER=server, DISPLAY=display)
+                ff = spawn(cg, fargv, env=fenv, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                procs.append(ff)
+                err_lines = []
+                threading.Thread(target=lambda: err_lines.extend(ff.stderr), daemon=True).start()
+                prog = Progress(ff.stdout)
+                watch = ProcWatch(cg)
+                filewatch = FileWatch(out)
+                if not wait_for(lambda: prog.first or ff.poll() is not None, 40) or not prog.first:
+                    raise RuntimeError(f"ffmpeg did not start: {err_lines[-5:]}")
+                t_first = filewatch.first or prog.first
+                filewatch.stop()
+                res["launch_to_ready_logged"] = prog.first - t_launch
+                sleep_until(t_first + SETTLE)
+                u0, t0 = cg.usage(), now()
+                sleep_until(t_first + duration)
+                u1, t1 = cg.usage(), now()
+                watch.sample()
+                t_stop = now()
+                ff.stdin.write("q")
+                ff.stdin.flush()
+                rc = ff.wait(timeout=60)
+                t_exit = now()
+                for p in (chrome, pulse, xvfb):
+                    kill_group(p)
+                for p in (chrome, pulse, xvfb):
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(timeout=5)
+                watch.stop()
+                cg.kill()
+                u_total, mem = cg.usage(), cg.mem_max()
+            res.update(self._common(cg, t_launch, t_first, t0, u0, t1, u1, t_stop, t_exit,
+                                    u_total, mem, watch))
+            res["exit_code"] = rc
+            res["stop_to_exit"] = t_exit - t_stop
+            last = prog.last
+            for k in ("drop_frames", "dup_frames"):
+                res[k] = int(last.get(k, 0)) if last.get(k, "").isdigit() else None
+            res["frames_reported"] = int(last["frame"]) if last.get("frame", "").isdigit() else None
+            sp = last.get("speed", "").rstrip("x").strip()
+            res["speed_reported"] = float(sp) if re.match(r"^[\d.]+$", sp) else None
+            res.update(self._file(out, fps, t_first, t_stop))
+            if reference:
+                res["ssim"] = ssim(out, os.path.join(d, "ref.mkv"))
+            if rc != 0:
+                res["log_tail"] = err_lines[-3:]
+            return res, out
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    kill_group(p, signal.SIGKILL)
+            cg.remove()
+
+    # ---- shared --------------------------------------------------------------------------------
+
+    def _common(self, cg, t_launch, t_first, t0, u0, t1, u1, t_stop, t_exit, u_total, mem, watch):
+        r = {
+            "launch_to_first_frame": t_first - t_launch,
+            "startup_cpu_s": u0,
+            "total_cpu_s": u_total,
+            "run_mem_max": mem,
+            "cpu_by_process": {k: round(v, 2) for k, v in watch.by_category().items()},
+            "recorded_wall_s": (t_stop - t_first) if t_stop else None,
+        }
+        if u1 is not None:
+            r["steady_cores"] = (u1 - u0) / (t1 - t0)
+        return r
+
+    def _file(self, out, fps, t_first, t_stop):
+        r = {}
+        pr = probe(out) if os.path.exists(out) else None
+        r["file_ok"] = bool(pr and "video" in pr)
+        if not pr or "video" not in pr:
+            return r
+        v, a = pr["video"], pr.get("audio", {})
+        r["video_duration"] = v["duration"]
+        r["audio_duration"] = a.get("duration")
+        r["video_start"] = v["start"]
+        r["audio_start"] = a.get("start")
+        r["frames_in_file"] = v["packets"]
+        r["pix_fmt"] = v["pix_fmt"]
+        if t_stop:
+            r["frames_expected"] = round((t_stop - t_first) * fps)
+        r["total_cpu_per_recorded_s"] = None
+        return r
+
+
+def set_refresh_rate(display, w, h, rate):
+    """Experimental (tuning): make Xvfb report `rate` Hz, so Chromium paces its frames to it."""
+    env = dict(os.environ, DISPLAY=display)
+    # A modeline of the screen's size whose timings give `rate` Hz (Xvfb only uses the ratio).
+    sw, sh = w + 16, h + 16
+    htot, vtot = sw + 160, sh + 30
+    clock = htot * vtot * rate / 1e6
+    timings = [f"{clock:.3f}", str(sw), str(sw + 48), str(sw + 80), str(htot),
+               str(sh), str(sh + 3), str(sh + 8), str(vtot)]
+    name = f"bench{rate}"
+    outputs = run(["xrandr"], env=env).stdout
+    output = re.search(r"^(\S+) connected", outputs, re.M).group(1)
+    for cmd in (["xrandr", "--newmode", name, *timings],
+                ["xrandr", "--addmode", output, name],
+                ["xrandr", "--output", output, "--mode", name]):
+        r = run(cmd, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr}")
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------------------------
+
+
+def finish(res):
+    """Derived figures of one run."""
+    vd = res.get("video_duration")
+    if vd and res.get("total_cpu_s") is not None:
+        res["total_cpu_per_recorded_s"] = res["total_cpu_s"] / vd
+    if res.get("frames_in_file") and res.get("frames_expected"):
+        res["frames_ratio"] = res["frames_in_file"] / res["frames_expected"]
+    if vd and res.get("recorded_wall_s"):
+        res["speed"] = vd / res["recorded_wall_s"]
+    return res
+
+
+def describe(res):
+    keys = ["steady_cores", "startup_cpu_s", "total_cpu_per_recorded_s", "launch_to_first_frame",
+            "launch_to_content", "stop_to_exit", "end_to_exit", "frames_in_file",
+            "frames_expected", "drop_frames", "dup_frames", "ssim"]
+    parts = []
+    for k in keys:
+        v = res.get(k)
+        if v is None:
+            continue
+        if isinstance(v, float):
+            v = f"{v:.3f}"
+        parts.append(f"{k}={v}")
+    return f"{res['contender']} {res['size']}@{res['fps']}: " + " ".join(parts)
+
+
+def run_section(bench, name, contenders, reps, results):
+    """Runs each contender once per repetition, alternating. contenders: [(label, fn)]."""
+    for rep in range(reps):
+        for label, fn in contenders:
+            log(f"{name}: {label} (repetition {rep + 1}/{reps})")
+            try:
+                res, out = fn()
+                res = finish(res)
+                res["section"], res["rep"] = name, rep
+                if res.get("page") == "canvas.html" and os.path.exists(out):
+                    content, first = first_content_time(out)
+                    if content is not None:
+                        res["launch_to_content"] = res["launch_to_first_frame"] + content - first
+                if res.get("page") == "avsync.html" and os.path.exists(out):
+                    res["av"] = av_offsets(out, res["fps"])
+                log("  " + describe(res))
+            except Exception as e:  # a failed run is reported, and the rest goes on
+                log(f"  FAILED: {e!r}")
+                res = {"section": name, "contender": label, "rep": rep, "error": repr(e)}
+            results.append(res)
+
+
+def section_plan(args, bench):
+    d = args.duration
+    plans = []
+    main = (1920, 1080, 30)
+
+    def pc(w, h, fps, page="canvas.html", **kw):
+        return lambda: bench.run_pagecast(w, h, fps, page, d, **kw)
+
+    def plain(w, h, fps, kind, page="canvas.html", **kw):
+        def go():
+            bench.ensure_setup(w, h, fps)
+            setup = bench.setups[(w, h, fps)]
+            ffargs = setup.ffmpeg_args() if kind == "baseline" else seed_ffmpeg_args(w, h, fps)
+            return bench.run_plain(w, h, fps, page, d, ffargs, kind, **kw)
+        return go
+
+    if "cpu" in args.sections:
+        plans.append(("cpu", [("pagecast", pc(*main)), ("baseline", plain(*main, "baseline")),
+                              ("seed", plain(*main, "seed"))]))
+    if "fidelity" in args.sections:
+        for w, h, fps in ((1280, 720, 30), (1920, 1080, 60)):
+            plans.append((f"fidelity-{w}x{h}@{fps}",
+                          [("pagecast", pc(w, h, fps, stop="end"))]))
+    if "av" in args.sections:
+        plans.append(("av", [("pagecast", pc(*main, page="avsync.html")),
+                             ("baseline", plain(*main, "baseline", page="avsync.html"))]))
+    if "quality" in args.sections:
+        plans.append(("quality", [
+            ("baseline", plain(*main, "baseline", reference=True)),
+            ("seed", plain(*main, "seed", reference=True))]))
+    return plans
+
+
+def run_s3(bench, args, results):
+    import boto3  # from the project's venv
+
+    port = free_port()
+    moto = subprocess.Popen([os.path.join(ROOT, ".venv/bin/moto_server"), "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        if not wait_for(lambda: _connects(port), 30, 0.1):
+            raise RuntimeError("moto did not listen")
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.create_bucket(Bucket="bench")
+        conf = {"access_key": "testing", "secret": "testing", "bucket": "bench",
+                "key": "rec.mp4", "endpoint": endpoint}
+        log(f"s3: pagecast, {args.s3_duration:.0f} s recording to moto")
+        res, _ = bench.run_pagecast(1920, 1080, 30, "canvas.html", args.s3_duration, s3=conf,
+                                    label="pagecast-s3")
+        res["section"], res["rep"] = "s3", 0
+        head = s3.head_object(Bucket="bench", Key="rec.mp4")
+        res["object_bytes"] = head["ContentLength"]
+        dl = os.path.join(bench.work, "s3-object.mp4")
+        s3.download_file("bench", "rec.mp4", dl)
+        pr = probe(dl)
+        res["object_video_duration"] = pr["video"]["duration"] if pr and "video" in pr else None
+        res["s3_recording_s"] = args.s3_duration
+        log(f"  s3: complete {res.get('s3_complete_after_stop')} s after SIGTERM, "
+            f"exit {res.get('stop_to_exit')} s, peak RSS {res.get('pagecast_peak_rss')}")
+    except Exception as e:
+        log(f"  s3 FAILED: {e!r}")
+        res = {"section": "s3", "contender": "pagecast-s3", "error": repr(e)}
+    finally:
+        kill_group(moto, signal.SIGKILL)
+        moto.wait()
+    results.append(res)
+
+
+def _connects(port):
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# tuning: variants of the plain script's ffmpeg / Chromium / display, against the baseline
+# ---------------------------------------------------------------------------------------------
+
+
+def with_option(args, flag, value, after=None):
+    """args with `flag value` set (replaced if present, else inserted before the first output
+    option `after`, default -c:v)."""
+    args = list(args)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+        return args
+    i = args.index(after or "-c:v")
+    return args[:i] + [flag, value] + args[i:]
+
+
+def without_option(args, flag):
+    args = list(args)
+    if flag in args:
+        i = args.index(flag)
+        del args[i : i + 2]
+    return args
+
+
+TUNE_VARIANTS = {
+    "zerolatency": ("x264 -tune zerolatency (no lookahead, no B-frames, sliced threads)",
+                    lambda a: with_option(a, "-tune", "zerolatency", after="-pix_fmt"), {}),
+    "threads2": ("x264 -threads 2 (default: 1.5 x cores = 3 frame threads)",
+                 lambda a: with_option(a, "-threads", "2", after="-pix_fmt"), {}),
+    "superfast": ("x264 -preset superfast", lambda a: with_option(a, "-preset", "superfast"), {}),
+    "faster": ("x264 -preset faster", lambda a: with_option(a, "-preset", "faster"), {}),
+    "refresh30": ("Xvfb reports 30 Hz (xrandr mode): Chromium paces its frames to it",
+                  lambda a: a, {"xrandr_rate": 30}),
+}
+
+
+def run_tuning(bench, args, results):
+    w, h, fps = 1920, 1080, 30
+    d = args.duration
+    bench.ensure_setup(w, h, fps)
+    base = bench.setups[(w, h, fps)].ffmpeg_args()
+    names = args.variants.split(",") if args.variants else list(TUNE_VARIANTS)
+    contenders = [("baseline", lambda: bench.run_plain(w, h, fps, "canvas.html", d, base,
+                                                       "baseline"))]
+    qcontenders = [("baseline", lambda: bench.run_plain(w, h, fps, "canvas.html", d, base,
+                                                        "baseline", reference=True))]
+    for name in names:
+        _, fn, kw = TUNE_VARIANTS[name]
+        a = fn(base)
+        contenders.append((name, lambda a=a, kw=kw, name=name: bench.run_plain(
+            w, h, fps, "canvas.html", d, a, name, **kw)))
+        qcontenders.append((name, lambda a=a, kw=kw, name=name: bench.run_plain(
+            w, h, fps, "canvas.html", d, a, name, reference=True, **kw)))
+    run_section(bench, "tune-cpu", contenders, args.reps, results)
+    run_section(bench, "tune-quality", qcontenders, args.reps, results)
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+
+def versions(pagecast):
+    def first_line(cmd):
+        try:
+            r = run(cmd)
+            return (r.stdout or r.stderr).strip().splitlines()[0]
+        except Exception as e:
+            return f"? ({e})"
+
+    commit = run(["git", "-C", ROOT, "rev-parse", "--short=10", "HEAD"]).stdout.strip()
+    dirty = run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--",
+                 "src", "actors", "Cargo.toml", "Cargo.lock"]).stdout.strip()
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        m = re.search(r"model name\s*:\s*(.*)", f.read())
+        cpu = m.group(1) if m else "?"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    osr = "?"
+    with contextlib.suppress(OSError), open("/etc/os-release") as f:
+        m = re.search(r'PRETTY_NAME="([^"]*)"', f.read())
+        osr = m.group(1) if m else "?"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB RAM; {osr}; "
+                   f"Linux {platform.release()}",
+        "pagecast": commit + (" (with uncommitted changes in src/ or actors/)" if dirty else ""),
+        "ffmpeg": first_line(["ffmpeg", "-version"]).split(" Copyright")[0],
+        "chromium": first_line(["/usr/lib/chromium/chromium", "--version"]),
+        "chromedriver": first_line(["chromedriver", "--version"]).split(" (")[0],
+        "xvfb": "Xvfb " + run(["dpkg-query", "-W", "-f", "${Version}", "xvfb"]).stdout.strip(),
+        "pulseaudio": first_line(["pulseaudio", "--version"]),
+    }
+
+
+def fmt(v, spec=".2f", unit=""):
+    if v is None:
+        return "–"
+    return f"{v:{spec}}{unit}"
+
+
+def mib(v):
+    return None if v is None else v / 2**20
+
+
+def group(results, section, contender=None):
+    return [r for r in results if r.get("section") == section and "error" not in r
+            and (contender is None or r["contender"] == contender)]
+
+
+def med(rs, key, sub=None):
+    vals = []
+    for r in rs:
+        v = r.get(key)
+        if sub and isinstance(v, dict):
+            v = v.get(sub)
+        if isinstance(v, (int, float)):
+            vals.append(v)
+    return median(vals)
+
+
+def render(results, meta, args):
+    L = []
+    n = args.reps
+    L.append(f"Run: {meta['date']}, pagecast {meta['pagecast']}, mode "
+             f"{'--quick' if args.quick else 'full'} ({n} repetition{'s' if n > 1 else ''} "
+             f"per contender, alternating; {args.duration:.0f} s recordings from the first frame; "
+             "medians).")
+    L.append("")
+    L.append(f"- Machine: {meta['machine']}")
+    L.append(f"- {meta['ffmpeg']}; {meta['chromium']}; {meta['chromedriver']}; "
+             f"{meta['xvfb']}; {meta['pulseaudio']}")
+    L.append("")
+    targets = []
+
+    cpu = {c: group(results, "cpu", c) for c in ("pagecast", "baseline", "seed")}
+    if any(cpu.values()):
+        L.append("### CPU and memory, 1920x1080@30, canvas page")
+        L.append("")
+        L.append("| | pagecast | baseline (plain script, pagecast's ffmpeg args) | seed's ffmpeg args (plain script) |")
+        L.append("|---|---|---|---|")
+
+        def row(name, key, f=lambda v: fmt(v), sub=None):
+            L.append(f"| {name} | " + " | ".join(f(med(cpu[c], key, sub)) for c in
+                                                  ("pagecast", "baseline", "seed")) + " |")
+
+        row("steady-state CPU (cores = CPU-s per recorded s)", "steady_cores")
+        row("start-up CPU (launch → first frame + 3 s), CPU-s", "startup_cpu_s")
+        row("whole run CPU-s per recorded s (start-up and stop included)",
+            "total_cpu_per_recorded_s")
+        row("run memory peak (cgroup max_usage, MiB; page cache included)", "run_mem_max",
+            lambda v: fmt(mib(v), ".0f"))
+        row("launch → first encoded frame, s", "launch_to_first_frame")
+        row("launch → first frame showing the page, s", "launch_to_content")
+        row("stop → exit, file finalized, s (SIGTERM / `q`)", "stop_to_exit")
+        row("dropped + duplicated frames", "drop_frames", lambda v: fmt(v, ".0f"))
+        row("frames in file / expected", "frames_ratio", lambda v: fmt(v, ".3f"))
+        L.append("")
+        ratios = {}
+        for c in ("pagecast", "seed"):
+            # Ratios per repetition (runs next to each other), then the median.
+            rs = []
+            for rep in range(n):
+                a = [r for r in cpu[c] if r["rep"] == rep]
+                b = [r for r in cpu["baseline"] if r["rep"] == rep]
+                if a and b and a[0].get("steady_cores") and b[0].get("steady_cores"):
+                    rs.append(a[0]["steady_cores"] / b[0]["steady_cores"])
+            ratios[c] = median(rs)
+        tot = {}
+        for c in ("pagecast", "seed"):
+            rs = []
+            for rep in range(n):
+                a = [r for r in cpu[c] if r["rep"] == rep]
+                b = [r for r in cpu["baseline"] if r["rep"] == rep]
+                if a and b and a[0].get("total_cpu_per_recorded_s") and b[0].get("total_cpu_per_recorded_s"):
+                    rs.append(a[0]["total_cpu_per_recorded_s"] / b[0]["total_cpu_per_recorded_s"])
+            tot[c] = median(rs)
+        L.append(f"Ratios to the baseline (median of per-repetition ratios): steady-state CPU "
+                 f"pagecast {fmt(ratios['pagecast'], '.3f')}×, seed's args "
+                 f"{fmt(ratios['seed'], '.3f')}×; whole run pagecast "
+                 f"{fmt(tot['pagecast'], '.3f')}×, seed's args {fmt(tot['seed'], '.3f')}×.")
+        L.append("")
+        share = med(cpu["pagecast"], "pagecast_core_share_steady")
+        rss = med(cpu["pagecast"], "pagecast_peak_rss")
+        L.append(f"pagecast's own process: {fmt(share and share * 100, '.2f')} % of one core in "
+                 f"steady state, peak RSS (VmHWM) {fmt(mib(rss), '.1f')} MiB.")
+        L.append("")
+        cats = {}
+        for c in ("pagecast", "baseline", "seed"):
+            for r in cpu[c]:
+                for k, v in r.get("cpu_by_process", {}).items():
+                    cats.setdefault(c, {}).setdefault(k, []).append(v / r["video_duration"]
+                                                                    if r.get("video_duration") else None)
+        if cats:
+            names = sorted({k for v in cats.values() for k in v})
+            L.append("CPU-s per recorded second by process (whole run, from /proc, processes "
+                     "alive at the stop): " + "; ".join(
+                         f"{c}: " + ", ".join(f"{k} {fmt(median(cats[c].get(k, [])))}"
+                                              for k in names if cats[c].get(k))
+                         for c in cats))
+            L.append("")
+        targets.append(("CPU ≤ 1.05× the plain-script baseline (steady state)",
+                        ratios["pagecast"], lambda v: v <= 1.05, f"{fmt(ratios['pagecast'], '.3f')}×"))
+        targets.append(("pagecast's own process < 2 % of one core", share,
+                        lambda v: v < 0.02, f"{fmt(share and share * 100, '.2f')} %"))
+        targets.append(("pagecast's own process < 30 MiB RSS", rss,
+                        lambda v: v < 30 * 2**20, f"{fmt(mib(rss), '.1f')} MiB"))
+        lf = med(cpu["pagecast"], "launch_to_first_frame")
+        targets.append(("launch → first frame ≤ 1.5 s (local page)", lf, lambda v: v <= 1.5,
+                        f"{fmt(lf)} s"))
+        st = med(cpu["pagecast"], "stop_to_exit")
+        targets.append(("SIGTERM → finalized file ≤ 1 s", st, lambda v: v <= 1.0, f"{fmt(st)} s"))
+        dr = med(cpu["pagecast"], "drop_frames")
+        targets.append(("0 dropped frames at 1920x1080@30", dr, lambda v: v == 0, fmt(dr, ".0f")))
+
+    q = {c: group(results, "quality", c) for c in ("baseline", "seed")}
+    if any(q.values()):
+        L.append("### Quality (SSIM against a lossless reference written by the same ffmpeg), 1920x1080@30")
+        L.append("")
+        L.append("| ffmpeg arguments | SSIM Y | SSIM All | steady CPU (cores, from the CPU section) | dropped frames (quality runs) |")
+        L.append("|---|---|---|---|---|")
+        for c, name in (("baseline", "pagecast's"), ("seed", "the seed's")):
+            L.append(f"| {name} | {fmt(med(q[c], 'ssim', 'y'), '.4f')} | "
+                     f"{fmt(med(q[c], 'ssim', 'all'), '.4f')} | "
+                     f"{fmt(med(cpu.get(c, []), 'steady_cores'))} | "
+                     f"{fmt(med(q[c], 'drop_frames'), '.0f')} |")
+        L.append("")
+        L.append("The quality runs write a second, lossless output (x264 `-qp 0`, 4:4:4), which "
+                 "costs CPU of its own: their CPU is not used above.")
+        L.append("")
+        if any(cpu.values()):
+            sy, by = med(q["seed"], "ssim", "y"), med(q["baseline"], "ssim", "y")
+            cr = None
+            if med(cpu["seed"], "steady_cores") and med(cpu["pagecast"], "steady_cores"):
+                cr = med(cpu["pagecast"], "steady_cores") / med(cpu["seed"], "steady_cores")
+            ok = cr is not None and sy is not None and by is not None
+            targets.append(("CPU ≤ 0.75× the seed's arguments at SSIM (Y) no worse",
+                            (cr, by, sy) if ok else None,
+                            lambda v: v[0] <= 0.75 and v[1] >= v[2],
+                            f"{fmt(cr, '.3f')}×, SSIM Y {fmt(by, '.4f')} vs {fmt(sy, '.4f')}"))
+
+    fid = [(k, group(results, k, "pagecast")) for k in
+           ("cpu", "fidelity-1280x720@30", "fidelity-1920x1080@60")]
+    if any(rs for _, rs in fid):
+        L.append("### Fidelity (pagecast)")
+        L.append("")
+        L.append("| size@fps | frames in file | expected (wall time × fps) | ratio | dropped | duplicated | speed (file / wall) | END_RECORDING → exit, s |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for k, rs in fid:
+            if not rs:
+                continue
+            L.append(f"| {rs[0]['size']}@{rs[0]['fps']} | {fmt(med(rs, 'frames_in_file'), '.0f')} | "
+                     f"{fmt(med(rs, 'frames_expected'), '.0f')} | {fmt(med(rs, 'frames_ratio'), '.3f')} | "
+                     f"{fmt(med(rs, 'drop_frames'), '.0f')} | {fmt(med(rs, 'dup_frames'), '.0f')} | "
+                     f"{fmt(med(rs, 'speed'), '.3f')} | {fmt(med(rs, 'end_to_exit'))} |")
+        L.append("")
+        L.append("1920x1080@30 comes from the CPU section's runs (stopped by SIGTERM); the other two "
+                 "end by the page's END_RECORDING. Expected frames: wall time from the first frame "
+                 "to the stop × fps.")
+        L.append("")
+        ends = [r.get("end_to_exit") for k, rs in fid for r in rs if r.get("end_to_exit")]
+        if ends:
+            L.append(f"END_RECORDING → exit: median {fmt(median(ends))} s over {len(ends)} runs.")
+            L.append("")
+
+    av = {c: group(results, "av", c) for c in ("pagecast", "baseline")}
+    if any(av.values()):
+        L.append("### A/V offset (avsync page, 1920x1080@30)")
+        L.append("")
+        L.append("| | offsets, ms (audio − video; + = audio late), each flash | median | max abs | audio start − video start in the file, s | audio − video duration, s |")
+        L.append("|---|---|---|---|---|---|")
+        for c, rs in av.items():
+            for r in rs:
+                offs = r.get("av", {}).get("offsets_ms", [])
+                L.append(f"| {c} (run {r['rep'] + 1}) | {', '.join(f'{o:.0f}' for o in offs) or '–'} | "
+                         f"{fmt(median(offs), '.0f')} | {fmt(max(map(abs, offs)) if offs else None, '.0f')} | "
+                         f"{fmt((r.get('audio_start') or 0) - (r.get('video_start') or 0) if r.get('audio_start') is not None else None, '.3f')} | "
+                         f"{fmt((r.get('audio_duration') or 0) - (r.get('video_duration') or 0) if r.get('audio_duration') else None, '.3f')} |")
+        L.append("")
+        allp = [o for r in av["pagecast"] for o in r.get("av", {}).get("offsets_ms", [])]
+        if allp:
+            worst = max(map(abs, allp))
+            targets.append(("|A/V offset| ≤ 40 ms", worst, lambda v: v <= 40,
+                            f"median {fmt(median(allp), '.0f')} ms, worst {worst:.0f} ms"))
+
+    s3 = group(results, "s3")
+    if s3:
+        r = s3[0]
+        L.append(f"### S3 (moto on loopback), {r['s3_recording_s']:.0f} s recording, 1920x1080@30")
+        L.append("")
+        rss = r.get("rss_samples") or []
+        L.append(f"- SIGTERM → object complete (pagecast's log line): "
+                 f"{fmt(r.get('s3_complete_after_stop'))} s; SIGTERM → exit {fmt(r.get('stop_to_exit'))} s; "
+                 f"pagecast's own stop → complete: {r.get('s3_stop_to_complete_logged')}.")
+        L.append(f"- Object: {r.get('object_bytes')} bytes, {fmt(r.get('object_video_duration'))} s of "
+                 f"video (ffprobe of the downloaded object).")
+        if rss:
+            L.append(f"- pagecast's own memory during the upload: peak RSS (VmHWM) "
+                     f"{fmt(mib(r.get('pagecast_peak_rss')), '.1f')} MiB; RSS at "
+                     + ", ".join(f"{t:.0f} s {mib(b):.1f}" for t, b in rss[:: max(1, len(rss) // 8)])
+                     + " MiB.")
+        L.append("")
+        v = r.get("s3_complete_after_stop")
+        targets.append(("S3 object complete ≤ 3 s after stop", v, lambda v: v <= 3,
+                        f"{fmt(v)} s"))
+
+    tune = group(results, "tune-cpu")
+    if tune:
+        L.append("### Tuning candidates (plain script, 1920x1080@30, canvas page)")
+        L.append("")
+        L.append("| variant | steady CPU, cores | ratio to baseline (same repetition) | SSIM Y | SSIM All | dropped (quality runs) |")
+        L.append("|---|---|---|---|---|---|")
+        names = []
+        for r in tune:
+            if r["contender"] not in names:
+                names.append(r["contender"])
+        for name in names:
+            rs = group(results, "tune-cpu", name)
+            qs = group(results, "tune-quality", name)
+            ratios = []
+            for r in rs:
+                b = [x for x in tune if x["contender"] == "baseline" and x["rep"] == r["rep"]]
+                if b and b[0].get("steady_cores") and r.get("steady_cores"):
+                    ratios.append(r["steady_cores"] / b[0]["steady_cores"])
+            desc = TUNE_VARIANTS.get(name, ("pagecast's ffmpeg arguments (current defaults)",))[0]
+            L.append(f"| {name}: {desc} | {fmt(med(rs, 'steady_cores'))} | {fmt(median(ratios), '.3f')} | "
+                     f"{fmt(med(qs, 'ssim', 'y'), '.4f')} | {fmt(med(qs, 'ssim', 'all'), '.4f')} | "
+                     f"{fmt(med(qs, 'drop_frames'), '.0f')} |")
+        L.append("")
+
+    if targets:
+        L.append("### Targets (issue #8)")
+        L.append("")
+        L.append("| target | measured | met |")
+        L.append("|---|---|---|")
+        for name, v, ok, text in targets:
+            met = "–" if v is None else ("yes" if ok(v) else "**no**")
+            L.append(f"| {name} | {text} | {met} |")
+        L.append("")
+    return "\n".join(L)
+
+
+def write_report(text, marker):
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    begin, end = f"<!-- bench:{marker}:begin -->", f"<!-- bench:{marker}:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(new)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 repetition, 8 s recordings, 30 s S3")
+    ap.add_argument("--reps", type=int, help="repetitions per contender (default 3)")
+    ap.add_argument("--duration", type=float, help="seconds recorded from the first frame (15)")
+    ap.add_argument("--s3-duration", type=float, help="S3 recording length, s (120)")
+    ap.add_argument("--sections", default="cpu,fidelity,av,quality,s3",
+                    help="comma list of cpu,fidelity,av,quality,s3 (default all)")
+    ap.add_argument("--tune", action="store_true",
+                    help="run the tuning candidates instead (see TUNE_VARIANTS)")
+    ap.add_argument("--variants", help="comma list of tuning variants (default all)")
+    ap.add_argument("--pagecast", default=os.path.join(ROOT, "target/release/pagecast"))
+    ap.add_argument("--no-report", action="store_true", help="don't touch BENCHMARKS.md")
+    args = ap.parse_args()
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.duration = args.duration or (8.0 if args.quick else 15.0)
+    args.s3_duration = args.s3_duration or (30.0 if args.quick else 120.0)
+    args.sections = args.sections.split(",")
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root (cgroup v1 directories are writable by root only)")
+    if not os.access(args.pagecast, os.X_OK):
+        sys.exit(f"bench: {args.pagecast} missing: build it (bench/run.sh does)")
+
+    remove_stale_cgroups()
+    work = tempfile.mkdtemp(prefix="pagecast-bench-")
+    bench = Bench(args, args.pagecast, work)
+    results = []
+
+    def on_signal(sig, _):
+        raise KeyboardInterrupt(f"signal {sig}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    meta = versions(args.pagecast)
+    log(f"pagecast {meta['pagecast']}; work directory {work}")
+    try:
+        if args.tune:
+            run_tuning(bench, args, results)
+        else:
+            for name, contenders in section_plan(args, bench):
+                run_section(bench, name, contenders, args.reps, results)
+            if "s3" in args.sections:
+                run_s3(bench, args, results)
+    finally:
+        remove_stale_cgroups()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+        raw = os.path.join(ROOT, "bench", "results",
+                           f"{stamp}-{'tune' if args.tune else ('quick' if args.quick else 'full')}.json")
+        with open(raw, "w") as f:
+            json.dump({"meta": meta, "args": vars(args), "results": results}, f, indent=1)
+        log(f"raw results: {raw}")
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+    text = render(results, meta, args)
+    print(text)
+    if not args.no_report:
+        path = write_report(text, "tune" if args.tune else "results")
+        log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
