@@ -925,6 +925,8 @@ def finish(res):
         res["frames_ratio"] = res["frames_in_file"] / res["frames_expected"]
     if vd and res.get("recorded_wall_s"):
         res["speed"] = vd / res["recorded_wall_s"]
+    if vd and res.get("audio_duration"):
+        res["av_duration_gap"] = res["audio_duration"] - vd
     return res
 
 
@@ -1067,8 +1069,15 @@ def without_option(args, flag):
 
 
 TUNE_VARIANTS = {
+    "no-zerolatency": ("without -tune zerolatency (pagecast's defaults before the tuning)",
+                       lambda a: without_option(a, "-tune"), {}),
     "zerolatency": ("x264 -tune zerolatency (no lookahead, no B-frames, sliced threads)",
                     lambda a: with_option(a, "-tune", "zerolatency", after="-pix_fmt"), {}),
+    "nolookahead": ("x264 without lookahead and B-frames (rc-lookahead=0, sync-lookahead=0, "
+                    "bframes=0): no encoder delay, frame threads kept",
+                    lambda a: with_option(a, "-x264-params",
+                                          "rc-lookahead=0:sync-lookahead=0:bframes=0",
+                                          after="-pix_fmt"), {}),
     "threads2": ("x264 -threads 2 (default: 1.5 x cores = 3 frame threads)",
                  lambda a: with_option(a, "-threads", "2", after="-pix_fmt"), {}),
     "superfast": ("x264 -preset superfast", lambda a: with_option(a, "-preset", "superfast"), {}),
@@ -1227,7 +1236,9 @@ def render(results, meta, args):
         share = med(cpu["pagecast"], "pagecast_core_share_steady")
         rss = med(cpu["pagecast"], "pagecast_peak_rss")
         L.append(f"pagecast's own process: {fmt(share and share * 100, '.2f')} % of one core in "
-                 f"steady state, peak RSS (VmHWM) {fmt(mib(rss), '.1f')} MiB.")
+                 f"steady state (from /proc/PID/stat, whose resolution is one 10 ms tick: "
+                 f"{100 * 0.01 / max(args.duration - SETTLE, 1):.2f} % over the steady window), "
+                 f"peak RSS (VmHWM) {fmt(mib(rss), '.1f')} MiB.")
         L.append("")
         cats = {}
         for c in ("pagecast", "baseline", "seed"):
@@ -1352,8 +1363,8 @@ def render(results, meta, args):
     if tune:
         L.append("### Tuning candidates (plain script, 1920x1080@30, canvas page)")
         L.append("")
-        L.append("| variant | steady CPU, cores | ratio to baseline (same repetition) | SSIM Y | SSIM All | dropped (quality runs) |")
-        L.append("|---|---|---|---|---|---|")
+        L.append("| variant | steady CPU, cores | ratio to baseline (same repetition) | SSIM Y | SSIM All | dropped (quality runs) | audio − video duration, s |")
+        L.append("|---|---|---|---|---|---|---|")
         names = []
         for r in tune:
             if r["contender"] not in names:
@@ -1369,7 +1380,12 @@ def render(results, meta, args):
             desc = TUNE_VARIANTS.get(name, ("pagecast's ffmpeg arguments (current defaults)",))[0]
             L.append(f"| {name}: {desc} | {fmt(med(rs, 'steady_cores'))} | {fmt(median(ratios), '.3f')} | "
                      f"{fmt(med(qs, 'ssim', 'y'), '.4f')} | {fmt(med(qs, 'ssim', 'all'), '.4f')} | "
-                     f"{fmt(med(qs, 'drop_frames'), '.0f')} |")
+                     f"{fmt(med(qs, 'drop_frames'), '.0f')} | {fmt(med(rs, 'av_duration_gap'), '.3f')} |")
+        L.append("")
+        L.append("Each variant changes one thing in the plain script's baseline (pagecast's "
+                 "current arguments). CPU from runs without the reference output, SSIM from runs "
+                 "with it, alternating; the last column is the audio track's duration minus the "
+                 "video's in the CPU runs' files.")
         L.append("")
 
     if targets:
