@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
 use pagecast_testkit::{
-    frame_rgb, heavy, is_blue, is_dark, is_green, is_light, is_red, mean_volume_db, probe,
+    descendants, frame_rgb, heavy, is_blue, is_dark, is_green, is_light, is_red, mean_volume_db,
+    probe,
 };
 use serde_json::json;
 
@@ -388,4 +389,62 @@ fn an_unreachable_server_is_a_clear_error_before_anything_starts() {
     );
     assert!(began.elapsed() < Duration::from_secs(15));
     assert!(!file.exists());
+}
+
+#[test]
+fn a_crashed_browser_rejoins_the_room_and_the_recording_goes_on() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let (_dir, file) = out_dir();
+    let red = Participant::join(&ns, &server, "crash", media("red", Some("FF0000"), 440));
+    let blue = Participant::join(&ns, &server, "crash", media("blue", Some("0000FF"), 660));
+    let config = json!({
+        "api_key": server.api_key,
+        "api_secret": server.api_secret,
+        "input": { "template": {
+            "layout": "grid-dark", "ws_url": server.ws_url(), "room_name": "crash",
+            "empty_room_timeout": "3s",
+        } },
+        "output": { "file": file },
+    });
+    let mut run = record_in(&ns, &config);
+    let started = run.wait_for("recording starts", Duration::from_secs(60));
+    pagecast_testkit::wait_until("3 s of recording", Duration::from_secs(30), || {
+        started.elapsed() >= Duration::from_secs(3)
+    });
+    // chromedriver takes Chromium with it: the whole browser is gone.
+    let driver = descendants(run.child.id())
+        .into_iter()
+        .find(|(_, name)| name == "chromedriver")
+        .expect("chromedriver runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(driver.0 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let restarted = run.wait_for("browser restarted", Duration::from_secs(20));
+    let reloaded = run.wait_for_nth("page loaded", 2, Duration::from_secs(30));
+    assert!(reloaded > restarted);
+    pagecast_testkit::wait_until("5 s after the reload", Duration::from_secs(30), || {
+        reloaded.elapsed() >= Duration::from_secs(5)
+    });
+    red.leave();
+    blue.leave();
+    // The reloaded layout still ends the recording when the room empties.
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert!(run.stderr().contains("the page logged END_RECORDING"));
+    assert_no_secret(&run, &[&server.api_secret]);
+    let p = probe(&file);
+    assert!(p.duration() >= 6.0, "duration {}", p.duration());
+    // One file, and the room is shown again after the gap: 2 s before they left (the file ends
+    // about 3 s, the grace, after that).
+    let f = frame_rgb(&file, p.duration() - 5.0, W, H);
+    assert!(
+        f.share(is_red) > 0.1 && f.share(is_blue) > 0.1,
+        "after the restart the room is not shown: red {:.2}, blue {:.2}",
+        f.share(is_red),
+        f.share(is_blue)
+    );
 }

@@ -50,6 +50,11 @@ impl Run {
 
     /// Waits for a stderr line containing `needle`; returns when it arrived.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Instant {
+        self.wait_for_nth(needle, 1, timeout)
+    }
+
+    /// Waits for the `n`th stderr line (from 1) containing `needle`; returns when it arrived.
+    pub fn wait_for_nth(&mut self, needle: &str, n: usize, timeout: Duration) -> Instant {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some((at, _)) = self
@@ -57,7 +62,8 @@ impl Run {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|(_, l)| l.contains(needle))
+                .filter(|(_, l)| l.contains(needle))
+                .nth(n - 1)
             {
                 return *at;
             }
@@ -69,7 +75,8 @@ impl Run {
                     .lock()
                     .unwrap()
                     .iter()
-                    .find(|(_, l)| l.contains(needle))
+                    .filter(|(_, l)| l.contains(needle))
+                    .nth(n - 1)
                 {
                     return *at;
                 }
