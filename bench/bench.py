@@ -383,14 +383,17 @@ def audio_peaks(path, block=44):
 
 
 def first_content_time(path, min_u=150):
-    """pts of the first frame showing the bench page (its blue: high U), and of the first frame."""
-    frames = frame_stats(path)
+    """pts of the first frame showing the bench page (its blue: high U), of the first frame,
+    and how many frames after the page appeared repeat the one before (the canvas page changes
+    on every frame it draws, so a repeat is a frame the recording shows twice)."""
+    frames = frame_stats(path, keys=("YAVG", "UAVG", "YDIF"))
     if not frames:
-        return None, None
-    for t, s in frames:
+        return None, None, None
+    for i, (t, s) in enumerate(frames):
         if s.get("UAVG", 0) > min_u:
-            return t, frames[0][0]
-    return None, frames[0][0]
+            repeats = sum(1 for _, f in frames[i + 1 :] if f.get("YDIF", 1) < 0.01)
+            return t, frames[0][0], repeats
+    return None, frames[0][0], None
 
 
 def av_offsets(path, fps):
@@ -462,7 +465,18 @@ class Setup:
         missing = {"xvfb", "pulseaudio", "chromium", "ffmpeg"} - set(procs)
         if missing:
             raise RuntimeError(f"could not find pagecast's {', '.join(sorted(missing))} in /proc")
-        return Setup(procs)
+        setup = Setup(procs)
+        # The refresh rate pagecast's display reports (xrandr's current mode), if it sets one.
+        argv = procs["ffmpeg"]["argv"]
+        display = next((argv[i + 1].split(".")[0] for i in range(len(argv) - 1)
+                        if argv[i] == "-i" and argv[i + 1].startswith(":")), None)
+        setup.refresh = None
+        if display:
+            out = run(["xrandr"], env=dict(os.environ, DISPLAY=display)).stdout
+            m = re.search(r"\s([\d.]+)\*", out)
+            if m and float(m.group(1)) > 0:
+                setup.refresh = round(float(m.group(1)))
+        return setup
 
     def ffmpeg_args(self):
         """pagecast's ffmpeg arguments, as a template: display, source and file are filled in."""
@@ -504,12 +518,14 @@ def seed_ffmpeg_args(w, h, fps):
 
 
 def reference_output(args, path):
-    """A lossless second output of the same ffmpeg: the reference SSIM is measured against."""
+    """A lossless second output of the same ffmpeg: the reference SSIM is measured against.
+    The grabbed frames as they are (rawvideo, no conversion) into RAM (/dev/shm): an x264
+    `-qp 0` reference costs ~0.4 core at 1080p30, which saturated this 2-core machine, made the
+    page animate unevenly and made SSIM depend on how starved each contender was."""
     # The x11grab input's index: pagecast's ffmpeg opens it first, the seed's second.
     inputs = [args[i + 1] for i in range(len(args) - 1) if args[i] == "-i"]
     vidx = next(i for i, a in enumerate(inputs) if "{display}" in a)
-    return args + ["-map", f"{vidx}:v", "-an", "-c:v", "libx264", "-preset", "ultrafast",
-                   "-qp", "0", "-pix_fmt", "yuv444p", "-f", "matroska", "-y", path]
+    return args + ["-map", f"{vidx}:v", "-an", "-c:v", "rawvideo", "-f", "nut", "-y", path]
 
 
 class Progress:
@@ -719,10 +735,15 @@ class Bench:
         """The plain script: the same Xvfb, PulseAudio sink, Chromium and an ffmpeg with `ffargs`
         (a template), stopped with `q` after `duration` s from its first frame."""
         setup = self.setups[(w, h, fps)]
+        # The same display as pagecast's, refresh rate included; the seed's own display
+        # reported none (Xvfb's default), as the seed never set one.
+        if xrandr_rate is None and label != "seed":
+            xrandr_rate = setup.refresh
         d = self.tmp(label)
         out = os.path.join(d, "out.mp4")
         cg = Cgroup(f"{self.n}")
-        res = {"contender": label, "size": f"{w}x{h}", "fps": fps, "page": page}
+        res = {"contender": label, "size": f"{w}x{h}", "fps": fps, "page": page,
+               "display_refresh": xrandr_rate}
         procs = []
         try:
             with heavy_lock():
@@ -797,7 +818,8 @@ class Bench:
                 procs.append(chrome)
                 # ffmpeg
                 fill = {"{display}": display, "{monitor}": f"{sink}.monitor", "{output}": out}
-                fargs = reference_output(ffargs, os.path.join(d, "ref.mkv")) if reference else ffargs
+                ref = f"/dev/shm/{cg.name}-ref.nut"
+                fargs = reference_output(ffargs, ref) if reference else ffargs
                 fargv = ["ffmpeg"]
                 for a in fargs:
                     for k, v in fill.items():
@@ -847,7 +869,7 @@ class Bench:
             res["speed_reported"] = float(sp) if re.match(r"^[\d.]+$", sp) else None
             res.update(self._file(out, fps, t_first, t_stop))
             if reference:
-                res["ssim"] = ssim(out, os.path.join(d, "ref.mkv"))
+                res["ssim"] = ssim(out, ref)
             if rc != 0:
                 res["log_tail"] = err_lines[-3:]
             return res, out
@@ -856,6 +878,8 @@ class Bench:
                 if p.poll() is None:
                     kill_group(p, signal.SIGKILL)
             cg.remove()
+            with contextlib.suppress(OSError):
+                os.remove(f"/dev/shm/{cg.name}-ref.nut")
 
     # ---- shared --------------------------------------------------------------------------------
 
@@ -955,9 +979,10 @@ def run_section(bench, name, contenders, reps, results):
                 res = finish(res)
                 res["section"], res["rep"] = name, rep
                 if res.get("page") == "canvas.html" and os.path.exists(out):
-                    content, first = first_content_time(out)
+                    content, first, repeats = first_content_time(out)
                     if content is not None:
                         res["launch_to_content"] = res["launch_to_first_frame"] + content - first
+                        res["repeated_frames"] = repeats
                 if res.get("page") == "avsync.html" and os.path.exists(out):
                     res["av"] = av_offsets(out, res["fps"])
                 log("  " + describe(res))
@@ -1082,6 +1107,9 @@ TUNE_VARIANTS = {
                  lambda a: with_option(a, "-threads", "2", after="-pix_fmt"), {}),
     "superfast": ("x264 -preset superfast", lambda a: with_option(a, "-preset", "superfast"), {}),
     "faster": ("x264 -preset faster", lambda a: with_option(a, "-preset", "faster"), {}),
+    "superfast+refresh30": ("x264 -preset superfast, and Xvfb at 30 Hz",
+                            lambda a: with_option(a, "-preset", "superfast"),
+                            {"xrandr_rate": 30}),
     "refresh30": ("Xvfb reports 30 Hz (xrandr mode): Chromium paces its frames to it",
                   lambda a: a, {"xrandr_rate": 30}),
 }
@@ -1161,6 +1189,17 @@ def group(results, section, contender=None):
             and (contender is None or r["contender"] == contender)]
 
 
+def spread(rs, key, sub, spec=".4f"):
+    """median (min–max) of a figure over runs."""
+    vals = [r.get(key, {}).get(sub) for r in rs if isinstance(r.get(key), dict)]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:{spec}}"
+    return f"{median(vals):{spec}} ({min(vals):{spec}}–{max(vals):{spec}})"
+
+
 def med(rs, key, sub=None):
     vals = []
     for r in rs:
@@ -1208,6 +1247,8 @@ def render(results, meta, args):
         row("stop → exit, file finalized, s (SIGTERM / `q`)", "stop_to_exit")
         row("dropped + duplicated frames", "drop_frames", lambda v: fmt(v, ".0f"))
         row("frames in file / expected", "frames_ratio", lambda v: fmt(v, ".3f"))
+        row("frames repeating the previous one (page content)", "repeated_frames",
+            lambda v: fmt(v, ".0f"))
         L.append("")
         ratios = {}
         for c in ("pagecast", "seed"):
@@ -1272,16 +1313,17 @@ def render(results, meta, args):
     if any(q.values()):
         L.append("### Quality (SSIM against a lossless reference written by the same ffmpeg), 1920x1080@30")
         L.append("")
-        L.append("| ffmpeg arguments | SSIM Y | SSIM All | steady CPU (cores, from the CPU section) | dropped frames (quality runs) |")
+        L.append("| ffmpeg arguments | SSIM Y, median (min–max) | SSIM All | steady CPU (cores, from the CPU section) | dropped frames (quality runs) |")
         L.append("|---|---|---|---|---|")
         for c, name in (("baseline", "pagecast's"), ("seed", "the seed's")):
-            L.append(f"| {name} | {fmt(med(q[c], 'ssim', 'y'), '.4f')} | "
-                     f"{fmt(med(q[c], 'ssim', 'all'), '.4f')} | "
+            L.append(f"| {name} | {spread(q[c], 'ssim', 'y')} | "
+                     f"{spread(q[c], 'ssim', 'all')} | "
                      f"{fmt(med(cpu.get(c, []), 'steady_cores'))} | "
                      f"{fmt(med(q[c], 'drop_frames'), '.0f')} |")
         L.append("")
-        L.append("The quality runs write a second, lossless output (x264 `-qp 0`, 4:4:4), which "
-                 "costs CPU of its own: their CPU is not used above.")
+        L.append("The quality runs write a second, lossless output (the grabbed frames as they "
+                 "are, rawvideo into RAM), which costs some CPU of its own: their CPU is not used "
+                 "above.")
         L.append("")
         if any(cpu.values()):
             sy, by = med(q["seed"], "ssim", "y"), med(q["baseline"], "ssim", "y")
@@ -1363,8 +1405,8 @@ def render(results, meta, args):
     if tune:
         L.append("### Tuning candidates (plain script, 1920x1080@30, canvas page)")
         L.append("")
-        L.append("| variant | steady CPU, cores | ratio to baseline (same repetition) | SSIM Y | SSIM All | dropped (quality runs) | audio − video duration, s |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("| variant | steady CPU, cores | ratio to baseline (same repetition) | SSIM Y | SSIM All | dropped (quality runs) | audio − video duration, s | repeated frames |")
+        L.append("|---|---|---|---|---|---|---|---|")
         names = []
         for r in tune:
             if r["contender"] not in names:
@@ -1379,8 +1421,9 @@ def render(results, meta, args):
                     ratios.append(r["steady_cores"] / b[0]["steady_cores"])
             desc = TUNE_VARIANTS.get(name, ("pagecast's ffmpeg arguments (current defaults)",))[0]
             L.append(f"| {name}: {desc} | {fmt(med(rs, 'steady_cores'))} | {fmt(median(ratios), '.3f')} | "
-                     f"{fmt(med(qs, 'ssim', 'y'), '.4f')} | {fmt(med(qs, 'ssim', 'all'), '.4f')} | "
-                     f"{fmt(med(qs, 'drop_frames'), '.0f')} | {fmt(med(rs, 'av_duration_gap'), '.3f')} |")
+                     f"{spread(qs, 'ssim', 'y')} | {spread(qs, 'ssim', 'all')} | "
+                     f"{fmt(med(qs, 'drop_frames'), '.0f')} | {fmt(med(rs, 'av_duration_gap'), '.3f')} | "
+                     f"{fmt(med(rs, 'repeated_frames'), '.0f')} |")
         L.append("")
         L.append("Each variant changes one thing in the plain script's baseline (pagecast's "
                  "current arguments). CPU from runs without the reference output, SSIM from runs "
@@ -1430,7 +1473,19 @@ def main():
     ap.add_argument("--variants", help="comma list of tuning variants (default all)")
     ap.add_argument("--pagecast", default=os.path.join(ROOT, "target/release/pagecast"))
     ap.add_argument("--no-report", action="store_true", help="don't touch BENCHMARKS.md")
+    ap.add_argument("--render", metavar="JSON",
+                    help="re-render the tables of a finished run's bench/results/*.json "
+                         "(no measurement) and write them into BENCHMARKS.md")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        sargs = argparse.Namespace(**saved["args"])
+        text = render(saved["results"], saved["meta"], sargs)
+        print(text)
+        if not args.no_report:
+            write_report(text, "tune" if sargs.tune else "results")
+        return
     args.reps = args.reps or (1 if args.quick else 3)
     args.duration = args.duration or (8.0 if args.quick else 15.0)
     args.s3_duration = args.s3_duration or (30.0 if args.quick else 120.0)
