@@ -15,6 +15,7 @@ RUN apt-get update \
       chromium \
       chromium-driver \
       xvfb \
+      x11-xserver-utils \
       pulseaudio \
       pulseaudio-utils \
       ffmpeg \

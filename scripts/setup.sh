@@ -24,6 +24,7 @@ as_root() {
 APT_PACKAGES=(
   xvfb              # Xvfb: the virtual display Chromium draws on
   x11-utils         # xdpyinfo etc.: probe that the display is up
+  x11-xserver-utils # xrandr: the display reports the recording's frame rate as its refresh rate
   pulseaudio        # per-recording sound server
   pulseaudio-utils  # pactl
   chromium          # the browser that shows the page

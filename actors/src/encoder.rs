@@ -116,7 +116,8 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
             // No lookahead, no B-frames, sliced threads: x264 then holds no frames back. With
             // its default ~0.5 s of delay, ffmpeg reads the sink's audio only as far as the
             // video is encoded, and `q` dropped the last 0.5 s of audio (the audio track was
-            // that much shorter); it also costs ~15% less CPU at the same SSIM (BENCHMARKS.md).
+            // that much shorter). Measured at 1080p30 (BENCHMARKS.md): 13% less CPU for the
+            // whole recording, SSIM within 0.002.
             "-tune",
             "zerolatency",
             // 4:2:0: what every player and browser can decode (x11grab's default would be 4:4:4).

@@ -51,6 +51,7 @@ fn browser_tree(
                 width: 640,
                 height: 360,
                 depth: 24,
+                refresh_hz: 0,
             },
             display,
         ),

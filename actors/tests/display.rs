@@ -25,6 +25,7 @@ async fn two_displays_at_once_get_different_numbers_and_go_away_on_stop() {
         width: 640,
         height: 360,
         depth: 24,
+        refresh_hz: 0,
     };
     let (a, b): (Cell<_>, Cell<_>) = (Default::default(), Default::default());
     let (sup_a, exit_a) = Supervisor::start(config("a"), vec![display_child(spec, a.clone())]);
@@ -79,6 +80,7 @@ async fn a_display_that_dies_is_reported_as_a_crash() {
         width: 320,
         height: 240,
         depth: 24,
+        refresh_hz: 0,
     };
     let (_sup, exit) = Supervisor::start(config("crash"), vec![display_child(spec, info.clone())]);
     until("the display", Duration::from_secs(10), || {

@@ -60,6 +60,7 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
                 width: 640,
                 height: 360,
                 depth: 24,
+                refresh_hz: 0,
             },
             display,
         ),
