@@ -34,6 +34,7 @@ APT_PACKAGES=(
   nginx             # with its RTMP module: the live-streaming tests' ingest server
   libnginx-mod-rtmp
   procps            # ps/pgrep, used by tests to look at process trees
+  redis-server      # the recording service's queue (pagecast serve) and its tests
   iproute2          # ip netns: the room recording tests' private network
 )
 
@@ -86,7 +87,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 # Final check: every binary pagecast and its tests run must be on PATH.
 # ---------------------------------------------------------------------------
-REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx ip)
+REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx ip redis-server redis-cli)
 
 verify_binaries() {
   local bin missing=()

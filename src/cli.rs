@@ -14,7 +14,8 @@ use crate::logging::LogFormat;
 /// END_RECORDING to its console, or after max_duration; the file is always finished first.
 ///
 /// Exit codes: 0 recorded; 1 a part failed; 2 bad config or usage; 3 a program is missing;
-/// 4 the page could not be loaded; 5 the output could not be written; 130 second signal.
+/// 4 the input failed (page, LiveKit room, Redis); 5 the output could not be written;
+/// 130 second signal.
 #[derive(Debug, Parser)]
 #[command(name = "pagecast", version, about, long_about)]
 pub struct Cli {
@@ -43,6 +44,26 @@ pub enum Command {
         /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Run the recording service: take recording jobs from a Redis queue, several at once, each
+    /// in a `pagecast record` process of its own; many machines can share one queue. SIGTERM
+    /// stops taking jobs and finishes the running recordings. The job protocol is in the README.
+    Serve {
+        /// The Redis server.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// The queue's name: every key starts with it.
+        #[arg(long, default_value = "pagecast")]
+        queue: String,
+        /// Recordings at once on this machine (default: one per two cores, at least one).
+        #[arg(long)]
+        max_recordings: Option<usize>,
+        /// This worker's name (default: <hostname>-<pid>).
+        #[arg(long)]
+        worker_id: Option<String>,
+        /// How long a worker may be silent before others take its jobs over.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, hide = true)]
+        heartbeat_ttl: std::time::Duration,
     },
     /// Record the bundled demo page (motion and a tone) to a local MP4. Needs no server.
     Demo {

@@ -10,4 +10,5 @@ pub mod livekit;
 pub mod logging;
 pub mod reaper;
 pub mod run;
+pub mod service;
 pub mod status;

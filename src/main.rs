@@ -40,6 +40,29 @@ fn main() -> ExitCode {
                 Err(message) => fail(Exit::Config, &message),
             };
         }
+        Command::Serve {
+            redis,
+            queue,
+            max_recordings,
+            worker_id,
+            heartbeat_ttl,
+        } => {
+            let options = pagecast::service::ServiceOptions {
+                redis,
+                queue,
+                max_recordings: max_recordings
+                    .unwrap_or_else(pagecast::service::default_max_recordings)
+                    .max(1),
+                worker_id: worker_id.unwrap_or_else(pagecast::service::default_worker_id),
+                heartbeat_ttl,
+            };
+            let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
+            return if outcome.exit == Exit::Ok {
+                Exit::Ok.into()
+            } else {
+                fail(outcome.exit, &outcome.message)
+            };
+        }
         Command::Demo {
             output,
             duration,

@@ -49,10 +49,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn fail(exit: Exit, message: impl Into<String>) -> Self {
+    pub(crate) fn fail(exit: Exit, message: impl Into<String>) -> Self {
         Self {
             exit,
             message: message.into(),
+        }
+    }
+
+    pub(crate) fn ok() -> Self {
+        Self {
+            exit: Exit::Ok,
+            message: String::new(),
         }
     }
 }

@@ -490,3 +490,73 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// redis-server (Debian's) on a free loopback port, without persistence, in a directory of its
+/// own; killed on drop.
+pub struct Redis {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (run scripts/setup.sh)");
+        let redis = Redis {
+            port,
+            _dir: dir,
+            child,
+        };
+        wait_until("redis-server to answer", Duration::from_secs(10), || {
+            redis.try_cli(&["PING"]).is_some_and(|r| r == "PONG")
+        });
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// A redis-cli command; its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|| panic!("redis-cli {} failed", args.join(" ")))
+    }
+
+    /// One field of a hash ("" if missing).
+    pub fn hget(&self, key: &str, field: &str) -> String {
+        self.cli(&["HGET", key, field])
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,203 @@
+//! RunnerActor: the service's running recordings.
+//!
+//! Owns: one `pagecast record` process per running job (this binary, the job's config in
+//! `LIVEKIT_RECORDER_CONFIG`), each in its own process group, dying with the service, its stderr
+//! drained into the service's log (debug level) with the last lines kept.
+//! Accepts: [`StartJob`], [`StopJob`] (SIGTERM: the recording finishes its file and upload),
+//! [`Shutdown`] (stop every recording the same way and wait for them), [`Kill`].
+//! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends.
+//! Stops: on `Shutdown`, once every recording has ended (the supervisor kills what takes longer
+//! than its shutdown timeout).
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::process::ExitStatusExt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use pagecast_actors::process::{ChildProcess, Stdout};
+use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
+use tokio::process::Command;
+
+use super::{last_error_line, Ended, Wiring};
+
+/// A recording asked to stop gets this long to finish its file and upload before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(100);
+
+/// Message: run this job's recording.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct StartJob {
+    pub id: String,
+    /// The recorder config, checked already.
+    pub config: String,
+}
+
+/// Message: stop this job's recording (it finishes its file).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopJob {
+    pub id: String,
+}
+
+/// Message (to the queue): a recording ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JobEnded(pub Ended);
+
+pub struct RunnerActor {
+    link: ChildLink,
+    wiring: Rc<RefCell<Wiring>>,
+    jobs: HashMap<String, ChildProcess>,
+    stopped_by_us: HashSet<String>,
+}
+
+impl RunnerActor {
+    pub(super) fn new(wiring: Rc<RefCell<Wiring>>, link: ChildLink) -> Self {
+        Self {
+            link,
+            wiring,
+            jobs: HashMap::new(),
+            stopped_by_us: HashSet::new(),
+        }
+    }
+
+    fn report(
+        &mut self,
+        id: String,
+        status: std::process::ExitStatus,
+        report: String,
+        tail: String,
+    ) {
+        self.jobs.remove(&id);
+        let stopped_by_us = self.stopped_by_us.remove(&id);
+        let message = last_error_line(&tail).unwrap_or_else(|| {
+            if status.success() {
+                String::new()
+            } else {
+                report
+            }
+        });
+        let ended = Ended {
+            id,
+            code: status.code(),
+            stopped_by_us,
+            message,
+        };
+        tracing::info!(job = %ended.id, code = ?ended.code, signal = ?status.signal(), "recording ended");
+        match &self.wiring.borrow().queue {
+            Some(queue) => queue.do_send(JobEnded(ended)),
+            None => {
+                tracing::error!(job = %ended.id, "no queue to report the end of a recording to")
+            }
+        }
+    }
+}
+
+impl Actor for RunnerActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartJob> for RunnerActor {
+    type Result = Result<(), String>;
+
+    fn handle(&mut self, job: StartJob, ctx: &mut Context<Self>) -> Self::Result {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["--log-format", "json", "record"])
+            .env("LIVEKIT_RECORDER_CONFIG", &job.config);
+        let (child, _) =
+            ChildProcess::spawn(&format!("recording {}", job.id), cmd, false, Stdout::Log)
+                .map_err(|e| e.into_failure().message)?;
+        tracing::info!(job = %job.id, pid = child.pid(), "recording started");
+        let report = child.exit_report();
+        let id = job.id.clone();
+        ctx.spawn(actix::fut::wrap_future(report).map(
+            move |(status, report), act: &mut Self, _| {
+                let tail = act
+                    .jobs
+                    .get(&id)
+                    .map(ChildProcess::stderr_tail)
+                    .unwrap_or_default();
+                act.report(id, status, report, tail);
+            },
+        ));
+        self.jobs.insert(job.id, child);
+        Ok(())
+    }
+}
+
+impl Handler<StopJob> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopJob, _: &mut Context<Self>) {
+        if let Some(child) = self.jobs.get(&msg.id) {
+            if self.stopped_by_us.insert(msg.id.clone()) {
+                tracing::info!(job = %msg.id, "stop requested: finishing the recording");
+                let stop = child.terminate(STOP_GRACE);
+                actix::spawn(async move {
+                    stop.await;
+                });
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for RunnerActor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.link.set_exit(ExitReason::Shutdown);
+        let mut waits = Vec::new();
+        for (id, child) in &self.jobs {
+            self.stopped_by_us.insert(id.clone());
+            tracing::info!(job = %id, "service stopping: finishing the recording");
+            let stop = child.terminate(STOP_GRACE);
+            let report = child.exit_report();
+            let tail = {
+                let id = id.clone();
+                move |act: &Self| {
+                    act.jobs
+                        .get(&id)
+                        .map(ChildProcess::stderr_tail)
+                        .unwrap_or_default()
+                }
+            };
+            let id = id.clone();
+            waits.push((id, stop, report, tail));
+        }
+        let all = async move {
+            let mut ended = Vec::new();
+            for (id, stop, report, tail) in waits {
+                stop.await;
+                let (status, report) = report.await;
+                ended.push((id, status, report, tail));
+            }
+            ended
+        };
+        Box::pin(actix::fut::wrap_future(all).map(
+            |ended, act: &mut Self, ctx: &mut Context<Self>| {
+                for (id, status, report, tail) in ended {
+                    if act.jobs.contains_key(&id) {
+                        let tail = tail(act);
+                        act.report(id, status, report, tail);
+                    }
+                }
+                ctx.stop();
+                Ok(())
+            },
+        ))
+    }
+}
+
+impl Handler<Kill> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        self.link.set_exit(ExitReason::Shutdown);
+        // Dropping them kills their process groups.
+        self.jobs.clear();
+        ctx.stop();
+    }
+}

@@ -1,0 +1,221 @@
+//! End to end: `pagecast serve` against a real redis-server, running real recordings. Each job's
+//! file is checked with ffprobe.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use pagecast_testkit::{heavy, probe, test_page, wait_until, Redis};
+use serde_json::json;
+
+fn serve(redis: &Redis, worker: &str, extra: &[&str]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve", "--redis", &redis.url()])
+        .args(["--queue", "test", "--worker-id", worker])
+        .args(extra);
+    Run::spawn(cmd)
+}
+
+/// A job recording a test page at 640x360 into `dir`.
+fn push(redis: &Redis, id: &str, dir: &Path, page: &str, max: Option<&str>) -> PathBuf {
+    let file = dir.join(format!("{id}.mp4"));
+    let mut config = json!({
+        "input": { "url": page, "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    if let Some(max) = max {
+        config["max_duration"] = json!(max);
+    }
+    let job = json!({ "id": id, "config": config }).to_string();
+    redis.cli(&["LPUSH", "test:jobs", &job]);
+    file
+}
+
+/// Seconds in a recording being written (0 if it can't be read yet).
+fn recorded(file: &Path) -> f64 {
+    Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn state(redis: &Redis, id: &str) -> String {
+    redis.hget(&format!("test:job:{id}"), "state")
+}
+
+fn wait_state(redis: &Redis, id: &str, want: &str, timeout: Duration) {
+    wait_until(&format!("job {id} to be {want}"), timeout, || {
+        let s = state(redis, id);
+        assert!(
+            s != "failed" || want == "failed",
+            "job {id} failed: {}",
+            redis.hget(&format!("test:job:{id}"), "message")
+        );
+        s == want
+    });
+}
+
+#[test]
+fn jobs_run_within_the_limit_and_a_bad_config_fails_with_code_2() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let page = test_page("silent.html", "");
+    let a = push(&redis, "a", dir.path(), &page, Some("2s"));
+    let bad_job = json!({ "id": "bad", "config": { "input": { "url": page, "width": 3 }, "output": { "file": "/tmp/x.mp4" } } });
+    redis.cli(&["LPUSH", "test:jobs", &bad_job.to_string()]);
+    let b = push(&redis, "b", dir.path(), &page, Some("2s"));
+    let mut run = serve(&redis, "w1", &["--max-recordings", "1"]);
+    wait_state(&redis, "b", "done", Duration::from_secs(120));
+    wait_state(&redis, "a", "done", Duration::from_secs(5));
+    assert_eq!(state(&redis, "bad"), "failed");
+    assert_eq!(redis.hget("test:job:bad", "exit_code"), "2");
+    let message = redis.hget("test:job:bad", "message");
+    assert!(message.starts_with("config: input.width:"), "{message}");
+    for (id, file) in [("a", &a), ("b", &b)] {
+        assert_eq!(redis.hget(&format!("test:job:{id}"), "exit_code"), "0");
+        assert_eq!(redis.hget(&format!("test:job:{id}"), "worker"), "w1");
+        let p = probe(file);
+        assert_eq!(p.video_codec(), "h264");
+        assert!(
+            (p.duration() - 2.0).abs() <= 0.5,
+            "{id}: duration {}",
+            p.duration()
+        );
+    }
+    // One at a time: b (pushed last, taken last) started after a ended.
+    let a_end: u64 = redis.hget("test:job:a", "ended_at").parse().unwrap();
+    let b_start: u64 = redis.hget("test:job:b", "started_at").parse().unwrap();
+    assert!(
+        b_start >= a_end,
+        "a ended at {a_end}, b started at {b_start}"
+    );
+    assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
+    assert_eq!(redis.cli(&["EXISTS", "test:worker:w1"]), "1", "heartbeat");
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_eq!(
+        redis.cli(&["EXISTS", "test:worker:w1"]),
+        "0",
+        "a stopped worker leaves"
+    );
+}
+
+#[test]
+fn a_dead_worker_s_job_is_taken_over_by_another() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let file = push(
+        &redis,
+        "j",
+        dir.path(),
+        &test_page("silent.html", ""),
+        Some("3s"),
+    );
+    let mut first = serve(&redis, "w1", &["--heartbeat-ttl", "2s"]);
+    wait_state(&redis, "j", "running", Duration::from_secs(30));
+    assert_eq!(redis.hget("test:job:j", "worker"), "w1");
+    // The machine dies: the worker and (parent-death signal) its recording.
+    first.signal(Signal::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    let mut second = serve(&redis, "w2", &["--heartbeat-ttl", "2s"]);
+    wait_state(&redis, "j", "done", Duration::from_secs(90));
+    assert_eq!(redis.hget("test:job:j", "worker"), "w2");
+    assert_eq!(redis.hget("test:job:j", "attempts"), "2");
+    assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
+    assert_eq!(redis.cli(&["SISMEMBER", "test:workers", "w1"]), "0");
+    let p = probe(&file);
+    assert!(
+        (p.duration() - 3.0).abs() <= 0.5,
+        "duration {}",
+        p.duration()
+    );
+    second.signal(Signal::SIGTERM);
+    let (status, _) = second.wait(Duration::from_secs(20));
+    assert!(status.success(), "{}", second.stderr());
+}
+
+#[test]
+fn a_stop_request_and_sigterm_finish_the_running_recordings() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let page = test_page("end.html", "ms=600000");
+    let one = push(&redis, "one", dir.path(), &page, None);
+    let two = push(&redis, "two", dir.path(), &page, None);
+    let mut run = serve(&redis, "w1", &["--max-recordings", "2"]);
+    wait_state(&redis, "one", "running", Duration::from_secs(30));
+    wait_state(&redis, "two", "running", Duration::from_secs(30));
+    // Both record for a while (fragmented MP4 is readable while it is written).
+    wait_until("3 s in both files", Duration::from_secs(60), || {
+        [&one, &two].iter().all(|f| recorded(f) >= 3.0)
+    });
+    redis.cli(&["HSET", "test:job:one", "stop", "1"]);
+    wait_state(&redis, "one", "done", Duration::from_secs(20));
+    assert_eq!(state(&redis, "two"), "running");
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_eq!(
+        state(&redis, "two"),
+        "done",
+        "{}",
+        redis.hget("test:job:two", "message")
+    );
+    for file in [&one, &two] {
+        let p = probe(file);
+        assert!(
+            p.duration() >= 2.5,
+            "{}: duration {}",
+            file.display(),
+            p.duration()
+        );
+        assert!(p.has_audio());
+    }
+}
+
+#[test]
+fn an_unreachable_redis_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--redis",
+        &format!("redis://:hunter2-secret@127.0.0.1:{port}"),
+    ]);
+    let mut run = Run::spawn(cmd);
+    let (status, _) = run.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    let err = run.stderr();
+    assert!(
+        err.contains(&format!("cannot reach Redis at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    let mut bad = Run::spawn({
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--redis", "http://nope"]);
+        c
+    });
+    let (status, _) = bad.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(2), "{}", bad.stderr());
+}
