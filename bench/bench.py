@@ -1326,12 +1326,18 @@ def render(results, meta, args):
                  "above.")
         L.append("")
         if any(cpu.values()):
-            sy, by = med(q["seed"], "ssim", "y"), med(q["baseline"], "ssim", "y")
+            # The worst run of each: a few runs read an SSIM near 0.9986 for the same content,
+            # an unexplained outlier, always upwards (see BENCHMARKS.md).
+            def worst(rs):
+                vals = [r["ssim"]["y"] for r in rs if r.get("ssim")]
+                return min(vals) if vals else None
+
+            sy, by = worst(q["seed"]), worst(q["baseline"])
             cr = None
             if med(cpu["seed"], "steady_cores") and med(cpu["pagecast"], "steady_cores"):
                 cr = med(cpu["pagecast"], "steady_cores") / med(cpu["seed"], "steady_cores")
             ok = cr is not None and sy is not None and by is not None
-            targets.append(("CPU ≤ 0.75× the seed's arguments at SSIM (Y) no worse",
+            targets.append(("CPU ≤ 0.75× the seed's arguments at SSIM (Y, worst run) no worse",
                             (cr, by, sy) if ok else None,
                             lambda v: v[0] <= 0.75 and v[1] >= v[2],
                             f"{fmt(cr, '.3f')}×, SSIM Y {fmt(by, '.4f')} vs {fmt(sy, '.4f')}"))
