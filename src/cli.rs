@@ -56,8 +56,8 @@ pub enum Command {
         #[arg(long, default_value = "pagecast")]
         queue: String,
         /// Recordings at once on this machine (default: one per two cores, at least one).
-        #[arg(long)]
-        max_recordings: Option<usize>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_recordings: Option<u32>,
         /// This worker's name (default: <hostname>-<pid>).
         #[arg(long)]
         worker_id: Option<String>,

@@ -51,8 +51,8 @@ fn main() -> ExitCode {
                 redis,
                 queue,
                 max_recordings: max_recordings
-                    .unwrap_or_else(pagecast::service::default_max_recordings)
-                    .max(1),
+                    .map(|n| n as usize)
+                    .unwrap_or_else(pagecast::service::default_max_recordings),
                 worker_id: worker_id.unwrap_or_else(pagecast::service::default_worker_id),
                 heartbeat_ttl,
             };

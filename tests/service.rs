@@ -2,6 +2,7 @@
 //! file is checked with ffprobe.
 mod common;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -165,7 +166,8 @@ fn a_stop_request_and_sigterm_finish_the_running_recordings() {
     wait_until("3 s in both files", Duration::from_secs(60), || {
         [&one, &two].iter().all(|f| recorded(f) >= 3.0)
     });
-    redis.cli(&["HSET", "test:job:one", "stop", "1"]);
+    let heard = redis.cli(&["PUBLISH", "test:control", r#"{"stop":"one"}"#]);
+    assert_eq!(heard, "1", "the worker follows the control channel");
     wait_state(&redis, "one", "done", Duration::from_secs(20));
     assert_eq!(state(&redis, "two"), "running");
     run.signal(Signal::SIGTERM);
@@ -187,6 +189,145 @@ fn a_stop_request_and_sigterm_finish_the_running_recordings() {
         );
         assert!(p.has_audio());
     }
+}
+
+#[test]
+fn two_workers_share_a_queue_and_run_each_job_once() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let page = test_page("silent.html", "");
+    let ids = ["j1", "j2", "j3", "j4"];
+    let files: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| push(&redis, id, dir.path(), &page, Some("2s")))
+        .collect();
+    let mut workers = [
+        serve(&redis, "w1", &["--max-recordings", "1"]),
+        serve(&redis, "w2", &["--max-recordings", "1"]),
+    ];
+    for id in ids {
+        wait_state(&redis, id, "done", Duration::from_secs(120));
+    }
+    let mut who = HashSet::new();
+    for (id, file) in ids.iter().zip(&files) {
+        let job = format!("test:job:{id}");
+        // Every take counts an attempt: one means no job ran twice.
+        assert_eq!(redis.hget(&job, "attempts"), "1", "{id}");
+        assert_eq!(redis.hget(&job, "exit_code"), "0", "{id}");
+        who.insert(redis.hget(&job, "worker"));
+        let p = probe(file);
+        assert!(
+            (p.duration() - 2.0).abs() <= 0.5,
+            "{id}: duration {}",
+            p.duration()
+        );
+    }
+    assert_eq!(who, HashSet::from(["w1".to_owned(), "w2".to_owned()]));
+    for key in ["test:jobs", "test:processing:w1", "test:processing:w2"] {
+        assert_eq!(redis.cli(&["LLEN", key]), "0", "{key}");
+    }
+    for w in &mut workers {
+        w.signal(Signal::SIGTERM);
+        let (status, _) = w.wait(Duration::from_secs(20));
+        assert!(status.success(), "{status}:\n{}", w.stderr());
+    }
+}
+
+#[test]
+fn a_worker_restarted_under_its_id_runs_its_interrupted_job_again_and_a_twin_is_refused() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let file = push(
+        &redis,
+        "j",
+        dir.path(),
+        &test_page("silent.html", ""),
+        Some("2s"),
+    );
+    let ttl = ["--heartbeat-ttl", "2s"];
+    let mut first = serve(&redis, "w1", &ttl);
+    wait_state(&redis, "j", "running", Duration::from_secs(30));
+    // A second live worker with the same id would take the first one's jobs: refused.
+    let mut twin = serve(&redis, "w1", &ttl);
+    let (status, _) = twin.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{}", twin.stderr());
+    assert!(
+        twin.stderr().contains("another worker named w1 is running"),
+        "{}",
+        twin.stderr()
+    );
+    // Killed (with its recording) and started again under its id: it waits out the old
+    // heartbeat and runs the job its earlier self left behind.
+    first.signal(Signal::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    let mut again = serve(&redis, "w1", &ttl);
+    wait_state(&redis, "j", "done", Duration::from_secs(90));
+    assert_eq!(redis.hget("test:job:j", "attempts"), "2");
+    let p = probe(&file);
+    assert!(
+        (p.duration() - 2.0).abs() <= 0.5,
+        "duration {}",
+        p.duration()
+    );
+    again.signal(Signal::SIGTERM);
+    let (status, _) = again.wait(Duration::from_secs(20));
+    assert!(status.success(), "{}", again.stderr());
+}
+
+#[test]
+fn a_lost_redis_is_reconnected_while_the_recording_goes_on() {
+    let _heavy = heavy();
+    let mut redis = Redis::start();
+    let (dir, _) = out_dir();
+    let file = push(
+        &redis,
+        "long",
+        dir.path(),
+        &test_page("end.html", "ms=600000"),
+        None,
+    );
+    let mut run = serve(&redis, "w1", &[]);
+    wait_state(&redis, "long", "running", Duration::from_secs(30));
+    wait_until("2 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 2.0
+    });
+    redis.kill();
+    let before = recorded(&file);
+    wait_until(
+        "the recording to go on without Redis",
+        Duration::from_secs(30),
+        || recorded(&file) >= before + 2.0,
+    );
+    // Back, empty (no persistence): the worker reconnects, writes its heartbeat again and
+    // puts the job it runs back in its processing list.
+    redis.restart();
+    wait_until("the worker to reconnect", Duration::from_secs(30), || {
+        redis.cli(&["LLEN", "test:processing:w1"]) == "1"
+    });
+    assert_eq!(redis.cli(&["EXISTS", "test:worker:w1"]), "1");
+    // Its control subscription is back too: a stop request reaches the recording.
+    wait_until(
+        "the control subscription to come back",
+        Duration::from_secs(30),
+        || redis.cli(&["PUBLISH", "test:control", r#"{"stop":"long"}"#]) == "1",
+    );
+    wait_state(&redis, "long", "done", Duration::from_secs(30));
+    assert!(probe(&file).duration() >= before + 2.0);
+    let next = push(
+        &redis,
+        "next",
+        dir.path(),
+        &test_page("silent.html", ""),
+        Some("2s"),
+    );
+    wait_state(&redis, "next", "done", Duration::from_secs(60));
+    assert!(probe(&next).duration() >= 1.5);
+    assert_eq!(run.stderr().matches("Redis unreachable").count(), 1);
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
 }
 
 #[test]
@@ -218,4 +359,11 @@ fn an_unreachable_redis_is_a_clear_error() {
     });
     let (status, _) = bad.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(2), "{}", bad.stderr());
+    let mut none = Run::spawn({
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--max-recordings", "0"]);
+        c
+    });
+    let (status, _) = none.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(2), "{}", none.stderr());
 }

@@ -17,9 +17,15 @@
 //! - `Q:job:<id>` (hash): `state` (running, done, failed, requeued), `worker`, `attempts`,
 //!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`. Each change is published on
 //!   `Q:events` as JSON.
-//! - `HSET Q:job:<id> stop 1`: stop that recording (SIGTERM; it finishes its file and upload).
-//! - `Q:worker:<worker>`: the worker's heartbeat (a key with a time to live); `Q:workers`: the set
-//!   of workers, to find the dead ones.
+//! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
+//!   and upload). `HSET Q:job:<id> stop 1` does the same and is not lost if the worker is
+//!   reconnecting when it is sent (it is read every round).
+//! - `Q:worker:<worker>`: the worker's heartbeat (a key with a time to live, its value the worker
+//!   process's own token); `Q:workers`: the set of workers, to find the dead ones.
+//!
+//! Before the tree starts, [`serve`] connects (unreachable: exit 4 naming the host), claims the
+//! worker id (a live worker with the same id: exit 2) and moves any job left in its own processing
+//! list by an earlier run with the same id back to the queue.
 //!
 //! Retries: a recording killed by a signal nobody sent it is run again, up to [`MAX_ATTEMPTS`]
 //! times; one that exits with a code is done (0) or failed (the code says why, see `exit.rs`), and
@@ -55,6 +61,16 @@ pub struct ServiceOptions {
     pub worker_id: String,
     /// The heartbeat's time to live: a worker silent this long is taken for dead.
     pub heartbeat_ttl: Duration,
+}
+
+/// A stop request on `Q:control`: `{"stop": "<id>"}`. Anything else is ignored (the channel may
+/// carry other requests later).
+pub fn parse_control(payload: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    v.get("stop")?
+        .as_str()
+        .filter(|id| valid_id(id))
+        .map(str::to_owned)
 }
 
 /// The default number of recordings at once: one per two cores (a 1080p30 recording takes about
@@ -102,6 +118,9 @@ impl Keys {
     }
     pub fn events(&self) -> String {
         format!("{}:events", self.queue)
+    }
+    pub fn control(&self) -> String {
+        format!("{}:control", self.queue)
     }
 }
 
@@ -233,6 +252,16 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     let keys = Keys {
         queue: options.queue.clone(),
     };
+    // Pre-flight, before the tree: a service that cannot reach its queue, or whose id is taken,
+    // has nothing to do.
+    let instance = instance_token();
+    let con = match queue::connect(&client, &options.redis).await {
+        Ok(con) => con,
+        Err(message) => return Outcome::fail(Exit::Input, message),
+    };
+    if let Err(message) = queue::claim_worker_id(con.clone(), &keys, &options, &instance).await {
+        return Outcome::fail(Exit::Config, message);
+    }
     let wiring = Rc::new(RefCell::new(Wiring::default()));
     let queue = {
         let (client, keys, wiring, options) = (
@@ -246,18 +275,18 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
             Restart::Permanent,
             Duration::from_secs(15),
             move |link| {
-                let (client, keys, wiring, options) = (
+                let addr = QueueActor::new(
+                    con.clone(),
                     client.clone(),
                     keys.clone(),
-                    wiring.clone(),
                     options.clone(),
-                );
-                async move {
-                    let addr =
-                        QueueActor::start(client, keys, options, wiring.clone(), link).await?;
-                    wiring.borrow_mut().queue = Some(addr.clone());
-                    Ok(addr)
-                }
+                    instance.clone(),
+                    wiring.clone(),
+                    link,
+                )
+                .start();
+                wiring.borrow_mut().queue = Some(addr.clone());
+                std::future::ready(Ok(addr))
             },
         )
     };
@@ -293,7 +322,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         },
         vec![queue, runner],
     );
-    let signals = actix::spawn(forward_signals(supervisor));
+    let signals = actix::spawn(forward_signals(supervisor, wiring.clone()));
     let exit = exit.await.unwrap_or(TreeExit::Stopped {
         cause: "supervisor vanished".into(),
         failures: Vec::new(),
@@ -326,7 +355,18 @@ fn mask(url: &str) -> String {
     }
 }
 
-async fn forward_signals(supervisor: Addr<Supervisor>) {
+/// This process's token in its heartbeat: tells it apart from another worker given the same id.
+fn instance_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+/// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
+/// recording finishes). A second one: leave now (the recordings die with us).
+async fn forward_signals(supervisor: Addr<Supervisor>, wiring: Rc<RefCell<Wiring>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -342,6 +382,9 @@ async fn forward_signals(supervisor: Addr<Supervisor>) {
         signal = name,
         "stopping: no new jobs; finishing the running recordings"
     );
+    if let Some(queue) = wiring.borrow().queue.clone() {
+        queue.do_send(queue::Drain);
+    }
     supervisor.do_send(StopTree {
         cause: format!("{name} received"),
     });
@@ -416,6 +459,15 @@ mod tests {
             Parsed::Refused { message, .. } => assert!(!message.contains("12345678"), "{message}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn stop_requests_name_a_job() {
+        assert_eq!(parse_control(r#"{"stop":"a-1"}"#).as_deref(), Some("a-1"));
+        assert_eq!(parse_control(r#"{"stop":"a b"}"#), None);
+        assert_eq!(parse_control(r#"{"stop":1}"#), None);
+        assert_eq!(parse_control(r#"{"start":"a"}"#), None);
+        assert_eq!(parse_control("stop a"), None);
     }
 
     #[test]

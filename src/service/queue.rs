@@ -1,10 +1,11 @@
 //! QueueActor: the service's side of the Redis queue.
 //!
-//! Owns: the Redis connection (a `ConnectionManager`: it reconnects by itself; while Redis is
-//! away, recordings go on and their results wait here until they can be written), this worker's
+//! Owns: the Redis connection (a `ConnectionManager`: it reconnects by itself, with backoff; while
+//! Redis is away, recordings go on and their results wait here until they can be written), a
+//! subscription to `Q:control` (its own connection, reconnected with backoff), this worker's
 //! heartbeat, and the list of jobs this worker has taken.
-//! Accepts: [`JobEnded`] (from the runner), [`Shutdown`] (write every result still pending, then
-//! take the heartbeat away), [`Kill`].
+//! Accepts: [`JobEnded`] (from the runner), [`Drain`] (take no more jobs), [`Shutdown`] (write
+//! every result still pending, then take the heartbeat away), [`Kill`].
 //! Sends: [`StartJob`] and [`StopJob`] to the runner.
 //! Every 250 ms (one round at a time): refresh the heartbeat; write pending results; move the jobs
 //! of workers whose heartbeat expired back to the queue; pass stop requests on; and, with a free
@@ -12,18 +13,20 @@
 //! Stops: on `Shutdown`, after the last write (bounded by the supervisor's timeout).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
-use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
-use redis::aio::ConnectionManager;
+use futures_util::StreamExt;
+use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 
 use super::runner::{JobEnded, StartJob, StopJob};
 use super::{
-    decide, parse_job, Decision, Ended, Keys, Parsed, ServiceOptions, Wiring, MAX_ATTEMPTS,
+    decide, parse_control, parse_job, Decision, Ended, Keys, Parsed, ServiceOptions, Wiring,
+    MAX_ATTEMPTS,
 };
 
 const ROUND_EVERY: Duration = Duration::from_millis(250);
@@ -45,20 +48,45 @@ struct Outcome {
     decision: Decision,
     code: Option<i32>,
     message: String,
+    /// The job never ran (taken as the worker began to stop): its attempt does not count.
+    not_run: bool,
+}
+
+/// Message: take no more jobs (the service is stopping; the running ones finish).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Message (from the control subscription): stop this job's recording, if it runs here.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Control {
+    stop: String,
 }
 
 pub struct QueueActor {
     link: ChildLink,
     con: ConnectionManager,
+    /// For the control subscription (a connection of its own).
+    client: redis::Client,
     keys: Keys,
     options: ServiceOptions,
+    /// This process's heartbeat value.
+    instance: String,
     wiring: Rc<RefCell<Wiring>>,
     running: HashMap<String, Taken>,
+    /// Jobs taken over by another worker while this one was cut off from Redis: their recordings
+    /// are stopped here and their results are not ours to write.
+    abandoned: HashSet<String>,
     pending: Vec<Outcome>,
     in_round: bool,
+    draining: bool,
+    /// When this worker last looked for dead workers.
+    last_reclaim: Option<std::time::Instant>,
     /// Redis was unreachable at the last round (logged once per outage).
     offline: bool,
-    last_heartbeat: Option<std::time::Instant>,
+    /// Another live process uses this worker id (logged once).
+    duplicate_seen: bool,
 }
 
 fn now() -> u64 {
@@ -81,76 +109,257 @@ fn host_of(url: &str) -> String {
         .unwrap_or_else(|| "the Redis server".into())
 }
 
+/// Connects to Redis: the connection every round uses, reconnecting by itself with backoff
+/// (0.1 s doubling to 2 s). An error names the host, never the password.
+pub(super) async fn connect(
+    client: &redis::Client,
+    url: &str,
+) -> Result<ConnectionManager, String> {
+    let host = host_of(url);
+    let unreachable = |why: String| format!("cannot reach Redis at {host}: {why}");
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(2);
+    let con = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        ConnectionManager::new_with_config(client.clone(), config),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let mut check = con.clone();
+    let _: String =
+        tokio::time::timeout(CONNECT_TIMEOUT, redis::cmd("PING").query_async(&mut check))
+            .await
+            .map_err(|_| unreachable("no answer to PING".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+    tracing::info!(redis = %host, "connected to Redis");
+    Ok(con)
+}
+
+/// Makes this process the worker `options.worker_id`: its heartbeat is set only if no other has
+/// one. A heartbeat left by an earlier run with this id (killed, restarted) expires within its
+/// time to live and is waited for; one still refreshed after that belongs to a live worker, and
+/// two workers with one id would take each other's jobs: an error. Then the jobs that earlier run
+/// left in this worker's processing list go back to the queue.
+pub(super) async fn claim_worker_id(
+    mut con: ConnectionManager,
+    keys: &Keys,
+    options: &ServiceOptions,
+    instance: &str,
+) -> Result<(), String> {
+    let worker = &options.worker_id;
+    let key = keys.worker(worker);
+    let ttl = ttl_ms(options.heartbeat_ttl);
+    let deadline = tokio::time::Instant::now() + options.heartbeat_ttl + Duration::from_secs(1);
+    let redis_error = |e: redis::RedisError| {
+        format!(
+            "Redis at {} failed while claiming the worker id: {e}",
+            host_of(&options.redis)
+        )
+    };
+    let mut waited = false;
+    loop {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(instance)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut con)
+            .await
+            .map_err(redis_error)?;
+        if set.is_some() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "--worker-id: another worker named {worker} is running on this queue (its \
+                 heartbeat {key} is fresh); give each worker its own id"
+            ));
+        }
+        if !waited {
+            tracing::info!(worker = %worker, "a worker with this id had a heartbeat; waiting for it to expire");
+            waited = true;
+        }
+        tokio::time::sleep(ROUND_EVERY).await;
+    }
+    let _: () = con
+        .sadd(keys.workers(), worker)
+        .await
+        .map_err(redis_error)?;
+    let moved = requeue_jobs_of(
+        &mut con,
+        keys,
+        worker,
+        &format!("worker {worker} restarted; running it again"),
+    )
+    .await
+    .map_err(redis_error)?;
+    if moved > 0 {
+        tracing::warn!(
+            jobs = moved,
+            "moved the jobs an earlier run with this worker id left back to the queue"
+        );
+    }
+    Ok(())
+}
+
+fn connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped()
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    ttl.as_millis().max(1000) as u64
+}
+
+/// Moves every job in `worker`'s processing list back to the queue (to its end: they run next),
+/// each marked `requeued`. Returns how many.
+async fn requeue_jobs_of(
+    con: &mut ConnectionManager,
+    k: &Keys,
+    worker: &str,
+    why: &str,
+) -> redis::RedisResult<usize> {
+    let mut moved = 0;
+    loop {
+        let raw: Option<String> = redis::cmd("LMOVE")
+            .arg(k.processing(worker))
+            .arg(k.jobs())
+            .arg("RIGHT")
+            .arg("RIGHT")
+            .query_async(con)
+            .await?;
+        let Some(raw) = raw else { break };
+        moved += 1;
+        if let Parsed::Job { id, .. } | Parsed::Refused { id: Some(id), .. } = parse_job(&raw) {
+            let _: () = redis::pipe()
+                .hset(k.job(&id), "state", "requeued")
+                .ignore()
+                .hset(k.job(&id), "message", why)
+                .ignore()
+                .publish(
+                    k.events(),
+                    serde_json::json!({ "id": id, "state": "requeued", "worker": worker, "message": why })
+                        .to_string(),
+                )
+                .ignore()
+                .query_async(con)
+                .await?;
+        }
+    }
+    Ok(moved)
+}
+
+/// Follows `Q:control` on a connection of its own (a subscribed connection can do nothing
+/// else), reconnecting with backoff; a ping every 5 s finds a connection that died silently.
+async fn follow_control(client: redis::Client, channel: String, me: Addr<QueueActor>) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                .await
+                .map_err(|_| "no answer".to_owned())?
+                .map_err(|e| e.to_string())?;
+            let (mut sink, stream) = pubsub.split();
+            sink.subscribe(&channel).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((sink, stream))
+        }
+        .await;
+        match subscribed {
+            Ok((mut sink, mut stream)) => {
+                tracing::debug!(channel = %channel, "following stop requests");
+                let since = tokio::time::Instant::now();
+                let every = Duration::from_secs(5);
+                let mut ping = tokio::time::interval_at(since + every, every);
+                loop {
+                    tokio::select! {
+                        msg = stream.next() => {
+                            let Some(msg) = msg else { break };
+                            let payload: String = msg.get_payload().unwrap_or_default();
+                            match parse_control(&payload) {
+                                Some(stop) => me.do_send(Control { stop }),
+                                None => tracing::warn!(channel = %channel, "ignored a control message that is not {{\"stop\": \"<id>\"}}"),
+                            }
+                        }
+                        _ = ping.tick() => {
+                            // Subscribed, the answer is ["pong", ""]: any answer will do.
+                            let pong = tokio::time::timeout(Duration::from_secs(2), sink.ping::<redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tracing::debug!(channel = %channel, "control subscription lost; reconnecting");
+                if since.elapsed() > every {
+                    delay = Duration::from_millis(100);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot subscribe to stop requests yet"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
 impl QueueActor {
-    /// Connects to Redis and starts; fails (an input failure: nothing to take jobs from) if Redis
-    /// does not answer within 5 s.
-    pub(super) async fn start(
+    pub(super) fn new(
+        con: ConnectionManager,
         client: redis::Client,
         keys: Keys,
         options: ServiceOptions,
+        instance: String,
         wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
-    ) -> Result<Addr<QueueActor>, Failure> {
-        let host = host_of(&options.redis);
-        let unreachable = |why: String| {
-            Failure::new(
-                FailureKind::Input,
-                format!("cannot reach Redis at {host}: {why}"),
-            )
-        };
-        let con = tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new(client))
-            .await
-            .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let mut check = con.clone();
-        let _: String =
-            tokio::time::timeout(CONNECT_TIMEOUT, redis::cmd("PING").query_async(&mut check))
-                .await
-                .map_err(|_| unreachable("no answer to PING".into()))?
-                .map_err(|e| unreachable(e.to_string()))?;
-        tracing::info!(redis = %host, "connected to Redis");
-        Ok(QueueActor {
+    ) -> QueueActor {
+        QueueActor {
             link,
             con,
+            client,
             keys,
             options,
+            instance,
             wiring,
             running: HashMap::new(),
+            abandoned: HashSet::new(),
             pending: Vec::new(),
             in_round: false,
+            draining: false,
+            last_reclaim: None,
             offline: false,
-            last_heartbeat: None,
+            duplicate_seen: false,
         }
-        .start())
     }
 
-    fn round(&mut self, ctx: &mut Context<Self>, take: bool) {
+    fn round(&mut self, ctx: &mut Context<Self>) {
         if self.in_round {
             return;
         }
         self.in_round = true;
         let runner = self.wiring.borrow().runner.clone();
-        let free = if take && runner.is_some() {
+        let free = if !self.draining && runner.is_some() {
             self.options
                 .max_recordings
                 .saturating_sub(self.running.len())
         } else {
             0
         };
-        let round = Round {
-            con: self.con.clone(),
-            keys: self.keys.clone(),
-            worker: self.options.worker_id.clone(),
-            ttl: self.options.heartbeat_ttl,
-            pending: self.pending.clone(),
-            running: self.running.keys().cloned().collect(),
-            free,
-        };
+        let round = self.new_round(free);
         ctx.spawn(actix::fut::wrap_future(round.run()).map(
             move |result, act: &mut Self, _| {
                 act.in_round = false;
                 let done = match result {
                     Ok(done) => done,
+                    Err(e) if !connection_error(&e) => {
+                        // Not an outage (a key of the wrong type, a refused command): say so
+                        // every time, it will not heal by itself.
+                        tracing::error!(error = %e, "Redis refused a command; retrying");
+                        return;
+                    }
                     Err(e) => {
                         if !act.offline {
                             tracing::warn!(redis = %host_of(&act.options.redis), error = %e, "Redis unreachable; running recordings go on, results wait");
@@ -163,19 +372,68 @@ impl QueueActor {
                     tracing::info!("Redis is back");
                     act.offline = false;
                 }
-                act.last_heartbeat = Some(std::time::Instant::now());
+                if done.duplicate && !act.duplicate_seen {
+                    tracing::error!(worker = %act.options.worker_id, "another process runs as this worker id: the two will take each other's jobs");
+                    act.duplicate_seen = true;
+                }
                 act.pending.drain(..done.written.min(act.pending.len()));
+                for id in done.taken_over {
+                    if act.abandoned.insert(id.clone()) {
+                        tracing::warn!(job = %id, "this worker was cut off from Redis so long that another took the job over; stopping this copy");
+                        if let Some(runner) = &runner {
+                            runner.do_send(StopJob { id });
+                        }
+                    }
+                }
                 for id in done.stop {
                     if let Some(runner) = &runner {
                         runner.do_send(StopJob { id });
                     }
                 }
                 for (id, raw, config, attempts) in done.taken {
-                    act.run(id, raw, config, attempts);
+                    if act.draining {
+                        // Taken by a round that began before the stop: give it back untried.
+                        act.pending.push(Outcome {
+                            id: Some(id),
+                            raw,
+                            decision: Decision::Requeue,
+                            code: None,
+                            message: "the worker stopped before starting it".into(),
+                            not_run: true,
+                        });
+                    } else {
+                        act.run(id, raw, config, attempts);
+                    }
                 }
                 act.pending.extend(done.refused);
             },
         ));
+    }
+
+    fn new_round(&mut self, free: usize) -> Round {
+        // Looking for dead workers costs a command per worker: a few times per time to live is
+        // enough (a dead worker's jobs wait at most its TTL plus this).
+        let every = (self.options.heartbeat_ttl / 3).max(Duration::from_secs(1));
+        let reclaim = self.last_reclaim.is_none_or(|t| t.elapsed() >= every);
+        if reclaim {
+            self.last_reclaim = Some(std::time::Instant::now());
+        }
+        Round {
+            reclaim,
+            con: self.con.clone(),
+            keys: self.keys.clone(),
+            worker: self.options.worker_id.clone(),
+            instance: self.instance.clone(),
+            ttl: self.options.heartbeat_ttl,
+            pending: self.pending.clone(),
+            running: self
+                .running
+                .iter()
+                .filter(|(id, _)| !self.abandoned.contains(*id))
+                .map(|(id, t)| (id.clone(), t.raw.clone()))
+                .collect(),
+            free,
+        }
     }
 
     fn run(&mut self, id: String, raw: String, config: String, attempts: u32) {
@@ -200,6 +458,7 @@ impl QueueActor {
             decision: Decision::Failed,
             code: Some(1),
             message: why,
+            not_run: false,
         };
         let me = self.link_addr();
         actix::spawn(async move {
@@ -227,11 +486,19 @@ struct Failed(Outcome);
 impl Handler<Failed> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, Failed(outcome): Failed, _: &mut Context<Self>) {
+    fn handle(&mut self, Failed(mut outcome): Failed, _: &mut Context<Self>) {
         if let Some(id) = &outcome.id {
             self.running.remove(id);
         }
-        tracing::error!(job = ?outcome.id, error = %outcome.message, "job could not start");
+        if self.draining {
+            // The runner is stopping: the job goes back to the queue untried.
+            outcome.decision = Decision::Requeue;
+            outcome.code = None;
+            outcome.message = "the worker stopped before starting it".into();
+            outcome.not_run = true;
+        } else {
+            tracing::error!(job = ?outcome.id, error = %outcome.message, "job could not start");
+        }
         self.pending.push(outcome);
     }
 }
@@ -244,6 +511,10 @@ impl Handler<JobEnded> for QueueActor {
             tracing::warn!(job = %ended.id, "a recording this worker does not know ended");
             return;
         };
+        if self.abandoned.remove(&ended.id) {
+            tracing::info!(job = %ended.id, "the copy of a job taken over by another worker ended; its result is the other's to write");
+            return;
+        }
         let decision = decide(&ended, taken.attempts);
         let Ended {
             id, code, message, ..
@@ -262,7 +533,29 @@ impl Handler<JobEnded> for QueueActor {
             decision,
             code,
             message,
+            not_run: false,
         });
+    }
+}
+
+impl Handler<Drain> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
+        self.draining = true;
+    }
+}
+
+impl Handler<Control> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, Control { stop }: Control, _: &mut Context<Self>) {
+        if !self.running.contains_key(&stop) {
+            return; // another worker's job (every worker hears every request)
+        }
+        if let Some(runner) = &self.wiring.borrow().runner {
+            runner.do_send(StopJob { id: stop });
+        }
     }
 }
 
@@ -270,12 +563,13 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(ROUND_EVERY, |act, ctx| {
-            // Without a heartbeat written for a whole TTL, other workers take this one's jobs:
-            // a worker cut off from Redis that long must not go on taking new ones.
-            act.round(ctx, true);
-        });
-        self.round(ctx, true);
+        ctx.spawn(actix::fut::wrap_future(follow_control(
+            self.client.clone(),
+            self.keys.control(),
+            ctx.address(),
+        )));
+        ctx.run_interval(ROUND_EVERY, |act, ctx| act.round(ctx));
+        self.round(ctx);
     }
 }
 
@@ -285,15 +579,9 @@ impl Handler<Shutdown> for QueueActor {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.link.set_exit(ExitReason::Shutdown);
         // The runner has stopped (it started after this actor): its results are in `pending`.
-        let round = Round {
-            con: self.con.clone(),
-            keys: self.keys.clone(),
-            worker: self.options.worker_id.clone(),
-            ttl: self.options.heartbeat_ttl,
-            pending: self.pending.clone(),
-            running: Vec::new(),
-            free: 0,
-        };
+        self.draining = true;
+        let mut round = self.new_round(0);
+        round.running.clear();
         let (mut con, keys, worker) = (
             self.con.clone(),
             self.keys.clone(),
@@ -350,10 +638,14 @@ struct Round {
     con: ConnectionManager,
     keys: Keys,
     worker: String,
+    instance: String,
     ttl: Duration,
     pending: Vec<Outcome>,
-    running: Vec<String>,
+    /// (id, raw) of the jobs running here.
+    running: Vec<(String, String)>,
     free: usize,
+    /// Look for dead workers this round.
+    reclaim: bool,
 }
 
 /// What a round did.
@@ -365,26 +657,59 @@ struct RoundDone {
     taken: Vec<(String, String, String, u32)>,
     /// Jobs taken and refused at once: results to write next round.
     refused: Vec<Outcome>,
+    /// Running jobs no longer in this worker's processing list: while this worker's heartbeat
+    /// was gone, another worker moved them back to the queue.
+    taken_over: Vec<String>,
+    /// The heartbeat held another process's token: two workers share this id.
+    duplicate: bool,
 }
 
 impl Round {
     async fn run(mut self) -> redis::RedisResult<RoundDone> {
-        self.reclaim().await?;
+        if self.reclaim {
+            self.reclaim().await?;
+        }
         let keys = self.keys.clone();
         let k = &keys;
         let processing = k.processing(&self.worker);
-        let ttl_ms = self.ttl.as_millis().max(1000) as u64;
-        let _: () = redis::pipe()
+        let (previous,): (Option<String>,) = redis::pipe()
             .cmd("SET")
             .arg(k.worker(&self.worker))
-            .arg(now())
+            .arg(&self.instance)
             .arg("PX")
-            .arg(ttl_ms)
-            .ignore()
+            .arg(ttl_ms(self.ttl))
+            .arg("GET")
             .sadd(k.workers(), &self.worker)
             .ignore()
             .query_async(&mut self.con)
             .await?;
+        let duplicate = previous.as_ref().is_some_and(|p| *p != self.instance);
+        // The heartbeat was gone: this worker was cut off longer than its time to live (other
+        // workers may have moved its jobs back to the queue), or Redis lost its data (restarted
+        // without persistence). Tell the two apart for each running job.
+        let mut taken_over = Vec::new();
+        if previous.is_none() {
+            for (id, raw) in self.running.clone() {
+                match self.check_running(&processing, &id, &raw).await? {
+                    Presence::Here => {}
+                    Presence::TakenOver => taken_over.push(id),
+                    Presence::Lost => {
+                        // Put it back, so that if this worker dies now the job is not lost.
+                        tracing::warn!(job = %id, "Redis lost this running job; recording it again there");
+                        let _: () = redis::pipe()
+                            .lpush(&processing, &raw)
+                            .ignore()
+                            .hset_multiple(
+                                k.job(&id),
+                                &[("state", "running"), ("worker", self.worker.as_str())],
+                            )
+                            .ignore()
+                            .query_async(&mut self.con)
+                            .await?;
+                    }
+                }
+            }
+        }
 
         let mut written = 0;
         for outcome in &self.pending {
@@ -393,7 +718,7 @@ impl Round {
         }
 
         let mut stop = Vec::new();
-        for id in &self.running {
+        for (id, _) in &self.running {
             let flag: Option<String> = self.con.hget(k.job(id), "stop").await?;
             if flag.as_deref() == Some("1") {
                 stop.push(id.clone());
@@ -421,6 +746,7 @@ impl Round {
                             decision: Decision::Failed,
                             code: None,
                             message: format!("tried {MAX_ATTEMPTS} times already, giving up"),
+                            not_run: false,
                         });
                         continue;
                     }
@@ -455,6 +781,7 @@ impl Round {
                         decision: Decision::Failed,
                         code: Some(2),
                         message,
+                        not_run: false,
                     });
                 }
             }
@@ -464,7 +791,41 @@ impl Round {
             stop,
             taken,
             refused,
+            taken_over,
+            duplicate,
         })
+    }
+
+    /// Where a job this worker runs stands in Redis.
+    async fn check_running(
+        &mut self,
+        processing: &str,
+        id: &str,
+        raw: &str,
+    ) -> redis::RedisResult<Presence> {
+        let (here, queued, state, worker): (
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        ) = redis::pipe()
+            .cmd("LPOS")
+            .arg(processing)
+            .arg(raw)
+            .cmd("LPOS")
+            .arg(self.keys.jobs())
+            .arg(raw)
+            .hget(self.keys.job(id), "state")
+            .hget(self.keys.job(id), "worker")
+            .query_async(&mut self.con)
+            .await?;
+        Ok(presence(
+            here.is_some(),
+            queued.is_some(),
+            state.as_deref(),
+            worker.as_deref(),
+            &self.worker,
+        ))
     }
 
     /// Moves the jobs of workers without a heartbeat back to the queue (to its end: they run
@@ -477,41 +838,41 @@ impl Round {
             if alive {
                 continue;
             }
-            loop {
-                let raw: Option<String> = redis::cmd("LMOVE")
-                    .arg(k.processing(&worker))
-                    .arg(k.jobs())
-                    .arg("RIGHT")
-                    .arg("RIGHT")
-                    .query_async(&mut self.con)
-                    .await?;
-                let Some(raw) = raw else { break };
-                if let Parsed::Job { id, .. } | Parsed::Refused { id: Some(id), .. } =
-                    parse_job(&raw)
-                {
-                    let _: () = redis::pipe()
-                        .hset(k.job(&id), "state", "requeued")
-                        .ignore()
-                        .hset(
-                            k.job(&id),
-                            "message",
-                            format!("worker {worker} stopped answering; running it again"),
-                        )
-                        .ignore()
-                        .publish(
-                            k.events(),
-                            serde_json::json!({ "id": id, "state": "requeued", "worker": worker })
-                                .to_string(),
-                        )
-                        .ignore()
-                        .query_async(&mut self.con)
-                        .await?;
-                }
-                tracing::warn!(dead_worker = %worker, "moved a job of a worker without heartbeat back to the queue");
+            let why = format!("worker {worker} stopped answering; running it again");
+            let moved = requeue_jobs_of(&mut self.con, k, &worker, &why).await?;
+            if moved > 0 {
+                tracing::warn!(dead_worker = %worker, jobs = moved, "moved the jobs of a worker without heartbeat back to the queue");
             }
             let _: () = self.con.srem(k.workers(), &worker).await?;
         }
         Ok(())
+    }
+}
+
+/// Where a running job stands in Redis, seen from the worker running it.
+#[derive(Debug, PartialEq, Eq)]
+enum Presence {
+    /// In this worker's processing list: all is well.
+    Here,
+    /// Moved back to the queue, or taken by another worker: this copy must stop.
+    TakenOver,
+    /// Gone without a trace (Redis lost its data): this worker still owns it.
+    Lost,
+}
+
+fn presence(
+    in_processing: bool,
+    in_queue: bool,
+    state: Option<&str>,
+    worker: Option<&str>,
+    me: &str,
+) -> Presence {
+    if in_processing {
+        Presence::Here
+    } else if in_queue || state == Some("requeued") || worker.is_some_and(|w| w != me) {
+        Presence::TakenOver
+    } else {
+        Presence::Lost
     }
 }
 
@@ -535,6 +896,9 @@ async fn write_outcome(
     if o.decision == Decision::Requeue {
         pipe.rpush(k.jobs(), &o.raw).ignore();
     }
+    if let (true, Some(id)) = (o.not_run, &o.id) {
+        pipe.hincr(k.job(id), "attempts", -1).ignore();
+    }
     let mut fields = vec![
         ("state", state.to_owned()),
         ("worker", worker.to_owned()),
@@ -556,4 +920,36 @@ async fn write_outcome(
     )
     .ignore();
     pipe.query_async::<()>(con).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_job_missing_from_redis_is_told_taken_over_from_lost() {
+        assert_eq!(
+            presence(true, false, Some("running"), Some("w1"), "w1"),
+            Presence::Here
+        );
+        // Another worker moved it back to the queue, or has taken it since.
+        assert_eq!(
+            presence(false, true, Some("running"), Some("w1"), "w1"),
+            Presence::TakenOver
+        );
+        assert_eq!(
+            presence(false, false, Some("requeued"), Some("w1"), "w1"),
+            Presence::TakenOver
+        );
+        assert_eq!(
+            presence(false, false, Some("running"), Some("w2"), "w1"),
+            Presence::TakenOver
+        );
+        // Redis restarted empty, or the hash still names this worker: still this worker's.
+        assert_eq!(presence(false, false, None, None, "w1"), Presence::Lost);
+        assert_eq!(
+            presence(false, false, Some("running"), Some("w1"), "w1"),
+            Presence::Lost
+        );
+    }
 }

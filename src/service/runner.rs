@@ -51,6 +51,8 @@ pub struct RunnerActor {
     wiring: Rc<RefCell<Wiring>>,
     jobs: HashMap<String, ChildProcess>,
     stopped_by_us: HashSet<String>,
+    /// Shutting down: no new recording starts.
+    stopping: bool,
 }
 
 impl RunnerActor {
@@ -60,6 +62,7 @@ impl RunnerActor {
             wiring,
             jobs: HashMap::new(),
             stopped_by_us: HashSet::new(),
+            stopping: false,
         }
     }
 
@@ -103,6 +106,9 @@ impl Handler<StartJob> for RunnerActor {
     type Result = Result<(), String>;
 
     fn handle(&mut self, job: StartJob, ctx: &mut Context<Self>) -> Self::Result {
+        if self.stopping {
+            return Err("the service is stopping".into());
+        }
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
         let mut cmd = Command::new(exe);
         cmd.args(["--log-format", "json", "record"])
@@ -149,6 +155,7 @@ impl Handler<Shutdown> for RunnerActor {
 
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.link.set_exit(ExitReason::Shutdown);
+        self.stopping = true;
         let mut waits = Vec::new();
         for (id, child) in &self.jobs {
             self.stopped_by_us.insert(id.clone());

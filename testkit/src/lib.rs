@@ -507,24 +507,45 @@ impl Redis {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server (run scripts/setup.sh)");
+        let child = Self::spawn(port, dir.path());
         let redis = Redis {
             port,
             _dir: dir,
             child,
         };
-        wait_until("redis-server to answer", Duration::from_secs(10), || {
-            redis.try_cli(&["PING"]).is_some_and(|r| r == "PONG")
-        });
+        redis.wait_ready();
         redis
+    }
+
+    fn spawn(port: u16, dir: &Path) -> std::process::Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server (run scripts/setup.sh)")
+    }
+
+    fn wait_ready(&self) {
+        wait_until("redis-server to answer", Duration::from_secs(10), || {
+            self.try_cli(&["PING"]).is_some_and(|r| r == "PONG")
+        });
+    }
+
+    /// Kills the server (every connection drops, every key is lost: there is no persistence).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, self._dir.path());
+        self.wait_ready();
     }
 
     pub fn url(&self) -> String {
