@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use pagecast_testkit::{heavy, probe, test_page, wait_until, Redis};
+use pagecast_testkit::{descendants, heavy, probe, test_page, wait_until, Redis};
 use serde_json::json;
 
 fn serve(redis: &Redis, worker: &str, extra: &[&str]) -> Run {
@@ -328,6 +328,78 @@ fn a_lost_redis_is_reconnected_while_the_recording_goes_on() {
     run.signal(Signal::SIGTERM);
     let (status, _) = run.wait(Duration::from_secs(20));
     assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+#[test]
+fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let events = redis.subscribe("test:events");
+    let (dir, _) = out_dir();
+    let file = push(
+        &redis,
+        "k",
+        dir.path(),
+        &test_page("silent.html", ""),
+        Some("2s"),
+    );
+    let mut run = serve(&redis, "w1", &[]);
+    wait_state(&redis, "k", "running", Duration::from_secs(30));
+    let recording = || {
+        descendants(run.child.id())
+            .into_iter()
+            .find(|(_, name)| name == "pagecast")
+            .map(|(pid, _)| pid)
+    };
+    let mut pid = None;
+    wait_until("the recording process", Duration::from_secs(10), || {
+        pid = recording();
+        pid.is_some()
+    });
+    // The OOM killer, say: not a stop the service asked for.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid.unwrap() as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_state(&redis, "k", "done", Duration::from_secs(90));
+    assert_eq!(redis.hget("test:job:k", "attempts"), "2");
+    let p = probe(&file);
+    assert!(
+        (p.duration() - 2.0).abs() <= 0.5,
+        "duration {}",
+        p.duration()
+    );
+    let seen: Vec<(String, String)> = events
+        .messages()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap_or("").to_owned(),
+                m["state"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let states: Vec<&str> = seen
+        .iter()
+        .filter(|(id, _)| id == "k")
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ["running", "requeued", "running", "done"],
+        "{seen:?}"
+    );
+    let requeued = &events.messages()[1];
+    assert!(
+        requeued["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("killed")),
+        "{requeued}"
+    );
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(20));
+    assert!(status.success(), "{}", run.stderr());
 }
 
 #[test]

@@ -569,6 +569,37 @@ impl Redis {
             .unwrap_or_else(|| panic!("redis-cli {} failed", args.join(" ")))
     }
 
+    /// Follows a pub/sub channel (a `redis-cli SUBSCRIBE` of its own) until dropped.
+    pub fn subscribe(&self, channel: &str) -> Subscription {
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "SUBSCRIBE", channel])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-cli");
+        let stdout = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let sub = Subscription { child, lines };
+        // Subscribed once the server counts it.
+        wait_until("the subscription", Duration::from_secs(10), || {
+            self.cli(&["PUBSUB", "NUMSUB", channel])
+                .lines()
+                .nth(1)
+                .is_some_and(|n| n.trim() != "0")
+        });
+        sub
+    }
+
     /// One field of a hash ("" if missing).
     pub fn hget(&self, key: &str, field: &str) -> String {
         self.cli(&["HGET", key, field])
@@ -576,6 +607,32 @@ impl Redis {
 }
 
 impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Messages on a Redis channel, as they arrive; stops following on drop.
+pub struct Subscription {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Subscription {
+    /// The JSON messages received so far.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Subscription {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
