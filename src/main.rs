@@ -55,6 +55,7 @@ fn main() -> ExitCode {
                     .unwrap_or_else(pagecast::service::default_max_recordings),
                 worker_id: worker_id.unwrap_or_else(pagecast::service::default_worker_id),
                 heartbeat_ttl,
+                recorder: None,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
             return if outcome.exit == Exit::Ok {

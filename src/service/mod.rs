@@ -61,6 +61,9 @@ pub struct ServiceOptions {
     pub worker_id: String,
     /// The heartbeat's time to live: a worker silent this long is taken for dead.
     pub heartbeat_ttl: Duration,
+    /// The program run for each job, with `--log-format json record` (None: this binary).
+    /// Tests put a stand-in here.
+    pub recorder: Option<std::path::PathBuf>,
 }
 
 /// A stop request on `Q:control`: `{"stop": "<id>"}`. Anything else is ignored (the channel may
@@ -236,6 +239,8 @@ pub fn last_error_line(tail: &str) -> Option<String> {
 struct Wiring {
     queue: Option<Addr<QueueActor>>,
     runner: Option<Addr<RunnerActor>>,
+    /// The job table a crashed queue actor left for the next.
+    ledger: Option<queue::Ledger>,
 }
 
 /// Runs the service until SIGTERM/SIGINT (finishing running recordings) or until it gives up.
@@ -263,6 +268,8 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         return Outcome::fail(Exit::Config, message);
     }
     let wiring = Rc::new(RefCell::new(Wiring::default()));
+    #[cfg(test)]
+    tests::WIRING.with(|w| *w.borrow_mut() = Some(wiring.clone()));
     let queue = {
         let (client, keys, wiring, options) = (
             client.clone(),
@@ -292,13 +299,14 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     };
     let runner = {
         let wiring = wiring.clone();
+        let recorder = options.recorder.clone();
         // Running recordings finish their files and uploads: give them time.
         ChildSpec::new(
             "runner",
             Restart::Permanent,
             Duration::from_secs(120),
             move |link| {
-                let addr = RunnerActor::new(wiring.clone(), link).start();
+                let addr = RunnerActor::new(recorder.clone(), wiring.clone(), link).start();
                 wiring.borrow_mut().runner = Some(addr.clone());
                 std::future::ready(Ok(addr))
             },
@@ -399,6 +407,135 @@ async fn forward_signals(supervisor: Addr<Supervisor>, wiring: Rc<RefCell<Wiring
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pagecast_testkit::Redis;
+    use runner::Crash;
+
+    thread_local! {
+        /// The wiring of the service a test runs on this thread.
+        pub(super) static WIRING: RefCell<Option<Rc<RefCell<Wiring>>>> = const { RefCell::new(None) };
+    }
+
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The runner panics with a recording running: the recording is killed with it and run again
+    /// by the restarted runner (a second attempt); the queue actor goes on; a stop request then
+    /// ends it normally. The recording is a stand-in script, so this needs only redis-server.
+    #[actix_rt::test]
+    async fn a_crashed_runner_s_recording_runs_again_and_the_service_carries_on() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = dir.path().join("recorder.sh");
+        std::fs::write(
+            &recorder,
+            "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 60 &\nwait\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &recorder,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let job = r#"{"id":"c","config":{"input":{"url":"https://example.com"},"output":{"file":"/tmp/c.mp4"}}}"#;
+        redis.cli(&["LPUSH", "t:jobs", job]);
+        let options = ServiceOptions {
+            redis: redis.url(),
+            queue: "t".into(),
+            max_recordings: 1,
+            worker_id: "w".into(),
+            heartbeat_ttl: Duration::from_secs(10),
+            recorder: Some(recorder),
+        };
+        let service = actix::spawn(serve(options));
+        until("the job to run", || {
+            redis.hget("t:job:c", "state") == "running"
+        })
+        .await;
+        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
+        let first = wiring.borrow().runner.clone().unwrap();
+        first.do_send(Crash);
+        until("the job to run again", || {
+            redis.hget("t:job:c", "attempts") == "2" && redis.hget("t:job:c", "state") == "running"
+        })
+        .await;
+        let second = wiring.borrow().runner.clone().unwrap();
+        assert!(!first.connected() && second.connected(), "a new runner");
+        redis.cli(&["PUBLISH", "t:control", r#"{"stop":"c"}"#]);
+        until("the job to be done", || {
+            redis.hget("t:job:c", "state") == "done"
+        })
+        .await;
+        assert_eq!(redis.hget("t:job:c", "exit_code"), "0");
+        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        service.abort();
+    }
+
+    /// The queue actor panics with a recording running: the restarted one carries on with its
+    /// job table, so the recording's end is still written (and stop requests still reach it).
+    #[actix_rt::test]
+    async fn a_crashed_queue_forgets_no_running_job() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = dir.path().join("recorder.sh");
+        std::fs::write(
+            &recorder,
+            "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 60 &\nwait\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &recorder,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let job = r#"{"id":"q","config":{"input":{"url":"https://example.com"},"output":{"file":"/tmp/q.mp4"}}}"#;
+        redis.cli(&["LPUSH", "t:jobs", job]);
+        let options = ServiceOptions {
+            redis: redis.url(),
+            queue: "t".into(),
+            max_recordings: 1,
+            worker_id: "w".into(),
+            heartbeat_ttl: Duration::from_secs(10),
+            recorder: Some(recorder),
+        };
+        let service = actix::spawn(serve(options));
+        until("the job to run", || {
+            redis.hget("t:job:q", "state") == "running"
+        })
+        .await;
+        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
+        let first = wiring.borrow().queue.clone().unwrap();
+        first.do_send(queue::Crash);
+        until("a new queue actor", || {
+            wiring
+                .borrow()
+                .queue
+                .as_ref()
+                .is_some_and(|q| *q != first && q.connected())
+        })
+        .await;
+        until("the new queue to follow stop requests", || {
+            redis
+                .cli(&["PUBSUB", "NUMSUB", "t:control"])
+                .ends_with("\n1")
+        })
+        .await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"stop":"q"}"#]);
+        until("the job to be done", || {
+            redis.hget("t:job:q", "state") == "done"
+        })
+        .await;
+        assert_eq!(redis.hget("t:job:q", "attempts"), "1");
+        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        service.abort();
+    }
 
     fn ended(code: Option<i32>, stopped_by_us: bool) -> Ended {
         Ended {

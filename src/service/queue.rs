@@ -10,7 +10,8 @@
 //! Every 250 ms (one round at a time): refresh the heartbeat; write pending results; move the jobs
 //! of workers whose heartbeat expired back to the queue; pass stop requests on; and, with a free
 //! slot, take the next job (`LMOVE` into this worker's processing list, so it is never lost).
-//! Stops: on `Shutdown`, after the last write (bounded by the supervisor's timeout).
+//! Stops: on `Shutdown`, after the last write (bounded by the supervisor's timeout). Crashed and
+//! restarted, it carries on with its predecessor's jobs and unwritten results (a [`Ledger`]).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -62,6 +63,16 @@ pub struct Drain;
 #[rtype(result = "()")]
 struct Control {
     stop: String,
+}
+
+/// What a queue actor knows of its jobs. Handed to the next queue actor if this one crashes
+/// (through [`Wiring`]), so a restart forgets no running job and no unwritten result.
+#[derive(Default)]
+pub(super) struct Ledger {
+    running: HashMap<String, Taken>,
+    abandoned: HashSet<String>,
+    pending: Vec<Outcome>,
+    draining: bool,
 }
 
 pub struct QueueActor {
@@ -316,6 +327,14 @@ impl QueueActor {
         wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
     ) -> QueueActor {
+        let ledger = wiring.borrow_mut().ledger.take().unwrap_or_default();
+        if !ledger.running.is_empty() || !ledger.pending.is_empty() {
+            tracing::info!(
+                running = ledger.running.len(),
+                results = ledger.pending.len(),
+                "queue restarted: carrying on with its jobs"
+            );
+        }
         QueueActor {
             link,
             con,
@@ -324,11 +343,11 @@ impl QueueActor {
             options,
             instance,
             wiring,
-            running: HashMap::new(),
-            abandoned: HashSet::new(),
-            pending: Vec::new(),
+            running: ledger.running,
+            abandoned: ledger.abandoned,
+            pending: ledger.pending,
             in_round: false,
-            draining: false,
+            draining: ledger.draining,
             last_reclaim: None,
             offline: false,
             duplicate_seen: false,
@@ -556,6 +575,17 @@ impl Handler<Control> for QueueActor {
         if let Some(runner) = &self.wiring.borrow().runner {
             runner.do_send(StopJob { id: stop });
         }
+    }
+}
+
+impl Drop for QueueActor {
+    fn drop(&mut self) {
+        self.wiring.borrow_mut().ledger = Some(Ledger {
+            running: std::mem::take(&mut self.running),
+            abandoned: std::mem::take(&mut self.abandoned),
+            pending: std::mem::take(&mut self.pending),
+            draining: self.draining,
+        });
     }
 }
 
@@ -920,6 +950,21 @@ async fn write_outcome(
     )
     .ignore();
     pipe.query_async::<()>(con).await
+}
+
+/// Message (tests only): panic, as a bug would.
+#[cfg(test)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("the queue crashed on purpose");
+    }
 }
 
 #[cfg(test)]

@@ -5,13 +5,15 @@
 //! drained into the service's log (debug level) with the last lines kept.
 //! Accepts: [`StartJob`], [`StopJob`] (SIGTERM: the recording finishes its file and upload),
 //! [`Shutdown`] (stop every recording the same way and wait for them), [`Kill`].
-//! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends.
+//! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends (also when
+//! the runner itself stops or crashes with recordings running: they are killed and reported).
 //! Stops: on `Shutdown`, once every recording has ended (the supervisor kills what takes longer
 //! than its shutdown timeout).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -48,6 +50,8 @@ pub struct JobEnded(pub Ended);
 
 pub struct RunnerActor {
     link: ChildLink,
+    /// The program run per job (None: this binary).
+    recorder: Option<PathBuf>,
     wiring: Rc<RefCell<Wiring>>,
     jobs: HashMap<String, ChildProcess>,
     stopped_by_us: HashSet<String>,
@@ -56,9 +60,14 @@ pub struct RunnerActor {
 }
 
 impl RunnerActor {
-    pub(super) fn new(wiring: Rc<RefCell<Wiring>>, link: ChildLink) -> Self {
+    pub(super) fn new(
+        recorder: Option<PathBuf>,
+        wiring: Rc<RefCell<Wiring>>,
+        link: ChildLink,
+    ) -> Self {
         Self {
             link,
+            recorder,
             wiring,
             jobs: HashMap::new(),
             stopped_by_us: HashSet::new(),
@@ -102,6 +111,26 @@ impl Actor for RunnerActor {
     type Context = Context<Self>;
 }
 
+/// However the runner goes (a panic included), the recordings it still holds die with it (their
+/// `ChildProcess` kills them) and the queue hears of each: one killed by this crash, not asked to
+/// stop, is run again; one already asked to stop is failed.
+impl Drop for RunnerActor {
+    fn drop(&mut self) {
+        let Some(queue) = self.wiring.borrow().queue.clone() else {
+            return;
+        };
+        for (id, _) in self.jobs.drain() {
+            tracing::warn!(job = %id, "the runner stopped with this recording still running; it is killed");
+            queue.do_send(JobEnded(Ended {
+                stopped_by_us: self.stopped_by_us.contains(&id),
+                id,
+                code: None,
+                message: "the service's runner stopped while it ran".into(),
+            }));
+        }
+    }
+}
+
 impl Handler<StartJob> for RunnerActor {
     type Result = Result<(), String>;
 
@@ -109,7 +138,12 @@ impl Handler<StartJob> for RunnerActor {
         if self.stopping {
             return Err("the service is stopping".into());
         }
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let exe = match &self.recorder {
+            Some(program) => program.clone(),
+            None => {
+                std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?
+            }
+        };
         let mut cmd = Command::new(exe);
         cmd.args(["--log-format", "json", "record"])
             .env("LIVEKIT_RECORDER_CONFIG", &job.config);
@@ -203,8 +237,22 @@ impl Handler<Kill> for RunnerActor {
 
     fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
         self.link.set_exit(ExitReason::Shutdown);
-        // Dropping them kills their process groups.
-        self.jobs.clear();
+        // Dropped with the actor, they are killed (their process groups) and reported.
         ctx.stop();
+    }
+}
+
+/// Message (tests only): panic, as a bug would.
+#[cfg(test)]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("the runner crashed on purpose");
     }
 }
