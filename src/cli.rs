@@ -65,6 +65,23 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, hide = true)]
         heartbeat_ttl: std::time::Duration,
     },
+    /// Put a recording job on a service's queue (what `LPUSH <queue>:jobs` does, checked first):
+    /// the config is validated as `check` does, the job's state set to `queued`, and its id
+    /// printed.
+    Submit {
+        /// The Redis server.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// The queue's name.
+        #[arg(long, default_value = "pagecast")]
+        queue: String,
+        /// The job's id (1 to 128 of A-Z a-z 0-9 . _ -); default: made up and printed.
+        #[arg(long)]
+        id: Option<String>,
+        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Record the bundled demo page (motion and a tone) to a local MP4. Needs no server.
     Demo {
         /// Where to write the recording.

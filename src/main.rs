@@ -64,6 +64,26 @@ fn main() -> ExitCode {
                 fail(outcome.exit, &outcome.message)
             };
         }
+        Command::Submit {
+            redis,
+            queue,
+            id,
+            config: path,
+        } => {
+            let json = match read_config(path.as_deref()) {
+                Ok(json) => json,
+                Err(message) => return fail(Exit::Config, &message),
+            };
+            let outcome = actix_rt::System::new()
+                .block_on(pagecast::service::submit(&redis, &queue, id, &json));
+            return match outcome {
+                Ok(id) => {
+                    println!("{id}");
+                    Exit::Ok.into()
+                }
+                Err(outcome) => fail(outcome.exit, &outcome.message),
+            };
+        }
         Command::Demo {
             output,
             duration,
@@ -99,14 +119,18 @@ fn fail(exit: Exit, message: &str) -> ExitCode {
 
 /// The config from `path`, or from the environment variable.
 fn load(path: Option<&Path>) -> Result<Config, String> {
-    let json = match path {
+    config::parse(&read_config(path)?).map_err(|e| e.to_string())
+}
+
+/// The config's text, from `path` or from the environment variable.
+fn read_config(path: Option<&Path>) -> Result<String, String> {
+    match path {
         Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("config: cannot read {}: {e}", path.display()))?,
+            .map_err(|e| format!("config: cannot read {}: {e}", path.display())),
         None => std::env::var(ENV_VAR).map_err(|_| {
             format!("config: {ENV_VAR} is not set (or not UTF-8) and no --config was given")
-        })?,
-    };
-    config::parse(&json).map_err(|e| e.to_string())
+        }),
+    }
 }
 
 /// A config that records the bundled demo page, written to a fresh directory.

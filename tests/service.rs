@@ -75,7 +75,41 @@ fn jobs_run_within_the_limit_and_a_bad_config_fails_with_code_2() {
     let redis = Redis::start();
     let (dir, _) = out_dir();
     let page = test_page("silent.html", "");
-    let a = push(&redis, "a", dir.path(), &page, Some("2s"));
+    // `pagecast submit`: checked, marked queued, pushed; a second job under the same id or a bad
+    // config is refused with nothing queued.
+    let a = dir.path().join("a.mp4");
+    let config = json!({
+        "input": { "url": page, "width": 640, "height": 360 },
+        "output": { "file": a },
+        "max_duration": "2s",
+    })
+    .to_string();
+    let submit = |id: &str, config: &str| {
+        Command::new(BIN)
+            .args([
+                "submit",
+                "--redis",
+                &redis.url(),
+                "--queue",
+                "test",
+                "--id",
+                id,
+            ])
+            .env("LIVEKIT_RECORDER_CONFIG", config)
+            .output()
+            .unwrap()
+    };
+    let out = submit("a", &config);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "a");
+    assert_eq!(state(&redis, "a"), "queued");
+    let again = submit("a", &config);
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("job a is already queued"));
+    let wrong = submit("w", r#"{"input":{"url":"https://e.com","width":3}}"#);
+    assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("input.width"));
+    assert_eq!(redis.cli(&["LLEN", "test:jobs"]), "1");
     let bad_job = json!({ "id": "bad", "config": { "input": { "url": page, "width": 3 }, "output": { "file": "/tmp/x.mp4" } } });
     redis.cli(&["LPUSH", "test:jobs", &bad_job.to_string()]);
     let b = push(&redis, "b", dir.path(), &page, Some("2s"));

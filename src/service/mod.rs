@@ -350,6 +350,66 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     }
 }
 
+/// `pagecast submit`: checks a job as a worker will (bad id or config: exit 2, nothing queued),
+/// then, in one transaction, marks it `queued` (attempts 0), publishes that, and pushes it.
+/// Refuses an id whose job is still queued or running. Returns the id.
+pub async fn submit(
+    redis: &str,
+    queue: &str,
+    id: Option<String>,
+    config: &str,
+) -> Result<String, Outcome> {
+    let id = id.unwrap_or_else(|| format!("job-{}", instance_token()));
+    let config: serde_json::Value = serde_json::from_str(config)
+        .map_err(|e| Outcome::fail(Exit::Config, format!("config: not JSON ({e})")))?;
+    let raw = serde_json::json!({ "id": id, "config": config }).to_string();
+    if let Parsed::Refused { message, .. } = parse_job(&raw) {
+        return Err(Outcome::fail(Exit::Config, message));
+    }
+    let client = redis::Client::open(redis).map_err(|e| {
+        Outcome::fail(
+            Exit::Config,
+            format!("--redis: not a Redis URL ({}): {e}", mask(redis)),
+        )
+    })?;
+    let mut con = queue::connect(&client, redis)
+        .await
+        .map_err(|m| Outcome::fail(Exit::Input, m))?;
+    let keys = Keys {
+        queue: queue.to_owned(),
+    };
+    let failed = |e: redis::RedisError| Outcome::fail(Exit::Input, format!("Redis: {e}"));
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(keys.job(&id))
+        .arg("state")
+        .query_async(&mut con)
+        .await
+        .map_err(failed)?;
+    if let Some(state @ ("queued" | "running" | "requeued")) = state.as_deref() {
+        return Err(Outcome::fail(
+            Exit::Config,
+            format!("--id: job {id} is already {state}; give the new job another id"),
+        ));
+    }
+    let _: () = redis::pipe()
+        .atomic()
+        .del(keys.job(&id))
+        .ignore()
+        .hset_multiple(keys.job(&id), &[("state", "queued"), ("attempts", "0")])
+        .ignore()
+        .publish(
+            keys.events(),
+            serde_json::json!({ "id": id, "state": "queued" }).to_string(),
+        )
+        .ignore()
+        .lpush(keys.jobs(), &raw)
+        .ignore()
+        .query_async(&mut con)
+        .await
+        .map_err(failed)?;
+    Ok(id)
+}
+
 /// A Redis URL without its password.
 fn mask(url: &str) -> String {
     match url::Url::parse(url) {
