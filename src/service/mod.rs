@@ -14,7 +14,8 @@
 //!   `LIVEKIT_RECORDER_CONFIG` takes.
 //! - A worker with a free slot moves it atomically to `Q:processing:<worker>` (`LMOVE`), so a job
 //!   is never lost: if the worker dies, its list stays behind and another worker moves it back.
-//! - `Q:job:<id>` (hash): `state` (running, done, failed, requeued), `worker`, `attempts`,
+//!   [`submit`] (`pagecast submit`) checks the job first and marks it `queued`.
+//! - `Q:job:<id>` (hash): `state` (queued, running, done, failed, requeued), `worker`, `attempts`,
 //!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`. Each change is published on
 //!   `Q:events` as JSON.
 //! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
