@@ -487,12 +487,12 @@ mod tests {
         }
     }
 
-    /// The runner panics with a recording running: the recording is killed with it and run again
-    /// by the restarted runner (a second attempt); the queue actor goes on; a stop request then
-    /// ends it normally. The recording is a stand-in script, so this needs only redis-server.
-    #[actix_rt::test]
-    async fn a_crashed_runner_s_recording_runs_again_and_the_service_carries_on() {
-        let redis = Redis::start();
+    /// Serves queue `t` as worker `w` with one job, `id`, whose recording is a stand-in script
+    /// that runs until SIGTERM and then exits 0.
+    fn serve_one_fake_job(
+        redis: &Redis,
+        id: &str,
+    ) -> (tempfile::TempDir, tokio::task::JoinHandle<Outcome>) {
         let dir = tempfile::tempdir().unwrap();
         let recorder = dir.path().join("recorder.sh");
         std::fs::write(
@@ -505,8 +505,11 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let job = r#"{"id":"c","config":{"input":{"url":"https://example.com"},"output":{"file":"/tmp/c.mp4"}}}"#;
-        redis.cli(&["LPUSH", "t:jobs", job]);
+        let job = serde_json::json!({
+            "id": id,
+            "config": { "input": { "url": "https://example.com" }, "output": { "file": format!("/tmp/{id}.mp4") } },
+        });
+        redis.cli(&["LPUSH", "t:jobs", &job.to_string()]);
         let options = ServiceOptions {
             redis: redis.url(),
             queue: "t".into(),
@@ -515,7 +518,16 @@ mod tests {
             heartbeat_ttl: Duration::from_secs(10),
             recorder: Some(recorder),
         };
-        let service = actix::spawn(serve(options));
+        (dir, actix::spawn(serve(options)))
+    }
+
+    /// The runner panics with a recording running: the recording is killed with it and run again
+    /// by the restarted runner (a second attempt); the queue actor goes on; a stop request then
+    /// ends it normally. The recording is a stand-in script, so this needs only redis-server.
+    #[actix_rt::test]
+    async fn a_crashed_runner_s_recording_runs_again_and_the_service_carries_on() {
+        let redis = Redis::start();
+        let (_dir, service) = serve_one_fake_job(&redis, "c");
         until("the job to run", || {
             redis.hget("t:job:c", "state") == "running"
         })
@@ -544,29 +556,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_crashed_queue_forgets_no_running_job() {
         let redis = Redis::start();
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = dir.path().join("recorder.sh");
-        std::fs::write(
-            &recorder,
-            "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 60 &\nwait\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &recorder,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let job = r#"{"id":"q","config":{"input":{"url":"https://example.com"},"output":{"file":"/tmp/q.mp4"}}}"#;
-        redis.cli(&["LPUSH", "t:jobs", job]);
-        let options = ServiceOptions {
-            redis: redis.url(),
-            queue: "t".into(),
-            max_recordings: 1,
-            worker_id: "w".into(),
-            heartbeat_ttl: Duration::from_secs(10),
-            recorder: Some(recorder),
-        };
-        let service = actix::spawn(serve(options));
+        let (_dir, service) = serve_one_fake_job(&redis, "q");
         until("the job to run", || {
             redis.hget("t:job:q", "state") == "running"
         })
