@@ -53,6 +53,25 @@ fn recorded(file: &Path) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A finished recording of about `secs` seconds (ffprobe).
+fn assert_recorded(file: &Path, secs: f64) {
+    let p = probe(file);
+    assert_eq!(p.video_codec(), "h264", "{}", file.display());
+    assert!(
+        (p.duration() - secs).abs() <= 0.5,
+        "{}: duration {} for {secs} s",
+        file.display(),
+        p.duration()
+    );
+}
+
+/// SIGTERM: the service finishes and exits 0.
+fn stop_cleanly(run: &mut Run) {
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
 fn state(redis: &Redis, id: &str) -> String {
     redis.hget(&format!("test:job:{id}"), "state")
 }
@@ -174,15 +193,8 @@ fn a_dead_worker_s_job_is_taken_over_by_another() {
     assert_eq!(redis.hget("test:job:j", "attempts"), "2");
     assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
     assert_eq!(redis.cli(&["SISMEMBER", "test:workers", "w1"]), "0");
-    let p = probe(&file);
-    assert!(
-        (p.duration() - 3.0).abs() <= 0.5,
-        "duration {}",
-        p.duration()
-    );
-    second.signal(Signal::SIGTERM);
-    let (status, _) = second.wait(Duration::from_secs(20));
-    assert!(status.success(), "{}", second.stderr());
+    assert_recorded(&file, 3.0);
+    stop_cleanly(&mut second);
 }
 
 #[test]
@@ -299,15 +311,8 @@ fn a_worker_restarted_under_its_id_runs_its_interrupted_job_again_and_a_twin_is_
     let mut again = serve(&redis, "w1", &ttl);
     wait_state(&redis, "j", "done", Duration::from_secs(90));
     assert_eq!(redis.hget("test:job:j", "attempts"), "2");
-    let p = probe(&file);
-    assert!(
-        (p.duration() - 2.0).abs() <= 0.5,
-        "duration {}",
-        p.duration()
-    );
-    again.signal(Signal::SIGTERM);
-    let (status, _) = again.wait(Duration::from_secs(20));
-    assert!(status.success(), "{}", again.stderr());
+    assert_recorded(&file, 2.0);
+    stop_cleanly(&mut again);
 }
 
 #[test]
@@ -398,12 +403,7 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
     .unwrap();
     wait_state(&redis, "k", "done", Duration::from_secs(90));
     assert_eq!(redis.hget("test:job:k", "attempts"), "2");
-    let p = probe(&file);
-    assert!(
-        (p.duration() - 2.0).abs() <= 0.5,
-        "duration {}",
-        p.duration()
-    );
+    assert_recorded(&file, 2.0);
     let seen: Vec<(String, String)> = events
         .messages()
         .iter()
@@ -431,9 +431,7 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
             .is_some_and(|m| m.contains("killed")),
         "{requeued}"
     );
-    run.signal(Signal::SIGTERM);
-    let (status, _) = run.wait(Duration::from_secs(20));
-    assert!(status.success(), "{}", run.stderr());
+    stop_cleanly(&mut run);
 }
 
 #[test]
