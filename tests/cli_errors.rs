@@ -83,11 +83,7 @@ fn invalid_configs_exit_2_naming_the_field() {
 #[test]
 fn an_unreachable_stream_server_exits_5_naming_the_host_not_the_key() {
     // A loopback port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pagecast_testkit::free_port();
     let config = json!({ "input": { "url": "https://example.com" },
                          "output": { "rtmp": format!("rtmp://127.0.0.1:{port}/live/sk_live_9876") } });
     let started = std::time::Instant::now();

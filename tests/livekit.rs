@@ -359,11 +359,7 @@ fn wrong_secret_missing_room_and_nobody_joining_are_clear_errors() {
 #[test]
 fn an_unreachable_server_is_a_clear_error_before_anything_starts() {
     // No WebRTC here, only the pre-flight request: a closed port on loopback.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pagecast_testkit::free_port();
     let (_dir, file) = out_dir();
     let config = json!({
         "api_key": "APIkey",

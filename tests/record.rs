@@ -208,11 +208,7 @@ fn the_demo_command_records_the_bundled_page() {
 fn an_unreachable_page_exits_4_and_leaves_no_file() {
     let _heavy = heavy();
     let (_dir, file) = out_dir();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pagecast_testkit::free_port();
     let config = json!({
         "input": { "url": format!("http://127.0.0.1:{port}/page?token=s3cr3t-token"), "width": 640, "height": 360 },
         "output": { "file": file },

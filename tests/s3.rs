@@ -125,11 +125,7 @@ fn a_server_that_stops_answering_for_a_while_loses_nothing() {
 fn a_missing_bucket_or_an_unreachable_endpoint_is_refused_before_anything_starts() {
     let _heavy = heavy();
     let moto = Moto::start();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = pagecast_testkit::free_port();
     let mut unreachable = s3_block(&moto, "recordings");
     unreachable["endpoint"] = json!(format!("http://127.0.0.1:{closed}"));
     for (s3, expect) in [

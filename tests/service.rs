@@ -436,11 +436,7 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
 
 #[test]
 fn an_unreachable_redis_is_a_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = pagecast_testkit::free_port();
     let mut cmd = Command::new(BIN);
     cmd.args([
         "serve",

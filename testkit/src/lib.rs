@@ -120,6 +120,14 @@ pub fn heavy() -> HeavyGuard {
     HeavyGuard { _lock: lock }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on now (for a test server, or as a closed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Polls `cond` every 20 ms until it is true; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -328,11 +336,7 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start() -> Nginx {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("rec")).unwrap();
         let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
@@ -422,11 +426,7 @@ impl Moto {
     }
 
     fn start_with(env: &[(&str, String)]) -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let server = repo_root().join(".venv/bin/moto_server");
         assert!(
             server.exists(),
@@ -501,11 +501,7 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let child = Self::spawn(port, dir.path());
         let redis = Redis {
