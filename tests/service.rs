@@ -159,9 +159,7 @@ fn jobs_run_within_the_limit_and_a_bad_config_fails_with_code_2() {
     );
     assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
     assert_eq!(redis.cli(&["EXISTS", "test:worker:w1"]), "1", "heartbeat");
-    run.signal(Signal::SIGTERM);
-    let (status, _) = run.wait(Duration::from_secs(20));
-    assert!(status.success(), "{status}:\n{}", run.stderr());
+    stop_cleanly(&mut run);
     assert_eq!(
         redis.cli(&["EXISTS", "test:worker:w1"]),
         "0",
@@ -274,9 +272,7 @@ fn two_workers_share_a_queue_and_run_each_job_once() {
         assert_eq!(redis.cli(&["LLEN", key]), "0", "{key}");
     }
     for w in &mut workers {
-        w.signal(Signal::SIGTERM);
-        let (status, _) = w.wait(Duration::from_secs(20));
-        assert!(status.success(), "{status}:\n{}", w.stderr());
+        stop_cleanly(w);
     }
 }
 
@@ -364,9 +360,7 @@ fn a_lost_redis_is_reconnected_while_the_recording_goes_on() {
     wait_state(&redis, "next", "done", Duration::from_secs(60));
     assert!(probe(&next).duration() >= 1.5);
     assert_eq!(run.stderr().matches("Redis unreachable").count(), 1);
-    run.signal(Signal::SIGTERM);
-    let (status, _) = run.wait(Duration::from_secs(20));
-    assert!(status.success(), "{status}:\n{}", run.stderr());
+    stop_cleanly(&mut run);
 }
 
 #[test]
