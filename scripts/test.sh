@@ -22,6 +22,12 @@ fi
 step "scripts/build-layouts.sh --check (the embedded layout bundle is the build of its sources)"
 bash scripts/build-layouts.sh --check
 
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
 step "cargo build --all-targets"
 cargo build --all-targets
 
