@@ -8,8 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "scripts/setup.sh"
-bash scripts/setup.sh
+step "scripts/setup.sh --recording (only what a recording needs)"
+bash scripts/setup.sh --recording
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
   export PATH="${HOME:-/root}/.cargo/bin:$PATH"

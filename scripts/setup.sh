@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Install everything pagecast needs on a Debian bookworm machine.
+# Install what pagecast needs on a Debian bookworm machine.
+#   scripts/setup.sh --recording   only what a recording needs (the demo command)
+#   scripts/setup.sh               that plus the test suite's servers and tools
 # Idempotent: when everything is already present it installs nothing and
 # finishes in well under a second.
 set -euo pipefail
+
+MODE=all
+case "${1:-}" in
+  "") ;;
+  --recording) MODE=recording ;;
+  *) printf 'setup: ERROR: unknown argument %s (expected --recording or nothing)\n' "$1" >&2; exit 2 ;;
+esac
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -21,7 +30,8 @@ as_root() {
 # ---------------------------------------------------------------------------
 # Debian packages
 # ---------------------------------------------------------------------------
-APT_PACKAGES=(
+# What one recording needs.
+RECORDING_APT_PACKAGES=(
   xvfb              # Xvfb: the virtual display Chromium draws on
   x11-utils         # xdpyinfo etc.: probe that the display is up
   x11-xserver-utils # xrandr: the display reports the recording's frame rate as its refresh rate
@@ -31,12 +41,20 @@ APT_PACKAGES=(
   chromium-driver   # chromedriver (WebDriver)
   ffmpeg            # encoder (and ffprobe)
   util-linux        # setpriv
+)
+# What only the test suite needs: the servers the tests record to and through.
+TEST_APT_PACKAGES=(
   nginx             # with its RTMP module: the live-streaming tests' ingest server
   libnginx-mod-rtmp
   procps            # ps/pgrep, used by tests to look at process trees
   redis-server      # the recording service's queue (pagecast serve) and its tests
   iproute2          # ip netns: the room recording tests' private network
 )
+
+APT_PACKAGES=("${RECORDING_APT_PACKAGES[@]}")
+if [ "$MODE" = all ]; then
+  APT_PACKAGES+=("${TEST_APT_PACKAGES[@]}")
+fi
 
 missing_apt_packages() {
   local pkg status
@@ -87,7 +105,10 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 # Final check: every binary pagecast and its tests run must be on PATH.
 # ---------------------------------------------------------------------------
-REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx ip redis-server redis-cli)
+REQUIRED_BINARIES=(Xvfb xrandr chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
+if [ "$MODE" = all ]; then
+  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli)
+fi
 
 verify_binaries() {
   local bin missing=()
@@ -157,10 +178,12 @@ setup_go_tools() {
 main() {
   install_apt_packages
   check_cargo
-  setup_python_venv
-  setup_go_tools
+  if [ "$MODE" = all ]; then
+    setup_python_venv
+    setup_go_tools
+  fi
   verify_binaries
-  log "done"
+  log "done ($MODE)"
 }
 
 main "$@"
