@@ -49,6 +49,13 @@ TEST_APT_PACKAGES=(
   procps            # ps/pgrep, used by tests to look at process trees
   redis-server      # the recording service's queue (pagecast serve) and its tests
   iproute2          # ip netns: the room recording tests' private network
+  podman            # the container tests build and run the image (scripts/container-image.sh)
+  runc              # ... with runc: Debian's default crun fails on hosts with hybrid cgroups
+  netavark          # ... the build's network (apt inside the build)
+  aardvark-dns
+  iptables
+  debootstrap       # ... on a Debian base made here, as no container registry is needed then
+  binutils          # strip: the binary put into the image
 )
 
 APT_PACKAGES=("${RECORDING_APT_PACKAGES[@]}")
@@ -107,7 +114,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 REQUIRED_BINARIES=(Xvfb xrandr chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
 if [ "$MODE" = all ]; then
-  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli)
+  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli podman runc debootstrap strip)
 fi
 
 verify_binaries() {

@@ -5,6 +5,7 @@
 //! - [`wait_until`]: wait on a condition with a deadline, never a fixed sleep.
 //! - [`probe`]: what ffprobe says of a recording (streams, size, duration, frame count, loudness).
 //! - [`descendants`] / [`alive`]: the process tree, to prove nothing of a run survives it.
+//! - [`container`]: the container image under podman.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
+pub mod container;
 pub mod livekit;
 
 /// One video frame as RGB pixels, scaled to `width` x `height`.
