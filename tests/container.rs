@@ -2,9 +2,9 @@
 //! Dockerfile with podman (a debootstrap-made Debian bookworm base, this build's binary in the
 //! runtime stage), and each test runs it as the README's `docker run` does, with podman (runc,
 //! no network): a recording lands in the mounted folder, owned by the image's user, checked with
-//! ffprobe on the host; `podman stop` finishes it; a bad config is one line and exit 2;
-//! Docker's default 64 MiB /dev/shm does not crash Chromium. Every failure prints the container's
-//! log. Needs root, podman, runc and debootstrap (scripts/setup.sh); missing, the tests fail.
+//! ffprobe on the host; `podman stop` finishes it; `podman kill` leaves a playable file; a bad
+//! config is one line and exit 2; `pagecast check` answers; Docker's default 64 MiB /dev/shm does
+//! not crash Chromium. Every failure prints the container's log. Needs root, podman, runc and debootstrap (scripts/setup.sh); missing, the tests fail.
 mod common;
 
 use std::os::unix::fs::MetadataExt;
@@ -163,6 +163,75 @@ fn a_bad_config_is_one_line_and_exit_2() {
         lines[0].contains("input.width"),
         "the field is not named: {stderr}"
     );
+}
+
+#[test]
+fn podman_kill_leaves_a_playable_file() {
+    let _heavy = heavy();
+    let out = OutDir::new();
+    let container = Container::named("kill");
+    let config = json!({
+        "input": { "url": "file:///pages/end.html?ms=600000", "width": 1280, "height": 720 },
+        "output": { "file": "/app/out/killed.mp4" },
+    });
+    let mut run = run_with_config(
+        &container,
+        &config,
+        &["-v", &out.volume(), "-v", &pages_volume()],
+        &[],
+    );
+    run.wait_for("page loaded", Duration::from_secs(120));
+    // Record for a while: this sleep is the recording's length, not a wait for a condition.
+    std::thread::sleep(Duration::from_secs(5));
+    // SIGKILL to the container's PID 1: every process in it dies at once, nothing finishes.
+    let kill = container.podman("kill", &[]);
+    assert!(
+        kill.status.success(),
+        "podman kill: {}\n{}",
+        String::from_utf8_lossy(&kill.stderr),
+        run.stderr()
+    );
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(137), "{status}:\n{}", run.stderr());
+    // Fragmented MP4: what was written before the kill plays.
+    let p = probe(&out.path.join("killed.mp4"));
+    assert_eq!(p.video_codec(), "h264", "{}", run.stderr());
+    assert!(
+        p.duration() >= 3.0,
+        "only {} s playable of about 5:\n{}",
+        p.duration(),
+        run.stderr()
+    );
+    assert!(
+        p.frames() as f64 >= p.duration() * 25.0,
+        "{} frames",
+        p.frames()
+    );
+}
+
+#[test]
+fn pagecast_check_answers_in_the_image() {
+    let _heavy = heavy();
+    let image = image(BIN.as_ref());
+    let container = Container::named("check");
+    let config = json!({
+        "input": { "url": "https://example.com", "width": 1280, "height": 720 },
+        "output": { "file": "/app/out/checked.mp4" },
+    });
+    let out = container
+        .run(&["-e", "LIVEKIT_RECORDER_CONFIG"], image, &["check"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run podman");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("/app/out/checked.mp4"), "{stdout}");
 }
 
 #[test]
