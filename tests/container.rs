@@ -3,8 +3,8 @@
 //! runtime stage), and each test runs it as the README's `docker run` does, with podman (runc,
 //! no network): a recording lands in the mounted folder, owned by the image's user, checked with
 //! ffprobe on the host; `podman stop` finishes it; `podman kill` leaves a playable file; a bad
-//! config is one line and exit 2; `pagecast check` answers; Docker's default 64 MiB /dev/shm does
-//! not crash Chromium. Every failure prints the container's log. Needs root, podman, runc and debootstrap (scripts/setup.sh); missing, the tests fail.
+//! config is one line and exit 2; `pagecast check` answers; a `pagecast serve` worker beside a
+//! Redis runs a job; Docker's default 64 MiB /dev/shm does not crash Chromium. Every failure prints the container's log. Needs root, podman, runc and debootstrap (scripts/setup.sh); missing, the tests fail.
 mod common;
 
 use std::os::unix::fs::MetadataExt;
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{Run, BIN};
 use pagecast_testkit::container::{image, pages_volume, Container, OutDir};
-use pagecast_testkit::{heavy, mean_volume_db, probe};
+use pagecast_testkit::livekit::Netns;
+use pagecast_testkit::{heavy, mean_volume_db, probe, wait_until};
 use serde_json::json;
 
 /// Docker's default grace between `docker stop`'s SIGTERM and its SIGKILL.
@@ -232,6 +233,94 @@ fn pagecast_check_answers_in_the_image() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("/app/out/checked.mp4"), "{stdout}");
+}
+
+#[test]
+fn the_image_runs_a_serve_worker_beside_a_redis() {
+    let _heavy = heavy();
+    let image = image(BIN.as_ref());
+    // The worker and its Redis share a network namespace of the test's own (its loopback only).
+    let netns = Netns::create();
+    let mut redis = netns
+        .command("redis-server")
+        .args([
+            "--port",
+            "6379",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server (run scripts/setup.sh)");
+    let cli = |args: &[&str]| -> String {
+        let out = netns
+            .command("redis-cli")
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    wait_until("redis-server to answer", Duration::from_secs(10), || {
+        cli(&["PING"]) == "PONG"
+    });
+    let out = OutDir::new();
+    let container = Container::named("serve");
+    let network = format!("ns:/run/netns/{}", netns.name);
+    let mut run = Run::spawn(container.run(
+        &[
+            "--network",
+            &network,
+            "-v",
+            &out.volume(),
+            "-v",
+            &pages_volume(),
+        ],
+        image,
+        &[
+            "serve",
+            "--redis",
+            "redis://127.0.0.1:6379",
+            "--queue",
+            "test",
+        ],
+    ));
+    let job = json!({
+        "id": "in-a-container",
+        "config": {
+            "input": { "url": "file:///pages/end.html?ms=3000", "width": 640, "height": 360 },
+            "output": { "file": "/app/out/job.mp4" },
+        },
+    });
+    cli(&["LPUSH", "test:jobs", &job.to_string()]);
+    wait_until("the job to be done", Duration::from_secs(120), || {
+        let state = cli(&["HGET", "test:job:in-a-container", "state"]);
+        assert!(
+            state != "failed",
+            "the job failed: {}\n{}",
+            cli(&["HGET", "test:job:in-a-container", "message"]),
+            run.stderr()
+        );
+        state == "done"
+    });
+    let stop = container.podman("stop", &[]);
+    assert!(stop.status.success(), "podman stop: {stop:?}");
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{status}:\n{}", run.stderr());
+    let p = probe(&out.path.join("job.mp4"));
+    assert_eq!(p.dimensions(), (640, 360), "{}", run.stderr());
+    // The page ends its recording 3 s after loading.
+    assert!(
+        p.duration() >= 2.5 && p.duration() <= 4.5,
+        "duration {}",
+        p.duration()
+    );
+    let _ = redis.kill();
+    let _ = redis.wait();
 }
 
 #[test]

@@ -77,15 +77,15 @@ impl Container {
     }
 
     /// `podman run --rm --name <name> --network none <ulimits> <options> <image> <args>`: no
-    /// network (a recording of a local page needs none, and nothing of the test leaves the
-    /// machine); the container's output is podman's.
+    /// network unless `options` name one (a recording of a local page needs none, and nothing of
+    /// the test leaves the machine); the container's output is podman's.
     pub fn run(&self, options: &[&str], image: &str, args: &[&str]) -> Command {
         let mut cmd = podman();
-        cmd.args(["run", "--rm", "--name", &self.name, "--network", "none"])
-            .args(ulimit_flags())
-            .args(options)
-            .arg(image)
-            .args(args);
+        cmd.args(["run", "--rm", "--name", &self.name]);
+        if !options.contains(&"--network") {
+            cmd.args(["--network", "none"]);
+        }
+        cmd.args(ulimit_flags()).args(options).arg(image).args(args);
         cmd
     }
 
