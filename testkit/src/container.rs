@@ -11,8 +11,17 @@ use std::sync::OnceLock;
 
 use crate::repo_root;
 
-/// The image the tests build and run.
-pub const IMAGE: &str = "localhost/pagecast:test";
+/// The image the tests build and run: `localhost/pagecast:test-<hash of the binary's path>`, so
+/// test runs from two checkouts (each with its own binary) never run each other's image, while a
+/// rerun from the same one replaces its own.
+fn tag_for(binary: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::fs::canonicalize(binary)
+        .unwrap_or_else(|_| binary.to_path_buf())
+        .hash(&mut hasher);
+    format!("localhost/pagecast:test-{:016x}", hasher.finish())
+}
 
 /// `podman --runtime runc`: Debian's default runtime (crun) fails on hosts with hybrid cgroups.
 pub fn podman() -> Command {
@@ -21,16 +30,17 @@ pub fn podman() -> Command {
     cmd
 }
 
-/// Builds [`IMAGE`] from `binary` once per test process (seconds when podman's cache holds it);
-/// panics with the script's output when the build fails.
+/// Builds the image from `binary` once per test process (seconds when podman's cache holds it)
+/// and returns its tag; panics with the script's output when the build fails.
 pub fn image(binary: &Path) -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
+    static BUILT: OnceLock<String> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let tag = tag_for(binary);
         let out = Command::new("bash")
             .arg(repo_root().join("scripts/container-image.sh"))
             .arg("--binary")
             .arg(binary)
-            .args(["--tag", IMAGE])
+            .args(["--tag", &tag])
             .output()
             .expect("run scripts/container-image.sh (bash missing?)");
         assert!(
@@ -40,8 +50,8 @@ pub fn image(binary: &Path) -> &'static str {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-    });
-    IMAGE
+        tag
+    })
 }
 
 /// `--ulimit` flags runc accepts: open files at the host's hard limit, processes at it too but at
