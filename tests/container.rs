@@ -313,11 +313,13 @@ fn the_image_runs_a_serve_worker_beside_a_redis() {
     assert_eq!(status.code(), Some(0), "{status}:\n{}", run.stderr());
     let p = probe(&out.path.join("job.mp4"));
     assert_eq!(p.dimensions(), (640, 360), "{}", run.stderr());
-    // The page ends its recording 3 s after loading.
+    // The page ends its recording 3 s after loading (the recording starts before the page has
+    // loaded, sooner on a busy machine).
     assert!(
-        p.duration() >= 2.5 && p.duration() <= 4.5,
-        "duration {}",
-        p.duration()
+        p.duration() >= 2.5 && p.duration() <= 8.0,
+        "duration {}:\n{}",
+        p.duration(),
+        run.stderr()
     );
     let _ = redis.kill();
     let _ = redis.wait();
