@@ -4,7 +4,9 @@
 //! no network): a recording lands in the mounted folder, owned by the image's user, checked with
 //! ffprobe on the host; `podman stop` finishes it; `podman kill` leaves a playable file; a bad
 //! config is one line and exit 2; `pagecast check` answers; a `pagecast serve` worker beside a
-//! Redis runs a job; Docker's default 64 MiB /dev/shm does not crash Chromium. Every failure prints the container's log. Needs root, podman, runc and debootstrap (scripts/setup.sh); missing, the tests fail.
+//! Redis runs a job; Docker's default 64 MiB /dev/shm does not crash Chromium. Every failure
+//! prints the container's log. Needs root, podman, runc and debootstrap (scripts/setup.sh);
+//! missing, the tests fail.
 mod common;
 
 use std::os::unix::fs::MetadataExt;
