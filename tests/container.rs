@@ -2,7 +2,7 @@
 //! Dockerfile with podman (a debootstrap-made Debian bookworm base, this build's binary in the
 //! runtime stage), and each test runs it as the README's `docker run` does, with podman (runc,
 //! no network): a recording lands in the mounted folder, owned by the image's user, checked with
-//! ffprobe on the host; `podman stop` finishes it; `podman kill` leaves a playable file; a bad
+//! ffprobe on the host; `podman stop` finishes it and its S3 upload; `podman kill` leaves a playable file; a bad
 //! config is one line and exit 2; `pagecast check` answers; a `pagecast serve` worker beside a
 //! Redis runs a job; Docker's default 64 MiB /dev/shm does not crash Chromium. Every failure
 //! prints the container's log. Needs root, podman, runc and debootstrap (scripts/setup.sh);
@@ -16,21 +16,24 @@ use std::time::{Duration, Instant};
 use common::{Run, BIN};
 use pagecast_testkit::container::{image, pages_volume, Container, OutDir};
 use pagecast_testkit::livekit::Netns;
-use pagecast_testkit::{heavy, mean_volume_db, probe, wait_until};
+use pagecast_testkit::{heavy, mean_volume_db, probe, repo_root, wait_until};
 use serde_json::json;
 
 /// Docker's default grace between `docker stop`'s SIGTERM and its SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The S3 secret in a config: it must never reach the container's log.
+const S3_SECRET: &str = "wJalrXUtnFEMI-not-a-real-secret";
+
 /// `podman run` of the image with `LIVEKIT_RECORDER_CONFIG` passed from podman's environment
 /// (`-e NAME` without a value), so the config is never on a command line.
 fn run_with_config(
     container: &Container,
+    image: &str,
     config: &serde_json::Value,
     options: &[&str],
     args: &[&str],
 ) -> Run {
-    let image = image(BIN.as_ref());
     let mut options = options.to_vec();
     options.extend(["-e", "LIVEKIT_RECORDER_CONFIG"]);
     let mut cmd = container.run(&options, image, args);
@@ -80,20 +83,52 @@ fn the_demo_recording_lands_in_the_mounted_folder_owned_by_uid_1000() {
 }
 
 #[test]
-fn podman_stop_finishes_a_named_recording_with_exit_0_within_the_grace() {
+fn podman_stop_finishes_a_named_recording_and_its_upload_with_exit_0_within_the_grace() {
     let _heavy = heavy();
+    let image = image(BIN.as_ref());
+    // The container and moto's S3 server share a network namespace of the test's own.
+    let netns = Netns::create();
+    let mut moto = netns
+        .command(repo_root().join(".venv/bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", "5000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server (run scripts/setup.sh)");
+    wait_until("moto to listen", Duration::from_secs(30), || {
+        netns.can_connect("127.0.0.1", 5000)
+    });
+    let s3 = |args: &[&str]| {
+        let out = netns
+            .command(repo_root().join(".venv/bin/python"))
+            .arg(repo_root().join("tests/support/s3.py"))
+            .arg("http://127.0.0.1:5000")
+            .args(args)
+            .output()
+            .expect("run tests/support/s3.py");
+        assert!(
+            out.status.success(),
+            "s3.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    s3(&["mkbucket", "recordings"]);
     let out = OutDir::new();
     let container = Container::named("stop");
     let config = json!({
         "input": { "url": "file:///pages/end.html?ms=600000", "width": 1280, "height": 720 },
-        "output": { "file": "/app/out/stopped.mp4" },
+        "output": {
+            "file": "/app/out/stopped.mp4",
+            "s3": {
+                "access_key": "AKIAPAGECASTTEST", "secret": S3_SECRET,
+                "bucket": "recordings", "key": "stopped.mp4", "endpoint": "http://127.0.0.1:5000",
+            },
+        },
     });
-    let mut run = run_with_config(
-        &container,
-        &config,
-        &["-v", &out.volume(), "-v", &pages_volume()],
-        &[],
-    );
+    let network = format!("ns:/run/netns/{}", netns.name);
+    let (volume, pages) = (out.volume(), pages_volume());
+    let options = ["--network", &network, "-v", &volume, "-v", &pages];
+    let mut run = run_with_config(&container, image, &config, &options, &[]);
     run.wait_for("page loaded", Duration::from_secs(120));
     // Record for a while: this sleep is the recording's length, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(5));
@@ -106,32 +141,28 @@ fn podman_stop_finishes_a_named_recording_with_exit_0_within_the_grace() {
         run.stderr()
     );
     let (status, exited) = run.wait(Duration::from_secs(30));
+    let log = run.stderr();
     assert_eq!(
         status.code(),
         Some(0),
-        "not a clean stop ({status}):\n{}",
-        run.stderr()
+        "not a clean stop ({status}):\n{log}"
     );
     assert!(
         exited - sent < STOP_GRACE,
-        "the stop took {:?}, past Docker's grace:\n{}",
-        exited - sent,
-        run.stderr()
+        "the stop took {:?}, past Docker's grace:\n{log}",
+        exited - sent
     );
-    assert!(
-        run.stderr().contains("recording complete"),
-        "{}",
-        run.stderr()
-    );
-    let p = probe(&out.path.join("stopped.mp4"));
+    assert!(log.contains("recording complete"), "{log}");
+    assert!(!log.contains(S3_SECRET), "the secret reached the log");
+    let file = out.path.join("stopped.mp4");
+    let p = probe(&file);
     assert_eq!(p.video_codec(), "h264");
     assert_eq!(p.dimensions(), (1280, 720));
     // About 5 s recorded before the stop (plus the page's start): the file holds all of it.
     assert!(
         p.duration() >= 4.5 && p.duration() <= 9.0,
-        "duration {}:\n{}",
-        p.duration(),
-        run.stderr()
+        "duration {}:\n{log}",
+        p.duration()
     );
     assert!(
         p.frames() as f64 >= p.duration() * 25.0,
@@ -140,6 +171,15 @@ fn podman_stop_finishes_a_named_recording_with_exit_0_within_the_grace() {
         p.duration()
     );
     assert_eq!(p.audio_codec(), "aac");
+    // The upload finished before the exit: the object is the file, byte for byte.
+    let object = out.path.join("object.mp4");
+    s3(&["get", "recordings", "stopped.mp4", object.to_str().unwrap()]);
+    assert!(
+        std::fs::read(&object).unwrap() == std::fs::read(&file).unwrap(),
+        "the object and the file differ"
+    );
+    let _ = moto.kill();
+    let _ = moto.wait();
 }
 
 #[test]
@@ -179,6 +219,7 @@ fn podman_kill_leaves_a_playable_file() {
     });
     let mut run = run_with_config(
         &container,
+        image(BIN.as_ref()),
         &config,
         &["-v", &out.volume(), "-v", &pages_volume()],
         &[],
@@ -340,6 +381,7 @@ fn a_heavy_1080p_page_records_without_a_chromium_crash_in_dockers_64_mib_dev_shm
     });
     let mut run = run_with_config(
         &container,
+        image(BIN.as_ref()),
         &config,
         &[
             "--shm-size",
