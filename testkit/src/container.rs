@@ -72,6 +72,9 @@ pub fn ulimit_flags() -> Vec<String> {
     flags
 }
 
+/// The start of every test container's name: `pagecast-test-<what>-<pid>-<n>`.
+const PREFIX: &str = "pagecast-test-";
+
 /// A named container of the test's own; `podman rm --force` on drop.
 pub struct Container {
     pub name: String,
@@ -79,10 +82,12 @@ pub struct Container {
 
 impl Container {
     pub fn named(what: &str) -> Container {
+        static STALE_REMOVED: OnceLock<()> = OnceLock::new();
+        STALE_REMOVED.get_or_init(remove_stale);
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         Container {
-            name: format!("pagecast-test-{what}-{}-{n}", std::process::id()),
+            name: format!("{PREFIX}{what}-{}-{n}", std::process::id()),
         }
     }
 
@@ -125,6 +130,28 @@ impl Drop for Container {
         let _ = podman()
             .args(["rm", "--force", "--time", "0", &self.name])
             .output();
+    }
+}
+
+/// Containers of earlier test runs that were killed before they could remove them (their test
+/// process, whose pid is in the name, is gone).
+fn remove_stale() {
+    let Ok(out) = podman()
+        .args(["ps", "--all", "--format", "{{.Names}}"])
+        .output()
+    else {
+        return;
+    };
+    for name in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = podman()
+                .args(["rm", "--force", "--time", "0", name])
+                .output();
+        }
     }
 }
 
