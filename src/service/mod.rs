@@ -1035,7 +1035,7 @@ wait
         let ttl = Duration::from_secs(3);
         let cut_off = actix::spawn(serve(ServiceOptions {
             heartbeat_ttl: ttl,
-            recorder: Some(stand_in(dir.path(), "w1", 1.0)),
+            recorder: Some(stand_in(dir.path(), "w1", 0.3)),
             ..test_options(proxy.redis_url(), "w1")
         }));
         until("w1 to record", || logged(dir.path(), "start", "lease") == 1).await;
@@ -1066,6 +1066,69 @@ wait
         assert_eq!(redis.hget("t:job:lease", "attempts"), "2");
         cut_off.abort();
         other.abort();
+    }
+
+    /// A recording's own log lines reach the service's log at their own level, tagged with
+    /// the job id.
+    #[actix_rt::test]
+    async fn a_recording_s_log_lines_reach_the_service_log_at_their_level_with_the_job() {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = dir.path().join("talker.sh");
+        std::fs::write(
+            &recorder,
+            "#!/bin/sh\necho '{\"timestamp\":\"t\",\"level\":\"WARN\",\"message\":\"the page is slow\",\"fps\":12}' >&2\n\
+             echo '{\"level\":\"DEBUG\",\"message\":\"noise\"}' >&2\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &recorder,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("talk")]);
+        let service = actix::spawn(serve(ServiceOptions {
+            recorder: Some(recorder),
+            ..test_options(redis.url(), "w")
+        }));
+        until("the job to be done", || {
+            redis.hget("t:job:talk", "state") == "done"
+        })
+        .await;
+        stop_service(service).await;
+        let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["job"] == "talk")
+            .collect();
+        let slow = lines
+            .iter()
+            .find(|l| l["message"] == "the page is slow")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert_eq!(slow["level"], "WARN");
+        assert_eq!(slow["fields"], "fps=12");
+        assert!(!log.contains("noise"), "a debug line at info: {log}");
     }
 
     fn ended(code: Option<i32>, stopped_by_us: bool) -> Ended {

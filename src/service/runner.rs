@@ -151,9 +151,14 @@ impl Handler<StartJob> for RunnerActor {
         let mut cmd = Command::new(exe);
         cmd.args(["--log-format", "json", "record"])
             .env("LIVEKIT_RECORDER_CONFIG", &job.config);
-        let (child, _) =
-            ChildProcess::spawn(&format!("recording {}", job.id), cmd, false, Stdout::Log)
-                .map_err(|e| e.into_failure().message)?;
+        let job_id = job.id.clone();
+        let (child, _) = ChildProcess::spawn_with_lines(
+            &format!("recording {}", job.id),
+            cmd,
+            Stdout::Log,
+            Box::new(move |line| pass_on(&job_id, line)),
+        )
+        .map_err(|e| e.into_failure().message)?;
         tracing::info!(job = %job.id, pid = child.pid(), "recording started");
         let report = child.exit_report();
         let id = job.id.clone();
@@ -233,6 +238,52 @@ impl Handler<Kill> for RunnerActor {
         self.link.set_exit(ExitReason::Shutdown);
         // Dropped with the actor, they are killed (their process groups) and reported.
         ctx.stop();
+    }
+}
+
+/// Passes one line a recording printed (its JSON log, `--log-format json`) on to the service's
+/// log at the line's own level, tagged with the job: `job`, the line's `message`, and its other
+/// fields as `fields`. A line that is not a JSON log event (its final `pagecast: <error>`, a
+/// panic) is a warning.
+fn pass_on(job: &str, line: &str) {
+    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
+        tracing::warn!(target: "pagecast::recording", job = %job, "{line}");
+        return;
+    };
+    let level = event
+        .remove("level")
+        .and_then(|l| l.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let message = match event.remove("message") {
+        Some(serde_json::Value::String(m)) => m,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    event.remove("timestamp");
+    let fields = event
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            v => format!("{k}={v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    match level.as_str() {
+        "ERROR" => {
+            tracing::error!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        "WARN" => {
+            tracing::warn!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        "INFO" => {
+            tracing::info!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        "DEBUG" => {
+            tracing::debug!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        _ => {
+            tracing::trace!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
     }
 }
 
