@@ -4,25 +4,28 @@
 //!
 //! ```text
 //! service (one-for-one)
-//! ├── queue    QueueActor    owns the Redis connection: heartbeat, takes jobs, writes results,
-//! │                          moves the jobs of dead workers back to the queue
+//! ├── queue    QueueActor    owns the store (queue.rs; Redis in store.rs, stop requests in
+//! │                          control.rs): the lease, takes jobs, writes results, moves the jobs
+//! │                          of dead workers back to the queue
 //! └── runner   RunnerActor   owns one `pagecast record` process per running job
 //! ```
 //!
 //! The job protocol (all keys under the queue name `Q`, default `pagecast`):
 //! - `LPUSH Q:jobs '{"id": "...", "config": {...}}'`: a job; `config` is exactly what
-//!   `LIVEKIT_RECORDER_CONFIG` takes.
+//!   `LIVEKIT_RECORDER_CONFIG` takes. Stored sealed it is `{"id": "...", "sealed": "<base64>"}`
+//!   (`sealed.rs`); a clear one is re-stored sealed by the worker that takes it.
 //! - A worker with a free slot moves it atomically to `Q:processing:<worker>` (`LMOVE`), so a job
 //!   is never lost: if the worker dies, its list stays behind and another worker moves it back.
-//!   [`submit`] (`pagecast submit`) checks the job first and marks it `queued`.
+//!   A job whose id is running is refused there (atomically, a Lua script). [`submit`]
+//!   (`pagecast submit`) checks the job first, seals it and marks it `queued`.
 //! - `Q:job:<id>` (hash): `state` (queued, running, done, failed, requeued), `worker`, `attempts`,
-//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`. Each change is published on
-//!   `Q:events` as JSON.
+//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`, `stop`. Each change is
+//!   published on `Q:events` as JSON. Expires after the retention once done or failed.
 //! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
 //!   and upload). `HSET Q:job:<id> stop 1` does the same and is not lost if the worker is
 //!   reconnecting when it is sent (it is read every round).
-//! - `Q:worker:<worker>`: the worker's heartbeat (a key with a time to live, its value the worker
-//!   process's own token); `Q:workers`: the set of workers, to find the dead ones.
+//! - `Q:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
+//!   the worker process's own token); `Q:workers`: the set of workers, to find the dead ones.
 //!
 //! Before the tree starts, [`serve`] connects (unreachable: exit 4 naming the host), claims the
 //! worker id (a live worker with the same id: exit 2) and moves any job left in its own processing
@@ -556,14 +559,15 @@ mod tests {
 
     const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-    /// Queue `t` on `url` as `worker`, with a short lease and a stop grace of 20 s.
+    /// Queue `t` on `url` as `worker`, with a lease of 30 s (a loaded machine does not lose it)
+    /// and a stop grace of 20 s.
     fn test_options(url: String, worker: &str) -> ServiceOptions {
         ServiceOptions {
             redis: url,
             queue: "t".into(),
             max_recordings: 1,
             worker_id: worker.into(),
-            heartbeat_ttl: Duration::from_secs(10),
+            heartbeat_ttl: Duration::from_secs(30),
             job_key: None,
             trusted_redis: false,
             stop_grace: Duration::from_secs(20),
