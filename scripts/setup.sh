@@ -36,6 +36,7 @@ APT_PACKAGES=(
   procps            # ps/pgrep, used by tests to look at process trees
   redis-server      # the recording service's queue (pagecast serve) and its tests
   iproute2          # ip netns: the room recording tests' private network
+  openssl           # a CA and certificate for the TLS (rediss://) test of the service
 )
 
 missing_apt_packages() {
@@ -87,7 +88,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 # Final check: every binary pagecast and its tests run must be on PATH.
 # ---------------------------------------------------------------------------
-REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx ip redis-server redis-cli)
+REQUIRED_BINARIES=(Xvfb chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv nginx ip redis-server redis-cli openssl)
 
 verify_binaries() {
   local bin missing=()

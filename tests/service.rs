@@ -488,3 +488,21 @@ fn an_unreachable_redis_is_a_clear_error() {
     let (status, _) = none.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(2), "{}", none.stderr());
 }
+
+/// A `rediss://` URL (from PAGECAST_REDIS_URL) reaches a TLS-only redis-server: the worker
+/// connects, holds its heartbeat there, and leaves it on SIGTERM.
+#[test]
+fn a_rediss_url_connects_over_tls() {
+    let redis = pagecast_testkit::RedisTls::start();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve", "--queue", "test"])
+        .args(["--worker-id", "tls"])
+        .env("PAGECAST_REDIS_URL", redis.url())
+        .env("SSL_CERT_FILE", &redis.ca);
+    let mut run = Run::spawn(cmd);
+    wait_until("the worker's heartbeat", Duration::from_secs(20), || {
+        redis.cli(&["EXISTS", "test:worker:tls"]) == "1"
+    });
+    stop_cleanly(&mut run);
+    assert_eq!(redis.cli(&["EXISTS", "test:worker:tls"]), "0");
+}
