@@ -655,28 +655,9 @@ wait
         id: &str,
     ) -> (tempfile::TempDir, tokio::task::JoinHandle<Outcome>) {
         let dir = tempfile::tempdir().unwrap();
-        let recorder = dir.path().join("recorder.sh");
-        std::fs::write(
-            &recorder,
-            "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 60 &\nwait\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &recorder,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let job = serde_json::json!({
-            "id": id,
-            "config": { "input": { "url": "https://example.com" }, "output": { "file": format!("/tmp/{id}.mp4") } },
-        });
-        redis.cli(&["LPUSH", "t:jobs", &job.to_string()]);
+        redis.cli(&["LPUSH", "t:jobs", &fake_job(id)]);
         let options = ServiceOptions {
-            redis: redis.url(),
-            queue: "t".into(),
-            max_recordings: 1,
-            worker_id: "w".into(),
-            recorder: Some(recorder),
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
             ..test_options(redis.url(), "w")
         };
         (dir, actix::spawn(serve(options)))
@@ -688,11 +669,9 @@ wait
     #[actix_rt::test]
     async fn a_crashed_runner_s_recording_runs_again_and_the_service_carries_on() {
         let redis = Redis::start();
-        let (_dir, service) = serve_one_fake_job(&redis, "c");
-        until("the job to run", || {
-            redis.hget("t:job:c", "state") == "running"
-        })
-        .await;
+        let (dir, service) = serve_one_fake_job(&redis, "c");
+        // Its recording started (the state says running from the moment a round took it).
+        until("the job to run", || logged(dir.path(), "start", "c") == 1).await;
         let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
         let first = wiring.borrow().runner.clone().unwrap();
         first.do_send(Crash);
@@ -717,11 +696,9 @@ wait
     #[actix_rt::test]
     async fn a_crashed_queue_forgets_no_running_job() {
         let redis = Redis::start();
-        let (_dir, service) = serve_one_fake_job(&redis, "q");
-        until("the job to run", || {
-            redis.hget("t:job:q", "state") == "running"
-        })
-        .await;
+        let (dir, service) = serve_one_fake_job(&redis, "q");
+        // Its recording started (the state says running from the moment a round took it).
+        until("the job to run", || logged(dir.path(), "start", "q") == 1).await;
         let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
         let first = wiring.borrow().queue.clone().unwrap();
         first.do_send(queue::Crash);

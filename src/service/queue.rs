@@ -18,6 +18,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -261,9 +262,14 @@ impl QueueActor {
             0
         };
         let round = self.new_round(free);
+        let written = round.written.clone();
         ctx.spawn(actix::fut::wrap_future(round.run()).map(
             move |result, act: &mut Self, _| {
                 act.in_round = false;
+                // Written results are gone from `pending` even if the round failed after them
+                // (each is one transaction): written twice, a requeue would queue a job twice.
+                let written = written.load(Ordering::SeqCst).min(act.pending.len());
+                act.pending.drain(..written);
                 let done = match result {
                     Ok(done) => done,
                     Err(e) if !connection_error(&e) => {
@@ -295,7 +301,6 @@ impl QueueActor {
             tracing::error!(worker = %self.options.worker_id, "another process runs as this worker id: the two will take each other's jobs");
             self.duplicate_seen = true;
         }
-        self.pending.drain(..done.written.min(self.pending.len()));
         for id in done.taken_over {
             if self.abandoned.insert(id.clone()) {
                 tracing::warn!(job = %id, "this worker was cut off from Redis so long that another took the job over; stopping this copy");
@@ -340,6 +345,7 @@ impl QueueActor {
             key: self.options.job_key.clone(),
             trusted_redis: self.options.trusted_redis,
             pending: self.pending.clone(),
+            written: Arc::new(AtomicUsize::new(0)),
             running: self
                 .running
                 .iter()
@@ -519,15 +525,13 @@ impl Handler<Shutdown> for QueueActor {
         let mut round = self.new_round(0);
         round.running.clear();
         let mut store = self.store.clone();
+        let written = round.written.clone();
         let last = async move {
-            let mut written = 0;
             let mut backoff = Backoff::fixed(Duration::from_millis(500));
             for _ in 0..20 {
+                // A retry goes on from the first result not yet written.
                 match round.clone().run().await {
-                    Ok(done) => {
-                        written = done.written;
-                        break;
-                    }
+                    Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot write the last results yet");
                         backoff.wait().await;
@@ -537,7 +541,7 @@ impl Handler<Shutdown> for QueueActor {
             // Leaving: no heartbeat, not a worker any more. Anything left in the processing list
             // (a result that could not be written) is found by the others as a dead worker's job.
             let _ = store.leave().await;
-            written
+            written.load(Ordering::SeqCst)
         };
         Box::pin(actix::fut::wrap_future(last).map(
             |written, act: &mut Self, ctx: &mut Context<Self>| {
@@ -571,6 +575,9 @@ struct Round {
     key: Option<Arc<JobKey>>,
     trusted_redis: bool,
     pending: Vec<Outcome>,
+    /// How many of `pending` are written (from the front), shared with the actor and with a
+    /// retry of this round.
+    written: Arc<AtomicUsize>,
     /// (id, raw) of the jobs running here that this worker owns.
     running: Vec<(String, String)>,
     /// Every job this worker accounts for (running, or with a result to write), as stored.
@@ -584,8 +591,6 @@ struct Round {
 struct RoundDone {
     /// When the lease renewed this round was asked for (it holds for its TTL from then, at least).
     leased_at: Instant,
-    /// How many of the pending results were written (from the front).
-    written: usize,
     stop: Vec<String>,
     taken: Vec<Start>,
     /// Jobs taken and refused at once: results to write next round.
@@ -623,10 +628,10 @@ impl Round {
             }
         }
 
-        let mut written = 0;
-        for outcome in &self.pending {
+        let from = self.written.load(Ordering::SeqCst);
+        for outcome in self.pending.iter().skip(from) {
             self.store.write_outcome(outcome, self.retention).await?;
-            written += 1;
+            self.written.fetch_add(1, Ordering::SeqCst);
         }
 
         // What the processing list holds that this worker does not account for (taken by a
@@ -678,7 +683,6 @@ impl Round {
         }
         Ok(RoundDone {
             leased_at,
-            written,
             stop,
             taken,
             refused,
