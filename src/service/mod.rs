@@ -16,8 +16,10 @@
 //!   is never lost: if the worker dies, its list stays behind and another worker moves it back.
 //!   [`submit`] (`pagecast submit`) checks the job first and marks it `queued`.
 //! - `Q:job:<id>` (hash): `state` (queued, running, done, failed, requeued), `worker`, `attempts`,
-//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`. Each change is published on
-//!   `Q:events` as JSON.
+//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`, and for each attempt N
+//!   `attempt_<N>`: what it left, as JSON (`file`, `s3`, `kept`, `seconds`). Attempt N > 1 records
+//!   to `<stem>-attempt<N>.mp4` (and the same suffix on the S3 key): never over an earlier one.
+//!   Each change is published on `Q:events` as JSON.
 //! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
 //!   and upload). `HSET Q:job:<id> stop 1` does the same and is not lost if the worker is
 //!   reconnecting when it is sent (it is read every round).
@@ -32,6 +34,7 @@
 //! times; one that exits with a code is done (0) or failed (the code says why, see `exit.rs`), and
 //! not retried: a bad config, page or output stays bad.
 
+mod attempt;
 mod queue;
 mod runner;
 
@@ -62,6 +65,8 @@ pub struct ServiceOptions {
     pub worker_id: String,
     /// The heartbeat's time to live: a worker silent this long is taken for dead.
     pub heartbeat_ttl: Duration,
+    /// Where a recording whose S3 upload gave up is kept (`--keep-dir` of each recording).
+    pub keep_dir: std::path::PathBuf,
     /// The program run for each job, with `--log-format json record` (None: this binary).
     /// Tests put a stand-in here.
     pub recorder: Option<std::path::PathBuf>,
@@ -204,6 +209,8 @@ pub struct Ended {
     pub stopped_by_us: bool,
     /// Its last `pagecast: ...` line, or how it died.
     pub message: String,
+    /// The attempt's number and what it left (JSON, see `attempt.rs`).
+    pub output: Option<(u32, String)>,
 }
 
 /// What becomes of a job whose recording ended.
@@ -301,13 +308,16 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     let runner = {
         let wiring = wiring.clone();
         let recorder = options.recorder.clone();
+        let keep_dir = options.keep_dir.clone();
         // Running recordings finish their files and uploads: give them time.
         ChildSpec::new(
             "runner",
             Restart::Permanent,
             Duration::from_secs(120),
             move |link| {
-                let addr = RunnerActor::new(recorder.clone(), wiring.clone(), link).start();
+                let addr =
+                    RunnerActor::new(recorder.clone(), keep_dir.clone(), wiring.clone(), link)
+                        .start();
                 wiring.borrow_mut().runner = Some(addr.clone());
                 std::future::ready(Ok(addr))
             },
@@ -516,6 +526,7 @@ mod tests {
             max_recordings: 1,
             worker_id: "w".into(),
             heartbeat_ttl: Duration::from_secs(10),
+            keep_dir: dir.path().join("kept"),
             recorder: Some(recorder),
         };
         (dir, actix::spawn(serve(options)))
@@ -593,6 +604,7 @@ mod tests {
             id: "j".into(),
             code,
             stopped_by_us,
+            output: None,
             message: String::new(),
         }
     }

@@ -51,6 +51,8 @@ struct Outcome {
     message: String,
     /// The job never ran (taken as the worker began to stop): its attempt does not count.
     not_run: bool,
+    /// What the attempt left: its number and JSON (see `attempt.rs`).
+    output: Option<(u32, String)>,
 }
 
 /// Message: take no more jobs (the service is stopping; the running ones finish).
@@ -419,6 +421,7 @@ impl QueueActor {
                             code: None,
                             message: "the worker stopped before starting it".into(),
                             not_run: true,
+                            output: None,
                         });
                     } else {
                         act.run(id, raw, config, attempts);
@@ -469,6 +472,7 @@ impl QueueActor {
         let sent = runner.send(StartJob {
             id: id.clone(),
             config,
+            attempt: attempts,
         });
         // A job that could not even start is failed (an internal error: exit 1).
         let fail = move |why: String| Outcome {
@@ -478,6 +482,7 @@ impl QueueActor {
             code: Some(1),
             message: why,
             not_run: false,
+            output: None,
         };
         let me = self.link_addr();
         actix::spawn(async move {
@@ -536,7 +541,11 @@ impl Handler<JobEnded> for QueueActor {
         }
         let decision = decide(&ended, taken.attempts);
         let Ended {
-            id, code, message, ..
+            id,
+            code,
+            message,
+            output,
+            ..
         } = ended;
         let message = match decision {
             Decision::Requeue => format!("the recording was killed ({message}); running it again"),
@@ -553,6 +562,7 @@ impl Handler<JobEnded> for QueueActor {
             code,
             message,
             not_run: false,
+            output,
         });
     }
 }
@@ -777,6 +787,7 @@ impl Round {
                             code: None,
                             message: format!("tried {MAX_ATTEMPTS} times already, giving up"),
                             not_run: false,
+                            output: None,
                         });
                         continue;
                     }
@@ -812,6 +823,7 @@ impl Round {
                         code: Some(2),
                         message,
                         not_run: false,
+                        output: None,
                     });
                 }
             }
@@ -930,13 +942,16 @@ async fn write_outcome(
         pipe.hincr(k.job(id), "attempts", -1).ignore();
     }
     let mut fields = vec![
-        ("state", state.to_owned()),
-        ("worker", worker.to_owned()),
-        ("ended_at", now().to_string()),
-        ("message", o.message.clone()),
+        ("state".to_owned(), state.to_owned()),
+        ("worker".to_owned(), worker.to_owned()),
+        ("ended_at".to_owned(), now().to_string()),
+        ("message".to_owned(), o.message.clone()),
     ];
     if let Some(code) = o.code {
-        fields.push(("exit_code", code.to_string()));
+        fields.push(("exit_code".to_owned(), code.to_string()));
+    }
+    if let Some((n, output)) = &o.output {
+        fields.push((super::attempt::field(*n), output.clone()));
     }
     if let Some(id) = &o.id {
         pipe.hset_multiple(k.job(id), &fields).ignore();
