@@ -297,7 +297,15 @@ fn upload_file(keep_dir: Option<&Path>) -> Result<PathBuf, Outcome> {
         .prefix(".pagecast-check-")
         .tempfile_in(&dir)
         .map_err(fail)?;
-    Ok(dir.join(upload_file_name(std::process::id())))
+    // A file of that name is an earlier run's kept recording (process ids are reused): never
+    // write over it.
+    let mut file = dir.join(upload_file_name(std::process::id()));
+    let mut n = 1;
+    while file.exists() {
+        n += 1;
+        file = dir.join(format!("pagecast-upload-{}-{n}.mp4", std::process::id()));
+    }
+    Ok(file)
 }
 
 /// The name of the S3-only recording's local file of the process `pid` (the service finds it

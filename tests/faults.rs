@@ -310,7 +310,7 @@ fn run_fault(fault: Fault) -> Outcome {
     let mut run = Run::start(&config, &[]);
     let first_frame = run.wait_for("encoder running", Duration::from_secs(60));
     let loaded = run.wait_for("page loaded", Duration::from_secs(60));
-    let at = random_between(2.0, 8.0);
+    let mut at = random_between(2.0, 8.0);
     // Everything the run ever started, to check nothing survives it.
     let mut seen: BTreeMap<u32, String> = BTreeMap::new();
     let mut target = None;
@@ -327,6 +327,7 @@ fn run_fault(fault: Fault) -> Outcome {
             std::thread::sleep(Duration::from_millis(20));
         }
         fault_at = Instant::now();
+        at = fault_at.duration_since(loaded).as_secs_f64();
         if disk.free() > 64 * 1024 {
             error = Some("the disk did not fill".into());
         }

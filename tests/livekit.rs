@@ -457,8 +457,9 @@ fn chromium_browser(run: &Run) -> Option<u32> {
 }
 
 /// pagecast signs a token at every browser start: a browser killed after the first token has
-/// expired (a lifetime of 8 s here, 6 h and more in real use) joins the room again with a fresh
-/// one, and the recording goes on.
+/// expired (a lifetime of 5 s here, 6 h and more in real use) joins the room again with a fresh
+/// one, and the recording goes on. LiveKit accepts a token up to a minute past its expiry (its
+/// JWT leeway), so the kill comes 70 s in: the first token would be refused by then.
 #[test]
 fn a_browser_restarted_after_its_token_expired_rejoins_with_a_fresh_one() {
     let _heavy = heavy();
@@ -471,15 +472,15 @@ fn a_browser_restarted_after_its_token_expired_rejoins_with_a_fresh_one() {
         "api_secret": server.api_secret,
         "input": { "template": {
             "layout": "grid-dark", "ws_url": server.ws_url(), "room_name": "late",
-            "empty_room_timeout": "2s", "token_lifetime": "8s",
+            "empty_room_timeout": "2s", "token_lifetime": "5s",
         }, "width": 640, "height": 360 },
         "output": { "file": file },
     });
     let mut run = record_in(&ns, &config);
     let started = run.wait_for("recording starts", Duration::from_secs(60));
-    // Past the first token's lifetime (and LiveKit's leeway of a few seconds).
-    pagecast_testkit::wait_until("the first token to expire", Duration::from_secs(40), || {
-        started.elapsed() >= Duration::from_secs(14)
+    // Past the first token's lifetime and LiveKit's leeway.
+    pagecast_testkit::wait_until("the first token to expire", Duration::from_secs(90), || {
+        started.elapsed() >= Duration::from_secs(70)
     });
     let browser = chromium_browser(&run).expect("Chromium runs");
     nix::sys::signal::kill(
