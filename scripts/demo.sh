@@ -21,8 +21,8 @@ cargo build --release
 OUTPUT=./recordings/demo.mp4
 mkdir -p "$(dirname "$OUTPUT")"
 
-step "pagecast demo --output $OUTPUT $*"
-target/release/pagecast demo --output "$OUTPUT" "$@"
+step "pagecast demo --overwrite --output $OUTPUT $*"
+target/release/pagecast demo --overwrite --output "$OUTPUT" "$@"
 
 if command -v ffprobe >/dev/null 2>&1 && [ -f "$OUTPUT" ]; then
   summary="$(ffprobe -v error -select_streams v:0 \

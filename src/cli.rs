@@ -74,6 +74,8 @@ pub enum Command {
         /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[command(flatten)]
+        keep: Keep,
     },
     /// Check a config and print what it would record, without starting anything.
     Check {
@@ -100,6 +102,10 @@ pub enum Command {
         /// This worker's name (default: <hostname>-<pid>).
         #[arg(long)]
         worker_id: Option<String>,
+        /// Where a recording whose S3 upload gave up is kept (each job's `kept` field names
+        /// the file). Relative to the working directory.
+        #[arg(long, default_value = "pagecast-kept")]
+        keep_dir: PathBuf,
         /// The worker's lease: how long it may be silent before others take its jobs over. A
         /// worker that cannot renew it for a third of it stops its recordings (they must finish
         /// within the rest).
@@ -150,5 +156,21 @@ pub enum Command {
         /// Frames per second.
         #[arg(long, default_value_t = 30)]
         framerate: u32,
+        /// Write over an existing recording at --output.
+        #[arg(long)]
+        overwrite: bool,
     },
+}
+
+/// What a recording may do to files already there, and where it keeps an upload's file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Keep {
+    /// Write over a recording already at output.file (refused without it: a fresh name each run
+    /// comes from {time} or {utc} in output.file).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Without output.file, an S3 upload records into a file here first; if the upload gives up,
+    /// that file is the recording, and the error names it (default: the system's temp directory).
+    #[arg(long, env = "PAGECAST_KEEP_DIR")]
+    pub keep_dir: Option<PathBuf>,
 }

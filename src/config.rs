@@ -83,6 +83,9 @@ pub struct Template {
     pub base_url: Option<url::Url>,
     /// How long the room may be empty (after someone was there) before the recording ends.
     pub empty_room_timeout: Duration,
+    /// How long each token pagecast signs is valid (a fresh one at every browser start); None:
+    /// the recording's length, at least 6 h. Short values are for tests.
+    pub token_lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +247,8 @@ struct RawTemplate {
     base_url: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     empty_room_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    token_lifetime: Option<Duration>,
 }
 
 #[derive(Default, Deserialize)]
@@ -598,6 +603,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(field("input.start_timeout", "must be longer than 0s"));
     }
     let output = output(raw.output.map(|o| o.0).unwrap_or_default(), width, height)?;
+    check_placeholders(&output, matches!(source, Source::Template(_)))?;
     if raw.max_duration == Some(Duration::ZERO) {
         return Err(field("max_duration", "must be longer than 0s"));
     }
@@ -807,12 +813,25 @@ fn template(
             "must be at most 1h",
         ));
     }
+    let token_lifetime = match (raw.token_lifetime, &auth) {
+        (Some(_), TemplateAuth::Token(_)) => {
+            return Err(field(
+                "input.template.token_lifetime",
+                "pagecast signs tokens only from api_key and api_secret; a given token has its own lifetime",
+            ))
+        }
+        (Some(l), _) if l < Duration::from_secs(1) => {
+            return Err(field("input.template.token_lifetime", "must be at least 1s"))
+        }
+        (lifetime, _) => lifetime,
+    };
     Ok(Template {
         layout,
         ws_url,
         auth,
         base_url,
         empty_room_timeout,
+        token_lifetime,
     })
 }
 
@@ -974,6 +993,43 @@ fn output_file(raw: &str) -> Result<PathBuf, ConfigError> {
         Some(ext) => Err(field(PATH, format!("must end in .mp4, not .{ext}"))),
         None => Err(field(PATH, format!("must end in .mp4, e.g. {raw}.mp4"))),
     }
+}
+
+/// The names of the outputs hold only the placeholders of [`crate::naming`], and `{room_name}`
+/// only when there is a room.
+fn check_placeholders(output: &Output, has_room: bool) -> Result<(), ConfigError> {
+    let mut names = Vec::new();
+    if let Some(file) = &output.file {
+        names.push(("output.file", file.to_string_lossy().into_owned()));
+    }
+    if let Some(s3) = &output.s3 {
+        names.push(("output.s3.key", s3.key.clone()));
+    }
+    for (path, name) in names {
+        let mut rest = name.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(len) = rest[open..].find('}') else {
+                return Err(field(path, format!("{name:?} has a '{{' without '}}'")));
+            };
+            let placeholder = &rest[open..=open + len];
+            if !crate::naming::PLACEHOLDERS.contains(&placeholder) {
+                return Err(field(
+                    path,
+                    format!(
+                        "unknown placeholder {placeholder}; use {{time}}, {{utc}} or {{room_name}}"
+                    ),
+                ));
+            }
+            if placeholder == "{room_name}" && !has_room {
+                return Err(field(
+                    path,
+                    "{room_name} needs a LiveKit room (input.template)",
+                ));
+            }
+            rest = &rest[open + len + 1..];
+        }
+    }
+    Ok(())
 }
 
 /// `at` is `output.s3` or `output.S3`, as the user wrote it.

@@ -8,6 +8,7 @@ pub mod exit;
 pub mod layouts;
 pub mod livekit;
 pub mod logging;
+pub mod naming;
 pub mod reaper;
 pub mod run;
 pub mod service;

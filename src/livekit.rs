@@ -76,13 +76,32 @@ pub fn recorder_token(
     now: SystemTime,
     valid_for: Duration,
 ) -> Result<Secret, String> {
+    signed_for(
+        api_key,
+        api_secret,
+        room,
+        identity,
+        now,
+        valid_for.max(MIN_TOKEN_VALIDITY),
+    )
+}
+
+/// [`recorder_token`] valid for exactly `lifetime`.
+fn signed_for(
+    api_key: &str,
+    api_secret: &Secret,
+    room: &str,
+    identity: &str,
+    now: SystemTime,
+    lifetime: Duration,
+) -> Result<Secret, String> {
     let now = unix(now);
     let claims = Claims {
         iss: api_key,
         sub: identity,
         name: "pagecast recorder",
         nbf: now.saturating_sub(60),
-        exp: now + valid_for.max(MIN_TOKEN_VALIDITY).as_secs(),
+        exp: now + lifetime.as_secs(),
         video: VideoGrant {
             room_join: Some(true),
             room: Some(room),
@@ -135,7 +154,9 @@ pub fn page_url(base: &url::Url, template: &Template, token: &Secret) -> url::Ur
     url
 }
 
-/// The token the page joins with: the one given, or one made from the API key and secret.
+/// The token the page joins with: the one given, or one signed now from the API key and secret
+/// (valid for `template.token_lifetime`, else `valid_for` and at least 6 h). Called at every
+/// browser start, so a browser restarted late in a long recording joins with a fresh token.
 pub fn token_for(
     template: &Template,
     identity: &str,
@@ -147,15 +168,42 @@ pub fn token_for(
             api_key,
             api_secret,
             room_name,
-        } => recorder_token(
+        } => signed_for(
             api_key,
             api_secret,
             room_name,
             identity,
             SystemTime::now(),
-            valid_for,
+            template
+                .token_lifetime
+                .unwrap_or(valid_for.max(MIN_TOKEN_VALIDITY)),
         ),
     }
+}
+
+/// "the given token expired at <time>" if `token` (given in the config) has expired.
+pub fn expired(token: &Secret) -> Option<String> {
+    let at = token_expiry(token)?;
+    (at <= SystemTime::now()).then(|| {
+        format!(
+            "input.template.token expired at {}",
+            humantime::format_rfc3339_seconds(at)
+        )
+    })
+}
+
+/// The claims of a token, read without checking its signature (pagecast cannot: only the server
+/// holds the secret of a given token). None if it is not a JWT.
+pub fn token_claims(token: &Secret) -> Option<serde_json::Value> {
+    jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token.expose())
+        .ok()
+        .map(|t| t.claims)
+}
+
+/// When a token expires, if it says.
+pub fn token_expiry(token: &Secret) -> Option<SystemTime> {
+    let exp = token_claims(token)?["exp"].as_u64()?;
+    Some(UNIX_EPOCH + Duration::from_secs(exp))
 }
 
 /// `host:port` of the server, for messages.
@@ -413,6 +461,7 @@ mod tests {
             auth: TemplateAuth::Token(Secret::new("x")),
             base_url: None,
             empty_room_timeout: Duration::from_millis(2500),
+            token_lifetime: None,
         };
         let base = url::Url::parse("http://127.0.0.1:4321/").unwrap();
         let url = page_url(&base, &template, &Secret::new("a.b.c"));

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pagecast::cli::{Cli, Command};
+use pagecast::cli::{Cli, Command, Keep};
 use pagecast::config::{self, Config, ENV_VAR};
 use pagecast::exit::Exit;
 use pagecast::logging;
@@ -25,7 +25,13 @@ fn main() -> ExitCode {
     logging::init(cli.log_format, &cli.log_level);
     let command = match cli.command {
         Some(command) => command,
-        None if std::env::var_os(ENV_VAR).is_some() => Command::Record { config: None },
+        None if std::env::var_os(ENV_VAR).is_some() => Command::Record {
+            config: None,
+            keep: Keep {
+                overwrite: false,
+                keep_dir: std::env::var_os("PAGECAST_KEEP_DIR").map(Into::into),
+            },
+        },
         None => {
             eprintln!(
                 "pagecast: nothing to do: set {ENV_VAR} or give a command (see pagecast --help)"
@@ -35,8 +41,15 @@ fn main() -> ExitCode {
     };
     // Held for the whole run: the demo page lives in it.
     let mut demo_dir = None;
+    let mut keep = Keep::default();
     let config = match command {
-        Command::Record { config: path } => load(path.as_deref()),
+        Command::Record {
+            config: path,
+            keep: given,
+        } => {
+            keep = given;
+            load(path.as_deref())
+        }
         Command::Check { config: path } => {
             return match load(path.as_deref()) {
                 Ok(config) => {
@@ -55,12 +68,14 @@ fn main() -> ExitCode {
             stop_grace,
             job_retention,
             trusted_redis,
+            keep_dir,
         } => {
             let (redis, job_key) = match (redis.url(redis_url), job_key) {
                 (Ok(redis), Ok(key)) => (redis, key),
                 (Err(message), _) => return fail(Exit::Config, &message),
                 (_, Err(e)) => return fail(Exit::Config, &e.to_string()),
             };
+            let keep_dir = std::path::absolute(&keep_dir).unwrap_or(keep_dir);
             let options = pagecast::service::ServiceOptions {
                 redis,
                 queue,
@@ -73,6 +88,7 @@ fn main() -> ExitCode {
                 trusted_redis,
                 stop_grace,
                 retention: job_retention,
+                keep_dir,
                 recorder: None,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
@@ -118,8 +134,10 @@ fn main() -> ExitCode {
             width,
             height,
             framerate,
+            overwrite,
         } => match demo_config(&output, duration, width, height, framerate) {
             Ok((config, dir)) => {
+                keep.overwrite = overwrite;
                 demo_dir = Some(dir);
                 Ok(config)
             }
@@ -130,7 +148,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(message) => return fail(Exit::Config, &message),
     };
-    let outcome = actix_rt::System::new().block_on(run::record(config, cli.log_format));
+    let outcome = actix_rt::System::new().block_on(run::record(config, cli.log_format, keep));
     drop(demo_dir);
     if outcome.exit == Exit::Ok {
         Exit::Ok.into()

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
+use pagecast_actors::join::Probe;
 use pagecast_actors::process::find_program;
-use pagecast_actors::recording::{AwaitStart, Recording, RecordingReport, RecordingSpec, Stopper};
+use pagecast_actors::recording::{
+    AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec, Stopper,
+};
 use pagecast_actors::secret::Secret;
 use pagecast_actors::secret::StreamUrl;
 use pagecast_actors::supervision::{
@@ -24,7 +27,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, Source};
+use crate::cli::Keep;
+use crate::config::{Config, Source, TemplateAuth};
 use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
 use crate::status::StatusActor;
@@ -64,12 +68,21 @@ impl Outcome {
     }
 }
 
+/// The log event naming what a run kept (file or object, seconds): the service reads it.
+pub const RECORDING_KEPT: &str = "recording kept";
+
 /// Records what `config` says. Runs inside an actix system.
-pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
-    let output = match check_before_start(&config) {
+pub async fn record(config: Config, log_format: LogFormat, keep: Keep) -> Outcome {
+    // {time}, {utc}, {room_name} in the names: filled in once, at the start.
+    let config = crate::naming::resolve(config, std::time::SystemTime::now());
+    let output = match check_before_start(&config, keep.overwrite) {
         Ok(output) => output,
         Err(outcome) => return outcome,
     };
+    // With --overwrite, a run that records nothing must not take the old file with it either.
+    let replaces = output
+        .as_deref()
+        .is_some_and(crate::naming::holds_a_recording);
     if let Err(outcome) = reach_stream_servers(&config.output.rtmp).await {
         return outcome;
     }
@@ -91,13 +104,17 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         None => None,
     };
     // Without a file output, S3 uploads a local file of its own, removed once the object is
-    // complete (kept, and named, if the upload fails). Not in the working directory: that one goes.
+    // complete (kept, and named, if the upload fails). In --keep-dir, not in the working
+    // directory: that one goes.
     let keep_local = output.is_some();
-    let output = output.or_else(|| {
-        s3.as_ref().map(|_| {
-            std::env::temp_dir().join(format!("pagecast-upload-{}.mp4", std::process::id()))
-        })
-    });
+    let output = match (output, &s3) {
+        (Some(file), _) => Some(file),
+        (None, Some(_)) => match upload_file(keep.keep_dir.as_deref()) {
+            Ok(file) => Some(file),
+            Err(outcome) => return outcome,
+        },
+        (None, None) => None,
+    };
     let chromium = match chromium() {
         Ok(path) => path,
         Err(outcome) => return outcome,
@@ -152,6 +169,7 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         },
         await_start: page.await_start.clone(),
         secrets: page.secrets.clone(),
+        fresh_url: page.fresh_url.clone(),
     };
     tracing::info!(
         id = %id,
@@ -178,36 +196,122 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
     signals.abort();
     clear_status_line();
     let playable = match &output {
-        Some(path) => recorded_duration(path).await,
+        Some(path) => match pagecast_actors::join::probe(path).await {
+            Probe::Plays(seconds) => Some(seconds),
+            Probe::NoFrame => None,
+            Probe::Unknown(why) => {
+                tracing::warn!(output = %path.display(), reason = %why, "cannot probe the recording");
+                None
+            }
+        },
         None => None,
     };
     let mut outcome = judge(&report, output.as_deref(), playable, launched);
+    // Where the recording is, for the user: the object, else the local file.
+    let mut kept = output
+        .as_ref()
+        .filter(|_| keep_local)
+        .map(|f| f.display().to_string());
     if let (Some(upload), Some(file)) = (upload, &output) {
         let uploaded = finish_upload(upload, playable.is_some(), report.segments > 1).await;
         match uploaded {
             Ok(bytes) => {
                 tracing::info!(bytes, stop_to_complete = ?stopped.elapsed(), "S3 object complete");
+                let object = s3
+                    .as_ref()
+                    .map(|(s3, ..)| format!("s3://{}/{}", s3.bucket, s3.key));
+                kept = match kept {
+                    Some(file) => Some(format!("{file} and {}", object.unwrap_or_default())),
+                    None => object,
+                };
                 if !keep_local {
                     let _ = std::fs::remove_file(file);
                 }
             }
-            Err(failure) if outcome.exit == Exit::Ok => {
-                outcome = Outcome::fail(Exit::Output, failure.message)
+            Err(failure) => {
+                tracing::error!(error = %failure, "S3 upload failed");
+                if recorded(&report) {
+                    kept = Some(file.display().to_string());
+                }
+                if outcome.exit == Exit::Ok {
+                    outcome = Outcome::fail(Exit::Output, failure.message);
+                } else {
+                    outcome.message = format!("{}; the S3 upload failed too", outcome.message);
+                }
             }
-            Err(failure) => tracing::error!(error = %failure, "S3 upload failed too"),
         }
     }
     if let Some(output) = &output {
-        if outcome.exit != Exit::Ok && nothing_worth_keeping(&report) {
-            // A file of blank frames (the page never loaded, or nothing was encoded) helps nobody.
+        if outcome.exit != Exit::Ok && !recorded(&report) && !replaces {
+            // Nothing of the page was encoded (no frame, or the page never loaded: blank
+            // frames). Only then may the file go.
             if std::fs::remove_file(output).is_ok() {
                 tracing::info!(output = %output.display(), "removed the unusable output file");
             }
         }
     }
+    if let (Exit::Input, Source::Template(template)) = (outcome.exit, &config.input.source) {
+        if let Some(expired) = match &template.auth {
+            TemplateAuth::Token(given) => crate::livekit::expired(given),
+            TemplateAuth::ApiKey { .. } => None,
+        } {
+            outcome.message = format!("{} ({expired})", outcome.message);
+        }
+    }
+    if let (Some(kept), true) = (&kept, recorded(&report)) {
+        tracing::info!(
+            kept = %kept,
+            seconds = playable.unwrap_or(0.0),
+            "{RECORDING_KEPT}"
+        );
+        // A failure after the first frame says where the recording is, and how long it is.
+        if outcome.exit != Exit::Ok && !outcome.message.contains(kept.as_str()) {
+            outcome.message = match playable {
+                Some(s) => format!(
+                    "{}; the recording so far ({s:.1} s) is in {kept}",
+                    outcome.message
+                ),
+                None => format!("{}; what was recorded is in {kept}", outcome.message),
+            };
+        }
+    }
     drop(work_dir);
     drop(page);
     outcome
+}
+
+/// The local file an S3-only recording is written to first: in `keep_dir` (created if need be),
+/// else in the temp directory.
+fn upload_file(keep_dir: Option<&Path>) -> Result<PathBuf, Outcome> {
+    let dir = keep_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let fail = |e: std::io::Error| {
+        Outcome::fail(
+            Exit::Output,
+            format!("--keep-dir: cannot write {}: {e}", dir.display()),
+        )
+    };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    tempfile::Builder::new()
+        .prefix(".pagecast-check-")
+        .tempfile_in(&dir)
+        .map_err(fail)?;
+    // A file of that name is an earlier run's kept recording (process ids are reused): never
+    // write over it.
+    let mut file = dir.join(upload_file_name(std::process::id()));
+    let mut n = 1;
+    while file.exists() {
+        n += 1;
+        file = dir.join(format!("pagecast-upload-{}-{n}.mp4", std::process::id()));
+    }
+    Ok(file)
+}
+
+/// The name of the S3-only recording's local file of the process `pid` (the service finds it
+/// by this name).
+pub fn upload_file_name(pid: u32) -> String {
+    format!("pagecast-upload-{pid}.mp4")
 }
 
 /// The page a recording shows, and how it starts.
@@ -216,6 +320,8 @@ struct Page {
     await_start: Option<AwaitStart>,
     /// What the page's address carries that must not be logged.
     secrets: Vec<Secret>,
+    /// The address anew for each browser start (a fresh token), when pagecast signs tokens.
+    fresh_url: Option<FreshUrl>,
     /// Serves the built-in layouts for the length of the run.
     _server: Option<crate::layouts::LayoutServer>,
 }
@@ -232,14 +338,24 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
                     missing: "the page did not log START_RECORDING".into(),
                 }),
                 secrets: Vec::new(),
+                fresh_url: None,
                 _server: None,
             })
         }
         Source::Template(template) => template,
     };
     let valid_for = config.max_duration.unwrap_or_default() + config.input.start_timeout;
-    let token = crate::livekit::token_for(template, &format!("pagecast-{id}"), valid_for)
+    let identity = format!("pagecast-{id}");
+    let token = crate::livekit::token_for(template, &identity, valid_for)
         .map_err(|e| Outcome::fail(Exit::Config, e))?;
+    if let TemplateAuth::Token(given) = &template.auth {
+        if let Some(expired) = crate::livekit::expired(given) {
+            return Err(Outcome::fail(
+                Exit::Input,
+                format!("{expired}; give a fresh one"),
+            ));
+        }
+    }
     crate::livekit::preflight(template, &token)
         .await
         .map_err(|e| Outcome::fail(Exit::Input, e))?;
@@ -260,7 +376,21 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
         layout = template.layout.as_str(),
         "the LiveKit server accepted the token"
     );
+    // Signing anew at every browser start: a restart late in a long recording must not join with
+    // an expired token. A given token is what it is.
+    let fresh_url = match &template.auth {
+        TemplateAuth::ApiKey { .. } => {
+            let (template, base) = (template.clone(), base.clone());
+            Some(FreshUrl(Rc::new(move || {
+                let token = crate::livekit::token_for(&template, &identity, valid_for)
+                    .map_err(Failure::crashed)?;
+                Ok((crate::livekit::page_url(&base, &template, &token), token))
+            })))
+        }
+        TemplateAuth::Token(_) => None,
+    };
     Ok(Page {
+        fresh_url,
         url: crate::livekit::page_url(&base, template, &token),
         await_start: Some(AwaitStart {
             limit: config.input.start_timeout,
@@ -275,24 +405,6 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
 }
 
 /// What the tree's end means for the user.
-/// The duration ffprobe reads in the finished file; None if it can't read one.
-async fn recorded_duration(path: &Path) -> Option<f64> {
-    let out = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .await
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
 fn judge(
     report: &RecordingReport,
     output: Option<&Path>,
@@ -381,16 +493,14 @@ fn judge(
     }
 }
 
-fn nothing_worth_keeping(report: &RecordingReport) -> bool {
-    let page_failed = matches!(
-        &report.exit,
-        TreeExit::GaveUp { reason: ExitReason::Failed(f), .. } if f.kind == FailureKind::Input
-    );
-    report.first_frame.is_none() || page_failed
+/// Whether the run recorded something of the page: a frame was encoded, and the page (or, with a
+/// start signal, the content it signalled) was there. Such a recording is never removed.
+fn recorded(report: &RecordingReport) -> bool {
+    report.first_frame.is_some() && report.page_loaded
 }
 
 /// Everything that can be refused before a process starts. Returns the output file.
-fn check_before_start(config: &Config) -> Result<Option<PathBuf>, Outcome> {
+fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf>, Outcome> {
     let output = config.output.file.clone();
     let missing: Vec<&str> = PROGRAMS
         .iter()
@@ -407,7 +517,18 @@ fn check_before_start(config: &Config) -> Result<Option<PathBuf>, Outcome> {
         ));
     }
     if let Some(output) = &output {
+        warn_of_leftovers(output);
         check_output(output)?;
+        if !overwrite && crate::naming::holds_a_recording(output) {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.file: {} already holds a recording; move it away, give --overwrite, \
+                     or put {{time}} or {{utc}} in output.file for a fresh name each run",
+                    output.display()
+                ),
+            ));
+        }
     }
     Ok(output)
 }
@@ -514,6 +635,22 @@ async fn reach_stream_servers(streams: &[StreamUrl]) -> Result<(), Outcome> {
         ));
     }
     Ok(())
+}
+
+/// The log event naming the parts a killed join left behind.
+pub const LEFTOVER_PARTS: &str = "parts of an earlier recording were left here";
+
+/// Parts of an earlier run's recording (a join cut short) are named in one line, never deleted.
+fn warn_of_leftovers(output: &Path) {
+    let parts = pagecast_actors::join::leftovers(output);
+    if !parts.is_empty() {
+        let parts: Vec<String> = parts.iter().map(|p| p.display().to_string()).collect();
+        tracing::warn!(
+            parts = %parts.join(" "),
+            "{LEFTOVER_PARTS} (a run killed before joining them): they are kept; join them with \
+             ffmpeg's concat demuxer, or move them away"
+        );
+    }
 }
 
 /// The output's directory exists (created if need be) and a file can be created in it.

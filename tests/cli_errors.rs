@@ -174,3 +174,61 @@ fn help_documents_every_command() {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
 }
+
+/// A recording already at output.file is never written over: refused before anything starts
+/// (exit 5 naming the file and how to get a fresh name), the file untouched. Parts a killed join
+/// left beside it are named in one warning line and kept.
+#[test]
+fn an_output_that_holds_a_recording_is_refused_and_leftover_parts_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rec.mp4");
+    std::fs::write(&file, b"an earlier recording").unwrap();
+    let part = dir.path().join(".rec.mp4.4242_1f.part1.mp4");
+    std::fs::write(&part, b"part of a killed join").unwrap();
+    let page = format!(
+        "file://{}",
+        pagecast_testkit::repo_root()
+            .join("assets/demo/index.html")
+            .display()
+    );
+    let config = json!({
+        "input": { "url": page, "width": 640, "height": 360 },
+        "output": { "file": file },
+        "max_duration": "2s",
+    });
+    let started = std::time::Instant::now();
+    let (code, stderr) = run_with_config(&config.to_string(), &std::env::var("PATH").unwrap());
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "something started"
+    );
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "pagecast: output.file: {} already holds a recording",
+            file.display()
+        )) && last.contains("--overwrite")
+            && last.contains("{time}"),
+        "{last}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"an earlier recording");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("parts of an earlier recording"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(&part.display().to_string()),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&part).unwrap(), b"part of a killed join");
+}
+
+#[test]
+fn unknown_placeholders_in_names_are_config_errors() {
+    let config = json!({ "input": { "url": "https://example.com" }, "output": { "file": "/tmp/rec-{date}.mp4" } });
+    assert_config_error(&config.to_string(), "output.file");
+    let config = json!({ "input": { "url": "https://example.com" }, "output": { "file": "/tmp/{room_name}.mp4" } });
+    assert_config_error(&config.to_string(), "output.file");
+}

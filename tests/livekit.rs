@@ -444,3 +444,110 @@ fn a_crashed_browser_rejoins_the_room_and_the_recording_goes_on() {
         f.share(is_blue)
     );
 }
+
+/// The Chromium browser process (not a helper) among a run's processes.
+fn chromium_browser(run: &Run) -> Option<u32> {
+    descendants(run.child.id())
+        .into_iter()
+        .find_map(|(pid, name)| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            (name == "chromium" && !String::from_utf8_lossy(&cmdline).contains("--type="))
+                .then_some(pid)
+        })
+}
+
+/// pagecast signs a token at every browser start: a browser killed after the first token has
+/// expired (a lifetime of 5 s here, 6 h and more in real use) joins the room again with a fresh
+/// one, and the recording goes on. LiveKit accepts a token up to a minute past its expiry (its
+/// JWT leeway), so the kill comes 70 s in: the first token would be refused by then.
+#[test]
+fn a_browser_restarted_after_its_token_expired_rejoins_with_a_fresh_one() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let (_dir, file) = out_dir();
+    let red = Participant::join(&ns, &server, "late", media("red", Some("FF0000"), 440));
+    let config = json!({
+        "api_key": server.api_key,
+        "api_secret": server.api_secret,
+        "input": { "template": {
+            "layout": "grid-dark", "ws_url": server.ws_url(), "room_name": "late",
+            "empty_room_timeout": "2s", "token_lifetime": "5s",
+        }, "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    let mut run = record_in(&ns, &config);
+    let started = run.wait_for("recording starts", Duration::from_secs(60));
+    // Past the first token's lifetime and LiveKit's leeway.
+    pagecast_testkit::wait_until("the first token to expire", Duration::from_secs(90), || {
+        started.elapsed() >= Duration::from_secs(70)
+    });
+    let browser = chromium_browser(&run).expect("Chromium runs");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(browser as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    run.wait_for(r#""child":"browser""#, Duration::from_secs(30));
+    // The new browser joins: its page loads and the room shows again for a while.
+    run.wait_for_nth("page loaded", 2, Duration::from_secs(60));
+    let rejoined = Instant::now();
+    pagecast_testkit::wait_until("6 s after the rejoin", Duration::from_secs(30), || {
+        rejoined.elapsed() >= Duration::from_secs(6)
+    });
+    let left = Instant::now();
+    red.leave();
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_no_secret(&run, &[&server.api_secret]);
+    let p = probe(&file);
+    let recorded = left.duration_since(started).as_secs_f64();
+    assert!(
+        p.duration() >= recorded - 2.0,
+        "{} s kept of {recorded} s",
+        p.duration()
+    );
+    // The end of the recording, after the restart, shows the room again: red.
+    let at = left.duration_since(started).as_secs_f64() - 1.5;
+    let red_share = frame_rgb(&file, at, W, H).share(is_red);
+    assert!(
+        red_share > 0.2,
+        "{red_share} of the frame at {at} s is red: the restarted browser did not rejoin\n{}",
+        run.stderr()
+    );
+}
+
+/// A token given in the config that has expired is named as such before anything starts.
+#[test]
+fn an_expired_given_token_is_reported_as_such() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let (_dir, file) = out_dir();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(10 * 3600);
+    let token = pagecast::livekit::recorder_token(
+        &server.api_key,
+        &pagecast_actors::secret::Secret::new(&server.api_secret),
+        "late",
+        "someone",
+        long_ago,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let config = json!({
+        "input": { "template": {
+            "layout": "grid-dark", "ws_url": server.ws_url(), "token": token.expose(),
+        } },
+        "output": { "file": file },
+    });
+    let mut run = record_in(&ns, &config);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    let stderr = run.stderr();
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("pagecast: input.template.token expired at "),
+        "{last}"
+    );
+    assert!(!file.exists());
+}

@@ -264,7 +264,13 @@ fn a_server_gone_for_good_keeps_the_local_file_and_names_it() {
         "output": { "S3": s3 },
         "max_duration": "8s",
     });
-    let mut run = Run::start(&config, &[]);
+    // Kept in a directory of the user's choice (--keep-dir), not in a /tmp that may be wiped.
+    let keep = tempfile::tempdir().unwrap();
+    let keep_dir = keep.path().join("kept");
+    let mut run = Run::start(
+        &config,
+        &["record", "--keep-dir", keep_dir.to_str().unwrap()],
+    );
     run.wait_for("page loaded", Duration::from_secs(60));
     moto.pause();
     let (status, _) = run.wait(Duration::from_secs(120));
@@ -277,6 +283,6 @@ fn a_server_gone_for_good_keeps_the_local_file_and_names_it() {
         .unwrap_or_else(|| panic!("no local file named: {last}"));
     let kept = std::path::Path::new(kept.trim());
     assert!(kept.exists(), "{} is gone", kept.display());
+    assert_eq!(kept.parent(), Some(keep_dir.as_path()), "{last}");
     assert!(probe(kept).duration() >= 7.0);
-    std::fs::remove_file(kept).unwrap();
 }

@@ -40,6 +40,12 @@ fn push(redis: &Redis, id: &str, dir: &Path, page: &str, max: Option<&str>) -> P
     file
 }
 
+/// Attempt `n`'s file of a job recording to `file`.
+fn attempt(file: &Path, n: u32) -> PathBuf {
+    let stem = file.file_stem().unwrap().to_string_lossy();
+    file.with_file_name(format!("{stem}-attempt{n}.mp4"))
+}
+
 /// Seconds in a recording being written (0 if it can't be read yet).
 fn recorded(file: &Path) -> f64 {
     Command::new("ffprobe")
@@ -190,7 +196,7 @@ fn a_dead_worker_s_job_is_taken_over_by_another() {
     assert_eq!(redis.hget("test:job:j", "attempts"), "2");
     assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
     assert_eq!(redis.cli(&["SISMEMBER", "test:workers", "w1"]), "0");
-    assert_recorded(&file, 3.0);
+    assert_recorded(&attempt(&file, 2), 3.0);
     stop_cleanly(&mut second);
 }
 
@@ -306,7 +312,7 @@ fn a_worker_restarted_under_its_id_runs_its_interrupted_job_again_and_a_twin_is_
     let mut again = serve(&redis, "w1", &ttl);
     wait_state(&redis, "j", "done", Duration::from_secs(90));
     assert_eq!(redis.hget("test:job:j", "attempts"), "2");
-    assert_recorded(&file, 2.0);
+    assert_recorded(&attempt(&file, 2), 2.0);
     stop_cleanly(&mut again);
 }
 
@@ -373,7 +379,7 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
         "k",
         dir.path(),
         &test_page("silent.html", ""),
-        Some("2s"),
+        Some("4s"),
     );
     let mut run = serve(&redis, "w1", &[]);
     wait_state(&redis, "k", "running", Duration::from_secs(30));
@@ -388,6 +394,10 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
         pid = recording();
         pid.is_some()
     });
+    // Once the first attempt has recorded a while: what it recorded must survive the retry.
+    wait_until("1.5 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 1.5
+    });
     // The OOM killer, say: not a stop the service asked for.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid.unwrap() as i32),
@@ -396,7 +406,20 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
     .unwrap();
     wait_state(&redis, "k", "done", Duration::from_secs(90));
     assert_eq!(redis.hget("test:job:k", "attempts"), "2");
-    assert_recorded(&file, 2.0);
+    // The retry wrote a file of its own: both attempts' recordings play, and the job's state
+    // lists each with its seconds.
+    let second = attempt(&file, 2);
+    assert_recorded(&second, 4.0);
+    let first = probe(&file);
+    assert_eq!(first.video_codec(), "h264");
+    assert!(first.duration() >= 1.0, "{} s kept", first.duration());
+    for (n, path, secs) in [(1, &file, first.duration()), (2, &second, 4.0)] {
+        let listed: serde_json::Value =
+            serde_json::from_str(&redis.hget("test:job:k", &format!("attempt_{n}"))).unwrap();
+        assert_eq!(listed["file"], path.display().to_string(), "{listed}");
+        let listed_secs = listed["seconds"].as_f64().unwrap_or(-1.0);
+        assert!((listed_secs - secs).abs() <= 0.5, "{listed} for {secs} s");
+    }
     let seen: Vec<(String, String)> = events
         .messages()
         .iter()

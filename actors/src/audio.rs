@@ -24,6 +24,8 @@ use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shut
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// A pactl call answers in milliseconds; one that hangs must not hold the recording.
+const PACTL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the audio actor sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,17 +205,15 @@ fn pulse_env(cmd: &mut Command, runtime_dir: &Path) {
 
 /// Runs `pactl` against `server`; Ok(stdout) on success.
 pub async fn pactl(server: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("pactl")
-        .env("PULSE_SERVER", server)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
+    let mut cmd = Command::new("pactl");
+    cmd.env("PULSE_SERVER", server).args(args);
+    let done = crate::oneshot::run("pactl", cmd, PACTL_TIMEOUT)
         .await
-        .map_err(|e| format!("pactl: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| e.to_string())?;
+    if done.success() {
+        Ok(done.stdout)
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        Err(done.report)
     }
 }
 

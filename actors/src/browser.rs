@@ -67,6 +67,9 @@ pub struct BrowserSpec {
     /// Values the page's address carries that must not be logged (a LiveKit token): replaced by
     /// `****` in everything the page and chromedriver print.
     pub secrets: Vec<Secret>,
+    /// Set once the page has loaded (in any browser of the recording): from then on what was
+    /// recorded holds the page, and is kept whatever happens.
+    pub page_loaded: Rc<std::cell::Cell<bool>>,
 }
 
 /// Message: load the page now.
@@ -126,6 +129,7 @@ pub struct BrowserActor {
     navigated: bool,
     /// The page loaded: from now on it is probed.
     loaded: bool,
+    page_loaded: Rc<std::cell::Cell<bool>>,
     probing: bool,
     /// Load the page as soon as the actor runs (a restart: the encoder is already recording).
     navigate_at_start: bool,
@@ -250,6 +254,7 @@ impl BrowserActor {
             stopping: false,
             navigated: false,
             loaded: false,
+            page_loaded: spec.page_loaded.clone(),
             probing: false,
             navigate_at_start,
             bidi: Rc::new(tokio::sync::Mutex::new(bidi)),
@@ -657,7 +662,10 @@ impl Handler<Navigate> for BrowserActor {
         };
         Box::pin(
             actix::fut::wrap_future(load).map(|result, act: &mut Self, ctx| match result {
-                Ok(()) => act.loaded = true,
+                Ok(()) => {
+                    act.loaded = true;
+                    act.page_loaded.set(true);
+                }
                 Err(failure) => act.fail(failure, ctx),
             }),
         )
@@ -767,6 +775,7 @@ mod tests {
             chromium: "/usr/bin/chromium".into(),
             no_sandbox: false,
             secrets: Vec::new(),
+            page_loaded: Default::default(),
         };
         let args = chromium_args(&spec, Path::new("/tmp/x/profile"));
         assert!(args.contains(&"--window-size=1280,720".to_owned()));

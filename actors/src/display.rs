@@ -20,6 +20,8 @@ use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shut
 /// How long Xvfb gets to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(2);
+/// An xrandr call answers in milliseconds; one that hangs must not hold the start.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The screen is this much wider and taller than the recorded area. Why: Chromium shrinks a window
 /// exactly the size of the screen by one pixel (leaving a black line at the right and bottom of
 /// every frame); on a slightly larger screen its window is exactly the size asked for. Only the
@@ -159,21 +161,15 @@ async fn set_refresh_rate(display: &DisplayInfo, spec: &DisplaySpec) -> Result<(
 }
 
 async fn xrandr(display: &DisplayInfo, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("xrandr")
-        .env("DISPLAY", display.env())
-        .args(args)
-        .kill_on_drop(true)
-        .output()
+    let mut cmd = Command::new("xrandr");
+    cmd.env("DISPLAY", display.env()).args(args);
+    let done = crate::oneshot::run("xrandr", cmd, HELPER_TIMEOUT)
         .await
-        .map_err(|e| format!("xrandr: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| e.to_string())?;
+    if done.success() {
+        Ok(done.stdout)
     } else {
-        Err(format!(
-            "xrandr {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("xrandr {}: {}", args.join(" "), done.report))
     }
 }
 

@@ -13,7 +13,7 @@
 //! Stops: on `Shutdown`, once ffmpeg has written the end of the file and exited (SIGINT, then
 //! SIGKILL, if it takes too long); or when ffmpeg exits on its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -57,6 +57,9 @@ pub struct EncoderSpec {
     /// x264 preset.
     pub preset: String,
 }
+
+/// Fragmented MP4 (with fragments of 1 s, cut mid-GOP if need be): the most a crash can lose.
+pub const MOVFLAGS: &str = "+frag_keyframe+empty_moov+default_base_moof";
 
 /// Message: the encoder's counters, from ffmpeg's `-progress` output.
 #[derive(Debug, Clone, Default, PartialEq, Message)]
@@ -148,8 +151,6 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
         .iter()
         .map(|s| s.to_string()),
     );
-    // Fragments of 1 s (cut mid-GOP if need be): the most a crash can lose.
-    const MOVFLAGS: &str = "+frag_keyframe+empty_moov+default_base_moof";
     match (&spec.output, spec.relays.is_empty()) {
         (Some(file), true) => {
             args.extend(
@@ -191,6 +192,48 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
     args
 }
 
+/// Why ffmpeg could not write `output`, if that is why it stopped: the disk is full or
+/// read-only, writing is forbidden, or the directory is gone. Decided by writing a little into the
+/// output's directory (the file system's own answer), else by what ffmpeg said (`report`): the
+/// disk may have been freed since.
+pub fn output_failure(output: &Path, report: &str) -> Option<Failure> {
+    use nix::errno::Errno;
+    use std::io::Write as _;
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let written = tempfile::Builder::new()
+        .prefix(".pagecast-check-")
+        .tempfile_in(dir)
+        .and_then(|mut f| {
+            f.write_all(&[0; 64 * 1024])?;
+            f.as_file().sync_all()
+        });
+    let errno = written
+        .err()
+        .and_then(|e| e.raw_os_error())
+        .map(Errno::from_raw);
+    let cause = match errno {
+        Some(e @ (Errno::ENOSPC | Errno::EDQUOT | Errno::EROFS | Errno::EACCES | Errno::EPERM)) => {
+            e.desc().to_owned()
+        }
+        Some(Errno::ENOENT) => format!("{} is gone", dir.display()),
+        _ => ["No space left on device", "Read-only file system"]
+            .into_iter()
+            .find(|text| report.contains(text))?
+            .to_owned(),
+    };
+    let mut cause = cause;
+    if let Some(first) = cause.get(..1) {
+        cause.replace_range(..1, &first.to_lowercase());
+    }
+    Some(Failure::new(
+        FailureKind::Output,
+        format!("cannot write {}: {cause}", output.display()),
+    ))
+}
+
 /// Escapes what the tee muxer reads as syntax in a file name.
 fn tee_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -205,6 +248,8 @@ fn tee_escape(s: &str) -> String {
 
 pub struct EncoderActor {
     link: ChildLink,
+    /// The file ffmpeg writes, if any.
+    output: Option<PathBuf>,
     ffmpeg: ChildProcess,
     stdin: Option<ChildStdin>,
     progress_to: Option<Recipient<EncoderProgress>>,
@@ -236,6 +281,7 @@ impl EncoderActor {
         let report = ffmpeg.exit_report();
         let actor = EncoderActor {
             link,
+            output: spec.output.clone(),
             ffmpeg,
             stdin,
             progress_to,
@@ -261,7 +307,13 @@ impl EncoderActor {
                     return Ok(addr);
                 }
                 // The actor stopped before the first frame because ffmpeg exited.
-                Err(_) => Failure::crashed(format!("encoder failed to start: {}", report.await.1)),
+                Err(_) => {
+                    let report = report.await.1;
+                    spec.output
+                        .as_deref()
+                        .and_then(|o| output_failure(o, &report))
+                        .unwrap_or_else(|| Failure::crashed(format!("encoder failed to start: {report}")))
+                }
             },
             _ = tokio::time::sleep(READY_TIMEOUT) => Failure::new(
                 FailureKind::Timeout,
@@ -350,9 +402,14 @@ impl Actor for EncoderActor {
         ctx.spawn(actix::fut::wrap_future(self.ffmpeg.exit_report()).map(
             |(_, report), act: &mut Self, ctx| {
                 if !act.stopping {
-                    let message = format!("encoder lost: {report}");
-                    act.link
-                        .set_exit(ExitReason::Failed(Failure::crashed(message)));
+                    // A file that cannot be written is not fixed by a restart (which would only
+                    // make empty segments): an output failure, at once.
+                    let failure = act
+                        .output
+                        .as_deref()
+                        .and_then(|o| output_failure(o, &report))
+                        .unwrap_or_else(|| Failure::crashed(format!("encoder lost: {report}")));
+                    act.link.set_exit(ExitReason::Failed(failure));
                     ctx.stop();
                 }
             },

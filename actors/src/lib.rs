@@ -9,6 +9,8 @@ pub mod browser;
 pub mod display;
 pub mod encoder;
 pub mod gate;
+pub mod join;
+pub mod oneshot;
 pub mod process;
 pub mod recording;
 pub mod relay;

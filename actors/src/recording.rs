@@ -29,8 +29,8 @@
 //! keeping what was recorded.
 //! Sends: [`StopTree`] to the root when `max_duration` has passed since the first frame.
 
-use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,7 @@ use crate::browser::{BrowserActor, BrowserSpec, Navigate};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
 use crate::gate::StartGate;
+use crate::join::{join_segments, segment_path};
 use crate::relay::{RelayActor, RelaySpec};
 use crate::secret::{Secret, StreamUrl};
 use crate::supervision::{
@@ -73,6 +74,19 @@ pub struct RecordingSpec {
     pub await_start: Option<AwaitStart>,
     /// Values in `url` that must never be logged (a LiveKit token).
     pub secrets: Vec<Secret>,
+    /// Makes the page's address anew at every browser start (a LiveKit token signed now, so a
+    /// browser restarted after the first token expired can still join); None: `url` always.
+    pub fresh_url: Option<FreshUrl>,
+}
+
+/// The page's address made at a browser's start, and the secret it carries.
+#[derive(Clone)]
+pub struct FreshUrl(pub Rc<dyn Fn() -> Result<(url::Url, Secret), Failure>>);
+
+impl std::fmt::Debug for FreshUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FreshUrl")
+    }
 }
 
 /// How the recording waits for the page's START_RECORDING.
@@ -127,7 +141,10 @@ pub struct Recording {
     first_frame: Rc<RefCell<Option<Instant>>>,
     wiring: Rc<RefCell<Wiring>>,
     output: Option<PathBuf>,
+    id: String,
+    framerate: u32,
     lost_streams: Rc<RefCell<Vec<String>>>,
+    page_loaded: Rc<Cell<bool>>,
 }
 
 /// How a recording ended.
@@ -142,6 +159,8 @@ pub struct RecordingReport {
     pub join_error: Option<Failure>,
     /// Live streams given up during the recording (beside a file that went on), and why.
     pub lost_streams: Vec<String>,
+    /// The page loaded at least once: the recording holds the page, not only a blank screen.
+    pub page_loaded: bool,
 }
 
 impl Recording {
@@ -156,6 +175,7 @@ impl Recording {
             .map(|_| free_udp_port())
             .collect::<Result<_, _>>()?;
         let lost_streams = Rc::new(RefCell::new(Vec::new()));
+        let page_loaded = Rc::new(Cell::new(false));
         let (first_tx, first_rx) = oneshot::channel();
         let gate = spec.await_start.as_ref().map(|_| StartGate::new());
         let wiring = Rc::new(RefCell::new(Wiring {
@@ -166,7 +186,13 @@ impl Recording {
         let children = vec![
             display_child(&spec, wiring.clone()),
             audio_child(&spec, wiring.clone()),
-            media_child(&spec, wiring.clone(), progress, lost_streams.clone()),
+            media_child(
+                &spec,
+                wiring.clone(),
+                progress,
+                lost_streams.clone(),
+                page_loaded.clone(),
+            ),
         ];
         let config = SupervisorConfig {
             name: "recording".into(),
@@ -195,7 +221,10 @@ impl Recording {
             first_frame,
             wiring,
             output: spec.encoder.output,
+            id: spec.id,
+            framerate: spec.encoder.framerate,
             lost_streams,
+            page_loaded,
         })
     }
 
@@ -226,7 +255,11 @@ impl Recording {
         let first_frame = *self.first_frame.borrow();
         let segments = std::mem::take(&mut self.wiring.borrow_mut().segments);
         let join_error = match &self.output {
-            Some(output) if segments.len() > 1 => join_segments(output, &segments).await.err(),
+            Some(output) if segments.len() > 1 => {
+                join_segments(output, &self.id, &segments, self.framerate)
+                    .await
+                    .err()
+            }
             _ => None,
         };
         let lost_streams = self.lost_streams.borrow().clone();
@@ -236,6 +269,7 @@ impl Recording {
             segments: segments.len(),
             join_error,
             lost_streams,
+            page_loaded: self.page_loaded.get(),
         }
     }
 }
@@ -246,137 +280,6 @@ fn humanize(d: Duration) -> String {
         format!("{secs}s")
     } else {
         format!("{d:?}")
-    }
-}
-
-/// Where segment `n` is written: the output itself for the first, a hidden sibling after that
-/// (same directory, so the same file system and no copy at the end).
-fn segment_path(output: &Path, n: usize) -> PathBuf {
-    if n == 0 {
-        return output.to_path_buf();
-    }
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "recording.mp4".into());
-    output.with_file_name(format!(".{name}.part{n}.mp4"))
-}
-
-/// Joins the segments into `output` without re-encoding (ffmpeg's concat demuxer). The first
-/// segment is `output` itself, so it is moved aside first. Segments without a readable frame (an
-/// encoder killed before its first fragment) are skipped. On success the parts are removed; on
-/// failure they are kept and named in the error.
-async fn join_segments(output: &Path, segments: &[PathBuf]) -> Result<(), Failure> {
-    let first = segment_path(output, 0).with_file_name(format!(
-        ".{}.part0.mp4",
-        output.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut parts = Vec::new();
-    for (i, segment) in segments.iter().enumerate() {
-        let path = if i == 0 {
-            if segment.exists() {
-                std::fs::rename(segment, &first).map_err(|e| {
-                    Failure::new(
-                        FailureKind::Output,
-                        format!("cannot move {} aside: {e}", segment.display()),
-                    )
-                })?;
-            }
-            first.clone()
-        } else {
-            segment.clone()
-        };
-        if has_video(&path).await {
-            parts.push(path);
-        } else {
-            tracing::warn!(segment = %path.display(), "segment has no readable video, leaving it out");
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    let keep_error = |msg: String| {
-        Failure::new(
-            FailureKind::Output,
-            format!(
-                "{msg}; the recording is in {}",
-                parts
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    };
-    if parts.len() == 1 {
-        return std::fs::rename(&parts[0], output)
-            .map_err(|e| keep_error(format!("cannot rename: {e}")));
-    }
-    let list = output.with_file_name(format!(
-        ".{}.parts.txt",
-        output.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let text: String = parts
-        .iter()
-        .map(|p| {
-            format!(
-                "file '{}'\n",
-                p.display().to_string().replace('\'', r"'\''")
-            )
-        })
-        .collect();
-    std::fs::write(&list, text)
-        .map_err(|e| keep_error(format!("cannot write {}: {e}", list.display())))?;
-    tracing::info!(segments = parts.len(), output = %output.display(), "the encoder restarted during the recording; joining its segments");
-    let out = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-        ])
-        .arg(&list)
-        .args(["-c", "copy", "-movflags", "+faststart", "-y"])
-        .arg(output)
-        .kill_on_drop(true)
-        .output()
-        .await;
-    let _ = std::fs::remove_file(&list);
-    match out {
-        Ok(out) if out.status.success() => {
-            for part in &parts {
-                let _ = std::fs::remove_file(part);
-            }
-            Ok(())
-        }
-        Ok(out) => Err(keep_error(format!(
-            "joining the segments failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
-        Err(e) => Err(keep_error(format!(
-            "cannot run ffmpeg to join the segments: {e}"
-        ))),
-    }
-}
-
-/// Whether the segment holds at least one video frame. A segment whose encoder was killed before
-/// its first fragment has a video track but no frame, and would spoil the join.
-async fn has_video(path: &Path) -> bool {
-    let out = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
-        .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
-        .arg(path)
-        .output()
-        .await;
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .trim_end_matches(',')
-            .parse::<u64>()
-            .is_ok_and(|n| n > 0),
-        _ => false,
     }
 }
 
@@ -434,6 +337,7 @@ fn media_child(
     wiring: Rc<RefCell<Wiring>>,
     progress: Option<Recipient<EncoderProgress>>,
     lost_streams: Rc<RefCell<Vec<String>>>,
+    page_loaded: Rc<Cell<bool>>,
 ) -> ChildSpec {
     let spec = spec.clone();
     // Both children's timeouts fit in this.
@@ -447,7 +351,7 @@ fn media_child(
                 strategy: Strategy::OneForOne,
                 intensity: spec.intensity,
             };
-            let mut children = vec![browser_child(&spec, wiring.clone())];
+            let mut children = vec![browser_child(&spec, wiring.clone(), page_loaded.clone())];
             for (url, port) in spec.streams.iter().zip(&spec.encoder.relays) {
                 let relay = RelaySpec {
                     url: url.clone(),
@@ -464,7 +368,11 @@ fn media_child(
     )
 }
 
-fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
+fn browser_child(
+    spec: &RecordingSpec,
+    wiring: Rc<RefCell<Wiring>>,
+    page_loaded: Rc<Cell<bool>>,
+) -> ChildSpec {
     let browser = BrowserSpec {
         url: spec.url.clone(),
         width: spec.display.width,
@@ -473,15 +381,23 @@ fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
         chromium: spec.chromium.clone(),
         no_sandbox: spec.no_sandbox,
         secrets: spec.secrets.clone(),
+        page_loaded: page_loaded.clone(),
     };
     let awaits_start = spec.await_start.is_some();
+    let fresh_url = spec.fresh_url.clone();
     ChildSpec::new(
         "browser",
         Restart::Permanent,
         Duration::from_secs(10),
         move |link| {
-            let (browser, wiring) = (browser.clone(), wiring.clone());
+            let (mut browser, wiring) = (browser.clone(), wiring.clone());
+            let fresh = fresh_url.as_ref().map(|f| (f.0)());
             async move {
+                if let Some(fresh) = fresh {
+                    let (url, secret) = fresh?;
+                    browser.url = url;
+                    browser.secrets.push(secret);
+                }
                 let (display, audio) = started_before(&wiring)?;
                 // A restarted browser loads the page at once: its encoder is already recording.
                 // So does a page the encoder waits for.
@@ -523,17 +439,19 @@ fn encoder_child(
 ) -> ChildSpec {
     let encoder = spec.encoder.clone();
     let await_start = spec.await_start.clone();
+    let id = spec.id.clone();
     // The finalize timeout of the encoder plus its SIGINT/SIGKILL steps fit in this.
     ChildSpec::new(
         "encoder",
         Restart::Permanent,
         Duration::from_secs(15),
         move |link| {
-            let (mut encoder, wiring, progress, await_start) = (
+            let (mut encoder, wiring, progress, await_start, id) = (
                 encoder.clone(),
                 wiring.clone(),
                 progress.clone(),
                 await_start.clone(),
+                id.clone(),
             );
             async move {
                 let gate = wiring.borrow().gate.clone();
@@ -548,7 +466,7 @@ fn encoder_child(
                 if let Some(output) = &encoder.output {
                     let mut w = wiring.borrow_mut();
                     let n = w.segments.len();
-                    let path = segment_path(output, n);
+                    let path = segment_path(output, &id, n);
                     w.segments.push(path.clone());
                     if n > 0 {
                         tracing::warn!(segment = n, path = %path.display(), "encoder restarted: recording the next segment");
@@ -577,17 +495,5 @@ fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInf
         _ => Err(Failure::crashed(
             "started before the display and audio were up",
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn segments_after_the_first_are_hidden_siblings() {
-        let out = Path::new("/out/rec.mp4");
-        assert_eq!(segment_path(out, 0), Path::new("/out/rec.mp4"));
-        assert_eq!(segment_path(out, 2), Path::new("/out/.rec.mp4.part2.mp4"));
     }
 }

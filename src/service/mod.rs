@@ -19,8 +19,11 @@
 //!   A job whose id is running is refused there (atomically, a Lua script). [`submit`]
 //!   (`pagecast submit`) checks the job first, seals it and marks it `queued`.
 //! - `Q:job:<id>` (hash): `state` (queued, running, done, failed, requeued), `worker`, `attempts`,
-//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`, `stop`. Each change is
-//!   published on `Q:events` as JSON. Expires after the retention once done or failed.
+//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`, `stop`, and for each
+//!   attempt N `attempt_<N>`: what it left, as JSON (`file`, `s3`, `kept`, `seconds`). Attempt
+//!   N > 1 records to `<stem>-attempt<N>.mp4` (and the same suffix on the S3 key): never over an
+//!   earlier one. Each change is published on `Q:events` as JSON. Expires after the retention
+//!   once done or failed.
 //! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
 //!   and upload). `HSET Q:job:<id> stop 1` does the same and is not lost if the worker is
 //!   reconnecting when it is sent (it is read every round).
@@ -35,6 +38,7 @@
 //! times; one that exits with a code is done (0) or failed (the code says why, see `exit.rs`), and
 //! not retried: a bad config, page or output stays bad.
 
+mod attempt;
 mod control;
 mod queue;
 mod runner;
@@ -80,6 +84,8 @@ pub struct ServiceOptions {
     pub stop_grace: Duration,
     /// How long a finished job's hash stays.
     pub retention: Duration,
+    /// Where a recording whose S3 upload gave up is kept (`--keep-dir` of each recording).
+    pub keep_dir: std::path::PathBuf,
     /// The program run for each job, with `--log-format json record` (None: this binary).
     /// Tests put a stand-in here.
     pub recorder: Option<std::path::PathBuf>,
@@ -284,6 +290,8 @@ pub struct Ended {
     pub stopped_by_us: bool,
     /// Its last `pagecast: ...` line, or how it died.
     pub message: String,
+    /// The attempt's number and what it left (JSON, see `attempt.rs`).
+    pub output: Option<(u32, String)>,
 }
 
 /// What becomes of a job whose recording ended.
@@ -374,13 +382,21 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     let runner = {
         let wiring = wiring.clone();
         let (recorder, grace) = (options.recorder.clone(), options.stop_grace);
+        let keep_dir = options.keep_dir.clone();
         // Running recordings finish their files and uploads: give them time.
         ChildSpec::new(
             "runner",
             Restart::Permanent,
             grace + Duration::from_secs(20),
             move |link| {
-                let addr = RunnerActor::new(recorder.clone(), grace, wiring.clone(), link).start();
+                let addr = RunnerActor::new(
+                    recorder.clone(),
+                    grace,
+                    keep_dir.clone(),
+                    wiring.clone(),
+                    link,
+                )
+                .start();
                 wiring.borrow_mut().runner = Some(addr.clone());
                 std::future::ready(Ok(addr))
             },
@@ -572,6 +588,7 @@ mod tests {
             trusted_redis: false,
             stop_grace: Duration::from_secs(20),
             retention: Duration::from_secs(3600),
+            keep_dir: std::env::temp_dir().join("pagecast-test-kept"),
             recorder: None,
         }
     }
@@ -1117,6 +1134,7 @@ wait
             id: "j".into(),
             code,
             stopped_by_us,
+            output: None,
             message: String::new(),
         }
     }

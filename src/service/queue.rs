@@ -320,6 +320,7 @@ impl QueueActor {
                     code: None,
                     message: "the worker stopped before starting it".into(),
                     not_run: true,
+                    output: None,
                 });
             } else {
                 self.run(start);
@@ -382,6 +383,7 @@ impl QueueActor {
         let sent = runner.send(StartJob {
             id: id.clone(),
             config,
+            attempt: attempts,
         });
         // A job that could not even start is failed (an internal error: exit 1).
         let fail = move |why: String| Outcome {
@@ -391,6 +393,7 @@ impl QueueActor {
             code: Some(1),
             message: why,
             not_run: false,
+            output: None,
         };
         let me = self.wiring.borrow().queue.clone();
         actix::spawn(async move {
@@ -449,7 +452,11 @@ impl Handler<JobEnded> for QueueActor {
         }
         let decision = decide(&ended, taken.attempts);
         let Ended {
-            id, code, message, ..
+            id,
+            code,
+            message,
+            output,
+            ..
         } = ended;
         let message = match decision {
             Decision::Requeue => format!("the recording was killed ({message}); running it again"),
@@ -466,6 +473,7 @@ impl Handler<JobEnded> for QueueActor {
             code,
             message,
             not_run: false,
+            output,
         });
     }
 }
@@ -649,6 +657,7 @@ impl Round {
                             code: None,
                             message: "taken but not running; running it again".into(),
                             not_run: false,
+                            output: None,
                         },
                         self.retention,
                     )
@@ -707,6 +716,7 @@ impl Round {
                 code: Some(2),
                 message,
                 not_run: false,
+                output: None,
             })
         };
         let clear = match sealed::unseal(&raw, self.key.as_deref()) {

@@ -24,6 +24,7 @@ use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdow
 use tokio::process::Command;
 
 use super::{last_error_line, Ended, Wiring};
+use crate::naming::AttemptOutput;
 
 /// Message: run this job's recording.
 #[derive(Debug, Message)]
@@ -32,6 +33,8 @@ pub struct StartJob {
     pub id: String,
     /// The recorder config, checked already.
     pub config: String,
+    /// Which attempt this is (from 1): attempt N > 1 records under names of its own.
+    pub attempt: u32,
 }
 
 /// Message: stop this job's recording (it finishes its file). SIGTERM is sent once; a later
@@ -54,8 +57,12 @@ pub struct RunnerActor {
     recorder: Option<PathBuf>,
     /// A recording asked to stop gets this long to finish its file and upload before SIGKILL.
     grace: Duration,
+    /// Each recording's `--keep-dir`.
+    keep_dir: PathBuf,
     wiring: Rc<RefCell<Wiring>>,
     jobs: HashMap<String, ChildProcess>,
+    /// What each running job's attempt records to.
+    outputs: HashMap<String, AttemptOutput>,
     stopped_by_us: HashSet<String>,
     /// Shutting down: no new recording starts.
     stopping: bool,
@@ -65,6 +72,7 @@ impl RunnerActor {
     pub(super) fn new(
         recorder: Option<PathBuf>,
         grace: Duration,
+        keep_dir: PathBuf,
         wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
     ) -> Self {
@@ -72,8 +80,10 @@ impl RunnerActor {
             link,
             recorder,
             grace,
+            keep_dir,
             wiring,
             jobs: HashMap::new(),
+            outputs: HashMap::new(),
             stopped_by_us: HashSet::new(),
             stopping: false,
         }
@@ -85,8 +95,10 @@ impl RunnerActor {
         status: std::process::ExitStatus,
         report: String,
         tail: String,
+        output: Option<(u32, String)>,
     ) {
         self.jobs.remove(&id);
+        self.outputs.remove(&id);
         let stopped_by_us = self.stopped_by_us.remove(&id);
         let message = last_error_line(&tail).unwrap_or_else(|| {
             if status.success() {
@@ -100,6 +112,7 @@ impl RunnerActor {
             code: status.code(),
             stopped_by_us,
             message,
+            output,
         };
         tracing::info!(job = %ended.id, code = ?ended.code, signal = ?status.signal(), "recording ended");
         match &self.wiring.borrow().queue {
@@ -125,8 +138,13 @@ impl Drop for RunnerActor {
         };
         for (id, _) in self.jobs.drain() {
             tracing::warn!(job = %id, "the runner stopped with this recording still running; it is killed");
+            let output = self
+                .outputs
+                .get(&id)
+                .map(|o| (o.attempt, super::attempt::unmeasured(o)));
             queue.do_send(JobEnded(Ended {
                 stopped_by_us: self.stopped_by_us.contains(&id),
+                output,
                 id,
                 code: None,
                 message: "the service's runner stopped while it ran".into(),
@@ -148,9 +166,14 @@ impl Handler<StartJob> for RunnerActor {
                 std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?
             }
         };
+        // The names are filled in here, not in the recording, so that they can be listed in the
+        // job's state; a later attempt never writes over an earlier one's recording.
+        let (config, output) =
+            crate::naming::for_attempt(&job.config, job.attempt, std::time::SystemTime::now())?;
         let mut cmd = Command::new(exe);
         cmd.args(["--log-format", "json", "record"])
-            .env("LIVEKIT_RECORDER_CONFIG", &job.config);
+            .env("LIVEKIT_RECORDER_CONFIG", &config)
+            .env("PAGECAST_KEEP_DIR", &self.keep_dir);
         let job_id = job.id.clone();
         let (child, _) = ChildProcess::spawn_with_lines(
             &format!("recording {}", job.id),
@@ -159,20 +182,38 @@ impl Handler<StartJob> for RunnerActor {
             Box::new(move |line| pass_on(&job_id, line)),
         )
         .map_err(|e| e.into_failure().message)?;
-        tracing::info!(job = %job.id, pid = child.pid(), "recording started");
+        tracing::info!(job = %job.id, pid = child.pid(), attempt = job.attempt, "recording started");
         let report = child.exit_report();
+        let keep_file = self
+            .keep_dir
+            .join(crate::run::upload_file_name(child.pid()));
         let id = job.id.clone();
-        ctx.spawn(actix::fut::wrap_future(report).map(
-            move |(status, report), act: &mut Self, _| {
-                let tail = act
-                    .jobs
-                    .get(&id)
-                    .map(ChildProcess::stderr_tail)
-                    .unwrap_or_default();
-                act.report(id, status, report, tail);
-            },
-        ));
-        self.jobs.insert(job.id, child);
+        let measured_output = output.clone();
+        ctx.spawn(
+            actix::fut::wrap_future(report)
+                .map(move |(status, report), act: &mut Self, _| {
+                    let tail = act
+                        .jobs
+                        .get(&id)
+                        .map(ChildProcess::stderr_tail)
+                        .unwrap_or_default();
+                    (id, status, report, tail)
+                })
+                .then(move |(id, status, report, tail), _: &mut Self, _| {
+                    let measure = async move {
+                        let json =
+                            super::attempt::measured(&measured_output, Some(keep_file), &tail)
+                                .await;
+                        (id, status, report, tail, (measured_output.attempt, json))
+                    };
+                    actix::fut::wrap_future(measure)
+                })
+                .map(|(id, status, report, tail, output), act: &mut Self, _| {
+                    act.report(id, status, report, tail, Some(output));
+                }),
+        );
+        self.jobs.insert(job.id.clone(), child);
+        self.outputs.insert(job.id, output);
         Ok(())
     }
 }
@@ -221,7 +262,11 @@ impl Handler<Shutdown> for RunnerActor {
                 for (id, (status, report)) in ended {
                     if let Some(child) = act.jobs.get(&id) {
                         let tail = child.stderr_tail();
-                        act.report(id, status, report, tail);
+                        let output = act
+                            .outputs
+                            .get(&id)
+                            .map(|o| (o.attempt, super::attempt::unmeasured(o)));
+                        act.report(id, status, report, tail, output);
                     }
                 }
                 ctx.stop();

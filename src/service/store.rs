@@ -32,6 +32,8 @@ pub(super) struct Outcome {
     pub message: String,
     /// The job never ran (taken as the worker began to stop): its attempt does not count.
     pub not_run: bool,
+    /// What the attempt left: its number and JSON (see `attempt.rs`).
+    pub output: Option<(u32, String)>,
 }
 
 /// What taking a job gave.
@@ -429,6 +431,10 @@ impl Store {
                 fields.push(("exit_code", code.to_string()));
             }
             pipe.hset_multiple(k.job(id), &fields).ignore();
+            if let Some((n, output)) = &o.output {
+                pipe.hset(k.job(id), super::attempt::field(*n), output)
+                    .ignore();
+            }
             // A stop asked of this run is not one of the next (or of a later job with this id).
             pipe.hdel(k.job(id), "stop").ignore();
             if state.is_final() {
@@ -618,6 +624,7 @@ mod tests {
             code: Some(0),
             message: String::new(),
             not_run: false,
+            output: None,
         };
         s.write_outcome(&done, Duration::from_secs(60))
             .await
@@ -646,6 +653,7 @@ mod tests {
             code: None,
             message: "killed".into(),
             not_run: false,
+            output: None,
         };
         s.write_outcome(&o, Duration::from_secs(60)).await.unwrap();
         assert_eq!(redis.cli(&["LRANGE", "t:jobs", "0", "-1"]), raw);

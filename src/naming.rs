@@ -1,0 +1,253 @@
+//! Names of recordings: the placeholders of `output.file` and the S3 key, and the attempt suffix.
+//!
+//! So that a repeated run gets a fresh name without a flag, `output.file` and `output.s3.key` may
+//! hold `{time}` (the start, local time, `2006-01-02T150405`), `{utc}` (the start in UTC,
+//! `20060102150405` and milliseconds) and, for LiveKit rooms, `{room_name}`: the placeholders of
+//! LiveKit egress file names. In `pagecast serve`, attempt N > 1 of a job writes
+//! `<stem>-attempt<N>.mp4` (and the same suffix on the S3 key), never over an earlier attempt.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::config::{Config, Source, TemplateAuth};
+
+/// The placeholders a name may hold.
+pub const PLACEHOLDERS: [&str; 3] = ["{time}", "{utc}", "{room_name}"];
+
+/// The values of the placeholders for one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    pub time: String,
+    pub utc: String,
+    pub room_name: Option<String>,
+}
+
+impl Names {
+    /// The names of a run of `config` starting at `now`.
+    pub fn new(config: &Config, now: SystemTime) -> Names {
+        let since = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since.as_secs() as i64;
+        Names {
+            time: format_time(&local(secs), "-", "T"),
+            utc: format!(
+                "{}{:03}",
+                format_time(&utc(secs), "", ""),
+                since.subsec_millis()
+            ),
+            room_name: room_name(config),
+        }
+    }
+
+    /// `text` with every placeholder replaced. Validation refused `{room_name}` without a room.
+    pub fn expand(&self, text: &str) -> String {
+        let mut out = text
+            .replace("{time}", &self.time)
+            .replace("{utc}", &self.utc);
+        if let Some(room) = &self.room_name {
+            // A room name may hold a '/', which would make a directory of it.
+            out = out.replace("{room_name}", &room.replace('/', "_"));
+        }
+        out
+    }
+}
+
+/// The placeholders of `config`'s names filled in (a no-op when there are none).
+pub fn resolve(mut config: Config, now: SystemTime) -> Config {
+    let names = Names::new(&config, now);
+    if let Some(file) = &config.output.file {
+        config.output.file = Some(PathBuf::from(names.expand(&file.to_string_lossy())));
+    }
+    if let Some(s3) = &mut config.output.s3 {
+        s3.key = names.expand(&s3.key);
+    }
+    config
+}
+
+/// The name of attempt `attempt` (from 1) of a file or key: unchanged for the first,
+/// `<stem>-attempt<N>.<ext>` after that.
+pub fn with_attempt(name: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        return name.to_owned();
+    }
+    let (dir, base) = match name.rfind('/') {
+        Some(i) => name.split_at(i + 1),
+        None => ("", name),
+    };
+    match base.rfind('.') {
+        Some(dot) if dot > 0 => format!("{dir}{}-attempt{attempt}{}", &base[..dot], &base[dot..]),
+        _ => format!("{dir}{base}-attempt{attempt}"),
+    }
+}
+
+/// Where one attempt of a service job records: filled in before the recording starts, so the
+/// service knows the names (placeholders included) and can list them in the job's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct AttemptOutput {
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<String>,
+}
+
+/// The job config `json` for attempt `attempt`: placeholders filled in and, after the first
+/// attempt, the attempt suffix on the file and the S3 key. Returns the config and its names.
+pub fn for_attempt(
+    json: &str,
+    attempt: u32,
+    now: SystemTime,
+) -> Result<(String, AttemptOutput), String> {
+    let config = crate::config::parse(json).map_err(|e| e.to_string())?;
+    let names = Names::new(&config, now);
+    let mut v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let mut out = AttemptOutput {
+        attempt,
+        ..AttemptOutput::default()
+    };
+    let output = &mut v["output"];
+    if let Some(file) = output.get("file").and_then(|f| f.as_str()) {
+        let file = with_attempt(&names.expand(file), attempt);
+        out.file = Some(PathBuf::from(&file));
+        output["file"] = file.into();
+    }
+    for s3 in ["s3", "S3"] {
+        if let Some(key) = output
+            .get(s3)
+            .and_then(|s| s.get("key"))
+            .and_then(|k| k.as_str())
+        {
+            let key = with_attempt(&names.expand(key), attempt);
+            let bucket = output[s3]["bucket"].as_str().unwrap_or_default();
+            out.s3 = Some(format!("s3://{bucket}/{key}"));
+            output[s3]["key"] = key.into();
+        }
+    }
+    Ok((v.to_string(), out))
+}
+
+/// The room a LiveKit recording joins: named in the config, or in the given token's claims.
+fn room_name(config: &Config) -> Option<String> {
+    let Source::Template(template) = &config.input.source else {
+        return None;
+    };
+    match &template.auth {
+        TemplateAuth::ApiKey { room_name, .. } => Some(room_name.clone()),
+        TemplateAuth::Token(token) => crate::livekit::token_claims(token)
+            .and_then(|c| c["video"]["room"].as_str().map(str::to_owned)),
+    }
+}
+
+/// Whether `path` is (after the placeholders) a file to be refused: it exists and is not empty.
+pub fn holds_a_recording(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
+
+/// Broken-down time: (year, month, day, hour, minute, second).
+type Civil = (i64, u32, u32, u32, u32, u32);
+
+fn utc(secs: i64) -> Civil {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400) as u32;
+    let (y, m, d) = civil_from_days(days);
+    (y, m, d, rest / 3600, rest / 60 % 60, rest % 60)
+}
+
+/// Local time, from the C library (TZ and /etc/localtime); UTC if it cannot say.
+fn local(secs: i64) -> Civil {
+    let t: nix::libc::time_t = secs as nix::libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which lives on this stack.
+    let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !nix::libc::localtime_r(&t, &mut tm).is_null() };
+    if !ok {
+        return utc(secs);
+    }
+    (
+        i64::from(tm.tm_year) + 1900,
+        (tm.tm_mon + 1) as u32,
+        tm.tm_mday as u32,
+        tm.tm_hour as u32,
+        tm.tm_min as u32,
+        tm.tm_sec as u32,
+    )
+}
+
+fn format_time(t: &Civil, date_sep: &str, time_sep: &str) -> String {
+    let (y, mo, d, h, mi, s) = *t;
+    format!("{y:04}{date_sep}{mo:02}{date_sep}{d:02}{time_sep}{h:02}{mi:02}{s:02}")
+}
+
+/// Days since 1970-01-01 to a date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(json: serde_json::Value) -> Config {
+        crate::config::parse(&json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn placeholders_are_filled_in() {
+        let c = config(serde_json::json!({
+            "api_key": "k", "api_secret": "s",
+            "input": { "template": { "layout": "grid-dark", "ws_url": "ws://127.0.0.1:7880", "room_name": "stand/up" } },
+            "output": { "file": "/rec/{room_name}-{utc}.mp4" },
+        }));
+        // 2024-02-29 13:04:05.678 UTC
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_709_211_845_678);
+        let c = resolve(c, now);
+        assert_eq!(
+            c.output.file.unwrap(),
+            Path::new("/rec/stand_up-20240229130405678.mp4")
+        );
+        let names = Names::new(
+            &config(
+                serde_json::json!({"input": {"url": "https://example.com"}, "output": {"file": "/a.mp4"}}),
+            ),
+            now,
+        );
+        assert_eq!(names.time.len(), "2024-02-29T130405".len());
+        assert_eq!(names.room_name, None);
+    }
+
+    #[test]
+    fn later_attempts_get_a_suffix() {
+        assert_eq!(with_attempt("/r/rec.mp4", 1), "/r/rec.mp4");
+        assert_eq!(with_attempt("/r/rec.mp4", 2), "/r/rec-attempt2.mp4");
+        assert_eq!(with_attempt("rec/x", 3), "rec/x-attempt3");
+        assert_eq!(with_attempt("a.b/.hidden", 2), "a.b/.hidden-attempt2");
+    }
+
+    #[test]
+    fn an_attempt_s_config_names_its_outputs() {
+        let json = serde_json::json!({
+            "input": { "url": "https://example.com" },
+            "output": { "file": "/r/rec.mp4", "s3": { "bucket": "b", "key": "k/rec.mp4" } },
+        })
+        .to_string();
+        let (config, out) = for_attempt(&json, 2, SystemTime::now()).unwrap();
+        let parsed = crate::config::parse(&config).unwrap();
+        assert_eq!(
+            parsed.output.file.unwrap(),
+            Path::new("/r/rec-attempt2.mp4")
+        );
+        assert_eq!(parsed.output.s3.unwrap().key, "k/rec-attempt2.mp4");
+        assert_eq!(out.file.unwrap(), Path::new("/r/rec-attempt2.mp4"));
+        assert_eq!(out.s3.unwrap(), "s3://b/k/rec-attempt2.mp4");
+    }
+}

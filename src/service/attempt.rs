@@ -1,0 +1,73 @@
+//! What one attempt of a job left: its file or object (the names are filled in before the
+//! recording starts, see `naming.rs`), the file an S3 upload that gave up was kept in, and how
+//! many seconds it holds. Written to the job's state as `attempt_<N>`, so a killed attempt's
+//! recording is never lost from view when the job runs again.
+
+use std::path::{Path, PathBuf};
+
+use pagecast_actors::join::{probe, Probe};
+use serde_json::json;
+
+use crate::naming::AttemptOutput;
+
+/// The job-state field of attempt `n`.
+pub fn field(n: u32) -> String {
+    format!("attempt_{n}")
+}
+
+/// The attempt's output as JSON, measured now that its recording has ended: the file is probed;
+/// the kept upload file (`keep_file`, if it is there) too; else the seconds the recording itself
+/// logged when it kept something (found in its last stderr lines, `tail`).
+pub async fn measured(out: &AttemptOutput, keep_file: Option<PathBuf>, tail: &str) -> String {
+    let mut v = serde_json::to_value(out).unwrap_or_default();
+    let mut seconds = None;
+    if let Some(file) = &out.file {
+        seconds = plays(file).await;
+    }
+    if let Some(kept) = keep_file.filter(|k| k.exists()) {
+        if seconds.is_none() {
+            seconds = plays(&kept).await;
+        }
+        v["kept"] = json!(kept);
+    }
+    if seconds.is_none() {
+        seconds = logged_seconds(tail);
+    }
+    v["seconds"] = json!(seconds.map(|s| (s * 10.0).round() / 10.0));
+    v.to_string()
+}
+
+/// The attempt's names alone (its recording could not be measured).
+pub fn unmeasured(out: &AttemptOutput) -> String {
+    serde_json::to_value(out).unwrap_or_default().to_string()
+}
+
+async fn plays(file: &Path) -> Option<f64> {
+    match probe(file).await {
+        Probe::Plays(s) => Some(s),
+        Probe::NoFrame => Some(0.0),
+        Probe::Unknown(_) => None,
+    }
+}
+
+/// The `seconds` of the recording's last "recording kept" log line (JSON lines joined by " | ").
+fn logged_seconds(tail: &str) -> Option<f64> {
+    tail.rsplit(" | ").find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+        (v["message"] == crate::run::RECORDING_KEPT)
+            .then(|| v["seconds"].as_f64())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seconds_a_recording_logged_are_found() {
+        let tail = r#"{"level":"INFO","message":"S3 object complete"} | {"level":"INFO","kept":"s3://b/k","seconds":12.5,"message":"recording kept"} | "#;
+        assert_eq!(logged_seconds(tail), Some(12.5));
+        assert_eq!(logged_seconds("pagecast: bad"), None);
+    }
+}
