@@ -22,6 +22,9 @@ RUN apt-get update \
       util-linux \
       ca-certificates \
       fonts-liberation \
+      fonts-noto-core \
+      fonts-noto-cjk \
+      fonts-noto-color-emoji \
       tini \
  && rm -rf /var/lib/apt/lists/*
 

@@ -36,6 +36,9 @@ APT_PACKAGES=(
   procps            # ps/pgrep, used by tests to look at process trees
   redis-server      # the recording service's queue (pagecast serve) and its tests
   iproute2          # ip netns: the room recording tests' private network
+  fonts-noto-core   # the world's scripts (Arabic, Devanagari, Thai, ...): no missing-glyph boxes
+  fonts-noto-cjk    # Chinese, Japanese, Korean
+  fonts-noto-color-emoji # emoji, in colour
 )
 
 missing_apt_packages() {
