@@ -38,7 +38,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
-use crate::browser::{BrowserActor, BrowserSpec, Navigate};
+use crate::browser::{BrowserActor, BrowserSpec, Navigate, PageOptions};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
 use crate::gate::StartGate;
@@ -73,6 +73,8 @@ pub struct RecordingSpec {
     pub await_start: Option<AwaitStart>,
     /// Values in `url` that must never be logged (a LiveKit token).
     pub secrets: Vec<Secret>,
+    /// WebGL, invalid certificates, a login: how the browser shows the page.
+    pub page: PageOptions,
 }
 
 /// How the recording waits for the page's START_RECORDING.
@@ -473,6 +475,7 @@ fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
         chromium: spec.chromium.clone(),
         no_sandbox: spec.no_sandbox,
         secrets: spec.secrets.clone(),
+        page: spec.page.clone(),
     };
     let awaits_start = spec.await_start.is_some();
     ChildSpec::new(

@@ -29,6 +29,7 @@ fn browser_tree(
         chromium: "/usr/bin/chromium".into(),
         no_sandbox: nix::unistd::geteuid().is_root(),
         secrets: Vec::new(),
+        page: Default::default(),
     };
     let (d, a, b) = (display.clone(), audio.clone(), browser.clone());
     let browser_child = ChildSpec::new(

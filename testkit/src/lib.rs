@@ -15,6 +15,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
 pub mod livekit;
+pub mod page_server;
 
 /// One video frame as RGB pixels, scaled to `width` x `height`.
 #[derive(Debug, Clone)]
