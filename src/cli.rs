@@ -35,13 +35,15 @@ pub struct Cli {
 pub enum Command {
     /// Record what a config says.
     Record {
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), or - for standard input; without it, LIVEKIT_RECORDER_CONFIG
+        /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
     /// Check a config and print what it would record, without starting anything.
     Check {
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), or - for standard input; without it, LIVEKIT_RECORDER_CONFIG
+        /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -78,7 +80,8 @@ pub enum Command {
         /// The job's id (1 to 128 of A-Z a-z 0-9 . _ -); default: made up and printed.
         #[arg(long)]
         id: Option<String>,
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), or - for standard input; without it, LIVEKIT_RECORDER_CONFIG
+        /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
