@@ -633,14 +633,16 @@ class Bench:
 
     # ---- pagecast -----------------------------------------------------------------------------
 
-    def run_pagecast(self, w, h, fps, page, duration, stop="sigterm", s3=None, label="pagecast"):
+    def run_pagecast(self, w, h, fps, page, duration, stop="sigterm", s3=None, label="pagecast",
+                     input_extra=None):
         """One pagecast recording. stop: "sigterm" (after `duration` s from the first frame) or
-        "end" (the page logs END_RECORDING after `duration` s)."""
+        "end" (the page logs END_RECORDING after `duration` s). input_extra: more `input` fields
+        (e.g. {"webgl": False})."""
         d = self.tmp(label)
         out = os.path.join(d, "out.mp4")
         query = {"end": duration} if stop == "end" else {}
         config = {"input": {"url": self.server.url(page, **query), "width": w, "height": h,
-                            "framerate": fps}, "output": {}}
+                            "framerate": fps, **(input_extra or {})}, "output": {}}
         if s3:
             config["output"]["s3"] = s3
         else:
@@ -1018,6 +1020,13 @@ def section_plan(args, bench):
     if "av" in args.sections:
         plans.append(("av", [("pagecast", pc(*main, page="avsync.html")),
                              ("baseline", plain(*main, "baseline", page="avsync.html"))]))
+    if "webgl" in args.sections:
+        # What software WebGL (on by default) costs a page without WebGL, and what a WebGL page
+        # costs: canvas.html with and without input.webgl, and webgl.html.
+        plans.append(("webgl", [
+            ("webgl on", pc(*main, label="webgl-on")),
+            ("webgl off", pc(*main, label="webgl-off", input_extra={"webgl": False})),
+            ("webgl page", pc(*main, page="webgl.html", label="webgl-page"))]))
     if "quality" in args.sections:
         plans.append(("quality", [
             ("baseline", plain(*main, "baseline", reference=True)),
@@ -1366,6 +1375,23 @@ def render(results, meta, args):
             L.append(f"END_RECORDING → exit: median {fmt(median(ends))} s over {len(ends)} runs.")
             L.append("")
 
+    gl = {c: group(results, "webgl", c) for c in ("webgl-on", "webgl-off", "webgl-page")}
+    if any(gl.values()):
+        L.append("### Software WebGL (SwiftShader), pagecast, 1920x1080@30")
+        L.append("")
+        L.append("| | canvas page, input.webgl on (default) | canvas page, input.webgl: false | WebGL page, on |")
+        L.append("|---|---|---|---|")
+
+        def glrow(name, key, f=lambda v: fmt(v)):
+            L.append(f"| {name} | " + " | ".join(f(med(gl[c], key)) for c in gl) + " |")
+
+        glrow("steady-state CPU (cores)", "steady_cores")
+        glrow("start-up CPU, CPU-s", "startup_cpu_s")
+        glrow("run memory peak, MiB", "run_mem_max", lambda v: fmt(mib(v), ".0f"))
+        glrow("launch → first encoded frame, s", "launch_to_first_frame")
+        glrow("dropped + duplicated frames", "drop_frames", lambda v: fmt(v, ".0f"))
+        L.append("")
+
     av = {c: group(results, "av", c) for c in ("pagecast", "baseline")}
     if any(av.values()):
         L.append("### A/V offset (avsync page, 1920x1080@30)")
@@ -1472,8 +1498,8 @@ def main():
     ap.add_argument("--reps", type=int, help="repetitions per contender (default 3)")
     ap.add_argument("--duration", type=float, help="seconds recorded from the first frame (15)")
     ap.add_argument("--s3-duration", type=float, help="S3 recording length, s (120)")
-    ap.add_argument("--sections", default="cpu,fidelity,av,quality,s3",
-                    help="comma list of cpu,fidelity,av,quality,s3 (default all)")
+    ap.add_argument("--sections", default="cpu,fidelity,av,webgl,quality,s3",
+                    help="comma list of cpu,fidelity,av,webgl,quality,s3 (default all)")
     ap.add_argument("--tune", action="store_true",
                     help="run the tuning candidates instead (see TUNE_VARIANTS)")
     ap.add_argument("--variants", help="comma list of tuning variants (default all)")

@@ -57,6 +57,9 @@ TEST_APT_PACKAGES=(
   debootstrap       # ... on a Debian base made here, as no container registry is needed then
   binutils          # strip: the binary put into the image
   openssl           # a CA and certificate for the TLS (rediss://) test of the service
+  fonts-noto-core   # the world's scripts (Arabic, Devanagari, Thai, ...): no missing-glyph boxes
+  fonts-noto-cjk    # Chinese, Japanese, Korean
+  fonts-noto-color-emoji # emoji, in colour
 )
 
 APT_PACKAGES=("${RECORDING_APT_PACKAGES[@]}")

@@ -71,7 +71,8 @@ impl RedisArgs {
 pub enum Command {
     /// Record what a config says.
     Record {
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), or - for standard input; without it, LIVEKIT_RECORDER_CONFIG
+        /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -79,7 +80,8 @@ pub enum Command {
     },
     /// Check a config and print what it would record, without starting anything.
     Check {
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), or - for standard input; without it, LIVEKIT_RECORDER_CONFIG
+        /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -135,7 +137,8 @@ pub enum Command {
         /// The job's id (1 to 128 of A-Z a-z 0-9 . _ -); default: made up and printed.
         #[arg(long)]
         id: Option<String>,
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), or - for standard input; without it, LIVEKIT_RECORDER_CONFIG
+        /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },

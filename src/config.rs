@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pagecast_actors::login::{Cookie, Login};
 use pagecast_actors::secret::{mask_stream_url, mask_url, Secret, StreamUrl};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -61,6 +62,12 @@ pub struct Input {
     pub await_start_signal: bool,
     /// How long to wait for START_RECORDING before giving up ("nobody joined").
     pub start_timeout: Duration,
+    /// WebGL through software GL (default on).
+    pub webgl: bool,
+    /// Accept an invalid TLS certificate for the page.
+    pub insecure: bool,
+    /// Headers for the page's origin and cookies, for a page behind a login.
+    pub login: Login,
 }
 
 /// Default of `input.start_timeout`.
@@ -68,10 +75,20 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default of `input.template.empty_room_timeout`.
 pub const DEFAULT_EMPTY_ROOM_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Source {
     Url(url::Url),
     Template(Template),
+}
+
+// A page URL may carry a basic-auth password: `check` prints the config, so never the raw URL.
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Url(url) => f.debug_tuple("Url").field(&mask_url(url.as_str())).finish(),
+            Source::Template(t) => f.debug_tuple("Template").field(t).finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +251,85 @@ struct RawInput {
     await_start_signal: Option<bool>,
     #[serde(default, deserialize_with = "duration")]
     start_timeout: Option<Duration>,
+    webgl: Option<bool>,
+    insecure: Option<bool>,
+    headers: Option<Obj<Headers>>,
+    cookies: Option<List<Obj<RawCookie>>>,
+}
+
+/// `input.headers`: header names and their (secret) values, in the order given.
+struct Headers(Vec<(String, Secret)>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeadersVisitor;
+        impl<'de> Visitor<'de> for HeadersVisitor {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of header names and values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+                let mut headers = Vec::new();
+                while let Some((name, Required(value))) = map.next_entry::<String, Required>()? {
+                    headers.push((name, value));
+                }
+                Ok(Headers(headers))
+            }
+        }
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+/// A secret that must be given: a string (null is refused, and nothing else is echoed).
+struct Required(Secret);
+
+impl<'de> Deserialize<'de> for Required {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        secret(deserializer)?
+            .map(Required)
+            .ok_or_else(|| de::Error::custom("must be a string, not null"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCookie {
+    name: Option<String>,
+    #[serde(default, deserialize_with = "secret")]
+    value: Option<Secret>,
+    domain: Option<String>,
+    path: Option<String>,
+    secure: Option<bool>,
+    http_only: Option<bool>,
+}
+
+/// A JSON array read into a `Vec<T>`; anything else is refused without echoing it (a string in
+/// its place may be a secret: `"cookies": "session=..."`).
+struct List<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(items)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<T>, E> {
+                Err(E::invalid_type(de::Unexpected::Other("a string"), &self))
+            }
+        }
+        deserializer
+            .deserialize_any(ListVisitor(PhantomData))
+            .map(List)
+    }
 }
 
 #[derive(Deserialize)]
@@ -602,6 +698,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if start_timeout.is_zero() {
         return Err(field("input.start_timeout", "must be longer than 0s"));
     }
+    // The page the browser opens: a URL, or a layout page of the user's own.
+    let page = match &source {
+        Source::Url(url) => Some(url),
+        Source::Template(t) => t.base_url.as_ref(),
+    };
+    let login = Login {
+        headers: headers(input.headers.map(|h| h.0 .0).unwrap_or_default(), page)?,
+        cookies: cookies(input.cookies.map(|c| c.0).unwrap_or_default(), page)?,
+    };
     let output = output(raw.output.map(|o| o.0).unwrap_or_default(), width, height)?;
     check_placeholders(&output, matches!(source, Source::Template(_)))?;
     if raw.max_duration == Some(Duration::ZERO) {
@@ -637,6 +742,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             framerate,
             await_start_signal,
             start_timeout,
+            webgl: input.webgl.unwrap_or(true),
+            insecure: input.insecure.unwrap_or(false),
+            login,
         },
         output,
         max_duration: raw.max_duration,
@@ -718,6 +826,156 @@ fn page_url(raw: &str) -> Result<url::Url, ConfigError> {
         }
     }
     Ok(url)
+}
+
+/// The page headers and cookies are for: an http(s) page. `what` is the field that needs it.
+fn login_page<'a>(page: Option<&'a url::Url>, what: &str) -> Result<&'a url::Url, ConfigError> {
+    match page {
+        Some(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        Some(_) => Err(field(what, "needs an http:// or https:// page, not a file")),
+        None => Err(field(
+            what,
+            "needs input.url (or input.template.base_url): the built-in layouts need no login",
+        )),
+    }
+}
+
+/// An HTTP token (RFC 9110): what a header or cookie name may be made of.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
+/// `input.headers`: names that are HTTP tokens, each once, none the browser must own; values on
+/// one line. Values are never echoed.
+fn headers(
+    raw: Vec<(String, Secret)>,
+    page: Option<&url::Url>,
+) -> Result<Vec<(String, Secret)>, ConfigError> {
+    const PATH: &str = "input.headers";
+    if raw.is_empty() {
+        return Ok(raw);
+    }
+    let page = login_page(page, PATH)?;
+    // Framing and connection headers are the browser's; cookies have input.cookies.
+    const OWNED: [&str; 9] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "cookie",
+    ];
+    for (i, (name, value)) in raw.iter().enumerate() {
+        let at = format!("{PATH}.{name}");
+        if !is_token(name) {
+            return Err(field(&at, "is not a valid header name"));
+        }
+        if OWNED.iter().any(|o| o.eq_ignore_ascii_case(name)) {
+            let why = if name.eq_ignore_ascii_case("cookie") {
+                "cannot be set here; give cookies in input.cookies"
+            } else {
+                "is set by the browser and cannot be given"
+            };
+            return Err(field(&at, why));
+        }
+        if raw[..i].iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err(field(&at, "is given twice"));
+        }
+        if value
+            .expose()
+            .chars()
+            .any(|c| matches!(c, '\r' | '\n' | '\0'))
+        {
+            return Err(field(
+                &at,
+                "must be one line without NUL (value not shown: this field is secret)",
+            ));
+        }
+        if name.eq_ignore_ascii_case("authorization") && !page.username().is_empty() {
+            return Err(field(
+                &at,
+                "give credentials either in input.url or here, not both",
+            ));
+        }
+    }
+    Ok(raw)
+}
+
+/// `input.cookies`: each with a name and a value, for the page's host or a parent domain of it.
+fn cookies(raw: Vec<Obj<RawCookie>>, page: Option<&url::Url>) -> Result<Vec<Cookie>, ConfigError> {
+    const PATH: &str = "input.cookies";
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
+    let page = login_page(page, PATH)?;
+    let host = page.host_str().unwrap_or_default().to_ascii_lowercase();
+    let mut cookies: Vec<Cookie> = Vec::new();
+    for (i, Obj(c)) in raw.into_iter().enumerate() {
+        let at = |name: &str| format!("{PATH}[{i}].{name}");
+        let name = c.name.ok_or_else(|| field(&at("name"), "required"))?;
+        if !is_token(&name) {
+            return Err(field(
+                &at("name"),
+                format!("{name:?} is not a valid cookie name"),
+            ));
+        }
+        let value = c.value.ok_or_else(|| field(&at("value"), "required"))?;
+        if value.expose().chars().any(|c| c == ';' || c.is_control()) {
+            return Err(field(
+                &at("value"),
+                "must not contain ';' or control characters (value not shown: this field is secret)",
+            ));
+        }
+        let domain = match c.domain {
+            None => host.clone(),
+            Some(d) => {
+                let d = d.trim_start_matches('.').to_ascii_lowercase();
+                let covers =
+                    host == d || (page.domain().is_some() && host.ends_with(&format!(".{d}")));
+                if d.is_empty() || !covers {
+                    return Err(field(
+                        &at("domain"),
+                        format!(
+                            "{d:?} is neither the page's host {host} nor a parent domain of it"
+                        ),
+                    ));
+                }
+                d
+            }
+        };
+        let path = c.path.unwrap_or_else(|| "/".to_owned());
+        if !path.starts_with('/') || path.chars().any(|c| c == ';' || c.is_control()) {
+            return Err(field(
+                &at("path"),
+                format!("{path:?} must be a path starting with /"),
+            ));
+        }
+        if cookies
+            .iter()
+            .any(|o| o.name == name && o.domain == domain && o.path == path)
+        {
+            return Err(field(
+                &at("name"),
+                format!("{name:?} is given twice for {domain}{path}"),
+            ));
+        }
+        cookies.push(Cookie {
+            name,
+            value,
+            domain,
+            path,
+            // A cookie for an https page goes only over https, unless said otherwise.
+            secure: c.secure.unwrap_or(page.scheme() == "https"),
+            http_only: c.http_only.unwrap_or(false),
+        });
+    }
+    Ok(cookies)
 }
 
 fn template(
@@ -1765,6 +2023,195 @@ mod tests {
             json!({ "api_secret": 123_456_789, "input": { "url": "https://e.com" }, "output": { "file": "a.mp4" } }),
         );
         assert_eq!(e, "config: api_secret: invalid type: integer, expected a string (value not shown: this field is secret)");
+    }
+
+    #[test]
+    fn webgl_and_insecure() {
+        let c = ok(with_input(json!({ "url": "https://e.com" })));
+        assert!(c.input.webgl && !c.input.insecure);
+        assert!(c.input.login.is_empty());
+        let c = ok(with_input(
+            json!({ "url": "https://e.com", "webgl": false, "insecure": true }),
+        ));
+        assert!(!c.input.webgl && c.input.insecure);
+        assert_eq!(
+            err(with_input(json!({ "url": "https://e.com", "webgl": "no" }))),
+            "config: input.webgl: invalid type: string \"no\", expected a boolean"
+        );
+        assert!(
+            err(with_input(json!({ "url": "https://e.com", "insecure": 1 })))
+                .starts_with("config: input.insecure: invalid type")
+        );
+    }
+
+    #[test]
+    fn headers_and_cookies_for_a_page_behind_a_login() {
+        let c = ok(with_input(json!({
+            "url": "https://grafana.example.com/d/1",
+            "headers": { "Authorization": "Bearer t0k", "X-Tenant": "a" },
+            "cookies": [
+                { "name": "session", "value": "c00kie" },
+                { "name": "pref", "value": "x", "domain": ".example.com", "path": "/d",
+                  "secure": false, "http_only": true },
+            ],
+        })));
+        let login = &c.input.login;
+        assert_eq!(
+            login
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.expose()))
+                .collect::<Vec<_>>(),
+            [("Authorization", "Bearer t0k"), ("X-Tenant", "a")]
+        );
+        assert_eq!(
+            login.cookies[0],
+            Cookie {
+                name: "session".into(),
+                value: Secret::new("c00kie"),
+                domain: "grafana.example.com".into(),
+                path: "/".into(),
+                secure: true,
+                http_only: false,
+            }
+        );
+        assert_eq!(login.cookies[1].domain, "example.com");
+        assert_eq!(login.cookies[1].path, "/d");
+        assert!(!login.cookies[1].secure && login.cookies[1].http_only);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("t0k") && !debug.contains("c00kie"),
+            "{debug}"
+        );
+        // Over http a cookie is not secure unless said so.
+        let c = ok(with_input(json!({ "url": "http://127.0.0.1:8080/",
+            "cookies": [{ "name": "s", "value": "v" }] })));
+        assert!(!c.input.login.cookies[0].secure);
+        assert_eq!(c.input.login.cookies[0].domain, "127.0.0.1");
+        // A layout page of the user's own may be behind a login too.
+        let c = ok(json!({ "input": { "template": { "layout": "grid-dark",
+            "ws_url": "wss://lk.example.com", "token": "t", "base_url": "https://rec.example.com/" },
+            "headers": { "X-Key": "k" } }, "output": { "file": "a.mp4" } }));
+        assert_eq!(c.input.login.headers.len(), 1);
+
+        let login_err = |extra: serde_json::Value| {
+            let mut input = json!({ "url": "https://app.example.com/" });
+            for (k, v) in extra.as_object().unwrap() {
+                input[k] = v.clone();
+            }
+            err(with_input(input))
+        };
+        assert_eq!(
+            login_err(json!({ "headers": { "X Bad": "v" } })),
+            "config: input.headers.X Bad: is not a valid header name"
+        );
+        assert_eq!(
+            login_err(json!({ "headers": { "Host": "v" } })),
+            "config: input.headers.Host: is set by the browser and cannot be given"
+        );
+        assert_eq!(
+            login_err(json!({ "headers": { "Cookie": "a=b" } })),
+            "config: input.headers.Cookie: cannot be set here; give cookies in input.cookies"
+        );
+        assert_eq!(
+            login_err(json!({ "headers": { "X-A": "1", "x-a": "2" } })),
+            "config: input.headers.x-a: is given twice"
+        );
+        assert_eq!(
+            login_err(json!({ "headers": [] })),
+            "config: input.headers: invalid type: sequence, expected a JSON object"
+        );
+        assert_eq!(
+            login_err(json!({ "cookies": [{ "value": "v" }] })),
+            "config: input.cookies[0].name: required"
+        );
+        assert_eq!(
+            login_err(json!({ "cookies": [{ "name": "s" }] })),
+            "config: input.cookies[0].value: required"
+        );
+        assert_eq!(
+            login_err(json!({ "cookies": [{ "name": "a=b", "value": "v" }] })),
+            "config: input.cookies[0].name: \"a=b\" is not a valid cookie name"
+        );
+        assert_eq!(
+            login_err(json!({ "cookies": [{ "name": "s", "value": "v", "domain": "evil.com" }] })),
+            "config: input.cookies[0].domain: \"evil.com\" is neither the page's host app.example.com nor a parent domain of it"
+        );
+        assert!(login_err(
+            json!({ "cookies": [{ "name": "s", "value": "v", "domain": "ample.com" }] })
+        )
+        .starts_with("config: input.cookies[0].domain: \"ample.com\" is neither"));
+        assert_eq!(
+            login_err(json!({ "cookies": [{ "name": "s", "value": "v", "path": "d" }] })),
+            "config: input.cookies[0].path: \"d\" must be a path starting with /"
+        );
+        assert_eq!(
+            login_err(
+                json!({ "cookies": [{ "name": "s", "value": "v" }, { "name": "s", "value": "w" }] })
+            ),
+            "config: input.cookies[1].name: \"s\" is given twice for app.example.com/"
+        );
+        assert!(
+            login_err(json!({ "cookies": [{ "name": "s", "value": "v", "expiry": 1 }] }))
+                .starts_with("config: input.cookies[0].expiry: unknown field `expiry`")
+        );
+        let page = tempfile::NamedTempFile::new().unwrap();
+        let file_url = url::Url::from_file_path(page.path()).unwrap();
+        assert_eq!(
+            err(with_input(
+                json!({ "url": file_url.as_str(), "headers": { "X-A": "1" } })
+            )),
+            "config: input.headers: needs an http:// or https:// page, not a file"
+        );
+        assert!(err(json!({ "input": { "template": { "layout": "grid-dark",
+            "ws_url": "wss://lk.example.com", "token": "t" },
+            "cookies": [{ "name": "s", "value": "v" }] }, "output": { "file": "a.mp4" } }))
+        .starts_with("config: input.cookies: needs input.url (or input.template.base_url)"));
+        assert_eq!(
+            err(with_input(json!({ "url": "https://u:p@e.com/",
+                "headers": { "authorization": "Basic x" } }))),
+            "config: input.headers.authorization: give credentials either in input.url or here, not both"
+        );
+    }
+
+    #[test]
+    fn login_secrets_never_reach_an_error_or_the_printed_config() {
+        const SECRET: &str = "S3CR3T";
+        let cases = [
+            json!({ "X-Token": "S3CR3T\nX-Other: 1" }),
+            json!({ "X-Token": 123_456_789 }),
+            json!({ "X-Token": ["S3CR3T"] }),
+            json!({ "X-Token": null }),
+        ];
+        for headers in cases {
+            let e = err(with_input(
+                json!({ "url": "https://e.com", "headers": headers }),
+            ));
+            assert!(e.starts_with("config: input.headers.X-Token: "), "{e}");
+            assert!(!e.contains(SECRET) && !e.contains("123456789"), "{e}");
+        }
+        for cookies in [
+            json!("session=S3CR3T"),
+            json!(["session=S3CR3T"]),
+            json!([{ "name": "s", "value": "S3CR3T;x" }]),
+            json!([{ "name": "s", "value": 123_456_789 }]),
+        ] {
+            let e = err(with_input(
+                json!({ "url": "https://e.com", "cookies": cookies }),
+            ));
+            assert!(e.starts_with("config: input.cookies"), "{e}");
+            assert!(!e.contains(SECRET) && !e.contains("123456789"), "{e}");
+        }
+        let e = err(with_input(
+            json!({ "url": "https://e.com", "headers": "X-Token: S3CR3T" }),
+        ));
+        assert!(!e.contains(SECRET), "{e}");
+        // What `check` prints: the basic-auth password of the URL is masked too.
+        let c = ok(with_input(json!({ "url": "https://user:S3CR3T@e.com/",
+            "headers": { "X-Token": "S3CR3T" }, "cookies": [{ "name": "s", "value": "S3CR3T" }] })));
+        let printed = format!("{c:#?}");
+        assert!(!printed.contains(SECRET), "{printed}");
+        assert!(printed.contains("https://user:****@e.com/"), "{printed}");
     }
 
     #[test]

@@ -171,6 +171,14 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
 /// The config's text, from `path` or from the environment variable.
 fn read_config(path: Option<&Path>) -> Result<String, String> {
     match path {
+        // `-`: standard input (how the recording service hands a job's config over: neither an
+        // environment nor a command line keeps its secrets from other processes).
+        Some(path) if path == Path::new("-") => {
+            let mut json = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut json)
+                .map_err(|e| format!("config: cannot read standard input: {e}"))?;
+            Ok(json)
+        }
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("config: cannot read {}: {e}", path.display())),
         None => std::env::var(ENV_VAR).map_err(|_| {

@@ -170,7 +170,17 @@ pub async fn record(config: Config, log_format: LogFormat, keep: Keep) -> Outcom
         await_start: page.await_start.clone(),
         secrets: page.secrets.clone(),
         fresh_url: page.fresh_url.clone(),
+        page: pagecast_actors::browser::PageOptions {
+            webgl: config.input.webgl,
+            insecure: config.input.insecure,
+            login: config.input.login.clone(),
+        },
     };
+    if config.input.insecure {
+        tracing::warn!(
+            "input.insecure: the page's TLS certificate is not checked (anyone between here and the server can read and change the page)"
+        );
+    }
     tracing::info!(
         id = %id,
         url = %pagecast_actors::secret::mask_url(url.as_str()),

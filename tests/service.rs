@@ -215,6 +215,25 @@ fn a_stop_request_and_sigterm_finish_the_running_recordings() {
     wait_until("3 s in both files", Duration::from_secs(60), || {
         [&one, &two].iter().all(|f| recorded(f) >= 3.0)
     });
+    // A job's config (its secrets with it) reaches its recording on stdin: it is in no
+    // recording's environment or command line.
+    let recordings: Vec<u32> = descendants(run.child.id())
+        .into_iter()
+        .filter(|(_, name)| name == "pagecast")
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(recordings.len(), 2, "{recordings:?}");
+    for pid in recordings {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        for seen in [environ, cmdline] {
+            let seen = String::from_utf8_lossy(&seen);
+            assert!(
+                !seen.contains("LIVEKIT_RECORDER_CONFIG") && !seen.contains(".mp4"),
+                "a job's config is visible in /proc/{pid}: {seen}"
+            );
+        }
+    }
     let heard = redis.cli(&["PUBLISH", "test:control", r#"{"stop":"one"}"#]);
     assert_eq!(heard, "1", "the worker follows the control channel");
     wait_state(&redis, "one", "done", Duration::from_secs(20));

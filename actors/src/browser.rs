@@ -14,6 +14,8 @@
 //! its job is not fixed by a restart); [`ChildExited`](crate::supervision::ChildExited)
 //! through its link when chromedriver dies, the BiDi socket closes (Chromium is gone), the page
 //! stops answering a liveness probe (a crashed renderer) or the page can't be loaded.
+//! For a page behind a login it also answers the requests it holds back (see [`crate::login`]):
+//! each request to the page's origin goes on with the configured headers added.
 //! Stops: on `Shutdown` (WebDriver session closed, which quits Chromium; then chromedriver).
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::audio::AudioInfo;
 use crate::display::DisplayInfo;
 use crate::gate::StartGate;
+use crate::login::{HeldRequest, Login};
 use crate::process::{ChildProcess, Stdout};
 use crate::secret::{mask_url, Secret};
 use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
@@ -70,6 +73,29 @@ pub struct BrowserSpec {
     /// Set once the page has loaded (in any browser of the recording): from then on what was
     /// recorded holds the page, and is kept whatever happens.
     pub page_loaded: Rc<std::cell::Cell<bool>>,
+    /// How the page is shown beyond its address.
+    pub page: PageOptions,
+}
+
+/// What a page may need beyond its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageOptions {
+    /// WebGL through software GL (SwiftShader); off: `webgl`/`webgl2` contexts are null.
+    pub webgl: bool,
+    /// Accept an invalid TLS certificate (self-signed, expired, wrong host).
+    pub insecure: bool,
+    /// Cookies and same-origin headers for a page behind a login.
+    pub login: Login,
+}
+
+impl Default for PageOptions {
+    fn default() -> Self {
+        Self {
+            webgl: true,
+            insecure: false,
+            login: Login::default(),
+        }
+    }
 }
 
 /// Message: load the page now.
@@ -110,6 +136,15 @@ pub fn chromium_args(spec: &BrowserSpec, profile: &Path) -> Vec<String> {
         // Hides the "unsupported flag" infobar --no-sandbox would show.
         "--test-type".into(),
     ];
+    if spec.page.webgl {
+        // WebGL and WebGL 2 on SwiftShader through ANGLE, as Chromium ships it: without a GPU,
+        // --disable-gpu alone leaves every WebGL context null. Compositing stays in software;
+        // the cost on a page without WebGL is measured in BENCHMARKS.md.
+        args.push("--use-angle=swiftshader".into());
+        args.push("--enable-unsafe-swiftshader".into());
+    } else {
+        args.push("--disable-webgl".into());
+    }
     if spec.no_sandbox {
         args.push("--no-sandbox".into());
     }
@@ -141,6 +176,10 @@ pub struct BrowserActor {
     /// Opened by the page's START_RECORDING, when the recording waits for it.
     gate: Option<StartGate>,
     secrets: Vec<Secret>,
+    /// The headers added to every held-back request to the page's origin.
+    headers: Vec<(String, Secret)>,
+    /// Where held-back requests are answered (CDP on the browser target), with headers to add.
+    cdp: Option<Rc<tokio::sync::Mutex<BidiSink>>>,
 }
 
 impl BrowserActor {
@@ -167,12 +206,17 @@ impl BrowserActor {
             .env("DISPLAY", display.env())
             .env("PULSE_SERVER", &audio.server)
             .env("PULSE_SINK", &audio.sink);
-        let secrets = spec.secrets.iter().map(|s| s.expose().to_owned()).collect();
-        let (driver, stdout) =
-            ChildProcess::spawn_redacting("chromedriver", cmd, false, Stdout::Capture, secrets)
-                .map_err(|e| e.into_failure())?;
-        let port =
-            tokio::time::timeout(DRIVER_TIMEOUT, read_driver_port(stdout.expect("captured"))).await;
+        let secrets = redacted(spec);
+        let (driver, stdout) = ChildProcess::spawn_redacting(
+            "chromedriver",
+            cmd,
+            false,
+            Stdout::Capture,
+            secrets.iter().map(|s| s.expose().to_owned()).collect(),
+        )
+        .map_err(|e| e.into_failure())?;
+        let port = read_driver_port(stdout.expect("captured"), secrets.clone());
+        let port = tokio::time::timeout(DRIVER_TIMEOUT, port).await;
         let port = match port {
             Ok(Some(port)) => port,
             Ok(None) => {
@@ -192,6 +236,7 @@ impl BrowserActor {
             "webSocketUrl": true,
             "pageLoadStrategy": "normal",
             "unhandledPromptBehavior": "dismiss",
+            "acceptInsecureCerts": spec.page.insecure,
             "timeouts": { "pageLoad": PAGE_LOAD_TIMEOUT.as_millis() as u64 },
             "goog:chromeOptions": {
                 "binary": launcher,
@@ -233,13 +278,34 @@ impl BrowserActor {
                 "browser: chromedriver offers no WebDriver BiDi socket (webSocketUrl)",
             ));
         };
-        let (bidi, events) = match subscribe_console(&ws_url).await {
+        let (bidi, events) = match open_bidi(&ws_url, &spec.page.login).await {
             Ok(socket) => socket,
             Err(e) => {
                 let _ = client.close().await;
                 return Err(Failure::crashed(format!(
-                    "browser: cannot watch the page console over BiDi: {e}"
+                    "browser: WebDriver BiDi: {}",
+                    redact(&e, &secrets)
                 )));
+            }
+        };
+        let held = if spec.page.login.headers.is_empty() {
+            None
+        } else {
+            let debugger = client
+                .capabilities()
+                .and_then(|c| c.get("goog:chromeOptions"))
+                .and_then(|o| o.get("debuggerAddress"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_default();
+            match open_fetch(&debugger, &spec.url).await {
+                Ok(socket) => Some(socket),
+                Err(e) => {
+                    let _ = client.close().await;
+                    return Err(Failure::crashed(format!(
+                        "browser: cannot add the page's headers (CDP Fetch at {debugger}): {e}"
+                    )));
+                }
             }
         };
         let x_display = display.env();
@@ -261,10 +327,17 @@ impl BrowserActor {
             bidi_probe: None,
             next_id: 100,
             gate,
-            secrets: spec.secrets.clone(),
+            secrets,
+            headers: spec.page.login.headers.clone(),
+            cdp: None,
         };
         Ok(BrowserActor::create(|ctx| {
             ctx.add_stream(events);
+            let mut actor = actor;
+            if let Some((sink, held)) = held {
+                actor.cdp = Some(Rc::new(tokio::sync::Mutex::new(sink)));
+                ctx.add_stream(held);
+            }
             actor
         }))
     }
@@ -379,15 +452,34 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Everything the page and chromedriver print is cleaned of: the address's secrets (a LiveKit
+/// token; a basic-auth password, as written and decoded), header and cookie values.
+fn redacted(spec: &BrowserSpec) -> Vec<Secret> {
+    let mut secrets = spec.secrets.clone();
+    if let Some(password) = spec.url.password() {
+        secrets.push(Secret::new(password));
+        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+        secrets.push(Secret::new(decoded));
+    }
+    secrets.extend(spec.page.login.secrets());
+    secrets.retain(|s| !s.is_empty());
+    secrets
+}
+
 /// Reads chromedriver's stdout until it says which port it listens on; keeps logging the rest.
-async fn read_driver_port(stdout: tokio::process::ChildStdout) -> Option<u16> {
+async fn read_driver_port(
+    stdout: tokio::process::ChildStdout,
+    secrets: Vec<Secret>,
+) -> Option<u16> {
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        let line = redact(&line, &secrets);
         tracing::debug!(target: "pagecast::child", process = "chromedriver", "{line}");
         if let Some(rest) = line.split("started successfully on port ").nth(1) {
             let port = rest.trim_end_matches('.').trim().parse().ok();
             tokio::spawn(async move {
                 while let Ok(Some(line)) = lines.next_line().await {
+                    let line = redact(&line, &secrets);
                     tracing::debug!(target: "pagecast::child", process = "chromedriver", "{line}");
                 }
             });
@@ -395,6 +487,99 @@ async fn read_driver_port(stdout: tokio::process::ChildStdout) -> Option<u16> {
         }
     }
     None
+}
+
+/// Connects to Chromium's DevTools endpoint (`debugger`, host:port, loopback: chromedriver opened
+/// it) at the browser target and holds back every request to `page`'s origin; the stream yields
+/// them, and the socket's end (Chromium gone).
+async fn open_fetch(
+    debugger: &str,
+    page: &url::Url,
+) -> Result<(BidiSink, impl futures_util::Stream<Item = PageEvent>), String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri = format!("http://{debugger}/json/version")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Value>(&body.to_bytes()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| "no answer from /json/version".to_owned())??;
+    let ws_url = answer
+        .get("webSocketDebuggerUrl")
+        .and_then(Value::as_str)
+        .ok_or("no webSocketDebuggerUrl in /json/version")?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    command(&mut ws, crate::login::fetch_enable(1, page), "Fetch.enable").await?;
+    let (sink, stream) = ws.split();
+    let events = stream.filter_map(|msg| async move {
+        match msg {
+            Ok(WsMessage::Text(text)) => {
+                let v: Value = serde_json::from_str(&text).ok()?;
+                if v.get("method")?.as_str()? != "Fetch.requestPaused" {
+                    return None;
+                }
+                crate::login::held_request(v.get("params")?).map(PageEvent::Held)
+            }
+            Ok(WsMessage::Close(frame)) => Some(PageEvent::Closed(
+                frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            )),
+            Ok(_) => None,
+            Err(e) => Some(PageEvent::Closed(e.to_string())),
+        }
+    });
+    let events = events.chain(futures_util::stream::once(async {
+        PageEvent::Closed("DevTools socket ended".into())
+    }));
+    Ok((sink, events))
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends one command (BiDi or CDP: both answer with the command's `id`) and waits for its answer.
+/// An error says what failed (`what`) and the error the browser gave, never the command (it may
+/// hold a cookie's value).
+async fn command(ws: &mut Socket, command: Value, what: &str) -> Result<(), String> {
+    let id = command.get("id").cloned().unwrap_or_default();
+    ws.send(WsMessage::text(command.to_string()))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .map_err(|_| format!("no answer to {what}"))?
+            .ok_or("socket closed")?
+            .map_err(|e| e.to_string())?;
+        let WsMessage::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if v.get("id") != Some(&id) {
+            continue;
+        }
+        // BiDi: "type": "success" | "error"; CDP: "result" | "error": { "message" }.
+        let failed = v.get("type").and_then(Value::as_str) == Some("error")
+            || v.get("error").is_some_and(|e| !e.is_null());
+        if !failed {
+            return Ok(());
+        }
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+        let error = v.get("error");
+        let detail = match error {
+            Some(Value::Object(e)) => text(e.get("message")),
+            other => format!("{} {}", text(other), text(v.get("message"))),
+        };
+        return Err(format!("{what} failed: {}", first_line(detail.trim())));
+    }
 }
 
 /// What the BiDi socket tells the actor.
@@ -408,19 +593,20 @@ enum PageEvent {
     Reply {
         id: u64,
     },
+    /// A request to the page's origin waits for its headers.
+    Held(HeldRequest),
     /// The socket closed or failed: the browser is gone.
     Closed(String),
 }
 
-/// The sending half of the BiDi socket.
-type BidiSink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    WsMessage,
->;
+/// The sending half of the BiDi socket (or of the DevTools one).
+type BidiSink = futures_util::stream::SplitSink<Socket, WsMessage>;
 
-/// Connects to the BiDi socket and subscribes to console entries.
-async fn subscribe_console(
+/// Connects to the BiDi socket, subscribes to console entries and sets the page's cookies. Every
+/// command is answered before this returns, so nothing of the page can come before it.
+async fn open_bidi(
     ws_url: &str,
+    login: &Login,
 ) -> Result<(BidiSink, impl futures_util::Stream<Item = PageEvent>), String> {
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
         .await
@@ -430,24 +616,10 @@ async fn subscribe_console(
         "method": "session.subscribe",
         "params": { "events": ["log.entryAdded"] },
     });
-    ws.send(WsMessage::text(subscribe.to_string()))
-        .await
-        .map_err(|e| e.to_string())?;
-    // Wait for the answer, so no console entry of the page can come before the subscription.
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .map_err(|_| "no answer to session.subscribe".to_owned())?
-            .ok_or("socket closed")?
-            .map_err(|e| e.to_string())?;
-        let WsMessage::Text(text) = msg else { continue };
-        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        if v.get("id") == Some(&json!(1)) {
-            if v.get("type").and_then(Value::as_str) == Some("success") {
-                break;
-            }
-            return Err(format!("session.subscribe failed: {v}"));
-        }
+    command(&mut ws, subscribe, "session.subscribe").await?;
+    for (i, cookie) in login.cookies.iter().enumerate() {
+        let set = crate::login::set_cookie(2 + i as u64, cookie);
+        command(&mut ws, set, &format!("setting the cookie {}", cookie.name)).await?;
     }
     let (sink, stream) = ws.split();
     let events = stream.filter_map(|msg| async move {
@@ -559,6 +731,20 @@ impl StreamHandler<PageEvent> for BrowserActor {
                     self.bidi_probe = None;
                 }
             }
+            PageEvent::Held(held) => {
+                let Some(cdp) = self.cdp.clone() else { return };
+                let id = self.next_id;
+                self.next_id += 1;
+                let msg = crate::login::continue_request(id, &held, &self.url, &self.headers);
+                // A request that went away meanwhile (a navigation) answers with an error: fine.
+                ctx.spawn(actix::fut::wrap_future(async move {
+                    let _ = cdp
+                        .lock()
+                        .await
+                        .send(WsMessage::text(msg.to_string()))
+                        .await;
+                }));
+            }
             PageEvent::Closed(reason) => {
                 if !self.stopping {
                     let code = self.driver.status();
@@ -623,14 +809,22 @@ impl Handler<Navigate> for BrowserActor {
                     tracing::warn!(url = %shown, "the page did not finish loading in time; recording it as it is");
                 }
                 Err(e) => {
-                    return Err(Failure::new(
-                        FailureKind::Input,
-                        format!(
-                            "could not load {shown}: {}",
-                            redact(first_line(&e.to_string()), &secrets)
-                        ),
-                    ))
+                    let error = redact(first_line(&e.to_string()), &secrets);
+                    return Err(load_failure(&shown, &error));
                 }
+            }
+            // Chromium's own error page (an untrusted certificate's warning) loads fine as far as
+            // WebDriver is concerned; it names the error.
+            let error_page = client
+                .execute(
+                    "if (location.protocol !== 'chrome-error:') return null; const c = document.querySelector('#error-code'); return (c && c.textContent.trim()) || 'Chromium showed its error page';",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
+            if let Some(error) = error_page {
+                return Err(load_failure(&shown, &redact(first_line(&error), &secrets)));
             }
             // An HTTP error page loads fine as far as WebDriver is concerned.
             let status = client
@@ -670,6 +864,20 @@ impl Handler<Navigate> for BrowserActor {
             }),
         )
     }
+}
+
+/// The page could not be loaded: `error` (already redacted), and what would fix it when it is the
+/// page's certificate.
+fn load_failure(shown: &str, error: &str) -> Failure {
+    let hint = if error.to_ascii_uppercase().contains("ERR_CERT_") {
+        "; the page's TLS certificate is not trusted (input.insecure: true accepts it)"
+    } else {
+        ""
+    };
+    Failure::new(
+        FailureKind::Input,
+        format!("could not load {shown}: {error}{hint}"),
+    )
 }
 
 fn first_line(s: &str) -> &str {
@@ -776,6 +984,7 @@ mod tests {
             no_sandbox: false,
             secrets: Vec::new(),
             page_loaded: Default::default(),
+            page: PageOptions::default(),
         };
         let args = chromium_args(&spec, Path::new("/tmp/x/profile"));
         assert!(args.contains(&"--window-size=1280,720".to_owned()));

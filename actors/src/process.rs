@@ -114,10 +114,11 @@ impl ChildProcess {
     pub fn spawn_with_lines(
         name: &str,
         cmd: Command,
+        with_stdin: bool,
         stdout: Stdout,
         lines: LineSink,
     ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
-        Self::spawn_full(name, cmd, false, stdout, Vec::new(), Some(lines))
+        Self::spawn_full(name, cmd, with_stdin, stdout, Vec::new(), Some(lines))
     }
 
     fn spawn_full(

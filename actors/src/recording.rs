@@ -38,7 +38,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
-use crate::browser::{BrowserActor, BrowserSpec, Navigate};
+use crate::browser::{BrowserActor, BrowserSpec, Navigate, PageOptions};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
 use crate::gate::StartGate;
@@ -74,6 +74,8 @@ pub struct RecordingSpec {
     pub await_start: Option<AwaitStart>,
     /// Values in `url` that must never be logged (a LiveKit token).
     pub secrets: Vec<Secret>,
+    /// WebGL, invalid certificates, a login: how the browser shows the page.
+    pub page: PageOptions,
     /// Makes the page's address anew at every browser start (a LiveKit token signed now, so a
     /// browser restarted after the first token expired can still join); None: `url` always.
     pub fresh_url: Option<FreshUrl>,
@@ -382,6 +384,7 @@ fn browser_child(
         no_sandbox: spec.no_sandbox,
         secrets: spec.secrets.clone(),
         page_loaded: page_loaded.clone(),
+        page: spec.page.clone(),
     };
     let awaits_start = spec.await_start.is_some();
     let fresh_url = spec.fresh_url.clone();

@@ -30,6 +30,7 @@ fn browser_tree(
         no_sandbox: nix::unistd::geteuid().is_root(),
         secrets: Vec::new(),
         page_loaded: Default::default(),
+        page: Default::default(),
     };
     let (d, a, b) = (display.clone(), audio.clone(), browser.clone());
     let browser_child = ChildSpec::new(

@@ -1,7 +1,8 @@
 //! RunnerActor: the service's running recordings.
 //!
-//! Owns: one `pagecast record` process per running job (this binary, the job's config in
-//! `LIVEKIT_RECORDER_CONFIG`), each in its own process group, dying with the service, its stderr
+//! Owns: one `pagecast record` process per running job (this binary, the job's config written to
+//! its stdin, `--config -`: a config holds secrets, which an environment or a command line would
+//! show to anyone reading /proc), each in its own process group, dying with the service, its stderr
 //! drained into the service's log (debug level) with the last lines kept.
 //! Accepts: [`StartJob`], [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
@@ -171,17 +172,26 @@ impl Handler<StartJob> for RunnerActor {
         let (config, output) =
             crate::naming::for_attempt(&job.config, job.attempt, std::time::SystemTime::now())?;
         let mut cmd = Command::new(exe);
-        cmd.args(["--log-format", "json", "record"])
-            .env("LIVEKIT_RECORDER_CONFIG", &config)
+        cmd.args(["--log-format", "json", "record", "--config", "-"])
+            .env_remove("LIVEKIT_RECORDER_CONFIG")
             .env("PAGECAST_KEEP_DIR", &self.keep_dir);
         let job_id = job.id.clone();
-        let (child, _) = ChildProcess::spawn_with_lines(
+        let (mut child, _) = ChildProcess::spawn_with_lines(
             &format!("recording {}", job.id),
             cmd,
+            true,
             Stdout::Log,
             Box::new(move |line| pass_on(&job_id, line)),
         )
         .map_err(|e| e.into_failure().message)?;
+        if let Some(mut stdin) = child.take_stdin() {
+            // Closed once written: the recording reads its config to the end first. A recording
+            // that dies before reading it fails, and is reported, like any other.
+            ctx.spawn(actix::fut::wrap_future(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(config.as_bytes()).await;
+            }));
+        }
         tracing::info!(job = %job.id, pid = child.pid(), attempt = job.attempt, "recording started");
         let report = child.exit_report();
         let keep_file = self

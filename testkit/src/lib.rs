@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod container;
 pub mod livekit;
+pub mod page_server;
 
 /// One video frame as RGB pixels, scaled to `width` x `height`.
 #[derive(Debug, Clone)]
