@@ -16,11 +16,15 @@ use serde_json::json;
 const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff";
 
 fn serve(redis: &Redis, worker: &str, extra: &[&str]) -> Run {
+    serve_on(&redis.url(), worker, extra)
+}
+
+fn serve_on(url: &str, worker: &str, extra: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
     cmd.args(["--log-format", "json", "serve"])
         .args(["--queue", "test", "--worker-id", worker])
         .args(extra)
-        .env("PAGECAST_REDIS_URL", redis.url())
+        .env("PAGECAST_REDIS_URL", url)
         .env("PAGECAST_JOB_KEY", JOB_KEY);
     Run::spawn(cmd)
 }
@@ -547,4 +551,73 @@ fn a_rediss_url_connects_over_tls() {
     });
     stop_cleanly(&mut run);
     assert_eq!(redis.cli(&["EXISTS", "test:worker:tls"]), "0");
+}
+
+/// A worker cut off from Redis (its connection goes through a proxy the test cuts) longer than
+/// its lease: its recording stops by itself, the file finished, before another worker takes the
+/// job over; at no moment do both run it.
+#[test]
+fn a_worker_cut_off_from_redis_stops_its_recording_before_another_takes_the_job() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let proxy = pagecast_testkit::TcpProxy::start(redis.port);
+    let (dir, _) = out_dir();
+    let file = push(
+        &redis,
+        "cut",
+        dir.path(),
+        &test_page("end.html", "ms=600000"),
+        None,
+    );
+    let ttl = ["--heartbeat-ttl", "6s"];
+    let mut first = serve_on(&proxy.redis_url(), "w1", &ttl);
+    wait_state(&redis, "cut", "running", Duration::from_secs(30));
+    wait_until("2 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 2.0
+    });
+    let mut second = serve(&redis, "w2", &ttl);
+    proxy.cut();
+    let w1_records = || {
+        descendants(first.child.id())
+            .iter()
+            .any(|(_, name)| name == "pagecast")
+    };
+    let mut w1_file = None;
+    wait_until("w2 to take the job over", Duration::from_secs(60), || {
+        let w2_has_it = redis.hget("test:job:cut", "worker") == "w2";
+        let w1_runs_it = w1_records();
+        assert!(!(w2_has_it && w1_runs_it), "the job runs on both workers");
+        if !w1_runs_it && w1_file.is_none() {
+            // w1's copy, as it left it (w2's attempt writes the same file).
+            let copy = dir.path().join("w1-copy.mp4");
+            std::fs::copy(&file, &copy).unwrap();
+            w1_file = Some(copy);
+        }
+        w2_has_it
+    });
+    let w1_file = w1_file.expect("w1's recording stopped");
+    let p = probe(&w1_file);
+    assert_eq!(p.video_codec(), "h264");
+    assert!(p.duration() >= 2.0, "w1's copy: {} s", p.duration());
+    assert!(
+        first.stderr().contains("cannot renew this worker's lease"),
+        "{}",
+        first.stderr()
+    );
+    // It finished (exit 0), not killed at the end of the lease.
+    assert!(
+        first.stderr().lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+                v["message"] == "recording ended" && v["job"] == "cut" && v["code"] == "Some(0)"
+            })
+        }),
+        "{}",
+        first.stderr()
+    );
+    assert_eq!(redis.hget("test:job:cut", "attempts"), "2");
+    first.signal(Signal::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    redis.cli(&["PUBLISH", "test:control", r#"{"stop":"cut"}"#]);
+    wait_state(&redis, "cut", "done", Duration::from_secs(30));
+    stop_cleanly(&mut second);
 }

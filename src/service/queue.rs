@@ -91,6 +91,11 @@ pub struct QueueActor {
     stopping: HashSet<String>,
     pending: Vec<Outcome>,
     in_round: bool,
+    /// False while a round runs (the last round waits for it: two rounds would write the same
+    /// results twice).
+    idle: tokio::sync::watch::Sender<bool>,
+    /// Shutting down: no more rounds but the last.
+    closing: bool,
     draining: bool,
     /// Until when this worker's lease (its heartbeat in Redis) surely holds.
     lease_until: Option<Instant>,
@@ -184,6 +189,8 @@ impl QueueActor {
             stopping: ledger.stopping,
             pending: ledger.pending,
             in_round: false,
+            idle: tokio::sync::watch::Sender::new(true),
+            closing: false,
             draining: ledger.draining,
             lease_until: ledger.lease_until,
             last_reclaim: None,
@@ -250,10 +257,11 @@ impl QueueActor {
 
     fn round(&mut self, ctx: &mut Context<Self>) {
         self.guard_lease();
-        if self.in_round {
+        if self.in_round || self.closing {
             return;
         }
         self.in_round = true;
+        self.idle.send_replace(false);
         let free = if !self.draining && self.runner().is_some() {
             self.options
                 .max_recordings
@@ -266,6 +274,7 @@ impl QueueActor {
         ctx.spawn(actix::fut::wrap_future(round.run()).map(
             move |result, act: &mut Self, _| {
                 act.in_round = false;
+                act.idle.send_replace(true);
                 // Written results are gone from `pending` even if the round failed after them
                 // (each is one transaction): written twice, a requeue would queue a job twice.
                 let written = written.load(Ordering::SeqCst).min(act.pending.len());
@@ -530,6 +539,18 @@ impl Handler<Shutdown> for QueueActor {
         self.link.set_exit(ExitReason::Shutdown);
         // The runner has stopped (it started after this actor): its results are in `pending`.
         self.draining = true;
+        self.closing = true;
+        let mut idle = self.idle.subscribe();
+        let round_over = async move {
+            let _ = idle.wait_for(|idle| *idle).await;
+        };
+        Box::pin(actix::fut::wrap_future(round_over).then(|(), act: &mut Self, _| act.last_round()))
+    }
+}
+
+impl QueueActor {
+    /// Writes what is left, gives the lease up, and stops.
+    fn last_round(&mut self) -> impl ActorFuture<Self, Output = Result<(), Failure>> {
         let mut round = self.new_round(0);
         round.running.clear();
         let mut store = self.store.clone();
@@ -551,16 +572,14 @@ impl Handler<Shutdown> for QueueActor {
             let _ = store.leave().await;
             written.load(Ordering::SeqCst)
         };
-        Box::pin(actix::fut::wrap_future(last).map(
-            |written, act: &mut Self, ctx: &mut Context<Self>| {
-                let left = act.pending.len().saturating_sub(written);
-                if left > 0 {
-                    tracing::error!(results = left, "Redis is unreachable: results not written");
-                }
-                ctx.stop();
-                Ok(())
-            },
-        ))
+        actix::fut::wrap_future(last).map(|written, act: &mut Self, ctx: &mut Context<Self>| {
+            let left = act.pending.len().saturating_sub(written);
+            if left > 0 {
+                tracing::error!(results = left, "Redis is unreachable: results not written");
+            }
+            ctx.stop();
+            Ok(())
+        })
     }
 }
 
