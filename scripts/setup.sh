@@ -56,6 +56,7 @@ TEST_APT_PACKAGES=(
   iptables
   debootstrap       # ... on a Debian base made here, as no container registry is needed then
   binutils          # strip: the binary put into the image
+  openssl           # a CA and certificate for the TLS (rediss://) test of the service
 )
 
 APT_PACKAGES=("${RECORDING_APT_PACKAGES[@]}")
@@ -114,7 +115,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 REQUIRED_BINARIES=(Xvfb xrandr chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
 if [ "$MODE" = all ]; then
-  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli podman runc debootstrap strip)
+  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli podman runc debootstrap strip openssl)
 fi
 
 verify_binaries() {

@@ -31,6 +31,42 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// Where the Redis URL comes from: PAGECAST_REDIS_URL, a file, or (without a password) argv.
+#[derive(Debug, clap::Args)]
+pub struct RedisArgs {
+    /// The Redis server, without a password (default redis://127.0.0.1:6379).
+    #[arg(long, conflicts_with = "redis_file")]
+    pub redis: Option<String>,
+    /// A file holding the Redis URL (rediss:// for TLS).
+    #[arg(long)]
+    pub redis_file: Option<PathBuf>,
+}
+
+/// The variable holding the Redis URL.
+pub const REDIS_URL_VAR: &str = "PAGECAST_REDIS_URL";
+
+impl RedisArgs {
+    /// The URL: --redis-file, else PAGECAST_REDIS_URL, else --redis (refused with a password,
+    /// which `ps` would show), else the local default.
+    pub fn url(&self, from_env: Option<String>) -> Result<String, String> {
+        if let Some(path) = &self.redis_file {
+            let url = std::fs::read_to_string(path)
+                .map_err(|e| format!("--redis-file: cannot read {}: {e}", path.display()))?;
+            return Ok(url.trim().to_owned());
+        }
+        if let Some(url) = &self.redis {
+            if url::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
+                return Err(format!(
+                    "--redis: a password on the command line is readable by every local user \
+                     (ps); set {REDIS_URL_VAR} or use --redis-file"
+                ));
+            }
+            return Ok(url.clone());
+        }
+        Ok(from_env.unwrap_or_else(|| "redis://127.0.0.1:6379".into()))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record what a config says.
@@ -48,10 +84,13 @@ pub enum Command {
     /// Run the recording service: take recording jobs from a Redis queue, several at once, each
     /// in a `pagecast record` process of its own; many machines can share one queue. SIGTERM
     /// stops taking jobs and finishes the running recordings. The job protocol is in the README.
+    ///
+    /// The Redis URL is read from PAGECAST_REDIS_URL or --redis-file (so a password is not in
+    /// `ps`); --redis takes only a URL without password. Jobs are sealed in Redis with
+    /// PAGECAST_JOB_KEY (64 hex characters, the same for every worker and submitter).
     Serve {
-        /// The Redis server.
-        #[arg(long, default_value = "redis://127.0.0.1:6379")]
-        redis: String,
+        #[command(flatten)]
+        redis: RedisArgs,
         /// The queue's name: every key starts with it.
         #[arg(long, default_value = "pagecast")]
         queue: String,
@@ -61,17 +100,29 @@ pub enum Command {
         /// This worker's name (default: <hostname>-<pid>).
         #[arg(long)]
         worker_id: Option<String>,
-        /// How long a worker may be silent before others take its jobs over.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, hide = true)]
+        /// The worker's lease: how long it may be silent before others take its jobs over. A
+        /// worker that cannot renew it for a third of it stops its recordings (they must finish
+        /// within the rest).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         heartbeat_ttl: std::time::Duration,
+        /// How long a recording asked to stop has to finish its file and upload before it is
+        /// killed.
+        #[arg(long, default_value = "100s", value_parser = humantime::parse_duration)]
+        stop_grace: std::time::Duration,
+        /// How long a finished job's hash stays in Redis.
+        #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+        job_retention: std::time::Duration,
+        /// Without PAGECAST_JOB_KEY, run jobs carrying secrets anyway: they rest in Redis in
+        /// clear (only for a Redis nobody else can read).
+        #[arg(long)]
+        trusted_redis: bool,
     },
     /// Put a recording job on a service's queue (what `LPUSH <queue>:jobs` does, checked first):
-    /// the config is validated as `check` does, the job's state set to `queued`, and its id
-    /// printed.
+    /// the config is validated as `check` does, sealed with PAGECAST_JOB_KEY (required), the
+    /// job's state set to `queued`, and its id printed.
     Submit {
-        /// The Redis server.
-        #[arg(long, default_value = "redis://127.0.0.1:6379")]
-        redis: String,
+        #[command(flatten)]
+        redis: RedisArgs,
         /// The queue's name.
         #[arg(long, default_value = "pagecast")]
         queue: String,

@@ -15,6 +15,12 @@ use pagecast::run;
 const DEMO_PAGE: &str = include_str!("../assets/demo/index.html");
 
 fn main() -> ExitCode {
+    // Secrets of the service, read once and taken out of this process's environment, so no
+    // child (a recording, Chromium, ffmpeg) inherits them.
+    let redis_url = std::env::var(pagecast::cli::REDIS_URL_VAR).ok();
+    let job_key = pagecast::service::sealed::JobKey::from_env();
+    std::env::remove_var(pagecast::cli::REDIS_URL_VAR);
+    std::env::remove_var(pagecast::service::sealed::KEY_VAR);
     let cli = Cli::parse();
     logging::init(cli.log_format, &cli.log_level);
     let command = match cli.command {
@@ -46,7 +52,15 @@ fn main() -> ExitCode {
             max_recordings,
             worker_id,
             heartbeat_ttl,
+            stop_grace,
+            job_retention,
+            trusted_redis,
         } => {
+            let (redis, job_key) = match (redis.url(redis_url), job_key) {
+                (Ok(redis), Ok(key)) => (redis, key),
+                (Err(message), _) => return fail(Exit::Config, &message),
+                (_, Err(e)) => return fail(Exit::Config, &e.to_string()),
+            };
             let options = pagecast::service::ServiceOptions {
                 redis,
                 queue,
@@ -55,6 +69,10 @@ fn main() -> ExitCode {
                     .unwrap_or_else(pagecast::service::default_max_recordings),
                 worker_id: worker_id.unwrap_or_else(pagecast::service::default_worker_id),
                 heartbeat_ttl,
+                job_key: job_key.map(std::sync::Arc::new),
+                trusted_redis,
+                stop_grace,
+                retention: job_retention,
                 recorder: None,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
@@ -74,8 +92,18 @@ fn main() -> ExitCode {
                 Ok(json) => json,
                 Err(message) => return fail(Exit::Config, &message),
             };
-            let outcome = actix_rt::System::new()
-                .block_on(pagecast::service::submit(&redis, &queue, id, &json));
+            let (redis, job_key) = match (redis.url(redis_url), job_key) {
+                (Ok(redis), Ok(key)) => (redis, key),
+                (Err(message), _) => return fail(Exit::Config, &message),
+                (_, Err(e)) => return fail(Exit::Config, &e.to_string()),
+            };
+            let outcome = actix_rt::System::new().block_on(pagecast::service::submit(
+                &redis,
+                &queue,
+                id,
+                &json,
+                job_key.as_ref(),
+            ));
             return match outcome {
                 Ok(id) => {
                     println!("{id}");

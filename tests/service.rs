@@ -12,11 +12,16 @@ use nix::sys::signal::Signal;
 use pagecast_testkit::{descendants, heavy, probe, test_page, wait_until, Redis};
 use serde_json::json;
 
+/// The job key of every worker and submitter in these tests.
+const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff";
+
 fn serve(redis: &Redis, worker: &str, extra: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
-    cmd.args(["--log-format", "json", "serve", "--redis", &redis.url()])
+    cmd.args(["--log-format", "json", "serve"])
         .args(["--queue", "test", "--worker-id", worker])
-        .args(extra);
+        .args(extra)
+        .env("PAGECAST_REDIS_URL", redis.url())
+        .env("PAGECAST_JOB_KEY", JOB_KEY);
     Run::spawn(cmd)
 }
 
@@ -105,15 +110,9 @@ fn jobs_run_within_the_limit_and_a_bad_config_fails_with_code_2() {
     .to_string();
     let submit = |id: &str, config: &str| {
         Command::new(BIN)
-            .args([
-                "submit",
-                "--redis",
-                &redis.url(),
-                "--queue",
-                "test",
-                "--id",
-                id,
-            ])
+            .args(["submit", "--queue", "test", "--id", id])
+            .env("PAGECAST_REDIS_URL", redis.url())
+            .env("PAGECAST_JOB_KEY", JOB_KEY)
             .env("LIVEKIT_RECORDER_CONFIG", config)
             .output()
             .unwrap()
@@ -431,12 +430,9 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
 #[test]
 fn an_unreachable_redis_is_a_clear_error() {
     let port = pagecast_testkit::free_port();
+    let url = format!("redis://:hunter2-secret@127.0.0.1:{port}");
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--redis",
-        &format!("redis://:hunter2-secret@127.0.0.1:{port}"),
-    ]);
+    cmd.arg("serve").env("PAGECAST_REDIS_URL", &url);
     let mut run = Run::spawn(cmd);
     let (status, _) = run.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(4), "{}", run.stderr());
@@ -446,6 +442,37 @@ fn an_unreachable_redis_is_a_clear_error() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+    // A password on the command line (readable by every local user) is refused; a file is fine.
+    let mut argv = Run::spawn({
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--redis", &url]);
+        c
+    });
+    let (status, _) = argv.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(2), "{}", argv.stderr());
+    assert!(
+        argv.stderr().contains("PAGECAST_REDIS_URL"),
+        "{}",
+        argv.stderr()
+    );
+    assert!(!argv.stderr().contains("hunter2"), "{}", argv.stderr());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis-url");
+    std::fs::write(&file, &url).unwrap();
+    let mut from_file = Run::spawn({
+        let mut c = Command::new(BIN);
+        c.args(["serve", "--redis-file"]).arg(&file);
+        c
+    });
+    let (status, _) = from_file.wait(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(4), "{}", from_file.stderr());
+    assert!(
+        from_file
+            .stderr()
+            .contains(&format!("cannot reach Redis at 127.0.0.1:{port}")),
+        "{}",
+        from_file.stderr()
+    );
     let mut bad = Run::spawn({
         let mut c = Command::new(BIN);
         c.args(["serve", "--redis", "http://nope"]);
@@ -460,4 +487,22 @@ fn an_unreachable_redis_is_a_clear_error() {
     });
     let (status, _) = none.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(2), "{}", none.stderr());
+}
+
+/// A `rediss://` URL (from PAGECAST_REDIS_URL) reaches a TLS-only redis-server: the worker
+/// connects, holds its heartbeat there, and leaves it on SIGTERM.
+#[test]
+fn a_rediss_url_connects_over_tls() {
+    let redis = pagecast_testkit::RedisTls::start();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve", "--queue", "test"])
+        .args(["--worker-id", "tls"])
+        .env("PAGECAST_REDIS_URL", redis.url())
+        .env("SSL_CERT_FILE", &redis.ca);
+    let mut run = Run::spawn(cmd);
+    wait_until("the worker's heartbeat", Duration::from_secs(20), || {
+        redis.cli(&["EXISTS", "test:worker:tls"]) == "1"
+    });
+    stop_cleanly(&mut run);
+    assert_eq!(redis.cli(&["EXISTS", "test:worker:tls"]), "0");
 }

@@ -4,6 +4,7 @@
 //! once and used by every tree; each managed process has one actor module of its own.
 
 pub mod audio;
+pub mod backoff;
 pub mod browser;
 pub mod display;
 pub mod encoder;

@@ -61,6 +61,10 @@ pub enum Stdout {
     Capture,
 }
 
+/// Where a child's output lines go instead of the debug log (e.g. a recording's own JSON log,
+/// passed on at its own level): called with each line, secrets already redacted.
+pub type LineSink = Box<dyn Fn(&str) + Send + Sync>;
+
 /// A started child process. See the module docs.
 pub struct ChildProcess {
     inner: Arc<Inner>,
@@ -77,6 +81,8 @@ struct Inner {
     stderr_closed: watch::Sender<bool>,
     /// Strings (stream keys, URLs with keys) replaced by `****` in everything the child prints.
     secrets: Vec<String>,
+    /// Where its lines go (None: the debug log).
+    lines: Option<LineSink>,
 }
 
 impl ChildProcess {
@@ -95,10 +101,32 @@ impl ChildProcess {
     /// each of `secrets` in what it prints becomes `****` before it is logged or kept.
     pub fn spawn_redacting(
         name: &str,
+        cmd: Command,
+        with_stdin: bool,
+        stdout: Stdout,
+        secrets: Vec<String>,
+    ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
+        Self::spawn_full(name, cmd, with_stdin, stdout, secrets, None)
+    }
+
+    /// Like [`ChildProcess::spawn`], each line the child prints handed to `lines` instead of the
+    /// debug log (the last stderr lines are still kept).
+    pub fn spawn_with_lines(
+        name: &str,
+        cmd: Command,
+        stdout: Stdout,
+        lines: LineSink,
+    ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
+        Self::spawn_full(name, cmd, false, stdout, Vec::new(), Some(lines))
+    }
+
+    fn spawn_full(
+        name: &str,
         mut cmd: Command,
         with_stdin: bool,
         stdout: Stdout,
         secrets: Vec<String>,
+        lines: Option<LineSink>,
     ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
         cmd.stdin(if with_stdin {
@@ -145,6 +173,7 @@ impl ChildProcess {
             tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
             stderr_closed: watch::Sender::new(false),
             secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            lines,
         });
         if let Some(err) = child.stderr.take() {
             tokio::spawn(drain(inner.clone(), err, true));
@@ -370,7 +399,12 @@ async fn drain(inner: Arc<Inner>, pipe: impl AsyncRead + Unpin, is_stderr: bool)
                 for secret in &inner.secrets {
                     line = line.replace(secret.as_str(), "****");
                 }
-                tracing::debug!(target: "pagecast::child", process = %inner.name, "{line}");
+                match &inner.lines {
+                    Some(sink) => sink(&line),
+                    None => {
+                        tracing::debug!(target: "pagecast::child", process = %inner.name, "{line}")
+                    }
+                }
                 if is_stderr {
                     let mut tail = inner.tail.lock().unwrap_or_else(|e| e.into_inner());
                     if tail.len() == TAIL_LINES {

@@ -22,6 +22,7 @@ use actix::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
+use crate::backoff::Backoff;
 use crate::process::{ChildProcess, Stdout};
 use crate::secret::StreamUrl;
 use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
@@ -54,7 +55,7 @@ pub struct RelayActor {
     streaming: bool,
     /// Since when the stream has been down (None while it is up).
     down_since: Option<Instant>,
-    backoff: Duration,
+    backoff: Backoff,
     stopping: bool,
 }
 
@@ -107,7 +108,7 @@ impl RelayActor {
             connected_once: false,
             streaming: false,
             down_since: None,
-            backoff: BACKOFF_FIRST,
+            backoff: Backoff::new(BACKOFF_FIRST, BACKOFF_MAX),
             stopping: false,
         };
         let first = actor.spawn_ffmpeg()?;
@@ -203,9 +204,8 @@ impl RelayActor {
             );
             return self.give_up(failure, ctx);
         }
-        tracing::warn!(url = %shown, retry_in = ?self.backoff, error = %report, "live stream dropped; reconnecting");
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let wait = self.backoff.next_delay();
+        tracing::warn!(url = %shown, retry_in = ?wait, error = %report, "live stream dropped; reconnecting");
         ctx.run_later(wait, |act, ctx| {
             if act.stopping {
                 return;
@@ -238,7 +238,7 @@ impl StreamHandler<u64> for RelayActor {
             self.streaming = true;
             self.connected_once = true;
             self.down_since = None;
-            self.backoff = BACKOFF_FIRST;
+            self.backoff.reset();
             tracing::info!(url = %self.spec.url, "live stream connected");
         }
     }

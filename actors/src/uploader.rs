@@ -27,6 +27,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use tokio::sync::{oneshot, watch};
 
+use crate::backoff::Backoff;
 use crate::secret::Secret;
 use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
 
@@ -349,12 +350,13 @@ impl Upload {
             Box<dyn std::future::Future<Output = Result<(), String>> + 'a>,
         >,
     {
+        let mut backoff = Backoff::fixed(TICK);
         loop {
             match op(self).await {
                 Ok(()) => return Ok(()),
                 Err(_) => {
                     self.check_give_up()?;
-                    tokio::time::sleep(TICK).await;
+                    backoff.wait().await;
                 }
             }
         }

@@ -4,25 +4,28 @@
 //!
 //! ```text
 //! service (one-for-one)
-//! ├── queue    QueueActor    owns the Redis connection: heartbeat, takes jobs, writes results,
-//! │                          moves the jobs of dead workers back to the queue
+//! ├── queue    QueueActor    owns the store (queue.rs; Redis in store.rs, stop requests in
+//! │                          control.rs): the lease, takes jobs, writes results, moves the jobs
+//! │                          of dead workers back to the queue
 //! └── runner   RunnerActor   owns one `pagecast record` process per running job
 //! ```
 //!
 //! The job protocol (all keys under the queue name `Q`, default `pagecast`):
 //! - `LPUSH Q:jobs '{"id": "...", "config": {...}}'`: a job; `config` is exactly what
-//!   `LIVEKIT_RECORDER_CONFIG` takes.
+//!   `LIVEKIT_RECORDER_CONFIG` takes. Stored sealed it is `{"id": "...", "sealed": "<base64>"}`
+//!   (`sealed.rs`); a clear one is re-stored sealed by the worker that takes it.
 //! - A worker with a free slot moves it atomically to `Q:processing:<worker>` (`LMOVE`), so a job
 //!   is never lost: if the worker dies, its list stays behind and another worker moves it back.
-//!   [`submit`] (`pagecast submit`) checks the job first and marks it `queued`.
+//!   A job whose id is running is refused there (atomically, a Lua script). [`submit`]
+//!   (`pagecast submit`) checks the job first, seals it and marks it `queued`.
 //! - `Q:job:<id>` (hash): `state` (queued, running, done, failed, requeued), `worker`, `attempts`,
-//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`. Each change is published on
-//!   `Q:events` as JSON.
+//!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`, `stop`. Each change is
+//!   published on `Q:events` as JSON. Expires after the retention once done or failed.
 //! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
 //!   and upload). `HSET Q:job:<id> stop 1` does the same and is not lost if the worker is
 //!   reconnecting when it is sent (it is read every round).
-//! - `Q:worker:<worker>`: the worker's heartbeat (a key with a time to live, its value the worker
-//!   process's own token); `Q:workers`: the set of workers, to find the dead ones.
+//! - `Q:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
+//!   the worker process's own token); `Q:workers`: the set of workers, to find the dead ones.
 //!
 //! Before the tree starts, [`serve`] connects (unreachable: exit 4 naming the host), claims the
 //! worker id (a live worker with the same id: exit 2) and moves any job left in its own processing
@@ -32,11 +35,15 @@
 //! times; one that exits with a code is done (0) or failed (the code says why, see `exit.rs`), and
 //! not retried: a bad config, page or output stays bad.
 
+mod control;
 mod queue;
 mod runner;
+pub mod sealed;
+mod store;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -49,6 +56,8 @@ use crate::exit::Exit;
 use crate::run::Outcome;
 use queue::QueueActor;
 use runner::RunnerActor;
+use sealed::JobKey;
+use store::Store;
 
 /// How often a job is tried before it is failed for good.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -60,11 +69,82 @@ pub struct ServiceOptions {
     pub queue: String,
     pub max_recordings: usize,
     pub worker_id: String,
-    /// The heartbeat's time to live: a worker silent this long is taken for dead.
+    /// The heartbeat's time to live, the worker's lease: a worker silent this long is taken for
+    /// dead; one that cannot renew it for a third of it stops its recordings.
     pub heartbeat_ttl: Duration,
+    /// Jobs are sealed with it in Redis (`PAGECAST_JOB_KEY`).
+    pub job_key: Option<Arc<JobKey>>,
+    /// Without a key, run jobs carrying secrets anyway (they rest in Redis in clear).
+    pub trusted_redis: bool,
+    /// How long a recording asked to stop has to finish its file and upload before SIGKILL.
+    pub stop_grace: Duration,
+    /// How long a finished job's hash stays.
+    pub retention: Duration,
     /// The program run for each job, with `--log-format json record` (None: this binary).
     /// Tests put a stand-in here.
     pub recorder: Option<std::path::PathBuf>,
+}
+
+impl ServiceOptions {
+    pub fn keys(&self) -> Keys {
+        Keys {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// Where a job stands (`state` in its hash and in its events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Requeued,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Requeued,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Requeued => "requeued",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// The job is over (its hash expires after the retention).
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+
+    /// The state a decision leaves a job in.
+    pub fn of(decision: Decision) -> JobState {
+        match decision {
+            Decision::Done => JobState::Done,
+            Decision::Failed => JobState::Failed,
+            Decision::Requeue => JobState::Requeued,
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A stop request on `Q:control`: `{"stop": "<id>"}`. Anything else is ignored (the channel may
@@ -238,6 +318,7 @@ pub fn last_error_line(tail: &str) -> Option<String> {
 /// Who the service's actors are, as they start.
 #[derive(Default)]
 struct Wiring {
+    supervisor: Option<Addr<Supervisor>>,
     queue: Option<Addr<QueueActor>>,
     runner: Option<Addr<RunnerActor>>,
     /// The job table a crashed queue actor left for the next.
@@ -251,42 +332,34 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         Err(e) => {
             return Outcome::fail(
                 Exit::Config,
-                format!("--redis: not a Redis URL ({}): {e}", mask(&options.redis)),
+                format!("Redis URL: not a Redis URL ({}): {e}", mask(&options.redis)),
             )
         }
-    };
-    let keys = Keys {
-        queue: options.queue.clone(),
     };
     // Pre-flight, before the tree: a service that cannot reach its queue, or whose id is taken,
     // has nothing to do.
     let instance = instance_token();
-    let con = match queue::connect(&client, &options.redis).await {
+    let con = match store::connect(&client, &options.redis).await {
         Ok(con) => con,
         Err(message) => return Outcome::fail(Exit::Input, message),
     };
-    if let Err(message) = queue::claim_worker_id(con.clone(), &keys, &options, &instance).await {
+    let store = Store::new(con, options.keys(), options.worker_id.clone());
+    if let Err(message) = queue::claim_worker_id(store.clone(), &options, &instance).await {
         return Outcome::fail(Exit::Config, message);
     }
     let wiring = Rc::new(RefCell::new(Wiring::default()));
     #[cfg(test)]
     tests::WIRING.with(|w| *w.borrow_mut() = Some(wiring.clone()));
     let queue = {
-        let (client, keys, wiring, options) = (
-            client.clone(),
-            keys.clone(),
-            wiring.clone(),
-            options.clone(),
-        );
+        let (client, wiring, options) = (client.clone(), wiring.clone(), options.clone());
         ChildSpec::new(
             "queue",
             Restart::Permanent,
             Duration::from_secs(15),
             move |link| {
                 let addr = QueueActor::new(
-                    con.clone(),
+                    store.clone(),
                     client.clone(),
-                    keys.clone(),
                     options.clone(),
                     instance.clone(),
                     wiring.clone(),
@@ -300,14 +373,14 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     };
     let runner = {
         let wiring = wiring.clone();
-        let recorder = options.recorder.clone();
+        let (recorder, grace) = (options.recorder.clone(), options.stop_grace);
         // Running recordings finish their files and uploads: give them time.
         ChildSpec::new(
             "runner",
             Restart::Permanent,
-            Duration::from_secs(120),
+            grace + Duration::from_secs(20),
             move |link| {
-                let addr = RunnerActor::new(recorder.clone(), wiring.clone(), link).start();
+                let addr = RunnerActor::new(recorder.clone(), grace, wiring.clone(), link).start();
                 wiring.borrow_mut().runner = Some(addr.clone());
                 std::future::ready(Ok(addr))
             },
@@ -331,6 +404,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         },
         vec![queue, runner],
     );
+    wiring.borrow_mut().supervisor = Some(supervisor.clone());
     let signals = actix::spawn(forward_signals(supervisor, wiring.clone()));
     let exit = exit.await.unwrap_or(TreeExit::Stopped {
         cause: "supervisor vanished".into(),
@@ -352,13 +426,15 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
 }
 
 /// `pagecast submit`: checks a job as a worker will (bad id or config: exit 2, nothing queued),
-/// then, in one transaction, marks it `queued` (attempts 0), publishes that, and pushes it.
-/// Refuses an id whose job is still queued or running. Returns the id.
+/// seals it with the job key (submit pushes nothing in clear: without a key, exit 2), then, in
+/// one atomic script, refuses it if its id is queued or running, else marks it `queued`
+/// (attempts 0), publishes that and pushes it. Returns the id.
 pub async fn submit(
     redis: &str,
     queue: &str,
     id: Option<String>,
     config: &str,
+    key: Option<&JobKey>,
 ) -> Result<String, Outcome> {
     let id = id.unwrap_or_else(|| format!("job-{}", instance_token()));
     let config: serde_json::Value = serde_json::from_str(config)
@@ -367,48 +443,39 @@ pub async fn submit(
     if let Parsed::Refused { message, .. } = parse_job(&raw) {
         return Err(Outcome::fail(Exit::Config, message));
     }
+    let key = key.ok_or_else(|| {
+        Outcome::fail(
+            Exit::Config,
+            format!(
+                "{}: not set: submit pushes jobs only sealed (give it the workers' key)",
+                sealed::KEY_VAR
+            ),
+        )
+    })?;
+    let payload = key
+        .seal(&id, &raw)
+        .map_err(|e| Outcome::fail(Exit::Failed, e.to_string()))?;
     let client = redis::Client::open(redis).map_err(|e| {
         Outcome::fail(
             Exit::Config,
-            format!("--redis: not a Redis URL ({}): {e}", mask(redis)),
+            format!("Redis URL: not a Redis URL ({}): {e}", mask(redis)),
         )
     })?;
-    let mut con = queue::connect(&client, redis)
+    let con = store::connect(&client, redis)
         .await
         .map_err(|m| Outcome::fail(Exit::Input, m))?;
     let keys = Keys {
         queue: queue.to_owned(),
     };
-    let failed = |e: redis::RedisError| Outcome::fail(Exit::Input, format!("Redis: {e}"));
-    let state: Option<String> = redis::cmd("HGET")
-        .arg(keys.job(&id))
-        .arg("state")
-        .query_async(&mut con)
-        .await
-        .map_err(failed)?;
-    if let Some(state @ ("queued" | "running" | "requeued")) = state.as_deref() {
-        return Err(Outcome::fail(
+    let mut store = Store::new(con, keys, String::new());
+    match store.submit(&id, &payload).await {
+        Ok(Ok(())) => Ok(id),
+        Ok(Err(state)) => Err(Outcome::fail(
             Exit::Config,
             format!("--id: job {id} is already {state}; give the new job another id"),
-        ));
+        )),
+        Err(e) => Err(Outcome::fail(Exit::Input, format!("Redis: {e}"))),
     }
-    let _: () = redis::pipe()
-        .atomic()
-        .del(keys.job(&id))
-        .ignore()
-        .hset_multiple(keys.job(&id), &[("state", "queued"), ("attempts", "0")])
-        .ignore()
-        .publish(
-            keys.events(),
-            serde_json::json!({ "id": id, "state": "queued" }).to_string(),
-        )
-        .ignore()
-        .lpush(keys.jobs(), &raw)
-        .ignore()
-        .query_async(&mut con)
-        .await
-        .map_err(failed)?;
-    Ok(id)
 }
 
 /// A Redis URL without its password.
@@ -433,6 +500,14 @@ fn instance_token() -> String {
     format!("{}-{nanos:x}", std::process::id())
 }
 
+/// No new jobs, then the tree stops in order (the runner first: every recording finishes).
+fn begin_stop(supervisor: &Addr<Supervisor>, wiring: &Wiring, cause: String) {
+    if let Some(queue) = wiring.queue.clone() {
+        queue.do_send(queue::Drain);
+    }
+    supervisor.do_send(StopTree { cause });
+}
+
 /// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
 /// recording finishes). A second one: leave now (the recordings die with us).
 async fn forward_signals(supervisor: Addr<Supervisor>, wiring: Rc<RefCell<Wiring>>) {
@@ -451,12 +526,7 @@ async fn forward_signals(supervisor: Addr<Supervisor>, wiring: Rc<RefCell<Wiring
         signal = name,
         "stopping: no new jobs; finishing the running recordings"
     );
-    if let Some(queue) = wiring.borrow().queue.clone() {
-        queue.do_send(queue::Drain);
-    }
-    supervisor.do_send(StopTree {
-        cause: format!("{name} received"),
-    });
+    begin_stop(&supervisor, &wiring.borrow(), format!("{name} received"));
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
@@ -487,17 +557,44 @@ mod tests {
         }
     }
 
-    /// Serves queue `t` as worker `w` with one job, `id`, whose recording is a stand-in script
-    /// that runs until SIGTERM and then exits 0.
-    fn serve_one_fake_job(
-        redis: &Redis,
-        id: &str,
-    ) -> (tempfile::TempDir, tokio::task::JoinHandle<Outcome>) {
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = dir.path().join("recorder.sh");
+    const TEST_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    /// Queue `t` on `url` as `worker`, with a lease of 30 s (a loaded machine does not lose it)
+    /// and a stop grace of 20 s.
+    fn test_options(url: String, worker: &str) -> ServiceOptions {
+        ServiceOptions {
+            redis: url,
+            queue: "t".into(),
+            max_recordings: 1,
+            worker_id: worker.into(),
+            heartbeat_ttl: Duration::from_secs(30),
+            job_key: None,
+            trusted_redis: false,
+            stop_grace: Duration::from_secs(20),
+            retention: Duration::from_secs(3600),
+            recorder: None,
+        }
+    }
+
+    /// A stand-in recorder in `dir`, named `name`: it logs `<name> start|term|end <job>
+    /// <unix time>` lines to `dir/log`, runs until SIGTERM, then takes `stop_secs` to finish
+    /// and exits 0. The job is the stem of its `output.file`.
+    fn stand_in(dir: &std::path::Path, name: &str, stop_secs: f32) -> std::path::PathBuf {
+        let recorder = dir.join(format!("{name}.sh"));
+        let log = dir.join("log");
         std::fs::write(
             &recorder,
-            "#!/bin/sh\ntrap 'exit 0' TERM\nsleep 60 &\nwait\n",
+            format!(
+                r#"#!/bin/sh
+job=$(printf '%s' "$LIVEKIT_RECORDER_CONFIG" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
+say() {{ echo "{name} $1 $job $(date +%s.%N)" >> {log}; }}
+say start
+trap 'say term; sleep {stop_secs}; say end; exit 0' TERM
+sleep 600 &
+wait
+"#,
+                log = log.display()
+            ),
         )
         .unwrap();
         std::fs::set_permissions(
@@ -505,18 +602,63 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let job = serde_json::json!({
+        recorder
+    }
+
+    /// The stand-ins' log lines: (name, event, job, time).
+    fn stand_in_log(dir: &std::path::Path) -> Vec<(String, String, String, f64)> {
+        std::fs::read_to_string(dir.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((
+                    f.first()?.to_string(),
+                    f.get(1)?.to_string(),
+                    f.get(2)?.to_string(),
+                    f.get(3)?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    fn logged(dir: &std::path::Path, event: &str, job: &str) -> usize {
+        stand_in_log(dir)
+            .iter()
+            .filter(|(_, e, j, _)| e == event && j == job)
+            .count()
+    }
+
+    fn fake_job(id: &str) -> String {
+        serde_json::json!({
             "id": id,
             "config": { "input": { "url": "https://example.com" }, "output": { "file": format!("/tmp/{id}.mp4") } },
-        });
-        redis.cli(&["LPUSH", "t:jobs", &job.to_string()]);
+        })
+        .to_string()
+    }
+
+    /// Stops the service the way SIGTERM does; its outcome.
+    async fn stop_service(service: tokio::task::JoinHandle<Outcome>) -> Outcome {
+        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
+        let supervisor = wiring.borrow().supervisor.clone().unwrap();
+        begin_stop(&supervisor, &wiring.borrow(), "test".into());
+        tokio::time::timeout(Duration::from_secs(30), service)
+            .await
+            .expect("the service to stop")
+            .unwrap()
+    }
+
+    /// Serves queue `t` as worker `w` with one job, `id`, whose recording is a stand-in script
+    /// that runs until SIGTERM and then exits 0.
+    fn serve_one_fake_job(
+        redis: &Redis,
+        id: &str,
+    ) -> (tempfile::TempDir, tokio::task::JoinHandle<Outcome>) {
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job(id)]);
         let options = ServiceOptions {
-            redis: redis.url(),
-            queue: "t".into(),
-            max_recordings: 1,
-            worker_id: "w".into(),
-            heartbeat_ttl: Duration::from_secs(10),
-            recorder: Some(recorder),
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
         };
         (dir, actix::spawn(serve(options)))
     }
@@ -527,11 +669,9 @@ mod tests {
     #[actix_rt::test]
     async fn a_crashed_runner_s_recording_runs_again_and_the_service_carries_on() {
         let redis = Redis::start();
-        let (_dir, service) = serve_one_fake_job(&redis, "c");
-        until("the job to run", || {
-            redis.hget("t:job:c", "state") == "running"
-        })
-        .await;
+        let (dir, service) = serve_one_fake_job(&redis, "c");
+        // Its recording started (the state says running from the moment a round took it).
+        until("the job to run", || logged(dir.path(), "start", "c") == 1).await;
         let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
         let first = wiring.borrow().runner.clone().unwrap();
         first.do_send(Crash);
@@ -556,11 +696,9 @@ mod tests {
     #[actix_rt::test]
     async fn a_crashed_queue_forgets_no_running_job() {
         let redis = Redis::start();
-        let (_dir, service) = serve_one_fake_job(&redis, "q");
-        until("the job to run", || {
-            redis.hget("t:job:q", "state") == "running"
-        })
-        .await;
+        let (dir, service) = serve_one_fake_job(&redis, "q");
+        // Its recording started (the state says running from the moment a round took it).
+        until("the job to run", || logged(dir.path(), "start", "q") == 1).await;
         let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
         let first = wiring.borrow().queue.clone().unwrap();
         first.do_send(queue::Crash);
@@ -586,6 +724,392 @@ mod tests {
         assert_eq!(redis.hget("t:job:q", "attempts"), "1");
         assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
         service.abort();
+    }
+
+    /// SIGTERM to the service: every recording gets its SIGTERM at the same moment, so three
+    /// recordings that each take 2 s to finish are all done within one stop time.
+    #[actix_rt::test]
+    async fn a_stopping_service_stops_every_recording_at_once() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ["s1", "s2", "s3"];
+        for id in ids {
+            redis.cli(&["LPUSH", "t:jobs", &fake_job(id)]);
+        }
+        let options = ServiceOptions {
+            max_recordings: 3,
+            recorder: Some(stand_in(dir.path(), "w", 2.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        until("three recordings", || {
+            ids.iter().all(|id| logged(dir.path(), "start", id) == 1)
+        })
+        .await;
+        let outcome = stop_service(service).await;
+        assert_eq!(outcome.exit, Exit::Ok, "{}", outcome.message);
+        let log = stand_in_log(dir.path());
+        let times = |event: &str| -> Vec<f64> {
+            log.iter()
+                .filter(|(_, e, _, _)| e == event)
+                .map(|(_, _, _, t)| *t)
+                .collect()
+        };
+        let (terms, ends) = (times("term"), times("end"));
+        assert_eq!((terms.len(), ends.len()), (3, 3), "{log:?}");
+        let spread = |t: &[f64]| {
+            t.iter().cloned().fold(f64::MIN, f64::max) - t.iter().cloned().fold(f64::MAX, f64::min)
+        };
+        assert!(
+            spread(&terms) < 1.0,
+            "SIGTERMs sent one after another: {log:?}"
+        );
+        assert!(
+            spread(&ends) < 1.0,
+            "recordings finished one after another: {log:?}"
+        );
+        for id in ids {
+            assert_eq!(redis.hget(&format!("t:job:{id}"), "state"), "done");
+        }
+    }
+
+    /// A recording already stopping (a stop request) is not sent a second SIGTERM when the
+    /// service stops (a recording takes a second one as "quit now, unfinished").
+    #[actix_rt::test]
+    async fn a_stopping_recording_is_not_stopped_twice() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("once")]);
+        let options = ServiceOptions {
+            recorder: Some(stand_in(dir.path(), "w", 2.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        until("the recording", || logged(dir.path(), "start", "once") == 1).await;
+        redis.cli(&["HSET", "t:job:once", "stop", "1"]);
+        until("the stop", || logged(dir.path(), "term", "once") == 1).await;
+        let outcome = stop_service(service).await;
+        assert_eq!(outcome.exit, Exit::Ok, "{}", outcome.message);
+        assert_eq!(
+            logged(dir.path(), "term", "once"),
+            1,
+            "{:?}",
+            stand_in_log(dir.path())
+        );
+        assert_eq!(logged(dir.path(), "end", "once"), 1);
+        assert_eq!(redis.hget("t:job:once", "state"), "done");
+        // Over: no stop flag left for a later job with this id; the hash expires.
+        assert_eq!(redis.cli(&["HEXISTS", "t:job:once", "stop"]), "0");
+        let ttl: i64 = redis.cli(&["TTL", "t:job:once"]).parse().unwrap();
+        assert!((1..=3600).contains(&ttl), "{ttl}");
+    }
+
+    /// A job id pushed raw while a job with that id runs: the first goes on untouched, the copy
+    /// is failed "already running" (an event; the hash stays the running job's).
+    #[actix_rt::test]
+    async fn a_duplicate_id_is_refused_and_the_running_job_untouched() {
+        let redis = Redis::start();
+        let events = redis.subscribe("t:events");
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("dup")]);
+        let options = ServiceOptions {
+            max_recordings: 2,
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        until("the recording", || logged(dir.path(), "start", "dup") == 1).await;
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("dup")]);
+        until("the copy to be refused", || {
+            events.messages().iter().any(|m| {
+                m["id"] == "dup"
+                    && m["state"] == "failed"
+                    && m["message"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("already running"))
+            })
+        })
+        .await;
+        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "0");
+        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "1");
+        assert_eq!(redis.hget("t:job:dup", "state"), "running");
+        assert_eq!(redis.hget("t:job:dup", "attempts"), "1");
+        // One recording, never stopped.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(logged(dir.path(), "start", "dup"), 1);
+        assert_eq!(logged(dir.path(), "term", "dup"), 0);
+        redis.cli(&["PUBLISH", "t:control", r#"{"stop":"dup"}"#]);
+        until("the job to be done", || {
+            redis.hget("t:job:dup", "state") == "done"
+        })
+        .await;
+        assert_eq!(redis.hget("t:job:dup", "attempts"), "1");
+        stop_service(service).await;
+    }
+
+    /// A job in this worker's processing list that runs nowhere (taken by a round that failed
+    /// halfway) goes back to the queue and runs.
+    #[actix_rt::test]
+    async fn a_stranded_job_in_the_processing_list_goes_back_and_runs() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let options = ServiceOptions {
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        // After the worker started (its earlier runs' leftovers are requeued at start), as a
+        // round that took it and failed would leave it.
+        until("the worker", || redis.cli(&["EXISTS", "t:worker:w"]) == "1").await;
+        redis.cli(&["LPUSH", "t:processing:w", &fake_job("stranded")]);
+        until("the stranded job to run", || {
+            logged(dir.path(), "start", "stranded") == 1
+        })
+        .await;
+        assert_eq!(redis.hget("t:job:stranded", "state"), "running");
+        redis.cli(&["PUBLISH", "t:control", r#"{"stop":"stranded"}"#]);
+        until("the job to be done", || {
+            redis.hget("t:job:stranded", "state") == "done"
+        })
+        .await;
+        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        stop_service(service).await;
+    }
+
+    /// Every key and value in Redis, as text.
+    fn dump(redis: &Redis) -> String {
+        let mut out = String::new();
+        for key in redis.cli(&["KEYS", "*"]).lines().filter(|k| !k.is_empty()) {
+            let value = match redis.cli(&["TYPE", key]).as_str() {
+                "string" => redis.cli(&["GET", key]),
+                "list" => redis.cli(&["LRANGE", key, "0", "-1"]),
+                "hash" => redis.cli(&["HGETALL", key]),
+                "set" => redis.cli(&["SMEMBERS", key]),
+                other => panic!("{key}: a {other}"),
+            };
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+        out
+    }
+
+    const SECRETS: [&str; 3] = ["S3-SECRET-7a7a", "API-SECRET-7b7b", "STREAM-KEY-7c7c"];
+
+    /// A job carrying an S3 secret, a LiveKit API secret and an RTMP stream key.
+    fn secret_job(id: &str) -> String {
+        serde_json::json!({
+            "id": id,
+            "config": {
+                "api_key": "APIkey",
+                "api_secret": SECRETS[1],
+                "input": { "template": { "layout": "grid-dark", "ws_url": "ws://127.0.0.1:7880", "room_name": "r" } },
+                "output": {
+                    "file": format!("/tmp/{id}.mp4"),
+                    "rtmp": format!("rtmp://127.0.0.1/live/{}", SECRETS[2]),
+                    "s3": { "access_key": "AKIA", "secret": SECRETS[0], "bucket": "b", "key": "k.mp4", "endpoint": "http://127.0.0.1:9" },
+                },
+            },
+        })
+        .to_string()
+    }
+
+    fn assert_no_secret(what: &str, text: &str) {
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{what} holds {secret}:\n{text}");
+        }
+    }
+
+    /// With a job key, a job pushed in clear is re-stored sealed the moment it is taken, and
+    /// one submitted is sealed from the start: during and after the jobs no key, no value and
+    /// no event in Redis holds a secret.
+    #[actix_rt::test]
+    async fn a_job_s_secrets_never_rest_in_redis() {
+        let redis = Redis::start();
+        let events = redis.subscribe("t:events");
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(JobKey::from_hex(TEST_KEY).unwrap());
+        let submitted: serde_json::Value = serde_json::from_str(&secret_job("submitted")).unwrap();
+        submit(
+            &redis.url(),
+            "t",
+            Some("submitted".into()),
+            &submitted["config"].to_string(),
+            Some(&key),
+        )
+        .await
+        .unwrap();
+        assert_no_secret("Redis after submit", &dump(&redis));
+        redis.cli(&["LPUSH", "t:jobs", &secret_job("raw")]);
+        let options = ServiceOptions {
+            max_recordings: 2,
+            job_key: Some(key),
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        until("both recordings", || {
+            logged(dir.path(), "start", "raw") == 1 && logged(dir.path(), "start", "submitted") == 1
+        })
+        .await;
+        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "2");
+        assert_no_secret("Redis during the jobs", &dump(&redis));
+        for id in ["raw", "submitted"] {
+            redis.cli(&["PUBLISH", "t:control", &format!(r#"{{"stop":"{id}"}}"#)]);
+        }
+        until("the jobs to be done", || {
+            ["raw", "submitted"]
+                .iter()
+                .all(|id| redis.hget(&format!("t:job:{id}"), "state") == "done")
+        })
+        .await;
+        stop_service(service).await;
+        assert_no_secret("Redis after the jobs", &dump(&redis));
+        assert_no_secret("the events", &format!("{:?}", events.messages()));
+    }
+
+    /// Without a key, a job carrying secrets is refused (exit code 2, the fields named) and
+    /// gone from Redis; with --trusted-redis it runs.
+    #[actix_rt::test]
+    async fn without_a_key_a_job_carrying_secrets_is_refused_unless_redis_is_trusted() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &secret_job("clear")]);
+        let options = ServiceOptions {
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options.clone()));
+        until("the job to be refused", || {
+            redis.hget("t:job:clear", "state") == "failed"
+        })
+        .await;
+        assert_eq!(redis.hget("t:job:clear", "exit_code"), "2");
+        let message = redis.hget("t:job:clear", "message");
+        assert!(
+            message.contains("input.template.api_secret, output.rtmp, output.s3.secret")
+                && message.contains("PAGECAST_JOB_KEY"),
+            "{message}"
+        );
+        assert_eq!(logged(dir.path(), "start", "clear"), 0);
+        assert_no_secret("Redis after the refusal", &dump(&redis));
+        stop_service(service).await;
+        redis.cli(&["LPUSH", "t:jobs", &secret_job("trusted")]);
+        let service = actix::spawn(serve(ServiceOptions {
+            trusted_redis: true,
+            ..options
+        }));
+        until("the trusted job to run", || {
+            logged(dir.path(), "start", "trusted") == 1
+        })
+        .await;
+        stop_service(service).await;
+    }
+
+    /// A worker cut off from Redis (its connection through a proxy the test cuts) stops its
+    /// recording before its lease ends; only then may another worker take the job over: the
+    /// job never runs twice at once.
+    #[actix_rt::test]
+    async fn a_worker_that_loses_its_lease_stops_its_recording_before_another_takes_it() {
+        let redis = Redis::start();
+        let proxy = pagecast_testkit::TcpProxy::start(redis.port);
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("lease")]);
+        let ttl = Duration::from_secs(3);
+        let cut_off = actix::spawn(serve(ServiceOptions {
+            heartbeat_ttl: ttl,
+            recorder: Some(stand_in(dir.path(), "w1", 0.3)),
+            ..test_options(proxy.redis_url(), "w1")
+        }));
+        until("w1 to record", || logged(dir.path(), "start", "lease") == 1).await;
+        let other = actix::spawn(serve(ServiceOptions {
+            heartbeat_ttl: ttl,
+            recorder: Some(stand_in(dir.path(), "w2", 0.0)),
+            ..test_options(redis.url(), "w2")
+        }));
+        proxy.cut();
+        until("w2 to record the job", || {
+            stand_in_log(dir.path())
+                .iter()
+                .any(|(w, e, _, _)| w == "w2" && e == "start")
+        })
+        .await;
+        let log = stand_in_log(dir.path());
+        let at = |who: &str, event: &str| {
+            log.iter()
+                .find(|(w, e, _, _)| w == who && e == event)
+                .map(|(_, _, _, t)| *t)
+        };
+        let (w1_end, w2_start) = (at("w1", "end"), at("w2", "start").unwrap());
+        assert!(
+            w1_end.is_some_and(|end| end < w2_start),
+            "w1's copy still ran when w2 started: {log:?}"
+        );
+        assert_eq!(redis.hget("t:job:lease", "worker"), "w2");
+        assert_eq!(redis.hget("t:job:lease", "attempts"), "2");
+        cut_off.abort();
+        other.abort();
+    }
+
+    /// A recording's own log lines reach the service's log at their own level, tagged with
+    /// the job id.
+    #[actix_rt::test]
+    async fn a_recording_s_log_lines_reach_the_service_log_at_their_level_with_the_job() {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = dir.path().join("talker.sh");
+        std::fs::write(
+            &recorder,
+            "#!/bin/sh\necho '{\"timestamp\":\"t\",\"level\":\"WARN\",\"message\":\"the page is slow\",\"fps\":12}' >&2\n\
+             echo '{\"level\":\"DEBUG\",\"message\":\"noise\"}' >&2\nexit 0\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &recorder,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("talk")]);
+        let service = actix::spawn(serve(ServiceOptions {
+            recorder: Some(recorder),
+            ..test_options(redis.url(), "w")
+        }));
+        until("the job to be done", || {
+            redis.hget("t:job:talk", "state") == "done"
+        })
+        .await;
+        stop_service(service).await;
+        let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &serde_json::Value| l["job"] == "talk")
+            .collect();
+        let slow = lines
+            .iter()
+            .find(|l| l["message"] == "the page is slow")
+            .unwrap_or_else(|| panic!("{log}"));
+        assert_eq!(slow["level"], "WARN");
+        assert_eq!(slow["fields"], "fps=12");
+        assert!(!log.contains("noise"), "a debug line at info: {log}");
     }
 
     fn ended(code: Option<i32>, stopped_by_us: bool) -> Ended {

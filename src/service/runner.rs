@@ -3,8 +3,9 @@
 //! Owns: one `pagecast record` process per running job (this binary, the job's config in
 //! `LIVEKIT_RECORDER_CONFIG`), each in its own process group, dying with the service, its stderr
 //! drained into the service's log (debug level) with the last lines kept.
-//! Accepts: [`StartJob`], [`StopJob`] (SIGTERM: the recording finishes its file and upload),
-//! [`Shutdown`] (stop every recording the same way and wait for them), [`Kill`].
+//! Accepts: [`StartJob`], [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
+//! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
+//! same way, those already stopping left to finish, and wait for them all), [`Kill`].
 //! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends (also when
 //! the runner itself stops or crashes with recordings running: they are killed and reported).
 //! Stops: on `Shutdown`, once every recording has ended (the supervisor kills what takes longer
@@ -24,9 +25,6 @@ use tokio::process::Command;
 
 use super::{last_error_line, Ended, Wiring};
 
-/// A recording asked to stop gets this long to finish its file and upload before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(100);
-
 /// Message: run this job's recording.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), String>")]
@@ -36,11 +34,13 @@ pub struct StartJob {
     pub config: String,
 }
 
-/// Message: stop this job's recording (it finishes its file).
+/// Message: stop this job's recording (it finishes its file). SIGTERM is sent once; a later
+/// request can only shorten the time it has (`within`: killed after that, whatever the grace).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct StopJob {
     pub id: String,
+    pub within: Option<Duration>,
 }
 
 /// Message (to the queue): a recording ended.
@@ -52,6 +52,8 @@ pub struct RunnerActor {
     link: ChildLink,
     /// The program run per job (None: this binary).
     recorder: Option<PathBuf>,
+    /// A recording asked to stop gets this long to finish its file and upload before SIGKILL.
+    grace: Duration,
     wiring: Rc<RefCell<Wiring>>,
     jobs: HashMap<String, ChildProcess>,
     stopped_by_us: HashSet<String>,
@@ -62,12 +64,14 @@ pub struct RunnerActor {
 impl RunnerActor {
     pub(super) fn new(
         recorder: Option<PathBuf>,
+        grace: Duration,
         wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
     ) -> Self {
         Self {
             link,
             recorder,
+            grace,
             wiring,
             jobs: HashMap::new(),
             stopped_by_us: HashSet::new(),
@@ -147,9 +151,14 @@ impl Handler<StartJob> for RunnerActor {
         let mut cmd = Command::new(exe);
         cmd.args(["--log-format", "json", "record"])
             .env("LIVEKIT_RECORDER_CONFIG", &job.config);
-        let (child, _) =
-            ChildProcess::spawn(&format!("recording {}", job.id), cmd, false, Stdout::Log)
-                .map_err(|e| e.into_failure().message)?;
+        let job_id = job.id.clone();
+        let (child, _) = ChildProcess::spawn_with_lines(
+            &format!("recording {}", job.id),
+            cmd,
+            Stdout::Log,
+            Box::new(move |line| pass_on(&job_id, line)),
+        )
+        .map_err(|e| e.into_failure().message)?;
         tracing::info!(job = %job.id, pid = child.pid(), "recording started");
         let report = child.exit_report();
         let id = job.id.clone();
@@ -172,14 +181,16 @@ impl Handler<StopJob> for RunnerActor {
     type Result = ();
 
     fn handle(&mut self, msg: StopJob, _: &mut Context<Self>) {
-        if let Some(child) = self.jobs.get(&msg.id) {
-            if self.stopped_by_us.insert(msg.id.clone()) {
-                tracing::info!(job = %msg.id, "stop requested: finishing the recording");
-                let stop = child.terminate(STOP_GRACE);
-                actix::spawn(async move {
-                    stop.await;
-                });
-            }
+        let Some(child) = self.jobs.get(&msg.id) else {
+            return;
+        };
+        if self.stopped_by_us.insert(msg.id.clone()) {
+            tracing::info!(job = %msg.id, "stop requested: finishing the recording");
+            let grace = msg.within.map_or(self.grace, |w| w.min(self.grace));
+            actix::spawn(child.terminate(grace));
+        } else if let Some(within) = msg.within {
+            // Already stopping (a second SIGTERM would end it without finishing): only bound it.
+            actix::spawn(child.wait_or_kill(within));
         }
     }
 }
@@ -192,36 +203,24 @@ impl Handler<Shutdown> for RunnerActor {
         self.stopping = true;
         let mut waits = Vec::new();
         for (id, child) in &self.jobs {
-            self.stopped_by_us.insert(id.clone());
-            tracing::info!(job = %id, "service stopping: finishing the recording");
-            let stop = child.terminate(STOP_GRACE);
-            let report = child.exit_report();
-            let tail = {
-                let id = id.clone();
-                move |act: &Self| {
-                    act.jobs
-                        .get(&id)
-                        .map(ChildProcess::stderr_tail)
-                        .unwrap_or_default()
-                }
-            };
-            let id = id.clone();
-            waits.push((id, stop, report, tail));
-        }
-        let all = async move {
-            let mut ended = Vec::new();
-            for (id, stop, report, tail) in waits {
-                stop.await;
-                let (status, report) = report.await;
-                ended.push((id, status, report, tail));
+            if self.stopped_by_us.insert(id.clone()) {
+                tracing::info!(job = %id, "service stopping: finishing the recording");
+                // SIGTERM now, to every recording at once (the futures are polled together).
+                child.signal(nix::sys::signal::Signal::SIGTERM);
+                actix::spawn(child.wait_or_kill(self.grace));
             }
-            ended
-        };
+            waits.push((id.clone(), child.exit_report()));
+        }
+        let all = futures_util::future::join_all(
+            waits
+                .into_iter()
+                .map(|(id, report)| async move { (id, report.await) }),
+        );
         Box::pin(actix::fut::wrap_future(all).map(
             |ended, act: &mut Self, ctx: &mut Context<Self>| {
-                for (id, status, report, tail) in ended {
-                    if act.jobs.contains_key(&id) {
-                        let tail = tail(act);
+                for (id, (status, report)) in ended {
+                    if let Some(child) = act.jobs.get(&id) {
+                        let tail = child.stderr_tail();
                         act.report(id, status, report, tail);
                     }
                 }
@@ -239,6 +238,52 @@ impl Handler<Kill> for RunnerActor {
         self.link.set_exit(ExitReason::Shutdown);
         // Dropped with the actor, they are killed (their process groups) and reported.
         ctx.stop();
+    }
+}
+
+/// Passes one line a recording printed (its JSON log, `--log-format json`) on to the service's
+/// log at the line's own level, tagged with the job: `job`, the line's `message`, and its other
+/// fields as `fields`. A line that is not a JSON log event (its final `pagecast: <error>`, a
+/// panic) is a warning.
+fn pass_on(job: &str, line: &str) {
+    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
+        tracing::warn!(target: "pagecast::recording", job = %job, "{line}");
+        return;
+    };
+    let level = event
+        .remove("level")
+        .and_then(|l| l.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let message = match event.remove("message") {
+        Some(serde_json::Value::String(m)) => m,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    event.remove("timestamp");
+    let fields = event
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            v => format!("{k}={v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    match level.as_str() {
+        "ERROR" => {
+            tracing::error!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        "WARN" => {
+            tracing::warn!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        "INFO" => {
+            tracing::info!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        "DEBUG" => {
+            tracing::debug!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
+        _ => {
+            tracing::trace!(target: "pagecast::recording", job = %job, fields = %fields, "{message}")
+        }
     }
 }
 
