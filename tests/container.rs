@@ -317,7 +317,8 @@ fn the_image_runs_a_serve_worker_beside_a_redis() {
     let out = OutDir::new();
     let container = Container::named("serve");
     let network = format!("ns:/run/netns/{}", netns.name);
-    let mut run = Run::spawn(container.run(
+    // As the README's `docker run` does: the Redis URL and the job key from the environment.
+    let mut worker = container.run(
         &[
             "--network",
             &network,
@@ -325,16 +326,18 @@ fn the_image_runs_a_serve_worker_beside_a_redis() {
             &out.volume(),
             "-v",
             &pages_volume(),
+            "-e",
+            "PAGECAST_REDIS_URL",
+            "-e",
+            "PAGECAST_JOB_KEY",
         ],
         image,
-        &[
-            "serve",
-            "--redis",
-            "redis://127.0.0.1:6379",
-            "--queue",
-            "test",
-        ],
-    ));
+        &["serve", "--queue", "test"],
+    );
+    worker
+        .env("PAGECAST_REDIS_URL", "redis://127.0.0.1:6379")
+        .env("PAGECAST_JOB_KEY", "5a".repeat(32));
+    let mut run = Run::spawn(worker);
     let job = json!({
         "id": "in-a-container",
         "config": {
