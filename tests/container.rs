@@ -63,23 +63,26 @@ fn the_demo_recording_lands_in_the_mounted_folder_owned_by_uid_1000() {
         "the recording is not the image user's:\n{}",
         run.stderr()
     );
+    let log = run.stderr();
     let p = probe(&file);
-    assert_eq!(p.video_codec(), "h264", "{}", run.stderr());
-    assert_eq!(p.dimensions(), (1280, 720));
+    assert_eq!(p.video_codec(), "h264", "{log}");
+    assert_eq!(p.dimensions(), (1280, 720), "{log}");
     assert!(
         (p.duration() - 5.0).abs() <= 0.5,
-        "duration {} for 5 s:\n{}",
-        p.duration(),
-        run.stderr()
+        "duration {} for 5 s:\n{log}",
+        p.duration()
     );
     assert!(
         p.frames() >= 135,
-        "only {} frames in 5 s at 30 fps",
+        "only {} frames in 5 s at 30 fps:\n{log}",
         p.frames()
     );
-    assert_eq!(p.audio_codec(), "aac");
+    assert_eq!(p.audio_codec(), "aac", "{log}");
     let volume = mean_volume_db(&file);
-    assert!(volume > -50.0, "the demo's tone is missing: {volume} dB");
+    assert!(
+        volume > -50.0,
+        "the demo's tone is missing: {volume} dB:\n{log}"
+    );
 }
 
 #[test]
@@ -314,7 +317,8 @@ fn the_image_runs_a_serve_worker_beside_a_redis() {
     let out = OutDir::new();
     let container = Container::named("serve");
     let network = format!("ns:/run/netns/{}", netns.name);
-    let mut run = Run::spawn(container.run(
+    // As the README's `docker run` does: the Redis URL and the job key from the environment.
+    let mut worker = container.run(
         &[
             "--network",
             &network,
@@ -322,16 +326,18 @@ fn the_image_runs_a_serve_worker_beside_a_redis() {
             &out.volume(),
             "-v",
             &pages_volume(),
+            "-e",
+            "PAGECAST_REDIS_URL",
+            "-e",
+            "PAGECAST_JOB_KEY",
         ],
         image,
-        &[
-            "serve",
-            "--redis",
-            "redis://127.0.0.1:6379",
-            "--queue",
-            "test",
-        ],
-    ));
+        &["serve", "--queue", "test"],
+    );
+    worker
+        .env("PAGECAST_REDIS_URL", "redis://127.0.0.1:6379")
+        .env("PAGECAST_JOB_KEY", "5a".repeat(32));
+    let mut run = Run::spawn(worker);
     let job = json!({
         "id": "in-a-container",
         "config": {
