@@ -595,7 +595,7 @@ mod tests {
 
     /// A stand-in recorder in `dir`, named `name`: it logs `<name> start|term|end <job>
     /// <unix time>` lines to `dir/log`, runs until SIGTERM, then takes `stop_secs` to finish
-    /// and exits 0. The job is the stem of its `output.file`.
+    /// and exits 0. The job is the stem of its `output.file` (the config comes on stdin).
     fn stand_in(dir: &std::path::Path, name: &str, stop_secs: f32) -> std::path::PathBuf {
         let recorder = dir.join(format!("{name}.sh"));
         let log = dir.join("log");
@@ -603,7 +603,8 @@ mod tests {
             &recorder,
             format!(
                 r#"#!/bin/sh
-job=$(printf '%s' "$LIVEKIT_RECORDER_CONFIG" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
+config=$(cat)
+job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 say() {{ echo "{name} $1 $job $(date +%s.%N)" >> {log}; }}
 say start
 trap 'say term; sleep {stop_secs}; say end; exit 0' TERM
