@@ -197,8 +197,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
 /// output's directory (the file system's own answer), else by what ffmpeg said (`report`): the
 /// disk may have been freed since.
 pub fn output_failure(output: &Path, report: &str) -> Option<Failure> {
-    use nix::errno::Errno;
-    use std::io::Write as _;
+    use std::io::{ErrorKind, Write as _};
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -207,27 +206,23 @@ pub fn output_failure(output: &Path, report: &str) -> Option<Failure> {
         .prefix(".pagecast-check-")
         .tempfile_in(dir)
         .and_then(|mut f| {
-            f.write_all(&[0; 64 * 1024])?;
+            f.as_file_mut().write_all(&[0; 64 * 1024])?;
             f.as_file().sync_all()
         });
-    let errno = written
-        .err()
-        .and_then(|e| e.raw_os_error())
-        .map(Errno::from_raw);
-    let cause = match errno {
-        Some(e @ (Errno::ENOSPC | Errno::EDQUOT | Errno::EROFS | Errno::EACCES | Errno::EPERM)) => {
-            e.desc().to_owned()
-        }
-        Some(Errno::ENOENT) => format!("{} is gone", dir.display()),
-        _ => ["No space left on device", "Read-only file system"]
-            .into_iter()
-            .find(|text| report.contains(text))?
-            .to_owned(),
+    let cause = match written.err().map(|e| e.kind()) {
+        Some(ErrorKind::StorageFull) => "no space left on device".to_owned(),
+        Some(ErrorKind::ReadOnlyFilesystem) => "read-only file system".to_owned(),
+        Some(ErrorKind::PermissionDenied) => "permission denied".to_owned(),
+        Some(ErrorKind::NotFound) => format!("{} is gone", dir.display()),
+        _ => [
+            ("No space left on device", "no space left on device"),
+            ("Read-only file system", "read-only file system"),
+        ]
+        .into_iter()
+        .find(|(text, _)| report.contains(text))?
+        .1
+        .to_owned(),
     };
-    let mut cause = cause;
-    if let Some(first) = cause.get(..1) {
-        cause.replace_range(..1, &first.to_lowercase());
-    }
     Some(Failure::new(
         FailureKind::Output,
         format!("cannot write {}: {cause}", output.display()),
