@@ -124,8 +124,9 @@ pub async fn probe(path: &Path) -> Probe {
         (Some(0), _) => Probe::NoFrame,
         (Some(_), Some(d)) => Probe::Plays(d),
         (Some(_), None) => Probe::Plays(0.0),
-        // ffprobe ran and read the file, and found no video stream at all.
-        (None, _) if v["streams"].as_array().is_some_and(Vec::is_empty) => Probe::NoFrame,
+        // ffprobe read the file and counted no packet: no video stream at all, or one without a
+        // sample (an encoder killed before its first fragment: `"streams": [{}]`).
+        (None, _) if v["streams"].is_array() => Probe::NoFrame,
         (None, _) => Probe::Unknown(format!("ffprobe answered {:?}", done.stdout.trim())),
     }
 }
