@@ -32,9 +32,9 @@ step "cargo build --all-targets"
 cargo build --all-targets
 
 if [ "$#" -gt 0 ]; then
-  step "cargo test --workspace --all-targets -- $*"
-  cargo test --workspace --all-targets -- "$@"
+  step "cargo test --workspace --all-targets --no-fail-fast -- $*"
+  cargo test --workspace --all-targets --no-fail-fast -- "$@"
 else
-  step "cargo test --workspace --all-targets"
-  cargo test --workspace --all-targets
+  step "cargo test --workspace --all-targets --no-fail-fast (every test binary runs; any failure fails the command)"
+  cargo test --workspace --all-targets --no-fail-fast
 fi
