@@ -195,6 +195,8 @@ fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
     let block = from_env.as_object_mut().unwrap();
     block.remove("access_key");
     block.remove("secret");
+    // A file of its own: the first good run's recording is never written over.
+    let file = file.with_file_name("from-env.mp4");
     let config = json!({
         "input": { "url": demo_page(), "width": 640, "height": 360 },
         "output": { "file": file, "S3": from_env },
