@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use pagecast_testkit::fault::{Seeded, Tmpfs};
 use pagecast_testkit::{alive, descendants, heavy, probe, wait_until};
 use serde_json::json;
 
@@ -143,22 +144,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-/// A number in [lo, hi) from a seed: the clock, so each run picks other moments, or
-/// PAGECAST_TEST_SEED to replay one (the seed is printed).
-fn random_between(lo: f64, hi: f64) -> f64 {
-    let seed: u32 = std::env::var("PAGECAST_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        });
-    println!("fault moment from PAGECAST_TEST_SEED={seed}");
-    lo + (hi - lo) * (seed % 10_000) as f64 / 10_000.0
-}
-
 struct Outcome {
     fault: Fault,
     at: f64,
@@ -248,41 +233,6 @@ impl Drop for PageServer {
     }
 }
 
-/// A small tmpfs of the test's own, unmounted on drop.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount runs");
-        assert!(
-            status.success(),
-            "cannot mount a tmpfs (this test needs root)"
-        );
-        SmallDisk { dir }
-    }
-
-    fn free(&self) -> u64 {
-        let s = nix::sys::statvfs::statvfs(self.dir.path()).unwrap();
-        s.blocks_available() as u64 * s.fragment_size() as u64
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 fn run_fault(fault: Fault) -> Outcome {
     let (_dir, mut file) = out_dir();
     let mut server = None;
@@ -298,8 +248,8 @@ fn run_fault(fault: Fault) -> Outcome {
     };
     if let Fault::DiskFull = fault {
         // About 4 to 10 s of the demo page at 1280x720.
-        let d = SmallDisk::mount("1536k");
-        file = d.dir.path().join("rec.mp4");
+        let d = Tmpfs::mount("size=1536k");
+        file = d.path().join("rec.mp4");
         disk = Some(d);
     }
     let config = json!({
@@ -310,7 +260,7 @@ fn run_fault(fault: Fault) -> Outcome {
     let mut run = Run::start(&config, &[]);
     let first_frame = run.wait_for("encoder running", Duration::from_secs(60));
     let loaded = run.wait_for("page loaded", Duration::from_secs(60));
-    let mut at = random_between(2.0, 8.0);
+    let mut at = Seeded::new("fault moment").between(2.0, 8.0);
     // Everything the run ever started, to check nothing survives it.
     let mut seen: BTreeMap<u32, String> = BTreeMap::new();
     let mut target = None;

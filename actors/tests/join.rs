@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pagecast_actors::join::{join_segments, leftovers};
+use pagecast_testkit::fault::Seeded;
 use pagecast_testkit::{alive, descendants, heavy, probe};
 
 const PARTS: usize = 4;
@@ -108,14 +109,6 @@ fn fragmented(path: &Path) -> bool {
     bytes.windows(4).any(|w| w == b"moof")
 }
 
-/// A number in [0, 1) from a seed (xorshift), so a failing moment can be replayed.
-fn next(seed: &mut u64) -> f64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    (*seed % 10_000) as f64 / 10_000.0
-}
-
 #[test]
 fn a_join_killed_at_any_moment_leaves_the_recording_playable_or_its_parts_named() {
     let _heavy = heavy();
@@ -145,21 +138,11 @@ fn a_join_killed_at_any_moment_leaves_the_recording_playable_or_its_parts_named(
     );
     std::fs::remove_file(&paths[0]).unwrap();
 
-    let mut seed: u64 = std::env::var("PAGECAST_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("kill moments from PAGECAST_TEST_SEED={seed} (join took {took:?})");
+    let mut seed = Seeded::new(&format!("kill moments (join took {took:?})"));
     const MOMENTS: usize = 6;
     for i in 0..MOMENTS {
         // One moment in each sixth of the join (and a little past it).
-        let at = took.mul_f64((i as f64 + next(&mut seed)) / MOMENTS as f64 * 1.1);
+        let at = took.mul_f64((i as f64 + seed.fraction()) / MOMENTS as f64 * 1.1);
         for p in std::fs::read_dir(&work).unwrap() {
             std::fs::remove_file(p.unwrap().path()).unwrap();
         }

@@ -2,43 +2,13 @@
 //! read-only one and a lost directory are output failures (never restarted); a healthy one is not.
 //! Real file systems: small tmpfs mounts of the test's own (it needs root, like the fault suite).
 
-use std::path::Path;
-use std::process::Command;
-
 use pagecast_actors::encoder::output_failure;
 use pagecast_actors::supervision::FailureKind;
-
-struct Mount(tempfile::TempDir);
-
-impl Mount {
-    fn tmpfs(options: &str) -> Mount {
-        let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount runs");
-        assert!(
-            status.success(),
-            "cannot mount a tmpfs (this test needs root)"
-        );
-        Mount(dir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
+use pagecast_testkit::fault::Tmpfs;
 
 #[test]
 fn a_full_a_read_only_and_a_lost_directory_are_output_failures() {
-    let full = Mount::tmpfs("size=256k");
+    let full = Tmpfs::mount("size=256k");
     let file = full.path().join("rec.mp4");
     std::fs::write(&file, vec![1u8; 512 * 1024]).unwrap_err();
     let f = output_failure(&file, "").expect("a full disk");
@@ -48,7 +18,7 @@ fn a_full_a_read_only_and_a_lost_directory_are_output_failures() {
         format!("cannot write {}: no space left on device", file.display())
     );
 
-    let read_only = Mount::tmpfs("size=1m,ro");
+    let read_only = Tmpfs::mount("size=1m,ro");
     let file = read_only.path().join("rec.mp4");
     let f = output_failure(&file, "").expect("a read-only disk");
     assert_eq!(

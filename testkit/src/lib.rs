@@ -16,6 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
 pub mod container;
+pub mod fault;
 pub mod livekit;
 pub mod page_server;
 
