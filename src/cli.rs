@@ -1,10 +1,14 @@
 //! The command line.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
+use crate::policy::{
+    HostRule, Policy, DEFAULT_MAX_PART_SIZE, DEFAULT_MAX_PIXEL_RATE, DEFAULT_MAX_RTMP_OUTPUTS,
+};
 
 /// Record a live web page (with its sound) to an MP4 file.
 ///
@@ -35,15 +39,25 @@ pub struct Cli {
 pub enum Command {
     /// Record what a config says.
     Record {
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), "-" for stdin; without it, LIVEKIT_RECORDER_CONFIG is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Hold the config to the service policy (the flags below), as `serve` does for every job.
+        #[arg(long)]
+        policy: bool,
+        #[command(flatten)]
+        limits: PolicyArgs,
     },
-    /// Check a config and print what it would record, without starting anything.
+    /// Check a config and print what it would record (secrets masked), without starting anything.
     Check {
-        /// The config file (JSON); without it, LIVEKIT_RECORDER_CONFIG is read.
+        /// The config file (JSON), "-" for stdin; without it, LIVEKIT_RECORDER_CONFIG is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Hold the config to the service policy (the flags below), as `serve` does for every job.
+        #[arg(long)]
+        policy: bool,
+        #[command(flatten)]
+        limits: PolicyArgs,
     },
     /// Run the recording service: take recording jobs from a Redis queue, several at once, each
     /// in a `pagecast record` process of its own; many machines can share one queue. SIGTERM
@@ -62,8 +76,10 @@ pub enum Command {
         #[arg(long)]
         worker_id: Option<String>,
         /// How long a worker may be silent before others take its jobs over.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, hide = true)]
+        #[arg(long, default_value = "10s", value_parser = duration, hide = true)]
         heartbeat_ttl: std::time::Duration,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Put a recording job on a service's queue (what `LPUSH <queue>:jobs` does, checked first):
     /// the config is validated as `check` does, the job's state set to `queued`, and its id
@@ -88,7 +104,7 @@ pub enum Command {
         #[arg(long, short, default_value = "recordings/demo.mp4")]
         output: PathBuf,
         /// How long to record, e.g. "10s", "1m".
-        #[arg(long, short, default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, short, default_value = "10s", value_parser = duration)]
         duration: std::time::Duration,
         /// Page width in pixels.
         #[arg(long, default_value_t = 1280)]
@@ -100,4 +116,82 @@ pub enum Command {
         #[arg(long, default_value_t = 30)]
         framerate: u32,
     },
+}
+
+/// What a service job may do (see `policy.rs`); the defaults are the safe ones.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Service policy (what a job may do)")]
+pub struct PolicyArgs {
+    /// Let jobs record file:// pages (they read this machine's files).
+    #[arg(long)]
+    pub allow_file_urls: bool,
+    /// A page host jobs may record although it resolves to a loopback, link-local, private or
+    /// unspecified address: a name, an address, or a network like 10.0.0.0/8. Repeatable.
+    #[arg(long = "allow-page-host", value_name = "HOST|NET")]
+    pub allow_page_hosts: Vec<HostRule>,
+    /// A LiveKit, S3 or RTMP host jobs may use although it resolves to a loopback, link-local or
+    /// unspecified address (private ones are allowed anyway). Repeatable.
+    #[arg(long = "allow-endpoint-host", value_name = "HOST|NET")]
+    pub allow_endpoint_hosts: Vec<HostRule>,
+    /// The directory every job's output.file is written in (relative paths go under it; paths
+    /// leading out are refused). Without it, jobs may not write local files.
+    #[arg(long, value_name = "DIR")]
+    pub output_root: Option<PathBuf>,
+    /// The longest recording a job may ask for; also the max_duration of a job that gives none.
+    #[arg(long, default_value = "6h", value_parser = duration)]
+    pub max_duration: Duration,
+    /// The most pixels a second a job may capture or encode (width x height x frame rate;
+    /// default 3840x2160 at 30 fps).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXEL_RATE)]
+    pub max_pixel_rate: u64,
+    /// The most live (RTMP) outputs of one job.
+    #[arg(long, default_value_t = DEFAULT_MAX_RTMP_OUTPUTS)]
+    pub max_rtmp_outputs: usize,
+    /// The largest S3 part_size in bytes (a part is held in memory while it uploads).
+    #[arg(long, default_value_t = DEFAULT_MAX_PART_SIZE)]
+    pub max_part_size: u64,
+    /// Let an S3 output without credentials use this machine's own AWS identity (environment,
+    /// profile, instance role).
+    #[arg(long)]
+    pub allow_worker_aws_identity: bool,
+}
+
+impl Default for PolicyArgs {
+    /// The flags' defaults (what `serve` applies when given none of them).
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            allow_file_urls: p.allow_file_urls,
+            allow_page_hosts: p.page_hosts,
+            allow_endpoint_hosts: p.endpoint_hosts,
+            output_root: p.output_root,
+            max_duration: p.max_duration,
+            max_pixel_rate: p.max_pixel_rate,
+            max_rtmp_outputs: p.max_rtmp_outputs,
+            max_part_size: p.max_part_size,
+            allow_worker_aws_identity: p.worker_aws_identity,
+        }
+    }
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            allow_file_urls: self.allow_file_urls,
+            page_hosts: self.allow_page_hosts.clone(),
+            endpoint_hosts: self.allow_endpoint_hosts.clone(),
+            output_root: self.output_root.clone(),
+            max_duration: self.max_duration,
+            max_pixel_rate: self.max_pixel_rate,
+            max_rtmp_outputs: self.max_rtmp_outputs,
+            max_part_size: self.max_part_size,
+            worker_aws_identity: self.allow_worker_aws_identity,
+        }
+    }
+}
+
+/// A duration on the command line: like "30s" or "2h", at most [`crate::config::MAX_DURATION`]
+/// (a longer one would overflow the clock arithmetic it goes into).
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text)
 }

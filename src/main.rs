@@ -5,10 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pagecast::cli::{Cli, Command};
+use pagecast::cli::{Cli, Command, PolicyArgs};
 use pagecast::config::{self, Config, ENV_VAR};
 use pagecast::exit::Exit;
 use pagecast::logging;
+use pagecast::policy::PolicyError;
 use pagecast::run;
 
 /// The demo page, built into the binary so `pagecast demo` works anywhere (e.g. in the image).
@@ -19,7 +20,11 @@ fn main() -> ExitCode {
     logging::init(cli.log_format, &cli.log_level);
     let command = match cli.command {
         Some(command) => command,
-        None if std::env::var_os(ENV_VAR).is_some() => Command::Record { config: None },
+        None if std::env::var_os(ENV_VAR).is_some() => Command::Record {
+            config: None,
+            policy: false,
+            limits: PolicyArgs::default(),
+        },
         None => {
             eprintln!(
                 "pagecast: nothing to do: set {ENV_VAR} or give a command (see pagecast --help)"
@@ -29,16 +34,37 @@ fn main() -> ExitCode {
     };
     // Held for the whole run: the demo page lives in it.
     let mut demo_dir = None;
+    let mut policy = None;
     let config = match command {
-        Command::Record { config: path } => load(path.as_deref()),
-        Command::Check { config: path } => {
-            return match load(path.as_deref()) {
-                Ok(config) => {
-                    println!("{config:#?}");
-                    Exit::Ok.into()
-                }
-                Err(message) => fail(Exit::Config, &message),
+        Command::Record {
+            config: path,
+            policy: enforce,
+            limits,
+        } => {
+            policy = enforce.then(|| limits.policy());
+            load(path.as_deref())
+        }
+        Command::Check {
+            config: path,
+            policy: enforce,
+            limits,
+        } => {
+            let mut config = match load(path.as_deref()) {
+                Ok(config) => config,
+                Err(message) => return fail(Exit::Config, &message),
             };
+            let mut pins = Vec::new();
+            if enforce {
+                let policy = limits.policy();
+                let applied =
+                    actix_rt::System::new().block_on(async { policy.apply(&mut config).await });
+                match applied {
+                    Ok(p) => pins = p,
+                    Err(e) => return fail(policy_exit(&e), &e.to_string()),
+                }
+            }
+            print!("{}", pagecast::check::describe(&config, &pins));
+            return Exit::Ok.into();
         }
         Command::Serve {
             redis,
@@ -46,7 +72,17 @@ fn main() -> ExitCode {
             max_recordings,
             worker_id,
             heartbeat_ttl,
+            policy,
         } => {
+            let policy = policy.policy();
+            if let Some(root) = &policy.output_root {
+                if !root.is_dir() {
+                    return fail(
+                        Exit::Config,
+                        &format!("--output-root: {} is not a directory", root.display()),
+                    );
+                }
+            }
             let options = pagecast::service::ServiceOptions {
                 redis,
                 queue,
@@ -56,6 +92,7 @@ fn main() -> ExitCode {
                 worker_id: worker_id.unwrap_or_else(pagecast::service::default_worker_id),
                 heartbeat_ttl,
                 recorder: None,
+                policy,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
             return if outcome.exit == Exit::Ok {
@@ -102,7 +139,22 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(message) => return fail(Exit::Config, &message),
     };
-    let outcome = actix_rt::System::new().block_on(run::record(config, cli.log_format));
+    let outcome = actix_rt::System::new().block_on(async move {
+        let mut config = config;
+        let pins = match &policy {
+            Some(policy) => match policy.apply(&mut config).await {
+                Ok(pins) => pins,
+                Err(e) => {
+                    return run::Outcome {
+                        exit: policy_exit(&e),
+                        message: e.to_string(),
+                    }
+                }
+            },
+            None => Vec::new(),
+        };
+        run::record(config, pins, cli.log_format).await
+    });
     drop(demo_dir);
     if outcome.exit == Exit::Ok {
         Exit::Ok.into()
@@ -117,6 +169,14 @@ fn fail(exit: Exit, message: &str) -> ExitCode {
     exit.into()
 }
 
+/// A refused job is a bad config (2); a host that cannot be resolved is an input that failed (4).
+fn policy_exit(e: &PolicyError) -> Exit {
+    match e {
+        PolicyError::Refused { .. } => Exit::Config,
+        PolicyError::Unresolvable { .. } => Exit::Input,
+    }
+}
+
 /// The config from `path`, or from the environment variable.
 fn load(path: Option<&Path>) -> Result<Config, String> {
     config::parse(&read_config(path)?).map_err(|e| e.to_string())
@@ -125,6 +185,14 @@ fn load(path: Option<&Path>) -> Result<Config, String> {
 /// The config's text, from `path` or from the environment variable.
 fn read_config(path: Option<&Path>) -> Result<String, String> {
     match path {
+        // The service hands a job's config over stdin: an environment variable would be readable
+        // in /proc/<pid>/environ for the whole recording.
+        Some(path) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("config: cannot read stdin: {e}"))?;
+            Ok(text)
+        }
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("config: cannot read {}: {e}", path.display())),
         None => std::env::var(ENV_VAR).map_err(|_| {

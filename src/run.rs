@@ -27,6 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::{Config, Source};
 use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
+use crate::policy::{host_resolver_rules, Pin};
 use crate::status::StatusActor;
 
 /// Programs a recording runs. Chromium is looked up separately (its name varies).
@@ -65,7 +66,8 @@ impl Outcome {
 }
 
 /// Records what `config` says. Runs inside an actix system.
-pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
+/// `pins`: host names Chromium must resolve to the address the service policy checked.
+pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat) -> Outcome {
     let output = match check_before_start(&config) {
         Ok(output) => output,
         Err(outcome) => return outcome,
@@ -128,6 +130,7 @@ pub async fn record(config: Config, log_format: LogFormat) -> Outcome {
         url: url.clone(),
         chromium,
         no_sandbox: no_sandbox(),
+        host_resolver_rules: host_resolver_rules(&pins),
         encoder: EncoderSpec {
             output: output.clone(),
             relays: Vec::new(),
@@ -277,7 +280,7 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
 /// What the tree's end means for the user.
 /// The duration ffprobe reads in the finished file; None if it can't read one.
 async fn recorded_duration(path: &Path) -> Option<f64> {
-    let out = tokio::process::Command::new("ffprobe")
+    let out = pagecast_actors::process::one_shot("ffprobe")
         .args([
             "-v",
             "error",
@@ -286,7 +289,7 @@ async fn recorded_duration(path: &Path) -> Option<f64> {
             "-of",
             "csv=p=0",
         ])
-        .arg(path)
+        .arg(pagecast_actors::encoder::file_url(path))
         .output()
         .await
         .ok()?;

@@ -16,6 +16,9 @@ fn serve(redis: &Redis, worker: &str, extra: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
     cmd.args(["--log-format", "json", "serve", "--redis", &redis.url()])
         .args(["--queue", "test", "--worker-id", worker])
+        // The test pages are files, the recordings go to temporary directories.
+        .arg("--allow-file-urls")
+        .arg(format!("--output-root={}", std::env::temp_dir().display()))
         .args(extra);
     Run::spawn(cmd)
 }

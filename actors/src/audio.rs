@@ -203,7 +203,7 @@ fn pulse_env(cmd: &mut Command, runtime_dir: &Path) {
 
 /// Runs `pactl` against `server`; Ok(stdout) on success.
 pub async fn pactl(server: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("pactl")
+    let out = crate::process::one_shot("pactl")
         .env("PULSE_SERVER", server)
         .args(args)
         .kill_on_drop(true)

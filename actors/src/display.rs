@@ -159,7 +159,7 @@ async fn set_refresh_rate(display: &DisplayInfo, spec: &DisplaySpec) -> Result<(
 }
 
 async fn xrandr(display: &DisplayInfo, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("xrandr")
+    let out = crate::process::one_shot("xrandr")
         .env("DISPLAY", display.env())
         .args(args)
         .kill_on_drop(true)

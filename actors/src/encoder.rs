@@ -165,7 +165,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 .iter()
                 .map(|s| s.to_string()),
             );
-            args.push(file.to_string_lossy().into_owned());
+            args.push(file_url(file));
         }
         (file, _) => {
             let mut legs = Vec::new();
@@ -174,7 +174,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 args.extend(["-flags".to_owned(), "+global_header".to_owned()]);
                 legs.push(format!(
                     "[f=mp4:movflags={MOVFLAGS}:frag_duration=1000000:flush_packets=1]{}",
-                    tee_escape(&file.to_string_lossy())
+                    tee_escape(&file_url(file))
                 ));
             }
             for port in &spec.relays {
@@ -189,6 +189,12 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
         }
     }
     args
+}
+
+/// A file name as ffmpeg must read it: through the `file:` protocol, so that no name is ever taken
+/// for another protocol (`http:…`, `tcp:…`).
+pub fn file_url(path: &std::path::Path) -> String {
+    format!("file:{}", path.to_string_lossy())
 }
 
 /// Escapes what the tee muxer reads as syntax in a file name.
@@ -477,7 +483,7 @@ mod tests {
         assert_eq!(after(&args, "-g"), ["60"]);
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
         assert!(after(&args, "-movflags")[0].contains("frag_keyframe"));
-        assert_eq!(args.last().unwrap(), "/out/x.mp4");
+        assert_eq!(args.last().unwrap(), "file:/out/x.mp4");
 
         let mut live = spec();
         live.relays = vec![5000, 5001];
@@ -486,7 +492,7 @@ mod tests {
         assert_eq!(after(&args, "-f")[2..], ["tee"]);
         assert_eq!(
             args.last().unwrap(),
-            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]/out/a\\|b.mp4\
+            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]file:/out/a\\|b.mp4\
              |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316\
              |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316"
         );

@@ -60,6 +60,8 @@ pub struct RecordingSpec {
     pub url: url::Url,
     pub chromium: PathBuf,
     pub no_sandbox: bool,
+    /// Chromium's `--host-resolver-rules`, see [`BrowserSpec`](crate::browser::BrowserSpec).
+    pub host_resolver_rules: Option<String>,
     /// `encoder.output` is the file the user asked for; its `relays` are filled in here.
     pub encoder: EncoderSpec,
     /// Live outputs.
@@ -319,14 +321,14 @@ async fn join_segments(output: &Path, segments: &[PathBuf]) -> Result<(), Failur
         .map(|p| {
             format!(
                 "file '{}'\n",
-                p.display().to_string().replace('\'', r"'\''")
+                crate::encoder::file_url(p).replace('\'', r"'\''")
             )
         })
         .collect();
     std::fs::write(&list, text)
         .map_err(|e| keep_error(format!("cannot write {}: {e}", list.display())))?;
     tracing::info!(segments = parts.len(), output = %output.display(), "the encoder restarted during the recording; joining its segments");
-    let out = tokio::process::Command::new("ffmpeg")
+    let out = crate::process::one_shot("ffmpeg")
         .args([
             "-hide_banner",
             "-loglevel",
@@ -339,7 +341,7 @@ async fn join_segments(output: &Path, segments: &[PathBuf]) -> Result<(), Failur
         ])
         .arg(&list)
         .args(["-c", "copy", "-movflags", "+faststart", "-y"])
-        .arg(output)
+        .arg(crate::encoder::file_url(output))
         .kill_on_drop(true)
         .output()
         .await;
@@ -364,10 +366,10 @@ async fn join_segments(output: &Path, segments: &[PathBuf]) -> Result<(), Failur
 /// Whether the segment holds at least one video frame. A segment whose encoder was killed before
 /// its first fragment has a video track but no frame, and would spoil the join.
 async fn has_video(path: &Path) -> bool {
-    let out = tokio::process::Command::new("ffprobe")
+    let out = crate::process::one_shot("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
         .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
-        .arg(path)
+        .arg(crate::encoder::file_url(path))
         .output()
         .await;
     match out {
@@ -472,6 +474,7 @@ fn browser_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
         work_dir: spec.work_dir.join("browser"),
         chromium: spec.chromium.clone(),
         no_sandbox: spec.no_sandbox,
+        host_resolver_rules: spec.host_resolver_rules.clone(),
         secrets: spec.secrets.clone(),
     };
     let awaits_start = spec.await_start.is_some();

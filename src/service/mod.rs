@@ -65,6 +65,8 @@ pub struct ServiceOptions {
     /// The program run for each job, with `--log-format json record` (None: this binary).
     /// Tests put a stand-in here.
     pub recorder: Option<std::path::PathBuf>,
+    /// What a job may do: every recording is run with it (`record --policy ...`).
+    pub policy: crate::policy::Policy,
 }
 
 /// A stop request on `Q:control`: `{"stop": "<id>"}`. Anything else is ignored (the channel may
@@ -171,6 +173,16 @@ pub fn parse_job(raw: &str) -> Parsed {
         };
     }
     let config = job.config.to_string();
+    if config.len() > crate::policy::MAX_CONFIG_BYTES {
+        return Parsed::Refused {
+            id: Some(job.id),
+            message: format!(
+                "config: {} bytes of JSON, more than a job may have ({} bytes)",
+                config.len(),
+                crate::policy::MAX_CONFIG_BYTES
+            ),
+        };
+    }
     match crate::config::parse(&config) {
         Ok(_) => Parsed::Job { id: job.id, config },
         Err(e) => Parsed::Refused {
@@ -301,13 +313,15 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     let runner = {
         let wiring = wiring.clone();
         let recorder = options.recorder.clone();
+        let policy = options.policy.clone();
         // Running recordings finish their files and uploads: give them time.
         ChildSpec::new(
             "runner",
             Restart::Permanent,
             Duration::from_secs(120),
             move |link| {
-                let addr = RunnerActor::new(recorder.clone(), wiring.clone(), link).start();
+                let addr = RunnerActor::new(recorder.clone(), policy.clone(), wiring.clone(), link)
+                    .start();
                 wiring.borrow_mut().runner = Some(addr.clone());
                 std::future::ready(Ok(addr))
             },
@@ -517,6 +531,7 @@ mod tests {
             worker_id: "w".into(),
             heartbeat_ttl: Duration::from_secs(10),
             recorder: Some(recorder),
+            policy: Default::default(),
         };
         (dir, actix::spawn(serve(options)))
     }
@@ -641,6 +656,22 @@ mod tests {
             parse_job(r#"{"id":"a b","config":{}}"#),
             Parsed::Refused { id: None, .. }
         ));
+        // A config too large is refused before it is parsed (at submit, not when it would run).
+        let big = serde_json::json!({
+            "id": "big",
+            "config": { "input": { "url": "https://example.com/".to_owned() + &"a".repeat(70_000) }, "output": { "file": "/tmp/a.mp4" } },
+        });
+        match parse_job(&big.to_string()) {
+            Parsed::Refused { id, message } => {
+                assert_eq!(id.as_deref(), Some("big"));
+                assert!(message.starts_with("config: 70"), "{message}");
+                assert!(
+                    message.ends_with("more than a job may have (65536 bytes)"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         // A secret in a refused config never comes back in the message.
         let secret = r#"{"id":"s","config":{"api_key":"k","api_secret":12345678,"input":{"url":"https://e.com"}}}"#;
         match parse_job(secret) {

@@ -1,8 +1,11 @@
 //! RunnerActor: the service's running recordings.
 //!
-//! Owns: one `pagecast record` process per running job (this binary, the job's config in
-//! `LIVEKIT_RECORDER_CONFIG`), each in its own process group, dying with the service, its stderr
-//! drained into the service's log (debug level) with the last lines kept.
+//! Owns: one `pagecast record --policy ... --config -` process per running job (this binary, the
+//! service's policy as flags, the job's config on its stdin: never in its environment or command
+//! line, both readable in /proc), each in its own process group, dying with the service, its
+//! stderr drained into the service's log (debug level) with the last lines kept. Its environment
+//! is the minimal one every child gets (`process.rs`), plus the few `PAGECAST_*` settings a
+//! recording reads, plus the worker's AWS variables only if the policy lends its identity.
 //! Accepts: [`StartJob`], [`StopJob`] (SIGTERM: the recording finishes its file and upload),
 //! [`Shutdown`] (stop every recording the same way and wait for them), [`Kill`].
 //! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends (also when
@@ -23,6 +26,15 @@ use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdow
 use tokio::process::Command;
 
 use super::{last_error_line, Ended, Wiring};
+use crate::policy::Policy;
+
+/// The service's own settings a recording reads; nothing else of the service's environment
+/// (its Redis URL, keys) reaches a recording.
+const RECORDING_ENV: &[&str] = &[
+    "PAGECAST_LOG",
+    "PAGECAST_CHROMIUM",
+    "PAGECAST_CHROMIUM_NO_SANDBOX",
+];
 
 /// A recording asked to stop gets this long to finish its file and upload before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(100);
@@ -52,6 +64,7 @@ pub struct RunnerActor {
     link: ChildLink,
     /// The program run per job (None: this binary).
     recorder: Option<PathBuf>,
+    policy: Policy,
     wiring: Rc<RefCell<Wiring>>,
     jobs: HashMap<String, ChildProcess>,
     stopped_by_us: HashSet<String>,
@@ -62,12 +75,14 @@ pub struct RunnerActor {
 impl RunnerActor {
     pub(super) fn new(
         recorder: Option<PathBuf>,
+        policy: Policy,
         wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
     ) -> Self {
         Self {
             link,
             recorder,
+            policy,
             wiring,
             jobs: HashMap::new(),
             stopped_by_us: HashSet::new(),
@@ -145,11 +160,28 @@ impl Handler<StartJob> for RunnerActor {
             }
         };
         let mut cmd = Command::new(exe);
-        cmd.args(["--log-format", "json", "record"])
-            .env("LIVEKIT_RECORDER_CONFIG", &job.config);
-        let (child, _) =
-            ChildProcess::spawn(&format!("recording {}", job.id), cmd, false, Stdout::Log)
+        cmd.args(["--log-format", "json", "record", "--config", "-"])
+            .args(self.policy.to_args());
+        for (name, value) in std::env::vars_os() {
+            let name_str = name.to_string_lossy();
+            let lent = RECORDING_ENV.contains(&name_str.as_ref())
+                || (self.policy.worker_aws_identity && name_str.starts_with("AWS_"));
+            if lent {
+                cmd.env(name, value);
+            }
+        }
+        let (mut child, _) =
+            ChildProcess::spawn(&format!("recording {}", job.id), cmd, true, Stdout::Log)
                 .map_err(|e| e.into_failure().message)?;
+        // The config is written and stdin closed at once: the recording reads it to its end
+        // before anything else.
+        if let Some(mut stdin) = child.take_stdin() {
+            let config = job.config.into_bytes();
+            actix::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(&config).await;
+            });
+        }
         tracing::info!(job = %job.id, pid = child.pid(), "recording started");
         let report = child.exit_report();
         let id = job.id.clone();

@@ -1,0 +1,294 @@
+//! The recording service as a trust boundary: what a job may do (the service policy), and what
+//! the processes of a running job show to anyone on the machine (their environment and command
+//! line). Against the real binary, a real redis-server, nginx-rtmp and moto's S3 server.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use pagecast_testkit::{test_page, wait_until, Redis};
+use serde_json::json;
+
+/// `pagecast <args>` with `config` on stdin; returns the exit code and stderr.
+fn run_with_stdin(args: &[&str], config: &serde_json::Value) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("LIVEKIT_RECORDER_CONFIG")
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A job config recording `url` to `file`.
+fn job(url: &str, file: &str) -> serde_json::Value {
+    json!({ "input": { "url": url, "width": 640, "height": 360 }, "output": { "file": file } })
+}
+
+/// What `pagecast record --policy` refuses (exit 2, one line naming the field and the rule)
+/// before anything starts: no process, no file.
+#[test]
+fn a_job_that_breaks_the_policy_is_refused_before_anything_starts() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.path().join("out")).unwrap();
+    let page = "https://example.com/";
+    let mut cases: Vec<(serde_json::Value, &str, &str)> = vec![
+        (
+            job(&test_page("silent.html", ""), "a.mp4"),
+            "policy: input.url: file:// pages",
+            "--allow-file-urls",
+        ),
+        (
+            job("http://169.254.169.254/latest/meta-data/", "a.mp4"),
+            "policy: input.url: 169.254.169.254 is a link-local address",
+            "--allow-page-host",
+        ),
+        (
+            job("http://localhost:9/", "a.mp4"),
+            "policy: input.url: localhost resolves to 127.0.0.1, a loopback address",
+            "--allow-page-host",
+        ),
+        (
+            job("http://10.1.2.3/", "a.mp4"),
+            "policy: input.url: 10.1.2.3 is a private address",
+            "--allow-page-host",
+        ),
+        (
+            job("http://[::1]:9/", "a.mp4"),
+            "policy: input.url: ::1 is a loopback address",
+            "--allow-page-host",
+        ),
+        (
+            job(page, "../../etc/x.mp4"),
+            "policy: output.file: ../../etc/x.mp4 contains \"..\"",
+            "output root",
+        ),
+        (
+            job(page, "/etc/x.mp4"),
+            "policy: output.file: /etc/x.mp4 is outside this service's output root",
+            "--output-root",
+        ),
+        (
+            job(page, "out/x.mp4"),
+            "policy: output.file: out/x.mp4 is outside",
+            "--output-root",
+        ),
+        (
+            job(page, "http://evil.example/x.mp4"),
+            "config: output.file: http://evil.example/x.mp4 looks like a URL",
+            "local path",
+        ),
+        (
+            job(page, "tcp:x.mp4"),
+            "config: output.file: ",
+            "looks like a URL",
+        ),
+    ];
+    let with = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut config = job(page, "a.mp4");
+        change(&mut config);
+        config
+    };
+    cases.extend([
+        (
+            with(&|c| c["max_duration"] = json!("7h")),
+            "policy: max_duration: 7h is longer than this service allows (6h",
+            "--max-duration",
+        ),
+        (
+            with(&|c| {
+                c["input"]["width"] = json!(3840);
+                c["input"]["height"] = json!(2160);
+                c["input"]["framerate"] = json!(60);
+            }),
+            "policy: input: 3840x2160 at 60 fps",
+            "--max-pixel-rate",
+        ),
+        (
+            with(&|c| {
+                c["output"]["rtmp"] = json!((0..5)
+                    .map(|i| format!("rtmp://live.example.com/app/key{i}"))
+                    .collect::<Vec<_>>())
+            }),
+            "policy: output.rtmp: 5 live outputs",
+            "--max-rtmp-outputs",
+        ),
+        (
+            with(&|c| c["output"]["rtmp"] = json!("rtmp://127.0.0.1:1935/live/sk_123")),
+            "policy: output.rtmp: 127.0.0.1 is a loopback address",
+            "--allow-endpoint-host",
+        ),
+        (
+            with(&|c| c["output"]["s3"] = json!({ "bucket": "b", "key": "k.mp4" })),
+            "policy: output.s3: has no access_key and secret",
+            "--allow-worker-aws-identity",
+        ),
+        (
+            with(&|c| {
+                c["output"]["s3"] = json!({
+                    "bucket": "b", "key": "k.mp4", "access_key": "a", "secret": "s",
+                    "endpoint": "http://169.254.169.254/",
+                })
+            }),
+            "policy: output.s3.endpoint: 169.254.169.254 is a link-local address",
+            "--allow-endpoint-host",
+        ),
+        (
+            with(&|c| {
+                c["output"]["s3"] = json!({
+                    "bucket": "b", "key": "k.mp4", "access_key": "a", "secret": "s",
+                    "part_size": "1GiB",
+                })
+            }),
+            "policy: output.s3.part_size: 1073741824 bytes",
+            "--max-part-size",
+        ),
+    ]);
+    let root_arg = format!("--output-root={}", root.path().display());
+    for (config, want, rule) in &cases {
+        let started = std::time::Instant::now();
+        let (code, stderr) = run_with_stdin(&["record", "--policy", &root_arg, "-c", "-"], config);
+        assert_eq!(code, Some(2), "{config}: {stderr}");
+        let line = stderr.trim();
+        assert_eq!(line.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            line.starts_with(&format!("pagecast: {want}")) && line.contains(rule),
+            "{config}:\n{line}\nwanted {want:?} and {rule:?}"
+        );
+        // Refused before anything started: nothing was written, within a moment.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // `check --policy` refuses the same.
+        let (code, stderr) = run_with_stdin(&["check", "--policy", &root_arg, "-c", "-"], config);
+        assert_eq!(code, Some(2), "check {config}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(root.path()).unwrap().count(),
+        1,
+        "only the symlink"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    // Allowed by the policy's flags, the same jobs pass the check.
+    let allowed = [
+        (
+            job(&test_page("silent.html", ""), "a.mp4"),
+            vec!["--allow-file-urls"],
+        ),
+        (
+            job("http://localhost:9/", "sub/a.mp4"),
+            vec!["--allow-page-host=127.0.0.0/8"],
+        ),
+        (
+            job("http://localhost:9/", "a.mp4"),
+            vec!["--allow-page-host=localhost"],
+        ),
+    ];
+    for (config, flags) in allowed {
+        let mut args = vec!["check", "--policy", &root_arg];
+        args.extend(flags);
+        args.extend(["-c", "-"]);
+        let (code, stderr) = run_with_stdin(&args, &config);
+        assert_eq!(code, Some(0), "{config}: {stderr}");
+    }
+}
+
+/// A duration too long for the clock ("584542046090y") is a one-line config error, not a panic.
+#[test]
+fn a_duration_too_long_for_the_clock_is_a_clean_error() {
+    let config = json!({
+        "api_key": "k", "api_secret": "s",
+        "input": { "template": { "layout": "grid-dark", "ws_url": "ws://127.0.0.1:9", "room_name": "r" } },
+        "output": { "file": "/tmp/pagecast-never-written.mp4" },
+        "max_duration": "584542046090y",
+    });
+    let (code, stderr) = run_with_stdin(&["record", "-c", "-"], &config);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "pagecast: config: max_duration: \"584542046090y\" is longer than the longest duration taken (366 days)"
+    );
+    let out = Command::new(BIN)
+        .args(["demo", "--duration", "584542046090y"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("366 days"));
+}
+
+fn serve(redis: &Redis, root: &Path, extra: &[&str]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve", "--redis", &redis.url()])
+        .args(["--queue", "test", "--worker-id", "w1"])
+        .arg(format!("--output-root={}", root.display()))
+        .args(extra);
+    Run::spawn(cmd)
+}
+
+/// Through the service: each job breaking a rule fails with exit code 2 and the rule in its
+/// message; the service goes on.
+#[test]
+fn service_jobs_that_break_the_policy_fail_with_code_2_and_the_rule() {
+    let redis = Redis::start();
+    let root = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "file",
+            job(&test_page("silent.html", ""), "a.mp4"),
+            "policy: input.url: file:// pages",
+        ),
+        (
+            "metadata",
+            job("http://169.254.169.254/latest/meta-data/", "a.mp4"),
+            "policy: input.url: 169.254.169.254 is a link-local address",
+        ),
+        (
+            "escape",
+            job("https://example.com/", "../../etc/x.mp4"),
+            "policy: output.file: ../../etc/x.mp4 contains \"..\"",
+        ),
+        (
+            "http-output",
+            job("https://example.com/", "http://evil.example/x.mp4"),
+            "config: output.file: http://evil.example/x.mp4 looks like a URL",
+        ),
+    ];
+    for (id, config, _) in &cases {
+        let job = json!({ "id": id, "config": config }).to_string();
+        redis.cli(&["LPUSH", "test:jobs", &job]);
+    }
+    let mut run = serve(&redis, root.path(), &["--max-recordings", "1"]);
+    for (id, _, want) in &cases {
+        let key = format!("test:job:{id}");
+        wait_until(
+            &format!("job {id} to fail"),
+            Duration::from_secs(60),
+            || redis.hget(&key, "state") == "failed",
+        );
+        assert_eq!(redis.hget(&key, "exit_code"), "2", "{id}");
+        let message = redis.hget(&key, "message");
+        assert!(message.starts_with(want), "{id}: {message}");
+    }
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
