@@ -195,3 +195,35 @@ impl PolicyArgs {
 fn duration(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve` without policy flags applies the safe defaults of `Policy::default()`.
+    #[test]
+    fn serve_without_flags_applies_the_safe_policy() {
+        let cli = Cli::try_parse_from(["pagecast", "serve"]).unwrap();
+        let Some(Command::Serve { policy, .. }) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(policy.policy(), Policy::default());
+        assert_eq!(PolicyArgs::default().policy(), Policy::default());
+        // The flags a runner hands to a recording parse back into the same policy.
+        let custom = Policy {
+            allow_file_urls: true,
+            page_hosts: vec!["10.0.0.0/8".parse().unwrap()],
+            output_root: Some("/srv/out".into()),
+            max_duration: Duration::from_secs(60),
+            ..Policy::default()
+        };
+        let mut args = vec!["pagecast".to_owned(), "record".to_owned()];
+        args.extend(custom.to_args());
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Some(Command::Record { policy, limits, .. }) = cli.command else {
+            panic!("not record");
+        };
+        assert!(policy);
+        assert_eq!(limits.policy(), custom);
+    }
+}

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use pagecast_testkit::{test_page, wait_until, Redis};
+use pagecast_testkit::{descendants, heavy, probe, test_page, wait_until, Moto, Nginx, Redis};
 use serde_json::json;
 
 /// `pagecast <args>` with `config` on stdin; returns the exit code and stderr.
@@ -234,6 +234,62 @@ fn a_duration_too_long_for_the_clock_is_a_clean_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("366 days"));
 }
 
+/// The local address of every listening TCP socket and every UDP socket the processes hold, as
+/// (process name, hex address from /proc/net).
+fn bound_sockets(processes: &[(u32, String)]) -> Vec<(String, String)> {
+    let mut inodes = std::collections::HashMap::new();
+    for (pid, name) in processes {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let link = link.to_string_lossy().into_owned();
+            if let Some(inode) = link
+                .strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_owned(), name.clone());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (table, listening) in [
+        ("tcp", Some("0A")),
+        ("tcp6", Some("0A")),
+        ("udp", None),
+        ("udp6", None),
+    ] {
+        let text = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (cols[1], cols[3], cols[9]);
+            if listening.is_some_and(|s| s != state) {
+                continue;
+            }
+            if let Some(name) = inodes.get(inode) {
+                out.push((name.clone(), local.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// A /proc/net address ("0100007F:1F90", or 32 hex digits for IPv6) on the loopback interface.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.split(':').next().unwrap_or_default();
+    match host.len() {
+        8 => host.ends_with("7F"), // 127.x.x.x, little-endian
+        32 => {
+            host == "00000000000000000000000001000000" // ::1
+                || (host.starts_with("0000000000000000FFFF0000") && host.ends_with("7F"))
+        }
+        _ => false,
+    }
+}
+
 fn serve(redis: &Redis, root: &Path, extra: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
     cmd.args(["--log-format", "json", "serve", "--redis", &redis.url()])
@@ -291,4 +347,121 @@ fn service_jobs_that_break_the_policy_fail_with_code_2_and_the_rule() {
     run.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, _) = run.wait(Duration::from_secs(20));
     assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+/// Every process of a running job: pagecast's own `record`, Xvfb, PulseAudio, chromedriver,
+/// Chromium and its helpers, the encoder, the relay. None has the job's config, S3 secret, API
+/// secret or stream key in its environment (/proc/<pid>/environ) or command line
+/// (/proc/<pid>/cmdline, readable by every user). The recording still streams to the real
+/// nginx-rtmp and uploads to S3.
+#[test]
+fn no_process_of_a_running_job_shows_a_secret() {
+    const S3_SECRET: &str = "s3secret-wJalrXUtnFEMI";
+    const API_SECRET: &str = "apisecret-Qx7Zk2";
+    const STREAM_KEY: &str = "sk_live_9d3e1b";
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let nginx = Nginx::start();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let root = tempfile::tempdir().unwrap();
+    let config = json!({
+        "api_key": "APIpagecast", "api_secret": API_SECRET,
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": {
+            "file": "job.mp4",
+            "rtmp": nginx.url("live", STREAM_KEY),
+            "s3": {
+                "access_key": "AKIAPAGECASTTEST", "secret": S3_SECRET,
+                "bucket": "recordings", "key": "job.mp4", "endpoint": moto.endpoint(),
+            },
+        },
+    });
+    let job = json!({ "id": "secret", "config": config }).to_string();
+    redis.cli(&["LPUSH", "test:jobs", &job]);
+    let mut run = serve(
+        &redis,
+        root.path(),
+        &["--allow-file-urls", "--allow-endpoint-host=127.0.0.1"],
+    );
+    let file = root.path().join("job.mp4");
+    // Running: the stream reaches nginx and the file grows.
+    wait_until("the stream to reach nginx", Duration::from_secs(60), || {
+        assert_ne!(
+            redis.hget("test:job:secret", "state"),
+            "failed",
+            "{}",
+            redis.hget("test:job:secret", "message")
+        );
+        nginx
+            .recordings()
+            .iter()
+            .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 50_000))
+    });
+    let processes = descendants(run.child.id());
+    let names: Vec<&str> = processes.iter().map(|(_, n)| n.as_str()).collect();
+    for needed in ["pagecast", "Xvfb", "pulseaudio", "chromedriver", "ffmpeg"] {
+        assert!(names.contains(&needed), "no {needed} among {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("chrom")),
+        "no Chromium among {names:?}"
+    );
+    assert!(
+        names.iter().filter(|n| **n == "ffmpeg").count() >= 2,
+        "the encoder and the relay: {names:?}"
+    );
+    let mut leaks = Vec::new();
+    for (pid, name) in &processes {
+        for what in ["environ", "cmdline"] {
+            let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{what}")) else {
+                continue; // exited meanwhile
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in [S3_SECRET, API_SECRET, STREAM_KEY, "LIVEKIT_RECORDER_CONFIG"] {
+                if text.contains(secret) {
+                    leaks.push(format!("{name} ({pid}) {what}: {secret}"));
+                }
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "secrets shown: {leaks:#?}");
+    // Nothing of the job listens beyond this machine: chromedriver, Chromium's DevTools port,
+    // the relay's UDP port, the key proxy.
+    let sockets = bound_sockets(&processes);
+    assert!(
+        sockets.iter().any(|(name, _)| name == "chromedriver"),
+        "chromedriver listens: {sockets:?}"
+    );
+    let open: Vec<_> = sockets
+        .iter()
+        .filter(|(_, addr)| !is_loopback(addr))
+        .collect();
+    assert!(open.is_empty(), "bound beyond loopback: {open:?}");
+    redis.cli(&["PUBLISH", "test:control", r#"{"stop":"secret"}"#]);
+    wait_until("the job to be done", Duration::from_secs(60), || {
+        let state = redis.hget("test:job:secret", "state");
+        assert_ne!(
+            state,
+            "failed",
+            "{}",
+            redis.hget("test:job:secret", "message")
+        );
+        state == "done"
+    });
+    let p = probe(&file);
+    assert_eq!(p.video_codec(), "h264");
+    assert!(p.duration() > 1.0, "{}", p.duration());
+    let streamed = nginx.recordings();
+    let flv = streamed.last().expect("nginx recorded the stream");
+    assert!(probe(flv).duration() > 1.0);
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    for secret in [S3_SECRET, API_SECRET, STREAM_KEY] {
+        assert!(
+            !run.stderr().contains(secret),
+            "{secret} in the service's log"
+        );
+    }
 }

@@ -180,9 +180,10 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
             for port in &spec.relays {
                 // dump_extra repeats the codec headers at every keyframe: with global headers
                 // they are otherwise only at the start, and a relay that reconnects mid-stream
-                // could never decode it.
+                // could never decode it. localaddr: the sending socket is bound to loopback too
+                // (ffmpeg's default is every interface).
                 legs.push(format!(
-                    "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316"
+                    "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316&localaddr=127.0.0.1"
                 ));
             }
             args.extend(["-f".to_owned(), "tee".to_owned(), legs.join("|")]);
@@ -493,8 +494,8 @@ mod tests {
         assert_eq!(
             args.last().unwrap(),
             "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]file:/out/a\\|b.mp4\
-             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316\
-             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316"
+             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316&localaddr=127.0.0.1\
+             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316&localaddr=127.0.0.1"
         );
         assert_eq!(after(&args, "-flags"), ["+global_header"]);
         live.output = None;

@@ -8,6 +8,7 @@ pub mod browser;
 pub mod display;
 pub mod encoder;
 pub mod gate;
+pub mod key_proxy;
 pub mod process;
 pub mod recording;
 pub mod relay;
