@@ -465,3 +465,52 @@ fn no_process_of_a_running_job_shows_a_secret() {
         );
     }
 }
+
+/// `pagecast check` shows what a config records without a secret: no API secret, token, S3
+/// secret or session token, no stream key, no URL password or query value.
+#[test]
+fn check_prints_no_secret() {
+    let config = json!({
+        "api_key": "APIpagecast", "api_secret": "apisecret-XYZ1",
+        "input": { "url": "https://user:pagepass-XYZ2@example.com/live?token=pagetoken-XYZ3" },
+        "output": {
+            "file": "/tmp/pagecast-never-written.mp4",
+            "rtmp": "rtmp://live.example.com/app/streamkey-XYZ4",
+            "s3": {
+                "access_key": "AKIA-XYZ5", "secret": "s3secret-XYZ6", "session_token": "sess-XYZ7",
+                "bucket": "recordings", "key": "rec.mp4",
+                "endpoint": "https://s3user:s3pass-XYZ8@s3.example.com/",
+            },
+        },
+    });
+    let out = Command::new(BIN)
+        .args(["check"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("XYZ"), "a secret was printed:\n{text}");
+    assert!(
+        text.contains("output.rtmp: rtmp://live.example.com/app/****"),
+        "{text}"
+    );
+    assert!(
+        text.contains("output.s3: bucket recordings, key rec.mp4"),
+        "{text}"
+    );
+}
+
+/// A service whose output root is not a directory does not start.
+#[test]
+fn serve_refuses_an_output_root_that_is_not_a_directory() {
+    let out = Command::new(BIN)
+        .args(["serve", "--output-root", "/nonexistent/pagecast-root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "pagecast: --output-root: /nonexistent/pagecast-root is not a directory"
+    );
+}
