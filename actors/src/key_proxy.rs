@@ -7,7 +7,9 @@
 //! to the real server, and in what ffmpeg sends, the stand-in is replaced by the key. The length
 //! is the same, so the AMF strings and RTMP chunks around it stay valid. Only ffmpeg's commands
 //! are looked at (after the 3073-byte handshake, within the first 16 KiB): media bytes pass
-//! untouched. The real `tcUrl` is given to ffmpeg with `-rtmp_tcurl` (it holds no key).
+//! untouched. The real `tcUrl` is given to ffmpeg with `-rtmp_tcurl` (it holds no key). For
+//! `rtmps://` the proxy speaks TLS to the server (the system's trusted roots, `SSL_CERT_FILE`
+//! honoured) and ffmpeg plain RTMP to the proxy, on loopback.
 //!
 //! Owns: the listener and one forwarding task per connection; all end when it is dropped.
 
@@ -25,10 +27,52 @@ const HANDSHAKE: usize = 1 + 1536 + 1536;
 const COMMANDS_END: usize = 16 * 1024;
 
 /// Where the proxy forwards to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Upstream {
     host: String,
     port: u16,
+    /// rtmps: TLS to the server.
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// Either side of a forwarded connection.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Upstream {
+    async fn connect(&self) -> std::io::Result<Box<dyn Stream>> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return Ok(Box::new(tcp));
+        };
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Box::new(tls.connect(name, tcp).await?))
+    }
+}
+
+/// A TLS client trusting the system's roots (and `SSL_CERT_FILE`).
+fn tls_connector() -> std::io::Result<tokio_rustls::TlsConnector> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(std::io::Error::other(
+            "no trusted TLS root certificates on this machine",
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// A running proxy for one stream URL. Dropping it stops it.
@@ -50,20 +94,27 @@ impl Drop for KeyProxy {
 }
 
 impl KeyProxy {
-    /// Starts a proxy for `url` (rtmp:// with a key in its last path segment); None when the URL
-    /// has no key to hide or is not plain RTMP (rtmps:// needs TLS to the server: not done here).
+    /// Starts a proxy for `url` (rtmp:// or rtmps:// with a key in its last path segment); None
+    /// when the URL has no key to hide (or credentials before its host: given to ffmpeg whole).
     pub fn start(url: &StreamUrl) -> std::io::Result<Option<KeyProxy>> {
         let raw = url.expose();
         let Ok(parsed) = url::Url::parse(raw) else {
             return Ok(None);
         };
-        if parsed.scheme() != "rtmp" || !parsed.username().is_empty() {
+        let tls = match parsed.scheme() {
+            "rtmp" => None,
+            "rtmps" => Some(tls_connector()?),
+            _ => return Ok(None),
+        };
+        if !parsed.username().is_empty() {
             return Ok(None);
         }
         let Some(host) = parsed.host_str().map(str::to_owned) else {
             return Ok(None);
         };
-        let port = parsed.port().unwrap_or(1935);
+        let port = parsed
+            .port()
+            .unwrap_or(if tls.is_some() { 443 } else { 1935 });
         // The key is everything after the last '/' (a query included, as ffmpeg sends it).
         let after_authority = raw
             .find("://")
@@ -88,6 +139,7 @@ impl KeyProxy {
         let upstream = Upstream {
             host: host.clone(),
             port,
+            tls,
         };
         let task = tokio::spawn(accept(
             listener,
@@ -102,7 +154,7 @@ impl KeyProxy {
         };
         Ok(Some(KeyProxy {
             local_url: format!("rtmp://127.0.0.1:{local_port}{app}/{stand_in}"),
-            tc_url: format!("rtmp://{shown_host}:{port}{app}"),
+            tc_url: format!("{}://{shown_host}:{port}{app}", parsed.scheme()),
             last_error,
             task,
         }))
@@ -166,7 +218,7 @@ async fn accept(
             last_error.clone(),
         );
         tokio::spawn(async move {
-            let server = match TcpStream::connect((upstream.host.as_str(), upstream.port)).await {
+            let server = match upstream.connect().await {
                 Ok(server) => server,
                 Err(e) => {
                     *last_error.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -175,9 +227,8 @@ async fn accept(
                 }
             };
             let _ = client.set_nodelay(true);
-            let _ = server.set_nodelay(true);
             let (mut from_ffmpeg, mut to_ffmpeg) = client.into_split();
-            let (mut from_server, mut to_server) = server.into_split();
+            let (mut from_server, mut to_server) = tokio::io::split(server);
             let up = async {
                 let _ = copy_replacing(&mut from_ffmpeg, &mut to_server, &stand_in, &key).await;
                 let _ = to_server.shutdown().await;
@@ -308,9 +359,11 @@ mod tests {
             assert!(KeyProxy::start(&StreamUrl::new("rtmp://h/app/"))
                 .unwrap()
                 .is_none());
-            assert!(KeyProxy::start(&StreamUrl::new("rtmps://h/app/k"))
+            let tls = KeyProxy::start(&StreamUrl::new("rtmps://live.example.com/app/sk_2"))
                 .unwrap()
-                .is_none());
+                .unwrap();
+            assert_eq!(tls.tc_url(), "rtmps://live.example.com:443/app");
+            assert!(tls.local_url().starts_with("rtmp://127.0.0.1:"));
         });
     }
 }
