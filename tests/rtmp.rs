@@ -212,6 +212,14 @@ fn streams_over_rtmps_with_the_key_on_no_command_line() {
         .expect("run openssl");
     assert!(made.status.success(), "{made:?}");
     let tls_port = pagecast_testkit::free_port();
+    /// Killed however the test ends, so a failed test leaves no server behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut terminator = Command::new(pagecast_testkit::repo_root().join(".venv/bin/python"))
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -221,10 +229,11 @@ fn streams_over_rtmps_with_the_key_on_no_command_line() {
         .arg(&cert)
         .arg(&key)
         .spawn()
+        .map(KillOnDrop)
         .expect("start the TLS terminator");
     wait_until("the TLS terminator", Duration::from_secs(15), || {
         assert!(
-            terminator.try_wait().unwrap().is_none(),
+            terminator.0.try_wait().unwrap().is_none(),
             "the TLS terminator exited"
         );
         std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
@@ -253,8 +262,7 @@ fn streams_over_rtmps_with_the_key_on_no_command_line() {
         );
     }
     let (status, _) = run.wait(Duration::from_secs(60));
-    let _ = terminator.kill();
-    let _ = terminator.wait();
+    drop(terminator);
     assert!(status.success(), "{status}:\n{}", run.stderr());
     assert_no_key(&run);
     let recorded = nginx.recordings();
