@@ -577,7 +577,7 @@ mod tests {
     }
 
     async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while !cond() {
             assert!(
                 tokio::time::Instant::now() < deadline,
