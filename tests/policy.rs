@@ -295,7 +295,12 @@ fn serve(redis: &Redis, root: &Path, extra: &[&str]) -> Run {
     cmd.args(["--log-format", "json", "serve", "--redis", &redis.url()])
         .args(["--queue", "test", "--worker-id", "w1"])
         .arg(format!("--output-root={}", root.display()))
-        .args(extra);
+        .args(extra)
+        // Jobs carrying secrets are sealed in Redis with it (a worker without a key refuses them).
+        .env(
+            "PAGECAST_JOB_KEY",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f000112233445566778899aabbccddeeff",
+        );
     Run::spawn(cmd)
 }
 
