@@ -423,6 +423,12 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         max_recordings = options.max_recordings,
         "recording service starting"
     );
+    // Listened for before the tree starts: a SIGTERM that comes as soon as the worker is seen
+    // (its heartbeat) stops it cleanly instead of killing it.
+    let signals = match StopSignals::listen() {
+        Ok(signals) => signals,
+        Err(e) => return Outcome::fail(Exit::Failed, format!("cannot listen for signals: {e}")),
+    };
     let (supervisor, exit) = Supervisor::start(
         SupervisorConfig {
             name: "service".into(),
@@ -435,7 +441,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         vec![queue, runner],
     );
     wiring.borrow_mut().supervisor = Some(supervisor.clone());
-    let signals = actix::spawn(forward_signals(supervisor, wiring.clone()));
+    let signals = actix::spawn(forward_signals(supervisor, wiring.clone(), signals));
     let exit = exit.await.unwrap_or(TreeExit::Stopped {
         cause: "supervisor vanished".into(),
         failures: Vec::new(),
@@ -540,14 +546,28 @@ fn begin_stop(supervisor: &Addr<Supervisor>, wiring: &Wiring, cause: String) {
 
 /// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
 /// recording finishes). A second one: leave now (the recordings die with us).
-async fn forward_signals(supervisor: Addr<Supervisor>, wiring: Rc<RefCell<Wiring>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
+/// SIGTERM and SIGINT, listened for from the moment this is made.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+async fn forward_signals(
+    supervisor: Addr<Supervisor>,
+    wiring: Rc<RefCell<Wiring>>,
+    signals: StopSignals,
+) {
+    let StopSignals { mut term, mut int } = signals;
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
