@@ -1,10 +1,14 @@
 //! The command line.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
+use crate::policy::{
+    HostRule, Policy, DEFAULT_MAX_PART_SIZE, DEFAULT_MAX_PIXEL_RATE, DEFAULT_MAX_RTMP_OUTPUTS,
+};
 
 /// Record a live web page (with its sound) to an MP4 file.
 ///
@@ -77,13 +81,23 @@ pub enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         keep: Keep,
+        /// Hold the config to the service policy (the flags below), as `serve` does for every job.
+        #[arg(long)]
+        policy: bool,
+        #[command(flatten)]
+        limits: PolicyArgs,
     },
-    /// Check a config and print what it would record, without starting anything.
+    /// Check a config and print what it would record (secrets masked), without starting anything.
     Check {
         /// The config file (JSON), or - for standard input; without it, LIVEKIT_RECORDER_CONFIG
         /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Hold the config to the service policy (the flags below), as `serve` does for every job.
+        #[arg(long)]
+        policy: bool,
+        #[command(flatten)]
+        limits: PolicyArgs,
     },
     /// Run the recording service: take recording jobs from a Redis queue, several at once, each
     /// in a `pagecast record` process of its own; many machines can share one queue. SIGTERM
@@ -111,19 +125,21 @@ pub enum Command {
         /// The worker's lease: how long it may be silent before others take its jobs over. A
         /// worker that cannot renew it for a third of it stops its recordings (they must finish
         /// within the rest).
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = duration)]
         heartbeat_ttl: std::time::Duration,
         /// How long a recording asked to stop has to finish its file and upload before it is
         /// killed.
-        #[arg(long, default_value = "100s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "100s", value_parser = duration)]
         stop_grace: std::time::Duration,
         /// How long a finished job's hash stays in Redis.
-        #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "7days", value_parser = duration)]
         job_retention: std::time::Duration,
         /// Without PAGECAST_JOB_KEY, run jobs carrying secrets anyway: they rest in Redis in
         /// clear (only for a Redis nobody else can read).
         #[arg(long)]
         trusted_redis: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Put a recording job on a service's queue (what `LPUSH <queue>:jobs` does, checked first):
     /// the config is validated as `check` does, sealed with PAGECAST_JOB_KEY (required), the
@@ -148,7 +164,7 @@ pub enum Command {
         #[arg(long, short, default_value = "recordings/demo.mp4")]
         output: PathBuf,
         /// How long to record, e.g. "10s", "1m".
-        #[arg(long, short, default_value = "10s", value_parser = humantime::parse_duration)]
+        #[arg(long, short, default_value = "10s", value_parser = duration)]
         duration: std::time::Duration,
         /// Page width in pixels.
         #[arg(long, default_value_t = 1280)]
@@ -176,4 +192,114 @@ pub struct Keep {
     /// that file is the recording, and the error names it (default: the system's temp directory).
     #[arg(long, env = "PAGECAST_KEEP_DIR")]
     pub keep_dir: Option<PathBuf>,
+}
+
+/// What a service job may do (see `policy.rs`); the defaults are the safe ones.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Service policy (what a job may do)")]
+pub struct PolicyArgs {
+    /// Let jobs record file:// pages (they read this machine's files).
+    #[arg(long)]
+    pub allow_file_urls: bool,
+    /// A page host jobs may record although it resolves to a loopback, link-local, private or
+    /// unspecified address: a name, an address, or a network like 10.0.0.0/8. Repeatable.
+    #[arg(long = "allow-page-host", value_name = "HOST|NET")]
+    pub allow_page_hosts: Vec<HostRule>,
+    /// A LiveKit, S3 or RTMP host jobs may use although it resolves to a loopback, link-local or
+    /// unspecified address (private ones are allowed anyway). Repeatable.
+    #[arg(long = "allow-endpoint-host", value_name = "HOST|NET")]
+    pub allow_endpoint_hosts: Vec<HostRule>,
+    /// The directory every job's output.file is written in (relative paths go under it; paths
+    /// leading out are refused). Without it, jobs may not write local files.
+    #[arg(long, value_name = "DIR")]
+    pub output_root: Option<PathBuf>,
+    /// The longest recording a job may ask for; also the max_duration of a job that gives none.
+    #[arg(long, default_value = "6h", value_parser = duration)]
+    pub max_duration: Duration,
+    /// The most pixels a second a job may capture or encode (width x height x frame rate;
+    /// default 3840x2160 at 30 fps).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXEL_RATE)]
+    pub max_pixel_rate: u64,
+    /// The most live (RTMP) outputs of one job.
+    #[arg(long, default_value_t = DEFAULT_MAX_RTMP_OUTPUTS)]
+    pub max_rtmp_outputs: usize,
+    /// The largest S3 part_size in bytes (a part is held in memory while it uploads).
+    #[arg(long, default_value_t = DEFAULT_MAX_PART_SIZE)]
+    pub max_part_size: u64,
+    /// Let an S3 output without credentials use this machine's own AWS identity (environment,
+    /// profile, instance role).
+    #[arg(long)]
+    pub allow_worker_aws_identity: bool,
+}
+
+impl Default for PolicyArgs {
+    /// The flags' defaults (what `serve` applies when given none of them).
+    fn default() -> Self {
+        let p = Policy::default();
+        Self {
+            allow_file_urls: p.allow_file_urls,
+            allow_page_hosts: p.page_hosts,
+            allow_endpoint_hosts: p.endpoint_hosts,
+            output_root: p.output_root,
+            max_duration: p.max_duration,
+            max_pixel_rate: p.max_pixel_rate,
+            max_rtmp_outputs: p.max_rtmp_outputs,
+            max_part_size: p.max_part_size,
+            allow_worker_aws_identity: p.worker_aws_identity,
+        }
+    }
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            allow_file_urls: self.allow_file_urls,
+            page_hosts: self.allow_page_hosts.clone(),
+            endpoint_hosts: self.allow_endpoint_hosts.clone(),
+            output_root: self.output_root.clone(),
+            max_duration: self.max_duration,
+            max_pixel_rate: self.max_pixel_rate,
+            max_rtmp_outputs: self.max_rtmp_outputs,
+            max_part_size: self.max_part_size,
+            worker_aws_identity: self.allow_worker_aws_identity,
+        }
+    }
+}
+
+/// A duration on the command line: like "30s" or "2h", at most [`crate::config::MAX_DURATION`]
+/// (a longer one would overflow the clock arithmetic it goes into).
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `serve` without policy flags applies the safe defaults of `Policy::default()`.
+    #[test]
+    fn serve_without_flags_applies_the_safe_policy() {
+        let cli = Cli::try_parse_from(["pagecast", "serve"]).unwrap();
+        let Some(Command::Serve { policy, .. }) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(policy.policy(), Policy::default());
+        assert_eq!(PolicyArgs::default().policy(), Policy::default());
+        // The flags a runner hands to a recording parse back into the same policy.
+        let custom = Policy {
+            allow_file_urls: true,
+            page_hosts: vec!["10.0.0.0/8".parse().unwrap()],
+            output_root: Some("/srv/out".into()),
+            max_duration: Duration::from_secs(60),
+            ..Policy::default()
+        };
+        let mut args = vec!["pagecast".to_owned(), "record".to_owned()];
+        args.extend(custom.to_args());
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Some(Command::Record { policy, limits, .. }) = cli.command else {
+            panic!("not record");
+        };
+        assert!(policy);
+        assert_eq!(limits.policy(), custom);
+    }
 }

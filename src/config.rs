@@ -457,6 +457,23 @@ fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Secret>, 
     deserializer.deserialize_option(SecretVisitor)
 }
 
+/// The longest duration any setting takes (366 days). A longer one ("584542046090y") would
+/// overflow the clock arithmetic it goes into: a timer's deadline, a token's expiry.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A duration written like "30s", "90m" or "2h" (humantime), at most [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write it like \"30s\", \"90m\" or \"2h\"")
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than the longest duration taken (366 days)"
+        ));
+    }
+    Ok(d)
+}
+
 /// Reads a duration written like "30s", "90m" or "2h" (humantime), or null.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     struct DurationVisitor;
@@ -475,11 +492,7 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
             d.deserialize_any(DurationVisitor)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            humantime::parse_duration(v.trim()).map(Some).map_err(|e| {
-                E::custom(format_args!(
-                    "{v:?} is not a duration ({e}); write it like \"30s\", \"90m\" or \"2h\""
-                ))
-            })
+            parse_duration(v).map(Some).map_err(E::custom)
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
             Err(E::custom(format_args!(
@@ -1230,6 +1243,17 @@ fn output_file(raw: &str) -> Result<PathBuf, ConfigError> {
         return Err(field(
             PATH,
             format!("{raw} is a directory; name the file, e.g. {raw}recording.mp4"),
+        ));
+    }
+    if has_scheme(raw) {
+        // ffmpeg would read "http:…", "tcp:…" as a protocol and send the recording there.
+        return Err(field(
+            PATH,
+            format!(
+                "{} looks like a URL; output.file is a local path (output.s3 and output.rtmp send \
+                 elsewhere)",
+                shown_url(raw)
+            ),
         ));
     }
     let name = raw.rsplit('/').next().unwrap_or(raw);
@@ -2240,6 +2264,46 @@ mod tests {
         assert!(err(with_output(json!({ "file": "/app/.mp4" }))).contains("no name before .mp4"));
         ok(with_output(json!({ "file": "OUT.MP4" })));
         ok(with_output(json!({ "file": "relative/dir/x.Mp4" })));
+        // A name ffmpeg would read as a protocol is never passed to it.
+        for url in [
+            "http://evil.example/x.mp4",
+            "http:x.mp4",
+            "tcp://10.0.0.1:9/x.mp4",
+        ] {
+            let e = err(with_output(json!({ "file": url })));
+            assert!(
+                e.starts_with("config: output.file: ") && e.contains("looks like a URL"),
+                "{e}"
+            );
+        }
+        ok(with_output(json!({ "file": "dir/with:colon.mp4" })));
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_are_refused_not_a_panic() {
+        let mut v = with_output(json!({ "file": "/tmp/a.mp4" }));
+        v["max_duration"] = json!("584542046090y");
+        let e = err(v.clone());
+        assert!(
+            e.starts_with("config: max_duration: \"584542046090y\"") && e.contains("366 days"),
+            "{e}"
+        );
+        v["max_duration"] = json!("366d");
+        assert!(ok(v.clone()).max_duration.is_some());
+        v["max_duration"] = json!("367d");
+        assert!(err(v.clone()).contains("longest duration"));
+        for (block, field) in [
+            ("input", "start_timeout"),
+            ("output", "rtmp_retry_for"),
+            ("supervision", "within"),
+        ] {
+            let mut v = with_output(json!({ "file": "/tmp/a.mp4" }));
+            if v.get(block).is_none() {
+                v[block] = json!({});
+            }
+            v[block][field] = json!("584542046090y");
+            assert!(err(v).contains("longest duration"), "{block}.{field}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Chromium and ffmpeg. This crate is the binary's side: command line, config, wiring, what the
 //! user sees. The actors and the supervision tree live in `pagecast-actors`.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod exit;
@@ -9,6 +10,7 @@ pub mod layouts;
 pub mod livekit;
 pub mod logging;
 pub mod naming;
+pub mod policy;
 pub mod reaper;
 pub mod run;
 pub mod service;

@@ -5,10 +5,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use pagecast::cli::{Cli, Command, Keep};
+use pagecast::cli::{Cli, Command, Keep, PolicyArgs};
 use pagecast::config::{self, Config, ENV_VAR};
 use pagecast::exit::Exit;
 use pagecast::logging;
+use pagecast::policy::PolicyError;
 use pagecast::run;
 
 /// The demo page, built into the binary so `pagecast demo` works anywhere (e.g. in the image).
@@ -31,6 +32,8 @@ fn main() -> ExitCode {
                 overwrite: false,
                 keep_dir: std::env::var_os("PAGECAST_KEEP_DIR").map(Into::into),
             },
+            policy: false,
+            limits: PolicyArgs::default(),
         },
         None => {
             eprintln!(
@@ -42,22 +45,39 @@ fn main() -> ExitCode {
     // Held for the whole run: the demo page lives in it.
     let mut demo_dir = None;
     let mut keep = Keep::default();
+    let mut policy = None;
     let config = match command {
         Command::Record {
             config: path,
             keep: given,
+            policy: enforce,
+            limits,
         } => {
             keep = given;
+            policy = enforce.then(|| limits.policy());
             load(path.as_deref())
         }
-        Command::Check { config: path } => {
-            return match load(path.as_deref()) {
-                Ok(config) => {
-                    println!("{config:#?}");
-                    Exit::Ok.into()
-                }
-                Err(message) => fail(Exit::Config, &message),
+        Command::Check {
+            config: path,
+            policy: enforce,
+            limits,
+        } => {
+            let mut config = match load(path.as_deref()) {
+                Ok(config) => config,
+                Err(message) => return fail(Exit::Config, &message),
             };
+            let mut pins = Vec::new();
+            if enforce {
+                let policy = limits.policy();
+                let applied =
+                    actix_rt::System::new().block_on(async { policy.apply(&mut config).await });
+                match applied {
+                    Ok(p) => pins = p,
+                    Err(e) => return fail(policy_exit(&e), &e.to_string()),
+                }
+            }
+            print!("{}", pagecast::check::describe(&config, &pins));
+            return Exit::Ok.into();
         }
         Command::Serve {
             redis,
@@ -69,6 +89,7 @@ fn main() -> ExitCode {
             job_retention,
             trusted_redis,
             keep_dir,
+            policy,
         } => {
             let (redis, job_key) = match (redis.url(redis_url), job_key) {
                 (Ok(redis), Ok(key)) => (redis, key),
@@ -76,6 +97,15 @@ fn main() -> ExitCode {
                 (_, Err(e)) => return fail(Exit::Config, &e.to_string()),
             };
             let keep_dir = std::path::absolute(&keep_dir).unwrap_or(keep_dir);
+            let policy = policy.policy();
+            if let Some(root) = &policy.output_root {
+                if !root.is_dir() {
+                    return fail(
+                        Exit::Config,
+                        &format!("--output-root: {} is not a directory", root.display()),
+                    );
+                }
+            }
             let options = pagecast::service::ServiceOptions {
                 redis,
                 queue,
@@ -90,6 +120,7 @@ fn main() -> ExitCode {
                 retention: job_retention,
                 keep_dir,
                 recorder: None,
+                policy,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
             return if outcome.exit == Exit::Ok {
@@ -148,7 +179,22 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(message) => return fail(Exit::Config, &message),
     };
-    let outcome = actix_rt::System::new().block_on(run::record(config, cli.log_format, keep));
+    let outcome = actix_rt::System::new().block_on(async move {
+        let mut config = config;
+        let pins = match &policy {
+            Some(policy) => match policy.apply(&mut config).await {
+                Ok(pins) => pins,
+                Err(e) => {
+                    return run::Outcome {
+                        exit: policy_exit(&e),
+                        message: e.to_string(),
+                    }
+                }
+            },
+            None => Vec::new(),
+        };
+        run::record(config, pins, cli.log_format, keep).await
+    });
     drop(demo_dir);
     if outcome.exit == Exit::Ok {
         Exit::Ok.into()
@@ -161,6 +207,14 @@ fn fail(exit: Exit, message: &str) -> ExitCode {
     logging::clear_status_line();
     eprintln!("pagecast: {message}");
     exit.into()
+}
+
+/// A refused job is a bad config (2); a host that cannot be resolved is an input that failed (4).
+fn policy_exit(e: &PolicyError) -> Exit {
+    match e {
+        PolicyError::Refused { .. } => Exit::Config,
+        PolicyError::Unresolvable { .. } => Exit::Input,
+    }
 }
 
 /// The config from `path`, or from the environment variable.

@@ -31,6 +31,7 @@ use crate::cli::Keep;
 use crate::config::{Config, Source, TemplateAuth};
 use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
+use crate::policy::{host_resolver_rules, Pin};
 use crate::status::StatusActor;
 
 /// Programs a recording runs. Chromium is looked up separately (its name varies).
@@ -72,7 +73,8 @@ impl Outcome {
 pub const RECORDING_KEPT: &str = "recording kept";
 
 /// Records what `config` says. Runs inside an actix system.
-pub async fn record(config: Config, log_format: LogFormat, keep: Keep) -> Outcome {
+/// `pins`: host names Chromium must resolve to the address the service policy checked.
+pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep: Keep) -> Outcome {
     // {time}, {utc}, {room_name} in the names: filled in once, at the start.
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
     let output = match check_before_start(&config, keep.overwrite) {
@@ -145,6 +147,7 @@ pub async fn record(config: Config, log_format: LogFormat, keep: Keep) -> Outcom
         url: url.clone(),
         chromium,
         no_sandbox: no_sandbox(),
+        host_resolver_rules: host_resolver_rules(&pins),
         encoder: EncoderSpec {
             output: output.clone(),
             relays: Vec::new(),

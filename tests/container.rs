@@ -332,7 +332,15 @@ fn the_image_runs_a_serve_worker_beside_a_redis() {
             "PAGECAST_JOB_KEY",
         ],
         image,
-        &["serve", "--queue", "test"],
+        // The service policy: jobs write under /app/out; this test's page is a mounted file.
+        &[
+            "serve",
+            "--queue",
+            "test",
+            "--output-root",
+            "/app/out",
+            "--allow-file-urls",
+        ],
     );
     worker
         .env("PAGECAST_REDIS_URL", "redis://127.0.0.1:6379")

@@ -180,3 +180,98 @@ fn a_stream_only_recording_ends_when_the_server_stays_away() {
     );
     assert_no_key(&run);
 }
+
+/// rtmps:// through a real TLS server (a TLS terminator in front of nginx-rtmp, its certificate
+/// trusted through SSL_CERT_FILE): the stream arrives, and while it runs the key is on no
+/// process's command line (the relay's ffmpeg streams plain RTMP to pagecast's loopback proxy,
+/// which speaks TLS to the server).
+#[test]
+fn streams_over_rtmps_with_the_key_on_no_command_line() {
+    let _heavy = heavy();
+    let nginx = Nginx::start();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            // A server certificate, not a CA: rustls refuses a CA as the end entity.
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    let tls_port = pagecast_testkit::free_port();
+    /// Killed however the test ends, so a failed test leaves no server behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut terminator = Command::new(pagecast_testkit::repo_root().join(".venv/bin/python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/tls_terminator.py"
+        ))
+        .args([tls_port.to_string(), nginx.port.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .spawn()
+        .map(KillOnDrop)
+        .expect("start the TLS terminator");
+    wait_until("the TLS terminator", Duration::from_secs(15), || {
+        assert!(
+            terminator.0.try_wait().unwrap().is_none(),
+            "the TLS terminator exited"
+        );
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "rtmp": format!("rtmps://127.0.0.1:{tls_port}/live/{KEY}") },
+        "max_duration": "8s",
+    });
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "--log-level", "debug", "record"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .env("SSL_CERT_FILE", &cert);
+    let mut run = Run::spawn(cmd);
+    run.wait_for("live stream connected", Duration::from_secs(60));
+    let processes = pagecast_testkit::descendants(run.child.id());
+    assert!(
+        processes.iter().filter(|(_, n)| n == "ffmpeg").count() >= 2,
+        "the encoder and the relay: {processes:?}"
+    );
+    for (pid, name) in &processes {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(KEY),
+            "{name} ({pid}) has the key on its command line"
+        );
+    }
+    let (status, _) = run.wait(Duration::from_secs(60));
+    drop(terminator);
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_no_key(&run);
+    let recorded = nginx.recordings();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let p = probe(&recorded[0]);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(
+        (p.duration() - 8.0).abs() <= 1.5,
+        "nginx recorded {} s",
+        p.duration()
+    );
+}

@@ -23,6 +23,9 @@ fn serve_on(url: &str, worker: &str, extra: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
     cmd.args(["--log-format", "json", "serve"])
         .args(["--queue", "test", "--worker-id", worker])
+        // The test pages are files, the recordings go to temporary directories.
+        .arg("--allow-file-urls")
+        .arg(format!("--output-root={}", std::env::temp_dir().display()))
         .args(extra)
         .env("PAGECAST_REDIS_URL", url)
         .env("PAGECAST_JOB_KEY", JOB_KEY);

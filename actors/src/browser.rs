@@ -67,6 +67,9 @@ pub struct BrowserSpec {
     pub chromium: PathBuf,
     /// Run without Chromium's sandbox (needed as root, and in most containers).
     pub no_sandbox: bool,
+    /// Chromium's `--host-resolver-rules` (`MAP host address, ...`): the service policy pins the
+    /// page's host to the address it checked, so DNS cannot answer differently for the load.
+    pub host_resolver_rules: Option<String>,
     /// Values the page's address carries that must not be logged (a LiveKit token): replaced by
     /// `****` in everything the page and chromedriver print.
     pub secrets: Vec<Secret>,
@@ -147,6 +150,9 @@ pub fn chromium_args(spec: &BrowserSpec, profile: &Path) -> Vec<String> {
     }
     if spec.no_sandbox {
         args.push("--no-sandbox".into());
+    }
+    if let Some(rules) = &spec.host_resolver_rules {
+        args.push(format!("--host-resolver-rules={rules}"));
     }
     args
 }
@@ -982,15 +988,20 @@ mod tests {
             work_dir: "/tmp/x".into(),
             chromium: "/usr/bin/chromium".into(),
             no_sandbox: false,
+            host_resolver_rules: None,
             secrets: Vec::new(),
             page_loaded: Default::default(),
             page: PageOptions::default(),
         };
         let args = chromium_args(&spec, Path::new("/tmp/x/profile"));
+        assert!(!args.iter().any(|a| a.starts_with("--host-resolver-rules")));
         assert!(args.contains(&"--window-size=1280,720".to_owned()));
         assert!(args.contains(&"--autoplay-policy=no-user-gesture-required".to_owned()));
         assert!(!args.contains(&"--no-sandbox".to_owned()));
         spec.no_sandbox = true;
         assert!(chromium_args(&spec, Path::new("/p")).contains(&"--no-sandbox".to_owned()));
+        spec.host_resolver_rules = Some("MAP a.example 93.184.216.34".into());
+        assert!(chromium_args(&spec, Path::new("/p"))
+            .contains(&"--host-resolver-rules=MAP a.example 93.184.216.34".to_owned()));
     }
 }

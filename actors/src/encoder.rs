@@ -166,7 +166,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 .iter()
                 .map(|s| s.to_string()),
             );
-            args.push(file.to_string_lossy().into_owned());
+            args.push(file_url(file));
         }
         (file, _) => {
             let mut legs = Vec::new();
@@ -175,15 +175,16 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 args.extend(["-flags".to_owned(), "+global_header".to_owned()]);
                 legs.push(format!(
                     "[f=mp4:movflags={MOVFLAGS}:frag_duration=1000000:flush_packets=1]{}",
-                    tee_escape(&file.to_string_lossy())
+                    tee_escape(&file_url(file))
                 ));
             }
             for port in &spec.relays {
                 // dump_extra repeats the codec headers at every keyframe: with global headers
                 // they are otherwise only at the start, and a relay that reconnects mid-stream
-                // could never decode it.
+                // could never decode it. localaddr: the sending socket is bound to loopback too
+                // (ffmpeg's default is every interface).
                 legs.push(format!(
-                    "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316"
+                    "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316&localaddr=127.0.0.1"
                 ));
             }
             args.extend(["-f".to_owned(), "tee".to_owned(), legs.join("|")]);
@@ -227,6 +228,12 @@ pub fn output_failure(output: &Path, report: &str) -> Option<Failure> {
         FailureKind::Output,
         format!("cannot write {}: {cause}", output.display()),
     ))
+}
+
+/// A file name as ffmpeg must read it: through the `file:` protocol, so that no name is ever taken
+/// for another protocol (`http:…`, `tcp:…`).
+pub fn file_url(path: &std::path::Path) -> String {
+    format!("file:{}", path.to_string_lossy())
 }
 
 /// Escapes what the tee muxer reads as syntax in a file name.
@@ -529,7 +536,7 @@ mod tests {
         assert_eq!(after(&args, "-g"), ["60"]);
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
         assert!(after(&args, "-movflags")[0].contains("frag_keyframe"));
-        assert_eq!(args.last().unwrap(), "/out/x.mp4");
+        assert_eq!(args.last().unwrap(), "file:/out/x.mp4");
 
         let mut live = spec();
         live.relays = vec![5000, 5001];
@@ -538,9 +545,9 @@ mod tests {
         assert_eq!(after(&args, "-f")[2..], ["tee"]);
         assert_eq!(
             args.last().unwrap(),
-            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]/out/a\\|b.mp4\
-             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316\
-             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316"
+            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]file:/out/a\\|b.mp4\
+             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316&localaddr=127.0.0.1\
+             |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316&localaddr=127.0.0.1"
         );
         assert_eq!(after(&args, "-flags"), ["+global_header"]);
         live.output = None;

@@ -102,7 +102,7 @@ pub async fn probe(path: &Path) -> Probe {
     cmd.args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
         .args(["-show_entries", "stream=nb_read_packets:format=duration"])
         .args(["-of", "json"])
-        .arg(path);
+        .arg(crate::encoder::file_url(path));
     let done = match oneshot::run("ffprobe", cmd, PROBE_TIMEOUT).await {
         Ok(done) => done,
         Err(e) => return Probe::Unknown(e.to_string()),
@@ -235,7 +235,7 @@ async fn concat(
         .map(|p| {
             format!(
                 "file '{}'\n",
-                p.display().to_string().replace('\'', r"'\''")
+                crate::encoder::file_url(p).replace('\'', r"'\''")
             )
         })
         .collect();
@@ -248,7 +248,7 @@ async fn concat(
         // Fragmented like the encoder's output: a join cut short is still playable.
         .args(["-c", "copy", "-movflags", crate::encoder::MOVFLAGS])
         .args(["-frag_duration", "1000000", "-f", "mp4", "-y"])
-        .arg(&joining);
+        .arg(crate::encoder::file_url(&joining));
     let result = oneshot::run("ffmpeg (join)", cmd, JOIN_TIMEOUT).await;
     let _ = std::fs::remove_file(&list);
     let fail = |msg: String| {

@@ -10,6 +10,7 @@ pub mod display;
 pub mod encoder;
 pub mod gate;
 pub mod join;
+pub mod key_proxy;
 pub mod login;
 pub mod oneshot;
 pub mod process;

@@ -130,6 +130,7 @@ impl ChildProcess {
         lines: Option<LineSink>,
     ) -> Result<(Self, Option<ChildStdout>), ProcessError> {
         let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+        isolate_env(cmd.as_std_mut());
         cmd.stdin(if with_stdin {
             Stdio::piped()
         } else {
@@ -347,6 +348,38 @@ impl std::fmt::Debug for ChildProcess {
     }
 }
 
+/// Variables of pagecast's own environment a child still gets: what any program needs to run.
+/// Everything else (`LIVEKIT_RECORDER_CONFIG` and its secrets, AWS credentials, the service's
+/// settings) stays out of every child's /proc/<pid>/environ.
+const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+];
+
+/// Clears the environment `cmd` would inherit, keeping only [`INHERITED_ENV`] and `LC_*`, plus
+/// what the caller set on `cmd` itself. Every child gets this through [`ChildProcess`], one-shot
+/// helpers (`oneshot.rs`) included.
+pub fn isolate_env(cmd: &mut std::process::Command) {
+    let explicit: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+        .collect();
+    cmd.env_clear();
+    for (name, value) in std::env::vars_os() {
+        let keep = name
+            .to_str()
+            .is_some_and(|n| INHERITED_ENV.contains(&n) || n.starts_with("LC_"));
+        if keep {
+            cmd.env(name, value);
+        }
+    }
+    for (name, value) in explicit {
+        match value {
+            Some(value) => cmd.env(name, value),
+            None => cmd.env_remove(name),
+        };
+    }
+}
+
 /// The start of every ffmpeg command line pagecast runs: quiet, machine-readable progress
 /// (`key=value` blocks on stdout every `stats_period` seconds), nothing interactive but `q`.
 pub fn ffmpeg_prologue(stats_period: &str) -> Vec<String> {
@@ -514,6 +547,35 @@ mod tests {
             .expect("child survived its wrapper");
         assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
         assert!(!alive(pid));
+    }
+
+    /// Only the basics and what the caller set reach a child; the rest of pagecast's own
+    /// environment (here cargo's variables, standing for LIVEKIT_RECORDER_CONFIG) does not.
+    #[tokio::test]
+    async fn a_child_gets_a_cleared_environment() {
+        assert!(
+            std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
+            "cargo sets it for tests"
+        );
+        let mut cmd = sh("env");
+        cmd.env("PULSE_SINK", "sink_1");
+        let (child, out) = ChildProcess::spawn("env", cmd, false, Stdout::Capture).unwrap();
+        let mut lines = BufReader::new(out.unwrap()).lines();
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line);
+        }
+        child.exited().await;
+        assert!(seen.contains(&"PULSE_SINK=sink_1".to_owned()), "{seen:?}");
+        assert!(seen.iter().any(|l| l.starts_with("PATH=")), "{seen:?}");
+        assert!(!seen.iter().any(|l| l.starts_with("CARGO_")), "{seen:?}");
+        let allowed = |l: &String| {
+            let name = l.split('=').next().unwrap_or_default();
+            INHERITED_ENV.contains(&name)
+                || name.starts_with("LC_")
+                || ["PULSE_SINK", "PWD", "SHLVL", "_"].contains(&name)
+        };
+        assert!(seen.iter().all(allowed), "{seen:?}");
     }
 
     #[tokio::test]

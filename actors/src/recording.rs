@@ -61,6 +61,8 @@ pub struct RecordingSpec {
     pub url: url::Url,
     pub chromium: PathBuf,
     pub no_sandbox: bool,
+    /// Chromium's `--host-resolver-rules`, see [`BrowserSpec`](crate::browser::BrowserSpec).
+    pub host_resolver_rules: Option<String>,
     /// `encoder.output` is the file the user asked for; its `relays` are filled in here.
     pub encoder: EncoderSpec,
     /// Live outputs.
@@ -382,6 +384,7 @@ fn browser_child(
         work_dir: spec.work_dir.join("browser"),
         chromium: spec.chromium.clone(),
         no_sandbox: spec.no_sandbox,
+        host_resolver_rules: spec.host_resolver_rules.clone(),
         secrets: spec.secrets.clone(),
         page_loaded: page_loaded.clone(),
         page: spec.page.clone(),

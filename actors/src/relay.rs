@@ -23,6 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::backoff::Backoff;
+use crate::key_proxy::KeyProxy;
 use crate::process::{ChildProcess, Stdout};
 use crate::secret::StreamUrl;
 use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
@@ -48,6 +49,8 @@ pub struct RelaySpec {
 pub struct RelayActor {
     link: ChildLink,
     spec: RelaySpec,
+    /// Keeps the stream key out of ffmpeg's command line (None: no key to hide).
+    proxy: Option<KeyProxy>,
     ffmpeg: Option<ChildProcess>,
     /// The stream reached the server at least once.
     connected_once: bool,
@@ -59,8 +62,9 @@ pub struct RelayActor {
     stopping: bool,
 }
 
-/// ffmpeg's arguments for one relay.
-pub fn relay_args(spec: &RelaySpec) -> Vec<String> {
+/// ffmpeg's arguments for one relay, streaming to `output` (the key proxy's loopback URL, or the
+/// stream URL itself when there is no key to hide) with `tc_url` as the RTMP `tcUrl`.
+pub fn relay_args(spec: &RelaySpec, output: &str, tc_url: Option<&str>) -> Vec<String> {
     let mut args = crate::process::ffmpeg_prologue("1");
     args.extend(
         [
@@ -74,10 +78,11 @@ pub fn relay_args(spec: &RelaySpec) -> Vec<String> {
         .iter()
         .map(|s| s.to_string()),
     );
-    // overrun_nonfatal: a late reader drops old packets instead of failing.
+    // overrun_nonfatal: a late reader drops old packets instead of failing. localaddr: without
+    // it ffmpeg binds the port on every interface (measured with `ss -lun`), open to the network.
     args.push("-i".into());
     args.push(format!(
-        "udp://127.0.0.1:{}?fifo_size=100000&overrun_nonfatal=1",
+        "udp://127.0.0.1:{}?fifo_size=100000&overrun_nonfatal=1&localaddr=127.0.0.1",
         spec.port
     ));
     args.extend(
@@ -94,15 +99,26 @@ pub fn relay_args(spec: &RelaySpec) -> Vec<String> {
         .iter()
         .map(|s| s.to_string()),
     );
-    args.push(spec.url.expose().to_owned());
+    if let Some(tc_url) = tc_url {
+        args.push("-rtmp_tcurl".into());
+        args.push(tc_url.to_owned());
+    }
+    args.push(output.to_owned());
     args
 }
 
 impl RelayActor {
     /// Starts the relay; it connects once the encoder's stream arrives.
     pub fn start(spec: RelaySpec, link: ChildLink) -> Result<Addr<RelayActor>, Failure> {
+        let proxy = KeyProxy::start(&spec.url).map_err(|e| {
+            Failure::crashed(format!(
+                "live stream to {}: cannot listen on 127.0.0.1 for the key proxy: {e}",
+                spec.url
+            ))
+        })?;
         let mut actor = RelayActor {
             link,
+            proxy,
             spec,
             ffmpeg: None,
             connected_once: false,
@@ -131,7 +147,14 @@ impl RelayActor {
 
     fn spawn_ffmpeg(&mut self) -> Result<(ChildProcess, tokio::process::ChildStdout), Failure> {
         let mut cmd = Command::new("ffmpeg");
-        cmd.args(relay_args(&self.spec));
+        match &self.proxy {
+            Some(proxy) => cmd.args(relay_args(
+                &self.spec,
+                proxy.local_url(),
+                Some(proxy.tc_url()),
+            )),
+            None => cmd.args(relay_args(&self.spec, self.spec.url.expose(), None)),
+        };
         let (ffmpeg, stdout) = ChildProcess::spawn_redacting(
             "ffmpeg (relay)",
             cmd,
@@ -171,6 +194,11 @@ impl RelayActor {
 
     fn on_exit(&mut self, report: String, ctx: &mut Context<Self>) {
         self.ffmpeg = None;
+        // ffmpeg only saw the proxy close; why is the proxy's to tell.
+        let report = match self.proxy.as_ref().and_then(KeyProxy::take_error) {
+            Some(upstream) => format!("{report} (server: {upstream})"),
+            None => report,
+        };
         if self.stopping {
             return;
         }
@@ -305,11 +333,26 @@ mod tests {
             only_output: false,
             lost: Rc::default(),
         };
-        let args = relay_args(&spec);
-        assert!(
-            args.contains(&"udp://127.0.0.1:5000?fifo_size=100000&overrun_nonfatal=1".to_owned())
-        );
+        let args = relay_args(&spec, "rtmp://127.0.0.1:1935/live/key", None);
+        assert!(args.contains(
+            &"udp://127.0.0.1:5000?fifo_size=100000&overrun_nonfatal=1&localaddr=127.0.0.1"
+                .to_owned()
+        ));
         assert_eq!(args.last().unwrap(), "rtmp://127.0.0.1:1935/live/key");
+        assert!(!args.contains(&"-rtmp_tcurl".to_owned()));
+        let args = relay_args(
+            &spec,
+            "rtmp://127.0.0.1:4000/live/Xq7",
+            Some("rtmp://live.example.com:1935/live"),
+        );
+        assert_eq!(
+            args[args.len() - 3..],
+            [
+                "-rtmp_tcurl",
+                "rtmp://live.example.com:1935/live",
+                "rtmp://127.0.0.1:4000/live/Xq7"
+            ]
+        );
         assert!(args.windows(2).any(|w| w == ["-c", "copy"]));
         assert!(args.windows(2).any(|w| w == ["-f", "flv"]));
     }

@@ -28,6 +28,7 @@ fn browser_tree(
         work_dir: dir.join("browser"),
         chromium: "/usr/bin/chromium".into(),
         no_sandbox: nix::unistd::geteuid().is_root(),
+        host_resolver_rules: None,
         secrets: Vec::new(),
         page_loaded: Default::default(),
         page: Default::default(),

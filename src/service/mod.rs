@@ -89,6 +89,8 @@ pub struct ServiceOptions {
     /// The program run for each job, with `--log-format json record` (None: this binary).
     /// Tests put a stand-in here.
     pub recorder: Option<std::path::PathBuf>,
+    /// What a job may do: every recording is run with it (`record --policy ...`).
+    pub policy: crate::policy::Policy,
 }
 
 impl ServiceOptions {
@@ -257,6 +259,16 @@ pub fn parse_job(raw: &str) -> Parsed {
         };
     }
     let config = job.config.to_string();
+    if config.len() > crate::policy::MAX_CONFIG_BYTES {
+        return Parsed::Refused {
+            id: Some(job.id),
+            message: format!(
+                "config: {} bytes of JSON, more than a job may have ({} bytes)",
+                config.len(),
+                crate::policy::MAX_CONFIG_BYTES
+            ),
+        };
+    }
     match crate::config::parse(&config) {
         Ok(_) => Parsed::Job { id: job.id, config },
         Err(e) => Parsed::Refused {
@@ -383,6 +395,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         let wiring = wiring.clone();
         let (recorder, grace) = (options.recorder.clone(), options.stop_grace);
         let keep_dir = options.keep_dir.clone();
+        let policy = options.policy.clone();
         // Running recordings finish their files and uploads: give them time.
         ChildSpec::new(
             "runner",
@@ -393,6 +406,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
                     recorder.clone(),
                     grace,
                     keep_dir.clone(),
+                    policy.clone(),
                     wiring.clone(),
                     link,
                 )
@@ -610,6 +624,7 @@ mod tests {
             retention: Duration::from_secs(3600),
             keep_dir: std::env::temp_dir().join("pagecast-test-kept"),
             recorder: None,
+            policy: Default::default(),
         }
     }
 
@@ -1204,6 +1219,22 @@ wait
             parse_job(r#"{"id":"a b","config":{}}"#),
             Parsed::Refused { id: None, .. }
         ));
+        // A config too large is refused before it is parsed (at submit, not when it would run).
+        let big = serde_json::json!({
+            "id": "big",
+            "config": { "input": { "url": "https://example.com/".to_owned() + &"a".repeat(70_000) }, "output": { "file": "/tmp/a.mp4" } },
+        });
+        match parse_job(&big.to_string()) {
+            Parsed::Refused { id, message } => {
+                assert_eq!(id.as_deref(), Some("big"));
+                assert!(message.starts_with("config: 70"), "{message}");
+                assert!(
+                    message.ends_with("more than a job may have (65536 bytes)"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         // A secret in a refused config never comes back in the message.
         let secret = r#"{"id":"s","config":{"api_key":"k","api_secret":12345678,"input":{"url":"https://e.com"}}}"#;
         match parse_job(secret) {

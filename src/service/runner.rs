@@ -1,9 +1,12 @@
 //! RunnerActor: the service's running recordings.
 //!
-//! Owns: one `pagecast record` process per running job (this binary, the job's config written to
-//! its stdin, `--config -`: a config holds secrets, which an environment or a command line would
-//! show to anyone reading /proc), each in its own process group, dying with the service, its stderr
-//! drained into the service's log (debug level) with the last lines kept.
+//! Owns: one `pagecast record --policy ... --config -` process per running job (this binary, the
+//! service's policy as flags, the job's config written to its stdin: a config holds secrets,
+//! which an environment or a command line would show to anyone reading /proc), each in its own
+//! process group, dying with the service, its log lines passed on to the service's log. Its
+//! environment is the minimal one every child gets (`process.rs`), plus the few `PAGECAST_*`
+//! settings a recording reads, plus the worker's AWS variables only if the policy lends its
+//! identity.
 //! Accepts: [`StartJob`], [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
@@ -26,6 +29,15 @@ use tokio::process::Command;
 
 use super::{last_error_line, Ended, Wiring};
 use crate::naming::AttemptOutput;
+use crate::policy::Policy;
+
+/// The service's own settings a recording reads; nothing else of the service's environment
+/// (its Redis URL, keys) reaches a recording.
+const RECORDING_ENV: &[&str] = &[
+    "PAGECAST_LOG",
+    "PAGECAST_CHROMIUM",
+    "PAGECAST_CHROMIUM_NO_SANDBOX",
+];
 
 /// Message: run this job's recording.
 #[derive(Debug, Message)]
@@ -60,6 +72,7 @@ pub struct RunnerActor {
     grace: Duration,
     /// Each recording's `--keep-dir`.
     keep_dir: PathBuf,
+    policy: Policy,
     wiring: Rc<RefCell<Wiring>>,
     jobs: HashMap<String, ChildProcess>,
     /// What each running job's attempt records to.
@@ -74,6 +87,7 @@ impl RunnerActor {
         recorder: Option<PathBuf>,
         grace: Duration,
         keep_dir: PathBuf,
+        policy: Policy,
         wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
     ) -> Self {
@@ -82,6 +96,7 @@ impl RunnerActor {
             recorder,
             grace,
             keep_dir,
+            policy,
             wiring,
             jobs: HashMap::new(),
             outputs: HashMap::new(),
@@ -173,8 +188,17 @@ impl Handler<StartJob> for RunnerActor {
             crate::naming::for_attempt(&job.config, job.attempt, std::time::SystemTime::now())?;
         let mut cmd = Command::new(exe);
         cmd.args(["--log-format", "json", "record", "--config", "-"])
+            .args(self.policy.to_args())
             .env_remove("LIVEKIT_RECORDER_CONFIG")
             .env("PAGECAST_KEEP_DIR", &self.keep_dir);
+        for (name, value) in std::env::vars_os() {
+            let name_str = name.to_string_lossy();
+            let lent = RECORDING_ENV.contains(&name_str.as_ref())
+                || (self.policy.worker_aws_identity && name_str.starts_with("AWS_"));
+            if lent {
+                cmd.env(name, value);
+            }
+        }
         let job_id = job.id.clone();
         let (mut child, _) = ChildProcess::spawn_with_lines(
             &format!("recording {}", job.id),
