@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{Run, BIN};
+use pagecast_actors::events;
 use pagecast_testkit::container::{image, pages_volume, Container, OutDir};
 use pagecast_testkit::livekit::Netns;
 use pagecast_testkit::{heavy, mean_volume_db, probe, repo_root, wait_until};
@@ -132,7 +133,7 @@ fn podman_stop_finishes_a_named_recording_and_its_upload_with_exit_0_within_the_
     let (volume, pages) = (out.volume(), pages_volume());
     let options = ["--network", &network, "-v", &volume, "-v", &pages];
     let mut run = run_with_config(&container, image, &config, &options, &[]);
-    run.wait_for("page loaded", Duration::from_secs(120));
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(120));
     // Record for a while: this sleep is the recording's length, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(5));
     let sent = Instant::now();
@@ -227,7 +228,7 @@ fn podman_kill_leaves_a_playable_file() {
         &["-v", &out.volume(), "-v", &pages_volume()],
         &[],
     );
-    run.wait_for("page loaded", Duration::from_secs(120));
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(120));
     // Record for a while: this sleep is the recording's length, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(5));
     // SIGKILL to the container's PID 1: every process in it dies at once, nothing finishes.
@@ -407,7 +408,7 @@ fn a_heavy_1080p_page_records_without_a_chromium_crash_in_dockers_64_mib_dev_shm
         ],
         &[],
     );
-    run.wait_for("page loaded", Duration::from_secs(120));
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(120));
     // The container's /dev/shm is Docker's default size, not the host's.
     let df = container.exec(&["df", "-k", "--output=size", "/dev/shm"]);
     let size_kib = String::from_utf8_lossy(&df.stdout)

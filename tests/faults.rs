@@ -1,10 +1,14 @@
 //! Fault injection: real processes of a running recording are killed from outside, at a random
-//! moment, and the recording must survive: exit 0, one playable file of about the wall time with
-//! video and audio, the restart logged with its cause, and no process of the run left behind.
+//! moment, and the recording must survive: the restart logged with its cause, the recording going
+//! on after it until the test stops it, exit 0, one playable file with video and audio holding what
+//! was recorded before the fault and after the restart, and no process of the run left behind.
+//! How long a restart takes is the benchmark's business, not this suite's: the rows hold on any
+//! machine, however slow.
 //! Faults a restart cannot fix (the page's server gone when the browser restarts, a full disk)
 //! end the recording early with their own exit code, keeping what was recorded.
-//! Every fault is a row of one table: seconds recorded before the fault, seconds on disk after;
-//! the goal for every row is kept >= recorded - 2 s.
+//! Every fault is a row of one table: seconds recorded before the fault, seconds recorded in all,
+//! seconds on disk after, and the wall time; every row must have kept >= recorded - 2 s and
+//! kept <= wall + 1 s (nothing lost, nothing twice).
 mod common;
 
 use std::collections::BTreeMap;
@@ -16,11 +20,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use pagecast_actors::events;
 use pagecast_testkit::fault::{Seeded, Tmpfs};
 use pagecast_testkit::{alive, descendants, heavy, probe, wait_until};
 use serde_json::json;
 
-const RECORD_FOR: f64 = 12.0;
+/// How long a survived fault's recording goes on after its restart before the test stops it.
+const AFTER_RESTART: Duration = Duration::from_secs(4);
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
@@ -149,7 +155,12 @@ struct Outcome {
     at: f64,
     exit: Option<i32>,
     /// Seconds recorded (from the first frame) before the fault.
+    before: f64,
+    /// Seconds recorded in all: before the fault, and from the restarted encoder's first frame to
+    /// the stop.
     recorded: f64,
+    /// Wall seconds from the first frame to the end (the stop, or the early exit).
+    wall: f64,
     /// Seconds on disk afterwards.
     duration: Option<f64>,
     has_audio: bool,
@@ -161,14 +172,10 @@ struct Outcome {
 impl Outcome {
     fn ok(&self) -> bool {
         let kept = self.duration.unwrap_or(0.0);
-        let length_ok = match self.fault.exit() {
-            // Survived: the whole recording, about the wall time.
-            0 => (kept - RECORD_FOR).abs() <= 2.0,
-            _ => true,
-        };
+        // Everything recorded is kept (within 2 s), and nothing twice: never more than the wall.
         self.exit == Some(self.fault.exit())
             && kept >= self.recorded - 2.0
-            && length_ok
+            && kept <= self.wall + 1.0
             && self.has_audio
             && self.restart_logged == self.fault.restarted().is_some()
             && self.survivors.is_empty()
@@ -255,17 +262,26 @@ fn run_fault(fault: Fault) -> Outcome {
     let config = json!({
         "input": { "url": url, "width": 1280, "height": 720 },
         "output": { "file": file },
-        "max_duration": if fault.exit() == 0 { "12s" } else { "40s" },
+        // A survived fault's run is stopped by the test; the others end by themselves.
+        "max_duration": if fault.exit() == 0 { "90s" } else { "40s" },
     });
-    let mut run = Run::start(&config, &[]);
-    let first_frame = run.wait_for("encoder running", Duration::from_secs(60));
-    let loaded = run.wait_for("page loaded", Duration::from_secs(60));
+    // The run's temporary files go to a directory of its own, which must be empty afterwards:
+    // nothing is left behind, whatever was killed.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--log-format", "json"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .env("TMPDIR", tmp.path());
+    let mut run = Run::spawn(cmd);
+    let first_frame = run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
+    let loaded = run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     let mut at = Seeded::new("fault moment").between(2.0, 8.0);
     // Everything the run ever started, to check nothing survives it.
     let mut seen: BTreeMap<u32, String> = BTreeMap::new();
     let mut target = None;
     let mut error = None;
     let fault_at;
+    let mut encoder_starts = 1;
     if let (Fault::DiskFull, Some(disk)) = (fault, &disk) {
         // The fault comes by itself: the moment the disk is full.
         let deadline = Instant::now() + Duration::from_secs(35);
@@ -291,6 +307,7 @@ fn run_fault(fault: Fault) -> Outcome {
         if let Some(server) = &mut server {
             server.stop();
         }
+        encoder_starts = run.count(events::ENCODER_RUNNING);
         let tree = descendants(run.child.id());
         match fault.target(&tree) {
             Some(pid) => {
@@ -305,16 +322,42 @@ fn run_fault(fault: Fault) -> Outcome {
         fault_at = Instant::now();
         seen.extend(tree);
     }
-    let recorded = fault_at.duration_since(first_frame).as_secs_f64();
+    let before = fault_at.duration_since(first_frame).as_secs_f64();
+    let mut recorded = before;
+    if fault.exit() == 0 && error.is_none() {
+        // Survived: the restarted encoder's first frame, a while of recording, then a stop.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut resumed = None;
+        while resumed.is_none()
+            && run.child.try_wait().unwrap().is_none()
+            && Instant::now() < deadline
+        {
+            resumed = run.seen_nth(events::ENCODER_RUNNING, encoder_starts + 1);
+            seen.extend(descendants(run.child.id()));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match resumed {
+            Some(resumed) => {
+                while resumed.elapsed() < AFTER_RESTART && run.child.try_wait().unwrap().is_none() {
+                    seen.extend(descendants(run.child.id()));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                run.signal(Signal::SIGTERM);
+                recorded += resumed.elapsed().as_secs_f64();
+            }
+            None => error = Some("the encoder did not start again after the fault".into()),
+        }
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while run.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         seen.extend(descendants(run.child.id()));
         std::thread::sleep(Duration::from_millis(200));
     }
     let (status, exited) = run.wait(Duration::from_secs(30));
+    let wall = exited.duration_since(first_frame).as_secs_f64();
     let stderr = run.stderr();
     let restart_logged = stderr.lines().any(|l| {
-        l.contains(r#""message":"restarting""#)
+        l.contains(&format!(r#""message":"{}""#, events::RESTARTING))
             && fault
                 .restarted()
                 .is_none_or(|child| l.contains(&format!(r#""child":"{child}""#)))
@@ -332,6 +375,13 @@ fn run_fault(fault: Fault) -> Outcome {
     } else {
         (None, false)
     };
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    if !left.is_empty() && error.is_none() {
+        error = Some(format!("left behind in TMPDIR: {left:?}"));
+    }
     let last = stderr.lines().last().unwrap_or_default().to_owned();
     if status.code() != Some(fault.exit()) && error.is_none() {
         error = Some(last.clone());
@@ -361,7 +411,9 @@ fn run_fault(fault: Fault) -> Outcome {
         fault,
         at,
         exit: status.code(),
+        before,
         recorded,
+        wall,
         duration,
         has_audio,
         restart_logged,
@@ -373,19 +425,30 @@ fn run_fault(fault: Fault) -> Outcome {
 /// Prints the outcomes as one table: what was recorded before each fault and what was kept.
 fn print_table(outcomes: &[Outcome]) {
     println!(
-        "\n{:<36} {:>7} {:>5} {:>9} {:>9} {:>6} {:>8} {:>10}  result",
-        "fault", "at (s)", "exit", "recorded", "kept", "audio", "restart", "survivors"
+        "\n{:<36} {:>7} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}  result",
+        "fault",
+        "at (s)",
+        "exit",
+        "before",
+        "recorded",
+        "kept",
+        "wall",
+        "audio",
+        "restart",
+        "survivors"
     );
     for o in outcomes {
         println!(
-            "{:<36} {:>7.1} {:>5} {:>9} {:>9} {:>6} {:>8} {:>10}  {}",
+            "{:<36} {:>7.1} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>10}  {}",
             o.fault.name(),
             o.at,
             o.exit.map(|c| c.to_string()).unwrap_or("-".into()),
+            format!("{:.1} s", o.before),
             format!("{:.1} s", o.recorded),
             o.duration
                 .map(|d| format!("{d:.1} s"))
                 .unwrap_or("-".into()),
+            format!("{:.1} s", o.wall),
             o.has_audio,
             o.restart_logged,
             o.survivors.len(),
@@ -450,7 +513,7 @@ fn crashes_beyond_the_restart_intensity_end_the_run_with_what_was_recorded() {
         "supervision": { "max_restarts": 1, "within": "60s" },
     });
     let mut run = Run::start(&config, &[]);
-    run.wait_for("page loaded", Duration::from_secs(60));
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     // Kill each new ffmpeg once it has recorded a while, until pagecast gives up.
     let mut kills = 0;
     let mut last = None;
@@ -496,7 +559,7 @@ fn an_encoder_killed_before_its_first_fragment_still_gives_one_playable_file() {
         "max_duration": "6s",
     });
     let mut run = Run::start(&config, &[]);
-    run.wait_for("page loaded", Duration::from_secs(60));
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     let tree = descendants(run.child.id());
     let ffmpeg = Fault::Ffmpeg.target(&tree).expect("ffmpeg runs");
     kill(Pid::from_raw(ffmpeg as i32), Signal::SIGKILL).unwrap();

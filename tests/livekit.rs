@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pagecast_actors::events;
 use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
 use pagecast_testkit::{
     descendants, frame_rgb, heavy, is_blue, is_dark, is_green, is_light, is_red, mean_volume_db,
@@ -71,7 +72,7 @@ fn grid_dark_records_two_participants_side_by_side_and_ends_when_they_leave() {
         "output": { "file": file },
     });
     let mut run = record_in(&ns, &config);
-    let started = run.wait_for("recording starts", Duration::from_secs(60));
+    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
     // Record a while with both in the room.
     pagecast_testkit::wait_until("6 s of recording", Duration::from_secs(30), || {
         started.elapsed() >= Duration::from_secs(6)
@@ -87,7 +88,7 @@ fn grid_dark_records_two_participants_side_by_side_and_ends_when_they_leave() {
         took <= Duration::from_secs(3 + 5),
         "ended {took:?} after the last participant left (grace 3 s)"
     );
-    assert!(run.stderr().contains("the page logged END_RECORDING"));
+    assert!(run.stderr().contains(events::PAGE_ENDED));
     if let Ok(keep) = std::env::var("PAGECAST_KEEP_RECORDINGS") {
         let _ = std::fs::copy(&file, std::path::Path::new(&keep).join("grid-dark.mp4"));
         let _ = std::fs::write(
@@ -405,7 +406,7 @@ fn a_crashed_browser_rejoins_the_room_and_the_recording_goes_on() {
         "output": { "file": file },
     });
     let mut run = record_in(&ns, &config);
-    let started = run.wait_for("recording starts", Duration::from_secs(60));
+    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
     pagecast_testkit::wait_until("3 s of recording", Duration::from_secs(30), || {
         started.elapsed() >= Duration::from_secs(3)
     });
@@ -420,7 +421,7 @@ fn a_crashed_browser_rejoins_the_room_and_the_recording_goes_on() {
     )
     .unwrap();
     let restarted = run.wait_for("browser restarted", Duration::from_secs(20));
-    let reloaded = run.wait_for_nth("page loaded", 2, Duration::from_secs(30));
+    let reloaded = run.wait_for_nth(events::PAGE_LOADED, 2, Duration::from_secs(30));
     assert!(reloaded > restarted);
     pagecast_testkit::wait_until("5 s after the reload", Duration::from_secs(30), || {
         reloaded.elapsed() >= Duration::from_secs(5)
@@ -430,7 +431,7 @@ fn a_crashed_browser_rejoins_the_room_and_the_recording_goes_on() {
     // The reloaded layout still ends the recording when the room empties.
     let (status, _) = run.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", run.stderr());
-    assert!(run.stderr().contains("the page logged END_RECORDING"));
+    assert!(run.stderr().contains(events::PAGE_ENDED));
     assert_no_secret(&run, &[&server.api_secret]);
     let p = probe(&file);
     assert!(p.duration() >= 6.0, "duration {}", p.duration());
@@ -477,7 +478,7 @@ fn a_browser_restarted_after_its_token_expired_rejoins_with_a_fresh_one() {
         "output": { "file": file },
     });
     let mut run = record_in(&ns, &config);
-    let started = run.wait_for("recording starts", Duration::from_secs(60));
+    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
     // Past the first token's lifetime and LiveKit's leeway.
     pagecast_testkit::wait_until("the first token to expire", Duration::from_secs(90), || {
         started.elapsed() >= Duration::from_secs(70)
@@ -490,7 +491,7 @@ fn a_browser_restarted_after_its_token_expired_rejoins_with_a_fresh_one() {
     .unwrap();
     run.wait_for(r#""child":"browser""#, Duration::from_secs(30));
     // The new browser joins: its page loads and the room shows again for a while.
-    run.wait_for_nth("page loaded", 2, Duration::from_secs(60));
+    run.wait_for_nth(events::PAGE_LOADED, 2, Duration::from_secs(60));
     let rejoined = Instant::now();
     pagecast_testkit::wait_until("6 s after the rejoin", Duration::from_secs(30), || {
         rejoined.elapsed() >= Duration::from_secs(6)

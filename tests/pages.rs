@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use pagecast_actors::events;
 use pagecast_testkit::page_server::PageServer;
 use pagecast_testkit::{descendants, frame_rgb, heavy, is_green, is_red, probe, test_page};
 use serde_json::json;
@@ -32,7 +33,7 @@ fn record_from_file(config: &serde_json::Value, during: impl FnOnce(&Run)) -> (R
     let loaded = {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if run.stderr().contains("page loaded") {
+            if run.stderr().contains(events::PAGE_LOADED) {
                 break true;
             }
             if run.child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {

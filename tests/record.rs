@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
+use pagecast_actors::events;
 use pagecast_testkit::{
     alive, descendants, frame_rgb, heavy, is_green, mean_volume_db, probe, test_page, wait_until,
 };
@@ -83,7 +84,7 @@ fn end_recording_from_the_page_ends_the_run_within_two_seconds() {
         "output": { "file": file },
     });
     let mut run = Run::start(&config, &[]);
-    let ended = run.wait_for("the page logged END_RECORDING", Duration::from_secs(60));
+    let ended = run.wait_for(events::PAGE_ENDED, Duration::from_secs(60));
     let (status, exited) = run.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", run.stderr());
     let stop = exited - ended;
@@ -110,7 +111,7 @@ fn sigterm_finishes_the_file_within_two_seconds() {
         "output": { "file": file },
     });
     let mut run = Run::start(&config, &[]);
-    run.wait_for("page loaded", Duration::from_secs(60));
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     // Record for a while: this sleep is the recording's length, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(3));
     let sent = std::time::Instant::now();
@@ -136,7 +137,7 @@ fn sigkill_leaves_a_playable_file_and_no_process_behind() {
         "output": { "file": file },
     });
     let mut run = Run::start(&config, &[]);
-    let loaded = run.wait_for("page loaded", Duration::from_secs(60));
+    let loaded = run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(5).saturating_sub(loaded.elapsed()));
     let tree = descendants(run.child.id());
     let names: Vec<&str> = tree.iter().map(|(_, n)| n.as_str()).collect();

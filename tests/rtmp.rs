@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pagecast_actors::events;
 use pagecast_testkit::{heavy, probe, wait_until, Nginx};
 use serde_json::json;
 
@@ -61,7 +62,7 @@ fn streams_a_page_scaled_to_720p() {
         "max_duration": "10s",
     });
     let mut run = Run::start(&config, &["--log-level", "debug"]);
-    run.wait_for("live stream connected", Duration::from_secs(60));
+    run.wait_for(events::LIVE_STREAM_CONNECTED, Duration::from_secs(60));
     let live = probe_live(&nginx.url("live", KEY)).expect("the live stream can be played back");
     assert_eq!(live, ("h264 1280x720".to_owned(), "aac".to_owned()));
     let (status, _) = run.wait(Duration::from_secs(60));
@@ -90,11 +91,11 @@ fn file_and_stream_at_once_survive_a_restarting_server() {
         "max_duration": "14s",
     });
     let mut run = Run::start(&config, &["--log-level", "debug"]);
-    let connected = run.wait_for("live stream connected", Duration::from_secs(60));
+    let connected = run.wait_for(events::LIVE_STREAM_CONNECTED, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(3).saturating_sub(connected.elapsed()));
     nginx.kill();
     let before = nginx.recordings();
-    run.wait_for("live stream dropped; reconnecting", Duration::from_secs(10));
+    run.wait_for(events::LIVE_STREAM_DROPPED, Duration::from_secs(10));
     // The server is away for a while, then back on the same port.
     std::thread::sleep(Duration::from_secs(3));
     let back = Instant::now();
@@ -169,7 +170,7 @@ fn a_stream_only_recording_ends_when_the_server_stays_away() {
         "output": { "rtmp": nginx.url("live", KEY), "rtmp_retry_for": "3s" },
     });
     let mut run = Run::start(&config, &["--log-level", "debug"]);
-    run.wait_for("live stream connected", Duration::from_secs(60));
+    run.wait_for(events::LIVE_STREAM_CONNECTED, Duration::from_secs(60));
     nginx.kill();
     let (status, _) = run.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(5), "{}", run.stderr());
@@ -248,7 +249,7 @@ fn streams_over_rtmps_with_the_key_on_no_command_line() {
         .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
         .env("SSL_CERT_FILE", &cert);
     let mut run = Run::spawn(cmd);
-    run.wait_for("live stream connected", Duration::from_secs(60));
+    run.wait_for(events::LIVE_STREAM_CONNECTED, Duration::from_secs(60));
     let processes = pagecast_testkit::descendants(run.child.id());
     assert!(
         processes.iter().filter(|(_, n)| n == "ffmpeg").count() >= 2,

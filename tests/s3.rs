@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use pagecast_actors::events;
 use pagecast_testkit::{heavy, probe, Moto};
 use serde_json::json;
 
@@ -273,7 +274,7 @@ fn a_server_gone_for_good_keeps_the_local_file_and_names_it() {
         &config,
         &["record", "--keep-dir", keep_dir.to_str().unwrap()],
     );
-    run.wait_for("page loaded", Duration::from_secs(60));
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     moto.pause();
     let (status, _) = run.wait(Duration::from_secs(120));
     let stderr = run.stderr();

@@ -206,9 +206,16 @@ impl BrowserActor {
             Failure::crashed(format!("browser: cannot create {}: {e}", profile.display()))
         })?;
         let launcher = write_launcher(&spec.work_dir, &spec.chromium)?;
+        // Chromium's own temporary files (its singleton socket directory among them, which a
+        // killed Chromium never removes) stay inside the work directory, which goes with the run.
+        let tmp = spec.work_dir.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| {
+            Failure::crashed(format!("browser: cannot create {}: {e}", tmp.display()))
+        })?;
 
         let mut cmd = Command::new("chromedriver");
         cmd.args(["--port=0", "--log-level=WARNING"])
+            .env("TMPDIR", &tmp)
             .env("DISPLAY", display.env())
             .env("PULSE_SERVER", &audio.server)
             .env("PULSE_SINK", &audio.sink);
@@ -709,17 +716,17 @@ impl StreamHandler<PageEvent> for BrowserActor {
                 }
                 match page_signal(&text) {
                     Some(PageSignal::End) => {
-                        tracing::info!("the page logged END_RECORDING");
+                        tracing::info!(message = crate::events::PAGE_ENDED);
                         if let Some(gate) = &self.gate {
                             gate.close(Failure::new(
                                 FailureKind::Input,
                                 "the page logged END_RECORDING before START_RECORDING: nothing to record",
                             ));
                         }
-                        self.link.stop_tree("the page logged END_RECORDING");
+                        self.link.stop_tree(crate::events::PAGE_ENDED);
                     }
                     Some(PageSignal::Start) if self.gate.as_ref().is_some_and(StartGate::open) => {
-                        tracing::info!("the page logged START_RECORDING: recording starts");
+                        tracing::info!(message = crate::events::PAGE_STARTED);
                     }
                     Some(PageSignal::Start) => {}
                     Some(PageSignal::Error(reason)) => {
@@ -854,7 +861,7 @@ impl Handler<Navigate> for BrowserActor {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
-            tracing::info!(url = %shown, viewport = %viewport, "page loaded");
+            tracing::info!(url = %shown, viewport = %viewport, message = crate::events::PAGE_LOADED);
             if viewport != format!("{}x{}", size.0, size.1) {
                 tracing::warn!(viewport = %viewport, expected = %format!("{}x{}", size.0, size.1), "the page's viewport is not the recorded size");
             }

@@ -304,7 +304,7 @@ impl EncoderActor {
                     tracing::info!(
                         output = %spec.output.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
                         live_outputs = spec.relays.len(),
-                        "encoder running"
+                        message = crate::events::ENCODER_RUNNING
                     );
                     return Ok(addr);
                 }

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod browser;
 pub mod display;
 pub mod encoder;
+pub mod events;
 pub mod gate;
 pub mod join;
 pub mod key_proxy;

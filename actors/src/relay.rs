@@ -233,7 +233,7 @@ impl RelayActor {
             return self.give_up(failure, ctx);
         }
         let wait = self.backoff.next_delay();
-        tracing::warn!(url = %shown, retry_in = ?wait, error = %report, "live stream dropped; reconnecting");
+        tracing::warn!(url = %shown, retry_in = ?wait, error = %report, message = crate::events::LIVE_STREAM_DROPPED);
         ctx.run_later(wait, |act, ctx| {
             if act.stopping {
                 return;
@@ -267,7 +267,7 @@ impl StreamHandler<u64> for RelayActor {
             self.connected_once = true;
             self.down_since = None;
             self.backoff.reset();
-            tracing::info!(url = %self.spec.url, "live stream connected");
+            tracing::info!(url = %self.spec.url, message = crate::events::LIVE_STREAM_CONNECTED);
         }
     }
 

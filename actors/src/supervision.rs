@@ -695,7 +695,7 @@ impl Handler<ChildExited> for Supervisor {
             ctx.wait(stop);
             return;
         }
-        tracing::warn!(supervisor = %self.config.name, child = %name, cause = %msg.reason, strategy = ?self.config.strategy, "restarting");
+        tracing::warn!(supervisor = %self.config.name, child = %name, cause = %msg.reason, strategy = ?self.config.strategy, message = crate::events::RESTARTING);
         let index = msg.index;
         let stop_dependents = match self.config.strategy {
             Strategy::OneForOne => fut::ready(()).boxed_local(),

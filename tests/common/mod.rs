@@ -94,6 +94,27 @@ impl Run {
         }
     }
 
+    /// When the `n`th stderr line (from 1) containing `needle` arrived, if it has.
+    pub fn seen_nth(&self, needle: &str, n: usize) -> Option<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.contains(needle))
+            .nth(n - 1)
+            .map(|(at, _)| *at)
+    }
+
+    /// How many stderr lines so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.contains(needle))
+            .count()
+    }
+
     /// Waits for the exit (killing it after `timeout`); returns the status and when it exited.
     pub fn wait(&mut self, timeout: Duration) -> (ExitStatus, Instant) {
         let deadline = Instant::now() + timeout;

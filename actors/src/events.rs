@@ -1,0 +1,19 @@
+//! The log events other code and tests wait on, named once.
+//!
+//! Each is the `message` of one log line; a test that waits for one uses the constant, so a
+//! reworded message cannot leave a test waiting for a line that never comes.
+
+/// The page finished loading in the browser (logged on every browser start).
+pub const PAGE_LOADED: &str = "page loaded";
+/// ffmpeg encoded its first frame (logged on every encoder start, restarts included).
+pub const ENCODER_RUNNING: &str = "encoder running";
+/// A supervisor restarts a child (fields: supervisor, child, cause, strategy).
+pub const RESTARTING: &str = "restarting";
+/// A live output (RTMP) is connected.
+pub const LIVE_STREAM_CONNECTED: &str = "live stream connected";
+/// A live output dropped and is being reconnected.
+pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
+/// The page asked for the recording to end.
+pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
+/// The page asked for the recording to start.
+pub const PAGE_STARTED: &str = "the page logged START_RECORDING: recording starts";
