@@ -184,8 +184,8 @@ pub enum Command {
 /// What a recording may do to files already there, and where it keeps an upload's file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Keep {
-    /// Write over a recording already at output.file (refused without it: a fresh name each run
-    /// comes from {time} or {utc} in output.file).
+    /// Write over a recording already at output.file or the S3 key (refused without it: a fresh
+    /// name each run comes from {time} or {utc} in output.file or the key).
     #[arg(long)]
     pub overwrite: bool,
     /// Without output.file, an S3 upload records into a file here first; if the upload gives up,

@@ -98,7 +98,7 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
     let s3 = match &config.output.s3 {
         Some(s3) => {
             let target = s3_target(s3);
-            match pagecast_actors::uploader::preflight(&target).await {
+            match pagecast_actors::uploader::preflight(&target, keep.overwrite).await {
                 Ok(client) => Some((s3.clone(), target, client)),
                 Err(failure) => return Outcome::fail(Exit::Output, failure.message),
             }

@@ -204,12 +204,33 @@ fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
         "output": { "file": file, "S3": from_env },
         "max_duration": "2s",
     });
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["--log-format", "json"])
-        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
-        .env("AWS_ACCESS_KEY_ID", access_key)
-        .env("AWS_SECRET_ACCESS_KEY", secret);
-    let mut run = Run::spawn(cmd);
+    let from_env_run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["--log-format", "json", "record"])
+            .args(args)
+            .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+            .env("AWS_ACCESS_KEY_ID", access_key)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+        Run::spawn(cmd)
+    };
+    // The key holds the good run's recording: refused before anything starts, the object kept.
+    let mut run = from_env_run(&[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("s3://recordings/rec/recording.mp4")
+            && last.contains("already holds a recording")
+            && last.contains("--overwrite"),
+        "{last}"
+    );
+    assert!(
+        !stderr.contains("display ready"),
+        "something started:\n{stderr}"
+    );
+    // Asked for, the object is written over.
+    let mut run = from_env_run(&["--overwrite"]);
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", run.stderr());
     assert!(!run.stderr().contains(secret));
