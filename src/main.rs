@@ -193,7 +193,7 @@ fn main() -> ExitCode {
             },
             None => Vec::new(),
         };
-        run::record(config, pins, cli.log_format, keep).await
+        run::record(config, pins, policy.as_ref(), cli.log_format, keep).await
     });
     drop(demo_dir);
     if outcome.exit == Exit::Ok {

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
 use pagecast_actors::join::Probe;
+use pagecast_actors::page_proxy::PageProxy;
 use pagecast_actors::process::find_program;
 use pagecast_actors::recording::{
     AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec, Stopper,
@@ -31,7 +32,7 @@ use crate::cli::Keep;
 use crate::config::{Config, Source, TemplateAuth};
 use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
-use crate::policy::{host_resolver_rules, Pin};
+use crate::policy::{host_resolver_rules, Pin, Policy};
 use crate::status::StatusActor;
 
 /// Programs a recording runs. Chromium is looked up separately (its name varies).
@@ -74,7 +75,15 @@ pub const RECORDING_KEPT: &str = "recording kept";
 
 /// Records what `config` says. Runs inside an actix system.
 /// `pins`: host names Chromium must resolve to the address the service policy checked.
-pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep: Keep) -> Outcome {
+/// `policy`: the service policy the config was held to, if any: then a page's every request
+/// goes through the page proxy, which refuses the addresses the policy refuses for pages.
+pub async fn record(
+    config: Config,
+    pins: Vec<Pin>,
+    policy: Option<&Policy>,
+    log_format: LogFormat,
+    keep: Keep,
+) -> Outcome {
     // {time}, {utc}, {room_name} in the names: filled in once, at the start.
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
     let output = match check_before_start(&config, keep.overwrite) {
@@ -121,6 +130,17 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
         Ok(path) => path,
         Err(outcome) => return outcome,
     };
+    // An untrusted page's subresources, frames, fetches and sockets name any host they like:
+    // they reach only what the policy lets a page reach. (A LiveKit layout is pagecast's own page.)
+    let proxy = match (policy, &config.input.source) {
+        (Some(policy), Source::Url(_)) => match PageProxy::start(policy.page_allow()).await {
+            Ok(proxy) => Some(proxy),
+            Err(e) => {
+                return Outcome::fail(Exit::Failed, format!("cannot start the page proxy: {e}"))
+            }
+        },
+        _ => None,
+    };
     crate::reaper::reap(&std::env::temp_dir());
     let work_dir = match tempfile::Builder::new().prefix("pagecast-").tempdir() {
         Ok(dir) => dir,
@@ -148,6 +168,7 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
         chromium,
         no_sandbox: no_sandbox(),
         host_resolver_rules: host_resolver_rules(&pins),
+        proxy_port: proxy.as_ref().map(PageProxy::port),
         encoder: EncoderSpec {
             output: output.clone(),
             relays: Vec::new(),
