@@ -772,7 +772,9 @@ impl Round {
             let cost = self.cost_of(&next);
             let verdict = match cost {
                 Some(cost) => admission.admit(&held, cost),
-                None if held.len() >= admission.max_recordings => Verdict::Wait(String::new()),
+                None if held.len() >= admission.max_recordings => {
+                    Verdict::Wait(format!("--max-recordings {} running", held.len()))
+                }
                 None => Verdict::Take,
             };
             if let Verdict::Wait(why) = verdict {
