@@ -17,3 +17,19 @@ pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.
 pub const PAGE_STARTED: &str = "the page logged START_RECORDING: recording starts";
+/// The encoder is falling behind real time (fields: speed over the last seconds, frames dropped
+/// in them); the service takes no job while one of its recordings is.
+pub const ENCODER_FALLING_BEHIND: &str = "encoder is falling behind real time";
+/// The encoder is back at real time after falling behind.
+pub const ENCODER_CAUGHT_UP: &str = "encoder caught up with real time";
+
+// The recording service's own events.
+
+/// A job at the head of the queue does not fit in what is left of this worker (fields: job,
+/// why); logged once per job while it waits.
+pub const JOB_WAITS_FOR_CAPACITY: &str = "job waits for capacity";
+/// A recording here fell behind real time: the worker takes no job until it catches up.
+pub const WORKER_OVERLOADED: &str =
+    "worker overloaded: taking no jobs until its recordings keep up";
+/// Every recording here keeps up again: the worker takes jobs again.
+pub const WORKER_RECOVERED: &str = "worker recovered: taking jobs again";

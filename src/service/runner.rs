@@ -7,6 +7,10 @@
 //! environment is the minimal one every child gets (`process.rs`), plus the few `PAGECAST_*`
 //! settings a recording reads, plus the worker's AWS variables only if the policy lends its
 //! identity.
+//! Every second it measures each recording's process tree (`usage.rs`, off its thread) and sends
+//! the figures, with which recordings are falling behind real time (their encoder's
+//! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
+//! admission (`capacity.rs`) counts.
 //! Accepts: [`StartJob`], [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
@@ -27,9 +31,12 @@ use pagecast_actors::process::{ChildProcess, Stdout};
 use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
 use tokio::process::Command;
 
+use super::capacity::Cost;
+use super::usage::TreeMeter;
 use super::{last_error_line, Ended, Wiring};
 use crate::naming::AttemptOutput;
 use crate::policy::Policy;
+use pagecast_actors::events;
 
 /// The service's own settings a recording reads; nothing else of the service's environment
 /// (its Redis URL, keys) reaches a recording.
@@ -59,6 +66,27 @@ pub struct StopJob {
     pub within: Option<Duration>,
 }
 
+/// How often the recordings' process trees are measured.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
+/// Message (to the queue): what the running recordings use and which are falling behind.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct Usage {
+    /// By job: its process tree's CPU (cores) and memory at the last measurement.
+    pub measured: HashMap<String, Cost>,
+    /// Jobs whose encoder is falling behind real time.
+    pub behind: HashSet<String>,
+}
+
+/// Message (from a recording's log lines): its encoder fell behind, or caught up.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Pace {
+    id: String,
+    behind: bool,
+}
+
 /// Message (to the queue): a recording ended.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -80,6 +108,9 @@ pub struct RunnerActor {
     stopped_by_us: HashSet<String>,
     /// Shutting down: no new recording starts.
     stopping: bool,
+    /// None while a measurement runs (on a blocking thread).
+    meter: Option<TreeMeter>,
+    usage: Usage,
 }
 
 impl RunnerActor {
@@ -102,7 +133,45 @@ impl RunnerActor {
             outputs: HashMap::new(),
             stopped_by_us: HashSet::new(),
             stopping: false,
+            meter: Some(TreeMeter::default()),
+            usage: Usage::default(),
         }
+    }
+
+    fn send_usage(&self) {
+        if let Some(queue) = &self.wiring.borrow().queue {
+            queue.do_send(self.usage.clone());
+        }
+    }
+
+    fn measure(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut meter) = self.meter.take() else {
+            return;
+        };
+        let roots: Vec<(String, u32)> = self
+            .jobs
+            .iter()
+            .map(|(id, child)| (id.clone(), child.pid()))
+            .collect();
+        let measure = tokio::task::spawn_blocking(move || {
+            let measured = meter.measure(&roots);
+            (meter, measured)
+        });
+        ctx.spawn(
+            actix::fut::wrap_future(measure).map(|result, act: &mut Self, _| {
+                let Ok((meter, measured)) = result else {
+                    act.meter = Some(TreeMeter::default());
+                    return;
+                };
+                act.meter = Some(meter);
+                // A recording that ended meanwhile is not counted any more.
+                act.usage.measured = measured
+                    .into_iter()
+                    .filter(|(id, _)| act.jobs.contains_key(id))
+                    .collect();
+                act.send_usage();
+            }),
+        );
     }
 
     fn report(
@@ -115,6 +184,10 @@ impl RunnerActor {
     ) {
         self.jobs.remove(&id);
         self.outputs.remove(&id);
+        self.usage.measured.remove(&id);
+        if self.usage.behind.remove(&id) {
+            self.send_usage();
+        }
         let stopped_by_us = self.stopped_by_us.remove(&id);
         let message = last_error_line(&tail).unwrap_or_else(|| {
             if status.success() {
@@ -142,6 +215,28 @@ impl RunnerActor {
 
 impl Actor for RunnerActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(MEASURE_EVERY, |act, ctx| act.measure(ctx));
+    }
+}
+
+impl Handler<Pace> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, Pace { id, behind }: Pace, _: &mut Context<Self>) {
+        if !self.jobs.contains_key(&id) {
+            return;
+        }
+        let changed = if behind {
+            self.usage.behind.insert(id)
+        } else {
+            self.usage.behind.remove(&id)
+        };
+        if changed {
+            self.send_usage();
+        }
+    }
 }
 
 /// However the runner goes (a panic included), the recordings it still holds die with it (their
@@ -200,12 +295,22 @@ impl Handler<StartJob> for RunnerActor {
             }
         }
         let job_id = job.id.clone();
+        // Weak: the recording's line reader must not keep the runner alive.
+        let me = ctx.address().downgrade();
         let (mut child, _) = ChildProcess::spawn_with_lines(
             &format!("recording {}", job.id),
             cmd,
             true,
             Stdout::Log,
-            Box::new(move |line| pass_on(&job_id, line)),
+            Box::new(move |line| {
+                if let (Some(behind), Some(me)) = (pace_of(line), me.upgrade()) {
+                    me.do_send(Pace {
+                        id: job_id.clone(),
+                        behind,
+                    });
+                }
+                pass_on(&job_id, line)
+            }),
         )
         .map_err(|e| e.into_failure().message)?;
         if let Some(mut stdin) = child.take_stdin() {
@@ -317,6 +422,20 @@ impl Handler<Kill> for RunnerActor {
         self.link.set_exit(ExitReason::Shutdown);
         // Dropped with the actor, they are killed (their process groups) and reported.
         ctx.stop();
+    }
+}
+
+/// Whether a recording's log line says its encoder fell behind (true) or caught up (false).
+fn pace_of(line: &str) -> Option<bool> {
+    // Cheap first: most lines are neither.
+    if !line.contains(events::ENCODER_FALLING_BEHIND) && !line.contains(events::ENCODER_CAUGHT_UP) {
+        return None;
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    match event.get("message")?.as_str()? {
+        events::ENCODER_FALLING_BEHIND => Some(true),
+        events::ENCODER_CAUGHT_UP => Some(false),
+        _ => None,
     }
 }
 
