@@ -138,6 +138,15 @@ pub enum Command {
         /// clear (only for a Redis nobody else can read).
         #[arg(long)]
         trusted_redis: bool,
+        /// Serve LiveKit's Egress API (Twirp, what LiveKit's SDKs call) on this address, e.g.
+        /// 127.0.0.1:7880. Needs PAGECAST_JOB_KEY and the API keys (--keys, or LIVEKIT_API_KEY
+        /// and LIVEKIT_API_SECRET).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// The API keys callers sign their access tokens with: LiveKit's keys file, one
+        /// `key: secret` per line.
+        #[arg(long, value_name = "FILE", requires = "http")]
+        keys: Option<PathBuf>,
         #[command(flatten)]
         policy: PolicyArgs,
     },

@@ -17,3 +17,5 @@ pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.
 pub const PAGE_STARTED: &str = "the page logged START_RECORDING: recording starts";
+/// The service's egress API accepts requests (field: addr).
+pub const API_LISTENING: &str = "egress API listening";

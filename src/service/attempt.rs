@@ -1,6 +1,6 @@
 //! What one attempt of a job left: its file or object (the names are filled in before the
 //! recording starts, see `naming.rs`), the file an S3 upload that gave up was kept in, and how
-//! many seconds it holds. Written to the job's state as `attempt_<N>`, so a killed attempt's
+//! many seconds (and, for a file, bytes) it holds. Written to the job's state as `attempt_<N>`, so a killed attempt's
 //! recording is never lost from view when the job runs again.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +23,10 @@ pub async fn measured(out: &AttemptOutput, keep_file: Option<PathBuf>, tail: &st
     let mut seconds = None;
     if let Some(file) = &out.file {
         seconds = plays(file).await;
+        // The size, for the egress API's file results (`egress/info.rs`).
+        if let Ok(meta) = tokio::fs::metadata(file).await {
+            v["bytes"] = json!(meta.len());
+        }
     }
     if let Some(kept) = keep_file.filter(|k| k.exists()) {
         if seconds.is_none() {

@@ -347,6 +347,29 @@ impl Store {
         Ok(flag.as_deref() == Some("1"))
     }
 
+    /// Asks for a job's stop, both ways (see `mod.rs`): the flag in its hash (read every round,
+    /// not lost while a worker reconnects) and the control message (at once).
+    pub async fn request_stop(&mut self, id: &str) -> redis::RedisResult<()> {
+        redis::pipe()
+            .hset(self.keys.job(id), "stop", "1")
+            .ignore()
+            .publish(
+                self.keys.control(),
+                serde_json::json!({ "stop": id }).to_string(),
+            )
+            .ignore()
+            .query_async(&mut self.con)
+            .await
+    }
+
+    /// A job's hash (empty: no such job, or it expired).
+    pub async fn job_fields(
+        &mut self,
+        id: &str,
+    ) -> redis::RedisResult<std::collections::HashMap<String, String>> {
+        self.con.hgetall(self.keys.job(id)).await
+    }
+
     /// Takes the next job (see [`Take`] and [`TAKE`]).
     pub async fn take(&mut self) -> redis::RedisResult<Take> {
         let taken: Option<(String, String, i64, String)> = redis::Script::new(TAKE)

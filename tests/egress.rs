@@ -1,0 +1,199 @@
+//! End to end: LiveKit's Egress API on `pagecast serve --http`, called by LiveKit's own Python
+//! server SDK (`livekit-api`, tests/support/egress.py), against a real redis-server; the
+//! recordings are checked with ffprobe.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use pagecast_actors::events::API_LISTENING;
+use pagecast_testkit::{free_port, heavy, probe, repo_root, test_page, wait_until, Redis};
+use serde_json::Value;
+
+const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff";
+const API_KEY: &str = "APIpagecast";
+const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
+
+/// A worker serving the API on a free port; its URL.
+fn serve_api(redis: &Redis, out: &Path) -> (Run, String) {
+    let port = free_port();
+    let keys = out.join("keys.yaml");
+    std::fs::write(&keys, format!("{API_KEY}: {API_SECRET}\n")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve"])
+        .args(["--queue", "test", "--worker-id", "api-worker"])
+        .arg("--allow-file-urls")
+        .arg(format!("--output-root={}", out.display()))
+        .arg(format!("--http=127.0.0.1:{port}"))
+        .arg(format!("--keys={}", keys.display()))
+        .env("PAGECAST_REDIS_URL", redis.url())
+        .env("PAGECAST_JOB_KEY", JOB_KEY);
+    let mut run = Run::spawn(cmd);
+    run.wait_for(API_LISTENING, Duration::from_secs(20));
+    (run, format!("http://127.0.0.1:{port}"))
+}
+
+/// Runs tests/support/egress.py; its JSON answer.
+fn client(url: &str, args: &[&str]) -> Value {
+    let out = Command::new(repo_root().join(".venv/bin/python"))
+        .arg(repo_root().join("tests/support/egress.py"))
+        .args(args)
+        .env("LIVEKIT_URL", url)
+        .env("LIVEKIT_API_KEY", API_KEY)
+        .env("LIVEKIT_API_SECRET", API_SECRET)
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "egress.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "egress.py {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn stop_cleanly(run: &mut Run) {
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+#[test]
+fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_twirp_codes() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut run, url) = serve_api(&redis, dir.path());
+    let codes = client(&url, &["tokens"]);
+    assert_eq!(codes["wrong_secret"], "unauthenticated", "{codes}");
+    assert_eq!(codes["expired"], "unauthenticated", "{codes}");
+    assert_eq!(codes["no_grant"], "permission_denied", "{codes}");
+    assert_eq!(codes["good"], "ok", "{codes}");
+    assert_eq!(codes["json"], 200, "{codes}");
+    // A request pagecast cannot serve is refused naming the field, and nothing is queued.
+    let refused = client(&url, &["start-web", "", "a.mp4", "640", "360"]);
+    assert_eq!(refused["error"], "invalid_argument", "{refused}");
+    assert!(
+        refused["msg"].as_str().unwrap().starts_with("url:"),
+        "{refused}"
+    );
+    // The service's policy holds for API jobs: nothing is written outside the output root.
+    let outside = client(
+        &url,
+        &[
+            "start-web",
+            &test_page("silent.html", ""),
+            "../a.mp4",
+            "640",
+            "360",
+        ],
+    );
+    assert_eq!(outside["error"], "invalid_argument", "{outside}");
+    assert!(
+        outside["msg"].as_str().unwrap().contains("output.file"),
+        "{outside}"
+    );
+    assert_eq!(redis.cli(&["LLEN", "test:jobs"]).trim(), "0");
+    stop_cleanly(&mut run);
+}
+
+#[test]
+fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_its_file() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut run, url) = serve_api(&redis, dir.path());
+    let page = test_page("silent.html", "");
+    let started = client(&url, &["start-web", &page, "egress.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    assert!(id.starts_with("EG_"), "{started}");
+    assert_eq!(started["status"], "EGRESS_STARTING", "{started}");
+    let file = dir.path().canonicalize().unwrap().join("egress.mp4");
+
+    // ACTIVE among the active ones, once its recording runs.
+    wait_until(
+        "the egress to be listed active",
+        Duration::from_secs(60),
+        || {
+            let list = client(&url, &["list", "--active"]);
+            items(&list)
+                .iter()
+                .any(|i| i["egress_id"] == id.as_str() && i["status"] == "EGRESS_ACTIVE")
+        },
+    );
+    wait_until("3 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 3.0
+    });
+    let stopping = client(&url, &["stop", &id]);
+    assert_eq!(stopping["status"], "EGRESS_ENDING", "{stopping}");
+
+    let mut done = Value::Null;
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        done = items(&client(&url, &["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+        done["status"] == "EGRESS_COMPLETE"
+    });
+    // The file results are the file's.
+    let p = probe(&file);
+    assert_eq!(p.video_codec(), "h264");
+    let results = done["file_results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{done}"));
+    assert_eq!(results.len(), 1, "{done}");
+    let f = &results[0];
+    assert_eq!(f["filename"], file.display().to_string(), "{done}");
+    assert_eq!(f["location"], file.display().to_string(), "{done}");
+    let size: u64 = f["size"].as_str().unwrap().parse().unwrap();
+    assert_eq!(size, std::fs::metadata(&file).unwrap().len(), "{done}");
+    let duration = f["duration"].as_str().unwrap().parse::<f64>().unwrap() / 1e9;
+    assert!(
+        (duration - p.duration()).abs() <= 0.1,
+        "{duration} s reported, {} s in the file",
+        p.duration()
+    );
+    let (from, to): (f64, f64) = (
+        done["started_at"].as_str().unwrap().parse().unwrap(),
+        done["ended_at"].as_str().unwrap().parse().unwrap(),
+    );
+    assert!(to > from && from > 0.0, "{done}");
+    // No longer active; still listed.
+    assert!(items(&client(&url, &["list", "--active"])).is_empty());
+    assert_eq!(items(&client(&url, &["list"])).len(), 1);
+    // Stopping it again is refused: it is over.
+    assert_eq!(client(&url, &["stop", &id])["error"], "failed_precondition");
+    assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
+    stop_cleanly(&mut run);
+}
+
+/// Seconds in a recording being written (0 if it can't be read yet).
+fn recorded(file: &Path) -> f64 {
+    Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0.0)
+}
