@@ -104,7 +104,58 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
         "{outside}"
     );
     assert_eq!(redis.cli(&["LLEN", "test:jobs"]).trim(), "0");
+    // Health, and the calls counted by method and answer.
+    let health = get(&url, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let metrics = get(&url, "/metrics");
+    let value = |name: &str, labels: &[&str]| -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let calls = |method: &str, code: &str| {
+        value(
+            "pagecast_api_requests_total",
+            &[&format!("method=\"{method}\""), &format!("code=\"{code}\"")],
+        )
+    };
+    assert_eq!(
+        calls("ListEgress", "unauthenticated"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        calls("ListEgress", "permission_denied"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(calls("ListEgress", "ok"), Some(2.0), "{metrics}");
+    assert_eq!(
+        calls("StartWebEgress", "invalid_argument"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(value("pagecast_queue_length", &[]), Some(0.0), "{metrics}");
     stop_cleanly(&mut run);
+}
+
+/// A plain HTTP GET; the whole answer, status line first.
+fn get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 #[test]

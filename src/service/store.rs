@@ -362,6 +362,11 @@ impl Store {
             .await
     }
 
+    /// How many jobs wait in the queue.
+    pub async fn queue_length(&mut self) -> redis::RedisResult<u64> {
+        self.con.llen(self.keys.jobs()).await
+    }
+
     /// A job's hash (empty: no such job, or it expired).
     pub async fn job_fields(
         &mut self,

@@ -6,7 +6,7 @@
 //! (`auth.rs`); `GET /healthz`. A start request is made into a job (`request.rs`), checked
 //! against the service's policy (as a worker will check it again), sealed and submitted through
 //! the queue exactly as `pagecast submit` does; the egress's state lives in Redis (`info.rs`),
-//! so any worker's API answers for any job.
+//! so any worker's API answers for any job. `GET /metrics` in Prometheus' format (`metrics.rs`).
 //! Accepts: [`Shutdown`] (no new connections, requests in flight answered, then stopped),
 //! [`Kill`] (stopped at once).
 //! Sends: nothing to other actors: stop requests go through Redis like any other.
@@ -14,6 +14,7 @@
 
 mod auth;
 mod info;
+mod metrics;
 mod request;
 mod twirp;
 
@@ -85,11 +86,13 @@ pub(super) fn start(
         job_key,
         policy,
     };
+    metrics::install();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(api.clone()))
             .app_data(web::PayloadConfig::new(1 << 20))
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(scrape))
             .route(
                 &format!("{}{{method}}", twirp::PREFIX),
                 web::post().to(call),
@@ -179,6 +182,19 @@ async fn healthz(api: web::Data<Api>) -> HttpResponse {
     }
 }
 
+/// `GET /metrics`.
+async fn scrape(api: web::Data<Api>) -> HttpResponse {
+    let queued = api.store.clone().queue_length().await;
+    let egresses = api.records.clone().list("", "", false).await;
+    match (queued, egresses) {
+        (Ok(queued), Ok(egresses)) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(metrics::render(queued, &egresses)),
+        (Err(e), _) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
+        (_, Err(e)) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
+    }
+}
+
 /// One Twirp call.
 async fn call(
     req: HttpRequest,
@@ -188,8 +204,12 @@ async fn call(
 ) -> HttpResponse {
     let method = method.into_inner();
     let answer = answer(&req, &method, &body, &api).await;
-    if let Err(e) = &answer {
-        tracing::info!(method = %method, code = e.code.as_str(), error = %e.msg, "egress API call refused");
+    match &answer {
+        Ok(_) => metrics::request(&method, "ok"),
+        Err(e) => {
+            metrics::request(&method, e.code.as_str());
+            tracing::info!(method = %method, code = e.code.as_str(), error = %e.msg, "egress API call refused");
+        }
     }
     answer.unwrap_or_else(|e| e.response())
 }
@@ -309,6 +329,7 @@ async fn start_egress(
         }
     }
     tracing::info!(egress = %id, "egress submitted");
+    metrics::egress_started();
     Ok(info)
 }
 
