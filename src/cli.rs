@@ -147,6 +147,10 @@ pub enum Command {
         /// `key: secret` per line.
         #[arg(long, value_name = "FILE", requires = "http")]
         keys: Option<PathBuf>,
+        /// Send LiveKit's egress webhooks (egress_started, egress_updated, egress_ended) to
+        /// this URL, signed with the first API key; repeatable.
+        #[arg(long, value_name = "URL", requires = "http")]
+        webhook: Vec<url::Url>,
         #[command(flatten)]
         policy: PolicyArgs,
     },

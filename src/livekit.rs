@@ -257,12 +257,12 @@ fn clean_reason(body: &str, token: &Secret) -> String {
         .join(" ")
 }
 
-type Client = hyper_util::client::legacy::Client<
+pub(crate) type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
 
-fn client() -> Result<Client, String> {
+pub(crate) fn client() -> Result<Client, String> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?

@@ -93,6 +93,7 @@ fn main() -> ExitCode {
             keep_dir,
             http,
             keys,
+            webhook,
             policy,
         } => {
             let (redis, job_key) = match (redis.url(redis_url), job_key) {
@@ -103,7 +104,11 @@ fn main() -> ExitCode {
             let api = match http {
                 None => None,
                 Some(addr) => match ApiKeys::load(keys.as_deref(), api_key_pair) {
-                    Ok(keys) => Some(pagecast::service::egress::ApiOptions { addr, keys }),
+                    Ok(keys) => Some(pagecast::service::egress::ApiOptions {
+                        addr,
+                        keys,
+                        webhooks: webhook,
+                    }),
                     Err(message) => return fail(Exit::Config, &message),
                 },
             };

@@ -19,6 +19,10 @@ const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
 
 /// A worker serving the API on a free port; its URL.
 fn serve_api(redis: &Redis, out: &Path) -> (Run, String) {
+    serve_api_with(redis, out, &[])
+}
+
+fn serve_api_with(redis: &Redis, out: &Path, extra: &[&str]) -> (Run, String) {
     let port = free_port();
     let keys = out.join("keys.yaml");
     std::fs::write(&keys, format!("{API_KEY}: {API_SECRET}\n")).unwrap();
@@ -29,6 +33,7 @@ fn serve_api(redis: &Redis, out: &Path) -> (Run, String) {
         .arg(format!("--output-root={}", out.display()))
         .arg(format!("--http=127.0.0.1:{port}"))
         .arg(format!("--keys={}", keys.display()))
+        .args(extra)
         .env("PAGECAST_REDIS_URL", redis.url())
         .env("PAGECAST_JOB_KEY", JOB_KEY);
     let mut run = Run::spawn(cmd);
@@ -57,6 +62,54 @@ fn client(url: &str, args: &[&str]) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// tests/support/webhook_receiver.py on a free port: it verifies every webhook with LiveKit's
+/// WebhookReceiver and writes one JSON line per request to `log`. Killed on drop.
+struct Receiver {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &Path) -> Receiver {
+        let port = free_port();
+        let log = dir.join("webhooks.jsonl");
+        let child = Command::new(repo_root().join(".venv/bin/python"))
+            .arg(repo_root().join("tests/support/webhook_receiver.py"))
+            .arg(port.to_string())
+            .arg(&log)
+            .env("LIVEKIT_API_KEY", API_KEY)
+            .env("LIVEKIT_API_SECRET", API_SECRET)
+            .spawn()
+            .expect("run the venv's python");
+        wait_until(
+            "the webhook receiver to listen",
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        Receiver {
+            child,
+            url: format!("http://127.0.0.1:{port}/hook"),
+            log,
+        }
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn items(list: &Value) -> Vec<Value> {
@@ -163,7 +216,12 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     let _heavy = heavy();
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let (mut run, url) = serve_api(&redis, dir.path());
+    let receiver = Receiver::start(dir.path());
+    let (mut run, url) = serve_api_with(
+        &redis,
+        dir.path(),
+        &[&format!("--webhook={}", receiver.url)],
+    );
     let page = test_page("silent.html", "");
     let started = client(&url, &["start-web", &page, "egress.mp4", "640", "360"]);
     let id = started["egress_id"]
@@ -228,6 +286,39 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     // Stopping it again is refused: it is over.
     assert_eq!(client(&url, &["stop", &id])["error"], "failed_precondition");
     assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
+    // The webhooks, each verified by LiveKit's WebhookReceiver: the first delivery was refused
+    // (503) and retried; then started, updated (active), ended with the final info, in order.
+    wait_until("egress_ended to arrive", Duration::from_secs(30), || {
+        receiver
+            .lines()
+            .iter()
+            .any(|l| l["event"] == "egress_ended")
+    });
+    let lines = receiver.lines();
+    assert_eq!(lines[0], serde_json::json!({ "refused": true }));
+    let events: Vec<(&str, &str)> = lines[1..]
+        .iter()
+        .map(|l| {
+            assert!(l.get("error").is_none(), "{l}");
+            assert_eq!(l["content_type"], "application/webhook+json");
+            assert_eq!(l["egress_info"]["egress_id"], id.as_str(), "{l}");
+            (
+                l["event"].as_str().unwrap(),
+                l["egress_info"]["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("egress_started", "EGRESS_STARTING"),
+            ("egress_updated", "EGRESS_ACTIVE"),
+            ("egress_ended", "EGRESS_COMPLETE"),
+        ],
+        "{lines:?}"
+    );
+    let ended = &lines.last().unwrap()["egress_info"];
+    assert_eq!(ended["file_results"], done["file_results"], "{ended}");
     stop_cleanly(&mut run);
 }
 

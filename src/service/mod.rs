@@ -439,20 +439,22 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     // Last, so it is the first to stop: no new requests, then the recordings finish.
     let api = options.api.clone().zip(api_key).map(|(api, key)| {
         let (keys, policy) = (options.keys(), options.policy.clone());
+        let (client, worker) = (client.clone(), options.worker_id.clone());
         ChildSpec::new(
             "api",
             Restart::Permanent,
             egress::SHUTDOWN_TIMEOUT,
             move |link| {
-                std::future::ready(egress::start(
-                    api.clone(),
-                    api_store.clone(),
-                    api_con.clone(),
-                    keys.clone(),
-                    key.clone(),
-                    policy.clone(),
-                    link,
-                ))
+                let shared = egress::Shared {
+                    store: api_store.clone(),
+                    con: api_con.clone(),
+                    client: client.clone(),
+                    keys: keys.clone(),
+                    worker: worker.clone(),
+                    job_key: key.clone(),
+                    policy: policy.clone(),
+                };
+                std::future::ready(egress::start(api.clone(), shared, link))
             },
         )
     });

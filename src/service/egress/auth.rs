@@ -15,9 +15,10 @@ use super::twirp::{Code, TwirpError};
 pub const KEY_VAR: &str = "LIVEKIT_API_KEY";
 pub const SECRET_VAR: &str = "LIVEKIT_API_SECRET";
 
-/// The API keys and their secrets.
+/// The API keys and their secrets; the first one (of the file, or the environment's) signs
+/// the webhooks.
 #[derive(Clone)]
-pub struct ApiKeys(HashMap<String, Secret>);
+pub struct ApiKeys(HashMap<String, Secret>, String);
 
 impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,7 +40,7 @@ impl ApiKeys {
         }
         match from_env {
             Some((key, secret)) if !key.is_empty() && !secret.is_empty() => {
-                Ok(Self(HashMap::from([(key, secret)])))
+                Ok(Self(HashMap::from([(key.clone(), secret)]), key))
             }
             _ => Err(format!(
                 "--http: the API needs its keys: --keys FILE (LiveKit's `key: secret` lines) or \
@@ -51,6 +52,7 @@ impl ApiKeys {
     /// LiveKit's keys file: one `key: secret` per line.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut keys = HashMap::new();
+        let mut first = None;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -62,12 +64,18 @@ impl ApiKeys {
                 .map(|(k, s)| (k.trim(), s.trim().trim_matches(|c| c == '"' || c == '\'')))
                 .filter(|(k, s)| !k.is_empty() && !s.is_empty())
                 .ok_or_else(|| format!("line {}: not `key: secret`", n + 1))?;
+            first.get_or_insert_with(|| key.to_owned());
             keys.insert(key.to_owned(), Secret::new(secret));
         }
-        if keys.is_empty() {
-            return Err("no `key: secret` line".into());
+        match first {
+            Some(first) => Ok(Self(keys, first)),
+            None => Err("no `key: secret` line".into()),
         }
-        Ok(Self(keys))
+    }
+
+    /// The key that signs webhooks, and its secret.
+    pub fn signing(&self) -> (&str, &Secret) {
+        (&self.1, &self.0[&self.1])
     }
 
     /// Checks the `Authorization` header: the token's key (`iss`), signature and time, then the

@@ -17,6 +17,7 @@ mod info;
 mod metrics;
 mod request;
 mod twirp;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, FailureKind, 
 pub use auth::{ApiKeys, KEY_VAR, SECRET_VAR};
 use info::Records;
 use twirp::{Code, Encoding, TwirpError};
+use webhook::Webhooks;
 
 use super::sealed::JobKey;
 use super::store::Store;
@@ -42,6 +44,19 @@ use crate::policy::{Policy, PolicyError};
 pub struct ApiOptions {
     pub addr: SocketAddr,
     pub keys: ApiKeys,
+    /// Where webhooks go (`--webhook`).
+    pub webhooks: Vec<url::Url>,
+}
+
+/// What the API shares with the rest of the service.
+pub(super) struct Shared {
+    pub store: Store,
+    pub con: redis::aio::ConnectionManager,
+    pub client: redis::Client,
+    pub keys: super::Keys,
+    pub worker: String,
+    pub job_key: Arc<JobKey>,
+    pub policy: Policy,
 }
 
 /// What every request handler shares (cloned into the server's worker thread).
@@ -52,12 +67,23 @@ struct Api {
     records: Records,
     job_key: Arc<JobKey>,
     policy: Policy,
+    webhooks: Option<Webhooks>,
 }
 
 pub struct ApiActor {
     link: ChildLink,
     server: ServerHandle,
     stopping: bool,
+    /// The queue-event follower of the webhooks, ended with the actor.
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ApiActor {
+    fn drop(&mut self) {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+    }
 }
 
 /// Message (from the server's task): the server ended.
@@ -72,19 +98,35 @@ impl Actor for ApiActor {
 /// Starts the API: resolves once it listens (a port it cannot bind: `Input`).
 pub(super) fn start(
     options: ApiOptions,
-    store: Store,
-    con: redis::aio::ConnectionManager,
-    keys: super::Keys,
-    job_key: Arc<JobKey>,
-    policy: Policy,
+    shared: Shared,
     link: ChildLink,
 ) -> Result<Addr<ApiActor>, Failure> {
+    let records = Records::new(shared.con, shared.keys.clone());
+    let webhooks = if options.webhooks.is_empty() {
+        None
+    } else {
+        let (key, secret) = options.keys.signing();
+        Some(
+            Webhooks::start(&options.webhooks, key, secret)
+                .map_err(|e| Failure::new(FailureKind::Input, format!("--webhook: {e}")))?,
+        )
+    };
+    let follower = webhooks.clone().map(|hooks| {
+        follow_for_webhooks(
+            shared.client.clone(),
+            shared.keys.events(),
+            shared.worker.clone(),
+            records.clone(),
+            hooks,
+        )
+    });
     let api = Api {
         keys: options.keys.clone(),
-        store,
-        records: Records::new(con, keys),
-        job_key,
-        policy,
+        store: shared.store,
+        records,
+        job_key: shared.job_key,
+        policy: shared.policy,
+        webhooks,
     };
     metrics::install();
     let server = HttpServer::new(move || {
@@ -120,6 +162,7 @@ pub(super) fn start(
         link,
         server: handle,
         stopping: false,
+        follower,
     }
     .start();
     let watcher = addr.clone();
@@ -171,6 +214,37 @@ impl Handler<Kill> for ApiActor {
         actix::spawn(self.server.stop(false));
         ctx.stop();
     }
+}
+
+/// Follows the queue's events: this worker's changes to an egress become `egress_updated` /
+/// `egress_ended` with the egress's info of that moment, one after the other (in order).
+fn follow_for_webhooks(
+    client: redis::Client,
+    channel: String,
+    worker: String,
+    mut records: Records,
+    hooks: Webhooks,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, &'static str)>(1000);
+    actix::spawn(async move {
+        let follow = super::control::follow_messages(client, channel, move |payload| {
+            if let Some(change) = webhook::for_event(&payload, &worker) {
+                let _ = tx.try_send(change);
+            }
+        });
+        let send = async move {
+            while let Some((id, event)) = rx.recv().await {
+                match records.get(&id).await {
+                    Ok(Some(info)) => hooks.send(event, info),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(egress = %id, error = %e, "no webhook: cannot read the egress")
+                    }
+                }
+            }
+        };
+        tokio::join!(follow, send);
+    })
 }
 
 /// `GET /healthz`: 200 when Redis answers.
@@ -330,6 +404,9 @@ async fn start_egress(
     }
     tracing::info!(egress = %id, "egress submitted");
     metrics::egress_started();
+    if let Some(hooks) = &api.webhooks {
+        hooks.send("egress_started", info.clone());
+    }
     Ok(info)
 }
 
