@@ -10,12 +10,13 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use pagecast_actors::events::API_LISTENING;
-use pagecast_testkit::{free_port, heavy, probe, repo_root, test_page, wait_until, Redis};
+use pagecast_testkit::{free_port, heavy, probe, repo_root, test_page, wait_until, Nginx, Redis};
 use serde_json::Value;
 
 const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff";
 const API_KEY: &str = "APIpagecast";
 const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
+const STREAM_KEY: &str = "sk-egress-test-7f3a9c";
 
 /// A worker serving the API on a free port; its URL.
 fn serve_api(redis: &Redis, out: &Path) -> (Run, String) {
@@ -215,15 +216,29 @@ fn get(url: &str, path: &str) -> String {
 fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_its_file() {
     let _heavy = heavy();
     let redis = Redis::start();
+    let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
     let (mut run, url) = serve_api_with(
         &redis,
         dir.path(),
-        &[&format!("--webhook={}", receiver.url)],
+        &[
+            &format!("--webhook={}", receiver.url),
+            "--allow-endpoint-host=127.0.0.1",
+        ],
     );
     let page = test_page("silent.html", "");
-    let started = client(&url, &["start-web", &page, "egress.mp4", "640", "360"]);
+    let stream = nginx.url("live", STREAM_KEY);
+    let mut answers = Vec::new();
+    let mut client = |url: &str, args: &[&str]| {
+        let answer = client(url, args);
+        answers.push(answer.to_string());
+        answer
+    };
+    let started = client(
+        &url,
+        &["start-web", &page, "egress.mp4", "640", "360", &stream],
+    );
     let id = started["egress_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{started}"))
@@ -286,6 +301,21 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     // Stopping it again is refused: it is over.
     assert_eq!(client(&url, &["stop", &id])["error"], "failed_precondition");
     assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
+    // The stream went out, and is shown masked, finished.
+    let flv = nginx.recordings().pop().expect("nginx recorded the stream");
+    assert!(
+        probe(&flv).duration() >= 2.0,
+        "{} s streamed",
+        probe(&flv).duration()
+    );
+    let masked = stream.replace(STREAM_KEY, "****");
+    assert_eq!(done["stream_results"][0]["url"], masked.as_str(), "{done}");
+    assert_eq!(done["stream_results"][0]["status"], "FINISHED", "{done}");
+    assert_eq!(
+        done["web"]["stream_outputs"][0]["urls"][0],
+        masked.as_str(),
+        "{done}"
+    );
     // The webhooks, each verified by LiveKit's WebhookReceiver: the first delivery was refused
     // (503) and retried; then started, updated (active), ended with the final info, in order.
     wait_until("egress_ended to arrive", Duration::from_secs(30), || {
@@ -319,6 +349,11 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     );
     let ended = &lines.last().unwrap()["egress_info"];
     assert_eq!(ended["file_results"], done["file_results"], "{ended}");
+    // No answer and no webhook holds the stream key.
+    let webhooks = std::fs::read_to_string(&receiver.log).unwrap();
+    for text in answers.iter().chain([&webhooks]) {
+        assert!(!text.contains(STREAM_KEY), "the stream key in {text}");
+    }
     stop_cleanly(&mut run);
 }
 

@@ -4,7 +4,7 @@ LIVEKIT_API_KEY and LIVEKIT_API_SECRET (never the command line). Each command pr
 line: the EgressInfo / ListEgressResponse as protobuf JSON with proto field names, or
 {"error": CODE, "msg": ..., "status": HTTP} when the server answers with a Twirp error.
 
-usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT
+usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL]
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
        egress.py tokens          (ListEgress with a wrong secret, an expired token, a token
@@ -38,10 +38,13 @@ async def main():
     async with api.LiveKitAPI(url, key, secret) as lk:
         try:
             if command == "start-web":
-                page, filepath, width, height = args
+                page, filepath, width, height, *rtmp = args
                 req = api.WebEgressRequest(
                     url=page,
                     file_outputs=[api.EncodedFileOutput(filepath=filepath)],
+                    stream_outputs=[api.StreamOutput(protocol=api.StreamProtocol.RTMP, urls=rtmp)]
+                    if rtmp
+                    else [],
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
                 )
                 dump(await lk.egress.start_web_egress(req))
