@@ -20,16 +20,16 @@ const STREAM_KEY: &str = "sk-egress-test-7f3a9c";
 
 /// A worker serving the API on a free port; its URL.
 fn serve_api(redis: &Redis, out: &Path) -> (Run, String) {
-    serve_api_with(redis, out, &[])
+    serve_api_with(redis, out, "api-worker", &[])
 }
 
-fn serve_api_with(redis: &Redis, out: &Path, extra: &[&str]) -> (Run, String) {
+fn serve_api_with(redis: &Redis, out: &Path, worker: &str, extra: &[&str]) -> (Run, String) {
     let port = free_port();
     let keys = out.join("keys.yaml");
     std::fs::write(&keys, format!("{API_KEY}: {API_SECRET}\n")).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.args(["--log-format", "json", "serve"])
-        .args(["--queue", "test", "--worker-id", "api-worker"])
+        .args(["--queue", "test", "--worker-id", worker])
         .arg("--allow-file-urls")
         .arg(format!("--output-root={}", out.display()))
         .arg(format!("--http=127.0.0.1:{port}"))
@@ -219,14 +219,14 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
-    let (mut run, url) = serve_api_with(
-        &redis,
-        dir.path(),
-        &[
-            &format!("--webhook={}", receiver.url),
-            "--allow-endpoint-host=127.0.0.1",
-        ],
-    );
+    // Two workers on one queue, both serving the API: the egress is started through the first
+    // and followed and stopped through the second, whichever runs it.
+    let flags = [
+        &format!("--webhook={}", receiver.url),
+        "--allow-endpoint-host=127.0.0.1",
+    ];
+    let (mut first, url) = serve_api_with(&redis, dir.path(), "w1", &flags);
+    let (mut second, other) = serve_api_with(&redis, dir.path(), "w2", &flags);
     let page = test_page("silent.html", "");
     let stream = nginx.url("live", STREAM_KEY);
     let mut answers = Vec::new();
@@ -252,7 +252,7 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         "the egress to be listed active",
         Duration::from_secs(60),
         || {
-            let list = client(&url, &["list", "--active"]);
+            let list = client(&other, &["list", "--active"]);
             items(&list)
                 .iter()
                 .any(|i| i["egress_id"] == id.as_str() && i["status"] == "EGRESS_ACTIVE")
@@ -261,12 +261,12 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     wait_until("3 s recorded", Duration::from_secs(60), || {
         recorded(&file) >= 3.0
     });
-    let stopping = client(&url, &["stop", &id]);
+    let stopping = client(&other, &["stop", &id]);
     assert_eq!(stopping["status"], "EGRESS_ENDING", "{stopping}");
 
     let mut done = Value::Null;
     wait_until("the egress to be complete", Duration::from_secs(60), || {
-        done = items(&client(&url, &["list", "--id", &id]))
+        done = items(&client(&other, &["list", "--id", &id]))
             .pop()
             .unwrap_or_default();
         assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
@@ -295,11 +295,14 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         done["ended_at"].as_str().unwrap().parse().unwrap(),
     );
     assert!(to > from && from > 0.0, "{done}");
-    // No longer active; still listed.
-    assert!(items(&client(&url, &["list", "--active"])).is_empty());
+    // No longer active; still listed (on either worker's API).
+    assert!(items(&client(&other, &["list", "--active"])).is_empty());
     assert_eq!(items(&client(&url, &["list"])).len(), 1);
     // Stopping it again is refused: it is over.
-    assert_eq!(client(&url, &["stop", &id])["error"], "failed_precondition");
+    assert_eq!(
+        client(&other, &["stop", &id])["error"],
+        "failed_precondition"
+    );
     assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
     // The stream went out, and is shown masked, finished.
     let flv = nginx.recordings().pop().expect("nginx recorded the stream");
@@ -354,7 +357,8 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     for text in answers.iter().chain([&webhooks]) {
         assert!(!text.contains(STREAM_KEY), "the stream key in {text}");
     }
-    stop_cleanly(&mut run);
+    stop_cleanly(&mut first);
+    stop_cleanly(&mut second);
 }
 
 /// Seconds in a recording being written (0 if it can't be read yet).
