@@ -369,7 +369,7 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
             ));
         }
     }
-    crate::livekit::preflight(template, &token)
+    crate::livekit::preflight(template, &token, config.input.start_timeout)
         .await
         .map_err(|e| Outcome::fail(Exit::Input, e))?;
     let (base, server) = match &template.base_url {

@@ -19,3 +19,5 @@ pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 pub const PAGE_STARTED: &str = "the page logged START_RECORDING: recording starts";
 /// The service's egress API accepts requests (field: addr).
 pub const API_LISTENING: &str = "egress API listening";
+/// A LiveKit recording waits for its room to be created (fields: room, server).
+pub const WAITING_FOR_ROOM: &str = "waiting for the room to exist";
