@@ -71,6 +71,8 @@ impl RedisArgs {
     }
 }
 
+// Parsed once per run: the size of its largest variant (`serve`'s many flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record what a config says.
@@ -151,6 +153,10 @@ pub enum Command {
         /// this URL, signed with the first API key; repeatable.
         #[arg(long, value_name = "URL", requires = "http")]
         webhook: Vec<url::Url>,
+        /// The LiveKit server (ws:// or wss://) that StartRoomCompositeEgress records rooms of;
+        /// the recorder's room tokens are signed with the first API key.
+        #[arg(long, value_name = "URL", requires = "http")]
+        livekit_url: Option<url::Url>,
         #[command(flatten)]
         policy: PolicyArgs,
     },

@@ -94,6 +94,7 @@ fn main() -> ExitCode {
             http,
             keys,
             webhook,
+            livekit_url,
             policy,
         } => {
             let (redis, job_key) = match (redis.url(redis_url), job_key) {
@@ -108,6 +109,7 @@ fn main() -> ExitCode {
                         addr,
                         keys,
                         webhooks: webhook,
+                        livekit_url,
                     }),
                     Err(message) => return fail(Exit::Config, &message),
                 },

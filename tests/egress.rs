@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
-use pagecast_actors::events::API_LISTENING;
-use pagecast_testkit::{free_port, heavy, probe, repo_root, test_page, wait_until, Nginx, Redis};
+use pagecast_actors::events::{self, API_LISTENING};
+use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
+use pagecast_testkit::{
+    frame_rgb, free_port, heavy, is_blue, is_red, probe, repo_root, test_page, wait_until, Nginx,
+    Redis,
+};
 use serde_json::Value;
 
 const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff";
@@ -44,12 +48,22 @@ fn serve_api_with(redis: &Redis, out: &Path, worker: &str, extra: &[&str]) -> (R
 
 /// Runs tests/support/egress.py; its JSON answer.
 fn client(url: &str, args: &[&str]) -> Value {
-    let out = Command::new(repo_root().join(".venv/bin/python"))
+    let python = Command::new(repo_root().join(".venv/bin/python"));
+    client_with(python, (url, API_KEY, API_SECRET), args)
+}
+
+/// The same with `python` (a command, maybe in a namespace) and (URL, key, secret).
+fn client_with(
+    mut python: Command,
+    (url, key, secret): (&str, &str, &str),
+    args: &[&str],
+) -> Value {
+    let out = python
         .arg(repo_root().join("tests/support/egress.py"))
         .args(args)
         .env("LIVEKIT_URL", url)
-        .env("LIVEKIT_API_KEY", API_KEY)
-        .env("LIVEKIT_API_SECRET", API_SECRET)
+        .env("LIVEKIT_API_KEY", key)
+        .env("LIVEKIT_API_SECRET", secret)
         .output()
         .expect("run the venv's python");
     assert!(
@@ -377,4 +391,129 @@ fn recorded(file: &Path) -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// redis-server inside a network namespace (its own loopback); killed on drop.
+struct NsRedis(std::process::Child);
+
+impl Drop for NsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_room_composite_started_before_anyone_joined_waits_and_records_both_participants() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    // Everything runs in the namespace: Redis on its loopback, the worker, the SDK client.
+    let (redis_port, api_port) = (6390, 7090);
+    let _redis = NsRedis(
+        ns.command("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server"),
+    );
+    wait_until(
+        "redis-server in the namespace",
+        Duration::from_secs(10),
+        || ns.can_connect("127.0.0.1", redis_port),
+    );
+    let keys = dir.path().join("keys.yaml");
+    std::fs::write(
+        &keys,
+        format!("{}: {}\n", server.api_key, server.api_secret),
+    )
+    .unwrap();
+    let mut cmd = ns.command(BIN);
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--queue",
+        "test",
+        "--worker-id",
+        "w",
+    ])
+    .arg(format!("--output-root={}", dir.path().display()))
+    .arg(format!("--http=127.0.0.1:{api_port}"))
+    .arg(format!("--keys={}", keys.display()))
+    .arg(format!("--livekit-url={}", server.ws_url()))
+    .env(
+        "PAGECAST_REDIS_URL",
+        format!("redis://127.0.0.1:{redis_port}"),
+    )
+    .env("PAGECAST_JOB_KEY", JOB_KEY);
+    let mut run = Run::spawn(cmd);
+    run.wait_for(API_LISTENING, Duration::from_secs(20));
+    let url = format!("http://127.0.0.1:{api_port}");
+    let call = |args: &[&str]| {
+        let python = ns.command(repo_root().join(".venv/bin/python"));
+        client_with(python, (&url, &server.api_key, &server.api_secret), args)
+    };
+    // Nobody is in the room yet (it does not exist): the recording waits for it.
+    let started = call(&["start-room", "standup", "grid", "room.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    assert_eq!(started["room_name"], "standup", "{started}");
+    run.wait_for(events::WAITING_FOR_ROOM, Duration::from_secs(60));
+    let red = Participant::join(&ns, &server, "standup", media("red", "FF0000", 440));
+    let blue = Participant::join(&ns, &server, "standup", media("blue", "0000FF", 660));
+    let file = dir.path().canonicalize().unwrap().join("room.mp4");
+    wait_until("4 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 4.0
+    });
+    let active = items(&call(&["list", "--room", "standup", "--active"]));
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0]["status"], "EGRESS_ACTIVE");
+    red.leave();
+    blue.leave();
+    // The layout ends the recording once the room is empty: COMPLETE, with the file.
+    let mut done = Value::Null;
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        done = items(&call(&["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+        done["status"] == "EGRESS_COMPLETE"
+    });
+    let size: u64 = done["file_results"][0]["size"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(size, std::fs::metadata(&file).unwrap().len(), "{done}");
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.duration() >= 4.0, "{} s", p.duration());
+    let f = frame_rgb(&file, 2.0, 96, 54);
+    let (red_share, blue_share) = (f.share(is_red), f.share(is_blue));
+    assert!(
+        red_share > 0.1 && blue_share > 0.1,
+        "red {red_share:.2}, blue {blue_share:.2}"
+    );
+    // The key's secret is in no answer.
+    assert!(!done.to_string().contains(&server.api_secret));
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+fn media(identity: &str, color: &str, tone: u32) -> Media {
+    Media {
+        identity: identity.into(),
+        color: Some(color.into()),
+        tone,
+        size: None,
+        screen: None,
+    }
 }

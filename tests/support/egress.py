@@ -5,6 +5,7 @@ line: the EgressInfo / ListEgressResponse as protobuf JSON with proto field name
 {"error": CODE, "msg": ..., "status": HTTP} when the server answers with a Twirp error.
 
 usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL]
+       egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
        egress.py tokens          (ListEgress with a wrong secret, an expired token, a token
@@ -48,6 +49,15 @@ async def main():
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
                 )
                 dump(await lk.egress.start_web_egress(req))
+            elif command == "start-room":
+                room, layout, filepath, width, height = args
+                req = api.RoomCompositeEgressRequest(
+                    room_name=room,
+                    layout=layout,
+                    file_outputs=[api.EncodedFileOutput(filepath=filepath)],
+                    advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                )
+                dump(await lk.egress.start_room_composite_egress(req))
             elif command == "list":
                 req = api.ListEgressRequest()
                 it = iter(args)

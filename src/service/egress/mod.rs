@@ -46,6 +46,9 @@ pub struct ApiOptions {
     pub keys: ApiKeys,
     /// Where webhooks go (`--webhook`).
     pub webhooks: Vec<url::Url>,
+    /// The LiveKit server room composites join (`--livekit-url`); their room tokens are
+    /// signed with the first API key.
+    pub livekit_url: Option<url::Url>,
 }
 
 /// What the API shares with the rest of the service.
@@ -68,6 +71,7 @@ struct Api {
     job_key: Arc<JobKey>,
     policy: Policy,
     webhooks: Option<Webhooks>,
+    livekit_url: Option<url::Url>,
 }
 
 pub struct ApiActor {
@@ -127,6 +131,7 @@ pub(super) fn start(
         job_key: shared.job_key,
         policy: shared.policy,
         webhooks,
+        livekit_url: options.livekit_url.clone(),
     };
     metrics::install();
     let server = HttpServer::new(move || {
@@ -308,6 +313,24 @@ async fn answer(
             let job = request::web(&r)?;
             Ok(encoding.encode(&start_egress(api, job, String::new()).await?))
         }
+        "StartRoomCompositeEgress" => {
+            let r: lk::RoomCompositeEgressRequest = encoding.decode(body)?;
+            let ws_url = api.livekit_url.as_ref().ok_or_else(|| {
+                TwirpError::new(
+                    Code::FailedPrecondition,
+                    "this service was started without --livekit-url: it records no rooms",
+                )
+            })?;
+            let (key, secret) = api.keys.signing();
+            let room = request::Room {
+                ws_url: ws_url.as_str(),
+                api_key: key,
+                api_secret: secret.expose(),
+            };
+            let job = request::room_composite(&r, &room)?;
+            let info = start_egress(api, job, r.room_name.clone()).await?;
+            Ok(encoding.encode(&info))
+        }
         "ListEgress" => {
             let r: lk::ListEgressRequest = encoding.decode(body)?;
             let items = api
@@ -325,8 +348,7 @@ async fn answer(
             let r: lk::StopEgressRequest = encoding.decode(body)?;
             Ok(encoding.encode(&stop(api, &r.egress_id).await?))
         }
-        "StartRoomCompositeEgress"
-        | "StartTrackCompositeEgress"
+        "StartTrackCompositeEgress"
         | "StartTrackEgress"
         | "StartParticipantEgress"
         | "UpdateLayout"
@@ -372,6 +394,7 @@ async fn start_egress(
     let info = lk::EgressInfo {
         egress_id: id.clone(),
         room_name: room,
+        // Every pagecast egress is a page in Chromium (LiveKit's WEB source).
         source_type: lk::EgressSourceType::Web as i32,
         status: lk::EgressStatus::EgressStarting as i32,
         updated_at: now,

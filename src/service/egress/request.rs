@@ -84,6 +84,106 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
     })
 }
 
+/// Where room composites join: the LiveKit server and the key pair that signs the recorder's
+/// room token.
+#[derive(Debug, Clone)]
+pub struct Room<'a> {
+    pub ws_url: &'a str,
+    pub api_key: &'a str,
+    pub api_secret: &'a str,
+}
+
+/// `StartRoomCompositeEgress`: one of pagecast's LiveKit layouts in the room.
+#[allow(deprecated)]
+pub fn room_composite(
+    req: &lk::RoomCompositeEgressRequest,
+    room: &Room<'_>,
+) -> Result<Job, TwirpError> {
+    use lk::room_composite_egress_request::{Options, Output};
+    if req.room_name.is_empty() {
+        return Err(TwirpError::invalid("room_name", "is required"));
+    }
+    refuse_av(req.audio_only, req.video_only)?;
+    if req.audio_mixing != 0 {
+        return Err(TwirpError::unimplemented(
+            "audio_mixing",
+            "pagecast records the room's mix as the layout plays it",
+        ));
+    }
+    if !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))) {
+        return Err(TwirpError::unimplemented(
+            "segment_outputs",
+            "HLS segments are not recorded by pagecast; use file_outputs",
+        ));
+    }
+    if !req.image_outputs.is_empty() {
+        return Err(TwirpError::unimplemented(
+            "image_outputs",
+            "image snapshots are not recorded by pagecast",
+        ));
+    }
+    if !req.webhooks.is_empty() {
+        return Err(TwirpError::unimplemented(
+            "webhooks",
+            "per-request webhooks are not sent by pagecast",
+        ));
+    }
+    let layout = match req.layout.as_str() {
+        "" | "speaker" | "speaker-dark" => "speaker-dark",
+        "speaker-light" => "speaker-light",
+        "grid" | "grid-dark" => "grid-dark",
+        "grid-light" => "grid-light",
+        other => {
+            return Err(TwirpError::unimplemented(
+                "layout",
+                format!("{other:?}: pagecast has grid, grid-light, speaker, speaker-light"),
+            ))
+        }
+    };
+    let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
+    let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
+    match &req.output {
+        Some(Output::File(f)) => files.push(f),
+        Some(Output::Stream(s)) => streams.push(s),
+        _ => {}
+    }
+    let mut template = json!({
+        "layout": layout, "ws_url": room.ws_url, "room_name": req.room_name,
+    });
+    if !req.custom_base_url.is_empty() {
+        template["base_url"] = json!(req.custom_base_url);
+    }
+    let mut config = json!({
+        "api_key": room.api_key,
+        "api_secret": room.api_secret,
+        "input": { "template": template },
+        "output": {},
+    });
+    match &req.options {
+        None => {}
+        Some(Options::Preset(p)) => preset(&mut config, *p)?,
+        Some(Options::Advanced(a)) => advanced(&mut config, a)?,
+    }
+    let shown_streams = outputs(&mut config, &files, &streams)?;
+    let mut shown = req.clone();
+    for f in &mut shown.file_outputs {
+        drop_credentials(f);
+    }
+    for s in &mut shown.stream_outputs {
+        s.urls = s.urls.iter().map(|u| mask_stream_url(u)).collect();
+    }
+    match &mut shown.output {
+        Some(Output::File(f)) => drop_credentials(f),
+        Some(Output::Stream(s)) => s.urls = s.urls.iter().map(|u| mask_stream_url(u)).collect(),
+        _ => {}
+    }
+    Ok(Job {
+        config,
+        shown: lk::egress_info::Request::RoomComposite(shown),
+        streams: shown_streams,
+    })
+}
+
 fn refuse_av(audio_only: bool, video_only: bool) -> Result<(), TwirpError> {
     if audio_only {
         return Err(TwirpError::unimplemented(
@@ -392,6 +492,33 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert_eq!(job.streams, vec!["rtmp://live.example.com/app/****"]);
+    }
+
+    #[test]
+    fn a_room_composite_joins_the_room_with_the_service_s_key_and_a_pagecast_layout() {
+        let room = Room {
+            ws_url: "ws://10.0.0.1:7880",
+            api_key: "APIk",
+            api_secret: "SECRETofTheKey",
+        };
+        let req = lk::RoomCompositeEgressRequest {
+            room_name: "standup".into(),
+            layout: "grid".into(),
+            file_outputs: vec![file("{room_name}-{time}.mp4")],
+            ..Default::default()
+        };
+        let job = room_composite(&req, &room).unwrap();
+        assert_eq!(job.config["input"]["template"]["layout"], "grid-dark");
+        assert_eq!(job.config["input"]["template"]["room_name"], "standup");
+        assert_eq!(job.config["output"]["file"], "{room_name}-{time}.mp4");
+        crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert!(!format!("{:?}", job.shown).contains("SECRETofTheKey"));
+        let mut r = req.clone();
+        r.layout = "single-speaker".into();
+        assert_eq!(
+            room_composite(&r, &room).unwrap_err().msg.split(':').next(),
+            Some("layout")
+        );
     }
 
     #[test]
