@@ -517,3 +517,65 @@ fn media(identity: &str, color: &str, tone: u32) -> Media {
         screen: None,
     }
 }
+
+#[test]
+fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = ["--heartbeat-ttl", "2s"];
+    let (mut first, url) = serve_api_with(&redis, dir.path(), "w1", &ttl);
+    let page = test_page("silent.html", "");
+    let started = client(&url, &["start-web", &page, "killed.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    let file = dir.path().canonicalize().unwrap().join("killed.mp4");
+    wait_until("2 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 2.0
+    });
+    // The machine dies: the worker and (parent-death signal) its recording.
+    first.signal(Signal::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    let kept = recorded(&file);
+    let (mut second, other) = serve_api_with(&redis, dir.path(), "w2", &ttl);
+    let retry = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("killed-attempt2.mp4");
+    let mut info = Value::Null;
+    wait_until("the egress to run again", Duration::from_secs(60), || {
+        info = items(&client(&other, &["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        info["status"] == "EGRESS_ACTIVE" && info["retry_count"] == 1
+    });
+    wait_until("2 s recorded again", Duration::from_secs(60), || {
+        recorded(&retry) >= 2.0
+    });
+    assert_eq!(client(&other, &["stop", &id])["status"], "EGRESS_ENDING");
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        info = items(&client(&other, &["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        info["status"] == "EGRESS_COMPLETE"
+    });
+    assert_eq!(info["retry_count"], 1, "{info}");
+    let last = info["file_results"]
+        .as_array()
+        .and_then(|f| f.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["filename"], retry.display().to_string(), "{info}");
+    let size: u64 = last["size"].as_str().unwrap().parse().unwrap();
+    assert_eq!(size, std::fs::metadata(&retry).unwrap().len(), "{info}");
+    // The killed attempt's recording is kept, never overwritten.
+    assert!(
+        recorded(&file) >= kept.min(2.0),
+        "{} s left of {kept} s",
+        recorded(&file)
+    );
+    stop_cleanly(&mut second);
+}
