@@ -12,8 +12,8 @@ use nix::sys::signal::Signal;
 use pagecast_actors::events::{self, API_LISTENING};
 use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
 use pagecast_testkit::{
-    frame_rgb, free_port, heavy, is_blue, is_red, probe, repo_root, test_page, wait_until, Nginx,
-    Redis,
+    frame_rgb, free_port, heavy, is_blue, is_red, probe, repo_root, test_page, wait_until, Moto,
+    Nginx, Redis,
 };
 use serde_json::Value;
 
@@ -21,6 +21,7 @@ const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbc
 const API_KEY: &str = "APIpagecast";
 const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
 const STREAM_KEY: &str = "sk-egress-test-7f3a9c";
+const S3_SECRET: &str = "s3-secret-of-the-egress-test-0123456789";
 
 /// A worker serving the API on a free port; its URL.
 fn serve_api(redis: &Redis, out: &Path) -> (Run, String) {
@@ -578,4 +579,90 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
         recorded(&file)
     );
     stop_cleanly(&mut second);
+}
+
+#[test]
+fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept");
+    let (mut run, url) = serve_api_with(
+        &redis,
+        dir.path(),
+        "w1",
+        &[
+            "--allow-endpoint-host=127.0.0.1",
+            &format!("--keep-dir={}", kept.display()),
+        ],
+    );
+    let call = |args: &[&str]| {
+        let mut python = Command::new(repo_root().join(".venv/bin/python"));
+        python
+            .env("S3_ENDPOINT", moto.endpoint())
+            .env("S3_ACCESS_KEY", "AKIAPAGECASTEGRESS")
+            .env("S3_SECRET", S3_SECRET);
+        let answer = client_with(python, (&url, API_KEY, API_SECRET), args);
+        assert!(!answer.to_string().contains(S3_SECRET), "{answer}");
+        assert!(
+            !answer.to_string().contains("AKIAPAGECASTEGRESS"),
+            "{answer}"
+        );
+        answer
+    };
+    let page = test_page("silent.html", "");
+    let started = call(&["start-web-s3", &page, "rec/egress.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    // The recording is written in the keep directory while it uploads.
+    let growing = || {
+        std::fs::read_dir(&kept)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "mp4"))
+    };
+    wait_until("3 s recorded", Duration::from_secs(60), || {
+        growing().is_some_and(|f| recorded(&f) >= 3.0)
+    });
+    call(&["stop", &id]);
+    let mut done = Value::Null;
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        done = items(&call(&["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+        done["status"] == "EGRESS_COMPLETE"
+    });
+    let f = &done["file_results"][0];
+    assert_eq!(f["location"], "s3://recordings/rec/egress.mp4", "{done}");
+    assert_eq!(f["filename"], "rec/egress.mp4", "{done}");
+    let object = dir.path().join("object.mp4");
+    moto.s3(&[
+        "get",
+        "recordings",
+        "rec/egress.mp4",
+        object.to_str().unwrap(),
+    ]);
+    let size: u64 = f["size"].as_str().unwrap().parse().unwrap();
+    assert_eq!(size, std::fs::metadata(&object).unwrap().len(), "{done}");
+    let duration = f["duration"].as_str().unwrap().parse::<f64>().unwrap() / 1e9;
+    let p = probe(&object);
+    assert!(
+        (duration - p.duration()).abs() <= 0.1,
+        "{duration} s reported, {} s in the object",
+        p.duration()
+    );
+    // The request is shown without its credentials.
+    let s3 = &done["web"]["file_outputs"][0]["s3"];
+    assert_eq!(
+        (s3["bucket"].as_str(), s3["secret"].as_str()),
+        (Some("recordings"), Some("")),
+        "{done}"
+    );
+    stop_cleanly(&mut run);
 }

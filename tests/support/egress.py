@@ -5,6 +5,8 @@ line: the EgressInfo / ListEgressResponse as protobuf JSON with proto field name
 {"error": CODE, "msg": ..., "status": HTTP} when the server answers with a Twirp error.
 
 usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL]
+       egress.py start-web-s3 PAGE KEY WIDTH HEIGHT   (to bucket "recordings" at S3_ENDPOINT,
+                                                  with S3_ACCESS_KEY and S3_SECRET)
        egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
@@ -46,6 +48,22 @@ async def main():
                     stream_outputs=[api.StreamOutput(protocol=api.StreamProtocol.RTMP, urls=rtmp)]
                     if rtmp
                     else [],
+                    advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                )
+                dump(await lk.egress.start_web_egress(req))
+            elif command == "start-web-s3":
+                page, key, width, height = args
+                s3 = api.S3Upload(
+                    access_key=os.environ["S3_ACCESS_KEY"],
+                    secret=os.environ["S3_SECRET"],
+                    bucket="recordings",
+                    endpoint=os.environ["S3_ENDPOINT"],
+                    region="us-east-1",
+                    force_path_style=True,
+                )
+                req = api.WebEgressRequest(
+                    url=page,
+                    file_outputs=[api.EncodedFileOutput(filepath=key, s3=s3)],
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
                 )
                 dump(await lk.egress.start_web_egress(req))
