@@ -335,7 +335,8 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         "{done}"
     );
     // The webhooks, each verified by LiveKit's WebhookReceiver: the first delivery was refused
-    // (503) and retried; then started, updated (active), ended with the final info, in order.
+    // (503) and retried; then started, updated (active, then ending on the stop), ended with the
+    // final info, in order.
     wait_until("egress_ended to arrive", Duration::from_secs(30), || {
         receiver
             .lines()
@@ -361,6 +362,7 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         vec![
             ("egress_started", "EGRESS_STARTING"),
             ("egress_updated", "EGRESS_ACTIVE"),
+            ("egress_updated", "EGRESS_ENDING"),
             ("egress_ended", "EGRESS_COMPLETE"),
         ],
         "{lines:?}"

@@ -457,11 +457,15 @@ async fn stop(api: &Api, id: &str) -> Result<lk::EgressInfo, TwirpError> {
         .request_stop(id)
         .await
         .map_err(|e| redis_down(e.to_string()))?;
-    records
+    let info = records
         .get(id)
         .await
         .map_err(redis_down)?
-        .ok_or_else(|| TwirpError::new(Code::NotFound, format!("egress {id} not found")))
+        .ok_or_else(|| TwirpError::new(Code::NotFound, format!("egress {id} not found")))?;
+    if let Some(hooks) = &api.webhooks {
+        hooks.send("egress_updated", info.clone());
+    }
+    Ok(info)
 }
 
 fn redis_down(e: String) -> TwirpError {

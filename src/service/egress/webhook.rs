@@ -4,7 +4,8 @@
 //! (`iss`) whose `sha256` claim is the body's SHA-256 (base64), so LiveKit's `WebhookReceiver`
 //! verifies them.
 //!
-//! Who sends what: the API that starts an egress sends `egress_started`; the worker running its
+//! Who sends what: the API that starts an egress sends `egress_started`, the one that stops it
+//! `egress_updated` (ENDING); the worker running its
 //! job sends `egress_updated` (running, requeued) and `egress_ended` (done, failed), learnt from
 //! the queue's events (`Q:events`, whose `worker` names the worker that wrote the change) and
 //! with the egress's info read from Redis at that moment.
