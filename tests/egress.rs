@@ -526,7 +526,9 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
     let _heavy = heavy();
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let ttl = ["--heartbeat-ttl", "2s"];
+    let receiver = Receiver::start(dir.path());
+    let hook = format!("--webhook={}", receiver.url);
+    let ttl = ["--heartbeat-ttl", "2s", &hook];
     let (mut first, url) = serve_api_with(&redis, dir.path(), "w1", &ttl);
     let page = test_page("silent.html", "");
     let started = client(&url, &["start-web", &page, "killed.mp4", "640", "360"]);
@@ -580,6 +582,34 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
         "{} s left of {kept} s",
         recorded(&file)
     );
+    // The webhooks tell the story: the worker that moved the job back says it starts again.
+    wait_until("egress_ended to arrive", Duration::from_secs(30), || {
+        receiver
+            .lines()
+            .iter()
+            .any(|l| l["event"] == "egress_ended")
+    });
+    let events: Vec<(String, String)> = receiver.lines()[1..]
+        .iter()
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap().to_owned(),
+                l["egress_info"]["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("egress_started", "EGRESS_STARTING"),
+        ("egress_updated", "EGRESS_ACTIVE"),
+        ("egress_updated", "EGRESS_STARTING"),
+        ("egress_updated", "EGRESS_ACTIVE"),
+        ("egress_updated", "EGRESS_ENDING"),
+        ("egress_ended", "EGRESS_COMPLETE"),
+    ]
+    .iter()
+    .map(|(e, s)| (e.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(events, want);
     stop_cleanly(&mut second);
 }
 

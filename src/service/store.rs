@@ -267,7 +267,8 @@ impl Store {
                             Some(&id),
                             JobState::Requeued,
                             worker,
-                            serde_json::json!({ "message": why }),
+                            // `by`: the worker that moved it (the egress API's webhooks).
+                            serde_json::json!({ "message": why, "by": self.worker }),
                         ),
                     )
                     .ignore()

@@ -6,8 +6,9 @@
 //!
 //! Who sends what: the API that starts an egress sends `egress_started`, the one that stops it
 //! `egress_updated` (ENDING); the worker running its
-//! job sends `egress_updated` (running, requeued) and `egress_ended` (done, failed), learnt from
-//! the queue's events (`Q:events`, whose `worker` names the worker that wrote the change) and
+//! job sends `egress_updated` (running, requeued: the worker that moved a dead one's job back)
+//! and `egress_ended` (done, failed), learnt from the queue's events (`Q:events`, whose `worker`,
+//! or `by` for a requeue, names the worker that wrote the change) and
 //! with the egress's info read from Redis at that moment.
 //!
 //! Never blocking a recording: each URL has a task of its own sending its events in order,
@@ -162,7 +163,9 @@ async fn post(
 pub fn for_event(payload: &str, me: &str) -> Option<(String, &'static str)> {
     let v: serde_json::Value = serde_json::from_str(payload).ok()?;
     let id = v["id"].as_str().filter(|id| id.starts_with("EG_"))?;
-    if v["worker"].as_str() != Some(me) {
+    // A dead worker's job is moved back by another: that one (`by`) tells.
+    let writer = v["by"].as_str().or(v["worker"].as_str());
+    if writer != Some(me) {
         return None;
     }
     let event = match v["state"].as_str()? {
@@ -193,5 +196,12 @@ mod tests {
         assert_eq!(for_event(&e("EG_a", "done", "w2"), "w1"), None);
         assert_eq!(for_event(&e("job-1", "done", "w1"), "w1"), None);
         assert_eq!(for_event(&e("EG_a", "queued", ""), ""), None);
+        let moved =
+            serde_json::json!({ "id": "EG_a", "state": "requeued", "worker": "dead", "by": "w2" });
+        assert_eq!(
+            for_event(&moved.to_string(), "w2"),
+            Some(("EG_a".into(), "egress_updated"))
+        );
+        assert_eq!(for_event(&moved.to_string(), "dead"), None);
     }
 }
