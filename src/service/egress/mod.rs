@@ -7,6 +7,8 @@
 //! against the service's policy (as a worker will check it again), sealed and submitted through
 //! the queue exactly as `pagecast submit` does; the egress's state lives in Redis (`info.rs`),
 //! so any worker's API answers for any job. `GET /metrics` in Prometheus' format (`metrics.rs`).
+//! With `--webhook`: the webhook senders and the `Q:events` follower feeding them (`webhook.rs`).
+//! With `--livekit-url`: room composites (`request::room_composite`).
 //! Accepts: [`Shutdown`] (no new connections, requests in flight answered, then stopped),
 //! [`Kill`] (stopped at once).
 //! Sends: nothing to other actors: stop requests go through Redis like any other.
