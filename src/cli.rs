@@ -71,6 +71,8 @@ impl RedisArgs {
     }
 }
 
+// Parsed once per run: the size of its largest variant (`serve`'s many flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Record what a config says.
@@ -144,6 +146,23 @@ pub enum Command {
         /// clear (only for a Redis nobody else can read).
         #[arg(long)]
         trusted_redis: bool,
+        /// Serve LiveKit's Egress API (Twirp, what LiveKit's SDKs call) on this address, e.g.
+        /// 127.0.0.1:7880. Needs PAGECAST_JOB_KEY and the API keys (--keys, or LIVEKIT_API_KEY
+        /// and LIVEKIT_API_SECRET).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<std::net::SocketAddr>,
+        /// The API keys callers sign their access tokens with: LiveKit's keys file, one
+        /// `key: secret` per line.
+        #[arg(long, value_name = "FILE", requires = "http")]
+        keys: Option<PathBuf>,
+        /// Send LiveKit's egress webhooks (egress_started, egress_updated, egress_ended) to
+        /// this URL, signed with the first API key; repeatable.
+        #[arg(long, value_name = "URL", requires = "http")]
+        webhook: Vec<url::Url>,
+        /// The LiveKit server (ws:// or wss://) that StartRoomCompositeEgress records rooms of;
+        /// the recorder's room tokens are signed with the first API key.
+        #[arg(long, value_name = "URL", requires = "http")]
+        livekit_url: Option<url::Url>,
         #[command(flatten)]
         policy: PolicyArgs,
     },

@@ -257,12 +257,12 @@ fn clean_reason(body: &str, token: &Secret) -> String {
         .join(" ")
 }
 
-type Client = hyper_util::client::legacy::Client<
+pub(crate) type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
 
-fn client() -> Result<Client, String> {
+pub(crate) fn client() -> Result<Client, String> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?
@@ -311,9 +311,15 @@ async fn request(
 }
 
 /// Before anything starts: the server answers, accepts `token` (its `/rtc/validate`), and, when
-/// the recorder has the API key, the room exists. Each error is one line naming the server and
-/// never the token or secret.
-pub async fn preflight(template: &Template, token: &Secret) -> Result<(), String> {
+/// the recorder has the API key, the room exists: a room that does not exist yet is waited for
+/// (asked again every second, `WAITING_FOR_ROOM` logged once) up to `wait_for_room`, as a
+/// recorder started before the meeting must. Each error is one line naming the server and never
+/// the token or secret.
+pub async fn preflight(
+    template: &Template,
+    token: &Secret,
+    wait_for_room: std::time::Duration,
+) -> Result<(), String> {
     let server = server_name(&template.ws_url);
     let base = http_base(&template.ws_url);
     let client = client()?;
@@ -357,34 +363,50 @@ pub async fn preflight(template: &Template, token: &Secret) -> Result<(), String
     else {
         return Ok(()); // a given token can't list rooms
     };
-    let admin = list_rooms_token(api_key, api_secret, SystemTime::now())?;
     let list = base
         .join("twirp/livekit.RoomService/ListRooms")
         .map_err(|e| format!("input.template.ws_url: {e}"))?;
-    let body = serde_json::json!({ "names": [room_name] }).to_string();
-    let req = hyper::Request::post(list.as_str())
-        .header("Authorization", format!("Bearer {}", admin.expose()))
-        .header("Content-Type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("cannot build a request to {server}: {e}"))?;
-    let (status, body) = request(&client, req, &server).await?;
-    if !status.is_success() {
-        return Err(format!(
-            "the LiveKit server at {server} refused to list rooms (HTTP {}): {}",
-            status.as_u16(),
-            clean_reason(&body, &admin)
-        ));
+    let since = std::time::Instant::now();
+    let mut backoff = pagecast_actors::backoff::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(1),
+    );
+    let mut said = false;
+    loop {
+        let admin = list_rooms_token(api_key, api_secret, SystemTime::now())?;
+        let body = serde_json::json!({ "names": [room_name] }).to_string();
+        let req = hyper::Request::post(list.as_str())
+            .header("Authorization", format!("Bearer {}", admin.expose()))
+            .header("Content-Type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("cannot build a request to {server}: {e}"))?;
+        let (status, body) = request(&client, req, &server).await?;
+        if !status.is_success() {
+            return Err(format!(
+                "the LiveKit server at {server} refused to list rooms (HTTP {}): {}",
+                status.as_u16(),
+                clean_reason(&body, &admin)
+            ));
+        }
+        let rooms: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let found = rooms["rooms"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|room| room["name"] == room_name.as_str()));
+        if found {
+            return Ok(());
+        }
+        if since.elapsed() >= wait_for_room {
+            return Err(format!(
+                "input.template.room_name: room {room_name:?} does not exist on the LiveKit server at {server} (waited {} s, input.start_timeout)",
+                wait_for_room.as_secs()
+            ));
+        }
+        if !said {
+            said = true;
+            tracing::info!(room = %room_name, server = %server, "{}", pagecast_actors::events::WAITING_FOR_ROOM);
+        }
+        backoff.wait().await;
     }
-    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let found = rooms["rooms"]
-        .as_array()
-        .is_some_and(|r| r.iter().any(|room| room["name"] == room_name.as_str()));
-    if !found {
-        return Err(format!(
-            "input.template.room_name: room {room_name:?} does not exist on the LiveKit server at {server}"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use pagecast::exit::Exit;
 use pagecast::logging;
 use pagecast::policy::PolicyError;
 use pagecast::run;
+use pagecast::service::egress::ApiKeys;
 
 /// The demo page, built into the binary so `pagecast demo` works anywhere (e.g. in the image).
 const DEMO_PAGE: &str = include_str!("../assets/demo/index.html");
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     // child (a recording, Chromium, ffmpeg) inherits them.
     let redis_url = std::env::var(pagecast::cli::REDIS_URL_VAR).ok();
     let job_key = pagecast::service::sealed::JobKey::from_env();
+    let api_key_pair = api_key_from_env();
     std::env::remove_var(pagecast::cli::REDIS_URL_VAR);
     std::env::remove_var(pagecast::service::sealed::KEY_VAR);
     let cli = Cli::parse();
@@ -90,12 +92,28 @@ fn main() -> ExitCode {
             job_retention,
             trusted_redis,
             keep_dir,
+            http,
+            keys,
+            webhook,
+            livekit_url,
             policy,
         } => {
             let (redis, job_key) = match (redis.url(redis_url), job_key) {
                 (Ok(redis), Ok(key)) => (redis, key),
                 (Err(message), _) => return fail(Exit::Config, &message),
                 (_, Err(e)) => return fail(Exit::Config, &e.to_string()),
+            };
+            let api = match http {
+                None => None,
+                Some(addr) => match ApiKeys::load(keys.as_deref(), api_key_pair) {
+                    Ok(keys) => Some(pagecast::service::egress::ApiOptions {
+                        addr,
+                        keys,
+                        webhooks: webhook,
+                        livekit_url,
+                    }),
+                    Err(message) => return fail(Exit::Config, &message),
+                },
             };
             let keep_dir = std::path::absolute(&keep_dir).unwrap_or(keep_dir);
             let policy = policy.policy();
@@ -135,6 +153,7 @@ fn main() -> ExitCode {
                 policy,
                 machine,
                 max_utilisation,
+                api,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
             return if outcome.exit == Exit::Ok {
@@ -215,6 +234,19 @@ fn main() -> ExitCode {
     } else {
         fail(outcome.exit, &outcome.message)
     }
+}
+
+/// The API key pair of the environment (`serve --http` without `--keys`), taken out of it so no
+/// recording inherits it. `record` reads its key from its config, never from there.
+fn api_key_from_env() -> Option<(String, pagecast_actors::secret::Secret)> {
+    use pagecast::service::egress::{KEY_VAR, SECRET_VAR};
+    let pair = std::env::var(KEY_VAR)
+        .ok()
+        .zip(std::env::var(SECRET_VAR).ok())
+        .map(|(k, s)| (k, pagecast_actors::secret::Secret::new(s)));
+    std::env::remove_var(KEY_VAR);
+    std::env::remove_var(SECRET_VAR);
+    pair
 }
 
 fn fail(exit: Exit, message: &str) -> ExitCode {

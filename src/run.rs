@@ -72,6 +72,8 @@ impl Outcome {
 
 /// The log event naming what a run kept (file or object, seconds): the service reads it.
 pub const RECORDING_KEPT: &str = "recording kept";
+/// The log event of a completed S3 object (field: bytes): the service reads it.
+pub const S3_OBJECT_COMPLETE: &str = "S3 object complete";
 
 /// Records what `config` says. Runs inside an actix system.
 /// `pins`: host names Chromium must resolve to the address the service policy checked.
@@ -250,7 +252,7 @@ pub async fn record(
         let uploaded = finish_upload(upload, playable.is_some(), report.segments > 1).await;
         match uploaded {
             Ok(bytes) => {
-                tracing::info!(bytes, stop_to_complete = ?stopped.elapsed(), "S3 object complete");
+                tracing::info!(bytes, stop_to_complete = ?stopped.elapsed(), "{S3_OBJECT_COMPLETE}");
                 let object = s3
                     .as_ref()
                     .map(|(s3, ..)| format!("s3://{}/{}", s3.bucket, s3.key));
@@ -390,7 +392,7 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
             ));
         }
     }
-    crate::livekit::preflight(template, &token)
+    crate::livekit::preflight(template, &token, config.input.start_timeout)
         .await
         .map_err(|e| Outcome::fail(Exit::Input, e))?;
     let (base, server) = match &template.base_url {

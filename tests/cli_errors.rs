@@ -232,3 +232,43 @@ fn unknown_placeholders_in_names_are_config_errors() {
     let config = json!({ "input": { "url": "https://example.com" }, "output": { "file": "/tmp/{room_name}.mp4" } });
     assert_config_error(&config.to_string(), "output.file");
 }
+
+#[test]
+fn serve_http_without_its_keys_or_the_job_key_exits_2_naming_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_keys = dir.path().join("keys.yaml");
+    std::fs::write(&bad_keys, "APIkey the-secret-of-the-key-without-a-colon\n").unwrap();
+    let good_keys = dir.path().join("good.yaml");
+    std::fs::write(&good_keys, "APIkey: the-secret-of-the-key\n").unwrap();
+    let serve = |args: &[&str], job_key: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--http", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("LIVEKIT_API_KEY")
+            .env_remove("LIVEKIT_API_SECRET")
+            .env_remove("PAGECAST_JOB_KEY");
+        if job_key {
+            cmd.env("PAGECAST_JOB_KEY", "00".repeat(32));
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = serve(&[], true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--http: the API needs its keys"), "{err}");
+    let keys = format!("--keys={}", bad_keys.display());
+    let (code, err) = serve(&[&keys], true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 1: not `key: secret`"), "{err}");
+    assert!(!err.contains("the-secret-of-the-key"), "{err}");
+    let keys = format!("--keys={}", good_keys.display());
+    let (code, err) = serve(&[&keys], false);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--http: the API submits jobs sealed: set PAGECAST_JOB_KEY"),
+        "{err}"
+    );
+}

@@ -318,8 +318,17 @@ fn wrong_secret_missing_room_and_nobody_joining_are_clear_errors() {
     assert!(!file.exists(), "nothing recorded, nothing left");
     assert!(began.elapsed() < Duration::from_secs(15));
 
-    // The room does not exist: the right key, a room nobody made.
-    let mut run = record_in(&ns, &config(&server.api_secret, "no-such-room", json!({})));
+    // The room does not exist: the right key, a room nobody made. It is waited for up to
+    // start_timeout, then refused.
+    let began = Instant::now();
+    let mut run = record_in(
+        &ns,
+        &config(
+            &server.api_secret,
+            "no-such-room",
+            json!({ "start_timeout": "2s" }),
+        ),
+    );
     let (status, _) = run.wait(Duration::from_secs(15));
     assert_eq!(status.code(), Some(4), "{}", run.stderr());
     assert!(
@@ -328,19 +337,22 @@ fn wrong_secret_missing_room_and_nobody_joining_are_clear_errors() {
         "{}",
         run.stderr()
     );
+    assert!(began.elapsed() >= Duration::from_secs(2));
     assert!(!file.exists());
 
-    // The room exists but nobody publishes anything: "nobody joined" after start_timeout.
-    let _listener = Participant::join(&ns, &server, "quiet", media("listener", None, 0));
+    // Started before the room exists: it waits for it (here a listener that publishes
+    // nothing makes it), then for someone to publish: "nobody joined" after start_timeout.
     let began = Instant::now();
     let mut run = record_in(
         &ns,
         &config(
             &server.api_secret,
             "quiet",
-            json!({ "start_timeout": "4s" }),
+            json!({ "start_timeout": "10s" }),
         ),
     );
+    run.wait_for(events::WAITING_FOR_ROOM, Duration::from_secs(15));
+    let _listener = Participant::join(&ns, &server, "quiet", media("listener", None, 0));
     let (status, _) = run.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(4), "{}", run.stderr());
     assert!(

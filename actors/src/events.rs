@@ -33,3 +33,7 @@ pub const WORKER_OVERLOADED: &str =
     "worker overloaded: taking no jobs until its recordings keep up";
 /// Every recording here keeps up again: the worker takes jobs again.
 pub const WORKER_RECOVERED: &str = "worker recovered: taking jobs again";
+/// The service's egress API accepts requests (field: addr).
+pub const API_LISTENING: &str = "egress API listening";
+/// A LiveKit recording waits for its room to be created (fields: room, server).
+pub const WAITING_FOR_ROOM: &str = "waiting for the room to exist";

@@ -1,6 +1,6 @@
 //! What one attempt of a job left: its file or object (the names are filled in before the
 //! recording starts, see `naming.rs`), the file an S3 upload that gave up was kept in, and how
-//! many seconds it holds. Written to the job's state as `attempt_<N>`, so a killed attempt's
+//! many seconds (and, for a file, bytes) it holds. Written to the job's state as `attempt_<N>`, so a killed attempt's
 //! recording is never lost from view when the job runs again.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +23,10 @@ pub async fn measured(out: &AttemptOutput, keep_file: Option<PathBuf>, tail: &st
     let mut seconds = None;
     if let Some(file) = &out.file {
         seconds = plays(file).await;
+        // The size, for the egress API's file results (`egress/info.rs`).
+        if let Ok(meta) = tokio::fs::metadata(file).await {
+            v["bytes"] = json!(meta.len());
+        }
     }
     if let Some(kept) = keep_file.filter(|k| k.exists()) {
         if seconds.is_none() {
@@ -32,6 +36,12 @@ pub async fn measured(out: &AttemptOutput, keep_file: Option<PathBuf>, tail: &st
     }
     if seconds.is_none() {
         seconds = logged_seconds(tail);
+    }
+    // An object's size, as its upload logged it (the egress API's file results).
+    if v.get("bytes").is_none() && out.s3.is_some() {
+        if let Some(bytes) = logged(tail, crate::run::S3_OBJECT_COMPLETE, "bytes") {
+            v["bytes"] = bytes;
+        }
     }
     v["seconds"] = json!(seconds.map(|s| (s * 10.0).round() / 10.0));
     v.to_string()
@@ -52,10 +62,15 @@ async fn plays(file: &Path) -> Option<f64> {
 
 /// The `seconds` of the recording's last "recording kept" log line (JSON lines joined by " | ").
 fn logged_seconds(tail: &str) -> Option<f64> {
+    logged(tail, crate::run::RECORDING_KEPT, "seconds")?.as_f64()
+}
+
+/// `field` of the last log line whose message is `message`.
+fn logged(tail: &str, message: &str, field: &str) -> Option<serde_json::Value> {
     tail.rsplit(" | ").find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-        (v["message"] == crate::run::RECORDING_KEPT)
-            .then(|| v["seconds"].as_f64())
+        (v["message"] == message)
+            .then(|| v.get(field).cloned())
             .flatten()
     })
 }
@@ -69,5 +84,10 @@ mod tests {
         let tail = r#"{"level":"INFO","message":"S3 object complete"} | {"level":"INFO","kept":"s3://b/k","seconds":12.5,"message":"recording kept"} | "#;
         assert_eq!(logged_seconds(tail), Some(12.5));
         assert_eq!(logged_seconds("pagecast: bad"), None);
+        let tail = r#"{"level":"INFO","bytes":123456,"message":"S3 object complete"} | "#;
+        assert_eq!(
+            logged(tail, crate::run::S3_OBJECT_COMPLETE, "bytes"),
+            Some(json!(123456))
+        );
     }
 }

@@ -15,6 +15,21 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Follows `channel` until the future is dropped.
 pub(super) async fn follow(client: redis::Client, channel: String, on_stop: impl Fn(String)) {
+    let name = channel.clone();
+    follow_messages(client, channel, move |payload| match parse_control(&payload) {
+        Some(stop) => on_stop(stop),
+        None => tracing::warn!(channel = %name, "ignored a control message that is not {{\"stop\": \"<id>\"}}"),
+    })
+    .await
+}
+
+/// Follows `channel` until the future is dropped, handing every message to `on_message` (also
+/// used for `Q:events` by the egress API's webhooks).
+pub(super) async fn follow_messages(
+    client: redis::Client,
+    channel: String,
+    on_message: impl Fn(String),
+) {
     let mut backoff = reconnect_backoff();
     loop {
         let subscribed = async {
@@ -29,7 +44,7 @@ pub(super) async fn follow(client: redis::Client, channel: String, on_stop: impl
         .await;
         match subscribed {
             Ok((mut sink, mut stream)) => {
-                tracing::debug!(channel = %channel, "following stop requests");
+                tracing::debug!(channel = %channel, "following the channel");
                 let since = tokio::time::Instant::now();
                 let mut ping = tokio::time::interval_at(since + PING_EVERY, PING_EVERY);
                 loop {
@@ -37,10 +52,7 @@ pub(super) async fn follow(client: redis::Client, channel: String, on_stop: impl
                         msg = stream.next() => {
                             let Some(msg) = msg else { break };
                             let payload: String = msg.get_payload().unwrap_or_default();
-                            match parse_control(&payload) {
-                                Some(stop) => on_stop(stop),
-                                None => tracing::warn!(channel = %channel, "ignored a control message that is not {{\"stop\": \"<id>\"}}"),
-                            }
+                            on_message(payload);
                         }
                         _ = ping.tick() => {
                             // Subscribed, the answer is ["pong", ""]: any answer will do.
@@ -51,12 +63,12 @@ pub(super) async fn follow(client: redis::Client, channel: String, on_stop: impl
                         }
                     }
                 }
-                tracing::debug!(channel = %channel, "control subscription lost; reconnecting");
+                tracing::debug!(channel = %channel, "subscription lost; reconnecting");
                 if since.elapsed() > PING_EVERY {
                     backoff.reset();
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "cannot subscribe to stop requests yet"),
+            Err(e) => tracing::debug!(channel = %channel, error = %e, "cannot subscribe yet"),
         }
         backoff.wait().await;
     }

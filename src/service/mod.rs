@@ -7,7 +7,9 @@
 //! ├── queue    QueueActor    owns the store (queue.rs; Redis in store.rs, stop requests in
 //! │                          control.rs): the lease, takes jobs, writes results, moves the jobs
 //! │                          of dead workers back to the queue
-//! └── runner   RunnerActor   owns one `pagecast record` process per running job
+//! ├── runner   RunnerActor   owns one `pagecast record` process per running job
+//! └── api      ApiActor      with `--http`: LiveKit's Egress API (`egress/`), whose jobs go
+//!                            through the same queue
 //! ```
 //!
 //! The job protocol (all keys under the queue name `Q`, default `pagecast`):
@@ -41,6 +43,7 @@
 mod attempt;
 pub mod capacity;
 mod control;
+pub mod egress;
 mod queue;
 mod runner;
 pub mod sealed;
@@ -97,6 +100,8 @@ pub struct ServiceOptions {
     pub machine: capacity::Machine,
     /// The share of it recordings may use together (`--max-utilisation`).
     pub max_utilisation: f64,
+    /// LiveKit's Egress API (`--http`), if served.
+    pub api: Option<egress::ApiOptions>,
 }
 
 impl ServiceOptions {
@@ -371,6 +376,19 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
             )
         }
     };
+    // API jobs carry storage credentials and stream keys: they rest in Redis only sealed.
+    let api_key = match (&options.api, &options.job_key) {
+        (Some(_), None) => {
+            return Outcome::fail(
+                Exit::Config,
+                format!(
+                    "--http: the API submits jobs sealed: set {}",
+                    sealed::KEY_VAR
+                ),
+            )
+        }
+        (_, key) => key.clone(),
+    };
     // Pre-flight, before the tree: a service that cannot reach its queue, or whose id is taken,
     // has nothing to do.
     let instance = instance_token();
@@ -378,7 +396,9 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         Ok(con) => con,
         Err(message) => return Outcome::fail(Exit::Input, message),
     };
+    let api_con = con.clone();
     let store = Store::new(con, options.keys(), options.worker_id.clone());
+    let api_store = Store::new(api_con.clone(), options.keys(), options.worker_id.clone());
     if let Err(message) = queue::claim_worker_id(store.clone(), &options, &instance).await {
         return Outcome::fail(Exit::Config, message);
     }
@@ -431,6 +451,28 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
             },
         )
     };
+    // Last, so it is the first to stop: no new requests, then the recordings finish.
+    let api = options.api.clone().zip(api_key).map(|(api, key)| {
+        let (keys, policy) = (options.keys(), options.policy.clone());
+        let (client, worker) = (client.clone(), options.worker_id.clone());
+        ChildSpec::new(
+            "api",
+            Restart::Permanent,
+            egress::SHUTDOWN_TIMEOUT,
+            move |link| {
+                let shared = egress::Shared {
+                    store: api_store.clone(),
+                    con: api_con.clone(),
+                    client: client.clone(),
+                    keys: keys.clone(),
+                    worker: worker.clone(),
+                    job_key: key.clone(),
+                    policy: policy.clone(),
+                };
+                std::future::ready(egress::start(api.clone(), shared, link))
+            },
+        )
+    });
     tracing::info!(
         worker = %options.worker_id,
         queue = %options.queue,
@@ -453,7 +495,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
                 period: Duration::from_secs(60),
             },
         },
-        vec![queue, runner],
+        [queue, runner].into_iter().chain(api).collect(),
     );
     wiring.borrow_mut().supervisor = Some(supervisor.clone());
     let signals = actix::spawn(forward_signals(supervisor, wiring.clone(), signals));
@@ -490,22 +532,7 @@ pub async fn submit(
     let id = id.unwrap_or_else(|| format!("job-{}", instance_token()));
     let config: serde_json::Value = serde_json::from_str(config)
         .map_err(|e| Outcome::fail(Exit::Config, format!("config: not JSON ({e})")))?;
-    let raw = serde_json::json!({ "id": id, "config": config }).to_string();
-    if let Parsed::Refused { message, .. } = parse_job(&raw) {
-        return Err(Outcome::fail(Exit::Config, message));
-    }
-    let key = key.ok_or_else(|| {
-        Outcome::fail(
-            Exit::Config,
-            format!(
-                "{}: not set: submit pushes jobs only sealed (give it the workers' key)",
-                sealed::KEY_VAR
-            ),
-        )
-    })?;
-    let payload = key
-        .seal(&id, &raw)
-        .map_err(|e| Outcome::fail(Exit::Failed, e.to_string()))?;
+    let payload = sealed_job(&id, config, key)?;
     let client = redis::Client::open(redis).map_err(|e| {
         Outcome::fail(
             Exit::Config,
@@ -527,6 +554,31 @@ pub async fn submit(
         )),
         Err(e) => Err(Outcome::fail(Exit::Input, format!("Redis: {e}"))),
     }
+}
+
+/// A job checked as a worker will check it (bad id or config: exit 2), sealed with the key
+/// (none: exit 2, nothing is pushed in clear): the payload to submit. Shared by `pagecast
+/// submit` and the egress API.
+fn sealed_job(
+    id: &str,
+    config: serde_json::Value,
+    key: Option<&JobKey>,
+) -> Result<String, Outcome> {
+    let raw = serde_json::json!({ "id": id, "config": config }).to_string();
+    if let Parsed::Refused { message, .. } = parse_job(&raw) {
+        return Err(Outcome::fail(Exit::Config, message));
+    }
+    let key = key.ok_or_else(|| {
+        Outcome::fail(
+            Exit::Config,
+            format!(
+                "{}: not set: submit pushes jobs only sealed (give it the workers' key)",
+                sealed::KEY_VAR
+            ),
+        )
+    })?;
+    key.seal(id, &raw)
+        .map_err(|e| Outcome::fail(Exit::Failed, e.to_string()))
 }
 
 /// A Redis URL without its password.
@@ -645,6 +697,7 @@ mod tests {
                 memory: 1 << 40,
             },
             max_utilisation: capacity::DEFAULT_MAX_UTILISATION,
+            api: None,
         }
     }
 

@@ -274,7 +274,8 @@ impl Store {
                             Some(&id),
                             JobState::Requeued,
                             worker,
-                            serde_json::json!({ "message": why }),
+                            // `by`: the worker that moved it (the egress API's webhooks).
+                            serde_json::json!({ "message": why, "by": self.worker }),
                         ),
                     )
                     .ignore()
@@ -352,6 +353,34 @@ impl Store {
     pub async fn stop_requested(&mut self, id: &str) -> redis::RedisResult<bool> {
         let flag: Option<String> = self.con.hget(self.keys.job(id), "stop").await?;
         Ok(flag.as_deref() == Some("1"))
+    }
+
+    /// Asks for a job's stop, both ways (see `mod.rs`): the flag in its hash (read every round,
+    /// not lost while a worker reconnects) and the control message (at once).
+    pub async fn request_stop(&mut self, id: &str) -> redis::RedisResult<()> {
+        redis::pipe()
+            .hset(self.keys.job(id), "stop", "1")
+            .ignore()
+            .publish(
+                self.keys.control(),
+                serde_json::json!({ "stop": id }).to_string(),
+            )
+            .ignore()
+            .query_async(&mut self.con)
+            .await
+    }
+
+    /// How many jobs wait in the queue.
+    pub async fn queue_length(&mut self) -> redis::RedisResult<u64> {
+        self.con.llen(self.keys.jobs()).await
+    }
+
+    /// A job's hash (empty: no such job, or it expired).
+    pub async fn job_fields(
+        &mut self,
+        id: &str,
+    ) -> redis::RedisResult<std::collections::HashMap<String, String>> {
+        self.con.hgetall(self.keys.job(id)).await
     }
 
     /// Takes the next job (see [`Take`] and [`TAKE`]).

@@ -1,0 +1,340 @@
+//! The state of every egress, in Redis so that any worker's API answers for any job: the
+//! egress's own record `Q:egress:<id>` (its `EgressInfo` as it was started: source, room, the
+//! request with its secrets dropped, the masked stream URLs; protobuf JSON) in the set
+//! `Q:egresses` (scored by its start in ms), and the job's hash the queue keeps (`mod.rs`:
+//! state, attempts, times, exit code, message, what each attempt left). An `EgressInfo` is put
+//! together from both when asked for, so it is never behind the job: a worker's death, a retry
+//! or an end shows at once. A record whose job hash has expired (the retention) is gone.
+
+use std::collections::HashMap;
+
+use livekit_protocol as lk;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::super::Keys;
+
+/// The egress records of one queue.
+#[derive(Clone)]
+pub struct Records {
+    con: ConnectionManager,
+    keys: Keys,
+}
+
+fn record_key(keys: &Keys, id: &str) -> String {
+    format!("{}:egress:{id}", keys.queue)
+}
+
+fn index_key(keys: &Keys) -> String {
+    format!("{}:egresses", keys.queue)
+}
+
+/// Now in nanoseconds since the epoch (what `EgressInfo` times are in).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// A new egress id: `EG_` and 12 random letters and digits (LiveKit's form).
+pub fn new_id() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 12];
+    // The system's random source cannot fail on Linux; the time is a fallback that stays unique.
+    if aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .is_err()
+    {
+        bytes.copy_from_slice(&now_ns().to_le_bytes().repeat(2)[..12]);
+    }
+    let tail: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    format!("EG_{tail}")
+}
+
+impl Records {
+    pub fn new(con: ConnectionManager, keys: Keys) -> Self {
+        Self { con, keys }
+    }
+
+    /// Writes a new egress's record (before its job is submitted, so the job is never seen
+    /// without it).
+    pub async fn create(&mut self, info: &lk::EgressInfo) -> Result<(), String> {
+        let json = serde_json::to_string(info).map_err(|e| e.to_string())?;
+        let ms = info.started_at.max(info.updated_at) / 1_000_000;
+        redis::pipe()
+            .set(record_key(&self.keys, &info.egress_id), json)
+            .ignore()
+            .zadd(index_key(&self.keys), &info.egress_id, ms)
+            .ignore()
+            .query_async::<()>(&mut self.con)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes a record whose job could not be submitted.
+    pub async fn remove(&mut self, id: &str) -> Result<(), String> {
+        redis::pipe()
+            .del(record_key(&self.keys, id))
+            .ignore()
+            .zrem(index_key(&self.keys), id)
+            .ignore()
+            .query_async::<()>(&mut self.con)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The egress as it stands, or None if there is no such egress (any more).
+    pub async fn get(&mut self, id: &str) -> Result<Option<lk::EgressInfo>, String> {
+        let (record, job): (Option<String>, HashMap<String, String>) = redis::pipe()
+            .get(record_key(&self.keys, id))
+            .hgetall(self.keys.job(id))
+            .query_async(&mut self.con)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        if job.is_empty() {
+            // The job's hash expired after the retention: the egress goes with it.
+            self.remove(id).await?;
+            return Ok(None);
+        }
+        let base: lk::EgressInfo =
+            serde_json::from_str(&record).map_err(|e| format!("egress {id}'s record: {e}"))?;
+        Ok(Some(assemble(base, &job)))
+    }
+
+    /// Every egress, newest first, that matches the filters (empty: any).
+    pub async fn list(
+        &mut self,
+        room: &str,
+        id: &str,
+        active_only: bool,
+    ) -> Result<Vec<lk::EgressInfo>, String> {
+        let ids: Vec<String> = if id.is_empty() {
+            self.con
+                .zrevrange(index_key(&self.keys), 0, -1)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            vec![id.to_owned()]
+        };
+        let mut items = Vec::new();
+        for id in ids {
+            let Some(info) = self.get(&id).await? else {
+                continue;
+            };
+            if !room.is_empty() && info.room_name != room {
+                continue;
+            }
+            if active_only && !is_active(&info) {
+                continue;
+            }
+            items.push(info);
+        }
+        Ok(items)
+    }
+}
+
+/// STARTING, ACTIVE or ENDING.
+pub fn is_active(info: &lk::EgressInfo) -> bool {
+    use lk::EgressStatus as S;
+    matches!(
+        S::try_from(info.status),
+        Ok(S::EgressStarting | S::EgressActive | S::EgressEnding)
+    )
+}
+
+fn secs_to_ns(field: Option<&String>) -> i64 {
+    field
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(|s| s * 1_000_000_000)
+        .unwrap_or(0)
+}
+
+/// The egress's record brought up to date with its job's hash.
+pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::EgressInfo {
+    use lk::EgressStatus as S;
+    let state = job
+        .get("state")
+        .map(String::as_str)
+        .and_then(super::super::JobState::parse);
+    let stopping = job.get("stop").map(String::as_str) == Some("1");
+    use super::super::JobState as J;
+    let status = match state {
+        None | Some(J::Queued) | Some(J::Requeued) if stopping => S::EgressEnding,
+        None | Some(J::Queued) | Some(J::Requeued) => S::EgressStarting,
+        Some(J::Running) if stopping => S::EgressEnding,
+        Some(J::Running) => S::EgressActive,
+        Some(J::Done) => S::EgressComplete,
+        Some(J::Failed) => S::EgressFailed,
+    };
+    info.status = status as i32;
+    let started = secs_to_ns(job.get("started_at"));
+    if started > 0 {
+        info.started_at = started;
+    }
+    let final_ = matches!(status, S::EgressComplete | S::EgressFailed);
+    if final_ {
+        info.ended_at = secs_to_ns(job.get("ended_at"));
+    }
+    info.updated_at = info.updated_at.max(info.started_at).max(info.ended_at);
+    let attempts: i32 = job
+        .get("attempts")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    info.retry_count = (attempts - 1).max(0);
+    if status == S::EgressFailed {
+        info.error = job.get("message").cloned().unwrap_or_default();
+        info.error_code = job
+            .get("exit_code")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+    }
+    // What each attempt left, in order.
+    let mut outputs: Vec<(u32, serde_json::Value)> = job
+        .iter()
+        .filter_map(|(k, v)| {
+            let n = k.strip_prefix("attempt_")?.parse().ok()?;
+            Some((n, serde_json::from_str(v).ok()?))
+        })
+        .collect();
+    outputs.sort_by_key(|(n, _)| *n);
+    info.file_results = outputs
+        .iter()
+        .filter_map(|(_, o)| file_info(o, info.started_at, info.ended_at))
+        .collect();
+    for s in &mut info.stream_results {
+        s.status = match status {
+            S::EgressStarting | S::EgressActive | S::EgressEnding => {
+                lk::stream_info::Status::Active as i32
+            }
+            S::EgressComplete => lk::stream_info::Status::Finished as i32,
+            _ => lk::stream_info::Status::Failed as i32,
+        };
+        if s.started_at == 0 {
+            s.started_at = info.started_at;
+        }
+        if final_ {
+            s.ended_at = info.ended_at;
+            s.duration = (s.ended_at - s.started_at).max(0);
+        }
+    }
+    // What no peer reports: the seconds each attempt recorded, and where its file is.
+    info.details = serde_json::json!({
+        "attempts": outputs.iter().map(|(_, o)| o).collect::<Vec<_>>(),
+    })
+    .to_string();
+    info
+}
+
+/// One attempt's output as a file result: a local file, or the S3 object.
+fn file_info(o: &serde_json::Value, started: i64, ended: i64) -> Option<lk::FileInfo> {
+    let seconds = o["seconds"].as_f64();
+    let (filename, location) = match (o["file"].as_str(), o["s3"].as_str()) {
+        (_, Some(s3)) => (
+            s3.strip_prefix("s3://")
+                .and_then(|r| r.split_once('/'))
+                .map(|(_, key)| key.to_owned())
+                .unwrap_or_else(|| s3.to_owned()),
+            s3.to_owned(),
+        ),
+        (Some(file), None) => (file.to_owned(), file.to_owned()),
+        (None, None) => return None,
+    };
+    Some(lk::FileInfo {
+        filename,
+        location,
+        started_at: started,
+        ended_at: ended,
+        duration: seconds.map(|s| (s * 1e9) as i64).unwrap_or(0),
+        size: o["bytes"].as_i64().unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(fields: &[(&str, &str)]) -> HashMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_egress_s_status_follows_its_job() {
+        use lk::EgressStatus as S;
+        let base = lk::EgressInfo {
+            egress_id: "EG_x".into(),
+            ..Default::default()
+        };
+        let status = |fields: &[(&str, &str)]| {
+            S::try_from(assemble(base.clone(), &job(fields)).status).unwrap()
+        };
+        assert_eq!(status(&[("state", "queued")]), S::EgressStarting);
+        assert_eq!(status(&[("state", "running")]), S::EgressActive);
+        assert_eq!(
+            status(&[("state", "running"), ("stop", "1")]),
+            S::EgressEnding
+        );
+        assert_eq!(status(&[("state", "done")]), S::EgressComplete);
+        assert_eq!(status(&[("state", "failed")]), S::EgressFailed);
+        let done = assemble(
+            base,
+            &job(&[
+                ("state", "failed"),
+                ("attempts", "2"),
+                ("started_at", "100"),
+                ("ended_at", "104"),
+                ("exit_code", "4"),
+                ("message", "input: the page could not be loaded"),
+                (
+                    "attempt_1",
+                    r#"{"attempt":1,"file":"/o/a.mp4","seconds":1.5,"bytes":1000}"#,
+                ),
+                (
+                    "attempt_2",
+                    r#"{"attempt":2,"s3":"s3://b/k/a-attempt2.mp4","seconds":2.0}"#,
+                ),
+            ]),
+        );
+        assert_eq!(
+            (done.started_at, done.ended_at),
+            (100_000_000_000, 104_000_000_000)
+        );
+        assert_eq!((done.retry_count, done.error_code), (1, 4));
+        assert_eq!(done.error, "input: the page could not be loaded");
+        let files: Vec<_> = done
+            .file_results
+            .iter()
+            .map(|f| (f.filename.as_str(), f.location.as_str(), f.size, f.duration))
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                ("/o/a.mp4", "/o/a.mp4", 1000, 1_500_000_000),
+                (
+                    "k/a-attempt2.mp4",
+                    "s3://b/k/a-attempt2.mp4",
+                    0,
+                    2_000_000_000
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn egress_ids_look_like_livekit_s() {
+        let a = new_id();
+        assert!(a.starts_with("EG_") && a.len() == 15, "{a}");
+        assert_ne!(a, new_id());
+        assert!(super::super::super::valid_id(&a));
+    }
+}

@@ -1,0 +1,81 @@
+//! `GET /metrics`, in Prometheus' text format (the `metrics` crate and its Prometheus
+//! exporter): the API's own counters, kept as requests are answered, and what Redis holds,
+//! read at each scrape so that every worker shows the whole queue.
+//!
+//! - `pagecast_api_requests_total{method, code}`: calls by method and answer (`ok` or the Twirp
+//!   code);
+//! - `pagecast_egress_started_total`: egresses this worker's API submitted;
+//! - `pagecast_queue_length`: jobs waiting in the queue;
+//! - `pagecast_egresses{status}`: egresses by status (LiveKit's names).
+
+use std::sync::OnceLock;
+
+use livekit_protocol as lk;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// The process's recorder, installed on first use (a restarted API keeps its counters).
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Only this module installs one; a test binary running two services shares it.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Makes sure the recorder is there before the first request counts.
+pub fn install() {
+    handle();
+}
+
+/// The methods of `livekit.Egress`: any other path is counted as `other`, so a caller cannot
+/// grow the labels without bound.
+const METHODS: &[&str] = &[
+    "StartRoomCompositeEgress",
+    "StartWebEgress",
+    "StartParticipantEgress",
+    "StartTrackCompositeEgress",
+    "StartTrackEgress",
+    "UpdateLayout",
+    "UpdateStream",
+    "ListEgress",
+    "StopEgress",
+];
+
+pub fn request(method: &str, code: &'static str) {
+    let method = METHODS.iter().find(|m| **m == method).unwrap_or(&"other");
+    metrics::counter!(
+        "pagecast_api_requests_total",
+        "method" => *method,
+        "code" => code
+    )
+    .increment(1);
+}
+
+pub fn egress_started() {
+    metrics::counter!("pagecast_egress_started_total").increment(1);
+}
+
+/// The text of a scrape: the state read from Redis now, then the counters.
+pub fn render(queue_length: u64, egresses: &[lk::EgressInfo]) -> String {
+    metrics::gauge!("pagecast_queue_length").set(queue_length as f64);
+    use lk::EgressStatus as S;
+    for status in [
+        S::EgressStarting,
+        S::EgressActive,
+        S::EgressEnding,
+        S::EgressComplete,
+        S::EgressFailed,
+        S::EgressAborted,
+        S::EgressLimitReached,
+    ] {
+        let n = egresses
+            .iter()
+            .filter(|e| e.status == status as i32)
+            .count();
+        metrics::gauge!("pagecast_egresses", "status" => status.as_str_name()).set(n as f64);
+    }
+    handle().render()
+}

@@ -1,0 +1,478 @@
+//! ApiActor: LiveKit's Egress API on `pagecast serve --http ADDR`, so a LiveKit user's own SDK
+//! code (`EgressClient`, `lk egress`) starts, lists and stops pagecast recordings.
+//!
+//! Owns: the actix-web server (one worker thread) answering Twirp at
+//! `/twirp/livekit.Egress/<Method>` (`twirp.rs`), each call authorized by a LiveKit access token
+//! (`auth.rs`); `GET /healthz`. A start request is made into a job (`request.rs`), checked
+//! against the service's policy (as a worker will check it again), sealed and submitted through
+//! the queue exactly as `pagecast submit` does; the egress's state lives in Redis (`info.rs`),
+//! so any worker's API answers for any job. `GET /metrics` in Prometheus' format (`metrics.rs`).
+//! With `--webhook`: the webhook senders and the `Q:events` follower feeding them (`webhook.rs`).
+//! With `--livekit-url`: room composites (`request::room_composite`).
+//! Accepts: [`Shutdown`] (no new connections, requests in flight answered, then stopped),
+//! [`Kill`] (stopped at once).
+//! Sends: nothing to other actors: stop requests go through Redis like any other.
+//! Stops: on `Shutdown`/`Kill`; a server that ends by itself is a crash (restarted).
+
+mod auth;
+mod info;
+mod metrics;
+mod request;
+mod twirp;
+mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use livekit_protocol as lk;
+use pagecast_actors::events::API_LISTENING;
+use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
+
+pub use auth::{ApiKeys, KEY_VAR, SECRET_VAR};
+use info::Records;
+use twirp::{Code, Encoding, TwirpError};
+use webhook::Webhooks;
+
+use super::sealed::JobKey;
+use super::store::Store;
+use crate::policy::{Policy, PolicyError};
+
+/// How the API is served.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    pub addr: SocketAddr,
+    pub keys: ApiKeys,
+    /// Where webhooks go (`--webhook`).
+    pub webhooks: Vec<url::Url>,
+    /// The LiveKit server room composites join (`--livekit-url`); their room tokens are
+    /// signed with the first API key.
+    pub livekit_url: Option<url::Url>,
+}
+
+/// What the API shares with the rest of the service.
+pub(super) struct Shared {
+    pub store: Store,
+    pub con: redis::aio::ConnectionManager,
+    pub client: redis::Client,
+    pub keys: super::Keys,
+    pub worker: String,
+    pub job_key: Arc<JobKey>,
+    pub policy: Policy,
+}
+
+/// What every request handler shares (cloned into the server's worker thread).
+#[derive(Clone)]
+struct Api {
+    keys: ApiKeys,
+    store: Store,
+    records: Records,
+    job_key: Arc<JobKey>,
+    policy: Policy,
+    webhooks: Option<Webhooks>,
+    livekit_url: Option<url::Url>,
+}
+
+pub struct ApiActor {
+    link: ChildLink,
+    server: ServerHandle,
+    stopping: bool,
+    /// The queue-event follower of the webhooks, ended with the actor.
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ApiActor {
+    fn drop(&mut self) {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+    }
+}
+
+/// Message (from the server's task): the server ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ServerEnded(std::io::Result<()>);
+
+impl Actor for ApiActor {
+    type Context = Context<Self>;
+}
+
+/// Starts the API: resolves once it listens (a port it cannot bind: `Input`).
+pub(super) fn start(
+    options: ApiOptions,
+    shared: Shared,
+    link: ChildLink,
+) -> Result<Addr<ApiActor>, Failure> {
+    let records = Records::new(shared.con, shared.keys.clone());
+    let webhooks = if options.webhooks.is_empty() {
+        None
+    } else {
+        let (key, secret) = options.keys.signing();
+        Some(
+            Webhooks::start(&options.webhooks, key, secret)
+                .map_err(|e| Failure::new(FailureKind::Input, format!("--webhook: {e}")))?,
+        )
+    };
+    let follower = webhooks.clone().map(|hooks| {
+        follow_for_webhooks(
+            shared.client.clone(),
+            shared.keys.events(),
+            shared.worker.clone(),
+            records.clone(),
+            hooks,
+        )
+    });
+    let api = Api {
+        keys: options.keys.clone(),
+        store: shared.store,
+        records,
+        job_key: shared.job_key,
+        policy: shared.policy,
+        webhooks,
+        livekit_url: options.livekit_url.clone(),
+    };
+    metrics::install();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(api.clone()))
+            .app_data(web::PayloadConfig::new(1 << 20))
+            .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(scrape))
+            .route(
+                &format!("{}{{method}}", twirp::PREFIX),
+                web::post().to(call),
+            )
+            .default_service(web::to(|| async {
+                TwirpError::new(Code::BadRoute, "no such route").response()
+            }))
+    })
+    .workers(1)
+    // SIGTERM is the service's to handle: it stops the tree, which stops this server in order.
+    .disable_signals()
+    .shutdown_timeout(10)
+    .bind(options.addr)
+    .map_err(|e| {
+        Failure::new(
+            FailureKind::Input,
+            format!("--http {}: cannot listen: {e}", options.addr),
+        )
+    })?;
+    let bound = server.addrs().first().copied().unwrap_or(options.addr);
+    let server = server.run();
+    let handle = server.handle();
+    tracing::info!(addr = %bound, "{API_LISTENING}");
+    let addr = ApiActor {
+        link,
+        server: handle,
+        stopping: false,
+        follower,
+    }
+    .start();
+    let watcher = addr.clone();
+    actix::spawn(async move {
+        let ended = server.await;
+        watcher.do_send(ServerEnded(ended));
+    });
+    Ok(addr)
+}
+
+impl Handler<ServerEnded> for ApiActor {
+    type Result = ();
+    fn handle(&mut self, msg: ServerEnded, ctx: &mut Context<Self>) {
+        if !self.stopping {
+            let why = match msg.0 {
+                Ok(()) => "ended by itself".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            self.link
+                .set_exit(ExitReason::Failed(Failure::crashed(format!(
+                    "egress API server lost: {why}"
+                ))));
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Shutdown> for ApiActor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        self.link.set_exit(ExitReason::Shutdown);
+        self.stopping = true;
+        // Graceful: no new connections, the requests in flight are answered.
+        let stopped = self.server.stop(true);
+        Box::pin(actix::fut::wrap_future(stopped).map(
+            |_, _: &mut Self, ctx: &mut Context<Self>| {
+                ctx.stop();
+                Ok(())
+            },
+        ))
+    }
+}
+
+impl Handler<Kill> for ApiActor {
+    type Result = ();
+    fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
+        self.link.set_exit(ExitReason::Shutdown);
+        self.stopping = true;
+        actix::spawn(self.server.stop(false));
+        ctx.stop();
+    }
+}
+
+/// Follows the queue's events: this worker's changes to an egress become `egress_updated` /
+/// `egress_ended` with the egress's info of that moment, one after the other (in order).
+fn follow_for_webhooks(
+    client: redis::Client,
+    channel: String,
+    worker: String,
+    mut records: Records,
+    hooks: Webhooks,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, &'static str)>(1000);
+    actix::spawn(async move {
+        let follow = super::control::follow_messages(client, channel, move |payload| {
+            if let Some(change) = webhook::for_event(&payload, &worker) {
+                let _ = tx.try_send(change);
+            }
+        });
+        let send = async move {
+            while let Some((id, event)) = rx.recv().await {
+                match records.get(&id).await {
+                    Ok(Some(info)) => hooks.send(event, info),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(egress = %id, error = %e, "no webhook: cannot read the egress")
+                    }
+                }
+            }
+        };
+        tokio::join!(follow, send);
+    })
+}
+
+/// `GET /healthz`: 200 when Redis answers.
+async fn healthz(api: web::Data<Api>) -> HttpResponse {
+    let mut store = api.store.clone();
+    match store.job_fields("-").await {
+        Ok(_) => HttpResponse::Ok().body("ok\n"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
+    }
+}
+
+/// `GET /metrics`.
+async fn scrape(api: web::Data<Api>) -> HttpResponse {
+    let queued = api.store.clone().queue_length().await;
+    let egresses = api.records.clone().list("", "", false).await;
+    match (queued, egresses) {
+        (Ok(queued), Ok(egresses)) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(metrics::render(queued, &egresses)),
+        (Err(e), _) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
+        (_, Err(e)) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
+    }
+}
+
+/// One Twirp call.
+async fn call(
+    req: HttpRequest,
+    method: web::Path<String>,
+    body: web::Bytes,
+    api: web::Data<Api>,
+) -> HttpResponse {
+    let method = method.into_inner();
+    let answer = answer(&req, &method, &body, &api).await;
+    match &answer {
+        Ok(_) => metrics::request(&method, "ok"),
+        Err(e) => {
+            metrics::request(&method, e.code.as_str());
+            tracing::info!(method = %method, code = e.code.as_str(), error = %e.msg, "egress API call refused");
+        }
+    }
+    answer.unwrap_or_else(|e| e.response())
+}
+
+async fn answer(
+    req: &HttpRequest,
+    method: &str,
+    body: &[u8],
+    api: &Api,
+) -> Result<HttpResponse, TwirpError> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let encoding = Encoding::of(header("content-type").as_deref())?;
+    api.keys.authorize(header("authorization").as_deref())?;
+    match method {
+        "StartWebEgress" => {
+            let r: lk::WebEgressRequest = encoding.decode(body)?;
+            let job = request::web(&r)?;
+            Ok(encoding.encode(&start_egress(api, job, String::new()).await?))
+        }
+        "StartRoomCompositeEgress" => {
+            let r: lk::RoomCompositeEgressRequest = encoding.decode(body)?;
+            let ws_url = api.livekit_url.as_ref().ok_or_else(|| {
+                TwirpError::new(
+                    Code::FailedPrecondition,
+                    "this service was started without --livekit-url: it records no rooms",
+                )
+            })?;
+            let (key, secret) = api.keys.signing();
+            let room = request::Room {
+                ws_url: ws_url.as_str(),
+                api_key: key,
+                api_secret: secret.expose(),
+            };
+            let job = request::room_composite(&r, &room)?;
+            let info = start_egress(api, job, r.room_name.clone()).await?;
+            Ok(encoding.encode(&info))
+        }
+        "ListEgress" => {
+            let r: lk::ListEgressRequest = encoding.decode(body)?;
+            let items = api
+                .records
+                .clone()
+                .list(&r.room_name, &r.egress_id, r.active)
+                .await
+                .map_err(|e| TwirpError::new(Code::Unavailable, format!("Redis: {e}")))?;
+            Ok(encoding.encode(&lk::ListEgressResponse {
+                items,
+                next_page_token: None,
+            }))
+        }
+        "StopEgress" => {
+            let r: lk::StopEgressRequest = encoding.decode(body)?;
+            Ok(encoding.encode(&stop(api, &r.egress_id).await?))
+        }
+        "StartTrackCompositeEgress"
+        | "StartTrackEgress"
+        | "StartParticipantEgress"
+        | "UpdateLayout"
+        | "UpdateStream" => Err(TwirpError::new(
+            Code::Unimplemented,
+            format!("{method} is not served by pagecast yet"),
+        )),
+        _ => Err(TwirpError::new(
+            Code::BadRoute,
+            format!("no method {method} in livekit.Egress"),
+        )),
+    }
+}
+
+/// Submits a new egress's job; its info as it starts.
+async fn start_egress(
+    api: &Api,
+    job: request::Job,
+    room: String,
+) -> Result<lk::EgressInfo, TwirpError> {
+    let mut config = job.config;
+    // The policy refuses what a worker would refuse, now, naming the field; the output file
+    // becomes its path inside the output root (so its results name the real file).
+    let mut checked = crate::config::parse(&config.to_string())
+        .map_err(|e| TwirpError::new(Code::InvalidArgument, e.to_string()))?;
+    if let Err(e) = api.policy.apply(&mut checked).await {
+        return Err(match &e {
+            PolicyError::Refused { .. } | PolicyError::Unresolvable { .. } => {
+                TwirpError::new(Code::InvalidArgument, e.to_string())
+            }
+        });
+    }
+    if let Some(file) = &checked.output.file {
+        config["output"]["file"] = serde_json::json!(file);
+    }
+    if config.get("max_duration").is_none() {
+        if let Some(max) = checked.max_duration {
+            config["max_duration"] = serde_json::json!(humantime::format_duration(max).to_string());
+        }
+    }
+    let id = info::new_id();
+    let now = info::now_ns();
+    let info = lk::EgressInfo {
+        egress_id: id.clone(),
+        room_name: room,
+        // Every pagecast egress is a page in Chromium (LiveKit's WEB source).
+        source_type: lk::EgressSourceType::Web as i32,
+        status: lk::EgressStatus::EgressStarting as i32,
+        updated_at: now,
+        stream_results: job
+            .streams
+            .iter()
+            .map(|url| lk::StreamInfo {
+                url: url.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        request: Some(job.shown),
+        ..Default::default()
+    };
+    let payload = super::sealed_job(&id, config, Some(api.job_key.as_ref()))
+        .map_err(|o| TwirpError::new(Code::InvalidArgument, o.message))?;
+    let mut records = api.records.clone();
+    records.create(&info).await.map_err(redis_down)?;
+    match api.store.clone().submit(&id, &payload).await {
+        Ok(Ok(())) => {}
+        Ok(Err(state)) => {
+            return Err(TwirpError::internal(format!(
+                "egress {id} is already {state}"
+            )))
+        }
+        Err(e) => {
+            let _ = records.remove(&id).await;
+            return Err(redis_down(e.to_string()));
+        }
+    }
+    tracing::info!(egress = %id, "egress submitted");
+    metrics::egress_started();
+    if let Some(hooks) = &api.webhooks {
+        hooks.send("egress_started", info.clone());
+    }
+    Ok(info)
+}
+
+/// Asks a running egress to stop (it finishes its file and upload); its info, ENDING.
+async fn stop(api: &Api, id: &str) -> Result<lk::EgressInfo, TwirpError> {
+    let mut records = api.records.clone();
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(|| TwirpError::new(Code::NotFound, format!("egress {id} not found")))?;
+    if !info::is_active(&info) {
+        return Err(TwirpError::new(
+            Code::FailedPrecondition,
+            format!(
+                "egress {id} is {}, not active",
+                lk::EgressStatus::try_from(info.status)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("?")
+            ),
+        ));
+    }
+    api.store
+        .clone()
+        .request_stop(id)
+        .await
+        .map_err(|e| redis_down(e.to_string()))?;
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(|| TwirpError::new(Code::NotFound, format!("egress {id} not found")))?;
+    if let Some(hooks) = &api.webhooks {
+        hooks.send("egress_updated", info.clone());
+    }
+    Ok(info)
+}
+
+fn redis_down(e: String) -> TwirpError {
+    TwirpError::new(Code::Unavailable, format!("Redis: {e}"))
+}
+
+/// Keeps the server's shutdown bounded like every child's.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);

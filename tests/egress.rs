@@ -1,0 +1,700 @@
+//! End to end: LiveKit's Egress API on `pagecast serve --http`, called by LiveKit's own Python
+//! server SDK (`livekit-api`, tests/support/egress.py), against a real redis-server; the
+//! recordings are checked with ffprobe.
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use pagecast_actors::events::{self, API_LISTENING};
+use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
+use pagecast_testkit::{
+    frame_rgb, free_port, heavy, is_blue, is_red, probe, repo_root, test_page, wait_until, Moto,
+    Nginx, Redis,
+};
+use serde_json::Value;
+
+const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff";
+const API_KEY: &str = "APIpagecast";
+const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
+const STREAM_KEY: &str = "sk-egress-test-7f3a9c";
+const S3_SECRET: &str = "s3-secret-of-the-egress-test-0123456789";
+
+/// A worker serving the API on a free port; its URL.
+fn serve_api(redis: &Redis, out: &Path) -> (Run, String) {
+    serve_api_with(redis, out, "api-worker", &[])
+}
+
+fn serve_api_with(redis: &Redis, out: &Path, worker: &str, extra: &[&str]) -> (Run, String) {
+    let port = free_port();
+    let keys = out.join("keys.yaml");
+    std::fs::write(&keys, format!("{API_KEY}: {API_SECRET}\n")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve"])
+        .args(["--queue", "test", "--worker-id", worker])
+        .arg("--allow-file-urls")
+        .arg(format!("--output-root={}", out.display()))
+        .arg(format!("--http=127.0.0.1:{port}"))
+        .arg(format!("--keys={}", keys.display()))
+        .args(extra)
+        .env("PAGECAST_REDIS_URL", redis.url())
+        .env("PAGECAST_JOB_KEY", JOB_KEY);
+    let mut run = Run::spawn(cmd);
+    run.wait_for(API_LISTENING, Duration::from_secs(20));
+    (run, format!("http://127.0.0.1:{port}"))
+}
+
+/// Runs tests/support/egress.py; its JSON answer.
+fn client(url: &str, args: &[&str]) -> Value {
+    let python = Command::new(repo_root().join(".venv/bin/python"));
+    client_with(python, (url, API_KEY, API_SECRET), args)
+}
+
+/// The same with `python` (a command, maybe in a namespace) and (URL, key, secret).
+fn client_with(
+    mut python: Command,
+    (url, key, secret): (&str, &str, &str),
+    args: &[&str],
+) -> Value {
+    let out = python
+        .arg(repo_root().join("tests/support/egress.py"))
+        .args(args)
+        .env("LIVEKIT_URL", url)
+        .env("LIVEKIT_API_KEY", key)
+        .env("LIVEKIT_API_SECRET", secret)
+        .output()
+        .expect("run the venv's python");
+    assert!(
+        out.status.success(),
+        "egress.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "egress.py {args:?}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// tests/support/webhook_receiver.py on a free port: it verifies every webhook with LiveKit's
+/// WebhookReceiver and writes one JSON line per request to `log`. Killed on drop.
+struct Receiver {
+    child: std::process::Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &Path) -> Receiver {
+        let port = free_port();
+        let log = dir.join("webhooks.jsonl");
+        let child = Command::new(repo_root().join(".venv/bin/python"))
+            .arg(repo_root().join("tests/support/webhook_receiver.py"))
+            .arg(port.to_string())
+            .arg(&log)
+            .env("LIVEKIT_API_KEY", API_KEY)
+            .env("LIVEKIT_API_SECRET", API_SECRET)
+            .spawn()
+            .expect("run the venv's python");
+        wait_until(
+            "the webhook receiver to listen",
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        Receiver {
+            child,
+            url: format!("http://127.0.0.1:{port}/hook"),
+            log,
+        }
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn stop_cleanly(run: &mut Run) {
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+#[test]
+fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_twirp_codes() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut run, url) = serve_api(&redis, dir.path());
+    let codes = client(&url, &["tokens"]);
+    assert_eq!(codes["wrong_secret"], "unauthenticated", "{codes}");
+    assert_eq!(codes["expired"], "unauthenticated", "{codes}");
+    assert_eq!(codes["no_grant"], "permission_denied", "{codes}");
+    assert_eq!(codes["good"], "ok", "{codes}");
+    assert_eq!(codes["json"], 200, "{codes}");
+    // A request pagecast cannot serve is refused naming the field, and nothing is queued.
+    let refused = client(&url, &["start-web", "", "a.mp4", "640", "360"]);
+    assert_eq!(refused["error"], "invalid_argument", "{refused}");
+    assert!(
+        refused["msg"].as_str().unwrap().starts_with("url:"),
+        "{refused}"
+    );
+    // The service's policy holds for API jobs: nothing is written outside the output root.
+    let outside = client(
+        &url,
+        &[
+            "start-web",
+            &test_page("silent.html", ""),
+            "../a.mp4",
+            "640",
+            "360",
+        ],
+    );
+    assert_eq!(outside["error"], "invalid_argument", "{outside}");
+    assert!(
+        outside["msg"].as_str().unwrap().contains("output.file"),
+        "{outside}"
+    );
+    assert_eq!(redis.cli(&["LLEN", "test:jobs"]).trim(), "0");
+    // Health, and the calls counted by method and answer.
+    let health = get(&url, "/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let metrics = get(&url, "/metrics");
+    let value = |name: &str, labels: &[&str]| -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let calls = |method: &str, code: &str| {
+        value(
+            "pagecast_api_requests_total",
+            &[&format!("method=\"{method}\""), &format!("code=\"{code}\"")],
+        )
+    };
+    assert_eq!(
+        calls("ListEgress", "unauthenticated"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        calls("ListEgress", "permission_denied"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(calls("ListEgress", "ok"), Some(2.0), "{metrics}");
+    assert_eq!(
+        calls("StartWebEgress", "invalid_argument"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(value("pagecast_queue_length", &[]), Some(0.0), "{metrics}");
+    stop_cleanly(&mut run);
+}
+
+/// A plain HTTP GET; the whole answer, status line first.
+fn get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_its_file() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    // Two workers on one queue, both serving the API: the egress is started through the first
+    // and followed and stopped through the second, whichever runs it.
+    let flags = [
+        &format!("--webhook={}", receiver.url),
+        "--allow-endpoint-host=127.0.0.1",
+    ];
+    let (mut first, url) = serve_api_with(&redis, dir.path(), "w1", &flags);
+    let (mut second, other) = serve_api_with(&redis, dir.path(), "w2", &flags);
+    let page = test_page("silent.html", "");
+    let stream = nginx.url("live", STREAM_KEY);
+    let mut answers = Vec::new();
+    let mut client = |url: &str, args: &[&str]| {
+        let answer = client(url, args);
+        answers.push(answer.to_string());
+        answer
+    };
+    let started = client(
+        &url,
+        &["start-web", &page, "egress.mp4", "640", "360", &stream],
+    );
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    assert!(id.starts_with("EG_"), "{started}");
+    assert_eq!(started["status"], "EGRESS_STARTING", "{started}");
+    let file = dir.path().canonicalize().unwrap().join("egress.mp4");
+
+    // ACTIVE among the active ones, once its recording runs.
+    wait_until(
+        "the egress to be listed active",
+        Duration::from_secs(60),
+        || {
+            let list = client(&other, &["list", "--active"]);
+            items(&list)
+                .iter()
+                .any(|i| i["egress_id"] == id.as_str() && i["status"] == "EGRESS_ACTIVE")
+        },
+    );
+    wait_until("3 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 3.0
+    });
+    let stopping = client(&other, &["stop", &id]);
+    assert_eq!(stopping["status"], "EGRESS_ENDING", "{stopping}");
+
+    let mut done = Value::Null;
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        done = items(&client(&other, &["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+        done["status"] == "EGRESS_COMPLETE"
+    });
+    // The file results are the file's.
+    let p = probe(&file);
+    assert_eq!(p.video_codec(), "h264");
+    let results = done["file_results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{done}"));
+    assert_eq!(results.len(), 1, "{done}");
+    let f = &results[0];
+    assert_eq!(f["filename"], file.display().to_string(), "{done}");
+    assert_eq!(f["location"], file.display().to_string(), "{done}");
+    let size: u64 = f["size"].as_str().unwrap().parse().unwrap();
+    assert_eq!(size, std::fs::metadata(&file).unwrap().len(), "{done}");
+    let duration = f["duration"].as_str().unwrap().parse::<f64>().unwrap() / 1e9;
+    assert!(
+        (duration - p.duration()).abs() <= 0.1,
+        "{duration} s reported, {} s in the file",
+        p.duration()
+    );
+    let (from, to): (f64, f64) = (
+        done["started_at"].as_str().unwrap().parse().unwrap(),
+        done["ended_at"].as_str().unwrap().parse().unwrap(),
+    );
+    assert!(to > from && from > 0.0, "{done}");
+    // No longer active; still listed (on either worker's API).
+    assert!(items(&client(&other, &["list", "--active"])).is_empty());
+    assert_eq!(items(&client(&url, &["list"])).len(), 1);
+    // Stopping it again is refused: it is over.
+    assert_eq!(
+        client(&other, &["stop", &id])["error"],
+        "failed_precondition"
+    );
+    assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
+    // The stream went out, and is shown masked, finished.
+    let flv = nginx.recordings().pop().expect("nginx recorded the stream");
+    assert!(
+        probe(&flv).duration() >= 2.0,
+        "{} s streamed",
+        probe(&flv).duration()
+    );
+    let masked = stream.replace(STREAM_KEY, "****");
+    assert_eq!(done["stream_results"][0]["url"], masked.as_str(), "{done}");
+    assert_eq!(done["stream_results"][0]["status"], "FINISHED", "{done}");
+    assert_eq!(
+        done["web"]["stream_outputs"][0]["urls"][0],
+        masked.as_str(),
+        "{done}"
+    );
+    // The webhooks, each verified by LiveKit's WebhookReceiver: the first delivery was refused
+    // (503) and retried; then started, updated (active, then ending on the stop), ended with the
+    // final info, in order.
+    wait_until("egress_ended to arrive", Duration::from_secs(30), || {
+        receiver
+            .lines()
+            .iter()
+            .any(|l| l["event"] == "egress_ended")
+    });
+    let lines = receiver.lines();
+    assert_eq!(lines[0], serde_json::json!({ "refused": true }));
+    let events: Vec<(&str, &str)> = lines[1..]
+        .iter()
+        .map(|l| {
+            assert!(l.get("error").is_none(), "{l}");
+            assert_eq!(l["content_type"], "application/webhook+json");
+            assert_eq!(l["egress_info"]["egress_id"], id.as_str(), "{l}");
+            (
+                l["event"].as_str().unwrap(),
+                l["egress_info"]["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("egress_started", "EGRESS_STARTING"),
+            ("egress_updated", "EGRESS_ACTIVE"),
+            ("egress_updated", "EGRESS_ENDING"),
+            ("egress_ended", "EGRESS_COMPLETE"),
+        ],
+        "{lines:?}"
+    );
+    let ended = &lines.last().unwrap()["egress_info"];
+    assert_eq!(ended["file_results"], done["file_results"], "{ended}");
+    // No answer and no webhook holds the stream key.
+    let webhooks = std::fs::read_to_string(&receiver.log).unwrap();
+    for text in answers.iter().chain([&webhooks]) {
+        assert!(!text.contains(STREAM_KEY), "the stream key in {text}");
+    }
+    stop_cleanly(&mut first);
+    stop_cleanly(&mut second);
+}
+
+/// Seconds in a recording being written (0 if it can't be read yet).
+fn recorded(file: &Path) -> f64 {
+    Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// redis-server inside a network namespace (its own loopback); killed on drop.
+struct NsRedis(std::process::Child);
+
+impl Drop for NsRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_room_composite_started_before_anyone_joined_waits_and_records_both_participants() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let dir = tempfile::tempdir().unwrap();
+    // Everything runs in the namespace: Redis on its loopback, the worker, the SDK client.
+    let (redis_port, api_port) = (6390, 7090);
+    let _redis = NsRedis(
+        ns.command("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server"),
+    );
+    wait_until(
+        "redis-server in the namespace",
+        Duration::from_secs(10),
+        || ns.can_connect("127.0.0.1", redis_port),
+    );
+    let keys = dir.path().join("keys.yaml");
+    std::fs::write(
+        &keys,
+        format!("{}: {}\n", server.api_key, server.api_secret),
+    )
+    .unwrap();
+    let mut cmd = ns.command(BIN);
+    cmd.args([
+        "--log-format",
+        "json",
+        "serve",
+        "--queue",
+        "test",
+        "--worker-id",
+        "w",
+    ])
+    .arg(format!("--output-root={}", dir.path().display()))
+    .arg(format!("--http=127.0.0.1:{api_port}"))
+    .arg(format!("--keys={}", keys.display()))
+    .arg(format!("--livekit-url={}", server.ws_url()))
+    .env(
+        "PAGECAST_REDIS_URL",
+        format!("redis://127.0.0.1:{redis_port}"),
+    )
+    .env("PAGECAST_JOB_KEY", JOB_KEY);
+    let mut run = Run::spawn(cmd);
+    run.wait_for(API_LISTENING, Duration::from_secs(20));
+    let url = format!("http://127.0.0.1:{api_port}");
+    let call = |args: &[&str]| {
+        let python = ns.command(repo_root().join(".venv/bin/python"));
+        client_with(python, (&url, &server.api_key, &server.api_secret), args)
+    };
+    // Nobody is in the room yet (it does not exist): the recording waits for it.
+    let started = call(&["start-room", "standup", "grid", "room.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    assert_eq!(started["room_name"], "standup", "{started}");
+    run.wait_for(events::WAITING_FOR_ROOM, Duration::from_secs(60));
+    let red = Participant::join(&ns, &server, "standup", media("red", "FF0000", 440));
+    let blue = Participant::join(&ns, &server, "standup", media("blue", "0000FF", 660));
+    let file = dir.path().canonicalize().unwrap().join("room.mp4");
+    wait_until("4 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 4.0
+    });
+    let active = items(&call(&["list", "--room", "standup", "--active"]));
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0]["status"], "EGRESS_ACTIVE");
+    red.leave();
+    blue.leave();
+    // The layout ends the recording once the room is empty: COMPLETE, with the file.
+    let mut done = Value::Null;
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        done = items(&call(&["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+        done["status"] == "EGRESS_COMPLETE"
+    });
+    let size: u64 = done["file_results"][0]["size"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(size, std::fs::metadata(&file).unwrap().len(), "{done}");
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.duration() >= 4.0, "{} s", p.duration());
+    let f = frame_rgb(&file, 2.0, 96, 54);
+    let (red_share, blue_share) = (f.share(is_red), f.share(is_blue));
+    assert!(
+        red_share > 0.1 && blue_share > 0.1,
+        "red {red_share:.2}, blue {blue_share:.2}"
+    );
+    // The key's secret is in no answer.
+    assert!(!done.to_string().contains(&server.api_secret));
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+fn media(identity: &str, color: &str, tone: u32) -> Media {
+    Media {
+        identity: identity.into(),
+        color: Some(color.into()),
+        tone,
+        size: None,
+        screen: None,
+    }
+}
+
+#[test]
+fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path());
+    let hook = format!("--webhook={}", receiver.url);
+    let ttl = ["--heartbeat-ttl", "2s", &hook];
+    let (mut first, url) = serve_api_with(&redis, dir.path(), "w1", &ttl);
+    let page = test_page("silent.html", "");
+    let started = client(&url, &["start-web", &page, "killed.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    let file = dir.path().canonicalize().unwrap().join("killed.mp4");
+    wait_until("2 s recorded", Duration::from_secs(60), || {
+        recorded(&file) >= 2.0
+    });
+    // The machine dies: the worker and (parent-death signal) its recording.
+    first.signal(Signal::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    let kept = recorded(&file);
+    let (mut second, other) = serve_api_with(&redis, dir.path(), "w2", &ttl);
+    let retry = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("killed-attempt2.mp4");
+    let mut info = Value::Null;
+    wait_until("the egress to run again", Duration::from_secs(60), || {
+        info = items(&client(&other, &["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        info["status"] == "EGRESS_ACTIVE" && info["retry_count"] == 1
+    });
+    wait_until("2 s recorded again", Duration::from_secs(60), || {
+        recorded(&retry) >= 2.0
+    });
+    assert_eq!(client(&other, &["stop", &id])["status"], "EGRESS_ENDING");
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        info = items(&client(&other, &["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        info["status"] == "EGRESS_COMPLETE"
+    });
+    assert_eq!(info["retry_count"], 1, "{info}");
+    let last = info["file_results"]
+        .as_array()
+        .and_then(|f| f.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(last["filename"], retry.display().to_string(), "{info}");
+    let size: u64 = last["size"].as_str().unwrap().parse().unwrap();
+    assert_eq!(size, std::fs::metadata(&retry).unwrap().len(), "{info}");
+    // The killed attempt's recording is kept, never overwritten.
+    assert!(
+        recorded(&file) >= kept.min(2.0),
+        "{} s left of {kept} s",
+        recorded(&file)
+    );
+    // The webhooks tell the story: the worker that moved the job back says it starts again.
+    wait_until("egress_ended to arrive", Duration::from_secs(30), || {
+        receiver
+            .lines()
+            .iter()
+            .any(|l| l["event"] == "egress_ended")
+    });
+    let events: Vec<(String, String)> = receiver.lines()[1..]
+        .iter()
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap().to_owned(),
+                l["egress_info"]["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("egress_started", "EGRESS_STARTING"),
+        ("egress_updated", "EGRESS_ACTIVE"),
+        ("egress_updated", "EGRESS_STARTING"),
+        ("egress_updated", "EGRESS_ACTIVE"),
+        ("egress_updated", "EGRESS_ENDING"),
+        ("egress_ended", "EGRESS_COMPLETE"),
+    ]
+    .iter()
+    .map(|(e, s)| (e.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(events, want);
+    stop_cleanly(&mut second);
+}
+
+#[test]
+fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept");
+    let (mut run, url) = serve_api_with(
+        &redis,
+        dir.path(),
+        "w1",
+        &[
+            "--allow-endpoint-host=127.0.0.1",
+            &format!("--keep-dir={}", kept.display()),
+        ],
+    );
+    let call = |args: &[&str]| {
+        let mut python = Command::new(repo_root().join(".venv/bin/python"));
+        python
+            .env("S3_ENDPOINT", moto.endpoint())
+            .env("S3_ACCESS_KEY", "AKIAPAGECASTEGRESS")
+            .env("S3_SECRET", S3_SECRET);
+        let answer = client_with(python, (&url, API_KEY, API_SECRET), args);
+        assert!(!answer.to_string().contains(S3_SECRET), "{answer}");
+        assert!(
+            !answer.to_string().contains("AKIAPAGECASTEGRESS"),
+            "{answer}"
+        );
+        answer
+    };
+    let page = test_page("silent.html", "");
+    let started = call(&["start-web-s3", &page, "rec/egress.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    // The recording is written in the keep directory while it uploads.
+    let growing = || {
+        std::fs::read_dir(&kept)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "mp4"))
+    };
+    wait_until("3 s recorded", Duration::from_secs(60), || {
+        growing().is_some_and(|f| recorded(&f) >= 3.0)
+    });
+    call(&["stop", &id]);
+    let mut done = Value::Null;
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        done = items(&call(&["list", "--id", &id]))
+            .pop()
+            .unwrap_or_default();
+        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+        done["status"] == "EGRESS_COMPLETE"
+    });
+    let f = &done["file_results"][0];
+    assert_eq!(f["location"], "s3://recordings/rec/egress.mp4", "{done}");
+    assert_eq!(f["filename"], "rec/egress.mp4", "{done}");
+    let object = dir.path().join("object.mp4");
+    moto.s3(&[
+        "get",
+        "recordings",
+        "rec/egress.mp4",
+        object.to_str().unwrap(),
+    ]);
+    let size: u64 = f["size"].as_str().unwrap().parse().unwrap();
+    assert_eq!(size, std::fs::metadata(&object).unwrap().len(), "{done}");
+    let duration = f["duration"].as_str().unwrap().parse::<f64>().unwrap() / 1e9;
+    let p = probe(&object);
+    assert!(
+        (duration - p.duration()).abs() <= 0.1,
+        "{duration} s reported, {} s in the object",
+        p.duration()
+    );
+    // The request is shown without its credentials.
+    let s3 = &done["web"]["file_outputs"][0]["s3"];
+    assert_eq!(
+        (s3["bucket"].as_str(), s3["secret"].as_str()),
+        (Some("recordings"), Some("")),
+        "{done}"
+    );
+    stop_cleanly(&mut run);
+}
