@@ -22,7 +22,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pagecast_actors::events;
 use pagecast_testkit::fault::{Seeded, Tmpfs};
-use pagecast_testkit::{alive, descendants, heavy, probe, wait_until};
+use pagecast_testkit::{alive, descendants, heavy, probe, seconds_written, wait_until};
 use serde_json::json;
 
 /// How long a survived fault's recording goes on after its restart before the test stops it.
@@ -214,21 +214,7 @@ fn written(dir: &std::path::Path) -> f64 {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".mp4"))
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
-    let Some(newest) = newest else { return 0.0 };
-    std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(newest.path())
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0.0)
+    newest.map_or(0.0, |newest| seconds_written(&newest.path()))
 }
 
 /// A page on 127.0.0.1 (the demo page), served until stopped; then the port refuses.

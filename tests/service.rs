@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use pagecast_actors::events;
-use pagecast_testkit::{descendants, heavy, probe, test_page, wait_until, Redis};
+use pagecast_testkit::{descendants, heavy, probe, seconds_written, test_page, wait_until, Redis};
 use serde_json::json;
 
 /// The job key of every worker and submitter in these tests.
@@ -66,24 +66,6 @@ fn push(redis: &Redis, id: &str, dir: &Path, page: &str, max: Option<&str>) -> P
 fn attempt(file: &Path, n: u32) -> PathBuf {
     let stem = file.file_stem().unwrap().to_string_lossy();
     file.with_file_name(format!("{stem}-attempt{n}.mp4"))
-}
-
-/// Seconds in a recording being written (0 if it can't be read yet).
-fn recorded(file: &Path) -> f64 {
-    Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A finished recording of about `secs` seconds (ffprobe).
@@ -235,7 +217,7 @@ fn a_stop_request_and_sigterm_finish_the_running_recordings() {
     wait_state(&redis, "two", "running", Duration::from_secs(30));
     // Both record for a while (fragmented MP4 is readable while it is written).
     wait_until("3 s in both files", Duration::from_secs(60), || {
-        [&one, &two].iter().all(|f| recorded(f) >= 3.0)
+        [&one, &two].iter().all(|f| seconds_written(f) >= 3.0)
     });
     // A job's config (its secrets with it) reaches its recording on stdin: it is in no
     // recording's environment or command line.
@@ -372,14 +354,14 @@ fn a_lost_redis_is_reconnected_while_the_recording_goes_on() {
     let mut run = serve(&redis, "w1", &[]);
     wait_state(&redis, "long", "running", Duration::from_secs(30));
     wait_until("2 s recorded", Duration::from_secs(60), || {
-        recorded(&file) >= 2.0
+        seconds_written(&file) >= 2.0
     });
     redis.kill();
-    let before = recorded(&file);
+    let before = seconds_written(&file);
     wait_until(
         "the recording to go on without Redis",
         Duration::from_secs(30),
-        || recorded(&file) >= before + 2.0,
+        || seconds_written(&file) >= before + 2.0,
     );
     // Back, empty (no persistence): the worker reconnects, writes its heartbeat again and
     // puts the job it runs back in its processing list.
@@ -437,7 +419,7 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
     });
     // Once the first attempt has recorded a while: what it recorded must survive the retry.
     wait_until("1.5 s recorded", Duration::from_secs(60), || {
-        recorded(&file) >= 1.5
+        seconds_written(&file) >= 1.5
     });
     // The OOM killer, say: not a stop the service asked for.
     nix::sys::signal::kill(
@@ -591,7 +573,7 @@ fn a_worker_cut_off_from_redis_stops_its_recording_before_another_takes_the_job(
     let mut first = serve_on(&proxy.redis_url(), "w1", &ttl);
     wait_state(&redis, "cut", "running", Duration::from_secs(30));
     wait_until("2 s recorded", Duration::from_secs(60), || {
-        recorded(&file) >= 2.0
+        seconds_written(&file) >= 2.0
     });
     let mut second = serve(&redis, "w2", &ttl);
     proxy.cut();

@@ -169,6 +169,25 @@ pub struct Probe {
     pub json: Value,
 }
 
+/// Seconds of media in a recording being written (its complete fragments), by a quick ffprobe
+/// of the container; 0 if it cannot be read (yet).
+pub fn seconds_written(path: &Path) -> f64 {
+    Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Runs ffprobe (counting frames) on `path`; panics with ffprobe's error if it can't read it.
 pub fn probe(path: &Path) -> Probe {
     let out = Command::new("ffprobe")
