@@ -1,8 +1,8 @@
 //! One recording, from a validated config to an exit code.
 //!
 //! Checks what can be checked before anything starts (outputs this version can write, programs
-//! on PATH, a writable output directory), starts the recording tree, turns SIGTERM/SIGINT into the
-//! tree's ordered stop (a second signal ends at once), and turns how the tree ended into one line
+//! on PATH, a writable output directory), starts the recording tree with its controls (signals,
+//! control lines: `controls.rs`), and turns how the tree ended into one line
 //! for the user and an [`Exit`] code. Success means a finished, non-empty file.
 
 use std::path::{Path, PathBuf};
@@ -13,9 +13,7 @@ use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
 use pagecast_actors::join::Probe;
 use pagecast_actors::process::find_program;
-use pagecast_actors::recording::{
-    AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec, Stopper,
-};
+use pagecast_actors::recording::{AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec};
 use pagecast_actors::secret::Secret;
 use pagecast_actors::secret::StreamUrl;
 use pagecast_actors::supervision::{
@@ -25,7 +23,6 @@ use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
 use pagecast_actors::uploader::{Finish, S3Target, UploadSpec, UploaderActor};
 use std::cell::RefCell;
 use std::rc::Rc;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::Keep;
 use crate::config::{Config, Source, TemplateAuth};
@@ -203,7 +200,11 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
         (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
         _ => None,
     };
-    let signals = actix::spawn(forward_signals(recording.stopper()));
+    let signals = actix::spawn(crate::controls::follow(
+        recording.stopper(),
+        recording.pause_switch(),
+        keep.stdin_control,
+    ));
     let report = recording.finished().await;
     let stopped = Instant::now();
     signals.abort();
@@ -430,7 +431,7 @@ fn judge(
     if report.segments > 1 {
         tracing::warn!(
             segments = report.segments,
-            "the encoder restarted; the output joins its segments"
+            "the output joins its segments (the encoder restarted, or the recording was paused)"
         );
     }
     match &report.exit {
@@ -726,28 +727,4 @@ fn recording_id() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}_{:x}", std::process::id(), nanos)
-}
-
-/// SIGTERM or SIGINT: stop in order. A second one: leave now (children die with us).
-async fn forward_signals(recording: Stopper) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot watch signals; SIGTERM will not finish the file");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "stopping: finishing the file");
-    recording.stop(format!("{name} received"));
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    clear_status_line();
-    eprintln!("pagecast: second signal, stopping without finishing the file");
-    std::process::exit(Exit::Interrupted.code().into());
 }

@@ -8,7 +8,8 @@ use common::*;
 use nix::sys::signal::Signal;
 use pagecast_actors::events;
 use pagecast_testkit::{
-    alive, descendants, frame_rgb, heavy, is_green, mean_volume_db, probe, test_page, wait_until,
+    alive, descendants, frame_levels, frame_rgb, heavy, is_green, mean_volume_db, probe, test_page,
+    wait_until,
 };
 use serde_json::json;
 
@@ -341,4 +342,96 @@ fn sigterm_while_waiting_for_the_start_signal_ends_promptly() {
         run.stderr()
     );
     assert!(!file.exists());
+}
+
+/// SIGUSR1 pauses, SIGUSR2 resumes: one file without the paused time, the page's clock jumping
+/// by it at the resume point, and a stop while paused keeps everything.
+#[test]
+fn a_paused_recording_resumes_into_the_same_file_without_the_paused_time() {
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    let began = std::time::Instant::now();
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    // These sleeps are the lengths of the recorded parts and of the pause, not waits.
+    std::thread::sleep(Duration::from_secs(3));
+    let paused = std::time::Instant::now();
+    run.signal(Signal::SIGUSR1);
+    run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(4));
+    run.signal(Signal::SIGUSR2);
+    let resumed = run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
+    let gap = (resumed - paused).as_secs_f64();
+    std::thread::sleep(Duration::from_secs(3));
+    // Stopped while paused: the second part is finished, both are kept.
+    run.signal(Signal::SIGUSR1);
+    run.wait_for_nth(events::RECORDING_PAUSED, 2, Duration::from_secs(15));
+    run.signal(Signal::SIGTERM);
+    let (status, exited) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let wall = (exited - began).as_secs_f64();
+
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    let duration = p.duration();
+    assert!(
+        duration >= 5.5 && duration <= wall - gap + 0.5,
+        "duration {duration} s: {wall:.1} s of wall time, paused for {gap:.1} s\n{}",
+        run.stderr()
+    );
+    let audio: f64 = p.audio()["duration"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (audio - duration).abs() <= 0.5,
+        "audio {audio} s in {duration} s"
+    );
+    assert!(mean_volume_db(&file) > -50.0, "the tone is missing");
+    // One file: the parts were joined and removed.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["rec.mp4"], "{left:?}");
+
+    // The page's clock: 16 grey levels per second. From the page's first frame on, frames follow
+    // each other by 1/30 s, except at the resume point, where the clock jumps by the pause.
+    let levels = frame_levels(&file);
+    let first = levels
+        .iter()
+        .position(|&l| l < 60)
+        .expect("the page never showed");
+    let steps: Vec<i32> = levels[first..]
+        .windows(2)
+        .map(|w| i32::from(w[1]) - i32::from(w[0]))
+        .collect();
+    let (at, jump) = steps
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| **s)
+        .map(|(i, s)| (i, *s))
+        .unwrap();
+    // The clock's pace in grey levels per second, from the frames before the jump (the page
+    // draws 16 per second; the read-back stretches video range to full range).
+    let calm = 10.min(at);
+    let before: i32 = steps[calm..at].iter().sum();
+    let per_sec = f64::from(before) * 30.0 / (at - calm) as f64;
+    assert!(
+        (14.0..=22.0).contains(&per_sec),
+        "the page's clock runs at {per_sec:.1} levels per second"
+    );
+    let jump_secs = f64::from(jump) / per_sec;
+    assert!(
+        jump_secs >= gap - 1.2 && jump_secs <= gap + 0.5,
+        "the clock jumps by {jump_secs:.2} s at the resume, paused for {gap:.2} s"
+    );
+    for (i, s) in steps.iter().enumerate() {
+        assert!(
+            i == at || (-3..=4).contains(s),
+            "the clock moves by {s} levels at frame {} (not the resume point): a gap or black",
+            first + i + 1
+        );
+    }
 }

@@ -17,3 +17,7 @@ pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.
 pub const PAGE_STARTED: &str = "the page logged START_RECORDING: recording starts";
+/// A pause ended the running part: nothing is encoded until the resume (fields: part, recorded).
+pub const RECORDING_PAUSED: &str = "recording paused";
+/// The first frame after a resume was encoded, into the next part (field: part).
+pub const RECORDING_RESUMED: &str = "recording resumed";

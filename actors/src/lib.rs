@@ -14,6 +14,7 @@ pub mod join;
 pub mod key_proxy;
 pub mod login;
 pub mod oneshot;
+pub mod pause;
 pub mod process;
 pub mod recording;
 pub mod relay;

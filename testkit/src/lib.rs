@@ -104,6 +104,25 @@ pub fn frame_rgb(path: &Path, at_secs: f64, width: usize, height: usize) -> Fram
     }
 }
 
+/// The mean grey level (0-255) of every frame of `path`, in order (ffmpeg: each frame scaled
+/// to one pixel).
+pub fn frame_levels(path: &Path) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:v", "-vf", "scale=1:1:flags=area,format=gray"])
+        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "cannot read the frames of {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Held while a heavy test runs; released on drop.
 pub struct HeavyGuard {
     _lock: Flock<File>,
