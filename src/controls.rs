@@ -10,7 +10,7 @@ use std::io::BufRead;
 
 use pagecast_actors::pause::PauseSwitch;
 use pagecast_actors::recording::Stopper;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::exit::Exit;
@@ -54,17 +54,49 @@ fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
     rx
 }
 
+/// SIGUSR1 and SIGUSR2, listened for from the start of a run: their default action would end it.
+pub struct PauseSignals(Option<(Signal, Signal)>);
+
+impl PauseSignals {
+    pub fn listen() -> Self {
+        match (
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::user_defined2()),
+        ) {
+            (Ok(usr1), Ok(usr2)) => Self(Some((usr1, usr2))),
+            _ => {
+                tracing::warn!("cannot watch SIGUSR1 and SIGUSR2; pausing by signal will not work");
+                Self(None)
+            }
+        }
+    }
+}
+
+/// The next signal of `s`, or never.
+async fn next(s: Option<&mut Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Follows the controls until the recording ends (the task is aborted then).
-pub async fn follow(recording: Stopper, pause: PauseSwitch, stdin_control: bool) {
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut usr2)) = (
+pub async fn follow(
+    recording: Stopper,
+    pause: PauseSwitch,
+    pause_signals: PauseSignals,
+    stdin_control: bool,
+) {
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::user_defined2()),
     ) else {
         tracing::warn!("cannot watch signals; SIGTERM will not finish the file");
         return;
     };
+    let (mut usr1, mut usr2) = pause_signals.0.unzip();
     let mut lines = stdin_control.then(stdin_lines);
     let mut stopping = false;
     loop {
@@ -77,8 +109,8 @@ pub async fn follow(recording: Stopper, pause: PauseSwitch, stdin_control: bool)
         let control = tokio::select! {
             _ = term.recv() => Control::Stop("SIGTERM"),
             _ = int.recv() => Control::Stop("SIGINT"),
-            _ = usr1.recv() => Control::Pause("SIGUSR1"),
-            _ = usr2.recv() => Control::Resume("SIGUSR2"),
+            _ = next(usr1.as_mut()) => Control::Pause("SIGUSR1"),
+            _ = next(usr2.as_mut()) => Control::Resume("SIGUSR2"),
             line = next_line => match line {
                 Some(line) => match parse_line(&line) {
                     Some(control) => control,

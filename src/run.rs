@@ -74,6 +74,9 @@ pub const RECORDING_KEPT: &str = "recording kept";
 pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep: Keep) -> Outcome {
     // {time}, {utc}, {room_name} in the names: filled in once, at the start.
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
+    // Listened for at once: a pause asked for during the pre-flight must not end the run
+    // (SIGUSR1's default action); it is refused once the recording runs, before its first frame.
+    let pause_signals = crate::controls::PauseSignals::listen();
     let output = match check_before_start(&config, keep.overwrite) {
         Ok(output) => output,
         Err(outcome) => return outcome,
@@ -203,6 +206,7 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
     let signals = actix::spawn(crate::controls::follow(
         recording.stopper(),
         recording.pause_switch(),
+        pause_signals,
         keep.stdin_control,
     ));
     let report = recording.finished().await;

@@ -7,7 +7,8 @@
 //! environment is the minimal one every child gets (`process.rs`), plus the few `PAGECAST_*`
 //! settings a recording reads, plus the worker's AWS variables only if the policy lends its
 //! identity.
-//! Accepts: [`StartJob`], [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
+//! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
+//! has paused or resumed, and the queue is told), [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
 //! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends (also when
@@ -57,6 +58,15 @@ pub struct StartJob {
 pub struct StopJob {
     pub id: String,
     pub within: Option<Duration>,
+}
+
+/// Message: pause (`pause`) or resume this job's recording: SIGUSR1 / SIGUSR2 to it. Its log
+/// says when it has (the queue is told, [`JobPaused`](super::queue::JobPaused)).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PauseJob {
+    pub id: String,
+    pub pause: bool,
 }
 
 /// Message (to the queue): a recording ended.
@@ -200,12 +210,21 @@ impl Handler<StartJob> for RunnerActor {
             }
         }
         let job_id = job.id.clone();
+        let queue = self.wiring.borrow().queue.clone();
         let (mut child, _) = ChildProcess::spawn_with_lines(
             &format!("recording {}", job.id),
             cmd,
             true,
             Stdout::Log,
-            Box::new(move |line| pass_on(&job_id, line)),
+            Box::new(move |line| {
+                if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
+                    queue.do_send(super::queue::JobPaused {
+                        id: job_id.clone(),
+                        paused,
+                    });
+                }
+                pass_on(&job_id, line)
+            }),
         )
         .map_err(|e| e.into_failure().message)?;
         if let Some(mut stdin) = child.take_stdin() {
@@ -270,6 +289,27 @@ impl Handler<StopJob> for RunnerActor {
     }
 }
 
+impl Handler<PauseJob> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PauseJob, _: &mut Context<Self>) {
+        let Some(child) = self.jobs.get(&msg.id) else {
+            return;
+        };
+        if self.stopped_by_us.contains(&msg.id) {
+            return;
+        }
+        let (signal, what) = if msg.pause {
+            (nix::sys::signal::Signal::SIGUSR1, "pause")
+        } else {
+            (nix::sys::signal::Signal::SIGUSR2, "resume")
+        };
+        tracing::info!(job = %msg.id, "{what} requested");
+        // To the recording alone, not its process group: SIGUSR1's default action ends a process.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.pid() as i32), signal);
+    }
+}
+
 impl Handler<Shutdown> for RunnerActor {
     type Result = ResponseActFuture<Self, Result<(), Failure>>;
 
@@ -324,6 +364,20 @@ impl Handler<Kill> for RunnerActor {
 /// log at the line's own level, tagged with the job: `job`, the line's `message`, and its other
 /// fields as `fields`. A line that is not a JSON log event (its final `pagecast: <error>`, a
 /// panic) is a warning.
+/// A recording's log line saying it paused (`Some(true)`) or resumed (`Some(false)`).
+fn pause_event(line: &str) -> Option<bool> {
+    use pagecast_actors::events::{RECORDING_PAUSED, RECORDING_RESUMED};
+    if !line.contains(RECORDING_PAUSED) && !line.contains(RECORDING_RESUMED) {
+        return None;
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    match event.get("message")?.as_str()? {
+        m if m == RECORDING_PAUSED => Some(true),
+        m if m == RECORDING_RESUMED => Some(false),
+        _ => None,
+    }
+}
+
 fn pass_on(job: &str, line: &str) {
     let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
         tracing::warn!(target: "pagecast::recording", job = %job, "{line}");
