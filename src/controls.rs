@@ -2,8 +2,9 @@
 //! its pause and its resume.
 //!
 //! SIGTERM / SIGINT stop in order (a second one leaves at once, 130, without finishing the file);
-//! SIGUSR1 pauses, SIGUSR2 resumes. With `record --stdin-control`, lines on standard input do the
-//! same: `pause`, `resume`, `stop`. Opt-in: a recording started in the background of a shell
+//! SIGUSR1 pauses, SIGUSR2 resumes; SIGRTMIN discards (stops, and everything recorded is
+//! deleted: the file, its parts, the S3 upload). With `record --stdin-control`, lines on
+//! standard input do the same: `pause`, `resume`, `stop`, `discard`. Opt-in: a recording started in the background of a shell
 //! would be stopped by the terminal (SIGTTIN) if it read a terminal it does not own.
 
 use std::io::BufRead;
@@ -22,6 +23,7 @@ enum Control {
     Stop(&'static str),
     Pause(&'static str),
     Resume(&'static str),
+    Discard(&'static str),
 }
 
 /// A control line: `pause`, `resume` or `stop` (case and surrounding blanks ignored).
@@ -30,6 +32,7 @@ fn parse_line(line: &str) -> Option<Control> {
         "pause" => Some(Control::Pause("control line")),
         "resume" => Some(Control::Resume("control line")),
         "stop" => Some(Control::Stop("control line")),
+        "discard" => Some(Control::Discard("control line")),
         _ => None,
     }
 }
@@ -54,23 +57,46 @@ fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
     rx
 }
 
-/// SIGUSR1 and SIGUSR2, listened for from the start of a run: their default action would end it.
-pub struct PauseSignals(Option<(Signal, Signal)>);
+/// SIGUSR1, SIGUSR2 and SIGRTMIN, listened for from the start of a run: their default action
+/// would end it.
+pub struct EarlySignals(Option<(Signal, Signal, Signal)>);
 
-impl PauseSignals {
+/// The signal that discards a recording (`kill -s RTMIN <pid>`): one of the first real-time
+/// signals, which nothing else sends by accident (unlike SIGHUP or SIGQUIT from a terminal).
+pub fn discard_signal() -> nix::libc::c_int {
+    nix::libc::SIGRTMIN()
+}
+
+/// Sends the discard signal to `pid` alone (nix's `Signal` has no real-time signals).
+pub fn send_discard(pid: u32) -> std::io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    if unsafe { nix::libc::kill(pid as nix::libc::pid_t, discard_signal()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+impl EarlySignals {
     pub fn listen() -> Self {
         match (
             signal(SignalKind::user_defined1()),
             signal(SignalKind::user_defined2()),
+            signal(SignalKind::from_raw(discard_signal())),
         ) {
-            (Ok(usr1), Ok(usr2)) => Self(Some((usr1, usr2))),
+            (Ok(usr1), Ok(usr2), Ok(rtmin)) => Self(Some((usr1, usr2, rtmin))),
             _ => {
-                tracing::warn!("cannot watch SIGUSR1 and SIGUSR2; pausing by signal will not work");
+                tracing::warn!(
+                    "cannot watch SIGUSR1, SIGUSR2 and SIGRTMIN; pausing and discarding by signal will not work"
+                );
                 Self(None)
             }
         }
     }
 }
+
+/// Set once a discard was asked for: the run deletes what it produced when the recording ends.
+pub type Discard = std::rc::Rc<std::cell::Cell<bool>>;
 
 /// The next signal of `s`, or never.
 async fn next(s: Option<&mut Signal>) {
@@ -86,7 +112,8 @@ async fn next(s: Option<&mut Signal>) {
 pub async fn follow(
     recording: Stopper,
     pause: PauseSwitch,
-    pause_signals: PauseSignals,
+    early: EarlySignals,
+    discard: Discard,
     stdin_control: bool,
 ) {
     let (Ok(mut term), Ok(mut int)) = (
@@ -96,7 +123,10 @@ pub async fn follow(
         tracing::warn!("cannot watch signals; SIGTERM will not finish the file");
         return;
     };
-    let (mut usr1, mut usr2) = pause_signals.0.unzip();
+    let (mut usr1, mut usr2, mut rtmin) = match early.0 {
+        Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+        None => (None, None, None),
+    };
     let mut lines = stdin_control.then(stdin_lines);
     let mut stopping = false;
     loop {
@@ -111,11 +141,12 @@ pub async fn follow(
             _ = int.recv() => Control::Stop("SIGINT"),
             _ = next(usr1.as_mut()) => Control::Pause("SIGUSR1"),
             _ = next(usr2.as_mut()) => Control::Resume("SIGUSR2"),
+            _ = next(rtmin.as_mut()) => Control::Discard("SIGRTMIN"),
             line = next_line => match line {
                 Some(line) => match parse_line(&line) {
                     Some(control) => control,
                     None => {
-                        tracing::warn!(line = %line.chars().take(40).collect::<String>(), "ignored a control line that is not pause, resume or stop");
+                        tracing::warn!(line = %line.chars().take(40).collect::<String>(), "ignored a control line that is not pause, resume, stop or discard");
                         continue;
                     }
                 },
@@ -139,6 +170,16 @@ pub async fn follow(
                 stopping = true;
                 tracing::info!(signal = from, "stopping: finishing the file");
                 recording.stop(format!("{from} received"));
+            }
+            Control::Discard(from) => {
+                if !discard.replace(true) {
+                    tracing::warn!(
+                        signal = from,
+                        "discarding: stopping, then deleting everything recorded"
+                    );
+                    stopping = true;
+                    recording.stop(format!("discard ({from}) received"));
+                }
             }
             Control::Pause(from) => match pause.pause() {
                 Ok(()) => tracing::info!(signal = from, "pausing: finishing the current part"),
@@ -164,6 +205,10 @@ mod tests {
             Some(Control::Resume("control line"))
         );
         assert_eq!(parse_line("STOP"), Some(Control::Stop("control line")));
+        assert_eq!(
+            parse_line("discard"),
+            Some(Control::Discard("control line"))
+        );
         assert_eq!(parse_line("pause now"), None);
         assert_eq!(parse_line(""), None);
     }

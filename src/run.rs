@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
+use pagecast_actors::events::RECORDING_DISCARDED;
 use pagecast_actors::join::Probe;
 use pagecast_actors::process::find_program;
 use pagecast_actors::recording::{AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec};
@@ -76,7 +77,7 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
     // Listened for at once: a pause asked for during the pre-flight must not end the run
     // (SIGUSR1's default action); it is refused once the recording runs, before its first frame.
-    let pause_signals = crate::controls::PauseSignals::listen();
+    let early_signals = crate::controls::EarlySignals::listen();
     let output = match check_before_start(&config, keep.overwrite) {
         Ok(output) => output,
         Err(outcome) => return outcome,
@@ -203,16 +204,21 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
         (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
         _ => None,
     };
+    let discard = crate::controls::Discard::default();
     let signals = actix::spawn(crate::controls::follow(
         recording.stopper(),
         recording.pause_switch(),
-        pause_signals,
+        early_signals,
+        discard.clone(),
         keep.stdin_control,
     ));
     let report = recording.finished().await;
     let stopped = Instant::now();
     signals.abort();
     clear_status_line();
+    if discard.get() {
+        return discard_all(upload, output.as_deref(), &id).await;
+    }
     let playable = match &output {
         Some(path) => match pagecast_actors::join::probe(path).await {
             Probe::Plays(seconds) => Some(seconds),
@@ -611,6 +617,48 @@ fn start_upload(
         exit,
         uploader,
     }
+}
+
+/// A discard: the upload aborted (nothing is completed before `Finish`, so no object was made),
+/// the output file and every part of this run beside it removed.
+async fn discard_all(upload: Option<Upload>, output: Option<&Path>, id: &str) -> Outcome {
+    let mut removed = Vec::new();
+    if let Some(upload) = upload {
+        // Not recorded: the uploader is stopped without Finish and aborts the multipart upload.
+        let _ = finish_upload(upload, false, false).await;
+        removed.push("the S3 upload (aborted)".to_owned());
+    }
+    if let Some(output) = output {
+        if std::fs::remove_file(output).is_ok() {
+            removed.push(output.display().to_string());
+        }
+        // Parts of this run (`.<name>.<id>.partN.mp4`) and a join's temporary files.
+        let prefix = format!(
+            ".{}.{id}.",
+            output.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed.push(entry.path().display().to_string());
+            }
+        }
+    }
+    let removed = if removed.is_empty() {
+        "nothing had been written".to_owned()
+    } else {
+        format!("removed {}", removed.join(", "))
+    };
+    tracing::warn!(removed = %removed, message = RECORDING_DISCARDED);
+    Outcome::fail(
+        Exit::Discarded,
+        format!("the recording was discarded on request: {removed}"),
+    )
 }
 
 /// Completes the upload if there is a recording to upload, else aborts it.

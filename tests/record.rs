@@ -435,3 +435,43 @@ fn a_paused_recording_resumes_into_the_same_file_without_the_paused_time() {
         );
     }
 }
+
+/// A `discard` control line (record --stdin-control) stops the recording and deletes what it
+/// recorded, parts included: exit 6, nothing left in the directory.
+#[test]
+fn a_discarded_recording_leaves_nothing() {
+    use std::io::Write;
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--log-format", "json", "record", "--stdin-control"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .stdin(std::process::Stdio::piped());
+    let mut run = Run::spawn_with_stdin(cmd);
+    let mut control = run.child.stdin.take().unwrap();
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    // A pause and a resume: the recording has two parts when it is discarded.
+    writeln!(control, "pause").unwrap();
+    run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
+    writeln!(control, "resume").unwrap();
+    run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    writeln!(control, "discard").unwrap();
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(6), "{}", run.stderr());
+    let stderr = run.stderr();
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("pagecast: the recording was discarded on request: removed "),
+        "{last}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

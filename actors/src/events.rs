@@ -21,3 +21,5 @@ pub const PAGE_STARTED: &str = "the page logged START_RECORDING: recording start
 pub const RECORDING_PAUSED: &str = "recording paused";
 /// The first frame after a resume was encoded, into the next part (field: part).
 pub const RECORDING_RESUMED: &str = "recording resumed";
+/// A discarded recording's output, parts and upload were deleted (field: removed).
+pub const RECORDING_DISCARDED: &str = "recording discarded";

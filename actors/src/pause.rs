@@ -154,7 +154,7 @@ mod tests {
         let switch = PauseSwitch::new();
         assert_eq!(switch.pause(), Err(PauseError::NotStarted));
         assert_eq!(switch.resume(), Err(PauseError::NotPaused));
-        switch.started(std::time::Instant::now());
+        switch.started(Instant::now().into_std());
         let done = switch.recorded_for(Duration::from_secs(10));
         tokio::pin!(done);
         tokio::select! { _ = &mut done => panic!("early"), _ = sleep(Duration::from_secs(4)) => {} }

@@ -29,6 +29,7 @@
 //!   reconnecting when it is sent (it is read every round). `{"pause": "<id>"}` and
 //!   `{"resume": "<id>"}` pause and resume it (SIGUSR1 / SIGUSR2 to its recording); `state`
 //!   becomes `paused` (and `running` again) when the recording says it has paused (resumed).
+//!   `{"discard": "<id>"}` stops it and deletes what it recorded (SIGRTMIN; exit code 6).
 //! - `Q:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
 //!   the worker process's own token); `Q:workers`: the set of workers, to find the dead ones.
 //!
@@ -170,9 +171,12 @@ pub enum ControlRequest {
     Pause(String),
     /// `{"resume": "<id>"}`: resume it (SIGUSR2).
     Resume(String),
+    /// `{"discard": "<id>"}`: stop it and delete what it recorded (SIGRTMIN).
+    Discard(String),
 }
 
-/// A request on `Q:control`: an object with one of `stop`, `pause`, `resume` naming a job.
+/// A request on `Q:control`: an object with one of `stop`, `pause`, `resume`, `discard` naming a
+/// job.
 /// Anything else is ignored (the channel may carry other requests later).
 pub fn parse_control(payload: &str) -> Option<ControlRequest> {
     let v: serde_json::Value = serde_json::from_str(payload).ok()?;
@@ -186,6 +190,7 @@ pub fn parse_control(payload: &str) -> Option<ControlRequest> {
         .map(ControlRequest::Stop)
         .or_else(|| id("pause").map(ControlRequest::Pause))
         .or_else(|| id("resume").map(ControlRequest::Resume))
+        .or_else(|| id("discard").map(ControlRequest::Discard))
 }
 
 /// The default number of recordings at once: one per two cores (a 1080p30 recording takes about
@@ -654,7 +659,7 @@ mod tests {
     /// A stand-in recorder in `dir`, named `name`: it logs `<name> start|pause|resume|term|end
     /// <job> <unix time>` lines to `dir/log`, runs until SIGTERM, then takes `stop_secs` to
     /// finish and exits 0. SIGUSR1 / SIGUSR2 make it log that it paused / resumed, as a
-    /// recording does. The job is the stem of its `output.file` (the config comes on stdin).
+    /// recording does; SIGRTMIN (discard) makes it exit 6 at once. The job is the stem of its `output.file` (the config comes on stdin).
     fn stand_in(dir: &std::path::Path, name: &str, stop_secs: f32) -> std::path::PathBuf {
         let recorder = dir.join(format!("{name}.sh"));
         let log = dir.join("log");
@@ -669,6 +674,7 @@ say start
 trap 'say term; sleep {stop_secs}; say end; exit 0' TERM
 trap 'say pause; echo "{{\"level\":\"INFO\",\"message\":\"{paused}\"}}" >&2' USR1
 trap 'say resume; echo "{{\"level\":\"INFO\",\"message\":\"{resumed}\"}}" >&2' USR2
+trap 'say discard; echo "pagecast: the recording was discarded on request: removed it" >&2; exit 6' {discard}
 sleep 600 &
 sleeper=$!
 # A trapped signal ends `wait`: wait again until the sleep is over.
@@ -676,6 +682,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 "#,
                 paused = pagecast_actors::events::RECORDING_PAUSED,
                 resumed = pagecast_actors::events::RECORDING_RESUMED,
+                discard = crate::controls::discard_signal(),
                 log = log.display()
             ),
         )
@@ -860,6 +867,37 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             .map(|e| e["state"].as_str().unwrap_or_default().to_owned())
             .collect();
         assert_eq!(states, ["running", "paused", "running", "paused", "done"]);
+        service.abort();
+    }
+
+    /// `{"discard": id}` reaches the job's recording (SIGRTMIN, not SIGTERM) and the job fails
+    /// with the recording's exit code 6 and its message.
+    #[actix_rt::test]
+    async fn a_job_is_discarded_through_the_control_channel() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("d")]);
+        let options = ServiceOptions {
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        until("the recording", || logged(dir.path(), "start", "d") == 1).await;
+        until("the control follower", || {
+            redis
+                .cli(&["PUBSUB", "NUMSUB", "t:control"])
+                .ends_with("\n1")
+        })
+        .await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"discard":"d"}"#]);
+        until("the job to fail", || {
+            redis.hget("t:job:d", "state") == "failed"
+        })
+        .await;
+        assert_eq!(logged(dir.path(), "discard", "d"), 1);
+        assert_eq!(logged(dir.path(), "term", "d"), 0);
+        assert_eq!(redis.hget("t:job:d", "exit_code"), "6");
+        assert!(redis.hget("t:job:d", "message").contains("discarded"));
         service.abort();
     }
 
@@ -1340,6 +1378,10 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         assert_eq!(
             parse_control(r#"{"resume":"a-1"}"#),
             Some(ControlRequest::Resume("a-1".into()))
+        );
+        assert_eq!(
+            parse_control(r#"{"discard":"a-1"}"#),
+            Some(ControlRequest::Discard("a-1".into()))
         );
         assert_eq!(parse_control(r#"{"pause":"a b"}"#), None);
         assert_eq!(parse_control(r#"{"stop":"a b"}"#), None);

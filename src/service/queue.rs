@@ -7,7 +7,8 @@
 //! every result still pending, then give the lease up), [`Kill`].
 //! Also accepts [`JobPaused`] (from the runner: a recording paused or resumed; its state is
 //! written at the next round).
-//! Sends: [`StartJob`], [`StopJob`] and [`PauseJob`] (pause and resume requests) to the runner.
+//! Sends: [`StartJob`], [`StopJob`], [`DiscardJob`] and [`PauseJob`] (pause and resume
+//! requests) to the runner.
 //! Every 250 ms (one round at a time): renew the lease; write pending results; give back what
 //! the processing list holds that runs nowhere here; move the jobs of workers whose lease expired
 //! back to the queue; pass stop requests on (once per job); and, with a free slot, take the next
@@ -28,7 +29,7 @@ use actix::prelude::*;
 use pagecast_actors::backoff::Backoff;
 use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
 
-use super::runner::{JobEnded, PauseJob, StartJob, StopJob};
+use super::runner::{DiscardJob, JobEnded, PauseJob, StartJob, StopJob};
 use super::sealed::{self, JobKey};
 use super::store::{connection_error, host_of, Outcome, Presence, Store, Take};
 use super::{
@@ -523,6 +524,16 @@ impl Handler<Control> for QueueActor {
         // Another worker's job is not in `running` (every worker hears every request).
         let (id, pause) = match request {
             ControlRequest::Stop(id) => return self.stop(&id, None),
+            ControlRequest::Discard(id) => {
+                if self.running.contains_key(&id) {
+                    // Stopping now (a later stop request adds nothing).
+                    self.stopping.insert(id.clone());
+                    if let Some(runner) = self.runner() {
+                        runner.do_send(DiscardJob { id });
+                    }
+                }
+                return;
+            }
             ControlRequest::Pause(id) => (id, true),
             ControlRequest::Resume(id) => (id, false),
         };

@@ -69,6 +69,14 @@ pub struct PauseJob {
     pub pause: bool,
 }
 
+/// Message: discard this job's recording (SIGRTMIN, once: it stops and deletes what it
+/// recorded, within the stop grace, or is killed). Also after a stop was sent.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DiscardJob {
+    pub id: String,
+}
+
 /// Message (to the queue): a recording ended.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -88,6 +96,8 @@ pub struct RunnerActor {
     /// What each running job's attempt records to.
     outputs: HashMap<String, AttemptOutput>,
     stopped_by_us: HashSet<String>,
+    /// Jobs sent a discard (once).
+    discarded: HashSet<String>,
     /// Shutting down: no new recording starts.
     stopping: bool,
 }
@@ -111,6 +121,7 @@ impl RunnerActor {
             jobs: HashMap::new(),
             outputs: HashMap::new(),
             stopped_by_us: HashSet::new(),
+            discarded: HashSet::new(),
             stopping: false,
         }
     }
@@ -125,6 +136,7 @@ impl RunnerActor {
     ) {
         self.jobs.remove(&id);
         self.outputs.remove(&id);
+        self.discarded.remove(&id);
         let stopped_by_us = self.stopped_by_us.remove(&id);
         let message = last_error_line(&tail).unwrap_or_else(|| {
             if status.success() {
@@ -307,6 +319,28 @@ impl Handler<PauseJob> for RunnerActor {
         tracing::info!(job = %msg.id, "{what} requested");
         // To the recording alone, not its process group: SIGUSR1's default action ends a process.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.pid() as i32), signal);
+    }
+}
+
+impl Handler<DiscardJob> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DiscardJob, _: &mut Context<Self>) {
+        let Some(child) = self.jobs.get(&msg.id) else {
+            return;
+        };
+        if !self.discarded.insert(msg.id.clone()) {
+            return;
+        }
+        tracing::info!(job = %msg.id, "discard requested: stopping the recording and deleting it");
+        let first_stop = self.stopped_by_us.insert(msg.id.clone());
+        // To the recording alone, not its process group.
+        if let Err(e) = crate::controls::send_discard(child.pid()) {
+            tracing::warn!(job = %msg.id, error = %e, "cannot signal the recording to discard it");
+        }
+        if first_stop {
+            actix::spawn(child.wait_or_kill(self.grace));
+        }
     }
 }
 
