@@ -159,6 +159,19 @@ pub struct Output {
     pub video_buffer: u32,
     /// How long a live stream keeps reconnecting after its server went away.
     pub rtmp_retry_for: Duration,
+    /// Snapshots of the recording (`output.images`).
+    pub images: Option<Images>,
+}
+
+/// `output.images`: a JPEG of the page every `every`, into `directory`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Images {
+    pub directory: PathBuf,
+    pub every: Duration,
+    /// Width and height of the images; a missing one keeps the aspect ratio, both missing: the
+    /// recorded size.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -365,6 +378,17 @@ struct RawOutput {
     video_buffer: Option<Bitrate>,
     #[serde(default, deserialize_with = "duration")]
     rtmp_retry_for: Option<Duration>,
+    images: Option<Obj<RawImages>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    directory: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    every: Option<Duration>,
+    width: Option<u32>,
+    height: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -1174,7 +1198,9 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
     if rtmp_retry_for.is_zero() {
         return Err(field("output.rtmp_retry_for", "must be longer than 0s"));
     }
+    let images = raw.images.map(|Obj(i)| images(i)).transpose()?;
     Ok(Output {
+        images,
         rtmp_retry_for,
         file,
         rtmp: rtmp.into_iter().map(StreamUrl::new).collect(),
@@ -1184,6 +1210,33 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         audio_frequency,
         video_bitrate,
         video_buffer,
+    })
+}
+
+fn images(raw: RawImages) -> Result<Images, ConfigError> {
+    let directory = match raw.directory.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => return Err(field("output.images.directory", "is required")),
+    };
+    let every = raw.every.unwrap_or(Duration::from_secs(10));
+    if every < Duration::from_secs(1) || every > Duration::from_secs(3600) {
+        return Err(field("output.images.every", "must be between 1s and 1h"));
+    }
+    for (name, value) in [("width", raw.width), ("height", raw.height)] {
+        if let Some(v) = value {
+            if !(16..=7680).contains(&v) || v % 2 != 0 {
+                return Err(field(
+                    &format!("output.images.{name}"),
+                    format!("must be even and within 16..=7680, got {v}"),
+                ));
+            }
+        }
+    }
+    Ok(Images {
+        directory,
+        every,
+        width: raw.width,
+        height: raw.height,
     })
 }
 
@@ -2303,6 +2356,52 @@ mod tests {
             }
             v[block][field] = json!("584542046090y");
             assert!(err(v).contains("longest duration"), "{block}.{field}");
+        }
+    }
+
+    #[test]
+    fn output_images() {
+        let v =
+            with_output(json!({ "file": "/tmp/a.mp4", "images": { "directory": "/tmp/shots" } }));
+        assert_eq!(
+            ok(v).output.images,
+            Some(Images {
+                directory: "/tmp/shots".into(),
+                every: Duration::from_secs(10),
+                width: None,
+                height: None,
+            })
+        );
+        let v = with_output(json!({ "file": "/tmp/a.mp4",
+            "images": { "directory": "s", "every": "2s", "width": 320 } }));
+        let images = ok(v).output.images.unwrap();
+        assert_eq!(
+            (images.every, images.width, images.height),
+            (Duration::from_secs(2), Some(320), None)
+        );
+        for (images, message) in [
+            (json!({}), "config: output.images.directory: is required"),
+            (
+                json!({ "directory": "s", "every": "500ms" }),
+                "config: output.images.every: must be between 1s and 1h",
+            ),
+            (
+                json!({ "directory": "s", "width": 321 }),
+                "config: output.images.width: must be even",
+            ),
+            (
+                json!({ "directory": "s", "height": 8 }),
+                "config: output.images.height: must be even",
+            ),
+            (
+                json!({ "directory": "s", "format": "png" }),
+                "config: output.images",
+            ),
+        ] {
+            let e = err(with_output(
+                json!({ "file": "/tmp/a.mp4", "images": images }),
+            ));
+            assert!(e.starts_with(message), "{e}");
         }
     }
 

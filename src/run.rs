@@ -136,50 +136,60 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
         tracing::warn!(error = %e, "cannot mark the working directory; a kill would leave it behind");
     }
     let url = &page.url;
-    let spec = RecordingSpec {
-        id: id.clone(),
-        work_dir: work_dir.path().to_path_buf(),
-        display: DisplaySpec {
-            width: config.input.width,
-            height: config.input.height,
-            depth: config.input.depth,
-            refresh_hz: config.input.framerate,
-        },
-        url: url.clone(),
-        chromium,
-        no_sandbox: no_sandbox(),
-        host_resolver_rules: host_resolver_rules(&pins),
-        encoder: EncoderSpec {
-            output: output.clone(),
-            relays: Vec::new(),
-            width: config.input.width,
-            height: config.input.height,
-            framerate: config.input.framerate,
-            output_size: config.output.size,
-            video_bitrate: config.output.video_bitrate,
-            video_buffer: config.output.video_buffer,
-            audio_bitrate: config.output.audio_bitrate,
-            audio_frequency: config.output.audio_frequency,
-            // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
-            // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
-            preset: "superfast".into(),
-        },
-        streams: config.output.rtmp.clone(),
-        stream_retry_for: config.output.rtmp_retry_for,
-        max_duration: config.max_duration,
-        intensity: pagecast_actors::supervision::Intensity {
-            max_restarts: config.supervision.max_restarts,
-            period: config.supervision.within,
-        },
-        await_start: page.await_start.clone(),
-        secrets: page.secrets.clone(),
-        fresh_url: page.fresh_url.clone(),
-        page: pagecast_actors::browser::PageOptions {
-            webgl: config.input.webgl,
-            insecure: config.input.insecure,
-            login: config.input.login.clone(),
-        },
-    };
+    let spec =
+        RecordingSpec {
+            id: id.clone(),
+            work_dir: work_dir.path().to_path_buf(),
+            display: DisplaySpec {
+                width: config.input.width,
+                height: config.input.height,
+                depth: config.input.depth,
+                refresh_hz: config.input.framerate,
+            },
+            url: url.clone(),
+            chromium,
+            no_sandbox: no_sandbox(),
+            host_resolver_rules: host_resolver_rules(&pins),
+            encoder: EncoderSpec {
+                output: output.clone(),
+                relays: Vec::new(),
+                width: config.input.width,
+                height: config.input.height,
+                framerate: config.input.framerate,
+                output_size: config.output.size,
+                video_bitrate: config.output.video_bitrate,
+                video_buffer: config.output.video_buffer,
+                audio_bitrate: config.output.audio_bitrate,
+                audio_frequency: config.output.audio_frequency,
+                // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
+                // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
+                preset: "superfast".into(),
+                images: config.output.images.as_ref().map(|i| {
+                    pagecast_actors::encoder::ImagesSpec {
+                        directory: i.directory.clone(),
+                        every: i.every,
+                        width: i.width,
+                        height: i.height,
+                        start_number: 1,
+                    }
+                }),
+            },
+            streams: config.output.rtmp.clone(),
+            stream_retry_for: config.output.rtmp_retry_for,
+            max_duration: config.max_duration,
+            intensity: pagecast_actors::supervision::Intensity {
+                max_restarts: config.supervision.max_restarts,
+                period: config.supervision.within,
+            },
+            await_start: page.await_start.clone(),
+            secrets: page.secrets.clone(),
+            fresh_url: page.fresh_url.clone(),
+            page: pagecast_actors::browser::PageOptions {
+                webgl: config.input.webgl,
+                insecure: config.input.insecure,
+                login: config.input.login.clone(),
+            },
+        };
     if config.input.insecure {
         tracing::warn!(
             "input.insecure: the page's TLS certificate is not checked (anyone between here and the server can read and change the page)"
@@ -196,6 +206,10 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
     );
     let status = StatusActor::new(status_line(log_format)).start();
     let launched = Instant::now();
+    // This run's snapshots are numbered from here (after an earlier run's in the same directory).
+    let first_image = config.output.images.as_ref().map_or(1, |i| {
+        pagecast_actors::encoder::next_image_number(&i.directory)
+    });
     let recording = match Recording::start(spec, Some(status.recipient())) {
         Ok(recording) => recording,
         Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
@@ -217,7 +231,12 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
     signals.abort();
     clear_status_line();
     if discard.get() {
-        return discard_all(upload, output.as_deref(), &id).await;
+        let images = config
+            .output
+            .images
+            .as_ref()
+            .map(|i| (i.directory.as_path(), first_image));
+        return discard_all(upload, output.as_deref(), images, &id).await;
     }
     let playable = match &output {
         Some(path) => match pagecast_actors::join::probe(path).await {
@@ -540,6 +559,17 @@ fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf
             ),
         ));
     }
+    if let Some(images) = &config.output.images {
+        if let Err(e) = std::fs::create_dir_all(&images.directory) {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.images.directory: cannot create {}: {e}",
+                    images.directory.display()
+                ),
+            ));
+        }
+    }
     if let Some(output) = &output {
         warn_of_leftovers(output);
         check_output(output)?;
@@ -621,7 +651,14 @@ fn start_upload(
 
 /// A discard: the upload aborted (nothing is completed before `Finish`, so no object was made),
 /// the output file and every part of this run beside it removed.
-async fn discard_all(upload: Option<Upload>, output: Option<&Path>, id: &str) -> Outcome {
+/// `images`: the snapshots' directory and the number of this run's first one (earlier runs'
+/// images in the same directory are not this run's to delete).
+async fn discard_all(
+    upload: Option<Upload>,
+    output: Option<&Path>,
+    images: Option<(&Path, u64)>,
+    id: &str,
+) -> Outcome {
     let mut removed = Vec::new();
     if let Some(upload) = upload {
         // Not recorded: the uploader is stopped without Finish and aborts the multipart upload.
@@ -647,6 +684,15 @@ async fn discard_all(upload: Option<Upload>, output: Option<&Path>, id: &str) ->
             {
                 removed.push(entry.path().display().to_string());
             }
+        }
+    }
+    if let Some((dir, first)) = images {
+        let last = pagecast_actors::encoder::next_image_number(dir);
+        let count = (first..last)
+            .filter(|n| std::fs::remove_file(dir.join(format!("image-{n:06}.jpg"))).is_ok())
+            .count();
+        if count > 0 {
+            removed.push(format!("{count} images in {}", dir.display()));
         }
     }
     let removed = if removed.is_empty() {

@@ -437,15 +437,16 @@ fn a_paused_recording_resumes_into_the_same_file_without_the_paused_time() {
 }
 
 /// A `discard` control line (record --stdin-control) stops the recording and deletes what it
-/// recorded, parts included: exit 6, nothing left in the directory.
+/// recorded, parts and snapshots included: exit 6, nothing left in the directory.
 #[test]
 fn a_discarded_recording_leaves_nothing() {
     use std::io::Write;
     let _heavy = heavy();
     let (dir, file) = out_dir();
+    let shots = dir.path().join("shots");
     let config = json!({
         "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
-        "output": { "file": file },
+        "output": { "file": file, "images": { "directory": shots, "every": "1s" } },
     });
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["--log-format", "json", "record", "--stdin-control"])
@@ -459,7 +460,8 @@ fn a_discarded_recording_leaves_nothing() {
     run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
     writeln!(control, "resume").unwrap();
     run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    assert!(std::fs::read_dir(&shots).unwrap().count() > 0);
     writeln!(control, "discard").unwrap();
     let (status, _) = run.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(6), "{}", run.stderr());
@@ -471,7 +473,51 @@ fn a_discarded_recording_leaves_nothing() {
     );
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
+        .chain(std::fs::read_dir(&shots).unwrap())
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert_eq!(left, ["shots"], "left behind: {left:?}");
+}
+
+/// output.images: a JPEG every second from the same capture, scaled, each decodable and
+/// showing the page.
+#[test]
+fn snapshots_are_taken_every_interval_beside_the_file() {
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let shots = dir.path().join("shots");
+    let config = json!({
+        "input": { "url": test_page("colour.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file, "images": { "directory": shots, "every": "1s", "width": 320 } },
+        "max_duration": "4s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let duration = probe(&file).duration();
+    let mut images: Vec<_> = std::fs::read_dir(&shots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    images.sort();
+    let expected = duration.floor() as usize + 1;
+    assert!(
+        images.len().abs_diff(expected) <= 1,
+        "{} images for {duration} s: {images:?}",
+        images.len()
+    );
+    assert_eq!(
+        images[0].file_name().unwrap().to_string_lossy(),
+        "image-000001.jpg"
+    );
+    for image in &images {
+        let p = probe(image);
+        assert_eq!(p.video_codec(), "mjpeg");
+        assert_eq!(p.dimensions(), (320, 180));
+    }
+    // The first may show the blank page before the load; the others show the page.
+    for image in &images[1..] {
+        let green = frame_rgb(image, 0.0, 8, 4).share(is_green);
+        assert!(green > 0.9, "{}: {green} green", image.display());
+    }
 }

@@ -61,6 +61,41 @@ pub struct EncoderSpec {
     pub audio_frequency: u32,
     /// x264 preset.
     pub preset: String,
+    /// Snapshots taken from the same capture, beside the encode.
+    pub images: Option<ImagesSpec>,
+}
+
+/// JPEG snapshots of the recorded display: one every `every`, into `directory` as
+/// `image-NNNNNN.jpg`, numbered on across encoder restarts and pauses (never over an earlier one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagesSpec {
+    pub directory: PathBuf,
+    pub every: Duration,
+    /// A missing side keeps the aspect ratio; both missing: the recorded size.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The number of the first image this ffmpeg writes (filled in at each start).
+    pub start_number: u64,
+}
+
+/// The snapshots' file name pattern (ffmpeg's image2 muxer).
+pub const IMAGE_PATTERN: &str = "image-%06d.jpg";
+
+/// The number after the highest `image-NNNNNN.jpg` in `dir` (1 if none).
+pub fn next_image_number(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("image-")?
+                .strip_suffix(".jpg")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .map_or(1, |n| n + 1)
 }
 
 /// Fragmented MP4 (with fragments of 1 s, cut mid-GOP if need be): the most a crash can lose.
@@ -203,6 +238,27 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
             args.extend(["-f".to_owned(), "tee".to_owned(), legs.join("|")]);
         }
     }
+    if let Some(images) = &spec.images {
+        // A second output of the same ffmpeg: the same capture, its own (JPEG) encoder.
+        let mut filter = format!("fps=1/{}", images.every.as_secs_f64());
+        if images.width.is_some() || images.height.is_some() {
+            let side = |v: Option<u32>| v.map_or("-2".to_owned(), |v| v.to_string());
+            filter.push_str(&format!(
+                ",scale={}:{}:flags=bicubic",
+                side(images.width),
+                side(images.height)
+            ));
+        }
+        args.extend(
+            ["-map", "0:v", "-vf", &filter, "-c:v", "mjpeg", "-q:v", "3"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        // Full-range YUV, as JPEG viewers expect.
+        args.extend(["-pix_fmt", "yuvj420p", "-f", "image2", "-start_number"].map(str::to_owned));
+        args.push(images.start_number.to_string());
+        args.push(file_url(&images.directory.join(IMAGE_PATTERN)));
+    }
     args
 }
 
@@ -321,8 +377,12 @@ fn spawn_ffmpeg(
     display: &DisplayInfo,
     audio: &AudioInfo,
 ) -> Result<(ChildProcess, Option<ChildStdout>), Failure> {
+    let mut spec = spec.clone();
+    if let Some(images) = &mut spec.images {
+        images.start_number = next_image_number(&images.directory);
+    }
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(ffmpeg_args(spec, display, audio))
+    cmd.args(ffmpeg_args(&spec, display, audio))
         .env("PULSE_SERVER", &audio.server)
         // Ask the sink's monitor for small fragments: ffmpeg's audio then starts at once.
         .env("PULSE_LATENCY_MSEC", "20")
@@ -765,6 +825,7 @@ mod tests {
             audio_bitrate: 128_000,
             audio_frequency: 44_100,
             preset: "veryfast".into(),
+            images: None,
         }
     }
 
@@ -815,6 +876,30 @@ mod tests {
         let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio);
         assert!(after(&args, "-flags").is_empty());
         assert!(!args.last().unwrap().contains("mp4"));
+
+        let mut shots = spec();
+        shots.images = Some(ImagesSpec {
+            directory: "/shots".into(),
+            every: Duration::from_secs(2),
+            width: Some(320),
+            height: None,
+            start_number: 7,
+        });
+        let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio);
+        assert_eq!(
+            after(&args, "-vf"),
+            [
+                "scale=640:360:flags=bicubic",
+                "fps=1/2,scale=320:-2:flags=bicubic"
+            ]
+        );
+        assert_eq!(after(&args, "-start_number"), ["7"]);
+        assert_eq!(args.last().unwrap(), "file:/shots/image-%06d.jpg");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(next_image_number(dir.path()), 1);
+        std::fs::write(dir.path().join("image-000009.jpg"), b"").unwrap();
+        std::fs::write(dir.path().join("image-x.jpg"), b"").unwrap();
+        assert_eq!(next_image_number(dir.path()), 10);
 
         let mut same_size = spec();
         same_size.output_size = None;
