@@ -161,6 +161,17 @@ pub struct Output {
     pub rtmp_retry_for: Duration,
     /// Snapshots of the recording (`output.images`).
     pub images: Option<Images>,
+    /// HLS from the same encode (`output.hls`).
+    pub hls: Option<Hls>,
+}
+
+/// `output.hls`: MPEG-TS segments of about `segment` (cut on keyframes) and an event playlist
+/// (`index.m3u8`, growing while recording, closed with `#EXT-X-ENDLIST` at the end: the VOD
+/// playlist), in `directory`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hls {
+    pub directory: PathBuf,
+    pub segment: Duration,
 }
 
 /// `output.images`: a JPEG of the page every `every`, into `directory`.
@@ -379,6 +390,15 @@ struct RawOutput {
     #[serde(default, deserialize_with = "duration")]
     rtmp_retry_for: Option<Duration>,
     images: Option<Obj<RawImages>>,
+    hls: Option<Obj<RawHls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHls {
+    directory: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    segment_duration: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -1158,10 +1178,10 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         (None, Some(Obj(s3))) => Some(s3_output(s3, "output.S3")?),
         (None, None) => None,
     };
-    if file.is_none() && rtmp.is_empty() && s3.is_none() {
+    if file.is_none() && rtmp.is_empty() && s3.is_none() && raw.hls.is_none() {
         return Err(field(
             "output",
-            "at least one of file, rtmp or s3 is required",
+            "at least one of file, rtmp, s3 or hls is required",
         ));
     }
     let size = output_size(raw.width, raw.height, in_width, in_height)?;
@@ -1199,7 +1219,9 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         return Err(field("output.rtmp_retry_for", "must be longer than 0s"));
     }
     let images = raw.images.map(|Obj(i)| images(i)).transpose()?;
+    let hls = raw.hls.map(|Obj(h)| hls(h)).transpose()?;
     Ok(Output {
+        hls,
         images,
         rtmp_retry_for,
         file,
@@ -1210,6 +1232,31 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         audio_frequency,
         video_bitrate,
         video_buffer,
+    })
+}
+
+fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
+    let directory = match raw.directory.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => d,
+        _ => return Err(field("output.hls.directory", "is required")),
+    };
+    // The directory goes into ffmpeg's tee muxer options, where these are syntax.
+    if let Some(c) = directory.chars().find(|c| ":|[]\\'".contains(*c)) {
+        return Err(field(
+            "output.hls.directory",
+            format!("must not contain {c:?}"),
+        ));
+    }
+    let segment = raw.segment_duration.unwrap_or(Duration::from_secs(6));
+    if segment < Duration::from_secs(1) || segment > Duration::from_secs(60) {
+        return Err(field(
+            "output.hls.segment_duration",
+            "must be between 1s and 60s",
+        ));
+    }
+    Ok(Hls {
+        directory: PathBuf::from(directory),
+        segment,
     })
 }
 
@@ -1736,12 +1783,12 @@ mod tests {
         let e = err(json!({ "input": { "url": "https://example.com" } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp or s3 is required"
+            "config: output: at least one of file, rtmp, s3 or hls is required"
         );
         let e = err(json!({ "input": { "url": "https://example.com" }, "output": { "rtmp": [] } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp or s3 is required"
+            "config: output: at least one of file, rtmp, s3 or hls is required"
         );
     }
 
@@ -2356,6 +2403,36 @@ mod tests {
             }
             v[block][field] = json!("584542046090y");
             assert!(err(v).contains("longest duration"), "{block}.{field}");
+        }
+    }
+
+    #[test]
+    fn output_hls() {
+        let v = with_output(json!({ "hls": { "directory": "/tmp/hls" } }));
+        assert_eq!(
+            ok(v).output.hls,
+            Some(Hls {
+                directory: "/tmp/hls".into(),
+                segment: Duration::from_secs(6),
+            })
+        );
+        for (hls, message) in [
+            (json!({}), "config: output.hls.directory: is required"),
+            (
+                json!({ "directory": "/a:b" }),
+                "config: output.hls.directory: must not contain ':'",
+            ),
+            (
+                json!({ "directory": "h", "segment_duration": "90s" }),
+                "config: output.hls.segment_duration: must be between 1s and 60s",
+            ),
+            (
+                json!({ "directory": "h", "live": true }),
+                "config: output.hls",
+            ),
+        ] {
+            let e = err(with_output(json!({ "hls": hls })));
+            assert!(e.starts_with(message), "{e}");
         }
     }
 

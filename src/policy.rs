@@ -212,6 +212,15 @@ impl Policy {
             })?;
             config.output.file = Some(inside_root(root, file)?);
         }
+        if let Some(hls) = &mut config.output.hls {
+            let root = self.output_root.as_deref().ok_or_else(|| {
+                refused(
+                    "output.hls",
+                    "this service writes no local files (it was started without --output-root)",
+                )
+            })?;
+            hls.directory = inside_root_as("output.hls.directory", root, &hls.directory)?;
+        }
         if let Some(images) = &mut config.output.images {
             let root = self.output_root.as_deref().ok_or_else(|| {
                 refused(

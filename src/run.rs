@@ -164,6 +164,11 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
                 // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
                 // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
                 preset: "superfast".into(),
+                hls: config
+                    .output
+                    .hls
+                    .as_ref()
+                    .map(|h| (h.directory.clone(), h.segment)),
                 images: config.output.images.as_ref().map(|i| {
                     pagecast_actors::encoder::ImagesSpec {
                         directory: i.directory.clone(),
@@ -558,6 +563,28 @@ fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf
                 missing.join(", ")
             ),
         ));
+    }
+    if let Some(hls) = &config.output.hls {
+        let playlist = hls.directory.join(pagecast_actors::encoder::HLS_PLAYLIST);
+        if playlist.exists() {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.hls.directory: {} already holds a playlist ({}); give a fresh directory",
+                    hls.directory.display(),
+                    playlist.display()
+                ),
+            ));
+        }
+        if let Err(e) = std::fs::create_dir_all(&hls.directory) {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.hls.directory: cannot create {}: {e}",
+                    hls.directory.display()
+                ),
+            ));
+        }
     }
     if let Some(images) = &config.output.images {
         if let Err(e) = std::fs::create_dir_all(&images.directory) {

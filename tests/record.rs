@@ -521,3 +521,71 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
         assert!(green > 0.9, "{}: {green} green", image.display());
     }
 }
+
+/// output.hls beside the file, from the same encode: ffmpeg plays the event playlist over HTTP
+/// while it is recorded, and at the end the playlist (closed: VOD) decodes end to end as long as
+/// the file.
+#[test]
+fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let hls = dir.path().join("hls");
+    let config = json!({
+        "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file, "hls": { "directory": hls, "segment_duration": "2s" } },
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    let playlist = hls.join("index.m3u8");
+    wait_until("the first segment", Duration::from_secs(20), || {
+        std::fs::read_to_string(&playlist).is_ok_and(|p| p.contains("segment-00000.ts"))
+    });
+    let server = pagecast_testkit::StaticServer::start(&hls);
+    // A player reading the live playlist: 3 s of it, decoded, while the recording goes on.
+    let live = dir.path().join("live.ts");
+    let played = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-i",
+            &server.url("index.m3u8"),
+            "-t",
+            "3",
+            "-c",
+            "copy",
+            "-y",
+        ])
+        .arg(&live)
+        .output()
+        .unwrap();
+    assert!(
+        played.status.success(),
+        "{}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    let open = std::fs::read_to_string(&playlist).unwrap();
+    assert!(!open.contains("#EXT-X-ENDLIST"), "{open}");
+    let p = probe(&live);
+    assert!(p.duration() >= 2.5, "the player got {} s", p.duration());
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+
+    let closed = std::fs::read_to_string(&playlist).unwrap();
+    assert!(closed.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{closed}");
+    assert!(closed.trim_end().ends_with("#EXT-X-ENDLIST"), "{closed}");
+    let decoded = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(&playlist)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        decoded.status.success() && decoded.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let (vod, mp4) = (probe(&playlist).duration(), probe(&file).duration());
+    assert!((vod - mp4).abs() <= 1.0, "playlist {vod} s, file {mp4} s");
+    assert!(probe(&playlist).has_audio());
+}

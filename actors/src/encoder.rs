@@ -63,7 +63,12 @@ pub struct EncoderSpec {
     pub preset: String,
     /// Snapshots taken from the same capture, beside the encode.
     pub images: Option<ImagesSpec>,
+    /// HLS from the same encode: (directory, segment length).
+    pub hls: Option<(PathBuf, Duration)>,
 }
+
+/// The HLS playlist's name in its directory: an event playlist, closed at the end (VOD).
+pub const HLS_PLAYLIST: &str = "index.m3u8";
 
 /// JPEG snapshots of the recorded display: one every `every`, into `directory` as
 /// `image-NNNNNN.jpg`, numbered on across encoder restarts and pauses (never over an earlier one).
@@ -197,7 +202,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
     // needs the parts' time bases equal, and left to itself the muxer picked 1/15360 for one
     // part and 1/30000 for the next (a joined part then played 1000 times too fast).
     let timescale = (spec.framerate * 1000).to_string();
-    match (&spec.output, spec.relays.is_empty()) {
+    match (&spec.output, spec.relays.is_empty() && spec.hls.is_none()) {
         (Some(file), true) => {
             args.extend(
                 [
@@ -233,6 +238,24 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 // (ffmpeg's default is every interface).
                 legs.push(format!(
                     "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316&localaddr=127.0.0.1"
+                ));
+            }
+            if let Some((dir, segment)) = &spec.hls {
+                // An event playlist: players read it live while it grows; `q` closes it with
+                // ENDLIST (the VOD playlist). An encoder restarted (or resumed) finds the
+                // playlist there and carries it on (append_list: the numbering goes on too)
+                // after a discontinuity tag (discont_start).
+                // dump_extra: each segment starts with the codec headers.
+                let carry_on = if dir.join(HLS_PLAYLIST).exists() {
+                    "+append_list+discont_start"
+                } else {
+                    ""
+                };
+                legs.push(format!(
+                    "[f=hls:hls_time={}:hls_playlist_type=event:hls_flags=independent_segments{carry_on}:hls_segment_filename={}:bsfs/v=dump_extra]{}",
+                    segment.as_secs_f64(),
+                    tee_escape(&dir.join("segment-%05d.ts").to_string_lossy()),
+                    tee_escape(&dir.join(HLS_PLAYLIST).to_string_lossy()),
                 ));
             }
             args.extend(["-f".to_owned(), "tee".to_owned(), legs.join("|")]);
@@ -826,6 +849,7 @@ mod tests {
             audio_frequency: 44_100,
             preset: "veryfast".into(),
             images: None,
+            hls: None,
         }
     }
 
@@ -876,6 +900,27 @@ mod tests {
         let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio);
         assert!(after(&args, "-flags").is_empty());
         assert!(!args.last().unwrap().contains("mp4"));
+
+        let mut hls = spec();
+        let hls_dir = tempfile::tempdir().unwrap();
+        hls.hls = Some((hls_dir.path().to_owned(), Duration::from_secs(2)));
+        let last = |spec: &EncoderSpec| {
+            ffmpeg_args(spec, &DisplayInfo { number: 7 }, &audio)
+                .last()
+                .unwrap()
+                .clone()
+        };
+        let leg = last(&hls);
+        assert!(
+            leg.contains(
+                "|[f=hls:hls_time=2:hls_playlist_type=event:hls_flags=independent_segments:"
+            ),
+            "{leg}"
+        );
+        assert!(leg.ends_with("/index.m3u8"), "{leg}");
+        // A restarted encoder finds its playlist and carries it on.
+        std::fs::write(hls_dir.path().join(HLS_PLAYLIST), "#EXTM3U\n").unwrap();
+        assert!(last(&hls).contains("hls_flags=independent_segments+append_list+discont_start:"));
 
         let mut shots = spec();
         shots.images = Some(ImagesSpec {

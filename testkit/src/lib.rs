@@ -845,3 +845,39 @@ impl Drop for RedisTls {
         let _ = self.child.wait();
     }
 }
+
+/// A plain HTTP server of a directory on 127.0.0.1 (Python's `http.server`), e.g. to play an HLS
+/// playlist while it is written. Killed on drop.
+pub struct StaticServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl StaticServer {
+    pub fn start(dir: &Path) -> StaticServer {
+        let port = free_port();
+        let child = Command::new(repo_root().join(".venv/bin/python"))
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python -m http.server (run scripts/setup.sh)");
+        wait_until("the HTTP server", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        StaticServer { port, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
