@@ -84,6 +84,14 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
     if let Some(file) = &output.file {
         let _ = writeln!(out, "output.file: {}", file.display());
     }
+    if let Some(hls) = &output.hls {
+        let _ = writeln!(
+            out,
+            "output.hls: {} segments into {}",
+            human(hls.segment),
+            hls.directory.display()
+        );
+    }
     if let Some(images) = &output.images {
         let _ = writeln!(
             out,
