@@ -523,8 +523,8 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
 }
 
 /// output.hls beside the file, from the same encode: ffmpeg plays the event playlist over HTTP
-/// while it is recorded, and at the end the playlist (closed: VOD) decodes end to end as long as
-/// the file.
+/// while it is recorded, an encoder crash continues the playlist after a discontinuity, and at
+/// the end the playlist (closed: VOD) decodes end to end as long as the (joined) file.
 #[test]
 fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
     let _heavy = heavy();
@@ -567,6 +567,24 @@ fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
     assert!(!open.contains("#EXT-X-ENDLIST"), "{open}");
     let p = probe(&live);
     assert!(p.duration() >= 2.5, "the player got {} s", p.duration());
+    // The encoder crashes: the restarted one carries the playlist on after a discontinuity.
+    let ffmpeg = descendants(run.child.id())
+        .into_iter()
+        .find(|(_, name)| name == "ffmpeg")
+        .expect("the encoder's ffmpeg");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ffmpeg.0 as i32), Signal::SIGKILL).unwrap();
+    run.wait_for_nth(events::ENCODER_RUNNING, 2, Duration::from_secs(30));
+    wait_until(
+        "a segment after the restart",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&playlist).is_ok_and(|p| {
+                p.split("segment-00000.ts")
+                    .nth(1)
+                    .is_some_and(|rest| rest.contains("#EXT-X-DISCONTINUITY\n#EXTINF"))
+            })
+        },
+    );
     run.signal(Signal::SIGTERM);
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{status}:\n{}", run.stderr());
