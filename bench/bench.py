@@ -724,6 +724,128 @@ class Bench:
                 kill_group(p, signal.SIGKILL)
             cg.remove()
 
+    def run_serve(self, w, h, fps, page, duration, label="serve-cold"):
+        """One job through `pagecast serve` (a redis-server of its own on loopback): the time
+        from the worker taking the job (its `job taken` log line) to the first frame showing the
+        page, and to the first encoded frame. The job records `duration` s (max_duration)."""
+        d = self.tmp(label)
+        out = os.path.join(d, "out.mp4")
+        port = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cg = Cgroup(f"{self.n}")
+        res = {"contender": label, "size": f"{w}x{h}", "fps": fps, "page": page}
+        p = None
+        try:
+            if not wait_for(lambda: _connects(port), 10):
+                raise RuntimeError("redis-server did not start")
+            env = {"PAGECAST_LOG": "info", "PAGECAST_REDIS_URL": f"redis://127.0.0.1:{port}",
+                   "PAGECAST_JOB_KEY": os.urandom(32).hex()}
+            job = {"id": "bench", "config": {
+                "input": {"url": self.server.url(page), "width": w, "height": h, "framerate": fps},
+                "output": {"file": out}, "max_duration": f"{duration}s"}}
+            with heavy_lock():
+                p = spawn(cg, [self.pagecast, "--log-format", "json", "serve", "--queue", "bench",
+                               "--worker-id", "bench", "--max-recordings", "1",
+                               "--allow-page-host", "127.0.0.1", "--output-root", d],
+                          env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+                logs = LogWatch(p.stderr)
+                if not wait_for(lambda: logs.seen.get("connected to Redis"), 20):
+                    raise RuntimeError(f"serve did not start: {logs.lines[-5:]}")
+                filewatch = FileWatch(out)
+                resp(port, "LPUSH", "bench:jobs", json.dumps(job))
+                taken = wait_for(lambda: logs.seen.get("job taken"), 20)
+                if not taken:
+                    raise RuntimeError(f"the job was not taken: {logs.lines[-5:]}")
+                ended = wait_for(lambda: logs.seen.get("recording ended"), duration + 60)
+                if not ended:
+                    raise RuntimeError(f"the recording did not end: {logs.lines[-5:]}")
+                filewatch.stop()
+                os.kill(p.pid, signal.SIGTERM)
+                res["exit_code"] = p.wait(timeout=60)
+                logs.join()
+            t_taken = taken[0]
+            if filewatch.first:
+                res["picked_to_first_frame"] = filewatch.first - t_taken
+                content, first, _ = first_content_time(out)
+                if content is not None:
+                    res["picked_to_content"] = filewatch.first - t_taken + content - first
+            res["job_ended"] = ended[1].get("code")
+            return res, out
+        finally:
+            if p and p.poll() is None:
+                kill_group(p, signal.SIGKILL)
+            cg.remove()
+            redis.kill()
+            redis.wait()
+
+    def run_density(self, w, h, fps, n, page, duration):
+        """`n` pagecast recordings of `page` at once, each in a cgroup of its own, recording
+        together for `duration` s after the last one's first frame. Per recording: frames kept
+        (a frame that differs from the one before, from the first frame showing the page on;
+        the page changes every frame, so a repeat is a frame lost, whatever ffmpeg says) over
+        the frames expected in that wall time, and ffmpeg's dropped frames; for the run: CPU
+        (cores, all recordings together, over the common window) and memory (sum of peaks)."""
+        d = self.tmp(f"density-{w}x{h}-{n}")
+        res = {"contender": f"{n}", "size": f"{w}x{h}", "fps": fps, "page": page, "n": n}
+        runs = []
+        try:
+            with heavy_lock():
+                for i in range(n):
+                    out = os.path.join(d, f"out{i}.mp4")
+                    cfg = os.path.join(d, f"config{i}.json")
+                    with open(cfg, "w") as f:
+                        json.dump({"input": {"url": self.server.url(page), "width": w,
+                                             "height": h, "framerate": fps},
+                                   "output": {"file": out}}, f)
+                    cg = Cgroup(f"{self.n}-{i}")
+                    p = spawn(cg, [self.pagecast, "record", "--config", cfg, "--log-format",
+                                   "json"], env={"PAGECAST_LOG": "info"},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+                    runs.append({"cg": cg, "p": p, "out": out, "file": FileWatch(out),
+                                 "logs": LogWatch(p.stderr)})
+                for r in runs:
+                    if not wait_for(lambda: r["file"].first, 60):
+                        raise RuntimeError(f"a recording did not start: {r['logs'].lines[-5:]}")
+                t_all = max(r["file"].first for r in runs)
+                sleep_until(t_all + SETTLE)
+                u0, t0 = sum(r["cg"].usage() for r in runs), now()
+                sleep_until(t_all + SETTLE + duration)
+                u1, t1 = sum(r["cg"].usage() for r in runs), now()
+                for r in runs:
+                    os.kill(r["p"].pid, signal.SIGTERM)
+                t_stop = now()
+                for r in runs:
+                    r["p"].wait(timeout=60)
+                    r["logs"].join()
+                res["cores"] = (u1 - u0) / (t1 - t0)
+                res["mem_sum"] = sum(r["cg"].mem_max() for r in runs)
+            per = []
+            for r in runs:
+                frames = frame_stats(r["out"], keys=("UAVG", "YDIF"))
+                start = next((i for i, (_, f) in enumerate(frames) if f.get("UAVG", 0) > 150), None)
+                fin = r["logs"].seen.get("encoder finished the file")
+                one = {"dropped": fin[1].get("dropped") if fin else None}
+                if start is not None:
+                    t_content = r["file"].first + frames[start][0] - frames[0][0]
+                    expected = (t_stop - t_content) * fps
+                    kept = 1 + sum(1 for _, f in frames[start + 1:] if f.get("YDIF", 0) >= 0.01)
+                    one.update(kept=kept, expected=round(expected), kept_ratio=kept / expected)
+                per.append(one)
+            res["recordings"] = per
+            ratios = [x["kept_ratio"] for x in per if "kept_ratio" in x]
+            res["kept_min"] = min(ratios) if len(ratios) == n else None
+            res["kept_median"] = median(ratios)
+            return res, runs[0]["out"] if runs else ""
+        finally:
+            for r in runs:
+                if r["p"].poll() is None:
+                    kill_group(r["p"], signal.SIGKILL)
+                r["cg"].remove()
+
     def ensure_setup(self, w, h, fps):
         """A short pagecast run to read its processes' arguments, if none ran at this size yet."""
         if (w, h, fps) not in self.setups:
@@ -959,7 +1081,8 @@ def finish(res):
 def describe(res):
     keys = ["steady_cores", "startup_cpu_s", "total_cpu_per_recorded_s", "launch_to_first_frame",
             "launch_to_content", "stop_to_exit", "end_to_exit", "frames_in_file",
-            "frames_expected", "drop_frames", "dup_frames", "ssim"]
+            "frames_expected", "drop_frames", "dup_frames", "ssim", "picked_to_first_frame",
+            "picked_to_content", "kept_min", "kept_median", "cores"]
     parts = []
     for k in keys:
         v = res.get(k)
@@ -982,7 +1105,7 @@ def run_section(bench, name, contenders, reps, results):
                 res["section"], res["rep"] = name, rep
                 if res.get("page") == "canvas.html" and os.path.exists(out):
                     content, first, repeats = first_content_time(out)
-                    if content is not None:
+                    if content is not None and "launch_to_first_frame" in res:
                         res["launch_to_content"] = res["launch_to_first_frame"] + content - first
                         res["repeated_frames"] = repeats
                 if res.get("page") == "avsync.html" and os.path.exists(out):
@@ -1027,6 +1150,21 @@ def section_plan(args, bench):
             ("webgl on", pc(*main, label="webgl-on")),
             ("webgl off", pc(*main, label="webgl-off", input_extra={"webgl": False})),
             ("webgl page", pc(*main, page="webgl.html", label="webgl-page"))]))
+    if "start" in args.sections:
+        # How long until the page is on tape: `record` from its launch, `serve` from the moment
+        # the worker takes the job (cold: every tree starts for its job; #15's warm pool is to
+        # be measured here too). Short recordings: only the start matters.
+        short = min(d, 4.0)
+        plans.append(("start", [
+            ("record-cold", lambda: bench.run_pagecast(*main, "canvas.html", short,
+                                                       label="record-cold")),
+            ("serve-cold", lambda: bench.run_serve(*main, "canvas.html", short))]))
+    if "density" in args.sections:
+        # 1..N canvas recordings at once (their pages change every frame), per size.
+        for w, h in ((1280, 720), (1920, 1080)):
+            plans.append((f"density-{w}x{h}", [
+                (f"{n}", (lambda n=n, w=w, h=h: bench.run_density(w, h, 30, n, "canvas.html", d)))
+                for n in range(1, args.density_max + 1)]))
     if "quality" in args.sections:
         plans.append(("quality", [
             ("baseline", plain(*main, "baseline", reference=True)),
@@ -1070,6 +1208,14 @@ def run_s3(bench, args, results):
         kill_group(moto, signal.SIGKILL)
         moto.wait()
     results.append(res)
+
+
+def resp(port, *args):
+    """One Redis command over RESP (standard library only); the raw reply."""
+    cmd = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(cmd.encode())
+        return s.recv(65536)
 
 
 def _connects(port):
@@ -1412,6 +1558,48 @@ def render(results, meta, args):
             targets.append(("|A/V offset| ≤ 40 ms", worst, lambda v: v <= 40,
                             f"median {fmt(median(allp), '.0f')} ms, worst {worst:.0f} ms"))
 
+    start = {c: group(results, "start", c) for c in ("record-cold", "serve-cold")}
+    if any(start.values()):
+        L.append("### Start: until the page is on tape, 1920x1080@30, canvas page")
+        L.append("")
+        L.append("| | `record` (cold) | `serve` (cold) |")
+        L.append("|---|---|---|")
+        rc, sc = start["record-cold"], start["serve-cold"]
+        L.append(f"| launch (record) / job taken (serve) → first encoded frame, s | "
+                 f"{fmt(med(rc, 'launch_to_first_frame'))} | {fmt(med(sc, 'picked_to_first_frame'))} |")
+        L.append(f"| launch (record) / job taken (serve) → first frame showing the page, s | "
+                 f"{fmt(med(rc, 'launch_to_content'))} | {fmt(med(sc, 'picked_to_content'))} |")
+        L.append("")
+        L.append("Goal (#15): job taken → first frame showing the page ≤ 0.5 s with a warm tree "
+                 "(not built yet: the warm column comes with `serve --warm`).")
+        L.append("")
+
+    dens = [r for r in results if str(r.get("section", "")).startswith("density-")
+            and "error" not in r]
+    if dens:
+        L.append("### Density: recordings at once, 30 fps, canvas page")
+        L.append("")
+        L.append("A frame is kept when it differs from the one before (the page changes every "
+                 "frame: a repeat ffmpeg inserts to hold the rate is a frame lost). CPU: all "
+                 "recordings together over the common window; memory: the sum of their peaks. "
+                 "Plot: `bench/results/density.svg`.")
+        L.append("")
+        L.append("| size | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB |")
+        L.append("|---|---|---|---|---|---|---|")
+        best = {}
+        for r in sorted(dens, key=lambda r: (r["size"], r["n"])):
+            dropped = sum(x.get("dropped") or 0 for x in r.get("recordings", []))
+            L.append(f"| {r['size']} | {r['n']} | {fmt(r.get('kept_min'), '.3f')} | "
+                     f"{fmt(r.get('kept_median'), '.3f')} | {dropped} | {fmt(r.get('cores'))} | "
+                     f"{fmt(mib(r.get('mem_sum')), '.0f')} |")
+            if r.get("kept_min") is not None and r["kept_min"] >= 0.98:
+                best[r["size"]] = max(best.get(r["size"], 0), r["n"])
+        L.append("")
+        L.append("Most recordings at once with every one keeping ≥ 98 % of its frames: " +
+                 (", ".join(f"{k}: {v}" for k, v in sorted(best.items())) or "none") + ".")
+        L.append("")
+        plot_density(dens, os.path.join(ROOT, "bench", "results", "density.svg"))
+
     s3 = group(results, "s3")
     if s3:
         r = s3[0]
@@ -1475,6 +1663,49 @@ def render(results, meta, args):
     return "\n".join(L)
 
 
+def plot_density(dens, path):
+    """An SVG beside the results: frames kept (worst recording) and CPU against N, one line
+    per size, drawn from the raw figures (standard library only)."""
+    W, H, M = 640, 300, 50
+    sizes = sorted({r["size"] for r in dens})
+    nmax = max(r["n"] for r in dens)
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    cmax = max([r.get("cores") or 0 for r in dens] + [2.0])
+
+    def x(n):
+        return M + (W - 2 * M) * (n - 1) / max(nmax - 1, 1)
+
+    def panel(top, title, key, lo, hi, fmt_tick):
+        out = [f'<text x="{M}" y="{top - 8}" font-size="13">{title}</text>',
+               f'<rect x="{M}" y="{top}" width="{W - 2 * M}" height="{H / 2 - M}" fill="none" stroke="#999"/>']
+        ph = H / 2 - M
+        for k in range(5):
+            v = lo + (hi - lo) * k / 4
+            y = top + ph - ph * k / 4
+            out.append(f'<text x="{M - 6}" y="{y + 4}" font-size="10" text-anchor="end">{fmt_tick(v)}</text>')
+        for n in range(1, nmax + 1):
+            out.append(f'<text x="{x(n)}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{n}</text>')
+        for i, size in enumerate(sizes):
+            pts = [(r["n"], r.get(key)) for r in sorted(dens, key=lambda r: r["n"])
+                   if r["size"] == size and r.get(key) is not None]
+            line = " ".join(f"{x(n):.1f},{top + ph - ph * (min(max(v, lo), hi) - lo) / (hi - lo):.1f}"
+                            for n, v in pts)
+            out.append(f'<polyline points="{line}" fill="none" stroke="{colours[i % 4]}" stroke-width="2"/>')
+            out.append(f'<text x="{W - M + 4}" y="{top + 14 + 14 * i}" font-size="11" fill="{colours[i % 4]}">{size}</text>')
+        return out
+
+    lo = 0.8 if all((r.get("kept_min") or 0) >= 0.8 for r in dens) else 0.0
+    body = panel(M / 2 + 10, "frames kept, worst recording (against N recordings at once)",
+                 "kept_min", lo, 1.0, lambda v: f"{v * 100:.0f}%")
+    body += panel(H / 2 + M / 2 + 10, "CPU, cores (all recordings)", "cores", 0.0, cmax,
+                  lambda v: f"{v:.1f}")
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + 40}" height="{H + 40}" '
+           f'font-family="sans-serif">\n' + "\n".join(body) + "\n</svg>\n")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(svg)
+
+
 def write_report(text, marker):
     path = os.path.join(ROOT, "BENCHMARKS.md")
     begin, end = f"<!-- bench:{marker}:begin -->", f"<!-- bench:{marker}:end -->"
@@ -1498,8 +1729,15 @@ def main():
     ap.add_argument("--reps", type=int, help="repetitions per contender (default 3)")
     ap.add_argument("--duration", type=float, help="seconds recorded from the first frame (15)")
     ap.add_argument("--s3-duration", type=float, help="S3 recording length, s (120)")
-    ap.add_argument("--sections", default="cpu,fidelity,av,webgl,quality,s3",
-                    help="comma list of cpu,fidelity,av,webgl,quality,s3 (default all)")
+    ap.add_argument("--sections", default="cpu,fidelity,av,webgl,quality,s3,start,density",
+                    help="comma list of cpu,fidelity,av,webgl,quality,s3,start,density "
+                         "(default all)")
+    ap.add_argument("--density", action="store_true",
+                    help="only the density section: 1..--density-max recordings at once")
+    ap.add_argument("--density-max", type=int, default=4,
+                    help="the most recordings at once in the density section (4)")
+    ap.add_argument("--start", action="store_true",
+                    help="only the start section (same as --sections start)")
     ap.add_argument("--tune", action="store_true",
                     help="run the tuning candidates instead (see TUNE_VARIANTS)")
     ap.add_argument("--variants", help="comma list of tuning variants (default all)")
@@ -1522,6 +1760,8 @@ def main():
     args.duration = args.duration or (8.0 if args.quick else 15.0)
     args.s3_duration = args.s3_duration or (30.0 if args.quick else 120.0)
     args.sections = args.sections.split(",")
+    if args.start or args.density:
+        args.sections = (["start"] if args.start else []) + (["density"] if args.density else [])
     if os.geteuid() != 0:
         sys.exit("bench: needs root (cgroup v1 directories are writable by root only)")
     if not os.access(args.pagecast, os.X_OK):

@@ -5,6 +5,8 @@
 #   bench/run.sh            the full run (3 repetitions, ~20 minutes)
 #   bench/run.sh --quick    1 repetition, short recordings (~5 minutes)
 #   bench/run.sh --tune     the tuning candidates against the current defaults
+#   bench/run.sh --start    only the start section (record and serve: until the page is on tape)
+#   bench/run.sh --density  only the density section (1..--density-max recordings at once)
 #   bench/run.sh --help     every option
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

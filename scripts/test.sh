@@ -28,8 +28,8 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "cargo build --all-targets"
-cargo build --all-targets
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
 
 if [ "$#" -gt 0 ]; then
   step "cargo test --workspace --all-targets --no-fail-fast -- $*"

@@ -112,9 +112,15 @@ pub enum Command {
         /// The queue's name: every key starts with it.
         #[arg(long, default_value = "pagecast")]
         queue: String,
-        /// Recordings at once on this machine (default: one per two cores, at least one).
+        /// Recordings at once on this machine, at most (default: one per two cores, at least
+        /// one). Within it, a job is taken only when what the running recordings hold leaves
+        /// room for its cost (see --max-utilisation).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_recordings: Option<u32>,
+        /// The share of the machine's cores and memory the recordings may use together (0 to 1):
+        /// a job is taken only when its expected cost fits in what is left of it.
+        #[arg(long, default_value_t = crate::service::capacity::DEFAULT_MAX_UTILISATION, value_parser = utilisation)]
+        max_utilisation: f64,
         /// This worker's name (default: <hostname>-<pid>).
         #[arg(long)]
         worker_id: Option<String>,
@@ -184,8 +190,8 @@ pub enum Command {
 /// What a recording may do to files already there, and where it keeps an upload's file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Keep {
-    /// Write over a recording already at output.file (refused without it: a fresh name each run
-    /// comes from {time} or {utc} in output.file).
+    /// Write over a recording already at output.file or the S3 key (refused without it: a fresh
+    /// name each run comes from {time} or {utc} in output.file or the key).
     #[arg(long)]
     pub overwrite: bool,
     /// Without output.file, an S3 upload records into a file here first; if the upload gives up,
@@ -274,6 +280,13 @@ impl PolicyArgs {
 /// (a longer one would overflow the clock arithmetic it goes into).
 fn duration(text: &str) -> Result<Duration, String> {
     crate::config::parse_duration(text)
+}
+
+fn utilisation(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|u| *u > 0.0 && *u <= 1.0)
+        .ok_or_else(|| "a share of the machine, more than 0 and at most 1 (e.g. 0.85)".into())
 }
 
 #[cfg(test)]

@@ -90,6 +90,7 @@ fn main() -> ExitCode {
             redis,
             queue,
             max_recordings,
+            max_utilisation,
             worker_id,
             heartbeat_ttl,
             stop_grace,
@@ -113,6 +114,17 @@ fn main() -> ExitCode {
                     );
                 }
             }
+            // The machine's size, or for tests the one they give (see capacity.rs).
+            let machine = match std::env::var(pagecast::service::capacity::TEST_MACHINE_VAR) {
+                Ok(text) => match pagecast::service::capacity::Machine::parse(&text) {
+                    Ok(machine) => {
+                        tracing::warn!(cores = machine.cores, memory_mib = machine.memory >> 20, "{}: admission counts with this machine's size, not the real one (for tests)", pagecast::service::capacity::TEST_MACHINE_VAR);
+                        machine
+                    }
+                    Err(message) => return fail(Exit::Config, &message),
+                },
+                Err(_) => pagecast::service::capacity::Machine::detect(),
+            };
             let options = pagecast::service::ServiceOptions {
                 redis,
                 queue,
@@ -128,6 +140,8 @@ fn main() -> ExitCode {
                 keep_dir,
                 recorder: None,
                 policy,
+                machine,
+                max_utilisation,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
             return if outcome.exit == Exit::Ok {
@@ -200,7 +214,7 @@ fn main() -> ExitCode {
             },
             None => Vec::new(),
         };
-        run::record(config, pins, cli.log_format, keep).await
+        run::record(config, pins, policy.as_ref(), cli.log_format, keep).await
     });
     drop(demo_dir);
     if outcome.exit == Exit::Ok {

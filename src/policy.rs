@@ -160,6 +160,20 @@ pub fn host_resolver_rules(pins: &[Pin]) -> Option<String> {
     Some(rules.join(", "))
 }
 
+impl Policy {
+    /// The page proxy's rule: may a page's request for `host` go to `addr`? As for the page's
+    /// own host: a host or network allowed by `--allow-page-host`, or a public address.
+    pub fn page_allow(&self) -> pagecast_actors::page_proxy::Allow {
+        let rules = self.page_hosts.clone();
+        std::sync::Arc::new(move |host: &str, addr: IpAddr| {
+            rules.iter().any(|rule| match rule {
+                HostRule::Name(name) => name == host,
+                HostRule::Net(net) => net.contains(&canonical(addr)),
+            }) || forbidden(Kind::Page, addr).is_none()
+        })
+    }
+}
+
 /// Which set of address rules a host is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -13,6 +13,7 @@ use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
 use pagecast_actors::events::RECORDING_DISCARDED;
 use pagecast_actors::join::Probe;
+use pagecast_actors::page_proxy::PageProxy;
 use pagecast_actors::process::find_program;
 use pagecast_actors::recording::{AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec};
 use pagecast_actors::secret::Secret;
@@ -29,7 +30,7 @@ use crate::cli::Keep;
 use crate::config::{Config, Source, TemplateAuth};
 use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
-use crate::policy::{host_resolver_rules, Pin};
+use crate::policy::{host_resolver_rules, Pin, Policy};
 use crate::status::StatusActor;
 
 /// Programs a recording runs. Chromium is looked up separately (its name varies).
@@ -72,7 +73,15 @@ pub const RECORDING_KEPT: &str = "recording kept";
 
 /// Records what `config` says. Runs inside an actix system.
 /// `pins`: host names Chromium must resolve to the address the service policy checked.
-pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep: Keep) -> Outcome {
+/// `policy`: the service policy the config was held to, if any: then a page's every request
+/// goes through the page proxy, which refuses the addresses the policy refuses for pages.
+pub async fn record(
+    config: Config,
+    pins: Vec<Pin>,
+    policy: Option<&Policy>,
+    log_format: LogFormat,
+    keep: Keep,
+) -> Outcome {
     // {time}, {utc}, {room_name} in the names: filled in once, at the start.
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
     // Listened for at once: a pause asked for during the pre-flight must not end the run
@@ -99,7 +108,7 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
     let s3 = match &config.output.s3 {
         Some(s3) => {
             let target = s3_target(s3);
-            match pagecast_actors::uploader::preflight(&target).await {
+            match pagecast_actors::uploader::preflight(&target, keep.overwrite).await {
                 Ok(client) => Some((s3.clone(), target, client)),
                 Err(failure) => return Outcome::fail(Exit::Output, failure.message),
             }
@@ -121,6 +130,17 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
     let chromium = match chromium() {
         Ok(path) => path,
         Err(outcome) => return outcome,
+    };
+    // An untrusted page's subresources, frames, fetches and sockets name any host they like:
+    // they reach only what the policy lets a page reach. (A LiveKit layout is pagecast's own page.)
+    let proxy = match (policy, &config.input.source) {
+        (Some(policy), Source::Url(_)) => match PageProxy::start(policy.page_allow()).await {
+            Ok(proxy) => Some(proxy),
+            Err(e) => {
+                return Outcome::fail(Exit::Failed, format!("cannot start the page proxy: {e}"))
+            }
+        },
+        _ => None,
     };
     crate::reaper::reap(&std::env::temp_dir());
     let work_dir = match tempfile::Builder::new().prefix("pagecast-").tempdir() {
@@ -150,6 +170,7 @@ pub async fn record(config: Config, pins: Vec<Pin>, log_format: LogFormat, keep:
             chromium,
             no_sandbox: no_sandbox(),
             host_resolver_rules: host_resolver_rules(&pins),
+            proxy_port: proxy.as_ref().map(PageProxy::port),
             encoder: EncoderSpec {
                 output: output.clone(),
                 relays: Vec::new(),

@@ -36,7 +36,7 @@ pub fn format_status(p: &EncoderProgress) -> String {
     let secs = p.out_time.as_secs();
     let speed = match p.speed {
         // The encoder warns in the log too; the mark stays while it lasts.
-        Some(s) if s < 0.95 && p.out_time > Duration::from_secs(3) => {
+        Some(s) if s < pagecast_actors::pace::SLOW_SPEED && p.out_time > Duration::from_secs(3) => {
             format!("{s:.2}x FALLING BEHIND")
         }
         Some(s) => format!("{s:.2}x"),

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use pagecast_actors::events;
 use pagecast_testkit::{descendants, heavy, probe, test_page, wait_until, Moto, Nginx, Redis};
 use serde_json::json;
 
@@ -518,4 +519,97 @@ fn serve_refuses_an_output_root_that_is_not_a_directory() {
         String::from_utf8_lossy(&out.stderr).trim(),
         "pagecast: --output-root: /nonexistent/pagecast-root is not a directory"
     );
+}
+
+/// A tiny HTTP server on `ip` answering every request with `body`; counts the connections.
+fn counting_server(
+    ip: &str,
+    body: &'static str,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for mut con in listener.incoming().map_while(Result::ok) {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 8192];
+            let _ = con.read(&mut buf);
+            let path = String::from_utf8_lossy(&buf)
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_owned();
+            let body = body.replace("{path}", &path);
+            let _ = write!(
+                con,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, count)
+}
+
+/// A page the policy lets a job record (its host allowed) asks for a resource, a fetch and a
+/// WebSocket on an internal address (another loopback address, standing for the cloud metadata
+/// service or a worker's neighbour): none of them reaches it, while the page's requests to its
+/// own host still work, and the recording ends normally.
+#[test]
+fn a_page_under_the_policy_reaches_no_internal_address() {
+    use std::sync::atomic::Ordering;
+    let _heavy = heavy();
+    let (inside_port, inside) = counting_server("127.0.0.2", "internal secret");
+    let page = r#"<!doctype html><body style="background:#246;color:#fff"><h1>probe</h1>
+<img src="http://127.0.0.2:INSIDE/pixel.png">
+<script>
+const inside = fetch("http://127.0.0.2:INSIDE/secret").then(r => r.text(), () => "refused");
+const ws = new Promise(done => {
+  const w = new WebSocket("ws://127.0.0.2:INSIDE/ws");
+  w.onopen = () => done("open");
+  w.onerror = () => done("error");
+});
+const own = fetch("/own").then(r => r.text());
+Promise.allSettled([inside, ws, own]).then(() => setTimeout(() => console.log("END_RECORDING"), 1500));
+</script></body>"#
+        .replace("INSIDE", &inside_port.to_string());
+    let page: &'static str = Box::leak(page.into_boxed_str());
+    let (page_port, own) = counting_server("127.0.0.1", page);
+    let root = tempfile::tempdir().unwrap();
+    let config = json!({
+        "input": { "url": format!("http://127.0.0.1:{page_port}/"), "width": 640, "height": 360 },
+        "output": { "file": "probe.mp4" },
+        "max_duration": "30s",
+    });
+    let root_arg = format!("--output-root={}", root.path().display());
+    let (code, stderr) = run_with_stdin(
+        &[
+            "--log-format",
+            "json",
+            "record",
+            "--policy",
+            &root_arg,
+            "--allow-page-host=127.0.0.1",
+            "-c",
+            "-",
+        ],
+        &config,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(events::PAGE_ENDED), "{stderr}");
+    // The page and its fetch of its own host: two connections at least.
+    assert!(own.load(Ordering::SeqCst) >= 2, "{stderr}");
+    assert_eq!(
+        inside.load(Ordering::SeqCst),
+        0,
+        "the page reached the internal address:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(pagecast_actors::page_proxy::REFUSED) && stderr.contains("127.0.0.2"),
+        "{stderr}"
+    );
+    let p = probe(&root.path().join("probe.mp4"));
+    assert!(p.duration() >= 1.0, "{}", p.duration());
 }

@@ -57,15 +57,16 @@ fn uploads_parts_while_recording_and_the_object_is_the_file() {
     let (dir, file) = out_dir();
     let config = json!({
         "input": { "url": demo_page(), "width": 1280, "height": 720 },
-        "output": { "file": file, "S3": s3_block(&moto, "recordings"), "video_bitrate": "6M", "video_buffer": "12M" },
-        "max_duration": "30s",
+        // 12 Mbit/s: a 5 MiB part every 3.5 s, so several parts go up while recording.
+        "output": { "file": file, "S3": s3_block(&moto, "recordings"), "video_bitrate": "12M", "video_buffer": "24M" },
+        "max_duration": "16s",
     });
     let mut run = Run::start(&config, &[]);
     let (status, _) = run.wait(Duration::from_secs(120));
     let stderr = run.stderr();
     assert!(status.success(), "{status}:\n{stderr}");
     assert!(!stderr.contains(SECRET), "the secret reached the output");
-    let before_stop = uploaded_parts_before(&stderr, "max_duration 30s reached");
+    let before_stop = uploaded_parts_before(&stderr, "max_duration 16s reached");
     assert!(
         before_stop >= 2,
         "only {before_stop} parts uploaded while recording:\n{stderr}"
@@ -79,7 +80,7 @@ fn uploads_parts_while_recording_and_the_object_is_the_file() {
     assert_same_bytes(&downloaded, &file);
     let p = probe(&downloaded);
     assert!(
-        (p.duration() - 30.0).abs() <= 1.0,
+        (p.duration() - 16.0).abs() <= 1.0,
         "object holds {} s",
         p.duration()
     );
@@ -203,12 +204,33 @@ fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
         "output": { "file": file, "S3": from_env },
         "max_duration": "2s",
     });
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["--log-format", "json"])
-        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
-        .env("AWS_ACCESS_KEY_ID", access_key)
-        .env("AWS_SECRET_ACCESS_KEY", secret);
-    let mut run = Run::spawn(cmd);
+    let from_env_run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["--log-format", "json", "record"])
+            .args(args)
+            .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+            .env("AWS_ACCESS_KEY_ID", access_key)
+            .env("AWS_SECRET_ACCESS_KEY", secret);
+        Run::spawn(cmd)
+    };
+    // The key holds the good run's recording: refused before anything starts, the object kept.
+    let mut run = from_env_run(&[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.contains("s3://recordings/rec/recording.mp4")
+            && last.contains("already holds a recording")
+            && last.contains("--overwrite"),
+        "{last}"
+    );
+    assert!(
+        !stderr.contains("display ready"),
+        "something started:\n{stderr}"
+    );
+    // Asked for, the object is written over.
+    let mut run = from_env_run(&["--overwrite"]);
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", run.stderr());
     assert!(!run.stderr().contains(secret));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
+use pagecast_actors::events;
 use pagecast_testkit::{descendants, heavy, probe, test_page, wait_until, Redis};
 use serde_json::json;
 
@@ -29,6 +30,20 @@ fn serve_on(url: &str, worker: &str, extra: &[&str]) -> Run {
         .args(extra)
         .env("PAGECAST_REDIS_URL", url)
         .env("PAGECAST_JOB_KEY", JOB_KEY);
+    Run::spawn(cmd)
+}
+
+/// `serve` as worker w1 on a machine of the given size (`PAGECAST_TEST_MACHINE`).
+fn serve_sized(redis: &Redis, machine: &str, extra: &[&str]) -> Run {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log-format", "json", "serve"])
+        .args(["--queue", "test", "--worker-id", "w1"])
+        .arg("--allow-file-urls")
+        .arg(format!("--output-root={}", std::env::temp_dir().display()))
+        .args(extra)
+        .env("PAGECAST_REDIS_URL", redis.url())
+        .env("PAGECAST_JOB_KEY", JOB_KEY)
+        .env("PAGECAST_TEST_MACHINE", machine);
     Run::spawn(cmd)
 }
 
@@ -623,4 +638,72 @@ fn a_worker_cut_off_from_redis_stops_its_recording_before_another_takes_the_job(
     redis.cli(&["PUBLISH", "test:control", r#"{"stop":"cut"}"#]);
     wait_state(&redis, "cut", "done", Duration::from_secs(30));
     stop_cleanly(&mut second);
+}
+
+/// A worker given a machine of 0.4 cores (`PAGECAST_TEST_MACHINE`; x 0.85 = 0.34) has room for
+/// one 640x360@30 recording (about 0.25 cores), not two, though --max-recordings allows four:
+/// the second job waits in the queue (said once) and runs when the first has ended.
+#[test]
+fn a_job_that_does_not_fit_waits_and_runs_when_the_running_one_ends() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let page = test_page("silent.html", "");
+    let a = push(&redis, "a", dir.path(), &page, Some("3s"));
+    let b = push(&redis, "b", dir.path(), &page, Some("3s"));
+    let mut run = serve_sized(&redis, "cores=0.4,memory=8GiB", &["--max-recordings", "4"]);
+    wait_state(&redis, "a", "running", Duration::from_secs(30));
+    run.wait_for(events::JOB_WAITS_FOR_CAPACITY, Duration::from_secs(10));
+    assert_eq!(state(&redis, "b"), "", "b is not taken while a runs");
+    assert_eq!(redis.cli(&["LLEN", "test:jobs"]), "1");
+    wait_state(&redis, "b", "done", Duration::from_secs(120));
+    assert_eq!(state(&redis, "a"), "done");
+    let a_end: u64 = redis.hget("test:job:a", "ended_at").parse().unwrap();
+    let b_start: u64 = redis.hget("test:job:b", "started_at").parse().unwrap();
+    assert!(
+        b_start >= a_end,
+        "a ended at {a_end}, b started at {b_start}"
+    );
+    assert_eq!(run.count(events::JOB_WAITS_FOR_CAPACITY), 1, "said once");
+    for file in [&a, &b] {
+        assert_recorded(file, 3.0);
+    }
+    stop_cleanly(&mut run);
+}
+
+/// A 1920x1080@30 job (about 1.08 cores) on a worker of one core (0.85 for recordings) can never
+/// run there: it fails at once with code 2 and a message naming the fields and the sizes, and
+/// no recording starts; the worker goes on.
+#[test]
+fn a_job_larger_than_the_machine_fails_at_once() {
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let file = dir.path().join("big.mp4");
+    let job = json!({
+        "id": "big",
+        "config": {
+            "input": { "url": test_page("silent.html", ""), "width": 1920, "height": 1080 },
+            "output": { "file": file },
+        },
+    });
+    redis.cli(&["LPUSH", "test:jobs", &job.to_string()]);
+    let mut run = serve_sized(&redis, "cores=1,memory=8GiB", &[]);
+    wait_state(&redis, "big", "failed", Duration::from_secs(10));
+    assert_eq!(redis.hget("test:job:big", "exit_code"), "2");
+    let message = redis.hget("test:job:big", "message");
+    assert!(
+        message.starts_with(
+            "config: input.width x input.height at input.framerate needs about 1.08 cores"
+        ) && message.contains("at most 0.85 cores")
+            && message.contains("can never run here"),
+        "{message}"
+    );
+    assert!(!file.exists(), "no recording started");
+    assert_eq!(redis.cli(&["LLEN", "test:jobs"]), "0");
+    assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
+    assert!(
+        run.stderr().contains("PAGECAST_TEST_MACHINE"),
+        "the test machine is logged"
+    );
+    stop_cleanly(&mut run);
 }

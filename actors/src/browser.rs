@@ -70,6 +70,9 @@ pub struct BrowserSpec {
     /// Chromium's `--host-resolver-rules` (`MAP host address, ...`): the service policy pins the
     /// page's host to the address it checked, so DNS cannot answer differently for the load.
     pub host_resolver_rules: Option<String>,
+    /// The page proxy every request of the page goes through (an untrusted page under the
+    /// service policy), if any.
+    pub proxy_port: Option<u16>,
     /// Values the page's address carries that must not be logged (a LiveKit token): replaced by
     /// `****` in everything the page and chromedriver print.
     pub secrets: Vec<Secret>,
@@ -153,6 +156,9 @@ pub fn chromium_args(spec: &BrowserSpec, profile: &Path) -> Vec<String> {
     }
     if let Some(rules) = &spec.host_resolver_rules {
         args.push(format!("--host-resolver-rules={rules}"));
+    }
+    if let Some(port) = spec.proxy_port {
+        args.extend(crate::page_proxy::chromium_args(port));
     }
     args
 }
@@ -996,6 +1002,7 @@ mod tests {
             chromium: "/usr/bin/chromium".into(),
             no_sandbox: false,
             host_resolver_rules: None,
+            proxy_port: None,
             secrets: Vec::new(),
             page_loaded: Default::default(),
             page: PageOptions::default(),

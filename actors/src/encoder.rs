@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
@@ -28,6 +28,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::audio::AudioInfo;
 use crate::display::DisplayInfo;
+use crate::events;
+use crate::pace::{Change, Pace};
 use crate::process::{ChildProcess, Stdout};
 use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
 
@@ -35,10 +37,6 @@ use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shut
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time to write the end of the file after `q`.
 const FINALIZE_TIMEOUT: Duration = Duration::from_secs(8);
-/// Speed (encoded seconds per wall second) under which the encoder is falling behind.
-const SLOW_SPEED: f64 = 0.95;
-/// Consecutive slow progress reports (half a second each) before warning.
-const SLOW_REPORTS: u32 = 6;
 
 /// What and how to encode.
 #[derive(Debug, Clone, PartialEq)]
@@ -391,7 +389,8 @@ pub struct EncoderActor {
     last: EncoderProgress,
     /// The counters of the runs this actor ended on pause: the status counts the whole recording.
     before: EncoderProgress,
-    slow_reports: u32,
+    /// Whether it keeps up with real time.
+    pace: Pace,
     stopping: bool,
 }
 
@@ -495,7 +494,7 @@ impl EncoderActor {
             ready: Some(ready_tx),
             last: EncoderProgress::default(),
             before: EncoderProgress::default(),
-            slow_reports: 0,
+            pace: Pace::default(),
             stopping: false,
         };
         if paused {
@@ -642,6 +641,7 @@ impl EncoderActor {
         match spawn_ffmpeg(&spec, &self.display, &self.audio) {
             Ok((ffmpeg, stdout)) => {
                 self.attach(ctx, ffmpeg, stdout, output);
+                self.pace.new_run();
                 self.resuming = true;
                 let run = self.run;
                 ctx.run_later(READY_TIMEOUT, move |act, ctx| {
@@ -674,18 +674,19 @@ impl EncoderActor {
                 );
             }
         }
-        match p.speed {
-            Some(speed) if speed < SLOW_SPEED && p.out_time > Duration::from_secs(3) => {
-                self.slow_reports += 1;
-                if self.slow_reports == SLOW_REPORTS {
-                    tracing::warn!(
-                        speed,
-                        "encoder is falling behind real time; the recording will be shorter than \
-                         the wall time. Lower the resolution or frame rate, or use a faster preset"
-                    );
-                }
+        match self.pace.report(Instant::now(), p.out_time, p.drop_frames) {
+            Some(Change::Behind { speed, dropped }) => tracing::warn!(
+                speed,
+                dropped,
+                advice = "the recording will be shorter than the wall time: lower the resolution \
+                          or frame rate, or use a faster preset",
+                "{}",
+                events::ENCODER_FALLING_BEHIND
+            ),
+            Some(Change::CaughtUp { speed }) => {
+                tracing::info!(speed, "{}", events::ENCODER_CAUGHT_UP)
             }
-            _ => self.slow_reports = 0,
+            None => {}
         }
         if let Some(to) = &self.progress_to {
             to.do_send(p.after(&self.before));

@@ -23,3 +23,19 @@ pub const RECORDING_PAUSED: &str = "recording paused";
 pub const RECORDING_RESUMED: &str = "recording resumed";
 /// A discarded recording's output, parts and upload were deleted (field: removed).
 pub const RECORDING_DISCARDED: &str = "recording discarded";
+/// The encoder is falling behind real time (fields: speed over the last seconds, frames dropped
+/// in them); the service takes no job while one of its recordings is.
+pub const ENCODER_FALLING_BEHIND: &str = "encoder is falling behind real time";
+/// The encoder is back at real time after falling behind.
+pub const ENCODER_CAUGHT_UP: &str = "encoder caught up with real time";
+
+// The recording service's own events.
+
+/// A job at the head of the queue does not fit in what is left of this worker (fields: job,
+/// why); logged once per job while it waits.
+pub const JOB_WAITS_FOR_CAPACITY: &str = "job waits for capacity";
+/// A recording here fell behind real time: the worker takes no job until it catches up.
+pub const WORKER_OVERLOADED: &str =
+    "worker overloaded: taking no jobs until its recordings keep up";
+/// Every recording here keeps up again: the worker takes jobs again.
+pub const WORKER_RECOVERED: &str = "worker recovered: taking jobs again";

@@ -14,6 +14,8 @@ pub mod join;
 pub mod key_proxy;
 pub mod login;
 pub mod oneshot;
+pub mod pace;
+pub mod page_proxy;
 pub mod pause;
 pub mod process;
 pub mod recording;

@@ -68,6 +68,8 @@ pub struct RecordingSpec {
     pub no_sandbox: bool,
     /// Chromium's `--host-resolver-rules`, see [`BrowserSpec`](crate::browser::BrowserSpec).
     pub host_resolver_rules: Option<String>,
+    /// The page proxy's port, see [`BrowserSpec`](crate::browser::BrowserSpec).
+    pub proxy_port: Option<u16>,
     /// `encoder.output` is the file the user asked for; its `relays` are filled in here.
     pub encoder: EncoderSpec,
     /// Live outputs.
@@ -408,6 +410,7 @@ fn browser_child(
         chromium: spec.chromium.clone(),
         no_sandbox: spec.no_sandbox,
         host_resolver_rules: spec.host_resolver_rules.clone(),
+        proxy_port: spec.proxy_port,
         secrets: spec.secrets.clone(),
         page_loaded: page_loaded.clone(),
         page: spec.page.clone(),

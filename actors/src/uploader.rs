@@ -129,12 +129,18 @@ fn explain<E: std::error::Error + 'static>(err: &SdkError<E>) -> String {
     }
 }
 
-/// Checks, before anything starts, that the bucket exists and the credentials may use it.
-pub async fn preflight(target: &S3Target) -> Result<Client, Failure> {
+/// Checks, before anything starts, that the bucket exists and the credentials may use it, and
+/// (unless `overwrite`) that no recording is already stored under the key: an upload would
+/// replace it.
+pub async fn preflight(target: &S3Target, overwrite: bool) -> Result<Client, Failure> {
     let client = client(target).await;
     let head = client.head_bucket().bucket(&target.bucket).send();
     match tokio::time::timeout(Duration::from_secs(15), head).await {
-        Ok(Ok(_)) => Ok(client),
+        Ok(Ok(_)) if overwrite => Ok(client),
+        Ok(Ok(_)) => {
+            refuse_existing_object(&client, target).await?;
+            Ok(client)
+        }
         Ok(Err(e)) => Err(Failure::new(
             FailureKind::Output,
             format!(
@@ -143,6 +149,41 @@ pub async fn preflight(target: &S3Target) -> Result<Client, Failure> {
                 explain(&e)
             ),
         )),
+        Err(_) => Err(Failure::new(
+            FailureKind::Output,
+            format!("output.s3: {} did not answer within 15s", target.describe()),
+        )),
+    }
+}
+
+/// Fails if the key already holds a non-empty object. Credentials that may write but not read
+/// (HTTP 403 on HEAD) cannot tell: that is said in the log, and the recording goes ahead.
+async fn refuse_existing_object(client: &Client, target: &S3Target) -> Result<(), Failure> {
+    let head = client
+        .head_object()
+        .bucket(&target.bucket)
+        .key(&target.key)
+        .send();
+    match tokio::time::timeout(Duration::from_secs(15), head).await {
+        Ok(Ok(object)) if object.content_length().unwrap_or(0) > 0 => Err(Failure::new(
+            FailureKind::Output,
+            format!(
+                "output.s3: {} already holds a recording ({} bytes); remove it, give \
+                 --overwrite, or put {{time}} or {{utc}} in output.s3.key for a fresh name each run",
+                target.describe(),
+                object.content_length().unwrap_or(0)
+            ),
+        )),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(
+                object = %target.describe(),
+                error = %explain(&e),
+                "cannot tell whether the object already exists; recording anyway"
+            );
+            Ok(())
+        }
         Err(_) => Err(Failure::new(
             FailureKind::Output,
             format!("output.s3: {} did not answer within 15s", target.describe()),

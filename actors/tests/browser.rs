@@ -29,6 +29,7 @@ fn browser_tree(
         chromium: "/usr/bin/chromium".into(),
         no_sandbox: nix::unistd::geteuid().is_root(),
         host_resolver_rules: None,
+        proxy_port: None,
         secrets: Vec::new(),
         page_loaded: Default::default(),
         page: Default::default(),

@@ -42,11 +42,13 @@
 //! not retried: a bad config, page or output stays bad.
 
 mod attempt;
+pub mod capacity;
 mod control;
 mod queue;
 mod runner;
 pub mod sealed;
 mod store;
+mod usage;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -94,12 +96,25 @@ pub struct ServiceOptions {
     pub recorder: Option<std::path::PathBuf>,
     /// What a job may do: every recording is run with it (`record --policy ...`).
     pub policy: crate::policy::Policy,
+    /// The machine the recordings share (`capacity.rs`).
+    pub machine: capacity::Machine,
+    /// The share of it recordings may use together (`--max-utilisation`).
+    pub max_utilisation: f64,
 }
 
 impl ServiceOptions {
     pub fn keys(&self) -> Keys {
         Keys {
             queue: self.queue.clone(),
+        }
+    }
+
+    /// The admission rule: cost against what is left, at most `max_recordings`.
+    pub fn admission(&self) -> capacity::Admission {
+        capacity::Admission {
+            machine: self.machine,
+            max_utilisation: self.max_utilisation,
+            max_recordings: self.max_recordings,
         }
     }
 }
@@ -653,6 +668,11 @@ mod tests {
             keep_dir: std::env::temp_dir().join("pagecast-test-kept"),
             recorder: None,
             policy: Default::default(),
+            machine: capacity::Machine {
+                cores: 64.0,
+                memory: 1 << 40,
+            },
+            max_utilisation: capacity::DEFAULT_MAX_UTILISATION,
         }
     }
 
@@ -1048,6 +1068,151 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         })
         .await;
         assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        stop_service(service).await;
+    }
+
+    /// The service's log lines (JSON), captured for one test.
+    #[derive(Clone, Default)]
+    struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl LogBuffer {
+        /// Captures this thread's log at info until the guard is dropped.
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let writer = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_max_level(tracing::Level::INFO)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+
+        /// The lines whose message is `event` (and, if given, whose `job` is `job`).
+        fn events(&self, event: &str, job: Option<&str>) -> usize {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|l| l["message"] == event && job.is_none_or(|j| l["job"] == j))
+                .count()
+        }
+    }
+
+    /// With room for one 1080p30 job (1.7 cores: 2 cores x 0.85, and up to 4 recordings), a
+    /// second one waits at the head of the queue, said once, and is taken when the first ends.
+    #[actix_rt::test]
+    async fn a_job_that_does_not_fit_waits_and_is_taken_when_the_first_ends() {
+        use pagecast_actors::events::JOB_WAITS_FOR_CAPACITY;
+        let log = LogBuffer::default();
+        let _log = log.capture();
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("first"), &fake_job("second")]);
+        let service = actix::spawn(serve(ServiceOptions {
+            max_recordings: 4,
+            machine: capacity::Machine {
+                cores: 2.0,
+                memory: 8 << 30,
+            },
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        }));
+        until("the second job to wait", || {
+            log.events(JOB_WAITS_FOR_CAPACITY, Some("second")) == 1
+        })
+        .await;
+        until("the first job to run", || {
+            logged(dir.path(), "start", "first") == 1
+        })
+        .await;
+        assert_eq!(logged(dir.path(), "start", "second"), 0);
+        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "1", "it waits in the queue");
+        redis.cli(&["PUBLISH", "t:control", r#"{"stop":"first"}"#]);
+        until("the second job to run", || {
+            logged(dir.path(), "start", "second") == 1
+        })
+        .await;
+        assert_eq!(
+            log.events(JOB_WAITS_FOR_CAPACITY, Some("second")),
+            1,
+            "said once"
+        );
+        stop_service(service).await;
+    }
+
+    /// A recording that says its encoder falls behind stops the worker taking jobs (however
+    /// much room is left) until it says it caught up; it is not stopped.
+    #[actix_rt::test]
+    async fn a_worker_whose_recording_falls_behind_takes_no_job_until_it_catches_up() {
+        use pagecast_actors::events::{
+            ENCODER_CAUGHT_UP, ENCODER_FALLING_BEHIND, JOB_WAITS_FOR_CAPACITY, WORKER_OVERLOADED,
+            WORKER_RECOVERED,
+        };
+        let log = LogBuffer::default();
+        let _log = log.capture();
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = dir.path().join("slowpoke.sh");
+        let caught_up = dir.path().join("caught-up");
+        std::fs::write(
+            &recorder,
+            format!(
+                r#"#!/bin/sh
+config=$(cat)
+job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
+echo "$job" >> {started}
+trap 'exit 0' TERM
+if [ "$job" = slow ]; then
+  echo '{{"level":"WARN","message":"{behind}","speed":0.8}}' >&2
+  while [ ! -e {caught_up} ]; do sleep 0.05; done
+  echo '{{"level":"INFO","message":"{up}"}}' >&2
+fi
+sleep 600 &
+wait
+"#,
+                started = dir.path().join("started").display(),
+                behind = ENCODER_FALLING_BEHIND,
+                up = ENCODER_CAUGHT_UP,
+                caught_up = caught_up.display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &recorder,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let started = || std::fs::read_to_string(dir.path().join("started")).unwrap_or_default();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("slow")]);
+        let service = actix::spawn(serve(ServiceOptions {
+            max_recordings: 4,
+            recorder: Some(recorder.clone()),
+            ..test_options(redis.url(), "w")
+        }));
+        until("the worker to be overloaded", || {
+            log.events(WORKER_OVERLOADED, None) == 1
+        })
+        .await;
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("next")]);
+        until("the next job to wait", || {
+            log.events(JOB_WAITS_FOR_CAPACITY, Some("next")) == 1
+        })
+        .await;
+        assert_eq!(started(), "slow\n");
+        assert_eq!(redis.hget("t:job:slow", "state"), "running", "not stopped");
+        std::fs::write(&caught_up, "").unwrap();
+        until("the next job to run", || started() == "slow\nnext\n").await;
+        assert_eq!(log.events(WORKER_RECOVERED, None), 1);
         stop_service(service).await;
     }
 

@@ -3,7 +3,7 @@
 //! Owns: the [`Store`] (a reconnecting connection: while Redis is away, recordings go on and
 //! their results wait here until they can be written), the control follower (`control.rs`, a
 //! connection of its own), this worker's lease (its heartbeat) and the jobs this worker has taken.
-//! Accepts: [`JobEnded`] (from the runner), [`Drain`] (take no more jobs), [`Shutdown`] (write
+//! Accepts: [`JobEnded`] and [`Usage`] (from the runner), [`Drain`] (take no more jobs), [`Shutdown`] (write
 //! every result still pending, then give the lease up), [`Kill`].
 //! Also accepts [`JobPaused`] (from the runner: a recording paused or resumed; its state is
 //! written at the next round).
@@ -11,8 +11,11 @@
 //! requests) to the runner.
 //! Every 250 ms (one round at a time): renew the lease; write pending results; give back what
 //! the processing list holds that runs nowhere here; move the jobs of workers whose lease expired
-//! back to the queue; pass stop requests on (once per job); and, with a free slot, take the next
-//! job (its payload re-stored sealed at once). Between rounds: a lease that could not be renewed
+//! back to the queue; pass stop requests on (once per job); and take the next jobs while
+//! admission (`capacity.rs`) lets it: each is read where it lies (`LINDEX`), its cost weighed
+//! against what the running recordings hold, and only then moved (`LMOVE`, only if it is still
+//! the next one); a job that does not fit waits at the head of the queue, one that never can
+//! fails at once (its payload re-stored sealed at once when taken). Between rounds: a lease that could not be renewed
 //! for a third of its life stops every recording here, to be finished before the lease ends
 //! (so no other worker runs the job while this one still does).
 //! Stops: on `Shutdown`, after the last write (bounded by the supervisor's timeout). Crashed and
@@ -29,13 +32,15 @@ use actix::prelude::*;
 use pagecast_actors::backoff::Backoff;
 use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
 
-use super::runner::{DiscardJob, JobEnded, PauseJob, StartJob, StopJob};
+use super::capacity::{self, Admission, Cost, Held, Verdict};
+use super::runner::{DiscardJob, JobEnded, PauseJob, StartJob, StopJob, Usage};
 use super::sealed::{self, JobKey};
 use super::store::{connection_error, host_of, Outcome, Presence, Store, Take};
 use super::{
     decide, parse_job, ControlRequest, Decision, Ended, Parsed, ServiceOptions, Wiring,
     MAX_ATTEMPTS,
 };
+use pagecast_actors::events;
 
 const ROUND_EVERY: Duration = Duration::from_millis(250);
 
@@ -45,6 +50,8 @@ struct Taken {
     /// The job exactly as it is in the processing list (to remove it from there).
     raw: String,
     attempts: u32,
+    /// What admission reserved for it.
+    reserved: Cost,
 }
 
 /// A job a round took, ready to run.
@@ -53,6 +60,7 @@ struct Start {
     raw: String,
     config: String,
     attempts: u32,
+    cost: Cost,
 }
 
 /// Message: take no more jobs (the service is stopping; the running ones finish).
@@ -121,6 +129,10 @@ pub struct QueueActor {
     offline: bool,
     /// Another live process uses this worker id (logged once).
     duplicate_seen: bool,
+    /// What the running recordings use, as the runner last measured.
+    usage: Usage,
+    /// The job last logged as waiting for capacity (logged once per job).
+    waiting: Option<String>,
 }
 
 /// Makes this process the worker `options.worker_id`: its heartbeat is set only if no other has
@@ -213,7 +225,21 @@ impl QueueActor {
             last_reclaim: None,
             offline: false,
             duplicate_seen: false,
+            usage: Usage::default(),
+            waiting: None,
         }
+    }
+
+    /// What each running recording holds, for admission.
+    fn held(&self) -> Vec<Held> {
+        self.running
+            .iter()
+            .map(|(id, taken)| Held {
+                reserved: taken.reserved,
+                measured: self.usage.measured.get(id).copied(),
+                behind: self.usage.behind.contains(id),
+            })
+            .collect()
     }
 
     fn runner(&self) -> Option<Addr<super::runner::RunnerActor>> {
@@ -279,14 +305,8 @@ impl QueueActor {
         }
         self.in_round = true;
         self.idle.send_replace(false);
-        let free = if !self.draining && self.runner().is_some() {
-            self.options
-                .max_recordings
-                .saturating_sub(self.running.len())
-        } else {
-            0
-        };
-        let round = self.new_round(free);
+        let take = !self.draining && self.runner().is_some();
+        let round = self.new_round(take);
         let written = round.written.clone();
         let pauses_written = round.pauses_written.clone();
         ctx.spawn(actix::fut::wrap_future(round.run()).map(
@@ -339,6 +359,15 @@ impl QueueActor {
         for id in done.stop {
             self.stop(&id, None);
         }
+        match &done.waiting {
+            Some((id, why)) if self.waiting.as_ref() != Some(id) => {
+                let left = self.options.admission().left(&self.held());
+                tracing::info!(job = %id, why = %why, cores_left = left.cores, memory_left_mib = left.memory >> 20, "{}", events::JOB_WAITS_FOR_CAPACITY);
+                self.waiting = Some(id.clone());
+            }
+            Some(_) => {}
+            None => self.waiting = None,
+        }
         for start in done.taken {
             if self.draining {
                 // Taken by a round that began before the stop: give it back untried.
@@ -358,7 +387,7 @@ impl QueueActor {
         self.pending.extend(done.refused);
     }
 
-    fn new_round(&mut self, free: usize) -> Round {
+    fn new_round(&mut self, take: bool) -> Round {
         // Looking for dead workers costs a command per worker: a few times per time to live is
         // enough (a dead worker's jobs wait at most its TTL plus this).
         let every = (self.options.heartbeat_ttl / 3).max(Duration::from_secs(1));
@@ -390,7 +419,8 @@ impl QueueActor {
                 .map(|t| t.raw.clone())
                 .chain(self.pending.iter().map(|o| o.raw.clone()))
                 .collect(),
-            free,
+            admission: take.then_some(self.options.admission()),
+            held: self.held(),
         }
     }
 
@@ -403,12 +433,14 @@ impl QueueActor {
             raw,
             config,
             attempts,
+            cost,
         } = start;
         self.running.insert(
             id.clone(),
             Taken {
                 raw: raw.clone(),
                 attempts,
+                reserved: cost,
             },
         );
         let sent = runner.send(StartJob {
@@ -509,6 +541,22 @@ impl Handler<JobEnded> for QueueActor {
     }
 }
 
+impl Handler<Usage> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, usage: Usage, _: &mut Context<Self>) {
+        let (was, is) = (!self.usage.behind.is_empty(), !usage.behind.is_empty());
+        self.usage = usage;
+        if is && !was {
+            let mut behind: Vec<&String> = self.usage.behind.iter().collect();
+            behind.sort();
+            tracing::warn!(jobs = ?behind, "{}", events::WORKER_OVERLOADED);
+        } else if was && !is {
+            tracing::info!("{}", events::WORKER_RECOVERED);
+        }
+    }
+}
+
 impl Handler<Drain> for QueueActor {
     type Result = ();
 
@@ -604,7 +652,7 @@ impl Handler<Shutdown> for QueueActor {
 impl QueueActor {
     /// Writes what is left, gives the lease up, and stops.
     fn last_round(&mut self) -> impl ActorFuture<Self, Output = Result<(), Failure>> {
-        let mut round = self.new_round(0);
+        let mut round = self.new_round(false);
         round.running.clear();
         let mut store = self.store.clone();
         let written = round.written.clone();
@@ -665,7 +713,10 @@ struct Round {
     running: Vec<(String, String)>,
     /// Every job this worker accounts for (running, or with a result to write), as stored.
     known: HashSet<String>,
-    free: usize,
+    /// How jobs are admitted (None: take none this round).
+    admission: Option<Admission>,
+    /// What the running recordings hold.
+    held: Vec<Held>,
     /// Look for dead workers this round.
     reclaim: bool,
 }
@@ -683,6 +734,8 @@ struct RoundDone {
     taken_over: Vec<String>,
     /// The heartbeat held another process's token: two workers share this id.
     duplicate: bool,
+    /// The next job does not fit now: its id (or payload's start) and why.
+    waiting: Option<(String, String)>,
 }
 
 impl Round {
@@ -753,24 +806,7 @@ impl Round {
             }
         }
 
-        let mut taken = Vec::new();
-        let mut refused = Vec::new();
-        let mut slots = self.free;
-        while slots > 0 {
-            match self.store.take().await? {
-                Take::Empty => break,
-                Take::Duplicate { id, worker } => {
-                    tracing::warn!(job = %id, running_on = %worker, "refused a job whose id is already running");
-                }
-                Take::Job { raw, id, attempts } => match self.accept(raw, id, attempts).await? {
-                    Ok(start) => {
-                        slots -= 1;
-                        taken.push(start);
-                    }
-                    Err(outcome) => refused.push(outcome),
-                },
-            }
-        }
+        let (taken, refused, waiting) = self.take_jobs().await?;
         Ok(RoundDone {
             leased_at,
             stop,
@@ -778,7 +814,82 @@ impl Round {
             refused,
             taken_over,
             duplicate,
+            waiting,
         })
+    }
+
+    /// Takes the next jobs while admission lets it. A job that does not fit now stays at the
+    /// head of the queue (the order is kept: the jobs behind it wait too).
+    #[allow(clippy::type_complexity)]
+    async fn take_jobs(
+        &mut self,
+    ) -> redis::RedisResult<(Vec<Start>, Vec<Outcome>, Option<(String, String)>)> {
+        let (mut taken, mut refused) = (Vec::new(), Vec::new());
+        let Some(admission) = self.admission else {
+            return Ok((taken, refused, None));
+        };
+        let mut held = self.held.clone();
+        while let Some(next) = self.store.next().await? {
+            // A job that cannot be read costs nothing: it is taken and refused (in `accept`).
+            let cost = self.cost_of(&next);
+            let verdict = match cost {
+                Some(cost) => admission.admit(&held, cost),
+                None if held.len() >= admission.max_recordings => {
+                    Verdict::Wait(format!("--max-recordings {} running", held.len()))
+                }
+                None => Verdict::Take,
+            };
+            if let Verdict::Wait(why) = verdict {
+                let id =
+                    super::store::job_id(&next).unwrap_or_else(|| next.chars().take(40).collect());
+                return Ok((taken, refused, Some((id, why))));
+            }
+            match self.store.take(&next).await? {
+                Take::Empty => break,
+                Take::Moved => continue,
+                Take::Duplicate { id, worker } => {
+                    tracing::warn!(job = %id, running_on = %worker, "refused a job whose id is already running");
+                }
+                Take::Job { raw, id, attempts } => {
+                    if let Verdict::Never(message) = verdict {
+                        tracing::warn!(job = ?id, error = %message, "job refused: larger than this worker");
+                        refused.push(Outcome {
+                            id,
+                            raw,
+                            decision: Decision::Failed,
+                            code: Some(2),
+                            message,
+                            not_run: false,
+                            output: None,
+                        });
+                        continue;
+                    }
+                    match self.accept(raw, id, attempts).await? {
+                        Ok(mut start) => {
+                            start.cost = cost.unwrap_or_default();
+                            held.push(Held {
+                                reserved: start.cost,
+                                ..Held::default()
+                            });
+                            taken.push(start);
+                        }
+                        Err(outcome) => refused.push(outcome),
+                    }
+                }
+            }
+        }
+        Ok((taken, refused, None))
+    }
+
+    /// What a stored job will cost, if it can be read (opened and checked).
+    fn cost_of(&self, raw: &str) -> Option<Cost> {
+        let clear = sealed::unseal(raw, self.key.as_deref()).ok()?;
+        let Parsed::Job { config, .. } = parse_job(&clear) else {
+            return None;
+        };
+        crate::config::parse(&config)
+            .ok()
+            .map(|c| capacity::cost_of(&c))
     }
 
     /// A job just taken: opened, checked, re-stored sealed if it came in clear, announced.
@@ -860,6 +971,7 @@ impl Round {
             raw,
             config,
             attempts,
+            cost: Cost::default(),
         }))
     }
 

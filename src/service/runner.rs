@@ -7,8 +7,13 @@
 //! environment is the minimal one every child gets (`process.rs`), plus the few `PAGECAST_*`
 //! settings a recording reads, plus the worker's AWS variables only if the policy lends its
 //! identity.
+//! Every second it measures each recording's process tree (`usage.rs`, off its thread) and sends
+//! the figures, with which recordings are falling behind real time (their encoder's
+//! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
+//! admission (`capacity.rs`) counts.
 //! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
-//! has paused or resumed, and the queue is told), [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
+//! has paused or resumed, and the queue is told), [`DiscardJob`] (SIGRTMIN),
+//! [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
 //! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends (also when
@@ -28,9 +33,12 @@ use pagecast_actors::process::{ChildProcess, Stdout};
 use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
 use tokio::process::Command;
 
+use super::capacity::Cost;
+use super::usage::TreeMeter;
 use super::{last_error_line, Ended, Wiring};
 use crate::naming::AttemptOutput;
 use crate::policy::Policy;
+use pagecast_actors::events;
 
 /// The service's own settings a recording reads; nothing else of the service's environment
 /// (its Redis URL, keys) reaches a recording.
@@ -77,6 +85,27 @@ pub struct DiscardJob {
     pub id: String,
 }
 
+/// How often the recordings' process trees are measured.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
+/// Message (to the queue): what the running recordings use and which are falling behind.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct Usage {
+    /// By job: its process tree's CPU (cores) and memory at the last measurement.
+    pub measured: HashMap<String, Cost>,
+    /// Jobs whose encoder is falling behind real time.
+    pub behind: HashSet<String>,
+}
+
+/// Message (from a recording's log lines): its encoder fell behind, or caught up.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Pace {
+    id: String,
+    behind: bool,
+}
+
 /// Message (to the queue): a recording ended.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -100,6 +129,9 @@ pub struct RunnerActor {
     discarded: HashSet<String>,
     /// Shutting down: no new recording starts.
     stopping: bool,
+    /// None while a measurement runs (on a blocking thread).
+    meter: Option<TreeMeter>,
+    usage: Usage,
 }
 
 impl RunnerActor {
@@ -123,7 +155,45 @@ impl RunnerActor {
             stopped_by_us: HashSet::new(),
             discarded: HashSet::new(),
             stopping: false,
+            meter: Some(TreeMeter::default()),
+            usage: Usage::default(),
         }
+    }
+
+    fn send_usage(&self) {
+        if let Some(queue) = &self.wiring.borrow().queue {
+            queue.do_send(self.usage.clone());
+        }
+    }
+
+    fn measure(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut meter) = self.meter.take() else {
+            return;
+        };
+        let roots: Vec<(String, u32)> = self
+            .jobs
+            .iter()
+            .map(|(id, child)| (id.clone(), child.pid()))
+            .collect();
+        let measure = tokio::task::spawn_blocking(move || {
+            let measured = meter.measure(&roots);
+            (meter, measured)
+        });
+        ctx.spawn(
+            actix::fut::wrap_future(measure).map(|result, act: &mut Self, _| {
+                let Ok((meter, measured)) = result else {
+                    act.meter = Some(TreeMeter::default());
+                    return;
+                };
+                act.meter = Some(meter);
+                // A recording that ended meanwhile is not counted any more.
+                act.usage.measured = measured
+                    .into_iter()
+                    .filter(|(id, _)| act.jobs.contains_key(id))
+                    .collect();
+                act.send_usage();
+            }),
+        );
     }
 
     fn report(
@@ -137,6 +207,10 @@ impl RunnerActor {
         self.jobs.remove(&id);
         self.outputs.remove(&id);
         self.discarded.remove(&id);
+        self.usage.measured.remove(&id);
+        if self.usage.behind.remove(&id) {
+            self.send_usage();
+        }
         let stopped_by_us = self.stopped_by_us.remove(&id);
         let message = last_error_line(&tail).unwrap_or_else(|| {
             if status.success() {
@@ -164,6 +238,28 @@ impl RunnerActor {
 
 impl Actor for RunnerActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(MEASURE_EVERY, |act, ctx| act.measure(ctx));
+    }
+}
+
+impl Handler<Pace> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, Pace { id, behind }: Pace, _: &mut Context<Self>) {
+        if !self.jobs.contains_key(&id) {
+            return;
+        }
+        let changed = if behind {
+            self.usage.behind.insert(id)
+        } else {
+            self.usage.behind.remove(&id)
+        };
+        if changed {
+            self.send_usage();
+        }
+    }
 }
 
 /// However the runner goes (a panic included), the recordings it still holds die with it (their
@@ -223,12 +319,20 @@ impl Handler<StartJob> for RunnerActor {
         }
         let job_id = job.id.clone();
         let queue = self.wiring.borrow().queue.clone();
+        // Weak: the recording's line reader must not keep the runner alive.
+        let me = ctx.address().downgrade();
         let (mut child, _) = ChildProcess::spawn_with_lines(
             &format!("recording {}", job.id),
             cmd,
             true,
             Stdout::Log,
             Box::new(move |line| {
+                if let (Some(behind), Some(me)) = (pace_of(line), me.upgrade()) {
+                    me.do_send(Pace {
+                        id: job_id.clone(),
+                        behind,
+                    });
+                }
                 if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
                     queue.do_send(super::queue::JobPaused {
                         id: job_id.clone(),
@@ -391,6 +495,20 @@ impl Handler<Kill> for RunnerActor {
         self.link.set_exit(ExitReason::Shutdown);
         // Dropped with the actor, they are killed (their process groups) and reported.
         ctx.stop();
+    }
+}
+
+/// Whether a recording's log line says its encoder fell behind (true) or caught up (false).
+fn pace_of(line: &str) -> Option<bool> {
+    // Cheap first: most lines are neither.
+    if !line.contains(events::ENCODER_FALLING_BEHIND) && !line.contains(events::ENCODER_CAUGHT_UP) {
+        return None;
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    match event.get("message")?.as_str()? {
+        events::ENCODER_FALLING_BEHIND => Some(true),
+        events::ENCODER_CAUGHT_UP => Some(false),
+        _ => None,
     }
 }
 

@@ -51,6 +51,9 @@ pub(super) enum Take {
     /// A job whose id is running already (on `worker`): dropped from the queue, the running
     /// one untouched, a `failed` event published.
     Duplicate { id: String, worker: String },
+    /// The next job is no longer the one admission was asked about (another worker took it):
+    /// nothing taken.
+    Moved,
 }
 
 /// Where a running job stands in Redis, seen from the worker running it.
@@ -65,8 +68,12 @@ pub(super) enum Presence {
 }
 
 /// Takes the next job: see [`Take`]. KEYS: queue, processing list. ARGV: the job hash prefix,
-/// the worker, now (unix s), the events channel.
+/// the worker, now (unix s), the events channel, the job admission was asked about (taken only
+/// if it is still the next one).
 const TAKE: &str = r#"
+local next = redis.call('LINDEX', KEYS[1], -1)
+if not next then return false end
+if next ~= ARGV[5] then return {'', '', -2, ''} end
 local raw = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not raw then return false end
 local ok, job = pcall(cjson.decode, raw)
@@ -384,7 +391,13 @@ impl Store {
     }
 
     /// Takes the next job (see [`Take`] and [`TAKE`]).
-    pub async fn take(&mut self) -> redis::RedisResult<Take> {
+    /// The next job to take, as stored, if any (nothing is moved).
+    pub async fn next(&mut self) -> redis::RedisResult<Option<String>> {
+        self.con.lindex(self.keys.jobs(), -1).await
+    }
+
+    /// Takes the next job if it is still `expected` (what [`Store::next`] gave).
+    pub async fn take(&mut self, expected: &str) -> redis::RedisResult<Take> {
         let taken: Option<(String, String, i64, String)> = redis::Script::new(TAKE)
             .key(self.keys.jobs())
             .key(self.processing())
@@ -392,10 +405,12 @@ impl Store {
             .arg(&self.worker)
             .arg(now())
             .arg(self.keys.events())
+            .arg(expected)
             .invoke_async(&mut self.con)
             .await?;
         Ok(match taken {
             None => Take::Empty,
+            Some((_, _, -2, _)) => Take::Moved,
             Some((_, id, -1, worker)) => Take::Duplicate { id, worker },
             Some((raw, id, attempts, _)) => Take::Job {
                 raw,
@@ -552,9 +567,37 @@ mod tests {
         Store::new(con, Keys { queue: "t".into() }, worker.into())
     }
 
+    /// Takes the next job, as a round does (asking for the one it saw next).
+    async fn take_next(s: &mut Store) -> Take {
+        match s.next().await.unwrap() {
+            None => Take::Empty,
+            Some(next) => s.take(&next).await.unwrap(),
+        }
+    }
+
     fn job(id: &str) -> String {
         serde_json::json!({ "id": id, "config": { "input": { "url": "https://e.com" } } })
             .to_string()
+    }
+
+    /// A job is taken only if it is still the one admission was asked about.
+    #[actix_rt::test]
+    async fn a_job_another_worker_took_since_it_was_seen_is_not_taken_in_its_place() {
+        let redis = Redis::start();
+        let (mut w1, mut w2) = (store(&redis, "w1").await, store(&redis, "w2").await);
+        redis.cli(&["LPUSH", "t:jobs", &job("b"), &job("a")]);
+        let seen = w1.next().await.unwrap().unwrap();
+        assert_eq!(
+            take_next(&mut w2).await,
+            Take::Job {
+                raw: seen.clone(),
+                id: Some("b".into()),
+                attempts: 1
+            }
+        );
+        assert_eq!(w1.take(&seen).await.unwrap(), Take::Moved);
+        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "1", "a stays queued");
+        assert_eq!(redis.cli(&["LLEN", "t:processing:w1"]), "0");
     }
 
     #[test]
@@ -591,9 +634,9 @@ mod tests {
         let events = redis.subscribe("t:events");
         let mut w1 = store(&redis, "w1").await;
         let mut w2 = store(&redis, "w2").await;
-        assert_eq!(w1.take().await.unwrap(), Take::Empty);
+        assert_eq!(take_next(&mut w1).await, Take::Empty);
         redis.cli(&["LPUSH", "t:jobs", &job("a")]);
-        let Take::Job { raw, id, attempts } = w1.take().await.unwrap() else {
+        let Take::Job { raw, id, attempts } = take_next(&mut w1).await else {
             panic!("no job")
         };
         assert_eq!((id.as_deref(), attempts), (Some("a"), 1));
@@ -603,7 +646,7 @@ mod tests {
         // The same id pushed raw while it runs: refused and dropped, the first untouched.
         redis.cli(&["LPUSH", "t:jobs", &job("a")]);
         assert_eq!(
-            w2.take().await.unwrap(),
+            take_next(&mut w2).await,
             Take::Duplicate {
                 id: "a".into(),
                 worker: "w1".into()
@@ -626,7 +669,7 @@ mod tests {
         // A payload without an id is taken as is, for the caller to refuse.
         redis.cli(&["LPUSH", "t:jobs", "nope"]);
         assert_eq!(
-            w2.take().await.unwrap(),
+            take_next(&mut w2).await,
             Take::Job {
                 raw: "nope".into(),
                 id: None,
@@ -646,7 +689,7 @@ mod tests {
             Err(JobState::Queued)
         );
         assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "1");
-        let Take::Job { raw, .. } = s.take().await.unwrap() else {
+        let Take::Job { raw, .. } = take_next(&mut s).await else {
             panic!()
         };
         assert_eq!(
@@ -677,7 +720,7 @@ mod tests {
         let redis = Redis::start();
         let mut s = store(&redis, "w1").await;
         redis.cli(&["LPUSH", "t:jobs", &job("a")]);
-        let Take::Job { raw, .. } = s.take().await.unwrap() else {
+        let Take::Job { raw, .. } = take_next(&mut s).await else {
             panic!()
         };
         redis.cli(&["HSET", "t:job:a", "stop", "1"]);
@@ -700,7 +743,7 @@ mod tests {
             "the retry is not stopped"
         );
         assert_eq!(redis.cli(&["TTL", "t:job:a"]), "-1");
-        let Take::Job { attempts, .. } = s.take().await.unwrap() else {
+        let Take::Job { attempts, .. } = take_next(&mut s).await else {
             panic!()
         };
         assert_eq!(attempts, 2);
@@ -735,7 +778,7 @@ mod tests {
             .await
             .unwrap());
         redis.cli(&["LPUSH", "t:jobs", &job("a")]);
-        let Take::Job { raw, .. } = w1.take().await.unwrap() else {
+        let Take::Job { raw, .. } = take_next(&mut w1).await else {
             panic!()
         };
         assert_eq!(w1.presence("a", &raw).await.unwrap(), Presence::Here);

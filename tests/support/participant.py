@@ -301,4 +301,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The room is left by now. Skip the interpreter's teardown: the SDK's native runtime, torn
+    # down from there, aborts with "panic in a function that cannot unwind" on stderr.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

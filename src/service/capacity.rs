@@ -1,0 +1,421 @@
+//! Admission by cost: what a job will cost this machine, and whether the machine has it free.
+//!
+//! No actor, no I/O but reading the machine's size: the queue's round asks [`Admission::admit`]
+//! before it moves a job off the queue, with what each running recording holds (its reserved
+//! cost, or what its process tree was measured to use if that is more: `usage.rs`).
+//!
+//! The rule: a job is taken only when `cores × max_utilisation − Σ max(reserved, measured)` covers
+//! its cost in cores, and the same for memory; and never while a recording here is falling behind
+//! real time (its encoder slower than 0.95×, or dropping frames): the machine is already short,
+//! whatever the figures say. `--max-recordings` stays an upper bound. A job whose cost is more
+//! than the whole budget of an empty machine can never run here: it fails at once.
+//!
+//! The cost model (cores and memory of one recording, from its size and frame rate) comes from
+//! the benchmark, see the constants and BENCHMARKS.md ("Admission figures").
+
+use crate::config::{Config, Source};
+
+/// `PAGECAST_TEST_MACHINE="cores=0.5,memory=2GiB"`: the machine's size as `serve` should see it,
+/// instead of its real one. For tests only (so that they do not depend on the machine they run
+/// on); documented in the README's service section; a worker started with it says so in its log.
+pub const TEST_MACHINE_VAR: &str = "PAGECAST_TEST_MACHINE";
+
+/// Default share of the machine recordings may use (`--max-utilisation`): beyond about 85 % of
+/// 2 cores, recordings on this machine began to lose frames (BENCHMARKS.md: one 720p30 recording
+/// kept 98.5 % of its frames, two 97.5 %, three 90 %).
+pub const DEFAULT_MAX_UTILISATION: f64 = 0.85;
+
+/// The cores of a page recording that do not depend on its size: Xvfb, PulseAudio, Chromium's
+/// browser and GPU processes idling, ffmpeg's audio. An estimate (a 1080p30 recording's steady
+/// CPU minus what scales with its pixels); to be re-measured by `bench/run.sh --density`.
+const PAGE_FIXED_CORES: f64 = 0.15;
+/// Cores per million pixels per second drawn, grabbed and encoded: (1.08 − 0.15) cores for
+/// 1920×1080×30 = 62.2 Mpx/s, the steady-state CPU of a 1080p30 canvas recording in
+/// BENCHMARKS.md (`bench/results/20261125-074758-full.json`, "CPU and memory, 1920x1080@30").
+const CORES_PER_MPIXEL_PER_S: f64 = 0.93 / 62.208;
+/// A LiveKit room costs more than a page of the same size: the page decodes every participant's
+/// video too. An estimate (egress admits a room composite at 4 CPUs against 2-3 for a web page);
+/// to be replaced by the density benchmark's room figures.
+const ROOM_FACTOR: f64 = 1.5;
+/// Memory of a recording that does not depend on its size: the processes' code and heaps.
+const FIXED_MEMORY: u64 = 250 << 20;
+/// Memory per pixel of the recorded area: Xvfb's framebuffer (4 B), Chromium's tiles and
+/// compositor buffers, ffmpeg's frame queue. 1920×1080 at 76 B/px + 250 MiB = 400 MiB, the
+/// 1080p30 run's peak (408 MiB, BENCHMARKS.md, same run as above).
+const MEMORY_PER_PIXEL: u64 = 76;
+
+/// What a recording costs or uses: cores (CPU-seconds per second) and bytes of memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cost {
+    pub cores: f64,
+    pub memory: u64,
+}
+
+impl Cost {
+    /// The larger of the two, dimension by dimension.
+    pub fn max(self, other: Cost) -> Cost {
+        Cost {
+            cores: self.cores.max(other.cores),
+            memory: self.memory.max(other.memory),
+        }
+    }
+
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            cores: self.cores + other.cores,
+            memory: self.memory + other.memory,
+        }
+    }
+
+    fn fits_in(self, room: Cost) -> bool {
+        self.cores <= room.cores + 1e-9 && self.memory <= room.memory
+    }
+}
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} cores and {} MiB", self.cores, self.memory >> 20)
+    }
+}
+
+/// What one recording of this config is expected to cost.
+pub fn cost_of(config: &Config) -> Cost {
+    let input = &config.input;
+    let pixels = u64::from(input.width) * u64::from(input.height);
+    let mpx_per_s = pixels as f64 * f64::from(input.framerate) / 1e6;
+    let page = PAGE_FIXED_CORES + CORES_PER_MPIXEL_PER_S * mpx_per_s;
+    let cores = match input.source {
+        Source::Url(_) => page,
+        Source::Template(_) => page * ROOM_FACTOR,
+    };
+    Cost {
+        cores,
+        memory: FIXED_MEMORY + MEMORY_PER_PIXEL * pixels,
+    }
+}
+
+/// The machine the recordings share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Machine {
+    pub cores: f64,
+    /// Bytes.
+    pub memory: u64,
+}
+
+impl Machine {
+    /// This machine: the cores this process may use (its CPU affinity and cgroup quota) and
+    /// the memory it has (MemTotal).
+    pub fn detect() -> Machine {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get() as f64)
+            .unwrap_or(1.0);
+        let memory = procfs::Current::current()
+            .map(|m: procfs::Meminfo| m.mem_total)
+            .unwrap_or(u64::MAX);
+        Machine { cores, memory }
+    }
+
+    /// `cores=<number>,memory=<size>` (a size as `2GiB`, `512MiB`, or bytes): see
+    /// [`TEST_MACHINE_VAR`].
+    pub fn parse(text: &str) -> Result<Machine, String> {
+        let bad = |why: &str| format!("{TEST_MACHINE_VAR}: {why} (expected cores=N,memory=SIZE)");
+        let (mut cores, mut memory) = (None, None);
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("cores", n)) => {
+                    cores = Some(
+                        n.parse::<f64>()
+                            .ok()
+                            .filter(|n| n.is_finite() && *n > 0.0)
+                            .ok_or_else(|| bad("cores: not a positive number"))?,
+                    )
+                }
+                Some(("memory", size)) => {
+                    memory = Some(parse_size(size).ok_or_else(|| bad("memory: not a size"))?)
+                }
+                _ => return Err(bad(&format!("{part:?} is not cores= or memory="))),
+            }
+        }
+        match (cores, memory) {
+            (Some(cores), Some(memory)) => Ok(Machine { cores, memory }),
+            _ => Err(bad("both cores and memory are needed")),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let units = [("GiB", 30), ("MiB", 20), ("KiB", 10), ("", 0)];
+    units.iter().find_map(|(unit, shift)| {
+        let n: u64 = text.strip_suffix(unit)?.trim().parse().ok()?;
+        n.checked_mul(1 << shift).filter(|n| *n > 0)
+    })
+}
+
+/// A recording running here, as admission sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Held {
+    /// Its cost by the model, reserved when it was taken.
+    pub reserved: Cost,
+    /// What its process tree used at the last measurement (None: not measured yet).
+    pub measured: Option<Cost>,
+    /// Its encoder is falling behind real time.
+    pub behind: bool,
+}
+
+impl Held {
+    /// What it counts for: the more of reserved and measured, in each dimension.
+    pub fn counts(&self) -> Cost {
+        self.measured
+            .map_or(self.reserved, |measured| self.reserved.max(measured))
+    }
+}
+
+/// Whether to take a job now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Take,
+    /// Not now: it waits at the head of the queue (why, for the log).
+    Wait(String),
+    /// Not on this machine, ever (the job's failure message).
+    Never(String),
+}
+
+/// The admission rule of one worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    pub machine: Machine,
+    pub max_utilisation: f64,
+    pub max_recordings: usize,
+}
+
+impl Admission {
+    /// What all recordings together may use.
+    pub fn budget(&self) -> Cost {
+        Cost {
+            cores: self.machine.cores * self.max_utilisation,
+            memory: (self.machine.memory as f64 * self.max_utilisation) as u64,
+        }
+    }
+
+    /// What the running recordings hold.
+    pub fn used(held: &[Held]) -> Cost {
+        held.iter()
+            .fold(Cost::default(), |sum, h| sum.plus(h.counts()))
+    }
+
+    /// What is left for new recordings (never below zero).
+    pub fn left(&self, held: &[Held]) -> Cost {
+        let (budget, used) = (self.budget(), Self::used(held));
+        Cost {
+            cores: (budget.cores - used.cores).max(0.0),
+            memory: budget.memory.saturating_sub(used.memory),
+        }
+    }
+
+    /// Take a job costing `job` while `held` run here?
+    pub fn admit(&self, held: &[Held], job: Cost) -> Verdict {
+        let budget = self.budget();
+        if !job.fits_in(budget) {
+            return Verdict::Never(format!(
+                "config: input.width x input.height at input.framerate needs about {job}; a \
+                 worker of this size can give all its recordings together at most {budget} \
+                 ({:.1} cores and {} MiB x --max-utilisation {}): it can never run here; make \
+                 it smaller or run it on a larger worker",
+                self.machine.cores,
+                self.machine.memory >> 20,
+                self.max_utilisation
+            ));
+        }
+        if held.len() >= self.max_recordings {
+            return Verdict::Wait(format!("--max-recordings {} running", held.len()));
+        }
+        if held.iter().any(|h| h.behind) {
+            return Verdict::Wait("a recording here is falling behind real time".into());
+        }
+        let left = self.left(held);
+        if !job.fits_in(left) {
+            return Verdict::Wait(format!("it needs about {job}, {left} left"));
+        }
+        Verdict::Take
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn admission(cores: f64, memory: u64) -> Admission {
+        Admission {
+            machine: Machine { cores, memory },
+            max_utilisation: 0.85,
+            max_recordings: 10,
+        }
+    }
+
+    fn cost(cores: f64, memory_mib: u64) -> Cost {
+        Cost {
+            cores,
+            memory: memory_mib << 20,
+        }
+    }
+
+    fn held(reserved: Cost, measured: Option<Cost>) -> Held {
+        Held {
+            reserved,
+            measured,
+            behind: false,
+        }
+    }
+
+    fn config(json: &str) -> Config {
+        crate::config::parse(json).unwrap()
+    }
+
+    #[test]
+    fn the_model_gives_the_benchmark_s_figures_at_1080p30_and_scales_with_pixels_and_rate() {
+        let page = |w: u32, h: u32, fps: u32| {
+            cost_of(&config(&format!(
+                r#"{{"input":{{"url":"https://e.com","width":{w},"height":{h},"framerate":{fps}}},"output":{{"file":"/tmp/a.mp4"}}}}"#
+            )))
+        };
+        let full_hd = page(1920, 1080, 30);
+        assert!((full_hd.cores - 1.08).abs() < 0.01, "{full_hd}");
+        assert_eq!(full_hd.memory >> 20, 400);
+        let hd = page(1280, 720, 30);
+        assert!((hd.cores - (0.15 + 0.93 * 4.0 / 9.0)).abs() < 0.01, "{hd}");
+        let half_rate = page(1920, 1080, 15);
+        assert!((half_rate.cores - (0.15 + 0.93 / 2.0)).abs() < 0.01);
+        assert!(
+            half_rate.memory == full_hd.memory,
+            "memory follows pixels only"
+        );
+        let room = cost_of(&config(
+            r#"{"input":{"width":1920,"height":1080,"template":{"layout":"grid-dark","ws_url":"ws://127.0.0.1:7880","token":"t"}},"output":{"file":"/tmp/a.mp4"}}"#,
+        ));
+        assert!((room.cores - full_hd.cores * 1.5).abs() < 1e-9, "{room}");
+        assert_eq!(room.memory, full_hd.memory);
+    }
+
+    #[test]
+    fn a_recording_counts_for_the_more_of_reserved_and_measured_in_each_dimension() {
+        let h = held(cost(0.5, 400), Some(cost(0.8, 300)));
+        assert_eq!(h.counts(), cost(0.8, 400));
+        assert_eq!(held(cost(0.5, 400), None).counts(), cost(0.5, 400));
+        let used = Admission::used(&[h, held(cost(0.3, 100), Some(cost(0.1, 200)))]);
+        assert!((used.cores - 1.1).abs() < 1e-9);
+        assert_eq!(used.memory, 600 << 20);
+    }
+
+    #[test]
+    fn a_job_is_taken_only_when_what_is_left_covers_it() {
+        // 2 cores x 0.85 = 1.7 cores.
+        let a = admission(2.0, 8 * GIB);
+        let job = cost(0.6, 300);
+        assert_eq!(a.admit(&[], job), Verdict::Take);
+        let one = held(job, None);
+        assert_eq!(a.admit(&[one], job), Verdict::Take);
+        // 1.2 + 0.6 > 1.7.
+        assert!(matches!(a.admit(&[one, one], job), Verdict::Wait(_)));
+        // A recording measured above its reservation holds what it uses.
+        let heavy = held(job, Some(cost(1.2, 100)));
+        match a.admit(&[heavy], job) {
+            Verdict::Wait(why) => assert!(why.contains("0.50 cores"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Below it, still its reservation (a recording starting up uses less than it will).
+        let light = held(job, Some(cost(0.1, 10)));
+        assert_eq!(a.admit(&[light, light], cost(0.5, 300)), Verdict::Take);
+        assert!(matches!(
+            a.admit(&[light, light], cost(0.51, 300)),
+            Verdict::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn memory_is_admitted_like_cores() {
+        // 1 GiB x 0.85 = 870 MiB.
+        let a = admission(8.0, GIB);
+        let job = cost(0.1, 400);
+        assert_eq!(a.admit(&[held(job, None)], job), Verdict::Take);
+        assert!(matches!(
+            a.admit(&[held(job, None), held(job, None)], job),
+            Verdict::Wait(_)
+        ));
+        assert!(matches!(
+            a.admit(&[held(job, Some(cost(0.1, 500)))], job),
+            Verdict::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn a_job_larger_than_the_empty_machine_can_never_run() {
+        let a = admission(1.0, 8 * GIB);
+        match a.admit(&[], cost(1.08, 400)) {
+            Verdict::Never(message) => {
+                assert!(message.starts_with("config: input.width x input.height"));
+                assert!(message.contains("needs about 1.08 cores"), "{message}");
+                assert!(message.contains("at most 0.85 cores"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Also while others run: it fails at once rather than waiting for them.
+        assert!(matches!(
+            a.admit(&[held(cost(0.5, 10), None)], cost(0.9, 10)),
+            Verdict::Never(_)
+        ));
+        assert!(matches!(
+            admission(8.0, GIB).admit(&[], cost(0.1, 900)),
+            Verdict::Never(_)
+        ));
+    }
+
+    #[test]
+    fn max_recordings_stays_an_upper_bound_and_a_slow_recording_stops_admission() {
+        let a = Admission {
+            max_recordings: 1,
+            ..admission(16.0, 64 * GIB)
+        };
+        let small = cost(0.1, 10);
+        assert!(matches!(
+            a.admit(&[held(small, None)], small),
+            Verdict::Wait(_)
+        ));
+        let b = admission(16.0, 64 * GIB);
+        let slow = Held {
+            behind: true,
+            ..held(small, None)
+        };
+        match b.admit(&[slow], small) {
+            Verdict::Wait(why) => assert!(why.contains("falling behind"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_test_machine_is_read_with_both_sizes() {
+        assert_eq!(
+            Machine::parse("cores=0.5,memory=2GiB"),
+            Ok(Machine {
+                cores: 0.5,
+                memory: 2 * GIB
+            })
+        );
+        assert_eq!(
+            Machine::parse("memory=512MiB, cores=3").unwrap().memory,
+            512 << 20
+        );
+        for bad in [
+            "cores=0,memory=1GiB",
+            "cores=2",
+            "cores=x,memory=1GiB",
+            "cpu=2,memory=1",
+        ] {
+            let e = Machine::parse(bad).unwrap_err();
+            assert!(e.starts_with(TEST_MACHINE_VAR), "{e}");
+        }
+        let here = Machine::detect();
+        assert!(here.cores >= 1.0 && here.memory > 0);
+    }
+}
