@@ -84,6 +84,22 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
     if let Some(file) = &output.file {
         let _ = writeln!(out, "output.file: {}", file.display());
     }
+    if let Some(hls) = &output.hls {
+        let _ = writeln!(
+            out,
+            "output.hls: {} segments into {}",
+            human(hls.segment),
+            hls.directory.display()
+        );
+    }
+    if let Some(images) = &output.images {
+        let _ = writeln!(
+            out,
+            "output.images: every {} into {}",
+            human(images.every),
+            images.directory.display()
+        );
+    }
     for stream in &output.rtmp {
         // StreamUrl prints with its key masked.
         let _ = writeln!(out, "output.rtmp: {stream}");

@@ -217,6 +217,10 @@ pub struct Keep {
     /// that file is the recording, and the error names it (default: the system's temp directory).
     #[arg(long, env = "PAGECAST_KEEP_DIR")]
     pub keep_dir: Option<PathBuf>,
+    /// Read control lines on standard input while recording: `pause`, `resume`, `stop`,
+    /// `discard` (as SIGUSR1, SIGUSR2, SIGTERM and SIGRTMIN do). Not with --config -.
+    #[arg(long)]
+    pub stdin_control: bool,
 }
 
 /// What a service job may do (see `policy.rs`); the defaults are the safe ones.

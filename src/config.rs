@@ -159,6 +159,30 @@ pub struct Output {
     pub video_buffer: u32,
     /// How long a live stream keeps reconnecting after its server went away.
     pub rtmp_retry_for: Duration,
+    /// Snapshots of the recording (`output.images`).
+    pub images: Option<Images>,
+    /// HLS from the same encode (`output.hls`).
+    pub hls: Option<Hls>,
+}
+
+/// `output.hls`: MPEG-TS segments of about `segment` (cut on keyframes) and an event playlist
+/// (`index.m3u8`, growing while recording, closed with `#EXT-X-ENDLIST` at the end: the VOD
+/// playlist), in `directory`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hls {
+    pub directory: PathBuf,
+    pub segment: Duration,
+}
+
+/// `output.images`: a JPEG of the page every `every`, into `directory`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Images {
+    pub directory: PathBuf,
+    pub every: Duration,
+    /// Width and height of the images; a missing one keeps the aspect ratio, both missing: the
+    /// recorded size.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -365,6 +389,26 @@ struct RawOutput {
     video_buffer: Option<Bitrate>,
     #[serde(default, deserialize_with = "duration")]
     rtmp_retry_for: Option<Duration>,
+    images: Option<Obj<RawImages>>,
+    hls: Option<Obj<RawHls>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHls {
+    directory: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    segment_duration: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    directory: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    every: Option<Duration>,
+    width: Option<u32>,
+    height: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -1134,10 +1178,10 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         (None, Some(Obj(s3))) => Some(s3_output(s3, "output.S3")?),
         (None, None) => None,
     };
-    if file.is_none() && rtmp.is_empty() && s3.is_none() {
+    if file.is_none() && rtmp.is_empty() && s3.is_none() && raw.hls.is_none() {
         return Err(field(
             "output",
-            "at least one of file, rtmp or s3 is required",
+            "at least one of file, rtmp, s3 or hls is required",
         ));
     }
     let size = output_size(raw.width, raw.height, in_width, in_height)?;
@@ -1174,7 +1218,11 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
     if rtmp_retry_for.is_zero() {
         return Err(field("output.rtmp_retry_for", "must be longer than 0s"));
     }
+    let images = raw.images.map(|Obj(i)| images(i)).transpose()?;
+    let hls = raw.hls.map(|Obj(h)| hls(h)).transpose()?;
     Ok(Output {
+        hls,
+        images,
         rtmp_retry_for,
         file,
         rtmp: rtmp.into_iter().map(StreamUrl::new).collect(),
@@ -1184,6 +1232,58 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         audio_frequency,
         video_bitrate,
         video_buffer,
+    })
+}
+
+fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
+    let directory = match raw.directory.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => d,
+        _ => return Err(field("output.hls.directory", "is required")),
+    };
+    // The directory goes into ffmpeg's tee muxer options, where these are syntax.
+    if let Some(c) = directory.chars().find(|c| ":|[]\\'".contains(*c)) {
+        return Err(field(
+            "output.hls.directory",
+            format!("must not contain {c:?}"),
+        ));
+    }
+    let segment = raw.segment_duration.unwrap_or(Duration::from_secs(6));
+    if segment < Duration::from_secs(1) || segment > Duration::from_secs(60) {
+        return Err(field(
+            "output.hls.segment_duration",
+            "must be between 1s and 60s",
+        ));
+    }
+    Ok(Hls {
+        directory: PathBuf::from(directory),
+        segment,
+    })
+}
+
+fn images(raw: RawImages) -> Result<Images, ConfigError> {
+    let directory = match raw.directory.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => return Err(field("output.images.directory", "is required")),
+    };
+    let every = raw.every.unwrap_or(Duration::from_secs(10));
+    if every < Duration::from_secs(1) || every > Duration::from_secs(3600) {
+        return Err(field("output.images.every", "must be between 1s and 1h"));
+    }
+    for (name, value) in [("width", raw.width), ("height", raw.height)] {
+        if let Some(v) = value {
+            if !(16..=7680).contains(&v) || v % 2 != 0 {
+                return Err(field(
+                    &format!("output.images.{name}"),
+                    format!("must be even and within 16..=7680, got {v}"),
+                ));
+            }
+        }
+    }
+    Ok(Images {
+        directory,
+        every,
+        width: raw.width,
+        height: raw.height,
     })
 }
 
@@ -1683,12 +1783,12 @@ mod tests {
         let e = err(json!({ "input": { "url": "https://example.com" } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp or s3 is required"
+            "config: output: at least one of file, rtmp, s3 or hls is required"
         );
         let e = err(json!({ "input": { "url": "https://example.com" }, "output": { "rtmp": [] } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp or s3 is required"
+            "config: output: at least one of file, rtmp, s3 or hls is required"
         );
     }
 
@@ -2303,6 +2403,82 @@ mod tests {
             }
             v[block][field] = json!("584542046090y");
             assert!(err(v).contains("longest duration"), "{block}.{field}");
+        }
+    }
+
+    #[test]
+    fn output_hls() {
+        let v = with_output(json!({ "hls": { "directory": "/tmp/hls" } }));
+        assert_eq!(
+            ok(v).output.hls,
+            Some(Hls {
+                directory: "/tmp/hls".into(),
+                segment: Duration::from_secs(6),
+            })
+        );
+        for (hls, message) in [
+            (json!({}), "config: output.hls.directory: is required"),
+            (
+                json!({ "directory": "/a:b" }),
+                "config: output.hls.directory: must not contain ':'",
+            ),
+            (
+                json!({ "directory": "h", "segment_duration": "90s" }),
+                "config: output.hls.segment_duration: must be between 1s and 60s",
+            ),
+            (
+                json!({ "directory": "h", "live": true }),
+                "config: output.hls",
+            ),
+        ] {
+            let e = err(with_output(json!({ "hls": hls })));
+            assert!(e.starts_with(message), "{e}");
+        }
+    }
+
+    #[test]
+    fn output_images() {
+        let v =
+            with_output(json!({ "file": "/tmp/a.mp4", "images": { "directory": "/tmp/shots" } }));
+        assert_eq!(
+            ok(v).output.images,
+            Some(Images {
+                directory: "/tmp/shots".into(),
+                every: Duration::from_secs(10),
+                width: None,
+                height: None,
+            })
+        );
+        let v = with_output(json!({ "file": "/tmp/a.mp4",
+            "images": { "directory": "s", "every": "2s", "width": 320 } }));
+        let images = ok(v).output.images.unwrap();
+        assert_eq!(
+            (images.every, images.width, images.height),
+            (Duration::from_secs(2), Some(320), None)
+        );
+        for (images, message) in [
+            (json!({}), "config: output.images.directory: is required"),
+            (
+                json!({ "directory": "s", "every": "500ms" }),
+                "config: output.images.every: must be between 1s and 1h",
+            ),
+            (
+                json!({ "directory": "s", "width": 321 }),
+                "config: output.images.width: must be even",
+            ),
+            (
+                json!({ "directory": "s", "height": 8 }),
+                "config: output.images.height: must be even",
+            ),
+            (
+                json!({ "directory": "s", "format": "png" }),
+                "config: output.images",
+            ),
+        ] {
+            let e = err(with_output(
+                json!({ "file": "/tmp/a.mp4", "images": images }),
+            ));
+            assert!(e.starts_with(message), "{e}");
         }
     }
 

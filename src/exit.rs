@@ -19,6 +19,8 @@ pub enum Exit {
     Input = 4,
     /// The output could not be written or finished.
     Output = 5,
+    /// Discarded on request: everything the recording produced was deleted.
+    Discarded = 6,
     /// Stopped by a second signal without finishing the file.
     Interrupted = 130,
 }

@@ -5,6 +5,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod controls;
 pub mod exit;
 pub mod layouts;
 pub mod livekit;

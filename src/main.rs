@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             keep: Keep {
                 overwrite: false,
                 keep_dir: std::env::var_os("PAGECAST_KEEP_DIR").map(Into::into),
+                stdin_control: false,
             },
             policy: false,
             limits: PolicyArgs::default(),
@@ -55,6 +56,12 @@ fn main() -> ExitCode {
             policy: enforce,
             limits,
         } => {
+            if given.stdin_control && path.as_deref() == Some(Path::new("-")) {
+                return fail(
+                    Exit::Config,
+                    "--stdin-control: standard input holds the config (--config -)",
+                );
+            }
             keep = given;
             policy = enforce.then(|| limits.policy());
             load(path.as_deref())

@@ -226,6 +226,24 @@ impl Policy {
             })?;
             config.output.file = Some(inside_root(root, file)?);
         }
+        if let Some(hls) = &mut config.output.hls {
+            let root = self.output_root.as_deref().ok_or_else(|| {
+                refused(
+                    "output.hls",
+                    "this service writes no local files (it was started without --output-root)",
+                )
+            })?;
+            hls.directory = inside_root_as("output.hls.directory", root, &hls.directory)?;
+        }
+        if let Some(images) = &mut config.output.images {
+            let root = self.output_root.as_deref().ok_or_else(|| {
+                refused(
+                    "output.images",
+                    "this service writes no local files (it was started without --output-root)",
+                )
+            })?;
+            images.directory = inside_root_as("output.images.directory", root, &images.directory)?;
+        }
         if let Some(s3) = &config.output.s3 {
             if s3.access_key.is_none() && !self.worker_aws_identity {
                 return Err(refused(
@@ -489,16 +507,20 @@ fn forbidden(kind: Kind, addr: IpAddr) -> Option<&'static str> {
 /// `file` as an absolute path inside `root`: relative paths are taken under it; `..` anywhere,
 /// a path outside it, or a symlink (of a directory or of the file itself) leading out is refused.
 pub fn inside_root(root: &Path, file: &Path) -> Result<PathBuf, PolicyError> {
-    const FIELD: &str = "output.file";
+    inside_root_as("output.file", root, file)
+}
+
+/// [`inside_root`] for the path given in `field`.
+pub fn inside_root_as(field: &str, root: &Path, file: &Path) -> Result<PathBuf, PolicyError> {
     let root = root.canonicalize().map_err(|e| {
         refused(
-            FIELD,
+            field,
             format!("the output root {} is unusable: {e}", root.display()),
         )
     })?;
     if file.components().any(|c| c == Component::ParentDir) {
         return Err(refused(
-            FIELD,
+            field,
             format!(
                 "{} contains \"..\"; this service writes only inside its output root",
                 file.display()
@@ -524,10 +546,10 @@ pub fn inside_root(root: &Path, file: &Path) -> Result<PathBuf, PolicyError> {
     }
     let real = existing
         .canonicalize()
-        .map_err(|e| refused(FIELD, format!("cannot resolve {}: {e}", existing.display())))?;
+        .map_err(|e| refused(field, format!("cannot resolve {}: {e}", existing.display())))?;
     if !real.starts_with(&root) {
         return Err(refused(
-            FIELD,
+            field,
             format!(
                 "{} is outside this service's output root {} (--output-root)",
                 file.display(),
@@ -648,6 +670,18 @@ mod tests {
         // A dangling symlink would be created through: refused too.
         std::os::unix::fs::symlink("/nonexistent/x.mp4", root.join("d.mp4")).unwrap();
         assert!(inside_root(&root, Path::new("d.mp4")).is_err());
+        // The snapshots' directory is held to the same root, its error naming its field.
+        let e = inside_root_as("output.images.directory", &root, Path::new("/etc"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("output.images.directory") && e.contains("outside"),
+            "{e}"
+        );
+        assert_eq!(
+            inside_root_as("output.images.directory", &root, Path::new("shots")).unwrap(),
+            real_root.join("shots")
+        );
     }
 
     #[test]

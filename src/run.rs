@@ -1,8 +1,8 @@
 //! One recording, from a validated config to an exit code.
 //!
 //! Checks what can be checked before anything starts (outputs this version can write, programs
-//! on PATH, a writable output directory), starts the recording tree, turns SIGTERM/SIGINT into the
-//! tree's ordered stop (a second signal ends at once), and turns how the tree ended into one line
+//! on PATH, a writable output directory), starts the recording tree with its controls (signals,
+//! control lines: `controls.rs`), and turns how the tree ended into one line
 //! for the user and an [`Exit`] code. Success means a finished, non-empty file.
 
 use std::path::{Path, PathBuf};
@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::EncoderSpec;
+use pagecast_actors::events::RECORDING_DISCARDED;
 use pagecast_actors::join::Probe;
 use pagecast_actors::page_proxy::PageProxy;
 use pagecast_actors::process::find_program;
-use pagecast_actors::recording::{
-    AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec, Stopper,
-};
+use pagecast_actors::recording::{AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec};
 use pagecast_actors::secret::Secret;
 use pagecast_actors::secret::StreamUrl;
 use pagecast_actors::supervision::{
@@ -26,7 +25,6 @@ use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
 use pagecast_actors::uploader::{Finish, S3Target, UploadSpec, UploaderActor};
 use std::cell::RefCell;
 use std::rc::Rc;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::Keep;
 use crate::config::{Config, Source, TemplateAuth};
@@ -88,6 +86,9 @@ pub async fn record(
 ) -> Outcome {
     // {time}, {utc}, {room_name} in the names: filled in once, at the start.
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
+    // Listened for at once: a pause asked for during the pre-flight must not end the run
+    // (SIGUSR1's default action); it is refused once the recording runs, before its first frame.
+    let early_signals = crate::controls::EarlySignals::listen();
     let output = match check_before_start(&config, keep.overwrite) {
         Ok(output) => output,
         Err(outcome) => return outcome,
@@ -157,51 +158,66 @@ pub async fn record(
         tracing::warn!(error = %e, "cannot mark the working directory; a kill would leave it behind");
     }
     let url = &page.url;
-    let spec = RecordingSpec {
-        id: id.clone(),
-        work_dir: work_dir.path().to_path_buf(),
-        display: DisplaySpec {
-            width: config.input.width,
-            height: config.input.height,
-            depth: config.input.depth,
-            refresh_hz: config.input.framerate,
-        },
-        url: url.clone(),
-        chromium,
-        no_sandbox: no_sandbox(),
-        host_resolver_rules: host_resolver_rules(&pins),
-        proxy_port: proxy.as_ref().map(PageProxy::port),
-        encoder: EncoderSpec {
-            output: output.clone(),
-            relays: Vec::new(),
-            width: config.input.width,
-            height: config.input.height,
-            framerate: config.input.framerate,
-            output_size: config.output.size,
-            video_bitrate: config.output.video_bitrate,
-            video_buffer: config.output.video_buffer,
-            audio_bitrate: config.output.audio_bitrate,
-            audio_frequency: config.output.audio_frequency,
-            // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
-            // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
-            preset: "superfast".into(),
-        },
-        streams: config.output.rtmp.clone(),
-        stream_retry_for: config.output.rtmp_retry_for,
-        max_duration: config.max_duration,
-        intensity: pagecast_actors::supervision::Intensity {
-            max_restarts: config.supervision.max_restarts,
-            period: config.supervision.within,
-        },
-        await_start: page.await_start.clone(),
-        secrets: page.secrets.clone(),
-        fresh_url: page.fresh_url.clone(),
-        page: pagecast_actors::browser::PageOptions {
-            webgl: config.input.webgl,
-            insecure: config.input.insecure,
-            login: config.input.login.clone(),
-        },
-    };
+    let spec =
+        RecordingSpec {
+            id: id.clone(),
+            work_dir: work_dir.path().to_path_buf(),
+            display: DisplaySpec {
+                width: config.input.width,
+                height: config.input.height,
+                depth: config.input.depth,
+                refresh_hz: config.input.framerate,
+            },
+            url: url.clone(),
+            chromium,
+            no_sandbox: no_sandbox(),
+            host_resolver_rules: host_resolver_rules(&pins),
+            proxy_port: proxy.as_ref().map(PageProxy::port),
+            encoder: EncoderSpec {
+                output: output.clone(),
+                relays: Vec::new(),
+                width: config.input.width,
+                height: config.input.height,
+                framerate: config.input.framerate,
+                output_size: config.output.size,
+                video_bitrate: config.output.video_bitrate,
+                video_buffer: config.output.video_buffer,
+                audio_bitrate: config.output.audio_bitrate,
+                audio_frequency: config.output.audio_frequency,
+                // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
+                // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
+                preset: "superfast".into(),
+                hls: config
+                    .output
+                    .hls
+                    .as_ref()
+                    .map(|h| (h.directory.clone(), h.segment)),
+                images: config.output.images.as_ref().map(|i| {
+                    pagecast_actors::encoder::ImagesSpec {
+                        directory: i.directory.clone(),
+                        every: i.every,
+                        width: i.width,
+                        height: i.height,
+                        start_number: 1,
+                    }
+                }),
+            },
+            streams: config.output.rtmp.clone(),
+            stream_retry_for: config.output.rtmp_retry_for,
+            max_duration: config.max_duration,
+            intensity: pagecast_actors::supervision::Intensity {
+                max_restarts: config.supervision.max_restarts,
+                period: config.supervision.within,
+            },
+            await_start: page.await_start.clone(),
+            secrets: page.secrets.clone(),
+            fresh_url: page.fresh_url.clone(),
+            page: pagecast_actors::browser::PageOptions {
+                webgl: config.input.webgl,
+                insecure: config.input.insecure,
+                login: config.input.login.clone(),
+            },
+        };
     if config.input.insecure {
         tracing::warn!(
             "input.insecure: the page's TLS certificate is not checked (anyone between here and the server can read and change the page)"
@@ -218,6 +234,10 @@ pub async fn record(
     );
     let status = StatusActor::new(status_line(log_format)).start();
     let launched = Instant::now();
+    // This run's snapshots are numbered from here (after an earlier run's in the same directory).
+    let first_image = config.output.images.as_ref().map_or(1, |i| {
+        pagecast_actors::encoder::next_image_number(&i.directory)
+    });
     let recording = match Recording::start(spec, Some(status.recipient())) {
         Ok(recording) => recording,
         Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
@@ -226,11 +246,26 @@ pub async fn record(
         (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
         _ => None,
     };
-    let signals = actix::spawn(forward_signals(recording.stopper()));
+    let discard = crate::controls::Discard::default();
+    let signals = actix::spawn(crate::controls::follow(
+        recording.stopper(),
+        recording.pause_switch(),
+        early_signals,
+        discard.clone(),
+        keep.stdin_control,
+    ));
     let report = recording.finished().await;
     let stopped = Instant::now();
     signals.abort();
     clear_status_line();
+    if discard.get() {
+        let images = config
+            .output
+            .images
+            .as_ref()
+            .map(|i| (i.directory.as_path(), first_image));
+        return discard_all(upload, output.as_deref(), images, &id).await;
+    }
     let playable = match &output {
         Some(path) => match pagecast_actors::join::probe(path).await {
             Probe::Plays(seconds) => Some(seconds),
@@ -453,7 +488,7 @@ fn judge(
     if report.segments > 1 {
         tracing::warn!(
             segments = report.segments,
-            "the encoder restarted; the output joins its segments"
+            "the output joins its segments (the encoder restarted, or the recording was paused)"
         );
     }
     match &report.exit {
@@ -552,6 +587,39 @@ fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf
             ),
         ));
     }
+    if let Some(hls) = &config.output.hls {
+        let playlist = hls.directory.join(pagecast_actors::encoder::HLS_PLAYLIST);
+        if playlist.exists() {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.hls.directory: {} already holds a playlist ({}); give a fresh directory",
+                    hls.directory.display(),
+                    playlist.display()
+                ),
+            ));
+        }
+        if let Err(e) = std::fs::create_dir_all(&hls.directory) {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.hls.directory: cannot create {}: {e}",
+                    hls.directory.display()
+                ),
+            ));
+        }
+    }
+    if let Some(images) = &config.output.images {
+        if let Err(e) = std::fs::create_dir_all(&images.directory) {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.images.directory: cannot create {}: {e}",
+                    images.directory.display()
+                ),
+            ));
+        }
+    }
     if let Some(output) = &output {
         warn_of_leftovers(output);
         check_output(output)?;
@@ -629,6 +697,64 @@ fn start_upload(
         exit,
         uploader,
     }
+}
+
+/// A discard: the upload aborted (nothing is completed before `Finish`, so no object was made),
+/// the output file and every part of this run beside it removed.
+/// `images`: the snapshots' directory and the number of this run's first one (earlier runs'
+/// images in the same directory are not this run's to delete).
+async fn discard_all(
+    upload: Option<Upload>,
+    output: Option<&Path>,
+    images: Option<(&Path, u64)>,
+    id: &str,
+) -> Outcome {
+    let mut removed = Vec::new();
+    if let Some(upload) = upload {
+        // Not recorded: the uploader is stopped without Finish and aborts the multipart upload.
+        let _ = finish_upload(upload, false, false).await;
+        removed.push("the S3 upload (aborted)".to_owned());
+    }
+    if let Some(output) = output {
+        if std::fs::remove_file(output).is_ok() {
+            removed.push(output.display().to_string());
+        }
+        // Parts of this run (`.<name>.<id>.partN.mp4`) and a join's temporary files.
+        let prefix = format!(
+            ".{}.{id}.",
+            output.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let dir = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix)
+                && std::fs::remove_file(entry.path()).is_ok()
+            {
+                removed.push(entry.path().display().to_string());
+            }
+        }
+    }
+    if let Some((dir, first)) = images {
+        let last = pagecast_actors::encoder::next_image_number(dir);
+        let count = (first..last)
+            .filter(|n| std::fs::remove_file(dir.join(format!("image-{n:06}.jpg"))).is_ok())
+            .count();
+        if count > 0 {
+            removed.push(format!("{count} images in {}", dir.display()));
+        }
+    }
+    let removed = if removed.is_empty() {
+        "nothing had been written".to_owned()
+    } else {
+        format!("removed {}", removed.join(", "))
+    };
+    tracing::warn!(removed = %removed, message = RECORDING_DISCARDED);
+    Outcome::fail(
+        Exit::Discarded,
+        format!("the recording was discarded on request: {removed}"),
+    )
 }
 
 /// Completes the upload if there is a recording to upload, else aborts it.
@@ -749,28 +875,4 @@ fn recording_id() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}_{:x}", std::process::id(), nanos)
-}
-
-/// SIGTERM or SIGINT: stop in order. A second one: leave now (children die with us).
-async fn forward_signals(recording: Stopper) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot watch signals; SIGTERM will not finish the file");
-        return;
-    };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "stopping: finishing the file");
-    recording.stop(format!("{name} received"));
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    clear_status_line();
-    eprintln!("pagecast: second signal, stopping without finishing the file");
-    std::process::exit(Exit::Interrupted.code().into());
 }

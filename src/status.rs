@@ -42,6 +42,15 @@ pub fn format_status(p: &EncoderProgress) -> String {
         Some(s) => format!("{s:.2}x"),
         None => "-".into(),
     };
+    if p.paused {
+        return format!(
+            "PAUSED {:02}:{:02}:{:02} recorded | {:.1} MiB",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            p.total_size as f64 / (1024.0 * 1024.0),
+        );
+    }
     format!(
         "REC {:02}:{:02}:{:02} | {:.1} fps | {} dropped | {:.1} MiB | speed {speed}",
         secs / 3600,
@@ -65,6 +74,7 @@ impl Handler<EncoderProgress> for StatusActor {
             None if self.last_log.elapsed() >= LOG_EVERY => {
                 self.last_log = Instant::now();
                 tracing::info!(
+                    paused = p.paused,
                     recorded = ?Duration::from_secs(p.out_time.as_secs()),
                     fps = p.fps,
                     dropped = p.drop_frames,
@@ -92,6 +102,7 @@ mod tests {
             total_size: 13 * 1024 * 1024,
             out_time: Duration::from_secs(3723),
             speed: Some(1.0),
+            paused: false,
         };
         assert_eq!(
             format_status(&p),
@@ -102,5 +113,10 @@ mod tests {
             ..p
         };
         assert!(format_status(&slow).ends_with("speed 0.80x FALLING BEHIND"));
+        let paused = EncoderProgress { paused: true, ..p };
+        assert_eq!(
+            format_status(&paused),
+            "PAUSED 01:02:03 recorded | 13.0 MiB"
+        );
     }
 }

@@ -8,7 +8,8 @@ use common::*;
 use nix::sys::signal::Signal;
 use pagecast_actors::events;
 use pagecast_testkit::{
-    alive, descendants, frame_rgb, heavy, is_green, mean_volume_db, probe, test_page, wait_until,
+    alive, descendants, frame_levels, frame_rgb, heavy, is_green, mean_volume_db, probe, test_page,
+    wait_until,
 };
 use serde_json::json;
 
@@ -341,4 +342,268 @@ fn sigterm_while_waiting_for_the_start_signal_ends_promptly() {
         run.stderr()
     );
     assert!(!file.exists());
+}
+
+/// SIGUSR1 pauses, SIGUSR2 resumes: one file without the paused time, the page's clock jumping
+/// by it at the resume point, and a stop while paused keeps everything.
+#[test]
+fn a_paused_recording_resumes_into_the_same_file_without_the_paused_time() {
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    let began = std::time::Instant::now();
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    // These sleeps are the lengths of the recorded parts and of the pause, not waits.
+    std::thread::sleep(Duration::from_secs(3));
+    let paused = std::time::Instant::now();
+    run.signal(Signal::SIGUSR1);
+    run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(4));
+    run.signal(Signal::SIGUSR2);
+    let resumed = run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
+    let gap = (resumed - paused).as_secs_f64();
+    std::thread::sleep(Duration::from_secs(3));
+    // Stopped while paused: the second part is finished, both are kept.
+    run.signal(Signal::SIGUSR1);
+    run.wait_for_nth(events::RECORDING_PAUSED, 2, Duration::from_secs(15));
+    run.signal(Signal::SIGTERM);
+    let (status, exited) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let wall = (exited - began).as_secs_f64();
+
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    let duration = p.duration();
+    assert!(
+        duration >= 5.5 && duration <= wall - gap + 0.5,
+        "duration {duration} s: {wall:.1} s of wall time, paused for {gap:.1} s\n{}",
+        run.stderr()
+    );
+    let audio: f64 = p.audio()["duration"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (audio - duration).abs() <= 0.5,
+        "audio {audio} s in {duration} s"
+    );
+    assert!(mean_volume_db(&file) > -50.0, "the tone is missing");
+    // One file: the parts were joined and removed.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["rec.mp4"], "{left:?}");
+
+    // The page's clock: 16 grey levels per second. From the page's first frame on, frames follow
+    // each other by 1/30 s, except at the resume point, where the clock jumps by the pause.
+    let levels = frame_levels(&file);
+    let first = levels
+        .iter()
+        .position(|&l| l < 60)
+        .expect("the page never showed");
+    let steps: Vec<i32> = levels[first..]
+        .windows(2)
+        .map(|w| i32::from(w[1]) - i32::from(w[0]))
+        .collect();
+    let (at, jump) = steps
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| **s)
+        .map(|(i, s)| (i, *s))
+        .unwrap();
+    // The clock's pace in grey levels per second, from the frames before the jump (the page
+    // draws 16 per second; the read-back stretches video range to full range).
+    let calm = 10.min(at);
+    let before: i32 = steps[calm..at].iter().sum();
+    let per_sec = f64::from(before) * 30.0 / (at - calm) as f64;
+    assert!(
+        (14.0..=22.0).contains(&per_sec),
+        "the page's clock runs at {per_sec:.1} levels per second"
+    );
+    let jump_secs = f64::from(jump) / per_sec;
+    assert!(
+        jump_secs >= gap - 1.2 && jump_secs <= gap + 0.5,
+        "the clock jumps by {jump_secs:.2} s at the resume, paused for {gap:.2} s"
+    );
+    for (i, s) in steps.iter().enumerate() {
+        assert!(
+            i == at || (-3..=4).contains(s),
+            "the clock moves by {s} levels at frame {} (not the resume point): a gap or black",
+            first + i + 1
+        );
+    }
+}
+
+/// A `discard` control line (record --stdin-control) stops the recording and deletes what it
+/// recorded, parts and snapshots included: exit 6, nothing left in the directory.
+#[test]
+fn a_discarded_recording_leaves_nothing() {
+    use std::io::Write;
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let shots = dir.path().join("shots");
+    let config = json!({
+        "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file, "images": { "directory": shots, "every": "1s" } },
+    });
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--log-format", "json", "record", "--stdin-control"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .stdin(std::process::Stdio::piped());
+    let mut run = Run::spawn_with_stdin(cmd);
+    let mut control = run.child.stdin.take().unwrap();
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    // A pause and a resume: the recording has two parts when it is discarded.
+    writeln!(control, "pause").unwrap();
+    run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
+    writeln!(control, "resume").unwrap();
+    run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    assert!(std::fs::read_dir(&shots).unwrap().count() > 0);
+    writeln!(control, "discard").unwrap();
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(6), "{}", run.stderr());
+    let stderr = run.stderr();
+    let last = stderr.lines().last().unwrap();
+    assert!(
+        last.starts_with("pagecast: the recording was discarded on request: removed "),
+        "{last}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .chain(std::fs::read_dir(&shots).unwrap())
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["shots"], "left behind: {left:?}");
+}
+
+/// output.images: a JPEG every second from the same capture, scaled, each decodable and
+/// showing the page.
+#[test]
+fn snapshots_are_taken_every_interval_beside_the_file() {
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let shots = dir.path().join("shots");
+    let config = json!({
+        "input": { "url": test_page("colour.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file, "images": { "directory": shots, "every": "1s", "width": 320 } },
+        "max_duration": "4s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let duration = probe(&file).duration();
+    let mut images: Vec<_> = std::fs::read_dir(&shots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    images.sort();
+    let expected = duration.floor() as usize + 1;
+    assert!(
+        images.len().abs_diff(expected) <= 1,
+        "{} images for {duration} s: {images:?}",
+        images.len()
+    );
+    assert_eq!(
+        images[0].file_name().unwrap().to_string_lossy(),
+        "image-000001.jpg"
+    );
+    for image in &images {
+        let p = probe(image);
+        assert_eq!(p.video_codec(), "mjpeg");
+        assert_eq!(p.dimensions(), (320, 180));
+    }
+    // The first may show the blank page before the load; the others show the page.
+    for image in &images[1..] {
+        let green = frame_rgb(image, 0.0, 8, 4).share(is_green);
+        assert!(green > 0.9, "{}: {green} green", image.display());
+    }
+}
+
+/// output.hls beside the file, from the same encode: ffmpeg plays the event playlist over HTTP
+/// while it is recorded, an encoder crash continues the playlist after a discontinuity, and at
+/// the end the playlist (closed: VOD) decodes end to end as long as the (joined) file.
+#[test]
+fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let hls = dir.path().join("hls");
+    let config = json!({
+        "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
+        "output": { "file": file, "hls": { "directory": hls, "segment_duration": "2s" } },
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    let playlist = hls.join("index.m3u8");
+    wait_until("the first segment", Duration::from_secs(20), || {
+        std::fs::read_to_string(&playlist).is_ok_and(|p| p.contains("segment-00000.ts"))
+    });
+    let server = pagecast_testkit::StaticServer::start(&hls);
+    // A player reading the live playlist: 3 s of it, decoded, while the recording goes on.
+    let live = dir.path().join("live.ts");
+    let played = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-i",
+            &server.url("index.m3u8"),
+            "-t",
+            "3",
+            "-c",
+            "copy",
+            "-y",
+        ])
+        .arg(&live)
+        .output()
+        .unwrap();
+    assert!(
+        played.status.success(),
+        "{}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    let open = std::fs::read_to_string(&playlist).unwrap();
+    assert!(!open.contains("#EXT-X-ENDLIST"), "{open}");
+    let p = probe(&live);
+    assert!(p.duration() >= 2.5, "the player got {} s", p.duration());
+    // The encoder crashes: the restarted one carries the playlist on after a discontinuity.
+    let ffmpeg = descendants(run.child.id())
+        .into_iter()
+        .find(|(_, name)| name == "ffmpeg")
+        .expect("the encoder's ffmpeg");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ffmpeg.0 as i32), Signal::SIGKILL).unwrap();
+    run.wait_for_nth(events::ENCODER_RUNNING, 2, Duration::from_secs(30));
+    wait_until(
+        "a segment after the restart",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&playlist).is_ok_and(|p| {
+                p.split("segment-00000.ts")
+                    .nth(1)
+                    .is_some_and(|rest| rest.contains("#EXT-X-DISCONTINUITY\n#EXTINF"))
+            })
+        },
+    );
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+
+    let closed = std::fs::read_to_string(&playlist).unwrap();
+    assert!(closed.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{closed}");
+    assert!(closed.trim_end().ends_with("#EXT-X-ENDLIST"), "{closed}");
+    let decoded = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(&playlist)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        decoded.status.success() && decoded.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let (vod, mp4) = (probe(&playlist).duration(), probe(&file).duration());
+    assert!((vod - mp4).abs() <= 1.0, "playlist {vod} s, file {mp4} s");
+    assert!(probe(&playlist).has_audio());
 }

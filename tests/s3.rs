@@ -311,3 +311,38 @@ fn a_server_gone_for_good_keeps_the_local_file_and_names_it() {
     assert_eq!(kept.parent(), Some(keep_dir.as_path()), "{last}");
     assert!(probe(kept).duration() >= 7.0);
 }
+
+/// SIGRTMIN discards: the multipart upload begun while recording is aborted, no object is made,
+/// and the file recorded into the keep directory is removed; exit 6.
+#[test]
+fn a_discarded_recording_leaves_no_object_and_no_file() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let keep = tempfile::tempdir().unwrap();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 1280, "height": 720 },
+        "output": { "S3": s3_block(&moto, "recordings"), "video_bitrate": "8M", "video_buffer": "16M" },
+    });
+    let mut run = Run::start(
+        &config,
+        &["record", "--keep-dir", keep.path().to_str().unwrap()],
+    );
+    // A part is uploaded: a multipart upload is open.
+    run.wait_for(r#""message":"uploaded part""#, Duration::from_secs(60));
+    assert_eq!(moto.s3(&["uploads", "recordings"]), "1");
+    let rtmin = nix::libc::SIGRTMIN();
+    // SAFETY: kill(2) with plain integers.
+    assert_eq!(unsafe { nix::libc::kill(run.child.id() as i32, rtmin) }, 0);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(6), "{stderr}");
+    assert!(!stderr.contains(SECRET), "the secret reached the output");
+    assert_eq!(
+        moto.s3(&["uploads", "recordings"]),
+        "0",
+        "the multipart upload was left open:\n{stderr}"
+    );
+    assert_eq!(moto.s3(&["objects", "recordings"]), "0");
+    assert_eq!(std::fs::read_dir(keep.path()).unwrap().count(), 0);
+}

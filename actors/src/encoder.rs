@@ -6,20 +6,25 @@
 //! outputs it encodes once and fans out with the tee muxer: the file, plus one MPEG-TS stream per
 //! live output to a loopback UDP port, where a relay picks it up. A live leg that fails is dropped
 //! (`onfail=ignore`) and never takes the file with it.
-//! Accepts: [`Shutdown`] (finalize the file: `q` on stdin), [`Kill`].
+//! With a pause switch it follows the recording's pause: a pause ends the running part as a stop
+//! would (`q`: the file finished) and leaves the actor with nothing running; a resume starts the
+//! next part (the recording joins the parts at the end, so the paused time is cut out).
+//! Accepts: [`Shutdown`] (finalize the file: `q` on stdin), [`Kill`]; changes of its pause switch.
 //! Sends: [`EncoderProgress`] to its progress recipient (frames, fps, drops, size, speed, every
 //! half second); [`ChildExited`](crate::supervision::ChildExited) through its link when ffmpeg
 //! dies on its own (a crash) or after it was stopped.
 //! Stops: on `Shutdown`, once ffmpeg has written the end of the file and exited (SIGINT, then
-//! SIGKILL, if it takes too long); or when ffmpeg exits on its own.
+//! SIGKILL, if it takes too long), at once when paused; or when ffmpeg exits on its own.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout, Command};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::audio::AudioInfo;
 use crate::display::DisplayInfo;
@@ -54,6 +59,46 @@ pub struct EncoderSpec {
     pub audio_frequency: u32,
     /// x264 preset.
     pub preset: String,
+    /// Snapshots taken from the same capture, beside the encode.
+    pub images: Option<ImagesSpec>,
+    /// HLS from the same encode: (directory, segment length).
+    pub hls: Option<(PathBuf, Duration)>,
+}
+
+/// The HLS playlist's name in its directory: an event playlist, closed at the end (VOD).
+pub const HLS_PLAYLIST: &str = "index.m3u8";
+
+/// JPEG snapshots of the recorded display: one every `every`, into `directory` as
+/// `image-NNNNNN.jpg`, numbered on across encoder restarts and pauses (never over an earlier one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagesSpec {
+    pub directory: PathBuf,
+    pub every: Duration,
+    /// A missing side keeps the aspect ratio; both missing: the recorded size.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// The number of the first image this ffmpeg writes (filled in at each start).
+    pub start_number: u64,
+}
+
+/// The snapshots' file name pattern (ffmpeg's image2 muxer).
+pub const IMAGE_PATTERN: &str = "image-%06d.jpg";
+
+/// The number after the highest `image-NNNNNN.jpg` in `dir` (1 if none).
+pub fn next_image_number(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("image-")?
+                .strip_suffix(".jpg")?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .map_or(1, |n| n + 1)
 }
 
 /// Fragmented MP4 (with fragments of 1 s, cut mid-GOP if need be): the most a crash can lose.
@@ -70,6 +115,8 @@ pub struct EncoderProgress {
     pub total_size: u64,
     pub out_time: Duration,
     pub speed: Option<f64>,
+    /// The recording is paused: nothing is encoded (the counters are the recording's so far).
+    pub paused: bool,
 }
 
 /// The full ffmpeg command line (without the program name).
@@ -149,7 +196,11 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
         .iter()
         .map(|s| s.to_string()),
     );
-    match (&spec.output, spec.relays.is_empty()) {
+    // One video time scale for every part of a recording: the join (ffmpeg's concat demuxer)
+    // needs the parts' time bases equal, and left to itself the muxer picked 1/15360 for one
+    // part and 1/30000 for the next (a joined part then played 1000 times too fast).
+    let timescale = (spec.framerate * 1000).to_string();
+    match (&spec.output, spec.relays.is_empty() && spec.hls.is_none()) {
         (Some(file), true) => {
             args.extend(
                 [
@@ -157,6 +208,8 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                     MOVFLAGS,
                     "-frag_duration",
                     "1000000",
+                    "-video_track_timescale",
+                    &timescale,
                     "-f",
                     "mp4",
                     "-y",
@@ -172,7 +225,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 // MP4 keeps codec headers out of band; the TS legs get them in band anyway.
                 args.extend(["-flags".to_owned(), "+global_header".to_owned()]);
                 legs.push(format!(
-                    "[f=mp4:movflags={MOVFLAGS}:frag_duration=1000000:flush_packets=1]{}",
+                    "[f=mp4:movflags={MOVFLAGS}:frag_duration=1000000:video_track_timescale={timescale}:flush_packets=1]{}",
                     tee_escape(&file_url(file))
                 ));
             }
@@ -185,8 +238,47 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                     "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316&localaddr=127.0.0.1"
                 ));
             }
+            if let Some((dir, segment)) = &spec.hls {
+                // An event playlist: players read it live while it grows; `q` closes it with
+                // ENDLIST (the VOD playlist). An encoder restarted (or resumed) finds the
+                // playlist there and carries it on (append_list: the numbering goes on too)
+                // after a discontinuity tag (discont_start).
+                // dump_extra: each segment starts with the codec headers.
+                let carry_on = if dir.join(HLS_PLAYLIST).exists() {
+                    "+append_list+discont_start"
+                } else {
+                    ""
+                };
+                legs.push(format!(
+                    "[f=hls:hls_time={}:hls_playlist_type=event:hls_flags=independent_segments{carry_on}:hls_segment_filename={}:bsfs/v=dump_extra]{}",
+                    segment.as_secs_f64(),
+                    tee_escape(&dir.join("segment-%05d.ts").to_string_lossy()),
+                    tee_escape(&dir.join(HLS_PLAYLIST).to_string_lossy()),
+                ));
+            }
             args.extend(["-f".to_owned(), "tee".to_owned(), legs.join("|")]);
         }
+    }
+    if let Some(images) = &spec.images {
+        // A second output of the same ffmpeg: the same capture, its own (JPEG) encoder.
+        let mut filter = format!("fps=1/{}", images.every.as_secs_f64());
+        if images.width.is_some() || images.height.is_some() {
+            let side = |v: Option<u32>| v.map_or("-2".to_owned(), |v| v.to_string());
+            filter.push_str(&format!(
+                ",scale={}:{}:flags=bicubic",
+                side(images.width),
+                side(images.height)
+            ));
+        }
+        args.extend(
+            ["-map", "0:v", "-vf", &filter, "-c:v", "mjpeg", "-q:v", "3"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        // Full-range YUV, as JPEG viewers expect.
+        args.extend(["-pix_fmt", "yuvj420p", "-f", "image2", "-start_number"].map(str::to_owned));
+        args.push(images.start_number.to_string());
+        args.push(file_url(&images.directory.join(IMAGE_PATTERN)));
     }
     args
 }
@@ -246,18 +338,120 @@ fn tee_escape(s: &str) -> String {
     out
 }
 
+/// How an encoder follows its recording's pause switch ([`PauseSwitch`](crate::pause::PauseSwitch)).
+#[derive(Clone)]
+pub struct PauseControl {
+    /// `true` while the recording is paused.
+    pub paused: watch::Receiver<bool>,
+    /// The file of the next part (the recording's next segment), asked for at each resume.
+    pub next_part: Rc<dyn Fn() -> Option<PathBuf>>,
+}
+
+impl std::fmt::Debug for PauseControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PauseControl")
+            .field("paused", &*self.paused.borrow())
+            .finish()
+    }
+}
+
+impl PauseControl {
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+}
+
+/// A change of the pause switch (stream item).
+struct PauseChanged;
+
+/// Progress of one ffmpeg run (stream item), tagged with the run it came from.
+struct RunProgress(u64, EncoderProgress);
+
 pub struct EncoderActor {
     link: ChildLink,
-    /// The file ffmpeg writes, if any.
+    spec: EncoderSpec,
+    display: DisplayInfo,
+    audio: AudioInfo,
+    /// The file the running ffmpeg writes, if any.
     output: Option<PathBuf>,
-    ffmpeg: ChildProcess,
+    /// None while paused.
+    ffmpeg: Option<ChildProcess>,
     stdin: Option<ChildStdin>,
+    /// Which ffmpeg run is current: an exit or progress of an earlier run (ended by a pause) is
+    /// ignored.
+    run: u64,
+    pause: Option<PauseControl>,
+    /// A resumed ffmpeg has not encoded its first frame yet.
+    resuming: bool,
     progress_to: Option<Recipient<EncoderProgress>>,
     ready: Option<oneshot::Sender<()>>,
+    /// The current run's last counters.
     last: EncoderProgress,
+    /// The counters of the runs this actor ended on pause: the status counts the whole recording.
+    before: EncoderProgress,
     /// Whether it keeps up with real time.
     pace: Pace,
     stopping: bool,
+}
+
+fn spawn_ffmpeg(
+    spec: &EncoderSpec,
+    display: &DisplayInfo,
+    audio: &AudioInfo,
+) -> Result<(ChildProcess, Option<ChildStdout>), Failure> {
+    let mut spec = spec.clone();
+    if let Some(images) = &mut spec.images {
+        images.start_number = next_image_number(&images.directory);
+    }
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(ffmpeg_args(&spec, display, audio))
+        .env("PULSE_SERVER", &audio.server)
+        // Ask the sink's monitor for small fragments: ffmpeg's audio then starts at once.
+        .env("PULSE_LATENCY_MSEC", "20")
+        .env("DISPLAY", display.env());
+    ChildProcess::spawn("ffmpeg", cmd, true, Stdout::Capture).map_err(|e| e.into_failure())
+}
+
+/// `q` on ffmpeg's stdin: it stops reading, flushes the encoder and writes the end of the file.
+/// SIGINT if it has not exited within [`FINALIZE_TIMEOUT`], SIGKILL 2 s later.
+fn finish_ffmpeg(
+    ffmpeg: &ChildProcess,
+    stdin: Option<ChildStdin>,
+) -> impl std::future::Future<Output = std::process::ExitStatus> + 'static {
+    let exited = ffmpeg.exited();
+    let pid = ffmpeg.pid();
+    let kill_after = ffmpeg.wait_or_kill(Duration::from_secs(2));
+    async move {
+        if let Some(mut stdin) = stdin {
+            let _ = stdin.write_all(b"q").await;
+            let _ = stdin.flush().await;
+        }
+        match tokio::time::timeout(FINALIZE_TIMEOUT, exited).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(pid, "ffmpeg did not finish after q; interrupting it");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGINT,
+                );
+                kill_after.await
+            }
+        }
+    }
+}
+
+impl EncoderProgress {
+    /// These counters after `before`'s (speed and fps are the current run's).
+    fn after(&self, before: &EncoderProgress) -> EncoderProgress {
+        EncoderProgress {
+            frame: before.frame + self.frame,
+            drop_frames: before.drop_frames + self.drop_frames,
+            dup_frames: before.dup_frames + self.dup_frames,
+            total_size: before.total_size + self.total_size,
+            out_time: before.out_time + self.out_time,
+            ..self.clone()
+        }
+    }
 }
 
 impl EncoderActor {
@@ -269,32 +463,49 @@ impl EncoderActor {
         progress_to: Option<Recipient<EncoderProgress>>,
         link: ChildLink,
     ) -> Result<Addr<EncoderActor>, Failure> {
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args(ffmpeg_args(spec, display, audio))
-            .env("PULSE_SERVER", &audio.server)
-            // Ask the sink's monitor for small fragments: ffmpeg's audio then starts at once.
-            .env("PULSE_LATENCY_MSEC", "20")
-            .env("DISPLAY", display.env());
-        let (mut ffmpeg, stdout) = ChildProcess::spawn("ffmpeg", cmd, true, Stdout::Capture)
-            .map_err(|e| e.into_failure())?;
-        let stdin = ffmpeg.take_stdin();
+        Self::start_pausable(spec, display, audio, progress_to, None, link).await
+    }
+
+    /// Like [`start`](Self::start), following a pause switch: while it says paused, no ffmpeg
+    /// runs (an encoder started while paused is ready at once, with nothing running).
+    /// `spec.output` is the first part's file; the next ones come from `pause.next_part`.
+    pub async fn start_pausable(
+        spec: &EncoderSpec,
+        display: &DisplayInfo,
+        audio: &AudioInfo,
+        progress_to: Option<Recipient<EncoderProgress>>,
+        pause: Option<PauseControl>,
+        link: ChildLink,
+    ) -> Result<Addr<EncoderActor>, Failure> {
+        let paused = pause.as_ref().is_some_and(PauseControl::is_paused);
         let (ready_tx, ready_rx) = oneshot::channel();
-        let report = ffmpeg.exit_report();
-        let actor = EncoderActor {
+        let mut actor = EncoderActor {
             link,
-            output: spec.output.clone(),
-            ffmpeg,
-            stdin,
+            spec: spec.clone(),
+            display: *display,
+            audio: audio.clone(),
+            output: None,
+            ffmpeg: None,
+            stdin: None,
+            run: 0,
+            pause,
+            resuming: false,
             progress_to,
             ready: Some(ready_tx),
             last: EncoderProgress::default(),
+            before: EncoderProgress::default(),
             pace: Pace::default(),
             stopping: false,
         };
+        if paused {
+            actor.ready = None;
+            tracing::info!("encoder started while the recording is paused: nothing is encoded until it resumes");
+            return Ok(EncoderActor::create(|_| actor));
+        }
+        let (ffmpeg, stdout) = spawn_ffmpeg(spec, display, audio)?;
+        let report = ffmpeg.exit_report();
         let addr = EncoderActor::create(|ctx| {
-            if let Some(stdout) = stdout {
-                ctx.add_stream(progress_stream(stdout));
-            }
+            actor.attach(ctx, ffmpeg, stdout, spec.output.clone());
             actor
         });
         let failure = tokio::select! {
@@ -325,10 +536,142 @@ impl EncoderActor {
         Err(failure)
     }
 
+    /// Makes `ffmpeg` (writing `output`) the current run: its progress and its exit are followed.
+    fn attach(
+        &mut self,
+        ctx: &mut Context<Self>,
+        mut ffmpeg: ChildProcess,
+        stdout: Option<ChildStdout>,
+        output: Option<PathBuf>,
+    ) {
+        self.run += 1;
+        let run = self.run;
+        self.stdin = ffmpeg.take_stdin();
+        if let Some(stdout) = stdout {
+            ctx.add_stream(progress_stream(stdout).map(move |p| RunProgress(run, p)));
+        }
+        ctx.spawn(actix::fut::wrap_future(ffmpeg.exit_report()).map(
+            move |(_, report), act: &mut Self, ctx| {
+                if act.run == run && !act.stopping {
+                    // A file that cannot be written is not fixed by a restart (which would only
+                    // make empty segments): an output failure, at once.
+                    let failure = act
+                        .output
+                        .as_deref()
+                        .and_then(|o| output_failure(o, &report))
+                        .unwrap_or_else(|| Failure::crashed(format!("encoder lost: {report}")));
+                    act.link.set_exit(ExitReason::Failed(failure));
+                    ctx.stop();
+                }
+            },
+        ));
+        self.ffmpeg = Some(ffmpeg);
+        self.output = output;
+    }
+
+    /// Brings the encoder to what the pause switch says: ends the running part, or starts the next.
+    fn follow_switch(&mut self, ctx: &mut Context<Self>) {
+        let Some(paused) = self.pause.as_ref().map(PauseControl::is_paused) else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        match (paused, self.ffmpeg.is_some()) {
+            (true, true) => self.pause(ctx),
+            (false, false) => self.resume(ctx),
+            _ => {}
+        }
+    }
+
+    /// Ends the running part as a stop would (the file finished); the actor stays, with nothing
+    /// running, until the recording resumes or stops.
+    fn pause(&mut self, ctx: &mut Context<Self>) {
+        let Some(ffmpeg) = self.ffmpeg.take() else {
+            return;
+        };
+        // Its exit is expected now: the exit watcher of this run must not report it.
+        self.run += 1;
+        self.resuming = false;
+        // A pause during the start: the start is over, with nothing running.
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
+        let finish = finish_ffmpeg(&ffmpeg, self.stdin.take());
+        let part = self.output.take();
+        // `wait`: nothing else (a stop, a resume) is handled before the part is finished.
+        ctx.wait(
+            actix::fut::wrap_future(async move {
+                let status = finish.await;
+                (status, ffmpeg.describe_exit(status))
+            })
+            .map(move |(status, described), act: &mut Self, ctx| {
+                act.before = act.last.after(&act.before);
+                act.last = EncoderProgress::default();
+                let part = part.map(|p| p.display().to_string()).unwrap_or_default();
+                if !status.success() {
+                    tracing::warn!(
+                        part = %part,
+                        "the part ended by the pause was not finished cleanly ({described}); it plays up to its last fragment"
+                    );
+                }
+                tracing::info!(
+                    part = %part,
+                    recorded = ?act.before.out_time,
+                    message = crate::events::RECORDING_PAUSED
+                );
+                if let Some(to) = &act.progress_to {
+                    to.do_send(EncoderProgress {
+                        paused: true,
+                        fps: 0.0,
+                        speed: None,
+                        ..act.before.clone()
+                    });
+                }
+                act.follow_switch(ctx);
+            }),
+        );
+    }
+
+    /// Starts the next part; the resume is logged at its first frame.
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        let output = self.pause.as_ref().and_then(|p| (p.next_part)());
+        let mut spec = self.spec.clone();
+        spec.output = output.clone();
+        match spawn_ffmpeg(&spec, &self.display, &self.audio) {
+            Ok((ffmpeg, stdout)) => {
+                self.attach(ctx, ffmpeg, stdout, output);
+                self.pace.new_run();
+                self.resuming = true;
+                let run = self.run;
+                ctx.run_later(READY_TIMEOUT, move |act, ctx| {
+                    if act.run == run && act.resuming && !act.stopping {
+                        act.link.set_exit(ExitReason::Failed(Failure::new(
+                            FailureKind::Timeout,
+                            format!("encoder: ffmpeg encoded no frame within {READY_TIMEOUT:?} after the resume"),
+                        )));
+                        ctx.stop();
+                    }
+                });
+            }
+            Err(failure) => {
+                self.link.set_exit(ExitReason::Failed(failure));
+                ctx.stop();
+            }
+        }
+    }
+
     fn on_progress(&mut self, p: EncoderProgress) {
         if p.frame > 0 {
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(());
+            }
+            if self.resuming {
+                self.resuming = false;
+                tracing::info!(
+                    part = %self.output.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    message = crate::events::RECORDING_RESUMED
+                );
             }
         }
         match self.pace.report(Instant::now(), p.out_time, p.drop_frames) {
@@ -346,7 +689,7 @@ impl EncoderActor {
             None => {}
         }
         if let Some(to) = &self.progress_to {
-            to.do_send(p.clone());
+            to.do_send(p.after(&self.before));
         }
         self.last = p;
     }
@@ -387,9 +730,11 @@ fn progress_stream(stdout: ChildStdout) -> impl futures_util::Stream<Item = Enco
     )
 }
 
-impl StreamHandler<EncoderProgress> for EncoderActor {
-    fn handle(&mut self, p: EncoderProgress, _: &mut Context<Self>) {
-        self.on_progress(p);
+impl StreamHandler<RunProgress> for EncoderActor {
+    fn handle(&mut self, RunProgress(run, p): RunProgress, _: &mut Context<Self>) {
+        if run == self.run {
+            self.on_progress(p);
+        }
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {
@@ -397,75 +742,72 @@ impl StreamHandler<EncoderProgress> for EncoderActor {
     }
 }
 
+impl StreamHandler<PauseChanged> for EncoderActor {
+    fn handle(&mut self, _: PauseChanged, ctx: &mut Context<Self>) {
+        self.follow_switch(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        // The switch was dropped with its recording: nothing more to follow.
+    }
+}
+
 impl Actor for EncoderActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(actix::fut::wrap_future(self.ffmpeg.exit_report()).map(
-            |(_, report), act: &mut Self, ctx| {
-                if !act.stopping {
-                    // A file that cannot be written is not fixed by a restart (which would only
-                    // make empty segments): an output failure, at once.
-                    let failure = act
-                        .output
-                        .as_deref()
-                        .and_then(|o| output_failure(o, &report))
-                        .unwrap_or_else(|| Failure::crashed(format!("encoder lost: {report}")));
-                    act.link.set_exit(ExitReason::Failed(failure));
-                    ctx.stop();
-                }
-            },
-        ));
+        if let Some(pause) = &self.pause {
+            let changes = futures_util::stream::unfold(pause.paused.clone(), |mut rx| async move {
+                rx.changed().await.ok()?;
+                Some((PauseChanged, rx))
+            });
+            ctx.add_stream(changes);
+            // A pause that came while this encoder was starting.
+            self.follow_switch(ctx);
+        }
     }
 }
 
 impl Handler<Shutdown> for EncoderActor {
     type Result = ResponseActFuture<Self, Result<(), Failure>>;
 
-    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        let stdin = self.stdin.take();
-        let exited = self.ffmpeg.exited();
-        let pid = self.ffmpeg.pid();
-        let kill_after = self.ffmpeg.wait_or_kill(Duration::from_secs(2));
-        let stop = async move {
-            // `q` makes ffmpeg stop reading, flush the encoder and write the end of the file.
-            if let Some(mut stdin) = stdin {
-                let _ = stdin.write_all(b"q").await;
-                let _ = stdin.flush().await;
-            }
-            match tokio::time::timeout(FINALIZE_TIMEOUT, exited).await {
-                Ok(status) => status,
-                Err(_) => {
-                    tracing::warn!(pid, "ffmpeg did not finish after q; interrupting it");
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGINT,
-                    );
-                    kill_after.await
-                }
-            }
+        let Some(ffmpeg) = &self.ffmpeg else {
+            // Paused: every part is finished already.
+            tracing::info!(
+                frames = self.before.frame,
+                duration = ?self.before.out_time,
+                "encoder stopped while paused; every part is finished"
+            );
+            self.link.set_exit(ExitReason::Shutdown);
+            ctx.stop();
+            return Box::pin(actix::fut::ready(Ok(())));
         };
+        let stop = finish_ffmpeg(ffmpeg, self.stdin.take());
         Box::pin(
             actix::fut::wrap_future(stop).map(|status, act: &mut Self, ctx| {
+                let total = act.last.after(&act.before);
                 let result = if status.success() {
                     tracing::info!(
-                        frames = act.last.frame,
-                        dropped = act.last.drop_frames,
-                        duplicated = act.last.dup_frames,
-                        bytes = act.last.total_size,
-                        duration = ?act.last.out_time,
+                        frames = total.frame,
+                        dropped = total.drop_frames,
+                        duplicated = total.dup_frames,
+                        bytes = total.total_size,
+                        duration = ?total.out_time,
                         "encoder finished the file"
                     );
                     act.link.set_exit(ExitReason::Shutdown);
                     Ok(())
                 } else {
+                    let described = act
+                        .ffmpeg
+                        .as_ref()
+                        .map(|f| f.describe_exit(status))
+                        .unwrap_or_default();
                     let failure = Failure::new(
                         FailureKind::Output,
-                        format!(
-                            "encoder did not finish the file: {}",
-                            act.ffmpeg.describe_exit(status)
-                        ),
+                        format!("encoder did not finish the file: {described}"),
                     );
                     act.link.set_exit(ExitReason::Failed(failure.clone()));
                     Err(failure)
@@ -483,7 +825,9 @@ impl Handler<Kill> for EncoderActor {
     fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
         self.stopping = true;
         self.link.set_exit(ExitReason::Shutdown);
-        self.ffmpeg.signal(nix::sys::signal::Signal::SIGKILL);
+        if let Some(ffmpeg) = &self.ffmpeg {
+            ffmpeg.signal(nix::sys::signal::Signal::SIGKILL);
+        }
         ctx.stop();
     }
 }
@@ -505,6 +849,8 @@ mod tests {
             audio_bitrate: 128_000,
             audio_frequency: 44_100,
             preset: "veryfast".into(),
+            images: None,
+            hls: None,
         }
     }
 
@@ -536,6 +882,7 @@ mod tests {
         assert_eq!(after(&args, "-g"), ["60"]);
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
         assert!(after(&args, "-movflags")[0].contains("frag_keyframe"));
+        assert_eq!(after(&args, "-video_track_timescale"), ["30000"]);
         assert_eq!(args.last().unwrap(), "file:/out/x.mp4");
 
         let mut live = spec();
@@ -545,7 +892,7 @@ mod tests {
         assert_eq!(after(&args, "-f")[2..], ["tee"]);
         assert_eq!(
             args.last().unwrap(),
-            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]file:/out/a\\|b.mp4\
+            "[f=mp4:movflags=+frag_keyframe+empty_moov+default_base_moof:frag_duration=1000000:video_track_timescale=30000:flush_packets=1]file:/out/a\\|b.mp4\
              |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5000?pkt_size=1316&localaddr=127.0.0.1\
              |[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:5001?pkt_size=1316&localaddr=127.0.0.1"
         );
@@ -554,6 +901,51 @@ mod tests {
         let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio);
         assert!(after(&args, "-flags").is_empty());
         assert!(!args.last().unwrap().contains("mp4"));
+
+        let mut hls = spec();
+        let hls_dir = tempfile::tempdir().unwrap();
+        hls.hls = Some((hls_dir.path().to_owned(), Duration::from_secs(2)));
+        let last = |spec: &EncoderSpec| {
+            ffmpeg_args(spec, &DisplayInfo { number: 7 }, &audio)
+                .last()
+                .unwrap()
+                .clone()
+        };
+        let leg = last(&hls);
+        assert!(
+            leg.contains(
+                "|[f=hls:hls_time=2:hls_playlist_type=event:hls_flags=independent_segments:"
+            ),
+            "{leg}"
+        );
+        assert!(leg.ends_with("/index.m3u8"), "{leg}");
+        // A restarted encoder finds its playlist and carries it on.
+        std::fs::write(hls_dir.path().join(HLS_PLAYLIST), "#EXTM3U\n").unwrap();
+        assert!(last(&hls).contains("hls_flags=independent_segments+append_list+discont_start:"));
+
+        let mut shots = spec();
+        shots.images = Some(ImagesSpec {
+            directory: "/shots".into(),
+            every: Duration::from_secs(2),
+            width: Some(320),
+            height: None,
+            start_number: 7,
+        });
+        let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio);
+        assert_eq!(
+            after(&args, "-vf"),
+            [
+                "scale=640:360:flags=bicubic",
+                "fps=1/2,scale=320:-2:flags=bicubic"
+            ]
+        );
+        assert_eq!(after(&args, "-start_number"), ["7"]);
+        assert_eq!(args.last().unwrap(), "file:/shots/image-%06d.jpg");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(next_image_number(dir.path()), 1);
+        std::fs::write(dir.path().join("image-000009.jpg"), b"").unwrap();
+        std::fs::write(dir.path().join("image-x.jpg"), b"").unwrap();
+        assert_eq!(next_image_number(dir.path()), 10);
 
         let mut same_size = spec();
         same_size.output_size = None;

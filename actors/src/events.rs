@@ -17,6 +17,12 @@ pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.
 pub const PAGE_STARTED: &str = "the page logged START_RECORDING: recording starts";
+/// A pause ended the running part: nothing is encoded until the resume (fields: part, recorded).
+pub const RECORDING_PAUSED: &str = "recording paused";
+/// The first frame after a resume was encoded, into the next part (field: part).
+pub const RECORDING_RESUMED: &str = "recording resumed";
+/// A discarded recording's output, parts and upload were deleted (field: removed).
+pub const RECORDING_DISCARDED: &str = "recording discarded";
 /// The encoder is falling behind real time (fields: speed over the last seconds, frames dropped
 /// in them); the service takes no job while one of its recordings is.
 pub const ENCODER_FALLING_BEHIND: &str = "encoder is falling behind real time";

@@ -1,6 +1,6 @@
 //! The segments of one recording and their join into the file the user asked for.
 //!
-//! A recording whose encoder restarted has several segments: the first is the requested file
+//! A recording whose encoder restarted, or that was paused and resumed, has several segments: the first is the requested file
 //! itself, later ones are hidden siblings in the same directory
 //! (`.<name>.<recording id>.part<N>.mp4`; the id keeps them apart from a killed run's leftovers).
 //! At the end they are joined without re-encoding (ffmpeg's concat demuxer, `-c copy`) so that
@@ -201,7 +201,7 @@ pub async fn join_segments(
             }
         }
         _ => {
-            tracing::info!(segments = parts.len(), output = %output.display(), "the encoder restarted during the recording; joining its segments");
+            tracing::info!(segments = parts.len(), output = %output.display(), "joining the recording's segments (the encoder restarted, or the recording was paused)");
             let seconds = concat(output, id, &parts, expected, framerate)
                 .await
                 .map_err(named)?;

@@ -16,6 +16,7 @@ pub mod login;
 pub mod oneshot;
 pub mod pace;
 pub mod page_proxy;
+pub mod pause;
 pub mod process;
 pub mod recording;
 pub mod relay;

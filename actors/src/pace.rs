@@ -43,6 +43,12 @@ impl Pace {
         self.behind
     }
 
+    /// A new ffmpeg run (a resume after a pause): its counters start again at zero, so the
+    /// window starts again; whether it is behind stays until the new window says otherwise.
+    pub fn new_run(&mut self) {
+        self.window.clear();
+    }
+
     /// One progress report at `now`; a change, if this report makes one.
     pub fn report(
         &mut self,

@@ -27,7 +27,11 @@
 //! writes the next segment; when the recording ends, the segments are joined without re-encoding
 //! into the one file the user asked for. Past the restart intensity the tree stops in order,
 //! keeping what was recorded.
-//! Sends: [`StopTree`] to the root when `max_duration` has passed since the first frame.
+//! Pause: the recording's [`PauseSwitch`] is followed by the encoder (a pause ends its part, a
+//! resume starts the next; the parts are joined like restart segments), and `max_duration`
+//! counts recorded time through it.
+//! Sends: [`StopTree`] to the root when `max_duration` of recorded time has passed since the
+//! first frame.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
@@ -40,9 +44,10 @@ use tokio::sync::oneshot;
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
 use crate::browser::{BrowserActor, BrowserSpec, Navigate, PageOptions};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
-use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
+use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec, PauseControl};
 use crate::gate::StartGate;
 use crate::join::{join_segments, segment_path};
+use crate::pause::PauseSwitch;
 use crate::relay::{RelayActor, RelaySpec};
 use crate::secret::{Secret, StreamUrl};
 use crate::supervision::{
@@ -142,6 +147,7 @@ impl Stopper {
 /// A running recording.
 pub struct Recording {
     supervisor: Addr<Supervisor>,
+    pause: PauseSwitch,
     gate: Option<StartGate>,
     exit: oneshot::Receiver<TreeExit>,
     first_frame: Rc<RefCell<Option<Instant>>>,
@@ -184,6 +190,7 @@ impl Recording {
         let page_loaded = Rc::new(Cell::new(false));
         let (first_tx, first_rx) = oneshot::channel();
         let gate = spec.await_start.as_ref().map(|_| StartGate::new());
+        let pause = PauseSwitch::new();
         let wiring = Rc::new(RefCell::new(Wiring {
             first_frame: Some(first_tx),
             gate: gate.clone(),
@@ -195,6 +202,7 @@ impl Recording {
             media_child(
                 &spec,
                 wiring.clone(),
+                pause.clone(),
                 progress,
                 lost_streams.clone(),
                 page_loaded.clone(),
@@ -210,11 +218,14 @@ impl Recording {
         let seen = first_frame.clone();
         let sup = supervisor.clone();
         let max_duration = spec.max_duration;
+        let switch = pause.clone();
         actix::spawn(async move {
             let Ok(at) = first_rx.await else { return };
             *seen.borrow_mut() = Some(at);
+            switch.started(at);
             if let Some(limit) = max_duration {
-                tokio::time::sleep_until((at + limit).into()).await;
+                // Recorded time: a pause holds the limit back.
+                switch.recorded_for(limit).await;
                 sup.do_send(StopTree {
                     cause: format!("max_duration {} reached", humanize(limit)),
                 });
@@ -222,6 +233,7 @@ impl Recording {
         });
         Ok(Recording {
             supervisor,
+            pause,
             gate,
             exit,
             first_frame,
@@ -245,6 +257,11 @@ impl Recording {
             supervisor: self.supervisor.clone(),
             gate: self.gate.clone(),
         }
+    }
+
+    /// The switch that pauses and resumes the recording (see [`PauseSwitch`]).
+    pub fn pause_switch(&self) -> PauseSwitch {
+        self.pause.clone()
     }
 
     /// The root supervisor's address.
@@ -341,6 +358,7 @@ fn free_udp_port() -> Result<u16, Failure> {
 fn media_child(
     spec: &RecordingSpec,
     wiring: Rc<RefCell<Wiring>>,
+    pause: PauseSwitch,
     progress: Option<Recipient<EncoderProgress>>,
     lost_streams: Rc<RefCell<Vec<String>>>,
     page_loaded: Rc<Cell<bool>>,
@@ -368,7 +386,12 @@ fn media_child(
                 };
                 children.push(relay_child(relay));
             }
-            children.push(encoder_child(&spec, wiring.clone(), progress.clone()));
+            children.push(encoder_child(
+                &spec,
+                wiring.clone(),
+                pause.clone(),
+                progress.clone(),
+            ));
             Supervisor::start_linked(config, children, link)
         },
     )
@@ -444,6 +467,7 @@ fn relay_child(relay: RelaySpec) -> ChildSpec {
 fn encoder_child(
     spec: &RecordingSpec,
     wiring: Rc<RefCell<Wiring>>,
+    pause: PauseSwitch,
     progress: Option<Recipient<EncoderProgress>>,
 ) -> ChildSpec {
     let encoder = spec.encoder.clone();
@@ -462,6 +486,10 @@ fn encoder_child(
                 await_start.clone(),
                 id.clone(),
             );
+            let control = PauseControl {
+                paused: pause.follow(),
+                next_part: next_part(&encoder.output, &wiring, &id),
+            };
             async move {
                 let gate = wiring.borrow().gate.clone();
                 if let (Some(gate), Some(wait)) = (gate, await_start) {
@@ -472,17 +500,25 @@ fn encoder_child(
                     gate.wait(wait.limit, &wait.missing).await?;
                 }
                 let (display, audio) = started_before(&wiring)?;
-                if let Some(output) = &encoder.output {
-                    let mut w = wiring.borrow_mut();
-                    let n = w.segments.len();
-                    let path = segment_path(output, &id, n);
-                    w.segments.push(path.clone());
-                    if n > 0 {
-                        tracing::warn!(segment = n, path = %path.display(), "encoder restarted: recording the next segment");
+                // Paused (a restart during a pause): the next part begins at the resume.
+                if !control.is_paused() {
+                    encoder.output = (control.next_part)();
+                    if let Some(path) = &encoder.output {
+                        let n = wiring.borrow().segments.len() - 1;
+                        if n > 0 {
+                            tracing::warn!(segment = n, path = %path.display(), "encoder restarted: recording the next segment");
+                        }
                     }
-                    encoder.output = Some(path);
                 }
-                let addr = EncoderActor::start(&encoder, &display, &audio, progress, link).await?;
+                let addr = EncoderActor::start_pausable(
+                    &encoder,
+                    &display,
+                    &audio,
+                    progress,
+                    Some(control),
+                    link,
+                )
+                .await?;
                 let w = &mut *wiring.borrow_mut();
                 if let Some(first) = w.first_frame.take() {
                     let _ = first.send(Instant::now());
@@ -495,6 +531,23 @@ fn encoder_child(
             }
         },
     )
+}
+
+/// Hands out the files of the recording's parts in order (the requested file, then hidden
+/// siblings), each noted for the join; None when the recording has no file.
+fn next_part(
+    output: &Option<PathBuf>,
+    wiring: &Rc<RefCell<Wiring>>,
+    id: &str,
+) -> Rc<dyn Fn() -> Option<PathBuf>> {
+    let (output, wiring, id) = (output.clone(), wiring.clone(), id.to_owned());
+    Rc::new(move || {
+        let output = output.as_ref()?;
+        let mut w = wiring.borrow_mut();
+        let path = segment_path(output, &id, w.segments.len());
+        w.segments.push(path.clone());
+        Some(path)
+    })
 }
 
 fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInfo), Failure> {

@@ -277,18 +277,34 @@ impl Handler<Finish> for UploaderActor {
 impl Handler<Shutdown> for UploaderActor {
     type Result = ResponseActFuture<Self, Result<(), Failure>>;
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         // Stopped without Finish: the recording failed; the task aborts the multipart upload.
         self.link.set_exit(ExitReason::Shutdown);
         self.finish = None; // a closed channel tells the task to give up
         let result = self.result.take();
-        ctx.stop();
-        Box::pin(actix::fut::wrap_future(async move {
-            if let Some(rx) = result {
-                let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
-            }
-            Ok(())
-        }))
+        // Out of the actor, whose drop would cancel it. And the actor stops only once the task
+        // has aborted the multipart upload: stopped at once, it dropped this wait and the run
+        // ended before the abort was sent (the multipart upload was left open).
+        let task = self.task.take();
+        Box::pin(
+            actix::fut::wrap_future(async move {
+                if let Some(rx) = result {
+                    if tokio::time::timeout(Duration::from_secs(10), rx)
+                        .await
+                        .is_err()
+                    {
+                        if let Some(task) = task {
+                            task.abort();
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map(|result, _: &mut Self, ctx: &mut Context<Self>| {
+                ctx.stop();
+                result
+            }),
+        )
     }
 }
 

@@ -40,6 +40,8 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
         audio_bitrate: 128_000,
         audio_frequency: 44_100,
         preset: "veryfast".into(),
+        images: None,
+        hls: None,
     };
     let reports = Rc::new(RefCell::new(Vec::new()));
     let collector = Collector(reports.clone()).start().recipient();

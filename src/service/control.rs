@@ -1,24 +1,31 @@
 //! The control follower: `Q:control` on a connection of its own (a subscribed connection can do
 //! nothing else), reconnecting with the store's backoff; a ping every 5 s finds a connection
-//! that died silently. Each stop request is handed to `on_stop`; anything else is logged and
-//! ignored.
+//! that died silently. Each request (stop, pause, resume) is handed to `on_request`; anything
+//! else is logged and ignored.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::parse_control;
 use super::store::reconnect_backoff;
+use super::{parse_control, ControlRequest};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Follows `channel` until the future is dropped.
-pub(super) async fn follow(client: redis::Client, channel: String, on_stop: impl Fn(String)) {
+pub(super) async fn follow(
+    client: redis::Client,
+    channel: String,
+    on_request: impl Fn(ControlRequest),
+) {
     let name = channel.clone();
     follow_messages(client, channel, move |payload| match parse_control(&payload) {
-        Some(stop) => on_stop(stop),
-        None => tracing::warn!(channel = %name, "ignored a control message that is not {{\"stop\": \"<id>\"}}"),
+        Some(request) => on_request(request),
+        None => tracing::warn!(
+            channel = %name,
+            "ignored a control message that is not {{\"stop\"|\"pause\"|\"resume\"|\"discard\": \"<id>\"}}"
+        ),
     })
     .await
 }

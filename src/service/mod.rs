@@ -20,7 +20,7 @@
 //!   is never lost: if the worker dies, its list stays behind and another worker moves it back.
 //!   A job whose id is running is refused there (atomically, a Lua script). [`submit`]
 //!   (`pagecast submit`) checks the job first, seals it and marks it `queued`.
-//! - `Q:job:<id>` (hash): `state` (queued, running, done, failed, requeued), `worker`, `attempts`,
+//! - `Q:job:<id>` (hash): `state` (queued, running, paused, done, failed, requeued), `worker`, `attempts`,
 //!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`, `stop`, and for each
 //!   attempt N `attempt_<N>`: what it left, as JSON (`file`, `s3`, `kept`, `seconds`). Attempt
 //!   N > 1 records to `<stem>-attempt<N>.mp4` (and the same suffix on the S3 key): never over an
@@ -28,7 +28,10 @@
 //!   once done or failed.
 //! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
 //!   and upload). `HSET Q:job:<id> stop 1` does the same and is not lost if the worker is
-//!   reconnecting when it is sent (it is read every round).
+//!   reconnecting when it is sent (it is read every round). `{"pause": "<id>"}` and
+//!   `{"resume": "<id>"}` pause and resume it (SIGUSR1 / SIGUSR2 to its recording); `state`
+//!   becomes `paused` (and `running` again) when the recording says it has paused (resumed).
+//!   `{"discard": "<id>"}` stops it and deletes what it recorded (SIGRTMIN; exit code 6).
 //! - `Q:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
 //!   the worker process's own token); `Q:workers`: the set of workers, to find the dead ones.
 //!
@@ -126,15 +129,18 @@ impl ServiceOptions {
 pub enum JobState {
     Queued,
     Running,
+    /// Running, paused (`{"pause": id}`): nothing is encoded until `{"resume": id}`.
+    Paused,
     Done,
     Failed,
     Requeued,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
         JobState::Queued,
         JobState::Running,
+        JobState::Paused,
         JobState::Done,
         JobState::Failed,
         JobState::Requeued,
@@ -144,6 +150,7 @@ impl JobState {
         match self {
             JobState::Queued => "queued",
             JobState::Running => "running",
+            JobState::Paused => "paused",
             JobState::Done => "done",
             JobState::Failed => "failed",
             JobState::Requeued => "requeued",
@@ -175,14 +182,35 @@ impl std::fmt::Display for JobState {
     }
 }
 
-/// A stop request on `Q:control`: `{"stop": "<id>"}`. Anything else is ignored (the channel may
-/// carry other requests later).
-pub fn parse_control(payload: &str) -> Option<String> {
+/// A request on `Q:control`, naming one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// `{"stop": "<id>"}`: finish the recording.
+    Stop(String),
+    /// `{"pause": "<id>"}`: pause it (SIGUSR1 to its recording).
+    Pause(String),
+    /// `{"resume": "<id>"}`: resume it (SIGUSR2).
+    Resume(String),
+    /// `{"discard": "<id>"}`: stop it and delete what it recorded (SIGRTMIN).
+    Discard(String),
+}
+
+/// A request on `Q:control`: an object with one of `stop`, `pause`, `resume`, `discard` naming a
+/// job.
+/// Anything else is ignored (the channel may carry other requests later).
+pub fn parse_control(payload: &str) -> Option<ControlRequest> {
     let v: serde_json::Value = serde_json::from_str(payload).ok()?;
-    v.get("stop")?
-        .as_str()
-        .filter(|id| valid_id(id))
-        .map(str::to_owned)
+    let id = |key: &str| {
+        v.get(key)?
+            .as_str()
+            .filter(|id| valid_id(id))
+            .map(str::to_owned)
+    };
+    id("stop")
+        .map(ControlRequest::Stop)
+        .or_else(|| id("pause").map(ControlRequest::Pause))
+        .or_else(|| id("resume").map(ControlRequest::Resume))
+        .or_else(|| id("discard").map(ControlRequest::Discard))
 }
 
 /// The default number of recordings at once: one per two cores (a 1080p30 recording takes about
@@ -701,9 +729,10 @@ mod tests {
         }
     }
 
-    /// A stand-in recorder in `dir`, named `name`: it logs `<name> start|term|end <job>
-    /// <unix time>` lines to `dir/log`, runs until SIGTERM, then takes `stop_secs` to finish
-    /// and exits 0. The job is the stem of its `output.file` (the config comes on stdin).
+    /// A stand-in recorder in `dir`, named `name`: it logs `<name> start|pause|resume|term|end
+    /// <job> <unix time>` lines to `dir/log`, runs until SIGTERM, then takes `stop_secs` to
+    /// finish and exits 0. SIGUSR1 / SIGUSR2 make it log that it paused / resumed, as a
+    /// recording does; SIGRTMIN (discard) makes it exit 6 at once. The job is the stem of its `output.file` (the config comes on stdin).
     fn stand_in(dir: &std::path::Path, name: &str, stop_secs: f32) -> std::path::PathBuf {
         let recorder = dir.join(format!("{name}.sh"));
         let log = dir.join("log");
@@ -716,9 +745,17 @@ job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 say() {{ echo "{name} $1 $job $(date +%s.%N)" >> {log}; }}
 say start
 trap 'say term; sleep {stop_secs}; say end; exit 0' TERM
+trap 'say pause; echo "{{\"level\":\"INFO\",\"message\":\"{paused}\"}}" >&2' USR1
+trap 'say resume; echo "{{\"level\":\"INFO\",\"message\":\"{resumed}\"}}" >&2' USR2
+trap 'say discard; echo "pagecast: the recording was discarded on request: removed it" >&2; exit 6' {discard}
 sleep 600 &
-wait
+sleeper=$!
+# A trapped signal ends `wait`: wait again until the sleep is over.
+while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 "#,
+                paused = pagecast_actors::events::RECORDING_PAUSED,
+                resumed = pagecast_actors::events::RECORDING_RESUMED,
+                discard = crate::controls::discard_signal(),
                 log = log.display()
             ),
         )
@@ -849,6 +886,91 @@ wait
         .await;
         assert_eq!(redis.hget("t:job:q", "attempts"), "1");
         assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        service.abort();
+    }
+
+    /// `{"pause": id}` and `{"resume": id}` on the control channel reach the job's recording
+    /// (SIGUSR1, SIGUSR2), and the job's state follows what the recording says: paused, then
+    /// running; a stop while paused ends it done.
+    #[actix_rt::test]
+    async fn a_job_is_paused_and_resumed_through_the_control_channel() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("p")]);
+        let options = ServiceOptions {
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let events = redis.subscribe("t:events");
+        let service = actix::spawn(serve(options));
+        until("the recording", || logged(dir.path(), "start", "p") == 1).await;
+        until("the control follower", || {
+            redis
+                .cli(&["PUBSUB", "NUMSUB", "t:control"])
+                .ends_with("\n1")
+        })
+        .await;
+        // Another worker's job, and a malformed id: ignored.
+        redis.cli(&["PUBLISH", "t:control", r#"{"pause":"other"}"#]);
+        redis.cli(&["PUBLISH", "t:control", r#"{"pause":"p"}"#]);
+        until("the job to be paused", || {
+            redis.hget("t:job:p", "state") == "paused"
+        })
+        .await;
+        assert_eq!(logged(dir.path(), "pause", "p"), 1);
+        redis.cli(&["PUBLISH", "t:control", r#"{"resume":"p"}"#]);
+        until("the job to run again", || {
+            logged(dir.path(), "resume", "p") == 1 && redis.hget("t:job:p", "state") == "running"
+        })
+        .await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"pause":"p"}"#]);
+        until("the job to be paused again", || {
+            redis.hget("t:job:p", "state") == "paused"
+        })
+        .await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"stop":"p"}"#]);
+        until("the job to be done", || {
+            redis.hget("t:job:p", "state") == "done"
+        })
+        .await;
+        let states: Vec<String> = events
+            .messages()
+            .iter()
+            .filter(|e| e["id"] == "p")
+            .map(|e| e["state"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(states, ["running", "paused", "running", "paused", "done"]);
+        service.abort();
+    }
+
+    /// `{"discard": id}` reaches the job's recording (SIGRTMIN, not SIGTERM) and the job fails
+    /// with the recording's exit code 6 and its message.
+    #[actix_rt::test]
+    async fn a_job_is_discarded_through_the_control_channel() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "t:jobs", &fake_job("d")]);
+        let options = ServiceOptions {
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        until("the recording", || logged(dir.path(), "start", "d") == 1).await;
+        until("the control follower", || {
+            redis
+                .cli(&["PUBSUB", "NUMSUB", "t:control"])
+                .ends_with("\n1")
+        })
+        .await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"discard":"d"}"#]);
+        until("the job to fail", || {
+            redis.hget("t:job:d", "state") == "failed"
+        })
+        .await;
+        assert_eq!(logged(dir.path(), "discard", "d"), 1);
+        assert_eq!(logged(dir.path(), "term", "d"), 0);
+        assert_eq!(redis.hget("t:job:d", "exit_code"), "6");
+        assert!(redis.hget("t:job:d", "message").contains("discarded"));
         service.abort();
     }
 
@@ -1452,7 +1574,23 @@ wait
 
     #[test]
     fn stop_requests_name_a_job() {
-        assert_eq!(parse_control(r#"{"stop":"a-1"}"#).as_deref(), Some("a-1"));
+        assert_eq!(
+            parse_control(r#"{"stop":"a-1"}"#),
+            Some(ControlRequest::Stop("a-1".into()))
+        );
+        assert_eq!(
+            parse_control(r#"{"pause":"a-1"}"#),
+            Some(ControlRequest::Pause("a-1".into()))
+        );
+        assert_eq!(
+            parse_control(r#"{"resume":"a-1"}"#),
+            Some(ControlRequest::Resume("a-1".into()))
+        );
+        assert_eq!(
+            parse_control(r#"{"discard":"a-1"}"#),
+            Some(ControlRequest::Discard("a-1".into()))
+        );
+        assert_eq!(parse_control(r#"{"pause":"a b"}"#), None);
         assert_eq!(parse_control(r#"{"stop":"a b"}"#), None);
         assert_eq!(parse_control(r#"{"stop":1}"#), None);
         assert_eq!(parse_control(r#"{"start":"a"}"#), None);

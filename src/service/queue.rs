@@ -5,7 +5,10 @@
 //! connection of its own), this worker's lease (its heartbeat) and the jobs this worker has taken.
 //! Accepts: [`JobEnded`] and [`Usage`] (from the runner), [`Drain`] (take no more jobs), [`Shutdown`] (write
 //! every result still pending, then give the lease up), [`Kill`].
-//! Sends: [`StartJob`] and [`StopJob`] to the runner.
+//! Also accepts [`JobPaused`] (from the runner: a recording paused or resumed; its state is
+//! written at the next round).
+//! Sends: [`StartJob`], [`StopJob`], [`DiscardJob`] and [`PauseJob`] (pause and resume
+//! requests) to the runner.
 //! Every 250 ms (one round at a time): renew the lease; write pending results; give back what
 //! the processing list holds that runs nowhere here; move the jobs of workers whose lease expired
 //! back to the queue; pass stop requests on (once per job); and take the next jobs while
@@ -30,10 +33,13 @@ use pagecast_actors::backoff::Backoff;
 use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
 
 use super::capacity::{self, Admission, Cost, Held, Verdict};
-use super::runner::{JobEnded, StartJob, StopJob, Usage};
+use super::runner::{DiscardJob, JobEnded, PauseJob, StartJob, StopJob, Usage};
 use super::sealed::{self, JobKey};
 use super::store::{connection_error, host_of, Outcome, Presence, Store, Take};
-use super::{decide, parse_job, Decision, Ended, Parsed, ServiceOptions, Wiring, MAX_ATTEMPTS};
+use super::{
+    decide, parse_job, ControlRequest, Decision, Ended, Parsed, ServiceOptions, Wiring,
+    MAX_ATTEMPTS,
+};
 use pagecast_actors::events;
 
 const ROUND_EVERY: Duration = Duration::from_millis(250);
@@ -62,11 +68,19 @@ struct Start {
 #[rtype(result = "()")]
 pub struct Drain;
 
-/// Message (from the control follower): stop this job's recording, if it runs here.
+/// Message (from the control follower): stop, pause or resume this job's recording, if it runs
+/// here.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct Control {
-    stop: String,
+struct Control(ControlRequest);
+
+/// Message (from the runner, which reads it in the recording's log): the job's recording has
+/// paused (`true`) or resumed; its state is written at the next round.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JobPaused {
+    pub id: String,
+    pub paused: bool,
 }
 
 /// What a queue actor knows of its jobs. Handed to the next queue actor if this one crashes
@@ -98,6 +112,8 @@ pub struct QueueActor {
     /// Jobs whose recording was asked to stop (a stop is sent once).
     stopping: HashSet<String>,
     pending: Vec<Outcome>,
+    /// Pauses and resumes of running jobs, to write (`state` paused / running) in order.
+    pauses: Vec<(String, bool)>,
     in_round: bool,
     /// False while a round runs (the last round waits for it: two rounds would write the same
     /// results twice).
@@ -200,6 +216,7 @@ impl QueueActor {
             abandoned: ledger.abandoned,
             stopping: ledger.stopping,
             pending: ledger.pending,
+            pauses: Vec::new(),
             in_round: false,
             idle: tokio::sync::watch::Sender::new(true),
             closing: false,
@@ -291,6 +308,7 @@ impl QueueActor {
         let take = !self.draining && self.runner().is_some();
         let round = self.new_round(take);
         let written = round.written.clone();
+        let pauses_written = round.pauses_written.clone();
         ctx.spawn(actix::fut::wrap_future(round.run()).map(
             move |result, act: &mut Self, _| {
                 act.in_round = false;
@@ -299,6 +317,8 @@ impl QueueActor {
                 // (each is one transaction): written twice, a requeue would queue a job twice.
                 let written = written.load(Ordering::SeqCst).min(act.pending.len());
                 act.pending.drain(..written);
+                let pauses_written = pauses_written.load(Ordering::SeqCst).min(act.pauses.len());
+                act.pauses.drain(..pauses_written);
                 let done = match result {
                     Ok(done) => done,
                     Err(e) if !connection_error(&e) => {
@@ -385,6 +405,8 @@ impl QueueActor {
             trusted_redis: self.options.trusted_redis,
             pending: self.pending.clone(),
             written: Arc::new(AtomicUsize::new(0)),
+            pauses: self.pauses.clone(),
+            pauses_written: Arc::new(AtomicUsize::new(0)),
             running: self
                 .running
                 .iter()
@@ -546,9 +568,40 @@ impl Handler<Drain> for QueueActor {
 impl Handler<Control> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, Control { stop }: Control, _: &mut Context<Self>) {
+    fn handle(&mut self, Control(request): Control, _: &mut Context<Self>) {
         // Another worker's job is not in `running` (every worker hears every request).
-        self.stop(&stop, None);
+        let (id, pause) = match request {
+            ControlRequest::Stop(id) => return self.stop(&id, None),
+            ControlRequest::Discard(id) => {
+                if self.running.contains_key(&id) {
+                    // Stopping now (a later stop request adds nothing).
+                    self.stopping.insert(id.clone());
+                    if let Some(runner) = self.runner() {
+                        runner.do_send(DiscardJob { id });
+                    }
+                }
+                return;
+            }
+            ControlRequest::Pause(id) => (id, true),
+            ControlRequest::Resume(id) => (id, false),
+        };
+        // A recording being stopped is finishing its file: nothing to pause or resume.
+        if !self.running.contains_key(&id) || self.stopping.contains(&id) {
+            return;
+        }
+        if let Some(runner) = self.runner() {
+            runner.do_send(PauseJob { id, pause });
+        }
+    }
+}
+
+impl Handler<JobPaused> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, JobPaused { id, paused }: JobPaused, _: &mut Context<Self>) {
+        if self.running.contains_key(&id) && !self.abandoned.contains(&id) {
+            self.pauses.push((id, paused));
+        }
     }
 }
 
@@ -573,7 +626,7 @@ impl Actor for QueueActor {
         ctx.spawn(actix::fut::wrap_future(super::control::follow(
             self.client.clone(),
             self.options.keys().control(),
-            move |stop| me.do_send(Control { stop }),
+            move |request| me.do_send(Control(request)),
         )));
         ctx.run_interval(ROUND_EVERY, |act, ctx| act.round(ctx));
         self.round(ctx);
@@ -653,6 +706,9 @@ struct Round {
     /// How many of `pending` are written (from the front), shared with the actor and with a
     /// retry of this round.
     written: Arc<AtomicUsize>,
+    /// Pause states to write, and how many are written (from the front).
+    pauses: Vec<(String, bool)>,
+    pauses_written: Arc<AtomicUsize>,
     /// (id, raw) of the jobs running here that this worker owns.
     running: Vec<(String, String)>,
     /// Every job this worker accounts for (running, or with a result to write), as stored.
@@ -706,6 +762,12 @@ impl Round {
                     }
                 }
             }
+        }
+
+        // Before the results: a job that paused and then ended ends up done (or failed).
+        for (id, paused) in &self.pauses {
+            self.store.set_paused(id, *paused).await?;
+            self.pauses_written.fetch_add(1, Ordering::SeqCst);
         }
 
         let from = self.written.load(Ordering::SeqCst);

@@ -11,7 +11,9 @@
 //! the figures, with which recordings are falling behind real time (their encoder's
 //! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
 //! admission (`capacity.rs`) counts.
-//! Accepts: [`StartJob`], [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
+//! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
+//! has paused or resumed, and the queue is told), [`DiscardJob`] (SIGRTMIN),
+//! [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
 //! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends (also when
@@ -66,6 +68,23 @@ pub struct StopJob {
     pub within: Option<Duration>,
 }
 
+/// Message: pause (`pause`) or resume this job's recording: SIGUSR1 / SIGUSR2 to it. Its log
+/// says when it has (the queue is told, [`JobPaused`](super::queue::JobPaused)).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PauseJob {
+    pub id: String,
+    pub pause: bool,
+}
+
+/// Message: discard this job's recording (SIGRTMIN, once: it stops and deletes what it
+/// recorded, within the stop grace, or is killed). Also after a stop was sent.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct DiscardJob {
+    pub id: String,
+}
+
 /// How often the recordings' process trees are measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
@@ -106,6 +125,8 @@ pub struct RunnerActor {
     /// What each running job's attempt records to.
     outputs: HashMap<String, AttemptOutput>,
     stopped_by_us: HashSet<String>,
+    /// Jobs sent a discard (once).
+    discarded: HashSet<String>,
     /// Shutting down: no new recording starts.
     stopping: bool,
     /// None while a measurement runs (on a blocking thread).
@@ -132,6 +153,7 @@ impl RunnerActor {
             jobs: HashMap::new(),
             outputs: HashMap::new(),
             stopped_by_us: HashSet::new(),
+            discarded: HashSet::new(),
             stopping: false,
             meter: Some(TreeMeter::default()),
             usage: Usage::default(),
@@ -184,6 +206,7 @@ impl RunnerActor {
     ) {
         self.jobs.remove(&id);
         self.outputs.remove(&id);
+        self.discarded.remove(&id);
         self.usage.measured.remove(&id);
         if self.usage.behind.remove(&id) {
             self.send_usage();
@@ -295,6 +318,7 @@ impl Handler<StartJob> for RunnerActor {
             }
         }
         let job_id = job.id.clone();
+        let queue = self.wiring.borrow().queue.clone();
         // Weak: the recording's line reader must not keep the runner alive.
         let me = ctx.address().downgrade();
         let (mut child, _) = ChildProcess::spawn_with_lines(
@@ -307,6 +331,12 @@ impl Handler<StartJob> for RunnerActor {
                     me.do_send(Pace {
                         id: job_id.clone(),
                         behind,
+                    });
+                }
+                if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
+                    queue.do_send(super::queue::JobPaused {
+                        id: job_id.clone(),
+                        paused,
                     });
                 }
                 pass_on(&job_id, line)
@@ -371,6 +401,49 @@ impl Handler<StopJob> for RunnerActor {
         } else if let Some(within) = msg.within {
             // Already stopping (a second SIGTERM would end it without finishing): only bound it.
             actix::spawn(child.wait_or_kill(within));
+        }
+    }
+}
+
+impl Handler<PauseJob> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PauseJob, _: &mut Context<Self>) {
+        let Some(child) = self.jobs.get(&msg.id) else {
+            return;
+        };
+        if self.stopped_by_us.contains(&msg.id) {
+            return;
+        }
+        let (signal, what) = if msg.pause {
+            (nix::sys::signal::Signal::SIGUSR1, "pause")
+        } else {
+            (nix::sys::signal::Signal::SIGUSR2, "resume")
+        };
+        tracing::info!(job = %msg.id, "{what} requested");
+        // To the recording alone, not its process group: SIGUSR1's default action ends a process.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.pid() as i32), signal);
+    }
+}
+
+impl Handler<DiscardJob> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DiscardJob, _: &mut Context<Self>) {
+        let Some(child) = self.jobs.get(&msg.id) else {
+            return;
+        };
+        if !self.discarded.insert(msg.id.clone()) {
+            return;
+        }
+        tracing::info!(job = %msg.id, "discard requested: stopping the recording and deleting it");
+        let first_stop = self.stopped_by_us.insert(msg.id.clone());
+        // To the recording alone, not its process group.
+        if let Err(e) = crate::controls::send_discard(child.pid()) {
+            tracing::warn!(job = %msg.id, error = %e, "cannot signal the recording to discard it");
+        }
+        if first_stop {
+            actix::spawn(child.wait_or_kill(self.grace));
         }
     }
 }
@@ -443,6 +516,20 @@ fn pace_of(line: &str) -> Option<bool> {
 /// log at the line's own level, tagged with the job: `job`, the line's `message`, and its other
 /// fields as `fields`. A line that is not a JSON log event (its final `pagecast: <error>`, a
 /// panic) is a warning.
+/// A recording's log line saying it paused (`Some(true)`) or resumed (`Some(false)`).
+fn pause_event(line: &str) -> Option<bool> {
+    use pagecast_actors::events::{RECORDING_PAUSED, RECORDING_RESUMED};
+    if !line.contains(RECORDING_PAUSED) && !line.contains(RECORDING_RESUMED) {
+        return None;
+    }
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    match event.get("message")?.as_str()? {
+        m if m == RECORDING_PAUSED => Some(true),
+        m if m == RECORDING_RESUMED => Some(false),
+        _ => None,
+    }
+}
+
 fn pass_on(job: &str, line: &str) {
     let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
         tracing::warn!(target: "pagecast::recording", job = %job, "{line}");

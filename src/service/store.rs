@@ -82,7 +82,8 @@ if not ok or type(job) ~= 'table' or type(job.id) ~= 'string' or #job.id < 1 or 
   return {raw, '', 0, ''}
 end
 local key = ARGV[1] .. job.id
-if redis.call('HGET', key, 'state') == 'running' then
+local current = redis.call('HGET', key, 'state')
+if current == 'running' or current == 'paused' then
   local worker = redis.call('HGET', key, 'worker') or ''
   redis.call('LREM', KEYS[2], 1, raw)
   local message = 'job ' .. job.id .. ' is already running (on worker ' .. worker .. '); this copy is refused'
@@ -96,11 +97,23 @@ redis.call('PERSIST', key)
 return {raw, job.id, attempts, ''}
 "#;
 
+/// Marks a running job paused or running again, if it runs on this worker. KEYS: the job hash.
+/// ARGV: the new state, the worker, the events channel, the event.
+const SET_PAUSED: &str = r#"
+local state = redis.call('HGET', KEYS[1], 'state')
+if (state == 'running' or state == 'paused') and redis.call('HGET', KEYS[1], 'worker') == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'state', ARGV[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"#;
+
 /// Submits a job unless its id is queued or running. KEYS: the job hash, the queue. ARGV: the
 /// payload, the events channel, the event. Returns the blocking state, or nil once pushed.
 const SUBMIT: &str = r#"
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'queued' or state == 'running' or state == 'requeued' then return state end
+if state == 'queued' or state == 'running' or state == 'paused' or state == 'requeued' then return state end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', '0')
 redis.call('PUBLISH', ARGV[2], ARGV[3])
@@ -347,6 +360,29 @@ impl Store {
             .ignore()
             .query_async(&mut self.con)
             .await
+    }
+
+    /// Marks a job running here `paused` (or `running` again), and publishes it.
+    pub async fn set_paused(&mut self, id: &str, paused: bool) -> redis::RedisResult<()> {
+        let state = if paused {
+            JobState::Paused
+        } else {
+            JobState::Running
+        };
+        let _: i64 = redis::Script::new(SET_PAUSED)
+            .key(self.keys.job(id))
+            .arg(state.as_str())
+            .arg(&self.worker)
+            .arg(self.keys.events())
+            .arg(event(
+                Some(id),
+                state,
+                &self.worker,
+                serde_json::Value::Null,
+            ))
+            .invoke_async(&mut self.con)
+            .await?;
+        Ok(())
     }
 
     /// Whether a stop was asked for in the job's hash (`stop` = 1).

@@ -104,6 +104,25 @@ pub fn frame_rgb(path: &Path, at_secs: f64, width: usize, height: usize) -> Fram
     }
 }
 
+/// The mean grey level (0-255) of every frame of `path`, in order (ffmpeg: each frame scaled
+/// to one pixel).
+pub fn frame_levels(path: &Path) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:v", "-vf", "scale=1:1:flags=area,format=gray"])
+        .args(["-fps_mode", "passthrough", "-f", "rawvideo", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "cannot read the frames of {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Held while a heavy test runs; released on drop.
 pub struct HeavyGuard {
     _lock: Flock<File>,
@@ -840,6 +859,42 @@ impl RedisTls {
 }
 
 impl Drop for RedisTls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP server of a directory on 127.0.0.1 (Python's `http.server`), e.g. to play an HLS
+/// playlist while it is written. Killed on drop.
+pub struct StaticServer {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl StaticServer {
+    pub fn start(dir: &Path) -> StaticServer {
+        let port = free_port();
+        let child = Command::new(repo_root().join(".venv/bin/python"))
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python -m http.server (run scripts/setup.sh)");
+        wait_until("the HTTP server", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        StaticServer { port, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for StaticServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -28,8 +28,13 @@ impl Run {
     }
 
     pub fn spawn(mut cmd: Command) -> Run {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
+        cmd.stdin(Stdio::null());
+        Run::spawn_with_stdin(cmd)
+    }
+
+    /// Like [`spawn`](Self::spawn), with the stdin `cmd` was given (e.g. piped, for control lines).
+    pub fn spawn_with_stdin(mut cmd: Command) -> Run {
+        cmd.stdout(Stdio::null())
             .stderr(Stdio::piped())
             .env_remove("PAGECAST_LOG");
         let mut child = cmd.spawn().expect("start pagecast");

@@ -3,6 +3,7 @@
 usage: s3.py ENDPOINT mkbucket BUCKET
        s3.py ENDPOINT get BUCKET KEY OUT_FILE
        s3.py ENDPOINT uploads BUCKET        (prints how many multipart uploads are open)
+       s3.py ENDPOINT objects BUCKET        (prints how many objects it holds)
        s3.py ENDPOINT iam-user BUCKET       (4 requests: user, policy, key, bucket; prints
                                              "ACCESS_KEY SECRET" of a user allowed everything)
 """
@@ -47,6 +48,8 @@ def main():
         )
         s3.create_bucket(Bucket=args[0])
         print(key["AccessKeyId"], key["SecretAccessKey"])
+    elif command == "objects":
+        print(s3.list_objects_v2(Bucket=args[0]).get("KeyCount", 0))
     elif command == "uploads":
         print(len(s3.list_multipart_uploads(Bucket=args[0]).get("Uploads", [])))
     else:

@@ -169,9 +169,14 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
     let status = match state {
         None | Some(J::Queued) | Some(J::Requeued) if stopping => S::EgressEnding,
         None | Some(J::Queued) | Some(J::Requeued) => S::EgressStarting,
-        Some(J::Running) if stopping => S::EgressEnding,
-        Some(J::Running) => S::EgressActive,
+        // Paused is still active for LiveKit's API (it has no paused status).
+        Some(J::Running) | Some(J::Paused) if stopping => S::EgressEnding,
+        Some(J::Running) | Some(J::Paused) => S::EgressActive,
         Some(J::Done) => S::EgressComplete,
+        // A discarded recording (exit 6) was aborted on purpose.
+        Some(J::Failed) if job.get("exit_code").map(String::as_str) == Some("6") => {
+            S::EgressAborted
+        }
         Some(J::Failed) => S::EgressFailed,
     };
     info.status = status as i32;
@@ -179,7 +184,10 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
     if started > 0 {
         info.started_at = started;
     }
-    let final_ = matches!(status, S::EgressComplete | S::EgressFailed);
+    let final_ = matches!(
+        status,
+        S::EgressComplete | S::EgressFailed | S::EgressAborted
+    );
     if final_ {
         info.ended_at = secs_to_ns(job.get("ended_at"));
     }
@@ -286,6 +294,11 @@ mod tests {
         );
         assert_eq!(status(&[("state", "done")]), S::EgressComplete);
         assert_eq!(status(&[("state", "failed")]), S::EgressFailed);
+        assert_eq!(status(&[("state", "paused")]), S::EgressActive);
+        assert_eq!(
+            status(&[("state", "failed"), ("exit_code", "6")]),
+            S::EgressAborted
+        );
         let done = assemble(
             base,
             &job(&[

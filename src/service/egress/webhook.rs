@@ -169,7 +169,7 @@ pub fn for_event(payload: &str, me: &str) -> Option<(String, &'static str)> {
         return None;
     }
     let event = match v["state"].as_str()? {
-        "running" | "requeued" => "egress_updated",
+        "running" | "paused" | "requeued" => "egress_updated",
         "done" | "failed" => "egress_ended",
         _ => return None,
     };
