@@ -3,7 +3,7 @@
 //! recordings are checked with ffprobe.
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,8 +12,8 @@ use nix::sys::signal::Signal;
 use pagecast_actors::events::{self, API_LISTENING};
 use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
 use pagecast_testkit::{
-    frame_rgb, free_port, heavy, is_blue, is_red, probe, repo_root, test_page, wait_until, Moto,
-    Nginx, Redis,
+    frame_rgb, free_port, heavy, is_blue, is_red, probe, repo_root, seconds_written, test_page,
+    wait_until, Moto, Nginx, Redis,
 };
 use serde_json::Value;
 
@@ -320,12 +320,19 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     );
     assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
     // The stream went out, and is shown masked, finished.
-    let flv = nginx.recordings().pop().expect("nginx recorded the stream");
-    assert!(
-        probe(&flv).duration() >= 2.0,
-        "{} s streamed",
-        probe(&flv).duration()
-    );
+    // The longest of nginx's recordings (a reconnect starts another file).
+    let recorded: Vec<(f64, PathBuf)> = nginx
+        .recordings()
+        .into_iter()
+        .map(|f| (seconds_written(&f), f))
+        .collect();
+    let (seconds, flv) = recorded
+        .iter()
+        .cloned()
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("nginx recorded the stream");
+    assert!(seconds >= 2.0, "{seconds} s streamed: {recorded:?}");
+    assert!(probe(&flv).has_audio(), "{recorded:?}");
     let masked = stream.replace(STREAM_KEY, "****");
     assert_eq!(done["stream_results"][0]["url"], masked.as_str(), "{done}");
     assert_eq!(done["stream_results"][0]["status"], "FINISHED", "{done}");
