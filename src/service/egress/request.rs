@@ -28,24 +28,11 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
         return Err(TwirpError::invalid("url", "is required"));
     }
     refuse_av(req.audio_only, req.video_only)?;
-    if !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))) {
-        return Err(TwirpError::unimplemented(
-            "segment_outputs",
-            "HLS segments are not recorded by pagecast; use file_outputs",
-        ));
-    }
-    if !req.image_outputs.is_empty() {
-        return Err(TwirpError::unimplemented(
-            "image_outputs",
-            "image snapshots are not recorded by pagecast",
-        ));
-    }
-    if !req.webhooks.is_empty() {
-        return Err(TwirpError::unimplemented(
-            "webhooks",
-            "per-request webhooks are not sent by pagecast",
-        ));
-    }
+    refuse_unsupported(
+        !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))),
+        !req.image_outputs.is_empty(),
+        !req.webhooks.is_empty(),
+    )?;
     let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
     let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
     #[allow(deprecated)]
@@ -65,16 +52,11 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
     }
     let shown_streams = outputs(&mut config, &files, &streams)?;
     let mut shown = req.clone();
-    for f in &mut shown.file_outputs {
-        drop_credentials(f);
-    }
-    for s in &mut shown.stream_outputs {
-        s.urls = s.urls.iter().map(|u| mask_stream_url(u)).collect();
-    }
+    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     #[allow(deprecated)]
     match &mut shown.output {
         Some(Output::File(f)) => drop_credentials(f),
-        Some(Output::Stream(s)) => s.urls = s.urls.iter().map(|u| mask_stream_url(u)).collect(),
+        Some(Output::Stream(s)) => mask_stream(s),
         _ => {}
     }
     Ok(Job {
@@ -110,24 +92,11 @@ pub fn room_composite(
             "pagecast records the room's mix as the layout plays it",
         ));
     }
-    if !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))) {
-        return Err(TwirpError::unimplemented(
-            "segment_outputs",
-            "HLS segments are not recorded by pagecast; use file_outputs",
-        ));
-    }
-    if !req.image_outputs.is_empty() {
-        return Err(TwirpError::unimplemented(
-            "image_outputs",
-            "image snapshots are not recorded by pagecast",
-        ));
-    }
-    if !req.webhooks.is_empty() {
-        return Err(TwirpError::unimplemented(
-            "webhooks",
-            "per-request webhooks are not sent by pagecast",
-        ));
-    }
+    refuse_unsupported(
+        !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))),
+        !req.image_outputs.is_empty(),
+        !req.webhooks.is_empty(),
+    )?;
     let layout = match req.layout.as_str() {
         "" | "speaker" | "speaker-dark" => "speaker-dark",
         "speaker-light" => "speaker-light",
@@ -166,15 +135,10 @@ pub fn room_composite(
     }
     let shown_streams = outputs(&mut config, &files, &streams)?;
     let mut shown = req.clone();
-    for f in &mut shown.file_outputs {
-        drop_credentials(f);
-    }
-    for s in &mut shown.stream_outputs {
-        s.urls = s.urls.iter().map(|u| mask_stream_url(u)).collect();
-    }
+    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     match &mut shown.output {
         Some(Output::File(f)) => drop_credentials(f),
-        Some(Output::Stream(s)) => s.urls = s.urls.iter().map(|u| mask_stream_url(u)).collect(),
+        Some(Output::Stream(s)) => mask_stream(s),
         _ => {}
     }
     Ok(Job {
@@ -182,6 +146,39 @@ pub fn room_composite(
         shown: lk::egress_info::Request::RoomComposite(shown),
         streams: shown_streams,
     })
+}
+
+/// Outputs pagecast does not produce for the Egress API: refused, naming the field.
+fn refuse_unsupported(segments: bool, images: bool, webhooks: bool) -> Result<(), TwirpError> {
+    if segments {
+        return Err(TwirpError::unimplemented(
+            "segment_outputs",
+            "HLS segments are not recorded by pagecast; use file_outputs",
+        ));
+    }
+    if images {
+        return Err(TwirpError::unimplemented(
+            "image_outputs",
+            "image snapshots are not recorded by pagecast",
+        ));
+    }
+    if webhooks {
+        return Err(TwirpError::unimplemented(
+            "webhooks",
+            "per-request webhooks are not sent by pagecast",
+        ));
+    }
+    Ok(())
+}
+
+/// What an answer may show of a request's outputs: no storage credential, stream keys masked.
+fn conceal(files: &mut [lk::EncodedFileOutput], streams: &mut [lk::StreamOutput]) {
+    files.iter_mut().for_each(drop_credentials);
+    streams.iter_mut().for_each(mask_stream);
+}
+
+fn mask_stream(stream: &mut lk::StreamOutput) {
+    stream.urls = stream.urls.iter().map(|u| mask_stream_url(u)).collect();
 }
 
 fn refuse_av(audio_only: bool, video_only: bool) -> Result<(), TwirpError> {
