@@ -274,7 +274,7 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         },
     );
     wait_until("3 s recorded", Duration::from_secs(60), || {
-        recorded(&file) >= 3.0
+        seconds_written(&file) >= 3.0
     });
     let stopping = client(&other, &["stop", &id]);
     assert_eq!(stopping["status"], "EGRESS_ENDING", "{stopping}");
@@ -402,24 +402,6 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     stop_cleanly(&mut second);
 }
 
-/// Seconds in a recording being written (0 if it can't be read yet).
-fn recorded(file: &Path) -> f64 {
-    Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(file)
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// redis-server inside a network namespace (its own loopback); killed on drop.
 struct NsRedis(std::process::Child);
 
@@ -497,7 +479,7 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     let blue = Participant::join(&ns, &server, "standup", media("blue", "0000FF", 660));
     let file = dir.path().canonicalize().unwrap().join("room.mp4");
     wait_until("4 s recorded", Duration::from_secs(60), || {
-        recorded(&file) >= 4.0
+        seconds_written(&file) >= 4.0
     });
     let active = items(&call(&["list", "--room", "standup", "--active"]));
     assert_eq!(active.len(), 1, "{active:?}");
@@ -562,12 +544,12 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
         .to_owned();
     let file = dir.path().canonicalize().unwrap().join("killed.mp4");
     wait_until("2 s recorded", Duration::from_secs(60), || {
-        recorded(&file) >= 2.0
+        seconds_written(&file) >= 2.0
     });
     // The machine dies: the worker and (parent-death signal) its recording.
     first.signal(Signal::SIGKILL);
     first.wait(Duration::from_secs(10));
-    let kept = recorded(&file);
+    let kept = seconds_written(&file);
     let (mut second, other) = serve_api_with(&redis, dir.path(), "w2", &ttl);
     let retry = dir
         .path()
@@ -582,7 +564,7 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
         info["status"] == "EGRESS_ACTIVE" && info["retry_count"] == 1
     });
     wait_until("2 s recorded again", Duration::from_secs(60), || {
-        recorded(&retry) >= 2.0
+        seconds_written(&retry) >= 2.0
     });
     assert_eq!(client(&other, &["stop", &id])["status"], "EGRESS_ENDING");
     wait_until("the egress to be complete", Duration::from_secs(60), || {
@@ -602,9 +584,9 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
     assert_eq!(size, std::fs::metadata(&retry).unwrap().len(), "{info}");
     // The killed attempt's recording is kept, never overwritten.
     assert!(
-        recorded(&file) >= kept.min(2.0),
+        seconds_written(&file) >= kept.min(2.0),
         "{} s left of {kept} s",
-        recorded(&file)
+        seconds_written(&file)
     );
     // The webhooks tell the story: the worker that moved the job back says it starts again.
     wait_until("egress_ended to arrive", Duration::from_secs(30), || {
@@ -683,7 +665,7 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
             .find(|p| p.extension().is_some_and(|e| e == "mp4"))
     };
     wait_until("3 s recorded", Duration::from_secs(60), || {
-        growing().is_some_and(|f| recorded(&f) >= 3.0)
+        growing().is_some_and(|f| seconds_written(&f) >= 3.0)
     });
     call(&["stop", &id]);
     let mut done = Value::Null;
