@@ -166,10 +166,9 @@ impl Policy {
     pub fn page_allow(&self) -> pagecast_actors::page_proxy::Allow {
         let rules = self.page_hosts.clone();
         std::sync::Arc::new(move |host: &str, addr: IpAddr| {
-            rules.iter().any(|rule| match rule {
-                HostRule::Name(name) => name == host,
-                HostRule::Net(net) => net.contains(&canonical(addr)),
-            }) || forbidden(Kind::Page, addr).is_none()
+            rules.contains(&HostRule::Name(host.to_owned()))
+                || in_allowed_net(&rules, addr)
+                || forbidden(Kind::Page, addr).is_none()
         })
     }
 }
@@ -425,10 +424,7 @@ impl Policy {
         };
         let shown = name.clone().unwrap_or_else(|| addrs[0].to_string());
         for addr in &addrs {
-            let allowed = rules
-                .iter()
-                .any(|r| matches!(r, HostRule::Net(net) if net.contains(&canonical(*addr))));
-            if allowed {
+            if in_allowed_net(rules, *addr) {
                 continue;
             }
             if let Some(class) = forbidden(kind, *addr) {
@@ -455,6 +451,13 @@ impl Policy {
 }
 
 /// An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is that IPv4 address.
+/// Whether `addr` is in a network one of `rules` allows.
+fn in_allowed_net(rules: &[HostRule], addr: IpAddr) -> bool {
+    rules
+        .iter()
+        .any(|r| matches!(r, HostRule::Net(net) if net.contains(&canonical(addr))))
+}
+
 fn canonical(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V6(v6) => v6
