@@ -23,6 +23,13 @@ import { addSecret, endRecording, isFinished, isStarted, pageError, startRecordi
 /** How long room.connect may take in all before the page gives up. */
 const CONNECT_TIMEOUT_MS = 30_000;
 
+/**
+ * After the room's first media plays, how long START_RECORDING waits for the other videos on the
+ * stage to show their first frame (a participant whose video never arrives must not hold the
+ * recording back for long).
+ */
+const START_SETTLE_MS = 2_000;
+
 interface Item {
   key: string;
   participant: RemoteParticipant;
@@ -39,6 +46,8 @@ class Tile {
   private readonly label: HTMLDivElement;
   private track?: RemoteVideoTrack;
   private aspect = 0;
+  /** The current track has shown a frame. */
+  private shownFrame = false;
 
   constructor(
     private readonly onFrame: () => void,
@@ -72,12 +81,18 @@ class Tile {
 
   private watchFirstFrame(): void {
     const v: HTMLVideoElement = this.video;
+    const track = this.track;
+    const shown = () => {
+      if (this.track !== track) return;
+      this.shownFrame = true;
+      this.onFrame();
+    };
     if (typeof v.requestVideoFrameCallback === 'function') {
-      v.requestVideoFrameCallback(() => this.onFrame());
+      v.requestVideoFrameCallback(shown);
     } else {
       const onPlaying = () => {
         v.removeEventListener('playing', onPlaying);
-        if (v.videoWidth > 0) this.onFrame();
+        if (v.videoWidth > 0) shown();
       };
       v.addEventListener('playing', onPlaying);
     }
@@ -88,6 +103,7 @@ class Tile {
     if (this.track) this.track.detach(this.video);
     this.track = track;
     this.aspect = 0;
+    this.shownFrame = false;
     if (track) {
       track.attach(this.video);
       this.watchFirstFrame();
@@ -96,6 +112,11 @@ class Tile {
       this.video.srcObject = null;
     }
     this.el.classList.toggle('has-video', track !== undefined);
+  }
+
+  /** A video this tile should show has not shown its first frame yet. */
+  waitsForFrame(): boolean {
+    return this.track !== undefined && !this.shownFrame;
   }
 
   setText(name: string, initials: string): void {
@@ -149,6 +170,7 @@ class App {
   private anyoneJoined = false;
   private emptyTimer?: number;
   private renderQueued = false;
+  private settleTimer?: number;
 
   constructor(private readonly params: PageParams) {
     this.stage = document.getElementById('stage') ?? document.body;
@@ -263,7 +285,7 @@ class App {
     const el = track.attach();
     const onPlaying = () => {
       el.removeEventListener('playing', onPlaying);
-      if (isVisible(p)) startRecording();
+      if (isVisible(p)) this.mediaPlaying();
     };
     el.addEventListener('playing', onPlaying);
     this.audioBox.appendChild(el);
@@ -293,8 +315,44 @@ class App {
   }
 
   private onFirstFrame(): void {
-    startRecording();
+    this.mediaPlaying();
     this.checkEmpty();
+  }
+
+  /**
+   * Some of the room's media plays (a visible participant's audio, or a video's first frame):
+   * START_RECORDING once every video on the stage shows a frame, so the recording opens on the
+   * whole room rather than on black tiles, or START_SETTLE_MS after the first media at the latest.
+   */
+  private mediaPlaying(): void {
+    if (isStarted() || isFinished()) return;
+    if (this.settleTimer === undefined) {
+      this.settleTimer = window.setTimeout(() => startRecording(), START_SETTLE_MS);
+    }
+    // Tiles are placed by render(): bring the stage up to date before asking it.
+    this.render();
+    if (this.videosPending()) return;
+    window.clearTimeout(this.settleTimer);
+    startRecording();
+  }
+
+  /** A participant on the stage publishes video that has not shown its first frame yet. */
+  private videosPending(): boolean {
+    const { main, rest } = this.items();
+    for (const item of main ? [main, ...rest] : rest) {
+      const tile = this.tiles.get(item.key);
+      if (tile?.waitsForFrame()) return true;
+      if (!item.track && this.publishesVideo(item.participant, item.screen)) return true;
+    }
+    return false;
+  }
+
+  /** An unmuted video publication (not subscribed yet, or not yet on the stage). */
+  private publishesVideo(p: RemoteParticipant, screen: boolean): boolean {
+    for (const pub of p.videoTrackPublications.values()) {
+      if ((pub.source === Track.Source.ScreenShare) === screen && !pub.isMuted) return true;
+    }
+    return false;
   }
 
   private scheduleRender(): void {
