@@ -68,12 +68,7 @@ pub async fn run(name: &str, cmd: Command, limit: Duration) -> Result<Finished, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sh(script: &str) -> Command {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c").arg(script);
-        cmd
-    }
+    use crate::process::tests::sh;
 
     #[tokio::test]
     async fn stdout_status_and_stderr_come_back() {

@@ -471,10 +471,11 @@ fn is_executable(path: &std::path::Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sh(script: &str) -> Command {
+    /// `sh -c script`, for tests of process handling.
+    pub(crate) fn sh(script: &str) -> Command {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(script);
         cmd

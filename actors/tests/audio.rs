@@ -35,14 +35,7 @@ async fn the_sink_exists_while_running_and_is_gone_after_stop() {
         .unwrap();
     assert!(sources.contains(&info.monitor()), "{sources}");
 
-    sup.do_send(StopTree {
-        cause: "test".into(),
-    });
-    let exit = exit.await.unwrap();
-    assert!(
-        matches!(exit, TreeExit::Stopped { ref failures, .. } if failures.is_empty()),
-        "{exit:?}"
-    );
+    stop_cleanly(&sup, exit).await;
     assert!(
         pactl(&info.server, &["list", "short", "sinks"])
             .await

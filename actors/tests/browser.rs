@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pagecast_actors::browser::{BrowserActor, BrowserSpec, Navigate};
-use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::supervision::{
     ChildSpec, ExitReason, FailureKind, Restart, Supervisor, TreeExit,
 };
@@ -50,15 +49,7 @@ fn browser_tree(
         },
     );
     let children = vec![
-        display_child(
-            DisplaySpec {
-                width: 640,
-                height: 360,
-                depth: 24,
-                refresh_hz: 0,
-            },
-            display,
-        ),
+        display_child(SMALL, display),
         audio_child(dir, "pagecast_browser_test", audio),
         browser_child,
     ];

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use common::*;
 use pagecast_actors::display::DisplaySpec;
-use pagecast_actors::supervision::{StopTree, Supervisor, TreeExit};
+use pagecast_actors::supervision::{Supervisor, TreeExit};
 
 fn xdpyinfo_dimensions(display: &str) -> Option<String> {
     let out = std::process::Command::new("xdpyinfo")
@@ -21,12 +21,7 @@ fn xdpyinfo_dimensions(display: &str) -> Option<String> {
 #[actix_rt::test]
 async fn two_displays_at_once_get_different_numbers_and_go_away_on_stop() {
     let _heavy = pagecast_testkit::heavy();
-    let spec = DisplaySpec {
-        width: 640,
-        height: 360,
-        depth: 24,
-        refresh_hz: 0,
-    };
+    let spec = SMALL;
     let (a, b): (Cell<_>, Cell<_>) = (Default::default(), Default::default());
     let (sup_a, exit_a) = Supervisor::start(config("a"), vec![display_child(spec, a.clone())]);
     let (sup_b, exit_b) = Supervisor::start(config("b"), vec![display_child(spec, b.clone())]);
@@ -46,18 +41,8 @@ async fn two_displays_at_once_get_different_numbers_and_go_away_on_stop() {
             "the screen is the recorded area plus its margin: {dims}"
         );
     }
-    sup_a.do_send(StopTree {
-        cause: "test".into(),
-    });
-    sup_b.do_send(StopTree {
-        cause: "test".into(),
-    });
-    for exit in [exit_a.await.unwrap(), exit_b.await.unwrap()] {
-        assert!(
-            matches!(exit, TreeExit::Stopped { ref failures, .. } if failures.is_empty()),
-            "{exit:?}"
-        );
-    }
+    stop_cleanly(&sup_a, exit_a).await;
+    stop_cleanly(&sup_b, exit_b).await;
     for d in [a, b] {
         let socket = format!("/tmp/.X11-unix/X{}", d.number);
         until("the display socket to go", Duration::from_secs(5), || {

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::*;
-use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
-use pagecast_actors::supervision::{ChildSpec, Restart, StopTree, Supervisor, TreeExit};
+use pagecast_actors::supervision::{ChildSpec, Restart, Supervisor};
 
 /// Collects progress reports.
 struct Collector(Rc<RefCell<Vec<EncoderProgress>>>);
@@ -57,15 +56,7 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
         },
     );
     let children = vec![
-        display_child(
-            DisplaySpec {
-                width: 640,
-                height: 360,
-                depth: 24,
-                refresh_hz: 0,
-            },
-            display,
-        ),
+        display_child(SMALL, display),
         audio_child(dir.path(), "pagecast_encoder_test", audio),
         encoder,
     ];
@@ -74,14 +65,7 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
         reports.borrow().last().is_some_and(|p| p.frame >= 60)
     })
     .await;
-    sup.do_send(StopTree {
-        cause: "test".into(),
-    });
-    let exit = exit.await.unwrap();
-    assert!(
-        matches!(exit, TreeExit::Stopped { ref failures, .. } if failures.is_empty()),
-        "{exit:?}"
-    );
+    stop_cleanly(&sup, exit).await;
 
     let probe = pagecast_testkit::probe(&output);
     assert_eq!(probe.video_codec(), "h264");

@@ -9,8 +9,10 @@ use std::time::Duration;
 use pagecast_actors::audio::{AudioActor, AudioInfo, AudioSpec};
 use pagecast_actors::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use pagecast_actors::supervision::{
-    ChildSpec, Failure, Intensity, Restart, Strategy, SupervisorConfig,
+    ChildSpec, Failure, Intensity, Restart, StopTree, Strategy, Supervisor, SupervisorConfig,
+    TreeExit,
 };
+use tokio::sync::oneshot;
 
 pub type Cell<T> = Rc<RefCell<Option<T>>>;
 
@@ -20,6 +22,26 @@ pub fn config(name: &str) -> SupervisorConfig {
         strategy: Strategy::RestForOne,
         intensity: Intensity::NEVER,
     }
+}
+
+/// The display most tests use: small, so a test costs little.
+pub const SMALL: DisplaySpec = DisplaySpec {
+    width: 640,
+    height: 360,
+    depth: 24,
+    refresh_hz: 0,
+};
+
+/// Stops a tree and asserts it stopped in order, with no failure on the way.
+pub async fn stop_cleanly(sup: &actix::Addr<Supervisor>, exit: oneshot::Receiver<TreeExit>) {
+    sup.do_send(StopTree {
+        cause: "test".into(),
+    });
+    let exit = exit.await.unwrap();
+    assert!(
+        matches!(exit, TreeExit::Stopped { ref failures, .. } if failures.is_empty()),
+        "{exit:?}"
+    );
 }
 
 pub fn display_child(spec: DisplaySpec, out: Cell<DisplayInfo>) -> ChildSpec {
