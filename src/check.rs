@@ -104,7 +104,11 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
         // StreamUrl prints with its key masked.
         let _ = writeln!(out, "output.rtmp: {stream}");
     }
-    if !output.rtmp.is_empty() {
+    for stream in &output.srt {
+        // Its query (passphrase, streamid) prints masked.
+        let _ = writeln!(out, "output.srt: {stream}");
+    }
+    if !output.rtmp.is_empty() || !output.srt.is_empty() {
         let _ = writeln!(
             out,
             "output.rtmp_retry_for: {}",

@@ -146,6 +146,8 @@ pub struct Output {
     pub file: Option<PathBuf>,
     /// Stream URLs; they print with the key masked.
     pub rtmp: Vec<StreamUrl>,
+    /// SRT caller URLs (`output.srt`); they print with their query (passphrase, streamid) masked.
+    pub srt: Vec<StreamUrl>,
     pub s3: Option<S3Output>,
     /// Output scaling; None keeps the input size.
     pub size: Option<(u32, u32)>,
@@ -157,7 +159,7 @@ pub struct Output {
     pub video_bitrate: u32,
     /// Bits.
     pub video_buffer: u32,
-    /// How long a live stream keeps reconnecting after its server went away.
+    /// How long a live stream (RTMP or SRT) keeps reconnecting after its server went away.
     pub rtmp_retry_for: Duration,
     /// Snapshots of the recording (`output.images`).
     pub images: Option<Images>,
@@ -376,6 +378,7 @@ struct RawTemplate {
 struct RawOutput {
     file: Option<String>,
     rtmp: Option<Urls>,
+    srt: Option<Urls>,
     /// `s3` and `S3` (the seed's spelling) are both accepted. They are two fields rather than an
     /// alias so that errors can name the key the user actually wrote.
     s3: Option<Obj<RawS3>>,
@@ -547,7 +550,7 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
     deserializer.deserialize_option(DurationVisitor)
 }
 
-/// `output.rtmp`: one URL, or a list of them.
+/// `output.rtmp`, `output.srt`: one URL, or a list of them.
 struct Urls(Vec<String>);
 
 impl<'de> Deserialize<'de> for Urls {
@@ -556,7 +559,7 @@ impl<'de> Deserialize<'de> for Urls {
         impl<'de> Visitor<'de> for UrlsVisitor {
             type Value = Vec<String>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an rtmp:// URL or a list of them")
+                f.write_str("a URL or a list of them")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(vec![v.to_owned()])
@@ -1172,16 +1175,25 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
             ));
         }
     }
+    let srt = raw.srt.map(|u| u.0).unwrap_or_default();
+    for (i, url) in srt.iter().enumerate() {
+        let path = if srt.len() == 1 {
+            "output.srt".to_owned()
+        } else {
+            format!("output.srt[{i}]")
+        };
+        srt_url(url).map_err(|problem| field(&path, problem))?;
+    }
     let s3 = match (raw.s3, raw.s3_capitalised) {
         (Some(_), Some(_)) => return Err(field("output", "give s3 or S3, not both")),
         (Some(Obj(s3)), None) => Some(s3_output(s3, "output.s3")?),
         (None, Some(Obj(s3))) => Some(s3_output(s3, "output.S3")?),
         (None, None) => None,
     };
-    if file.is_none() && rtmp.is_empty() && s3.is_none() && raw.hls.is_none() {
+    if file.is_none() && rtmp.is_empty() && srt.is_empty() && s3.is_none() && raw.hls.is_none() {
         return Err(field(
             "output",
-            "at least one of file, rtmp, s3 or hls is required",
+            "at least one of file, rtmp, srt, s3 or hls is required",
         ));
     }
     let size = output_size(raw.width, raw.height, in_width, in_height)?;
@@ -1226,6 +1238,7 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         rtmp_retry_for,
         file,
         rtmp: rtmp.into_iter().map(StreamUrl::new).collect(),
+        srt: srt.into_iter().map(StreamUrl::new).collect(),
         s3,
         size,
         audio_bitrate,
@@ -1233,6 +1246,45 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         video_bitrate,
         video_buffer,
     })
+}
+
+/// An `output.srt` URL: `srt://host:port`, pagecast the caller (it connects to a listener), a
+/// passphrase of SRT's 10 to 79 characters. What is wrong is told without the URL's query, which
+/// may hold the passphrase or a stream id carrying a key.
+fn srt_url(raw: &str) -> Result<(), String> {
+    let shown = mask_stream_url(raw);
+    let url = url::Url::parse(raw).map_err(|_| format!("{shown} is not an srt:// URL"))?;
+    if url.scheme() != "srt" || url.host_str().is_none_or(|h| h.is_empty()) {
+        return Err(format!("{shown} is not an srt:// URL with a host"));
+    }
+    if url.port().is_none() {
+        return Err(format!("{shown} has no port (SRT has no default one)"));
+    }
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "mode" if value != "caller" => {
+                return Err(format!(
+                "{shown}: mode must be caller (pagecast connects to the SRT listener), got {value}"
+            ))
+            }
+            "passphrase" if !(10..=79).contains(&value.chars().count()) => {
+                return Err(format!(
+                    "{shown}: the passphrase must be 10 to 79 characters long"
+                ))
+            }
+            "streamid" if value.chars().count() > 512 => {
+                return Err(format!(
+                    "{shown}: the streamid must be at most 512 characters long"
+                ))
+            }
+            // They reach ffmpeg as lines of a preset (see the relay).
+            "passphrase" | "streamid" if value.contains(['\n', '\r']) => {
+                return Err(format!("{shown}: the {key} must be on one line"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
@@ -1783,12 +1835,12 @@ mod tests {
         let e = err(json!({ "input": { "url": "https://example.com" } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp, s3 or hls is required"
+            "config: output: at least one of file, rtmp, srt, s3 or hls is required"
         );
         let e = err(json!({ "input": { "url": "https://example.com" }, "output": { "rtmp": [] } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp, s3 or hls is required"
+            "config: output: at least one of file, rtmp, srt, s3 or hls is required"
         );
     }
 
@@ -2507,7 +2559,7 @@ mod tests {
         );
         let e = err(with_output(json!({ "rtmp": 5 })));
         assert!(
-            e.starts_with("config: output.rtmp:") && e.contains("an rtmp:// URL or a list"),
+            e.starts_with("config: output.rtmp:") && e.contains("a URL or a list"),
             "{e}"
         );
         let c = ok(with_output(
@@ -2519,6 +2571,53 @@ mod tests {
             "rtmps://b.example.com:443/app/k2"
         );
         assert!(!format!("{:?}", c.output).contains("k2"));
+    }
+
+    #[test]
+    fn output_srt() {
+        let c = ok(with_output(json!({
+            "srt": "srt://127.0.0.1:9000?passphrase=s3cr3tpassphrase&streamid=%23!%3A%3Ar%3Dlive%2Fkey42"
+        })));
+        assert_eq!(c.output.srt.len(), 1);
+        assert_eq!(c.output.srt[0].to_string(), "srt://127.0.0.1:9000?****");
+        let shown = format!("{:?}", c.output);
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("key42"),
+            "{shown}"
+        );
+        let c = ok(with_output(
+            json!({ "srt": ["srt://a.example.com:9000?mode=caller", "srt://b.example.com:9001"] }),
+        ));
+        assert_eq!(c.output.srt.len(), 2);
+        for (srt, expected) in [
+            (
+                json!("srt://a.example.com:9000?mode=listener&passphrase=s3cr3tpassphrase"),
+                "config: output.srt: srt://a.example.com:9000?****: mode must be caller (pagecast connects to the SRT listener), got listener",
+            ),
+            (
+                json!("srt://a.example.com:9000?passphrase=short"),
+                "config: output.srt: srt://a.example.com:9000?****: the passphrase must be 10 to 79 characters long",
+            ),
+            (
+                json!("srt://a.example.com?passphrase=s3cr3tpassphrase"),
+                "config: output.srt: srt://a.example.com?**** has no port (SRT has no default one)",
+            ),
+            (
+                json!(["srt://a.example.com:9000", "rtmp://b.example.com:9000/app/s3cr3tkey"]),
+                "config: output.srt[1]: rtmp://b.example.com:9000/app/**** is not an srt:// URL with a host",
+            ),
+            (
+                json!("srt://:9000?passphrase=s3cr3tpassphrase"),
+                "config: output.srt: **** is not an srt:// URL",
+            ),
+        ] {
+            assert_eq!(err(with_output(json!({ "srt": srt }))), expected);
+        }
+        let e = err(with_output(json!({ "srt": 5 })));
+        assert!(
+            e.starts_with("config: output.srt:") && e.contains("a URL or a list"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -202,7 +202,13 @@ pub async fn record(
                     }
                 }),
             },
-            streams: config.output.rtmp.clone(),
+            streams: config
+                .output
+                .rtmp
+                .iter()
+                .chain(&config.output.srt)
+                .cloned()
+                .collect(),
             stream_retry_for: config.output.rtmp_retry_for,
             max_duration: config.max_duration,
             intensity: pagecast_actors::supervision::Intensity {
@@ -227,7 +233,7 @@ pub async fn record(
         id = %id,
         url = %pagecast_actors::secret::mask_url(url.as_str()),
         output = %output.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        live_outputs = %config.output.rtmp.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+        live_outputs = %config.output.rtmp.iter().chain(&config.output.srt).map(ToString::to_string).collect::<Vec<_>>().join(" "),
         size = %format!("{}x{}", config.input.width, config.input.height),
         fps = config.input.framerate,
         "recording"
