@@ -91,6 +91,16 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
             human(hls.segment),
             hls.directory.display()
         );
+        if hls.naming == crate::config::Naming::Timestamp {
+            let _ = writeln!(out, "output.hls.naming: timestamp");
+        }
+        if let Some(live) = &hls.live {
+            let _ = writeln!(
+                out,
+                "output.hls.live_playlist: {} (the last {} segments)",
+                live.name, live.window
+            );
+        }
     }
     if let Some(images) = &output.images {
         let _ = writeln!(

@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use pagecast_actors::encoder::Naming;
 use pagecast_actors::login::{Cookie, Login};
 use pagecast_actors::secret::{mask_stream_url, mask_url, Secret, StreamUrl};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -174,6 +175,17 @@ pub struct Output {
 pub struct Hls {
     pub directory: PathBuf,
     pub segment: Duration,
+    /// `output.hls.naming`: segments numbered (`index`, the default) or named by time.
+    pub naming: Naming,
+    /// `output.hls.live_playlist`: a sliding-window playlist beside the event one (default off).
+    pub live: Option<LivePlaylist>,
+}
+
+/// `output.hls.live_playlist`: the last `window` segments, in `name` (in the HLS directory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivePlaylist {
+    pub name: String,
+    pub window: usize,
 }
 
 /// `output.images`: a JPEG of the page every `every`, into `directory`.
@@ -402,6 +414,31 @@ struct RawHls {
     directory: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     segment_duration: Option<Duration>,
+    naming: Option<RawNaming>,
+    live_playlist: Option<Obj<RawLivePlaylist>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawNaming {
+    Index,
+    Timestamp,
+}
+
+impl From<RawNaming> for Naming {
+    fn from(raw: RawNaming) -> Naming {
+        match raw {
+            RawNaming::Index => Naming::Index,
+            RawNaming::Timestamp => Naming::Timestamp,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLivePlaylist {
+    name: Option<String>,
+    window: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -1306,9 +1343,41 @@ fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
             "must be between 1s and 60s",
         ));
     }
+    let live = raw
+        .live_playlist
+        .map(|Obj(live)| {
+            let name = live.name.unwrap_or_else(|| "live.m3u8".to_owned());
+            let plain = !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !plain || !name.ends_with(".m3u8") {
+                return Err(field(
+                    "output.hls.live_playlist.name",
+                    format!("{name:?} is not a file name like live.m3u8 (letters, digits, - _ .)"),
+                ));
+            }
+            if name == pagecast_actors::encoder::HLS_PLAYLIST {
+                return Err(field(
+                    "output.hls.live_playlist.name",
+                    format!("{name} is the event playlist's name"),
+                ));
+            }
+            let window = live.window.unwrap_or(6);
+            if !(2..=100).contains(&window) {
+                return Err(field(
+                    "output.hls.live_playlist.window",
+                    format!("must be within 2..=100 segments, got {window}"),
+                ));
+            }
+            Ok(LivePlaylist { name, window })
+        })
+        .transpose()?;
     Ok(Hls {
         directory: PathBuf::from(directory),
         segment,
+        naming: raw.naming.map(Naming::from).unwrap_or_default(),
+        live,
     })
 }
 
@@ -2466,6 +2535,30 @@ mod tests {
             Some(Hls {
                 directory: "/tmp/hls".into(),
                 segment: Duration::from_secs(6),
+                naming: Naming::Index,
+                live: None,
+            })
+        );
+        let v = with_output(json!({ "hls": {
+            "directory": "/tmp/hls", "naming": "timestamp", "live_playlist": {}
+        } }));
+        let hls = ok(v).output.hls.unwrap();
+        assert_eq!(hls.naming, Naming::Timestamp);
+        assert_eq!(
+            hls.live,
+            Some(LivePlaylist {
+                name: "live.m3u8".into(),
+                window: 6
+            })
+        );
+        let v = with_output(json!({ "hls": {
+            "directory": "/tmp/hls", "live_playlist": { "name": "sliding.m3u8", "window": 3 }
+        } }));
+        assert_eq!(
+            ok(v).output.hls.unwrap().live,
+            Some(LivePlaylist {
+                name: "sliding.m3u8".into(),
+                window: 3
             })
         );
         for (hls, message) in [
@@ -2481,6 +2574,26 @@ mod tests {
             (
                 json!({ "directory": "h", "live": true }),
                 "config: output.hls",
+            ),
+            (
+                json!({ "directory": "h", "naming": "date" }),
+                "config: output.hls.naming: unknown variant `date`",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": { "name": "../x.m3u8" } }),
+                "config: output.hls.live_playlist.name: \"../x.m3u8\" is not a file name",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": { "name": "index.m3u8" } }),
+                "config: output.hls.live_playlist.name: index.m3u8 is the event playlist's name",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": { "window": 1 } }),
+                "config: output.hls.live_playlist.window: must be within 2..=100 segments, got 1",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": true }),
+                "config: output.hls.live_playlist:",
             ),
         ] {
             let e = err(with_output(json!({ "hls": hls })));

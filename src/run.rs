@@ -191,7 +191,11 @@ pub async fn record(
                     .output
                     .hls
                     .as_ref()
-                    .map(|h| (h.directory.clone(), h.segment)),
+                    .map(|h| pagecast_actors::encoder::HlsSpec {
+                        directory: h.directory.clone(),
+                        segment: h.segment,
+                        naming: h.naming,
+                    }),
                 images: config.output.images.as_ref().map(|i| {
                     pagecast_actors::encoder::ImagesSpec {
                         directory: i.directory.clone(),
@@ -210,6 +214,14 @@ pub async fn record(
                 .cloned()
                 .collect(),
             stream_retry_for: config.output.rtmp_retry_for,
+            hls_live: config.output.hls.as_ref().and_then(|h| {
+                let live = h.live.as_ref()?;
+                Some(pagecast_actors::hls_live::LiveSpec {
+                    event_playlist: h.directory.join(pagecast_actors::encoder::HLS_PLAYLIST),
+                    live_playlist: h.directory.join(&live.name),
+                    window: live.window,
+                })
+            }),
             max_duration: config.max_duration,
             intensity: pagecast_actors::supervision::Intensity {
                 max_restarts: config.supervision.max_restarts,

@@ -61,8 +61,37 @@ pub struct EncoderSpec {
     pub preset: String,
     /// Snapshots taken from the same capture, beside the encode.
     pub images: Option<ImagesSpec>,
-    /// HLS from the same encode: (directory, segment length).
-    pub hls: Option<(PathBuf, Duration)>,
+    /// HLS from the same encode.
+    pub hls: Option<HlsSpec>,
+}
+
+/// HLS from the same encode: segments of about `segment` (cut on keyframes) into `directory`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlsSpec {
+    pub directory: PathBuf,
+    pub segment: Duration,
+    pub naming: Naming,
+}
+
+/// How written files (HLS segments, snapshots) are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Naming {
+    /// Numbered on: `segment-00000.ts`, ...
+    #[default]
+    Index,
+    /// The local time the file was started, to the second, then its index (two segments started
+    /// in one second, across an encoder restart, never share a name): `segment-20260131T142501-00007.ts`.
+    Timestamp,
+}
+
+impl HlsSpec {
+    /// The segments' file name pattern (ffmpeg's hls muxer; with `strftime` for timestamps).
+    pub fn segment_pattern(&self) -> &'static str {
+        match self.naming {
+            Naming::Index => "segment-%05d.ts",
+            Naming::Timestamp => "segment-%Y%m%dT%H%M%S-%%05d.ts",
+        }
+    }
 }
 
 /// The HLS playlist's name in its directory: an event playlist, closed at the end (VOD).
@@ -238,7 +267,8 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                     "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316&localaddr=127.0.0.1"
                 ));
             }
-            if let Some((dir, segment)) = &spec.hls {
+            if let Some(hls) = &spec.hls {
+                let dir = &hls.directory;
                 // An event playlist: players read it live while it grows; `q` closes it with
                 // ENDLIST (the VOD playlist). An encoder restarted (or resumed) finds the
                 // playlist there and carries it on (append_list: the numbering goes on too)
@@ -249,10 +279,16 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 } else {
                     ""
                 };
+                // strftime: segments named by the time they start, then their index (`%%05d`,
+                // second_level_segment_index), Naming::Timestamp.
+                let strftime = match hls.naming {
+                    Naming::Index => "",
+                    Naming::Timestamp => "+second_level_segment_index:strftime=1",
+                };
                 legs.push(format!(
-                    "[f=hls:hls_time={}:hls_playlist_type=event:hls_flags=independent_segments{carry_on}:hls_segment_filename={}:bsfs/v=dump_extra]{}",
-                    segment.as_secs_f64(),
-                    tee_escape(&dir.join("segment-%05d.ts").to_string_lossy()),
+                    "[f=hls:hls_time={}:hls_playlist_type=event:hls_flags=independent_segments{carry_on}{strftime}:hls_segment_filename={}:bsfs/v=dump_extra]{}",
+                    hls.segment.as_secs_f64(),
+                    tee_escape(&dir.join(hls.segment_pattern()).to_string_lossy()),
                     tee_escape(&dir.join(HLS_PLAYLIST).to_string_lossy()),
                 ));
             }
@@ -904,7 +940,11 @@ mod tests {
 
         let mut hls = spec();
         let hls_dir = tempfile::tempdir().unwrap();
-        hls.hls = Some((hls_dir.path().to_owned(), Duration::from_secs(2)));
+        hls.hls = Some(HlsSpec {
+            directory: hls_dir.path().to_owned(),
+            segment: Duration::from_secs(2),
+            naming: Naming::Index,
+        });
         let last = |spec: &EncoderSpec| {
             ffmpeg_args(spec, &DisplayInfo { number: 7 }, &audio)
                 .last()
@@ -922,6 +962,15 @@ mod tests {
         // A restarted encoder finds its playlist and carries it on.
         std::fs::write(hls_dir.path().join(HLS_PLAYLIST), "#EXTM3U\n").unwrap();
         assert!(last(&hls).contains("hls_flags=independent_segments+append_list+discont_start:"));
+        // Named by time: strftime patterns.
+        hls.hls.as_mut().unwrap().naming = Naming::Timestamp;
+        let leg = last(&hls);
+        assert!(
+            leg.contains(
+                "+discont_start+second_level_segment_index:strftime=1:hls_segment_filename="
+            ) && leg.contains("/segment-%Y%m%dT%H%M%S-%%05d.ts:"),
+            "{leg}"
+        );
 
         let mut shots = spec();
         shots.images = Some(ImagesSpec {

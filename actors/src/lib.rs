@@ -10,6 +10,7 @@ pub mod display;
 pub mod encoder;
 pub mod events;
 pub mod gate;
+pub mod hls_live;
 pub mod join;
 pub mod key_proxy;
 pub mod login;
