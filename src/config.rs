@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use pagecast_actors::encoder::Naming;
+pub use pagecast_actors::encoder::{ImageFormat, Naming};
 use pagecast_actors::login::{Cookie, Login};
 use pagecast_actors::secret::{mask_stream_url, mask_url, Secret, StreamUrl};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -188,7 +188,7 @@ pub struct LivePlaylist {
     pub window: usize,
 }
 
-/// `output.images`: a JPEG of the page every `every`, into `directory`.
+/// `output.images`: a JPEG (or PNG) of the page every `every`, into `directory`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Images {
     pub directory: PathBuf,
@@ -197,6 +197,10 @@ pub struct Images {
     /// recorded size.
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// `output.images.format`: jpeg (the default) or png.
+    pub format: ImageFormat,
+    /// `output.images.naming`: numbered (`index`, the default) or named by time.
+    pub naming: Naming,
 }
 
 #[derive(Debug, Clone)]
@@ -449,6 +453,16 @@ struct RawImages {
     every: Option<Duration>,
     width: Option<u32>,
     height: Option<u32>,
+    format: Option<RawImageFormat>,
+    naming: Option<RawNaming>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawImageFormat {
+    #[serde(alias = "jpg")]
+    Jpeg,
+    Png,
 }
 
 #[derive(Deserialize)]
@@ -1405,6 +1419,11 @@ fn images(raw: RawImages) -> Result<Images, ConfigError> {
         every,
         width: raw.width,
         height: raw.height,
+        format: match raw.format {
+            None | Some(RawImageFormat::Jpeg) => ImageFormat::Jpeg,
+            Some(RawImageFormat::Png) => ImageFormat::Png,
+        },
+        naming: raw.naming.map(Naming::from).unwrap_or_default(),
     })
 }
 
@@ -2612,7 +2631,16 @@ mod tests {
                 every: Duration::from_secs(10),
                 width: None,
                 height: None,
+                format: ImageFormat::Jpeg,
+                naming: Naming::Index,
             })
+        );
+        let v = with_output(json!({ "file": "/tmp/a.mp4",
+            "images": { "directory": "s", "format": "png", "naming": "timestamp" } }));
+        let images = ok(v).output.images.unwrap();
+        assert_eq!(
+            (images.format, images.naming),
+            (ImageFormat::Png, Naming::Timestamp)
         );
         let v = with_output(json!({ "file": "/tmp/a.mp4",
             "images": { "directory": "s", "every": "2s", "width": 320 } }));
@@ -2636,8 +2664,12 @@ mod tests {
                 "config: output.images.height: must be even",
             ),
             (
-                json!({ "directory": "s", "format": "png" }),
-                "config: output.images",
+                json!({ "directory": "s", "format": "gif" }),
+                "config: output.images.format: unknown variant `gif`",
+            ),
+            (
+                json!({ "directory": "s", "naming": "date" }),
+                "config: output.images.naming: unknown variant `date`",
             ),
         ] {
             let e = err(with_output(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use pagecast_actors::display::DisplaySpec;
-use pagecast_actors::encoder::EncoderSpec;
+use pagecast_actors::encoder::{EncoderSpec, ImagesSpec};
 use pagecast_actors::events::RECORDING_DISCARDED;
 use pagecast_actors::join::Probe;
 use pagecast_actors::page_proxy::PageProxy;
@@ -158,84 +158,75 @@ pub async fn record(
         tracing::warn!(error = %e, "cannot mark the working directory; a kill would leave it behind");
     }
     let url = &page.url;
-    let spec =
-        RecordingSpec {
-            id: id.clone(),
-            work_dir: work_dir.path().to_path_buf(),
-            display: DisplaySpec {
-                width: config.input.width,
-                height: config.input.height,
-                depth: config.input.depth,
-                refresh_hz: config.input.framerate,
-            },
-            url: url.clone(),
-            chromium,
-            no_sandbox: no_sandbox(),
-            host_resolver_rules: host_resolver_rules(&pins),
-            proxy_port: proxy.as_ref().map(PageProxy::port),
-            encoder: EncoderSpec {
-                output: output.clone(),
-                relays: Vec::new(),
-                width: config.input.width,
-                height: config.input.height,
-                framerate: config.input.framerate,
-                output_size: config.output.size,
-                video_bitrate: config.output.video_bitrate,
-                video_buffer: config.output.video_buffer,
-                audio_bitrate: config.output.audio_bitrate,
-                audio_frequency: config.output.audio_frequency,
-                // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
-                // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
-                preset: "superfast".into(),
-                hls: config
-                    .output
-                    .hls
-                    .as_ref()
-                    .map(|h| pagecast_actors::encoder::HlsSpec {
-                        directory: h.directory.clone(),
-                        segment: h.segment,
-                        naming: h.naming,
-                    }),
-                images: config.output.images.as_ref().map(|i| {
-                    pagecast_actors::encoder::ImagesSpec {
-                        directory: i.directory.clone(),
-                        every: i.every,
-                        width: i.width,
-                        height: i.height,
-                        start_number: 1,
-                    }
-                }),
-            },
-            streams: config
+    let spec = RecordingSpec {
+        id: id.clone(),
+        work_dir: work_dir.path().to_path_buf(),
+        display: DisplaySpec {
+            width: config.input.width,
+            height: config.input.height,
+            depth: config.input.depth,
+            refresh_hz: config.input.framerate,
+        },
+        url: url.clone(),
+        chromium,
+        no_sandbox: no_sandbox(),
+        host_resolver_rules: host_resolver_rules(&pins),
+        proxy_port: proxy.as_ref().map(PageProxy::port),
+        encoder: EncoderSpec {
+            output: output.clone(),
+            relays: Vec::new(),
+            width: config.input.width,
+            height: config.input.height,
+            framerate: config.input.framerate,
+            output_size: config.output.size,
+            video_bitrate: config.output.video_bitrate,
+            video_buffer: config.output.video_buffer,
+            audio_bitrate: config.output.audio_bitrate,
+            audio_frequency: config.output.audio_frequency,
+            // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
+            // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
+            preset: "superfast".into(),
+            hls: config
                 .output
-                .rtmp
-                .iter()
-                .chain(&config.output.srt)
-                .cloned()
-                .collect(),
-            stream_retry_for: config.output.rtmp_retry_for,
-            hls_live: config.output.hls.as_ref().and_then(|h| {
-                let live = h.live.as_ref()?;
-                Some(pagecast_actors::hls_live::LiveSpec {
-                    event_playlist: h.directory.join(pagecast_actors::encoder::HLS_PLAYLIST),
-                    live_playlist: h.directory.join(&live.name),
-                    window: live.window,
-                })
-            }),
-            max_duration: config.max_duration,
-            intensity: pagecast_actors::supervision::Intensity {
-                max_restarts: config.supervision.max_restarts,
-                period: config.supervision.within,
-            },
-            await_start: page.await_start.clone(),
-            secrets: page.secrets.clone(),
-            fresh_url: page.fresh_url.clone(),
-            page: pagecast_actors::browser::PageOptions {
-                webgl: config.input.webgl,
-                insecure: config.input.insecure,
-                login: config.input.login.clone(),
-            },
-        };
+                .hls
+                .as_ref()
+                .map(|h| pagecast_actors::encoder::HlsSpec {
+                    directory: h.directory.clone(),
+                    segment: h.segment,
+                    naming: h.naming,
+                }),
+            images: config.output.images.as_ref().map(images_spec),
+        },
+        streams: config
+            .output
+            .rtmp
+            .iter()
+            .chain(&config.output.srt)
+            .cloned()
+            .collect(),
+        stream_retry_for: config.output.rtmp_retry_for,
+        hls_live: config.output.hls.as_ref().and_then(|h| {
+            let live = h.live.as_ref()?;
+            Some(pagecast_actors::hls_live::LiveSpec {
+                event_playlist: h.directory.join(pagecast_actors::encoder::HLS_PLAYLIST),
+                live_playlist: h.directory.join(&live.name),
+                window: live.window,
+            })
+        }),
+        max_duration: config.max_duration,
+        intensity: pagecast_actors::supervision::Intensity {
+            max_restarts: config.supervision.max_restarts,
+            period: config.supervision.within,
+        },
+        await_start: page.await_start.clone(),
+        secrets: page.secrets.clone(),
+        fresh_url: page.fresh_url.clone(),
+        page: pagecast_actors::browser::PageOptions {
+            webgl: config.input.webgl,
+            insecure: config.input.insecure,
+            login: config.input.login.clone(),
+        },
+    };
     if config.input.insecure {
         tracing::warn!(
             "input.insecure: the page's TLS certificate is not checked (anyone between here and the server can read and change the page)"
@@ -253,9 +244,11 @@ pub async fn record(
     let status = StatusActor::new(status_line(log_format)).start();
     let launched = Instant::now();
     // This run's snapshots are numbered from here (after an earlier run's in the same directory).
-    let first_image = config.output.images.as_ref().map_or(1, |i| {
-        pagecast_actors::encoder::next_image_number(&i.directory)
-    });
+    let first_image = config
+        .output
+        .images
+        .as_ref()
+        .map_or(1, |i| images_spec(i).next_number());
     let recording = match Recording::start(spec, Some(status.recipient())) {
         Ok(recording) => recording,
         Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
@@ -281,7 +274,7 @@ pub async fn record(
             .output
             .images
             .as_ref()
-            .map(|i| (i.directory.as_path(), first_image));
+            .map(|i| (images_spec(i), first_image));
         return discard_all(upload, output.as_deref(), images, &id).await;
     }
     let playable = match &output {
@@ -724,7 +717,7 @@ fn start_upload(
 async fn discard_all(
     upload: Option<Upload>,
     output: Option<&Path>,
-    images: Option<(&Path, u64)>,
+    images: Option<(ImagesSpec, u64)>,
     id: &str,
 ) -> Outcome {
     let mut removed = Vec::new();
@@ -754,13 +747,14 @@ async fn discard_all(
             }
         }
     }
-    if let Some((dir, first)) = images {
-        let last = pagecast_actors::encoder::next_image_number(dir);
-        let count = (first..last)
-            .filter(|n| std::fs::remove_file(dir.join(format!("image-{n:06}.jpg"))).is_ok())
+    if let Some((images, first)) = images {
+        let count = images
+            .written_since(first)
+            .iter()
+            .filter(|path| std::fs::remove_file(path).is_ok())
             .count();
         if count > 0 {
-            removed.push(format!("{count} images in {}", dir.display()));
+            removed.push(format!("{count} images in {}", images.directory.display()));
         }
     }
     let removed = if removed.is_empty() {
@@ -773,6 +767,19 @@ async fn discard_all(
         Exit::Discarded,
         format!("the recording was discarded on request: {removed}"),
     )
+}
+
+/// What the encoder is told of `output.images` (its start number is filled in at each start).
+fn images_spec(images: &crate::config::Images) -> ImagesSpec {
+    ImagesSpec {
+        directory: images.directory.clone(),
+        every: images.every,
+        width: images.width,
+        height: images.height,
+        start_number: 1,
+        format: images.format,
+        naming: images.naming,
+    }
 }
 
 /// Completes the upload if there is a recording to upload, else aborts it.

@@ -461,7 +461,8 @@ fn a_discarded_recording_leaves_nothing() {
     writeln!(control, "resume").unwrap();
     run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
-    assert!(std::fs::read_dir(&shots).unwrap().count() > 0);
+    let image = std::fs::read_dir(&shots).unwrap().next().unwrap().unwrap();
+    assert_eq!(probe(&image.path()).video_codec(), "mjpeg");
     writeln!(control, "discard").unwrap();
     let (status, _) = run.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(6), "{}", run.stderr());
@@ -479,8 +480,8 @@ fn a_discarded_recording_leaves_nothing() {
     assert_eq!(left, ["shots"], "left behind: {left:?}");
 }
 
-/// output.images: a JPEG every second from the same capture, scaled, each decodable and
-/// showing the page.
+/// output.images: a PNG every second from the same capture, scaled, named by time, each
+/// decodable and showing the page.
 #[test]
 fn snapshots_are_taken_every_interval_beside_the_file() {
     let _heavy = heavy();
@@ -488,7 +489,9 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
     let shots = dir.path().join("shots");
     let config = json!({
         "input": { "url": test_page("colour.html", ""), "width": 640, "height": 360 },
-        "output": { "file": file, "images": { "directory": shots, "every": "1s", "width": 320 } },
+        "output": { "file": file, "images": {
+            "directory": shots, "every": "1s", "width": 320, "format": "png", "naming": "timestamp",
+        } },
         "max_duration": "4s",
     });
     let mut run = Run::start(&config, &[]);
@@ -506,13 +509,24 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
         "{} images for {duration} s: {images:?}",
         images.len()
     );
-    assert_eq!(
-        images[0].file_name().unwrap().to_string_lossy(),
-        "image-000001.jpg"
-    );
     for image in &images {
+        // image-20260131T142501-1.png: the local time, then the encoder's start (the first).
+        let name = image.file_name().unwrap().to_string_lossy().into_owned();
+        let stamp = name
+            .strip_prefix("image-")
+            .and_then(|n| n.strip_suffix("-1.png"))
+            .unwrap_or_default();
+        assert!(
+            stamp.len() == 15
+                && stamp.char_indices().all(|(i, c)| if i == 8 {
+                    c == 'T'
+                } else {
+                    c.is_ascii_digit()
+                }),
+            "{name}"
+        );
         let p = probe(image);
-        assert_eq!(p.video_codec(), "mjpeg");
+        assert_eq!(p.video_codec(), "png");
         assert_eq!(p.dimensions(), (320, 180));
     }
     // The first may show the blank page before the load; the others show the page.
