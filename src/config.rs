@@ -179,6 +179,8 @@ pub struct Hls {
     pub naming: Naming,
     /// `output.hls.live_playlist`: a sliding-window playlist beside the event one (default off).
     pub live: Option<LivePlaylist>,
+    /// `output.hls.s3_prefix`: segments and playlists copied to output.s3's bucket under it.
+    pub s3_prefix: Option<String>,
 }
 
 /// `output.hls.live_playlist`: the last `window` segments, in `name` (in the HLS directory).
@@ -201,6 +203,8 @@ pub struct Images {
     pub format: ImageFormat,
     /// `output.images.naming`: numbered (`index`, the default) or named by time.
     pub naming: Naming,
+    /// `output.images.s3_prefix`: images copied to output.s3's bucket under it.
+    pub s3_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -420,6 +424,7 @@ struct RawHls {
     segment_duration: Option<Duration>,
     naming: Option<RawNaming>,
     live_playlist: Option<Obj<RawLivePlaylist>>,
+    s3_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -455,6 +460,7 @@ struct RawImages {
     height: Option<u32>,
     format: Option<RawImageFormat>,
     naming: Option<RawNaming>,
+    s3_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1283,6 +1289,60 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
     }
     let images = raw.images.map(|Obj(i)| images(i)).transpose()?;
     let hls = raw.hls.map(|Obj(h)| hls(h)).transpose()?;
+    let prefixes = [
+        (
+            "output.hls.s3_prefix",
+            hls.as_ref().and_then(|h| h.s3_prefix.as_deref()),
+        ),
+        (
+            "output.images.s3_prefix",
+            images.as_ref().and_then(|i| i.s3_prefix.as_deref()),
+        ),
+    ];
+    for (name, prefix) in prefixes {
+        let Some(prefix) = prefix else { continue };
+        let Some(s3) = &s3 else {
+            return Err(field(
+                name,
+                "needs output.s3 (its bucket and credentials are used; its key is the MP4's)",
+            ));
+        };
+        if prefix.starts_with('/') || prefix.split('/').any(|p| p == "..") {
+            return Err(field(
+                name,
+                format!("{prefix:?} must not start with '/' or hold \"..\""),
+            ));
+        }
+        if !prefix.is_empty()
+            && !prefix.ends_with('/')
+            && !prefix.ends_with('-')
+            && !prefix.ends_with('_')
+        {
+            return Err(field(
+                name,
+                format!(
+                    "{prefix:?} should end with '/' (a folder), '-' or '_': file names follow it"
+                ),
+            ));
+        }
+        if s3.key.starts_with(prefix) && !s3.key[prefix.len()..].contains('/') {
+            return Err(field(
+                name,
+                format!(
+                    "holds output.s3.key {:?}: give the MP4 a key outside it",
+                    s3.key
+                ),
+            ));
+        }
+    }
+    if let (Some((_, Some(a))), Some((_, Some(b)))) = (Some(prefixes[0]), Some(prefixes[1])) {
+        if a == b {
+            return Err(field(
+                "output.images.s3_prefix",
+                "is output.hls.s3_prefix too: give each its own",
+            ));
+        }
+    }
     Ok(Output {
         hls,
         images,
@@ -1392,6 +1452,7 @@ fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
         segment,
         naming: raw.naming.map(Naming::from).unwrap_or_default(),
         live,
+        s3_prefix: raw.s3_prefix,
     })
 }
 
@@ -1424,6 +1485,7 @@ fn images(raw: RawImages) -> Result<Images, ConfigError> {
             Some(RawImageFormat::Png) => ImageFormat::Png,
         },
         naming: raw.naming.map(Naming::from).unwrap_or_default(),
+        s3_prefix: raw.s3_prefix,
     })
 }
 
@@ -2556,8 +2618,46 @@ mod tests {
                 segment: Duration::from_secs(6),
                 naming: Naming::Index,
                 live: None,
+                s3_prefix: None,
             })
         );
+        let s3 = json!({ "bucket": "b", "key": "rec/a.mp4", "access_key": "a", "secret": "s" });
+        let v = with_output(
+            json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "rec/hls/" },
+            "images": { "directory": "i", "s3_prefix": "rec/shots/" } }),
+        );
+        let output = ok(v).output;
+        assert_eq!(output.hls.unwrap().s3_prefix.as_deref(), Some("rec/hls/"));
+        assert_eq!(
+            output.images.unwrap().s3_prefix.as_deref(),
+            Some("rec/shots/")
+        );
+        for (output, message) in [
+            (
+                json!({ "hls": { "directory": "h", "s3_prefix": "rec/hls/" } }),
+                "config: output.hls.s3_prefix: needs output.s3",
+            ),
+            (
+                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "/rec/" } }),
+                "config: output.hls.s3_prefix: \"/rec/\" must not start with '/'",
+            ),
+            (
+                json!({ "s3": s3, "images": { "directory": "i", "s3_prefix": "rec/shots" } }),
+                "config: output.images.s3_prefix: \"rec/shots\" should end with '/'",
+            ),
+            (
+                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "rec/" } }),
+                "config: output.hls.s3_prefix: holds output.s3.key \"rec/a.mp4\"",
+            ),
+            (
+                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "x/" },
+                    "images": { "directory": "i", "s3_prefix": "x/" } }),
+                "config: output.images.s3_prefix: is output.hls.s3_prefix too",
+            ),
+        ] {
+            let e = err(with_output(output));
+            assert!(e.starts_with(message), "{e}");
+        }
         let v = with_output(json!({ "hls": {
             "directory": "/tmp/hls", "naming": "timestamp", "live_playlist": {}
         } }));
@@ -2633,6 +2733,7 @@ mod tests {
                 height: None,
                 format: ImageFormat::Jpeg,
                 naming: Naming::Index,
+                s3_prefix: None,
             })
         );
         let v = with_output(json!({ "file": "/tmp/a.mp4",

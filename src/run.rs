@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use pagecast_actors::dir_upload::{DirKind, DirUpload, DirUploadSpec};
 use pagecast_actors::display::DisplaySpec;
 use pagecast_actors::encoder::{EncoderSpec, ImagesSpec};
 use pagecast_actors::events::RECORDING_DISCARDED;
@@ -257,6 +258,10 @@ pub async fn record(
         (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
         _ => None,
     };
+    let dir_uploads = match &s3 {
+        Some((s3, _, client)) => start_dir_uploads(&config, s3, client, first_image),
+        None => Vec::new(),
+    };
     let discard = crate::controls::Discard::default();
     let signals = actix::spawn(crate::controls::follow(
         recording.stopper(),
@@ -275,7 +280,7 @@ pub async fn record(
             .images
             .as_ref()
             .map(|i| (images_spec(i), first_image));
-        return discard_all(upload, output.as_deref(), images, &id).await;
+        return discard_all(upload, dir_uploads, output.as_deref(), images, &id).await;
     }
     let playable = match &output {
         Some(path) => match pagecast_actors::join::probe(path).await {
@@ -319,6 +324,23 @@ pub async fn record(
                     outcome = Outcome::fail(Exit::Output, failure.message);
                 } else {
                     outcome.message = format!("{}; the S3 upload failed too", outcome.message);
+                }
+            }
+        }
+    }
+    for dir in dir_uploads {
+        let to = dir.describe();
+        let field = dir.field();
+        match dir.finish().await {
+            Ok(objects) => {
+                tracing::info!(field, objects, to = %to, message = pagecast_actors::events::DIRECTORY_UPLOADED);
+            }
+            Err(failure) => {
+                tracing::error!(error = %failure, "S3 upload of a directory failed");
+                if outcome.exit == Exit::Ok {
+                    outcome = Outcome::fail(Exit::Output, failure.message);
+                } else {
+                    outcome.message = format!("{}; {}", outcome.message, failure.message);
                 }
             }
         }
@@ -716,6 +738,7 @@ fn start_upload(
 /// images in the same directory are not this run's to delete).
 async fn discard_all(
     upload: Option<Upload>,
+    dir_uploads: Vec<DirUpload>,
     output: Option<&Path>,
     images: Option<(ImagesSpec, u64)>,
     id: &str,
@@ -725,6 +748,13 @@ async fn discard_all(
         // Not recorded: the uploader is stopped without Finish and aborts the multipart upload.
         let _ = finish_upload(upload, false, false).await;
         removed.push("the S3 upload (aborted)".to_owned());
+    }
+    for dir in dir_uploads {
+        let to = dir.describe();
+        let deleted = dir.discard().await;
+        if deleted > 0 {
+            removed.push(format!("{deleted} objects under {to}"));
+        }
     }
     if let Some(output) = output {
         if std::fs::remove_file(output).is_ok() {
@@ -767,6 +797,50 @@ async fn discard_all(
         Exit::Discarded,
         format!("the recording was discarded on request: {removed}"),
     )
+}
+
+/// The copies of the HLS and snapshot directories to S3 (`s3_prefix`), into output.s3's bucket
+/// with its client.
+fn start_dir_uploads(
+    config: &Config,
+    s3: &crate::config::S3Output,
+    client: &aws_sdk_s3::Client,
+    first_image: u64,
+) -> Vec<DirUpload> {
+    let mut uploads = Vec::new();
+    let spec = |field, prefix: &str, directory: &Path, kind| DirUploadSpec {
+        bucket: s3.bucket.clone(),
+        prefix: prefix.to_owned(),
+        directory: directory.to_owned(),
+        kind,
+        give_up_after: s3.give_up_after,
+        field,
+    };
+    if let Some(hls) = &config.output.hls {
+        if let Some(prefix) = &hls.s3_prefix {
+            // The live playlist first: see dir_upload.rs.
+            let mut playlists: Vec<String> = hls.live.iter().map(|l| l.name.clone()).collect();
+            playlists.push(pagecast_actors::encoder::HLS_PLAYLIST.to_owned());
+            let kind = DirKind::Hls { playlists };
+            uploads.push(DirUpload::start(
+                spec("output.hls.s3_prefix", prefix, &hls.directory, kind),
+                client.clone(),
+            ));
+        }
+    }
+    if let Some(images) = &config.output.images {
+        if let Some(prefix) = &images.s3_prefix {
+            let kind = DirKind::Images {
+                spec: images_spec(images),
+                first: first_image,
+            };
+            uploads.push(DirUpload::start(
+                spec("output.images.s3_prefix", prefix, &images.directory, kind),
+                client.clone(),
+            ));
+        }
+    }
+    uploads
 }
 
 /// What the encoder is told of `output.images` (its start number is filled in at each start).

@@ -384,7 +384,8 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 args.extend(["-c:v", "png", "-pix_fmt", "rgb24"].map(str::to_owned))
             }
         }
-        args.extend(["-f".to_owned(), "image2".to_owned()]);
+        // Atomic: each image appears under its name complete (the S3 copy relies on it).
+        args.extend(["-f", "image2", "-atomic_writing", "1"].map(str::to_owned));
         match images.naming {
             Naming::Index => {
                 args.push("-start_number".to_owned());
