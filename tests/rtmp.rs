@@ -377,3 +377,38 @@ fn streams_over_srt_and_reconnects_to_a_restarted_listener() {
         p.duration()
     );
 }
+
+/// An SRT listener that refuses the caller (a wrong passphrase) ends an SRT-only recording with
+/// exit 5 within seconds, naming the stream masked and never the passphrase.
+#[test]
+fn an_srt_listener_that_refuses_the_passphrase_is_a_clear_error() {
+    const WRONG: &str = "not_the_listeners_one";
+    let _heavy = heavy();
+    let listener = SrtListener::start(Some("the_listeners_passphrase"));
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "srt": listener.url(&format!("?passphrase={WRONG}")) },
+    });
+    let started = Instant::now();
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(5), "{}", run.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = run.stderr();
+    let last = stderr.lines().last().unwrap().to_owned();
+    assert!(
+        last.contains(&format!(
+            "live stream to srt://127.0.0.1:{}?**** failed",
+            listener.port
+        )),
+        "{last}"
+    );
+    assert!(
+        !stderr.contains(WRONG),
+        "the passphrase reached the output:\n{stderr}"
+    );
+}
