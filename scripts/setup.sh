@@ -46,6 +46,7 @@ RECORDING_APT_PACKAGES=(
 TEST_APT_PACKAGES=(
   nginx             # with its RTMP module: the live-streaming tests' ingest server
   libnginx-mod-rtmp
+  srt-tools         # srt-live-transmit: the SRT listener of the live-streaming tests
   procps            # ps/pgrep, used by tests to look at process trees
   redis-server      # the recording service's queue (pagecast serve) and its tests
   iproute2          # ip netns: the room recording tests' private network
@@ -118,7 +119,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 REQUIRED_BINARIES=(Xvfb xrandr chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
 if [ "$MODE" = all ]; then
-  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli podman runc debootstrap strip openssl)
+  REQUIRED_BINARIES+=(nginx srt-live-transmit ip redis-server redis-cli podman runc debootstrap strip openssl)
 fi
 
 verify_binaries() {

@@ -91,6 +91,19 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
             human(hls.segment),
             hls.directory.display()
         );
+        if hls.naming == crate::config::Naming::Timestamp {
+            let _ = writeln!(out, "output.hls.naming: timestamp");
+        }
+        if let Some(prefix) = &hls.s3_prefix {
+            let _ = writeln!(out, "output.hls.s3_prefix: {prefix}");
+        }
+        if let Some(live) = &hls.live {
+            let _ = writeln!(
+                out,
+                "output.hls.live_playlist: {} (the last {} segments)",
+                live.name, live.window
+            );
+        }
     }
     if let Some(images) = &output.images {
         let _ = writeln!(
@@ -99,12 +112,19 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
             human(images.every),
             images.directory.display()
         );
+        if let Some(prefix) = &images.s3_prefix {
+            let _ = writeln!(out, "output.images.s3_prefix: {prefix}");
+        }
     }
     for stream in &output.rtmp {
         // StreamUrl prints with its key masked.
         let _ = writeln!(out, "output.rtmp: {stream}");
     }
-    if !output.rtmp.is_empty() {
+    for stream in &output.srt {
+        // Its query (passphrase, streamid) prints masked.
+        let _ = writeln!(out, "output.srt: {stream}");
+    }
+    if !output.rtmp.is_empty() || !output.srt.is_empty() {
         let _ = writeln!(
             out,
             "output.rtmp_retry_for: {}",

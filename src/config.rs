@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use pagecast_actors::encoder::{ImageFormat, Naming};
 use pagecast_actors::login::{Cookie, Login};
 use pagecast_actors::secret::{mask_stream_url, mask_url, Secret, StreamUrl};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -146,6 +147,8 @@ pub struct Output {
     pub file: Option<PathBuf>,
     /// Stream URLs; they print with the key masked.
     pub rtmp: Vec<StreamUrl>,
+    /// SRT caller URLs (`output.srt`); they print with their query (passphrase, streamid) masked.
+    pub srt: Vec<StreamUrl>,
     pub s3: Option<S3Output>,
     /// Output scaling; None keeps the input size.
     pub size: Option<(u32, u32)>,
@@ -157,7 +160,7 @@ pub struct Output {
     pub video_bitrate: u32,
     /// Bits.
     pub video_buffer: u32,
-    /// How long a live stream keeps reconnecting after its server went away.
+    /// How long a live stream (RTMP or SRT) keeps reconnecting after its server went away.
     pub rtmp_retry_for: Duration,
     /// Snapshots of the recording (`output.images`).
     pub images: Option<Images>,
@@ -172,9 +175,22 @@ pub struct Output {
 pub struct Hls {
     pub directory: PathBuf,
     pub segment: Duration,
+    /// `output.hls.naming`: segments numbered (`index`, the default) or named by time.
+    pub naming: Naming,
+    /// `output.hls.live_playlist`: a sliding-window playlist beside the event one (default off).
+    pub live: Option<LivePlaylist>,
+    /// `output.hls.s3_prefix`: segments and playlists copied to output.s3's bucket under it.
+    pub s3_prefix: Option<String>,
 }
 
-/// `output.images`: a JPEG of the page every `every`, into `directory`.
+/// `output.hls.live_playlist`: the last `window` segments, in `name` (in the HLS directory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LivePlaylist {
+    pub name: String,
+    pub window: usize,
+}
+
+/// `output.images`: a JPEG (or PNG) of the page every `every`, into `directory`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Images {
     pub directory: PathBuf,
@@ -183,6 +199,12 @@ pub struct Images {
     /// recorded size.
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// `output.images.format`: jpeg (the default) or png.
+    pub format: ImageFormat,
+    /// `output.images.naming`: numbered (`index`, the default) or named by time.
+    pub naming: Naming,
+    /// `output.images.s3_prefix`: images copied to output.s3's bucket under it.
+    pub s3_prefix: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -376,6 +398,7 @@ struct RawTemplate {
 struct RawOutput {
     file: Option<String>,
     rtmp: Option<Urls>,
+    srt: Option<Urls>,
     /// `s3` and `S3` (the seed's spelling) are both accepted. They are two fields rather than an
     /// alias so that errors can name the key the user actually wrote.
     s3: Option<Obj<RawS3>>,
@@ -399,6 +422,32 @@ struct RawHls {
     directory: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     segment_duration: Option<Duration>,
+    naming: Option<RawNaming>,
+    live_playlist: Option<Obj<RawLivePlaylist>>,
+    s3_prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawNaming {
+    Index,
+    Timestamp,
+}
+
+impl From<RawNaming> for Naming {
+    fn from(raw: RawNaming) -> Naming {
+        match raw {
+            RawNaming::Index => Naming::Index,
+            RawNaming::Timestamp => Naming::Timestamp,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLivePlaylist {
+    name: Option<String>,
+    window: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -409,6 +458,17 @@ struct RawImages {
     every: Option<Duration>,
     width: Option<u32>,
     height: Option<u32>,
+    format: Option<RawImageFormat>,
+    naming: Option<RawNaming>,
+    s3_prefix: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawImageFormat {
+    #[serde(alias = "jpg")]
+    Jpeg,
+    Png,
 }
 
 #[derive(Deserialize)]
@@ -547,7 +607,7 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
     deserializer.deserialize_option(DurationVisitor)
 }
 
-/// `output.rtmp`: one URL, or a list of them.
+/// `output.rtmp`, `output.srt`: one URL, or a list of them.
 struct Urls(Vec<String>);
 
 impl<'de> Deserialize<'de> for Urls {
@@ -556,7 +616,7 @@ impl<'de> Deserialize<'de> for Urls {
         impl<'de> Visitor<'de> for UrlsVisitor {
             type Value = Vec<String>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an rtmp:// URL or a list of them")
+                f.write_str("a URL or a list of them")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 Ok(vec![v.to_owned()])
@@ -1172,16 +1232,25 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
             ));
         }
     }
+    let srt = raw.srt.map(|u| u.0).unwrap_or_default();
+    for (i, url) in srt.iter().enumerate() {
+        let path = if srt.len() == 1 {
+            "output.srt".to_owned()
+        } else {
+            format!("output.srt[{i}]")
+        };
+        srt_url(url).map_err(|problem| field(&path, problem))?;
+    }
     let s3 = match (raw.s3, raw.s3_capitalised) {
         (Some(_), Some(_)) => return Err(field("output", "give s3 or S3, not both")),
         (Some(Obj(s3)), None) => Some(s3_output(s3, "output.s3")?),
         (None, Some(Obj(s3))) => Some(s3_output(s3, "output.S3")?),
         (None, None) => None,
     };
-    if file.is_none() && rtmp.is_empty() && s3.is_none() && raw.hls.is_none() {
+    if file.is_none() && rtmp.is_empty() && srt.is_empty() && s3.is_none() && raw.hls.is_none() {
         return Err(field(
             "output",
-            "at least one of file, rtmp, s3 or hls is required",
+            "at least one of file, rtmp, srt, s3 or hls is required",
         ));
     }
     let size = output_size(raw.width, raw.height, in_width, in_height)?;
@@ -1220,12 +1289,67 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
     }
     let images = raw.images.map(|Obj(i)| images(i)).transpose()?;
     let hls = raw.hls.map(|Obj(h)| hls(h)).transpose()?;
+    let prefixes = [
+        (
+            "output.hls.s3_prefix",
+            hls.as_ref().and_then(|h| h.s3_prefix.as_deref()),
+        ),
+        (
+            "output.images.s3_prefix",
+            images.as_ref().and_then(|i| i.s3_prefix.as_deref()),
+        ),
+    ];
+    for (name, prefix) in prefixes {
+        let Some(prefix) = prefix else { continue };
+        let Some(s3) = &s3 else {
+            return Err(field(
+                name,
+                "needs output.s3 (its bucket and credentials are used; its key is the MP4's)",
+            ));
+        };
+        if prefix.starts_with('/') || prefix.split('/').any(|p| p == "..") {
+            return Err(field(
+                name,
+                format!("{prefix:?} must not start with '/' or hold \"..\""),
+            ));
+        }
+        if !prefix.is_empty()
+            && !prefix.ends_with('/')
+            && !prefix.ends_with('-')
+            && !prefix.ends_with('_')
+        {
+            return Err(field(
+                name,
+                format!(
+                    "{prefix:?} should end with '/' (a folder), '-' or '_': file names follow it"
+                ),
+            ));
+        }
+        if s3.key.starts_with(prefix) && !s3.key[prefix.len()..].contains('/') {
+            return Err(field(
+                name,
+                format!(
+                    "holds output.s3.key {:?}: give the MP4 a key outside it",
+                    s3.key
+                ),
+            ));
+        }
+    }
+    if let (Some((_, Some(a))), Some((_, Some(b)))) = (Some(prefixes[0]), Some(prefixes[1])) {
+        if a == b {
+            return Err(field(
+                "output.images.s3_prefix",
+                "is output.hls.s3_prefix too: give each its own",
+            ));
+        }
+    }
     Ok(Output {
         hls,
         images,
         rtmp_retry_for,
         file,
         rtmp: rtmp.into_iter().map(StreamUrl::new).collect(),
+        srt: srt.into_iter().map(StreamUrl::new).collect(),
         s3,
         size,
         audio_bitrate,
@@ -1233,6 +1357,45 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         video_bitrate,
         video_buffer,
     })
+}
+
+/// An `output.srt` URL: `srt://host:port`, pagecast the caller (it connects to a listener), a
+/// passphrase of SRT's 10 to 79 characters. What is wrong is told without the URL's query, which
+/// may hold the passphrase or a stream id carrying a key.
+fn srt_url(raw: &str) -> Result<(), String> {
+    let shown = mask_stream_url(raw);
+    let url = url::Url::parse(raw).map_err(|_| format!("{shown} is not an srt:// URL"))?;
+    if url.scheme() != "srt" || url.host_str().is_none_or(|h| h.is_empty()) {
+        return Err(format!("{shown} is not an srt:// URL with a host"));
+    }
+    if url.port().is_none() {
+        return Err(format!("{shown} has no port (SRT has no default one)"));
+    }
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "mode" if value != "caller" => {
+                return Err(format!(
+                "{shown}: mode must be caller (pagecast connects to the SRT listener), got {value}"
+            ))
+            }
+            "passphrase" if !(10..=79).contains(&value.chars().count()) => {
+                return Err(format!(
+                    "{shown}: the passphrase must be 10 to 79 characters long"
+                ))
+            }
+            "streamid" if value.chars().count() > 512 => {
+                return Err(format!(
+                    "{shown}: the streamid must be at most 512 characters long"
+                ))
+            }
+            // They reach ffmpeg as lines of a preset (see the relay).
+            "passphrase" | "streamid" if value.contains(['\n', '\r']) => {
+                return Err(format!("{shown}: the {key} must be on one line"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
@@ -1254,9 +1417,42 @@ fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
             "must be between 1s and 60s",
         ));
     }
+    let live = raw
+        .live_playlist
+        .map(|Obj(live)| {
+            let name = live.name.unwrap_or_else(|| "live.m3u8".to_owned());
+            let plain = !name.starts_with('.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !plain || !name.ends_with(".m3u8") {
+                return Err(field(
+                    "output.hls.live_playlist.name",
+                    format!("{name:?} is not a file name like live.m3u8 (letters, digits, - _ .)"),
+                ));
+            }
+            if name == pagecast_actors::encoder::HLS_PLAYLIST {
+                return Err(field(
+                    "output.hls.live_playlist.name",
+                    format!("{name} is the event playlist's name"),
+                ));
+            }
+            let window = live.window.unwrap_or(6);
+            if !(2..=100).contains(&window) {
+                return Err(field(
+                    "output.hls.live_playlist.window",
+                    format!("must be within 2..=100 segments, got {window}"),
+                ));
+            }
+            Ok(LivePlaylist { name, window })
+        })
+        .transpose()?;
     Ok(Hls {
         directory: PathBuf::from(directory),
         segment,
+        naming: raw.naming.map(Naming::from).unwrap_or_default(),
+        live,
+        s3_prefix: raw.s3_prefix,
     })
 }
 
@@ -1284,6 +1480,12 @@ fn images(raw: RawImages) -> Result<Images, ConfigError> {
         every,
         width: raw.width,
         height: raw.height,
+        format: match raw.format {
+            None | Some(RawImageFormat::Jpeg) => ImageFormat::Jpeg,
+            Some(RawImageFormat::Png) => ImageFormat::Png,
+        },
+        naming: raw.naming.map(Naming::from).unwrap_or_default(),
+        s3_prefix: raw.s3_prefix,
     })
 }
 
@@ -1783,12 +1985,12 @@ mod tests {
         let e = err(json!({ "input": { "url": "https://example.com" } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp, s3 or hls is required"
+            "config: output: at least one of file, rtmp, srt, s3 or hls is required"
         );
         let e = err(json!({ "input": { "url": "https://example.com" }, "output": { "rtmp": [] } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp, s3 or hls is required"
+            "config: output: at least one of file, rtmp, srt, s3 or hls is required"
         );
     }
 
@@ -2414,6 +2616,68 @@ mod tests {
             Some(Hls {
                 directory: "/tmp/hls".into(),
                 segment: Duration::from_secs(6),
+                naming: Naming::Index,
+                live: None,
+                s3_prefix: None,
+            })
+        );
+        let s3 = json!({ "bucket": "b", "key": "rec/a.mp4", "access_key": "a", "secret": "s" });
+        let v = with_output(
+            json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "rec/hls/" },
+            "images": { "directory": "i", "s3_prefix": "rec/shots/" } }),
+        );
+        let output = ok(v).output;
+        assert_eq!(output.hls.unwrap().s3_prefix.as_deref(), Some("rec/hls/"));
+        assert_eq!(
+            output.images.unwrap().s3_prefix.as_deref(),
+            Some("rec/shots/")
+        );
+        for (output, message) in [
+            (
+                json!({ "hls": { "directory": "h", "s3_prefix": "rec/hls/" } }),
+                "config: output.hls.s3_prefix: needs output.s3",
+            ),
+            (
+                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "/rec/" } }),
+                "config: output.hls.s3_prefix: \"/rec/\" must not start with '/'",
+            ),
+            (
+                json!({ "s3": s3, "images": { "directory": "i", "s3_prefix": "rec/shots" } }),
+                "config: output.images.s3_prefix: \"rec/shots\" should end with '/'",
+            ),
+            (
+                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "rec/" } }),
+                "config: output.hls.s3_prefix: holds output.s3.key \"rec/a.mp4\"",
+            ),
+            (
+                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "x/" },
+                    "images": { "directory": "i", "s3_prefix": "x/" } }),
+                "config: output.images.s3_prefix: is output.hls.s3_prefix too",
+            ),
+        ] {
+            let e = err(with_output(output));
+            assert!(e.starts_with(message), "{e}");
+        }
+        let v = with_output(json!({ "hls": {
+            "directory": "/tmp/hls", "naming": "timestamp", "live_playlist": {}
+        } }));
+        let hls = ok(v).output.hls.unwrap();
+        assert_eq!(hls.naming, Naming::Timestamp);
+        assert_eq!(
+            hls.live,
+            Some(LivePlaylist {
+                name: "live.m3u8".into(),
+                window: 6
+            })
+        );
+        let v = with_output(json!({ "hls": {
+            "directory": "/tmp/hls", "live_playlist": { "name": "sliding.m3u8", "window": 3 }
+        } }));
+        assert_eq!(
+            ok(v).output.hls.unwrap().live,
+            Some(LivePlaylist {
+                name: "sliding.m3u8".into(),
+                window: 3
             })
         );
         for (hls, message) in [
@@ -2429,6 +2693,26 @@ mod tests {
             (
                 json!({ "directory": "h", "live": true }),
                 "config: output.hls",
+            ),
+            (
+                json!({ "directory": "h", "naming": "date" }),
+                "config: output.hls.naming: unknown variant `date`",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": { "name": "../x.m3u8" } }),
+                "config: output.hls.live_playlist.name: \"../x.m3u8\" is not a file name",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": { "name": "index.m3u8" } }),
+                "config: output.hls.live_playlist.name: index.m3u8 is the event playlist's name",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": { "window": 1 } }),
+                "config: output.hls.live_playlist.window: must be within 2..=100 segments, got 1",
+            ),
+            (
+                json!({ "directory": "h", "live_playlist": true }),
+                "config: output.hls.live_playlist:",
             ),
         ] {
             let e = err(with_output(json!({ "hls": hls })));
@@ -2447,7 +2731,17 @@ mod tests {
                 every: Duration::from_secs(10),
                 width: None,
                 height: None,
+                format: ImageFormat::Jpeg,
+                naming: Naming::Index,
+                s3_prefix: None,
             })
+        );
+        let v = with_output(json!({ "file": "/tmp/a.mp4",
+            "images": { "directory": "s", "format": "png", "naming": "timestamp" } }));
+        let images = ok(v).output.images.unwrap();
+        assert_eq!(
+            (images.format, images.naming),
+            (ImageFormat::Png, Naming::Timestamp)
         );
         let v = with_output(json!({ "file": "/tmp/a.mp4",
             "images": { "directory": "s", "every": "2s", "width": 320 } }));
@@ -2471,8 +2765,12 @@ mod tests {
                 "config: output.images.height: must be even",
             ),
             (
-                json!({ "directory": "s", "format": "png" }),
-                "config: output.images",
+                json!({ "directory": "s", "format": "gif" }),
+                "config: output.images.format: unknown variant `gif`",
+            ),
+            (
+                json!({ "directory": "s", "naming": "date" }),
+                "config: output.images.naming: unknown variant `date`",
             ),
         ] {
             let e = err(with_output(
@@ -2507,7 +2805,7 @@ mod tests {
         );
         let e = err(with_output(json!({ "rtmp": 5 })));
         assert!(
-            e.starts_with("config: output.rtmp:") && e.contains("an rtmp:// URL or a list"),
+            e.starts_with("config: output.rtmp:") && e.contains("a URL or a list"),
             "{e}"
         );
         let c = ok(with_output(
@@ -2519,6 +2817,53 @@ mod tests {
             "rtmps://b.example.com:443/app/k2"
         );
         assert!(!format!("{:?}", c.output).contains("k2"));
+    }
+
+    #[test]
+    fn output_srt() {
+        let c = ok(with_output(json!({
+            "srt": "srt://127.0.0.1:9000?passphrase=s3cr3tpassphrase&streamid=%23!%3A%3Ar%3Dlive%2Fkey42"
+        })));
+        assert_eq!(c.output.srt.len(), 1);
+        assert_eq!(c.output.srt[0].to_string(), "srt://127.0.0.1:9000?****");
+        let shown = format!("{:?}", c.output);
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("key42"),
+            "{shown}"
+        );
+        let c = ok(with_output(
+            json!({ "srt": ["srt://a.example.com:9000?mode=caller", "srt://b.example.com:9001"] }),
+        ));
+        assert_eq!(c.output.srt.len(), 2);
+        for (srt, expected) in [
+            (
+                json!("srt://a.example.com:9000?mode=listener&passphrase=s3cr3tpassphrase"),
+                "config: output.srt: srt://a.example.com:9000?****: mode must be caller (pagecast connects to the SRT listener), got listener",
+            ),
+            (
+                json!("srt://a.example.com:9000?passphrase=short"),
+                "config: output.srt: srt://a.example.com:9000?****: the passphrase must be 10 to 79 characters long",
+            ),
+            (
+                json!("srt://a.example.com?passphrase=s3cr3tpassphrase"),
+                "config: output.srt: srt://a.example.com?**** has no port (SRT has no default one)",
+            ),
+            (
+                json!(["srt://a.example.com:9000", "rtmp://b.example.com:9000/app/s3cr3tkey"]),
+                "config: output.srt[1]: rtmp://b.example.com:9000/app/**** is not an srt:// URL with a host",
+            ),
+            (
+                json!("srt://:9000?passphrase=s3cr3tpassphrase"),
+                "config: output.srt: **** is not an srt:// URL",
+            ),
+        ] {
+            assert_eq!(err(with_output(json!({ "srt": srt }))), expected);
+        }
+        let e = err(with_output(json!({ "srt": 5 })));
+        assert!(
+            e.starts_with("config: output.srt:") && e.contains("a URL or a list"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -256,16 +256,22 @@ impl Policy {
                     .await?;
             }
         }
-        for (i, stream) in config.output.rtmp.iter().enumerate() {
-            let field = if config.output.rtmp.len() == 1 {
-                "output.rtmp".to_owned()
-            } else {
-                format!("output.rtmp[{i}]")
-            };
-            // The key is in the path; only the host is looked at (and shown).
-            let url =
-                url::Url::parse(stream.expose()).map_err(|_| refused(&field, "is not a URL"))?;
-            self.check_url(&field, &url, Kind::Endpoint).await?;
+        for (name, streams) in [
+            ("output.rtmp", &config.output.rtmp),
+            ("output.srt", &config.output.srt),
+        ] {
+            for (i, stream) in streams.iter().enumerate() {
+                let field = if streams.len() == 1 {
+                    name.to_owned()
+                } else {
+                    format!("{name}[{i}]")
+                };
+                // The key is in the path (RTMP) or the query (SRT); only the host is looked at
+                // (and shown).
+                let url = url::Url::parse(stream.expose())
+                    .map_err(|_| refused(&field, "is not a URL"))?;
+                self.check_url(&field, &url, Kind::Endpoint).await?;
+            }
         }
         let mut pins = Vec::new();
         match &config.input.source {
@@ -326,10 +332,15 @@ impl Policy {
                 ));
             }
         }
-        let streams = config.output.rtmp.len();
+        let streams = config.output.rtmp.len() + config.output.srt.len();
         if streams > self.max_rtmp_outputs {
+            // RTMP and SRT outputs are counted together: each is a relay process.
             return Err(refused(
-                "output.rtmp",
+                match (config.output.rtmp.is_empty(), config.output.srt.is_empty()) {
+                    (false, false) => "output.rtmp + output.srt",
+                    (true, _) => "output.srt",
+                    (false, true) => "output.rtmp",
+                },
                 format!(
                     "{streams} live outputs, more than this service allows ({}, --max-rtmp-outputs)",
                     self.max_rtmp_outputs

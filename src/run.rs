@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use pagecast_actors::dir_upload::{DirKind, DirUpload, DirUploadSpec};
 use pagecast_actors::display::DisplaySpec;
-use pagecast_actors::encoder::EncoderSpec;
+use pagecast_actors::encoder::{EncoderSpec, ImagesSpec};
 use pagecast_actors::events::RECORDING_DISCARDED;
 use pagecast_actors::join::Probe;
 use pagecast_actors::page_proxy::PageProxy;
@@ -158,66 +159,75 @@ pub async fn record(
         tracing::warn!(error = %e, "cannot mark the working directory; a kill would leave it behind");
     }
     let url = &page.url;
-    let spec =
-        RecordingSpec {
-            id: id.clone(),
-            work_dir: work_dir.path().to_path_buf(),
-            display: DisplaySpec {
-                width: config.input.width,
-                height: config.input.height,
-                depth: config.input.depth,
-                refresh_hz: config.input.framerate,
-            },
-            url: url.clone(),
-            chromium,
-            no_sandbox: no_sandbox(),
-            host_resolver_rules: host_resolver_rules(&pins),
-            proxy_port: proxy.as_ref().map(PageProxy::port),
-            encoder: EncoderSpec {
-                output: output.clone(),
-                relays: Vec::new(),
-                width: config.input.width,
-                height: config.input.height,
-                framerate: config.input.framerate,
-                output_size: config.output.size,
-                video_bitrate: config.output.video_bitrate,
-                video_buffer: config.output.video_buffer,
-                audio_bitrate: config.output.audio_bitrate,
-                audio_frequency: config.output.audio_frequency,
-                // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
-                // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
-                preset: "superfast".into(),
-                hls: config
-                    .output
-                    .hls
-                    .as_ref()
-                    .map(|h| (h.directory.clone(), h.segment)),
-                images: config.output.images.as_ref().map(|i| {
-                    pagecast_actors::encoder::ImagesSpec {
-                        directory: i.directory.clone(),
-                        every: i.every,
-                        width: i.width,
-                        height: i.height,
-                        start_number: 1,
-                    }
+    let spec = RecordingSpec {
+        id: id.clone(),
+        work_dir: work_dir.path().to_path_buf(),
+        display: DisplaySpec {
+            width: config.input.width,
+            height: config.input.height,
+            depth: config.input.depth,
+            refresh_hz: config.input.framerate,
+        },
+        url: url.clone(),
+        chromium,
+        no_sandbox: no_sandbox(),
+        host_resolver_rules: host_resolver_rules(&pins),
+        proxy_port: proxy.as_ref().map(PageProxy::port),
+        encoder: EncoderSpec {
+            output: output.clone(),
+            relays: Vec::new(),
+            width: config.input.width,
+            height: config.input.height,
+            framerate: config.input.framerate,
+            output_size: config.output.size,
+            video_bitrate: config.output.video_bitrate,
+            video_buffer: config.output.video_buffer,
+            audio_bitrate: config.output.audio_bitrate,
+            audio_frequency: config.output.audio_frequency,
+            // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
+            // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
+            preset: "superfast".into(),
+            hls: config
+                .output
+                .hls
+                .as_ref()
+                .map(|h| pagecast_actors::encoder::HlsSpec {
+                    directory: h.directory.clone(),
+                    segment: h.segment,
+                    naming: h.naming,
                 }),
-            },
-            streams: config.output.rtmp.clone(),
-            stream_retry_for: config.output.rtmp_retry_for,
-            max_duration: config.max_duration,
-            intensity: pagecast_actors::supervision::Intensity {
-                max_restarts: config.supervision.max_restarts,
-                period: config.supervision.within,
-            },
-            await_start: page.await_start.clone(),
-            secrets: page.secrets.clone(),
-            fresh_url: page.fresh_url.clone(),
-            page: pagecast_actors::browser::PageOptions {
-                webgl: config.input.webgl,
-                insecure: config.input.insecure,
-                login: config.input.login.clone(),
-            },
-        };
+            images: config.output.images.as_ref().map(images_spec),
+        },
+        streams: config
+            .output
+            .rtmp
+            .iter()
+            .chain(&config.output.srt)
+            .cloned()
+            .collect(),
+        stream_retry_for: config.output.rtmp_retry_for,
+        hls_live: config.output.hls.as_ref().and_then(|h| {
+            let live = h.live.as_ref()?;
+            Some(pagecast_actors::hls_live::LiveSpec {
+                event_playlist: h.directory.join(pagecast_actors::encoder::HLS_PLAYLIST),
+                live_playlist: h.directory.join(&live.name),
+                window: live.window,
+            })
+        }),
+        max_duration: config.max_duration,
+        intensity: pagecast_actors::supervision::Intensity {
+            max_restarts: config.supervision.max_restarts,
+            period: config.supervision.within,
+        },
+        await_start: page.await_start.clone(),
+        secrets: page.secrets.clone(),
+        fresh_url: page.fresh_url.clone(),
+        page: pagecast_actors::browser::PageOptions {
+            webgl: config.input.webgl,
+            insecure: config.input.insecure,
+            login: config.input.login.clone(),
+        },
+    };
     if config.input.insecure {
         tracing::warn!(
             "input.insecure: the page's TLS certificate is not checked (anyone between here and the server can read and change the page)"
@@ -227,7 +237,7 @@ pub async fn record(
         id = %id,
         url = %pagecast_actors::secret::mask_url(url.as_str()),
         output = %output.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        live_outputs = %config.output.rtmp.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+        live_outputs = %config.output.rtmp.iter().chain(&config.output.srt).map(ToString::to_string).collect::<Vec<_>>().join(" "),
         size = %format!("{}x{}", config.input.width, config.input.height),
         fps = config.input.framerate,
         "recording"
@@ -235,9 +245,11 @@ pub async fn record(
     let status = StatusActor::new(status_line(log_format)).start();
     let launched = Instant::now();
     // This run's snapshots are numbered from here (after an earlier run's in the same directory).
-    let first_image = config.output.images.as_ref().map_or(1, |i| {
-        pagecast_actors::encoder::next_image_number(&i.directory)
-    });
+    let first_image = config
+        .output
+        .images
+        .as_ref()
+        .map_or(1, |i| images_spec(i).next_number());
     let recording = match Recording::start(spec, Some(status.recipient())) {
         Ok(recording) => recording,
         Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
@@ -245,6 +257,10 @@ pub async fn record(
     let upload = match (&s3, &output) {
         (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
         _ => None,
+    };
+    let dir_uploads = match &s3 {
+        Some((s3, _, client)) => start_dir_uploads(&config, s3, client, first_image),
+        None => Vec::new(),
     };
     let discard = crate::controls::Discard::default();
     let signals = actix::spawn(crate::controls::follow(
@@ -263,8 +279,8 @@ pub async fn record(
             .output
             .images
             .as_ref()
-            .map(|i| (i.directory.as_path(), first_image));
-        return discard_all(upload, output.as_deref(), images, &id).await;
+            .map(|i| (images_spec(i), first_image));
+        return discard_all(upload, dir_uploads, output.as_deref(), images, &id).await;
     }
     let playable = match &output {
         Some(path) => match pagecast_actors::join::probe(path).await {
@@ -308,6 +324,23 @@ pub async fn record(
                     outcome = Outcome::fail(Exit::Output, failure.message);
                 } else {
                     outcome.message = format!("{}; the S3 upload failed too", outcome.message);
+                }
+            }
+        }
+    }
+    for dir in dir_uploads {
+        let to = dir.describe();
+        let field = dir.field();
+        match dir.finish().await {
+            Ok(objects) => {
+                tracing::info!(field, objects, to = %to, message = pagecast_actors::events::DIRECTORY_UPLOADED);
+            }
+            Err(failure) => {
+                tracing::error!(error = %failure, "S3 upload of a directory failed");
+                if outcome.exit == Exit::Ok {
+                    outcome = Outcome::fail(Exit::Output, failure.message);
+                } else {
+                    outcome.message = format!("{}; {}", outcome.message, failure.message);
                 }
             }
         }
@@ -705,8 +738,9 @@ fn start_upload(
 /// images in the same directory are not this run's to delete).
 async fn discard_all(
     upload: Option<Upload>,
+    dir_uploads: Vec<DirUpload>,
     output: Option<&Path>,
-    images: Option<(&Path, u64)>,
+    images: Option<(ImagesSpec, u64)>,
     id: &str,
 ) -> Outcome {
     let mut removed = Vec::new();
@@ -714,6 +748,13 @@ async fn discard_all(
         // Not recorded: the uploader is stopped without Finish and aborts the multipart upload.
         let _ = finish_upload(upload, false, false).await;
         removed.push("the S3 upload (aborted)".to_owned());
+    }
+    for dir in dir_uploads {
+        let to = dir.describe();
+        let deleted = dir.discard().await;
+        if deleted > 0 {
+            removed.push(format!("{deleted} objects under {to}"));
+        }
     }
     if let Some(output) = output {
         if std::fs::remove_file(output).is_ok() {
@@ -736,13 +777,14 @@ async fn discard_all(
             }
         }
     }
-    if let Some((dir, first)) = images {
-        let last = pagecast_actors::encoder::next_image_number(dir);
-        let count = (first..last)
-            .filter(|n| std::fs::remove_file(dir.join(format!("image-{n:06}.jpg"))).is_ok())
+    if let Some((images, first)) = images {
+        let count = images
+            .written_since(first)
+            .iter()
+            .filter(|path| std::fs::remove_file(path).is_ok())
             .count();
         if count > 0 {
-            removed.push(format!("{count} images in {}", dir.display()));
+            removed.push(format!("{count} images in {}", images.directory.display()));
         }
     }
     let removed = if removed.is_empty() {
@@ -755,6 +797,63 @@ async fn discard_all(
         Exit::Discarded,
         format!("the recording was discarded on request: {removed}"),
     )
+}
+
+/// The copies of the HLS and snapshot directories to S3 (`s3_prefix`), into output.s3's bucket
+/// with its client.
+fn start_dir_uploads(
+    config: &Config,
+    s3: &crate::config::S3Output,
+    client: &aws_sdk_s3::Client,
+    first_image: u64,
+) -> Vec<DirUpload> {
+    let mut uploads = Vec::new();
+    let spec = |field, prefix: &str, directory: &Path, kind| DirUploadSpec {
+        bucket: s3.bucket.clone(),
+        prefix: prefix.to_owned(),
+        directory: directory.to_owned(),
+        kind,
+        give_up_after: s3.give_up_after,
+        field,
+    };
+    if let Some(hls) = &config.output.hls {
+        if let Some(prefix) = &hls.s3_prefix {
+            // The live playlist first: see dir_upload.rs.
+            let mut playlists: Vec<String> = hls.live.iter().map(|l| l.name.clone()).collect();
+            playlists.push(pagecast_actors::encoder::HLS_PLAYLIST.to_owned());
+            let kind = DirKind::Hls { playlists };
+            uploads.push(DirUpload::start(
+                spec("output.hls.s3_prefix", prefix, &hls.directory, kind),
+                client.clone(),
+            ));
+        }
+    }
+    if let Some(images) = &config.output.images {
+        if let Some(prefix) = &images.s3_prefix {
+            let kind = DirKind::Images {
+                spec: images_spec(images),
+                first: first_image,
+            };
+            uploads.push(DirUpload::start(
+                spec("output.images.s3_prefix", prefix, &images.directory, kind),
+                client.clone(),
+            ));
+        }
+    }
+    uploads
+}
+
+/// What the encoder is told of `output.images` (its start number is filled in at each start).
+fn images_spec(images: &crate::config::Images) -> ImagesSpec {
+    ImagesSpec {
+        directory: images.directory.clone(),
+        every: images.every,
+        width: images.width,
+        height: images.height,
+        start_number: 1,
+        format: images.format,
+        naming: images.naming,
+    }
 }
 
 /// Completes the upload if there is a recording to upload, else aborts it.

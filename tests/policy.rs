@@ -136,6 +136,23 @@ fn a_job_that_breaks_the_policy_is_refused_before_anything_starts() {
             "--allow-endpoint-host",
         ),
         (
+            with(&|c| {
+                c["output"]["srt"] = json!("srt://127.0.0.1:9000?passphrase=sk_123_passphrase")
+            }),
+            "policy: output.srt: 127.0.0.1 is a loopback address",
+            "--allow-endpoint-host",
+        ),
+        (
+            with(&|c| {
+                c["output"]["rtmp"] = json!("rtmp://live.example.com/app/key0");
+                c["output"]["srt"] = json!((0..4)
+                    .map(|i| format!("srt://live.example.com:900{i}"))
+                    .collect::<Vec<_>>())
+            }),
+            "policy: output.rtmp + output.srt: 5 live outputs",
+            "--max-rtmp-outputs",
+        ),
+        (
             with(&|c| c["output"]["s3"] = json!({ "bucket": "b", "key": "k.mp4" })),
             "policy: output.s3: has no access_key and secret",
             "--allow-worker-aws-identity",

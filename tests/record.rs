@@ -461,7 +461,8 @@ fn a_discarded_recording_leaves_nothing() {
     writeln!(control, "resume").unwrap();
     run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
-    assert!(std::fs::read_dir(&shots).unwrap().count() > 0);
+    let image = std::fs::read_dir(&shots).unwrap().next().unwrap().unwrap();
+    assert_eq!(probe(&image.path()).video_codec(), "mjpeg");
     writeln!(control, "discard").unwrap();
     let (status, _) = run.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(6), "{}", run.stderr());
@@ -479,8 +480,8 @@ fn a_discarded_recording_leaves_nothing() {
     assert_eq!(left, ["shots"], "left behind: {left:?}");
 }
 
-/// output.images: a JPEG every second from the same capture, scaled, each decodable and
-/// showing the page.
+/// output.images: a PNG every second from the same capture, scaled, named by time, each
+/// decodable and showing the page.
 #[test]
 fn snapshots_are_taken_every_interval_beside_the_file() {
     let _heavy = heavy();
@@ -488,7 +489,9 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
     let shots = dir.path().join("shots");
     let config = json!({
         "input": { "url": test_page("colour.html", ""), "width": 640, "height": 360 },
-        "output": { "file": file, "images": { "directory": shots, "every": "1s", "width": 320 } },
+        "output": { "file": file, "images": {
+            "directory": shots, "every": "1s", "width": 320, "format": "png", "naming": "timestamp",
+        } },
         "max_duration": "4s",
     });
     let mut run = Run::start(&config, &[]);
@@ -506,13 +509,24 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
         "{} images for {duration} s: {images:?}",
         images.len()
     );
-    assert_eq!(
-        images[0].file_name().unwrap().to_string_lossy(),
-        "image-000001.jpg"
-    );
     for image in &images {
+        // image-20260131T142501-1.png: the local time, then the encoder's start (the first).
+        let name = image.file_name().unwrap().to_string_lossy().into_owned();
+        let stamp = name
+            .strip_prefix("image-")
+            .and_then(|n| n.strip_suffix("-1.png"))
+            .unwrap_or_default();
+        assert!(
+            stamp.len() == 15
+                && stamp.char_indices().all(|(i, c)| if i == 8 {
+                    c == 'T'
+                } else {
+                    c.is_ascii_digit()
+                }),
+            "{name}"
+        );
         let p = probe(image);
-        assert_eq!(p.video_codec(), "mjpeg");
+        assert_eq!(p.video_codec(), "png");
         assert_eq!(p.dimensions(), (320, 180));
     }
     // The first may show the blank page before the load; the others show the page.
@@ -522,9 +536,10 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
     }
 }
 
-/// output.hls beside the file, from the same encode: ffmpeg plays the event playlist over HTTP
-/// while it is recorded, an encoder crash continues the playlist after a discontinuity, and at
-/// the end the playlist (closed: VOD) decodes end to end as long as the (joined) file.
+/// output.hls beside the file, from the same encode, segments named by time: ffmpeg plays the
+/// live (sliding-window) playlist over HTTP while it is recorded, an encoder crash continues the
+/// event playlist after a discontinuity, and at the end the event playlist (closed: VOD) decodes
+/// end to end as long as the (joined) file, and the live one is closed on its last segments.
 #[test]
 fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
     let _heavy = heavy();
@@ -532,13 +547,17 @@ fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
     let hls = dir.path().join("hls");
     let config = json!({
         "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
-        "output": { "file": file, "hls": { "directory": hls, "segment_duration": "2s" } },
+        "output": { "file": file, "hls": {
+            "directory": hls, "segment_duration": "2s", "naming": "timestamp",
+            "live_playlist": { "name": "live.m3u8", "window": 3 },
+        } },
     });
     let mut run = Run::start(&config, &[]);
     run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     let playlist = hls.join("index.m3u8");
+    let live_playlist = hls.join("live.m3u8");
     wait_until("the first segment", Duration::from_secs(20), || {
-        std::fs::read_to_string(&playlist).is_ok_and(|p| p.contains("segment-00000.ts"))
+        std::fs::read_to_string(&live_playlist).is_ok_and(|p| p.contains(".ts\n"))
     });
     let server = pagecast_testkit::StaticServer::start(&hls);
     // A player reading the live playlist: 3 s of it, decoded, while the recording goes on.
@@ -548,7 +567,7 @@ fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
             "-v",
             "error",
             "-i",
-            &server.url("index.m3u8"),
+            &server.url("live.m3u8"),
             "-t",
             "3",
             "-c",
@@ -579,9 +598,8 @@ fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
         Duration::from_secs(20),
         || {
             std::fs::read_to_string(&playlist).is_ok_and(|p| {
-                p.split("segment-00000.ts")
-                    .nth(1)
-                    .is_some_and(|rest| rest.contains("#EXT-X-DISCONTINUITY\n#EXTINF"))
+                p.split_once(".ts\n")
+                    .is_some_and(|(_, rest)| rest.contains("#EXT-X-DISCONTINUITY\n#EXTINF"))
             })
         },
     );
@@ -592,6 +610,33 @@ fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
     let closed = std::fs::read_to_string(&playlist).unwrap();
     assert!(closed.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{closed}");
     assert!(closed.trim_end().ends_with("#EXT-X-ENDLIST"), "{closed}");
+    // Segments named by the time they started, then their index.
+    let segments: Vec<&str> = closed.lines().filter(|l| l.ends_with(".ts")).collect();
+    for name in &segments {
+        let stamp = name
+            .strip_prefix("segment-")
+            .and_then(|n| n.strip_suffix(".ts"))
+            .unwrap_or_default();
+        let ok = stamp.len() == 21
+            && stamp.char_indices().all(|(i, c)| match i {
+                8 => c == 'T',
+                15 => c == '-',
+                _ => c.is_ascii_digit(),
+            });
+        assert!(ok, "{name}");
+    }
+    // The live playlist: closed too, on the last 3 segments, its window moved on.
+    let live_closed = std::fs::read_to_string(&live_playlist).unwrap();
+    let window: Vec<&str> = live_closed.lines().filter(|l| l.ends_with(".ts")).collect();
+    assert_eq!(window, segments[segments.len() - 3..], "{live_closed}");
+    assert!(
+        live_closed.contains(&format!("#EXT-X-MEDIA-SEQUENCE:{}\n", segments.len() - 3)),
+        "{live_closed}"
+    );
+    assert!(
+        live_closed.trim_end().ends_with("#EXT-X-ENDLIST"),
+        "{live_closed}"
+    );
     let decoded = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(&playlist)

@@ -1,6 +1,7 @@
 //! Live streaming to a real RTMP server (nginx with its RTMP module, on loopback): the stream is
 //! pulled back while it runs and nginx's own recording is checked with ffprobe. The stream key
-//! never appears in pagecast's output, debug logs of its child processes included.
+//! never appears in pagecast's output, debug logs of its child processes included. SRT the same
+//! way, to Debian's `srt-live-transmit` as the listener.
 mod common;
 
 use std::process::Command;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 use pagecast_actors::events;
+use pagecast_testkit::srt::SrtListener;
 use pagecast_testkit::{heavy, probe, wait_until, Nginx};
 use serde_json::json;
 
@@ -287,5 +289,126 @@ fn streams_over_rtmps_with_the_key_on_no_command_line() {
         p.duration() >= 3.0 && p.duration() <= streamed + 1.5,
         "nginx recorded {} s of {streamed} s encoded",
         p.duration()
+    );
+}
+
+/// No process of the run has `secret` on its command line.
+fn assert_on_no_command_line(run: &Run, secret: &str) {
+    let processes = pagecast_testkit::descendants(run.child.id());
+    assert!(
+        processes.iter().filter(|(_, n)| n == "ffmpeg").count() >= 2,
+        "the encoder and the relay: {processes:?}"
+    );
+    for (pid, name) in &processes {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(secret),
+            "{name} ({pid}) has the secret on its command line"
+        );
+    }
+}
+
+/// SRT with a passphrase beside a file: the listener receives a stream that decodes; killed and
+/// started again on the same port, it receives a second one (the relay reconnected) while the
+/// file goes on. The passphrase is on no command line and in none of pagecast's output.
+#[test]
+fn streams_over_srt_and_reconnects_to_a_restarted_listener() {
+    const PASSPHRASE: &str = "srt_pass_7c1e9b";
+    let _heavy = heavy();
+    let mut listener = SrtListener::start(Some(PASSPHRASE));
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "file": file, "srt": listener.url(&format!("?passphrase={PASSPHRASE}")) },
+        // Stopped by the test once the second stream has run a while.
+        "max_duration": "90s",
+    });
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    let connected = run.wait_for(events::LIVE_STREAM_CONNECTED, Duration::from_secs(60));
+    assert_on_no_command_line(&run, PASSPHRASE);
+    wait_until("3 s of streaming", Duration::from_secs(10), || {
+        connected.elapsed() >= Duration::from_secs(3)
+    });
+    listener.kill();
+    let first = listener.piece(1);
+    // The listener is back at once on the same port; the relay finds out that its connection is
+    // gone (SRT's peer idle timeout, 5 s) and connects again.
+    listener.run();
+    run.wait_for(events::LIVE_STREAM_DROPPED, Duration::from_secs(15));
+    let again = run.wait_for_nth(events::LIVE_STREAM_CONNECTED, 2, Duration::from_secs(15));
+    wait_until("3 s of the second stream", Duration::from_secs(10), || {
+        again.elapsed() >= Duration::from_secs(3)
+    });
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    // The relay closed its connection: the listener wrote the second piece to its end.
+    listener.wait_exit(Duration::from_secs(10));
+    let stderr = run.stderr();
+    assert!(
+        !stderr.contains(PASSPHRASE),
+        "the passphrase reached pagecast's output:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("srt://127.0.0.1:{}?****", listener.port)),
+        "the stream is named, masked:\n{stderr}"
+    );
+    for piece in [first, listener.piece(2)] {
+        let p = probe(&piece);
+        assert_eq!(p.dimensions(), (640, 360), "{}", piece.display());
+        assert!(p.has_audio(), "{}", piece.display());
+        assert!(
+            p.duration() >= 1.5,
+            "{} holds {} s",
+            piece.display(),
+            p.duration()
+        );
+    }
+    // The file never noticed.
+    let p = probe(&file);
+    let recorded = run
+        .seen_nth(events::ENCODER_RUNNING, 1)
+        .expect("the encoder ran")
+        .elapsed()
+        .as_secs_f64();
+    assert!(
+        p.duration() >= 9.0 && p.duration() <= recorded + 1.0,
+        "file {} s of {recorded} s",
+        p.duration()
+    );
+}
+
+/// An SRT listener that refuses the caller (a wrong passphrase) ends an SRT-only recording with
+/// exit 5 within seconds, naming the stream masked and never the passphrase.
+#[test]
+fn an_srt_listener_that_refuses_the_passphrase_is_a_clear_error() {
+    const WRONG: &str = "not_the_listeners_one";
+    let _heavy = heavy();
+    let listener = SrtListener::start(Some("the_listeners_passphrase"));
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "srt": listener.url(&format!("?passphrase={WRONG}")) },
+    });
+    let started = Instant::now();
+    let mut run = Run::start(&config, &["--log-level", "debug"]);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(5), "{}", run.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = run.stderr();
+    let last = stderr.lines().last().unwrap().to_owned();
+    assert!(
+        last.contains(&format!(
+            "live stream to srt://127.0.0.1:{}?**** failed",
+            listener.port
+        )),
+        "{last}"
+    );
+    assert!(
+        !stderr.contains(WRONG),
+        "the passphrase reached the output:\n{stderr}"
     );
 }

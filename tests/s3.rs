@@ -1,6 +1,7 @@
 //! S3 output against a real S3 server (moto's, from the project's venv, on loopback): the object
 //! is uploaded while recording, is byte-identical to the local file, survives a server that stops
-//! answering for a while, and bad targets are refused before anything starts.
+//! answering for a while, and bad targets are refused before anything starts. HLS segments,
+//! playlists and snapshots are copied beside it as they close.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -314,22 +315,129 @@ fn a_server_gone_for_good_keeps_the_local_file_and_names_it() {
 
 /// SIGRTMIN discards: the multipart upload begun while recording is aborted, no object is made,
 /// and the file recorded into the keep directory is removed; exit 6.
+/// The files of `dir`, by name.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// output.hls.s3_prefix and output.images.s3_prefix: while recording, every segment a playlist
+/// in the bucket names is in the bucket already; at the end the bucket holds exactly the local
+/// segments, playlists and images, byte for byte.
+#[test]
+fn hls_and_snapshots_are_copied_to_s3_as_they_close() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let (dir, file) = out_dir();
+    let (hls, shots) = (dir.path().join("hls"), dir.path().join("shots"));
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": {
+            "file": file,
+            "S3": s3_block(&moto, "recordings"),
+            "hls": { "directory": hls, "segment_duration": "2s", "s3_prefix": "rec/hls/",
+                     "live_playlist": { "window": 2 } },
+            "images": { "directory": shots, "every": "1s", "s3_prefix": "rec/shots/" },
+        },
+        "max_duration": "8s",
+    });
+    let mut run = Run::start(&config, &[]);
+    // While it records: a playlist fetched from the bucket names no segment missing there.
+    let live = tempfile::tempdir().unwrap();
+    let mut looked = 0;
+    while run.child.try_wait().unwrap().is_none() {
+        let keys = moto.s3(&[
+            "fetch",
+            "recordings",
+            "rec/hls/",
+            live.path().to_str().unwrap(),
+        ]);
+        for playlist in ["index.m3u8", "live.m3u8"] {
+            let Ok(text) = std::fs::read_to_string(live.path().join(playlist)) else {
+                continue;
+            };
+            let named = pagecast_actors::dir_upload::playlist_segments(&text);
+            for segment in &named {
+                assert!(
+                    keys.lines().any(|k| k == format!("rec/hls/{segment}")),
+                    "{playlist} in the bucket names {segment}, not there:\n{keys}"
+                );
+            }
+            looked += usize::from(!named.is_empty());
+        }
+        std::fs::remove_dir_all(live.path()).unwrap();
+        std::fs::create_dir(live.path()).unwrap();
+    }
+    assert!(
+        looked > 0,
+        "no playlist with a segment was seen while recording"
+    );
+    let (status, _) = run.wait(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert!(!stderr.contains(SECRET), "the secret reached the output");
+    assert_eq!(
+        stderr.matches(events::DIRECTORY_UPLOADED).count(),
+        2,
+        "{stderr}"
+    );
+    for (local, prefix) in [(&hls, "rec/hls/"), (&shots, "rec/shots/")] {
+        let fetched = tempfile::tempdir().unwrap();
+        moto.s3(&[
+            "fetch",
+            "recordings",
+            prefix,
+            fetched.path().to_str().unwrap(),
+        ]);
+        assert_eq!(files_in(fetched.path()), files_in(local), "{prefix}");
+        assert!(files_in(local).len() >= 4, "{:?}", files_in(local));
+        for name in files_in(local) {
+            assert!(
+                std::fs::read(fetched.path().join(&name)).unwrap()
+                    == std::fs::read(local.join(&name)).unwrap(),
+                "{prefix}{name} differs from the local file"
+            );
+        }
+    }
+    // The closed playlist in the bucket plays to the end.
+    let fetched = tempfile::tempdir().unwrap();
+    moto.s3(&[
+        "fetch",
+        "recordings",
+        "rec/hls/",
+        fetched.path().to_str().unwrap(),
+    ]);
+    let vod = probe(&fetched.path().join("index.m3u8")).duration();
+    assert!((vod - 8.0).abs() <= 1.5, "the playlist holds {vod} s");
+}
+
 #[test]
 fn a_discarded_recording_leaves_no_object_and_no_file() {
     let _heavy = heavy();
     let moto = Moto::start();
     moto.s3(&["mkbucket", "recordings"]);
     let keep = tempfile::tempdir().unwrap();
+    let hls = tempfile::tempdir().unwrap();
     let config = json!({
         "input": { "url": demo_page(), "width": 1280, "height": 720 },
-        "output": { "S3": s3_block(&moto, "recordings"), "video_bitrate": "8M", "video_buffer": "16M" },
+        "output": { "S3": s3_block(&moto, "recordings"), "video_bitrate": "8M", "video_buffer": "16M",
+            "hls": { "directory": hls.path().join("hls"), "segment_duration": "1s",
+                     "s3_prefix": "rec/hls/" } },
     });
     let mut run = Run::start(
         &config,
         &["record", "--keep-dir", keep.path().to_str().unwrap()],
     );
-    // A part is uploaded: a multipart upload is open.
+    // A part is uploaded: a multipart upload is open; and HLS segments are in the bucket.
     run.wait_for(r#""message":"uploaded part""#, Duration::from_secs(60));
+    pagecast_testkit::wait_until("HLS objects", Duration::from_secs(10), || {
+        moto.s3(&["objects", "recordings"]) != "0"
+    });
     assert_eq!(moto.s3(&["uploads", "recordings"]), "1");
     let rtmin = nix::libc::SIGRTMIN();
     // SAFETY: kill(2) with plain integers.

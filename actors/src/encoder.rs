@@ -61,15 +61,44 @@ pub struct EncoderSpec {
     pub preset: String,
     /// Snapshots taken from the same capture, beside the encode.
     pub images: Option<ImagesSpec>,
-    /// HLS from the same encode: (directory, segment length).
-    pub hls: Option<(PathBuf, Duration)>,
+    /// HLS from the same encode.
+    pub hls: Option<HlsSpec>,
+}
+
+/// HLS from the same encode: segments of about `segment` (cut on keyframes) into `directory`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlsSpec {
+    pub directory: PathBuf,
+    pub segment: Duration,
+    pub naming: Naming,
+}
+
+/// How written files (HLS segments, snapshots) are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Naming {
+    /// Numbered on: `segment-00000.ts`, ...
+    #[default]
+    Index,
+    /// The local time the file was started, to the second, then its index (two segments started
+    /// in one second, across an encoder restart, never share a name): `segment-20260131T142501-00007.ts`.
+    Timestamp,
+}
+
+impl HlsSpec {
+    /// The segments' file name pattern (ffmpeg's hls muxer; with `strftime` for timestamps).
+    pub fn segment_pattern(&self) -> &'static str {
+        match self.naming {
+            Naming::Index => "segment-%05d.ts",
+            Naming::Timestamp => "segment-%Y%m%dT%H%M%S-%%05d.ts",
+        }
+    }
 }
 
 /// The HLS playlist's name in its directory: an event playlist, closed at the end (VOD).
 pub const HLS_PLAYLIST: &str = "index.m3u8";
 
-/// JPEG snapshots of the recorded display: one every `every`, into `directory` as
-/// `image-NNNNNN.jpg`, numbered on across encoder restarts and pauses (never over an earlier one).
+/// Snapshots of the recorded display: one every `every`, into `directory`, named by `naming`
+/// (see [`ImagesSpec::pattern`]), never over an earlier one across encoder restarts and pauses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImagesSpec {
     pub directory: PathBuf,
@@ -77,28 +106,97 @@ pub struct ImagesSpec {
     /// A missing side keeps the aspect ratio; both missing: the recorded size.
     pub width: Option<u32>,
     pub height: Option<u32>,
-    /// The number of the first image this ffmpeg writes (filled in at each start).
+    /// Index naming: the number of the first image this ffmpeg writes. Timestamp naming: the
+    /// number of this ffmpeg start. Filled in at each start ([`ImagesSpec::next_number`]).
     pub start_number: u64,
+    pub format: ImageFormat,
+    pub naming: Naming,
 }
 
-/// The snapshots' file name pattern (ffmpeg's image2 muxer).
-pub const IMAGE_PATTERN: &str = "image-%06d.jpg";
+/// The snapshots' file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageFormat {
+    #[default]
+    Jpeg,
+    Png,
+}
 
-/// The number after the highest `image-NNNNNN.jpg` in `dir` (1 if none).
-pub fn next_image_number(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("image-")?
-                .strip_suffix(".jpg")?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .map_or(1, |n| n + 1)
+impl ImageFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ImageFormat::Jpeg => "jpg",
+            ImageFormat::Png => "png",
+        }
+    }
+}
+
+impl ImagesSpec {
+    /// The file name pattern of ffmpeg's image2 muxer. Index: `image-000001.jpg`, numbered on.
+    /// Timestamp (`-strftime`): `image-20260131T142501-1.jpg`, the local time to the second, then
+    /// the number of the ffmpeg start (1, 2 after a restart or a resume...): two images of one
+    /// second from two starts never share a name, and image2 with strftime has no index of its own.
+    pub fn pattern(&self) -> String {
+        let ext = self.format.extension();
+        match self.naming {
+            Naming::Index => format!("image-%06d.{ext}"),
+            Naming::Timestamp => format!("image-%Y%m%dT%H%M%S-{}.{ext}", self.start_number),
+        }
+    }
+
+    /// The number (see `start_number`) that a file name in the directory carries, if it is one
+    /// of these images.
+    fn number_of(&self, name: &str) -> Option<u64> {
+        let stem = name
+            .strip_prefix("image-")?
+            .strip_suffix(self.format.extension())?
+            .strip_suffix('.')?;
+        let number = match self.naming {
+            Naming::Index => stem,
+            Naming::Timestamp => {
+                let (stamp, start) = stem.rsplit_once('-')?;
+                if stamp.len() != 15 || stamp.as_bytes()[8] != b'T' {
+                    return None;
+                }
+                start
+            }
+        };
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        number.parse().ok()
+    }
+
+    /// The number after the highest one in the directory (1 if none): the next `start_number`.
+    pub fn next_number(&self) -> u64 {
+        self.written()
+            .into_iter()
+            .map(|(n, _)| n)
+            .max()
+            .map_or(1, |n| n + 1)
+    }
+
+    /// The images in the directory with their numbers.
+    fn written(&self) -> Vec<(u64, PathBuf)> {
+        std::fs::read_dir(&self.directory)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let number = self.number_of(&e.file_name().to_string_lossy())?;
+                Some((number, e.path()))
+            })
+            .collect()
+    }
+
+    /// The images numbered `first` or later: this run's, when `first` was
+    /// [`next_number`](Self::next_number) at its start.
+    pub fn written_since(&self, first: u64) -> Vec<PathBuf> {
+        self.written()
+            .into_iter()
+            .filter(|(n, _)| *n >= first)
+            .map(|(_, p)| p)
+            .collect()
+    }
 }
 
 /// Fragmented MP4 (with fragments of 1 s, cut mid-GOP if need be): the most a crash can lose.
@@ -238,7 +336,8 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                     "[f=mpegts:onfail=ignore:bsfs/v=dump_extra]udp://127.0.0.1:{port}?pkt_size=1316&localaddr=127.0.0.1"
                 ));
             }
-            if let Some((dir, segment)) = &spec.hls {
+            if let Some(hls) = &spec.hls {
+                let dir = &hls.directory;
                 // An event playlist: players read it live while it grows; `q` closes it with
                 // ENDLIST (the VOD playlist). An encoder restarted (or resumed) finds the
                 // playlist there and carries it on (append_list: the numbering goes on too)
@@ -249,10 +348,16 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 } else {
                     ""
                 };
+                // strftime: segments named by the time they start, then their index (`%%05d`,
+                // second_level_segment_index), Naming::Timestamp.
+                let strftime = match hls.naming {
+                    Naming::Index => "",
+                    Naming::Timestamp => "+second_level_segment_index:strftime=1",
+                };
                 legs.push(format!(
-                    "[f=hls:hls_time={}:hls_playlist_type=event:hls_flags=independent_segments{carry_on}:hls_segment_filename={}:bsfs/v=dump_extra]{}",
-                    segment.as_secs_f64(),
-                    tee_escape(&dir.join("segment-%05d.ts").to_string_lossy()),
+                    "[f=hls:hls_time={}:hls_playlist_type=event:hls_flags=independent_segments{carry_on}{strftime}:hls_segment_filename={}:bsfs/v=dump_extra]{}",
+                    hls.segment.as_secs_f64(),
+                    tee_escape(&dir.join(hls.segment_pattern()).to_string_lossy()),
                     tee_escape(&dir.join(HLS_PLAYLIST).to_string_lossy()),
                 ));
             }
@@ -270,15 +375,25 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
                 side(images.height)
             ));
         }
-        args.extend(
-            ["-map", "0:v", "-vf", &filter, "-c:v", "mjpeg", "-q:v", "3"]
-                .iter()
-                .map(|s| s.to_string()),
-        );
-        // Full-range YUV, as JPEG viewers expect.
-        args.extend(["-pix_fmt", "yuvj420p", "-f", "image2", "-start_number"].map(str::to_owned));
-        args.push(images.start_number.to_string());
-        args.push(file_url(&images.directory.join(IMAGE_PATTERN)));
+        args.extend(["-map", "0:v", "-vf", &filter].map(str::to_owned));
+        match images.format {
+            // Full-range YUV, as JPEG viewers expect.
+            ImageFormat::Jpeg => args
+                .extend(["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"].map(str::to_owned)),
+            ImageFormat::Png => {
+                args.extend(["-c:v", "png", "-pix_fmt", "rgb24"].map(str::to_owned))
+            }
+        }
+        // Atomic: each image appears under its name complete (the S3 copy relies on it).
+        args.extend(["-f", "image2", "-atomic_writing", "1"].map(str::to_owned));
+        match images.naming {
+            Naming::Index => {
+                args.push("-start_number".to_owned());
+                args.push(images.start_number.to_string());
+            }
+            Naming::Timestamp => args.extend(["-strftime".to_owned(), "1".to_owned()]),
+        }
+        args.push(file_url(&images.directory.join(images.pattern())));
     }
     args
 }
@@ -401,7 +516,7 @@ fn spawn_ffmpeg(
 ) -> Result<(ChildProcess, Option<ChildStdout>), Failure> {
     let mut spec = spec.clone();
     if let Some(images) = &mut spec.images {
-        images.start_number = next_image_number(&images.directory);
+        images.start_number = images.next_number();
     }
     let mut cmd = Command::new("ffmpeg");
     cmd.args(ffmpeg_args(&spec, display, audio))
@@ -904,7 +1019,11 @@ mod tests {
 
         let mut hls = spec();
         let hls_dir = tempfile::tempdir().unwrap();
-        hls.hls = Some((hls_dir.path().to_owned(), Duration::from_secs(2)));
+        hls.hls = Some(HlsSpec {
+            directory: hls_dir.path().to_owned(),
+            segment: Duration::from_secs(2),
+            naming: Naming::Index,
+        });
         let last = |spec: &EncoderSpec| {
             ffmpeg_args(spec, &DisplayInfo { number: 7 }, &audio)
                 .last()
@@ -922,6 +1041,15 @@ mod tests {
         // A restarted encoder finds its playlist and carries it on.
         std::fs::write(hls_dir.path().join(HLS_PLAYLIST), "#EXTM3U\n").unwrap();
         assert!(last(&hls).contains("hls_flags=independent_segments+append_list+discont_start:"));
+        // Named by time: strftime patterns.
+        hls.hls.as_mut().unwrap().naming = Naming::Timestamp;
+        let leg = last(&hls);
+        assert!(
+            leg.contains(
+                "+discont_start+second_level_segment_index:strftime=1:hls_segment_filename="
+            ) && leg.contains("/segment-%Y%m%dT%H%M%S-%%05d.ts:"),
+            "{leg}"
+        );
 
         let mut shots = spec();
         shots.images = Some(ImagesSpec {
@@ -930,6 +1058,8 @@ mod tests {
             width: Some(320),
             height: None,
             start_number: 7,
+            format: ImageFormat::Jpeg,
+            naming: Naming::Index,
         });
         let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio);
         assert_eq!(
@@ -941,11 +1071,43 @@ mod tests {
         );
         assert_eq!(after(&args, "-start_number"), ["7"]);
         assert_eq!(args.last().unwrap(), "file:/shots/image-%06d.jpg");
+        assert_eq!(after(&args, "-c:v")[1], "mjpeg");
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(next_image_number(dir.path()), 1);
+        let mut images = shots.images.clone().unwrap();
+        images.directory = dir.path().to_owned();
+        assert_eq!(images.next_number(), 1);
         std::fs::write(dir.path().join("image-000009.jpg"), b"").unwrap();
         std::fs::write(dir.path().join("image-x.jpg"), b"").unwrap();
-        assert_eq!(next_image_number(dir.path()), 10);
+        std::fs::write(dir.path().join("image-000012.png"), b"").unwrap();
+        assert_eq!(images.next_number(), 10);
+        // PNG, named by time then the number of the ffmpeg start.
+        images.format = ImageFormat::Png;
+        images.naming = Naming::Timestamp;
+        assert_eq!(images.next_number(), 1);
+        images.start_number = 3;
+        shots.images = Some(images.clone());
+        let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio);
+        assert_eq!(after(&args, "-c:v")[1], "png");
+        assert_eq!(after(&args, "-strftime"), ["1"]);
+        assert!(after(&args, "-start_number").is_empty());
+        assert_eq!(
+            args.last().unwrap(),
+            &format!("file:{}/image-%Y%m%dT%H%M%S-3.png", dir.path().display())
+        );
+        for name in [
+            "image-20260131T142501-2.png",
+            "image-20260131T142503-2.png",
+            "image-20260131T142509-4.png",
+            "image-20260131T142509-4.jpg",
+            "image-20260131-142509-9.png",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        assert_eq!(images.next_number(), 5);
+        let mut since = images.written_since(3);
+        since.sort();
+        assert_eq!(since, [dir.path().join("image-20260131T142509-4.png")]);
+        assert_eq!(images.written_since(1).len(), 3);
 
         let mut same_size = spec();
         same_size.output_size = None;

@@ -13,6 +13,8 @@ pub const RESTARTING: &str = "restarting";
 pub const LIVE_STREAM_CONNECTED: &str = "live stream connected";
 /// A live output dropped and is being reconnected.
 pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
+/// A directory (HLS, snapshots) is completely copied to S3 (fields: field, objects, to).
+pub const DIRECTORY_UPLOADED: &str = "directory uploaded to S3";
 /// The page asked for the recording to end.
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.

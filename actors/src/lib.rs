@@ -6,10 +6,12 @@
 pub mod audio;
 pub mod backoff;
 pub mod browser;
+pub mod dir_upload;
 pub mod display;
 pub mod encoder;
 pub mod events;
 pub mod gate;
+pub mod hls_live;
 pub mod join;
 pub mod key_proxy;
 pub mod login;

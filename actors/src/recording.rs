@@ -46,6 +46,7 @@ use crate::browser::{BrowserActor, BrowserSpec, Navigate, PageOptions};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec, PauseControl};
 use crate::gate::StartGate;
+use crate::hls_live::{HlsLiveActor, LiveSpec};
 use crate::join::{join_segments, segment_path};
 use crate::pause::PauseSwitch;
 use crate::relay::{RelayActor, RelaySpec};
@@ -76,6 +77,8 @@ pub struct RecordingSpec {
     pub streams: Vec<StreamUrl>,
     /// How long a live output keeps reconnecting.
     pub stream_retry_for: Duration,
+    /// The live HLS playlist, kept beside the encoder's event playlist (None: off).
+    pub hls_live: Option<LiveSpec>,
     pub max_duration: Option<Duration>,
     /// Restart intensity of each supervisor in the tree.
     pub intensity: Intensity,
@@ -385,6 +388,16 @@ fn media_child(
                     lost: lost_streams.clone(),
                 };
                 children.push(relay_child(relay));
+            }
+            if let Some(live) = &spec.hls_live {
+                // Before the encoder, so it stops after it: its last pass sees the closed playlist.
+                let live = live.clone();
+                children.push(ChildSpec::new(
+                    "hls-live",
+                    Restart::Permanent,
+                    Duration::from_secs(5),
+                    move |link| std::future::ready(Ok(HlsLiveActor::start(live.clone(), link))),
+                ));
             }
             children.push(encoder_child(
                 &spec,

@@ -1,13 +1,17 @@
-//! RelayActor: one live stream (RTMP or RTMPS) fed by the recording's single encode.
+//! RelayActor: one live stream (RTMP, RTMPS or SRT) fed by the recording's single encode.
 //!
 //! Owns: an ffmpeg process (own process group, dies with the actor) that reads the encoder's
-//! MPEG-TS stream from a loopback UDP port and remuxes it, without re-encoding, to FLV over RTMP.
-//! Everything it prints is redacted: the stream key never reaches a log line or an error.
+//! MPEG-TS stream from a loopback UDP port and sends it on without re-encoding: remuxed to FLV
+//! over RTMP, or as it is (MPEG-TS) over SRT, pagecast the caller.
+//! Everything it prints is redacted: the stream key, the SRT passphrase and stream id never reach
+//! a log line or an error, nor a command line (RTMP: the key proxy; SRT: they are handed to
+//! ffmpeg as a preset read from its stdin, see [`SrtTarget`]).
 //! Reconnects: when the server drops the stream or restarts, the relay starts a new ffmpeg with
 //! backoff (0.25 s doubling to 2 s), so it is back within seconds of the server, while the encoder
-//! and the file are untouched. A server that refuses the very first connection (a wrong app or
-//! key) is an `Output` failure at once: retrying cannot fix it.
-//! Accepts: [`Shutdown`] (`q`: the stream ends cleanly), [`Kill`].
+//! and the file are untouched. A server that refuses the very first connection (a wrong app, key,
+//! passphrase or port) is an `Output` failure at once: retrying cannot fix it.
+//! Accepts: [`Shutdown`] (RTMP: `q`, the FLV stream ends cleanly; SRT: SIGTERM, which ffmpeg
+//! handles the same way), [`Kill`].
 //! Sends: [`ChildExited`](crate::supervision::ChildExited) through its link when it gives up
 //! (the server stayed away longer than `retry_for`, or refused the first connection), or when it
 //! stopped. A relay that gives up beside a file output stops normally: the recording goes on, and
@@ -49,8 +53,10 @@ pub struct RelaySpec {
 pub struct RelayActor {
     link: ChildLink,
     spec: RelaySpec,
-    /// Keeps the stream key out of ffmpeg's command line (None: no key to hide).
+    /// Keeps the stream key out of ffmpeg's command line (None: no key to hide, or SRT).
     proxy: Option<KeyProxy>,
+    /// The SRT URL taken apart (None: RTMP).
+    srt: Option<SrtTarget>,
     ffmpeg: Option<ChildProcess>,
     /// The stream reached the server at least once.
     connected_once: bool,
@@ -62,9 +68,73 @@ pub struct RelayActor {
     stopping: bool,
 }
 
-/// ffmpeg's arguments for one relay, streaming to `output` (the key proxy's loopback URL, or the
-/// stream URL itself when there is no key to hide) with `tc_url` as the RTMP `tcUrl`.
-pub fn relay_args(spec: &RelaySpec, output: &str, tc_url: Option<&str>) -> Vec<String> {
+/// Where a relay's ffmpeg sends the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target<'a> {
+    /// FLV over RTMP to `url` (the key proxy's loopback URL, or the stream URL itself when there
+    /// is no key to hide), with `tc_url` as the RTMP `tcUrl`.
+    Rtmp {
+        url: &'a str,
+        tc_url: Option<&'a str>,
+    },
+    /// MPEG-TS over SRT.
+    Srt(&'a SrtTarget),
+}
+
+/// An SRT URL taken apart: what may be on ffmpeg's command line, and what may not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SrtTarget {
+    /// `srt://host:port?…` without the passphrase and the stream id.
+    pub url: String,
+    /// `(option, value)`: the passphrase and the stream id (which may carry a key), decoded.
+    pub secret_options: Vec<(String, String)>,
+}
+
+/// SRT options that are secrets: libsrt's passphrase, and the stream id, which ingest services
+/// use to carry a stream key (`#!::r=live/<key>`).
+const SRT_SECRET_OPTIONS: [&str; 2] = ["passphrase", "streamid"];
+
+impl SrtTarget {
+    /// Takes `url` (validated with the config: `srt://host:port?…`) apart.
+    pub fn new(url: &StreamUrl) -> SrtTarget {
+        let raw = url.expose();
+        let Ok(mut parsed) = url::Url::parse(raw) else {
+            return SrtTarget {
+                url: raw.to_owned(),
+                secret_options: Vec::new(),
+            };
+        };
+        let (secret, public): (Vec<_>, Vec<_>) = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .partition(|(k, _)| SRT_SECRET_OPTIONS.contains(&k.as_str()));
+        if public.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(public);
+        }
+        SrtTarget {
+            url: parsed.to_string(),
+            secret_options: secret,
+        }
+    }
+
+    /// The preset ffmpeg reads (`-fpre`): one `option=value` line each. None without secrets.
+    fn preset(&self) -> Option<String> {
+        if self.secret_options.is_empty() {
+            return None;
+        }
+        Some(
+            self.secret_options
+                .iter()
+                .map(|(k, v)| format!("{k}={v}\n"))
+                .collect(),
+        )
+    }
+}
+
+/// ffmpeg's arguments for one relay, streaming to `target`.
+pub fn relay_args(spec: &RelaySpec, target: &Target) -> Vec<String> {
     let mut args = crate::process::ffmpeg_prologue("1");
     args.extend(
         [
@@ -85,31 +155,43 @@ pub fn relay_args(spec: &RelaySpec, output: &str, tc_url: Option<&str>) -> Vec<S
         "udp://127.0.0.1:{}?fifo_size=100000&overrun_nonfatal=1&localaddr=127.0.0.1",
         spec.port
     ));
-    args.extend(
-        [
-            "-map",
-            "0",
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            "-flvflags",
-            "no_duration_filesize",
-        ]
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    if let Some(tc_url) = tc_url {
-        args.push("-rtmp_tcurl".into());
-        args.push(tc_url.to_owned());
+    args.extend(["-map", "0", "-c", "copy"].iter().map(|s| s.to_string()));
+    match target {
+        Target::Rtmp { url, tc_url } => {
+            args.extend(
+                ["-f", "flv", "-flvflags", "no_duration_filesize"]
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
+            if let Some(tc_url) = tc_url {
+                args.push("-rtmp_tcurl".into());
+                args.push((*tc_url).to_owned());
+            }
+            args.push((*url).to_owned());
+        }
+        Target::Srt(srt) => {
+            args.extend(["-f".to_owned(), "mpegts".to_owned()]);
+            if srt.preset().is_some() {
+                // ffmpeg 5.1 can read no option value from a file but a preset's: the output's
+                // protocol options (libsrt's passphrase and streamid), here from its stdin,
+                // written and closed by the relay at once. /proc/<pid>/cmdline is readable by
+                // every user of the machine; stdin is not.
+                args.extend(["-fpre".to_owned(), "/dev/stdin".to_owned()]);
+            }
+            args.push(srt.url.clone());
+        }
     }
-    args.push(output.to_owned());
     args
 }
 
 impl RelayActor {
     /// Starts the relay; it connects once the encoder's stream arrives.
     pub fn start(spec: RelaySpec, link: ChildLink) -> Result<Addr<RelayActor>, Failure> {
+        let srt = spec
+            .url
+            .expose()
+            .starts_with("srt://")
+            .then(|| SrtTarget::new(&spec.url));
         let proxy = KeyProxy::start(&spec.url).map_err(|e| {
             Failure::crashed(format!(
                 "live stream to {}: cannot listen on 127.0.0.1 for the key proxy: {e}",
@@ -119,6 +201,7 @@ impl RelayActor {
         let mut actor = RelayActor {
             link,
             proxy,
+            srt,
             spec,
             ffmpeg: None,
             connected_once: false,
@@ -134,28 +217,35 @@ impl RelayActor {
         }))
     }
 
-    /// Secrets to redact from what ffmpeg prints: the URL and its key.
+    /// Secrets to redact from what ffmpeg prints: the URL and its key (RTMP), or its passphrase
+    /// and stream id (SRT).
     fn secrets(&self) -> Vec<String> {
         let raw = self.spec.url.expose().to_owned();
-        let key = raw.rsplit('/').next().unwrap_or_default().to_owned();
-        let mut secrets = vec![raw];
-        if key.len() >= 3 {
-            secrets.push(key);
-        }
+        let mut secrets = match &self.srt {
+            Some(srt) => srt.secret_options.iter().map(|(_, v)| v.clone()).collect(),
+            None => vec![raw.rsplit('/').next().unwrap_or_default().to_owned()],
+        };
+        secrets.retain(|s| s.len() >= 3);
+        secrets.insert(0, raw);
         secrets
     }
 
     fn spawn_ffmpeg(&mut self) -> Result<(ChildProcess, tokio::process::ChildStdout), Failure> {
-        let mut cmd = Command::new("ffmpeg");
-        match &self.proxy {
-            Some(proxy) => cmd.args(relay_args(
-                &self.spec,
-                proxy.local_url(),
-                Some(proxy.tc_url()),
-            )),
-            None => cmd.args(relay_args(&self.spec, self.spec.url.expose(), None)),
+        let target = match (&self.srt, &self.proxy) {
+            (Some(srt), _) => Target::Srt(srt),
+            (None, Some(proxy)) => Target::Rtmp {
+                url: proxy.local_url(),
+                tc_url: Some(proxy.tc_url()),
+            },
+            (None, None) => Target::Rtmp {
+                url: self.spec.url.expose(),
+                tc_url: None,
+            },
         };
-        let (ffmpeg, stdout) = ChildProcess::spawn_redacting(
+        let preset = self.srt.as_ref().and_then(SrtTarget::preset);
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(relay_args(&self.spec, &target));
+        let (mut ffmpeg, stdout) = ChildProcess::spawn_redacting(
             "ffmpeg (relay)",
             cmd,
             true,
@@ -163,6 +253,13 @@ impl RelayActor {
             self.secrets(),
         )
         .map_err(|e| e.into_failure())?;
+        if let (Some(preset), Some(mut stdin)) = (preset, ffmpeg.take_stdin()) {
+            // A few hundred bytes: the pipe takes them at once. Dropping stdin then ends the
+            // preset (ffmpeg reads it to its end before it opens the output).
+            tokio::spawn(async move {
+                let _ = stdin.write_all(preset.as_bytes()).await;
+            });
+        }
         Ok((ffmpeg, stdout.expect("captured")))
     }
 
@@ -290,7 +387,11 @@ impl Handler<Shutdown> for RelayActor {
             return Box::pin(actix::fut::ready(Ok(())));
         };
         let stdin = ffmpeg.take_stdin();
-        let wait = ffmpeg.wait_or_kill(STOP_GRACE);
+        // SRT's stdin was its preset (already closed): SIGTERM ends it as cleanly as `q`.
+        let wait: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = match stdin {
+            Some(_) => Box::pin(ffmpeg.wait_or_kill(STOP_GRACE)),
+            None => Box::pin(ffmpeg.terminate(STOP_GRACE)),
+        };
         let stop = async move {
             // `q` ends the FLV stream properly; the encoder has already sent its last packets.
             if let Some(mut stdin) = stdin {
@@ -333,7 +434,13 @@ mod tests {
             only_output: false,
             lost: Rc::default(),
         };
-        let args = relay_args(&spec, "rtmp://127.0.0.1:1935/live/key", None);
+        let args = relay_args(
+            &spec,
+            &Target::Rtmp {
+                url: "rtmp://127.0.0.1:1935/live/key",
+                tc_url: None,
+            },
+        );
         assert!(args.contains(
             &"udp://127.0.0.1:5000?fifo_size=100000&overrun_nonfatal=1&localaddr=127.0.0.1"
                 .to_owned()
@@ -342,8 +449,10 @@ mod tests {
         assert!(!args.contains(&"-rtmp_tcurl".to_owned()));
         let args = relay_args(
             &spec,
-            "rtmp://127.0.0.1:4000/live/Xq7",
-            Some("rtmp://live.example.com:1935/live"),
+            &Target::Rtmp {
+                url: "rtmp://127.0.0.1:4000/live/Xq7",
+                tc_url: Some("rtmp://live.example.com:1935/live"),
+            },
         );
         assert_eq!(
             args[args.len() - 3..],
@@ -355,5 +464,43 @@ mod tests {
         );
         assert!(args.windows(2).any(|w| w == ["-c", "copy"]));
         assert!(args.windows(2).any(|w| w == ["-f", "flv"]));
+    }
+
+    #[test]
+    fn srt_secrets_go_to_the_preset_not_the_command_line() {
+        let url = StreamUrl::new(
+            "srt://127.0.0.1:9000?mode=caller&passphrase=s3cr3t%26pass&latency=200000&streamid=%23!%3A%3Ar%3Dlive%2Fkey42",
+        );
+        let srt = SrtTarget::new(&url);
+        assert_eq!(srt.url, "srt://127.0.0.1:9000?mode=caller&latency=200000");
+        assert_eq!(
+            srt.preset().as_deref(),
+            Some("passphrase=s3cr3t&pass\nstreamid=#!::r=live/key42\n")
+        );
+        let spec = RelaySpec {
+            url,
+            port: 5000,
+            retry_for: Duration::from_secs(60),
+            only_output: false,
+            lost: Rc::default(),
+        };
+        let args = relay_args(&spec, &Target::Srt(&srt));
+        assert!(!args.join(" ").contains("s3cr3t") && !args.join(" ").contains("key42"));
+        assert_eq!(
+            args[args.len() - 5..],
+            [
+                "-f",
+                "mpegts",
+                "-fpre",
+                "/dev/stdin",
+                "srt://127.0.0.1:9000?mode=caller&latency=200000"
+            ]
+        );
+        // Without secrets there is no preset, and the URL is left as it is.
+        let plain = SrtTarget::new(&StreamUrl::new("srt://127.0.0.1:9000"));
+        assert_eq!(plain.preset(), None);
+        let args = relay_args(&spec, &Target::Srt(&plain));
+        assert!(!args.contains(&"-fpre".to_owned()));
+        assert_eq!(args.last().unwrap(), "srt://127.0.0.1:9000");
     }
 }

@@ -38,7 +38,9 @@ impl fmt::Display for Secret {
     }
 }
 
-/// An RTMP(S) URL: it carries a stream key, so it prints masked (`rtmp://host/app/****`).
+/// An RTMP(S) or SRT URL: it carries a stream key (RTMP: the last path segment; SRT: the
+/// passphrase and streamid in the query), so it prints masked (`rtmp://host/app/****`,
+/// `srt://host:port?****`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct StreamUrl(String);
 

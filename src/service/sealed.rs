@@ -111,6 +111,9 @@ pub fn secret_fields(config: &crate::config::Config) -> Vec<&'static str> {
     if !config.output.rtmp.is_empty() {
         fields.push("output.rtmp");
     }
+    if !config.output.srt.is_empty() {
+        fields.push("output.srt");
+    }
     if let Some(s3) = &config.output.s3 {
         if s3.secret.is_some() {
             fields.push("output.s3.secret");

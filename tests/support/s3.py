@@ -4,6 +4,8 @@ usage: s3.py ENDPOINT mkbucket BUCKET
        s3.py ENDPOINT get BUCKET KEY OUT_FILE
        s3.py ENDPOINT uploads BUCKET        (prints how many multipart uploads are open)
        s3.py ENDPOINT objects BUCKET        (prints how many objects it holds)
+       s3.py ENDPOINT fetch BUCKET PREFIX DIR (downloads every object under PREFIX into DIR,
+                                             by the rest of its key; prints the keys)
        s3.py ENDPOINT iam-user BUCKET       (4 requests: user, policy, key, bucket; prints
                                              "ACCESS_KEY SECRET" of a user allowed everything)
 """
@@ -48,6 +50,13 @@ def main():
         )
         s3.create_bucket(Bucket=args[0])
         print(key["AccessKeyId"], key["SecretAccessKey"])
+    elif command == "fetch":
+        bucket, prefix, out = args
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        for obj in listed:
+            key = obj["Key"]
+            s3.download_file(bucket, key, f"{out}/{key[len(prefix):]}")
+            print(key)
     elif command == "objects":
         print(s3.list_objects_v2(Bucket=args[0]).get("KeyCount", 0))
     elif command == "uploads":

@@ -326,28 +326,42 @@ fn outputs(
     }
     let mut shown = Vec::new();
     if let Some(s) = streams.first() {
-        match lk::StreamProtocol::try_from(s.protocol) {
-            Ok(lk::StreamProtocol::DefaultProtocol | lk::StreamProtocol::Rtmp) => {}
+        // The default protocol is RTMP, or SRT when every URL says so (as LiveKit infers it).
+        let srt = match lk::StreamProtocol::try_from(s.protocol) {
+            Ok(lk::StreamProtocol::Rtmp) => false,
+            Ok(lk::StreamProtocol::Srt) => true,
+            Ok(lk::StreamProtocol::DefaultProtocol) => {
+                !s.urls.is_empty() && s.urls.iter().all(|u| u.starts_with("srt://"))
+            }
             _ => {
                 return Err(TwirpError::unimplemented(
                     "stream_outputs[0].protocol",
-                    "pagecast streams over RTMP only",
+                    "pagecast streams over RTMP and SRT only",
                 ))
             }
-        }
+        };
         if s.urls.is_empty() {
             return Err(TwirpError::invalid("stream_outputs[0].urls", "is empty"));
         }
         for (i, u) in s.urls.iter().enumerate() {
-            if !(u.starts_with("rtmp://") || u.starts_with("rtmps://")) {
+            let fits = if srt {
+                u.starts_with("srt://")
+            } else {
+                u.starts_with("rtmp://") || u.starts_with("rtmps://")
+            };
+            if !fits {
                 return Err(TwirpError::invalid(
                     &format!("stream_outputs[0].urls[{i}]"),
-                    "not an rtmp:// or rtmps:// URL",
+                    if srt {
+                        "not an srt:// URL (protocol SRT)"
+                    } else {
+                        "not an rtmp:// or rtmps:// URL"
+                    },
                 ));
             }
             shown.push(mask_stream_url(u));
         }
-        output["rtmp"] = json!(s.urls);
+        output[if srt { "srt" } else { "rtmp" }] = json!(s.urls);
     }
     Ok(shown)
 }
@@ -489,6 +503,41 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert_eq!(job.streams, vec!["rtmp://live.example.com/app/****"]);
+    }
+
+    #[test]
+    fn an_srt_stream_output_becomes_output_srt_with_its_passphrase_concealed() {
+        let srt = "srt://live.example.com:9000?passphrase=PASSPHRASE42&streamid=KEY42";
+        let request = |protocol: lk::StreamProtocol, urls: Vec<&str>| lk::WebEgressRequest {
+            url: "https://example.com/page".into(),
+            stream_outputs: vec![lk::StreamOutput {
+                protocol: protocol as i32,
+                urls: urls.into_iter().map(str::to_owned).collect(),
+            }],
+            ..Default::default()
+        };
+        for protocol in [lk::StreamProtocol::Srt, lk::StreamProtocol::DefaultProtocol] {
+            let job = web(&request(protocol, vec![srt])).unwrap();
+            assert_eq!(job.config["output"]["srt"][0], srt);
+            assert!(job.config["output"].get("rtmp").is_none());
+            let config = crate::config::parse(&job.config.to_string()).expect("a config");
+            assert_eq!(config.output.srt.len(), 1);
+            assert_eq!(job.streams, vec!["srt://live.example.com:9000?****"]);
+            let shown = format!("{:?}", job.shown);
+            for secret in ["PASSPHRASE42", "KEY42"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
+        // Protocol and URLs must agree.
+        let e = web(&request(
+            lk::StreamProtocol::Srt,
+            vec![srt, "rtmp://live.example.com/app/KEY"],
+        ))
+        .unwrap_err();
+        assert!(e.msg.starts_with("stream_outputs[0].urls[1]:"), "{}", e.msg);
+        let e = web(&request(lk::StreamProtocol::Rtmp, vec![srt])).unwrap_err();
+        assert!(e.msg.starts_with("stream_outputs[0].urls[0]:"), "{}", e.msg);
+        assert!(!e.msg.contains("PASSPHRASE42"), "{}", e.msg);
     }
 
     #[test]
