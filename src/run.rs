@@ -244,6 +244,8 @@ pub async fn record(
     );
     let status = StatusActor::new(status_line(log_format)).start();
     let launched = Instant::now();
+    // What this run writes into a directory it shares (HLS) is what is at least this new.
+    let started_at = std::time::SystemTime::now();
     // This run's snapshots are numbered from here (after an earlier run's in the same directory).
     let first_image = config
         .output
@@ -280,7 +282,8 @@ pub async fn record(
             .images
             .as_ref()
             .map(|i| (images_spec(i), first_image));
-        return discard_all(upload, dir_uploads, output.as_deref(), images, &id).await;
+        let hls = config.output.hls.as_ref().map(|h| (h, started_at));
+        return discard_all(upload, dir_uploads, output.as_deref(), images, hls, &id).await;
     }
     let playable = match &output {
         Some(path) => match pagecast_actors::join::probe(path).await {
@@ -736,11 +739,14 @@ fn start_upload(
 /// the output file and every part of this run beside it removed.
 /// `images`: the snapshots' directory and the number of this run's first one (earlier runs'
 /// images in the same directory are not this run's to delete).
+/// `hls`: the HLS directory and when this run started: its playlists (a run refuses a directory
+/// that already holds one, so they are this run's) and the segments written since.
 async fn discard_all(
     upload: Option<Upload>,
     dir_uploads: Vec<DirUpload>,
     output: Option<&Path>,
     images: Option<(ImagesSpec, u64)>,
+    hls: Option<(&crate::config::Hls, std::time::SystemTime)>,
     id: &str,
 ) -> Outcome {
     let mut removed = Vec::new();
@@ -787,6 +793,15 @@ async fn discard_all(
             removed.push(format!("{count} images in {}", images.directory.display()));
         }
     }
+    if let Some((hls, since)) = hls {
+        let count = hls_files_since(hls, since)
+            .iter()
+            .filter(|path| std::fs::remove_file(path).is_ok())
+            .count();
+        if count > 0 {
+            removed.push(format!("{count} HLS files in {}", hls.directory.display()));
+        }
+    }
     let removed = if removed.is_empty() {
         "nothing had been written".to_owned()
     } else {
@@ -797,6 +812,33 @@ async fn discard_all(
         Exit::Discarded,
         format!("the recording was discarded on request: {removed}"),
     )
+}
+
+/// This run's HLS files: its playlists, and the segments (and the muxer's temporary files)
+/// written since `since`.
+fn hls_files_since(hls: &crate::config::Hls, since: std::time::SystemTime) -> Vec<PathBuf> {
+    let mut playlists = vec![pagecast_actors::encoder::HLS_PLAYLIST.to_owned()];
+    playlists.extend(hls.live.iter().map(|l| l.name.clone()));
+    let ours = |entry: &std::fs::DirEntry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_segment =
+            name.starts_with("segment-") && (name.ends_with(".ts") || name.ends_with(".ts.tmp"));
+        let recent = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified >= since);
+        playlists
+            .iter()
+            .any(|p| name == *p || name == format!("{p}.tmp"))
+            || (is_segment && recent)
+    };
+    std::fs::read_dir(&hls.directory)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| ours(e))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// The copies of the HLS and snapshot directories to S3 (`s3_prefix`), into output.s3's bucket

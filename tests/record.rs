@@ -437,16 +437,22 @@ fn a_paused_recording_resumes_into_the_same_file_without_the_paused_time() {
 }
 
 /// A `discard` control line (record --stdin-control) stops the recording and deletes what it
-/// recorded, parts and snapshots included: exit 6, nothing left in the directory.
+/// recorded, parts, snapshots and HLS segments included: exit 6, nothing left in the directory.
 #[test]
 fn a_discarded_recording_leaves_nothing() {
     use std::io::Write;
     let _heavy = heavy();
     let (dir, file) = out_dir();
     let shots = dir.path().join("shots");
+    let hls = dir.path().join("hls");
     let config = json!({
         "input": { "url": test_page("clock.html", ""), "width": 640, "height": 360 },
-        "output": { "file": file, "images": { "directory": shots, "every": "1s" } },
+        "output": {
+            "file": file,
+            "images": { "directory": shots, "every": "1s" },
+            "hls": { "directory": hls, "segment_duration": "1s",
+                     "live_playlist": { "name": "live.m3u8" } },
+        },
     });
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["--log-format", "json", "record", "--stdin-control"])
@@ -460,9 +466,25 @@ fn a_discarded_recording_leaves_nothing() {
     run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
     writeln!(control, "resume").unwrap();
     run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     let image = std::fs::read_dir(&shots).unwrap().next().unwrap().unwrap();
     assert_eq!(probe(&image.path()).video_codec(), "mjpeg");
+    pagecast_testkit::wait_until(
+        "an HLS segment and both playlists",
+        Duration::from_secs(20),
+        || {
+            let names: Vec<String> = std::fs::read_dir(&hls)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.iter().any(|n| n.ends_with(".ts"))
+                && names.iter().any(|n| n == "index.m3u8")
+                && names.iter().any(|n| n == "live.m3u8")
+        },
+    );
     writeln!(control, "discard").unwrap();
     let (status, _) = run.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(6), "{}", run.stderr());
@@ -472,12 +494,14 @@ fn a_discarded_recording_leaves_nothing() {
         last.starts_with("pagecast: the recording was discarded on request: removed "),
         "{last}"
     );
-    let left: Vec<_> = std::fs::read_dir(dir.path())
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .chain(std::fs::read_dir(&shots).unwrap())
+        .chain(std::fs::read_dir(&hls).unwrap())
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(left, ["shots"], "left behind: {left:?}");
+    left.sort();
+    assert_eq!(left, ["hls", "shots"], "left behind: {left:?}");
 }
 
 /// output.images: a PNG every second from the same capture, scaled, named by time, each
