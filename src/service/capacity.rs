@@ -94,6 +94,14 @@ pub fn cost_of(config: &Config) -> Cost {
     }
 }
 
+/// What a warm tree (`serve --warm`) is reserved at until it is measured: Xvfb, PulseAudio and
+/// Chromium on a blank page, idle, with nothing encoded. An estimate; its measured CPU and memory
+/// count instead when they are more, as for a recording.
+pub const WARM_TREE: Cost = Cost {
+    cores: 0.05,
+    memory: FIXED_MEMORY,
+};
+
 /// The machine the recordings share.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Machine {
@@ -160,6 +168,9 @@ pub struct Held {
     pub measured: Option<Cost>,
     /// Its encoder is falling behind real time.
     pub behind: bool,
+    /// A warm tree waiting for a job (`serve --warm`): its cost counts, but it is not one of
+    /// `--max-recordings`.
+    pub warm: bool,
 }
 
 impl Held {
@@ -226,8 +237,9 @@ impl Admission {
                 self.max_utilisation
             ));
         }
-        if held.len() >= self.max_recordings {
-            return Verdict::Wait(format!("--max-recordings {} running", held.len()));
+        let recordings = held.iter().filter(|h| !h.warm).count();
+        if recordings >= self.max_recordings {
+            return Verdict::Wait(format!("--max-recordings {recordings} running"));
         }
         if held.iter().any(|h| h.behind) {
             return Verdict::Wait("a recording here is falling behind real time".into());
@@ -266,6 +278,7 @@ mod tests {
             reserved,
             measured,
             behind: false,
+            warm: false,
         }
     }
 
@@ -417,5 +430,27 @@ mod tests {
         }
         let here = Machine::detect();
         assert!(here.cores >= 1.0 && here.memory > 0);
+    }
+
+    #[test]
+    fn warm_trees_count_by_cost_but_not_against_max_recordings() {
+        let a = Admission {
+            max_recordings: 1,
+            ..admission(2.0, 8 * GIB)
+        };
+        let warm = Held {
+            warm: true,
+            ..held(WARM_TREE, Some(cost(0.9, 300)))
+        };
+        assert_eq!(a.admit(&[warm], cost(0.5, 400)), Verdict::Take);
+        match a.admit(&[warm, warm], cost(0.5, 400)) {
+            Verdict::Wait(why) => assert!(why.contains("left"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let recording = held(cost(0.1, 100), None);
+        assert!(matches!(
+            a.admit(&[recording], cost(0.1, 100)),
+            Verdict::Wait(_)
+        ));
     }
 }

@@ -238,7 +238,15 @@ impl QueueActor {
                 reserved: taken.reserved,
                 measured: self.usage.measured.get(id).copied(),
                 behind: self.usage.behind.contains(id),
+                warm: false,
             })
+            // The warm trees waiting for jobs hold their share too.
+            .chain(self.usage.warm.iter().map(|measured| Held {
+                reserved: capacity::WARM_TREE,
+                measured: *measured,
+                behind: false,
+                warm: true,
+            }))
             .collect()
     }
 
@@ -421,6 +429,8 @@ impl QueueActor {
                 .collect(),
             admission: take.then_some(self.options.admission()),
             held: self.held(),
+            warm: self.options.warm,
+            warm_ready: self.usage.warm_ready,
         }
     }
 
@@ -715,8 +725,12 @@ struct Round {
     known: HashSet<String>,
     /// How jobs are admitted (None: take none this round).
     admission: Option<Admission>,
-    /// What the running recordings hold.
+    /// What the running recordings (and warm trees) hold.
     held: Vec<Held>,
+    /// The warm pool, and how many of its trees are ready: a job that will take one is weighed
+    /// without it (the tree becomes the job's recording).
+    warm: super::WarmPool,
+    warm_ready: usize,
     /// Look for dead workers this round.
     reclaim: bool,
 }
@@ -831,7 +845,15 @@ impl Round {
         let mut held = self.held.clone();
         while let Some(next) = self.store.next().await? {
             // A job that cannot be read costs nothing: it is taken and refused (in `accept`).
-            let cost = self.cost_of(&next);
+            let (cost, fits_warm) = self.cost_of(&next).unzip();
+            let fits_warm = fits_warm.unwrap_or(false) && self.warm_ready > 0;
+            let mut weighed = held.clone();
+            if fits_warm {
+                if let Some(i) = weighed.iter().position(|h| h.warm) {
+                    weighed.remove(i);
+                }
+            }
+            let held_before = std::mem::replace(&mut held, weighed);
             let verdict = match cost {
                 Some(cost) => admission.admit(&held, cost),
                 None if held.len() >= admission.max_recordings => {
@@ -843,6 +865,12 @@ impl Round {
                 let id =
                     super::store::job_id(&next).unwrap_or_else(|| next.chars().take(40).collect());
                 return Ok((taken, refused, Some((id, why))));
+            }
+            // The warm tree is the job's from now (if the job is taken): one fewer ready.
+            if fits_warm && matches!(verdict, Verdict::Take) {
+                self.warm_ready -= 1;
+            } else {
+                held = held_before;
             }
             match self.store.take(&next).await? {
                 Take::Empty => break,
@@ -881,15 +909,17 @@ impl Round {
         Ok((taken, refused, None))
     }
 
-    /// What a stored job will cost, if it can be read (opened and checked).
-    fn cost_of(&self, raw: &str) -> Option<Cost> {
+    /// What a stored job will cost, if it can be read (opened and checked), and whether it fits
+    /// the warm pool's trees.
+    fn cost_of(&self, raw: &str) -> Option<(Cost, bool)> {
         let clear = sealed::unseal(raw, self.key.as_deref()).ok()?;
         let Parsed::Job { config, .. } = parse_job(&clear) else {
             return None;
         };
-        crate::config::parse(&config)
-            .ok()
-            .map(|c| capacity::cost_of(&c))
+        crate::config::parse(&config).ok().map(|c| {
+            let fits = self.warm.count > 0 && crate::warm::misfit(&c, &self.warm.size).is_none();
+            (capacity::cost_of(&c), fits)
+        })
     }
 
     /// A job just taken: opened, checked, re-stored sealed if it came in clear, announced.
