@@ -526,6 +526,8 @@ pub async fn record_warm(
         outcome
     };
     let json = tokio::select! {
+        // A job already there goes first: a stop of that job arriving with it stops it (below).
+        biased;
         json = read => json,
         exit = recording.ended() => {
             let why = match exit {
@@ -591,7 +593,7 @@ pub async fn record_warm(
         status,
         warm: Some((recording, late)),
     };
-    run_tree(prepared, tree, early_signals, keep).await
+    run_tree(prepared, tree, early_signals.with_stop(term, int), keep).await
 }
 
 /// The local file an S3-only recording is written to first: in `keep_dir` (created if need be),
