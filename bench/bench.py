@@ -1679,9 +1679,13 @@ def render(results, meta, args):
 
 def plot_density(dens, path):
     """An SVG beside the results: frames kept (worst recording) and CPU against N, one line
-    per size, drawn from the raw figures (standard library only)."""
+    per size and page, drawn from the raw figures (standard library only)."""
     W, H, M = 640, 300, 50
-    sizes = sorted({r["size"] for r in dens})
+
+    def line_of(r):
+        return f"{r['size']} {str(r.get('page', '')).removesuffix('.html')}".strip()
+
+    sizes = sorted({line_of(r) for r in dens})
     nmax = max(r["n"] for r in dens)
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     cmax = max([r.get("cores") or 0 for r in dens] + [2.0])
@@ -1701,7 +1705,7 @@ def plot_density(dens, path):
             out.append(f'<text x="{x(n)}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{n}</text>')
         for i, size in enumerate(sizes):
             pts = [(r["n"], r.get(key)) for r in sorted(dens, key=lambda r: r["n"])
-                   if r["size"] == size and r.get(key) is not None]
+                   if line_of(r) == size and r.get(key) is not None]
             line = " ".join(f"{x(n):.1f},{top + ph - ph * (min(max(v, lo), hi) - lo) / (hi - lo):.1f}"
                             for n, v in pts)
             out.append(f'<polyline points="{line}" fill="none" stroke="{colours[i % 4]}" stroke-width="2"/>')
@@ -1713,7 +1717,7 @@ def plot_density(dens, path):
                  "kept_min", lo, 1.0, lambda v: f"{v * 100:.0f}%")
     body += panel(H / 2 + M / 2 + 10, "CPU, cores (all recordings)", "cores", 0.0, cmax,
                   lambda v: f"{v:.1f}")
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + 40}" height="{H + 40}" '
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + 120}" height="{H + 40}" '
            f'font-family="sans-serif">\n' + "\n".join(body) + "\n</svg>\n")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
