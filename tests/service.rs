@@ -751,3 +751,40 @@ fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused
     run.wait_for_nth(events::WARM_TREE_READY, 4, Duration::from_secs(30));
     stop_cleanly(&mut run);
 }
+
+/// On a worker of 0.33 cores (x 0.85 = 0.28) keeping one warm tree at 640x360@30, a job at
+/// 640x360@25 (about 0.24 cores) fits only without the warm tree (held at 0.05 cores at least):
+/// the tree gives way (it is stopped, the job runs cold) and the pool refills only once the job
+/// has ended.
+#[test]
+fn a_warm_tree_gives_way_to_a_job_that_does_not_take_it_and_comes_back_after() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let mut run = serve_sized(
+        &redis,
+        "cores=0.33,memory=8GiB",
+        &["--warm", "1", "--warm-size", "640x360"],
+    );
+    run.wait_for(events::WARM_TREE_READY, Duration::from_secs(30));
+    let file = dir.path().join("slow.mp4");
+    let job = json!({
+        "id": "slow",
+        "config": {
+            "input": { "url": test_page("colour.html", ""), "width": 640, "height": 360, "framerate": 25 },
+            "output": { "file": file },
+            "max_duration": "3s",
+        },
+    });
+    redis.cli(&["LPUSH", "test:jobs", &job.to_string()]);
+    run.wait_for(events::JOB_COLD_START, Duration::from_secs(10));
+    run.wait_for(events::WARM_TREE_GAVE_WAY, Duration::from_secs(5));
+    wait_state(&redis, "slow", "done", Duration::from_secs(60));
+    let ended = run.wait_for("recording ended", Duration::from_secs(5));
+    let back = run.wait_for_nth(events::WARM_TREE_READY, 2, Duration::from_secs(30));
+    assert!(back > ended, "the pool refilled while the job ran");
+    assert_eq!(run.count(events::WARM_TREE_LOST), 0, "{}", run.stderr());
+    assert_recorded(&file, 3.0);
+    assert_green(&file, 1.5);
+    stop_cleanly(&mut run);
+}

@@ -39,6 +39,9 @@ pub const WARM_TREE_READY: &str = "warm tree ready: waiting for a job";
 pub const JOB_TOOK_WARM_TREE: &str = "job took a warm tree";
 /// A job started a recording from nothing: no warm tree fitted or was ready (fields: job, why).
 pub const JOB_COLD_START: &str = "job cold start";
+/// A warm tree stops to make room for a job that does not take it (fields: pid, job); the pool
+/// is that much smaller until the job ends.
+pub const WARM_TREE_GAVE_WAY: &str = "a warm tree stops to make room for a job";
 /// A warm tree of the pool died before a job took it; another is started (fields: pid, report).
 pub const WARM_TREE_LOST: &str = "warm tree lost; starting another";
 

@@ -181,6 +181,29 @@ impl Held {
     }
 }
 
+/// `held` without its `n` largest warm trees (by what they count for, cores first).
+pub fn without_warm(held: &[Held], n: usize) -> Vec<Held> {
+    let mut rest = held.to_vec();
+    for _ in 0..n {
+        let largest = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.warm)
+            .max_by(|(_, a), (_, b)| {
+                let (a, b) = (a.counts(), b.counts());
+                a.cores.total_cmp(&b.cores).then(a.memory.cmp(&b.memory))
+            })
+            .map(|(i, _)| i);
+        match largest {
+            Some(i) => {
+                rest.remove(i);
+            }
+            None => break,
+        }
+    }
+    rest
+}
+
 /// Whether to take a job now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -221,6 +244,23 @@ impl Admission {
             cores: (budget.cores - used.cores).max(0.0),
             memory: budget.memory.saturating_sub(used.memory),
         }
+    }
+
+    /// As [`admit`](Self::admit) for a job that takes no warm tree, where warm trees give way:
+    /// a job that waits only because of them is taken, with how many of them (the largest
+    /// first, [`without_warm`]) must stop to make room for it.
+    pub fn admit_shedding(&self, held: &[Held], job: Cost) -> (Verdict, usize) {
+        let verdict = self.admit(held, job);
+        if !matches!(verdict, Verdict::Wait(_)) {
+            return (verdict, 0);
+        }
+        let warm = held.iter().filter(|h| h.warm).count();
+        for n in 1..=warm {
+            if self.admit(&without_warm(held, n), job) == Verdict::Take {
+                return (Verdict::Take, n);
+            }
+        }
+        (verdict, 0)
     }
 
     /// Take a job costing `job` while `held` run here?
@@ -452,5 +492,28 @@ mod tests {
             a.admit(&[recording], cost(0.1, 100)),
             Verdict::Wait(_)
         ));
+    }
+
+    #[test]
+    fn warm_trees_give_way_to_a_job_that_waits_only_because_of_them() {
+        let a = admission(1.0, 8 * GIB); // 0.85 cores for everything
+        let warm = |cores| Held {
+            warm: true,
+            ..held(WARM_TREE, Some(cost(cores, 300)))
+        };
+        let held = [warm(0.1), warm(0.3), held(cost(0.2, 100), None)];
+        // 0.85 - 0.6 = 0.25 left; without the 0.3 tree 0.55; without both 0.65.
+        assert_eq!(a.admit_shedding(&held, cost(0.2, 100)), (Verdict::Take, 0));
+        assert_eq!(a.admit_shedding(&held, cost(0.5, 100)), (Verdict::Take, 1));
+        assert_eq!(a.admit_shedding(&held, cost(0.6, 100)), (Verdict::Take, 2));
+        assert!(matches!(
+            a.admit_shedding(&held, cost(0.7, 100)),
+            (Verdict::Wait(_), 0)
+        ));
+        let rest = without_warm(&held, 1);
+        assert_eq!(rest.len(), 2);
+        assert!(rest
+            .iter()
+            .all(|h| !h.warm || h.measured.unwrap().cores < 0.2));
     }
 }

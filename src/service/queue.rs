@@ -61,6 +61,8 @@ struct Start {
     config: String,
     attempts: u32,
     cost: Cost,
+    /// Warm trees that stop to make room for it (`Admission::admit_shedding`).
+    shed_warm: usize,
 }
 
 /// Message: take no more jobs (the service is stopping; the running ones finish).
@@ -444,6 +446,7 @@ impl QueueActor {
             config,
             attempts,
             cost,
+            shed_warm,
         } = start;
         self.running.insert(
             id.clone(),
@@ -457,6 +460,7 @@ impl QueueActor {
             id: id.clone(),
             config,
             attempt: attempts,
+            shed_warm,
         });
         // A job that could not even start is failed (an internal error: exit 1).
         let fail = move |why: String| Outcome {
@@ -846,31 +850,24 @@ impl Round {
         while let Some(next) = self.store.next().await? {
             // A job that cannot be read costs nothing: it is taken and refused (in `accept`).
             let (cost, fits_warm) = self.cost_of(&next).unzip();
+            // A job that takes a ready warm tree is weighed without it (the tree becomes its
+            // recording); any other makes warm trees give way if they are all it waits for.
             let fits_warm = fits_warm.unwrap_or(false) && self.warm_ready > 0;
-            let mut weighed = held.clone();
-            if fits_warm {
-                if let Some(i) = weighed.iter().position(|h| h.warm) {
-                    weighed.remove(i);
+            let (verdict, shed_warm) = match cost {
+                Some(cost) if fits_warm => {
+                    (admission.admit(&capacity::without_warm(&held, 1), cost), 0)
                 }
-            }
-            let held_before = std::mem::replace(&mut held, weighed);
-            let verdict = match cost {
-                Some(cost) => admission.admit(&held, cost),
-                None if held.len() >= admission.max_recordings => {
-                    Verdict::Wait(format!("--max-recordings {} running", held.len()))
-                }
-                None => Verdict::Take,
+                Some(cost) => admission.admit_shedding(&held, cost),
+                None if held.iter().filter(|h| !h.warm).count() >= admission.max_recordings => (
+                    Verdict::Wait(format!("--max-recordings {} running", held.len())),
+                    0,
+                ),
+                None => (Verdict::Take, 0),
             };
             if let Verdict::Wait(why) = verdict {
                 let id =
                     super::store::job_id(&next).unwrap_or_else(|| next.chars().take(40).collect());
                 return Ok((taken, refused, Some((id, why))));
-            }
-            // The warm tree is the job's from now (if the job is taken): one fewer ready.
-            if fits_warm && matches!(verdict, Verdict::Take) {
-                self.warm_ready -= 1;
-            } else {
-                held = held_before;
             }
             match self.store.take(&next).await? {
                 Take::Empty => break,
@@ -895,6 +892,15 @@ impl Round {
                     match self.accept(raw, id, attempts).await? {
                         Ok(mut start) => {
                             start.cost = cost.unwrap_or_default();
+                            if fits_warm {
+                                held = capacity::without_warm(&held, 1);
+                                self.warm_ready -= 1;
+                            }
+                            if shed_warm > 0 {
+                                tracing::info!(job = %start.id, warm_trees = shed_warm, "warm trees give way to a job");
+                                held = capacity::without_warm(&held, shed_warm);
+                            }
+                            start.shed_warm = shed_warm;
                             held.push(Held {
                                 reserved: start.cost,
                                 ..Held::default()
@@ -1002,6 +1008,7 @@ impl Round {
             config,
             attempts,
             cost: Cost::default(),
+            shed_warm: 0,
         }))
     }
 

@@ -65,6 +65,8 @@ pub struct StartJob {
     pub config: String,
     /// Which attempt this is (from 1): attempt N > 1 records under names of its own.
     pub attempt: u32,
+    /// Warm trees to stop to make room for it; the pool stays that much smaller until it ends.
+    pub shed_warm: usize,
 }
 
 /// Message: stop this job's recording (it finishes its file). SIGTERM is sent once; a later
@@ -179,6 +181,11 @@ pub struct RunnerActor {
     tags: HashMap<u32, Arc<Mutex<String>>>,
     /// Each warm tree's last measurement, by process id.
     warm_measured: HashMap<u32, Cost>,
+    /// Warm trees stopped to make room for a job, by job: the pool is that much smaller while
+    /// it runs.
+    lent: HashMap<String, usize>,
+    /// Warm trees stopping (given way to a job), by process id.
+    retiring: HashMap<u32, ChildProcess>,
 }
 
 impl RunnerActor {
@@ -209,6 +216,8 @@ impl RunnerActor {
             warm: HashMap::new(),
             tags: HashMap::new(),
             warm_measured: HashMap::new(),
+            lent: HashMap::new(),
+            retiring: HashMap::new(),
         }
     }
 
@@ -279,7 +288,11 @@ impl RunnerActor {
 
     /// Starts warm trees until the pool is full (not while stopping).
     fn refill(&mut self, ctx: &mut Context<Self>) {
-        while !self.stopping && self.warm.len() < self.pool.count {
+        let target = self
+            .pool
+            .count
+            .saturating_sub(self.lent.values().sum::<usize>());
+        while !self.stopping && self.warm.len() < target {
             let tag = Arc::new(Mutex::new(String::new()));
             let child = match self.spawn_recording(ctx, tag.clone(), Some(self.pool.size)) {
                 Ok(child) => child,
@@ -296,7 +309,8 @@ impl RunnerActor {
             self.tags.insert(pid, tag);
             ctx.spawn(actix::fut::wrap_future(child.exit_report()).map(
                 move |(_, report), act: &mut Self, ctx: &mut Context<Self>| {
-                    // Taken by a job: its end is the job's (reported by `watch_job`).
+                    // Taken by a job: its end is the job's (reported with the job).
+                    act.retiring.remove(&pid);
                     if let Some((child, _)) = act.warm.remove(&pid) {
                         act.tags.remove(&pid);
                         if !act.stopping {
@@ -322,6 +336,25 @@ impl RunnerActor {
             .map(|pid| self.warm_measured.get(pid).copied())
             .collect();
         self.usage.warm_ready = self.warm.values().filter(|(_, r)| r.is_some()).count();
+    }
+
+    /// Stops `n` warm trees (those not ready first) to make room for the job `id`; the pool
+    /// stays that much smaller until the job ends.
+    fn shed(&mut self, id: &str, n: usize) {
+        let mut pids: Vec<(u32, Option<Instant>)> =
+            self.warm.iter().map(|(pid, (_, at))| (*pid, *at)).collect();
+        // Not ready first, then the youngest (the one ready longest is the next job's).
+        pids.sort_by_key(|(_, at)| (at.is_some(), at.map(|at| at.elapsed())));
+        for (pid, _) in pids.into_iter().take(n) {
+            if let Some((child, _)) = self.warm.remove(&pid) {
+                tracing::info!(pid, job = %id, "{}", events::WARM_TREE_GAVE_WAY);
+                child.signal(nix::sys::signal::Signal::SIGTERM);
+                actix::spawn(child.wait_or_kill(Duration::from_secs(10)));
+                self.tags.remove(&pid);
+                self.retiring.insert(pid, child);
+            }
+        }
+        self.lent.insert(id.to_owned(), n);
     }
 
     /// A warm tree's log lines go under `job` from now on.
@@ -411,6 +444,7 @@ impl RunnerActor {
         self.jobs.remove(&id);
         self.outputs.remove(&id);
         self.discarded.remove(&id);
+        self.lent.remove(&id);
         self.usage.measured.remove(&id);
         if self.usage.behind.remove(&id) {
             self.send_usage();
@@ -503,6 +537,9 @@ impl Handler<StartJob> for RunnerActor {
         // job's state; a later attempt never writes over an earlier one's recording.
         let (config, output) =
             crate::naming::for_attempt(&job.config, job.attempt, std::time::SystemTime::now())?;
+        if job.shed_warm > 0 {
+            self.shed(&job.id, job.shed_warm);
+        }
         let mut child = match self.take_warm(&config) {
             Ok((child, waited)) => {
                 tracing::info!(job = %job.id, pid = child.pid(), waited = ?waited, "{}", events::JOB_TOOK_WARM_TREE);
@@ -551,8 +588,10 @@ impl Handler<StartJob> for RunnerActor {
                     };
                     actix::fut::wrap_future(measure)
                 })
-                .map(|(id, status, report, tail, output), act: &mut Self, _| {
+                .map(|(id, status, report, tail, output), act: &mut Self, ctx| {
                     act.report(id, status, report, tail, Some(output));
+                    // The warm trees it took the room of come back.
+                    act.refill(ctx);
                 }),
         );
         self.jobs.insert(job.id.clone(), child);
