@@ -89,7 +89,7 @@ pub enum Command {
         #[command(flatten)]
         limits: PolicyArgs,
         /// A warm tree (what `serve --warm` runs): start the display, the sink and Chromium on a
-        /// blank page at this size (WIDTHxHEIGHT[@FPS]) now, then read the job's config from
+        /// blank page at this size (WIDTHxHEIGHT, or WIDTHxHEIGHT@FPS) now, then read the job's config from
         /// standard input (--config -) and record it if it fits. Needs --policy.
         #[arg(long, value_name = "SIZE", requires = "policy", requires = "config")]
         warm: Option<crate::warm::WarmSize>,
@@ -133,7 +133,7 @@ pub enum Command {
         /// refills behind it. Warm trees count against the capacity.
         #[arg(long, default_value_t = 0)]
         warm: u32,
-        /// The size (and frame rate) of the warm trees: WIDTHxHEIGHT[@FPS].
+        /// The size (and frame rate) of the warm trees: WIDTHxHEIGHT, or WIDTHxHEIGHT@FPS.
         #[arg(long, default_value = "1920x1080@30")]
         warm_size: crate::warm::WarmSize,
         /// This worker's name (default: <hostname>-<pid>).

@@ -4,6 +4,8 @@
 //! on PATH, a writable output directory), starts the recording tree with its controls (signals,
 //! control lines: `controls.rs`), and turns how the tree ended into one line
 //! for the user and an [`Exit`] code. Success means a finished, non-empty file.
+//! A warm tree ([`record_warm`]) starts its processes first and reads its config after; from
+//! the config on, it goes through the same steps (`prepare`, then `run_tree`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -20,6 +20,10 @@
 //! `START_RECORDING`, so the recording begins with the room's media, not an empty page. A page
 //! error, END_RECORDING, a dead browser or a stop request close the gate and end the wait; so does
 //! the time limit, with an input failure ("nobody joined").
+//! A warm tree (`late`: `record --warm`) starts display, audio and browser (blank page) before
+//! it has a job; the encoder's start waits on the [`LateJob`] (or on the browser's failure, which
+//! closes the tree's gate), then runs as above with the job's encoder spec and page
+//! ([`Load`]).
 //! Stop order (reverse): encoder (file finished first), browser, audio, display.
 //! Restarts: a dead display or audio takes the media subtree with it (rest-for-one: the browser
 //! and the encoder use them). A dead browser restarts alone and reloads the page while the encoder
