@@ -709,7 +709,7 @@ fn assert_green(file: &Path, at: f64) {
 /// page turns red if it finds what an earlier page stored in localStorage, else green (and
 /// stores its mark): both recordings are green, the browser of the first job was not the
 /// second's. Then the pooled Chromium is killed (-9): the tree is lost and replaced by a new
-/// one that gets ready.
+/// one that gets ready; so is the next one when its pulseaudio is killed.
 #[test]
 fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused() {
     let _heavy = heavy();
@@ -749,6 +749,17 @@ fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused
     }
     run.wait_for(events::WARM_TREE_LOST, Duration::from_secs(20));
     run.wait_for_nth(events::WARM_TREE_READY, 4, Duration::from_secs(30));
+    // The next one's sound server killed: a tree that could not record is not kept either.
+    let tree = descendants(run.child.id());
+    let pulse: Vec<u32> = tree
+        .iter()
+        .filter(|(_, name)| name.starts_with("pulseaudio"))
+        .map(|(pid, _)| *pid)
+        .collect();
+    assert_eq!(pulse.len(), 1, "one pooled tree's pulseaudio: {tree:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pulse[0] as i32), Signal::SIGKILL).unwrap();
+    run.wait_for_nth(events::WARM_TREE_LOST, 2, Duration::from_secs(20));
+    run.wait_for_nth(events::WARM_TREE_READY, 5, Duration::from_secs(30));
     stop_cleanly(&mut run);
 }
 

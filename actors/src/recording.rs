@@ -122,6 +122,10 @@ pub struct AwaitStart {
 struct Wiring {
     display: Option<DisplayInfo>,
     audio: Option<AudioInfo>,
+    /// The display's and the audio's actors: a warm tree's encoder start watches them while it
+    /// waits (their supervisor cannot restart them then).
+    display_actor: Option<Addr<DisplayActor>>,
+    audio_actor: Option<Addr<AudioActor>>,
     browser: Option<Addr<BrowserActor>>,
     /// Fired at the first encoded frame.
     first_frame: Option<oneshot::Sender<Instant>>,
@@ -359,6 +363,7 @@ fn display_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
             async move {
                 let (addr, info) = DisplayActor::start(display, link).await?;
                 wiring.borrow_mut().display = Some(info);
+                wiring.borrow_mut().display_actor = Some(addr.clone());
                 Ok(addr)
             }
         },
@@ -380,6 +385,7 @@ fn audio_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
             async move {
                 let (addr, info) = AudioActor::start(audio, link).await?;
                 wiring.borrow_mut().audio = Some(info);
+                wiring.borrow_mut().audio_actor = Some(addr.clone());
                 Ok(addr)
             }
         },
@@ -545,14 +551,12 @@ fn encoder_child(
                     if late.get().is_none() {
                         tracing::info!("{}", crate::events::WARM_TREE_READY);
                     }
-                    let gate = wiring.borrow().gate.clone();
-                    let job = match gate {
-                        Some(gate) => tokio::select! {
-                            biased;
-                            job = late.wait() => job?,
-                            why = gate.closed() => return Err(why),
-                        },
-                        None => late.wait().await?,
+                    let gate = wiring.borrow().gate.clone().unwrap_or_default();
+                    let job = tokio::select! {
+                        biased;
+                        job = late.wait() => job?,
+                        why = gate.closed() => return Err(why),
+                        why = lost_while_warm(&wiring) => return Err(why),
                     };
                     encoder = EncoderSpec {
                         width: encoder.width,
@@ -626,6 +630,28 @@ fn next_part(
         w.segments.push(path.clone());
         Some(path)
     })
+}
+
+/// How often a warm tree's encoder start looks at the display and the audio while it waits.
+const WARM_WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Resolves when the display or the audio stopped while a warm tree waits for its job: its
+/// supervisor is busy with the encoder's start and cannot restart them, and a job handed to the
+/// tree would fail. Ending the start ends the tree, and the pool replaces it.
+async fn lost_while_warm(wiring: &Rc<RefCell<Wiring>>) -> Failure {
+    let mut every = tokio::time::interval(WARM_WATCH_EVERY);
+    loop {
+        every.tick().await;
+        let w = wiring.borrow();
+        let lost = if !w.display_actor.as_ref().is_some_and(Addr::connected) {
+            "display"
+        } else if !w.audio_actor.as_ref().is_some_and(Addr::connected) {
+            "audio"
+        } else {
+            continue;
+        };
+        return Failure::crashed(format!("{lost} lost while the warm tree waited for a job"));
+    }
 }
 
 fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInfo), Failure> {

@@ -308,13 +308,16 @@ impl RunnerActor {
             tracing::info!(pid, size = %self.pool.size, "warm tree starting");
             self.tags.insert(pid, tag);
             ctx.spawn(actix::fut::wrap_future(child.exit_report()).map(
-                move |(_, report), act: &mut Self, ctx: &mut Context<Self>| {
+                move |(status, _), act: &mut Self, ctx: &mut Context<Self>| {
                     // Taken by a job: its end is the job's (reported with the job).
                     act.retiring.remove(&pid);
-                    if let Some((child, _)) = act.warm.remove(&pid) {
+                    if act.warm.remove(&pid).is_some() {
                         act.tags.remove(&pid);
+                        // Its status only: its lines, the last error among them, were passed on
+                        // already (and would repeat its ready line).
                         if !act.stopping {
-                            tracing::warn!(pid, report = %report, tail = %child.stderr_tail(), "{}", events::WARM_TREE_LOST);
+                            let status = pagecast_actors::process::describe_status(status);
+                            tracing::warn!(pid, status = %status, "{}", events::WARM_TREE_LOST);
                         }
                         act.refill(ctx);
                     }
