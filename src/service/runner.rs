@@ -379,9 +379,11 @@ impl RunnerActor {
         if let Some(why) = crate::warm::misfit(&config, &self.pool.size) {
             return Err(why);
         }
+        // (One that has just exited, its end not yet handled, is not handed a job.)
         let pid = self
             .warm
             .iter()
+            .filter(|(_, (child, _))| child.status().is_none())
             .filter_map(|(pid, (_, ready))| ready.map(|at| (*pid, at)))
             .min_by_key(|(_, at)| *at)
             .map(|(pid, _)| pid)
