@@ -12,7 +12,8 @@
 //! written to that process's stdin: `JOB_TOOK_WARM_TREE`), any other starts cold
 //! (`JOB_COLD_START`), and the pool starts a new tree behind it. A warm tree is one process per
 //! job, never reused (fresh profile and display). One that dies before a job took it is replaced
-//! (`WARM_TREE_LOST`).
+//! (`WARM_TREE_LOST`). A job admitted only by making warm trees give way (`StartJob::shed_warm`)
+//! stops that many (`WARM_TREE_GAVE_WAY`), and the pool stays that much smaller until it ends.
 //! Every second it measures each recording's process tree (`usage.rs`, off its thread) and sends
 //! the figures, with which recordings are falling behind real time (their encoder's
 //! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
