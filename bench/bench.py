@@ -40,6 +40,7 @@ PAGES = os.path.join(ROOT, "bench", "pages")
 CG_ROOTS = {"cpuacct": "/sys/fs/cgroup/cpuacct", "memory": "/sys/fs/cgroup/memory"}
 CG_PREFIX = "pagecast-bench-"
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "pagecast-heavy-tests.lock")
+WARM_TREE_READY = "warm tree ready: waiting for a job"  # actors/src/events.rs
 SETTLE = 3.0  # seconds after the first frame before steady state is measured
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -724,10 +725,12 @@ class Bench:
                 kill_group(p, signal.SIGKILL)
             cg.remove()
 
-    def run_serve(self, w, h, fps, page, duration, label="serve-cold"):
+    def run_serve(self, w, h, fps, page, duration, label="serve-cold", warm=False):
         """One job through `pagecast serve` (a redis-server of its own on loopback): the time
         from the worker taking the job (its `job taken` log line) to the first frame showing the
-        page, and to the first encoded frame. The job records `duration` s (max_duration)."""
+        page, and to the first encoded frame. The job records `duration` s (max_duration).
+        `warm`: the worker keeps one warm tree of the job's size (`--warm 1`), and the job is
+        pushed once it is ready, so the job takes it (checked: `job took a warm tree`)."""
         d = self.tmp(label)
         out = os.path.join(d, "out.mp4")
         port = free_port()
@@ -746,14 +749,17 @@ class Bench:
                 "input": {"url": self.server.url(page), "width": w, "height": h, "framerate": fps},
                 "output": {"file": out}, "max_duration": f"{duration}s"}}
             with heavy_lock():
+                pool = ["--warm", "1", "--warm-size", f"{w}x{h}@{fps}"] if warm else []
                 p = spawn(cg, [self.pagecast, "--log-format", "json", "serve", "--queue", "bench",
                                "--worker-id", "bench", "--max-recordings", "1",
-                               "--allow-page-host", "127.0.0.1", "--output-root", d],
+                               "--allow-page-host", "127.0.0.1", "--output-root", d, *pool],
                           env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
                 logs = LogWatch(p.stderr)
                 if not wait_for(lambda: logs.seen.get("connected to Redis"), 20):
                     raise RuntimeError(f"serve did not start: {logs.lines[-5:]}")
+                if warm and not wait_for(lambda: logs.seen.get(WARM_TREE_READY), 40):
+                    raise RuntimeError(f"the warm tree did not get ready: {logs.lines[-5:]}")
                 filewatch = FileWatch(out)
                 resp(port, "LPUSH", "bench:jobs", json.dumps(job))
                 taken = wait_for(lambda: logs.seen.get("job taken"), 20)
@@ -773,6 +779,9 @@ class Bench:
                 if content is not None:
                     res["picked_to_content"] = filewatch.first - t_taken + content - first
             res["job_ended"] = ended[1].get("code")
+            res["took_warm_tree"] = bool(logs.seen.get("job took a warm tree"))
+            if warm and not res["took_warm_tree"]:
+                raise RuntimeError(f"the job started cold beside a warm tree: {logs.lines[-5:]}")
             return res, out
         finally:
             if p and p.poll() is None:
@@ -1152,13 +1161,15 @@ def section_plan(args, bench):
             ("webgl page", pc(*main, page="webgl.html", label="webgl-page"))]))
     if "start" in args.sections:
         # How long until the page is on tape: `record` from its launch, `serve` from the moment
-        # the worker takes the job (cold: every tree starts for its job; #15's warm pool is to
-        # be measured here too). Short recordings: only the start matters.
+        # the worker takes the job, cold (the tree starts for its job) and warm (`--warm 1`: the
+        # job takes a ready tree). Short recordings: only the start matters.
         short = min(d, 4.0)
         plans.append(("start", [
             ("record-cold", lambda: bench.run_pagecast(*main, "canvas.html", short,
                                                        label="record-cold")),
-            ("serve-cold", lambda: bench.run_serve(*main, "canvas.html", short))]))
+            ("serve-cold", lambda: bench.run_serve(*main, "canvas.html", short)),
+            ("serve-warm", lambda: bench.run_serve(*main, "canvas.html", short,
+                                                   label="serve-warm", warm=True))]))
     if "density" in args.sections:
         # 1..N canvas recordings at once (their pages change every frame), per size.
         for w, h in ((1280, 720), (1920, 1080)):
@@ -1558,20 +1569,23 @@ def render(results, meta, args):
             targets.append(("|A/V offset| ≤ 40 ms", worst, lambda v: v <= 40,
                             f"median {fmt(median(allp), '.0f')} ms, worst {worst:.0f} ms"))
 
-    start = {c: group(results, "start", c) for c in ("record-cold", "serve-cold")}
+    start = {c: group(results, "start", c) for c in ("record-cold", "serve-cold", "serve-warm")}
     if any(start.values()):
         L.append("### Start: until the page is on tape, 1920x1080@30, canvas page")
         L.append("")
-        L.append("| | `record` (cold) | `serve` (cold) |")
-        L.append("|---|---|---|")
-        rc, sc = start["record-cold"], start["serve-cold"]
+        L.append("| | `record` (cold) | `serve` (cold) | `serve --warm 1` (warm) |")
+        L.append("|---|---|---|---|")
+        rc, sc, sw = start["record-cold"], start["serve-cold"], start["serve-warm"]
         L.append(f"| launch (record) / job taken (serve) → first encoded frame, s | "
-                 f"{fmt(med(rc, 'launch_to_first_frame'))} | {fmt(med(sc, 'picked_to_first_frame'))} |")
+                 f"{fmt(med(rc, 'launch_to_first_frame'))} | {fmt(med(sc, 'picked_to_first_frame'))} | "
+                 f"{fmt(med(sw, 'picked_to_first_frame'))} |")
         L.append(f"| launch (record) / job taken (serve) → first frame showing the page, s | "
-                 f"{fmt(med(rc, 'launch_to_content'))} | {fmt(med(sc, 'picked_to_content'))} |")
+                 f"{fmt(med(rc, 'launch_to_content'))} | {fmt(med(sc, 'picked_to_content'))} | "
+                 f"{fmt(med(sw, 'picked_to_content'))} |")
         L.append("")
-        L.append("Goal (#15): job taken → first frame showing the page ≤ 0.5 s with a warm tree "
-                 "(not built yet: the warm column comes with `serve --warm`).")
+        L.append("Goal (#15): job taken → first frame showing the page ≤ 0.5 s with a warm tree. "
+                 "The warm job is pushed once the worker's one warm tree is ready (`warm tree "
+                 "ready`), and checked to have taken it.")
         L.append("")
 
     dens = [r for r in results if str(r.get("section", "")).startswith("density-")
@@ -1665,9 +1679,13 @@ def render(results, meta, args):
 
 def plot_density(dens, path):
     """An SVG beside the results: frames kept (worst recording) and CPU against N, one line
-    per size, drawn from the raw figures (standard library only)."""
+    per size and page, drawn from the raw figures (standard library only)."""
     W, H, M = 640, 300, 50
-    sizes = sorted({r["size"] for r in dens})
+
+    def line_of(r):
+        return f"{r['size']} {str(r.get('page', '')).removesuffix('.html')}".strip()
+
+    sizes = sorted({line_of(r) for r in dens})
     nmax = max(r["n"] for r in dens)
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     cmax = max([r.get("cores") or 0 for r in dens] + [2.0])
@@ -1687,7 +1705,7 @@ def plot_density(dens, path):
             out.append(f'<text x="{x(n)}" y="{top + ph + 14}" font-size="10" text-anchor="middle">{n}</text>')
         for i, size in enumerate(sizes):
             pts = [(r["n"], r.get(key)) for r in sorted(dens, key=lambda r: r["n"])
-                   if r["size"] == size and r.get(key) is not None]
+                   if line_of(r) == size and r.get(key) is not None]
             line = " ".join(f"{x(n):.1f},{top + ph - ph * (min(max(v, lo), hi) - lo) / (hi - lo):.1f}"
                             for n, v in pts)
             out.append(f'<polyline points="{line}" fill="none" stroke="{colours[i % 4]}" stroke-width="2"/>')
@@ -1699,7 +1717,7 @@ def plot_density(dens, path):
                  "kept_min", lo, 1.0, lambda v: f"{v * 100:.0f}%")
     body += panel(H / 2 + M / 2 + 10, "CPU, cores (all recordings)", "cores", 0.0, cmax,
                   lambda v: f"{v:.1f}")
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + 40}" height="{H + 40}" '
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W + 120}" height="{H + 40}" '
            f'font-family="sans-serif">\n' + "\n".join(body) + "\n</svg>\n")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:

@@ -88,6 +88,11 @@ pub enum Command {
         policy: bool,
         #[command(flatten)]
         limits: PolicyArgs,
+        /// A warm tree (what `serve --warm` runs): start the display, the sink and Chromium on a
+        /// blank page at this size (WIDTHxHEIGHT, or WIDTHxHEIGHT@FPS) now, then read the job's config from
+        /// standard input (--config -) and record it if it fits. Needs --policy.
+        #[arg(long, value_name = "SIZE", requires = "policy", requires = "config")]
+        warm: Option<crate::warm::WarmSize>,
     },
     /// Check a config and print what it would record (secrets masked), without starting anything.
     Check {
@@ -123,6 +128,14 @@ pub enum Command {
         /// a job is taken only when its expected cost fits in what is left of it.
         #[arg(long, default_value_t = crate::service::capacity::DEFAULT_MAX_UTILISATION, value_parser = utilisation)]
         max_utilisation: f64,
+        /// Keep this many recording trees ready (display, sink, Chromium on a blank page) at
+        /// --warm-size: a job of that size takes one and its page is on tape at once; the pool
+        /// refills behind it. Warm trees count against the capacity.
+        #[arg(long, default_value_t = 0)]
+        warm: u32,
+        /// The size (and frame rate) of the warm trees: WIDTHxHEIGHT, or WIDTHxHEIGHT@FPS.
+        #[arg(long, default_value = "1920x1080@30")]
+        warm_size: crate::warm::WarmSize,
         /// This worker's name (default: <hostname>-<pid>).
         #[arg(long)]
         worker_id: Option<String>,

@@ -59,7 +59,7 @@ fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
 
 /// SIGUSR1, SIGUSR2 and SIGRTMIN, listened for from the start of a run: their default action
 /// would end it.
-pub struct EarlySignals(Option<(Signal, Signal, Signal)>);
+pub struct EarlySignals(Option<(Signal, Signal, Signal)>, Option<(Signal, Signal)>);
 
 /// The signal that discards a recording (`kill -s RTMIN <pid>`): one of the first real-time
 /// signals, which nothing else sends by accident (unlike SIGHUP or SIGQUIT from a terminal).
@@ -84,14 +84,21 @@ impl EarlySignals {
             signal(SignalKind::user_defined2()),
             signal(SignalKind::from_raw(discard_signal())),
         ) {
-            (Ok(usr1), Ok(usr2), Ok(rtmin)) => Self(Some((usr1, usr2, rtmin))),
+            (Ok(usr1), Ok(usr2), Ok(rtmin)) => Self(Some((usr1, usr2, rtmin)), None),
             _ => {
                 tracing::warn!(
                     "cannot watch SIGUSR1, SIGUSR2 and SIGRTMIN; pausing and discarding by signal will not work"
                 );
-                Self(None)
+                Self(None, None)
             }
         }
+    }
+
+    /// SIGTERM and SIGINT, already listened for (a warm tree's, from before its job): one that
+    /// came between then and the recording's start stops the recording at once.
+    pub fn with_stop(mut self, term: Signal, int: Signal) -> Self {
+        self.1 = Some((term, int));
+        self
     }
 }
 
@@ -116,12 +123,18 @@ pub async fn follow(
     discard: Discard,
     stdin_control: bool,
 ) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot watch signals; SIGTERM will not finish the file");
-        return;
+    let (mut term, mut int) = match early.1 {
+        Some(stop) => stop,
+        None => {
+            let (Ok(term), Ok(int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::warn!("cannot watch signals; SIGTERM will not finish the file");
+                return;
+            };
+            (term, int)
+        }
     };
     let (mut usr1, mut usr2, mut rtmin) = match early.0 {
         Some((a, b, c)) => (Some(a), Some(b), Some(c)),

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
             },
             policy: false,
             limits: PolicyArgs::default(),
+            warm: None,
         },
         None => {
             eprintln!(
@@ -55,12 +56,33 @@ fn main() -> ExitCode {
             keep: given,
             policy: enforce,
             limits,
+            warm,
         } => {
             if given.stdin_control && path.as_deref() == Some(Path::new("-")) {
                 return fail(
                     Exit::Config,
                     "--stdin-control: standard input holds the config (--config -)",
                 );
+            }
+            if let Some(size) = warm {
+                if path.as_deref() != Some(Path::new("-")) {
+                    return fail(
+                        Exit::Config,
+                        "--warm: the job's config comes on standard input (--config -)",
+                    );
+                }
+                let policy = limits.policy();
+                let outcome = actix_rt::System::new().block_on(run::record_warm(
+                    size,
+                    &policy,
+                    cli.log_format,
+                    given,
+                ));
+                return if outcome.exit == Exit::Ok {
+                    Exit::Ok.into()
+                } else {
+                    fail(outcome.exit, &outcome.message)
+                };
             }
             keep = given;
             policy = enforce.then(|| limits.policy());
@@ -93,6 +115,8 @@ fn main() -> ExitCode {
             queue,
             max_recordings,
             max_utilisation,
+            warm,
+            warm_size,
             worker_id,
             heartbeat_ttl,
             stop_grace,
@@ -160,6 +184,10 @@ fn main() -> ExitCode {
                 policy,
                 machine,
                 max_utilisation,
+                warm: pagecast::service::WarmPool {
+                    count: warm as usize,
+                    size: warm_size,
+                },
                 api,
             };
             let outcome = actix_rt::System::new().block_on(pagecast::service::serve(options));
@@ -264,10 +292,7 @@ fn fail(exit: Exit, message: &str) -> ExitCode {
 
 /// A refused job is a bad config (2); a host that cannot be resolved is an input that failed (4).
 fn policy_exit(e: &PolicyError) -> Exit {
-    match e {
-        PolicyError::Refused { .. } => Exit::Config,
-        PolicyError::Unresolvable { .. } => Exit::Input,
-    }
+    e.exit()
 }
 
 /// The config from `path`, or from the environment variable.

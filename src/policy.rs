@@ -131,6 +131,17 @@ pub enum PolicyError {
     },
 }
 
+impl PolicyError {
+    /// A refused job is a bad config (2); a host that cannot be resolved is an input that
+    /// failed (4).
+    pub fn exit(&self) -> crate::exit::Exit {
+        match self {
+            PolicyError::Refused { .. } => crate::exit::Exit::Config,
+            PolicyError::Unresolvable { .. } => crate::exit::Exit::Input,
+        }
+    }
+}
+
 fn refused(field: &str, message: impl Into<String>) -> PolicyError {
     PolicyError::Refused {
         field: field.to_owned(),

@@ -4,6 +4,8 @@
 //! on PATH, a writable output directory), starts the recording tree with its controls (signals,
 //! control lines: `controls.rs`), and turns how the tree ended into one line
 //! for the user and an [`Exit`] code. Success means a finished, non-empty file.
+//! A warm tree ([`record_warm`]) starts its processes first and reads its config after; from
+//! the config on, it goes through the same steps (`prepare`, then `run_tree`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,6 +26,7 @@ use pagecast_actors::supervision::{
 };
 use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
 use pagecast_actors::uploader::{Finish, S3Target, UploadSpec, UploaderActor};
+use pagecast_actors::warm::{Late, LateJob};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -33,6 +36,7 @@ use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
 use crate::policy::{host_resolver_rules, Pin, Policy};
 use crate::status::StatusActor;
+use crate::warm::WarmSize;
 
 /// Programs a recording runs. Chromium is looked up separately (its name varies).
 const PROGRAMS: &[&str] = &[
@@ -85,50 +89,13 @@ pub async fn record(
     log_format: LogFormat,
     keep: Keep,
 ) -> Outcome {
-    // {time}, {utc}, {room_name} in the names: filled in once, at the start.
-    let config = crate::naming::resolve(config, std::time::SystemTime::now());
     // Listened for at once: a pause asked for during the pre-flight must not end the run
     // (SIGUSR1's default action); it is refused once the recording runs, before its first frame.
     let early_signals = crate::controls::EarlySignals::listen();
-    let output = match check_before_start(&config, keep.overwrite) {
-        Ok(output) => output,
-        Err(outcome) => return outcome,
-    };
-    // With --overwrite, a run that records nothing must not take the old file with it either.
-    let replaces = output
-        .as_deref()
-        .is_some_and(crate::naming::holds_a_recording);
-    if let Err(outcome) = reach_stream_servers(&config.output.rtmp).await {
-        return outcome;
-    }
     let id = recording_id();
-    // A LiveKit room: the token, then the server's word on it, before anything starts.
-    let page = match page_to_record(&config, &id).await {
-        Ok(page) => page,
+    let prepared = match prepare(config, &id, keep.overwrite).await {
+        Ok(prepared) => prepared,
         Err(outcome) => return outcome,
-    };
-    // S3 is checked before anything starts: a wrong key or bucket must not cost a recording.
-    let s3 = match &config.output.s3 {
-        Some(s3) => {
-            let target = s3_target(s3);
-            match pagecast_actors::uploader::preflight(&target, keep.overwrite).await {
-                Ok(client) => Some((s3.clone(), target, client)),
-                Err(failure) => return Outcome::fail(Exit::Output, failure.message),
-            }
-        }
-        None => None,
-    };
-    // Without a file output, S3 uploads a local file of its own, removed once the object is
-    // complete (kept, and named, if the upload fails). In --keep-dir, not in the working
-    // directory: that one goes.
-    let keep_local = output.is_some();
-    let output = match (output, &s3) {
-        (Some(file), _) => Some(file),
-        (None, Some(_)) => match upload_file(keep.keep_dir.as_deref()) {
-            Ok(file) => Some(file),
-            Err(outcome) => return outcome,
-        },
-        (None, None) => None,
     };
     let chromium = match chromium() {
         Ok(path) => path,
@@ -136,7 +103,7 @@ pub async fn record(
     };
     // An untrusted page's subresources, frames, fetches and sockets name any host they like:
     // they reach only what the policy lets a page reach. (A LiveKit layout is pagecast's own page.)
-    let proxy = match (policy, &config.input.source) {
+    let proxy = match (policy, &prepared.config.input.source) {
         (Some(policy), Source::Url(_)) => match PageProxy::start(policy.page_allow()).await {
             Ok(proxy) => Some(proxy),
             Err(e) => {
@@ -145,19 +112,134 @@ pub async fn record(
         },
         _ => None,
     };
+    let work_dir = match work_dir() {
+        Ok(dir) => dir,
+        Err(outcome) => return outcome,
+    };
+    let tree = Tree {
+        id,
+        chromium,
+        host_resolver_rules: host_resolver_rules(&pins),
+        proxy,
+        work_dir,
+        status: StatusActor::new(status_line(log_format)).start(),
+        warm: None,
+    };
+    run_tree(prepared, tree, early_signals, keep).await
+}
+
+/// What a recording needs decided from its config before any of its processes start.
+struct Prepared {
+    config: Config,
+    /// The file the encoder writes (an S3-only recording's local file included).
+    output: Option<PathBuf>,
+    /// The output already held a recording (--overwrite): a run that records nothing keeps it.
+    replaces: bool,
+    /// The output is the user's file, not only the upload's.
+    keep_local: bool,
+    page: Page,
+    s3: Option<(crate::config::S3Output, S3Target, aws_sdk_s3::Client)>,
+}
+
+/// The checks and pre-flights of `config`, before the recording starts (or, for a warm tree,
+/// before it is handed the job): names filled in, outputs writable, servers reachable, a
+/// LiveKit token accepted, S3 answering.
+async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, Outcome> {
+    // {time}, {utc}, {room_name} in the names: filled in once, at the start.
+    let config = crate::naming::resolve(config, std::time::SystemTime::now());
+    let output = check_before_start(&config, overwrite)?;
+    // With --overwrite, a run that records nothing must not take the old file with it either.
+    let replaces = output
+        .as_deref()
+        .is_some_and(crate::naming::holds_a_recording);
+    reach_stream_servers(&config.output.rtmp).await?;
+    // A LiveKit room: the token, then the server's word on it, before anything starts.
+    let page = page_to_record(&config, id).await?;
+    // S3 is checked before anything starts: a wrong key or bucket must not cost a recording.
+    let s3 = match &config.output.s3 {
+        Some(s3) => {
+            let target = s3_target(s3);
+            match pagecast_actors::uploader::preflight(&target, overwrite).await {
+                Ok(client) => Some((s3.clone(), target, client)),
+                Err(failure) => return Err(Outcome::fail(Exit::Output, failure.message)),
+            }
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        config,
+        keep_local: output.is_some(),
+        output,
+        replaces,
+        page,
+        s3,
+    })
+}
+
+/// The working directory of one recording (its pulse runtime, Chromium's profile and TMPDIR),
+/// marked so that a killed run's is reaped by the next one.
+fn work_dir() -> Result<tempfile::TempDir, Outcome> {
     crate::reaper::reap(&std::env::temp_dir());
     let work_dir = match tempfile::Builder::new().prefix("pagecast-").tempdir() {
         Ok(dir) => dir,
         Err(e) => {
-            return Outcome::fail(
+            return Err(Outcome::fail(
                 Exit::Failed,
                 format!("cannot create a working directory: {e}"),
-            )
+            ))
         }
     };
     if let Err(e) = crate::reaper::mark(work_dir.path()) {
         tracing::warn!(error = %e, "cannot mark the working directory; a kill would leave it behind");
     }
+    Ok(work_dir)
+}
+
+/// The processes' side of a recording, decided without its config (a warm tree's) or with it.
+struct Tree {
+    id: String,
+    chromium: PathBuf,
+    /// Chromium's pins (a warm tree's are the page proxy's instead).
+    host_resolver_rules: Option<String>,
+    proxy: Option<PageProxy>,
+    work_dir: tempfile::TempDir,
+    status: Addr<StatusActor>,
+    /// A warm tree already running, waiting for its job.
+    warm: Option<(Recording, LateJob)>,
+}
+
+/// Starts the recording of `prepared` (or hands it to the warm tree), follows it to its end and
+/// says how it went.
+async fn run_tree(
+    prepared: Prepared,
+    tree: Tree,
+    early_signals: crate::controls::EarlySignals,
+    keep: Keep,
+) -> Outcome {
+    let Prepared {
+        config,
+        output,
+        replaces,
+        keep_local,
+        page,
+        s3,
+    } = prepared;
+    // Without a file output, S3 uploads a local file of its own, removed once the object is
+    // complete (kept, and named, if the upload fails). In --keep-dir, not in the working
+    // directory: that one goes.
+    let output = match (output, &s3) {
+        (Some(file), _) => Some(file),
+        (None, Some(_)) => match upload_file(keep.keep_dir.as_deref()) {
+            Ok(file) => Some(file),
+            Err(outcome) => return tree.stop_warm(outcome).await,
+        },
+        (None, None) => None,
+    };
+    let id = tree.id.clone();
+    let work_dir = tree.work_dir;
+    let proxy = tree.proxy;
+    let chromium = tree.chromium;
+    let status = tree.status;
     let url = &page.url;
     let spec = RecordingSpec {
         id: id.clone(),
@@ -171,7 +253,7 @@ pub async fn record(
         url: url.clone(),
         chromium,
         no_sandbox: no_sandbox(),
-        host_resolver_rules: host_resolver_rules(&pins),
+        host_resolver_rules: tree.host_resolver_rules,
         proxy_port: proxy.as_ref().map(PageProxy::port),
         encoder: EncoderSpec {
             output: output.clone(),
@@ -227,6 +309,7 @@ pub async fn record(
             insecure: config.input.insecure,
             login: config.input.login.clone(),
         },
+        late: None,
     };
     if config.input.insecure {
         tracing::warn!(
@@ -242,7 +325,6 @@ pub async fn record(
         fps = config.input.framerate,
         "recording"
     );
-    let status = StatusActor::new(status_line(log_format)).start();
     let launched = Instant::now();
     // What this run writes into a directory it shares (HLS) is what is at least this new.
     let started_at = std::time::SystemTime::now();
@@ -252,9 +334,20 @@ pub async fn record(
         .images
         .as_ref()
         .map_or(1, |i| images_spec(i).next_number());
-    let recording = match Recording::start(spec, Some(status.recipient())) {
-        Ok(recording) => recording,
-        Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
+    let recording = match tree.warm {
+        // The warm tree's encoder starts now, and its browser loads the job's page.
+        Some((recording, late)) => {
+            late.give(Late {
+                url: spec.url.clone(),
+                encoder: spec.encoder.clone(),
+                max_duration: spec.max_duration,
+            });
+            recording
+        }
+        None => match Recording::start(spec, Some(status.recipient())) {
+            Ok(recording) => recording,
+            Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
+        },
     };
     let upload = match (&s3, &output) {
         (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
@@ -385,6 +478,160 @@ pub async fn record(
     drop(work_dir);
     drop(page);
     outcome
+}
+
+impl Tree {
+    /// A warm tree's job was refused before the tree was handed it: the tree stops (nothing was
+    /// recorded) and the run ends with `outcome`.
+    async fn stop_warm(self, outcome: Outcome) -> Outcome {
+        if let Some((recording, _)) = self.warm {
+            recording.stop("the job was refused");
+            let _ = recording.finished().await;
+        }
+        outcome
+    }
+}
+
+/// A warm tree (`record --warm`, one of `serve --warm`'s pool): display, sink and Chromium on a
+/// blank page at `size` start now, under `policy` (the page proxy too); [`WARM_TREE_READY`] is
+/// logged; then the job's config is read from standard input, checked as a cold job's is
+/// (the policy, then whether it fits this tree: `warm.rs`), and recorded by this tree. Empty
+/// input, SIGTERM or SIGINT before a job: the tree stops, exit 0, nothing recorded.
+///
+/// [`WARM_TREE_READY`]: pagecast_actors::events::WARM_TREE_READY
+pub async fn record_warm(
+    size: WarmSize,
+    policy: &Policy,
+    log_format: LogFormat,
+    keep: Keep,
+) -> Outcome {
+    use tokio::signal::unix::{signal, SignalKind};
+    let early_signals = crate::controls::EarlySignals::listen();
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return Outcome::fail(Exit::Failed, "cannot watch SIGTERM and SIGINT");
+    };
+    if let Err(outcome) = check_programs() {
+        return outcome;
+    }
+    let chromium = match chromium() {
+        Ok(path) => path,
+        Err(outcome) => return outcome,
+    };
+    // Every warm tree's page is an untrusted one under the policy: its requests go through the
+    // proxy from the start, and the job's page host is pinned there when the job comes.
+    let proxy = match PageProxy::start(policy.page_allow()).await {
+        Ok(proxy) => proxy,
+        Err(e) => return Outcome::fail(Exit::Failed, format!("cannot start the page proxy: {e}")),
+    };
+    let work_dir = match work_dir() {
+        Ok(dir) => dir,
+        Err(outcome) => return outcome,
+    };
+    let id = recording_id();
+    let late = LateJob::default();
+    let status = StatusActor::new(status_line(log_format)).start();
+    let spec = crate::warm::spec(
+        &size,
+        &id,
+        work_dir.path(),
+        chromium,
+        no_sandbox(),
+        proxy.port(),
+        late.clone(),
+    );
+    let mut recording = match Recording::start(spec, Some(status.clone().recipient())) {
+        Ok(recording) => recording,
+        Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
+    };
+    // A blocking read on a thread of its own, not the runtime's blocking pool: the job may never
+    // come, and the runtime would wait for that read at its end.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut json = String::new();
+        let read = std::io::Read::read_to_string(&mut std::io::stdin(), &mut json).map(|_| json);
+        let _ = tx.send(read);
+    });
+    let read = async {
+        rx.await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the reader stopped")))
+    };
+    let stop = |recording: Recording, cause: &'static str, outcome: Outcome| async move {
+        recording.stop(cause);
+        let _ = recording.finished().await;
+        outcome
+    };
+    let json = tokio::select! {
+        // A job already there goes first: a stop of that job arriving with it stops it (below).
+        biased;
+        json = read => json,
+        exit = recording.ended() => {
+            let why = match exit {
+                TreeExit::StartFailed { child, failure } => format!(
+                    "{} could not start: {failure}",
+                    failure.origin.as_ref().unwrap_or(&child)
+                ),
+                TreeExit::GaveUp { child, reason } => format!("{child} failed: {reason}"),
+                TreeExit::Stopped { cause, .. } => cause,
+            };
+            return Outcome::fail(Exit::Failed, format!("the warm tree stopped before a job came: {why}"));
+        }
+        _ = term.recv() => return stop(recording, "SIGTERM", Outcome::ok()).await,
+        _ = int.recv() => return stop(recording, "SIGINT", Outcome::ok()).await,
+    };
+    let json = match json {
+        Ok(json) if json.trim().is_empty() => {
+            return stop(recording, "no job came", Outcome::ok()).await
+        }
+        Ok(json) => json,
+        Err(e) => {
+            let outcome = Outcome::fail(
+                Exit::Config,
+                format!("config: cannot read standard input: {e}"),
+            );
+            return stop(recording, "no job came", outcome).await;
+        }
+    };
+    let mut config = match crate::config::parse(&json) {
+        Ok(config) => config,
+        Err(e) => {
+            let outcome = Outcome::fail(Exit::Config, e.to_string());
+            return stop(recording, "the job was refused", outcome).await;
+        }
+    };
+    let pins = match policy.apply(&mut config).await {
+        Ok(pins) => pins,
+        Err(e) => {
+            let outcome = Outcome::fail(e.exit(), e.to_string());
+            return stop(recording, "the job was refused", outcome).await;
+        }
+    };
+    if let Some(why) = crate::warm::misfit(&config, &size) {
+        let outcome = Outcome::fail(
+            Exit::Config,
+            format!("this warm tree ({size}) does not fit the job: {why}"),
+        );
+        return stop(recording, "the job was refused", outcome).await;
+    }
+    let prepared = match prepare(config, &id, keep.overwrite).await {
+        Ok(prepared) => prepared,
+        Err(outcome) => return stop(recording, "the job was refused", outcome).await,
+    };
+    for pin in &pins {
+        proxy.pin(&pin.host, pin.addr);
+    }
+    let tree = Tree {
+        id,
+        chromium: PathBuf::new(),
+        host_resolver_rules: None,
+        proxy: Some(proxy),
+        work_dir,
+        status,
+        warm: Some((recording, late)),
+    };
+    run_tree(prepared, tree, early_signals.with_stop(term, int), keep).await
 }
 
 /// The local file an S3-only recording is written to first: in `keep_dir` (created if need be),
@@ -609,20 +856,7 @@ fn recorded(report: &RecordingReport) -> bool {
 /// Everything that can be refused before a process starts. Returns the output file.
 fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf>, Outcome> {
     let output = config.output.file.clone();
-    let missing: Vec<&str> = PROGRAMS
-        .iter()
-        .copied()
-        .filter(|p| find_program(p).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(Outcome::fail(
-            Exit::MissingProgram,
-            format!(
-                "missing programs: {} (install them, e.g. with scripts/setup.sh)",
-                missing.join(", ")
-            ),
-        ));
-    }
+    check_programs()?;
     if let Some(hls) = &config.output.hls {
         let playlist = hls.directory.join(pagecast_actors::encoder::HLS_PLAYLIST);
         if playlist.exists() {
@@ -671,6 +905,25 @@ fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf
         }
     }
     Ok(output)
+}
+
+/// Every program a recording runs is on PATH.
+fn check_programs() -> Result<(), Outcome> {
+    let missing: Vec<&str> = PROGRAMS
+        .iter()
+        .copied()
+        .filter(|p| find_program(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Outcome::fail(
+        Exit::MissingProgram,
+        format!(
+            "missing programs: {} (install them, e.g. with scripts/setup.sh)",
+            missing.join(", ")
+        ),
+    ))
 }
 
 fn s3_target(s3: &crate::config::S3Output) -> S3Target {

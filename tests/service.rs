@@ -10,7 +10,10 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use pagecast_actors::events;
-use pagecast_testkit::{descendants, heavy, probe, seconds_written, test_page, wait_until, Redis};
+use pagecast_testkit::{
+    descendants, frame_rgb, heavy, is_green, is_red, probe, seconds_written, test_page, wait_until,
+    Redis,
+};
 use serde_json::json;
 
 /// The job key of every worker and submitter in these tests.
@@ -687,5 +690,112 @@ fn a_job_larger_than_the_machine_fails_at_once() {
         run.stderr().contains("PAGECAST_TEST_MACHINE"),
         "the test machine is logged"
     );
+    stop_cleanly(&mut run);
+}
+
+/// The colour shown at `at` seconds of a 640x360 recording: mostly green, no red.
+fn assert_green(file: &Path, at: f64) {
+    let frame = frame_rgb(file, at, 640, 360);
+    let (green, red) = (frame.share(is_green), frame.share(is_red));
+    assert!(
+        green > 0.9 && red < 0.01,
+        "{} at {at} s: {green:.2} green, {red:.2} red",
+        file.display()
+    );
+}
+
+/// A worker keeping one warm tree at 640x360 (`--warm 1 --warm-size 640x360`): a job of that
+/// size takes the ready tree (logged) and the pool starts another, which the next job takes. The
+/// page turns red if it finds what an earlier page stored in localStorage, else green (and
+/// stores its mark): both recordings are green, the browser of the first job was not the
+/// second's. Then the pooled Chromium is killed (-9): the tree is lost and replaced by a new
+/// one that gets ready; so is the next one when its pulseaudio is killed.
+#[test]
+fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let page = test_page("storage.html", "");
+    let mut run = serve(&redis, "w1", &["--warm", "1", "--warm-size", "640x360"]);
+    run.wait_for(events::WARM_TREE_READY, Duration::from_secs(30));
+    let mut files = Vec::new();
+    for (n, id) in ["a", "b"].into_iter().enumerate() {
+        if n > 0 {
+            // The pool refilled behind the first job.
+            run.wait_for_nth(events::WARM_TREE_READY, n + 1, Duration::from_secs(30));
+        }
+        files.push(push(&redis, id, dir.path(), &page, Some("3s")));
+        run.wait_for_nth(events::JOB_TOOK_WARM_TREE, n + 1, Duration::from_secs(10));
+        wait_state(&redis, id, "done", Duration::from_secs(60));
+    }
+    assert_eq!(run.count(events::JOB_COLD_START), 0, "{}", run.stderr());
+    for file in &files {
+        assert_recorded(file, 3.0);
+        let p = probe(file);
+        assert_eq!(p.dimensions(), (640, 360));
+        assert!(p.has_audio(), "{}", file.display());
+        assert_green(file, 1.5);
+    }
+    // The pool's third tree, ready; its Chromium killed.
+    run.wait_for_nth(events::WARM_TREE_READY, 3, Duration::from_secs(30));
+    let chromium: Vec<u32> = descendants(run.child.id())
+        .into_iter()
+        .filter(|(_, name)| name.starts_with("chromium"))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert!(!chromium.is_empty(), "no pooled Chromium found");
+    for pid in chromium {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    run.wait_for(events::WARM_TREE_LOST, Duration::from_secs(20));
+    run.wait_for_nth(events::WARM_TREE_READY, 4, Duration::from_secs(30));
+    // The next one's sound server killed: a tree that could not record is not kept either.
+    let tree = descendants(run.child.id());
+    let pulse: Vec<u32> = tree
+        .iter()
+        .filter(|(_, name)| name.starts_with("pulseaudio"))
+        .map(|(pid, _)| *pid)
+        .collect();
+    assert_eq!(pulse.len(), 1, "one pooled tree's pulseaudio: {tree:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pulse[0] as i32), Signal::SIGKILL).unwrap();
+    run.wait_for_nth(events::WARM_TREE_LOST, 2, Duration::from_secs(20));
+    run.wait_for_nth(events::WARM_TREE_READY, 5, Duration::from_secs(30));
+    stop_cleanly(&mut run);
+}
+
+/// On a worker of 0.33 cores (x 0.85 = 0.28) keeping one warm tree at 640x360@30, a job at
+/// 640x360@25 (about 0.24 cores) fits only without the warm tree (held at 0.05 cores at least):
+/// the tree gives way (it is stopped, the job runs cold) and the pool refills only once the job
+/// has ended.
+#[test]
+fn a_warm_tree_gives_way_to_a_job_that_does_not_take_it_and_comes_back_after() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let mut run = serve_sized(
+        &redis,
+        "cores=0.33,memory=8GiB",
+        &["--warm", "1", "--warm-size", "640x360"],
+    );
+    run.wait_for(events::WARM_TREE_READY, Duration::from_secs(30));
+    let file = dir.path().join("slow.mp4");
+    let job = json!({
+        "id": "slow",
+        "config": {
+            "input": { "url": test_page("colour.html", ""), "width": 640, "height": 360, "framerate": 25 },
+            "output": { "file": file },
+            "max_duration": "3s",
+        },
+    });
+    redis.cli(&["LPUSH", "test:jobs", &job.to_string()]);
+    run.wait_for(events::JOB_COLD_START, Duration::from_secs(10));
+    run.wait_for(events::WARM_TREE_GAVE_WAY, Duration::from_secs(5));
+    wait_state(&redis, "slow", "done", Duration::from_secs(60));
+    let ended = run.wait_for("recording ended", Duration::from_secs(5));
+    let back = run.wait_for_nth(events::WARM_TREE_READY, 2, Duration::from_secs(30));
+    assert!(back > ended, "the pool refilled while the job ran");
+    assert_eq!(run.count(events::WARM_TREE_LOST), 0, "{}", run.stderr());
+    assert_recorded(&file, 3.0);
+    assert_green(&file, 1.5);
     stop_cleanly(&mut run);
 }

@@ -4,7 +4,7 @@
 //! fantoccini, one Chromium in kiosk mode on the recording's display, playing sound into the
 //! recording's sink (`PULSE_SINK`), with a fresh profile directory removed on stop. Chromium is
 //! started through `setpriv --pdeathsig KILL`, so it dies with chromedriver even on SIGKILL.
-//! Accepts: [`Navigate`] (load the page, once; the recording sends it once the encoder runs, so
+//! Accepts: [`Navigate`] (load the page, once; [`Load`] names the page first, for a warm tree; the recording sends it once the encoder runs, so
 //! nothing of the page is missed; a restarted browser loads the page by itself), [`Shutdown`],
 //! [`Kill`].
 //! Sends: a stop request to its supervisor when the page logs exactly `END_RECORDING` to its
@@ -108,6 +108,12 @@ impl Default for PageOptions {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Navigate;
+
+/// Message: load this page now (a warm tree's browser, started on a blank page before its job
+/// named the page); then as [`Navigate`].
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Load(pub url::Url);
 
 /// The Chromium command-line flags for `spec`.
 pub fn chromium_args(spec: &BrowserSpec, profile: &Path) -> Vec<String> {
@@ -804,6 +810,17 @@ impl Actor for BrowserActor {
         if self.navigate_at_start {
             ctx.notify(Navigate);
         }
+    }
+}
+
+impl Handler<Load> for BrowserActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, Load(url): Load, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.navigated {
+            self.url = url;
+        }
+        <Self as Handler<Navigate>>::handle(self, Navigate, ctx)
     }
 }
 

@@ -31,7 +31,21 @@ pub const ENCODER_FALLING_BEHIND: &str = "encoder is falling behind real time";
 /// The encoder is back at real time after falling behind.
 pub const ENCODER_CAUGHT_UP: &str = "encoder caught up with real time";
 
+/// A warm tree (`record --warm`) is up to its browser on a blank page and waits for its job's
+/// config on standard input.
+pub const WARM_TREE_READY: &str = "warm tree ready: waiting for a job";
+
 // The recording service's own events.
+
+/// A job was handed to a warm tree (fields: job, pid, waited: how long the tree had been ready).
+pub const JOB_TOOK_WARM_TREE: &str = "job took a warm tree";
+/// A job started a recording from nothing: no warm tree fitted or was ready (fields: job, why).
+pub const JOB_COLD_START: &str = "job cold start";
+/// A warm tree stops to make room for a job that does not take it (fields: pid, job); the pool
+/// is that much smaller until the job ends.
+pub const WARM_TREE_GAVE_WAY: &str = "a warm tree stops to make room for a job";
+/// A warm tree of the pool died before a job took it; another is started (fields: pid, report).
+pub const WARM_TREE_LOST: &str = "warm tree lost; starting another";
 
 /// A job at the head of the queue does not fit in what is left of this worker (fields: job,
 /// why); logged once per job while it waits.

@@ -74,6 +74,24 @@ impl StartGate {
         matches!(*self.0.borrow(), State::Open)
     }
 
+    /// Resolves with the reason when the gate closes; never if it opens. (A warm tree's encoder
+    /// waits for its job and, through this, for its browser's failure: see `warm.rs`.)
+    pub async fn closed(&self) -> Failure {
+        let mut rx = self.0.subscribe();
+        let closed =
+            rx.wait_for(|s| matches!(s, State::Closed(_)))
+                .await
+                .map(|state| match &*state {
+                    State::Closed(why) => why.clone(),
+                    _ => unreachable!("waited for a close"),
+                });
+        match closed {
+            Ok(why) => why,
+            // The sender lives in self: it can't be dropped while we wait.
+            Err(_) => Failure::crashed("the start gate vanished"),
+        }
+    }
+
     /// Resolves when the gate opens: Ok at once if it is open, the closing reason if it closes,
     /// and an input failure saying `what_is_missing` if `limit` passes first.
     pub async fn wait(&self, limit: Duration, what_is_missing: &str) -> Result<(), Failure> {

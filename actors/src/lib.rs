@@ -25,3 +25,4 @@ pub mod relay;
 pub mod secret;
 pub mod supervision;
 pub mod uploader;
+pub mod warm;

@@ -7,6 +7,9 @@
 //! Sends: each request on to the address it checked, or `403` when the policy refuses every
 //! address the host resolves to (logged as [`REFUSED`], host and address, never the path).
 //! Stops: when dropped (the listener and every connection end).
+//! Pins ([`PageProxy::pin`]): a host the policy checked before the browser loads the page is
+//! connected to the address that was checked, as Chromium's `--host-resolver-rules` would. A warm
+//! tree's Chromium starts before its job names the page, so its pins can only be given here.
 //!
 //! The policy's check of the page URL covers the page's own host; the page's subresources, frames,
 //! fetches and sockets name any host they like. The proxy resolves each host itself, checks the
@@ -28,6 +31,9 @@ pub const REFUSED: &str = "page request refused by the policy";
 /// to).
 pub type Allow = Arc<dyn Fn(&str, IpAddr) -> bool + Send + Sync>;
 
+/// Host names (lower case) and the checked address each one goes to.
+type Pins = Arc<std::sync::RwLock<std::collections::HashMap<String, IpAddr>>>;
+
 /// The most a request head may take (Chromium's are a few KiB).
 const MAX_HEAD: usize = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -35,6 +41,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct PageProxy {
     port: u16,
     task: tokio::task::JoinHandle<()>,
+    pins: Pins,
 }
 
 impl PageProxy {
@@ -42,15 +49,17 @@ impl PageProxy {
     pub async fn start(allow: Allow) -> std::io::Result<PageProxy> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
+        let pins = Pins::default();
+        let shared = pins.clone();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
                         Ok((client, _)) => {
-                            let allow = allow.clone();
+                            let (allow, pins) = (allow.clone(), shared.clone());
                             connections.spawn(async move {
-                                if let Err(e) = serve(client, allow).await {
+                                if let Err(e) = serve(client, allow, pins).await {
                                     tracing::debug!(error = %e, "page proxy connection ended");
                                 }
                             });
@@ -62,11 +71,18 @@ impl PageProxy {
                 }
             }
         });
-        Ok(PageProxy { port, task })
+        Ok(PageProxy { port, task, pins })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// From now on, `host` is connected to `addr` (checked by the caller), not resolved anew.
+    pub fn pin(&self, host: &str, addr: IpAddr) {
+        if let Ok(mut pins) = self.pins.write() {
+            pins.insert(host.trim_end_matches('.').to_ascii_lowercase(), addr);
+        }
     }
 }
 
@@ -149,10 +165,17 @@ fn host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
     }
 }
 
-/// Resolves `host` and picks the first address the policy allows. Err: why not.
-async fn checked_address(host: &str, port: u16, allow: &Allow) -> Result<SocketAddr, String> {
+/// Resolves `host` (a pinned one: its pin) and picks the first address the policy allows.
+/// Err: why not.
+async fn checked_address(
+    host: &str,
+    port: u16,
+    allow: &Allow,
+    pins: &Pins,
+) -> Result<SocketAddr, String> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+    let pinned = pins.read().ok().and_then(|p| p.get(&host).copied());
+    let addrs: Vec<SocketAddr> = match pinned.map_or_else(|| host.parse::<IpAddr>(), Ok) {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((host.as_str(), port))
             .await
@@ -180,13 +203,13 @@ async fn refuse(client: &mut TcpStream, status: &str, why: &str) -> std::io::Res
     client.shutdown().await
 }
 
-async fn serve(mut client: TcpStream, allow: Allow) -> std::io::Result<()> {
+async fn serve(mut client: TcpStream, allow: Allow, pins: Pins) -> std::io::Result<()> {
     let (head, buf) = read_head(&mut client).await?;
     if head.method.eq_ignore_ascii_case("CONNECT") {
         let Some((host, port)) = host_port(&head.target, 443) else {
             return refuse(&mut client, "400 Bad Request", "bad CONNECT target").await;
         };
-        let addr = match checked_address(&host, port, &allow).await {
+        let addr = match checked_address(&host, port, &allow, &pins).await {
             Ok(addr) => addr,
             Err(why) => return refuse(&mut client, "403 Forbidden", &why).await,
         };
@@ -218,7 +241,7 @@ async fn serve(mut client: TcpStream, allow: Allow) -> std::io::Result<()> {
         return refuse(&mut client, "400 Bad Request", "no host").await;
     };
     let host = host.trim_matches(['[', ']']).to_owned();
-    let addr = match checked_address(&host, port, &allow).await {
+    let addr = match checked_address(&host, port, &allow, &pins).await {
         Ok(addr) => addr,
         Err(why) => return refuse(&mut client, "403 Forbidden", &why).await,
     };
@@ -339,6 +362,24 @@ mod tests {
             !seen.to_ascii_lowercase().contains("proxy-connection"),
             "{seen}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pinned_host_goes_to_its_pinned_address_without_being_resolved() {
+        let (addr, origin_task) = origin().await;
+        let allow: Allow = Arc::new(|_, ip| ip == IpAddr::from([127, 0, 0, 1]));
+        let proxy = PageProxy::start(allow).await.unwrap();
+        let request = format!(
+            "GET http://pinned.invalid:{}/p HTTP/1.1\r\nHost: pinned.invalid\r\n\r\n",
+            addr.port()
+        );
+        let unpinned = ask(&proxy, &request).await;
+        assert!(unpinned.starts_with("HTTP/1.1 403"), "{unpinned}");
+        proxy.pin("Pinned.invalid.", IpAddr::from([127, 0, 0, 1]));
+        let answer = ask(&proxy, &request).await;
+        assert!(answer.ends_with("ok"), "{answer}");
+        let seen = String::from_utf8(origin_task.await.unwrap()).unwrap();
+        assert!(seen.starts_with("GET /p HTTP/1.1\r\n"), "{seen}");
     }
 
     #[tokio::test]

@@ -20,6 +20,10 @@
 //! `START_RECORDING`, so the recording begins with the room's media, not an empty page. A page
 //! error, END_RECORDING, a dead browser or a stop request close the gate and end the wait; so does
 //! the time limit, with an input failure ("nobody joined").
+//! A warm tree (`late`: `record --warm`) starts display, audio and browser (blank page) before
+//! it has a job; the encoder's start waits on the [`LateJob`] (or on the browser's failure, which
+//! closes the tree's gate), then runs as above with the job's encoder spec and page
+//! ([`Load`]).
 //! Stop order (reverse): encoder (file finished first), browser, audio, display.
 //! Restarts: a dead display or audio takes the media subtree with it (rest-for-one: the browser
 //! and the encoder use them). A dead browser restarts alone and reloads the page while the encoder
@@ -42,7 +46,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
-use crate::browser::{BrowserActor, BrowserSpec, Navigate, PageOptions};
+use crate::browser::{BrowserActor, BrowserSpec, Load, Navigate, PageOptions};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec, PauseControl};
 use crate::gate::StartGate;
@@ -55,6 +59,7 @@ use crate::supervision::{
     ChildSpec, Failure, FailureKind, Intensity, Restart, StopTree, Strategy, Supervisor,
     SupervisorConfig, TreeExit,
 };
+use crate::warm::LateJob;
 
 /// Everything one recording needs.
 #[derive(Debug, Clone)]
@@ -91,6 +96,10 @@ pub struct RecordingSpec {
     /// Makes the page's address anew at every browser start (a LiveKit token signed now, so a
     /// browser restarted after the first token expired can still join); None: `url` always.
     pub fresh_url: Option<FreshUrl>,
+    /// A warm tree (`record --warm`): display, audio and browser start now, on a blank page
+    /// (`url`); the encoder's start waits for the job, which brings the page, the encoder's
+    /// outputs and the time limit (`encoder` and `max_duration` here are ignored).
+    pub late: Option<LateJob>,
 }
 
 /// The page's address made at a browser's start, and the secret it carries.
@@ -116,6 +125,10 @@ pub struct AwaitStart {
 struct Wiring {
     display: Option<DisplayInfo>,
     audio: Option<AudioInfo>,
+    /// The display's and the audio's actors: a warm tree's encoder start watches them while it
+    /// waits (their supervisor cannot restart them then).
+    display_actor: Option<Addr<DisplayActor>>,
+    audio_actor: Option<Addr<AudioActor>>,
     browser: Option<Addr<BrowserActor>>,
     /// Fired at the first encoded frame.
     first_frame: Option<oneshot::Sender<Instant>>,
@@ -130,6 +143,7 @@ struct Wiring {
 pub struct Stopper {
     supervisor: Addr<Supervisor>,
     gate: Option<StartGate>,
+    late: Option<LateJob>,
 }
 
 impl Stopper {
@@ -143,6 +157,12 @@ impl Stopper {
                 format!("stopped before the page signalled START_RECORDING ({cause}): nothing was recorded"),
             ));
         }
+        if let Some(late) = &self.late {
+            late.close(Failure::new(
+                FailureKind::Input,
+                format!("stopped while warm, before a job came ({cause}): nothing was recorded"),
+            ));
+        }
         self.supervisor.do_send(StopTree { cause });
     }
 }
@@ -152,6 +172,7 @@ pub struct Recording {
     supervisor: Addr<Supervisor>,
     pause: PauseSwitch,
     gate: Option<StartGate>,
+    late: Option<LateJob>,
     exit: oneshot::Receiver<TreeExit>,
     first_frame: Rc<RefCell<Option<Instant>>>,
     wiring: Rc<RefCell<Wiring>>,
@@ -192,7 +213,9 @@ impl Recording {
         let lost_streams = Rc::new(RefCell::new(Vec::new()));
         let page_loaded = Rc::new(Cell::new(false));
         let (first_tx, first_rx) = oneshot::channel();
-        let gate = spec.await_start.as_ref().map(|_| StartGate::new());
+        // A warm tree has one too, never opened: its browser closes it when it fails while the
+        // encoder's start waits for the job (the supervisor could not restart the browser then).
+        let gate = (spec.await_start.is_some() || spec.late.is_some()).then(StartGate::new);
         let pause = PauseSwitch::new();
         let wiring = Rc::new(RefCell::new(Wiring {
             first_frame: Some(first_tx),
@@ -222,10 +245,16 @@ impl Recording {
         let sup = supervisor.clone();
         let max_duration = spec.max_duration;
         let switch = pause.clone();
+        let late = spec.late.clone();
         actix::spawn(async move {
             let Ok(at) = first_rx.await else { return };
             *seen.borrow_mut() = Some(at);
             switch.started(at);
+            // A warm tree's first frame comes after its job: the job's limit.
+            let max_duration = match &late {
+                Some(late) => late.get().and_then(|l| l.max_duration),
+                None => max_duration,
+            };
             if let Some(limit) = max_duration {
                 // Recorded time: a pause holds the limit back.
                 switch.recorded_for(limit).await;
@@ -238,6 +267,7 @@ impl Recording {
             supervisor,
             pause,
             gate,
+            late: spec.late,
             exit,
             first_frame,
             wiring,
@@ -259,6 +289,7 @@ impl Recording {
         Stopper {
             supervisor: self.supervisor.clone(),
             gate: self.gate.clone(),
+            late: self.late.clone(),
         }
     }
 
@@ -272,6 +303,16 @@ impl Recording {
         self.supervisor.clone()
     }
 
+    /// Resolves when the tree has stopped by itself (a warm tree that gave up while it waited
+    /// for its job), with how. After it resolved, [`Recording::finished`] has nothing to wait for:
+    /// do not call it.
+    pub async fn ended(&mut self) -> TreeExit {
+        (&mut self.exit).await.unwrap_or(TreeExit::Stopped {
+            cause: "supervisor vanished".into(),
+            failures: Vec::new(),
+        })
+    }
+
     /// Resolves once every child has stopped and the segments, if several, are joined.
     pub async fn finished(self) -> RecordingReport {
         let exit = self.exit.await.unwrap_or(TreeExit::Stopped {
@@ -280,7 +321,12 @@ impl Recording {
         });
         let first_frame = *self.first_frame.borrow();
         let segments = std::mem::take(&mut self.wiring.borrow_mut().segments);
-        let join_error = match &self.output {
+        // A warm tree's file is its job's.
+        let output = match &self.late {
+            Some(late) => late.output(),
+            None => self.output.clone(),
+        };
+        let join_error = match &output {
             Some(output) if segments.len() > 1 => {
                 join_segments(output, &self.id, &segments, self.framerate)
                     .await
@@ -320,6 +366,7 @@ fn display_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec
             async move {
                 let (addr, info) = DisplayActor::start(display, link).await?;
                 wiring.borrow_mut().display = Some(info);
+                wiring.borrow_mut().display_actor = Some(addr.clone());
                 Ok(addr)
             }
         },
@@ -341,6 +388,7 @@ fn audio_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
             async move {
                 let (addr, info) = AudioActor::start(audio, link).await?;
                 wiring.borrow_mut().audio = Some(info);
+                wiring.borrow_mut().audio_actor = Some(addr.clone());
                 Ok(addr)
             }
         },
@@ -430,6 +478,7 @@ fn browser_child(
     };
     let awaits_start = spec.await_start.is_some();
     let fresh_url = spec.fresh_url.clone();
+    let late = spec.late.clone();
     ChildSpec::new(
         "browser",
         Restart::Permanent,
@@ -437,6 +486,11 @@ fn browser_child(
         move |link| {
             let (mut browser, wiring) = (browser.clone(), wiring.clone());
             let fresh = fresh_url.as_ref().map(|f| (f.0)());
+            // A warm tree's browser shows the job's page once the job came; before, the blank one.
+            let job = late.as_ref().map(|l| l.get());
+            if let Some(Some(job)) = &job {
+                browser.url = job.url.clone();
+            }
             async move {
                 if let Some(fresh) = fresh {
                     let (url, secret) = fresh?;
@@ -446,7 +500,8 @@ fn browser_child(
                 let (display, audio) = started_before(&wiring)?;
                 // A restarted browser loads the page at once: its encoder is already recording.
                 // So does a page the encoder waits for.
-                let restart = link.is_restart();
+                // (A warm browser restarted before its job has no page to load yet.)
+                let restart = link.is_restart() && !matches!(job, Some(None));
                 if restart {
                     tracing::warn!("browser restarted: reloading the page");
                 }
@@ -485,6 +540,7 @@ fn encoder_child(
 ) -> ChildSpec {
     let encoder = spec.encoder.clone();
     let await_start = spec.await_start.clone();
+    let late = spec.late.clone();
     let id = spec.id.clone();
     // The finalize timeout of the encoder plus its SIGINT/SIGKILL steps fit in this.
     ChildSpec::new(
@@ -492,18 +548,41 @@ fn encoder_child(
         Restart::Permanent,
         Duration::from_secs(15),
         move |link| {
-            let (mut encoder, wiring, progress, await_start, id) = (
+            let (mut encoder, wiring, progress, await_start, late, id, pause) = (
                 encoder.clone(),
                 wiring.clone(),
                 progress.clone(),
                 await_start.clone(),
+                late.clone(),
                 id.clone(),
+                pause.clone(),
             );
-            let control = PauseControl {
-                paused: pause.follow(),
-                next_part: next_part(&encoder.output, &wiring, &id),
-            };
             async move {
+                // A warm tree: everything before the encoder is up; the job brings the rest.
+                let mut page = None;
+                if let Some(late) = &late {
+                    if late.get().is_none() {
+                        tracing::info!("{}", crate::events::WARM_TREE_READY);
+                    }
+                    let gate = wiring.borrow().gate.clone().unwrap_or_default();
+                    let job = tokio::select! {
+                        biased;
+                        job = late.wait() => job?,
+                        why = gate.closed() => return Err(why),
+                        why = lost_while_warm(&wiring) => return Err(why),
+                    };
+                    encoder = EncoderSpec {
+                        width: encoder.width,
+                        height: encoder.height,
+                        framerate: encoder.framerate,
+                        ..job.encoder
+                    };
+                    page = Some(job.url);
+                }
+                let control = PauseControl {
+                    paused: pause.follow(),
+                    next_part: next_part(&encoder.output, &wiring, &id),
+                };
                 let gate = wiring.borrow().gate.clone();
                 if let (Some(gate), Some(wait)) = (gate, await_start) {
                     if gate.is_waiting() {
@@ -538,7 +617,10 @@ fn encoder_child(
                 }
                 // Loads the page if this browser has not yet (it ignores a second Navigate).
                 if let Some(browser) = &w.browser {
-                    browser.do_send(Navigate);
+                    match page {
+                        Some(url) => browser.do_send(Load(url)),
+                        None => browser.do_send(Navigate),
+                    }
                 }
                 Ok(addr)
             }
@@ -561,6 +643,28 @@ fn next_part(
         w.segments.push(path.clone());
         Some(path)
     })
+}
+
+/// How often a warm tree's encoder start looks at the display and the audio while it waits.
+const WARM_WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Resolves when the display or the audio stopped while a warm tree waits for its job: its
+/// supervisor is busy with the encoder's start and cannot restart them, and a job handed to the
+/// tree would fail. Ending the start ends the tree, and the pool replaces it.
+async fn lost_while_warm(wiring: &Rc<RefCell<Wiring>>) -> Failure {
+    let mut every = tokio::time::interval(WARM_WATCH_EVERY);
+    loop {
+        every.tick().await;
+        let w = wiring.borrow();
+        let lost = if !w.display_actor.as_ref().is_some_and(Addr::connected) {
+            "display"
+        } else if !w.audio_actor.as_ref().is_some_and(Addr::connected) {
+            "audio"
+        } else {
+            continue;
+        };
+        return Failure::crashed(format!("{lost} lost while the warm tree waited for a job"));
+    }
 }
 
 fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInfo), Failure> {

@@ -94,6 +94,14 @@ pub fn cost_of(config: &Config) -> Cost {
     }
 }
 
+/// What a warm tree (`serve --warm`) is reserved at until it is measured: Xvfb, PulseAudio and
+/// Chromium on a blank page, idle, with nothing encoded. An estimate; its measured CPU and memory
+/// count instead when they are more, as for a recording.
+pub const WARM_TREE: Cost = Cost {
+    cores: 0.05,
+    memory: FIXED_MEMORY,
+};
+
 /// The machine the recordings share.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Machine {
@@ -160,6 +168,9 @@ pub struct Held {
     pub measured: Option<Cost>,
     /// Its encoder is falling behind real time.
     pub behind: bool,
+    /// A warm tree waiting for a job (`serve --warm`): its cost counts, but it is not one of
+    /// `--max-recordings`.
+    pub warm: bool,
 }
 
 impl Held {
@@ -168,6 +179,29 @@ impl Held {
         self.measured
             .map_or(self.reserved, |measured| self.reserved.max(measured))
     }
+}
+
+/// `held` without its `n` largest warm trees (by what they count for, cores first).
+pub fn without_warm(held: &[Held], n: usize) -> Vec<Held> {
+    let mut rest = held.to_vec();
+    for _ in 0..n {
+        let largest = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.warm)
+            .max_by(|(_, a), (_, b)| {
+                let (a, b) = (a.counts(), b.counts());
+                a.cores.total_cmp(&b.cores).then(a.memory.cmp(&b.memory))
+            })
+            .map(|(i, _)| i);
+        match largest {
+            Some(i) => {
+                rest.remove(i);
+            }
+            None => break,
+        }
+    }
+    rest
 }
 
 /// Whether to take a job now.
@@ -212,6 +246,23 @@ impl Admission {
         }
     }
 
+    /// As [`admit`](Self::admit) for a job that takes no warm tree, where warm trees give way:
+    /// a job that waits only because of them is taken, with how many of them (the largest
+    /// first, [`without_warm`]) must stop to make room for it.
+    pub fn admit_shedding(&self, held: &[Held], job: Cost) -> (Verdict, usize) {
+        let verdict = self.admit(held, job);
+        if !matches!(verdict, Verdict::Wait(_)) {
+            return (verdict, 0);
+        }
+        let warm = held.iter().filter(|h| h.warm).count();
+        for n in 1..=warm {
+            if self.admit(&without_warm(held, n), job) == Verdict::Take {
+                return (Verdict::Take, n);
+            }
+        }
+        (verdict, 0)
+    }
+
     /// Take a job costing `job` while `held` run here?
     pub fn admit(&self, held: &[Held], job: Cost) -> Verdict {
         let budget = self.budget();
@@ -226,8 +277,9 @@ impl Admission {
                 self.max_utilisation
             ));
         }
-        if held.len() >= self.max_recordings {
-            return Verdict::Wait(format!("--max-recordings {} running", held.len()));
+        let recordings = held.iter().filter(|h| !h.warm).count();
+        if recordings >= self.max_recordings {
+            return Verdict::Wait(format!("--max-recordings {recordings} running"));
         }
         if held.iter().any(|h| h.behind) {
             return Verdict::Wait("a recording here is falling behind real time".into());
@@ -266,6 +318,7 @@ mod tests {
             reserved,
             measured,
             behind: false,
+            warm: false,
         }
     }
 
@@ -417,5 +470,50 @@ mod tests {
         }
         let here = Machine::detect();
         assert!(here.cores >= 1.0 && here.memory > 0);
+    }
+
+    #[test]
+    fn warm_trees_count_by_cost_but_not_against_max_recordings() {
+        let a = Admission {
+            max_recordings: 1,
+            ..admission(2.0, 8 * GIB)
+        };
+        let warm = Held {
+            warm: true,
+            ..held(WARM_TREE, Some(cost(0.9, 300)))
+        };
+        assert_eq!(a.admit(&[warm], cost(0.5, 400)), Verdict::Take);
+        match a.admit(&[warm, warm], cost(0.5, 400)) {
+            Verdict::Wait(why) => assert!(why.contains("left"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let recording = held(cost(0.1, 100), None);
+        assert!(matches!(
+            a.admit(&[recording], cost(0.1, 100)),
+            Verdict::Wait(_)
+        ));
+    }
+
+    #[test]
+    fn warm_trees_give_way_to_a_job_that_waits_only_because_of_them() {
+        let a = admission(1.0, 8 * GIB); // 0.85 cores for everything
+        let warm = |cores| Held {
+            warm: true,
+            ..held(WARM_TREE, Some(cost(cores, 300)))
+        };
+        let held = [warm(0.1), warm(0.3), held(cost(0.2, 100), None)];
+        // 0.85 - 0.6 = 0.25 left; without the 0.3 tree 0.55; without both 0.65.
+        assert_eq!(a.admit_shedding(&held, cost(0.2, 100)), (Verdict::Take, 0));
+        assert_eq!(a.admit_shedding(&held, cost(0.5, 100)), (Verdict::Take, 1));
+        assert_eq!(a.admit_shedding(&held, cost(0.6, 100)), (Verdict::Take, 2));
+        assert!(matches!(
+            a.admit_shedding(&held, cost(0.7, 100)),
+            (Verdict::Wait(_), 0)
+        ));
+        let rest = without_warm(&held, 1);
+        assert_eq!(rest.len(), 2);
+        assert!(rest
+            .iter()
+            .all(|h| !h.warm || h.measured.unwrap().cores < 0.2));
     }
 }

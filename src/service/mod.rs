@@ -103,8 +103,17 @@ pub struct ServiceOptions {
     pub machine: capacity::Machine,
     /// The share of it recordings may use together (`--max-utilisation`).
     pub max_utilisation: f64,
+    /// The warm trees kept ready (`--warm`, `--warm-size`).
+    pub warm: WarmPool,
     /// LiveKit's Egress API (`--http`), if served.
     pub api: Option<egress::ApiOptions>,
+}
+
+/// How many warm trees the runner keeps ready, and of which size (`src/warm.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WarmPool {
+    pub count: usize,
+    pub size: crate::warm::WarmSize,
 }
 
 impl ServiceOptions {
@@ -459,6 +468,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         let (recorder, grace) = (options.recorder.clone(), options.stop_grace);
         let keep_dir = options.keep_dir.clone();
         let policy = options.policy.clone();
+        let warm = options.warm;
         // Running recordings finish their files and uploads: give them time.
         ChildSpec::new(
             "runner",
@@ -470,6 +480,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
                     grace,
                     keep_dir.clone(),
                     policy.clone(),
+                    warm,
                     wiring.clone(),
                     link,
                 )
@@ -725,6 +736,7 @@ mod tests {
                 memory: 1 << 40,
             },
             max_utilisation: capacity::DEFAULT_MAX_UTILISATION,
+            warm: WarmPool::default(),
             api: None,
         }
     }

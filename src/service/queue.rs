@@ -61,6 +61,8 @@ struct Start {
     config: String,
     attempts: u32,
     cost: Cost,
+    /// Warm trees that stop to make room for it (`Admission::admit_shedding`).
+    shed_warm: usize,
 }
 
 /// Message: take no more jobs (the service is stopping; the running ones finish).
@@ -238,7 +240,15 @@ impl QueueActor {
                 reserved: taken.reserved,
                 measured: self.usage.measured.get(id).copied(),
                 behind: self.usage.behind.contains(id),
+                warm: false,
             })
+            // The warm trees waiting for jobs hold their share too.
+            .chain(self.usage.warm.iter().map(|measured| Held {
+                reserved: capacity::WARM_TREE,
+                measured: *measured,
+                behind: false,
+                warm: true,
+            }))
             .collect()
     }
 
@@ -421,6 +431,8 @@ impl QueueActor {
                 .collect(),
             admission: take.then_some(self.options.admission()),
             held: self.held(),
+            warm: self.options.warm,
+            warm_ready: self.usage.warm_ready,
         }
     }
 
@@ -434,6 +446,7 @@ impl QueueActor {
             config,
             attempts,
             cost,
+            shed_warm,
         } = start;
         self.running.insert(
             id.clone(),
@@ -447,6 +460,7 @@ impl QueueActor {
             id: id.clone(),
             config,
             attempt: attempts,
+            shed_warm,
         });
         // A job that could not even start is failed (an internal error: exit 1).
         let fail = move |why: String| Outcome {
@@ -715,8 +729,12 @@ struct Round {
     known: HashSet<String>,
     /// How jobs are admitted (None: take none this round).
     admission: Option<Admission>,
-    /// What the running recordings hold.
+    /// What the running recordings (and warm trees) hold.
     held: Vec<Held>,
+    /// The warm pool, and how many of its trees are ready: a job that will take one is weighed
+    /// without it (the tree becomes the job's recording).
+    warm: super::WarmPool,
+    warm_ready: usize,
     /// Look for dead workers this round.
     reclaim: bool,
 }
@@ -831,13 +849,20 @@ impl Round {
         let mut held = self.held.clone();
         while let Some(next) = self.store.next().await? {
             // A job that cannot be read costs nothing: it is taken and refused (in `accept`).
-            let cost = self.cost_of(&next);
-            let verdict = match cost {
-                Some(cost) => admission.admit(&held, cost),
-                None if held.len() >= admission.max_recordings => {
-                    Verdict::Wait(format!("--max-recordings {} running", held.len()))
+            let (cost, fits_warm) = self.cost_of(&next).unzip();
+            // A job that takes a ready warm tree is weighed without it (the tree becomes its
+            // recording); any other makes warm trees give way if they are all it waits for.
+            let fits_warm = fits_warm.unwrap_or(false) && self.warm_ready > 0;
+            let (verdict, shed_warm) = match cost {
+                Some(cost) if fits_warm => {
+                    (admission.admit(&capacity::without_warm(&held, 1), cost), 0)
                 }
-                None => Verdict::Take,
+                Some(cost) => admission.admit_shedding(&held, cost),
+                None if held.iter().filter(|h| !h.warm).count() >= admission.max_recordings => (
+                    Verdict::Wait(format!("--max-recordings {} running", held.len())),
+                    0,
+                ),
+                None => (Verdict::Take, 0),
             };
             if let Verdict::Wait(why) = verdict {
                 let id =
@@ -867,6 +892,15 @@ impl Round {
                     match self.accept(raw, id, attempts).await? {
                         Ok(mut start) => {
                             start.cost = cost.unwrap_or_default();
+                            if fits_warm {
+                                held = capacity::without_warm(&held, 1);
+                                self.warm_ready -= 1;
+                            }
+                            if shed_warm > 0 {
+                                tracing::info!(job = %start.id, warm_trees = shed_warm, "warm trees give way to a job");
+                                held = capacity::without_warm(&held, shed_warm);
+                            }
+                            start.shed_warm = shed_warm;
                             held.push(Held {
                                 reserved: start.cost,
                                 ..Held::default()
@@ -881,15 +915,17 @@ impl Round {
         Ok((taken, refused, None))
     }
 
-    /// What a stored job will cost, if it can be read (opened and checked).
-    fn cost_of(&self, raw: &str) -> Option<Cost> {
+    /// What a stored job will cost, if it can be read (opened and checked), and whether it fits
+    /// the warm pool's trees.
+    fn cost_of(&self, raw: &str) -> Option<(Cost, bool)> {
         let clear = sealed::unseal(raw, self.key.as_deref()).ok()?;
         let Parsed::Job { config, .. } = parse_job(&clear) else {
             return None;
         };
-        crate::config::parse(&config)
-            .ok()
-            .map(|c| capacity::cost_of(&c))
+        crate::config::parse(&config).ok().map(|c| {
+            let fits = self.warm.count > 0 && crate::warm::misfit(&c, &self.warm.size).is_none();
+            (capacity::cost_of(&c), fits)
+        })
     }
 
     /// A job just taken: opened, checked, re-stored sealed if it came in clear, announced.
@@ -972,6 +1008,7 @@ impl Round {
             config,
             attempts,
             cost: Cost::default(),
+            shed_warm: 0,
         }))
     }
 

@@ -7,6 +7,13 @@
 //! environment is the minimal one every child gets (`process.rs`), plus the few `PAGECAST_*`
 //! settings a recording reads, plus the worker's AWS variables only if the policy lends its
 //! identity.
+//! With `--warm N` it also keeps N warm trees (`record --warm SIZE --config -`, `src/warm.rs`):
+//! each says when it is ready (`WARM_TREE_READY`); a job that fits takes a ready one (its config
+//! written to that process's stdin: `JOB_TOOK_WARM_TREE`), any other starts cold
+//! (`JOB_COLD_START`), and the pool starts a new tree behind it. A warm tree is one process per
+//! job, never reused (fresh profile and display). One that dies before a job took it is replaced
+//! (`WARM_TREE_LOST`). A job admitted only by making warm trees give way (`StartJob::shed_warm`)
+//! stops that many (`WARM_TREE_GAVE_WAY`), and the pool stays that much smaller until it ends.
 //! Every second it measures each recording's process tree (`usage.rs`, off its thread) and sends
 //! the figures, with which recordings are falling behind real time (their encoder's
 //! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
@@ -26,7 +33,8 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use pagecast_actors::process::{ChildProcess, Stdout};
@@ -35,9 +43,10 @@ use tokio::process::Command;
 
 use super::capacity::Cost;
 use super::usage::TreeMeter;
-use super::{last_error_line, Ended, Wiring};
+use super::{last_error_line, Ended, WarmPool, Wiring};
 use crate::naming::AttemptOutput;
 use crate::policy::Policy;
+use crate::warm::WarmSize;
 use pagecast_actors::events;
 
 /// The service's own settings a recording reads; nothing else of the service's environment
@@ -57,6 +66,8 @@ pub struct StartJob {
     pub config: String,
     /// Which attempt this is (from 1): attempt N > 1 records under names of its own.
     pub attempt: u32,
+    /// Warm trees to stop to make room for it; the pool stays that much smaller until it ends.
+    pub shed_warm: usize,
 }
 
 /// Message: stop this job's recording (it finishes its file). SIGTERM is sent once; a later
@@ -96,6 +107,11 @@ pub struct Usage {
     pub measured: HashMap<String, Cost>,
     /// Jobs whose encoder is falling behind real time.
     pub behind: HashSet<String>,
+    /// Each warm tree: its process tree's CPU and memory (None: not measured yet).
+    pub warm: Vec<Option<Cost>>,
+    /// How many warm trees are ready for a job (each of those a job of the pool's size takes
+    /// instead of starting its own).
+    pub warm_ready: usize,
 }
 
 /// Message (from a recording's log lines): its encoder fell behind, or caught up.
@@ -104,6 +120,32 @@ pub struct Usage {
 struct Pace {
     id: String,
     behind: bool,
+}
+
+/// Message (from a warm tree's log lines): it is ready for a job. Carries its log name.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct WarmReady(String);
+
+impl Handler<WarmReady> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, WarmReady(tag): WarmReady, _: &mut Context<Self>) {
+        let ready = self.warm.iter_mut().find(|(pid, _)| warm_tag(**pid) == tag);
+        if let Some((pid, (_, at))) = ready {
+            if at.is_none() {
+                *at = Some(Instant::now());
+                tracing::info!(pid = *pid, "warm tree ready");
+                self.warm_usage();
+                self.send_usage();
+            }
+        }
+    }
+}
+
+/// The log name of the warm tree `pid` before a job takes it.
+fn warm_tag(pid: u32) -> String {
+    format!("warm-{pid}")
 }
 
 /// Message (to the queue): a recording ended.
@@ -132,6 +174,19 @@ pub struct RunnerActor {
     /// None while a measurement runs (on a blocking thread).
     meter: Option<TreeMeter>,
     usage: Usage,
+    /// The warm trees to keep ready.
+    pool: WarmPool,
+    /// The warm trees, by process id: the process, and since when it is ready.
+    warm: HashMap<u32, (ChildProcess, Option<Instant>)>,
+    /// The name each warm tree's log lines go under, by process id (the job's once taken).
+    tags: HashMap<u32, Arc<Mutex<String>>>,
+    /// Each warm tree's last measurement, by process id.
+    warm_measured: HashMap<u32, Cost>,
+    /// Warm trees stopped to make room for a job, by job: the pool is that much smaller while
+    /// it runs.
+    lent: HashMap<String, usize>,
+    /// Warm trees stopping (given way to a job), by process id.
+    retiring: HashMap<u32, ChildProcess>,
 }
 
 impl RunnerActor {
@@ -140,6 +195,7 @@ impl RunnerActor {
         grace: Duration,
         keep_dir: PathBuf,
         policy: Policy,
+        pool: WarmPool,
         wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
     ) -> Self {
@@ -157,7 +213,184 @@ impl RunnerActor {
             stopping: false,
             meter: Some(TreeMeter::default()),
             usage: Usage::default(),
+            pool,
+            warm: HashMap::new(),
+            tags: HashMap::new(),
+            warm_measured: HashMap::new(),
+            lent: HashMap::new(),
+            retiring: HashMap::new(),
         }
+    }
+
+    /// Starts `pagecast record` (a job's: `warm` None; a warm tree: its size), its log lines
+    /// passed on under the name in `tag` (the job's id, a warm tree's until a job takes it).
+    fn spawn_recording(
+        &self,
+        ctx: &mut Context<Self>,
+        tag: Arc<Mutex<String>>,
+        warm: Option<WarmSize>,
+    ) -> Result<ChildProcess, String> {
+        let exe = match &self.recorder {
+            Some(program) => program.clone(),
+            None => {
+                std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?
+            }
+        };
+        let mut cmd = Command::new(exe);
+        cmd.args(["--log-format", "json", "record", "--config", "-"])
+            .args(self.policy.to_args())
+            .env_remove("LIVEKIT_RECORDER_CONFIG")
+            .env("PAGECAST_KEEP_DIR", &self.keep_dir);
+        if let Some(size) = warm {
+            cmd.arg(format!("--warm={size}"));
+        }
+        for (name, value) in std::env::vars_os() {
+            let name_str = name.to_string_lossy();
+            let lent = RECORDING_ENV.contains(&name_str.as_ref())
+                || (self.policy.worker_aws_identity && name_str.starts_with("AWS_"));
+            if lent {
+                cmd.env(name, value);
+            }
+        }
+        let queue = self.wiring.borrow().queue.clone();
+        // Weak: the recording's line reader must not keep the runner alive.
+        let me = ctx.address().downgrade();
+        let name = tag.lock().map(|t| t.clone()).unwrap_or_default();
+        let (child, _) = ChildProcess::spawn_with_lines(
+            &format!("recording {name}"),
+            cmd,
+            true,
+            Stdout::Log,
+            Box::new(move |line| {
+                let job_id = tag.lock().map(|t| t.clone()).unwrap_or_default();
+                if line.contains(events::WARM_TREE_READY) {
+                    if let Some(me) = me.upgrade() {
+                        me.do_send(WarmReady(job_id.clone()));
+                    }
+                }
+                if let (Some(behind), Some(me)) = (pace_of(line), me.upgrade()) {
+                    me.do_send(Pace {
+                        id: job_id.clone(),
+                        behind,
+                    });
+                }
+                if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
+                    queue.do_send(super::queue::JobPaused {
+                        id: job_id.clone(),
+                        paused,
+                    });
+                }
+                pass_on(&job_id, line)
+            }),
+        )
+        .map_err(|e| e.into_failure().message)?;
+        Ok(child)
+    }
+
+    /// Starts warm trees until the pool is full (not while stopping).
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        let target = self
+            .pool
+            .count
+            .saturating_sub(self.lent.values().sum::<usize>());
+        while !self.stopping && self.warm.len() < target {
+            let tag = Arc::new(Mutex::new(String::new()));
+            let child = match self.spawn_recording(ctx, tag.clone(), Some(self.pool.size)) {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a warm tree");
+                    return;
+                }
+            };
+            let pid = child.pid();
+            if let Ok(mut t) = tag.lock() {
+                *t = warm_tag(pid);
+            }
+            tracing::info!(pid, size = %self.pool.size, "warm tree starting");
+            self.tags.insert(pid, tag);
+            ctx.spawn(actix::fut::wrap_future(child.exit_report()).map(
+                move |(status, _), act: &mut Self, ctx: &mut Context<Self>| {
+                    // Taken by a job: its end is the job's (reported with the job).
+                    act.retiring.remove(&pid);
+                    if act.warm.remove(&pid).is_some() {
+                        act.tags.remove(&pid);
+                        // Its status only: its lines, the last error among them, were passed on
+                        // already (and would repeat its ready line).
+                        if !act.stopping {
+                            let status = pagecast_actors::process::describe_status(status);
+                            tracing::warn!(pid, status = %status, "{}", events::WARM_TREE_LOST);
+                        }
+                        act.refill(ctx);
+                    }
+                },
+            ));
+            self.warm.insert(pid, (child, None));
+        }
+        self.warm_usage();
+        self.send_usage();
+    }
+
+    /// The warm trees in the usage: each one's last measurement, and how many are ready.
+    fn warm_usage(&mut self) {
+        self.warm_measured
+            .retain(|pid, _| self.warm.contains_key(pid));
+        self.usage.warm = self
+            .warm
+            .keys()
+            .map(|pid| self.warm_measured.get(pid).copied())
+            .collect();
+        self.usage.warm_ready = self.warm.values().filter(|(_, r)| r.is_some()).count();
+    }
+
+    /// Stops `n` warm trees (those not ready first) to make room for the job `id`; the pool
+    /// stays that much smaller until the job ends.
+    fn shed(&mut self, id: &str, n: usize) {
+        let mut pids: Vec<(u32, Option<Instant>)> =
+            self.warm.iter().map(|(pid, (_, at))| (*pid, *at)).collect();
+        // Not ready first, then the youngest (the one ready longest is the next job's).
+        pids.sort_by_key(|(_, at)| (at.is_some(), at.map(|at| at.elapsed())));
+        for (pid, _) in pids.into_iter().take(n) {
+            if let Some((child, _)) = self.warm.remove(&pid) {
+                tracing::info!(pid, job = %id, "{}", events::WARM_TREE_GAVE_WAY);
+                child.signal(nix::sys::signal::Signal::SIGTERM);
+                actix::spawn(child.wait_or_kill(Duration::from_secs(10)));
+                self.tags.remove(&pid);
+                self.retiring.insert(pid, child);
+            }
+        }
+        self.lent.insert(id.to_owned(), n);
+    }
+
+    /// A warm tree's log lines go under `job` from now on.
+    fn retag(&mut self, pid: u32, job: &str) {
+        if let Some(tag) = self.tags.remove(&pid) {
+            if let Ok(mut t) = tag.lock() {
+                *t = job.to_owned();
+            }
+        }
+    }
+
+    /// The ready warm tree a job whose config is `config` takes (the one ready longest), or why
+    /// it starts cold.
+    fn take_warm(&mut self, config: &str) -> Result<(ChildProcess, Duration), String> {
+        if self.pool.count == 0 {
+            return Err("no warm pool (--warm)".into());
+        }
+        let config = crate::config::parse(config).map_err(|e| e.to_string())?;
+        if let Some(why) = crate::warm::misfit(&config, &self.pool.size) {
+            return Err(why);
+        }
+        // (One that has just exited, its end not yet handled, is not handed a job.)
+        let pid = self
+            .warm
+            .iter()
+            .filter(|(_, (child, _))| child.status().is_none())
+            .filter_map(|(pid, (_, ready))| ready.map(|at| (*pid, at)))
+            .min_by_key(|(_, at)| *at)
+            .map(|(pid, _)| pid)
+            .ok_or_else(|| "no warm tree is ready".to_owned())?;
+        let (child, ready) = self.warm.remove(&pid).expect("listed");
+        Ok((child, ready.map(|at| at.elapsed()).unwrap_or_default()))
     }
 
     fn send_usage(&self) {
@@ -174,6 +407,7 @@ impl RunnerActor {
             .jobs
             .iter()
             .map(|(id, child)| (id.clone(), child.pid()))
+            .chain(self.warm.keys().map(|pid| (warm_tag(*pid), *pid)))
             .collect();
         let measure = tokio::task::spawn_blocking(move || {
             let measured = meter.measure(&roots);
@@ -186,6 +420,15 @@ impl RunnerActor {
                     return;
                 };
                 act.meter = Some(meter);
+                for (pid, cost) in act
+                    .warm
+                    .keys()
+                    .filter_map(|pid| Some((*pid, *measured.get(&warm_tag(*pid))?)))
+                    .collect::<Vec<_>>()
+                {
+                    act.warm_measured.insert(pid, cost);
+                }
+                act.warm_usage();
                 // A recording that ended meanwhile is not counted any more.
                 act.usage.measured = measured
                     .into_iter()
@@ -207,6 +450,7 @@ impl RunnerActor {
         self.jobs.remove(&id);
         self.outputs.remove(&id);
         self.discarded.remove(&id);
+        self.lent.remove(&id);
         self.usage.measured.remove(&id);
         if self.usage.behind.remove(&id) {
             self.send_usage();
@@ -241,6 +485,7 @@ impl Actor for RunnerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(MEASURE_EVERY, |act, ctx| act.measure(ctx));
+        self.refill(ctx);
     }
 }
 
@@ -294,55 +539,27 @@ impl Handler<StartJob> for RunnerActor {
         if self.stopping {
             return Err("the service is stopping".into());
         }
-        let exe = match &self.recorder {
-            Some(program) => program.clone(),
-            None => {
-                std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?
-            }
-        };
         // The names are filled in here, not in the recording, so that they can be listed in the
         // job's state; a later attempt never writes over an earlier one's recording.
         let (config, output) =
             crate::naming::for_attempt(&job.config, job.attempt, std::time::SystemTime::now())?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["--log-format", "json", "record", "--config", "-"])
-            .args(self.policy.to_args())
-            .env_remove("LIVEKIT_RECORDER_CONFIG")
-            .env("PAGECAST_KEEP_DIR", &self.keep_dir);
-        for (name, value) in std::env::vars_os() {
-            let name_str = name.to_string_lossy();
-            let lent = RECORDING_ENV.contains(&name_str.as_ref())
-                || (self.policy.worker_aws_identity && name_str.starts_with("AWS_"));
-            if lent {
-                cmd.env(name, value);
-            }
+        if job.shed_warm > 0 {
+            self.shed(&job.id, job.shed_warm);
         }
-        let job_id = job.id.clone();
-        let queue = self.wiring.borrow().queue.clone();
-        // Weak: the recording's line reader must not keep the runner alive.
-        let me = ctx.address().downgrade();
-        let (mut child, _) = ChildProcess::spawn_with_lines(
-            &format!("recording {}", job.id),
-            cmd,
-            true,
-            Stdout::Log,
-            Box::new(move |line| {
-                if let (Some(behind), Some(me)) = (pace_of(line), me.upgrade()) {
-                    me.do_send(Pace {
-                        id: job_id.clone(),
-                        behind,
-                    });
-                }
-                if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
-                    queue.do_send(super::queue::JobPaused {
-                        id: job_id.clone(),
-                        paused,
-                    });
-                }
-                pass_on(&job_id, line)
-            }),
-        )
-        .map_err(|e| e.into_failure().message)?;
+        let mut child = match self.take_warm(&config) {
+            Ok((child, waited)) => {
+                tracing::info!(job = %job.id, pid = child.pid(), waited = ?waited, "{}", events::JOB_TOOK_WARM_TREE);
+                metrics::counter!("pagecast_job_starts_total", "start" => "warm").increment(1);
+                child
+            }
+            Err(why) => {
+                tracing::info!(job = %job.id, why = %why, "{}", events::JOB_COLD_START);
+                metrics::counter!("pagecast_job_starts_total", "start" => "cold").increment(1);
+                self.spawn_recording(ctx, Arc::new(Mutex::new(job.id.clone())), None)?
+            }
+        };
+        // A warm tree's log lines are the job's from now on.
+        self.retag(child.pid(), &job.id);
         if let Some(mut stdin) = child.take_stdin() {
             // Closed once written: the recording reads its config to the end first. A recording
             // that dies before reading it fails, and is reported, like any other.
@@ -377,12 +594,15 @@ impl Handler<StartJob> for RunnerActor {
                     };
                     actix::fut::wrap_future(measure)
                 })
-                .map(|(id, status, report, tail, output), act: &mut Self, _| {
+                .map(|(id, status, report, tail, output), act: &mut Self, ctx| {
                     act.report(id, status, report, tail, Some(output));
+                    // The warm trees it took the room of come back.
+                    act.refill(ctx);
                 }),
         );
         self.jobs.insert(job.id.clone(), child);
         self.outputs.insert(job.id, output);
+        self.refill(ctx);
         Ok(())
     }
 }
@@ -454,7 +674,13 @@ impl Handler<Shutdown> for RunnerActor {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.link.set_exit(ExitReason::Shutdown);
         self.stopping = true;
+        // Warm trees hold nothing recorded: asked to stop, killed if they take longer.
         let mut waits = Vec::new();
+        for (pid, (child, _)) in &self.warm {
+            child.signal(nix::sys::signal::Signal::SIGTERM);
+            actix::spawn(child.wait_or_kill(Duration::from_secs(10)));
+            waits.push((warm_tag(*pid), child.exit_report()));
+        }
         for (id, child) in &self.jobs {
             if self.stopped_by_us.insert(id.clone()) {
                 tracing::info!(job = %id, "service stopping: finishing the recording");
