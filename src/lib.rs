@@ -16,3 +16,4 @@ pub mod reaper;
 pub mod run;
 pub mod service;
 pub mod status;
+pub mod stores;

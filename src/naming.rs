@@ -62,6 +62,16 @@ pub fn resolve(mut config: Config, now: SystemTime) -> Config {
     if let Some(s3) = &mut config.output.s3 {
         s3.key = names.expand(&s3.key);
     }
+    if let Some(gcs) = &mut config.output.gcs {
+        gcs.key = names.expand(&gcs.key);
+    }
+    if let Some(azure) = &mut config.output.azure {
+        azure.blob = names.expand(&azure.blob);
+    }
+    if let Some(backup) = &mut config.output.backup {
+        let name = backup.name_mut();
+        *name = names.expand(name);
+    }
     config
 }
 
@@ -122,6 +132,20 @@ pub fn for_attempt(
             let bucket = output[s3]["bucket"].as_str().unwrap_or_default();
             out.s3 = Some(format!("s3://{bucket}/{key}"));
             output[s3]["key"] = key.into();
+        }
+    }
+    // The other stores' names, the backup's too: never over an earlier attempt's object.
+    for pointer in [
+        "/gcs/key",
+        "/azure/blob",
+        "/backup/s3/key",
+        "/backup/gcs/key",
+        "/backup/azure/blob",
+    ] {
+        if let Some(name) = output.pointer_mut(pointer) {
+            if let Some(text) = name.as_str() {
+                *name = with_attempt(&names.expand(text), attempt).into();
+            }
         }
     }
     Ok((v.to_string(), out))

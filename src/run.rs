@@ -18,11 +18,12 @@ use pagecast_actors::process::find_program;
 use pagecast_actors::recording::{AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec};
 use pagecast_actors::secret::Secret;
 use pagecast_actors::secret::StreamUrl;
+use pagecast_actors::store::Store;
 use pagecast_actors::supervision::{
     ChildSpec, Failure, Intensity, Restart, StopTree, Strategy, Supervisor, SupervisorConfig,
 };
 use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
-use pagecast_actors::uploader::{Finish, S3Target, UploadSpec, UploaderActor};
+use pagecast_actors::uploader::{Finish, UploadSpec, Uploaded, UploaderActor};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -70,8 +71,8 @@ impl Outcome {
 
 /// The log event naming what a run kept (file or object, seconds): the service reads it.
 pub const RECORDING_KEPT: &str = "recording kept";
-/// The log event of a completed S3 object (field: bytes): the service reads it.
-pub const S3_OBJECT_COMPLETE: &str = "S3 object complete";
+/// The log event of a completed object (fields: bytes, object, backup): the service reads it.
+pub const OBJECT_COMPLETE: &str = "object complete";
 
 /// Records what `config` says. Runs inside an actix system.
 /// `pins`: host names Chromium must resolve to the address the service policy checked.
@@ -106,22 +107,20 @@ pub async fn record(
         Ok(page) => page,
         Err(outcome) => return outcome,
     };
-    // S3 is checked before anything starts: a wrong key or bucket must not cost a recording.
-    let s3 = match &config.output.s3 {
-        Some(s3) => {
-            let target = s3_target(s3);
-            match pagecast_actors::uploader::preflight(&target, keep.overwrite).await {
-                Ok(client) => Some((s3.clone(), target, client)),
-                Err(failure) => return Outcome::fail(Exit::Output, failure.message),
-            }
-        }
+    // The stores are checked before anything starts: a wrong key or bucket must not cost a
+    // recording.
+    let store = match crate::stores::upload_spec(&config.output) {
+        Some(spec) => match crate::stores::preflight(&spec, keep.overwrite).await {
+            Ok(stores) => Some((spec, stores)),
+            Err(message) => return Outcome::fail(Exit::Output, message),
+        },
         None => None,
     };
-    // Without a file output, S3 uploads a local file of its own, removed once the object is
-    // complete (kept, and named, if the upload fails). In --keep-dir, not in the working
-    // directory: that one goes.
+    // Without a file output, the upload follows a local file of its own, removed once the
+    // object is complete (kept, and named, if the upload fails). In --keep-dir, not in the
+    // working directory: that one goes.
     let keep_local = output.is_some();
-    let output = match (output, &s3) {
+    let output = match (output, &store) {
         (Some(file), _) => Some(file),
         (None, Some(_)) => match upload_file(keep.keep_dir.as_deref()) {
             Ok(file) => Some(file),
@@ -242,8 +241,8 @@ pub async fn record(
         Ok(recording) => recording,
         Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
     };
-    let upload = match (&s3, &output) {
-        (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
+    let upload = match (store, &output) {
+        (Some((spec, stores)), Some(file)) => Some(start_upload(spec, stores, file)),
         _ => None,
     };
     let discard = crate::controls::Discard::default();
@@ -286,28 +285,34 @@ pub async fn record(
     if let (Some(upload), Some(file)) = (upload, &output) {
         let uploaded = finish_upload(upload, playable.is_some(), report.segments > 1).await;
         match uploaded {
-            Ok(bytes) => {
-                tracing::info!(bytes, stop_to_complete = ?stopped.elapsed(), "{S3_OBJECT_COMPLETE}");
-                let object = s3
-                    .as_ref()
-                    .map(|(s3, ..)| format!("s3://{}/{}", s3.bucket, s3.key));
+            Ok(Uploaded {
+                bytes,
+                object,
+                on_backup,
+            }) => {
+                tracing::info!(bytes, object = %object, backup = on_backup, stop_to_complete = ?stopped.elapsed(), "{OBJECT_COMPLETE}");
+                let object = if on_backup {
+                    format!("{object} (the backup store)")
+                } else {
+                    object
+                };
                 kept = match kept {
-                    Some(file) => Some(format!("{file} and {}", object.unwrap_or_default())),
-                    None => object,
+                    Some(file) => Some(format!("{file} and {object}")),
+                    None => Some(object),
                 };
                 if !keep_local {
                     let _ = std::fs::remove_file(file);
                 }
             }
             Err(failure) => {
-                tracing::error!(error = %failure, "S3 upload failed");
+                tracing::error!(error = %failure, "upload failed");
                 if recorded(&report) {
                     kept = Some(file.display().to_string());
                 }
                 if outcome.exit == Exit::Ok {
                     outcome = Outcome::fail(Exit::Output, failure.message);
                 } else {
-                    outcome.message = format!("{}; the S3 upload failed too", outcome.message);
+                    outcome.message = format!("{}; the upload failed too", outcome.message);
                 }
             }
         }
@@ -637,22 +642,6 @@ fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf
     Ok(output)
 }
 
-fn s3_target(s3: &crate::config::S3Output) -> S3Target {
-    S3Target {
-        bucket: s3.bucket.clone(),
-        key: s3.key.clone(),
-        region: s3.region.clone(),
-        endpoint: s3
-            .endpoint
-            .as_ref()
-            .map(|e| e.as_str().trim_end_matches('/').to_owned()),
-        force_path_style: s3.force_path_style,
-        access_key: s3.access_key.clone(),
-        secret: s3.secret.clone(),
-        session_token: s3.session_token.clone(),
-    }
-}
-
 /// The upload: a one-for-one supervisor over the uploader, beside the recording tree (so the
 /// encoder finishes, and segments are joined, before the upload completes).
 struct Upload {
@@ -661,27 +650,26 @@ struct Upload {
     uploader: Rc<RefCell<Option<Addr<UploaderActor>>>>,
 }
 
+/// `stores`: the primary's and the backup's, from the pre-flight. A restart of the uploader
+/// (never: `Intensity::NEVER`) would have none.
 fn start_upload(
-    s3: &crate::config::S3Output,
-    target: &S3Target,
-    client: &aws_sdk_s3::Client,
+    mut spec: UploadSpec,
+    stores: (Box<dyn Store>, Option<Box<dyn Store>>),
     file: &Path,
 ) -> Upload {
-    let spec = UploadSpec {
-        target: target.clone(),
-        file: file.to_path_buf(),
-        part_size: s3.part_size,
-        give_up_after: s3.give_up_after,
-    };
+    spec.file = file.to_path_buf();
+    let stores = RefCell::new(Some(stores));
     let uploader: Rc<RefCell<Option<Addr<UploaderActor>>>> = Rc::default();
     let cell = uploader.clone();
-    let client = client.clone();
     let child = ChildSpec::new(
         "uploader",
         Restart::Transient,
         Duration::from_secs(15),
         move |link| {
-            let addr = UploaderActor::start(spec.clone(), client.clone(), link);
+            let Some((store, backup)) = stores.borrow_mut().take() else {
+                return std::future::ready(Err(Failure::crashed("the uploader cannot restart")));
+            };
+            let addr = UploaderActor::start(spec.clone(), store, backup, link);
             *cell.borrow_mut() = Some(addr.clone());
             std::future::ready(Ok(addr))
         },
@@ -713,7 +701,7 @@ async fn discard_all(
     if let Some(upload) = upload {
         // Not recorded: the uploader is stopped without Finish and aborts the multipart upload.
         let _ = finish_upload(upload, false, false).await;
-        removed.push("the S3 upload (aborted)".to_owned());
+        removed.push("the upload (aborted)".to_owned());
     }
     if let Some(output) = output {
         if std::fs::remove_file(output).is_ok() {
@@ -758,7 +746,11 @@ async fn discard_all(
 }
 
 /// Completes the upload if there is a recording to upload, else aborts it.
-async fn finish_upload(upload: Upload, recorded: bool, rewritten: bool) -> Result<u64, Failure> {
+async fn finish_upload(
+    upload: Upload,
+    recorded: bool,
+    rewritten: bool,
+) -> Result<Uploaded, Failure> {
     let uploader = upload.uploader.borrow().clone();
     let result = match (recorded, uploader) {
         (true, Some(uploader)) => uploader

@@ -21,5 +21,6 @@ pub mod process;
 pub mod recording;
 pub mod relay;
 pub mod secret;
+pub mod store;
 pub mod supervision;
 pub mod uploader;

@@ -6,6 +6,7 @@
 //! - [`probe`]: what ffprobe says of a recording (streams, size, duration, frame count, loudness).
 //! - [`descendants`] / [`alive`]: the process tree, to prove nothing of a run survives it.
 //! - [`container`]: the container image under podman.
+//! - [`stores`]: the GCS and Azure Blob emulators.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub mod container;
 pub mod fault;
 pub mod livekit;
 pub mod page_server;
+pub mod stores;
 
 /// One video frame as RGB pixels, scaled to `width` x `height`.
 #[derive(Debug, Clone)]
