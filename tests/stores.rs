@@ -156,3 +156,56 @@ fn a_store_gone_for_good_hands_the_whole_recording_to_the_backup() {
     ]);
     assert_plays(&object);
 }
+
+/// Before anything starts: a missing bucket or container is refused naming it, and so is a
+/// recording already at the name (without --overwrite); the object already there is untouched.
+#[test]
+fn a_missing_bucket_or_an_existing_object_is_refused_before_anything_starts() {
+    let _heavy = heavy();
+    let gcs = FakeGcs::start();
+    let azurite = Azurite::start();
+    let dir = tempfile::tempdir().unwrap();
+    let existing = dir.path().join("existing.mp4");
+    std::fs::write(&existing, b"an earlier recording").unwrap();
+    let refused = |output: serde_json::Value, expect: &str| {
+        let mut run = Run::start(&config(output), &[]);
+        let (status, _) = run.wait(Duration::from_secs(60));
+        let stderr = run.stderr();
+        assert_eq!(status.code(), Some(5), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.contains(expect), "{last}");
+        assert!(
+            !stderr.contains(events::PAGE_LOADED),
+            "something started:\n{stderr}"
+        );
+        assert!(!stderr.contains(KEY_SECRET) && !stderr.contains(AZURITE_KEY));
+    };
+    refused(
+        json!({ "gcs": gcs_block(&gcs) }),
+        "output.gcs: cannot use gs://recordings/rec/recording.mp4",
+    );
+    refused(
+        json!({ "azure": azure_block(&azurite) }),
+        "no such container (HTTP 404)",
+    );
+    gcs.make_bucket("recordings");
+    gcs.upload("recordings", "rec/recording.mp4", &existing);
+    azurite.blob(&["mkcontainer", "recordings"]);
+    azurite.blob(&[
+        "put",
+        "recordings",
+        "rec/recording.mp4",
+        existing.to_str().unwrap(),
+    ]);
+    refused(
+        json!({ "gcs": gcs_block(&gcs) }),
+        "already holds a recording (20 bytes)",
+    );
+    refused(
+        json!({ "azure": azure_block(&azurite) }),
+        "already holds a recording (20 bytes)",
+    );
+    let kept = dir.path().join("kept.mp4");
+    gcs.download("recordings", "rec/recording.mp4", &kept);
+    assert_eq!(std::fs::read(&kept).unwrap(), b"an earlier recording");
+}

@@ -125,6 +125,20 @@ impl FakeGcs {
         );
     }
 
+    /// Uploads `file` as `bucket/key`.
+    pub fn upload(&self, bucket: &str, key: &str, file: &Path) {
+        let url = format!(
+            "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+            self.endpoint(),
+            key.replace('/', "%2F")
+        );
+        let data = format!("@{}", file.display());
+        run(
+            Path::new("curl"),
+            &["-sfS", "-X", "POST", "--data-binary", &data, &url],
+        );
+    }
+
     /// Downloads `bucket/key` to `out`.
     pub fn download(&self, bucket: &str, key: &str, out: &Path) {
         let url = format!(

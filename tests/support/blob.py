@@ -3,6 +3,7 @@
 
 usage: blob.py ENDPOINT mkcontainer CONTAINER
        blob.py ENDPOINT get CONTAINER BLOB OUT_FILE
+       blob.py ENDPOINT put CONTAINER BLOB IN_FILE
        blob.py ENDPOINT blobs CONTAINER       (prints the blob names, one a line)
 ENDPOINT is the account's blob endpoint (http://127.0.0.1:PORT/devstoreaccount1); the account is
 Azurite's well-known development account.
@@ -26,6 +27,10 @@ def main():
         container, blob, out = args
         with open(out, "wb") as f:
             f.write(service.get_blob_client(container, blob).download_blob().readall())
+    elif command == "put":
+        container, blob, path = args
+        with open(path, "rb") as f:
+            service.get_blob_client(container, blob).upload_blob(f, overwrite=True)
     elif command == "blobs":
         for blob in service.get_container_client(args[0]).list_blobs():
             print(blob.name)

@@ -195,8 +195,24 @@ fn fault(e: &object_store::Error, field: &str) -> Fault {
         | object_store::Error::Unauthenticated { .. } => {
             Fault::new(format!("access denied: check {field}'s credentials"))
         }
-        other => Fault::new(without_queries(&other.to_string())),
+        other => {
+            let text = other.to_string();
+            let code = between(&text, "<Code>", "</Code>");
+            let status = between(&text, "status code: ", " ");
+            match (status, code) {
+                (_, Some("ContainerNotFound")) => Fault::new("no such container (HTTP 404)"),
+                (Some(status), Some(code)) => Fault::new(format!("HTTP {status}: {code}")),
+                _ => Fault::new(without_queries(&text)),
+            }
+        }
     }
+}
+
+/// The text between `start` and the next `end` in `text`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = text.find(start)? + start.len();
+    let len = text[from..].find(end)?;
+    Some(&text[from..from + len])
 }
 
 /// `text` with every URL's query cut off, on one line.
@@ -220,5 +236,15 @@ mod tests {
         let shown = without_queries(text);
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains("http://127.0.0.1:1/acct/c/b?…") && shown.contains("status 403"));
+    }
+
+    #[test]
+    fn azure_s_error_code_is_the_message() {
+        let text = "Error performing GET http://h/a/c?sig=SECRET in 4ms - Server returned non-2xx status code: 404 Not Found: <?xml?> <Error> <Code>ContainerNotFound</Code> <Message>..</Message>";
+        assert_eq!(
+            between(text, "<Code>", "</Code>"),
+            Some("ContainerNotFound")
+        );
+        assert_eq!(between(text, "status code: ", " "), Some("404"));
     }
 }
