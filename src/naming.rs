@@ -274,4 +274,22 @@ mod tests {
         assert_eq!(out.file.unwrap(), Path::new("/r/rec-attempt2.mp4"));
         assert_eq!(out.s3.unwrap(), "s3://b/k/rec-attempt2.mp4");
     }
+
+    #[test]
+    fn every_store_s_name_gets_the_attempt_suffix_and_no_store_is_added() {
+        let json = serde_json::json!({
+            "input": { "url": "https://example.com" },
+            "output": { "gcs": { "bucket": "b", "key": "g/rec.mp4" },
+                "backup": { "azure": { "account": "a", "container": "c", "blob": "z/rec.mp4" } } },
+        })
+        .to_string();
+        let (config, _) = for_attempt(&json, 3, SystemTime::now()).unwrap();
+        let parsed = crate::config::parse(&config).unwrap();
+        assert_eq!(parsed.output.gcs.unwrap().key, "g/rec-attempt3.mp4");
+        match parsed.output.backup {
+            Some(crate::config::Backup::Azure(a)) => assert_eq!(a.blob, "z/rec-attempt3.mp4"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parsed.output.azure.is_none() && parsed.output.s3.is_none());
+    }
 }

@@ -204,6 +204,20 @@ mod tests {
     }
 
     #[test]
+    fn the_other_stores_secrets_are_secret_fields() {
+        let config = serde_json::json!({
+            "input": { "url": "https://example.com" },
+            "output": { "gcs": { "bucket": "b", "key": "k", "credentials": { "client_email": "e", "private_key": "p" } },
+                "backup": { "azure": { "account": "a", "container": "c", "blob": "b", "sas": "sig=x" } } },
+        });
+        let config = crate::config::parse(&config.to_string()).unwrap();
+        assert_eq!(
+            secret_fields(&config),
+            vec!["output.gcs.credentials", "output.backup"]
+        );
+    }
+
+    #[test]
     fn a_key_is_64_hex_characters() {
         assert!(JobKey::from_hex(HEX).is_ok());
         for bad in [
