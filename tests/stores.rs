@@ -99,7 +99,7 @@ fn an_azure_upload_survives_the_server_going_away() {
     azurite.blob(&["mkcontainer", "recordings"]);
     let mut run = Run::start(&config(json!({ "azure": azure_block(&azurite) })), &[]);
     run.wait_for(events::UPLOADED_PART, Duration::from_secs(60));
-    azurite.kill();
+    azurite.stop();
     run.wait_for(events::UPLOAD_RETRYING, Duration::from_secs(30));
     azurite.restart();
     let (status, _) = run.wait(Duration::from_secs(90));

@@ -32,6 +32,8 @@ pub use crate::store::preflight;
 pub use crate::store::s3::MIN_PART_SIZE;
 
 const TICK: Duration = Duration::from_secs(1);
+/// How many times the end of a recording starts an upload the store lost over again.
+const MAX_LOST_UPLOADS: u32 = 3;
 
 /// One upload: the target, the local file it follows, how.
 #[derive(Debug, Clone)]
@@ -241,10 +243,13 @@ impl Upload {
             self.start_over().await;
         }
         let total = self.file_len()?;
+        // A store that loses every upload it is given would be fed the file forever.
+        let mut lost = 0;
         loop {
             match self.finish(total).await {
                 Ok(()) => break,
-                Err(fault) if fault.upload_lost => {
+                Err(fault) if fault.upload_lost && lost < MAX_LOST_UPLOADS => {
+                    lost += 1;
                     tracing::warn!(error = %fault.message, "the store lost the upload; uploading the file again");
                     self.start_over().await;
                 }

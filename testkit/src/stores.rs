@@ -227,7 +227,15 @@ impl Azurite {
         )
     }
 
-    /// Starts the server again after [`Azurite::kill`], on the same port and data.
+    /// Stops the server as an operator would (SIGTERM: Azurite writes its metadata out; killed,
+    /// it may lose a container made a moment before).
+    pub fn stop(&mut self) {
+        self.resume();
+        signal(&self.child, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again after [`Azurite::stop`], on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
         self.child = Self::spawn(self.port, self.dir.path());
