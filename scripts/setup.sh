@@ -58,8 +58,7 @@ TEST_APT_PACKAGES=(
   binutils          # strip: the binary put into the image
   openssl           # a CA and certificate for the TLS (rediss://) test of the service
   curl              # the GCS tests make buckets in fake-gcs-server and read objects back
-  nodejs            # Azurite, the Azure Blob emulator of the Azure output's tests
-  npm
+  nodejs            # Azurite, the Azure Blob emulator of the Azure output's tests (npm: below)
   fonts-noto-core   # the world's scripts (Arabic, Devanagari, Thai, ...): no missing-glyph boxes
   fonts-noto-cjk    # Chinese, Japanese, Korean
   fonts-noto-color-emoji # emoji, in colour
@@ -121,7 +120,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 REQUIRED_BINARIES=(Xvfb xrandr chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
 if [ "$MODE" = all ]; then
-  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli podman runc debootstrap strip openssl node npm curl)
+  REQUIRED_BINARIES+=(nginx ip redis-server redis-cli podman runc debootstrap strip openssl node curl)
 fi
 
 verify_binaries() {
@@ -225,6 +224,12 @@ setup_npm_tools() {
     && [ "$(node -p 'require(process.argv[1]).version' "$dir/node_modules/azurite/package.json" 2>/dev/null)" = "$AZURITE_VERSION" ]; then
     log "npm tools: azurite $AZURITE_VERSION present"
     return 0
+  fi
+  # Debian's nodejs comes without npm, NodeSource's with it (and conflicts with Debian's npm).
+  if ! command -v npm >/dev/null 2>&1; then
+    log "npm tools: installing npm"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm
   fi
   log "npm tools: installing azurite $AZURITE_VERSION into $dir"
   mkdir -p "$dir"
