@@ -712,7 +712,7 @@ class Bench:
                 res["drop_frames"] = j.get("dropped")
                 res["dup_frames"] = j.get("duplicated")
             if s3:
-                done = logs.seen.get("S3 object complete")
+                done = logs.seen.get("object complete")
                 res["s3_complete_after_stop"] = (done[0] - t_stop) if done else None
                 res["s3_stop_to_complete_logged"] = done[1].get("stop_to_complete") if done else None
                 res["rss_samples"] = [(round(t - t_launch, 1), r) for t, r in watch.main_rss[::4]]

@@ -58,6 +58,8 @@ TEST_APT_PACKAGES=(
   debootstrap       # ... on a Debian base made here, as no container registry is needed then
   binutils          # strip: the binary put into the image
   openssl           # a CA and certificate for the TLS (rediss://) test of the service
+  curl              # the GCS tests make buckets in fake-gcs-server and read objects back
+  nodejs            # Azurite, the Azure Blob emulator of the Azure output's tests (npm: below)
   fonts-noto-core   # the world's scripts (Arabic, Devanagari, Thai, ...): no missing-glyph boxes
   fonts-noto-cjk    # Chinese, Japanese, Korean
   fonts-noto-color-emoji # emoji, in colour
@@ -119,7 +121,7 @@ check_cargo() {
 # ---------------------------------------------------------------------------
 REQUIRED_BINARIES=(Xvfb xrandr chromium chromedriver pulseaudio pactl ffmpeg ffprobe setpriv)
 if [ "$MODE" = all ]; then
-  REQUIRED_BINARIES+=(nginx srt-live-transmit ip redis-server redis-cli podman runc debootstrap strip openssl)
+  REQUIRED_BINARIES+=(nginx srt-live-transmit ip redis-server redis-cli podman runc debootstrap strip openssl node curl)
 fi
 
 verify_binaries() {
@@ -138,9 +140,10 @@ verify_binaries() {
 # - moto's S3 server for the S3 tests (5.2.1 answers CompleteMultipartUpload
 #   with a wrongly named XML root);
 # - LiveKit's Python SDKs: test participants publishing known media, and the
-#   official token verifier the token test checks pagecast's tokens against.
+#   official token verifier the token test checks pagecast's tokens against;
+# - Azure's Python SDK: the Azure tests make containers in Azurite and read blobs back.
 # ---------------------------------------------------------------------------
-PY_PACKAGES=("moto[server]==5.2.5" "livekit==1.2.0" "livekit-api==1.2.2")
+PY_PACKAGES=("moto[server]==5.2.5" "livekit==1.2.0" "livekit-api==1.2.2" "azure-storage-blob==12.31.1")
 
 setup_python_venv() {
   local root venv
@@ -149,7 +152,7 @@ setup_python_venv() {
   if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" - 2>/dev/null <<'PY'
 import sys
 from importlib.metadata import version
-want = {"moto": "5.2.5", "livekit": "1.2.0", "livekit-api": "1.2.2"}
+want = {"moto": "5.2.5", "livekit": "1.2.0", "livekit-api": "1.2.2", "azure-storage-blob": "12.31.1"}
 sys.exit(any(version(name) != v for name, v in want.items()))
 PY
   then
@@ -187,12 +190,62 @@ setup_go_tools() {
   [ "$("$bin" --version)" = "livekit-server version $LIVEKIT_SERVER_VERSION" ] || die "livekit-server build gave the wrong version"
 }
 
+# The GCS emulator of the GCS output's tests (fake-gcs-server), built from source at a pinned
+# version like livekit-server.
+FAKE_GCS_VERSION=1.56.1
+
+setup_fake_gcs() {
+  local root bin tmp
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  bin="$root/.tools/bin/fake-gcs-server"
+  if [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | grep -q "fake-gcs-server[[:space:]]v$FAKE_GCS_VERSION"; then
+    log "go tools: fake-gcs-server $FAKE_GCS_VERSION present"
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || die "go is needed to build fake-gcs-server for the GCS tests"
+  log "go tools: building fake-gcs-server $FAKE_GCS_VERSION"
+  tmp="$(mktemp -d)"
+  GOBIN="$tmp" go install "github.com/fsouza/fake-gcs-server@v$FAKE_GCS_VERSION"
+  mkdir -p "$(dirname "$bin")"
+  mv "$tmp/fake-gcs-server" "$bin"
+  rmdir "$tmp"
+}
+
+# ---------------------------------------------------------------------------
+# npm tools (.tools/azurite in the repository): Azurite, the Azure Blob
+# emulator of the Azure output's tests, pinned.
+# ---------------------------------------------------------------------------
+AZURITE_VERSION=3.37.0
+
+setup_npm_tools() {
+  local root dir
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  dir="$root/.tools/azurite"
+  if [ -x "$dir/node_modules/.bin/azurite-blob" ] \
+    && [ "$(node -p 'require(process.argv[1]).version' "$dir/node_modules/azurite/package.json" 2>/dev/null)" = "$AZURITE_VERSION" ]; then
+    log "npm tools: azurite $AZURITE_VERSION present"
+    return 0
+  fi
+  # Debian's nodejs comes without npm, NodeSource's with it (and conflicts with Debian's npm).
+  if ! command -v npm >/dev/null 2>&1; then
+    log "npm tools: installing npm"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm
+  fi
+  log "npm tools: installing azurite $AZURITE_VERSION into $dir"
+  mkdir -p "$dir"
+  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION"
+  [ -x "$dir/node_modules/.bin/azurite-blob" ] || die "azurite-blob missing after install"
+}
+
 main() {
   install_apt_packages
   check_cargo
   if [ "$MODE" = all ]; then
     setup_python_venv
     setup_go_tools
+    setup_fake_gcs
+    setup_npm_tools
   fi
   verify_binaries
   log "done ($MODE)"

@@ -152,6 +152,37 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
             human(s3.give_up_after)
         );
     }
+    if let Some(gcs) = &output.gcs {
+        let credentials = match &gcs.auth {
+            crate::config::GcsAuth::Key(_) => "a service-account key ****".to_owned(),
+            crate::config::GcsAuth::File(f) => format!("the key file {}", f.display()),
+            crate::config::GcsAuth::Default if gcs.endpoint.is_some() => {
+                "none (an emulator)".to_owned()
+            }
+            crate::config::GcsAuth::Default => "the standard Google credential chain".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "output.gcs: bucket {}, key {}, credentials: {credentials}",
+            gcs.bucket, gcs.key
+        );
+    }
+    if let Some(azure) = &output.azure {
+        let credentials = match &azure.auth {
+            crate::config::AzureAuth::Key(_) => "key ****",
+            crate::config::AzureAuth::Sas(_) => "sas ****",
+            crate::config::AzureAuth::Default => "Azure's credential chain",
+        };
+        let _ = writeln!(
+            out,
+            "output.azure: account {}, container {}, blob {}, credentials: {credentials}",
+            azure.account, azure.container, azure.blob
+        );
+    }
+    if let Some(backup) = &output.backup {
+        let mut backup = backup.clone();
+        let _ = writeln!(out, "{}: {}", backup.field(), backup.name_mut());
+    }
     if let Some((w, h)) = output.size {
         let _ = writeln!(out, "output: scaled to {w}x{h}");
     }

@@ -20,6 +20,9 @@ use pagecast_actors::secret::{mask_stream_url, mask_url, Secret, StreamUrl};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+mod stores;
+pub use stores::{AzureAuth, AzureOutput, Backup, GcsAuth, GcsOutput};
+
 /// The environment variable the config is read from.
 pub const ENV_VAR: &str = "LIVEKIT_RECORDER_CONFIG";
 
@@ -150,6 +153,11 @@ pub struct Output {
     /// SRT caller URLs (`output.srt`); they print with their query (passphrase, streamid) masked.
     pub srt: Vec<StreamUrl>,
     pub s3: Option<S3Output>,
+    /// `output.gcs` and `output.azure` (at most one of s3, gcs, azure).
+    pub gcs: Option<GcsOutput>,
+    pub azure: Option<AzureOutput>,
+    /// Where the recording goes when the store's upload gives up.
+    pub backup: Option<Backup>,
     /// Output scaling; None keeps the input size.
     pub size: Option<(u32, u32)>,
     /// Bits per second.
@@ -414,6 +422,9 @@ struct RawOutput {
     rtmp_retry_for: Option<Duration>,
     images: Option<Obj<RawImages>>,
     hls: Option<Obj<RawHls>>,
+    gcs: Option<Obj<stores::RawGcs>>,
+    azure: Option<Obj<stores::RawAzure>>,
+    backup: Option<Obj<stores::RawBackup>>,
 }
 
 #[derive(Deserialize)]
@@ -1247,10 +1258,43 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         (None, Some(Obj(s3))) => Some(s3_output(s3, "output.S3")?),
         (None, None) => None,
     };
-    if file.is_none() && rtmp.is_empty() && srt.is_empty() && s3.is_none() && raw.hls.is_none() {
+    let gcs = raw
+        .gcs
+        .map(|Obj(g)| stores::gcs_output(g, "output.gcs"))
+        .transpose()?;
+    let azure = raw
+        .azure
+        .map(|Obj(a)| stores::azure_output(a, "output.azure"))
+        .transpose()?;
+    if [s3.is_some(), gcs.is_some(), azure.is_some()]
+        .iter()
+        .filter(|&&given| given)
+        .count()
+        > 1
+    {
         return Err(field(
             "output",
-            "at least one of file, rtmp, srt, s3 or hls is required",
+            "give one of s3, gcs or azure (a second store goes in output.backup)",
+        ));
+    }
+    let backup = raw.backup.map(|Obj(b)| stores::backup(b)).transpose()?;
+    if backup.is_some() && s3.is_none() && gcs.is_none() && azure.is_none() {
+        return Err(field(
+            "output.backup",
+            "needs a store to back up (output.s3, output.gcs or output.azure)",
+        ));
+    }
+    if file.is_none()
+        && rtmp.is_empty()
+        && srt.is_empty()
+        && s3.is_none()
+        && gcs.is_none()
+        && azure.is_none()
+        && raw.hls.is_none()
+    {
+        return Err(field(
+            "output",
+            "at least one of file, rtmp, srt, s3, gcs, azure or hls is required",
         ));
     }
     let size = output_size(raw.width, raw.height, in_width, in_height)?;
@@ -1351,6 +1395,9 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
         rtmp: rtmp.into_iter().map(StreamUrl::new).collect(),
         srt: srt.into_iter().map(StreamUrl::new).collect(),
         s3,
+        gcs,
+        azure,
+        backup,
         size,
         audio_bitrate,
         audio_frequency,
@@ -1588,6 +1635,21 @@ fn check_placeholders(output: &Output, has_room: bool) -> Result<(), ConfigError
     }
     if let Some(s3) = &output.s3 {
         names.push(("output.s3.key", s3.key.clone()));
+    }
+    if let Some(gcs) = &output.gcs {
+        names.push(("output.gcs.key", gcs.key.clone()));
+    }
+    if let Some(azure) = &output.azure {
+        names.push(("output.azure.blob", azure.blob.clone()));
+    }
+    let mut backup = output.backup.clone();
+    if let Some(b) = &mut backup {
+        let field = match b {
+            Backup::Azure(_) => "output.backup.azure.blob",
+            Backup::Gcs(_) => "output.backup.gcs.key",
+            Backup::S3(_) => "output.backup.s3.key",
+        };
+        names.push((field, b.name_mut().clone()));
     }
     for (path, name) in names {
         let mut rest = name.as_str();
@@ -1985,12 +2047,12 @@ mod tests {
         let e = err(json!({ "input": { "url": "https://example.com" } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp, srt, s3 or hls is required"
+            "config: output: at least one of file, rtmp, srt, s3, gcs, azure or hls is required"
         );
         let e = err(json!({ "input": { "url": "https://example.com" }, "output": { "rtmp": [] } }));
         assert_eq!(
             e,
-            "config: output: at least one of file, rtmp, srt, s3 or hls is required"
+            "config: output: at least one of file, rtmp, srt, s3, gcs, azure or hls is required"
         );
     }
 

@@ -16,4 +16,5 @@ pub mod reaper;
 pub mod run;
 pub mod service;
 pub mod status;
+pub mod stores;
 pub mod warm;

@@ -62,6 +62,16 @@ pub fn resolve(mut config: Config, now: SystemTime) -> Config {
     if let Some(s3) = &mut config.output.s3 {
         s3.key = names.expand(&s3.key);
     }
+    if let Some(gcs) = &mut config.output.gcs {
+        gcs.key = names.expand(&gcs.key);
+    }
+    if let Some(azure) = &mut config.output.azure {
+        azure.blob = names.expand(&azure.blob);
+    }
+    if let Some(backup) = &mut config.output.backup {
+        let name = backup.name_mut();
+        *name = names.expand(name);
+    }
     config
 }
 
@@ -122,6 +132,20 @@ pub fn for_attempt(
             let bucket = output[s3]["bucket"].as_str().unwrap_or_default();
             out.s3 = Some(format!("s3://{bucket}/{key}"));
             output[s3]["key"] = key.into();
+        }
+    }
+    // The other stores' names, the backup's too: never over an earlier attempt's object.
+    for pointer in [
+        "/gcs/key",
+        "/azure/blob",
+        "/backup/s3/key",
+        "/backup/gcs/key",
+        "/backup/azure/blob",
+    ] {
+        if let Some(name) = output.pointer_mut(pointer) {
+            if let Some(text) = name.as_str() {
+                *name = with_attempt(&names.expand(text), attempt).into();
+            }
         }
     }
     Ok((v.to_string(), out))
@@ -249,5 +273,23 @@ mod tests {
         assert_eq!(parsed.output.s3.unwrap().key, "k/rec-attempt2.mp4");
         assert_eq!(out.file.unwrap(), Path::new("/r/rec-attempt2.mp4"));
         assert_eq!(out.s3.unwrap(), "s3://b/k/rec-attempt2.mp4");
+    }
+
+    #[test]
+    fn every_store_s_name_gets_the_attempt_suffix_and_no_store_is_added() {
+        let json = serde_json::json!({
+            "input": { "url": "https://example.com" },
+            "output": { "gcs": { "bucket": "b", "key": "g/rec.mp4" },
+                "backup": { "azure": { "account": "a", "container": "c", "blob": "z/rec.mp4" } } },
+        })
+        .to_string();
+        let (config, _) = for_attempt(&json, 3, SystemTime::now()).unwrap();
+        let parsed = crate::config::parse(&config).unwrap();
+        assert_eq!(parsed.output.gcs.unwrap().key, "g/rec-attempt3.mp4");
+        match parsed.output.backup {
+            Some(crate::config::Backup::Azure(a)) => assert_eq!(a.blob, "z/rec-attempt3.mp4"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parsed.output.azure.is_none() && parsed.output.s3.is_none());
     }
 }

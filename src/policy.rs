@@ -267,6 +267,7 @@ impl Policy {
                     .await?;
             }
         }
+        self.check_other_stores(config).await?;
         for (name, streams) in [
             ("output.rtmp", &config.output.rtmp),
             ("output.srt", &config.output.srt),
@@ -365,6 +366,68 @@ impl Policy {
                     format!(
                         "{} bytes, more than this service allows ({}, --max-part-size)",
                         s3.part_size, self.max_part_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `output.gcs`, `output.azure` and `output.backup`: endpoints on allowed hosts, credentials
+    /// of the job's own (a key file or the worker's Google or Azure identity would be the
+    /// worker's), parts no larger than allowed.
+    async fn check_other_stores(&self, config: &Config) -> Result<(), PolicyError> {
+        use crate::config::{AzureAuth, Backup, GcsAuth};
+        let mut stores = Vec::new();
+        if let Some(gcs) = &config.output.gcs {
+            stores.push(("output.gcs", Backup::Gcs(gcs.clone())));
+        }
+        if let Some(azure) = &config.output.azure {
+            stores.push(("output.azure", Backup::Azure(azure.clone())));
+        }
+        if let Some(backup) = &config.output.backup {
+            stores.push((backup.field(), backup.clone()));
+        }
+        for (field, store) in stores {
+            let (endpoint, part_size, own_credentials) = match &store {
+                Backup::S3(s3) => (
+                    &s3.endpoint,
+                    s3.part_size,
+                    s3.access_key.is_some() || self.worker_aws_identity,
+                ),
+                Backup::Gcs(gcs) => {
+                    if matches!(gcs.auth, GcsAuth::File(_)) {
+                        return Err(refused(
+                            &format!("{field}.credentials_file"),
+                            "reads a file of the worker's; give the key itself in credentials",
+                        ));
+                    }
+                    // Without credentials only an emulator is usable (no token is sent then).
+                    let own = matches!(gcs.auth, GcsAuth::Key(_)) || gcs.endpoint.is_some();
+                    (&gcs.endpoint, gcs.part_size, own)
+                }
+                Backup::Azure(a) => (
+                    &a.endpoint,
+                    a.part_size,
+                    !matches!(a.auth, AzureAuth::Default),
+                ),
+            };
+            if !own_credentials {
+                return Err(refused(
+                    field,
+                    "has no credentials of its own, and this service does not lend its identity",
+                ));
+            }
+            if let Some(endpoint) = endpoint {
+                self.check_url(&format!("{field}.endpoint"), endpoint, Kind::Endpoint)
+                    .await?;
+            }
+            if part_size > self.max_part_size {
+                return Err(refused(
+                    &format!("{field}.part_size"),
+                    format!(
+                        "{part_size} bytes, more than this service allows ({}, --max-part-size)",
+                        self.max_part_size
                     ),
                 ));
             }
@@ -625,6 +688,59 @@ mod tests {
         for public in ["93.184.216.34", "8.8.8.8", "2606:2800:220:1::1"] {
             assert_eq!(forbidden(Kind::Page, v4(public)), None, "{public}");
         }
+    }
+
+    /// A job's GCS, Azure or backup store brings its own credentials, on an allowed endpoint,
+    /// with parts no larger than allowed.
+    #[actix_rt::test]
+    async fn a_job_s_other_stores_use_no_worker_file_identity_or_internal_host() {
+        let refusal = |output: serde_json::Value| async move {
+            let json = serde_json::json!({ "input": { "url": "https://93.184.216.34/" }, "output": output });
+            let config = crate::config::parse(&json.to_string()).unwrap();
+            match Policy::default().check_other_stores(&config).await {
+                Ok(()) => "ok".to_owned(),
+                Err(PolicyError::Refused { field, .. }) => field,
+                Err(e) => e.to_string(),
+            }
+        };
+        let key = serde_json::json!({ "client_email": "r@p.iam", "private_key": "k" });
+        let gcs = |extra: serde_json::Value| {
+            let mut g = serde_json::json!({ "bucket": "b", "key": "k.mp4" });
+            g.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::json!({ "gcs": g })
+        };
+        assert_eq!(
+            refusal(gcs(serde_json::json!({ "credentials": key }))).await,
+            "ok"
+        );
+        assert_eq!(
+            refusal(gcs(
+                serde_json::json!({ "credentials_file": "/etc/key.json" })
+            ))
+            .await,
+            "output.gcs.credentials_file"
+        );
+        assert_eq!(refusal(gcs(serde_json::json!({}))).await, "output.gcs");
+        assert_eq!(
+            refusal(gcs(
+                serde_json::json!({ "endpoint": "http://127.0.0.1:4443" })
+            ))
+            .await,
+            "output.gcs.endpoint"
+        );
+        assert_eq!(
+            refusal(gcs(
+                serde_json::json!({ "credentials": key, "part_size": "128MiB" })
+            ))
+            .await,
+            "output.gcs.part_size"
+        );
+        let azure = serde_json::json!({ "account": "a", "container": "c", "blob": "b" });
+        let output = serde_json::json!({ "gcs": { "bucket": "b", "key": "k", "credentials": key },
+            "backup": { "azure": azure } });
+        assert_eq!(refusal(output).await, "output.backup.azure");
     }
 
     #[test]

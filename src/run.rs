@@ -21,11 +21,12 @@ use pagecast_actors::process::find_program;
 use pagecast_actors::recording::{AwaitStart, FreshUrl, Recording, RecordingReport, RecordingSpec};
 use pagecast_actors::secret::Secret;
 use pagecast_actors::secret::StreamUrl;
+use pagecast_actors::store::Store;
 use pagecast_actors::supervision::{
     ChildSpec, Failure, Intensity, Restart, StopTree, Strategy, Supervisor, SupervisorConfig,
 };
 use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
-use pagecast_actors::uploader::{Finish, S3Target, UploadSpec, UploaderActor};
+use pagecast_actors::uploader::{Finish, UploadSpec, Uploaded, UploaderActor};
 use pagecast_actors::warm::{Late, LateJob};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -75,8 +76,8 @@ impl Outcome {
 
 /// The log event naming what a run kept (file or object, seconds): the service reads it.
 pub const RECORDING_KEPT: &str = "recording kept";
-/// The log event of a completed S3 object (field: bytes): the service reads it.
-pub const S3_OBJECT_COMPLETE: &str = "S3 object complete";
+/// The log event of a completed object (fields: bytes, object, backup): the service reads it.
+pub const OBJECT_COMPLETE: &str = "object complete";
 
 /// Records what `config` says. Runs inside an actix system.
 /// `pins`: host names Chromium must resolve to the address the service policy checked.
@@ -138,8 +139,14 @@ struct Prepared {
     /// The output is the user's file, not only the upload's.
     keep_local: bool,
     page: Page,
-    s3: Option<(crate::config::S3Output, S3Target, aws_sdk_s3::Client)>,
+    /// The upload's spec and its stores (the primary's and the backup's), checked.
+    store: Option<(UploadSpec, Stores)>,
+    /// output.s3 and its client, for the copies of the HLS and snapshot directories.
+    dir_client: Option<(crate::config::S3Output, aws_sdk_s3::Client)>,
 }
+
+/// The primary store and the backup, from the pre-flight.
+type Stores = (Box<dyn Store>, Option<Box<dyn Store>>);
 
 /// The checks and pre-flights of `config`, before the recording starts (or, for a warm tree,
 /// before it is handed the job): names filled in, outputs writable, servers reachable, a
@@ -155,16 +162,28 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
     reach_stream_servers(&config.output.rtmp).await?;
     // A LiveKit room: the token, then the server's word on it, before anything starts.
     let page = page_to_record(&config, id).await?;
-    // S3 is checked before anything starts: a wrong key or bucket must not cost a recording.
-    let s3 = match &config.output.s3 {
-        Some(s3) => {
-            let target = s3_target(s3);
-            match pagecast_actors::uploader::preflight(&target, overwrite).await {
-                Ok(client) => Some((s3.clone(), target, client)),
-                Err(failure) => return Err(Outcome::fail(Exit::Output, failure.message)),
-            }
-        }
+    // The stores are checked before anything starts: a wrong key or bucket must not cost a
+    // recording.
+    let store = match crate::stores::upload_spec(&config.output) {
+        Some(spec) => match crate::stores::preflight(&spec, overwrite).await {
+            Ok(stores) => Some((spec, stores)),
+            Err(message) => return Err(Outcome::fail(Exit::Output, message)),
+        },
         None => None,
+    };
+    let copies_dirs = config
+        .output
+        .hls
+        .as_ref()
+        .is_some_and(|h| h.s3_prefix.is_some())
+        || config
+            .output
+            .images
+            .as_ref()
+            .is_some_and(|i| i.s3_prefix.is_some());
+    let dir_client = match &config.output.s3 {
+        Some(s3) if copies_dirs => Some((s3.clone(), crate::stores::s3_client(s3).await)),
+        _ => None,
     };
     Ok(Prepared {
         config,
@@ -172,7 +191,8 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         output,
         replaces,
         page,
-        s3,
+        store,
+        dir_client,
     })
 }
 
@@ -222,12 +242,13 @@ async fn run_tree(
         replaces,
         keep_local,
         page,
-        s3,
+        store,
+        dir_client,
     } = prepared;
-    // Without a file output, S3 uploads a local file of its own, removed once the object is
-    // complete (kept, and named, if the upload fails). In --keep-dir, not in the working
-    // directory: that one goes.
-    let output = match (output, &s3) {
+    // Without a file output, the upload follows a local file of its own, removed once the
+    // object is complete (kept, and named, if the upload fails). In --keep-dir, not in the
+    // working directory: that one goes.
+    let output = match (output, &store) {
         (Some(file), _) => Some(file),
         (None, Some(_)) => match upload_file(keep.keep_dir.as_deref()) {
             Ok(file) => Some(file),
@@ -349,12 +370,12 @@ async fn run_tree(
             Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
         },
     };
-    let upload = match (&s3, &output) {
-        (Some((s3, target, client)), Some(file)) => Some(start_upload(s3, target, client, file)),
+    let upload = match (store, &output) {
+        (Some((spec, stores)), Some(file)) => Some(start_upload(spec, stores, file)),
         _ => None,
     };
-    let dir_uploads = match &s3 {
-        Some((s3, _, client)) => start_dir_uploads(&config, s3, client, first_image),
+    let dir_uploads = match &dir_client {
+        Some((s3, client)) => start_dir_uploads(&config, s3, client, first_image),
         None => Vec::new(),
     };
     let discard = crate::controls::Discard::default();
@@ -398,28 +419,34 @@ async fn run_tree(
     if let (Some(upload), Some(file)) = (upload, &output) {
         let uploaded = finish_upload(upload, playable.is_some(), report.segments > 1).await;
         match uploaded {
-            Ok(bytes) => {
-                tracing::info!(bytes, stop_to_complete = ?stopped.elapsed(), "{S3_OBJECT_COMPLETE}");
-                let object = s3
-                    .as_ref()
-                    .map(|(s3, ..)| format!("s3://{}/{}", s3.bucket, s3.key));
+            Ok(Uploaded {
+                bytes,
+                object,
+                on_backup,
+            }) => {
+                tracing::info!(bytes, object = %object, backup = on_backup, stop_to_complete = ?stopped.elapsed(), "{OBJECT_COMPLETE}");
+                let object = if on_backup {
+                    format!("{object} (the backup store)")
+                } else {
+                    object
+                };
                 kept = match kept {
-                    Some(file) => Some(format!("{file} and {}", object.unwrap_or_default())),
-                    None => object,
+                    Some(file) => Some(format!("{file} and {object}")),
+                    None => Some(object),
                 };
                 if !keep_local {
                     let _ = std::fs::remove_file(file);
                 }
             }
             Err(failure) => {
-                tracing::error!(error = %failure, "S3 upload failed");
+                tracing::error!(error = %failure, "upload failed");
                 if recorded(&report) {
                     kept = Some(file.display().to_string());
                 }
                 if outcome.exit == Exit::Ok {
                     outcome = Outcome::fail(Exit::Output, failure.message);
                 } else {
-                    outcome.message = format!("{}; the S3 upload failed too", outcome.message);
+                    outcome.message = format!("{}; the upload failed too", outcome.message);
                 }
             }
         }
@@ -926,22 +953,6 @@ fn check_programs() -> Result<(), Outcome> {
     ))
 }
 
-fn s3_target(s3: &crate::config::S3Output) -> S3Target {
-    S3Target {
-        bucket: s3.bucket.clone(),
-        key: s3.key.clone(),
-        region: s3.region.clone(),
-        endpoint: s3
-            .endpoint
-            .as_ref()
-            .map(|e| e.as_str().trim_end_matches('/').to_owned()),
-        force_path_style: s3.force_path_style,
-        access_key: s3.access_key.clone(),
-        secret: s3.secret.clone(),
-        session_token: s3.session_token.clone(),
-    }
-}
-
 /// The upload: a one-for-one supervisor over the uploader, beside the recording tree (so the
 /// encoder finishes, and segments are joined, before the upload completes).
 struct Upload {
@@ -950,27 +961,26 @@ struct Upload {
     uploader: Rc<RefCell<Option<Addr<UploaderActor>>>>,
 }
 
+/// `stores`: the primary's and the backup's, from the pre-flight. A restart of the uploader
+/// (never: `Intensity::NEVER`) would have none.
 fn start_upload(
-    s3: &crate::config::S3Output,
-    target: &S3Target,
-    client: &aws_sdk_s3::Client,
+    mut spec: UploadSpec,
+    stores: (Box<dyn Store>, Option<Box<dyn Store>>),
     file: &Path,
 ) -> Upload {
-    let spec = UploadSpec {
-        target: target.clone(),
-        file: file.to_path_buf(),
-        part_size: s3.part_size,
-        give_up_after: s3.give_up_after,
-    };
+    spec.file = file.to_path_buf();
+    let stores = RefCell::new(Some(stores));
     let uploader: Rc<RefCell<Option<Addr<UploaderActor>>>> = Rc::default();
     let cell = uploader.clone();
-    let client = client.clone();
     let child = ChildSpec::new(
         "uploader",
         Restart::Transient,
         Duration::from_secs(15),
         move |link| {
-            let addr = UploaderActor::start(spec.clone(), client.clone(), link);
+            let Some((store, backup)) = stores.borrow_mut().take() else {
+                return std::future::ready(Err(Failure::crashed("the uploader cannot restart")));
+            };
+            let addr = UploaderActor::start(spec.clone(), store, backup, link);
             *cell.borrow_mut() = Some(addr.clone());
             std::future::ready(Ok(addr))
         },
@@ -1006,7 +1016,7 @@ async fn discard_all(
     if let Some(upload) = upload {
         // Not recorded: the uploader is stopped without Finish and aborts the multipart upload.
         let _ = finish_upload(upload, false, false).await;
-        removed.push("the S3 upload (aborted)".to_owned());
+        removed.push("the upload (aborted)".to_owned());
     }
     for dir in dir_uploads {
         let to = dir.describe();
@@ -1152,7 +1162,11 @@ fn images_spec(images: &crate::config::Images) -> ImagesSpec {
 }
 
 /// Completes the upload if there is a recording to upload, else aborts it.
-async fn finish_upload(upload: Upload, recorded: bool, rewritten: bool) -> Result<u64, Failure> {
+async fn finish_upload(
+    upload: Upload,
+    recorded: bool,
+    rewritten: bool,
+) -> Result<Uploaded, Failure> {
     let uploader = upload.uploader.borrow().clone();
     let result = match (recorded, uploader) {
         (true, Some(uploader)) => uploader

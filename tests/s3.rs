@@ -74,7 +74,12 @@ fn uploads_parts_while_recording_and_the_object_is_the_file() {
     );
     let complete = stderr
         .lines()
-        .find(|l| l.contains(r#""message":"S3 object complete""#))
+        .find(|l| {
+            l.contains(&format!(
+                r#""message":"{}""#,
+                pagecast::run::OBJECT_COMPLETE
+            ))
+        })
         .unwrap();
     println!("stop to complete: {complete}");
     let downloaded = download(&moto, dir.path());

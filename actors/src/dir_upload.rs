@@ -1,7 +1,7 @@
 //! Directory uploads: HLS segments and playlists, or snapshots, copied to S3 as each file closes.
 //!
 //! Owns: one task that looks at a directory every [`LOOK`], with the recording's S3 client (built
-//! by [`uploader::client`](crate::uploader::client): the same bounded retries and timeouts).
+//! by [`store::s3::client`](crate::store::s3::client): the same bounded retries and timeouts).
 //! HLS: the playlists are read first (the live one, then the event one: the live one is made from
 //! an earlier event playlist, so it names no segment the event one does not); every segment the
 //! event playlist names that is not up yet is uploaded, and only then the playlists, as they were

@@ -25,6 +25,13 @@ pub const RECORDING_PAUSED: &str = "recording paused";
 pub const RECORDING_RESUMED: &str = "recording resumed";
 /// A discarded recording's output, parts and upload were deleted (field: removed).
 pub const RECORDING_DISCARDED: &str = "recording discarded";
+/// A part of the recording reached its store (fields: part, bytes, uploaded).
+pub const UPLOADED_PART: &str = "uploaded part";
+/// A call to the store failed; it is retried (fields: call, target, error).
+pub const UPLOAD_RETRYING: &str = "a store call failed; retrying";
+/// The upload to the recording's store gave up; the whole recording goes to the backup store
+/// instead (fields: primary, backup, error).
+pub const BACKUP_STORAGE_USED: &str = "upload gave up; the recording goes to the backup store";
 /// The encoder is falling behind real time (fields: speed over the last seconds, frames dropped
 /// in them); the service takes no job while one of its recordings is.
 pub const ENCODER_FALLING_BEHIND: &str = "encoder is falling behind real time";

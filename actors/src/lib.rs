@@ -23,6 +23,7 @@ pub mod process;
 pub mod recording;
 pub mod relay;
 pub mod secret;
+pub mod store;
 pub mod supervision;
 pub mod uploader;
 pub mod warm;

@@ -37,10 +37,17 @@ pub async fn measured(out: &AttemptOutput, keep_file: Option<PathBuf>, tail: &st
     if seconds.is_none() {
         seconds = logged_seconds(tail);
     }
-    // An object's size, as its upload logged it (the egress API's file results).
-    if v.get("bytes").is_none() && out.s3.is_some() {
-        if let Some(bytes) = logged(tail, crate::run::S3_OBJECT_COMPLETE, "bytes") {
-            v["bytes"] = bytes;
+    // The object, as its upload logged it (the egress API's file results): its size, its URL,
+    // and whether it is on the backup store.
+    if let Some(object) = logged(tail, crate::run::OBJECT_COMPLETE, "object") {
+        v["object"] = object;
+        if v.get("bytes").is_none() {
+            if let Some(bytes) = logged(tail, crate::run::OBJECT_COMPLETE, "bytes") {
+                v["bytes"] = bytes;
+            }
+        }
+        if logged(tail, crate::run::OBJECT_COMPLETE, "backup") == Some(json!(true)) {
+            v["backup"] = json!(true);
         }
     }
     v["seconds"] = json!(seconds.map(|s| (s * 10.0).round() / 10.0));
@@ -81,13 +88,32 @@ mod tests {
 
     #[test]
     fn the_seconds_a_recording_logged_are_found() {
-        let tail = r#"{"level":"INFO","message":"S3 object complete"} | {"level":"INFO","kept":"s3://b/k","seconds":12.5,"message":"recording kept"} | "#;
+        let tail = r#"{"level":"INFO","message":"object complete"} | {"level":"INFO","kept":"s3://b/k","seconds":12.5,"message":"recording kept"} | "#;
         assert_eq!(logged_seconds(tail), Some(12.5));
         assert_eq!(logged_seconds("pagecast: bad"), None);
-        let tail = r#"{"level":"INFO","bytes":123456,"message":"S3 object complete"} | "#;
+        let tail = r#"{"level":"INFO","bytes":123456,"message":"object complete"} | "#;
         assert_eq!(
-            logged(tail, crate::run::S3_OBJECT_COMPLETE, "bytes"),
+            logged(tail, crate::run::OBJECT_COMPLETE, "bytes"),
             Some(json!(123456))
         );
+    }
+
+    #[actix_rt::test]
+    async fn an_object_on_the_backup_store_is_named_as_such() {
+        let out = AttemptOutput {
+            attempt: 1,
+            ..AttemptOutput::default()
+        };
+        let tail = r#"{"level":"INFO","bytes":2048,"object":"azure://a/c/k.mp4","backup":true,"message":"object complete"} | {"level":"INFO","seconds":4.0,"message":"recording kept"}"#;
+        let v: serde_json::Value = serde_json::from_str(&measured(&out, None, tail).await).unwrap();
+        assert_eq!(v["object"], "azure://a/c/k.mp4");
+        assert_eq!(
+            (v["bytes"].as_u64(), v["backup"].as_bool()),
+            (Some(2048), Some(true))
+        );
+        let tail = tail.replace(r#""backup":true"#, r#""backup":false"#);
+        let v: serde_json::Value =
+            serde_json::from_str(&measured(&out, None, &tail).await).unwrap();
+        assert!(v.get("backup").is_none(), "{v}");
     }
 }

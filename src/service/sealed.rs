@@ -122,6 +122,28 @@ pub fn secret_fields(config: &crate::config::Config) -> Vec<&'static str> {
             fields.push("output.s3.session_token");
         }
     }
+    if let Some(gcs) = &config.output.gcs {
+        if matches!(gcs.auth, crate::config::GcsAuth::Key(_)) {
+            fields.push("output.gcs.credentials");
+        }
+    }
+    if let Some(azure) = &config.output.azure {
+        match azure.auth {
+            crate::config::AzureAuth::Key(_) => fields.push("output.azure.key"),
+            crate::config::AzureAuth::Sas(_) => fields.push("output.azure.sas"),
+            crate::config::AzureAuth::Default => {}
+        }
+    }
+    if let Some(backup) = &config.output.backup {
+        let secret = match backup {
+            crate::config::Backup::S3(s3) => s3.secret.is_some(),
+            crate::config::Backup::Gcs(gcs) => matches!(gcs.auth, crate::config::GcsAuth::Key(_)),
+            crate::config::Backup::Azure(a) => !matches!(a.auth, crate::config::AzureAuth::Default),
+        };
+        if secret {
+            fields.push("output.backup");
+        }
+    }
     fields
 }
 
@@ -182,6 +204,20 @@ mod tests {
         assert_eq!(key.open("b", &body), Err(SealError::Open));
         // A clear job passes through.
         assert_eq!(unseal(clear, None).unwrap(), clear);
+    }
+
+    #[test]
+    fn the_other_stores_secrets_are_secret_fields() {
+        let config = serde_json::json!({
+            "input": { "url": "https://example.com" },
+            "output": { "gcs": { "bucket": "b", "key": "k", "credentials": { "client_email": "e", "private_key": "p" } },
+                "backup": { "azure": { "account": "a", "container": "c", "blob": "b", "sas": "sig=x" } } },
+        });
+        let config = crate::config::parse(&config.to_string()).unwrap();
+        assert_eq!(
+            secret_fields(&config),
+            vec!["output.gcs.credentials", "output.backup"]
+        );
     }
 
     #[test]

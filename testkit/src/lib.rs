@@ -7,6 +7,7 @@
 //! - [`descendants`] / [`alive`]: the process tree, to prove nothing of a run survives it.
 //! - [`container`]: the container image under podman.
 //! - [`srt::SrtListener`]: an SRT listener (srt-live-transmit) receiving into files.
+//! - [`stores`]: the GCS and Azure Blob emulators.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub mod fault;
 pub mod livekit;
 pub mod page_server;
 pub mod srt;
+pub mod stores;
 
 /// One video frame as RGB pixels, scaled to `width` x `height`.
 #[derive(Debug, Clone)]

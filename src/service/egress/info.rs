@@ -217,6 +217,8 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
         .iter()
         .filter_map(|(_, o)| file_info(o, info.started_at, info.ended_at))
         .collect();
+    // The upload to the request's store gave up and the backup store holds the recording.
+    info.backup_storage_used = outputs.iter().any(|(_, o)| o["backup"] == true);
     for s in &mut info.stream_results {
         s.status = match status {
             S::EgressStarting | S::EgressActive | S::EgressEnding => {
@@ -241,16 +243,19 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
     info
 }
 
-/// One attempt's output as a file result: a local file, or the S3 object.
+/// One attempt's output as a file result: a local file, or the object (the one its upload
+/// completed, on the backup store if it came to that; else the S3 object it was named).
 fn file_info(o: &serde_json::Value, started: i64, ended: i64) -> Option<lk::FileInfo> {
     let seconds = o["seconds"].as_f64();
-    let (filename, location) = match (o["file"].as_str(), o["s3"].as_str()) {
-        (_, Some(s3)) => (
-            s3.strip_prefix("s3://")
-                .and_then(|r| r.split_once('/'))
+    let object = o["object"].as_str().or(o["s3"].as_str());
+    let (filename, location) = match (o["file"].as_str(), object) {
+        (_, Some(object)) => (
+            object
+                .split_once("://")
+                .and_then(|(_, r)| r.split_once('/'))
                 .map(|(_, key)| key.to_owned())
-                .unwrap_or_else(|| s3.to_owned()),
-            s3.to_owned(),
+                .unwrap_or_else(|| object.to_owned()),
+            object.to_owned(),
         ),
         (Some(file), None) => (file.to_owned(), file.to_owned()),
         (None, None) => return None,
@@ -341,6 +346,28 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_recording_on_the_backup_store_is_the_file_result_and_says_so() {
+        let attempt = r#"{"attempt":1,"object":"azure://acct/recs/k.mp4","backup":true,"seconds":4.0,"bytes":2048}"#;
+        let info = assemble(
+            lk::EgressInfo::default(),
+            &job(&[("state", "done"), ("attempts", "1"), ("attempt_1", attempt)]),
+        );
+        assert!(info.backup_storage_used);
+        let f = &info.file_results[0];
+        assert_eq!(
+            (f.filename.as_str(), f.location.as_str(), f.size),
+            ("recs/k.mp4", "azure://acct/recs/k.mp4", 2048)
+        );
+        let attempt = r#"{"attempt":1,"object":"gs://b/k.mp4","seconds":4.0}"#;
+        let info = assemble(
+            lk::EgressInfo::default(),
+            &job(&[("state", "done"), ("attempts", "1"), ("attempt_1", attempt)]),
+        );
+        assert!(!info.backup_storage_used);
+        assert_eq!(info.file_results[0].filename, "k.mp4");
     }
 
     #[test]

@@ -199,13 +199,72 @@ fn refuse_av(audio_only: bool, video_only: bool) -> Result<(), TwirpError> {
 
 /// Storage credentials never leave the request.
 fn drop_credentials(f: &mut lk::EncodedFileOutput) {
-    if let Some(lk::encoded_file_output::Output::S3(s3)) = &mut f.output {
-        s3.access_key.clear();
-        s3.secret.clear();
-        s3.session_token.clear();
-        s3.assume_role_external_id.clear();
-        s3.proxy = None;
+    use lk::encoded_file_output::Output;
+    match &mut f.output {
+        Some(Output::S3(s3)) => {
+            s3.access_key.clear();
+            s3.secret.clear();
+            s3.session_token.clear();
+            s3.assume_role_external_id.clear();
+            s3.proxy = None;
+        }
+        Some(Output::Gcp(gcp)) => {
+            gcp.credentials.clear();
+            gcp.proxy = None;
+        }
+        Some(Output::Azure(azure)) => azure.account_key.clear(),
+        Some(Output::AliOss(oss)) => {
+            oss.access_key.clear();
+            oss.secret.clear();
+        }
+        None => {}
     }
+}
+
+/// `GCPUpload` as `output.gcs`: the filepath is the key; `credentials` is the service-account
+/// key's JSON (empty: the worker's Google identity, which a service refuses to lend).
+fn gcs_output(gcp: &lk::GcpUpload, path: &str) -> Result<Value, TwirpError> {
+    if gcp.bucket.is_empty() {
+        return Err(TwirpError::invalid(
+            "file_outputs[0].gcp.bucket",
+            "is required",
+        ));
+    }
+    if gcp.proxy.is_some() {
+        return Err(TwirpError::unimplemented(
+            "file_outputs[0].gcp.proxy",
+            "not supported",
+        ));
+    }
+    let mut gcs = json!({ "bucket": gcp.bucket, "key": path.trim_start_matches('/') });
+    if !gcp.credentials.is_empty() {
+        gcs["credentials"] = json!(gcp.credentials);
+    }
+    Ok(gcs)
+}
+
+/// `AzureBlobUpload` as `output.azure`: the filepath is the blob's name.
+fn azure_output(azure: &lk::AzureBlobUpload, path: &str) -> Result<Value, TwirpError> {
+    for (field, value) in [
+        ("account_name", &azure.account_name),
+        ("container_name", &azure.container_name),
+    ] {
+        if value.is_empty() {
+            return Err(TwirpError::invalid(
+                &format!("file_outputs[0].azure.{field}"),
+                "is required",
+            ));
+        }
+    }
+    let mut blob = json!({
+        "account": azure.account_name,
+        "container": azure.container_name,
+        "blob": path.trim_start_matches('/'),
+    });
+    if !azure.account_key.is_empty() {
+        blob["key"] = json!(azure.account_key);
+    }
+    Ok(blob)
 }
 
 /// The file and stream outputs into `config.output`; the masked stream URLs.
@@ -304,22 +363,12 @@ fn outputs(
                 }
                 output["s3"] = s;
             }
-            Some(Store::Gcp(_)) => {
-                return Err(TwirpError::unimplemented(
-                    "file_outputs[0].gcp",
-                    "pagecast uploads to S3 only",
-                ))
-            }
-            Some(Store::Azure(_)) => {
-                return Err(TwirpError::unimplemented(
-                    "file_outputs[0].azure",
-                    "pagecast uploads to S3 only",
-                ))
-            }
+            Some(Store::Gcp(gcp)) => output["gcs"] = gcs_output(gcp, &path)?,
+            Some(Store::Azure(azure)) => output["azure"] = azure_output(azure, &path)?,
             Some(Store::AliOss(_)) => {
                 return Err(TwirpError::unimplemented(
                     "file_outputs[0].aliOSS",
-                    "pagecast uploads to S3 only",
+                    "pagecast uploads to S3, GCS and Azure Blob only",
                 ))
             }
         }
@@ -605,5 +654,73 @@ mod tests {
         let mut r = base;
         r.segment_outputs.push(Default::default());
         assert_eq!(refused(r), (Unimplemented, "segment_outputs".into()));
+    }
+
+    #[test]
+    fn gcp_and_azure_uploads_become_gcs_and_azure_outputs_with_no_credential_shown() {
+        use lk::encoded_file_output::Output;
+        let key =
+            r#"{"type":"service_account","client_email":"r@p.iam","private_key":"GCPKEYSECRET"}"#;
+        let request = |output: Output| lk::WebEgressRequest {
+            url: "https://example.com".into(),
+            file_outputs: vec![lk::EncodedFileOutput {
+                filepath: "/rec/{time}".into(),
+                output: Some(output),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let job = web(&request(Output::Gcp(lk::GcpUpload {
+            credentials: key.into(),
+            bucket: "recs".into(),
+            proxy: None,
+        })))
+        .unwrap();
+        let gcs = &job.config["output"]["gcs"];
+        assert_eq!(
+            (gcs["bucket"].as_str(), gcs["key"].as_str()),
+            (Some("recs"), Some("rec/{time}.mp4"))
+        );
+        assert_eq!(gcs["credentials"], key);
+        let config =
+            crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert!(matches!(
+            config.output.gcs.unwrap().auth,
+            crate::config::GcsAuth::Key(_)
+        ));
+        assert!(!format!("{:?}", job.shown).contains("GCPKEYSECRET"));
+
+        let job = web(&request(Output::Azure(lk::AzureBlobUpload {
+            account_name: "acct".into(),
+            account_key: "AZUREKEYSECRET".into(),
+            container_name: "recs".into(),
+        })))
+        .unwrap();
+        let azure = &job.config["output"]["azure"];
+        assert_eq!(azure["blob"], "rec/{time}.mp4");
+        assert_eq!(
+            (azure["account"].as_str(), azure["container"].as_str()),
+            (Some("acct"), Some("recs"))
+        );
+        assert_eq!(azure["key"], "AZUREKEYSECRET");
+        crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert!(!format!("{:?}", job.shown).contains("AZUREKEYSECRET"));
+
+        let e = web(&request(Output::Azure(lk::AzureBlobUpload {
+            account_name: "acct".into(),
+            ..Default::default()
+        })))
+        .unwrap_err();
+        assert!(
+            e.msg.starts_with("file_outputs[0].azure.container_name:"),
+            "{}",
+            e.msg
+        );
+        let e = web(&request(Output::Gcp(lk::GcpUpload::default()))).unwrap_err();
+        assert!(
+            e.msg.starts_with("file_outputs[0].gcp.bucket:"),
+            "{}",
+            e.msg
+        );
     }
 }

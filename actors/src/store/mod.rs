@@ -1,0 +1,212 @@
+//! Object stores the recording is uploaded to while it is recorded: S3, GCS and Azure Blob.
+//!
+//! Owns: the [`Store`] trait, the one interface the uploader streams through (a part at a time,
+//! then complete; a single put for a short recording), and [`preflight`], which checks a target
+//! before anything starts and gives its store. Each store speaks its own protocol in its own
+//! file: S3 multipart (`s3.rs`), GCS resumable uploads (`gcs.rs`), Azure block blobs (`azure.rs`).
+//! No store ever puts a credential into a message: errors name the target and the HTTP status.
+
+pub mod azure;
+pub mod gcs;
+pub mod s3;
+
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+
+use crate::supervision::{Failure, FailureKind};
+
+pub use azure::AzureTarget;
+pub use gcs::GcsTarget;
+pub use s3::S3Target;
+
+/// How long a pre-flight call may take.
+pub(crate) const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where a recording is uploaded.
+#[derive(Debug, Clone)]
+pub enum Target {
+    S3(S3Target),
+    Gcs(GcsTarget),
+    Azure(AzureTarget),
+}
+
+impl Target {
+    /// The config field it comes from (`output.s3`, `output.gcs`, `output.azure`), with `backup`'s
+    /// prefix when it is the backup store.
+    pub fn field(&self) -> &str {
+        match self {
+            Target::S3(t) => &t.field,
+            Target::Gcs(t) => &t.field,
+            Target::Azure(t) => &t.field,
+        }
+    }
+
+    /// The object as a URL: `s3://b/k`, `gs://b/k`, `azure://account/container/blob`.
+    pub fn url(&self) -> String {
+        match self {
+            Target::S3(t) => format!("s3://{}/{}", t.bucket, t.key),
+            Target::Gcs(t) => format!("gs://{}/{}", t.bucket, t.key),
+            Target::Azure(t) => format!("azure://{}/{}/{}", t.account, t.container, t.blob),
+        }
+    }
+
+    /// The object and where it is, for messages (no secrets in it).
+    pub fn describe(&self) -> String {
+        let at = match self {
+            Target::S3(t) => t.endpoint.as_deref().unwrap_or("AWS"),
+            Target::Gcs(t) => t.endpoint.as_deref().unwrap_or("Google Cloud Storage"),
+            Target::Azure(t) => t.endpoint.as_deref().unwrap_or("Azure"),
+        };
+        format!("{} at {at}", self.url())
+    }
+}
+
+/// A failed store call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// One line, naming the HTTP status when there is one; never a secret.
+    pub message: String,
+    /// The open upload is gone on the server (expired, aborted, or lost by a restarted server):
+    /// the upload starts again from the file's first byte, which is still on disk.
+    pub upload_lost: bool,
+}
+
+impl Fault {
+    pub fn new(message: impl Into<String>) -> Fault {
+        Fault {
+            message: message.into(),
+            upload_lost: false,
+        }
+    }
+
+    pub fn upload_lost(message: impl Into<String>) -> Fault {
+        Fault {
+            message: message.into(),
+            upload_lost: true,
+        }
+    }
+}
+
+impl From<String> for Fault {
+    fn from(message: String) -> Fault {
+        Fault::new(message)
+    }
+}
+
+pub type Call<'a, T> = LocalBoxFuture<'a, Result<T, Fault>>;
+
+/// One object being uploaded in parts. Calls are made one at a time, in order; a failed call is
+/// retried by the uploader with the same arguments.
+pub trait Store {
+    /// Sends `bytes`, the file's bytes from `offset` on, as the next part of the upload (which is
+    /// opened first if none is). Parts follow each other without gaps.
+    fn put_part(&mut self, offset: u64, bytes: Vec<u8>) -> Call<'_, ()>;
+    /// Makes the object of the parts sent, `total` bytes.
+    fn complete(&mut self, total: u64) -> Call<'_, ()>;
+    /// Stores `bytes` as the whole object in one request (a recording shorter than a part).
+    fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()>;
+    /// The stored object's size; None when there is no object.
+    fn size(&self) -> Call<'_, Option<u64>>;
+    /// Drops the open upload, if any (best effort: the store may be the problem). Nothing
+    /// completed is touched.
+    fn abort(&mut self) -> LocalBoxFuture<'_, ()>;
+    /// Forgets the open upload without a call (the server lost it).
+    fn forget(&mut self);
+    /// Whether an upload is open.
+    fn is_open(&self) -> bool;
+}
+
+/// Checks, before anything starts, that the bucket or container is there and the credentials may
+/// use it, and (unless `overwrite`) that no recording is already stored under the name: an upload
+/// would replace it. Gives the store to upload through.
+pub async fn preflight(target: &Target, overwrite: bool) -> Result<Box<dyn Store>, Failure> {
+    let field = target.field().to_owned();
+    let fail = |why: String| {
+        Failure::new(
+            FailureKind::Output,
+            format!("{field}: cannot use {}: {why}", target.describe()),
+        )
+    };
+    let checked = async {
+        let store: Box<dyn Store> = match target {
+            Target::S3(t) => Box::new(s3::S3Store::connect(t).await.map_err(|f| f.message)?),
+            Target::Gcs(t) => Box::new(gcs::GcsStore::connect(t).await.map_err(|f| f.message)?),
+            Target::Azure(t) => {
+                Box::new(azure::AzureStore::connect(t).await.map_err(|f| f.message)?)
+            }
+        };
+        Ok::<_, String>(store)
+    };
+    let store = match tokio::time::timeout(PREFLIGHT_TIMEOUT, checked).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(why)) => return Err(fail(why)),
+        Err(_) => {
+            return Err(Failure::new(
+                FailureKind::Output,
+                format!(
+                    "{field}: {} did not answer within {}s",
+                    target.describe(),
+                    PREFLIGHT_TIMEOUT.as_secs()
+                ),
+            ))
+        }
+    };
+    if overwrite {
+        return Ok(store);
+    }
+    match tokio::time::timeout(PREFLIGHT_TIMEOUT, store.size()).await {
+        Ok(Ok(Some(bytes))) if bytes > 0 => Err(Failure::new(
+            FailureKind::Output,
+            format!(
+                "{field}: {} already holds a recording ({bytes} bytes); remove it, give \
+                 --overwrite, or put {{time}} or {{utc}} in its name for a fresh name each run",
+                target.describe(),
+            ),
+        )),
+        Ok(Ok(_)) => Ok(store),
+        Ok(Err(fault)) => {
+            // Credentials that may write but not read cannot tell: said, and the recording goes
+            // ahead.
+            tracing::warn!(
+                object = %target.describe(),
+                error = %fault.message,
+                "cannot tell whether the object already exists; recording anyway"
+            );
+            Ok(store)
+        }
+        Err(_) => Err(Failure::new(
+            FailureKind::Output,
+            format!(
+                "{field}: {} did not answer within {}s",
+                target.describe(),
+                PREFLIGHT_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+/// One line for an HTTP status a store answered with.
+pub(crate) fn explain_status(status: u16, field: &str, body: &str) -> String {
+    match status {
+        401 | 403 => format!("access denied (HTTP {status}): check {field}'s credentials"),
+        404 => format!("not found (HTTP 404){}", detail(body)),
+        _ => format!("HTTP {status}{}", detail(body)),
+    }
+}
+
+/// The start of an error body, on one line (server error codes such as `ContainerNotFound`).
+fn detail(body: &str) -> String {
+    let line: String = body
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(160)
+        .collect();
+    if line.is_empty() {
+        String::new()
+    } else {
+        format!(": {line}")
+    }
+}

@@ -1,0 +1,269 @@
+//! S3 (and S3-compatible servers): a multipart upload, one part per [`Store::put_part`].
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use futures_util::future::LocalBoxFuture;
+
+use super::{Call, Fault, Store};
+use crate::secret::Secret;
+
+/// S3's smallest part (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// Where and how to upload.
+#[derive(Debug, Clone)]
+pub struct S3Target {
+    /// The config field (`output.s3`, `output.backup.s3`), for messages.
+    pub field: String,
+    pub bucket: String,
+    pub key: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub force_path_style: Option<bool>,
+    /// None: the standard AWS credential chain (environment, profile).
+    pub access_key: Option<String>,
+    pub secret: Option<Secret>,
+    pub session_token: Option<Secret>,
+}
+
+/// Builds the S3 client. With an endpoint (any S3-compatible server) path-style addressing is the
+/// default, and checksums are only sent when required: the current SDK defaults send checksums
+/// many S3-compatible servers reject.
+pub async fn client(target: &S3Target) -> Client {
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(
+            target
+                .region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+        ));
+    if let (Some(key), Some(secret)) = (&target.access_key, &target.secret) {
+        loader = loader.credentials_provider(Credentials::new(
+            key,
+            secret.expose(),
+            target.session_token.as_ref().map(|t| t.expose().to_owned()),
+            None,
+            "pagecast-config",
+        ));
+    }
+    if let Some(endpoint) = &target.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let shared = loader.load().await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(target.force_path_style.unwrap_or(target.endpoint.is_some()))
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        // Bounded calls: a server that accepts connections but never answers must not hold the
+        // upload past its give-up limit. The uploader retries after these.
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(45))
+                .build(),
+        )
+        .build();
+    Client::from_conf(conf)
+}
+
+/// One line for an SDK error, with the HTTP status when there is one. Never holds a secret (the
+/// SDK does not print credentials).
+fn explain<E: std::error::Error + 'static>(err: &SdkError<E>, field: &str) -> String {
+    let status = err.raw_response().map(|r| r.status().as_u16());
+    match (err, status) {
+        (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => {
+            format!("endpoint unreachable ({})", DisplayErrorContext(err))
+        }
+        (_, Some(403)) => {
+            format!("access denied (HTTP 403): check {field}.access_key and secret")
+        }
+        (_, Some(404)) => "no such bucket (HTTP 404)".to_owned(),
+        (_, Some(code)) => format!("HTTP {code}: {}", DisplayErrorContext(err)),
+        _ => DisplayErrorContext(err).to_string(),
+    }
+}
+
+pub struct S3Store {
+    client: Client,
+    target: S3Target,
+    upload_id: Option<String>,
+    parts: Vec<CompletedPart>,
+}
+
+impl S3Store {
+    /// The client, once the bucket answered (it exists and the credentials may use it).
+    pub async fn connect(target: &S3Target) -> Result<S3Store, Fault> {
+        let client = client(target).await;
+        client
+            .head_bucket()
+            .bucket(&target.bucket)
+            .send()
+            .await
+            .map_err(|e| Fault::new(explain(&e, &target.field)))?;
+        Ok(S3Store {
+            client,
+            target: target.clone(),
+            upload_id: None,
+            parts: Vec::new(),
+        })
+    }
+
+    fn explain<E: std::error::Error + 'static>(&self, err: &SdkError<E>) -> String {
+        explain(err, &self.target.field)
+    }
+
+    async fn try_put_part(&mut self, bytes: Vec<u8>) -> Result<(), Fault> {
+        let t = &self.target;
+        if self.upload_id.is_none() {
+            let created = self
+                .client
+                .create_multipart_upload()
+                .bucket(&t.bucket)
+                .key(&t.key)
+                .content_type("video/mp4")
+                .send()
+                .await
+                .map_err(|e| Fault::new(self.explain(&e)))?;
+            self.upload_id = created.upload_id().map(str::to_owned);
+            self.parts.clear();
+            tracing::info!(target = %t.bucket, key = %t.key, "multipart upload started");
+        }
+        let number = self.parts.len() as i32 + 1;
+        let part = self
+            .client
+            .upload_part()
+            .bucket(&t.bucket)
+            .key(&t.key)
+            .upload_id(self.upload_id.clone().unwrap_or_default())
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| self.fault(&e))?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(())
+    }
+
+    /// NoSuchUpload: the multipart upload is gone (aborted, expired by a lifecycle rule).
+    fn fault<E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static>(
+        &self,
+        err: &SdkError<E>,
+    ) -> Fault {
+        let lost = err
+            .as_service_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "NoSuchUpload");
+        if lost {
+            Fault::upload_lost(self.explain(err))
+        } else {
+            Fault::new(self.explain(err))
+        }
+    }
+}
+
+impl Store for S3Store {
+    fn put_part(&mut self, _offset: u64, bytes: Vec<u8>) -> Call<'_, ()> {
+        Box::pin(self.try_put_part(bytes))
+    }
+
+    fn complete(&mut self, _total: u64) -> Call<'_, ()> {
+        Box::pin(async move {
+            let t = &self.target;
+            self.client
+                .complete_multipart_upload()
+                .bucket(&t.bucket)
+                .key(&t.key)
+                .upload_id(self.upload_id.clone().unwrap_or_default())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(self.parts.clone()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| self.fault(&e))?;
+            self.upload_id = None;
+            Ok(())
+        })
+    }
+
+    fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
+        Box::pin(async move {
+            let t = &self.target;
+            self.client
+                .put_object()
+                .bucket(&t.bucket)
+                .key(&t.key)
+                .content_type("video/mp4")
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map_err(|e| Fault::new(self.explain(&e)))?;
+            Ok(())
+        })
+    }
+
+    fn size(&self) -> Call<'_, Option<u64>> {
+        Box::pin(async move {
+            let t = &self.target;
+            match self
+                .client
+                .head_object()
+                .bucket(&t.bucket)
+                .key(&t.key)
+                .send()
+                .await
+            {
+                Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+                Err(e) => Err(Fault::new(self.explain(&e))),
+            }
+        })
+    }
+
+    fn abort(&mut self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(id) = self.upload_id.take() else {
+                return;
+            };
+            let t = &self.target;
+            let abort = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&t.bucket)
+                .key(&t.key)
+                .upload_id(id)
+                .send();
+            match tokio::time::timeout(Duration::from_secs(10), abort).await {
+                Ok(Ok(_)) => tracing::info!("incomplete multipart upload aborted"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %self.explain(&e), "could not abort the multipart upload")
+                }
+                Err(_) => tracing::warn!("could not abort the multipart upload: no answer"),
+            }
+        })
+    }
+
+    fn forget(&mut self) {
+        self.upload_id = None;
+        self.parts.clear();
+    }
+
+    fn is_open(&self) -> bool {
+        self.upload_id.is_some()
+    }
+}
