@@ -56,15 +56,13 @@ fn main() -> ExitCode {
             policy: enforce,
             limits,
         } => {
-            if given.stdin_control && path.as_deref() == Some(Path::new("-")) {
-                return fail(
-                    Exit::Config,
-                    "--stdin-control: standard input holds the config (--config -)",
-                );
-            }
+            // With --config - too: the config is the first JSON value on standard input, the
+            // control lines follow it (how the recording service talks to its recordings).
+            let one_value = given.stdin_control;
             keep = given;
             policy = enforce.then(|| limits.policy());
-            load(path.as_deref())
+            read_config(path.as_deref(), one_value)
+                .and_then(|json| config::parse(&json).map_err(|e| e.to_string()))
         }
         Command::Check {
             config: path,
@@ -175,7 +173,7 @@ fn main() -> ExitCode {
             id,
             config: path,
         } => {
-            let json = match read_config(path.as_deref()) {
+            let json = match read_config(path.as_deref(), false) {
                 Ok(json) => json,
                 Err(message) => return fail(Exit::Config, &message),
             };
@@ -272,12 +270,26 @@ fn policy_exit(e: &PolicyError) -> Exit {
 
 /// The config from `path`, or from the environment variable.
 fn load(path: Option<&Path>) -> Result<Config, String> {
-    config::parse(&read_config(path)?).map_err(|e| e.to_string())
+    config::parse(&read_config(path, false)?).map_err(|e| e.to_string())
 }
 
-/// The config's text, from `path` or from the environment variable.
-fn read_config(path: Option<&Path>) -> Result<String, String> {
+/// The config's text, from `path` or from the environment variable. `one_value`: standard input
+/// holds the config as its first JSON value and then control lines (`--stdin-control`), which
+/// are left unread.
+fn read_config(path: Option<&Path>, one_value: bool) -> Result<String, String> {
     match path {
+        Some(path) if path == Path::new("-") && one_value => {
+            // serde_json reads the locked stdin byte by byte through its buffer: what follows
+            // the value stays in the buffer for the control lines.
+            let stdin = std::io::stdin().lock();
+            let mut values =
+                serde_json::Deserializer::from_reader(stdin).into_iter::<serde_json::Value>();
+            match values.next() {
+                Some(Ok(value)) => Ok(value.to_string()),
+                Some(Err(e)) => Err(format!("config: standard input: {e}")),
+                None => Err("config: standard input is empty".into()),
+            }
+        }
         // `-`: standard input (how the recording service hands a job's config over: neither an
         // environment nor a command line keeps its secrets from other processes).
         Some(path) if path == Path::new("-") => {

@@ -284,6 +284,29 @@ impl Policy {
         Ok(pins)
     }
 
+    /// Checks a live output added while recording (`field` names it in the refusal), where
+    /// `streaming` outputs are live already: the same host rules and limit as at the start.
+    pub async fn check_added_stream(
+        &self,
+        field: &str,
+        raw: &str,
+        streaming: usize,
+    ) -> Result<(), PolicyError> {
+        if streaming + 1 > self.max_rtmp_outputs {
+            return Err(refused(
+                field,
+                format!(
+                    "{} live outputs, more than this service allows ({}, --max-rtmp-outputs)",
+                    streaming + 1,
+                    self.max_rtmp_outputs
+                ),
+            ));
+        }
+        let url = url::Url::parse(raw).map_err(|_| refused(field, "is not a URL"))?;
+        self.check_url(field, &url, Kind::Endpoint).await?;
+        Ok(())
+    }
+
     fn limits(&self, config: &mut Config) -> Result<(), PolicyError> {
         let max = self.max_duration;
         match config.max_duration {

@@ -253,6 +253,8 @@ pub async fn record(
         early_signals,
         discard.clone(),
         keep.stdin_control,
+        recording.live_outputs(),
+        policy.cloned(),
     ));
     let report = recording.finished().await;
     let stopped = Instant::now();

@@ -21,6 +21,8 @@ const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbc
 const API_KEY: &str = "APIpagecast";
 const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
 const STREAM_KEY: &str = "sk-egress-test-7f3a9c";
+/// The key of the stream added while recording (UpdateStream).
+const ADDED_KEY: &str = "added-egress-test-5d21e8";
 const S3_SECRET: &str = "s3-secret-of-the-egress-test-0123456789";
 
 /// A worker serving the API on a free port; its URL.
@@ -276,6 +278,82 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     wait_until("3 s recorded", Duration::from_secs(60), || {
         seconds_written(&file) >= 3.0
     });
+
+    // UpdateStream: a second URL (another key on the same nginx) receives the stream while it
+    // records, then is removed and ends, while the first goes on.
+    let added = nginx.url("live", ADDED_KEY);
+    let streamed = |key: &str| -> Option<(f64, PathBuf)> {
+        nginx
+            .recordings()
+            .into_iter()
+            .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with(key))
+            .map(|f| (seconds_written(&f), f))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let masked_added = added.replace(ADDED_KEY, "****");
+    let updated = client(&other, &["update-stream", &id, "--add", &added]);
+    assert_eq!(
+        updated["stream_results"][1]["url"],
+        masked_added.as_str(),
+        "{updated}"
+    );
+    assert_eq!(
+        updated["stream_results"][1]["status"], "ACTIVE",
+        "{updated}"
+    );
+    wait_until(
+        "the added URL to receive 1.5 s of the stream",
+        Duration::from_secs(30),
+        || streamed(ADDED_KEY).is_some_and(|(s, _)| s >= 1.5),
+    );
+    // Removing a URL the egress does not stream to is refused, naming the field.
+    let wrong = client(
+        &url,
+        &["update-stream", &id, "--remove", &nginx.url("live", "nope")],
+    );
+    assert_eq!(wrong["error"], "invalid_argument", "{wrong}");
+    assert!(
+        wrong["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("remove_output_urls[0]"),
+        "{wrong}"
+    );
+    let removed = client(&url, &["update-stream", &id, "--remove", &added]);
+    assert_eq!(
+        removed["stream_results"][1]["status"], "FINISHED",
+        "{removed}"
+    );
+    assert_eq!(
+        removed["stream_results"][0]["status"], "ACTIVE",
+        "{removed}"
+    );
+    // The added stream ends while the first goes on: 2 s more of the first, then 1 s more, and
+    // the added one has not grown in between.
+    let first_at_removal = streamed(STREAM_KEY).expect("the first stream").0;
+    let mut ended_at = 0.0;
+    wait_until(
+        "the first stream to go on 2 s",
+        Duration::from_secs(30),
+        || {
+            ended_at = streamed(ADDED_KEY).unwrap().0;
+            streamed(STREAM_KEY).unwrap().0 >= first_at_removal + 2.0
+        },
+    );
+    wait_until(
+        "the first stream to go on 1 s more",
+        Duration::from_secs(30),
+        || streamed(STREAM_KEY).unwrap().0 >= first_at_removal + 3.0,
+    );
+    let (added_seconds, added_flv) = streamed(ADDED_KEY).unwrap();
+    assert_eq!(
+        added_seconds, ended_at,
+        "the removed stream went on: {added_flv:?}"
+    );
+    let p = probe(&added_flv);
+    assert_eq!(p.video_codec(), "h264", "{added_flv:?}");
+    assert!(p.duration() > 1.0, "{added_flv:?}: {} s", p.duration());
+
     let stopping = client(&other, &["stop", &id]);
     assert_eq!(stopping["status"], "EGRESS_ENDING", "{stopping}");
 
@@ -324,6 +402,12 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     let recorded: Vec<(f64, PathBuf)> = nginx
         .recordings()
         .into_iter()
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(STREAM_KEY)
+        })
         .map(|f| (seconds_written(&f), f))
         .collect();
     let (seconds, flv) = recorded
@@ -376,6 +460,9 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         runner,
         vec![
             ("egress_updated", "EGRESS_ACTIVE"),
+            // The stream added, then removed (UpdateStream).
+            ("egress_updated", "EGRESS_ACTIVE"),
+            ("egress_updated", "EGRESS_ACTIVE"),
             ("egress_updated", "EGRESS_ENDING"),
             ("egress_ended", "EGRESS_COMPLETE"),
         ],
@@ -389,7 +476,7 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         1,
         "{lines:?}"
     );
-    assert_eq!(events.len(), 4, "{lines:?}");
+    assert_eq!(events.len(), 6, "{lines:?}");
     assert_eq!(events.last(), Some(&("egress_ended", "EGRESS_COMPLETE")));
     let ended = &lines.last().unwrap()["egress_info"];
     assert_eq!(ended["file_results"], done["file_results"], "{ended}");
@@ -397,6 +484,10 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     let webhooks = std::fs::read_to_string(&receiver.log).unwrap();
     for text in answers.iter().chain([&webhooks]) {
         assert!(!text.contains(STREAM_KEY), "the stream key in {text}");
+        assert!(
+            !text.contains(ADDED_KEY),
+            "the added stream's key in {text}"
+        );
     }
     stop_cleanly(&mut first);
     stop_cleanly(&mut second);

@@ -13,6 +13,10 @@ pub const RESTARTING: &str = "restarting";
 pub const LIVE_STREAM_CONNECTED: &str = "live stream connected";
 /// A live output dropped and is being reconnected.
 pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
+/// A live output was added while recording (field: url, masked).
+pub const LIVE_STREAM_ADDED: &str = "live stream added";
+/// A live output was removed while recording; its stream ended (field: url, masked).
+pub const LIVE_STREAM_REMOVED: &str = "live stream removed";
 /// The page asked for the recording to end.
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.

@@ -6,7 +6,9 @@
 //! ├── audio            PulseAudio daemon + sink
 //! └── media (one-for-one)
 //!     ├── browser      chromedriver + Chromium
-//!     ├── relay N      ffmpeg: the encoder's stream to one RTMP server (one per live output)
+//!     ├── live         (with live outputs; `live.rs`) one-for-one:
+//!     │   ├── fan-out  the encoder's one live leg, copied to every relay
+//!     │   └── relay N  ffmpeg: that stream to one RTMP server (added and removed while recording)
 //!     └── encoder      ffmpeg
 //! ```
 //!
@@ -47,8 +49,8 @@ use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec, PauseControl};
 use crate::gate::StartGate;
 use crate::join::{join_segments, segment_path};
+use crate::live::LiveOutputs;
 use crate::pause::PauseSwitch;
-use crate::relay::{RelayActor, RelaySpec};
 use crate::secret::{Secret, StreamUrl};
 use crate::supervision::{
     ChildSpec, Failure, FailureKind, Intensity, Restart, StopTree, Strategy, Supervisor,
@@ -157,6 +159,7 @@ pub struct Recording {
     framerate: u32,
     lost_streams: Rc<RefCell<Vec<String>>>,
     page_loaded: Rc<Cell<bool>>,
+    live: Option<LiveOutputs>,
 }
 
 /// How a recording ended.
@@ -181,12 +184,20 @@ impl Recording {
         mut spec: RecordingSpec,
         progress: Option<Recipient<EncoderProgress>>,
     ) -> Result<Recording, Failure> {
-        spec.encoder.relays = spec
-            .streams
-            .iter()
-            .map(|_| free_udp_port())
-            .collect::<Result<_, _>>()?;
         let lost_streams = Rc::new(RefCell::new(Vec::new()));
+        // The encoder sends one live leg, to the fan-out; the relays can change while it runs.
+        let live = if spec.streams.is_empty() {
+            None
+        } else {
+            let live = LiveOutputs::new(
+                &spec.streams,
+                spec.stream_retry_for,
+                spec.encoder.output.is_some(),
+                lost_streams.clone(),
+            )?;
+            spec.encoder.relays = vec![live.port()?];
+            Some(live)
+        };
         let page_loaded = Rc::new(Cell::new(false));
         let (first_tx, first_rx) = oneshot::channel();
         let gate = spec.await_start.as_ref().map(|_| StartGate::new());
@@ -204,7 +215,7 @@ impl Recording {
                 wiring.clone(),
                 pause.clone(),
                 progress,
-                lost_streams.clone(),
+                live.clone(),
                 page_loaded.clone(),
             ),
         ];
@@ -243,7 +254,13 @@ impl Recording {
             framerate: spec.encoder.framerate,
             lost_streams,
             page_loaded,
+            live,
         })
+    }
+
+    /// The live outputs, to add and remove streams while recording (None: it has none).
+    pub fn live_outputs(&self) -> Option<LiveOutputs> {
+        self.live.clone()
     }
 
     /// Asks the recording to stop in order; `cause` is logged.
@@ -344,23 +361,15 @@ fn audio_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
     )
 }
 
-/// A UDP port on loopback that nothing uses now.
-fn free_udp_port() -> Result<u16, Failure> {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))
-}
-
-/// The browser, the relays and the encoder: one-for-one, so each restarts without touching the
-/// others. The encoder starts last and so stops first: the file is finished, and the relays get
-/// the stream's last packets before they stop.
+/// The browser, the live outputs and the encoder: one-for-one, so each restarts without touching
+/// the others. The encoder starts last and so stops first: the file is finished, and the relays
+/// get the stream's last packets before they stop.
 fn media_child(
     spec: &RecordingSpec,
     wiring: Rc<RefCell<Wiring>>,
     pause: PauseSwitch,
     progress: Option<Recipient<EncoderProgress>>,
-    lost_streams: Rc<RefCell<Vec<String>>>,
+    live: Option<LiveOutputs>,
     page_loaded: Rc<Cell<bool>>,
 ) -> ChildSpec {
     let spec = spec.clone();
@@ -376,15 +385,8 @@ fn media_child(
                 intensity: spec.intensity,
             };
             let mut children = vec![browser_child(&spec, wiring.clone(), page_loaded.clone())];
-            for (url, port) in spec.streams.iter().zip(&spec.encoder.relays) {
-                let relay = RelaySpec {
-                    url: url.clone(),
-                    port: *port,
-                    retry_for: spec.stream_retry_for,
-                    only_output: spec.encoder.output.is_none(),
-                    lost: lost_streams.clone(),
-                };
-                children.push(relay_child(relay));
+            if let Some(live) = &live {
+                children.push(live.child(spec.intensity));
             }
             children.push(encoder_child(
                 &spec,
@@ -451,16 +453,6 @@ fn browser_child(
                 Ok(addr)
             }
         },
-    )
-}
-
-fn relay_child(relay: RelaySpec) -> ChildSpec {
-    // Transient: a relay that gave up beside a file stops normally and stays stopped.
-    ChildSpec::new(
-        "relay",
-        Restart::Transient,
-        Duration::from_secs(5),
-        move |link| std::future::ready(RelayActor::start(relay.clone(), link)),
     )
 }
 

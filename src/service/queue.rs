@@ -584,6 +584,9 @@ impl Handler<Control> for QueueActor {
             }
             ControlRequest::Pause(id) => (id, true),
             ControlRequest::Resume(id) => (id, false),
+            ControlRequest::UpdateStream { id, sealed } => {
+                return self.update_streams(&id, &sealed);
+            }
         };
         // A recording being stopped is finishing its file: nothing to pause or resume.
         if !self.running.contains_key(&id) || self.stopping.contains(&id) {
@@ -591,6 +594,34 @@ impl Handler<Control> for QueueActor {
         }
         if let Some(runner) = self.runner() {
             runner.do_send(PauseJob { id, pause });
+        }
+    }
+}
+
+impl QueueActor {
+    /// Passes a sealed live-outputs update on to the job's recording, if it runs here.
+    fn update_streams(&self, id: &str, sealed: &str) {
+        if !self.running.contains_key(id) || self.stopping.contains(id) {
+            return;
+        }
+        let Some(key) = &self.options.job_key else {
+            tracing::warn!(job = %id, "a live outputs update ignored: this worker has no job key to open it");
+            return;
+        };
+        let update = match super::StreamUpdate::open(id, sealed, key) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "a live outputs update ignored: it does not open");
+                return;
+            }
+        };
+        use pagecast_actors::secret::StreamUrl;
+        if let Some(runner) = self.runner() {
+            runner.do_send(super::runner::UpdateStreams {
+                id: id.to_owned(),
+                add: update.add.into_iter().map(StreamUrl::new).collect(),
+                remove: update.remove.into_iter().map(StreamUrl::new).collect(),
+            });
         }
     }
 }

@@ -10,6 +10,7 @@ usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL]
        egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
+       egress.py update-stream EGRESS_ID [--add URL]... [--remove URL]...
        egress.py tokens          (ListEgress with a wrong secret, an expired token, a token
                                   without roomRecord, a good one, and a good one as JSON:
                                   {"wrong_secret": CODE, "expired": CODE, "no_grant": CODE,
@@ -89,6 +90,15 @@ async def main():
                 dump(await lk.egress.list_egress(req))
             elif command == "stop":
                 dump(await lk.egress.stop_egress(api.StopEgressRequest(egress_id=args[0])))
+            elif command == "update-stream":
+                req = api.UpdateStreamRequest(egress_id=args[0])
+                it = iter(args[1:])
+                for a in it:
+                    if a == "--add":
+                        req.add_output_urls.append(next(it))
+                    elif a == "--remove":
+                        req.remove_output_urls.append(next(it))
+                dump(await lk.egress.update_stream(req))
             elif command == "tokens":
                 await tokens(lk, url, key, secret)
             else:

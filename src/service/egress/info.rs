@@ -25,6 +25,13 @@ fn record_key(keys: &Keys, id: &str) -> String {
     format!("{}:egress:{id}", keys.queue)
 }
 
+/// The egress's stream URLs as given (with their keys), sealed with the job key: what
+/// `UpdateStream` matches a URL to remove against (the record holds only masked URLs, and two
+/// keys on one server mask alike).
+fn streams_key(keys: &Keys, id: &str) -> String {
+    format!("{}:egress:{id}:streams", keys.queue)
+}
+
 fn index_key(keys: &Keys) -> String {
     format!("{}:egresses", keys.queue)
 }
@@ -76,10 +83,50 @@ impl Records {
             .map_err(|e| e.to_string())
     }
 
+    /// Writes an egress's record anew (its stream outputs changed), keeping its place in the
+    /// index.
+    pub async fn update(&mut self, info: &lk::EgressInfo) -> Result<(), String> {
+        let json = serde_json::to_string(info).map_err(|e| e.to_string())?;
+        self.con
+            .set::<_, _, ()>(record_key(&self.keys, &info.egress_id), json)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The record as stored (what [`Records::get`] brings up to date), or None.
+    pub async fn record(&mut self, id: &str) -> Result<Option<lk::EgressInfo>, String> {
+        let record: Option<String> = self
+            .con
+            .get(record_key(&self.keys, id))
+            .await
+            .map_err(|e| e.to_string())?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| format!("egress {id}'s record: {e}")))
+            .transpose()
+    }
+
+    /// Stores the egress's stream URLs, sealed (see `streams_key`).
+    pub async fn set_streams(&mut self, id: &str, sealed: &str) -> Result<(), String> {
+        self.con
+            .set::<_, _, ()>(streams_key(&self.keys, id), sealed)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The egress's sealed stream URLs, if it has any.
+    pub async fn streams(&mut self, id: &str) -> Result<Option<String>, String> {
+        self.con
+            .get(streams_key(&self.keys, id))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Removes a record whose job could not be submitted.
     pub async fn remove(&mut self, id: &str) -> Result<(), String> {
         redis::pipe()
             .del(record_key(&self.keys, id))
+            .ignore()
+            .del(streams_key(&self.keys, id))
             .ignore()
             .zrem(index_key(&self.keys), id)
             .ignore()
@@ -218,6 +265,10 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
         .filter_map(|(_, o)| file_info(o, info.started_at, info.ended_at))
         .collect();
     for s in &mut info.stream_results {
+        // Removed while recording (UpdateStream): ended then, whatever came after.
+        if s.ended_at != 0 && s.status == lk::stream_info::Status::Finished as i32 {
+            continue;
+        }
         s.status = match status {
             S::EgressStarting | S::EgressActive | S::EgressEnding => {
                 lk::stream_info::Status::Active as i32

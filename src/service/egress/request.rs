@@ -148,6 +148,138 @@ pub fn room_composite(
     })
 }
 
+/// What an `UpdateStream` does to an egress's stream results, checked.
+#[derive(Debug)]
+pub struct StreamChange {
+    /// The URLs added, as given.
+    added: Vec<String>,
+    /// Which of the record's stream results end.
+    removed: Vec<usize>,
+    /// How many live outputs there are after it.
+    pub streaming_after: usize,
+}
+
+impl StreamChange {
+    /// Writes the change into the egress's record and its list of URLs as given (`raw`, one
+    /// per stream result), at `now` (ns); `started` (ns) stands for a start the record lacks.
+    pub fn apply(
+        &self,
+        record: &mut lk::EgressInfo,
+        raw: &mut Vec<String>,
+        now: i64,
+        started: i64,
+    ) {
+        for &i in &self.removed {
+            let s = &mut record.stream_results[i];
+            s.status = lk::stream_info::Status::Finished as i32;
+            if s.started_at == 0 {
+                s.started_at = started;
+            }
+            s.ended_at = now;
+            s.duration = (now - s.started_at).max(0);
+        }
+        record
+            .stream_results
+            .extend(self.added.iter().map(|url| lk::StreamInfo {
+                url: mask_stream_url(url),
+                started_at: now,
+                status: lk::stream_info::Status::Active as i32,
+                ..Default::default()
+            }));
+        raw.extend(self.added.iter().cloned());
+    }
+}
+
+/// Whether an egress (as its record shows its request) records a file.
+fn has_file(record: &lk::EgressInfo) -> bool {
+    use lk::egress_info::Request;
+    #[allow(deprecated)]
+    match &record.request {
+        Some(Request::Web(w)) => {
+            !w.file_outputs.is_empty()
+                || matches!(w.output, Some(lk::web_egress_request::Output::File(_)))
+        }
+        Some(Request::RoomComposite(r)) => {
+            !r.file_outputs.is_empty()
+                || matches!(
+                    r.output,
+                    Some(lk::room_composite_egress_request::Output::File(_))
+                )
+        }
+        _ => false,
+    }
+}
+
+/// `UpdateStream` checked against the egress's record and its URLs as given (`raw`, one per
+/// stream result): an egress started with live outputs, RTMP URLs to add, live outputs of its
+/// own to remove, and an output left after it.
+pub fn stream_change(
+    record: &lk::EgressInfo,
+    raw: &[String],
+    r: &lk::UpdateStreamRequest,
+) -> Result<StreamChange, TwirpError> {
+    if record.stream_results.is_empty() {
+        return Err(TwirpError::invalid(
+            "egress_id",
+            "this egress was started without stream outputs: pagecast adds streams only to one \
+             that has them",
+        ));
+    }
+    if r.add_output_urls.is_empty() && r.remove_output_urls.is_empty() {
+        return Err(TwirpError::invalid(
+            "add_output_urls",
+            "nothing to add or remove",
+        ));
+    }
+    let live = |j: usize| {
+        record
+            .stream_results
+            .get(j)
+            .is_some_and(|s| s.ended_at == 0)
+    };
+    let mut removed = Vec::new();
+    for (i, url) in r.remove_output_urls.iter().enumerate() {
+        let found = (0..raw.len()).find(|&j| raw[j] == *url && live(j) && !removed.contains(&j));
+        match found {
+            Some(j) => removed.push(j),
+            None => {
+                return Err(TwirpError::invalid(
+                    &format!("remove_output_urls[{i}]"),
+                    "is not a live output of this egress",
+                ))
+            }
+        }
+    }
+    for (i, url) in r.add_output_urls.iter().enumerate() {
+        let field = format!("add_output_urls[{i}]");
+        if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
+            return Err(TwirpError::invalid(
+                &field,
+                "not an rtmp:// or rtmps:// URL",
+            ));
+        }
+        let streamed = (0..raw.len()).any(|j| raw[j] == *url && live(j) && !removed.contains(&j));
+        if streamed || r.add_output_urls[..i].contains(url) {
+            return Err(TwirpError::invalid(&field, "is streamed to already"));
+        }
+    }
+    let streaming = (0..record.stream_results.len())
+        .filter(|&j| live(j))
+        .count();
+    let streaming_after = streaming - removed.len() + r.add_output_urls.len();
+    if streaming_after == 0 && !has_file(record) {
+        return Err(TwirpError::invalid(
+            "remove_output_urls",
+            "would remove the last output of an egress without a file: stop it instead",
+        ));
+    }
+    Ok(StreamChange {
+        added: r.add_output_urls.clone(),
+        removed,
+        streaming_after,
+    })
+}
+
 /// Outputs pagecast does not produce for the Egress API: refused, naming the field.
 fn refuse_unsupported(segments: bool, images: bool, webhooks: bool) -> Result<(), TwirpError> {
     if segments {
@@ -516,6 +648,90 @@ mod tests {
             room_composite(&r, &room).unwrap_err().msg.split(':').next(),
             Some("layout")
         );
+    }
+
+    #[test]
+    fn update_stream_adds_masked_urls_ends_removed_ones_and_keeps_an_output() {
+        let req = lk::WebEgressRequest {
+            url: "https://example.com".into(),
+            stream_outputs: vec![lk::StreamOutput {
+                protocol: lk::StreamProtocol::Rtmp as i32,
+                urls: vec!["rtmp://a.example/live/KEY1".into()],
+            }],
+            ..Default::default()
+        };
+        let job = web(&req).unwrap();
+        let mut raw = vec!["rtmp://a.example/live/KEY1".to_owned()];
+        let mut record = lk::EgressInfo {
+            stream_results: job
+                .streams
+                .iter()
+                .map(|u| lk::StreamInfo {
+                    url: u.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            request: Some(job.shown),
+            ..Default::default()
+        };
+        let update = |add: &[&str], remove: &[&str]| lk::UpdateStreamRequest {
+            egress_id: "EG_x".into(),
+            add_output_urls: add.iter().map(|s| s.to_string()).collect(),
+            remove_output_urls: remove.iter().map(|s| s.to_string()).collect(),
+        };
+        let field = |e: TwirpError| (e.code, e.msg.split(':').next().unwrap().to_owned());
+        use super::super::twirp::Code::InvalidArgument;
+        // A stream-only egress keeps an output.
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY1"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls".into()));
+        let e = stream_change(&record, &raw, &update(&["http://b.example/x"], &[])).unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "add_output_urls[0]".into()));
+        // Matched exactly: another key on the same server masks alike, and is not this one.
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY9"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls[0]".into()));
+        let e = stream_change(&record, &raw, &update(&["rtmp://a.example/live/KEY1"], &[]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "add_output_urls[0]".into()));
+        // Add one, then remove the first: the first ends, the new one is live, shown masked.
+        let add =
+            stream_change(&record, &raw, &update(&["rtmp://a.example/live/KEY2"], &[])).unwrap();
+        assert_eq!(add.streaming_after, 2);
+        add.apply(&mut record, &mut raw, 100, 5);
+        let remove =
+            stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY1"])).unwrap();
+        remove.apply(&mut record, &mut raw, 200, 5);
+        let shown: Vec<_> = record
+            .stream_results
+            .iter()
+            .map(|s| (s.url.as_str(), s.started_at, s.ended_at, s.duration))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("rtmp://a.example/live/****", 5, 200, 195),
+                ("rtmp://a.example/live/****", 100, 0, 0),
+            ]
+        );
+        assert_eq!(
+            raw,
+            ["rtmp://a.example/live/KEY1", "rtmp://a.example/live/KEY2"]
+        );
+        // The first is gone: removing it again is refused, the second can go (there is no
+        // file: it is the last output, so not that either).
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY1"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls[0]".into()));
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY2"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls".into()));
+        assert!(!format!("{record:?}").contains("KEY"));
+        // An egress started without streams gets none.
+        record.stream_results.clear();
+        let e =
+            stream_change(&record, &raw, &update(&["rtmp://b.example/live/K"], &[])).unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "egress_id".into()));
     }
 
     #[test]
