@@ -6,17 +6,18 @@
 //! deleted: the file, its parts, the S3 upload). With `record --stdin-control`, lines on
 //! standard input do the same: `pause`, `resume`, `stop`, `discard`; and two have no signal:
 //! `add-stream <rtmp URL>` and `remove-stream <rtmp URL>` add and remove a live output while it
-//! records (a recording that has live outputs; an added URL is held to the service policy).
+//! records (a recording that has live outputs; an added URL is held to the service policy), and
+//! `layout <name>` switches a LiveKit layout in place (`grid-dark`, `speaker-light`, ...).
 //! The URL travels only over this pipe and is logged masked. Opt-in: a recording started in the
 //! background of a shell would be stopped by the terminal (SIGTTIN) if it read a terminal it
 //! does not own.
 
 use std::io::BufRead;
 
-use pagecast_actors::events::{LIVE_STREAM_ADDED, LIVE_STREAM_REMOVED};
+use pagecast_actors::events::{LAYOUT_SWITCHED, LIVE_STREAM_ADDED, LIVE_STREAM_REMOVED};
 use pagecast_actors::live::LiveOutputs;
 use pagecast_actors::pause::PauseSwitch;
-use pagecast_actors::recording::Stopper;
+use pagecast_actors::recording::{LayoutSwitch, Stopper};
 use pagecast_actors::secret::StreamUrl;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
@@ -34,6 +35,7 @@ enum Control {
     Discard(&'static str),
     AddStream(StreamUrl),
     RemoveStream(StreamUrl),
+    Layout(String),
 }
 
 /// A control line: `pause`, `resume`, `stop`, `discard` (case and surrounding blanks ignored),
@@ -49,6 +51,7 @@ fn parse_line(line: &str) -> Option<Control> {
         ("discard", true) => Some(Control::Discard("control line")),
         ("add-stream", false) => Some(Control::AddStream(StreamUrl::new(url))),
         ("remove-stream", false) => Some(Control::RemoveStream(StreamUrl::new(url))),
+        ("layout", false) => Some(Control::Layout(url.to_owned())),
         _ => None,
     }
 }
@@ -161,6 +164,16 @@ async fn next(s: Option<&mut Signal>) {
     }
 }
 
+/// What control lines may change in a running recording (beside stopping and pausing it).
+pub struct Changes {
+    /// Its live outputs (None: it has none).
+    pub live: Option<LiveOutputs>,
+    /// The service policy an added stream is held to.
+    pub policy: Option<Policy>,
+    /// Its LiveKit layout (None: not a layout page).
+    pub layout: Option<LayoutSwitch>,
+}
+
 /// Follows the controls until the recording ends (the task is aborted then).
 pub async fn follow(
     recording: Stopper,
@@ -168,9 +181,13 @@ pub async fn follow(
     early: EarlySignals,
     discard: Discard,
     stdin_control: bool,
-    live: Option<LiveOutputs>,
-    policy: Option<Policy>,
+    changes: Changes,
 ) {
+    let Changes {
+        live,
+        policy,
+        layout,
+    } = changes;
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -247,6 +264,18 @@ pub async fn follow(
                 Ok(()) => tracing::info!(signal = from, "resuming: starting the next part"),
                 Err(e) => tracing::warn!(signal = from, "resume ignored: {e}"),
             },
+            Control::Layout(name) => match layout.clone() {
+                Some(switch) => {
+                    actix::spawn(async move {
+                        let name = name.chars().take(40).collect::<String>();
+                        match switch.set(&name).await {
+                            Ok(()) => tracing::info!(layout = %name, message = LAYOUT_SWITCHED),
+                            Err(e) => tracing::warn!(layout = %name, "layout not switched: {e}"),
+                        }
+                    });
+                }
+                None => tracing::warn!("layout ignored: this recording is not a LiveKit layout"),
+            },
             Control::AddStream(_) | Control::RemoveStream(_) if stopping => {}
             change @ (Control::AddStream(_) | Control::RemoveStream(_)) => {
                 change_streams(change, live.clone(), policy.clone())
@@ -282,6 +311,10 @@ mod tests {
             Some(Control::RemoveStream(StreamUrl::new("rtmp://h/app/KEY")))
         );
         assert_eq!(parse_line("add-stream"), None);
+        assert_eq!(
+            parse_line("layout grid-light"),
+            Some(Control::Layout("grid-light".into()))
+        );
         // A control's Debug (what a log would show) keeps the key out.
         assert!(!format!("{:?}", parse_line("add-stream rtmp://h/app/KEY")).contains("KEY"));
     }

@@ -253,8 +253,12 @@ pub async fn record(
         early_signals,
         discard.clone(),
         keep.stdin_control,
-        recording.live_outputs(),
-        policy.cloned(),
+        crate::controls::Changes {
+            live: recording.live_outputs(),
+            policy: policy.cloned(),
+            layout: matches!(config.input.source, Source::Template(_))
+                .then(|| recording.layout_switch()),
+        },
     ));
     let report = recording.finished().await;
     let stopped = Instant::now();

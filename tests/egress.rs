@@ -575,6 +575,23 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     let active = items(&call(&["list", "--room", "standup", "--active"]));
     assert_eq!(active.len(), 1, "{active:?}");
     assert_eq!(active[0]["status"], "EGRESS_ACTIVE");
+    // UpdateLayout: an unknown layout is refused naming the field; "speaker" switches the
+    // running recording from the grid (two equal tiles) to one large tile and a small one.
+    let wrong = call(&["update-layout", &id, "single-speaker"]);
+    assert_eq!(wrong["error"], "invalid_argument", "{wrong}");
+    assert!(
+        wrong["msg"].as_str().unwrap().starts_with("layout"),
+        "{wrong}"
+    );
+    let updated = call(&["update-layout", &id, "speaker"]);
+    assert_eq!(updated["room_composite"]["layout"], "speaker", "{updated}");
+    run.wait_for(events::LAYOUT_SWITCHED, Duration::from_secs(20));
+    let switched_at = seconds_written(&file);
+    // What the file holds lags the encoder by up to a fragment (1 s): a frame 2.5 s later is
+    // surely after the switch.
+    wait_until("3.5 s more recorded", Duration::from_secs(60), || {
+        seconds_written(&file) >= switched_at + 3.5
+    });
     red.leave();
     blue.leave();
     // The layout ends the recording once the room is empty: COMPLETE, with the file.
@@ -600,6 +617,19 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     assert!(
         red_share > 0.1 && blue_share > 0.1,
         "red {red_share:.2}, blue {blue_share:.2}"
+    );
+    // The grid showed both alike; after the switch one fills most of the frame, the other a
+    // small strip tile.
+    assert!(
+        red_share.max(blue_share) < 2.0 * red_share.min(blue_share),
+        "grid: red {red_share:.2}, blue {blue_share:.2}"
+    );
+    let f = frame_rgb(&file, switched_at + 2.5, 96, 54);
+    let (red_after, blue_after) = (f.share(is_red), f.share(is_blue));
+    let (large, small) = (red_after.max(blue_after), red_after.min(blue_after));
+    assert!(
+        large > 0.35 && large > 3.0 * small && large > red_share.max(blue_share) * 1.3,
+        "speaker: red {red_after:.2}, blue {blue_after:.2} (grid: red {red_share:.2}, blue {blue_share:.2})"
     );
     // The key's secret is in no answer.
     assert!(!done.to_string().contains(&server.api_secret));

@@ -17,6 +17,8 @@ pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
 pub const LIVE_STREAM_ADDED: &str = "live stream added";
 /// A live output was removed while recording; its stream ended (field: url, masked).
 pub const LIVE_STREAM_REMOVED: &str = "live stream removed";
+/// A LiveKit layout page switched its layout while recording (field: layout).
+pub const LAYOUT_SWITCHED: &str = "layout switched";
 /// The page asked for the recording to end.
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.

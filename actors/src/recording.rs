@@ -44,7 +44,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
-use crate::browser::{BrowserActor, BrowserSpec, Navigate, PageOptions};
+use crate::browser::{BrowserActor, BrowserSpec, Navigate, PageOptions, SetLayout};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec, PauseControl};
 use crate::gate::StartGate;
@@ -162,6 +162,22 @@ pub struct Recording {
     live: Option<LiveOutputs>,
 }
 
+/// Switches the layout of the recording's LiveKit layout page in place (see [`SetLayout`]).
+/// A browser restarted later loads the page with the layout the recording started with.
+#[derive(Clone)]
+pub struct LayoutSwitch(Rc<RefCell<Wiring>>);
+
+impl LayoutSwitch {
+    pub async fn set(&self, layout: &str) -> Result<(), String> {
+        let browser = self.0.borrow().browser.clone();
+        let browser = browser.ok_or("the browser is not running")?;
+        browser
+            .send(SetLayout(layout.to_owned()))
+            .await
+            .map_err(|_| "the browser stopped".to_owned())?
+    }
+}
+
 /// How a recording ended.
 #[derive(Debug, Clone)]
 pub struct RecordingReport {
@@ -256,6 +272,11 @@ impl Recording {
             page_loaded,
             live,
         })
+    }
+
+    /// Switches a LiveKit layout page's layout while recording.
+    pub fn layout_switch(&self) -> LayoutSwitch {
+        LayoutSwitch(self.wiring.clone())
     }
 
     /// The live outputs, to add and remove streams while recording (None: it has none).

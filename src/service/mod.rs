@@ -34,7 +34,8 @@
 //!   `{"discard": "<id>"}` stops it and deletes what it recorded (SIGRTMIN; exit code 6).
 //!   `{"update_stream": "<id>", "sealed": "…"}` adds and removes live outputs ([`StreamUpdate`],
 //!   sealed with the job key: the egress API's `UpdateStream`; `add-stream` / `remove-stream`
-//!   lines on the recording's stdin).
+//!   lines on the recording's stdin). `{"update_layout": "<id>", "layout": "<name>"}` switches a
+//!   LiveKit layout in place (a `layout` line).
 //! - `Q:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
 //!   the worker process's own token); `Q:workers`: the set of workers, to find the dead ones.
 //!
@@ -199,6 +200,9 @@ pub enum ControlRequest {
     /// `{"update_stream": "<id>", "sealed": "<...>"}`: add and remove live outputs; `sealed` is
     /// [`StreamUpdate`] sealed with the job key (its URLs hold stream keys).
     UpdateStream { id: String, sealed: String },
+    /// `{"update_layout": "<id>", "layout": "<one of pagecast's layouts>"}`: switch a LiveKit
+    /// layout while recording.
+    UpdateLayout { id: String, layout: String },
 }
 
 /// Live outputs to add to and remove from a running job (the egress API's `UpdateStream`).
@@ -251,6 +255,14 @@ pub fn parse_control(payload: &str) -> Option<ControlRequest> {
         .or_else(|| id("pause").map(ControlRequest::Pause))
         .or_else(|| id("resume").map(ControlRequest::Resume))
         .or_else(|| id("discard").map(ControlRequest::Discard))
+        .or_else(|| {
+            let layout = v.get("layout")?.as_str()?;
+            let known = ["grid-dark", "grid-light", "speaker-dark", "speaker-light"];
+            Some(ControlRequest::UpdateLayout {
+                id: id("update_layout")?,
+                layout: known.iter().find(|l| **l == layout)?.to_string(),
+            })
+        })
         .or_else(|| {
             Some(ControlRequest::UpdateStream {
                 id: id("update_stream")?,
@@ -1644,6 +1656,17 @@ wait
             })
         );
         assert_eq!(parse_control(r#"{"update_stream":"a-1"}"#), None);
+        assert_eq!(
+            parse_control(r#"{"update_layout":"a-1","layout":"grid-light"}"#),
+            Some(ControlRequest::UpdateLayout {
+                id: "a-1".into(),
+                layout: "grid-light".into()
+            })
+        );
+        assert_eq!(
+            parse_control(r#"{"update_layout":"a-1","layout":"grid-light\nstop"}"#),
+            None
+        );
         let key = JobKey::from_hex(&"ab".repeat(32)).unwrap();
         let update = StreamUpdate {
             add: vec!["rtmp://h/app/SECRETKEY".into()],

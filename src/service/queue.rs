@@ -587,6 +587,14 @@ impl Handler<Control> for QueueActor {
             ControlRequest::UpdateStream { id, sealed } => {
                 return self.update_streams(&id, &sealed);
             }
+            ControlRequest::UpdateLayout { id, layout } => {
+                if self.running.contains_key(&id) && !self.stopping.contains(&id) {
+                    if let Some(runner) = self.runner() {
+                        runner.do_send(super::runner::SetLayout { id, layout });
+                    }
+                }
+                return;
+            }
         };
         // A recording being stopped is finishing its file: nothing to pause or resume.
         if !self.running.contains_key(&id) || self.stopping.contains(&id) {

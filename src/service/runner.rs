@@ -14,7 +14,8 @@
 //! admission (`capacity.rs`) counts.
 //! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
 //! has paused or resumed, and the queue is told), [`DiscardJob`] (SIGRTMIN),
-//! [`UpdateStreams`] (`add-stream` / `remove-stream` lines on its stdin),
+//! [`UpdateStreams`] (`add-stream` / `remove-stream` lines on its stdin), [`SetLayout`] (a
+//! `layout` line),
 //! [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
@@ -95,6 +96,14 @@ pub struct UpdateStreams {
     pub id: String,
     pub add: Vec<pagecast_actors::secret::StreamUrl>,
     pub remove: Vec<pagecast_actors::secret::StreamUrl>,
+}
+
+/// Message: switch this job's LiveKit layout (a `layout` control line).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetLayout {
+    pub id: String,
+    pub layout: String,
 }
 
 /// How often the recordings' process trees are measured.
@@ -482,6 +491,18 @@ impl Handler<UpdateStreams> for RunnerActor {
         for url in &msg.add {
             let _ = lines.send(format!("add-stream {}\n", url.expose()));
         }
+    }
+}
+
+impl Handler<SetLayout> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLayout, _: &mut Context<Self>) {
+        let Some(lines) = self.controls.get(&msg.id) else {
+            return;
+        };
+        tracing::info!(job = %msg.id, layout = %msg.layout, "layout switch requested");
+        let _ = lines.send(format!("layout {}\n", msg.layout));
     }
 }
 

@@ -11,6 +11,7 @@ usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL]
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
        egress.py update-stream EGRESS_ID [--add URL]... [--remove URL]...
+       egress.py update-layout EGRESS_ID LAYOUT
        egress.py tokens          (ListEgress with a wrong secret, an expired token, a token
                                   without roomRecord, a good one, and a good one as JSON:
                                   {"wrong_secret": CODE, "expired": CODE, "no_grant": CODE,
@@ -99,6 +100,9 @@ async def main():
                     elif a == "--remove":
                         req.remove_output_urls.append(next(it))
                 dump(await lk.egress.update_stream(req))
+            elif command == "update-layout":
+                req = api.UpdateLayoutRequest(egress_id=args[0], layout=args[1])
+                dump(await lk.egress.update_layout(req))
             elif command == "tokens":
                 await tokens(lk, url, key, secret)
             else:

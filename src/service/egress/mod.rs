@@ -354,13 +354,16 @@ async fn answer(
             let r: lk::UpdateStreamRequest = encoding.decode(body)?;
             Ok(encoding.encode(&update_stream(api, &r).await?))
         }
-        "StartTrackCompositeEgress"
-        | "StartTrackEgress"
-        | "StartParticipantEgress"
-        | "UpdateLayout" => Err(TwirpError::new(
-            Code::Unimplemented,
-            format!("{method} is not served by pagecast yet"),
-        )),
+        "UpdateLayout" => {
+            let r: lk::UpdateLayoutRequest = encoding.decode(body)?;
+            Ok(encoding.encode(&update_layout(api, &r).await?))
+        }
+        "StartTrackCompositeEgress" | "StartTrackEgress" | "StartParticipantEgress" => {
+            Err(TwirpError::new(
+                Code::Unimplemented,
+                format!("{method} is not served by pagecast yet"),
+            ))
+        }
         _ => Err(TwirpError::new(
             Code::BadRoute,
             format!("no method {method} in livekit.Egress"),
@@ -552,6 +555,51 @@ async fn update_stream(
         .map_err(redis_down)?
         .ok_or_else(not_found)?;
     tracing::info!(egress = %id, added = r.add_output_urls.len(), removed = r.remove_output_urls.len(), "egress live outputs updated");
+    if let Some(hooks) = &api.webhooks {
+        hooks.send("egress_updated", info.clone());
+    }
+    Ok(info)
+}
+
+/// Switches a running room composite's layout: sent to the worker running it (no secret in
+/// it), and written to the egress's record; its info, updated.
+async fn update_layout(
+    api: &Api,
+    r: &lk::UpdateLayoutRequest,
+) -> Result<lk::EgressInfo, TwirpError> {
+    let id = &r.egress_id;
+    let not_found = || TwirpError::new(Code::NotFound, format!("egress {id} not found"));
+    let mut records = api.records.clone();
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    if !info::is_active(&info) {
+        return Err(TwirpError::new(
+            Code::FailedPrecondition,
+            format!("egress {id} is not active"),
+        ));
+    }
+    let mut record = records
+        .record(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    let layout = request::layout_change(&mut record, &r.layout)?;
+    let message = serde_json::json!({ "update_layout": id, "layout": layout }).to_string();
+    api.store
+        .clone()
+        .publish_control(&message)
+        .await
+        .map_err(|e| redis_down(e.to_string()))?;
+    records.update(&record).await.map_err(redis_down)?;
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    tracing::info!(egress = %id, layout, "egress layout updated");
     if let Some(hooks) = &api.webhooks {
         hooks.send("egress_updated", info.clone());
     }

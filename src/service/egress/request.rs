@@ -98,16 +98,10 @@ pub fn room_composite(
         !req.webhooks.is_empty(),
     )?;
     let layout = match req.layout.as_str() {
-        "" | "speaker" | "speaker-dark" => "speaker-dark",
-        "speaker-light" => "speaker-light",
-        "grid" | "grid-dark" => "grid-dark",
-        "grid-light" => "grid-light",
-        other => {
-            return Err(TwirpError::unimplemented(
-                "layout",
-                format!("{other:?}: pagecast has grid, grid-light, speaker, speaker-light"),
-            ))
-        }
+        "" => "speaker-dark",
+        other => layout_of(other).ok_or_else(|| {
+            TwirpError::unimplemented("layout", format!("{other:?}: {LAYOUTS_KNOWN}"))
+        })?,
     };
     let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
     let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
@@ -146,6 +140,44 @@ pub fn room_composite(
         shown: lk::egress_info::Request::RoomComposite(shown),
         streams: shown_streams,
     })
+}
+
+const LAYOUTS_KNOWN: &str = "pagecast has grid, grid-light, speaker, speaker-light";
+
+/// A LiveKit layout name as pagecast's layout page knows it.
+fn layout_of(name: &str) -> Option<&'static str> {
+    match name {
+        "speaker" | "speaker-dark" => Some("speaker-dark"),
+        "speaker-light" => Some("speaker-light"),
+        "grid" | "grid-dark" => Some("grid-dark"),
+        "grid-light" => Some("grid-light"),
+        _ => None,
+    }
+}
+
+/// `UpdateLayout` on an egress's record: a room composite's layout becomes `layout` (the
+/// record's request shows it); pagecast's name of it, for the recording.
+pub fn layout_change(
+    record: &mut lk::EgressInfo,
+    layout: &str,
+) -> Result<&'static str, TwirpError> {
+    let Some(lk::egress_info::Request::RoomComposite(request)) = &mut record.request else {
+        return Err(TwirpError::invalid(
+            "egress_id",
+            "not a room composite egress: it has no layout",
+        ));
+    };
+    let mapped = layout_of(layout).ok_or_else(|| {
+        TwirpError::invalid(
+            "layout",
+            format!(
+                "{:?}: {LAYOUTS_KNOWN}",
+                layout.chars().take(40).collect::<String>()
+            ),
+        )
+    })?;
+    request.layout = layout.to_owned();
+    Ok(mapped)
 }
 
 /// What an `UpdateStream` does to an egress's stream results, checked.
@@ -648,6 +680,43 @@ mod tests {
             room_composite(&r, &room).unwrap_err().msg.split(':').next(),
             Some("layout")
         );
+    }
+
+    #[test]
+    fn update_layout_takes_a_known_layout_of_a_room_composite_only() {
+        let room = Room {
+            ws_url: "ws://10.0.0.1:7880",
+            api_key: "APIk",
+            api_secret: "SECRETofTheKey",
+        };
+        let req = lk::RoomCompositeEgressRequest {
+            room_name: "standup".into(),
+            file_outputs: vec![file("a.mp4")],
+            ..Default::default()
+        };
+        let job = room_composite(&req, &room).unwrap();
+        assert_eq!(job.config["input"]["template"]["layout"], "speaker-dark");
+        let mut record = lk::EgressInfo {
+            request: Some(job.shown),
+            ..Default::default()
+        };
+        assert_eq!(layout_change(&mut record, "grid"), Ok("grid-dark"));
+        let Some(lk::egress_info::Request::RoomComposite(shown)) = &record.request else {
+            panic!()
+        };
+        assert_eq!(shown.layout, "grid");
+        let field = |e: TwirpError| (e.code, e.msg.split(':').next().unwrap().to_owned());
+        use super::super::twirp::Code::InvalidArgument;
+        for unknown in ["single-speaker", ""] {
+            let e = layout_change(&mut record, unknown).unwrap_err();
+            assert_eq!(field(e), (InvalidArgument, "layout".into()));
+        }
+        let mut web_record = lk::EgressInfo {
+            request: Some(lk::egress_info::Request::Web(Default::default())),
+            ..Default::default()
+        };
+        let e = layout_change(&mut web_record, "grid").unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "egress_id".into()));
     }
 
     #[test]
