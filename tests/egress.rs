@@ -254,7 +254,18 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     };
     let started = client(
         &url,
-        &["start-web", &page, "egress.mp4", "640", "360", &stream],
+        &[
+            "start-web",
+            &page,
+            "egress.mp4",
+            "640",
+            "360",
+            &stream,
+            "--hls",
+            "hls",
+            "--images",
+            "shots",
+        ],
     );
     let id = started["egress_id"]
         .as_str()
@@ -397,6 +408,52 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         "failed_precondition"
     );
     assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
+    // The segment and image outputs: HLS and snapshots in their directories, counted as they
+    // are on disk.
+    let root = dir.path().canonicalize().unwrap();
+    let segments = &done["segment_results"][0];
+    assert_eq!(
+        segments["playlist_location"],
+        root.join("hls/index.m3u8").display().to_string(),
+        "{done}"
+    );
+    let on_disk = |sub: &str, ext: &str| {
+        std::fs::read_dir(root.join(sub))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(ext))
+            .count()
+    };
+    let count = |v: &Value| v.as_str().unwrap_or("0").parse::<usize>().unwrap();
+    assert!(on_disk("hls", ".ts") >= 2, "{done}");
+    assert_eq!(
+        count(&segments["segment_count"]),
+        on_disk("hls", ".ts"),
+        "{done}"
+    );
+    let listed = segments["duration"]
+        .as_str()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1e9;
+    assert!(
+        (listed - p.duration()).abs() < 1.5,
+        "{listed} s listed, {} s in the file",
+        p.duration()
+    );
+    let images = &done["image_results"][0];
+    assert!(on_disk("shots", ".jpg") >= 3, "{done}");
+    assert_eq!(
+        count(&images["image_count"]),
+        on_disk("shots", ".jpg"),
+        "{done}"
+    );
+    assert_eq!(
+        images["filename_prefix"],
+        format!("{}/image-", root.join("shots").display()),
+        "{done}"
+    );
     // The stream went out, and is shown masked, finished.
     // The longest of nginx's recordings (a reconnect starts another file).
     let recorded: Vec<(f64, PathBuf)> = nginx

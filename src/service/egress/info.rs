@@ -284,12 +284,50 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
             s.duration = (s.ended_at - s.started_at).max(0);
         }
     }
+    // The HLS and snapshot directories, as the last attempt that wrote them left them (they are
+    // shared by the attempts).
+    let last = |key: &str| {
+        outputs
+            .iter()
+            .rev()
+            .find_map(|(_, o)| o.get(key).map(|_| o))
+    };
+    info.segment_results = last("hls")
+        .map(|o| segments_info(o, info.started_at, info.ended_at))
+        .into_iter()
+        .collect();
+    info.image_results = last("images")
+        .map(|o| lk::ImagesInfo {
+            filename_prefix: format!("{}/image-", o["images"].as_str().unwrap_or_default()),
+            image_count: o["images_count"].as_i64().unwrap_or(0),
+            started_at: info.started_at,
+            ended_at: info.ended_at,
+        })
+        .into_iter()
+        .collect();
     // What no peer reports: the seconds each attempt recorded, and where its file is.
     info.details = serde_json::json!({
         "attempts": outputs.iter().map(|(_, o)| o).collect::<Vec<_>>(),
     })
     .to_string();
     info
+}
+
+/// An attempt's HLS directory as a segments result.
+fn segments_info(o: &serde_json::Value, started: i64, ended: i64) -> lk::SegmentsInfo {
+    let dir = o["hls"].as_str().unwrap_or_default();
+    let m = &o["hls_measured"];
+    let playlist = pagecast_actors::encoder::HLS_PLAYLIST;
+    lk::SegmentsInfo {
+        playlist_name: playlist.to_owned(),
+        playlist_location: format!("{dir}/{playlist}"),
+        duration: m["seconds"].as_f64().map(|s| (s * 1e9) as i64).unwrap_or(0),
+        size: m["bytes"].as_i64().unwrap_or(0),
+        segment_count: m["segments"].as_i64().unwrap_or(0),
+        started_at: started,
+        ended_at: ended,
+        ..Default::default()
+    }
 }
 
 /// One attempt's output as a file result: a local file, or the S3 object.
@@ -392,6 +430,40 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn hls_and_snapshot_directories_are_reported_as_segment_and_image_results() {
+        let info = assemble(
+            lk::EgressInfo::default(),
+            &job(&[
+                ("state", "done"),
+                ("started_at", "100"),
+                ("ended_at", "110"),
+                (
+                    "attempt_1",
+                    r#"{"attempt":1,"hls":"/o/h","images":"/o/i","seconds":10.0,
+                        "hls_measured":{"segments":3,"bytes":9000,"seconds":9.5},"images_count":2}"#,
+                ),
+            ]),
+        );
+        let s = &info.segment_results[0];
+        assert_eq!(
+            (
+                s.playlist_location.as_str(),
+                s.segment_count,
+                s.size,
+                s.duration
+            ),
+            ("/o/h/index.m3u8", 3, 9000, 9_500_000_000)
+        );
+        assert_eq!(s.ended_at, 110_000_000_000);
+        let i = &info.image_results[0];
+        assert_eq!(
+            (i.filename_prefix.as_str(), i.image_count),
+            ("/o/i/image-", 2)
+        );
+        assert!(info.file_results.is_empty());
     }
 
     #[test]

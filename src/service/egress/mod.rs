@@ -392,6 +392,13 @@ async fn start_egress(
     if let Some(file) = &checked.output.file {
         config["output"]["file"] = serde_json::json!(file);
     }
+    // The same for the HLS and image directories (their results name them).
+    if let Some(hls) = &checked.output.hls {
+        config["output"]["hls"]["directory"] = serde_json::json!(hls.directory);
+    }
+    if let Some(images) = &checked.output.images {
+        config["output"]["images"]["directory"] = serde_json::json!(images.directory);
+    }
     if config.get("max_duration").is_none() {
         if let Some(max) = checked.max_duration {
             config["max_duration"] = serde_json::json!(humantime::format_duration(max).to_string());

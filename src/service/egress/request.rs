@@ -28,18 +28,16 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
         return Err(TwirpError::invalid("url", "is required"));
     }
     refuse_av(req.audio_only, req.video_only)?;
-    refuse_unsupported(
-        !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))),
-        !req.image_outputs.is_empty(),
-        !req.webhooks.is_empty(),
-    )?;
+    refuse_unsupported(!req.webhooks.is_empty())?;
     let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
     let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
+    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
     #[allow(deprecated)]
     match &req.output {
         Some(Output::File(f)) => files.push(f),
         Some(Output::Stream(s)) => streams.push(s),
-        _ => {}
+        Some(Output::Segments(s)) => segments.push(s),
+        None => {}
     }
     let mut config = json!({
         "input": { "url": req.url, "await_start_signal": req.await_start_signal },
@@ -50,7 +48,13 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
         Some(Options::Preset(p)) => preset(&mut config, *p)?,
         Some(Options::Advanced(a)) => advanced(&mut config, a)?,
     }
-    let shown_streams = outputs(&mut config, &files, &streams)?;
+    let asked = Outputs {
+        files: &files,
+        streams: &streams,
+        segments: &segments,
+        images: &req.image_outputs,
+    };
+    let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     #[allow(deprecated)]
@@ -92,11 +96,7 @@ pub fn room_composite(
             "pagecast records the room's mix as the layout plays it",
         ));
     }
-    refuse_unsupported(
-        !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))),
-        !req.image_outputs.is_empty(),
-        !req.webhooks.is_empty(),
-    )?;
+    refuse_unsupported(!req.webhooks.is_empty())?;
     let layout = match req.layout.as_str() {
         "" => "speaker-dark",
         other => layout_of(other).ok_or_else(|| {
@@ -105,10 +105,12 @@ pub fn room_composite(
     };
     let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
     let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
+    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
     match &req.output {
         Some(Output::File(f)) => files.push(f),
         Some(Output::Stream(s)) => streams.push(s),
-        _ => {}
+        Some(Output::Segments(s)) => segments.push(s),
+        None => {}
     }
     let mut template = json!({
         "layout": layout, "ws_url": room.ws_url, "room_name": req.room_name,
@@ -127,7 +129,13 @@ pub fn room_composite(
         Some(Options::Preset(p)) => preset(&mut config, *p)?,
         Some(Options::Advanced(a)) => advanced(&mut config, a)?,
     }
-    let shown_streams = outputs(&mut config, &files, &streams)?;
+    let asked = Outputs {
+        files: &files,
+        streams: &streams,
+        segments: &segments,
+        images: &req.image_outputs,
+    };
+    let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     match &mut shown.output {
@@ -313,19 +321,7 @@ pub fn stream_change(
 }
 
 /// Outputs pagecast does not produce for the Egress API: refused, naming the field.
-fn refuse_unsupported(segments: bool, images: bool, webhooks: bool) -> Result<(), TwirpError> {
-    if segments {
-        return Err(TwirpError::unimplemented(
-            "segment_outputs",
-            "HLS segments are not recorded by pagecast; use file_outputs",
-        ));
-    }
-    if images {
-        return Err(TwirpError::unimplemented(
-            "image_outputs",
-            "image snapshots are not recorded by pagecast",
-        ));
-    }
+fn refuse_unsupported(webhooks: bool) -> Result<(), TwirpError> {
     if webhooks {
         return Err(TwirpError::unimplemented(
             "webhooks",
@@ -372,17 +368,29 @@ fn drop_credentials(f: &mut lk::EncodedFileOutput) {
     }
 }
 
-/// The file and stream outputs into `config.output`; the masked stream URLs.
-fn outputs(
-    config: &mut Value,
-    files: &[&lk::EncodedFileOutput],
-    streams: &[&lk::StreamOutput],
-) -> Result<Vec<String>, TwirpError> {
-    if files.is_empty() && streams.is_empty() {
+/// The outputs a request asks for.
+struct Outputs<'a> {
+    files: &'a [&'a lk::EncodedFileOutput],
+    streams: &'a [&'a lk::StreamOutput],
+    segments: &'a [&'a lk::SegmentedFileOutput],
+    images: &'a [lk::ImageOutput],
+}
+
+/// The outputs into `config.output`; the masked stream URLs.
+fn outputs(config: &mut Value, asked: &Outputs<'_>) -> Result<Vec<String>, TwirpError> {
+    let (files, streams) = (asked.files, asked.streams);
+    if files.is_empty() && streams.is_empty() && asked.segments.is_empty() {
         return Err(TwirpError::invalid(
             "file_outputs",
-            "no output: give file_outputs or stream_outputs",
+            "no output: give file_outputs, stream_outputs or segment_outputs (pagecast records \
+             no image_outputs alone)",
         ));
+    }
+    if let Some(hls) = segments(asked.segments)? {
+        config["output"]["hls"] = hls;
+    }
+    if let Some(images) = images(asked.images)? {
+        config["output"]["images"] = images;
     }
     if files.len() > 1 {
         return Err(TwirpError::unimplemented(
@@ -516,6 +524,138 @@ fn outputs(
     Ok(shown)
 }
 
+/// The directory a segment or image output writes into: its `filename_prefix`, taken as a
+/// directory (pagecast names the files in it itself).
+fn directory_of(field: &str, prefix: &str) -> Result<String, TwirpError> {
+    let dir = prefix.trim_end_matches('/');
+    if dir.is_empty() {
+        return Err(TwirpError::invalid(
+            field,
+            "is required: pagecast writes into this directory (inside its output root)",
+        ));
+    }
+    if dir.contains('{') {
+        return Err(TwirpError::unimplemented(
+            field,
+            "{time}, {room_name} and the like are filled in file paths only",
+        ));
+    }
+    Ok(dir.to_owned())
+}
+
+/// `segment_outputs` (at most one): HLS into a directory (`output.hls`).
+fn segments(outputs: &[&lk::SegmentedFileOutput]) -> Result<Option<Value>, TwirpError> {
+    let Some(s) = outputs.first() else {
+        return Ok(None);
+    };
+    if outputs.len() > 1 {
+        return Err(TwirpError::unimplemented(
+            "segment_outputs",
+            "pagecast writes one HLS output per egress",
+        ));
+    }
+    let f = |name: &str| format!("segment_outputs[0].{name}");
+    if s.output.is_some() {
+        return Err(TwirpError::unimplemented(
+            &f("s3"),
+            "pagecast writes segments into its output root; it uploads no segments",
+        ));
+    }
+    match lk::SegmentedFileProtocol::try_from(s.protocol) {
+        Ok(lk::SegmentedFileProtocol::DefaultSegmentedFileProtocol)
+        | Ok(lk::SegmentedFileProtocol::HlsProtocol) => {}
+        _ => return Err(TwirpError::unimplemented(&f("protocol"), "HLS only")),
+    }
+    if !matches!(
+        lk::SegmentedFileSuffix::try_from(s.filename_suffix),
+        Ok(lk::SegmentedFileSuffix::Index)
+    ) {
+        return Err(TwirpError::unimplemented(
+            &f("filename_suffix"),
+            "pagecast numbers its segments (segment-00001.ts, ...)",
+        ));
+    }
+    if !s.playlist_name.is_empty() && s.playlist_name != crate_playlist() {
+        return Err(TwirpError::unimplemented(
+            &f("playlist_name"),
+            format!("pagecast names its playlist {}", crate_playlist()),
+        ));
+    }
+    if !s.live_playlist_name.is_empty() {
+        return Err(TwirpError::unimplemented(
+            &f("live_playlist_name"),
+            "pagecast writes one (event) playlist",
+        ));
+    }
+    let mut hls = json!({ "directory": directory_of(&f("filename_prefix"), &s.filename_prefix)? });
+    match s.segment_duration {
+        0 => {}
+        1..=60 => hls["segment_duration"] = json!(format!("{}s", s.segment_duration)),
+        _ => {
+            return Err(TwirpError::invalid(
+                &f("segment_duration"),
+                "must be between 1 and 60 seconds",
+            ))
+        }
+    }
+    Ok(Some(hls))
+}
+
+fn crate_playlist() -> &'static str {
+    pagecast_actors::encoder::HLS_PLAYLIST
+}
+
+/// `image_outputs` (at most one): JPEG snapshots into a directory (`output.images`).
+fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Value>, TwirpError> {
+    let Some(i) = outputs.first() else {
+        return Ok(None);
+    };
+    if outputs.len() > 1 {
+        return Err(TwirpError::unimplemented(
+            "image_outputs",
+            "pagecast takes one series of snapshots per egress",
+        ));
+    }
+    let f = |name: &str| format!("image_outputs[0].{name}");
+    if i.output.is_some() {
+        return Err(TwirpError::unimplemented(
+            &f("s3"),
+            "pagecast writes images into its output root; it uploads no images",
+        ));
+    }
+    match lk::ImageCodec::try_from(i.image_codec) {
+        Ok(lk::ImageCodec::IcDefault | lk::ImageCodec::IcJpeg) => {}
+        _ => return Err(TwirpError::unimplemented(&f("image_codec"), "JPEG only")),
+    }
+    if !matches!(
+        lk::ImageFileSuffix::try_from(i.filename_suffix),
+        Ok(lk::ImageFileSuffix::ImageSuffixIndex)
+    ) {
+        return Err(TwirpError::unimplemented(
+            &f("filename_suffix"),
+            "pagecast numbers its images (image-000001.jpg, ...)",
+        ));
+    }
+    if !(1..=3600).contains(&i.capture_interval) {
+        return Err(TwirpError::invalid(
+            &f("capture_interval"),
+            "is required, between 1 and 3600 seconds",
+        ));
+    }
+    let mut images = json!({
+        "directory": directory_of(&f("filename_prefix"), &i.filename_prefix)?,
+        "every": format!("{}s", i.capture_interval),
+    });
+    for (name, v) in [("width", i.width), ("height", i.height)] {
+        match v {
+            0 => {}
+            v if v > 0 => images[name] = json!(v),
+            _ => return Err(TwirpError::invalid(&f(name), "is negative")),
+        }
+    }
+    Ok(Some(images))
+}
+
 /// LiveKit's presets: size, frame rate, video bitrate (kbps).
 fn preset(config: &mut Value, p: i32) -> Result<(), TwirpError> {
     use lk::EncodingOptionsPreset as P;
@@ -607,6 +747,7 @@ fn advanced(config: &mut Value, a: &lk::EncodingOptions) -> Result<(), TwirpErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn file(path: &str) -> lk::EncodedFileOutput {
         lk::EncodedFileOutput {
@@ -680,6 +821,108 @@ mod tests {
             room_composite(&r, &room).unwrap_err().msg.split(':').next(),
             Some("layout")
         );
+    }
+
+    #[test]
+    fn segment_and_image_outputs_become_hls_and_snapshots_in_directories() {
+        let segments = lk::SegmentedFileOutput {
+            filename_prefix: "live/hls/".into(),
+            playlist_name: "index.m3u8".into(),
+            segment_duration: 4,
+            ..Default::default()
+        };
+        let images = lk::ImageOutput {
+            capture_interval: 5,
+            width: 320,
+            filename_prefix: "shots".into(),
+            image_codec: lk::ImageCodec::IcJpeg as i32,
+            ..Default::default()
+        };
+        let base = lk::WebEgressRequest {
+            url: "https://example.com".into(),
+            segment_outputs: vec![segments.clone()],
+            image_outputs: vec![images.clone()],
+            ..Default::default()
+        };
+        let job = web(&base).unwrap();
+        assert_eq!(
+            job.config["output"],
+            json!({
+                "hls": { "directory": "live/hls", "segment_duration": "4s" },
+                "images": { "directory": "shots", "every": "5s", "width": 320 },
+            })
+        );
+        let config =
+            crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert_eq!(config.output.hls.unwrap().segment, Duration::from_secs(4));
+        assert_eq!(config.output.images.unwrap().every, Duration::from_secs(5));
+
+        let refused = |req: lk::WebEgressRequest| {
+            let e = web(&req).unwrap_err();
+            (e.code, e.msg.split(':').next().unwrap().to_owned())
+        };
+        use super::super::twirp::Code::*;
+        let with_segments = |f: &dyn Fn(&mut lk::SegmentedFileOutput)| {
+            let mut r = base.clone();
+            f(&mut r.segment_outputs[0]);
+            refused(r)
+        };
+        let with_images = |f: &dyn Fn(&mut lk::ImageOutput)| {
+            let mut r = base.clone();
+            f(&mut r.image_outputs[0]);
+            refused(r)
+        };
+        assert_eq!(
+            with_segments(&|s| s.playlist_name = "p.m3u8".into()),
+            (Unimplemented, "segment_outputs[0].playlist_name".into())
+        );
+        assert_eq!(
+            with_segments(&|s| s.live_playlist_name = "live.m3u8".into()),
+            (
+                Unimplemented,
+                "segment_outputs[0].live_playlist_name".into()
+            )
+        );
+        assert_eq!(
+            with_segments(&|s| s.segment_duration = 90),
+            (
+                InvalidArgument,
+                "segment_outputs[0].segment_duration".into()
+            )
+        );
+        assert_eq!(
+            with_segments(
+                &|s| s.output = Some(lk::segmented_file_output::Output::S3(Default::default()))
+            ),
+            (Unimplemented, "segment_outputs[0].s3".into())
+        );
+        assert_eq!(
+            with_segments(&|s| s.filename_prefix = "{room_name}/seg".into()),
+            (Unimplemented, "segment_outputs[0].filename_prefix".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.image_codec = 7),
+            (Unimplemented, "image_outputs[0].image_codec".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.capture_interval = 0),
+            (InvalidArgument, "image_outputs[0].capture_interval".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.filename_suffix = lk::ImageFileSuffix::ImageSuffixTimestamp as i32),
+            (Unimplemented, "image_outputs[0].filename_suffix".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.height = -1),
+            (InvalidArgument, "image_outputs[0].height".into())
+        );
+        // Images alone are no recording.
+        let mut r = base.clone();
+        r.segment_outputs.clear();
+        assert_eq!(refused(r), (InvalidArgument, "file_outputs".into()));
+        let mut r = base;
+        r.segment_outputs.push(segments);
+        assert_eq!(refused(r), (Unimplemented, "segment_outputs".into()));
     }
 
     #[test]
@@ -838,8 +1081,14 @@ mod tests {
             },
         ));
         assert_eq!(refused(r), (Unimplemented, "advanced.video_codec".into()));
-        let mut r = base;
+        let mut r = base.clone();
         r.segment_outputs.push(Default::default());
-        assert_eq!(refused(r), (Unimplemented, "segment_outputs".into()));
+        assert_eq!(
+            refused(r),
+            (InvalidArgument, "segment_outputs[0].filename_prefix".into())
+        );
+        let mut r = base;
+        r.webhooks.push(Default::default());
+        assert_eq!(refused(r), (Unimplemented, "webhooks".into()));
     }
 }
