@@ -176,11 +176,8 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
     );
     assert_eq!(redis.cli(&["LLEN", "test:jobs"]).trim(), "0");
     // Health, and the calls counted by method and answer.
-    let health = get(&url, "/healthz");
-    assert!(
-        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
-        "{health}"
-    );
+    let health = health(&url);
+    assert_eq!(health["redis"], "ok", "{health}");
     let metrics = get(&url, "/metrics");
     let value = |name: &str, labels: &[&str]| -> Option<f64> {
         metrics
@@ -212,6 +209,22 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
     );
     assert_eq!(value("pagecast_queue_length", &[]), Some(0.0), "{metrics}");
     stop_cleanly(&mut run);
+}
+
+/// The value of the first series `name` of a Prometheus scrape with every label in `labels`.
+fn series(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `/healthz`'s JSON body.
+fn health(url: &str) -> Value {
+    let answer = get(url, "/healthz");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
 }
 
 /// A plain HTTP GET; the whole answer, status line first.
@@ -289,6 +302,25 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     wait_until("3 s recorded", Duration::from_secs(60), || {
         seconds_written(&file) >= 3.0
     });
+    // /healthz: the worker running it counts it, with cores and memory used and left.
+    wait_until(
+        "/healthz to count the recording",
+        Duration::from_secs(10),
+        || {
+            let (a, b) = (health(&url), health(&other));
+            let running = |h: &Value| h["capacity"]["recordings"].as_u64().unwrap_or(0);
+            running(&a) + running(&b) == 1
+        },
+    );
+    for h in [health(&url), health(&other)] {
+        let c = &h["capacity"];
+        assert!(c["max_recordings"].as_u64().unwrap() >= 1, "{h}");
+        assert!(c["cores_left"].as_f64().unwrap() >= 0.0, "{h}");
+        if c["recordings"] == 1 {
+            assert!(c["cores_used"].as_f64().unwrap() > 0.0, "{h}");
+            assert!(c["memory_used"].as_u64().unwrap() > 100 << 20, "{h}");
+        }
+    }
 
     // UpdateStream: a second URL (another key on the same nginx) receives the stream while it
     // records, then is removed and ends, while the first goes on.
@@ -408,6 +440,34 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         "failed_precondition"
     );
     assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
+    // /metrics: the recordings' series, summed over both workers (one of them ran it): one
+    // start, one end done, no restart, a few dropped frames at most, nothing uploaded.
+    let scrapes = [get(&url, "/metrics"), get(&other, "/metrics")];
+    let sum = |name: &str, labels: &[&str]| -> f64 {
+        scrapes
+            .iter()
+            .map(|m| series(m, name, labels).unwrap_or_else(|| panic!("no {name} in {m}")))
+            .sum()
+    };
+    assert_eq!(sum("pagecast_recordings_started_total", &[]), 1.0);
+    assert_eq!(
+        sum("pagecast_recordings_ended_total", &["outcome=\"done\""]),
+        1.0
+    );
+    assert_eq!(
+        sum("pagecast_recordings_ended_total", &["outcome=\"failed\""]),
+        0.0
+    );
+    for part in ["display", "audio", "browser", "encoder", "relay"] {
+        let restarts = sum("pagecast_restarts_total", &[&format!("part=\"{part}\"")]);
+        assert_eq!(restarts, 0.0, "{part}");
+    }
+    let dropped = sum("pagecast_dropped_frames_total", &[]);
+    assert!(
+        dropped <= 30.0 * p.duration() * 0.1,
+        "{dropped} frames dropped"
+    );
+    assert_eq!(sum("pagecast_uploaded_bytes_total", &[]), 0.0);
     // The segment and image outputs: HLS and snapshots in their directories, counted as they
     // are on disk.
     let root = dir.path().canonicalize().unwrap();
@@ -866,6 +926,13 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
     ]);
     let size: u64 = f["size"].as_str().unwrap().parse().unwrap();
     assert_eq!(size, std::fs::metadata(&object).unwrap().len(), "{done}");
+    // /metrics counts the bytes uploaded.
+    let metrics = get(&url, "/metrics");
+    assert_eq!(
+        series(&metrics, "pagecast_uploaded_bytes_total", &[]),
+        Some(size as f64),
+        "{metrics}"
+    );
     let duration = f["duration"].as_str().unwrap().parse::<f64>().unwrap() / 1e9;
     let p = probe(&object);
     assert!(

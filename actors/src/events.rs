@@ -7,6 +7,9 @@
 pub const PAGE_LOADED: &str = "page loaded";
 /// ffmpeg encoded its first frame (logged on every encoder start, restarts included).
 pub const ENCODER_RUNNING: &str = "encoder running";
+/// An encoder run finished its file or part (fields: frames, dropped, duplicated, bytes,
+/// duration).
+pub const ENCODER_FINISHED: &str = "encoder finished the file";
 /// A supervisor restarts a child (fields: supervisor, child, cause, strategy).
 pub const RESTARTING: &str = "restarting";
 /// A live output (RTMP) is connected.

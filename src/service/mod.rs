@@ -52,6 +52,7 @@ pub mod capacity;
 mod control;
 pub mod egress;
 mod queue;
+mod recording_metrics;
 mod runner;
 pub mod sealed;
 mod store;
@@ -449,6 +450,8 @@ struct Wiring {
     runner: Option<Addr<RunnerActor>>,
     /// The job table a crashed queue actor left for the next.
     ledger: Option<queue::Ledger>,
+    /// What the recordings hold and what is left (the queue counts, `/healthz` shows).
+    capacity: capacity::SharedReport,
 }
 
 /// Runs the service until SIGTERM/SIGINT (finishing running recordings) or until it gives up.
@@ -538,6 +541,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         )
     };
     // Last, so it is the first to stop: no new requests, then the recordings finish.
+    let capacity_report = wiring.borrow().capacity.clone();
     let api = options.api.clone().zip(api_key).map(|(api, key)| {
         let (keys, policy) = (options.keys(), options.policy.clone());
         let (client, worker) = (client.clone(), options.worker_id.clone());
@@ -554,6 +558,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
                     worker: worker.clone(),
                     job_key: key.clone(),
                     policy: policy.clone(),
+                    capacity: capacity_report.clone(),
                 };
                 std::future::ready(egress::start(api.clone(), shared, link))
             },

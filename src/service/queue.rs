@@ -547,6 +547,10 @@ impl Handler<Usage> for QueueActor {
     fn handle(&mut self, usage: Usage, _: &mut Context<Self>) {
         let (was, is) = (!self.usage.behind.is_empty(), !usage.behind.is_empty());
         self.usage = usage;
+        let report = self.options.admission().report(&self.held());
+        if let Ok(mut shared) = self.wiring.borrow().capacity.lock() {
+            *shared = Some(report);
+        }
         if is && !was {
             let mut behind: Vec<&String> = self.usage.behind.iter().collect();
             behind.sort();

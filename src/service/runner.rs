@@ -252,6 +252,7 @@ impl RunnerActor {
             output,
         };
         tracing::info!(job = %ended.id, code = ?ended.code, signal = ?status.signal(), "recording ended");
+        super::recording_metrics::ended(ended.code);
         match &self.wiring.borrow().queue {
             Some(queue) => queue.do_send(JobEnded(ended)),
             None => {
@@ -369,6 +370,7 @@ impl Handler<StartJob> for RunnerActor {
                         behind,
                     });
                 }
+                super::recording_metrics::observe(line);
                 if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
                     queue.do_send(super::queue::JobPaused {
                         id: job_id.clone(),
@@ -400,6 +402,7 @@ impl Handler<StartJob> for RunnerActor {
             }));
         }
         tracing::info!(job = %job.id, pid = child.pid(), attempt = job.attempt, "recording started");
+        super::recording_metrics::started();
         let report = child.exit_report();
         let keep_file = self
             .keep_dir

@@ -62,6 +62,8 @@ pub(super) struct Shared {
     pub worker: String,
     pub job_key: Arc<JobKey>,
     pub policy: Policy,
+    /// What this worker's recordings hold and what is left (`/healthz`).
+    pub capacity: super::capacity::SharedReport,
 }
 
 /// What every request handler shares (cloned into the server's worker thread).
@@ -74,6 +76,7 @@ struct Api {
     policy: Policy,
     webhooks: Option<Webhooks>,
     livekit_url: Option<url::Url>,
+    capacity: super::capacity::SharedReport,
 }
 
 pub struct ApiActor {
@@ -134,6 +137,7 @@ pub(super) fn start(
         policy: shared.policy,
         webhooks,
         livekit_url: options.livekit_url.clone(),
+        capacity: shared.capacity,
     };
     metrics::install();
     let server = HttpServer::new(move || {
@@ -254,12 +258,18 @@ fn follow_for_webhooks(
     })
 }
 
-/// `GET /healthz`: 200 when Redis answers.
+/// `GET /healthz`: 200 when Redis answers, with this worker's capacity (JSON: `redis`, and
+/// `capacity`: recordings and their limit, cores and memory used and left, `overloaded`; null
+/// until the first count, a second after the start).
 async fn healthz(api: web::Data<Api>) -> HttpResponse {
     let mut store = api.store.clone();
+    let capacity = api.capacity.lock().ok().and_then(|c| *c);
     match store.job_fields("-").await {
-        Ok(_) => HttpResponse::Ok().body("ok\n"),
-        Err(e) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
+        Ok(_) => {
+            HttpResponse::Ok().json(serde_json::json!({ "redis": "ok", "capacity": capacity }))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "redis": e.to_string(), "capacity": capacity })),
     }
 }
 
