@@ -122,6 +122,8 @@ struct Wiring {
     segments: Vec<PathBuf>,
     /// Set when the encoder waits for the page's START_RECORDING.
     gate: Option<StartGate>,
+    /// The layout a LiveKit layout page was switched to while recording (see [`LayoutSwitch`]).
+    layout: Option<String>,
 }
 
 /// Stops a recording; cheap to clone, usable from signal handlers.
@@ -163,7 +165,7 @@ pub struct Recording {
 }
 
 /// Switches the layout of the recording's LiveKit layout page in place (see [`SetLayout`]).
-/// A browser restarted later loads the page with the layout the recording started with.
+/// A browser restarted later loads the page with the layout switched to.
 #[derive(Clone)]
 pub struct LayoutSwitch(Rc<RefCell<Wiring>>);
 
@@ -174,8 +176,24 @@ impl LayoutSwitch {
         browser
             .send(SetLayout(layout.to_owned()))
             .await
-            .map_err(|_| "the browser stopped".to_owned())?
+            .map_err(|_| "the browser stopped".to_owned())??;
+        self.0.borrow_mut().layout = Some(layout.to_owned());
+        Ok(())
     }
+}
+
+/// A layout page's address (`…#/<layout>?…`) with another layout; any other address as it is.
+fn with_layout(url: &url::Url, layout: &str) -> url::Url {
+    let Some(fragment) = url.fragment() else {
+        return url.clone();
+    };
+    let Some(rest) = fragment.strip_prefix('/') else {
+        return url.clone();
+    };
+    let query = rest.find('?').map_or("", |i| &rest[i..]);
+    let mut switched = url.clone();
+    switched.set_fragment(Some(&format!("/{layout}{query}")));
+    switched
 }
 
 /// How a recording ended.
@@ -453,6 +471,10 @@ fn browser_child(
                     browser.url = url;
                     browser.secrets.push(secret);
                 }
+                // A layout switched while recording survives a browser restart.
+                if let Some(layout) = wiring.borrow().layout.clone() {
+                    browser.url = with_layout(&browser.url, &layout);
+                }
                 let (display, audio) = started_before(&wiring)?;
                 // A restarted browser loads the page at once: its encoder is already recording.
                 // So does a page the encoder waits for.
@@ -570,5 +592,23 @@ fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInf
         _ => Err(Failure::crashed(
             "started before the display and audio were up",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switched_layout_replaces_the_one_in_the_page_address() {
+        let page =
+            url::Url::parse("http://127.0.0.1:5/index.html#/grid-dark?url=ws%3A%2F%2Fh&token=T")
+                .unwrap();
+        assert_eq!(
+            with_layout(&page, "speaker-light").as_str(),
+            "http://127.0.0.1:5/index.html#/speaker-light?url=ws%3A%2F%2Fh&token=T"
+        );
+        let other = url::Url::parse("https://example.com/page").unwrap();
+        assert_eq!(with_layout(&other, "grid-dark"), other);
     }
 }
