@@ -488,10 +488,21 @@ impl Handler<UpdateStreams> for RunnerActor {
             return;
         }
         tracing::info!(job = %msg.id, add = ?msg.add, remove = ?msg.remove, "live outputs update requested");
-        for url in &msg.remove {
+        // Each URL is one line: one holding a line break (or any blank) would be two controls.
+        let one_line = |url: &&pagecast_actors::secret::StreamUrl| {
+            let ok = !url
+                .expose()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                tracing::warn!(job = %msg.id, url = %url, "a live output with a blank or a control character ignored");
+            }
+            ok
+        };
+        for url in msg.remove.iter().filter(one_line) {
             let _ = lines.send(format!("remove-stream {}\n", url.expose()));
         }
-        for url in &msg.add {
+        for url in msg.add.iter().filter(one_line) {
             let _ = lines.send(format!("add-stream {}\n", url.expose()));
         }
     }

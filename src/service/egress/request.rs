@@ -298,6 +298,13 @@ pub fn stream_change(
                 "not an rtmp:// or rtmps:// URL",
             ));
         }
+        // It travels as one control line to the recording.
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(TwirpError::invalid(
+                &field,
+                "holds a blank or a control character",
+            ));
+        }
         let streamed = (0..raw.len()).any(|j| raw[j] == *url && live(j) && !removed.contains(&j));
         if streamed || r.add_output_urls[..i].contains(url) {
             return Err(TwirpError::invalid(&field, "is streamed to already"));
@@ -997,6 +1004,13 @@ mod tests {
         let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY1"]))
             .unwrap_err();
         assert_eq!(field(e), (InvalidArgument, "remove_output_urls".into()));
+        let e = stream_change(
+            &record,
+            &raw,
+            &update(&["rtmp://b.example/x\ndiscard"], &[]),
+        )
+        .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "add_output_urls[0]".into()));
         let e = stream_change(&record, &raw, &update(&["http://b.example/x"], &[])).unwrap_err();
         assert_eq!(field(e), (InvalidArgument, "add_output_urls[0]".into()));
         // Matched exactly: another key on the same server masks alike, and is not this one.
