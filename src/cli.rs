@@ -231,7 +231,9 @@ pub struct Keep {
     #[arg(long, env = "PAGECAST_KEEP_DIR")]
     pub keep_dir: Option<PathBuf>,
     /// Read control lines on standard input while recording: `pause`, `resume`, `stop`,
-    /// `discard` (as SIGUSR1, SIGUSR2, SIGTERM and SIGRTMIN do). Not with --config -.
+    /// `discard` (as SIGUSR1, SIGUSR2, SIGTERM and SIGRTMIN do), `add-stream URL` and
+    /// `remove-stream URL` (a live output, while recording). With --config -, the config is
+    /// the first JSON value on standard input and the lines follow it.
     #[arg(long)]
     pub stdin_control: bool,
 }

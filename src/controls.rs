@@ -4,36 +4,107 @@
 //! SIGTERM / SIGINT stop in order (a second one leaves at once, 130, without finishing the file);
 //! SIGUSR1 pauses, SIGUSR2 resumes; SIGRTMIN discards (stops, and everything recorded is
 //! deleted: the file, its parts, the S3 upload). With `record --stdin-control`, lines on
-//! standard input do the same: `pause`, `resume`, `stop`, `discard`. Opt-in: a recording started in the background of a shell
-//! would be stopped by the terminal (SIGTTIN) if it read a terminal it does not own.
+//! standard input do the same: `pause`, `resume`, `stop`, `discard`; and two have no signal:
+//! `add-stream <rtmp URL>` and `remove-stream <rtmp URL>` add and remove a live output while it
+//! records (a recording that has live outputs; an added URL is held to the service policy), and
+//! `layout <name>` switches a LiveKit layout in place (`grid-dark`, `speaker-light`, ...).
+//! The URL travels only over this pipe and is logged masked. Opt-in: a recording started in the
+//! background of a shell would be stopped by the terminal (SIGTTIN) if it read a terminal it
+//! does not own.
 
 use std::io::BufRead;
 
+use pagecast_actors::events::{LAYOUT_SWITCHED, LIVE_STREAM_ADDED, LIVE_STREAM_REMOVED};
+use pagecast_actors::live::LiveOutputs;
 use pagecast_actors::pause::PauseSwitch;
-use pagecast_actors::recording::Stopper;
+use pagecast_actors::recording::{LayoutSwitch, Stopper};
+use pagecast_actors::secret::StreamUrl;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::exit::Exit;
 use crate::logging::clear_status_line;
+use crate::policy::Policy;
 
 /// What a signal or a control line asks for, and where it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Control {
     Stop(&'static str),
     Pause(&'static str),
     Resume(&'static str),
     Discard(&'static str),
+    AddStream(StreamUrl),
+    RemoveStream(StreamUrl),
+    Layout(String),
 }
 
-/// A control line: `pause`, `resume` or `stop` (case and surrounding blanks ignored).
+/// A control line: `pause`, `resume`, `stop`, `discard` (case and surrounding blanks ignored),
+/// `add-stream <URL>`, `remove-stream <URL>` (the URL as given).
 fn parse_line(line: &str) -> Option<Control> {
-    match line.trim().to_ascii_lowercase().as_str() {
-        "pause" => Some(Control::Pause("control line")),
-        "resume" => Some(Control::Resume("control line")),
-        "stop" => Some(Control::Stop("control line")),
-        "discard" => Some(Control::Discard("control line")),
+    let line = line.trim();
+    let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let url = rest.trim();
+    match (word.to_ascii_lowercase().as_str(), url.is_empty()) {
+        ("pause", true) => Some(Control::Pause("control line")),
+        ("resume", true) => Some(Control::Resume("control line")),
+        ("stop", true) => Some(Control::Stop("control line")),
+        ("discard", true) => Some(Control::Discard("control line")),
+        ("add-stream", false) => Some(Control::AddStream(StreamUrl::new(url))),
+        ("remove-stream", false) => Some(Control::RemoveStream(StreamUrl::new(url))),
+        ("layout", false) => Some(Control::Layout(url.to_owned())),
         _ => None,
+    }
+}
+
+/// Adds or removes a live output, on a task of its own (a relay takes a moment to start or to
+/// end its stream; the controls go on meanwhile).
+fn change_streams(control: Control, live: Option<LiveOutputs>, policy: Option<Policy>) {
+    let Some(live) = live else {
+        tracing::warn!("{control:?} ignored: this recording has no live outputs");
+        return;
+    };
+    actix::spawn(async move {
+        match control {
+            Control::AddStream(url) => {
+                if !(url.expose().starts_with("rtmp://") || url.expose().starts_with("rtmps://")) {
+                    tracing::warn!(url = %url, "add-stream refused: not an rtmp:// or rtmps:// URL");
+                    return;
+                }
+                if let Some(policy) = &policy {
+                    let checked = policy
+                        .check_added_stream("add-stream", url.expose(), live.urls().len())
+                        .await;
+                    if let Err(e) = checked {
+                        tracing::warn!(url = %url, "add-stream refused: {e}");
+                        return;
+                    }
+                }
+                match live.add(url.clone()).await {
+                    Ok(()) => tracing::info!(url = %url, message = LIVE_STREAM_ADDED),
+                    Err(e) => tracing::warn!("add-stream failed: {e}"),
+                }
+            }
+            Control::RemoveStream(url) => match live.remove(url.expose()).await {
+                Ok(()) => tracing::info!(url = %url, message = LIVE_STREAM_REMOVED),
+                Err(e) => tracing::warn!("remove-stream failed: {e}"),
+            },
+            _ => {}
+        }
+    });
+}
+
+/// The config as the first JSON value on standard input (`--config -` with `--stdin-control`,
+/// how the recording service hands a job over); the control lines that follow it are left
+/// unread for [`follow`]. serde_json reads the locked stdin byte by byte through its buffer, so
+/// what follows the value stays in that buffer.
+/// None: standard input closed without a value.
+pub fn config_from_stdin() -> Result<Option<String>, String> {
+    let stdin = std::io::stdin().lock();
+    let mut values = serde_json::Deserializer::from_reader(stdin).into_iter::<serde_json::Value>();
+    match values.next() {
+        Some(Ok(value)) => Ok(Some(value.to_string())),
+        Some(Err(e)) => Err(format!("config: standard input: {e}")),
+        None => Ok(None),
     }
 }
 
@@ -115,6 +186,16 @@ async fn next(s: Option<&mut Signal>) {
     }
 }
 
+/// What control lines may change in a running recording (beside stopping and pausing it).
+pub struct Changes {
+    /// Its live outputs (None: it has none).
+    pub live: Option<LiveOutputs>,
+    /// The service policy an added stream is held to.
+    pub policy: Option<Policy>,
+    /// Its LiveKit layout (None: not a layout page).
+    pub layout: Option<LayoutSwitch>,
+}
+
 /// Follows the controls until the recording ends (the task is aborted then).
 pub async fn follow(
     recording: Stopper,
@@ -122,7 +203,13 @@ pub async fn follow(
     early: EarlySignals,
     discard: Discard,
     stdin_control: bool,
+    changes: Changes,
 ) {
+    let Changes {
+        live,
+        policy,
+        layout,
+    } = changes;
     let (mut term, mut int) = match early.1 {
         Some(stop) => stop,
         None => {
@@ -158,8 +245,11 @@ pub async fn follow(
             line = next_line => match line {
                 Some(line) => match parse_line(&line) {
                     Some(control) => control,
+                    // Blank lines are nothing; the rest of a line may hold a stream key: not shown.
+                    None if line.trim().is_empty() => continue,
                     None => {
-                        tracing::warn!(line = %line.chars().take(40).collect::<String>(), "ignored a control line that is not pause, resume, stop or discard");
+                        let word = line.split_whitespace().next().unwrap_or_default();
+                        tracing::warn!(word = %word.chars().take(20).collect::<String>(), "ignored a control line that is not pause, resume, stop, discard, add-stream URL or remove-stream URL");
                         continue;
                     }
                 },
@@ -202,6 +292,22 @@ pub async fn follow(
                 Ok(()) => tracing::info!(signal = from, "resuming: starting the next part"),
                 Err(e) => tracing::warn!(signal = from, "resume ignored: {e}"),
             },
+            Control::Layout(name) => match layout.clone() {
+                Some(switch) => {
+                    actix::spawn(async move {
+                        let name = name.chars().take(40).collect::<String>();
+                        match switch.set(&name).await {
+                            Ok(()) => tracing::info!(layout = %name, message = LAYOUT_SWITCHED),
+                            Err(e) => tracing::warn!(layout = %name, "layout not switched: {e}"),
+                        }
+                    });
+                }
+                None => tracing::warn!("layout ignored: this recording is not a LiveKit layout"),
+            },
+            Control::AddStream(_) | Control::RemoveStream(_) if stopping => {}
+            change @ (Control::AddStream(_) | Control::RemoveStream(_)) => {
+                change_streams(change, live.clone(), policy.clone())
+            }
         }
     }
 }
@@ -224,5 +330,20 @@ mod tests {
         );
         assert_eq!(parse_line("pause now"), None);
         assert_eq!(parse_line(""), None);
+        assert_eq!(
+            parse_line("add-stream  rtmp://h/app/KEY \n"),
+            Some(Control::AddStream(StreamUrl::new("rtmp://h/app/KEY")))
+        );
+        assert_eq!(
+            parse_line("remove-stream rtmp://h/app/KEY"),
+            Some(Control::RemoveStream(StreamUrl::new("rtmp://h/app/KEY")))
+        );
+        assert_eq!(parse_line("add-stream"), None);
+        assert_eq!(
+            parse_line("layout grid-light"),
+            Some(Control::Layout("grid-light".into()))
+        );
+        // A control's Debug (what a log would show) keeps the key out.
+        assert!(!format!("{:?}", parse_line("add-stream rtmp://h/app/KEY")).contains("KEY"));
     }
 }

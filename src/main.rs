@@ -58,12 +58,6 @@ fn main() -> ExitCode {
             limits,
             warm,
         } => {
-            if given.stdin_control && path.as_deref() == Some(Path::new("-")) {
-                return fail(
-                    Exit::Config,
-                    "--stdin-control: standard input holds the config (--config -)",
-                );
-            }
             if let Some(size) = warm {
                 if path.as_deref() != Some(Path::new("-")) {
                     return fail(
@@ -84,9 +78,13 @@ fn main() -> ExitCode {
                     fail(outcome.exit, &outcome.message)
                 };
             }
+            // With --config - too: the config is the first JSON value on standard input, the
+            // control lines follow it (how the recording service talks to its recordings).
+            let one_value = given.stdin_control;
             keep = given;
             policy = enforce.then(|| limits.policy());
-            load(path.as_deref())
+            read_config(path.as_deref(), one_value)
+                .and_then(|json| config::parse(&json).map_err(|e| e.to_string()))
         }
         Command::Check {
             config: path,
@@ -203,7 +201,7 @@ fn main() -> ExitCode {
             id,
             config: path,
         } => {
-            let json = match read_config(path.as_deref()) {
+            let json = match read_config(path.as_deref(), false) {
                 Ok(json) => json,
                 Err(message) => return fail(Exit::Config, &message),
             };
@@ -297,12 +295,18 @@ fn policy_exit(e: &PolicyError) -> Exit {
 
 /// The config from `path`, or from the environment variable.
 fn load(path: Option<&Path>) -> Result<Config, String> {
-    config::parse(&read_config(path)?).map_err(|e| e.to_string())
+    config::parse(&read_config(path, false)?).map_err(|e| e.to_string())
 }
 
-/// The config's text, from `path` or from the environment variable.
-fn read_config(path: Option<&Path>) -> Result<String, String> {
+/// The config's text, from `path` or from the environment variable. `one_value`: standard input
+/// holds the config as its first JSON value and then control lines (`--stdin-control`), which
+/// are left unread.
+fn read_config(path: Option<&Path>, one_value: bool) -> Result<String, String> {
     match path {
+        Some(path) if path == Path::new("-") && one_value => {
+            pagecast::controls::config_from_stdin()?
+                .ok_or_else(|| "config: standard input is empty".to_owned())
+        }
         // `-`: standard input (how the recording service hands a job's config over: neither an
         // environment nor a command line keeps its secrets from other processes).
         Some(path) if path == Path::new("-") => {

@@ -100,6 +100,13 @@ pub struct AttemptOutput {
     pub file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<String>,
+    /// The HLS directory (`output.hls`): shared by every attempt (a restart carries the
+    /// playlist on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hls: Option<PathBuf>,
+    /// The snapshots' directory (`output.images`): shared by every attempt (numbered on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
 }
 
 /// The job config `json` for attempt `attempt`: placeholders filled in and, after the first
@@ -148,6 +155,11 @@ pub fn for_attempt(
             }
         }
     }
+    let dir = |o: &serde_json::Value, key: &str| {
+        o.get(key)?.get("directory")?.as_str().map(PathBuf::from)
+    };
+    out.hls = dir(output, "hls");
+    out.images = dir(output, "images");
     Ok((v.to_string(), out))
 }
 

@@ -302,6 +302,29 @@ impl Policy {
         Ok(pins)
     }
 
+    /// Checks a live output added while recording (`field` names it in the refusal), where
+    /// `streaming` outputs are live already: the same host rules and limit as at the start.
+    pub async fn check_added_stream(
+        &self,
+        field: &str,
+        raw: &str,
+        streaming: usize,
+    ) -> Result<(), PolicyError> {
+        if streaming + 1 > self.max_rtmp_outputs {
+            return Err(refused(
+                field,
+                format!(
+                    "{} live outputs, more than this service allows ({}, --max-rtmp-outputs)",
+                    streaming + 1,
+                    self.max_rtmp_outputs
+                ),
+            ));
+        }
+        let url = url::Url::parse(raw).map_err(|_| refused(field, "is not a URL"))?;
+        self.check_url(field, &url, Kind::Endpoint).await?;
+        Ok(())
+    }
+
     fn limits(&self, config: &mut Config) -> Result<(), PolicyError> {
         let max = self.max_duration;
         match config.max_duration {
@@ -823,6 +846,39 @@ mod tests {
             inside_root_as("output.images.directory", &root, Path::new("shots")).unwrap(),
             real_root.join("shots")
         );
+    }
+
+    /// A live output added while recording meets the start's rules: the host check and the
+    /// limit on live outputs, named by the field given.
+    #[tokio::test]
+    async fn an_added_stream_is_held_to_the_host_rules_and_the_limit() {
+        let policy = Policy {
+            max_rtmp_outputs: 2,
+            ..Policy::default()
+        };
+        let refused_field = |r: Result<(), PolicyError>| match r {
+            Err(PolicyError::Refused { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        // Loopback is refused for endpoints unless allowed.
+        let loopback = policy
+            .check_added_stream("add_output_urls[0]", "rtmp://127.0.0.1:1935/live/k", 1)
+            .await;
+        assert_eq!(refused_field(loopback), "add_output_urls[0]");
+        let allowed = Policy {
+            endpoint_hosts: vec!["127.0.0.1".parse().unwrap()],
+            ..policy.clone()
+        };
+        allowed
+            .check_added_stream("f", "rtmp://127.0.0.1:1935/live/k", 1)
+            .await
+            .unwrap();
+        let over = allowed
+            .check_added_stream("f", "rtmp://127.0.0.1:1935/live/k", 2)
+            .await;
+        assert_eq!(refused_field(over), "f");
+        let not_a_url = allowed.check_added_stream("f", "rtmp://", 0).await;
+        assert_eq!(refused_field(not_a_url), "f");
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub async fn record(
         work_dir,
         status: StatusActor::new(status_line(log_format)).start(),
         warm: None,
+        policy: policy.cloned(),
     };
     run_tree(prepared, tree, early_signals, keep).await
 }
@@ -226,6 +227,8 @@ struct Tree {
     status: Addr<StatusActor>,
     /// A warm tree already running, waiting for its job.
     warm: Option<(Recording, LateJob)>,
+    /// The service policy the job is held to: live outputs added while recording are too.
+    policy: Option<Policy>,
 }
 
 /// Starts the recording of `prepared` (or hands it to the warm tree), follows it to its end and
@@ -261,6 +264,7 @@ async fn run_tree(
     let proxy = tree.proxy;
     let chromium = tree.chromium;
     let status = tree.status;
+    let policy = tree.policy;
     let url = &page.url;
     let spec = RecordingSpec {
         id: id.clone(),
@@ -385,6 +389,12 @@ async fn run_tree(
         early_signals,
         discard.clone(),
         keep.stdin_control,
+        crate::controls::Changes {
+            live: recording.live_outputs(),
+            policy,
+            layout: matches!(config.input.source, Source::Template(_))
+                .then(|| recording.layout_switch()),
+        },
     ));
     let report = recording.finished().await;
     let stopped = Instant::now();
@@ -576,9 +586,11 @@ pub async fn record_warm(
     // A blocking read on a thread of its own, not the runtime's blocking pool: the job may never
     // come, and the runtime would wait for that read at its end.
     let (tx, rx) = tokio::sync::oneshot::channel();
+    // The job's config is the first JSON value; control lines follow it (`--stdin-control`).
     std::thread::spawn(move || {
-        let mut json = String::new();
-        let read = std::io::Read::read_to_string(&mut std::io::stdin(), &mut json).map(|_| json);
+        let read = crate::controls::config_from_stdin()
+            .map(Option::unwrap_or_default)
+            .map_err(std::io::Error::other);
         let _ = tx.send(read);
     });
     let read = async {
@@ -657,6 +669,7 @@ pub async fn record_warm(
         work_dir,
         status,
         warm: Some((recording, late)),
+        policy: Some(policy.clone()),
     };
     run_tree(prepared, tree, early_signals.with_stop(term, int), keep).await
 }

@@ -21,6 +21,8 @@ const JOB_KEY: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbc
 const API_KEY: &str = "APIpagecast";
 const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
 const STREAM_KEY: &str = "sk-egress-test-7f3a9c";
+/// The key of the stream added while recording (UpdateStream).
+const ADDED_KEY: &str = "added-egress-test-5d21e8";
 const S3_SECRET: &str = "s3-secret-of-the-egress-test-0123456789";
 
 /// A worker serving the API on a free port; its URL.
@@ -174,11 +176,8 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
     );
     assert_eq!(redis.cli(&["LLEN", "test:jobs"]).trim(), "0");
     // Health, and the calls counted by method and answer.
-    let health = get(&url, "/healthz");
-    assert!(
-        health.starts_with("HTTP/1.1 200") && health.ends_with("ok\n"),
-        "{health}"
-    );
+    let health = health(&url);
+    assert_eq!(health["redis"], "ok", "{health}");
     let metrics = get(&url, "/metrics");
     let value = |name: &str, labels: &[&str]| -> Option<f64> {
         metrics
@@ -210,6 +209,22 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
     );
     assert_eq!(value("pagecast_queue_length", &[]), Some(0.0), "{metrics}");
     stop_cleanly(&mut run);
+}
+
+/// The value of the first series `name` of a Prometheus scrape with every label in `labels`.
+fn series(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `/healthz`'s JSON body.
+fn health(url: &str) -> Value {
+    let answer = get(url, "/healthz");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
 }
 
 /// A plain HTTP GET; the whole answer, status line first.
@@ -252,7 +267,18 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     };
     let started = client(
         &url,
-        &["start-web", &page, "egress.mp4", "640", "360", &stream],
+        &[
+            "start-web",
+            &page,
+            "egress.mp4",
+            "640",
+            "360",
+            &stream,
+            "--hls",
+            "hls",
+            "--images",
+            "shots",
+        ],
     );
     let id = started["egress_id"]
         .as_str()
@@ -276,6 +302,101 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     wait_until("3 s recorded", Duration::from_secs(60), || {
         seconds_written(&file) >= 3.0
     });
+    // /healthz: the worker running it counts it, with cores and memory used and left.
+    wait_until(
+        "/healthz to count the recording",
+        Duration::from_secs(10),
+        || {
+            let (a, b) = (health(&url), health(&other));
+            let running = |h: &Value| h["capacity"]["recordings"].as_u64().unwrap_or(0);
+            running(&a) + running(&b) == 1
+        },
+    );
+    for h in [health(&url), health(&other)] {
+        let c = &h["capacity"];
+        assert!(c["max_recordings"].as_u64().unwrap() >= 1, "{h}");
+        assert!(c["cores_left"].as_f64().unwrap() >= 0.0, "{h}");
+        if c["recordings"] == 1 {
+            assert!(c["cores_used"].as_f64().unwrap() > 0.0, "{h}");
+            assert!(c["memory_used"].as_u64().unwrap() > 100 << 20, "{h}");
+        }
+    }
+
+    // UpdateStream: a second URL (another key on the same nginx) receives the stream while it
+    // records, then is removed and ends, while the first goes on.
+    let added = nginx.url("live", ADDED_KEY);
+    let streamed = |key: &str| -> Option<(f64, PathBuf)> {
+        nginx
+            .recordings()
+            .into_iter()
+            .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with(key))
+            .map(|f| (seconds_written(&f), f))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let masked_added = added.replace(ADDED_KEY, "****");
+    let updated = client(&other, &["update-stream", &id, "--add", &added]);
+    assert_eq!(
+        updated["stream_results"][1]["url"],
+        masked_added.as_str(),
+        "{updated}"
+    );
+    assert_eq!(
+        updated["stream_results"][1]["status"], "ACTIVE",
+        "{updated}"
+    );
+    wait_until(
+        "the added URL to receive 1.5 s of the stream",
+        Duration::from_secs(30),
+        || streamed(ADDED_KEY).is_some_and(|(s, _)| s >= 1.5),
+    );
+    // Removing a URL the egress does not stream to is refused, naming the field.
+    let wrong = client(
+        &url,
+        &["update-stream", &id, "--remove", &nginx.url("live", "nope")],
+    );
+    assert_eq!(wrong["error"], "invalid_argument", "{wrong}");
+    assert!(
+        wrong["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("remove_output_urls[0]"),
+        "{wrong}"
+    );
+    let removed = client(&url, &["update-stream", &id, "--remove", &added]);
+    assert_eq!(
+        removed["stream_results"][1]["status"], "FINISHED",
+        "{removed}"
+    );
+    assert_eq!(
+        removed["stream_results"][0]["status"], "ACTIVE",
+        "{removed}"
+    );
+    // The added stream ends while the first goes on: 2 s more of the first, then 1 s more, and
+    // the added one has not grown in between.
+    let first_at_removal = streamed(STREAM_KEY).expect("the first stream").0;
+    let mut ended_at = 0.0;
+    wait_until(
+        "the first stream to go on 2 s",
+        Duration::from_secs(30),
+        || {
+            ended_at = streamed(ADDED_KEY).unwrap().0;
+            streamed(STREAM_KEY).unwrap().0 >= first_at_removal + 2.0
+        },
+    );
+    wait_until(
+        "the first stream to go on 1 s more",
+        Duration::from_secs(30),
+        || streamed(STREAM_KEY).unwrap().0 >= first_at_removal + 3.0,
+    );
+    let (added_seconds, added_flv) = streamed(ADDED_KEY).unwrap();
+    assert_eq!(
+        added_seconds, ended_at,
+        "the removed stream went on: {added_flv:?}"
+    );
+    let p = probe(&added_flv);
+    assert_eq!(p.video_codec(), "h264", "{added_flv:?}");
+    assert!(p.duration() > 1.0, "{added_flv:?}: {} s", p.duration());
+
     let stopping = client(&other, &["stop", &id]);
     assert_eq!(stopping["status"], "EGRESS_ENDING", "{stopping}");
 
@@ -319,11 +440,91 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         "failed_precondition"
     );
     assert_eq!(client(&url, &["stop", "EG_none"])["error"], "not_found");
+    // /metrics: the recordings' series, summed over both workers (one of them ran it): one
+    // start, one end done, no restart, a few dropped frames at most, nothing uploaded.
+    let scrapes = [get(&url, "/metrics"), get(&other, "/metrics")];
+    let sum = |name: &str, labels: &[&str]| -> f64 {
+        scrapes
+            .iter()
+            .map(|m| series(m, name, labels).unwrap_or_else(|| panic!("no {name} in {m}")))
+            .sum()
+    };
+    assert_eq!(sum("pagecast_recordings_started_total", &[]), 1.0);
+    assert_eq!(
+        sum("pagecast_recordings_ended_total", &["outcome=\"done\""]),
+        1.0
+    );
+    assert_eq!(
+        sum("pagecast_recordings_ended_total", &["outcome=\"failed\""]),
+        0.0
+    );
+    for part in ["display", "audio", "browser", "encoder", "relay"] {
+        let restarts = sum("pagecast_restarts_total", &[&format!("part=\"{part}\"")]);
+        assert_eq!(restarts, 0.0, "{part}");
+    }
+    let dropped = sum("pagecast_dropped_frames_total", &[]);
+    assert!(
+        dropped <= 30.0 * p.duration() * 0.1,
+        "{dropped} frames dropped"
+    );
+    assert_eq!(sum("pagecast_uploaded_bytes_total", &[]), 0.0);
+    // The segment and image outputs: HLS and snapshots in their directories, counted as they
+    // are on disk.
+    let root = dir.path().canonicalize().unwrap();
+    let segments = &done["segment_results"][0];
+    assert_eq!(
+        segments["playlist_location"],
+        root.join("hls/index.m3u8").display().to_string(),
+        "{done}"
+    );
+    let on_disk = |sub: &str, ext: &str| {
+        std::fs::read_dir(root.join(sub))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(ext))
+            .count()
+    };
+    let count = |v: &Value| v.as_str().unwrap_or("0").parse::<usize>().unwrap();
+    assert!(on_disk("hls", ".ts") >= 2, "{done}");
+    assert_eq!(
+        count(&segments["segment_count"]),
+        on_disk("hls", ".ts"),
+        "{done}"
+    );
+    let listed = segments["duration"]
+        .as_str()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1e9;
+    assert!(
+        (listed - p.duration()).abs() < 1.5,
+        "{listed} s listed, {} s in the file",
+        p.duration()
+    );
+    let images = &done["image_results"][0];
+    assert!(on_disk("shots", ".jpg") >= 3, "{done}");
+    assert_eq!(
+        count(&images["image_count"]),
+        on_disk("shots", ".jpg"),
+        "{done}"
+    );
+    assert_eq!(
+        images["filename_prefix"],
+        format!("{}/image-", root.join("shots").display()),
+        "{done}"
+    );
     // The stream went out, and is shown masked, finished.
     // The longest of nginx's recordings (a reconnect starts another file).
     let recorded: Vec<(f64, PathBuf)> = nginx
         .recordings()
         .into_iter()
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(STREAM_KEY)
+        })
         .map(|f| (seconds_written(&f), f))
         .collect();
     let (seconds, flv) = recorded
@@ -376,6 +577,9 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         runner,
         vec![
             ("egress_updated", "EGRESS_ACTIVE"),
+            // The stream added, then removed (UpdateStream).
+            ("egress_updated", "EGRESS_ACTIVE"),
+            ("egress_updated", "EGRESS_ACTIVE"),
             ("egress_updated", "EGRESS_ENDING"),
             ("egress_ended", "EGRESS_COMPLETE"),
         ],
@@ -389,7 +593,7 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         1,
         "{lines:?}"
     );
-    assert_eq!(events.len(), 4, "{lines:?}");
+    assert_eq!(events.len(), 6, "{lines:?}");
     assert_eq!(events.last(), Some(&("egress_ended", "EGRESS_COMPLETE")));
     let ended = &lines.last().unwrap()["egress_info"];
     assert_eq!(ended["file_results"], done["file_results"], "{ended}");
@@ -397,6 +601,10 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     let webhooks = std::fs::read_to_string(&receiver.log).unwrap();
     for text in answers.iter().chain([&webhooks]) {
         assert!(!text.contains(STREAM_KEY), "the stream key in {text}");
+        assert!(
+            !text.contains(ADDED_KEY),
+            "the added stream's key in {text}"
+        );
     }
     stop_cleanly(&mut first);
     stop_cleanly(&mut second);
@@ -484,6 +692,23 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     let active = items(&call(&["list", "--room", "standup", "--active"]));
     assert_eq!(active.len(), 1, "{active:?}");
     assert_eq!(active[0]["status"], "EGRESS_ACTIVE");
+    // UpdateLayout: an unknown layout is refused naming the field; "speaker" switches the
+    // running recording from the grid (two equal tiles) to one large tile and a small one.
+    let wrong = call(&["update-layout", &id, "single-speaker"]);
+    assert_eq!(wrong["error"], "invalid_argument", "{wrong}");
+    assert!(
+        wrong["msg"].as_str().unwrap().starts_with("layout"),
+        "{wrong}"
+    );
+    let updated = call(&["update-layout", &id, "speaker"]);
+    assert_eq!(updated["room_composite"]["layout"], "speaker", "{updated}");
+    run.wait_for(events::LAYOUT_SWITCHED, Duration::from_secs(20));
+    let switched_at = seconds_written(&file);
+    // What the file holds lags the encoder by up to a fragment (1 s): a frame 2.5 s later is
+    // surely after the switch.
+    wait_until("3.5 s more recorded", Duration::from_secs(60), || {
+        seconds_written(&file) >= switched_at + 3.5
+    });
     red.leave();
     blue.leave();
     // The layout ends the recording once the room is empty: COMPLETE, with the file.
@@ -509,6 +734,19 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     assert!(
         red_share > 0.1 && blue_share > 0.1,
         "red {red_share:.2}, blue {blue_share:.2}"
+    );
+    // The grid showed both alike; after the switch one fills most of the frame, the other a
+    // small strip tile.
+    assert!(
+        red_share.max(blue_share) < 2.0 * red_share.min(blue_share),
+        "grid: red {red_share:.2}, blue {blue_share:.2}"
+    );
+    let f = frame_rgb(&file, switched_at + 2.5, 96, 54);
+    let (red_after, blue_after) = (f.share(is_red), f.share(is_blue));
+    let (large, small) = (red_after.max(blue_after), red_after.min(blue_after));
+    assert!(
+        large > 0.35 && large > 3.0 * small && large > red_share.max(blue_share) * 1.3,
+        "speaker: red {red_after:.2}, blue {blue_after:.2} (grid: red {red_share:.2}, blue {blue_share:.2})"
     );
     // The key's secret is in no answer.
     assert!(!done.to_string().contains(&server.api_secret));
@@ -688,6 +926,13 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
     ]);
     let size: u64 = f["size"].as_str().unwrap().parse().unwrap();
     assert_eq!(size, std::fs::metadata(&object).unwrap().len(), "{done}");
+    // /metrics counts the bytes uploaded.
+    let metrics = get(&url, "/metrics");
+    assert_eq!(
+        series(&metrics, "pagecast_uploaded_bytes_total", &[]),
+        Some(size as f64),
+        "{metrics}"
+    );
     let duration = f["duration"].as_str().unwrap().parse::<f64>().unwrap() / 1e9;
     let p = probe(&object);
     assert!(

@@ -4,9 +4,10 @@
 //! fantoccini, one Chromium in kiosk mode on the recording's display, playing sound into the
 //! recording's sink (`PULSE_SINK`), with a fresh profile directory removed on stop. Chromium is
 //! started through `setpriv --pdeathsig KILL`, so it dies with chromedriver even on SIGKILL.
-//! Accepts: [`Navigate`] (load the page, once; [`Load`] names the page first, for a warm tree; the recording sends it once the encoder runs, so
-//! nothing of the page is missed; a restarted browser loads the page by itself), [`Shutdown`],
-//! [`Kill`].
+//! Accepts: [`Navigate`] (load the page, once; [`Load`] names the page first, for a warm tree;
+//! the recording sends it once the encoder runs, so nothing of the page is missed; a restarted
+//! browser loads the page by itself), [`SetLayout`] (a LiveKit layout page switches its layout in
+//! place), [`Shutdown`], [`Kill`].
 //! Sends: a stop request to its supervisor when the page logs exactly `END_RECORDING` to its
 //! console (pushed by WebDriver BiDi `log.entryAdded`); opens the recording's [`StartGate`] when
 //! the page logs exactly `START_RECORDING`, and closes it with the reason when the page logs
@@ -114,6 +115,12 @@ pub struct Navigate;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Load(pub url::Url);
+
+/// Message: switch the layout page to another layout (`grid-dark`, ...) in place, without
+/// reloading (the room stays connected): WebDriver calls the page's `pagecastSetLayout`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct SetLayout(pub String);
 
 /// The Chromium command-line flags for `spec`.
 pub fn chromium_args(spec: &BrowserSpec, profile: &Path) -> Vec<String> {
@@ -899,6 +906,30 @@ impl Handler<Navigate> for BrowserActor {
                 Err(failure) => act.fail(failure, ctx),
             }),
         )
+    }
+}
+
+impl Handler<SetLayout> for BrowserActor {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, SetLayout(layout): SetLayout, _: &mut Context<Self>) -> Self::Result {
+        let client = self.client.clone().filter(|_| self.loaded);
+        Box::pin(async move {
+            let client = client.ok_or("the page is not loaded yet")?;
+            let answer = client
+                .execute(
+                    "return typeof window.pagecastSetLayout === 'function' \
+                     ? window.pagecastSetLayout(arguments[0]) : 'the page is not a pagecast layout';",
+                    vec![serde_json::json!(layout)],
+                )
+                .await
+                .map_err(|e| first_line(&e.to_string()).to_owned())?;
+            match answer.as_str() {
+                Some("ok") => Ok(()),
+                Some(other) => Err(other.to_owned()),
+                None => Err(format!("the page answered {answer}")),
+            }
+        })
     }
 }
 

@@ -910,7 +910,7 @@ impl Handler<Shutdown> for EncoderActor {
                         duplicated = total.dup_frames,
                         bytes = total.total_size,
                         duration = ?total.out_time,
-                        "encoder finished the file"
+                        message = crate::events::ENCODER_FINISHED
                     );
                     act.link.set_exit(ExitReason::Shutdown);
                     Ok(())

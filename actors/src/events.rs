@@ -7,6 +7,9 @@
 pub const PAGE_LOADED: &str = "page loaded";
 /// ffmpeg encoded its first frame (logged on every encoder start, restarts included).
 pub const ENCODER_RUNNING: &str = "encoder running";
+/// An encoder run finished its file or part (fields: frames, dropped, duplicated, bytes,
+/// duration).
+pub const ENCODER_FINISHED: &str = "encoder finished the file";
 /// A supervisor restarts a child (fields: supervisor, child, cause, strategy).
 pub const RESTARTING: &str = "restarting";
 /// A live output (RTMP) is connected.
@@ -15,6 +18,12 @@ pub const LIVE_STREAM_CONNECTED: &str = "live stream connected";
 pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
 /// A directory (HLS, snapshots) is completely copied to S3 (fields: field, objects, to).
 pub const DIRECTORY_UPLOADED: &str = "directory uploaded to S3";
+/// A live output was added while recording (field: url, masked).
+pub const LIVE_STREAM_ADDED: &str = "live stream added";
+/// A live output was removed while recording; its stream ended (field: url, masked).
+pub const LIVE_STREAM_REMOVED: &str = "live stream removed";
+/// A LiveKit layout page switched its layout while recording (field: layout).
+pub const LAYOUT_SWITCHED: &str = "layout switched";
 /// The page asked for the recording to end.
 pub const PAGE_ENDED: &str = "the page logged END_RECORDING";
 /// The page asked for the recording to start.

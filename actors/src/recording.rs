@@ -6,7 +6,9 @@
 //! ├── audio            PulseAudio daemon + sink
 //! └── media (one-for-one)
 //!     ├── browser      chromedriver + Chromium
-//!     ├── relay N      ffmpeg: the encoder's stream to one RTMP server (one per live output)
+//!     ├── live         (with live outputs; `live.rs`) one-for-one:
+//!     │   ├── fan-out  the encoder's one live leg, copied to every relay
+//!     │   └── relay N  ffmpeg: that stream to one RTMP server (added and removed while recording)
 //!     └── encoder      ffmpeg
 //! ```
 //!
@@ -46,14 +48,14 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
-use crate::browser::{BrowserActor, BrowserSpec, Load, Navigate, PageOptions};
+use crate::browser::{BrowserActor, BrowserSpec, Load, Navigate, PageOptions, SetLayout};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
 use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec, PauseControl};
 use crate::gate::StartGate;
 use crate::hls_live::{HlsLiveActor, LiveSpec};
 use crate::join::{join_segments, segment_path};
+use crate::live::LiveOutputs;
 use crate::pause::PauseSwitch;
-use crate::relay::{RelayActor, RelaySpec};
 use crate::secret::{Secret, StreamUrl};
 use crate::supervision::{
     ChildSpec, Failure, FailureKind, Intensity, Restart, StopTree, Strategy, Supervisor,
@@ -136,6 +138,8 @@ struct Wiring {
     segments: Vec<PathBuf>,
     /// Set when the encoder waits for the page's START_RECORDING.
     gate: Option<StartGate>,
+    /// The layout a LiveKit layout page was switched to while recording (see [`LayoutSwitch`]).
+    layout: Option<String>,
 }
 
 /// Stops a recording; cheap to clone, usable from signal handlers.
@@ -181,6 +185,39 @@ pub struct Recording {
     framerate: u32,
     lost_streams: Rc<RefCell<Vec<String>>>,
     page_loaded: Rc<Cell<bool>>,
+    live: Option<LiveOutputs>,
+}
+
+/// Switches the layout of the recording's LiveKit layout page in place (see [`SetLayout`]).
+/// A browser restarted later loads the page with the layout switched to.
+#[derive(Clone)]
+pub struct LayoutSwitch(Rc<RefCell<Wiring>>);
+
+impl LayoutSwitch {
+    pub async fn set(&self, layout: &str) -> Result<(), String> {
+        let browser = self.0.borrow().browser.clone();
+        let browser = browser.ok_or("the browser is not running")?;
+        browser
+            .send(SetLayout(layout.to_owned()))
+            .await
+            .map_err(|_| "the browser stopped".to_owned())??;
+        self.0.borrow_mut().layout = Some(layout.to_owned());
+        Ok(())
+    }
+}
+
+/// A layout page's address (`…#/<layout>?…`) with another layout; any other address as it is.
+fn with_layout(url: &url::Url, layout: &str) -> url::Url {
+    let Some(fragment) = url.fragment() else {
+        return url.clone();
+    };
+    let Some(rest) = fragment.strip_prefix('/') else {
+        return url.clone();
+    };
+    let query = rest.find('?').map_or("", |i| &rest[i..]);
+    let mut switched = url.clone();
+    switched.set_fragment(Some(&format!("/{layout}{query}")));
+    switched
 }
 
 /// How a recording ended.
@@ -205,12 +242,20 @@ impl Recording {
         mut spec: RecordingSpec,
         progress: Option<Recipient<EncoderProgress>>,
     ) -> Result<Recording, Failure> {
-        spec.encoder.relays = spec
-            .streams
-            .iter()
-            .map(|_| free_udp_port())
-            .collect::<Result<_, _>>()?;
         let lost_streams = Rc::new(RefCell::new(Vec::new()));
+        // The encoder sends one live leg, to the fan-out; the relays can change while it runs.
+        let live = if spec.streams.is_empty() {
+            None
+        } else {
+            let live = LiveOutputs::new(
+                &spec.streams,
+                spec.stream_retry_for,
+                spec.encoder.output.is_some(),
+                lost_streams.clone(),
+            )?;
+            spec.encoder.relays = vec![live.port()?];
+            Some(live)
+        };
         let page_loaded = Rc::new(Cell::new(false));
         let (first_tx, first_rx) = oneshot::channel();
         // A warm tree has one too, never opened: its browser closes it when it fails while the
@@ -230,7 +275,7 @@ impl Recording {
                 wiring.clone(),
                 pause.clone(),
                 progress,
-                lost_streams.clone(),
+                live.clone(),
                 page_loaded.clone(),
             ),
         ];
@@ -276,7 +321,18 @@ impl Recording {
             framerate: spec.encoder.framerate,
             lost_streams,
             page_loaded,
+            live,
         })
+    }
+
+    /// Switches a LiveKit layout page's layout while recording.
+    pub fn layout_switch(&self) -> LayoutSwitch {
+        LayoutSwitch(self.wiring.clone())
+    }
+
+    /// The live outputs, to add and remove streams while recording (None: it has none).
+    pub fn live_outputs(&self) -> Option<LiveOutputs> {
+        self.live.clone()
     }
 
     /// Asks the recording to stop in order; `cause` is logged.
@@ -395,23 +451,15 @@ fn audio_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
     )
 }
 
-/// A UDP port on loopback that nothing uses now.
-fn free_udp_port() -> Result<u16, Failure> {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))
-}
-
-/// The browser, the relays and the encoder: one-for-one, so each restarts without touching the
-/// others. The encoder starts last and so stops first: the file is finished, and the relays get
-/// the stream's last packets before they stop.
+/// The browser, the live outputs and the encoder: one-for-one, so each restarts without touching
+/// the others. The encoder starts last and so stops first: the file is finished, and the relays
+/// get the stream's last packets before they stop.
 fn media_child(
     spec: &RecordingSpec,
     wiring: Rc<RefCell<Wiring>>,
     pause: PauseSwitch,
     progress: Option<Recipient<EncoderProgress>>,
-    lost_streams: Rc<RefCell<Vec<String>>>,
+    live: Option<LiveOutputs>,
     page_loaded: Rc<Cell<bool>>,
 ) -> ChildSpec {
     let spec = spec.clone();
@@ -427,15 +475,8 @@ fn media_child(
                 intensity: spec.intensity,
             };
             let mut children = vec![browser_child(&spec, wiring.clone(), page_loaded.clone())];
-            for (url, port) in spec.streams.iter().zip(&spec.encoder.relays) {
-                let relay = RelaySpec {
-                    url: url.clone(),
-                    port: *port,
-                    retry_for: spec.stream_retry_for,
-                    only_output: spec.encoder.output.is_none(),
-                    lost: lost_streams.clone(),
-                };
-                children.push(relay_child(relay));
+            if let Some(live) = &live {
+                children.push(live.child(spec.intensity));
             }
             if let Some(live) = &spec.hls_live {
                 // Before the encoder, so it stops after it: its last pass sees the closed playlist.
@@ -497,6 +538,10 @@ fn browser_child(
                     browser.url = url;
                     browser.secrets.push(secret);
                 }
+                // A layout switched while recording survives a browser restart.
+                if let Some(layout) = wiring.borrow().layout.clone() {
+                    browser.url = with_layout(&browser.url, &layout);
+                }
                 let (display, audio) = started_before(&wiring)?;
                 // A restarted browser loads the page at once: its encoder is already recording.
                 // So does a page the encoder waits for.
@@ -519,16 +564,6 @@ fn browser_child(
                 Ok(addr)
             }
         },
-    )
-}
-
-fn relay_child(relay: RelaySpec) -> ChildSpec {
-    // Transient: a relay that gave up beside a file stops normally and stays stopped.
-    ChildSpec::new(
-        "relay",
-        Restart::Transient,
-        Duration::from_secs(5),
-        move |link| std::future::ready(RelayActor::start(relay.clone(), link)),
     )
 }
 
@@ -674,5 +709,23 @@ fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInf
         _ => Err(Failure::crashed(
             "started before the display and audio were up",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switched_layout_replaces_the_one_in_the_page_address() {
+        let page =
+            url::Url::parse("http://127.0.0.1:5/index.html#/grid-dark?url=ws%3A%2F%2Fh&token=T")
+                .unwrap();
+        assert_eq!(
+            with_layout(&page, "speaker-light").as_str(),
+            "http://127.0.0.1:5/index.html#/speaker-light?url=ws%3A%2F%2Fh&token=T"
+        );
+        let other = url::Url::parse("https://example.com/page").unwrap();
+        assert_eq!(with_layout(&other, "grid-dark"), other);
     }
 }

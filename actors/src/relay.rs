@@ -48,6 +48,9 @@ pub struct RelaySpec {
     pub only_output: bool,
     /// Where a stream that was given up is reported (shared with the recording).
     pub lost: Rc<RefCell<Vec<String>>>,
+    /// Added while the recording ran (`live.rs`): giving up on it never fails the recording,
+    /// which went on without it until then.
+    pub added: bool,
 }
 
 pub struct RelayActor {
@@ -346,7 +349,7 @@ impl RelayActor {
         tracing::error!(error = %failure, "giving up on a live stream");
         self.stopping = true;
         // Refused or unreachable from the start is a configuration error: fail the recording.
-        if self.spec.only_output || !self.connected_once {
+        if !self.spec.added && (self.spec.only_output || !self.connected_once) {
             self.link.set_exit(ExitReason::Failed(failure));
         } else {
             // The file goes on; the lost stream is reported when the recording ends.
@@ -433,6 +436,7 @@ mod tests {
             retry_for: Duration::from_secs(60),
             only_output: false,
             lost: Rc::default(),
+            added: false,
         };
         let args = relay_args(
             &spec,
@@ -483,6 +487,7 @@ mod tests {
             retry_for: Duration::from_secs(60),
             only_output: false,
             lost: Rc::default(),
+            added: false,
         };
         let args = relay_args(&spec, &Target::Srt(&srt));
         assert!(!args.join(" ").contains("s3cr3t") && !args.join(" ").contains("key42"));

@@ -11,7 +11,9 @@
 //!   and stops the whole tree cleanly, reporting why.
 //!
 //! Owns: its children, through the handles their start futures return.
-//! Accepts: [`ChildExited`] (a child died or stopped), [`StopTree`] (stop everything, in order).
+//! Accepts: [`ChildExited`] (a child died or stopped), [`StopTree`] (stop everything, in order),
+//! [`AddChildren`] (start the children pushed to its [`Additions`] since, after the others: a
+//! recording's live outputs added while it records), [`RemoveChild`] (stop one child for good).
 //! Sends: [`Shutdown`] to children, in reverse start order, each bounded by its timeout, then
 //! [`Kill`] to a child that did not stop in time; a [`TreeExit`] to whoever started the tree.
 //! Stops: after every child has stopped, by request or by giving up.
@@ -185,6 +187,32 @@ pub struct ChildExited {
 #[rtype(result = "()")]
 pub struct StopTree {
     pub cause: String,
+}
+
+/// Children to add to a running supervisor: pushed here, then [`AddChildren`] sent to it. (A
+/// `ChildSpec` holds closures that stay on the actor's thread, so it cannot travel in a message.)
+#[derive(Clone, Default)]
+pub struct Additions(std::rc::Rc<RefCell<Vec<ChildSpec>>>);
+
+impl Additions {
+    pub fn push(&self, spec: ChildSpec) {
+        self.0.borrow_mut().push(spec);
+    }
+}
+
+/// Message to a supervisor: start the children pushed to its [`Additions`], in order, after the
+/// others (so they stop first). The reply says whether they all started; one that fails to start
+/// is dropped, the tree goes on.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Failure>")]
+pub struct AddChildren;
+
+/// Message to a supervisor: stop the child named `name` gracefully (within its shutdown timeout)
+/// and never restart it. The reply says whether it stopped cleanly; no such child is an error.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), Failure>")]
+pub struct RemoveChild {
+    pub name: String,
 }
 
 /// How a tree ended.
@@ -387,6 +415,8 @@ struct Slot {
     spec: ChildSpec,
     generation: u64,
     running: Option<Box<dyn ChildHandle>>,
+    /// Stopped for good by [`RemoveChild`]: never started again.
+    removed: bool,
 }
 
 /// The supervisor actor. See the module docs.
@@ -402,6 +432,8 @@ pub struct Supervisor {
     link: Option<ChildLink>,
     /// Tells the parent's start function that every child is ready (or why not).
     ready: Option<oneshot::Sender<Result<(), Failure>>>,
+    /// Children waiting for [`AddChildren`].
+    additions: Additions,
 }
 
 impl Supervisor {
@@ -411,7 +443,7 @@ impl Supervisor {
         config: SupervisorConfig,
         specs: Vec<ChildSpec>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<TreeExit>) {
-        Self::start_with(config, specs, None, None)
+        Self::start_with(config, specs, None, None, Additions::default())
     }
 
     /// Starts a supervisor as the child of another; resolves once all its children are ready.
@@ -420,8 +452,18 @@ impl Supervisor {
         specs: Vec<ChildSpec>,
         link: ChildLink,
     ) -> impl Future<Output = Result<Addr<Supervisor>, Failure>> + 'static {
+        Self::start_linked_with(config, specs, Additions::default(), link)
+    }
+
+    /// [`Supervisor::start_linked`], with children that can be added later through `additions`.
+    pub fn start_linked_with(
+        config: SupervisorConfig,
+        specs: Vec<ChildSpec>,
+        additions: Additions,
+        link: ChildLink,
+    ) -> impl Future<Output = Result<Addr<Supervisor>, Failure>> + 'static {
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (addr, _) = Self::start_with(config, specs, Some(link), Some(ready_tx));
+        let (addr, _) = Self::start_with(config, specs, Some(link), Some(ready_tx), additions);
         async move {
             match ready_rx.await {
                 Ok(Ok(())) => Ok(addr),
@@ -436,6 +478,7 @@ impl Supervisor {
         specs: Vec<ChildSpec>,
         link: Option<ChildLink>,
         ready: Option<oneshot::Sender<Result<(), Failure>>>,
+        additions: Additions,
     ) -> (Addr<Supervisor>, oneshot::Receiver<TreeExit>) {
         install_panic_recorder();
         let (tx, rx) = oneshot::channel();
@@ -445,6 +488,7 @@ impl Supervisor {
                 spec,
                 generation: 0,
                 running: None,
+                removed: false,
             })
             .collect();
         let addr = Supervisor {
@@ -456,6 +500,7 @@ impl Supervisor {
             shutdown_failures: Vec::new(),
             link,
             ready,
+            additions,
         }
         .start();
         (addr, rx)
@@ -469,7 +514,9 @@ impl Supervisor {
         to: usize,
         ctx: &mut Context<Self>,
     ) -> LocalBoxActorFuture<Self, Result<(), (usize, Failure)>> {
-        let Some(index) = (from..to).find(|&i| self.children[i].running.is_none()) else {
+        let Some(index) =
+            (from..to).find(|&i| self.children[i].running.is_none() && !self.children[i].removed)
+        else {
             return fut::ready(Ok(())).boxed_local();
         };
         let slot = &mut self.children[index];
@@ -741,6 +788,79 @@ impl Handler<StopTree> for Supervisor {
             failures: Vec::new(),
         });
         ctx.wait(stop);
+    }
+}
+
+impl Handler<AddChildren> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+
+    fn handle(&mut self, _: AddChildren, ctx: &mut Context<Self>) -> Self::Result {
+        if self.state == State::Stopping {
+            return Box::pin(fut::ready(Err(Failure::crashed(format!(
+                "{} is stopping",
+                self.config.name
+            )))));
+        }
+        let from = self.children.len();
+        let added = std::mem::take(&mut *self.additions.0.borrow_mut());
+        self.children.extend(added.into_iter().map(|spec| Slot {
+            spec,
+            generation: 0,
+            running: None,
+            removed: false,
+        }));
+        let to = self.children.len();
+        Box::pin(self.start_range(from, to, ctx).map(move |result, act, _| {
+            let Err((index, failure)) = result else {
+                return Ok(());
+            };
+            // The tree goes on without the ones that did not start (this one and those after it).
+            for slot in &mut act.children[index..to] {
+                if slot.running.is_none() {
+                    slot.removed = true;
+                }
+            }
+            tracing::warn!(supervisor = %act.config.name, child = %act.children[index].spec.name, error = %failure, "added child failed to start");
+            Err(failure)
+        }))
+    }
+}
+
+impl Handler<RemoveChild> for Supervisor {
+    type Result = ResponseActFuture<Self, Result<(), Failure>>;
+
+    fn handle(&mut self, msg: RemoveChild, _: &mut Context<Self>) -> Self::Result {
+        let Some(slot) = self
+            .children
+            .iter_mut()
+            .find(|s| s.spec.name == msg.name && !s.removed)
+        else {
+            return Box::pin(fut::ready(Err(Failure::crashed(format!(
+                "{} has no child {}",
+                self.config.name, msg.name
+            )))));
+        };
+        slot.removed = true;
+        // A later exit report of this generation is stale.
+        slot.generation += 1;
+        let Some(handle) = slot.running.take() else {
+            return Box::pin(fut::ready(Ok(())));
+        };
+        let timeout = slot.spec.shutdown_timeout;
+        let name = msg.name;
+        tracing::debug!(supervisor = %self.config.name, child = %name, "removing child");
+        Box::pin(fut::wrap_future(async move {
+            match tokio::time::timeout(timeout, handle.shutdown()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    handle.kill();
+                    Err(Failure::new(
+                        FailureKind::Timeout,
+                        format!("{name} did not stop within {timeout:?} and was killed"),
+                    ))
+                }
+            }
+        }))
     }
 }
 
@@ -1261,6 +1381,76 @@ mod tests {
             }
         );
         assert_eq!(t.log.borrow()[..], ["start a", "start b", "stop a"]);
+    }
+
+    /// Children added to a running subtree start after the others and stop before them; a
+    /// removed one is stopped at once and never started again, by a restart or otherwise.
+    #[actix_rt::test]
+    async fn children_are_added_to_and_removed_from_a_running_subtree() {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let additions = Additions::default();
+        let sub: Rc<RefCell<Option<Addr<Supervisor>>>> = Rc::default();
+        let spec = {
+            let (log, addrs, additions, sub) =
+                (log.clone(), addrs.clone(), additions.clone(), sub.clone());
+            ChildSpec::new(
+                "sub",
+                Restart::Permanent,
+                Duration::from_secs(2),
+                move |link| {
+                    let config = SupervisorConfig {
+                        name: "sub".into(),
+                        strategy: Strategy::OneForOne,
+                        intensity: MANY,
+                    };
+                    let specs = fake_specs(&[child("a", Restart::Permanent)], &log, &addrs);
+                    let started =
+                        Supervisor::start_linked_with(config, specs, additions.clone(), link);
+                    let sub = sub.clone();
+                    async move {
+                        let addr = started.await?;
+                        *sub.borrow_mut() = Some(addr.clone());
+                        Ok(addr)
+                    }
+                },
+            )
+        };
+        let t = tree_of(
+            Strategy::OneForOne,
+            MANY,
+            vec![spec],
+            log.clone(),
+            addrs.clone(),
+        );
+        assert_eq!(t.wait_log_len(1).await, ["start a"]);
+        let sub = sub.borrow().clone().unwrap();
+        for spec in fake_specs(
+            &[
+                child("x", Restart::Permanent),
+                child("y", Restart::Permanent),
+            ],
+            &log,
+            &addrs,
+        ) {
+            additions.push(spec);
+        }
+        assert_eq!(sub.send(AddChildren).await.unwrap(), Ok(()));
+        assert_eq!(t.log(), ["start a", "start x", "start y"]);
+        let remove = |name: &str| {
+            sub.send(RemoveChild {
+                name: name.to_owned(),
+            })
+        };
+        assert_eq!(remove("x").await.unwrap(), Ok(()));
+        assert_eq!(t.log()[3..], ["stop x"]);
+        assert!(remove("x").await.unwrap().is_err(), "removed twice");
+        // A crash of another restarts that one alone; x stays removed.
+        t.addr("y").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(5).await[4..], ["start y"]);
+        let (log, exit) = t.stop().await;
+        assert!(matches!(exit, TreeExit::Stopped { .. }), "{exit:?}");
+        assert_eq!(log[5..], ["stop y", "stop a"]);
     }
 
     fn nested(sub_intensity: Intensity) -> Tree {

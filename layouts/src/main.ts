@@ -17,7 +17,7 @@ import {
 } from 'livekit-client';
 import { describeConnectError } from './errors';
 import { DEFAULT_ASPECT, Rect, contain, gridCells, speakerCells } from './geometry';
-import { PageParams, parseParams } from './params';
+import { PageParams, isLayout, parseParams } from './params';
 import { addSecret, endRecording, isFinished, isStarted, pageError, startRecording } from './protocol';
 
 /** How long room.connect may take in all before the page gives up. */
@@ -355,6 +355,18 @@ class App {
     return false;
   }
 
+  /** Switches to another layout in place (pagecast's UpdateLayout): the room stays connected,
+   *  the tiles are placed anew at the next frame. */
+  setLayout(name: PageParams['layout']): void {
+    const root = document.documentElement;
+    root.classList.remove(`theme-${this.params.theme}`, `layout-${this.params.kind}`);
+    const [kind, theme] = name.split('-') as [PageParams['kind'], PageParams['theme']];
+    Object.assign(this.params, { layout: name, kind, theme });
+    root.classList.add(`theme-${theme}`, `layout-${kind}`);
+    document.title = `pagecast ${name}`;
+    this.scheduleRender();
+  }
+
   private scheduleRender(): void {
     if (this.renderQueued) return;
     this.renderQueued = true;
@@ -467,6 +479,12 @@ function start(): void {
   document.documentElement.classList.add(`layout-${parsed.params.kind}`);
   document.title = `pagecast ${parsed.params.layout}`;
   const app = new App(parsed.params);
+  // Called by pagecast (WebDriver) to switch the layout while recording; answers what it did.
+  (window as unknown as { pagecastSetLayout: (name: string) => string }).pagecastSetLayout = (name) => {
+    if (!isLayout(name)) return `unknown layout ${JSON.stringify(name.slice(0, 40))}`;
+    app.setLayout(name);
+    return 'ok';
+  };
   app.run().catch((e: unknown) => {
     pageError(`could not connect to ${parsed.params.server}: ${describeConnectError(e)}`);
   });

@@ -21,7 +21,7 @@ export interface PageParams {
 
 export type ParseResult = { ok: true; params: PageParams } | { ok: false; reason: string };
 
-function isLayout(name: string): name is LayoutName {
+export function isLayout(name: string): name is LayoutName {
   return (LAYOUTS as readonly string[]).includes(name);
 }
 

@@ -1,6 +1,6 @@
 //! What one attempt of a job left: its file or object (the names are filled in before the
 //! recording starts, see `naming.rs`), the file an S3 upload that gave up was kept in, and how
-//! many seconds (and, for a file, bytes) it holds. Written to the job's state as `attempt_<N>`, so a killed attempt's
+//! many seconds (and, for a file, bytes) it holds; what its HLS and snapshot directories hold. Written to the job's state as `attempt_<N>`, so a killed attempt's
 //! recording is never lost from view when the job runs again.
 
 use std::path::{Path, PathBuf};
@@ -51,7 +51,49 @@ pub async fn measured(out: &AttemptOutput, keep_file: Option<PathBuf>, tail: &st
         }
     }
     v["seconds"] = json!(seconds.map(|s| (s * 10.0).round() / 10.0));
+    if let Some(dir) = &out.hls {
+        v["hls_measured"] = hls(dir).await;
+    }
+    if let Some(dir) = &out.images {
+        v["images_count"] = json!(count(dir, "image-", ".jpg").await.0);
+    }
     v.to_string()
+}
+
+/// The files in `dir` named `<prefix>…<suffix>`: how many, how many bytes in all.
+async fn count(dir: &Path, prefix: &str, suffix: &str) -> (u64, u64) {
+    let (mut n, mut bytes) = (0, 0);
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return (0, 0);
+    };
+    while let Ok(Some(e)) = entries.next_entry().await {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) && name.ends_with(suffix) {
+            n += 1;
+            bytes += e.metadata().await.map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    (n, bytes)
+}
+
+/// An HLS directory: its segments, their bytes, and the seconds its playlist lists.
+async fn hls(dir: &Path) -> serde_json::Value {
+    let (segments, bytes) = count(dir, "segment-", ".ts").await;
+    let playlist = tokio::fs::read_to_string(dir.join(pagecast_actors::encoder::HLS_PLAYLIST))
+        .await
+        .unwrap_or_default();
+    json!({ "segments": segments, "bytes": bytes, "seconds": playlist_seconds(&playlist) })
+}
+
+/// The seconds of the segments a playlist lists (`#EXTINF:<seconds>,`).
+fn playlist_seconds(playlist: &str) -> f64 {
+    let total: f64 = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|l| l.split(',').next()?.trim().parse::<f64>().ok())
+        .sum();
+    (total * 1000.0).round() / 1000.0
 }
 
 /// The attempt's names alone (its recording could not be measured).
@@ -85,6 +127,14 @@ fn logged(tail: &str, message: &str, field: &str) -> Option<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_playlist_s_seconds_are_the_sum_of_its_segments() {
+        let playlist = "#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:4.000000,\nsegment-00000.ts\n\
+                        #EXT-X-DISCONTINUITY\n#EXTINF:2.5,\nsegment-00001.ts\n#EXT-X-ENDLIST\n";
+        assert_eq!(playlist_seconds(playlist), 6.5);
+        assert_eq!(playlist_seconds(""), 0.0);
+    }
 
     #[test]
     fn the_seconds_a_recording_logged_are_found() {

@@ -214,6 +214,23 @@ pub enum Verdict {
     Never(String),
 }
 
+/// What this worker's recordings hold and what is left, as the queue last counted it (after
+/// each measurement of the recordings, every second): `/healthz` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Report {
+    pub recordings: usize,
+    pub max_recordings: usize,
+    pub cores_used: f64,
+    pub cores_left: f64,
+    pub memory_used: u64,
+    pub memory_left: u64,
+    /// A recording here is falling behind real time: no job is taken.
+    pub overloaded: bool,
+}
+
+/// The last [`Report`], shared with the API's thread (None until the first count).
+pub type SharedReport = std::sync::Arc<std::sync::Mutex<Option<Report>>>;
+
 /// The admission rule of one worker.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Admission {
@@ -261,6 +278,20 @@ impl Admission {
             }
         }
         (verdict, 0)
+    }
+
+    /// What `held` uses of this worker and what is left.
+    pub fn report(&self, held: &[Held]) -> Report {
+        let (used, left) = (Self::used(held), self.left(held));
+        Report {
+            recordings: held.len(),
+            max_recordings: self.max_recordings,
+            cores_used: (used.cores * 1000.0).round() / 1000.0,
+            cores_left: (left.cores * 1000.0).round() / 1000.0,
+            memory_used: used.memory,
+            memory_left: left.memory,
+            overloaded: held.iter().any(|h| h.behind),
+        }
     }
 
     /// Take a job costing `job` while `held` run here?

@@ -1,6 +1,6 @@
 //! The control follower: `Q:control` on a connection of its own (a subscribed connection can do
 //! nothing else), reconnecting with the store's backoff; a ping every 5 s finds a connection
-//! that died silently. Each request (stop, pause, resume) is handed to `on_request`; anything
+//! that died silently. Each request (stop, pause, resume, discard, update_stream) is handed to `on_request`; anything
 //! else is logged and ignored.
 
 use std::time::Duration;
@@ -24,7 +24,7 @@ pub(super) async fn follow(
         Some(request) => on_request(request),
         None => tracing::warn!(
             channel = %name,
-            "ignored a control message that is not {{\"stop\"|\"pause\"|\"resume\"|\"discard\": \"<id>\"}}"
+            "ignored a control message that is not {{\"stop\"|\"pause\"|\"resume\"|\"discard\": \"<id>\"}} or an update_stream"
         ),
     })
     .await

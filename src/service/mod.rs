@@ -32,6 +32,10 @@
 //!   `{"resume": "<id>"}` pause and resume it (SIGUSR1 / SIGUSR2 to its recording); `state`
 //!   becomes `paused` (and `running` again) when the recording says it has paused (resumed).
 //!   `{"discard": "<id>"}` stops it and deletes what it recorded (SIGRTMIN; exit code 6).
+//!   `{"update_stream": "<id>", "sealed": "…"}` adds and removes live outputs ([`StreamUpdate`],
+//!   sealed with the job key: the egress API's `UpdateStream`; `add-stream` / `remove-stream`
+//!   lines on the recording's stdin). `{"update_layout": "<id>", "layout": "<name>"}` switches a
+//!   LiveKit layout in place (a `layout` line).
 //! - `Q:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
 //!   the worker process's own token); `Q:workers`: the set of workers, to find the dead ones.
 //!
@@ -48,6 +52,7 @@ pub mod capacity;
 mod control;
 pub mod egress;
 mod queue;
+mod recording_metrics;
 mod runner;
 pub mod sealed;
 mod store;
@@ -202,6 +207,46 @@ pub enum ControlRequest {
     Resume(String),
     /// `{"discard": "<id>"}`: stop it and delete what it recorded (SIGRTMIN).
     Discard(String),
+    /// `{"update_stream": "<id>", "sealed": "<...>"}`: add and remove live outputs; `sealed` is
+    /// [`StreamUpdate`] sealed with the job key (its URLs hold stream keys).
+    UpdateStream { id: String, sealed: String },
+    /// `{"update_layout": "<id>", "layout": "<one of pagecast's layouts>"}`: switch a LiveKit
+    /// layout while recording.
+    UpdateLayout { id: String, layout: String },
+}
+
+/// Live outputs to add to and remove from a running job (the egress API's `UpdateStream`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct StreamUpdate {
+    pub add: Vec<String>,
+    pub remove: Vec<String>,
+}
+
+/// What a [`StreamUpdate`] is sealed under: not the job's id alone, so that neither can be
+/// passed off as the other.
+fn stream_update_aad(id: &str) -> String {
+    format!("update-stream:{id}")
+}
+
+impl StreamUpdate {
+    /// The control request carrying it, sealed.
+    pub fn request(&self, id: &str, key: &JobKey) -> Result<String, String> {
+        let clear = serde_json::to_string(self).map_err(|e| e.to_string())?;
+        let stored: serde_json::Value = serde_json::from_str(
+            &key.seal(&stream_update_aad(id), &clear)
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({ "update_stream": id, "sealed": stored["sealed"] }).to_string())
+    }
+
+    /// The update of a request, opened.
+    pub fn open(id: &str, sealed: &str, key: &JobKey) -> Result<StreamUpdate, String> {
+        let clear = key
+            .open(&stream_update_aad(id), sealed)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&clear).map_err(|e| e.to_string())
+    }
 }
 
 /// A request on `Q:control`: an object with one of `stop`, `pause`, `resume`, `discard` naming a
@@ -220,6 +265,20 @@ pub fn parse_control(payload: &str) -> Option<ControlRequest> {
         .or_else(|| id("pause").map(ControlRequest::Pause))
         .or_else(|| id("resume").map(ControlRequest::Resume))
         .or_else(|| id("discard").map(ControlRequest::Discard))
+        .or_else(|| {
+            let layout = v.get("layout")?.as_str()?;
+            let known = ["grid-dark", "grid-light", "speaker-dark", "speaker-light"];
+            Some(ControlRequest::UpdateLayout {
+                id: id("update_layout")?,
+                layout: known.iter().find(|l| **l == layout)?.to_string(),
+            })
+        })
+        .or_else(|| {
+            Some(ControlRequest::UpdateStream {
+                id: id("update_stream")?,
+                sealed: v.get("sealed")?.as_str()?.to_owned(),
+            })
+        })
 }
 
 /// The default number of recordings at once: one per two cores (a 1080p30 recording takes about
@@ -400,6 +459,8 @@ struct Wiring {
     runner: Option<Addr<RunnerActor>>,
     /// The job table a crashed queue actor left for the next.
     ledger: Option<queue::Ledger>,
+    /// What the recordings hold and what is left (the queue counts, `/healthz` shows).
+    capacity: capacity::SharedReport,
 }
 
 /// Runs the service until SIGTERM/SIGINT (finishing running recordings) or until it gives up.
@@ -491,6 +552,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         )
     };
     // Last, so it is the first to stop: no new requests, then the recordings finish.
+    let capacity_report = wiring.borrow().capacity.clone();
     let api = options.api.clone().zip(api_key).map(|(api, key)| {
         let (keys, policy) = (options.keys(), options.policy.clone());
         let (client, worker) = (client.clone(), options.worker_id.clone());
@@ -507,6 +569,7 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
                     worker: worker.clone(),
                     job_key: key.clone(),
                     policy: policy.clone(),
+                    capacity: capacity_report.clone(),
                 };
                 std::future::ready(egress::start(api.clone(), shared, link))
             },
@@ -744,7 +807,7 @@ mod tests {
     /// A stand-in recorder in `dir`, named `name`: it logs `<name> start|pause|resume|term|end
     /// <job> <unix time>` lines to `dir/log`, runs until SIGTERM, then takes `stop_secs` to
     /// finish and exits 0. SIGUSR1 / SIGUSR2 make it log that it paused / resumed, as a
-    /// recording does; SIGRTMIN (discard) makes it exit 6 at once. The job is the stem of its `output.file` (the config comes on stdin).
+    /// recording does; SIGRTMIN (discard) makes it exit 6 at once. The job is the stem of its `output.file` (the config comes on stdin, one line).
     fn stand_in(dir: &std::path::Path, name: &str, stop_secs: f32) -> std::path::PathBuf {
         let recorder = dir.join(format!("{name}.sh"));
         let log = dir.join("log");
@@ -752,7 +815,7 @@ mod tests {
             &recorder,
             format!(
                 r#"#!/bin/sh
-config=$(cat)
+IFS= read -r config
 job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 say() {{ echo "{name} $1 $job $(date +%s.%N)" >> {log}; }}
 say start
@@ -1233,7 +1296,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             &recorder,
             format!(
                 r#"#!/bin/sh
-config=$(cat)
+IFS= read -r config
 job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 echo "$job" >> {started}
 trap 'exit 0' TERM
@@ -1602,6 +1665,41 @@ wait
             parse_control(r#"{"discard":"a-1"}"#),
             Some(ControlRequest::Discard("a-1".into()))
         );
+        assert_eq!(
+            parse_control(r#"{"update_stream":"a-1","sealed":"xyz"}"#),
+            Some(ControlRequest::UpdateStream {
+                id: "a-1".into(),
+                sealed: "xyz".into()
+            })
+        );
+        assert_eq!(parse_control(r#"{"update_stream":"a-1"}"#), None);
+        assert_eq!(
+            parse_control(r#"{"update_layout":"a-1","layout":"grid-light"}"#),
+            Some(ControlRequest::UpdateLayout {
+                id: "a-1".into(),
+                layout: "grid-light".into()
+            })
+        );
+        assert_eq!(
+            parse_control(r#"{"update_layout":"a-1","layout":"grid-light\nstop"}"#),
+            None
+        );
+        let key = JobKey::from_hex(&"ab".repeat(32)).unwrap();
+        let update = StreamUpdate {
+            add: vec!["rtmp://h/app/SECRETKEY".into()],
+            remove: vec![],
+        };
+        let request = update.request("a-1", &key).unwrap();
+        assert!(!request.contains("SECRETKEY"), "{request}");
+        let Some(ControlRequest::UpdateStream { id, sealed }) = parse_control(&request) else {
+            panic!("{request}")
+        };
+        assert_eq!(
+            StreamUpdate::open(&id, &sealed, &key).unwrap().add,
+            update.add
+        );
+        // Sealed for one job, it opens for no other.
+        assert!(StreamUpdate::open("a-2", &sealed, &key).is_err());
         assert_eq!(parse_control(r#"{"pause":"a b"}"#), None);
         assert_eq!(parse_control(r#"{"stop":"a b"}"#), None);
         assert_eq!(parse_control(r#"{"stop":1}"#), None);

@@ -561,6 +561,10 @@ impl Handler<Usage> for QueueActor {
     fn handle(&mut self, usage: Usage, _: &mut Context<Self>) {
         let (was, is) = (!self.usage.behind.is_empty(), !usage.behind.is_empty());
         self.usage = usage;
+        let report = self.options.admission().report(&self.held());
+        if let Ok(mut shared) = self.wiring.borrow().capacity.lock() {
+            *shared = Some(report);
+        }
         if is && !was {
             let mut behind: Vec<&String> = self.usage.behind.iter().collect();
             behind.sort();
@@ -598,6 +602,17 @@ impl Handler<Control> for QueueActor {
             }
             ControlRequest::Pause(id) => (id, true),
             ControlRequest::Resume(id) => (id, false),
+            ControlRequest::UpdateStream { id, sealed } => {
+                return self.update_streams(&id, &sealed);
+            }
+            ControlRequest::UpdateLayout { id, layout } => {
+                if self.running.contains_key(&id) && !self.stopping.contains(&id) {
+                    if let Some(runner) = self.runner() {
+                        runner.do_send(super::runner::SetLayout { id, layout });
+                    }
+                }
+                return;
+            }
         };
         // A recording being stopped is finishing its file: nothing to pause or resume.
         if !self.running.contains_key(&id) || self.stopping.contains(&id) {
@@ -605,6 +620,34 @@ impl Handler<Control> for QueueActor {
         }
         if let Some(runner) = self.runner() {
             runner.do_send(PauseJob { id, pause });
+        }
+    }
+}
+
+impl QueueActor {
+    /// Passes a sealed live-outputs update on to the job's recording, if it runs here.
+    fn update_streams(&self, id: &str, sealed: &str) {
+        if !self.running.contains_key(id) || self.stopping.contains(id) {
+            return;
+        }
+        let Some(key) = &self.options.job_key else {
+            tracing::warn!(job = %id, "a live outputs update ignored: this worker has no job key to open it");
+            return;
+        };
+        let update = match super::StreamUpdate::open(id, sealed, key) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "a live outputs update ignored: it does not open");
+                return;
+            }
+        };
+        use pagecast_actors::secret::StreamUrl;
+        if let Some(runner) = self.runner() {
+            runner.do_send(super::runner::UpdateStreams {
+                id: id.to_owned(),
+                add: update.add.into_iter().map(StreamUrl::new).collect(),
+                remove: update.remove.into_iter().map(StreamUrl::new).collect(),
+            });
         }
     }
 }

@@ -1,8 +1,9 @@
 //! RunnerActor: the service's running recordings.
 //!
-//! Owns: one `pagecast record --policy ... --config -` process per running job (this binary, the
-//! service's policy as flags, the job's config written to its stdin: a config holds secrets,
-//! which an environment or a command line would show to anyone reading /proc), each in its own
+//! Owns: one `pagecast record --policy ... --config - --stdin-control` process per running job
+//! (this binary, the service's policy as flags, the job's config written to its stdin: a config
+//! holds secrets, which an environment or a command line would show to anyone reading /proc;
+//! the stdin stays open for control lines, [`UpdateStreams`]), each in its own
 //! process group, dying with the service, its log lines passed on to the service's log. Its
 //! environment is the minimal one every child gets (`process.rs`), plus the few `PAGECAST_*`
 //! settings a recording reads, plus the worker's AWS variables only if the policy lends its
@@ -20,6 +21,8 @@
 //! admission (`capacity.rs`) counts.
 //! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
 //! has paused or resumed, and the queue is told), [`DiscardJob`] (SIGRTMIN),
+//! [`UpdateStreams`] (`add-stream` / `remove-stream` lines on its stdin), [`SetLayout`] (a
+//! `layout` line),
 //! [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
 //! within the stop grace, or is killed), [`Shutdown`] (stop every recording at the same moment the
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
@@ -96,6 +99,24 @@ pub struct DiscardJob {
     pub id: String,
 }
 
+/// Message: add and remove live outputs of this job's recording (control lines on its stdin:
+/// the URLs, which hold stream keys, go nowhere else). `Debug` shows them masked.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct UpdateStreams {
+    pub id: String,
+    pub add: Vec<pagecast_actors::secret::StreamUrl>,
+    pub remove: Vec<pagecast_actors::secret::StreamUrl>,
+}
+
+/// Message: switch this job's LiveKit layout (a `layout` control line).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetLayout {
+    pub id: String,
+    pub layout: String,
+}
+
 /// How often the recordings' process trees are measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
@@ -164,6 +185,8 @@ pub struct RunnerActor {
     policy: Policy,
     wiring: Rc<RefCell<Wiring>>,
     jobs: HashMap<String, ChildProcess>,
+    /// Each running job's control lines, written to its stdin in order.
+    controls: HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>,
     /// What each running job's attempt records to.
     outputs: HashMap<String, AttemptOutput>,
     stopped_by_us: HashSet<String>,
@@ -207,6 +230,7 @@ impl RunnerActor {
             policy,
             wiring,
             jobs: HashMap::new(),
+            controls: HashMap::new(),
             outputs: HashMap::new(),
             stopped_by_us: HashSet::new(),
             discarded: HashSet::new(),
@@ -237,10 +261,18 @@ impl RunnerActor {
             }
         };
         let mut cmd = Command::new(exe);
-        cmd.args(["--log-format", "json", "record", "--config", "-"])
-            .args(self.policy.to_args())
-            .env_remove("LIVEKIT_RECORDER_CONFIG")
-            .env("PAGECAST_KEEP_DIR", &self.keep_dir);
+        // The config, then control lines, on standard input.
+        cmd.args([
+            "--log-format",
+            "json",
+            "record",
+            "--config",
+            "-",
+            "--stdin-control",
+        ])
+        .args(self.policy.to_args())
+        .env_remove("LIVEKIT_RECORDER_CONFIG")
+        .env("PAGECAST_KEEP_DIR", &self.keep_dir);
         if let Some(size) = warm {
             cmd.arg(format!("--warm={size}"));
         }
@@ -274,6 +306,7 @@ impl RunnerActor {
                         behind,
                     });
                 }
+                super::recording_metrics::observe(line);
                 if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
                     queue.do_send(super::queue::JobPaused {
                         id: job_id.clone(),
@@ -448,6 +481,7 @@ impl RunnerActor {
         output: Option<(u32, String)>,
     ) {
         self.jobs.remove(&id);
+        self.controls.remove(&id);
         self.outputs.remove(&id);
         self.discarded.remove(&id);
         self.lent.remove(&id);
@@ -471,6 +505,7 @@ impl RunnerActor {
             output,
         };
         tracing::info!(job = %ended.id, code = ?ended.code, signal = ?status.signal(), "recording ended");
+        super::recording_metrics::ended(ended.code);
         match &self.wiring.borrow().queue {
             Some(queue) => queue.do_send(JobEnded(ended)),
             None => {
@@ -543,6 +578,10 @@ impl Handler<StartJob> for RunnerActor {
         // job's state; a later attempt never writes over an earlier one's recording.
         let (config, output) =
             crate::naming::for_attempt(&job.config, job.attempt, std::time::SystemTime::now())?;
+        // On one line: the control lines follow it.
+        let config = serde_json::from_str::<serde_json::Value>(&config)
+            .map(|v| v.to_string())
+            .unwrap_or(config);
         if job.shed_warm > 0 {
             self.shed(&job.id, job.shed_warm);
         }
@@ -561,14 +600,27 @@ impl Handler<StartJob> for RunnerActor {
         // A warm tree's log lines are the job's from now on.
         self.retag(child.pid(), &job.id);
         if let Some(mut stdin) = child.take_stdin() {
-            // Closed once written: the recording reads its config to the end first. A recording
-            // that dies before reading it fails, and is reported, like any other.
+            // The config (one JSON value), then control lines as they come; closed with the
+            // runner's end of the channel. A recording that dies before reading it fails, and
+            // is reported, like any other.
+            let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+            self.controls.insert(job.id.clone(), tx);
             ctx.spawn(actix::fut::wrap_future(async move {
                 use tokio::io::AsyncWriteExt;
-                let _ = stdin.write_all(config.as_bytes()).await;
+                if stdin.write_all(config.as_bytes()).await.is_err()
+                    || stdin.write_all(b"\n").await.is_err()
+                {
+                    return;
+                }
+                while let Some(line) = lines.recv().await {
+                    if stdin.write_all(line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
             }));
         }
         tracing::info!(job = %job.id, pid = child.pid(), attempt = job.attempt, "recording started");
+        super::recording_metrics::started();
         let report = child.exit_report();
         let keep_file = self
             .keep_dir
@@ -643,6 +695,49 @@ impl Handler<PauseJob> for RunnerActor {
         tracing::info!(job = %msg.id, "{what} requested");
         // To the recording alone, not its process group: SIGUSR1's default action ends a process.
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.pid() as i32), signal);
+    }
+}
+
+impl Handler<UpdateStreams> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UpdateStreams, _: &mut Context<Self>) {
+        let Some(lines) = self.controls.get(&msg.id) else {
+            return;
+        };
+        if self.stopped_by_us.contains(&msg.id) {
+            return;
+        }
+        tracing::info!(job = %msg.id, add = ?msg.add, remove = ?msg.remove, "live outputs update requested");
+        // Each URL is one line: one holding a line break (or any blank) would be two controls.
+        let one_line = |url: &&pagecast_actors::secret::StreamUrl| {
+            let ok = !url
+                .expose()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                tracing::warn!(job = %msg.id, url = %url, "a live output with a blank or a control character ignored");
+            }
+            ok
+        };
+        for url in msg.remove.iter().filter(one_line) {
+            let _ = lines.send(format!("remove-stream {}\n", url.expose()));
+        }
+        for url in msg.add.iter().filter(one_line) {
+            let _ = lines.send(format!("add-stream {}\n", url.expose()));
+        }
+    }
+}
+
+impl Handler<SetLayout> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLayout, _: &mut Context<Self>) {
+        let Some(lines) = self.controls.get(&msg.id) else {
+            return;
+        };
+        tracing::info!(job = %msg.id, layout = %msg.layout, "layout switch requested");
+        let _ = lines.send(format!("layout {}\n", msg.layout));
     }
 }
 

@@ -406,6 +406,11 @@ impl Store {
             .await
     }
 
+    /// Publishes a control request (already made, e.g. a sealed live-outputs update).
+    pub async fn publish_control(&mut self, request: &str) -> redis::RedisResult<()> {
+        self.con.publish(self.keys.control(), request).await
+    }
+
     /// How many jobs wait in the queue.
     pub async fn queue_length(&mut self) -> redis::RedisResult<u64> {
         self.con.llen(self.keys.jobs()).await

@@ -4,12 +4,14 @@ LIVEKIT_API_KEY and LIVEKIT_API_SECRET (never the command line). Each command pr
 line: the EgressInfo / ListEgressResponse as protobuf JSON with proto field names, or
 {"error": CODE, "msg": ..., "status": HTTP} when the server answers with a Twirp error.
 
-usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL]
+usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL] [--hls DIR] [--images DIR]
        egress.py start-web-s3 PAGE KEY WIDTH HEIGHT   (to bucket "recordings" at S3_ENDPOINT,
                                                   with S3_ACCESS_KEY and S3_SECRET)
        egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
+       egress.py update-stream EGRESS_ID [--add URL]... [--remove URL]...
+       egress.py update-layout EGRESS_ID LAYOUT
        egress.py tokens          (ListEgress with a wrong secret, an expired token, a token
                                   without roomRecord, a good one, and a good one as JSON:
                                   {"wrong_secret": CODE, "expired": CODE, "no_grant": CODE,
@@ -41,12 +43,34 @@ async def main():
     async with api.LiveKitAPI(url, key, secret) as lk:
         try:
             if command == "start-web":
-                page, filepath, width, height, *rtmp = args
+                page, filepath, width, height, *rest = args
+                rtmp, hls, images = [], None, None
+                it = iter(rest)
+                for a in it:
+                    if a == "--hls":
+                        hls = next(it)
+                    elif a == "--images":
+                        images = next(it)
+                    else:
+                        rtmp.append(a)
                 req = api.WebEgressRequest(
                     url=page,
                     file_outputs=[api.EncodedFileOutput(filepath=filepath)],
                     stream_outputs=[api.StreamOutput(protocol=api.StreamProtocol.RTMP, urls=rtmp)]
                     if rtmp
+                    else [],
+                    segment_outputs=[
+                        api.SegmentedFileOutput(filename_prefix=hls, segment_duration=2)
+                    ]
+                    if hls
+                    else [],
+                    image_outputs=[
+                        api.ImageOutput(
+                            capture_interval=1, width=320, filename_prefix=images,
+                            image_codec=api.ImageCodec.IC_JPEG,
+                        )
+                    ]
+                    if images
                     else [],
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
                 )
@@ -89,6 +113,18 @@ async def main():
                 dump(await lk.egress.list_egress(req))
             elif command == "stop":
                 dump(await lk.egress.stop_egress(api.StopEgressRequest(egress_id=args[0])))
+            elif command == "update-stream":
+                req = api.UpdateStreamRequest(egress_id=args[0])
+                it = iter(args[1:])
+                for a in it:
+                    if a == "--add":
+                        req.add_output_urls.append(next(it))
+                    elif a == "--remove":
+                        req.remove_output_urls.append(next(it))
+                dump(await lk.egress.update_stream(req))
+            elif command == "update-layout":
+                req = api.UpdateLayoutRequest(egress_id=args[0], layout=args[1])
+                dump(await lk.egress.update_layout(req))
             elif command == "tokens":
                 await tokens(lk, url, key, secret)
             else:

@@ -25,6 +25,13 @@ fn record_key(keys: &Keys, id: &str) -> String {
     format!("{}:egress:{id}", keys.queue)
 }
 
+/// The egress's stream URLs as given (with their keys), sealed with the job key: what
+/// `UpdateStream` matches a URL to remove against (the record holds only masked URLs, and two
+/// keys on one server mask alike).
+fn streams_key(keys: &Keys, id: &str) -> String {
+    format!("{}:egress:{id}:streams", keys.queue)
+}
+
 fn index_key(keys: &Keys) -> String {
     format!("{}:egresses", keys.queue)
 }
@@ -76,10 +83,50 @@ impl Records {
             .map_err(|e| e.to_string())
     }
 
+    /// Writes an egress's record anew (its stream outputs changed), keeping its place in the
+    /// index.
+    pub async fn update(&mut self, info: &lk::EgressInfo) -> Result<(), String> {
+        let json = serde_json::to_string(info).map_err(|e| e.to_string())?;
+        self.con
+            .set::<_, _, ()>(record_key(&self.keys, &info.egress_id), json)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The record as stored (what [`Records::get`] brings up to date), or None.
+    pub async fn record(&mut self, id: &str) -> Result<Option<lk::EgressInfo>, String> {
+        let record: Option<String> = self
+            .con
+            .get(record_key(&self.keys, id))
+            .await
+            .map_err(|e| e.to_string())?;
+        record
+            .map(|r| serde_json::from_str(&r).map_err(|e| format!("egress {id}'s record: {e}")))
+            .transpose()
+    }
+
+    /// Stores the egress's stream URLs, sealed (see `streams_key`).
+    pub async fn set_streams(&mut self, id: &str, sealed: &str) -> Result<(), String> {
+        self.con
+            .set::<_, _, ()>(streams_key(&self.keys, id), sealed)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The egress's sealed stream URLs, if it has any.
+    pub async fn streams(&mut self, id: &str) -> Result<Option<String>, String> {
+        self.con
+            .get(streams_key(&self.keys, id))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Removes a record whose job could not be submitted.
     pub async fn remove(&mut self, id: &str) -> Result<(), String> {
         redis::pipe()
             .del(record_key(&self.keys, id))
+            .ignore()
+            .del(streams_key(&self.keys, id))
             .ignore()
             .zrem(index_key(&self.keys), id)
             .ignore()
@@ -220,6 +267,10 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
     // The upload to the request's store gave up and the backup store holds the recording.
     info.backup_storage_used = outputs.iter().any(|(_, o)| o["backup"] == true);
     for s in &mut info.stream_results {
+        // Removed while recording (UpdateStream): ended then, whatever came after.
+        if s.ended_at != 0 && s.status == lk::stream_info::Status::Finished as i32 {
+            continue;
+        }
         s.status = match status {
             S::EgressStarting | S::EgressActive | S::EgressEnding => {
                 lk::stream_info::Status::Active as i32
@@ -235,12 +286,50 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
             s.duration = (s.ended_at - s.started_at).max(0);
         }
     }
+    // The HLS and snapshot directories, as the last attempt that wrote them left them (they are
+    // shared by the attempts).
+    let last = |key: &str| {
+        outputs
+            .iter()
+            .rev()
+            .find_map(|(_, o)| o.get(key).map(|_| o))
+    };
+    info.segment_results = last("hls")
+        .map(|o| segments_info(o, info.started_at, info.ended_at))
+        .into_iter()
+        .collect();
+    info.image_results = last("images")
+        .map(|o| lk::ImagesInfo {
+            filename_prefix: format!("{}/image-", o["images"].as_str().unwrap_or_default()),
+            image_count: o["images_count"].as_i64().unwrap_or(0),
+            started_at: info.started_at,
+            ended_at: info.ended_at,
+        })
+        .into_iter()
+        .collect();
     // What no peer reports: the seconds each attempt recorded, and where its file is.
     info.details = serde_json::json!({
         "attempts": outputs.iter().map(|(_, o)| o).collect::<Vec<_>>(),
     })
     .to_string();
     info
+}
+
+/// An attempt's HLS directory as a segments result.
+fn segments_info(o: &serde_json::Value, started: i64, ended: i64) -> lk::SegmentsInfo {
+    let dir = o["hls"].as_str().unwrap_or_default();
+    let m = &o["hls_measured"];
+    let playlist = pagecast_actors::encoder::HLS_PLAYLIST;
+    lk::SegmentsInfo {
+        playlist_name: playlist.to_owned(),
+        playlist_location: format!("{dir}/{playlist}"),
+        duration: m["seconds"].as_f64().map(|s| (s * 1e9) as i64).unwrap_or(0),
+        size: m["bytes"].as_i64().unwrap_or(0),
+        segment_count: m["segments"].as_i64().unwrap_or(0),
+        started_at: started,
+        ended_at: ended,
+        ..Default::default()
+    }
 }
 
 /// One attempt's output as a file result: a local file, or the object (the one its upload
@@ -368,6 +457,40 @@ mod tests {
         );
         assert!(!info.backup_storage_used);
         assert_eq!(info.file_results[0].filename, "k.mp4");
+    }
+
+    #[test]
+    fn hls_and_snapshot_directories_are_reported_as_segment_and_image_results() {
+        let info = assemble(
+            lk::EgressInfo::default(),
+            &job(&[
+                ("state", "done"),
+                ("started_at", "100"),
+                ("ended_at", "110"),
+                (
+                    "attempt_1",
+                    r#"{"attempt":1,"hls":"/o/h","images":"/o/i","seconds":10.0,
+                        "hls_measured":{"segments":3,"bytes":9000,"seconds":9.5},"images_count":2}"#,
+                ),
+            ]),
+        );
+        let s = &info.segment_results[0];
+        assert_eq!(
+            (
+                s.playlist_location.as_str(),
+                s.segment_count,
+                s.size,
+                s.duration
+            ),
+            ("/o/h/index.m3u8", 3, 9000, 9_500_000_000)
+        );
+        assert_eq!(s.ended_at, 110_000_000_000);
+        let i = &info.image_results[0];
+        assert_eq!(
+            (i.filename_prefix.as_str(), i.image_count),
+            ("/o/i/image-", 2)
+        );
+        assert!(info.file_results.is_empty());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!   code);
 //! - `pagecast_egress_started_total`: egresses this worker's API submitted;
 //! - `pagecast_queue_length`: jobs waiting in the queue;
-//! - `pagecast_egresses{status}`: egresses by status (LiveKit's names).
+//! - `pagecast_egresses{status}`: egresses by status (LiveKit's names);
+//! - the recordings this worker ran (`recording_metrics.rs`): started, ended by outcome,
+//!   restarts by part, frames dropped, bytes uploaded.
 
 use std::sync::OnceLock;
 
@@ -28,6 +30,7 @@ fn handle() -> &'static PrometheusHandle {
 /// Makes sure the recorder is there before the first request counts.
 pub fn install() {
     handle();
+    super::super::recording_metrics::register();
 }
 
 /// The methods of `livekit.Egress`: any other path is counted as `other`, so a caller cannot

@@ -62,6 +62,8 @@ pub(super) struct Shared {
     pub worker: String,
     pub job_key: Arc<JobKey>,
     pub policy: Policy,
+    /// What this worker's recordings hold and what is left (`/healthz`).
+    pub capacity: super::capacity::SharedReport,
 }
 
 /// What every request handler shares (cloned into the server's worker thread).
@@ -74,6 +76,7 @@ struct Api {
     policy: Policy,
     webhooks: Option<Webhooks>,
     livekit_url: Option<url::Url>,
+    capacity: super::capacity::SharedReport,
 }
 
 pub struct ApiActor {
@@ -134,6 +137,7 @@ pub(super) fn start(
         policy: shared.policy,
         webhooks,
         livekit_url: options.livekit_url.clone(),
+        capacity: shared.capacity,
     };
     metrics::install();
     let server = HttpServer::new(move || {
@@ -254,12 +258,18 @@ fn follow_for_webhooks(
     })
 }
 
-/// `GET /healthz`: 200 when Redis answers.
+/// `GET /healthz`: 200 when Redis answers, with this worker's capacity (JSON: `redis`, and
+/// `capacity`: recordings and their limit, cores and memory used and left, `overloaded`; null
+/// until the first count, a second after the start).
 async fn healthz(api: web::Data<Api>) -> HttpResponse {
     let mut store = api.store.clone();
+    let capacity = api.capacity.lock().ok().and_then(|c| *c);
     match store.job_fields("-").await {
-        Ok(_) => HttpResponse::Ok().body("ok\n"),
-        Err(e) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
+        Ok(_) => {
+            HttpResponse::Ok().json(serde_json::json!({ "redis": "ok", "capacity": capacity }))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "redis": e.to_string(), "capacity": capacity })),
     }
 }
 
@@ -350,14 +360,20 @@ async fn answer(
             let r: lk::StopEgressRequest = encoding.decode(body)?;
             Ok(encoding.encode(&stop(api, &r.egress_id).await?))
         }
-        "StartTrackCompositeEgress"
-        | "StartTrackEgress"
-        | "StartParticipantEgress"
-        | "UpdateLayout"
-        | "UpdateStream" => Err(TwirpError::new(
-            Code::Unimplemented,
-            format!("{method} is not served by pagecast yet"),
-        )),
+        "UpdateStream" => {
+            let r: lk::UpdateStreamRequest = encoding.decode(body)?;
+            Ok(encoding.encode(&update_stream(api, &r).await?))
+        }
+        "UpdateLayout" => {
+            let r: lk::UpdateLayoutRequest = encoding.decode(body)?;
+            Ok(encoding.encode(&update_layout(api, &r).await?))
+        }
+        "StartTrackCompositeEgress" | "StartTrackEgress" | "StartParticipantEgress" => {
+            Err(TwirpError::new(
+                Code::Unimplemented,
+                format!("{method} is not served by pagecast yet"),
+            ))
+        }
         _ => Err(TwirpError::new(
             Code::BadRoute,
             format!("no method {method} in livekit.Egress"),
@@ -386,6 +402,13 @@ async fn start_egress(
     if let Some(file) = &checked.output.file {
         config["output"]["file"] = serde_json::json!(file);
     }
+    // The same for the HLS and image directories (their results name them).
+    if let Some(hls) = &checked.output.hls {
+        config["output"]["hls"]["directory"] = serde_json::json!(hls.directory);
+    }
+    if let Some(images) = &checked.output.images {
+        config["output"]["images"]["directory"] = serde_json::json!(images.directory);
+    }
     if config.get("max_duration").is_none() {
         if let Some(max) = checked.max_duration {
             config["max_duration"] = serde_json::json!(humantime::format_duration(max).to_string());
@@ -411,10 +434,26 @@ async fn start_egress(
         request: Some(job.shown),
         ..Default::default()
     };
+    // The stream URLs as given, kept sealed for UpdateStream.
+    let raw: Vec<String> = config["output"]["rtmp"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     let payload = super::sealed_job(&id, config, Some(api.job_key.as_ref()))
         .map_err(|o| TwirpError::new(Code::InvalidArgument, o.message))?;
     let mut records = api.records.clone();
     records.create(&info).await.map_err(redis_down)?;
+    if !raw.is_empty() {
+        let stored = seal_streams(&api.job_key, &id, &raw)?;
+        if let Err(e) = records.set_streams(&id, &stored).await {
+            let _ = records.remove(&id).await;
+            return Err(redis_down(e));
+        }
+    }
     match api.store.clone().submit(&id, &payload).await {
         Ok(Ok(())) => {}
         Ok(Err(state)) => {
@@ -468,6 +507,144 @@ async fn stop(api: &Api, id: &str) -> Result<lk::EgressInfo, TwirpError> {
         hooks.send("egress_updated", info.clone());
     }
     Ok(info)
+}
+
+/// Adds and removes live outputs of a running egress: checked here (URLs, the policy, the last
+/// output), then sent sealed to the worker running it (the URLs hold stream keys), and written
+/// masked to the egress's record; its info, updated.
+async fn update_stream(
+    api: &Api,
+    r: &lk::UpdateStreamRequest,
+) -> Result<lk::EgressInfo, TwirpError> {
+    let id = &r.egress_id;
+    let not_found = || TwirpError::new(Code::NotFound, format!("egress {id} not found"));
+    let mut records = api.records.clone();
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    if !info::is_active(&info) {
+        return Err(TwirpError::new(
+            Code::FailedPrecondition,
+            format!("egress {id} is not active"),
+        ));
+    }
+    let mut record = records
+        .record(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    let mut raw = match records.streams(id).await.map_err(redis_down)? {
+        Some(sealed) => open_streams(&api.job_key, id, &sealed)?,
+        None => Vec::new(),
+    };
+    let change = request::stream_change(&record, &raw, r)?;
+    let streaming = change.streaming_after - r.add_output_urls.len();
+    for (i, url) in r.add_output_urls.iter().enumerate() {
+        let field = format!("add_output_urls[{i}]");
+        api.policy
+            .check_added_stream(&field, url, streaming + i)
+            .await
+            .map_err(|e| TwirpError::new(Code::InvalidArgument, e.to_string()))?;
+    }
+    let update = super::StreamUpdate {
+        add: r.add_output_urls.clone(),
+        remove: r.remove_output_urls.clone(),
+    };
+    let message = update
+        .request(id, &api.job_key)
+        .map_err(TwirpError::internal)?;
+    api.store
+        .clone()
+        .publish_control(&message)
+        .await
+        .map_err(|e| redis_down(e.to_string()))?;
+    change.apply(&mut record, &mut raw, info::now_ns(), info.started_at);
+    records
+        .set_streams(id, &seal_streams(&api.job_key, id, &raw)?)
+        .await
+        .map_err(redis_down)?;
+    records.update(&record).await.map_err(redis_down)?;
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    tracing::info!(egress = %id, added = r.add_output_urls.len(), removed = r.remove_output_urls.len(), "egress live outputs updated");
+    if let Some(hooks) = &api.webhooks {
+        hooks.send("egress_updated", info.clone());
+    }
+    Ok(info)
+}
+
+/// Switches a running room composite's layout: sent to the worker running it (no secret in
+/// it), and written to the egress's record; its info, updated.
+async fn update_layout(
+    api: &Api,
+    r: &lk::UpdateLayoutRequest,
+) -> Result<lk::EgressInfo, TwirpError> {
+    let id = &r.egress_id;
+    let not_found = || TwirpError::new(Code::NotFound, format!("egress {id} not found"));
+    let mut records = api.records.clone();
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    if !info::is_active(&info) {
+        return Err(TwirpError::new(
+            Code::FailedPrecondition,
+            format!("egress {id} is not active"),
+        ));
+    }
+    let mut record = records
+        .record(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    let layout = request::layout_change(&mut record, &r.layout)?;
+    let message = serde_json::json!({ "update_layout": id, "layout": layout }).to_string();
+    api.store
+        .clone()
+        .publish_control(&message)
+        .await
+        .map_err(|e| redis_down(e.to_string()))?;
+    records.update(&record).await.map_err(redis_down)?;
+    let info = records
+        .get(id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(not_found)?;
+    tracing::info!(egress = %id, layout, "egress layout updated");
+    if let Some(hooks) = &api.webhooks {
+        hooks.send("egress_updated", info.clone());
+    }
+    Ok(info)
+}
+
+/// An egress's stream URLs as given, sealed for Redis (they hold stream keys).
+fn seal_streams(
+    key: &super::sealed::JobKey,
+    id: &str,
+    urls: &[String],
+) -> Result<String, TwirpError> {
+    let clear = serde_json::to_string(urls).map_err(TwirpError::internal)?;
+    key.seal(&format!("streams:{id}"), &clear)
+        .map_err(TwirpError::internal)
+}
+
+fn open_streams(
+    key: &super::sealed::JobKey,
+    id: &str,
+    stored: &str,
+) -> Result<Vec<String>, TwirpError> {
+    let stored: serde_json::Value = serde_json::from_str(stored).map_err(TwirpError::internal)?;
+    let sealed = stored["sealed"].as_str().unwrap_or_default();
+    let clear = key
+        .open(&format!("streams:{id}"), sealed)
+        .map_err(TwirpError::internal)?;
+    serde_json::from_str(&clear).map_err(TwirpError::internal)
 }
 
 fn redis_down(e: String) -> TwirpError {

@@ -28,18 +28,16 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
         return Err(TwirpError::invalid("url", "is required"));
     }
     refuse_av(req.audio_only, req.video_only)?;
-    refuse_unsupported(
-        !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))),
-        !req.image_outputs.is_empty(),
-        !req.webhooks.is_empty(),
-    )?;
+    refuse_unsupported(!req.webhooks.is_empty())?;
     let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
     let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
+    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
     #[allow(deprecated)]
     match &req.output {
         Some(Output::File(f)) => files.push(f),
         Some(Output::Stream(s)) => streams.push(s),
-        _ => {}
+        Some(Output::Segments(s)) => segments.push(s),
+        None => {}
     }
     let mut config = json!({
         "input": { "url": req.url, "await_start_signal": req.await_start_signal },
@@ -50,7 +48,13 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
         Some(Options::Preset(p)) => preset(&mut config, *p)?,
         Some(Options::Advanced(a)) => advanced(&mut config, a)?,
     }
-    let shown_streams = outputs(&mut config, &files, &streams)?;
+    let asked = Outputs {
+        files: &files,
+        streams: &streams,
+        segments: &segments,
+        images: &req.image_outputs,
+    };
+    let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     #[allow(deprecated)]
@@ -92,29 +96,21 @@ pub fn room_composite(
             "pagecast records the room's mix as the layout plays it",
         ));
     }
-    refuse_unsupported(
-        !req.segment_outputs.is_empty() || matches!(req.output, Some(Output::Segments(_))),
-        !req.image_outputs.is_empty(),
-        !req.webhooks.is_empty(),
-    )?;
+    refuse_unsupported(!req.webhooks.is_empty())?;
     let layout = match req.layout.as_str() {
-        "" | "speaker" | "speaker-dark" => "speaker-dark",
-        "speaker-light" => "speaker-light",
-        "grid" | "grid-dark" => "grid-dark",
-        "grid-light" => "grid-light",
-        other => {
-            return Err(TwirpError::unimplemented(
-                "layout",
-                format!("{other:?}: pagecast has grid, grid-light, speaker, speaker-light"),
-            ))
-        }
+        "" => "speaker-dark",
+        other => layout_of(other).ok_or_else(|| {
+            TwirpError::unimplemented("layout", format!("{other:?}: {LAYOUTS_KNOWN}"))
+        })?,
     };
     let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
     let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
+    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
     match &req.output {
         Some(Output::File(f)) => files.push(f),
         Some(Output::Stream(s)) => streams.push(s),
-        _ => {}
+        Some(Output::Segments(s)) => segments.push(s),
+        None => {}
     }
     let mut template = json!({
         "layout": layout, "ws_url": room.ws_url, "room_name": req.room_name,
@@ -133,7 +129,13 @@ pub fn room_composite(
         Some(Options::Preset(p)) => preset(&mut config, *p)?,
         Some(Options::Advanced(a)) => advanced(&mut config, a)?,
     }
-    let shown_streams = outputs(&mut config, &files, &streams)?;
+    let asked = Outputs {
+        files: &files,
+        streams: &streams,
+        segments: &segments,
+        images: &req.image_outputs,
+    };
+    let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     match &mut shown.output {
@@ -148,20 +150,185 @@ pub fn room_composite(
     })
 }
 
+const LAYOUTS_KNOWN: &str = "pagecast has grid, grid-light, speaker, speaker-light";
+
+/// A LiveKit layout name as pagecast's layout page knows it.
+fn layout_of(name: &str) -> Option<&'static str> {
+    match name {
+        "speaker" | "speaker-dark" => Some("speaker-dark"),
+        "speaker-light" => Some("speaker-light"),
+        "grid" | "grid-dark" => Some("grid-dark"),
+        "grid-light" => Some("grid-light"),
+        _ => None,
+    }
+}
+
+/// `UpdateLayout` on an egress's record: a room composite's layout becomes `layout` (the
+/// record's request shows it); pagecast's name of it, for the recording.
+pub fn layout_change(
+    record: &mut lk::EgressInfo,
+    layout: &str,
+) -> Result<&'static str, TwirpError> {
+    let Some(lk::egress_info::Request::RoomComposite(request)) = &mut record.request else {
+        return Err(TwirpError::invalid(
+            "egress_id",
+            "not a room composite egress: it has no layout",
+        ));
+    };
+    let mapped = layout_of(layout).ok_or_else(|| {
+        TwirpError::invalid(
+            "layout",
+            format!(
+                "{:?}: {LAYOUTS_KNOWN}",
+                layout.chars().take(40).collect::<String>()
+            ),
+        )
+    })?;
+    request.layout = layout.to_owned();
+    Ok(mapped)
+}
+
+/// What an `UpdateStream` does to an egress's stream results, checked.
+#[derive(Debug)]
+pub struct StreamChange {
+    /// The URLs added, as given.
+    added: Vec<String>,
+    /// Which of the record's stream results end.
+    removed: Vec<usize>,
+    /// How many live outputs there are after it.
+    pub streaming_after: usize,
+}
+
+impl StreamChange {
+    /// Writes the change into the egress's record and its list of URLs as given (`raw`, one
+    /// per stream result), at `now` (ns); `started` (ns) stands for a start the record lacks.
+    pub fn apply(
+        &self,
+        record: &mut lk::EgressInfo,
+        raw: &mut Vec<String>,
+        now: i64,
+        started: i64,
+    ) {
+        for &i in &self.removed {
+            let s = &mut record.stream_results[i];
+            s.status = lk::stream_info::Status::Finished as i32;
+            if s.started_at == 0 {
+                s.started_at = started;
+            }
+            s.ended_at = now;
+            s.duration = (now - s.started_at).max(0);
+        }
+        record
+            .stream_results
+            .extend(self.added.iter().map(|url| lk::StreamInfo {
+                url: mask_stream_url(url),
+                started_at: now,
+                status: lk::stream_info::Status::Active as i32,
+                ..Default::default()
+            }));
+        raw.extend(self.added.iter().cloned());
+    }
+}
+
+/// Whether an egress (as its record shows its request) records a file.
+fn has_file(record: &lk::EgressInfo) -> bool {
+    use lk::egress_info::Request;
+    #[allow(deprecated)]
+    match &record.request {
+        Some(Request::Web(w)) => {
+            !w.file_outputs.is_empty()
+                || matches!(w.output, Some(lk::web_egress_request::Output::File(_)))
+        }
+        Some(Request::RoomComposite(r)) => {
+            !r.file_outputs.is_empty()
+                || matches!(
+                    r.output,
+                    Some(lk::room_composite_egress_request::Output::File(_))
+                )
+        }
+        _ => false,
+    }
+}
+
+/// `UpdateStream` checked against the egress's record and its URLs as given (`raw`, one per
+/// stream result): an egress started with live outputs, RTMP URLs to add, live outputs of its
+/// own to remove, and an output left after it.
+pub fn stream_change(
+    record: &lk::EgressInfo,
+    raw: &[String],
+    r: &lk::UpdateStreamRequest,
+) -> Result<StreamChange, TwirpError> {
+    if record.stream_results.is_empty() {
+        return Err(TwirpError::invalid(
+            "egress_id",
+            "this egress was started without stream outputs: pagecast adds streams only to one \
+             that has them",
+        ));
+    }
+    if r.add_output_urls.is_empty() && r.remove_output_urls.is_empty() {
+        return Err(TwirpError::invalid(
+            "add_output_urls",
+            "nothing to add or remove",
+        ));
+    }
+    let live = |j: usize| {
+        record
+            .stream_results
+            .get(j)
+            .is_some_and(|s| s.ended_at == 0)
+    };
+    let mut removed = Vec::new();
+    for (i, url) in r.remove_output_urls.iter().enumerate() {
+        let found = (0..raw.len()).find(|&j| raw[j] == *url && live(j) && !removed.contains(&j));
+        match found {
+            Some(j) => removed.push(j),
+            None => {
+                return Err(TwirpError::invalid(
+                    &format!("remove_output_urls[{i}]"),
+                    "is not a live output of this egress",
+                ))
+            }
+        }
+    }
+    for (i, url) in r.add_output_urls.iter().enumerate() {
+        let field = format!("add_output_urls[{i}]");
+        if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
+            return Err(TwirpError::invalid(
+                &field,
+                "not an rtmp:// or rtmps:// URL",
+            ));
+        }
+        // It travels as one control line to the recording.
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(TwirpError::invalid(
+                &field,
+                "holds a blank or a control character",
+            ));
+        }
+        let streamed = (0..raw.len()).any(|j| raw[j] == *url && live(j) && !removed.contains(&j));
+        if streamed || r.add_output_urls[..i].contains(url) {
+            return Err(TwirpError::invalid(&field, "is streamed to already"));
+        }
+    }
+    let streaming = (0..record.stream_results.len())
+        .filter(|&j| live(j))
+        .count();
+    let streaming_after = streaming - removed.len() + r.add_output_urls.len();
+    if streaming_after == 0 && !has_file(record) {
+        return Err(TwirpError::invalid(
+            "remove_output_urls",
+            "would remove the last output of an egress without a file: stop it instead",
+        ));
+    }
+    Ok(StreamChange {
+        added: r.add_output_urls.clone(),
+        removed,
+        streaming_after,
+    })
+}
+
 /// Outputs pagecast does not produce for the Egress API: refused, naming the field.
-fn refuse_unsupported(segments: bool, images: bool, webhooks: bool) -> Result<(), TwirpError> {
-    if segments {
-        return Err(TwirpError::unimplemented(
-            "segment_outputs",
-            "HLS segments are not recorded by pagecast; use file_outputs",
-        ));
-    }
-    if images {
-        return Err(TwirpError::unimplemented(
-            "image_outputs",
-            "image snapshots are not recorded by pagecast",
-        ));
-    }
+fn refuse_unsupported(webhooks: bool) -> Result<(), TwirpError> {
     if webhooks {
         return Err(TwirpError::unimplemented(
             "webhooks",
@@ -267,17 +434,29 @@ fn azure_output(azure: &lk::AzureBlobUpload, path: &str) -> Result<Value, TwirpE
     Ok(blob)
 }
 
-/// The file and stream outputs into `config.output`; the masked stream URLs.
-fn outputs(
-    config: &mut Value,
-    files: &[&lk::EncodedFileOutput],
-    streams: &[&lk::StreamOutput],
-) -> Result<Vec<String>, TwirpError> {
-    if files.is_empty() && streams.is_empty() {
+/// The outputs a request asks for.
+struct Outputs<'a> {
+    files: &'a [&'a lk::EncodedFileOutput],
+    streams: &'a [&'a lk::StreamOutput],
+    segments: &'a [&'a lk::SegmentedFileOutput],
+    images: &'a [lk::ImageOutput],
+}
+
+/// The outputs into `config.output`; the masked stream URLs.
+fn outputs(config: &mut Value, asked: &Outputs<'_>) -> Result<Vec<String>, TwirpError> {
+    let (files, streams) = (asked.files, asked.streams);
+    if files.is_empty() && streams.is_empty() && asked.segments.is_empty() {
         return Err(TwirpError::invalid(
             "file_outputs",
-            "no output: give file_outputs or stream_outputs",
+            "no output: give file_outputs, stream_outputs or segment_outputs (pagecast records \
+             no image_outputs alone)",
         ));
+    }
+    if let Some(hls) = segments(asked.segments)? {
+        config["output"]["hls"] = hls;
+    }
+    if let Some(images) = images(asked.images)? {
+        config["output"]["images"] = images;
     }
     if files.len() > 1 {
         return Err(TwirpError::unimplemented(
@@ -415,6 +594,138 @@ fn outputs(
     Ok(shown)
 }
 
+/// The directory a segment or image output writes into: its `filename_prefix`, taken as a
+/// directory (pagecast names the files in it itself).
+fn directory_of(field: &str, prefix: &str) -> Result<String, TwirpError> {
+    let dir = prefix.trim_end_matches('/');
+    if dir.is_empty() {
+        return Err(TwirpError::invalid(
+            field,
+            "is required: pagecast writes into this directory (inside its output root)",
+        ));
+    }
+    if dir.contains('{') {
+        return Err(TwirpError::unimplemented(
+            field,
+            "{time}, {room_name} and the like are filled in file paths only",
+        ));
+    }
+    Ok(dir.to_owned())
+}
+
+/// `segment_outputs` (at most one): HLS into a directory (`output.hls`).
+fn segments(outputs: &[&lk::SegmentedFileOutput]) -> Result<Option<Value>, TwirpError> {
+    let Some(s) = outputs.first() else {
+        return Ok(None);
+    };
+    if outputs.len() > 1 {
+        return Err(TwirpError::unimplemented(
+            "segment_outputs",
+            "pagecast writes one HLS output per egress",
+        ));
+    }
+    let f = |name: &str| format!("segment_outputs[0].{name}");
+    if s.output.is_some() {
+        return Err(TwirpError::unimplemented(
+            &f("s3"),
+            "pagecast writes segments into its output root; it uploads no segments",
+        ));
+    }
+    match lk::SegmentedFileProtocol::try_from(s.protocol) {
+        Ok(lk::SegmentedFileProtocol::DefaultSegmentedFileProtocol)
+        | Ok(lk::SegmentedFileProtocol::HlsProtocol) => {}
+        _ => return Err(TwirpError::unimplemented(&f("protocol"), "HLS only")),
+    }
+    if !matches!(
+        lk::SegmentedFileSuffix::try_from(s.filename_suffix),
+        Ok(lk::SegmentedFileSuffix::Index)
+    ) {
+        return Err(TwirpError::unimplemented(
+            &f("filename_suffix"),
+            "pagecast numbers its segments (segment-00001.ts, ...)",
+        ));
+    }
+    if !s.playlist_name.is_empty() && s.playlist_name != crate_playlist() {
+        return Err(TwirpError::unimplemented(
+            &f("playlist_name"),
+            format!("pagecast names its playlist {}", crate_playlist()),
+        ));
+    }
+    if !s.live_playlist_name.is_empty() {
+        return Err(TwirpError::unimplemented(
+            &f("live_playlist_name"),
+            "pagecast writes one (event) playlist",
+        ));
+    }
+    let mut hls = json!({ "directory": directory_of(&f("filename_prefix"), &s.filename_prefix)? });
+    match s.segment_duration {
+        0 => {}
+        1..=60 => hls["segment_duration"] = json!(format!("{}s", s.segment_duration)),
+        _ => {
+            return Err(TwirpError::invalid(
+                &f("segment_duration"),
+                "must be between 1 and 60 seconds",
+            ))
+        }
+    }
+    Ok(Some(hls))
+}
+
+fn crate_playlist() -> &'static str {
+    pagecast_actors::encoder::HLS_PLAYLIST
+}
+
+/// `image_outputs` (at most one): JPEG snapshots into a directory (`output.images`).
+fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Value>, TwirpError> {
+    let Some(i) = outputs.first() else {
+        return Ok(None);
+    };
+    if outputs.len() > 1 {
+        return Err(TwirpError::unimplemented(
+            "image_outputs",
+            "pagecast takes one series of snapshots per egress",
+        ));
+    }
+    let f = |name: &str| format!("image_outputs[0].{name}");
+    if i.output.is_some() {
+        return Err(TwirpError::unimplemented(
+            &f("s3"),
+            "pagecast writes images into its output root; it uploads no images",
+        ));
+    }
+    match lk::ImageCodec::try_from(i.image_codec) {
+        Ok(lk::ImageCodec::IcDefault | lk::ImageCodec::IcJpeg) => {}
+        _ => return Err(TwirpError::unimplemented(&f("image_codec"), "JPEG only")),
+    }
+    if !matches!(
+        lk::ImageFileSuffix::try_from(i.filename_suffix),
+        Ok(lk::ImageFileSuffix::ImageSuffixIndex)
+    ) {
+        return Err(TwirpError::unimplemented(
+            &f("filename_suffix"),
+            "pagecast numbers its images (image-000001.jpg, ...)",
+        ));
+    }
+    if !(1..=3600).contains(&i.capture_interval) {
+        return Err(TwirpError::invalid(
+            &f("capture_interval"),
+            "is required, between 1 and 3600 seconds",
+        ));
+    }
+    let mut images = json!({
+        "directory": directory_of(&f("filename_prefix"), &i.filename_prefix)?,
+        "every": format!("{}s", i.capture_interval),
+    });
+    for (name, v) in [("width", i.width), ("height", i.height)] {
+        match v {
+            0 => {}
+            v if v > 0 => images[name] = json!(v),
+            _ => return Err(TwirpError::invalid(&f(name), "is negative")),
+        }
+    }
+    Ok(Some(images))
+}
+
 /// LiveKit's presets: size, frame rate, video bitrate (kbps).
 fn preset(config: &mut Value, p: i32) -> Result<(), TwirpError> {
     use lk::EncodingOptionsPreset as P;
@@ -506,6 +817,7 @@ fn advanced(config: &mut Value, a: &lk::EncodingOptions) -> Result<(), TwirpErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn file(path: &str) -> lk::EncodedFileOutput {
         lk::EncodedFileOutput {
@@ -617,6 +929,236 @@ mod tests {
     }
 
     #[test]
+    fn segment_and_image_outputs_become_hls_and_snapshots_in_directories() {
+        let segments = lk::SegmentedFileOutput {
+            filename_prefix: "live/hls/".into(),
+            playlist_name: "index.m3u8".into(),
+            segment_duration: 4,
+            ..Default::default()
+        };
+        let images = lk::ImageOutput {
+            capture_interval: 5,
+            width: 320,
+            filename_prefix: "shots".into(),
+            image_codec: lk::ImageCodec::IcJpeg as i32,
+            ..Default::default()
+        };
+        let base = lk::WebEgressRequest {
+            url: "https://example.com".into(),
+            segment_outputs: vec![segments.clone()],
+            image_outputs: vec![images.clone()],
+            ..Default::default()
+        };
+        let job = web(&base).unwrap();
+        assert_eq!(
+            job.config["output"],
+            json!({
+                "hls": { "directory": "live/hls", "segment_duration": "4s" },
+                "images": { "directory": "shots", "every": "5s", "width": 320 },
+            })
+        );
+        let config =
+            crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert_eq!(config.output.hls.unwrap().segment, Duration::from_secs(4));
+        assert_eq!(config.output.images.unwrap().every, Duration::from_secs(5));
+
+        let refused = |req: lk::WebEgressRequest| {
+            let e = web(&req).unwrap_err();
+            (e.code, e.msg.split(':').next().unwrap().to_owned())
+        };
+        use super::super::twirp::Code::*;
+        let with_segments = |f: &dyn Fn(&mut lk::SegmentedFileOutput)| {
+            let mut r = base.clone();
+            f(&mut r.segment_outputs[0]);
+            refused(r)
+        };
+        let with_images = |f: &dyn Fn(&mut lk::ImageOutput)| {
+            let mut r = base.clone();
+            f(&mut r.image_outputs[0]);
+            refused(r)
+        };
+        assert_eq!(
+            with_segments(&|s| s.playlist_name = "p.m3u8".into()),
+            (Unimplemented, "segment_outputs[0].playlist_name".into())
+        );
+        assert_eq!(
+            with_segments(&|s| s.live_playlist_name = "live.m3u8".into()),
+            (
+                Unimplemented,
+                "segment_outputs[0].live_playlist_name".into()
+            )
+        );
+        assert_eq!(
+            with_segments(&|s| s.segment_duration = 90),
+            (
+                InvalidArgument,
+                "segment_outputs[0].segment_duration".into()
+            )
+        );
+        assert_eq!(
+            with_segments(
+                &|s| s.output = Some(lk::segmented_file_output::Output::S3(Default::default()))
+            ),
+            (Unimplemented, "segment_outputs[0].s3".into())
+        );
+        assert_eq!(
+            with_segments(&|s| s.filename_prefix = "{room_name}/seg".into()),
+            (Unimplemented, "segment_outputs[0].filename_prefix".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.image_codec = 7),
+            (Unimplemented, "image_outputs[0].image_codec".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.capture_interval = 0),
+            (InvalidArgument, "image_outputs[0].capture_interval".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.filename_suffix = lk::ImageFileSuffix::ImageSuffixTimestamp as i32),
+            (Unimplemented, "image_outputs[0].filename_suffix".into())
+        );
+        assert_eq!(
+            with_images(&|i| i.height = -1),
+            (InvalidArgument, "image_outputs[0].height".into())
+        );
+        // Images alone are no recording.
+        let mut r = base.clone();
+        r.segment_outputs.clear();
+        assert_eq!(refused(r), (InvalidArgument, "file_outputs".into()));
+        let mut r = base;
+        r.segment_outputs.push(segments);
+        assert_eq!(refused(r), (Unimplemented, "segment_outputs".into()));
+    }
+
+    #[test]
+    fn update_layout_takes_a_known_layout_of_a_room_composite_only() {
+        let room = Room {
+            ws_url: "ws://10.0.0.1:7880",
+            api_key: "APIk",
+            api_secret: "SECRETofTheKey",
+        };
+        let req = lk::RoomCompositeEgressRequest {
+            room_name: "standup".into(),
+            file_outputs: vec![file("a.mp4")],
+            ..Default::default()
+        };
+        let job = room_composite(&req, &room).unwrap();
+        assert_eq!(job.config["input"]["template"]["layout"], "speaker-dark");
+        let mut record = lk::EgressInfo {
+            request: Some(job.shown),
+            ..Default::default()
+        };
+        assert_eq!(layout_change(&mut record, "grid"), Ok("grid-dark"));
+        let Some(lk::egress_info::Request::RoomComposite(shown)) = &record.request else {
+            panic!()
+        };
+        assert_eq!(shown.layout, "grid");
+        let field = |e: TwirpError| (e.code, e.msg.split(':').next().unwrap().to_owned());
+        use super::super::twirp::Code::InvalidArgument;
+        for unknown in ["single-speaker", ""] {
+            let e = layout_change(&mut record, unknown).unwrap_err();
+            assert_eq!(field(e), (InvalidArgument, "layout".into()));
+        }
+        let mut web_record = lk::EgressInfo {
+            request: Some(lk::egress_info::Request::Web(Default::default())),
+            ..Default::default()
+        };
+        let e = layout_change(&mut web_record, "grid").unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "egress_id".into()));
+    }
+
+    #[test]
+    fn update_stream_adds_masked_urls_ends_removed_ones_and_keeps_an_output() {
+        let req = lk::WebEgressRequest {
+            url: "https://example.com".into(),
+            stream_outputs: vec![lk::StreamOutput {
+                protocol: lk::StreamProtocol::Rtmp as i32,
+                urls: vec!["rtmp://a.example/live/KEY1".into()],
+            }],
+            ..Default::default()
+        };
+        let job = web(&req).unwrap();
+        let mut raw = vec!["rtmp://a.example/live/KEY1".to_owned()];
+        let mut record = lk::EgressInfo {
+            stream_results: job
+                .streams
+                .iter()
+                .map(|u| lk::StreamInfo {
+                    url: u.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            request: Some(job.shown),
+            ..Default::default()
+        };
+        let update = |add: &[&str], remove: &[&str]| lk::UpdateStreamRequest {
+            egress_id: "EG_x".into(),
+            add_output_urls: add.iter().map(|s| s.to_string()).collect(),
+            remove_output_urls: remove.iter().map(|s| s.to_string()).collect(),
+        };
+        let field = |e: TwirpError| (e.code, e.msg.split(':').next().unwrap().to_owned());
+        use super::super::twirp::Code::InvalidArgument;
+        // A stream-only egress keeps an output.
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY1"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls".into()));
+        let e = stream_change(
+            &record,
+            &raw,
+            &update(&["rtmp://b.example/x\ndiscard"], &[]),
+        )
+        .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "add_output_urls[0]".into()));
+        let e = stream_change(&record, &raw, &update(&["http://b.example/x"], &[])).unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "add_output_urls[0]".into()));
+        // Matched exactly: another key on the same server masks alike, and is not this one.
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY9"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls[0]".into()));
+        let e = stream_change(&record, &raw, &update(&["rtmp://a.example/live/KEY1"], &[]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "add_output_urls[0]".into()));
+        // Add one, then remove the first: the first ends, the new one is live, shown masked.
+        let add =
+            stream_change(&record, &raw, &update(&["rtmp://a.example/live/KEY2"], &[])).unwrap();
+        assert_eq!(add.streaming_after, 2);
+        add.apply(&mut record, &mut raw, 100, 5);
+        let remove =
+            stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY1"])).unwrap();
+        remove.apply(&mut record, &mut raw, 200, 5);
+        let shown: Vec<_> = record
+            .stream_results
+            .iter()
+            .map(|s| (s.url.as_str(), s.started_at, s.ended_at, s.duration))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("rtmp://a.example/live/****", 5, 200, 195),
+                ("rtmp://a.example/live/****", 100, 0, 0),
+            ]
+        );
+        assert_eq!(
+            raw,
+            ["rtmp://a.example/live/KEY1", "rtmp://a.example/live/KEY2"]
+        );
+        // The first is gone: removing it again is refused, the second can go (there is no
+        // file: it is the last output, so not that either).
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY1"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls[0]".into()));
+        let e = stream_change(&record, &raw, &update(&[], &["rtmp://a.example/live/KEY2"]))
+            .unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "remove_output_urls".into()));
+        assert!(!format!("{record:?}").contains("KEY"));
+        // An egress started without streams gets none.
+        record.stream_results.clear();
+        let e =
+            stream_change(&record, &raw, &update(&["rtmp://b.example/live/K"], &[])).unwrap_err();
+        assert_eq!(field(e), (InvalidArgument, "egress_id".into()));
+    }
+
+    #[test]
     fn what_pagecast_cannot_do_is_refused_naming_the_field() {
         let base = lk::WebEgressRequest {
             url: "https://example.com".into(),
@@ -651,9 +1193,15 @@ mod tests {
             },
         ));
         assert_eq!(refused(r), (Unimplemented, "advanced.video_codec".into()));
-        let mut r = base;
+        let mut r = base.clone();
         r.segment_outputs.push(Default::default());
-        assert_eq!(refused(r), (Unimplemented, "segment_outputs".into()));
+        assert_eq!(
+            refused(r),
+            (InvalidArgument, "segment_outputs[0].filename_prefix".into())
+        );
+        let mut r = base;
+        r.webhooks.push(Default::default());
+        assert_eq!(refused(r), (Unimplemented, "webhooks".into()));
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! The live outputs of one recording, a set that can change while it records.
+//!
+//! ```text
+//! live (one-for-one, a child of media started before the encoder)
+//! ├── fan-out     the encoder's one MPEG-TS leg -> every relay's port   (fanout.rs)
+//! └── relay N     ffmpeg: that stream -> one RTMP server                 (relay.rs)
+//! ```
+//!
+//! Owns: the fan-out's loopback UDP socket (bound once: the encoder's leg points at it for the
+//! whole recording), the list of live outputs (the URL and loopback port of each relay) and the
+//! address of the `live` supervisor running them.
+//! Accepts (through [`LiveOutputs`]): [`LiveOutputs::add`] (a new relay is registered with the
+//! fan-out and started after the others: the encoder and the file are untouched) and
+//! [`LiveOutputs::remove`] (the relay ends its stream cleanly, `q`, then is unregistered).
+//! A restart of the subtree (media restarted by a dead display) starts the list as it stands.
+//! Stops: with the media subtree; the encoder stops first, so every relay gets the last packets.
+
+use std::cell::{Cell, RefCell};
+use std::net::UdpSocket;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::fanout::{FanOutActor, Targets};
+use crate::relay::{RelayActor, RelaySpec};
+use crate::secret::StreamUrl;
+use crate::supervision::{
+    AddChildren, Additions, ChildSpec, Failure, Intensity, RemoveChild, Restart, Strategy,
+    Supervisor, SupervisorConfig,
+};
+
+/// Why a live output could not be added or removed. URLs are shown masked.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("{0} is streamed already")]
+    AlreadyStreamed(StreamUrl),
+    #[error("{0} is not one of this recording's live outputs")]
+    NotStreamed(StreamUrl),
+    #[error("{0} is the last output of a recording without a file: stop the recording instead")]
+    LastOutput(StreamUrl),
+    #[error("live stream to {url}: {failure}")]
+    Failed { url: StreamUrl, failure: Failure },
+}
+
+struct Entry {
+    /// The relay's name in the `live` supervisor (unique in the recording).
+    name: String,
+    spec: RelaySpec,
+}
+
+struct Inner {
+    socket: UdpSocket,
+    targets: Targets,
+    relays: RefCell<Vec<Entry>>,
+    /// The running `live` supervisor and its additions (None while it (re)starts).
+    supervisor: RefCell<Option<(Addr<Supervisor>, Additions)>>,
+    /// Numbers the relays' names.
+    next: Cell<usize>,
+    retry_for: Duration,
+    has_file: bool,
+    lost: Rc<RefCell<Vec<String>>>,
+}
+
+/// The live outputs of one recording; cheap to clone.
+#[derive(Clone)]
+pub struct LiveOutputs(Rc<Inner>);
+
+/// A UDP port on loopback that nothing uses now.
+fn free_udp_port() -> Result<u16, Failure> {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))
+}
+
+impl LiveOutputs {
+    /// The fan-out's socket and the first live outputs (`streams`). `has_file`: the recording
+    /// has a file besides, so a lost stream does not fail it.
+    pub fn new(
+        streams: &[StreamUrl],
+        retry_for: Duration,
+        has_file: bool,
+        lost: Rc<RefCell<Vec<String>>>,
+    ) -> Result<LiveOutputs, Failure> {
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))?;
+        let live = LiveOutputs(Rc::new(Inner {
+            socket,
+            targets: Targets::default(),
+            relays: RefCell::default(),
+            supervisor: RefCell::default(),
+            next: Cell::new(0),
+            retry_for,
+            has_file,
+            lost,
+        }));
+        for url in streams {
+            let entry = live.entry(url.clone(), false)?;
+            live.0.relays.borrow_mut().push(entry);
+        }
+        Ok(live)
+    }
+
+    /// The loopback UDP port the encoder sends its live stream to.
+    pub fn port(&self) -> Result<u16, Failure> {
+        self.0
+            .socket
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|e| Failure::crashed(format!("live stream fan-out: {e}")))
+    }
+
+    /// The masked URLs streamed to now, in order.
+    pub fn urls(&self) -> Vec<StreamUrl> {
+        self.0
+            .relays
+            .borrow()
+            .iter()
+            .map(|e| e.spec.url.clone())
+            .collect()
+    }
+
+    fn entry(&self, url: StreamUrl, added: bool) -> Result<Entry, Failure> {
+        let n = self.0.next.get() + 1;
+        self.0.next.set(n);
+        Ok(Entry {
+            name: format!("relay {n}"),
+            spec: RelaySpec {
+                url,
+                port: free_udp_port()?,
+                retry_for: self.0.retry_for,
+                only_output: !self.0.has_file,
+                lost: self.0.lost.clone(),
+                added,
+            },
+        })
+    }
+
+    /// The `live` subtree, as a child of the media supervisor.
+    pub fn child(&self, intensity: Intensity) -> ChildSpec {
+        let live = self.clone();
+        ChildSpec::new(
+            "live",
+            Restart::Permanent,
+            Duration::from_secs(10),
+            move |link| {
+                let live = live.clone();
+                let config = SupervisorConfig {
+                    name: "live".into(),
+                    strategy: Strategy::OneForOne,
+                    intensity,
+                };
+                let mut children = vec![fanout_child(&live)];
+                children.extend(
+                    live.0
+                        .relays
+                        .borrow()
+                        .iter()
+                        .map(|e| relay_child(&e.name, e.spec.clone(), live.0.targets.clone())),
+                );
+                live.0.supervisor.borrow_mut().take();
+                let additions = Additions::default();
+                let started =
+                    Supervisor::start_linked_with(config, children, additions.clone(), link);
+                async move {
+                    let addr = started.await?;
+                    *live.0.supervisor.borrow_mut() = Some((addr.clone(), additions));
+                    Ok(addr)
+                }
+            },
+        )
+    }
+
+    /// Adds a live output: its relay starts now, streaming from the next keyframe on.
+    pub async fn add(&self, url: StreamUrl) -> Result<(), LiveError> {
+        if self.0.relays.borrow().iter().any(|e| e.spec.url == url) {
+            return Err(LiveError::AlreadyStreamed(url));
+        }
+        let failed = |failure| LiveError::Failed {
+            url: url.clone(),
+            failure,
+        };
+        let entry = self.entry(url.clone(), true).map_err(failed)?;
+        let child = relay_child(&entry.name, entry.spec.clone(), self.0.targets.clone());
+        let name = entry.name.clone();
+        self.0.relays.borrow_mut().push(entry);
+        let running = self.0.supervisor.borrow().clone();
+        // While the subtree restarts, the list is what its next start runs.
+        let Some((supervisor, additions)) = running else {
+            return Ok(());
+        };
+        additions.push(child);
+        let started = supervisor
+            .send(AddChildren)
+            .await
+            .unwrap_or_else(|_| Err(Failure::crashed("the live outputs stopped")));
+        if let Err(failure) = started {
+            self.forget(&name);
+            return Err(failed(failure));
+        }
+        Ok(())
+    }
+
+    /// Removes a live output (`raw`: its URL as given): its stream ends cleanly.
+    pub async fn remove(&self, raw: &str) -> Result<(), LiveError> {
+        let url = StreamUrl::new(raw);
+        let (name, port) = {
+            let relays = self.0.relays.borrow();
+            let Some(entry) = relays.iter().find(|e| e.spec.url.expose() == raw) else {
+                return Err(LiveError::NotStreamed(url));
+            };
+            if relays.len() == 1 && !self.0.has_file {
+                return Err(LiveError::LastOutput(url));
+            }
+            (entry.name.clone(), entry.spec.port)
+        };
+        self.forget(&name);
+        let running = self.0.supervisor.borrow().clone();
+        let stopped = match running {
+            Some((supervisor, _)) => supervisor
+                .send(RemoveChild { name })
+                .await
+                .unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        // Unregistered once its ffmpeg has ended the stream with what it had.
+        self.0.targets.remove(port);
+        stopped.map_err(|failure| LiveError::Failed { url, failure })
+    }
+
+    fn forget(&self, name: &str) {
+        self.0.relays.borrow_mut().retain(|e| e.name != name);
+    }
+}
+
+fn fanout_child(live: &LiveOutputs) -> ChildSpec {
+    let live = live.clone();
+    ChildSpec::new(
+        "fan-out",
+        Restart::Permanent,
+        Duration::from_secs(2),
+        move |link| {
+            std::future::ready(FanOutActor::start(
+                &live.0.socket,
+                live.0.targets.clone(),
+                link,
+            ))
+        },
+    )
+}
+
+fn relay_child(name: &str, relay: RelaySpec, targets: Targets) -> ChildSpec {
+    // Transient: a relay that gave up beside a file stops normally and stays stopped.
+    ChildSpec::new(
+        name,
+        Restart::Transient,
+        Duration::from_secs(5),
+        move |link| {
+            targets.add(relay.port);
+            std::future::ready(RelayActor::start(relay.clone(), link))
+        },
+    )
+}
