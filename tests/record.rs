@@ -436,6 +436,75 @@ fn a_paused_recording_resumes_into_the_same_file_without_the_paused_time() {
     }
 }
 
+/// Sound and picture stay together across a pause: the benchmark's A/V page (a white flash and a
+/// beep at the same instants, every 1.5 s) recorded with a pause in the middle; every flash
+/// before and after the resume is paired with its beep at the same offset, measured as the
+/// benchmark does.
+#[test]
+fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let page = pagecast_testkit::repo_root().join("bench/pages/avsync.html");
+    let config = json!({
+        "input": { "url": format!("file://{}", page.display()), "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    // The page flashes 2 s after it loaded, then every 1.5 s (8 in all, to about 12.5 s).
+    // These sleeps are the lengths of the recorded parts and of the pause, not waits: two
+    // flashes before the pause, one or two missed while paused, four after the resume.
+    std::thread::sleep(Duration::from_millis(4200));
+    run.signal(Signal::SIGUSR1);
+    run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    run.signal(Signal::SIGUSR2);
+    let resumed = run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
+    pagecast_testkit::wait_until("the page's last flash", Duration::from_secs(30), || {
+        resumed.elapsed() >= Duration::from_secs(7)
+    });
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert!(probe(&file).has_audio());
+
+    let out = std::process::Command::new(pagecast_testkit::repo_root().join(".venv/bin/python"))
+        .arg(pagecast_testkit::repo_root().join("tests/support/avsync.py"))
+        .arg(&file)
+        .arg("30")
+        .output()
+        .expect("tests/support/avsync.py runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let measured: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let offsets: Vec<f64> = measured["offsets_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_f64().unwrap())
+        .collect();
+    // A resume that let sound and picture drift apart pairs a flash with a beep hundreds of
+    // milliseconds away, or with none (the pairing looks 0.7 s either side).
+    assert!(
+        offsets.len() >= 5,
+        "{} flashes paired with a beep, 2 before the pause and 3 or more after it expected: {measured}",
+        offsets.len()
+    );
+    // The offset itself is the capture pipeline's (BENCHMARKS.md; it depends on the size): the
+    // pause must not move it. Every flash, before and after the resume, within 60 ms of the rest.
+    let (low, high) = offsets
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), o| (l.min(*o), h.max(*o)));
+    assert!(
+        high - low <= 60.0,
+        "the offset moved by {:.0} ms across the pause: {measured}",
+        high - low
+    );
+}
+
 /// A `discard` control line (record --stdin-control) stops the recording and deletes what it
 /// recorded, parts, snapshots and HLS segments included: exit 6, nothing left in the directory.
 #[test]
