@@ -517,24 +517,7 @@ async fn update_stream(
     r: &lk::UpdateStreamRequest,
 ) -> Result<lk::EgressInfo, TwirpError> {
     let id = &r.egress_id;
-    let not_found = || TwirpError::new(Code::NotFound, format!("egress {id} not found"));
-    let mut records = api.records.clone();
-    let info = records
-        .get(id)
-        .await
-        .map_err(redis_down)?
-        .ok_or_else(not_found)?;
-    if !info::is_active(&info) {
-        return Err(TwirpError::new(
-            Code::FailedPrecondition,
-            format!("egress {id} is not active"),
-        ));
-    }
-    let mut record = records
-        .record(id)
-        .await
-        .map_err(redis_down)?
-        .ok_or_else(not_found)?;
+    let (mut records, info, mut record) = active_record(api, id).await?;
     let mut raw = match records.streams(id).await.map_err(redis_down)? {
         Some(sealed) => open_streams(&api.job_key, id, &sealed)?,
         None => Vec::new(),
@@ -566,16 +549,8 @@ async fn update_stream(
         .await
         .map_err(redis_down)?;
     records.update(&record).await.map_err(redis_down)?;
-    let info = records
-        .get(id)
-        .await
-        .map_err(redis_down)?
-        .ok_or_else(not_found)?;
     tracing::info!(egress = %id, added = r.add_output_urls.len(), removed = r.remove_output_urls.len(), "egress live outputs updated");
-    if let Some(hooks) = &api.webhooks {
-        hooks.send("egress_updated", info.clone());
-    }
-    Ok(info)
+    updated(api, &mut records, id).await
 }
 
 /// Switches a running room composite's layout: sent to the worker running it (no secret in
@@ -585,6 +560,25 @@ async fn update_layout(
     r: &lk::UpdateLayoutRequest,
 ) -> Result<lk::EgressInfo, TwirpError> {
     let id = &r.egress_id;
+    let (mut records, _, mut record) = active_record(api, id).await?;
+    let layout = request::layout_change(&mut record, &r.layout)?;
+    let message = serde_json::json!({ "update_layout": id, "layout": layout }).to_string();
+    api.store
+        .clone()
+        .publish_control(&message)
+        .await
+        .map_err(|e| redis_down(e.to_string()))?;
+    records.update(&record).await.map_err(redis_down)?;
+    tracing::info!(egress = %id, layout, "egress layout updated");
+    updated(api, &mut records, id).await
+}
+
+/// The record of the egress `id`, which must be active (an update of an ended one is refused).
+/// Also its info as it is now.
+async fn active_record(
+    api: &Api,
+    id: &str,
+) -> Result<(Records, lk::EgressInfo, lk::EgressInfo), TwirpError> {
     let not_found = || TwirpError::new(Code::NotFound, format!("egress {id} not found"));
     let mut records = api.records.clone();
     let info = records
@@ -598,25 +592,21 @@ async fn update_layout(
             format!("egress {id} is not active"),
         ));
     }
-    let mut record = records
+    let record = records
         .record(id)
         .await
         .map_err(redis_down)?
         .ok_or_else(not_found)?;
-    let layout = request::layout_change(&mut record, &r.layout)?;
-    let message = serde_json::json!({ "update_layout": id, "layout": layout }).to_string();
-    api.store
-        .clone()
-        .publish_control(&message)
-        .await
-        .map_err(|e| redis_down(e.to_string()))?;
-    records.update(&record).await.map_err(redis_down)?;
+    Ok((records, info, record))
+}
+
+/// The egress's info after an update, also sent to the webhooks (`egress_updated`).
+async fn updated(api: &Api, records: &mut Records, id: &str) -> Result<lk::EgressInfo, TwirpError> {
     let info = records
         .get(id)
         .await
         .map_err(redis_down)?
-        .ok_or_else(not_found)?;
-    tracing::info!(egress = %id, layout, "egress layout updated");
+        .ok_or_else(|| TwirpError::new(Code::NotFound, format!("egress {id} not found")))?;
     if let Some(hooks) = &api.webhooks {
         hooks.send("egress_updated", info.clone());
     }

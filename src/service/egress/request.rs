@@ -636,28 +636,25 @@ fn segments(outputs: &[&lk::SegmentedFileOutput]) -> Result<Option<Value>, Twirp
         | Ok(lk::SegmentedFileProtocol::HlsProtocol) => {}
         _ => return Err(TwirpError::unimplemented(&f("protocol"), "HLS only")),
     }
-    if !matches!(
-        lk::SegmentedFileSuffix::try_from(s.filename_suffix),
-        Ok(lk::SegmentedFileSuffix::Index)
-    ) {
-        return Err(TwirpError::unimplemented(
-            &f("filename_suffix"),
-            "pagecast numbers its segments (segment-00001.ts, ...)",
-        ));
-    }
+    let naming = match lk::SegmentedFileSuffix::try_from(s.filename_suffix) {
+        Ok(lk::SegmentedFileSuffix::Index) => None,
+        Ok(lk::SegmentedFileSuffix::Timestamp) => Some("timestamp"),
+        Err(_) => return Err(TwirpError::invalid(&f("filename_suffix"), "unknown")),
+    };
     if !s.playlist_name.is_empty() && s.playlist_name != crate_playlist() {
         return Err(TwirpError::unimplemented(
             &f("playlist_name"),
             format!("pagecast names its playlist {}", crate_playlist()),
         ));
     }
-    if !s.live_playlist_name.is_empty() {
-        return Err(TwirpError::unimplemented(
-            &f("live_playlist_name"),
-            "pagecast writes one (event) playlist",
-        ));
-    }
     let mut hls = json!({ "directory": directory_of(&f("filename_prefix"), &s.filename_prefix)? });
+    if let Some(naming) = naming {
+        hls["naming"] = json!(naming);
+    }
+    if !s.live_playlist_name.is_empty() {
+        // A sliding playlist beside the event one; its name is checked with the config.
+        hls["live_playlist"] = json!({ "name": s.live_playlist_name });
+    }
     match s.segment_duration {
         0 => {}
         1..=60 => hls["segment_duration"] = json!(format!("{}s", s.segment_duration)),
@@ -697,15 +694,16 @@ fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Value>, TwirpError> {
         Ok(lk::ImageCodec::IcDefault | lk::ImageCodec::IcJpeg) => {}
         _ => return Err(TwirpError::unimplemented(&f("image_codec"), "JPEG only")),
     }
-    if !matches!(
-        lk::ImageFileSuffix::try_from(i.filename_suffix),
-        Ok(lk::ImageFileSuffix::ImageSuffixIndex)
-    ) {
-        return Err(TwirpError::unimplemented(
-            &f("filename_suffix"),
-            "pagecast numbers its images (image-000001.jpg, ...)",
-        ));
-    }
+    let naming = match lk::ImageFileSuffix::try_from(i.filename_suffix) {
+        Ok(lk::ImageFileSuffix::ImageSuffixIndex) => None,
+        Ok(lk::ImageFileSuffix::ImageSuffixTimestamp) => Some("timestamp"),
+        _ => {
+            return Err(TwirpError::unimplemented(
+                &f("filename_suffix"),
+                "pagecast never overwrites an image: index or timestamp",
+            ))
+        }
+    };
     if !(1..=3600).contains(&i.capture_interval) {
         return Err(TwirpError::invalid(
             &f("capture_interval"),
@@ -716,6 +714,9 @@ fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Value>, TwirpError> {
         "directory": directory_of(&f("filename_prefix"), &i.filename_prefix)?,
         "every": format!("{}s", i.capture_interval),
     });
+    if let Some(naming) = naming {
+        images["naming"] = json!(naming);
+    }
     for (name, v) in [("width", i.width), ("height", i.height)] {
         match v {
             0 => {}
@@ -981,12 +982,37 @@ mod tests {
             with_segments(&|s| s.playlist_name = "p.m3u8".into()),
             (Unimplemented, "segment_outputs[0].playlist_name".into())
         );
+        // A live playlist and timestamp names are pagecast's own options.
+        let mut r = base.clone();
+        r.segment_outputs[0].live_playlist_name = "live.m3u8".into();
+        r.segment_outputs[0].filename_suffix = lk::SegmentedFileSuffix::Timestamp as i32;
+        r.image_outputs[0].filename_suffix = lk::ImageFileSuffix::ImageSuffixTimestamp as i32;
+        let job = web(&r).unwrap();
         assert_eq!(
-            with_segments(&|s| s.live_playlist_name = "live.m3u8".into()),
             (
-                Unimplemented,
-                "segment_outputs[0].live_playlist_name".into()
+                &job.config["output"]["hls"]["live_playlist"],
+                &job.config["output"]["hls"]["naming"],
+                &job.config["output"]["images"]["naming"]
+            ),
+            (
+                &json!({ "name": "live.m3u8" }),
+                &json!("timestamp"),
+                &json!("timestamp")
             )
+        );
+        let config =
+            crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert_eq!(config.output.hls.unwrap().live.unwrap().name, "live.m3u8");
+        // A bad name is refused by the config check the API runs on every job (invalid_argument).
+        let mut r = base.clone();
+        r.segment_outputs[0].live_playlist_name = "../live.m3u8".into();
+        let e = crate::config::parse(&web(&r).unwrap().config.to_string()).unwrap_err();
+        assert!(e.to_string().contains("output.hls.live_playlist"), "{e}");
+        assert_eq!(
+            with_images(
+                &|i| i.filename_suffix = lk::ImageFileSuffix::ImageSuffixNoneOverwrite as i32
+            ),
+            (Unimplemented, "image_outputs[0].filename_suffix".into())
         );
         assert_eq!(
             with_segments(&|s| s.segment_duration = 90),
@@ -1012,10 +1038,6 @@ mod tests {
         assert_eq!(
             with_images(&|i| i.capture_interval = 0),
             (InvalidArgument, "image_outputs[0].capture_interval".into())
-        );
-        assert_eq!(
-            with_images(&|i| i.filename_suffix = lk::ImageFileSuffix::ImageSuffixTimestamp as i32),
-            (Unimplemented, "image_outputs[0].filename_suffix".into())
         );
         assert_eq!(
             with_images(&|i| i.height = -1),
