@@ -455,9 +455,51 @@ impl Drop for Nginx {
 }
 
 /// moto's S3 server (from the project's venv) on 127.0.0.1, started by the test, stopped on drop.
+/// A test server's process: frozen and thawed to play an outage, killed (and reaped) on drop.
+pub struct ServerProcess(std::process::Child);
+
+impl ServerProcess {
+    pub fn new(child: std::process::Child) -> Self {
+        Self(child)
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), signal);
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted but nothing is answered.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    /// Waits for the server to exit (after a signal that ends it).
+    pub fn wait(&mut self) {
+        let _ = self.0.wait();
+    }
+
+    /// Kills the server for good (thawed first, so that it can die): connections are refused
+    /// from now on.
+    pub fn kill(&mut self) {
+        self.resume();
+        let _ = self.0.kill();
+        self.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 pub struct Moto {
     pub port: u16,
-    child: std::process::Child,
+    server: ServerProcess,
 }
 
 impl Moto {
@@ -490,7 +532,10 @@ impl Moto {
         wait_until("moto to listen", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Moto { port, child }
+        Moto {
+            port,
+            server: ServerProcess::new(child),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -515,25 +560,11 @@ impl Moto {
 
     /// Freezes the server (SIGSTOP): connections are accepted but nothing is answered.
     pub fn pause(&self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGSTOP,
-        );
+        self.server.pause();
     }
 
     pub fn resume(&self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGCONT,
-        );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.resume();
     }
 }
 

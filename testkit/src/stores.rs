@@ -3,17 +3,17 @@
 //! scripts/setup.sh) and Azurite (`.tools/azurite`, installed by scripts/setup.sh).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_port, repo_root, wait_until};
+use crate::{free_port, repo_root, wait_until, ServerProcess};
 
 /// Azurite's well-known development account and key (public, documented by Microsoft).
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-fn spawn(program: &Path, args: &[String], port: u16, what: &str) -> Child {
+fn spawn(program: &Path, args: &[String], port: u16, what: &str) -> ServerProcess {
     assert!(
         program.exists(),
         "{} is missing: run scripts/setup.sh",
@@ -30,11 +30,7 @@ fn spawn(program: &Path, args: &[String], port: u16, what: &str) -> Child {
         Duration::from_secs(30),
         || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
-    child
-}
-
-fn signal(child: &Child, signal: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+    ServerProcess::new(child)
 }
 
 /// Runs `program args`; its stdout, or a panic with its stderr.
@@ -56,7 +52,7 @@ fn run(program: &Path, args: &[&str]) -> String {
 /// resumable uploads do not).
 pub struct FakeGcs {
     pub port: u16,
-    child: Child,
+    server: ServerProcess,
     dir: tempfile::TempDir,
 }
 
@@ -64,11 +60,11 @@ impl FakeGcs {
     pub fn start() -> FakeGcs {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(port, dir.path());
-        FakeGcs { port, child, dir }
+        let server = Self::spawn(port, dir.path());
+        FakeGcs { port, server, dir }
     }
 
-    fn spawn(port: u16, dir: &Path) -> Child {
+    fn spawn(port: u16, dir: &Path) -> ServerProcess {
         let url = format!("http://127.0.0.1:{port}");
         let args = [
             "-scheme",
@@ -100,7 +96,7 @@ impl FakeGcs {
     /// Starts the server again after [`FakeGcs::kill`], on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.port, self.dir.path());
+        self.server = Self::spawn(self.port, self.dir.path());
     }
 
     pub fn endpoint(&self) -> String {
@@ -168,33 +164,16 @@ impl FakeGcs {
             .unwrap_or_default()
     }
 
-    /// Freezes the server (SIGSTOP): connections are accepted but nothing is answered.
-    pub fn pause(&self) {
-        signal(&self.child, nix::sys::signal::Signal::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        signal(&self.child, nix::sys::signal::Signal::SIGCONT);
-    }
-
     /// Kills the server for good: connections are refused from now on.
     pub fn kill(&mut self) {
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for FakeGcs {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.kill();
     }
 }
 
 /// Azurite's blob service, its data in a directory of its own.
 pub struct Azurite {
     pub port: u16,
-    child: Child,
+    server: ServerProcess,
     dir: tempfile::TempDir,
 }
 
@@ -202,11 +181,11 @@ impl Azurite {
     pub fn start() -> Azurite {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Self::spawn(port, dir.path());
-        Azurite { port, child, dir }
+        let server = Self::spawn(port, dir.path());
+        Azurite { port, server, dir }
     }
 
-    fn spawn(port: u16, dir: &Path) -> Child {
+    fn spawn(port: u16, dir: &Path) -> ServerProcess {
         let args = [
             "--blobHost",
             "127.0.0.1",
@@ -230,15 +209,15 @@ impl Azurite {
     /// Stops the server as an operator would (SIGTERM: Azurite writes its metadata out; killed,
     /// it may lose a container made a moment before).
     pub fn stop(&mut self) {
-        self.resume();
-        signal(&self.child, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
+        self.server.resume();
+        self.server.signal(nix::sys::signal::Signal::SIGTERM);
+        self.server.wait();
     }
 
     /// Starts the server again after [`Azurite::stop`], on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.port, self.dir.path());
+        self.server = Self::spawn(self.port, self.dir.path());
     }
 
     /// The account's blob endpoint (what `output.azure.endpoint` takes).
@@ -255,24 +234,8 @@ impl Azurite {
         run(&python(), &all)
     }
 
-    pub fn pause(&self) {
-        signal(&self.child, nix::sys::signal::Signal::SIGSTOP);
-    }
-
-    pub fn resume(&self) {
-        signal(&self.child, nix::sys::signal::Signal::SIGCONT);
-    }
-
     pub fn kill(&mut self) {
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.kill();
     }
 }
 
