@@ -409,7 +409,7 @@ fn no_process_of_a_running_job_shows_a_secret() {
     );
     let file = root.path().join("job.mp4");
     // Running: the stream reaches nginx and the file grows.
-    wait_until("the stream to reach nginx", Duration::from_secs(60), || {
+    run.wait_until("the stream to reach nginx", Duration::from_secs(60), || {
         assert_ne!(
             redis.hget("test:job:secret", "state"),
             "failed",
@@ -462,7 +462,7 @@ fn no_process_of_a_running_job_shows_a_secret() {
         .collect();
     assert!(open.is_empty(), "bound beyond loopback: {open:?}");
     redis.cli(&["PUBLISH", "test:control", r#"{"stop":"secret"}"#]);
-    wait_until("the job to be done", Duration::from_secs(60), || {
+    run.wait_until("the job to be done", Duration::from_secs(60), || {
         let state = redis.hget("test:job:secret", "state");
         assert_ne!(
             state,
@@ -481,6 +481,12 @@ fn no_process_of_a_running_job_shows_a_secret() {
     run.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, _) = run.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", run.stderr());
+    // The recording's own lines are in the service's log (so they are checked too).
+    assert!(
+        run.count(events::ENCODER_RUNNING) > 0,
+        "the recording's own log reaches the service's:\n{}",
+        run.stderr()
+    );
     for secret in [S3_SECRET, API_SECRET, STREAM_KEY] {
         assert!(
             !run.stderr().contains(secret),

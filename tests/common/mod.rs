@@ -99,6 +99,20 @@ impl Run {
         }
     }
 
+    /// Polls `cond` every 20 ms until it is true; on timeout panics with `what` and this run's
+    /// log, so a wait on something outside pagecast (a server, a file) still shows what it did.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; pagecast's log:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// When the `n`th stderr line (from 1) containing `needle` arrived, if it has.
     pub fn seen_nth(&self, needle: &str, n: usize) -> Option<Instant> {
         self.lines
