@@ -71,6 +71,14 @@ fn streams_a_page_scaled_to_720p() {
     let (status, _) = run.wait(Duration::from_secs(60));
     assert!(status.success(), "{status}:\n{}", run.stderr());
     assert_no_key(&run);
+    // The relay ends when told to, once the encoder has stopped feeding it (it used to be killed
+    // after its grace: 3 s added to every stop).
+    assert_eq!(
+        run.count(events::KILLED_AFTER_GRACE),
+        0,
+        "a process had to be killed:\n{}",
+        run.stderr()
+    );
     let recorded = nginx.recordings();
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     let p = probe(&recorded[0]);

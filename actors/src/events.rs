@@ -7,6 +7,9 @@
 pub const PAGE_LOADED: &str = "page loaded";
 /// ffmpeg encoded its first frame (logged on every encoder start, restarts included).
 pub const ENCODER_RUNNING: &str = "encoder running";
+/// A child process asked to stop did not exit within its grace and was killed (fields: process,
+/// grace). A clean stop never logs it.
+pub const KILLED_AFTER_GRACE: &str = "did not exit in time, killing it";
 /// An encoder run finished its file or part (fields: frames, dropped, duplicated, bytes,
 /// duration).
 pub const ENCODER_FINISHED: &str = "encoder finished the file";

@@ -313,7 +313,7 @@ impl Inner {
         let status = match tokio::time::timeout(grace, self.exited()).await {
             Ok(status) => status,
             Err(_) => {
-                tracing::warn!(process = %self.name, grace = ?grace, "did not exit in time, killing it");
+                tracing::warn!(process = %self.name, grace = ?grace, message = crate::events::KILLED_AFTER_GRACE);
                 self.signal(Signal::SIGKILL);
                 self.exited().await
             }

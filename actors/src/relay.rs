@@ -27,6 +27,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 use crate::backoff::Backoff;
+use nix::sys::signal::Signal;
+
 use crate::key_proxy::KeyProxy;
 use crate::process::{ChildProcess, Stdout};
 use crate::secret::StreamUrl;
@@ -35,6 +37,10 @@ use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shut
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a relay told to stop (`q`) may take to send what is still queued before SIGTERM.
+const DRAIN: Duration = Duration::from_millis(500);
+/// How long a first SIGTERM may take before the second one that interrupts a blocked read.
+const SECOND_SIGNAL_AFTER: Duration = Duration::from_millis(200);
 
 /// One live output.
 #[derive(Debug, Clone)]
@@ -389,19 +395,25 @@ impl Handler<Shutdown> for RelayActor {
         let Some(mut ffmpeg) = self.ffmpeg.take() else {
             return Box::pin(actix::fut::ready(Ok(())));
         };
-        let stdin = ffmpeg.take_stdin();
         // SRT's stdin was its preset (already closed): SIGTERM ends it as cleanly as `q`.
-        let wait: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = match stdin {
-            Some(_) => Box::pin(ffmpeg.wait_or_kill(STOP_GRACE)),
-            None => Box::pin(ffmpeg.terminate(STOP_GRACE)),
-        };
+        let stdin = ffmpeg.take_stdin();
         let stop = async move {
-            // `q` ends the FLV stream properly; the encoder has already sent its last packets.
+            // `q` ends the stream properly once the packets still queued on the UDP input are
+            // out. ffmpeg looks at it, and at a first SIGTERM, only between packets: when none
+            // comes (the encoder has stopped) it waits on its UDP input, which only a second
+            // signal interrupts (measured: it sat there until the grace ran out and was killed,
+            // 3 s added to every stop with a live output).
             if let Some(mut stdin) = stdin {
                 let _ = stdin.write_all(b"q").await;
                 let _ = stdin.flush().await;
+                let _ = tokio::time::timeout(DRAIN, ffmpeg.exited()).await;
             }
-            wait.await;
+            if ffmpeg.status().is_none() {
+                ffmpeg.signal(Signal::SIGTERM);
+                let _ = tokio::time::timeout(SECOND_SIGNAL_AFTER, ffmpeg.exited()).await;
+            }
+            // The second SIGTERM (if it still runs), SIGKILL after the grace; reaps the group.
+            ffmpeg.terminate(STOP_GRACE).await;
             drop(ffmpeg);
         };
         Box::pin(
