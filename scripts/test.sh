@@ -31,6 +31,19 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
+# Each heavy test appends the seconds it held the machine-wide lock (testkit::heavy) here; the
+# longest are printed at the end, so the suite's time budget shows where it goes.
+times="$PWD/target/heavy-test-times.tsv"
+rm -f "$times"
+export PAGECAST_TEST_TIMES="$times"
+print_times() {
+  [ -s "$times" ] || return 0
+  step "the heavy tests that held the lock longest (seconds held, waited, test)"
+  sort -rn "$times" | head -15
+  awk -F'\t' '{ s += $1 } END { printf "%d heavy tests held the lock %.0f s in all\n", NR, s }' "$times"
+}
+trap print_times EXIT
+
 if [ "$#" -gt 0 ]; then
   step "cargo test --workspace --all-targets --no-fail-fast -- $*"
   cargo test --workspace --all-targets --no-fail-fast -- "$@"

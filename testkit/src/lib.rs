@@ -128,8 +128,39 @@ pub fn frame_levels(path: &Path) -> Vec<u8> {
 }
 
 /// Held while a heavy test runs; released on drop.
+///
+/// With `PAGECAST_TEST_TIMES=<file>` set, each guard appends one line to that file when it is
+/// released: the test's name, the seconds it held the lock and the seconds it waited for it
+/// (scripts/test.sh prints the longest, so the suite's time budget shows where it goes).
 pub struct HeavyGuard {
     _lock: Flock<File>,
+    waited: Duration,
+    taken: Instant,
+}
+
+impl Drop for HeavyGuard {
+    fn drop(&mut self) {
+        let Some(path) = std::env::var_os("PAGECAST_TEST_TIMES") else {
+            return;
+        };
+        // The test binary (its name without cargo's hash) and the test (libtest's thread name).
+        let binary = std::env::args()
+            .next()
+            .and_then(|a| Some(Path::new(&a).file_name()?.to_str()?.to_owned()))
+            .map(|n| n.rsplit_once('-').map_or(n.clone(), |(b, _)| b.to_owned()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let line = format!(
+            "{:.1}\t{:.1}\t{binary}::{}\n",
+            self.taken.elapsed().as_secs_f64(),
+            self.waited.as_secs_f64(),
+            thread.name().unwrap_or("?")
+        );
+        // One short append per test: lines from parallel tests do not interleave.
+        if let Ok(mut f) = File::options().create(true).append(true).open(path) {
+            let _ = std::io::Write::write_all(&mut f, line.as_bytes());
+        }
+    }
 }
 
 /// Takes the machine-wide lock for heavy tests (blocking until it is free).
@@ -141,10 +172,15 @@ pub fn heavy() -> HeavyGuard {
         .write(true)
         .open(&path)
         .expect("open the heavy-test lock file");
+    let asked = Instant::now();
     let lock = Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .expect("lock the heavy-test lock file");
-    HeavyGuard { _lock: lock }
+    HeavyGuard {
+        _lock: lock,
+        waited: asked.elapsed(),
+        taken: Instant::now(),
+    }
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on now (for a test server, or as a closed port).
