@@ -964,6 +964,54 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         service.abort();
     }
 
+    /// A pause the queue actor had not written when it crashed (Redis holding its writes back)
+    /// is written by the next one, and a resume after the restart reaches the job's state too:
+    /// the runner keeps each recording's pause state and tells the queue actor running now.
+    #[actix_rt::test]
+    async fn pause_states_survive_a_crashed_queue() {
+        let redis = Redis::start();
+        let (dir, service) = serve_one_fake_job(&redis, "s");
+        until("the job to run", || logged(dir.path(), "start", "s") == 1).await;
+        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
+        let first = wiring.borrow().queue.clone().unwrap();
+        let runner = wiring.borrow().runner.clone().unwrap();
+        // No write reaches Redis for 3 s: the pause waits in the queue actor, which then crashes.
+        redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+        runner.do_send(runner::PauseJob {
+            id: "s".into(),
+            pause: true,
+        });
+        until("the recording to pause", || {
+            logged(dir.path(), "pause", "s") == 1
+        })
+        .await;
+        first.do_send(queue::Crash);
+        until("a new queue actor", || {
+            wiring
+                .borrow()
+                .queue
+                .as_ref()
+                .is_some_and(|q| *q != first && q.connected())
+        })
+        .await;
+        until("the pause to be written", || {
+            redis.hget("t:job:s", "state") == "paused"
+        })
+        .await;
+        until("the new queue to follow control requests", || {
+            redis
+                .cli(&["PUBSUB", "NUMSUB", "t:control"])
+                .ends_with("\n1")
+        })
+        .await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"resume":"s"}"#]);
+        until("the resume to be written", || {
+            logged(dir.path(), "resume", "s") == 1 && redis.hget("t:job:s", "state") == "running"
+        })
+        .await;
+        service.abort();
+    }
+
     /// `{"pause": id}` and `{"resume": id}` on the control channel reach the job's recording
     /// (SIGUSR1, SIGUSR2), and the job's state follows what the recording says: paused, then
     /// running; a stop while paused ends it done.

@@ -97,10 +97,12 @@ redis.call('PERSIST', key)
 return {raw, job.id, attempts, ''}
 "#;
 
-/// Marks a running job paused or running again, if it runs on this worker. KEYS: the job hash.
-/// ARGV: the new state, the worker, the events channel, the event.
+/// Marks a running job paused or running again, if it runs on this worker and is not in that
+/// state already (a state sent again after a queue actor's restart is not published twice).
+/// KEYS: the job hash. ARGV: the new state, the worker, the events channel, the event.
 const SET_PAUSED: &str = r#"
 local state = redis.call('HGET', KEYS[1], 'state')
+if state == ARGV[1] then return 0 end
 if (state == 'running' or state == 'paused') and redis.call('HGET', KEYS[1], 'worker') == ARGV[2] then
   redis.call('HSET', KEYS[1], 'state', ARGV[1])
   redis.call('PUBLISH', ARGV[3], ARGV[4])
