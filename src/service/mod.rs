@@ -71,6 +71,7 @@ use serde::Deserialize;
 
 use crate::exit::Exit;
 use crate::run::Outcome;
+use crate::shutdown::{Level, Shutdown, SECOND_SIGNAL_SERVICE};
 use queue::QueueActor;
 use runner::RunnerActor;
 use sealed::JobKey;
@@ -600,11 +601,23 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         [queue, runner].into_iter().chain(api).collect(),
     );
     wiring.borrow_mut().supervisor = Some(supervisor.clone());
-    let signals = actix::spawn(forward_signals(supervisor, wiring.clone(), signals));
-    let exit = exit.await.unwrap_or(TreeExit::Stopped {
-        cause: "supervisor vanished".into(),
-        failures: Vec::new(),
-    });
+    let shutdown = Shutdown::default();
+    let signals = actix::spawn(forward_signals(
+        supervisor,
+        wiring.clone(),
+        signals,
+        shutdown.clone(),
+    ));
+    let exit = tokio::select! {
+        exit = exit => exit.unwrap_or(TreeExit::Stopped {
+            cause: "supervisor vanished".into(),
+            failures: Vec::new(),
+        }),
+        // A second signal: leave now; the tree dropped with the system kills the recordings.
+        () = shutdown.reached(Level::Now) => {
+            return Outcome::fail(Exit::Interrupted, SECOND_SIGNAL_SERVICE);
+        }
+    };
     signals.abort();
     match exit {
         TreeExit::Stopped { cause, .. } => {
@@ -713,8 +726,6 @@ fn begin_stop(supervisor: &Addr<Supervisor>, wiring: &Wiring, cause: String) {
     supervisor.do_send(StopTree { cause });
 }
 
-/// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
-/// recording finishes). A second one: leave now (the recordings die with us).
 /// SIGTERM and SIGINT, listened for from the moment this is made.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
@@ -731,10 +742,14 @@ impl StopSignals {
     }
 }
 
+/// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
+/// recording finishes). A second one raises `shutdown` to [`Level::Now`]: [`serve`] leaves (the
+/// recordings die with it).
 async fn forward_signals(
     supervisor: Addr<Supervisor>,
     wiring: Rc<RefCell<Wiring>>,
     signals: StopSignals,
+    shutdown: Shutdown,
 ) {
     let StopSignals { mut term, mut int } = signals;
     let name = tokio::select! {
@@ -745,13 +760,13 @@ async fn forward_signals(
         signal = name,
         "stopping: no new jobs; finishing the running recordings"
     );
+    shutdown.raise(Level::Orderly);
     begin_stop(&supervisor, &wiring.borrow(), format!("{name} received"));
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
-    eprintln!("pagecast: second signal, stopping without finishing the recordings");
-    std::process::exit(Exit::Interrupted.code().into());
+    shutdown.raise(Level::Now);
 }
 
 #[cfg(test)]
