@@ -19,7 +19,8 @@
 //! each later child at its start (`ChildLink::wired`, see `supervision.rs`), so a restarted
 //! encoder gets the browser running now, and a new display restarts everything after it with it.
 //! What goes to the owner travels on one-way channels the children only write: the first frame,
-//! each part's file (for the join), the browser's address (to switch the layout), the page's load.
+//! each part's file (for the join), the browser's address (to switch the layout), the page's load,
+//! each live stream given up.
 //! What the owner decides travels the other way, read by the children: the pause, the layout, a
 //! warm tree's job.
 //! Start order: display, audio, browser (blank page), encoder; at the encoder's first frame the
@@ -46,7 +47,7 @@
 //! Sends: [`StopTree`] to the root when `max_duration` of recorded time has passed since the
 //! first frame.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -216,7 +217,8 @@ pub struct Recording {
     output: Option<PathBuf>,
     id: String,
     framerate: u32,
-    lost_streams: Rc<RefCell<Vec<String>>>,
+    /// Live streams given up, as their relays report them.
+    lost_streams: mpsc::UnboundedReceiver<String>,
     page_loaded: watch::Receiver<bool>,
     live: Option<LiveOutputs>,
 }
@@ -280,7 +282,7 @@ impl Recording {
         mut spec: RecordingSpec,
         progress: Option<Recipient<EncoderProgress>>,
     ) -> Result<Recording, Failure> {
-        let lost_streams = Rc::new(RefCell::new(Vec::new()));
+        let (lost_tx, lost_streams) = mpsc::unbounded_channel();
         // The encoder sends one live leg, to the fan-out; the relays can change while it runs.
         let live = if spec.streams.is_empty() {
             None
@@ -289,7 +291,7 @@ impl Recording {
                 &spec.streams,
                 spec.stream_retry_for,
                 spec.encoder.output.is_some(),
-                lost_streams.clone(),
+                lost_tx,
             )?;
             spec.encoder.relays = vec![live.port()?];
             Some(live)
@@ -447,7 +449,10 @@ impl Recording {
             }
             _ => None,
         };
-        let lost_streams = self.lost_streams.borrow().clone();
+        let mut lost_streams = Vec::new();
+        while let Ok(lost) = self.lost_streams.try_recv() {
+            lost_streams.push(lost);
+        }
         RecordingReport {
             exit,
             first_frame,
