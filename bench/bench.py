@@ -761,7 +761,7 @@ class Bench:
                 if warm and not wait_for(lambda: logs.seen.get(WARM_TREE_READY), 40):
                     raise RuntimeError(f"the warm tree did not get ready: {logs.lines[-5:]}")
                 filewatch = FileWatch(out)
-                resp(port, "LPUSH", "bench:jobs", json.dumps(job))
+                resp(port, "LPUSH", "{bench}:jobs", json.dumps(job))
                 taken = wait_for(lambda: logs.seen.get("job taken"), 20)
                 if not taken:
                     raise RuntimeError(f"the job was not taken: {logs.lines[-5:]}")

@@ -116,7 +116,7 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         redis: RedisArgs,
-        /// The queue's name: every key starts with it.
+        /// The queue's name: every key starts with it, as a hash tag (`{pagecast}:jobs`).
         #[arg(long, default_value = "pagecast")]
         queue: String,
         /// Recordings at once on this machine, at most (default: one per two cores, at least
@@ -179,7 +179,7 @@ pub enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
-    /// Put a recording job on a service's queue (what `LPUSH <queue>:jobs` does, checked first):
+    /// Put a recording job on a service's queue (what `LPUSH {<queue>}:jobs` does, checked first):
     /// the config is validated as `check` does, sealed with PAGECAST_JOB_KEY (required), the
     /// job's state set to `queued`, and its id printed.
     Submit {

@@ -1,7 +1,8 @@
 //! The controls of one running recording: signals and control lines turned into its ordered stop,
 //! its pause and its resume.
 //!
-//! SIGTERM / SIGINT stop in order (a second one leaves at once, 130, without finishing the file);
+//! SIGTERM / SIGINT stop in order (a second one raises the [`Shutdown`] to [`Level::Now`]: the run
+//! leaves at once, 130, without finishing the file);
 //! SIGUSR1 pauses, SIGUSR2 resumes; SIGRTMIN discards (stops, and everything recorded is
 //! deleted: the file, its parts, the S3 upload). With `record --stdin-control`, lines on
 //! standard input do the same: `pause`, `resume`, `stop`, `discard`; and two have no signal:
@@ -22,9 +23,8 @@ use pagecast_actors::secret::StreamUrl;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::exit::Exit;
-use crate::logging::clear_status_line;
 use crate::policy::Policy;
+use crate::shutdown::{Level, Shutdown};
 
 /// What a signal or a control line asks for, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +196,8 @@ pub struct Changes {
     pub layout: Option<LayoutSwitch>,
 }
 
-/// Follows the controls until the recording ends (the task is aborted then).
+/// Follows the controls until the recording ends (the task is aborted then) or a second signal
+/// raised `shutdown` to [`Level::Now`] (the run leaves then).
 pub async fn follow(
     recording: Stopper,
     pause: PauseSwitch,
@@ -204,6 +205,7 @@ pub async fn follow(
     discard: Discard,
     stdin_control: bool,
     changes: Changes,
+    shutdown: Shutdown,
 ) {
     let Changes {
         live,
@@ -228,8 +230,8 @@ pub async fn follow(
         None => (None, None, None),
     };
     let mut lines = stdin_control.then(stdin_lines);
-    let mut stopping = false;
     loop {
+        let stopping = shutdown.level() >= Level::Orderly;
         let next_line = async {
             match lines.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -265,12 +267,11 @@ pub async fn follow(
                 if from == "control line" {
                     continue;
                 }
-                clear_status_line();
-                eprintln!("pagecast: second signal, stopping without finishing the file");
-                std::process::exit(Exit::Interrupted.code().into());
+                shutdown.raise(Level::Now);
+                return;
             }
             Control::Stop(from) => {
-                stopping = true;
+                shutdown.raise(Level::Orderly);
                 tracing::info!(signal = from, "stopping: finishing the file");
                 recording.stop(format!("{from} received"));
             }
@@ -280,7 +281,7 @@ pub async fn follow(
                         signal = from,
                         "discarding: stopping, then deleting everything recorded"
                     );
-                    stopping = true;
+                    shutdown.raise(Level::Orderly);
                     recording.stop(format!("discard ({from}) received"));
                 }
             }

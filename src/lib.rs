@@ -15,6 +15,7 @@ pub mod policy;
 pub mod reaper;
 pub mod run;
 pub mod service;
+pub mod shutdown;
 pub mod status;
 pub mod stores;
 pub mod warm;

@@ -36,6 +36,7 @@ use crate::config::{Config, Source, TemplateAuth};
 use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
 use crate::policy::{host_resolver_rules, Pin, Policy};
+use crate::shutdown::{Level, Shutdown, SECOND_SIGNAL_RECORDING};
 use crate::status::StatusActor;
 use crate::warm::WarmSize;
 
@@ -383,6 +384,7 @@ async fn run_tree(
         None => Vec::new(),
     };
     let discard = crate::controls::Discard::default();
+    let shutdown = Shutdown::default();
     let signals = actix::spawn(crate::controls::follow(
         recording.stopper(),
         recording.pause_switch(),
@@ -395,8 +397,15 @@ async fn run_tree(
             layout: matches!(config.input.source, Source::Template(_))
                 .then(|| recording.layout_switch()),
         },
+        shutdown.clone(),
     ));
-    let report = recording.finished().await;
+    let report = tokio::select! {
+        report = recording.finished() => report,
+        // A second signal: leave now; the tree dropped with this run kills its processes.
+        () = shutdown.reached(Level::Now) => {
+            return Outcome::fail(Exit::Interrupted, SECOND_SIGNAL_RECORDING);
+        }
+    };
     let stopped = Instant::now();
     signals.abort();
     clear_status_line();

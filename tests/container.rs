@@ -354,13 +354,13 @@ fn the_image_runs_a_serve_worker_beside_a_redis() {
             "output": { "file": "/app/out/job.mp4" },
         },
     });
-    cli(&["LPUSH", "test:jobs", &job.to_string()]);
+    cli(&["LPUSH", "{test}:jobs", &job.to_string()]);
     wait_until("the job to be done", Duration::from_secs(120), || {
-        let state = cli(&["HGET", "test:job:in-a-container", "state"]);
+        let state = cli(&["HGET", "{test}:job:in-a-container", "state"]);
         assert!(
             state != "failed",
             "the job failed: {}\n{}",
-            cli(&["HGET", "test:job:in-a-container", "message"]),
+            cli(&["HGET", "{test}:job:in-a-container", "message"]),
             run.stderr()
         );
         state == "done"

@@ -174,7 +174,7 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
         outside["msg"].as_str().unwrap().contains("output.file"),
         "{outside}"
     );
-    assert_eq!(redis.cli(&["LLEN", "test:jobs"]).trim(), "0");
+    assert_eq!(redis.cli(&["LLEN", "{test}:jobs"]).trim(), "0");
     // Health, and the calls counted by method and answer.
     let health = health(&url);
     assert_eq!(health["redis"], "ok", "{health}");

@@ -352,11 +352,11 @@ fn service_jobs_that_break_the_policy_fail_with_code_2_and_the_rule() {
     ];
     for (id, config, _) in &cases {
         let job = json!({ "id": id, "config": config }).to_string();
-        redis.cli(&["LPUSH", "test:jobs", &job]);
+        redis.cli(&["LPUSH", "{test}:jobs", &job]);
     }
     let mut run = serve(&redis, root.path(), &["--max-recordings", "1"]);
     for (id, _, want) in &cases {
-        let key = format!("test:job:{id}");
+        let key = format!("{{test}}:job:{id}");
         wait_until(
             &format!("job {id} to fail"),
             Duration::from_secs(60),
@@ -401,7 +401,7 @@ fn no_process_of_a_running_job_shows_a_secret() {
         },
     });
     let job = json!({ "id": "secret", "config": config }).to_string();
-    redis.cli(&["LPUSH", "test:jobs", &job]);
+    redis.cli(&["LPUSH", "{test}:jobs", &job]);
     let mut run = serve(
         &redis,
         root.path(),
@@ -411,10 +411,10 @@ fn no_process_of_a_running_job_shows_a_secret() {
     // Running: the stream reaches nginx and the file grows.
     run.wait_until("the stream to reach nginx", Duration::from_secs(60), || {
         assert_ne!(
-            redis.hget("test:job:secret", "state"),
+            redis.hget("{test}:job:secret", "state"),
             "failed",
             "{}",
-            redis.hget("test:job:secret", "message")
+            redis.hget("{test}:job:secret", "message")
         );
         nginx
             .recordings()
@@ -463,12 +463,12 @@ fn no_process_of_a_running_job_shows_a_secret() {
     assert!(open.is_empty(), "bound beyond loopback: {open:?}");
     redis.cli(&["PUBLISH", "test:control", r#"{"stop":"secret"}"#]);
     run.wait_until("the job to be done", Duration::from_secs(60), || {
-        let state = redis.hget("test:job:secret", "state");
+        let state = redis.hget("{test}:job:secret", "state");
         assert_ne!(
             state,
             "failed",
             "{}",
-            redis.hget("test:job:secret", "message")
+            redis.hget("{test}:job:secret", "message")
         );
         state == "done"
     });

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use nix::sys::signal::Signal;
+use pagecast::shutdown::SECOND_SIGNAL_RECORDING;
 use pagecast_actors::events;
 use pagecast_testkit::{
     alive, descendants, frame_levels, frame_rgb, heavy, is_green, mean_volume_db, probe, test_page,
@@ -127,6 +128,47 @@ fn sigterm_finishes_the_file_within_two_seconds() {
     let p = probe(&file);
     assert!(p.duration() >= 2.8, "duration {}", p.duration());
     assert!(p.has_audio());
+}
+
+/// Two stop signals: the first starts the ordered stop, the second, while it runs, leaves at once
+/// with 130 and its own line, and every process of the run dies with it.
+#[test]
+fn a_second_signal_leaves_at_once_with_130_and_no_process_behind() {
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("end.html", "ms=600000"), "width": 640, "height": 360 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
+    let tree = descendants(run.child.id());
+    assert!(
+        tree.iter().any(|(_, name)| name == "ffmpeg"),
+        "no encoder running: {tree:?}"
+    );
+    // Back to back: the second is read while the first one's stop (the file's end) still runs.
+    let sent = std::time::Instant::now();
+    run.signal(Signal::SIGTERM);
+    run.signal(Signal::SIGINT);
+    let (status, exited) = run.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130), "{status}:\n{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains(&format!("pagecast: {SECOND_SIGNAL_RECORDING}")),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        exited - sent <= Duration::from_secs(5),
+        "two signals to exit took {:?}",
+        exited - sent
+    );
+    wait_until(
+        "every process of the run to die",
+        Duration::from_secs(10),
+        || tree.iter().all(|(pid, _)| !alive(*pid)),
+    );
 }
 
 #[test]

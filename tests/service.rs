@@ -61,7 +61,7 @@ fn push(redis: &Redis, id: &str, dir: &Path, page: &str, max: Option<&str>) -> P
         config["max_duration"] = json!(max);
     }
     let job = json!({ "id": id, "config": config }).to_string();
-    redis.cli(&["LPUSH", "test:jobs", &job]);
+    redis.cli(&["LPUSH", "{test}:jobs", &job]);
     file
 }
 
@@ -91,7 +91,7 @@ fn stop_cleanly(run: &mut Run) {
 }
 
 fn state(redis: &Redis, id: &str) -> String {
-    redis.hget(&format!("test:job:{id}"), "state")
+    redis.hget(&format!("{{test}}:job:{id}"), "state")
 }
 
 fn wait_state(redis: &Redis, id: &str, want: &str, timeout: Duration) {
@@ -100,7 +100,7 @@ fn wait_state(redis: &Redis, id: &str, want: &str, timeout: Duration) {
         assert!(
             s != "failed" || want == "failed",
             "job {id} failed: {}",
-            redis.hget(&format!("test:job:{id}"), "message")
+            redis.hget(&format!("{{test}}:job:{id}"), "message")
         );
         s == want
     });
@@ -140,20 +140,20 @@ fn jobs_run_within_the_limit_and_a_bad_config_fails_with_code_2() {
     let wrong = submit("w", r#"{"input":{"url":"https://e.com","width":3}}"#);
     assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("input.width"));
-    assert_eq!(redis.cli(&["LLEN", "test:jobs"]), "1");
+    assert_eq!(redis.cli(&["LLEN", "{test}:jobs"]), "1");
     let bad_job = json!({ "id": "bad", "config": { "input": { "url": page, "width": 3 }, "output": { "file": "/tmp/x.mp4" } } });
-    redis.cli(&["LPUSH", "test:jobs", &bad_job.to_string()]);
+    redis.cli(&["LPUSH", "{test}:jobs", &bad_job.to_string()]);
     let b = push(&redis, "b", dir.path(), &page, Some("2s"));
     let mut run = serve(&redis, "w1", &["--max-recordings", "1"]);
     wait_state(&redis, "b", "done", Duration::from_secs(120));
     wait_state(&redis, "a", "done", Duration::from_secs(5));
     assert_eq!(state(&redis, "bad"), "failed");
-    assert_eq!(redis.hget("test:job:bad", "exit_code"), "2");
-    let message = redis.hget("test:job:bad", "message");
+    assert_eq!(redis.hget("{test}:job:bad", "exit_code"), "2");
+    let message = redis.hget("{test}:job:bad", "message");
     assert!(message.starts_with("config: input.width:"), "{message}");
     for (id, file) in [("a", &a), ("b", &b)] {
-        assert_eq!(redis.hget(&format!("test:job:{id}"), "exit_code"), "0");
-        assert_eq!(redis.hget(&format!("test:job:{id}"), "worker"), "w1");
+        assert_eq!(redis.hget(&format!("{{test}}:job:{id}"), "exit_code"), "0");
+        assert_eq!(redis.hget(&format!("{{test}}:job:{id}"), "worker"), "w1");
         let p = probe(file);
         assert_eq!(p.video_codec(), "h264");
         assert!(
@@ -163,17 +163,17 @@ fn jobs_run_within_the_limit_and_a_bad_config_fails_with_code_2() {
         );
     }
     // One at a time: b (pushed last, taken last) started after a ended.
-    let a_end: u64 = redis.hget("test:job:a", "ended_at").parse().unwrap();
-    let b_start: u64 = redis.hget("test:job:b", "started_at").parse().unwrap();
+    let a_end: u64 = redis.hget("{test}:job:a", "ended_at").parse().unwrap();
+    let b_start: u64 = redis.hget("{test}:job:b", "started_at").parse().unwrap();
     assert!(
         b_start >= a_end,
         "a ended at {a_end}, b started at {b_start}"
     );
-    assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
-    assert_eq!(redis.cli(&["EXISTS", "test:worker:w1"]), "1", "heartbeat");
+    assert_eq!(redis.cli(&["LLEN", "{test}:processing:w1"]), "0");
+    assert_eq!(redis.cli(&["EXISTS", "{test}:worker:w1"]), "1", "heartbeat");
     stop_cleanly(&mut run);
     assert_eq!(
-        redis.cli(&["EXISTS", "test:worker:w1"]),
+        redis.cli(&["EXISTS", "{test}:worker:w1"]),
         "0",
         "a stopped worker leaves"
     );
@@ -193,16 +193,16 @@ fn a_dead_worker_s_job_is_taken_over_by_another() {
     );
     let mut first = serve(&redis, "w1", &["--heartbeat-ttl", "2s"]);
     wait_state(&redis, "j", "running", Duration::from_secs(30));
-    assert_eq!(redis.hget("test:job:j", "worker"), "w1");
+    assert_eq!(redis.hget("{test}:job:j", "worker"), "w1");
     // The machine dies: the worker and (parent-death signal) its recording.
     first.signal(Signal::SIGKILL);
     first.wait(Duration::from_secs(10));
     let mut second = serve(&redis, "w2", &["--heartbeat-ttl", "2s"]);
     wait_state(&redis, "j", "done", Duration::from_secs(90));
-    assert_eq!(redis.hget("test:job:j", "worker"), "w2");
-    assert_eq!(redis.hget("test:job:j", "attempts"), "2");
-    assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
-    assert_eq!(redis.cli(&["SISMEMBER", "test:workers", "w1"]), "0");
+    assert_eq!(redis.hget("{test}:job:j", "worker"), "w2");
+    assert_eq!(redis.hget("{test}:job:j", "attempts"), "2");
+    assert_eq!(redis.cli(&["LLEN", "{test}:processing:w1"]), "0");
+    assert_eq!(redis.cli(&["SISMEMBER", "{test}:workers", "w1"]), "0");
     assert_recorded(&attempt(&file, 2), 3.0);
     stop_cleanly(&mut second);
 }
@@ -252,7 +252,7 @@ fn a_stop_request_and_sigterm_finish_the_running_recordings() {
         state(&redis, "two"),
         "done",
         "{}",
-        redis.hget("test:job:two", "message")
+        redis.hget("{test}:job:two", "message")
     );
     for file in [&one, &two] {
         let p = probe(file);
@@ -286,7 +286,7 @@ fn two_workers_share_a_queue_and_run_each_job_once() {
     }
     let mut who = HashSet::new();
     for (id, file) in ids.iter().zip(&files) {
-        let job = format!("test:job:{id}");
+        let job = format!("{{test}}:job:{id}");
         // Every take counts an attempt: one means no job ran twice.
         assert_eq!(redis.hget(&job, "attempts"), "1", "{id}");
         assert_eq!(redis.hget(&job, "exit_code"), "0", "{id}");
@@ -299,7 +299,11 @@ fn two_workers_share_a_queue_and_run_each_job_once() {
         );
     }
     assert_eq!(who, HashSet::from(["w1".to_owned(), "w2".to_owned()]));
-    for key in ["test:jobs", "test:processing:w1", "test:processing:w2"] {
+    for key in [
+        "{test}:jobs",
+        "{test}:processing:w1",
+        "{test}:processing:w2",
+    ] {
         assert_eq!(redis.cli(&["LLEN", key]), "0", "{key}");
     }
     for w in &mut workers {
@@ -337,7 +341,7 @@ fn a_worker_restarted_under_its_id_runs_its_interrupted_job_again_and_a_twin_is_
     first.wait(Duration::from_secs(10));
     let mut again = serve(&redis, "w1", &ttl);
     wait_state(&redis, "j", "done", Duration::from_secs(90));
-    assert_eq!(redis.hget("test:job:j", "attempts"), "2");
+    assert_eq!(redis.hget("{test}:job:j", "attempts"), "2");
     assert_recorded(&attempt(&file, 2), 2.0);
     stop_cleanly(&mut again);
 }
@@ -370,9 +374,9 @@ fn a_lost_redis_is_reconnected_while_the_recording_goes_on() {
     // puts the job it runs back in its processing list.
     redis.restart();
     wait_until("the worker to reconnect", Duration::from_secs(30), || {
-        redis.cli(&["LLEN", "test:processing:w1"]) == "1"
+        redis.cli(&["LLEN", "{test}:processing:w1"]) == "1"
     });
-    assert_eq!(redis.cli(&["EXISTS", "test:worker:w1"]), "1");
+    assert_eq!(redis.cli(&["EXISTS", "{test}:worker:w1"]), "1");
     // Its control subscription is back too: a stop request reaches the recording.
     wait_until(
         "the control subscription to come back",
@@ -431,7 +435,7 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
     )
     .unwrap();
     wait_state(&redis, "k", "done", Duration::from_secs(90));
-    assert_eq!(redis.hget("test:job:k", "attempts"), "2");
+    assert_eq!(redis.hget("{test}:job:k", "attempts"), "2");
     // The retry wrote a file of its own: both attempts' recordings play, and the job's state
     // lists each with its seconds.
     let second = attempt(&file, 2);
@@ -441,7 +445,7 @@ fn a_recording_killed_by_someone_else_runs_again_and_each_change_is_published() 
     assert!(first.duration() >= 1.0, "{} s kept", first.duration());
     for (n, path, secs) in [(1, &file, first.duration()), (2, &second, 4.0)] {
         let listed: serde_json::Value =
-            serde_json::from_str(&redis.hget("test:job:k", &format!("attempt_{n}"))).unwrap();
+            serde_json::from_str(&redis.hget("{test}:job:k", &format!("attempt_{n}"))).unwrap();
         assert_eq!(listed["file"], path.display().to_string(), "{listed}");
         let listed_secs = listed["seconds"].as_f64().unwrap_or(-1.0);
         assert!((listed_secs - secs).abs() <= 0.5, "{listed} for {secs} s");
@@ -550,10 +554,10 @@ fn a_rediss_url_connects_over_tls() {
         .env("SSL_CERT_FILE", &redis.ca);
     let mut run = Run::spawn(cmd);
     wait_until("the worker's heartbeat", Duration::from_secs(20), || {
-        redis.cli(&["EXISTS", "test:worker:tls"]) == "1"
+        redis.cli(&["EXISTS", "{test}:worker:tls"]) == "1"
     });
     stop_cleanly(&mut run);
-    assert_eq!(redis.cli(&["EXISTS", "test:worker:tls"]), "0");
+    assert_eq!(redis.cli(&["EXISTS", "{test}:worker:tls"]), "0");
 }
 
 /// A worker cut off from Redis (its connection goes through a proxy the test cuts) longer than
@@ -587,7 +591,7 @@ fn a_worker_cut_off_from_redis_stops_its_recording_before_another_takes_the_job(
     };
     let mut w1_file = None;
     wait_until("w2 to take the job over", Duration::from_secs(60), || {
-        let w2_has_it = redis.hget("test:job:cut", "worker") == "w2";
+        let w2_has_it = redis.hget("{test}:job:cut", "worker") == "w2";
         let w1_runs_it = w1_records();
         assert!(!(w2_has_it && w1_runs_it), "the job runs on both workers");
         if !w1_runs_it && w1_file.is_none() {
@@ -617,7 +621,7 @@ fn a_worker_cut_off_from_redis_stops_its_recording_before_another_takes_the_job(
         "{}",
         first.stderr()
     );
-    assert_eq!(redis.hget("test:job:cut", "attempts"), "2");
+    assert_eq!(redis.hget("{test}:job:cut", "attempts"), "2");
     first.signal(Signal::SIGKILL);
     first.wait(Duration::from_secs(10));
     redis.cli(&["PUBLISH", "test:control", r#"{"stop":"cut"}"#]);
@@ -640,11 +644,11 @@ fn a_job_that_does_not_fit_waits_and_runs_when_the_running_one_ends() {
     wait_state(&redis, "a", "running", Duration::from_secs(30));
     run.wait_for(events::JOB_WAITS_FOR_CAPACITY, Duration::from_secs(10));
     assert_eq!(state(&redis, "b"), "", "b is not taken while a runs");
-    assert_eq!(redis.cli(&["LLEN", "test:jobs"]), "1");
+    assert_eq!(redis.cli(&["LLEN", "{test}:jobs"]), "1");
     wait_state(&redis, "b", "done", Duration::from_secs(120));
     assert_eq!(state(&redis, "a"), "done");
-    let a_end: u64 = redis.hget("test:job:a", "ended_at").parse().unwrap();
-    let b_start: u64 = redis.hget("test:job:b", "started_at").parse().unwrap();
+    let a_end: u64 = redis.hget("{test}:job:a", "ended_at").parse().unwrap();
+    let b_start: u64 = redis.hget("{test}:job:b", "started_at").parse().unwrap();
     assert!(
         b_start >= a_end,
         "a ended at {a_end}, b started at {b_start}"
@@ -671,11 +675,11 @@ fn a_job_larger_than_the_machine_fails_at_once() {
             "output": { "file": file },
         },
     });
-    redis.cli(&["LPUSH", "test:jobs", &job.to_string()]);
+    redis.cli(&["LPUSH", "{test}:jobs", &job.to_string()]);
     let mut run = serve_sized(&redis, "cores=1,memory=8GiB", &[]);
     wait_state(&redis, "big", "failed", Duration::from_secs(10));
-    assert_eq!(redis.hget("test:job:big", "exit_code"), "2");
-    let message = redis.hget("test:job:big", "message");
+    assert_eq!(redis.hget("{test}:job:big", "exit_code"), "2");
+    let message = redis.hget("{test}:job:big", "message");
     assert!(
         message.starts_with(
             "config: input.width x input.height at input.framerate needs about 1.08 cores"
@@ -684,8 +688,8 @@ fn a_job_larger_than_the_machine_fails_at_once() {
         "{message}"
     );
     assert!(!file.exists(), "no recording started");
-    assert_eq!(redis.cli(&["LLEN", "test:jobs"]), "0");
-    assert_eq!(redis.cli(&["LLEN", "test:processing:w1"]), "0");
+    assert_eq!(redis.cli(&["LLEN", "{test}:jobs"]), "0");
+    assert_eq!(redis.cli(&["LLEN", "{test}:processing:w1"]), "0");
     assert!(
         run.stderr().contains("PAGECAST_TEST_MACHINE"),
         "the test machine is logged"
@@ -787,7 +791,7 @@ fn a_warm_tree_gives_way_to_a_job_that_does_not_take_it_and_comes_back_after() {
             "max_duration": "3s",
         },
     });
-    redis.cli(&["LPUSH", "test:jobs", &job.to_string()]);
+    redis.cli(&["LPUSH", "{test}:jobs", &job.to_string()]);
     run.wait_for(events::JOB_COLD_START, Duration::from_secs(10));
     run.wait_for(events::WARM_TREE_GAVE_WAY, Duration::from_secs(5));
     wait_state(&redis, "slow", "done", Duration::from_secs(60));

@@ -57,7 +57,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the browser shows and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BrowserSpec {
     pub url: url::Url,
     pub width: u32,
@@ -79,7 +79,7 @@ pub struct BrowserSpec {
     pub secrets: Vec<Secret>,
     /// Set once the page has loaded (in any browser of the recording): from then on what was
     /// recorded holds the page, and is kept whatever happens.
-    pub page_loaded: Rc<std::cell::Cell<bool>>,
+    pub page_loaded: tokio::sync::watch::Sender<bool>,
     /// How the page is shown beyond its address.
     pub page: PageOptions,
 }
@@ -189,7 +189,7 @@ pub struct BrowserActor {
     navigated: bool,
     /// The page loaded: from now on it is probed.
     loaded: bool,
-    page_loaded: Rc<std::cell::Cell<bool>>,
+    page_loaded: tokio::sync::watch::Sender<bool>,
     probing: bool,
     /// Load the page as soon as the actor runs (a restart: the encoder is already recording).
     navigate_at_start: bool,
@@ -901,7 +901,7 @@ impl Handler<Navigate> for BrowserActor {
             actix::fut::wrap_future(load).map(|result, act: &mut Self, ctx| match result {
                 Ok(()) => {
                     act.loaded = true;
-                    act.page_loaded.set(true);
+                    act.page_loaded.send_replace(true);
                 }
                 Err(failure) => act.fail(failure, ctx),
             }),

@@ -5,107 +5,57 @@
 //! waits on this gate and the file begins with the page's content, not with seconds of an empty
 //! room.
 //!
-//! Owns: one state, Waiting → Open, or Waiting → Closed(why). It changes once.
+//! Owns: one [`Settle`] cell: Waiting → Open, or Waiting → Closed(why). It changes once.
 //! Written by: the browser (opens it on `START_RECORDING`; closes it when the page reports an
 //! error, logs `END_RECORDING` first, or the browser dies while waiting) and by whoever stops the
 //! recording (a signal while waiting closes it).
 //! Read by: the encoder's start, which waits for it with a time limit.
 //!
-//! Why not a message: while a child starts, its supervisor holds back every message (that is what
-//! makes starts ordered), so a stop request sent to the tree would wait behind the very start it
-//! should end. The gate is read by the start itself.
+//! Why not a message: see `settle.rs`.
 
-use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
+use crate::settle::Settle;
 use crate::supervision::{Failure, FailureKind};
 
-#[derive(Debug, Clone)]
-enum State {
-    Waiting,
-    Open,
-    Closed(Failure),
-}
-
 /// Shared by the browser, the encoder's start and the recording's owner. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct StartGate(Rc<watch::Sender<State>>);
-
-impl Default for StartGate {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct StartGate(Settle<()>);
 
 impl StartGate {
     pub fn new() -> Self {
-        Self(Rc::new(watch::Sender::new(State::Waiting)))
+        Self::default()
     }
 
     /// Opens the gate; returns whether this call opened it (false if it had already changed).
     pub fn open(&self) -> bool {
-        self.0.send_if_modified(|s| match s {
-            State::Waiting => {
-                *s = State::Open;
-                true
-            }
-            _ => false,
-        })
+        self.0.give(())
     }
 
     /// Closes the gate for good with `why`, unless it already changed.
     pub fn close(&self, why: Failure) -> bool {
-        self.0.send_if_modified(|s| match s {
-            State::Waiting => {
-                *s = State::Closed(why);
-                true
-            }
-            _ => false,
-        })
+        self.0.close(why)
     }
 
     pub fn is_waiting(&self) -> bool {
-        matches!(*self.0.borrow(), State::Waiting)
+        self.0.is_waiting()
     }
 
     pub fn is_open(&self) -> bool {
-        matches!(*self.0.borrow(), State::Open)
+        self.0.get().is_some()
     }
 
     /// Resolves with the reason when the gate closes; never if it opens. (A warm tree's encoder
     /// waits for its job and, through this, for its browser's failure: see `warm.rs`.)
     pub async fn closed(&self) -> Failure {
-        let mut rx = self.0.subscribe();
-        let closed =
-            rx.wait_for(|s| matches!(s, State::Closed(_)))
-                .await
-                .map(|state| match &*state {
-                    State::Closed(why) => why.clone(),
-                    _ => unreachable!("waited for a close"),
-                });
-        match closed {
-            Ok(why) => why,
-            // The sender lives in self: it can't be dropped while we wait.
-            Err(_) => Failure::crashed("the start gate vanished"),
-        }
+        self.0.closed().await
     }
 
     /// Resolves when the gate opens: Ok at once if it is open, the closing reason if it closes,
     /// and an input failure saying `what_is_missing` if `limit` passes first.
     pub async fn wait(&self, limit: Duration, what_is_missing: &str) -> Result<(), Failure> {
-        let mut rx = self.0.subscribe();
-        let outcome =
-            tokio::time::timeout(limit, rx.wait_for(|s| !matches!(s, State::Waiting))).await;
-        match outcome {
-            Ok(Ok(state)) => match &*state {
-                State::Open => Ok(()),
-                State::Closed(why) => Err(why.clone()),
-                State::Waiting => unreachable!("waited for a change"),
-            },
-            // The sender lives in self: it can't be dropped while we wait.
-            Ok(Err(_)) => Err(Failure::crashed("the start gate vanished")),
+        match tokio::time::timeout(limit, self.0.wait()).await {
+            Ok(outcome) => outcome,
             Err(_) => {
                 let why = Failure::new(
                     FailureKind::Input,

@@ -25,6 +25,7 @@ pub mod process;
 pub mod recording;
 pub mod relay;
 pub mod secret;
+pub mod settle;
 pub mod store;
 pub mod supervision;
 pub mod uploader;

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::mpsc;
 
 use crate::fanout::{FanOutActor, Targets};
 use crate::relay::{RelayActor, RelaySpec};
@@ -59,7 +60,7 @@ struct Inner {
     next: Cell<usize>,
     retry_for: Duration,
     has_file: bool,
-    lost: Rc<RefCell<Vec<String>>>,
+    lost: mpsc::UnboundedSender<String>,
 }
 
 /// The live outputs of one recording; cheap to clone.
@@ -81,7 +82,7 @@ impl LiveOutputs {
         streams: &[StreamUrl],
         retry_for: Duration,
         has_file: bool,
-        lost: Rc<RefCell<Vec<String>>>,
+        lost: mpsc::UnboundedSender<String>,
     ) -> Result<LiveOutputs, Failure> {
         let socket = UdpSocket::bind("127.0.0.1:0")
             .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))?;

@@ -12,9 +12,17 @@
 //!     └── encoder      ffmpeg
 //! ```
 //!
-//! Owns: the root supervisor of one recording and the wiring between its children (which display
-//! and sink later children use, which browser to tell to load the page, which segment file the
-//! encoder writes).
+//! Owns: the root supervisor of one recording, and the channels between the recording's owner and
+//! its children.
+//! Wiring: siblings never share a cell. The display, the audio and the browser publish what the
+//! children after them use (their address, the display and the sink); their supervisor hands it to
+//! each later child at its start (`ChildLink::wired`, see `supervision.rs`), so a restarted
+//! encoder gets the browser running now, and a new display restarts everything after it with it.
+//! What goes to the owner travels on one-way channels the children only write: the first frame,
+//! each part's file (for the join), the browser's address (to switch the layout), the page's load,
+//! each live stream given up.
+//! What the owner decides travels the other way, read by the children: the pause, the layout, a
+//! warm tree's job.
 //! Start order: display, audio, browser (blank page), encoder; at the encoder's first frame the
 //! browser loads the page, so the recording holds the page from its first moment.
 //! With a start signal (`await_start`: LiveKit layouts, or pages that opt in) the browser loads
@@ -39,13 +47,13 @@
 //! Sends: [`StopTree`] to the root when `max_duration` of recorded time has passed since the
 //! first frame.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
 use crate::browser::{BrowserActor, BrowserSpec, Load, Navigate, PageOptions, SetLayout};
@@ -122,24 +130,48 @@ pub struct AwaitStart {
     pub missing: String,
 }
 
-/// What the children of one tree learn from each other as they start.
-#[derive(Default)]
-struct Wiring {
-    display: Option<DisplayInfo>,
-    audio: Option<AudioInfo>,
-    /// The display's and the audio's actors: a warm tree's encoder start watches them while it
-    /// waits (their supervisor cannot restart them then).
-    display_actor: Option<Addr<DisplayActor>>,
-    audio_actor: Option<Addr<AudioActor>>,
-    browser: Option<Addr<BrowserActor>>,
-    /// Fired at the first encoded frame.
-    first_frame: Option<oneshot::Sender<Instant>>,
-    /// The files the encoder wrote, one per start, in order.
-    segments: Vec<PathBuf>,
-    /// Set when the encoder waits for the page's START_RECORDING.
-    gate: Option<StartGate>,
-    /// The layout a LiveKit layout page was switched to while recording (see [`LayoutSwitch`]).
-    layout: Option<String>,
+/// The children's names, by which the children after them ask their supervisor for what they
+/// published.
+const DISPLAY: &str = "display";
+const AUDIO: &str = "audio";
+const BROWSER: &str = "browser";
+
+/// What the display publishes: its actor (a warm tree's encoder start watches it while it waits:
+/// its supervisor cannot restart it then) and the display the later children use.
+type DisplayUp = (Addr<DisplayActor>, DisplayInfo);
+/// What the audio publishes, as the display.
+type AudioUp = (Addr<AudioActor>, AudioInfo);
+
+/// What the recording's children tell its owner, each on a channel of its own; cheap to clone.
+#[derive(Clone)]
+struct Reports {
+    /// The first encoded frame (set once).
+    first_frame: watch::Sender<Option<Instant>>,
+    /// The browser running now, at each (re)start: where a layout switch goes.
+    browser: watch::Sender<Option<Addr<BrowserActor>>>,
+    /// The page loaded at least once (see [`BrowserSpec`]'s `page_loaded`).
+    page_loaded: watch::Sender<bool>,
+}
+
+/// The files of the recording's parts (the requested file, then hidden siblings), handed out in
+/// order to the encoder (at each start and at each resume) and each reported to the owner for the
+/// join.
+struct Parts {
+    id: String,
+    handed: Cell<usize>,
+    report: mpsc::UnboundedSender<PathBuf>,
+}
+
+impl Parts {
+    /// The next part's file of `output` (a warm tree's comes with its job); None when the
+    /// recording has no file.
+    fn next(&self, output: Option<&PathBuf>) -> Option<PathBuf> {
+        let output = output?;
+        let path = segment_path(output, &self.id, self.handed.get());
+        self.handed.set(self.handed.get() + 1);
+        let _ = self.report.send(path.clone());
+        Some(path)
+    }
 }
 
 /// Stops a recording; cheap to clone, usable from signal handlers.
@@ -178,30 +210,38 @@ pub struct Recording {
     gate: Option<StartGate>,
     late: Option<LateJob>,
     exit: oneshot::Receiver<TreeExit>,
-    first_frame: Rc<RefCell<Option<Instant>>>,
-    wiring: Rc<RefCell<Wiring>>,
+    first_frame: watch::Receiver<Option<Instant>>,
+    /// The files the encoder wrote, one per part, in order.
+    parts: mpsc::UnboundedReceiver<PathBuf>,
+    layout: LayoutSwitch,
     output: Option<PathBuf>,
     id: String,
     framerate: u32,
-    lost_streams: Rc<RefCell<Vec<String>>>,
-    page_loaded: Rc<Cell<bool>>,
+    /// Live streams given up, as their relays report them.
+    lost_streams: mpsc::UnboundedReceiver<String>,
+    page_loaded: watch::Receiver<bool>,
     live: Option<LiveOutputs>,
 }
 
 /// Switches the layout of the recording's LiveKit layout page in place (see [`SetLayout`]).
 /// A browser restarted later loads the page with the layout switched to.
 #[derive(Clone)]
-pub struct LayoutSwitch(Rc<RefCell<Wiring>>);
+pub struct LayoutSwitch {
+    /// The browser running now, as its start reports it.
+    browser: watch::Receiver<Option<Addr<BrowserActor>>>,
+    /// The layout switched to, read by every browser start.
+    layout: watch::Sender<Option<String>>,
+}
 
 impl LayoutSwitch {
     pub async fn set(&self, layout: &str) -> Result<(), String> {
-        let browser = self.0.borrow().browser.clone();
+        let browser = self.browser.borrow().clone();
         let browser = browser.ok_or("the browser is not running")?;
         browser
             .send(SetLayout(layout.to_owned()))
             .await
             .map_err(|_| "the browser stopped".to_owned())??;
-        self.0.borrow_mut().layout = Some(layout.to_owned());
+        self.layout.send_replace(Some(layout.to_owned()));
         Ok(())
     }
 }
@@ -242,7 +282,7 @@ impl Recording {
         mut spec: RecordingSpec,
         progress: Option<Recipient<EncoderProgress>>,
     ) -> Result<Recording, Failure> {
-        let lost_streams = Rc::new(RefCell::new(Vec::new()));
+        let (lost_tx, lost_streams) = mpsc::unbounded_channel();
         // The encoder sends one live leg, to the fan-out; the relays can change while it runs.
         let live = if spec.streams.is_empty() {
             None
@@ -251,33 +291,47 @@ impl Recording {
                 &spec.streams,
                 spec.stream_retry_for,
                 spec.encoder.output.is_some(),
-                lost_streams.clone(),
+                lost_tx,
             )?;
             spec.encoder.relays = vec![live.port()?];
             Some(live)
         };
-        let page_loaded = Rc::new(Cell::new(false));
-        let (first_tx, first_rx) = oneshot::channel();
+        let (first_tx, first_frame) = watch::channel(None);
+        let (browser_tx, browser_rx) = watch::channel(None);
+        let (page_loaded_tx, page_loaded) = watch::channel(false);
+        let reports = Reports {
+            first_frame: first_tx,
+            browser: browser_tx,
+            page_loaded: page_loaded_tx,
+        };
+        let (parts_tx, parts) = mpsc::unbounded_channel();
+        let part_files = Rc::new(Parts {
+            id: spec.id.clone(),
+            handed: Cell::new(0),
+            report: parts_tx,
+        });
+        let (layout_tx, layout_rx) = watch::channel(None);
+        let layout = LayoutSwitch {
+            browser: browser_rx,
+            layout: layout_tx,
+        };
         // A warm tree has one too, never opened: its browser closes it when it fails while the
         // encoder's start waits for the job (the supervisor could not restart the browser then).
         let gate = (spec.await_start.is_some() || spec.late.is_some()).then(StartGate::new);
         let pause = PauseSwitch::new();
-        let wiring = Rc::new(RefCell::new(Wiring {
-            first_frame: Some(first_tx),
+        let media = Media {
             gate: gate.clone(),
-            ..Wiring::default()
-        }));
+            pause: pause.clone(),
+            progress,
+            live: live.clone(),
+            layout: layout_rx,
+            reports,
+            parts: part_files,
+        };
         let children = vec![
-            display_child(&spec, wiring.clone()),
-            audio_child(&spec, wiring.clone()),
-            media_child(
-                &spec,
-                wiring.clone(),
-                pause.clone(),
-                progress,
-                live.clone(),
-                page_loaded.clone(),
-            ),
+            display_child(&spec),
+            audio_child(&spec),
+            media_child(&spec, media),
         ];
         let config = SupervisorConfig {
             name: "recording".into(),
@@ -285,15 +339,16 @@ impl Recording {
             intensity: spec.intensity,
         };
         let (supervisor, exit) = Supervisor::start(config, children);
-        let first_frame = Rc::new(RefCell::new(None));
-        let seen = first_frame.clone();
+        let mut first = first_frame.clone();
         let sup = supervisor.clone();
         let max_duration = spec.max_duration;
         let switch = pause.clone();
         let late = spec.late.clone();
         actix::spawn(async move {
-            let Ok(at) = first_rx.await else { return };
-            *seen.borrow_mut() = Some(at);
+            let Ok(at) = first.wait_for(Option::is_some).await.map(|at| *at) else {
+                return;
+            };
+            let Some(at) = at else { return };
             switch.started(at);
             // A warm tree's first frame comes after its job: the job's limit.
             let max_duration = match &late {
@@ -315,7 +370,8 @@ impl Recording {
             late: spec.late,
             exit,
             first_frame,
-            wiring,
+            parts,
+            layout,
             output: spec.encoder.output,
             id: spec.id,
             framerate: spec.encoder.framerate,
@@ -327,7 +383,7 @@ impl Recording {
 
     /// Switches a LiveKit layout page's layout while recording.
     pub fn layout_switch(&self) -> LayoutSwitch {
-        LayoutSwitch(self.wiring.clone())
+        self.layout.clone()
     }
 
     /// The live outputs, to add and remove streams while recording (None: it has none).
@@ -370,13 +426,16 @@ impl Recording {
     }
 
     /// Resolves once every child has stopped and the segments, if several, are joined.
-    pub async fn finished(self) -> RecordingReport {
+    pub async fn finished(mut self) -> RecordingReport {
         let exit = self.exit.await.unwrap_or(TreeExit::Stopped {
             cause: "supervisor vanished".into(),
             failures: Vec::new(),
         });
         let first_frame = *self.first_frame.borrow();
-        let segments = std::mem::take(&mut self.wiring.borrow_mut().segments);
+        let mut segments = Vec::new();
+        while let Ok(part) = self.parts.try_recv() {
+            segments.push(part);
+        }
         // A warm tree's file is its job's.
         let output = match &self.late {
             Some(late) => late.output(),
@@ -390,14 +449,17 @@ impl Recording {
             }
             _ => None,
         };
-        let lost_streams = self.lost_streams.borrow().clone();
+        let mut lost_streams = Vec::new();
+        while let Ok(lost) = self.lost_streams.try_recv() {
+            lost_streams.push(lost);
+        }
         RecordingReport {
             exit,
             first_frame,
             segments: segments.len(),
             join_error,
             lost_streams,
-            page_loaded: self.page_loaded.get(),
+            page_loaded: *self.page_loaded.borrow(),
         }
     }
 }
@@ -411,57 +473,56 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-fn display_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
+fn display_child(spec: &RecordingSpec) -> ChildSpec {
     let display = spec.display;
-    ChildSpec::new(
-        "display",
+    ChildSpec::publishing(
+        DISPLAY,
         Restart::Permanent,
         Duration::from_secs(5),
-        move |link| {
-            let wiring = wiring.clone();
-            async move {
-                let (addr, info) = DisplayActor::start(display, link).await?;
-                wiring.borrow_mut().display = Some(info);
-                wiring.borrow_mut().display_actor = Some(addr.clone());
-                Ok(addr)
-            }
+        move |link| async move {
+            let (addr, info) = DisplayActor::start(display, link).await?;
+            Ok((addr.clone(), (addr, info)))
         },
     )
 }
 
-fn audio_child(spec: &RecordingSpec, wiring: Rc<RefCell<Wiring>>) -> ChildSpec {
+fn audio_child(spec: &RecordingSpec) -> ChildSpec {
     let audio = AudioSpec {
         runtime_dir: spec.work_dir.join("pulse"),
         sink: format!("pagecast_{}", spec.id),
         sample_rate: spec.encoder.audio_frequency,
     };
-    ChildSpec::new(
-        "audio",
+    ChildSpec::publishing(
+        AUDIO,
         Restart::Permanent,
         Duration::from_secs(5),
         move |link| {
-            let (audio, wiring) = (audio.clone(), wiring.clone());
+            let audio = audio.clone();
             async move {
                 let (addr, info) = AudioActor::start(audio, link).await?;
-                wiring.borrow_mut().audio = Some(info);
-                wiring.borrow_mut().audio_actor = Some(addr.clone());
-                Ok(addr)
+                Ok((addr.clone(), (addr, info)))
             }
         },
     )
 }
 
-/// The browser, the live outputs and the encoder: one-for-one, so each restarts without touching
-/// the others. The encoder starts last and so stops first: the file is finished, and the relays
-/// get the stream's last packets before they stop.
-fn media_child(
-    spec: &RecordingSpec,
-    wiring: Rc<RefCell<Wiring>>,
+/// What the recording's owner hands the media subtree's children, and where they report back.
+#[derive(Clone)]
+struct Media {
+    gate: Option<StartGate>,
     pause: PauseSwitch,
     progress: Option<Recipient<EncoderProgress>>,
     live: Option<LiveOutputs>,
-    page_loaded: Rc<Cell<bool>>,
-) -> ChildSpec {
+    /// The layout a LiveKit layout page was switched to while recording (see [`LayoutSwitch`]).
+    layout: watch::Receiver<Option<String>>,
+    reports: Reports,
+    parts: Rc<Parts>,
+}
+
+/// The browser, the live outputs and the encoder: one-for-one, so each restarts without touching
+/// the others. The encoder starts last and so stops first: the file is finished, and the relays
+/// get the stream's last packets before they stop.
+fn media_child(spec: &RecordingSpec, media: Media) -> ChildSpec {
     let spec = spec.clone();
     // Both children's timeouts fit in this.
     ChildSpec::new(
@@ -474,8 +535,8 @@ fn media_child(
                 strategy: Strategy::OneForOne,
                 intensity: spec.intensity,
             };
-            let mut children = vec![browser_child(&spec, wiring.clone(), page_loaded.clone())];
-            if let Some(live) = &live {
+            let mut children = vec![browser_child(&spec, &media)];
+            if let Some(live) = &media.live {
                 children.push(live.child(spec.intensity));
             }
             if let Some(live) = &spec.hls_live {
@@ -488,22 +549,13 @@ fn media_child(
                     move |link| std::future::ready(Ok(HlsLiveActor::start(live.clone(), link))),
                 ));
             }
-            children.push(encoder_child(
-                &spec,
-                wiring.clone(),
-                pause.clone(),
-                progress.clone(),
-            ));
+            children.push(encoder_child(&spec, &media));
             Supervisor::start_linked(config, children, link)
         },
     )
 }
 
-fn browser_child(
-    spec: &RecordingSpec,
-    wiring: Rc<RefCell<Wiring>>,
-    page_loaded: Rc<Cell<bool>>,
-) -> ChildSpec {
+fn browser_child(spec: &RecordingSpec, media: &Media) -> ChildSpec {
     let browser = BrowserSpec {
         url: spec.url.clone(),
         width: spec.display.width,
@@ -514,24 +566,30 @@ fn browser_child(
         host_resolver_rules: spec.host_resolver_rules.clone(),
         proxy_port: spec.proxy_port,
         secrets: spec.secrets.clone(),
-        page_loaded: page_loaded.clone(),
+        page_loaded: media.reports.page_loaded.clone(),
         page: spec.page.clone(),
     };
     let awaits_start = spec.await_start.is_some();
     let fresh_url = spec.fresh_url.clone();
     let late = spec.late.clone();
-    ChildSpec::new(
-        "browser",
+    let (gate, layout, running) = (
+        media.gate.clone(),
+        media.layout.clone(),
+        media.reports.browser.clone(),
+    );
+    ChildSpec::publishing(
+        BROWSER,
         Restart::Permanent,
         Duration::from_secs(10),
         move |link| {
-            let (mut browser, wiring) = (browser.clone(), wiring.clone());
+            let (mut browser, gate, running) = (browser.clone(), gate.clone(), running.clone());
             let fresh = fresh_url.as_ref().map(|f| (f.0)());
             // A warm tree's browser shows the job's page once the job came; before, the blank one.
             let job = late.as_ref().map(|l| l.get());
             if let Some(Some(job)) = &job {
                 browser.url = job.url.clone();
             }
+            let layout = layout.borrow().clone();
             async move {
                 if let Some(fresh) = fresh {
                     let (url, secret) = fresh?;
@@ -539,10 +597,11 @@ fn browser_child(
                     browser.secrets.push(secret);
                 }
                 // A layout switched while recording survives a browser restart.
-                if let Some(layout) = wiring.borrow().layout.clone() {
+                if let Some(layout) = layout {
                     browser.url = with_layout(&browser.url, &layout);
                 }
-                let (display, audio) = started_before(&wiring)?;
+                let (_, display) = link.needs::<DisplayUp>(DISPLAY)?;
+                let (_, audio) = link.needs::<AudioUp>(AUDIO)?;
                 // A restarted browser loads the page at once: its encoder is already recording.
                 // So does a page the encoder waits for.
                 // (A warm browser restarted before its job has no page to load yet.)
@@ -550,7 +609,6 @@ fn browser_child(
                 if restart {
                     tracing::warn!("browser restarted: reloading the page");
                 }
-                let gate = wiring.borrow().gate.clone();
                 let addr = BrowserActor::start(
                     &browser,
                     &display,
@@ -560,51 +618,46 @@ fn browser_child(
                     link,
                 )
                 .await?;
-                wiring.borrow_mut().browser = Some(addr.clone());
-                Ok(addr)
+                running.send_replace(Some(addr.clone()));
+                Ok((addr.clone(), addr))
             }
         },
     )
 }
 
-fn encoder_child(
-    spec: &RecordingSpec,
-    wiring: Rc<RefCell<Wiring>>,
-    pause: PauseSwitch,
-    progress: Option<Recipient<EncoderProgress>>,
-) -> ChildSpec {
+fn encoder_child(spec: &RecordingSpec, media: &Media) -> ChildSpec {
     let encoder = spec.encoder.clone();
     let await_start = spec.await_start.clone();
     let late = spec.late.clone();
-    let id = spec.id.clone();
+    let media = media.clone();
     // The finalize timeout of the encoder plus its SIGINT/SIGKILL steps fit in this.
     ChildSpec::new(
         "encoder",
         Restart::Permanent,
         Duration::from_secs(15),
         move |link| {
-            let (mut encoder, wiring, progress, await_start, late, id, pause) = (
+            let (mut encoder, await_start, late, media) = (
                 encoder.clone(),
-                wiring.clone(),
-                progress.clone(),
                 await_start.clone(),
                 late.clone(),
-                id.clone(),
-                pause.clone(),
+                media.clone(),
             );
             async move {
+                let (display_actor, display) = link.needs::<DisplayUp>(DISPLAY)?;
+                let (audio_actor, audio) = link.needs::<AudioUp>(AUDIO)?;
+                let browser = link.wired::<Addr<BrowserActor>>(BROWSER);
                 // A warm tree: everything before the encoder is up; the job brings the rest.
                 let mut page = None;
                 if let Some(late) = &late {
                     if late.get().is_none() {
                         tracing::info!("{}", crate::events::WARM_TREE_READY);
                     }
-                    let gate = wiring.borrow().gate.clone().unwrap_or_default();
+                    let gate = media.gate.clone().unwrap_or_default();
                     let job = tokio::select! {
                         biased;
                         job = late.wait() => job?,
                         why = gate.closed() => return Err(why),
-                        why = lost_while_warm(&wiring) => return Err(why),
+                        why = lost_while_warm(&display_actor, &audio_actor) => return Err(why),
                     };
                     encoder = EncoderSpec {
                         width: encoder.width,
@@ -614,24 +667,23 @@ fn encoder_child(
                     };
                     page = Some(job.url);
                 }
+                let (parts, output) = (media.parts.clone(), encoder.output.clone());
                 let control = PauseControl {
-                    paused: pause.follow(),
-                    next_part: next_part(&encoder.output, &wiring, &id),
+                    paused: media.pause.follow(),
+                    next_part: Rc::new(move || parts.next(output.as_ref())),
                 };
-                let gate = wiring.borrow().gate.clone();
-                if let (Some(gate), Some(wait)) = (gate, await_start) {
+                if let (Some(gate), Some(wait)) = (&media.gate, await_start) {
                     if gate.is_waiting() {
                         tracing::info!(limit = ?wait.limit, "waiting for the page's START_RECORDING");
                     }
                     // Open at once on a restart: the page started long ago.
                     gate.wait(wait.limit, &wait.missing).await?;
                 }
-                let (display, audio) = started_before(&wiring)?;
                 // Paused (a restart during a pause): the next part begins at the resume.
                 if !control.is_paused() {
                     encoder.output = (control.next_part)();
                     if let Some(path) = &encoder.output {
-                        let n = wiring.borrow().segments.len() - 1;
+                        let n = media.parts.handed.get() - 1;
                         if n > 0 {
                             tracing::warn!(segment = n, path = %path.display(), "encoder restarted: recording the next segment");
                         }
@@ -641,17 +693,18 @@ fn encoder_child(
                     &encoder,
                     &display,
                     &audio,
-                    progress,
+                    media.progress,
                     Some(control),
                     link,
                 )
                 .await?;
-                let w = &mut *wiring.borrow_mut();
-                if let Some(first) = w.first_frame.take() {
-                    let _ = first.send(Instant::now());
-                }
+                media.reports.first_frame.send_if_modified(|first| {
+                    let unset = first.is_none();
+                    first.get_or_insert_with(Instant::now);
+                    unset
+                });
                 // Loads the page if this browser has not yet (it ignores a second Navigate).
-                if let Some(browser) = &w.browser {
+                if let Some(browser) = &browser {
                     match page {
                         Some(url) => browser.do_send(Load(url)),
                         None => browser.do_send(Navigate),
@@ -663,52 +716,24 @@ fn encoder_child(
     )
 }
 
-/// Hands out the files of the recording's parts in order (the requested file, then hidden
-/// siblings), each noted for the join; None when the recording has no file.
-fn next_part(
-    output: &Option<PathBuf>,
-    wiring: &Rc<RefCell<Wiring>>,
-    id: &str,
-) -> Rc<dyn Fn() -> Option<PathBuf>> {
-    let (output, wiring, id) = (output.clone(), wiring.clone(), id.to_owned());
-    Rc::new(move || {
-        let output = output.as_ref()?;
-        let mut w = wiring.borrow_mut();
-        let path = segment_path(output, &id, w.segments.len());
-        w.segments.push(path.clone());
-        Some(path)
-    })
-}
-
 /// How often a warm tree's encoder start looks at the display and the audio while it waits.
 const WARM_WATCH_EVERY: Duration = Duration::from_millis(250);
 
 /// Resolves when the display or the audio stopped while a warm tree waits for its job: its
 /// supervisor is busy with the encoder's start and cannot restart them, and a job handed to the
 /// tree would fail. Ending the start ends the tree, and the pool replaces it.
-async fn lost_while_warm(wiring: &Rc<RefCell<Wiring>>) -> Failure {
+async fn lost_while_warm(display: &Addr<DisplayActor>, audio: &Addr<AudioActor>) -> Failure {
     let mut every = tokio::time::interval(WARM_WATCH_EVERY);
     loop {
         every.tick().await;
-        let w = wiring.borrow();
-        let lost = if !w.display_actor.as_ref().is_some_and(Addr::connected) {
+        let lost = if !display.connected() {
             "display"
-        } else if !w.audio_actor.as_ref().is_some_and(Addr::connected) {
+        } else if !audio.connected() {
             "audio"
         } else {
             continue;
         };
         return Failure::crashed(format!("{lost} lost while the warm tree waited for a job"));
-    }
-}
-
-fn started_before(wiring: &Rc<RefCell<Wiring>>) -> Result<(DisplayInfo, AudioInfo), Failure> {
-    let w = wiring.borrow();
-    match (&w.display, &w.audio) {
-        (Some(d), Some(a)) => Ok((*d, a.clone())),
-        _ => Err(Failure::crashed(
-            "started before the display and audio were up",
-        )),
     }
 }
 

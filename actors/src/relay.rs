@@ -18,8 +18,6 @@
 //! the lost stream is reported at the end.
 //! Stops: on `Shutdown`, or on giving up.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -52,8 +50,8 @@ pub struct RelaySpec {
     pub retry_for: Duration,
     /// Whether the recording has nothing else (no file): then giving up fails the recording.
     pub only_output: bool,
-    /// Where a stream that was given up is reported (shared with the recording).
-    pub lost: Rc<RefCell<Vec<String>>>,
+    /// Where a stream that was given up is reported (to the recording's owner).
+    pub lost: tokio::sync::mpsc::UnboundedSender<String>,
     /// Added while the recording ran (`live.rs`): giving up on it never fails the recording,
     /// which went on without it until then.
     pub added: bool,
@@ -359,7 +357,7 @@ impl RelayActor {
             self.link.set_exit(ExitReason::Failed(failure));
         } else {
             // The file goes on; the lost stream is reported when the recording ends.
-            self.spec.lost.borrow_mut().push(failure.message);
+            let _ = self.spec.lost.send(failure.message);
             self.link.set_exit(ExitReason::Normal);
         }
         ctx.stop();
@@ -447,7 +445,7 @@ mod tests {
             port: 5000,
             retry_for: Duration::from_secs(60),
             only_output: false,
-            lost: Rc::default(),
+            lost: tokio::sync::mpsc::unbounded_channel().0,
             added: false,
         };
         let args = relay_args(
@@ -498,7 +496,7 @@ mod tests {
             port: 5000,
             retry_for: Duration::from_secs(60),
             only_output: false,
-            lost: Rc::default(),
+            lost: tokio::sync::mpsc::unbounded_channel().0,
             added: false,
         };
         let args = relay_args(&spec, &Target::Srt(&srt));

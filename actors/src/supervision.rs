@@ -21,15 +21,24 @@
 //! Children report their own death with a [`ChildLink`]. A child actor that panics never reports;
 //! its link notices on drop and reports the panic, so a panic is a crash, never a silent stop.
 //!
+//! Wiring: a child started with [`ChildSpec::publishing`] publishes a value once it is ready (its
+//! address, the display it serves); the supervisor keeps it while that child runs and hands every
+//! later child, at its start, what its running earlier siblings published ([`ChildLink::wired`]).
+//! A subtree's children also see what their parent's earlier siblings published. Siblings so
+//! never share a cell: a child restarted after a sibling gets that sibling's new value, and with
+//! `RestForOne` a child whose dependency restarts restarts with it.
+//!
 //! A supervisor can itself be a child ([`Supervisor::start_linked`]): it answers [`Shutdown`] and
 //! [`Kill`] like any child, reports giving up to its parent as a failure (which the parent's own
 //! policy and intensity then handle), and forwards [`StopTree`] to the root, so a stop request from
 //! deep in the tree stops the whole tree in order.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -254,8 +263,39 @@ where
     }
 }
 
-type StartFn =
-    Box<dyn FnMut(ChildLink) -> LocalBoxFuture<'static, Result<Box<dyn ChildHandle>, Failure>>>;
+/// A child that became ready: its handle and what it published (see [`ChildSpec::publishing`]).
+struct Started {
+    handle: Box<dyn ChildHandle>,
+    published: Option<Rc<dyn Any>>,
+}
+
+type StartFn = Box<dyn FnMut(ChildLink) -> LocalBoxFuture<'static, Result<Started, Failure>>>;
+
+/// What the running earlier siblings of a child (and, in a subtree, its parent's earlier
+/// siblings) published, by child name; handed to the child at its start in its [`ChildLink`].
+#[derive(Clone, Default)]
+pub struct Wired(Vec<(String, Rc<dyn Any>)>);
+
+impl Wired {
+    /// The value `name` published, if it is running and published a `T`. A nearer child (a
+    /// sibling) hides a farther one of the same name (the parent's sibling).
+    pub fn get<T: Clone + 'static>(&self, name: &str) -> Option<T> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, value)| value.downcast_ref::<T>())
+            .cloned()
+    }
+}
+
+impl fmt::Debug for Wired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
 
 /// How to start and stop one child.
 pub struct ChildSpec {
@@ -284,7 +324,42 @@ impl ChildSpec {
             shutdown_timeout,
             start: Box::new(move |link| {
                 let started = start(link);
-                Box::pin(async move { started.await.map(|h| Box::new(h) as Box<dyn ChildHandle>) })
+                Box::pin(async move {
+                    started.await.map(|h| Started {
+                        handle: Box::new(h),
+                        published: None,
+                    })
+                })
+            }),
+        }
+    }
+
+    /// As [`ChildSpec::new`], for a child that publishes a value once ready (its address, what
+    /// it serves): the children started after it get it through [`ChildLink::wired`].
+    pub fn publishing<F, Fut, H, P>(
+        name: impl Into<String>,
+        restart: Restart,
+        shutdown_timeout: Duration,
+        mut start: F,
+    ) -> Self
+    where
+        F: FnMut(ChildLink) -> Fut + 'static,
+        Fut: Future<Output = Result<(H, P), Failure>> + 'static,
+        H: ChildHandle + 'static,
+        P: 'static,
+    {
+        Self {
+            name: name.into(),
+            restart,
+            shutdown_timeout,
+            start: Box::new(move |link| {
+                let started = start(link);
+                Box::pin(async move {
+                    started.await.map(|(h, published)| Started {
+                        handle: Box::new(h),
+                        published: Some(Rc::new(published) as Rc<dyn Any>),
+                    })
+                })
             }),
         }
     }
@@ -311,11 +386,24 @@ pub struct ChildLink {
     generation: u64,
     supervisor: Addr<Supervisor>,
     exit: Option<ExitReason>,
+    wired: Wired,
 }
 
 impl ChildLink {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the running child `name` published, when it is an earlier sibling of this one (or of
+    /// a subtree this one is in) and published a `T`.
+    pub fn wired<T: Clone + 'static>(&self, name: &str) -> Option<T> {
+        self.wired.get(name)
+    }
+
+    /// [`ChildLink::wired`], or the failure of a child started before what it needs was up.
+    pub fn needs<T: Clone + 'static>(&self, name: &str) -> Result<T, Failure> {
+        self.wired(name)
+            .ok_or_else(|| Failure::crashed(format!("started before the {name} was up")))
     }
 
     /// Whether this start is a restart of the child.
@@ -415,6 +503,9 @@ struct Slot {
     spec: ChildSpec,
     generation: u64,
     running: Option<Box<dyn ChildHandle>>,
+    /// What the running child published (see [`ChildSpec::publishing`]); None while it is not
+    /// running.
+    published: Option<Rc<dyn Any>>,
     /// Stopped for good by [`RemoveChild`]: never started again.
     removed: bool,
 }
@@ -488,6 +579,7 @@ impl Supervisor {
                 spec,
                 generation: 0,
                 running: None,
+                published: None,
                 removed: false,
             })
             .collect();
@@ -519,6 +611,7 @@ impl Supervisor {
         else {
             return fut::ready(Ok(())).boxed_local();
         };
+        let wired = self.wired_before(index);
         let slot = &mut self.children[index];
         let link = ChildLink {
             name: slot.spec.name.clone(),
@@ -526,13 +619,15 @@ impl Supervisor {
             generation: slot.generation,
             supervisor: ctx.address(),
             exit: None,
+            wired,
         };
         tracing::debug!(supervisor = %self.config.name, child = %slot.spec.name, generation = slot.generation, "starting child");
         (slot.spec.start)(link)
             .into_actor(self)
             .then(move |result, act, ctx| match result {
-                Ok(handle) => {
-                    act.children[index].running = Some(handle);
+                Ok(started) => {
+                    act.children[index].running = Some(started.handle);
+                    act.children[index].published = started.published;
                     tracing::debug!(supervisor = %act.config.name, child = %act.children[index].spec.name, "child ready");
                     act.start_range(index + 1, to, ctx)
                 }
@@ -552,6 +647,7 @@ impl Supervisor {
         };
         let slot = &mut self.children[index];
         let handle = slot.running.take().expect("found running above");
+        slot.published = None;
         // A later exit report of this generation is stale.
         slot.generation += 1;
         let name = slot.spec.name.clone();
@@ -581,6 +677,23 @@ impl Supervisor {
             act.stop_from(from)
         })
         .boxed_local()
+    }
+
+    /// What the child at `index` is handed at its start: what this supervisor's parent handed it,
+    /// then what its running earlier siblings published.
+    fn wired_before(&self, index: usize) -> Wired {
+        let mut wired = self
+            .link
+            .as_ref()
+            .map(|link| link.wired.clone())
+            .unwrap_or_default();
+        wired
+            .0
+            .extend(self.children[..index].iter().filter_map(|slot| {
+                let published = slot.published.as_ref().filter(|_| slot.running.is_some())?;
+                Some((slot.spec.name.clone(), published.clone()))
+            }));
+        wired
     }
 
     /// Records a restart; false when it would exceed the intensity.
@@ -700,6 +813,7 @@ impl Handler<ChildExited> for Supervisor {
             return; // a child we already stopped or replaced
         }
         slot.running = None;
+        slot.published = None;
         slot.generation += 1;
         let name = slot.spec.name.clone();
         let restart = match slot.spec.restart {
@@ -807,6 +921,7 @@ impl Handler<AddChildren> for Supervisor {
             spec,
             generation: 0,
             running: None,
+            published: None,
             removed: false,
         }));
         let to = self.children.len();
@@ -841,6 +956,7 @@ impl Handler<RemoveChild> for Supervisor {
             )))));
         };
         slot.removed = true;
+        slot.published = None;
         // A later exit report of this generation is stale.
         slot.generation += 1;
         let Some(handle) = slot.running.take() else {
@@ -896,6 +1012,7 @@ impl Handler<Kill> for Supervisor {
     fn handle(&mut self, _: Kill, ctx: &mut Context<Self>) {
         self.state = State::Stopping;
         for slot in &mut self.children {
+            slot.published = None;
             if let Some(handle) = slot.running.take() {
                 handle.kill();
             }
@@ -1042,6 +1159,41 @@ mod tests {
             .collect()
     }
 
+    /// Fake children that publish their name and start count ("browser2"), and log what their
+    /// earlier siblings (and their parent's) published when they start.
+    fn publishing_specs(names: &[&'static str], log: &Log, addrs: &Addrs) -> Vec<ChildSpec> {
+        const ALL: [&str; 3] = ["display", "browser", "encoder"];
+        names
+            .iter()
+            .map(|&name| {
+                let (log, addrs) = (log.clone(), addrs.clone());
+                let starts = std::cell::Cell::new(0);
+                ChildSpec::publishing(
+                    name,
+                    Restart::Permanent,
+                    Duration::from_millis(200),
+                    move |link| {
+                        starts.set(starts.get() + 1);
+                        let me = format!("{name}{}", starts.get());
+                        let seen: Vec<String> =
+                            ALL.iter().filter_map(|n| link.wired::<String>(n)).collect();
+                        log.borrow_mut()
+                            .push(format!("start {me} sees [{}]", seen.join(" ")));
+                        let addr = Fake {
+                            name: name.to_owned(),
+                            link,
+                            log: log.clone(),
+                            on_stop: OnStop::Comply,
+                        }
+                        .start();
+                        addrs.borrow_mut().insert(name.to_owned(), addr.clone());
+                        std::future::ready(Ok((addr, me)))
+                    },
+                )
+            })
+            .collect()
+    }
+
     fn tree(strategy: Strategy, intensity: Intensity, children: Vec<Child>) -> Tree {
         let log: Log = Rc::default();
         let addrs: Addrs = Rc::default();
@@ -1165,6 +1317,63 @@ mod tests {
                 failures: vec![]
             }
         );
+    }
+
+    /// The supervisor wires siblings: each child gets, at its start, what its running earlier
+    /// siblings published, a subtree's children what their parent's did, and a restarted
+    /// child's new value reaches only what starts after it.
+    #[actix_rt::test]
+    async fn children_get_what_their_running_earlier_siblings_published() {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let mut specs = publishing_specs(&["display"], &log, &addrs);
+        let (sub_log, sub_addrs) = (log.clone(), addrs.clone());
+        specs.push(ChildSpec::new(
+            "sub",
+            Restart::Permanent,
+            Duration::from_secs(2),
+            move |link| {
+                let config = SupervisorConfig {
+                    name: "sub".into(),
+                    strategy: Strategy::OneForOne,
+                    intensity: MANY,
+                };
+                let children = publishing_specs(&["browser", "encoder"], &sub_log, &sub_addrs);
+                Supervisor::start_linked(config, children, link)
+            },
+        ));
+        let t = tree_of(Strategy::RestForOne, MANY, specs, log, addrs);
+        assert_eq!(
+            t.wait_log_len(3).await,
+            [
+                "start display1 sees []",
+                "start browser1 sees [display1]",
+                "start encoder1 sees [display1 browser1]",
+            ]
+        );
+        // One-for-one in the subtree: the browser restarts alone; the encoder started after it
+        // gets the new browser.
+        t.addr("browser").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(4).await[3], "start browser2 sees [display1]");
+        t.addr("encoder").do_send(Exit(crash()));
+        assert_eq!(
+            t.wait_log_len(5).await[4],
+            "start encoder2 sees [display1 browser2]"
+        );
+        // Rest-for-one at the root: a new display reaches the whole subtree.
+        t.addr("display").do_send(Exit(crash()));
+        assert_eq!(
+            t.wait_log_len(10).await[5..],
+            [
+                "stop encoder",
+                "stop browser",
+                "start display2 sees []",
+                // The subtree starts anew, with new children (counted from 1 again).
+                "start browser1 sees [display2]",
+                "start encoder1 sees [display2 browser1]",
+            ]
+        );
+        t.stop().await;
     }
 
     #[actix_rt::test]

@@ -6,22 +6,19 @@
 //! job brings what nothing before it may decide: the page's address, the encoder's outputs and
 //! settings, the recording's time limit.
 //!
-//! Owns: one state, Waiting → Given(job), or Waiting → Closed(why). It changes once.
+//! Owns: one [`Settle`] cell, Waiting → Given(job), or Waiting → Closed(why). It changes once.
 //! Written by: the run that reads the job's config ([`LateJob::give`]) and whoever stops the
 //! recording first ([`LateJob::close`]: a stop while warm ends the wait, nothing was recorded).
 //! Read by: the encoder's start (waits for it), the browser's start (a browser restarted after the
 //! job came loads the job's page), the recording's end (the file to join).
 //!
-//! Why not a message: as for the start gate (`gate.rs`), a supervisor holds back every message
-//! while a child starts, and the encoder's start is what waits.
+//! Why not a message: see `settle.rs`.
 
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::encoder::EncoderSpec;
+use crate::settle::Settle;
 use crate::supervision::Failure;
 
 /// What a warm tree's job decides.
@@ -34,52 +31,24 @@ pub struct Late {
     pub max_duration: Option<Duration>,
 }
 
-#[derive(Debug, Clone)]
-enum State {
-    Waiting,
-    Given(Box<Late>),
-    Closed(Failure),
-}
-
 /// Shared by the run, the encoder's and the browser's starts. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct LateJob(Rc<watch::Sender<State>>);
-
-impl Default for LateJob {
-    fn default() -> Self {
-        Self(Rc::new(watch::Sender::new(State::Waiting)))
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct LateJob(Settle<Box<Late>>);
 
 impl LateJob {
     /// Hands the job over; false if the wait had already ended.
     pub fn give(&self, late: Late) -> bool {
-        self.0.send_if_modified(|s| match s {
-            State::Waiting => {
-                *s = State::Given(Box::new(late));
-                true
-            }
-            _ => false,
-        })
+        self.0.give(Box::new(late))
     }
 
     /// Ends the wait for good with `why`, unless the job came already.
     pub fn close(&self, why: Failure) -> bool {
-        self.0.send_if_modified(|s| match s {
-            State::Waiting => {
-                *s = State::Closed(why);
-                true
-            }
-            _ => false,
-        })
+        self.0.close(why)
     }
 
     /// The job, once given.
     pub fn get(&self) -> Option<Late> {
-        match &*self.0.borrow() {
-            State::Given(late) => Some((**late).clone()),
-            _ => None,
-        }
+        self.0.get().map(|late| *late)
     }
 
     /// The job's output file, once given.
@@ -89,16 +58,7 @@ impl LateJob {
 
     /// Resolves with the job when it is given, or with the reason the wait was closed.
     pub async fn wait(&self) -> Result<Late, Failure> {
-        let mut rx = self.0.subscribe();
-        let state = rx
-            .wait_for(|s| !matches!(s, State::Waiting))
-            .await
-            .map_err(|_| Failure::crashed("the warm tree's job vanished"))?;
-        match &*state {
-            State::Given(late) => Ok((**late).clone()),
-            State::Closed(why) => Err(why.clone()),
-            State::Waiting => unreachable!("waited for a change"),
-        }
+        self.0.wait().await.map(|late| *late)
     }
 }
 

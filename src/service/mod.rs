@@ -12,22 +12,24 @@
 //!                            through the same queue
 //! ```
 //!
-//! The job protocol (all keys under the queue name `Q`, default `pagecast`):
-//! - `LPUSH Q:jobs '{"id": "...", "config": {...}}'`: a job; `config` is exactly what
+//! The job protocol (every key under the queue name `Q`, default `pagecast`, as a hash tag
+//! `{Q}`: one Redis Cluster slot for all, see [`Keys`]; the channels `Q:events` and `Q:control`
+//! are not keys):
+//! - `LPUSH {Q}:jobs '{"id": "...", "config": {...}}'`: a job; `config` is exactly what
 //!   `LIVEKIT_RECORDER_CONFIG` takes. Stored sealed it is `{"id": "...", "sealed": "<base64>"}`
 //!   (`sealed.rs`); a clear one is re-stored sealed by the worker that takes it.
-//! - A worker with a free slot moves it atomically to `Q:processing:<worker>` (`LMOVE`), so a job
+//! - A worker with a free slot moves it atomically to `{Q}:processing:<worker>` (`LMOVE`), so a job
 //!   is never lost: if the worker dies, its list stays behind and another worker moves it back.
 //!   A job whose id is running is refused there (atomically, a Lua script). [`submit`]
 //!   (`pagecast submit`) checks the job first, seals it and marks it `queued`.
-//! - `Q:job:<id>` (hash): `state` (queued, running, paused, done, failed, requeued), `worker`, `attempts`,
+//! - `{Q}:job:<id>` (hash): `state` (queued, running, paused, done, failed, requeued), `worker`, `attempts`,
 //!   `started_at`, `ended_at` (unix seconds), `exit_code`, `message`, `stop`, and for each
 //!   attempt N `attempt_<N>`: what it left, as JSON (`file`, `s3`, `kept`, `seconds`). Attempt
 //!   N > 1 records to `<stem>-attempt<N>.mp4` (and the same suffix on the S3 key): never over an
 //!   earlier one. Each change is published on `Q:events` as JSON. Expires after the retention
 //!   once done or failed.
 //! - `PUBLISH Q:control '{"stop": "<id>"}'`: stop that recording (SIGTERM; it finishes its file
-//!   and upload). `HSET Q:job:<id> stop 1` does the same and is not lost if the worker is
+//!   and upload). `HSET {Q}:job:<id> stop 1` does the same and is not lost if the worker is
 //!   reconnecting when it is sent (it is read every round). `{"pause": "<id>"}` and
 //!   `{"resume": "<id>"}` pause and resume it (SIGUSR1 / SIGUSR2 to its recording); `state`
 //!   becomes `paused` (and `running` again) when the recording says it has paused (resumed).
@@ -36,8 +38,8 @@
 //!   sealed with the job key: the egress API's `UpdateStream`; `add-stream` / `remove-stream`
 //!   lines on the recording's stdin). `{"update_layout": "<id>", "layout": "<name>"}` switches a
 //!   LiveKit layout in place (a `layout` line).
-//! - `Q:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
-//!   the worker process's own token); `Q:workers`: the set of workers, to find the dead ones.
+//! - `{Q}:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
+//!   the worker process's own token); `{Q}:workers`: the set of workers, to find the dead ones.
 //!
 //! Before the tree starts, [`serve`] connects (unreachable: exit 4 naming the host), claims the
 //! worker id (a live worker with the same id: exit 2) and moves any job left in its own processing
@@ -71,6 +73,7 @@ use serde::Deserialize;
 
 use crate::exit::Exit;
 use crate::run::Outcome;
+use crate::shutdown::{Level, Shutdown, SECOND_SIGNAL_SERVICE};
 use queue::QueueActor;
 use runner::RunnerActor;
 use sealed::JobKey;
@@ -302,27 +305,36 @@ pub fn default_worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// The Redis keys of one queue.
+/// The Redis keys and channels of one queue.
+///
+/// Every key starts with the queue's name as a hash tag, `{Q}:`: Redis Cluster puts keys of
+/// one tag in one slot, and a script or a `MULTI` may only touch keys of one slot (taking a job
+/// moves it between two lists and marks its hash in one script). The channels are not keys
+/// (a cluster carries a publication to every node): `Q:events`, `Q:control`.
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub queue: String,
 }
 
 impl Keys {
+    /// `{Q}`: the hash tag every key of the queue starts with.
+    pub fn tag(&self) -> String {
+        format!("{{{}}}", self.queue)
+    }
     pub fn jobs(&self) -> String {
-        format!("{}:jobs", self.queue)
+        format!("{}:jobs", self.tag())
     }
     pub fn processing(&self, worker: &str) -> String {
-        format!("{}:processing:{worker}", self.queue)
+        format!("{}:processing:{worker}", self.tag())
     }
     pub fn job(&self, id: &str) -> String {
-        format!("{}:job:{id}", self.queue)
+        format!("{}:job:{id}", self.tag())
     }
     pub fn worker(&self, worker: &str) -> String {
-        format!("{}:worker:{worker}", self.queue)
+        format!("{}:worker:{worker}", self.tag())
     }
     pub fn workers(&self) -> String {
-        format!("{}:workers", self.queue)
+        format!("{}:workers", self.tag())
     }
     pub fn events(&self) -> String {
         format!("{}:events", self.queue)
@@ -600,11 +612,23 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         [queue, runner].into_iter().chain(api).collect(),
     );
     wiring.borrow_mut().supervisor = Some(supervisor.clone());
-    let signals = actix::spawn(forward_signals(supervisor, wiring.clone(), signals));
-    let exit = exit.await.unwrap_or(TreeExit::Stopped {
-        cause: "supervisor vanished".into(),
-        failures: Vec::new(),
-    });
+    let shutdown = Shutdown::default();
+    let signals = actix::spawn(forward_signals(
+        supervisor,
+        wiring.clone(),
+        signals,
+        shutdown.clone(),
+    ));
+    let exit = tokio::select! {
+        exit = exit => exit.unwrap_or(TreeExit::Stopped {
+            cause: "supervisor vanished".into(),
+            failures: Vec::new(),
+        }),
+        // A second signal: leave now; the tree dropped with the system kills the recordings.
+        () = shutdown.reached(Level::Now) => {
+            return Outcome::fail(Exit::Interrupted, SECOND_SIGNAL_SERVICE);
+        }
+    };
     signals.abort();
     match exit {
         TreeExit::Stopped { cause, .. } => {
@@ -713,8 +737,6 @@ fn begin_stop(supervisor: &Addr<Supervisor>, wiring: &Wiring, cause: String) {
     supervisor.do_send(StopTree { cause });
 }
 
-/// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
-/// recording finishes). A second one: leave now (the recordings die with us).
 /// SIGTERM and SIGINT, listened for from the moment this is made.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
@@ -731,10 +753,14 @@ impl StopSignals {
     }
 }
 
+/// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
+/// recording finishes). A second one raises `shutdown` to [`Level::Now`]: [`serve`] leaves (the
+/// recordings die with it).
 async fn forward_signals(
     supervisor: Addr<Supervisor>,
     wiring: Rc<RefCell<Wiring>>,
     signals: StopSignals,
+    shutdown: Shutdown,
 ) {
     let StopSignals { mut term, mut int } = signals;
     let name = tokio::select! {
@@ -745,13 +771,13 @@ async fn forward_signals(
         signal = name,
         "stopping: no new jobs; finishing the running recordings"
     );
+    shutdown.raise(Level::Orderly);
     begin_stop(&supervisor, &wiring.borrow(), format!("{name} received"));
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
     }
-    eprintln!("pagecast: second signal, stopping without finishing the recordings");
-    std::process::exit(Exit::Interrupted.code().into());
+    shutdown.raise(Level::Now);
 }
 
 #[cfg(test)]
@@ -763,6 +789,73 @@ mod tests {
     thread_local! {
         /// The wiring of the service a test runs on this thread.
         pub(super) static WIRING: RefCell<Option<Rc<RefCell<Wiring>>>> = const { RefCell::new(None) };
+    }
+
+    /// Redis Cluster's slot of `key`: CRC16 (XMODEM) of its hash tag (what is between its first
+    /// `{` and the next `}`, if not empty) or of the whole key, modulo 16384.
+    fn cluster_slot(key: &str) -> u16 {
+        let hashed = key
+            .find('{')
+            .and_then(|open| {
+                let rest = &key[open + 1..];
+                rest.find('}').map(|close| &rest[..close])
+            })
+            .filter(|tag| !tag.is_empty())
+            .unwrap_or(key);
+        let mut crc: u16 = 0;
+        for byte in hashed.bytes() {
+            crc ^= u16::from(byte) << 8;
+            for _ in 0..8 {
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc % 16384
+    }
+
+    /// Every key of a queue is in one Redis Cluster slot (a script, like the take, and a
+    /// `MULTI` may touch only keys of one slot), whatever the queue's name; two queues' keys are
+    /// not tied to one slot.
+    #[test]
+    fn every_key_of_a_queue_is_in_one_cluster_slot() {
+        // CRC16/XMODEM's check value (0x31c3), and the hash tags of the cluster specification.
+        assert_eq!(cluster_slot("123456789"), 0x31c3);
+        assert_eq!(
+            cluster_slot("{user1000}.following"),
+            cluster_slot("{user1000}.followers")
+        );
+        for queue in ["pagecast", "t", "a:b", "x{y", "rec-1.eu"] {
+            let keys = Keys {
+                queue: queue.into(),
+            };
+            let all = [
+                keys.jobs(),
+                keys.processing("w1"),
+                keys.processing("worker-2.local"),
+                keys.job("standup-42"),
+                keys.job(""),
+                keys.worker("w1"),
+                keys.workers(),
+                egress::info::record_key(&keys, "EG_1"),
+                egress::info::streams_key(&keys, "EG_1"),
+                egress::info::index_key(&keys),
+            ];
+            let slot = cluster_slot(&all[0]);
+            for key in &all {
+                assert!(key.starts_with(&format!("{{{queue}}}:")), "{key}");
+                assert_eq!(cluster_slot(key), slot, "{key} is not in {}'s slot", all[0]);
+            }
+        }
+        let (a, b) = (Keys { queue: "a".into() }, Keys { queue: "b".into() });
+        assert_ne!(cluster_slot(&a.jobs()), cluster_slot(&b.jobs()));
+        // The channels are not keys: no braces, as documented.
+        assert_eq!(
+            (a.events(), a.control()),
+            ("a:events".into(), "a:control".into())
+        );
     }
 
     async fn until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -893,7 +986,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         id: &str,
     ) -> (tempfile::TempDir, tokio::task::JoinHandle<Outcome>) {
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job(id)]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job(id)]);
         let options = ServiceOptions {
             recorder: Some(stand_in(dir.path(), "w", 0.0)),
             ..test_options(redis.url(), "w")
@@ -914,18 +1007,19 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let first = wiring.borrow().runner.clone().unwrap();
         first.do_send(Crash);
         until("the job to run again", || {
-            redis.hget("t:job:c", "attempts") == "2" && redis.hget("t:job:c", "state") == "running"
+            redis.hget("{t}:job:c", "attempts") == "2"
+                && redis.hget("{t}:job:c", "state") == "running"
         })
         .await;
         let second = wiring.borrow().runner.clone().unwrap();
         assert!(!first.connected() && second.connected(), "a new runner");
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"c"}"#]);
         until("the job to be done", || {
-            redis.hget("t:job:c", "state") == "done"
+            redis.hget("{t}:job:c", "state") == "done"
         })
         .await;
-        assert_eq!(redis.hget("t:job:c", "exit_code"), "0");
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        assert_eq!(redis.hget("{t}:job:c", "exit_code"), "0");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w"]), "0");
         service.abort();
     }
 
@@ -956,11 +1050,59 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         .await;
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"q"}"#]);
         until("the job to be done", || {
-            redis.hget("t:job:q", "state") == "done"
+            redis.hget("{t}:job:q", "state") == "done"
         })
         .await;
-        assert_eq!(redis.hget("t:job:q", "attempts"), "1");
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        assert_eq!(redis.hget("{t}:job:q", "attempts"), "1");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w"]), "0");
+        service.abort();
+    }
+
+    /// A pause the queue actor had not written when it crashed (Redis holding its writes back)
+    /// is written by the next one, and a resume after the restart reaches the job's state too:
+    /// the runner keeps each recording's pause state and tells the queue actor running now.
+    #[actix_rt::test]
+    async fn pause_states_survive_a_crashed_queue() {
+        let redis = Redis::start();
+        let (dir, service) = serve_one_fake_job(&redis, "s");
+        until("the job to run", || logged(dir.path(), "start", "s") == 1).await;
+        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
+        let first = wiring.borrow().queue.clone().unwrap();
+        let runner = wiring.borrow().runner.clone().unwrap();
+        // No write reaches Redis for 3 s: the pause waits in the queue actor, which then crashes.
+        redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]);
+        runner.do_send(runner::PauseJob {
+            id: "s".into(),
+            pause: true,
+        });
+        until("the recording to pause", || {
+            logged(dir.path(), "pause", "s") == 1
+        })
+        .await;
+        first.do_send(queue::Crash);
+        until("a new queue actor", || {
+            wiring
+                .borrow()
+                .queue
+                .as_ref()
+                .is_some_and(|q| *q != first && q.connected())
+        })
+        .await;
+        until("the pause to be written", || {
+            redis.hget("{t}:job:s", "state") == "paused"
+        })
+        .await;
+        until("the new queue to follow control requests", || {
+            redis
+                .cli(&["PUBSUB", "NUMSUB", "t:control"])
+                .ends_with("\n1")
+        })
+        .await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"resume":"s"}"#]);
+        until("the resume to be written", || {
+            logged(dir.path(), "resume", "s") == 1 && redis.hget("{t}:job:s", "state") == "running"
+        })
+        .await;
         service.abort();
     }
 
@@ -971,7 +1113,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
     async fn a_job_is_paused_and_resumed_through_the_control_channel() {
         let redis = Redis::start();
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("p")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("p")]);
         let options = ServiceOptions {
             recorder: Some(stand_in(dir.path(), "w", 0.0)),
             ..test_options(redis.url(), "w")
@@ -989,23 +1131,23 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         redis.cli(&["PUBLISH", "t:control", r#"{"pause":"other"}"#]);
         redis.cli(&["PUBLISH", "t:control", r#"{"pause":"p"}"#]);
         until("the job to be paused", || {
-            redis.hget("t:job:p", "state") == "paused"
+            redis.hget("{t}:job:p", "state") == "paused"
         })
         .await;
         assert_eq!(logged(dir.path(), "pause", "p"), 1);
         redis.cli(&["PUBLISH", "t:control", r#"{"resume":"p"}"#]);
         until("the job to run again", || {
-            logged(dir.path(), "resume", "p") == 1 && redis.hget("t:job:p", "state") == "running"
+            logged(dir.path(), "resume", "p") == 1 && redis.hget("{t}:job:p", "state") == "running"
         })
         .await;
         redis.cli(&["PUBLISH", "t:control", r#"{"pause":"p"}"#]);
         until("the job to be paused again", || {
-            redis.hget("t:job:p", "state") == "paused"
+            redis.hget("{t}:job:p", "state") == "paused"
         })
         .await;
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"p"}"#]);
         until("the job to be done", || {
-            redis.hget("t:job:p", "state") == "done"
+            redis.hget("{t}:job:p", "state") == "done"
         })
         .await;
         let states: Vec<String> = events
@@ -1024,7 +1166,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
     async fn a_job_is_discarded_through_the_control_channel() {
         let redis = Redis::start();
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("d")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("d")]);
         let options = ServiceOptions {
             recorder: Some(stand_in(dir.path(), "w", 0.0)),
             ..test_options(redis.url(), "w")
@@ -1039,13 +1181,13 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         .await;
         redis.cli(&["PUBLISH", "t:control", r#"{"discard":"d"}"#]);
         until("the job to fail", || {
-            redis.hget("t:job:d", "state") == "failed"
+            redis.hget("{t}:job:d", "state") == "failed"
         })
         .await;
         assert_eq!(logged(dir.path(), "discard", "d"), 1);
         assert_eq!(logged(dir.path(), "term", "d"), 0);
-        assert_eq!(redis.hget("t:job:d", "exit_code"), "6");
-        assert!(redis.hget("t:job:d", "message").contains("discarded"));
+        assert_eq!(redis.hget("{t}:job:d", "exit_code"), "6");
+        assert!(redis.hget("{t}:job:d", "message").contains("discarded"));
         service.abort();
     }
 
@@ -1057,7 +1199,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let dir = tempfile::tempdir().unwrap();
         let ids = ["s1", "s2", "s3"];
         for id in ids {
-            redis.cli(&["LPUSH", "t:jobs", &fake_job(id)]);
+            redis.cli(&["LPUSH", "{t}:jobs", &fake_job(id)]);
         }
         let options = ServiceOptions {
             max_recordings: 3,
@@ -1092,7 +1234,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             "recordings finished one after another: {log:?}"
         );
         for id in ids {
-            assert_eq!(redis.hget(&format!("t:job:{id}"), "state"), "done");
+            assert_eq!(redis.hget(&format!("{{t}}:job:{id}"), "state"), "done");
         }
     }
 
@@ -1102,14 +1244,14 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
     async fn a_stopping_recording_is_not_stopped_twice() {
         let redis = Redis::start();
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("once")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("once")]);
         let options = ServiceOptions {
             recorder: Some(stand_in(dir.path(), "w", 2.0)),
             ..test_options(redis.url(), "w")
         };
         let service = actix::spawn(serve(options));
         until("the recording", || logged(dir.path(), "start", "once") == 1).await;
-        redis.cli(&["HSET", "t:job:once", "stop", "1"]);
+        redis.cli(&["HSET", "{t}:job:once", "stop", "1"]);
         until("the stop", || logged(dir.path(), "term", "once") == 1).await;
         let outcome = stop_service(service).await;
         assert_eq!(outcome.exit, Exit::Ok, "{}", outcome.message);
@@ -1120,10 +1262,10 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             stand_in_log(dir.path())
         );
         assert_eq!(logged(dir.path(), "end", "once"), 1);
-        assert_eq!(redis.hget("t:job:once", "state"), "done");
+        assert_eq!(redis.hget("{t}:job:once", "state"), "done");
         // Over: no stop flag left for a later job with this id; the hash expires.
-        assert_eq!(redis.cli(&["HEXISTS", "t:job:once", "stop"]), "0");
-        let ttl: i64 = redis.cli(&["TTL", "t:job:once"]).parse().unwrap();
+        assert_eq!(redis.cli(&["HEXISTS", "{t}:job:once", "stop"]), "0");
+        let ttl: i64 = redis.cli(&["TTL", "{t}:job:once"]).parse().unwrap();
         assert!((1..=3600).contains(&ttl), "{ttl}");
     }
 
@@ -1134,7 +1276,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let redis = Redis::start();
         let events = redis.subscribe("t:events");
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("dup")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("dup")]);
         let options = ServiceOptions {
             max_recordings: 2,
             recorder: Some(stand_in(dir.path(), "w", 0.0)),
@@ -1142,7 +1284,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         };
         let service = actix::spawn(serve(options));
         until("the recording", || logged(dir.path(), "start", "dup") == 1).await;
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("dup")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("dup")]);
         until("the copy to be refused", || {
             events.messages().iter().any(|m| {
                 m["id"] == "dup"
@@ -1153,20 +1295,20 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             })
         })
         .await;
-        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "0");
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "1");
-        assert_eq!(redis.hget("t:job:dup", "state"), "running");
-        assert_eq!(redis.hget("t:job:dup", "attempts"), "1");
+        assert_eq!(redis.cli(&["LLEN", "{t}:jobs"]), "0");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w"]), "1");
+        assert_eq!(redis.hget("{t}:job:dup", "state"), "running");
+        assert_eq!(redis.hget("{t}:job:dup", "attempts"), "1");
         // One recording, never stopped.
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(logged(dir.path(), "start", "dup"), 1);
         assert_eq!(logged(dir.path(), "term", "dup"), 0);
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"dup"}"#]);
         until("the job to be done", || {
-            redis.hget("t:job:dup", "state") == "done"
+            redis.hget("{t}:job:dup", "state") == "done"
         })
         .await;
-        assert_eq!(redis.hget("t:job:dup", "attempts"), "1");
+        assert_eq!(redis.hget("{t}:job:dup", "attempts"), "1");
         stop_service(service).await;
     }
 
@@ -1183,19 +1325,22 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let service = actix::spawn(serve(options));
         // After the worker started (its earlier runs' leftovers are requeued at start), as a
         // round that took it and failed would leave it.
-        until("the worker", || redis.cli(&["EXISTS", "t:worker:w"]) == "1").await;
-        redis.cli(&["LPUSH", "t:processing:w", &fake_job("stranded")]);
+        until("the worker", || {
+            redis.cli(&["EXISTS", "{t}:worker:w"]) == "1"
+        })
+        .await;
+        redis.cli(&["LPUSH", "{t}:processing:w", &fake_job("stranded")]);
         until("the stranded job to run", || {
             logged(dir.path(), "start", "stranded") == 1
         })
         .await;
-        assert_eq!(redis.hget("t:job:stranded", "state"), "running");
+        assert_eq!(redis.hget("{t}:job:stranded", "state"), "running");
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"stranded"}"#]);
         until("the job to be done", || {
-            redis.hget("t:job:stranded", "state") == "done"
+            redis.hget("{t}:job:stranded", "state") == "done"
         })
         .await;
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "0");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w"]), "0");
         stop_service(service).await;
     }
 
@@ -1245,7 +1390,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let _log = log.capture();
         let redis = Redis::start();
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("first"), &fake_job("second")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("first"), &fake_job("second")]);
         let service = actix::spawn(serve(ServiceOptions {
             max_recordings: 4,
             machine: capacity::Machine {
@@ -1264,7 +1409,11 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         })
         .await;
         assert_eq!(logged(dir.path(), "start", "second"), 0);
-        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "1", "it waits in the queue");
+        assert_eq!(
+            redis.cli(&["LLEN", "{t}:jobs"]),
+            "1",
+            "it waits in the queue"
+        );
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"first"}"#]);
         until("the second job to run", || {
             logged(dir.path(), "start", "second") == 1
@@ -1321,7 +1470,7 @@ wait
         )
         .unwrap();
         let started = || std::fs::read_to_string(dir.path().join("started")).unwrap_or_default();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("slow")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("slow")]);
         let service = actix::spawn(serve(ServiceOptions {
             max_recordings: 4,
             recorder: Some(recorder.clone()),
@@ -1331,13 +1480,17 @@ wait
             log.events(WORKER_OVERLOADED, None) == 1
         })
         .await;
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("next")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("next")]);
         until("the next job to wait", || {
             log.events(JOB_WAITS_FOR_CAPACITY, Some("next")) == 1
         })
         .await;
         assert_eq!(started(), "slow\n");
-        assert_eq!(redis.hget("t:job:slow", "state"), "running", "not stopped");
+        assert_eq!(
+            redis.hget("{t}:job:slow", "state"),
+            "running",
+            "not stopped"
+        );
         std::fs::write(&caught_up, "").unwrap();
         until("the next job to run", || started() == "slow\nnext\n").await;
         assert_eq!(log.events(WORKER_RECOVERED, None), 1);
@@ -1406,7 +1559,7 @@ wait
         .await
         .unwrap();
         assert_no_secret("Redis after submit", &dump(&redis));
-        redis.cli(&["LPUSH", "t:jobs", &secret_job("raw")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &secret_job("raw")]);
         let options = ServiceOptions {
             max_recordings: 2,
             job_key: Some(key),
@@ -1418,7 +1571,7 @@ wait
             logged(dir.path(), "start", "raw") == 1 && logged(dir.path(), "start", "submitted") == 1
         })
         .await;
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w"]), "2");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w"]), "2");
         assert_no_secret("Redis during the jobs", &dump(&redis));
         for id in ["raw", "submitted"] {
             redis.cli(&["PUBLISH", "t:control", &format!(r#"{{"stop":"{id}"}}"#)]);
@@ -1426,7 +1579,7 @@ wait
         until("the jobs to be done", || {
             ["raw", "submitted"]
                 .iter()
-                .all(|id| redis.hget(&format!("t:job:{id}"), "state") == "done")
+                .all(|id| redis.hget(&format!("{{t}}:job:{id}"), "state") == "done")
         })
         .await;
         stop_service(service).await;
@@ -1440,18 +1593,18 @@ wait
     async fn without_a_key_a_job_carrying_secrets_is_refused_unless_redis_is_trusted() {
         let redis = Redis::start();
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &secret_job("clear")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &secret_job("clear")]);
         let options = ServiceOptions {
             recorder: Some(stand_in(dir.path(), "w", 0.0)),
             ..test_options(redis.url(), "w")
         };
         let service = actix::spawn(serve(options.clone()));
         until("the job to be refused", || {
-            redis.hget("t:job:clear", "state") == "failed"
+            redis.hget("{t}:job:clear", "state") == "failed"
         })
         .await;
-        assert_eq!(redis.hget("t:job:clear", "exit_code"), "2");
-        let message = redis.hget("t:job:clear", "message");
+        assert_eq!(redis.hget("{t}:job:clear", "exit_code"), "2");
+        let message = redis.hget("{t}:job:clear", "message");
         assert!(
             message.contains("input.template.api_secret, output.rtmp, output.s3.secret")
                 && message.contains("PAGECAST_JOB_KEY"),
@@ -1460,7 +1613,7 @@ wait
         assert_eq!(logged(dir.path(), "start", "clear"), 0);
         assert_no_secret("Redis after the refusal", &dump(&redis));
         stop_service(service).await;
-        redis.cli(&["LPUSH", "t:jobs", &secret_job("trusted")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &secret_job("trusted")]);
         let service = actix::spawn(serve(ServiceOptions {
             trusted_redis: true,
             ..options
@@ -1480,7 +1633,7 @@ wait
         let redis = Redis::start();
         let proxy = pagecast_testkit::TcpProxy::start(redis.port);
         let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("lease")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("lease")]);
         let ttl = Duration::from_secs(3);
         let cut_off = actix::spawn(serve(ServiceOptions {
             heartbeat_ttl: ttl,
@@ -1511,8 +1664,8 @@ wait
             w1_end.is_some_and(|end| end < w2_start),
             "w1's copy still ran when w2 started: {log:?}"
         );
-        assert_eq!(redis.hget("t:job:lease", "worker"), "w2");
-        assert_eq!(redis.hget("t:job:lease", "attempts"), "2");
+        assert_eq!(redis.hget("{t}:job:lease", "worker"), "w2");
+        assert_eq!(redis.hget("{t}:job:lease", "attempts"), "2");
         cut_off.abort();
         other.abort();
     }
@@ -1544,13 +1697,13 @@ wait
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        redis.cli(&["LPUSH", "t:jobs", &fake_job("talk")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("talk")]);
         let service = actix::spawn(serve(ServiceOptions {
             recorder: Some(recorder),
             ..test_options(redis.url(), "w")
         }));
         until("the job to be done", || {
-            redis.hget("t:job:talk", "state") == "done"
+            redis.hget("{t}:job:talk", "state") == "done"
         })
         .await;
         stop_service(service).await;

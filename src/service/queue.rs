@@ -6,7 +6,9 @@
 //! Accepts: [`JobEnded`] and [`Usage`] (from the runner), [`Drain`] (take no more jobs), [`Shutdown`] (write
 //! every result still pending, then give the lease up), [`Kill`].
 //! Also accepts [`JobPaused`] (from the runner: a recording paused or resumed; its state is
-//! written at the next round).
+//! written at the next round). A restarted queue actor asks the runner for every pause state
+//! again ([`ResendPauses`]): those its predecessor had not written are written (a state already
+//! there is not written twice: `SET_PAUSED`).
 //! Sends: [`StartJob`], [`StopJob`], [`DiscardJob`] and [`PauseJob`] (pause and resume
 //! requests) to the runner.
 //! Every 250 ms (one round at a time): renew the lease; write pending results; give back what
@@ -33,7 +35,7 @@ use pagecast_actors::backoff::Backoff;
 use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
 
 use super::capacity::{self, Admission, Cost, Held, Verdict};
-use super::runner::{DiscardJob, JobEnded, PauseJob, StartJob, StopJob, Usage};
+use super::runner::{DiscardJob, JobEnded, PauseJob, ResendPauses, StartJob, StopJob, Usage};
 use super::sealed::{self, JobKey};
 use super::store::{connection_error, host_of, Outcome, Presence, Store, Take};
 use super::{
@@ -686,6 +688,11 @@ impl Actor for QueueActor {
             move |request| me.do_send(Control(request)),
         )));
         ctx.run_interval(ROUND_EVERY, |act, ctx| act.round(ctx));
+        // The pause states a crashed predecessor had not written come again (the runner keeps
+        // them); written before this one's first round can lose them too.
+        if let Some(runner) = self.runner() {
+            runner.do_send(ResendPauses);
+        }
         self.round(ctx);
     }
 }

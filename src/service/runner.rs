@@ -20,7 +20,9 @@
 //! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
 //! admission (`capacity.rs`) counts.
 //! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
-//! has paused or resumed, and the queue is told), [`DiscardJob`] (SIGRTMIN),
+//! has paused or resumed: the runner keeps that state and tells the queue running now),
+//! [`ResendPauses`] (a restarted queue asks for every state again: one a crashed queue had not
+//! written yet is not lost), [`DiscardJob`] (SIGRTMIN),
 //! [`UpdateStreams`] (`add-stream` / `remove-stream` lines on its stdin), [`SetLayout`] (a
 //! `layout` line),
 //! [`StopJob`] (SIGTERM, once: the recording finishes its file and upload
@@ -143,6 +145,20 @@ struct Pace {
     behind: bool,
 }
 
+/// Message (from a recording's log lines): it paused (`true`) or resumed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Paused {
+    id: String,
+    paused: bool,
+}
+
+/// Message (from a queue actor that starts): send it, as [`JobPaused`](super::queue::JobPaused),
+/// the pause state of every running job that has paused.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ResendPauses;
+
 /// Message (from a warm tree's log lines): it is ready for a job. Carries its log name.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -192,6 +208,8 @@ pub struct RunnerActor {
     stopped_by_us: HashSet<String>,
     /// Jobs sent a discard (once).
     discarded: HashSet<String>,
+    /// Whether each running job that has paused is paused now (as its log last said).
+    paused: HashMap<String, bool>,
     /// Shutting down: no new recording starts.
     stopping: bool,
     /// None while a measurement runs (on a blocking thread).
@@ -234,6 +252,7 @@ impl RunnerActor {
             outputs: HashMap::new(),
             stopped_by_us: HashSet::new(),
             discarded: HashSet::new(),
+            paused: HashMap::new(),
             stopping: false,
             meter: Some(TreeMeter::default()),
             usage: Usage::default(),
@@ -284,7 +303,6 @@ impl RunnerActor {
                 cmd.env(name, value);
             }
         }
-        let queue = self.wiring.borrow().queue.clone();
         // Weak: the recording's line reader must not keep the runner alive.
         let me = ctx.address().downgrade();
         let name = tag.lock().map(|t| t.clone()).unwrap_or_default();
@@ -307,8 +325,10 @@ impl RunnerActor {
                     });
                 }
                 super::recording_metrics::observe(line);
-                if let (Some(paused), Some(queue)) = (pause_event(line), &queue) {
-                    queue.do_send(super::queue::JobPaused {
+                // Through the runner, to the queue actor running then (not the one running at the
+                // recording's start: a queue actor may have been restarted since).
+                if let (Some(paused), Some(me)) = (pause_event(line), me.upgrade()) {
+                    me.do_send(Paused {
                         id: job_id.clone(),
                         paused,
                     });
@@ -484,6 +504,7 @@ impl RunnerActor {
         self.controls.remove(&id);
         self.outputs.remove(&id);
         self.discarded.remove(&id);
+        self.paused.remove(&id);
         self.lent.remove(&id);
         self.usage.measured.remove(&id);
         if self.usage.behind.remove(&id) {
@@ -521,6 +542,40 @@ impl Actor for RunnerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(MEASURE_EVERY, |act, ctx| act.measure(ctx));
         self.refill(ctx);
+    }
+}
+
+impl RunnerActor {
+    /// Tells the queue actor running now that `id` paused or resumed.
+    fn tell_paused(&self, id: &str, paused: bool) {
+        if let Some(queue) = self.wiring.borrow().queue.clone() {
+            queue.do_send(super::queue::JobPaused {
+                id: id.to_owned(),
+                paused,
+            });
+        }
+    }
+}
+
+impl Handler<Paused> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, Paused { id, paused }: Paused, _: &mut Context<Self>) {
+        if !self.jobs.contains_key(&id) {
+            return;
+        }
+        self.paused.insert(id.clone(), paused);
+        self.tell_paused(&id, paused);
+    }
+}
+
+impl Handler<ResendPauses> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ResendPauses, _: &mut Context<Self>) {
+        for (id, paused) in &self.paused {
+            self.tell_paused(id, *paused);
+        }
     }
 }
 

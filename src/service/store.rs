@@ -67,9 +67,11 @@ pub(super) enum Presence {
     Lost,
 }
 
-/// Takes the next job: see [`Take`]. KEYS: queue, processing list. ARGV: the job hash prefix,
-/// the worker, now (unix s), the events channel, the job admission was asked about (taken only
-/// if it is still the next one).
+/// Takes the next job: see [`Take`]. KEYS: queue, processing list, the hash of the job
+/// admission was asked about (every key a script touches is named in KEYS, and all are in the
+/// queue's hash slot: Redis Cluster). ARGV: the job hash prefix, the worker, now (unix s), the
+/// events channel, the job admission was asked about (taken only if it is still the next one).
+/// A job whose id, read here, does not name that hash is refused as unreadable.
 const TAKE: &str = r#"
 local next = redis.call('LINDEX', KEYS[1], -1)
 if not next then return false end
@@ -78,10 +80,10 @@ local raw = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
 if not raw then return false end
 local ok, job = pcall(cjson.decode, raw)
 if not ok or type(job) ~= 'table' or type(job.id) ~= 'string' or #job.id < 1 or #job.id > 128
-   or not string.match(job.id, '^[%w%._%-]+$') then
+   or not string.match(job.id, '^[%w%._%-]+$') or ARGV[1] .. job.id ~= KEYS[3] then
   return {raw, '', 0, ''}
 end
-local key = ARGV[1] .. job.id
+local key = KEYS[3]
 local current = redis.call('HGET', key, 'state')
 if current == 'running' or current == 'paused' then
   local worker = redis.call('HGET', key, 'worker') or ''
@@ -97,10 +99,12 @@ redis.call('PERSIST', key)
 return {raw, job.id, attempts, ''}
 "#;
 
-/// Marks a running job paused or running again, if it runs on this worker. KEYS: the job hash.
-/// ARGV: the new state, the worker, the events channel, the event.
+/// Marks a running job paused or running again, if it runs on this worker and is not in that
+/// state already (a state sent again after a queue actor's restart is not published twice).
+/// KEYS: the job hash. ARGV: the new state, the worker, the events channel, the event.
 const SET_PAUSED: &str = r#"
 local state = redis.call('HGET', KEYS[1], 'state')
+if state == ARGV[1] then return 0 end
 if (state == 'running' or state == 'paused') and redis.call('HGET', KEYS[1], 'worker') == ARGV[2] then
   redis.call('HSET', KEYS[1], 'state', ARGV[1])
   redis.call('PUBLISH', ARGV[3], ARGV[4])
@@ -432,9 +436,13 @@ impl Store {
 
     /// Takes the next job if it is still `expected` (what [`Store::next`] gave).
     pub async fn take(&mut self, expected: &str) -> redis::RedisResult<Take> {
+        // The hash of the job as this side reads its id (none: a key in the slot that the
+        // script never touches, for a payload it refuses anyway).
+        let hash = self.keys.job(&job_id(expected).unwrap_or_default());
         let taken: Option<(String, String, i64, String)> = redis::Script::new(TAKE)
             .key(self.keys.jobs())
             .key(self.processing())
+            .key(hash)
             .arg(self.keys.job(""))
             .arg(&self.worker)
             .arg(now())
@@ -619,7 +627,7 @@ mod tests {
     async fn a_job_another_worker_took_since_it_was_seen_is_not_taken_in_its_place() {
         let redis = Redis::start();
         let (mut w1, mut w2) = (store(&redis, "w1").await, store(&redis, "w2").await);
-        redis.cli(&["LPUSH", "t:jobs", &job("b"), &job("a")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &job("b"), &job("a")]);
         let seen = w1.next().await.unwrap().unwrap();
         assert_eq!(
             take_next(&mut w2).await,
@@ -630,8 +638,8 @@ mod tests {
             }
         );
         assert_eq!(w1.take(&seen).await.unwrap(), Take::Moved);
-        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "1", "a stays queued");
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w1"]), "0");
+        assert_eq!(redis.cli(&["LLEN", "{t}:jobs"]), "1", "a stays queued");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w1"]), "0");
     }
 
     #[test]
@@ -669,16 +677,16 @@ mod tests {
         let mut w1 = store(&redis, "w1").await;
         let mut w2 = store(&redis, "w2").await;
         assert_eq!(take_next(&mut w1).await, Take::Empty);
-        redis.cli(&["LPUSH", "t:jobs", &job("a")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &job("a")]);
         let Take::Job { raw, id, attempts } = take_next(&mut w1).await else {
             panic!("no job")
         };
         assert_eq!((id.as_deref(), attempts), (Some("a"), 1));
-        assert_eq!(redis.cli(&["LRANGE", "t:processing:w1", "0", "-1"]), raw);
-        assert_eq!(redis.hget("t:job:a", "state"), "running");
-        assert_eq!(redis.hget("t:job:a", "worker"), "w1");
+        assert_eq!(redis.cli(&["LRANGE", "{t}:processing:w1", "0", "-1"]), raw);
+        assert_eq!(redis.hget("{t}:job:a", "state"), "running");
+        assert_eq!(redis.hget("{t}:job:a", "worker"), "w1");
         // The same id pushed raw while it runs: refused and dropped, the first untouched.
-        redis.cli(&["LPUSH", "t:jobs", &job("a")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &job("a")]);
         assert_eq!(
             take_next(&mut w2).await,
             Take::Duplicate {
@@ -686,11 +694,11 @@ mod tests {
                 worker: "w1".into()
             }
         );
-        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "0");
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w2"]), "0");
-        assert_eq!(redis.hget("t:job:a", "worker"), "w1");
-        assert_eq!(redis.hget("t:job:a", "attempts"), "1");
-        assert_eq!(redis.hget("t:job:a", "state"), "running");
+        assert_eq!(redis.cli(&["LLEN", "{t}:jobs"]), "0");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w2"]), "0");
+        assert_eq!(redis.hget("{t}:job:a", "worker"), "w1");
+        assert_eq!(redis.hget("{t}:job:a", "attempts"), "1");
+        assert_eq!(redis.hget("{t}:job:a", "state"), "running");
         pagecast_testkit::wait_until("the refusal event", Duration::from_secs(5), || {
             events.messages().iter().any(|m| {
                 m["id"] == "a"
@@ -701,7 +709,7 @@ mod tests {
             })
         });
         // A payload without an id is taken as is, for the caller to refuse.
-        redis.cli(&["LPUSH", "t:jobs", "nope"]);
+        redis.cli(&["LPUSH", "{t}:jobs", "nope"]);
         assert_eq!(
             take_next(&mut w2).await,
             Take::Job {
@@ -717,12 +725,12 @@ mod tests {
         let redis = Redis::start();
         let mut s = store(&redis, "w1").await;
         assert_eq!(s.submit("a", &job("a")).await.unwrap(), Ok(()));
-        assert_eq!(redis.hget("t:job:a", "state"), "queued");
+        assert_eq!(redis.hget("{t}:job:a", "state"), "queued");
         assert_eq!(
             s.submit("a", &job("a")).await.unwrap(),
             Err(JobState::Queued)
         );
-        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "1");
+        assert_eq!(redis.cli(&["LLEN", "{t}:jobs"]), "1");
         let Take::Job { raw, .. } = take_next(&mut s).await else {
             panic!()
         };
@@ -744,8 +752,8 @@ mod tests {
             .unwrap();
         // Over: the id can be used again (a new hash, attempts from 0).
         assert_eq!(s.submit("a", &job("a")).await.unwrap(), Ok(()));
-        assert_eq!(redis.hget("t:job:a", "attempts"), "0");
-        assert_eq!(redis.cli(&["TTL", "t:job:a"]), "-1");
+        assert_eq!(redis.hget("{t}:job:a", "attempts"), "0");
+        assert_eq!(redis.cli(&["TTL", "{t}:job:a"]), "-1");
     }
 
     #[actix_rt::test]
@@ -753,11 +761,11 @@ mod tests {
     {
         let redis = Redis::start();
         let mut s = store(&redis, "w1").await;
-        redis.cli(&["LPUSH", "t:jobs", &job("a")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &job("a")]);
         let Take::Job { raw, .. } = take_next(&mut s).await else {
             panic!()
         };
-        redis.cli(&["HSET", "t:job:a", "stop", "1"]);
+        redis.cli(&["HSET", "{t}:job:a", "stop", "1"]);
         assert!(s.stop_requested("a").await.unwrap());
         let mut o = Outcome {
             id: Some("a".into()),
@@ -769,14 +777,14 @@ mod tests {
             output: None,
         };
         s.write_outcome(&o, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(redis.cli(&["LRANGE", "t:jobs", "0", "-1"]), raw);
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w1"]), "0");
-        assert_eq!(redis.hget("t:job:a", "state"), "requeued");
+        assert_eq!(redis.cli(&["LRANGE", "{t}:jobs", "0", "-1"]), raw);
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w1"]), "0");
+        assert_eq!(redis.hget("{t}:job:a", "state"), "requeued");
         assert!(
             !s.stop_requested("a").await.unwrap(),
             "the retry is not stopped"
         );
-        assert_eq!(redis.cli(&["TTL", "t:job:a"]), "-1");
+        assert_eq!(redis.cli(&["TTL", "{t}:job:a"]), "-1");
         let Take::Job { attempts, .. } = take_next(&mut s).await else {
             panic!()
         };
@@ -784,12 +792,12 @@ mod tests {
         o.decision = Decision::Failed;
         o.code = Some(4);
         s.write_outcome(&o, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(redis.hget("t:job:a", "state"), "failed");
-        assert_eq!(redis.hget("t:job:a", "exit_code"), "4");
-        let ttl: i64 = redis.cli(&["TTL", "t:job:a"]).parse().unwrap();
+        assert_eq!(redis.hget("{t}:job:a", "state"), "failed");
+        assert_eq!(redis.hget("{t}:job:a", "exit_code"), "4");
+        let ttl: i64 = redis.cli(&["TTL", "{t}:job:a"]).parse().unwrap();
         assert!((1..=60).contains(&ttl), "{ttl}");
-        assert_eq!(redis.cli(&["LLEN", "t:jobs"]), "0");
-        assert_eq!(redis.cli(&["LLEN", "t:processing:w1"]), "0");
+        assert_eq!(redis.cli(&["LLEN", "{t}:jobs"]), "0");
+        assert_eq!(redis.cli(&["LLEN", "{t}:processing:w1"]), "0");
     }
 
     #[actix_rt::test]
@@ -811,20 +819,20 @@ mod tests {
             .claim_heartbeat("i3", Duration::from_secs(30))
             .await
             .unwrap());
-        redis.cli(&["LPUSH", "t:jobs", &job("a")]);
+        redis.cli(&["LPUSH", "{t}:jobs", &job("a")]);
         let Take::Job { raw, .. } = take_next(&mut w1).await else {
             panic!()
         };
         assert_eq!(w1.presence("a", &raw).await.unwrap(), Presence::Here);
         assert!(w2.dead_workers().await.unwrap().is_empty());
         pagecast_testkit::wait_until("w1's heartbeat to expire", Duration::from_secs(5), || {
-            redis.cli(&["EXISTS", "t:worker:w1"]) == "0"
+            redis.cli(&["EXISTS", "{t}:worker:w1"]) == "0"
         });
         assert_eq!(w2.dead_workers().await.unwrap(), ["w1"]);
         assert_eq!(w2.requeue_jobs_of("w1", "w1 is gone").await.unwrap(), 1);
         w2.forget_worker("w1").await.unwrap();
-        assert_eq!(redis.cli(&["SMEMBERS", "t:workers"]), "w2");
-        assert_eq!(redis.hget("t:job:a", "state"), "requeued");
+        assert_eq!(redis.cli(&["SMEMBERS", "{t}:workers"]), "w2");
+        assert_eq!(redis.hget("{t}:job:a", "state"), "requeued");
         assert_eq!(w1.presence("a", &raw).await.unwrap(), Presence::TakenOver);
         // w1 comes back: its heartbeat had expired.
         assert_eq!(
@@ -848,6 +856,6 @@ mod tests {
         w1.replace_taken(&raw, sealed).await.unwrap();
         assert_eq!(w1.taken().await.unwrap(), [sealed]);
         w1.leave().await.unwrap();
-        assert_eq!(redis.cli(&["EXISTS", "t:worker:w1"]), "0");
+        assert_eq!(redis.cli(&["EXISTS", "{t}:worker:w1"]), "0");
     }
 }

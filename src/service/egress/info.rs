@@ -1,7 +1,7 @@
 //! The state of every egress, in Redis so that any worker's API answers for any job: the
-//! egress's own record `Q:egress:<id>` (its `EgressInfo` as it was started: source, room, the
+//! egress's own record `{Q}:egress:<id>` (its `EgressInfo` as it was started: source, room, the
 //! request with its secrets dropped, the masked stream URLs; protobuf JSON) in the set
-//! `Q:egresses` (scored by its start in ms), and the job's hash the queue keeps (`mod.rs`:
+//! `{Q}:egresses` (scored by its start in ms), and the job's hash the queue keeps (`mod.rs`:
 //! state, attempts, times, exit code, message, what each attempt left). An `EgressInfo` is put
 //! together from both when asked for, so it is never behind the job: a worker's death, a retry
 //! or an end shows at once. A record whose job hash has expired (the retention) is gone.
@@ -21,19 +21,19 @@ pub struct Records {
     keys: Keys,
 }
 
-fn record_key(keys: &Keys, id: &str) -> String {
-    format!("{}:egress:{id}", keys.queue)
+pub(in crate::service) fn record_key(keys: &Keys, id: &str) -> String {
+    format!("{}:egress:{id}", keys.tag())
 }
 
 /// The egress's stream URLs as given (with their keys), sealed with the job key: what
 /// `UpdateStream` matches a URL to remove against (the record holds only masked URLs, and two
 /// keys on one server mask alike).
-fn streams_key(keys: &Keys, id: &str) -> String {
-    format!("{}:egress:{id}:streams", keys.queue)
+pub(in crate::service) fn streams_key(keys: &Keys, id: &str) -> String {
+    format!("{}:egress:{id}:streams", keys.tag())
 }
 
-fn index_key(keys: &Keys) -> String {
-    format!("{}:egresses", keys.queue)
+pub(in crate::service) fn index_key(keys: &Keys) -> String {
+    format!("{}:egresses", keys.tag())
 }
 
 /// Now in nanoseconds since the epoch (what `EgressInfo` times are in).

@@ -15,7 +15,7 @@
 //! Stops: on `Shutdown`/`Kill`; a server that ends by itself is a crash (restarted).
 
 mod auth;
-mod info;
+pub(super) mod info;
 mod metrics;
 mod request;
 mod twirp;
