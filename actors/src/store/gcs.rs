@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::CredentialProvider;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, RequestBuilder, StatusCode};
 
-use super::{explain_status, Call, Fault, Store};
+use super::{explain_status, Call, Fault, Objects, Store};
 use crate::secret::Secret;
 
 /// A resumable upload's chunks (except the last) are multiples of 256 KiB.
@@ -54,68 +54,29 @@ pub struct GcsTarget {
 
 type Token = Arc<dyn CredentialProvider<Credential = GcpCredential>>;
 
-pub struct GcsStore {
+/// GCS's JSON API with the store's credentials: the resumable upload's and the directory copies'
+/// one HTTP client.
+#[derive(Clone)]
+struct Api {
     http: reqwest::Client,
     token: Option<Token>,
-    target: GcsTarget,
+    /// The JSON API's base URL, without a trailing '/'.
     base: String,
-    /// The open resumable upload's URL (it is the upload's only credential: never logged).
-    session: Option<Secret>,
-    /// The last chunk may or may not have reached the server.
-    uncertain: bool,
+    /// The config field, for messages.
+    field: String,
 }
 
-impl GcsStore {
-    /// The store, once the bucket answered (it exists and the credentials may list it).
-    pub async fn connect(target: &GcsTarget) -> Result<GcsStore, Fault> {
-        let token = credentials(target)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Fault::new(format!("cannot make an HTTP client: {e}")))?;
-        let store = GcsStore {
-            http,
-            token,
-            base: target
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| GCS.to_owned())
-                .trim_end_matches('/')
-                .to_owned(),
-            target: target.clone(),
-            session: None,
-            uncertain: false,
-        };
-        let list = format!(
-            "{}/storage/v1/b/{}/o?maxResults=1&prefix={}",
-            store.base,
-            enc(&target.bucket),
-            enc(&target.key)
-        );
-        let response = store.send(store.http.get(list)).await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Err(Fault::new("no such bucket (HTTP 404)"));
-        }
-        store.check(response).await?;
-        Ok(store)
+impl Api {
+    fn object_url(&self, bucket: &str, key: &str) -> String {
+        format!("{}/storage/v1/b/{}/o/{}", self.base, enc(bucket), enc(key))
     }
 
-    fn object_url(&self) -> String {
-        format!(
-            "{}/storage/v1/b/{}/o/{}",
-            self.base,
-            enc(&self.target.bucket),
-            enc(&self.target.key)
-        )
-    }
-
-    fn upload_url(&self, kind: &str) -> String {
+    fn upload_url(&self, bucket: &str, key: &str, kind: &str) -> String {
         format!(
             "{}/upload/storage/v1/b/{}/o?uploadType={kind}&name={}",
             self.base,
-            enc(&self.target.bucket),
-            enc(&self.target.key)
+            enc(bucket),
+            enc(key)
         )
     }
 
@@ -125,7 +86,7 @@ impl GcsStore {
             let credential = token.get_credential().await.map_err(|e| {
                 Fault::new(format!(
                     "cannot get a token for {}'s credentials: {}",
-                    self.target.field,
+                    self.field,
                     one_line(&e.to_string())
                 ))
             })?;
@@ -148,16 +109,79 @@ impl GcsStore {
         }
         let status = response.status().as_u16();
         let body = response.text().await.unwrap_or_default();
-        Err(Fault::new(explain_status(
-            status,
-            &self.target.field,
-            &body,
-        )))
+        Err(Fault::new(explain_status(status, &self.field, &body)))
+    }
+}
+
+pub struct GcsStore {
+    api: Api,
+    target: GcsTarget,
+    /// The open resumable upload's URL (it is the upload's only credential: never logged).
+    session: Option<Secret>,
+    /// The last chunk may or may not have reached the server.
+    uncertain: bool,
+}
+
+impl GcsStore {
+    /// The store, once the bucket answered (it exists and the credentials may list it).
+    pub async fn connect(target: &GcsTarget) -> Result<GcsStore, Fault> {
+        let token = credentials(target)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| Fault::new(format!("cannot make an HTTP client: {e}")))?;
+        let api = Api {
+            http,
+            token,
+            base: target
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| GCS.to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            field: target.field.clone(),
+        };
+        let list = format!(
+            "{}/storage/v1/b/{}/o?maxResults=1&prefix={}",
+            api.base,
+            enc(&target.bucket),
+            enc(&target.key)
+        );
+        let response = api.send(api.http.get(list)).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(Fault::new("no such bucket (HTTP 404)"));
+        }
+        api.check(response).await?;
+        Ok(GcsStore {
+            api,
+            target: target.clone(),
+            session: None,
+            uncertain: false,
+        })
+    }
+
+    fn object_url(&self) -> String {
+        self.api.object_url(&self.target.bucket, &self.target.key)
+    }
+
+    fn upload_url(&self, kind: &str) -> String {
+        self.api
+            .upload_url(&self.target.bucket, &self.target.key, kind)
+    }
+
+    async fn send(&self, request: RequestBuilder) -> Result<reqwest::Response, Fault> {
+        self.api.send(request).await
+    }
+
+    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, Fault> {
+        self.api.check(response).await
     }
 
     async fn open(&mut self) -> Result<(), Fault> {
         let metadata = serde_json::json!({ "name": self.target.key, "contentType": "video/mp4" });
         let request = self
+            .api
             .http
             .post(self.upload_url("resumable"))
             .header("X-Upload-Content-Type", "video/mp4")
@@ -181,6 +205,7 @@ impl GcsStore {
             .as_ref()
             .ok_or_else(|| Fault::upload_lost("no upload is open"))?;
         let mut request = self
+            .api
             .http
             .request(Method::PUT, session.expose())
             .header(CONTENT_RANGE, content_range)
@@ -296,6 +321,7 @@ impl Store for GcsStore {
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
         Box::pin(async move {
             let request = self
+                .api
                 .http
                 .post(self.upload_url("media"))
                 .header(CONTENT_TYPE, "video/mp4")
@@ -307,7 +333,7 @@ impl Store for GcsStore {
 
     fn size(&self) -> Call<'_, Option<u64>> {
         Box::pin(async move {
-            let response = self.send(self.http.get(self.object_url())).await?;
+            let response = self.send(self.api.http.get(self.object_url())).await?;
             if response.status() == StatusCode::NOT_FOUND {
                 return Ok(None);
             }
@@ -331,7 +357,7 @@ impl Store for GcsStore {
             let Some(session) = self.session.take() else {
                 return;
             };
-            let cancel = self.send(self.http.delete(session.expose()));
+            let cancel = self.send(self.api.http.delete(session.expose()));
             match tokio::time::timeout(Duration::from_secs(10), cancel).await {
                 // 499: Google's answer to a cancelled upload.
                 Ok(Ok(r)) if r.status().is_success() || r.status().as_u16() == 499 => {
@@ -358,6 +384,55 @@ impl Store for GcsStore {
 
     fn is_open(&self) -> bool {
         self.session.is_some()
+    }
+
+    fn objects(&self) -> Arc<dyn Objects> {
+        Arc::new(GcsObjects {
+            api: self.api.clone(),
+            bucket: self.target.bucket.clone(),
+        })
+    }
+}
+
+/// Whole objects in the upload's bucket (one `uploadType=media` request each), through its
+/// client and credentials.
+struct GcsObjects {
+    api: Api,
+    bucket: String,
+}
+
+impl Objects for GcsObjects {
+    fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> BoxFuture<'_, Result<(), Fault>> {
+        let request = self
+            .api
+            .http
+            .post(self.api.upload_url(&self.bucket, name, "media"))
+            .header(CONTENT_TYPE, content_type)
+            .body(bytes);
+        Box::pin(async move {
+            self.api.check(self.api.send(request).await?).await?;
+            Ok(())
+        })
+    }
+
+    fn delete(&self, name: &str) -> BoxFuture<'_, Result<(), Fault>> {
+        let request = self
+            .api
+            .http
+            .delete(self.api.object_url(&self.bucket, name));
+        Box::pin(async move {
+            self.api.check(self.api.send(request).await?).await?;
+            Ok(())
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("gs://{}/{name}", self.bucket)
     }
 }
 
