@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use pagecast_actors::events;
 use pagecast_testkit::stores::{Azurite, FakeGcs, AZURITE_KEY};
-use pagecast_testkit::{heavy, probe};
+use pagecast_testkit::{heavy, probe, wait_until};
 use serde_json::json;
 
 /// A service-account key the emulator takes without a token exchange (`disable_oauth`).
@@ -104,9 +104,10 @@ fn assert_plays(object: &std::path::Path) {
     assert!(p.frames() >= 100, "{} frames", p.frames());
 }
 
-/// GCS goes away after the first part (and forgets the open upload); it is back before the stop;
-/// the object is complete all the same, and so is the HLS copy (`prefix`): every segment and
-/// playlist, byte for byte, the playlist playing to the end.
+/// GCS goes away once the first part and the first HLS segment are up (and forgets the open
+/// upload); it comes back; the object is complete all the same, and so is the HLS copy (`prefix`)
+/// that failed meanwhile: every segment and playlist, byte for byte, the playlist playing to the
+/// end.
 #[test]
 fn a_gcs_upload_survives_the_server_going_away_and_losing_the_upload() {
     let _heavy = heavy();
@@ -118,8 +119,18 @@ fn a_gcs_upload_survives_the_server_going_away_and_losing_the_upload() {
                  "live_playlist": { "window": 2 } } });
     let mut run = Run::start(&config(output), &[]);
     run.wait_for(events::UPLOADED_PART, Duration::from_secs(60));
+    wait_until(
+        "an HLS object in the bucket",
+        Duration::from_secs(30),
+        || {
+            gcs.objects("recordings")
+                .iter()
+                .any(|n| n.starts_with("rec/hls/"))
+        },
+    );
     gcs.kill();
     run.wait_for(events::UPLOAD_RETRYING, Duration::from_secs(30));
+    run.wait_for(events::DIRECTORY_UPLOAD_RETRYING, Duration::from_secs(30));
     gcs.restart();
     let (status, _) = run.wait(Duration::from_secs(90));
     let stderr = run.stderr();
@@ -149,8 +160,9 @@ fn a_gcs_upload_survives_the_server_going_away_and_losing_the_upload() {
     assert!((vod - 5.0).abs() <= 1.0, "the playlist holds {vod} s");
 }
 
-/// Azure goes away after the first block; it is back before the stop; the blob is complete, and
-/// so is the snapshot copy (`prefix`): every image, byte for byte.
+/// Azure goes away once the first block and the first image are up; it comes back; the blob is
+/// complete, and so is the snapshot copy (`prefix`) that failed meanwhile: every image, byte for
+/// byte.
 #[test]
 fn an_azure_upload_survives_the_server_going_away() {
     let _heavy = heavy();
@@ -161,8 +173,14 @@ fn an_azure_upload_survives_the_server_going_away() {
         "images": { "directory": shots.path(), "every": "1s", "prefix": "rec/shots/" } });
     let mut run = Run::start(&config(output), &[]);
     run.wait_for(events::UPLOADED_PART, Duration::from_secs(60));
+    wait_until("an image in the container", Duration::from_secs(30), || {
+        azurite
+            .blob(&["blobs", "recordings"])
+            .contains("rec/shots/")
+    });
     azurite.stop();
     run.wait_for(events::UPLOAD_RETRYING, Duration::from_secs(30));
+    run.wait_for(events::DIRECTORY_UPLOAD_RETRYING, Duration::from_secs(30));
     azurite.restart();
     let (status, _) = run.wait(Duration::from_secs(90));
     let stderr = run.stderr();

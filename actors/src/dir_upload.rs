@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::encoder::ImagesSpec;
+use crate::events::DIRECTORY_UPLOAD_RETRYING;
 use crate::store::Objects;
 use crate::supervision::{Failure, FailureKind};
 
@@ -196,7 +197,7 @@ impl Copier {
             }
             Err(why) => {
                 if self.down_since.is_none() {
-                    tracing::warn!(target_dir = %self.describe(), error = %why, "uploading a directory failed; retrying");
+                    tracing::warn!(target_dir = %self.describe(), error = %why, "{DIRECTORY_UPLOAD_RETRYING}");
                 }
                 self.down_since.get_or_insert_with(Instant::now);
                 self.last_error = Some(why);
