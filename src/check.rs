@@ -94,8 +94,8 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
         if hls.naming == crate::config::Naming::Timestamp {
             let _ = writeln!(out, "output.hls.naming: timestamp");
         }
-        if let Some(prefix) = &hls.s3_prefix {
-            let _ = writeln!(out, "output.hls.s3_prefix: {prefix}");
+        if let Some(prefix) = &hls.prefix {
+            let _ = writeln!(out, "output.hls.prefix: {prefix}");
         }
         if let Some(live) = &hls.live {
             let _ = writeln!(
@@ -112,8 +112,8 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
             human(images.every),
             images.directory.display()
         );
-        if let Some(prefix) = &images.s3_prefix {
-            let _ = writeln!(out, "output.images.s3_prefix: {prefix}");
+        if let Some(prefix) = &images.prefix {
+            let _ = writeln!(out, "output.images.prefix: {prefix}");
         }
     }
     for stream in &output.rtmp {

@@ -187,8 +187,9 @@ pub struct Hls {
     pub naming: Naming,
     /// `output.hls.live_playlist`: a sliding-window playlist beside the event one (default off).
     pub live: Option<LivePlaylist>,
-    /// `output.hls.s3_prefix`: segments and playlists copied to output.s3's bucket under it.
-    pub s3_prefix: Option<String>,
+    /// `output.hls.prefix`: segments and playlists copied under it to the store's bucket or
+    /// container (output.s3, output.gcs or output.azure).
+    pub prefix: Option<String>,
 }
 
 /// `output.hls.live_playlist`: the last `window` segments, in `name` (in the HLS directory).
@@ -211,8 +212,8 @@ pub struct Images {
     pub format: ImageFormat,
     /// `output.images.naming`: numbered (`index`, the default) or named by time.
     pub naming: Naming,
-    /// `output.images.s3_prefix`: images copied to output.s3's bucket under it.
-    pub s3_prefix: Option<String>,
+    /// `output.images.prefix`: images copied under it to the store's bucket or container.
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +436,8 @@ struct RawHls {
     segment_duration: Option<Duration>,
     naming: Option<RawNaming>,
     live_playlist: Option<Obj<RawLivePlaylist>>,
+    prefix: Option<String>,
+    /// `prefix`'s older name (output.s3 only).
     s3_prefix: Option<String>,
 }
 
@@ -471,6 +474,8 @@ struct RawImages {
     height: Option<u32>,
     format: Option<RawImageFormat>,
     naming: Option<RawNaming>,
+    prefix: Option<String>,
+    /// `prefix`'s older name (output.s3 only).
     s3_prefix: Option<String>,
 }
 
@@ -1221,7 +1226,7 @@ fn template(
     })
 }
 
-fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, ConfigError> {
+fn output(mut raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, ConfigError> {
     let file = raw.file.map(|f| output_file(&f)).transpose()?;
     let rtmp = raw.rtmp.map(|u| u.0).unwrap_or_default();
     for (i, url) in rtmp.iter().enumerate() {
@@ -1331,62 +1336,29 @@ fn output(raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, Confi
     if rtmp_retry_for.is_zero() {
         return Err(field("output.rtmp_retry_for", "must be longer than 0s"));
     }
-    let images = raw.images.map(|Obj(i)| images(i)).transpose()?;
-    let hls = raw.hls.map(|Obj(h)| hls(h)).transpose()?;
+    // The directory copies' prefixes, checked against the store they go to.
+    let store = stores::Primary::of(s3.as_ref(), gcs.as_ref(), azure.as_ref());
     let prefixes = [
-        (
-            "output.hls.s3_prefix",
-            hls.as_ref().and_then(|h| h.s3_prefix.as_deref()),
-        ),
-        (
-            "output.images.s3_prefix",
-            images.as_ref().and_then(|i| i.s3_prefix.as_deref()),
-        ),
+        raw.hls
+            .as_mut()
+            .map(|Obj(h)| (h.prefix.take(), h.s3_prefix.take())),
+        raw.images
+            .as_mut()
+            .map(|Obj(i)| (i.prefix.take(), i.s3_prefix.take())),
     ];
-    for (name, prefix) in prefixes {
-        let Some(prefix) = prefix else { continue };
-        let Some(s3) = &s3 else {
-            return Err(field(
-                name,
-                "needs output.s3 (its bucket and credentials are used; its key is the MP4's)",
-            ));
-        };
-        if prefix.starts_with('/') || prefix.split('/').any(|p| p == "..") {
-            return Err(field(
-                name,
-                format!("{prefix:?} must not start with '/' or hold \"..\""),
-            ));
-        }
-        if !prefix.is_empty()
-            && !prefix.ends_with('/')
-            && !prefix.ends_with('-')
-            && !prefix.ends_with('_')
-        {
-            return Err(field(
-                name,
-                format!(
-                    "{prefix:?} should end with '/' (a folder), '-' or '_': file names follow it"
-                ),
-            ));
-        }
-        if s3.key.starts_with(prefix) && !s3.key[prefix.len()..].contains('/') {
-            return Err(field(
-                name,
-                format!(
-                    "holds output.s3.key {:?}: give the MP4 a key outside it",
-                    s3.key
-                ),
-            ));
-        }
-    }
-    if let (Some((_, Some(a))), Some((_, Some(b)))) = (Some(prefixes[0]), Some(prefixes[1])) {
-        if a == b {
-            return Err(field(
-                "output.images.s3_prefix",
-                "is output.hls.s3_prefix too: give each its own",
-            ));
-        }
-    }
+    let [hls_prefix, images_prefix] = stores::dir_prefixes(prefixes, store.as_ref())?;
+    let images = raw
+        .images
+        .map(|Obj(i)| images(i))
+        .transpose()?
+        .map(|i| Images {
+            prefix: images_prefix,
+            ..i
+        });
+    let hls = raw.hls.map(|Obj(h)| hls(h)).transpose()?.map(|h| Hls {
+        prefix: hls_prefix,
+        ..h
+    });
     Ok(Output {
         hls,
         images,
@@ -1499,7 +1471,7 @@ fn hls(raw: RawHls) -> Result<Hls, ConfigError> {
         segment,
         naming: raw.naming.map(Naming::from).unwrap_or_default(),
         live,
-        s3_prefix: raw.s3_prefix,
+        prefix: None, // checked with the store: see output()
     })
 }
 
@@ -1532,7 +1504,7 @@ fn images(raw: RawImages) -> Result<Images, ConfigError> {
             Some(RawImageFormat::Png) => ImageFormat::Png,
         },
         naming: raw.naming.map(Naming::from).unwrap_or_default(),
-        s3_prefix: raw.s3_prefix,
+        prefix: None, // checked with the store: see output()
     })
 }
 
@@ -2680,41 +2652,68 @@ mod tests {
                 segment: Duration::from_secs(6),
                 naming: Naming::Index,
                 live: None,
-                s3_prefix: None,
+                prefix: None,
             })
         );
         let s3 = json!({ "bucket": "b", "key": "rec/a.mp4", "access_key": "a", "secret": "s" });
-        let v = with_output(
-            json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "rec/hls/" },
-            "images": { "directory": "i", "s3_prefix": "rec/shots/" } }),
-        );
-        let output = ok(v).output;
-        assert_eq!(output.hls.unwrap().s3_prefix.as_deref(), Some("rec/hls/"));
-        assert_eq!(
-            output.images.unwrap().s3_prefix.as_deref(),
-            Some("rec/shots/")
-        );
+        let gcs = json!({ "bucket": "b", "key": "rec/a.mp4" });
+        let azure = json!({ "account": "a", "container": "c", "blob": "rec/a.mp4" });
+        // `prefix` with any store; `s3_prefix`, its older name, with output.s3.
+        for (store, hls) in [
+            ("s3", "s3_prefix"),
+            ("s3", "prefix"),
+            ("gcs", "prefix"),
+            ("azure", "prefix"),
+        ] {
+            let stores = json!({ "s3": s3, "gcs": gcs, "azure": azure });
+            let v = with_output(json!({ store: stores[store],
+                "hls": { "directory": "h", hls: "rec/hls/" },
+                "images": { "directory": "i", "prefix": "rec/shots/" } }));
+            let output = ok(v).output;
+            assert_eq!(output.hls.unwrap().prefix.as_deref(), Some("rec/hls/"));
+            assert_eq!(output.images.unwrap().prefix.as_deref(), Some("rec/shots/"));
+        }
         for (output, message) in [
             (
-                json!({ "hls": { "directory": "h", "s3_prefix": "rec/hls/" } }),
-                "config: output.hls.s3_prefix: needs output.s3",
+                json!({ "hls": { "directory": "h", "prefix": "rec/hls/" } }),
+                "config: output.hls.prefix: needs a store (output.s3, output.gcs or output.azure)",
+            ),
+            (
+                json!({ "file": "/tmp/a.mp4", "images": { "directory": "i", "s3_prefix": "rec/i/" } }),
+                "config: output.images.s3_prefix: needs a store",
+            ),
+            (
+                json!({ "gcs": gcs, "hls": { "directory": "h", "s3_prefix": "rec/hls/" } }),
+                "config: output.hls.s3_prefix: the store is output.gcs: write output.hls.prefix",
+            ),
+            (
+                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "a/", "prefix": "a/" } }),
+                "config: output.hls.s3_prefix: give prefix or s3_prefix (its older name), not both",
             ),
             (
                 json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "/rec/" } }),
                 "config: output.hls.s3_prefix: \"/rec/\" must not start with '/'",
             ),
             (
-                json!({ "s3": s3, "images": { "directory": "i", "s3_prefix": "rec/shots" } }),
-                "config: output.images.s3_prefix: \"rec/shots\" should end with '/'",
+                json!({ "azure": azure, "hls": { "directory": "h", "prefix": "a/../b/" } }),
+                "config: output.hls.prefix: \"a/../b/\" must not start with '/' or hold \"..\"",
+            ),
+            (
+                json!({ "s3": s3, "images": { "directory": "i", "prefix": "rec/shots" } }),
+                "config: output.images.prefix: \"rec/shots\" should end with '/'",
             ),
             (
                 json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "rec/" } }),
                 "config: output.hls.s3_prefix: holds output.s3.key \"rec/a.mp4\"",
             ),
             (
-                json!({ "s3": s3, "hls": { "directory": "h", "s3_prefix": "x/" },
-                    "images": { "directory": "i", "s3_prefix": "x/" } }),
-                "config: output.images.s3_prefix: is output.hls.s3_prefix too",
+                json!({ "azure": azure, "images": { "directory": "i", "prefix": "rec/" } }),
+                "config: output.images.prefix: holds output.azure.blob \"rec/a.mp4\"",
+            ),
+            (
+                json!({ "gcs": gcs, "hls": { "directory": "h", "prefix": "x/" },
+                    "images": { "directory": "i", "prefix": "x/" } }),
+                "config: output.images.prefix: is output.hls.prefix too",
             ),
         ] {
             let e = err(with_output(output));
@@ -2795,7 +2794,7 @@ mod tests {
                 height: None,
                 format: ImageFormat::Jpeg,
                 naming: Naming::Index,
-                s3_prefix: None,
+                prefix: None,
             })
         );
         let v = with_output(json!({ "file": "/tmp/a.mp4",

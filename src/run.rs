@@ -143,8 +143,6 @@ struct Prepared {
     page: Page,
     /// The upload's spec and its stores (the primary's and the backup's), checked.
     store: Option<(UploadSpec, Stores)>,
-    /// output.s3 and its client, for the copies of the HLS and snapshot directories.
-    dir_client: Option<(crate::config::S3Output, aws_sdk_s3::Client)>,
 }
 
 /// The primary store and the backup, from the pre-flight.
@@ -173,20 +171,6 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         },
         None => None,
     };
-    let copies_dirs = config
-        .output
-        .hls
-        .as_ref()
-        .is_some_and(|h| h.s3_prefix.is_some())
-        || config
-            .output
-            .images
-            .as_ref()
-            .is_some_and(|i| i.s3_prefix.is_some());
-    let dir_client = match &config.output.s3 {
-        Some(s3) if copies_dirs => Some((s3.clone(), crate::stores::s3_client(s3).await)),
-        _ => None,
-    };
     Ok(Prepared {
         config,
         keep_local: output.is_some(),
@@ -194,7 +178,6 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         replaces,
         page,
         store,
-        dir_client,
     })
 }
 
@@ -247,7 +230,6 @@ async fn run_tree(
         keep_local,
         page,
         store,
-        dir_client,
     } = prepared;
     // Without a file output, the upload follows a local file of its own, removed once the
     // object is complete (kept, and named, if the upload fails). In --keep-dir, not in the
@@ -375,12 +357,18 @@ async fn run_tree(
             Err(failure) => return Outcome::fail(Exit::Failed, failure.message),
         },
     };
+    // The directory copies go to the primary store, through its client.
+    let dir_store = store
+        .as_ref()
+        .map(|(spec, (primary, _))| (primary.objects(), spec.give_up_after));
     let upload = match (store, &output) {
         (Some((spec, stores)), Some(file)) => Some(start_upload(spec, stores, file)),
         _ => None,
     };
-    let dir_uploads = match &dir_client {
-        Some((s3, client)) => start_dir_uploads(&config, s3, client, first_image),
+    let dir_uploads = match dir_store {
+        Some((objects, give_up_after)) => {
+            start_dir_uploads(&config, objects, give_up_after, first_image)
+        }
         None => Vec::new(),
     };
     let discard = crate::controls::Discard::default();
@@ -478,7 +466,7 @@ async fn run_tree(
                 tracing::info!(field, objects, to = %to, message = pagecast_actors::events::DIRECTORY_UPLOADED);
             }
             Err(failure) => {
-                tracing::error!(error = %failure, "S3 upload of a directory failed");
+                tracing::error!(error = %failure, "upload of a directory failed");
                 if outcome.exit == Exit::Ok {
                     outcome = Outcome::fail(Exit::Output, failure.message);
                 } else {
@@ -1126,44 +1114,43 @@ fn hls_files_since(hls: &crate::config::Hls, since: std::time::SystemTime) -> Ve
         .collect()
 }
 
-/// The copies of the HLS and snapshot directories to S3 (`s3_prefix`), into output.s3's bucket
-/// with its client.
+/// The copies of the HLS and snapshot directories (`prefix`) into the primary store's bucket or
+/// container, with its client; they give up after its `give_up_after`.
 fn start_dir_uploads(
     config: &Config,
-    s3: &crate::config::S3Output,
-    client: &aws_sdk_s3::Client,
+    objects: std::sync::Arc<dyn pagecast_actors::store::Objects>,
+    give_up_after: Duration,
     first_image: u64,
 ) -> Vec<DirUpload> {
     let mut uploads = Vec::new();
     let spec = |field, prefix: &str, directory: &Path, kind| DirUploadSpec {
-        bucket: s3.bucket.clone(),
         prefix: prefix.to_owned(),
         directory: directory.to_owned(),
         kind,
-        give_up_after: s3.give_up_after,
+        give_up_after,
         field,
     };
     if let Some(hls) = &config.output.hls {
-        if let Some(prefix) = &hls.s3_prefix {
+        if let Some(prefix) = &hls.prefix {
             // The live playlist first: see dir_upload.rs.
             let mut playlists: Vec<String> = hls.live.iter().map(|l| l.name.clone()).collect();
             playlists.push(pagecast_actors::encoder::HLS_PLAYLIST.to_owned());
             let kind = DirKind::Hls { playlists };
             uploads.push(DirUpload::start(
-                spec("output.hls.s3_prefix", prefix, &hls.directory, kind),
-                client.clone(),
+                spec("output.hls.prefix", prefix, &hls.directory, kind),
+                objects.clone(),
             ));
         }
     }
     if let Some(images) = &config.output.images {
-        if let Some(prefix) = &images.s3_prefix {
+        if let Some(prefix) = &images.prefix {
             let kind = DirKind::Images {
                 spec: images_spec(images),
                 first: first_image,
             };
             uploads.push(DirUpload::start(
-                spec("output.images.s3_prefix", prefix, &images.directory, kind),
-                client.clone(),
+                spec("output.images.prefix", prefix, &images.directory, kind),
+                objects.clone(),
             ));
         }
     }

@@ -75,12 +75,6 @@ fn endpoint(url: &Option<url::Url>) -> Option<String> {
         .map(|e| e.as_str().trim_end_matches('/').to_owned())
 }
 
-/// An S3 client for `output.s3` (the copies of the HLS and snapshot directories use it), with
-/// the uploader's retries and timeouts.
-pub async fn s3_client(s3: &S3Output) -> aws_sdk_s3::Client {
-    pagecast_actors::store::s3::client(&s3_of(s3, "output.s3")).await
-}
-
 fn s3_target(s3: &S3Output, field: &str) -> Target {
     Target::S3(s3_of(s3, field))
 }

@@ -857,6 +857,9 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
     stop_cleanly(&mut second);
 }
 
+/// A web egress to S3 with a segment output uploaded to the same bucket: the object and the HLS
+/// copy (`output.hls.prefix`) are in the bucket, the copy byte for byte the local directory and
+/// playing as long as the MP4; no credential is shown.
 #[test]
 fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
     let _heavy = heavy();
@@ -889,7 +892,15 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
         answer
     };
     let page = test_page("silent.html", "");
-    let started = call(&["start-web-s3", &page, "rec/egress.mp4", "640", "360"]);
+    let started = call(&[
+        "start-web-s3",
+        &page,
+        "rec/egress.mp4",
+        "640",
+        "360",
+        "--hls",
+        "rec/hls",
+    ]);
     let id = started["egress_id"]
         .as_str()
         .unwrap_or_else(|| panic!("{started}"))
@@ -940,12 +951,48 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
         "{duration} s reported, {} s in the object",
         p.duration()
     );
-    // The request is shown without its credentials.
-    let s3 = &done["web"]["file_outputs"][0]["s3"];
-    assert_eq!(
-        (s3["bucket"].as_str(), s3["secret"].as_str()),
-        (Some("recordings"), Some("")),
-        "{done}"
+    // The segments and playlist, copied to the bucket beside the MP4, are the local ones.
+    let local = dir.path().join("rec/hls");
+    let fetched = tempfile::tempdir().unwrap();
+    moto.s3(&[
+        "fetch",
+        "recordings",
+        "rec/hls/",
+        fetched.path().to_str().unwrap(),
+    ]);
+    let names = |d: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(fetched.path()), names(&local));
+    assert!(names(&local).len() >= 3, "{:?}", names(&local));
+    for name in names(&local) {
+        assert!(
+            std::fs::read(fetched.path().join(&name)).unwrap()
+                == std::fs::read(local.join(&name)).unwrap(),
+            "rec/hls/{name} differs from the local file"
+        );
+    }
+    let vod = probe(&fetched.path().join("index.m3u8")).duration();
+    assert!(
+        (vod - p.duration()).abs() <= 1.0,
+        "the playlist holds {vod} s, the MP4 {} s",
+        p.duration()
     );
+    // The request is shown without its credentials.
+    for s3 in [
+        &done["web"]["file_outputs"][0]["s3"],
+        &done["web"]["segment_outputs"][0]["s3"],
+    ] {
+        assert_eq!(
+            (s3["bucket"].as_str(), s3["secret"].as_str()),
+            (Some("recordings"), Some("")),
+            "{done}"
+        );
+    }
     stop_cleanly(&mut run);
 }

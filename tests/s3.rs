@@ -330,7 +330,7 @@ fn files_in(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
-/// output.hls.s3_prefix and output.images.s3_prefix: while recording, every segment a playlist
+/// output.hls.prefix and output.images.s3_prefix (its older name): while recording, every segment a playlist
 /// in the bucket names is in the bucket already; at the end the bucket holds exactly the local
 /// segments, playlists and images, byte for byte.
 #[test]
@@ -345,7 +345,7 @@ fn hls_and_snapshots_are_copied_to_s3_as_they_close() {
         "output": {
             "file": file,
             "S3": s3_block(&moto, "recordings"),
-            "hls": { "directory": hls, "segment_duration": "2s", "s3_prefix": "rec/hls/",
+            "hls": { "directory": hls, "segment_duration": "2s", "prefix": "rec/hls/",
                      "live_playlist": { "window": 2 } },
             "images": { "directory": shots, "every": "1s", "s3_prefix": "rec/shots/" },
         },

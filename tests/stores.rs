@@ -1,15 +1,17 @@
 //! GCS and Azure Blob outputs against their emulators (fake-gcs-server, Azurite; on loopback):
-//! the object is uploaded while recording and plays; a store that goes away and comes back
-//! (losing the open upload) loses nothing; a store gone for good hands the whole recording to the
+//! the object is uploaded while recording and plays, and so are the HLS and snapshot directory
+//! copies (`prefix`); a store that goes away and comes back (losing the open upload) loses
+//! nothing, of the MP4 or of the copies; a store gone for good hands the whole recording to the
 //! backup store, and the run says so.
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use pagecast_actors::events;
 use pagecast_testkit::stores::{Azurite, FakeGcs, AZURITE_KEY};
-use pagecast_testkit::{heavy, probe};
+use pagecast_testkit::{heavy, probe, wait_until};
 use serde_json::json;
 
 /// A service-account key the emulator takes without a token exchange (`disable_oauth`).
@@ -51,6 +53,44 @@ fn parts_uploaded(stderr: &str) -> usize {
         .count()
 }
 
+/// The file names in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The store holds under `prefix` exactly the files of `local`, byte for byte (`names`: the
+/// store's object names; `fetch(name, to)`: downloads one). Returns where they were fetched to.
+fn assert_copied(
+    local: &Path,
+    prefix: &str,
+    names: Vec<String>,
+    fetch: impl Fn(&str, &Path),
+) -> tempfile::TempDir {
+    let fetched = tempfile::tempdir().unwrap();
+    let mut stored: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.strip_prefix(prefix).map(str::to_owned))
+        .collect();
+    stored.sort();
+    let files = files_in(local);
+    assert!(files.len() >= 3, "{files:?}");
+    assert_eq!(stored, files, "under {prefix}");
+    for name in files {
+        let to = fetched.path().join(&name);
+        fetch(&format!("{prefix}{name}"), &to);
+        assert!(
+            std::fs::read(&to).unwrap() == std::fs::read(local.join(&name)).unwrap(),
+            "{prefix}{name} differs from the local file"
+        );
+    }
+    fetched
+}
+
 /// The object plays for the recording's length, with both streams.
 fn assert_plays(object: &std::path::Path) {
     let p = probe(object);
@@ -64,17 +104,33 @@ fn assert_plays(object: &std::path::Path) {
     assert!(p.frames() >= 100, "{} frames", p.frames());
 }
 
-/// GCS goes away after the first part (and forgets the open upload); it is back before the stop;
-/// the object is complete all the same.
+/// GCS goes away once the first part and the first HLS segment are up (and forgets the open
+/// upload); it comes back; the object is complete all the same, and so is the HLS copy (`prefix`)
+/// that failed meanwhile: every segment and playlist, byte for byte, the playlist playing to the
+/// end.
 #[test]
 fn a_gcs_upload_survives_the_server_going_away_and_losing_the_upload() {
     let _heavy = heavy();
     let mut gcs = FakeGcs::start();
     gcs.make_bucket("recordings");
-    let mut run = Run::start(&config(json!({ "gcs": gcs_block(&gcs) })), &[]);
+    let hls = tempfile::tempdir().unwrap();
+    let output = json!({ "gcs": gcs_block(&gcs),
+        "hls": { "directory": hls.path(), "segment_duration": "1s", "prefix": "rec/hls/",
+                 "live_playlist": { "window": 2 } } });
+    let mut run = Run::start(&config(output), &[]);
     run.wait_for(events::UPLOADED_PART, Duration::from_secs(60));
+    wait_until(
+        "an HLS object in the bucket",
+        Duration::from_secs(30),
+        || {
+            gcs.objects("recordings")
+                .iter()
+                .any(|n| n.starts_with("rec/hls/"))
+        },
+    );
     gcs.kill();
     run.wait_for(events::UPLOAD_RETRYING, Duration::from_secs(30));
+    run.wait_for(events::DIRECTORY_UPLOAD_RETRYING, Duration::from_secs(30));
     gcs.restart();
     let (status, _) = run.wait(Duration::from_secs(90));
     let stderr = run.stderr();
@@ -89,18 +145,42 @@ fn a_gcs_upload_survives_the_server_going_away_and_losing_the_upload() {
         stderr.contains(r#""object":"gs://recordings/rec/recording.mp4""#),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(events::DIRECTORY_UPLOADED)
+            && stderr.contains(r#""to":"gs://recordings/rec/hls/""#),
+        "{stderr}"
+    );
+    let fetched = assert_copied(
+        hls.path(),
+        "rec/hls/",
+        gcs.objects("recordings"),
+        |name, to| gcs.download("recordings", name, to),
+    );
+    let vod = probe(&fetched.path().join("index.m3u8")).duration();
+    assert!((vod - 5.0).abs() <= 1.0, "the playlist holds {vod} s");
 }
 
-/// Azure goes away after the first block; it is back before the stop; the blob is complete.
+/// Azure goes away once the first block and the first image are up; it comes back; the blob is
+/// complete, and so is the snapshot copy (`prefix`) that failed meanwhile: every image, byte for
+/// byte.
 #[test]
 fn an_azure_upload_survives_the_server_going_away() {
     let _heavy = heavy();
     let mut azurite = Azurite::start();
     azurite.blob(&["mkcontainer", "recordings"]);
-    let mut run = Run::start(&config(json!({ "azure": azure_block(&azurite) })), &[]);
+    let shots = tempfile::tempdir().unwrap();
+    let output = json!({ "azure": azure_block(&azurite),
+        "images": { "directory": shots.path(), "every": "1s", "prefix": "rec/shots/" } });
+    let mut run = Run::start(&config(output), &[]);
     run.wait_for(events::UPLOADED_PART, Duration::from_secs(60));
+    wait_until("an image in the container", Duration::from_secs(30), || {
+        azurite
+            .blob(&["blobs", "recordings"])
+            .contains("rec/shots/")
+    });
     azurite.stop();
     run.wait_for(events::UPLOAD_RETRYING, Duration::from_secs(30));
+    run.wait_for(events::DIRECTORY_UPLOAD_RETRYING, Duration::from_secs(30));
     azurite.restart();
     let (status, _) = run.wait(Duration::from_secs(90));
     let stderr = run.stderr();
@@ -116,6 +196,20 @@ fn an_azure_upload_survives_the_server_going_away() {
         object.to_str().unwrap(),
     ]);
     assert_plays(&object);
+    assert!(
+        stderr.contains(events::DIRECTORY_UPLOADED)
+            && stderr.contains(r#""to":"azure://devstoreaccount1/recordings/rec/shots/""#),
+        "{stderr}"
+    );
+    let blobs = azurite.blob(&["blobs", "recordings"]);
+    let names = blobs.lines().map(str::to_owned).collect();
+    assert_copied(shots.path(), "rec/shots/", names, |name, to| {
+        azurite.blob(&["get", "recordings", name, to.to_str().unwrap()]);
+    });
+    // Each image decodes (4 or so, one a second of 5 s).
+    for image in files_in(shots.path()) {
+        assert_eq!(probe(&shots.path().join(image)).dimensions(), (640, 360));
+    }
 }
 
 /// GCS is killed for good during the recording: after its give-up limit the whole recording goes

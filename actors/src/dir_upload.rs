@@ -1,16 +1,17 @@
-//! Directory uploads: HLS segments and playlists, or snapshots, copied to S3 as each file closes.
+//! Directory uploads: HLS segments and playlists, or snapshots, copied to the recording's store
+//! (S3, GCS or Azure) as each file closes, one object per file.
 //!
-//! Owns: one task that looks at a directory every [`LOOK`], with the recording's S3 client (built
-//! by [`store::s3::client`](crate::store::s3::client): the same bounded retries and timeouts).
+//! Owns: one task that looks at a directory every [`LOOK`], with the store's [`Objects`] (the
+//! upload's own client: its bounded retries and timeouts, its credentials).
 //! HLS: the playlists are read first (the live one, then the event one: the live one is made from
 //! an earlier event playlist, so it names no segment the event one does not); every segment the
 //! event playlist names that is not up yet is uploaded, and only then the playlists, as they were
 //! read. A player reading the bucket never sees a segment named before it is there.
 //! Snapshots: ffmpeg writes each image under a temporary name and renames it
 //! (`-atomic_writing`), so every image seen under its name is complete.
-//! Faults: a failed PUT is tried again at the next look (the files stay on disk). S3 failing for
-//! longer than `give_up_after` ends the upload with an `Output` failure naming the directory,
-//! whose files are all kept.
+//! Faults: a failed put is tried again at the next look (the files stay on disk). The store
+//! failing for longer than `give_up_after` ends the upload with an `Output` failure naming the
+//! directory, whose files are all kept.
 //! Accepts: [`DirUpload::finish`] (one last look, retried until it succeeds or gives up, so the
 //! closed playlist and the last image go up), [`DirUpload::discard`] (stops, and deletes what it
 //! uploaded).
@@ -21,12 +22,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::Client;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
 use crate::encoder::ImagesSpec;
+use crate::events::DIRECTORY_UPLOAD_RETRYING;
+use crate::store::Objects;
 use crate::supervision::{Failure, FailureKind};
 
 /// How often the directory is looked at.
@@ -41,16 +42,14 @@ pub enum DirKind {
     Images { spec: ImagesSpec, first: u64 },
 }
 
-/// One directory to copy to `s3://bucket/<prefix><file name>`.
+/// One directory to copy to `<prefix><file name>` in the store's bucket or container.
 #[derive(Debug, Clone)]
 pub struct DirUploadSpec {
-    /// Where (`bucket`, with `prefix` for messages); the recording's S3 settings.
-    pub bucket: String,
     pub prefix: String,
     pub directory: PathBuf,
     pub kind: DirKind,
     pub give_up_after: Duration,
-    /// The config field it comes from (`output.hls.s3_prefix`), for messages.
+    /// The config field it comes from (`output.hls.prefix`), for messages.
     pub field: &'static str,
 }
 
@@ -59,7 +58,7 @@ pub struct DirUpload {
     finish: Option<watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<Result<usize, Failure>>>,
     uploaded: Arc<Mutex<Vec<String>>>,
-    client: Client,
+    objects: Arc<dyn Objects>,
     spec: DirUploadSpec,
 }
 
@@ -72,11 +71,11 @@ impl Drop for DirUpload {
 }
 
 impl DirUpload {
-    pub fn start(spec: DirUploadSpec, client: Client) -> DirUpload {
+    pub fn start(spec: DirUploadSpec, objects: Arc<dyn Objects>) -> DirUpload {
         let (finish_tx, finish_rx) = watch::channel(false);
         let uploaded = Arc::new(Mutex::new(Vec::new()));
         let mut copier = Copier {
-            client: client.clone(),
+            objects: objects.clone(),
             spec: spec.clone(),
             done: HashSet::new(),
             sent: HashMap::new(),
@@ -89,7 +88,7 @@ impl DirUpload {
             finish: Some(finish_tx),
             task: Some(task),
             uploaded,
-            client,
+            objects,
             spec,
         }
     }
@@ -116,12 +115,7 @@ impl DirUpload {
         let keys = std::mem::take(&mut *self.uploaded.lock().unwrap());
         let mut deleted = 0;
         for key in keys {
-            let delete = self
-                .client
-                .delete_object()
-                .bucket(&self.spec.bucket)
-                .key(&key)
-                .send();
+            let delete = self.objects.delete(&key);
             if matches!(
                 tokio::time::timeout(Duration::from_secs(10), delete).await,
                 Ok(Ok(_))
@@ -137,14 +131,10 @@ impl DirUpload {
         self.spec.field
     }
 
-    /// `s3://bucket/prefix`, for messages.
+    /// `s3://bucket/prefix` (or `gs://`, `azure://`), for messages.
     pub fn describe(&self) -> String {
-        describe(&self.spec)
+        self.objects.url(&self.spec.prefix)
     }
-}
-
-fn describe(spec: &DirUploadSpec) -> String {
-    format!("s3://{}/{}", spec.bucket, spec.prefix)
 }
 
 /// The segment URIs an HLS playlist names.
@@ -158,7 +148,7 @@ pub fn playlist_segments(playlist: &str) -> Vec<&str> {
 
 /// The task's state.
 struct Copier {
-    client: Client,
+    objects: Arc<dyn Objects>,
     spec: DirUploadSpec,
     /// Files already up (segments, images): never uploaded twice.
     done: HashSet<String>,
@@ -198,7 +188,7 @@ impl Copier {
         }
     }
 
-    /// Records the outcome of a look: a failure starts (or continues) the time S3 is down.
+    /// Records the outcome of a look: a failure starts (or continues) the time the store is down.
     fn note(&mut self, looked: Result<(), String>) -> Result<(), Failure> {
         match looked {
             Ok(()) => {
@@ -207,7 +197,7 @@ impl Copier {
             }
             Err(why) => {
                 if self.down_since.is_none() {
-                    tracing::warn!(target_dir = %describe(&self.spec), error = %why, "uploading a directory to S3 failed; retrying");
+                    tracing::warn!(target_dir = %self.describe(), error = %why, "{DIRECTORY_UPLOAD_RETRYING}");
                 }
                 self.down_since.get_or_insert_with(Instant::now);
                 self.last_error = Some(why);
@@ -220,7 +210,7 @@ impl Copier {
         match self.down_since {
             Some(since) if since.elapsed() > self.spec.give_up_after => {
                 Err(self.failure(&format!(
-                    "S3 has failed for longer than {:?} ({})",
+                    "the store has failed for longer than {:?} ({})",
                     self.spec.give_up_after,
                     self.last_error.as_deref().unwrap_or("no answer")
                 )))
@@ -229,13 +219,17 @@ impl Copier {
         }
     }
 
+    fn describe(&self) -> String {
+        self.objects.url(&self.spec.prefix)
+    }
+
     fn failure(&self, why: &str) -> Failure {
         Failure::new(
             FailureKind::Output,
             format!(
                 "{}: upload to {} failed: {why}; the files are kept in {}",
                 self.spec.field,
-                describe(&self.spec),
+                self.describe(),
                 self.spec.directory.display()
             ),
         )
@@ -266,12 +260,8 @@ impl Copier {
                 for (name, text) in read {
                     let Some(text) = text else { continue };
                     if self.sent.get(&name) != Some(&text) {
-                        self.put(
-                            &name,
-                            ByteStream::from(text.clone()),
-                            "application/vnd.apple.mpegurl",
-                        )
-                        .await?;
+                        self.put(&name, text.clone(), "application/vnd.apple.mpegurl")
+                            .await?;
                         self.sent.insert(name, text);
                     }
                 }
@@ -295,7 +285,7 @@ impl Copier {
 
     async fn put_file(&mut self, name: &str) -> Result<(), String> {
         let path = self.spec.directory.join(name);
-        let body = ByteStream::from_path(&path)
+        let body = tokio::fs::read(&path)
             .await
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let kind = match path.extension().and_then(|e| e.to_str()) {
@@ -311,19 +301,14 @@ impl Copier {
     async fn put(
         &mut self,
         name: &str,
-        body: ByteStream,
-        content_type: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
     ) -> Result<(), String> {
         let key = format!("{}{name}", self.spec.prefix);
-        self.client
-            .put_object()
-            .bucket(&self.spec.bucket)
-            .key(&key)
-            .content_type(content_type)
-            .body(body)
-            .send()
+        self.objects
+            .put(&key, body, content_type)
             .await
-            .map_err(|e| format!("{key}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+            .map_err(|fault| format!("{key}: {}", fault.message))?;
         let mut uploaded = self.uploaded.lock().unwrap();
         if !uploaded.contains(&key) {
             uploaded.push(key);

@@ -19,8 +19,11 @@ pub const RESTARTING: &str = "restarting";
 pub const LIVE_STREAM_CONNECTED: &str = "live stream connected";
 /// A live output dropped and is being reconnected.
 pub const LIVE_STREAM_DROPPED: &str = "live stream dropped; reconnecting";
-/// A directory (HLS, snapshots) is completely copied to S3 (fields: field, objects, to).
-pub const DIRECTORY_UPLOADED: &str = "directory uploaded to S3";
+/// A directory (HLS, snapshots) is completely copied to the store (fields: field, objects, to).
+pub const DIRECTORY_UPLOADED: &str = "directory uploaded";
+/// A directory copy's put failed; it is tried again at the next look (fields: target_dir, error;
+/// once per outage).
+pub const DIRECTORY_UPLOAD_RETRYING: &str = "uploading a directory failed; retrying";
 /// A live output was added while recording (field: url, masked).
 pub const LIVE_STREAM_ADDED: &str = "live stream added";
 /// A live output was removed while recording; its stream ended (field: url, masked).

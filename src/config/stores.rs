@@ -1,4 +1,5 @@
-//! `output.gcs`, `output.azure` and `output.backup`: the raw fields and their validated form.
+//! `output.gcs`, `output.azure` and `output.backup`: the raw fields and their validated form;
+//! the HLS and snapshot copies' `prefix`, checked against the store they go to.
 //! (`output.s3` is in config.rs; a backup's `s3` is read by its function.)
 
 use std::path::PathBuf;
@@ -255,6 +256,107 @@ pub(super) fn backup(raw: RawBackup) -> Result<Backup, ConfigError> {
             "give one store (s3, gcs or azure), not several",
         )),
     }
+}
+
+/// The primary store (the one the directory copies go to): its field and the MP4's name in it.
+pub(super) struct Primary<'a> {
+    field: &'static str,
+    name_field: &'static str,
+    name: &'a str,
+}
+
+impl<'a> Primary<'a> {
+    pub(super) fn of(
+        s3: Option<&'a S3Output>,
+        gcs: Option<&'a GcsOutput>,
+        azure: Option<&'a AzureOutput>,
+    ) -> Option<Primary<'a>> {
+        let (field, name_field, name) = match (s3, gcs, azure) {
+            (Some(s3), _, _) => ("output.s3", "output.s3.key", s3.key.as_str()),
+            (_, Some(gcs), _) => ("output.gcs", "output.gcs.key", gcs.key.as_str()),
+            (_, _, Some(azure)) => ("output.azure", "output.azure.blob", azure.blob.as_str()),
+            _ => return None,
+        };
+        Some(Primary {
+            field,
+            name_field,
+            name,
+        })
+    }
+}
+
+/// `output.hls.prefix` and `output.images.prefix` (each as given: `prefix`, `s3_prefix`), checked:
+/// a store to copy to, a relative folder-like prefix that does not hold the MP4, and not the same
+/// for both. `s3_prefix`, the older name, still works with output.s3 only.
+pub(super) fn dir_prefixes(
+    given: [Option<(Option<String>, Option<String>)>; 2],
+    store: Option<&Primary>,
+) -> Result<[Option<String>; 2], ConfigError> {
+    let mut checked: [Option<(String, String)>; 2] = [None, None];
+    for (i, (at, given)) in ["output.hls", "output.images"]
+        .into_iter()
+        .zip(given)
+        .enumerate()
+    {
+        let (name, prefix) = match given {
+            None | Some((None, None)) => continue,
+            Some((Some(_), Some(_))) => {
+                return Err(field(
+                    &format!("{at}.s3_prefix"),
+                    "give prefix or s3_prefix (its older name), not both",
+                ))
+            }
+            Some((Some(prefix), None)) => (format!("{at}.prefix"), prefix),
+            Some((None, Some(prefix))) => (format!("{at}.s3_prefix"), prefix),
+        };
+        let Some(store) = store else {
+            return Err(field(
+                &name,
+                "needs a store (output.s3, output.gcs or output.azure): the files are copied to \
+                 its bucket or container",
+            ));
+        };
+        if name.ends_with(".s3_prefix") && store.field != "output.s3" {
+            return Err(field(
+                &name,
+                format!("the store is {}: write {at}.prefix", store.field),
+            ));
+        }
+        if prefix.starts_with('/') || prefix.split('/').any(|p| p == "..") {
+            return Err(field(
+                &name,
+                format!("{prefix:?} must not start with '/' or hold \"..\""),
+            ));
+        }
+        if !prefix.is_empty()
+            && !prefix.ends_with('/')
+            && !prefix.ends_with('-')
+            && !prefix.ends_with('_')
+        {
+            return Err(field(
+                &name,
+                format!(
+                    "{prefix:?} should end with '/' (a folder), '-' or '_': file names follow it"
+                ),
+            ));
+        }
+        if store.name.starts_with(&prefix) && !store.name[prefix.len()..].contains('/') {
+            return Err(field(
+                &name,
+                format!(
+                    "holds {} {:?}: give the MP4 a name outside it",
+                    store.name_field, store.name
+                ),
+            ));
+        }
+        checked[i] = Some((name, prefix));
+    }
+    if let [Some((hls, a)), Some((images, b))] = &checked {
+        if a == b {
+            return Err(field(images, format!("is {hls} too: give each its own")));
+        }
+    }
+    Ok(checked.map(|c| c.map(|(_, prefix)| prefix)))
 }
 
 fn required(value: Option<String>, path: &str) -> Result<String, ConfigError> {

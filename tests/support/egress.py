@@ -5,8 +5,9 @@ line: the EgressInfo / ListEgressResponse as protobuf JSON with proto field name
 {"error": CODE, "msg": ..., "status": HTTP} when the server answers with a Twirp error.
 
 usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL] [--hls DIR] [--images DIR]
-       egress.py start-web-s3 PAGE KEY WIDTH HEIGHT   (to bucket "recordings" at S3_ENDPOINT,
-                                                  with S3_ACCESS_KEY and S3_SECRET)
+       egress.py start-web-s3 PAGE KEY WIDTH HEIGHT [--hls DIR]   (to bucket "recordings" at
+                                  S3_ENDPOINT, with S3_ACCESS_KEY and S3_SECRET; the segment
+                                  output, if any, uploaded there too)
        egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
@@ -76,7 +77,8 @@ async def main():
                 )
                 dump(await lk.egress.start_web_egress(req))
             elif command == "start-web-s3":
-                page, key, width, height = args
+                page, key, width, height, *rest = args
+                hls = rest[1] if rest[:1] == ["--hls"] else None
                 s3 = api.S3Upload(
                     access_key=os.environ["S3_ACCESS_KEY"],
                     secret=os.environ["S3_SECRET"],
@@ -88,6 +90,11 @@ async def main():
                 req = api.WebEgressRequest(
                     url=page,
                     file_outputs=[api.EncodedFileOutput(filepath=key, s3=s3)],
+                    segment_outputs=[
+                        api.SegmentedFileOutput(filename_prefix=hls, segment_duration=1, s3=s3)
+                    ]
+                    if hls
+                    else [],
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
                 )
                 dump(await lk.egress.start_web_egress(req))

@@ -2,16 +2,19 @@
 //! list at the end (through `object_store`'s multipart interface). Blocks never committed are
 //! dropped by Azure after a week; nothing has to be aborted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use futures_util::StreamExt;
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{
+    Attribute, Attributes, ClientOptions, ObjectStore, ObjectStoreExt, PutOptions, RetryConfig,
+};
 
-use super::{Call, Fault, Store};
+use super::{Call, Fault, Objects, Store};
 use crate::secret::Secret;
 
 /// How the uploads authenticate.
@@ -42,6 +45,8 @@ pub struct AzureStore {
     store: MicrosoftAzure,
     path: Path,
     field: String,
+    /// `account/container`, for messages.
+    at: String,
     parts: Option<Vec<PartId>>,
 }
 
@@ -111,6 +116,7 @@ impl AzureStore {
             store,
             path,
             field: target.field.clone(),
+            at: format!("{}/{}", target.account, target.container),
             parts: None,
         })
     }
@@ -183,6 +189,57 @@ impl Store for AzureStore {
 
     fn is_open(&self) -> bool {
         self.parts.is_some()
+    }
+
+    fn objects(&self) -> Arc<dyn Objects> {
+        Arc::new(AzureObjects {
+            store: self.store.clone(),
+            field: self.field.clone(),
+            at: self.at.clone(),
+        })
+    }
+}
+
+/// Whole blobs in the upload's container, through its client.
+struct AzureObjects {
+    store: MicrosoftAzure,
+    field: String,
+    at: String,
+}
+
+impl Objects for AzureObjects {
+    fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> BoxFuture<'_, Result<(), Fault>> {
+        let path = Path::from(name);
+        let options = PutOptions {
+            attributes: Attributes::from_iter([(Attribute::ContentType, content_type)]),
+            ..PutOptions::default()
+        };
+        Box::pin(async move {
+            self.store
+                .put_opts(&path, bytes.into(), options)
+                .await
+                .map(|_| ())
+                .map_err(|e| fault(&e, &self.field))
+        })
+    }
+
+    fn delete(&self, name: &str) -> BoxFuture<'_, Result<(), Fault>> {
+        let path = Path::from(name);
+        Box::pin(async move {
+            self.store
+                .delete(&path)
+                .await
+                .map_err(|e| fault(&e, &self.field))
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("azure://{}/{name}", self.at)
     }
 }
 

@@ -1,10 +1,12 @@
-//! Google Cloud Storage: a resumable upload (JSON API), one chunk per [`Store::put_part`].
+//! Google Cloud Storage: a resumable upload, one chunk per [`Store::put_part`], through
+//! `gcloud-storage` (a maintained client of GCS's JSON API: sessions, chunks, status queries,
+//! media uploads).
 //!
-//! Why by hand over HTTP rather than through `object_store`'s GCS client: that client uploads in
-//! parts through the XML multipart API, which the GCS emulator (fake-gcs-server) does not have,
-//! so nothing of it could be tested here; the resumable upload is GCS's own way to stream an
-//! object of unknown length and the emulator has it. `object_store` still provides the
-//! credentials (service-account key, the Google chain), with their token exchange and refresh.
+//! Why not `object_store`'s GCS client: it uploads in parts through the XML multipart API, which
+//! the GCS emulator (fake-gcs-server) does not have, so nothing of it could be tested here; the
+//! resumable upload is GCS's own way to stream an object of unknown length and the emulator has
+//! it. `object_store` still provides the credentials (service-account key, the Google chain),
+//! with their token exchange and refresh, handed to the client as its token source.
 //!
 //! A chunk whose fate is unknown (a timeout, a 5xx) is followed by a status query before the next
 //! send, so bytes the server already holds are never sent twice.
@@ -13,14 +15,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
+use gcloud_storage::client::{Client, ClientConfig};
+use gcloud_storage::http::objects::delete::DeleteObjectRequest;
+use gcloud_storage::http::objects::get::GetObjectRequest;
+use gcloud_storage::http::objects::list::ListObjectsRequest;
+use gcloud_storage::http::objects::upload::{Media, UploadObjectRequest, UploadType};
+use gcloud_storage::http::objects::Object;
+use gcloud_storage::http::resumable_upload_client::{
+    ChunkSize, ResumableUploadClient, UploadStatus,
+};
+use gcloud_storage::http::Error;
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::CredentialProvider;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
-use reqwest::{Method, RequestBuilder, StatusCode};
 
-use super::{explain_status, Call, Fault, Store};
+use super::{explain_status, Call, Fault, Objects, Store};
 use crate::secret::Secret;
 
 /// A resumable upload's chunks (except the last) are multiples of 256 KiB.
@@ -54,13 +63,32 @@ pub struct GcsTarget {
 
 type Token = Arc<dyn CredentialProvider<Credential = GcpCredential>>;
 
+/// `object_store`'s credentials as the client's token source (`Bearer <token>`).
+#[derive(Debug)]
+struct Bearer(Token);
+
+#[async_trait::async_trait]
+impl token_source::TokenSource for Bearer {
+    async fn token(&self) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        let credential = self.0.get_credential().await?;
+        Ok(format!("Bearer {}", credential.bearer))
+    }
+}
+
+#[derive(Debug)]
+struct BearerProvider(Arc<Bearer>);
+
+impl token_source::TokenSourceProvider for BearerProvider {
+    fn token_source(&self) -> Arc<dyn token_source::TokenSource> {
+        self.0.clone()
+    }
+}
+
 pub struct GcsStore {
-    http: reqwest::Client,
-    token: Option<Token>,
+    client: Client,
     target: GcsTarget,
-    base: String,
-    /// The open resumable upload's URL (it is the upload's only credential: never logged).
-    session: Option<Secret>,
+    /// The open resumable upload (its URL is the upload's only credential: never logged).
+    session: Option<ResumableUploadClient>,
     /// The last chunk may or may not have reached the server.
     uncertain: bool,
 }
@@ -74,143 +102,85 @@ impl GcsStore {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| Fault::new(format!("cannot make an HTTP client: {e}")))?;
-        let store = GcsStore {
-            http,
-            token,
-            base: target
+        let config = ClientConfig {
+            http: Some(reqwest_middleware::ClientBuilder::new(http).build()),
+            storage_endpoint: target
                 .endpoint
                 .clone()
                 .unwrap_or_else(|| GCS.to_owned())
                 .trim_end_matches('/')
                 .to_owned(),
+            token_source_provider: token.map(|t| {
+                Box::new(BearerProvider(Arc::new(Bearer(t))))
+                    as Box<dyn token_source::TokenSourceProvider>
+            }),
+            ..ClientConfig::default()
+        };
+        let client = Client::new(config);
+        let list = ListObjectsRequest {
+            bucket: target.bucket.clone(),
+            prefix: Some(target.key.clone()),
+            max_results: Some(1),
+            ..Default::default()
+        };
+        match client.list_objects(&list).await {
+            Ok(_) => {}
+            Err(e) if status(&e) == Some(404) => {
+                return Err(Fault::new("no such bucket (HTTP 404)"))
+            }
+            Err(e) => return Err(fault(&e, &target.field)),
+        }
+        Ok(GcsStore {
+            client,
             target: target.clone(),
             session: None,
             uncertain: false,
-        };
-        let list = format!(
-            "{}/storage/v1/b/{}/o?maxResults=1&prefix={}",
-            store.base,
-            enc(&target.bucket),
-            enc(&target.key)
-        );
-        let response = store.send(store.http.get(list)).await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Err(Fault::new("no such bucket (HTTP 404)"));
-        }
-        store.check(response).await?;
-        Ok(store)
-    }
-
-    fn object_url(&self) -> String {
-        format!(
-            "{}/storage/v1/b/{}/o/{}",
-            self.base,
-            enc(&self.target.bucket),
-            enc(&self.target.key)
-        )
-    }
-
-    fn upload_url(&self, kind: &str) -> String {
-        format!(
-            "{}/upload/storage/v1/b/{}/o?uploadType={kind}&name={}",
-            self.base,
-            enc(&self.target.bucket),
-            enc(&self.target.key)
-        )
-    }
-
-    /// Sends `request` with the bearer token (when there are credentials).
-    async fn send(&self, mut request: RequestBuilder) -> Result<reqwest::Response, Fault> {
-        if let Some(token) = &self.token {
-            let credential = token.get_credential().await.map_err(|e| {
-                Fault::new(format!(
-                    "cannot get a token for {}'s credentials: {}",
-                    self.target.field,
-                    one_line(&e.to_string())
-                ))
-            })?;
-            request = request.bearer_auth(&credential.bearer);
-        }
-        request.send().await.map_err(|e| {
-            // The error's URL may be a session URL: not printed.
-            let e = e.without_url();
-            Fault::new(format!(
-                "endpoint unreachable ({})",
-                one_line(&e.to_string())
-            ))
         })
     }
 
-    /// Ok for a 2xx answer, else a fault naming the status.
-    async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, Fault> {
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
-        Err(Fault::new(explain_status(
-            status,
-            &self.target.field,
-            &body,
-        )))
+    fn fault(&self, e: &Error) -> Fault {
+        fault(e, &self.target.field)
     }
 
     async fn open(&mut self) -> Result<(), Fault> {
-        let metadata = serde_json::json!({ "name": self.target.key, "contentType": "video/mp4" });
-        let request = self
-            .http
-            .post(self.upload_url("resumable"))
-            .header("X-Upload-Content-Type", "video/mp4")
-            .json(&metadata);
-        let response = self.check(self.send(request).await?).await?;
-        let location = response
-            .headers()
-            .get(LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| Fault::new("the resumable upload was started without a Location"))?;
-        self.session = Some(Secret::new(location));
+        let request = UploadObjectRequest {
+            bucket: self.target.bucket.clone(),
+            ..Default::default()
+        };
+        let metadata = Object {
+            name: self.target.key.clone(),
+            content_type: Some("video/mp4".to_owned()),
+            ..Default::default()
+        };
+        let session = self
+            .client
+            .prepare_resumable_upload(&request, &UploadType::Multipart(Box::new(metadata)))
+            .await
+            .map_err(|e| self.fault(&e))?;
+        self.session = Some(session);
         self.uncertain = false;
         tracing::info!(target = %self.target.bucket, key = %self.target.key, "resumable upload started");
         Ok(())
     }
 
-    /// A request to the open upload's URL.
-    fn to_session(&self, content_range: String, body: Vec<u8>) -> Result<RequestBuilder, Fault> {
-        let session = self
-            .session
-            .as_ref()
-            .ok_or_else(|| Fault::upload_lost("no upload is open"))?;
-        let mut request = self
-            .http
-            .request(Method::PUT, session.expose())
-            .header(CONTENT_RANGE, content_range)
-            .header(CONTENT_LENGTH, body.len());
-        if !body.is_empty() {
-            request = request.header(CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
-        }
-        Ok(request.body(body))
+    fn lost(&mut self) -> Fault {
+        self.session = None;
+        Fault::upload_lost("the resumable upload is gone on the server")
     }
 
     /// How many bytes the server holds of the open upload (a status query).
     async fn persisted(&mut self) -> Result<u64, Fault> {
-        let request = self.to_session("bytes */*".to_owned(), Vec::new())?;
-        let response = self.send(request).await?;
-        match response.status().as_u16() {
-            308 => Ok(held(&response)),
-            404 | 410 => Err(self.lost()),
+        let Some(session) = &self.session else {
+            return Err(Fault::upload_lost("no upload is open"));
+        };
+        match session.status(None).await {
+            Ok(UploadStatus::ResumeIncomplete(range)) => Ok(range.last_byte + 1),
+            Ok(UploadStatus::NotStarted) => Ok(0),
             // The emulator finishes the object on a status query: the upload is over.
-            200 | 201 => Err(self.lost()),
-            _ => Err(self
-                .check(response)
-                .await
-                .err()
-                .unwrap_or_else(|| Fault::new("unexpected answer to a status query"))),
+            Ok(UploadStatus::Ok(_)) => Err(self.lost()),
+            Err(e) if matches!(status(&e), Some(404 | 410)) => Err(self.lost()),
+            Err(e) => Err(self.fault(&e)),
         }
-    }
-
-    fn lost(&mut self) -> Fault {
-        self.session = None;
-        Fault::upload_lost("the resumable upload is gone on the server")
     }
 
     async fn try_put_part(&mut self, offset: u64, mut bytes: Vec<u8>) -> Result<(), Fault> {
@@ -234,52 +204,51 @@ impl GcsStore {
             start = held;
         }
         let end = start + bytes.len() as u64 - 1;
-        let request = self.to_session(format!("bytes {start}-{end}/*"), bytes)?;
-        let response = match self.send(request).await {
-            Ok(response) => response,
-            Err(fault) => {
-                self.uncertain = true;
-                return Err(fault);
-            }
+        let Some(session) = &self.session else {
+            return Err(Fault::upload_lost("no upload is open"));
         };
-        match response.status().as_u16() {
+        match session
+            .upload_multiple_chunk(bytes, &ChunkSize::new(start, end, None))
+            .await
+        {
             // GCS may keep less than it was sent: the rest goes again, after a status query.
-            308 if held(&response) <= end => {
+            Ok(UploadStatus::ResumeIncomplete(range)) if range.last_byte < end => {
                 self.uncertain = true;
                 Err(Fault::new("the server kept only part of the chunk"))
             }
-            308 => Ok(()),
-            404 | 410 => Err(self.lost()),
-            s if s >= 500 || s == 429 || s == 408 => {
+            Ok(UploadStatus::ResumeIncomplete(_)) => Ok(()),
+            Ok(UploadStatus::NotStarted) => {
                 self.uncertain = true;
-                Err(self
-                    .check(response)
-                    .await
-                    .err()
-                    .unwrap_or_else(|| Fault::new("")))
+                Err(Fault::new("the server kept none of the chunk"))
             }
-            _ => Err(self
-                .check(response)
-                .await
-                .err()
-                .unwrap_or_else(|| Fault::new("the chunk was taken as the end of the object"))),
+            Ok(UploadStatus::Ok(_)) => {
+                Err(Fault::new("the chunk was taken as the end of the object"))
+            }
+            Err(e) => match status(&e) {
+                Some(404 | 410) => Err(self.lost()),
+                // Other 4xx: refused, not lost in transit.
+                Some(s) if s < 500 && s != 429 && s != 408 => Err(self.fault(&e)),
+                // A 5xx, a 429, a timeout, a broken connection: it may have arrived.
+                _ => {
+                    self.uncertain = true;
+                    Err(self.fault(&e))
+                }
+            },
         }
     }
 
     async fn try_complete(&mut self, total: u64) -> Result<(), Fault> {
-        let request = self.to_session(format!("bytes */{total}"), Vec::new())?;
-        let response = self.send(request).await?;
-        match response.status().as_u16() {
-            200 | 201 => {
+        let Some(session) = &self.session else {
+            return Err(Fault::upload_lost("no upload is open"));
+        };
+        match session.status(Some(total)).await {
+            Ok(UploadStatus::Ok(_)) => {
                 self.session = None;
                 Ok(())
             }
-            404 | 410 => Err(self.lost()),
-            _ => Err(self
-                .check(response)
-                .await
-                .err()
-                .unwrap_or_else(|| Fault::new("the upload was not finished"))),
+            Ok(_) => Err(Fault::new("the upload was not finished")),
+            Err(e) if matches!(status(&e), Some(404 | 410)) => Err(self.lost()),
+            Err(e) => Err(self.fault(&e)),
         }
     }
 }
@@ -295,34 +264,30 @@ impl Store for GcsStore {
 
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
         Box::pin(async move {
-            let request = self
-                .http
-                .post(self.upload_url("media"))
-                .header(CONTENT_TYPE, "video/mp4")
-                .body(bytes);
-            self.check(self.send(request).await?).await?;
-            Ok(())
+            put(
+                &self.client,
+                &self.target.bucket,
+                &self.target.key,
+                bytes,
+                "video/mp4",
+            )
+            .await
+            .map_err(|e| self.fault(&e))
         })
     }
 
     fn size(&self) -> Call<'_, Option<u64>> {
         Box::pin(async move {
-            let response = self.send(self.http.get(self.object_url())).await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(None);
+            let request = GetObjectRequest {
+                bucket: self.target.bucket.clone(),
+                object: self.target.key.clone(),
+                ..Default::default()
+            };
+            match self.client.get_object(&request).await {
+                Ok(object) => Ok(Some(object.size.max(0) as u64)),
+                Err(e) if status(&e) == Some(404) => Ok(None),
+                Err(e) => Err(self.fault(&e)),
             }
-            let response = self.check(response).await?;
-            let object: serde_json::Value = response
-                .json()
-                .await
-                .map_err(|e| Fault::new(format!("unreadable object metadata: {e}")))?;
-            // The JSON API gives the size as a string of digits.
-            let size = object["size"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .or_else(|| object["size"].as_u64());
-            size.map(Some)
-                .ok_or_else(|| Fault::new("the object metadata has no size"))
         })
     }
 
@@ -331,20 +296,11 @@ impl Store for GcsStore {
             let Some(session) = self.session.take() else {
                 return;
             };
-            let cancel = self.send(self.http.delete(session.expose()));
-            match tokio::time::timeout(Duration::from_secs(10), cancel).await {
-                // 499: Google's answer to a cancelled upload.
-                Ok(Ok(r)) if r.status().is_success() || r.status().as_u16() == 499 => {
-                    tracing::info!("incomplete resumable upload cancelled")
-                }
-                Ok(Ok(r)) => {
-                    tracing::warn!(
-                        status = r.status().as_u16(),
-                        "could not cancel the resumable upload"
-                    )
-                }
-                Ok(Err(fault)) => {
-                    tracing::warn!(error = %fault.message, "could not cancel the resumable upload")
+            // Google answers a cancelled upload with 499, which the client takes as done.
+            match tokio::time::timeout(Duration::from_secs(10), session.cancel()).await {
+                Ok(Ok(())) => tracing::info!("incomplete resumable upload cancelled"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %self.fault(&e).message, "could not cancel the resumable upload")
                 }
                 Err(_) => tracing::warn!("could not cancel the resumable upload: no answer"),
             }
@@ -359,6 +315,123 @@ impl Store for GcsStore {
     fn is_open(&self) -> bool {
         self.session.is_some()
     }
+
+    fn objects(&self) -> Arc<dyn Objects> {
+        Arc::new(GcsObjects {
+            client: self.client.clone(),
+            bucket: self.target.bucket.clone(),
+            field: self.target.field.clone(),
+        })
+    }
+}
+
+/// `bytes` as the object `key`, in one media upload.
+async fn put(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    bytes: Vec<u8>,
+    content_type: &'static str,
+) -> Result<(), Error> {
+    let request = UploadObjectRequest {
+        bucket: bucket.to_owned(),
+        ..Default::default()
+    };
+    let media = Media {
+        name: key.to_owned().into(),
+        content_type: content_type.into(),
+        content_length: Some(bytes.len() as u64),
+    };
+    client
+        .upload_object(&request, bytes, &UploadType::Simple(media))
+        .await?;
+    Ok(())
+}
+
+/// Whole objects in the upload's bucket (one media upload each), through its client and
+/// credentials.
+struct GcsObjects {
+    client: Client,
+    bucket: String,
+    field: String,
+}
+
+impl Objects for GcsObjects {
+    fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> BoxFuture<'_, Result<(), Fault>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            put(&self.client, &self.bucket, &name, bytes, content_type)
+                .await
+                .map_err(|e| fault(&e, &self.field))
+        })
+    }
+
+    fn delete(&self, name: &str) -> BoxFuture<'_, Result<(), Fault>> {
+        let request = DeleteObjectRequest {
+            bucket: self.bucket.clone(),
+            object: name.to_owned(),
+            ..Default::default()
+        };
+        Box::pin(async move {
+            self.client
+                .delete_object(&request)
+                .await
+                .map_err(|e| fault(&e, &self.field))
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("gs://{}/{name}", self.bucket)
+    }
+}
+
+/// The HTTP status of a failed call, if the server answered.
+fn status(e: &Error) -> Option<u16> {
+    match e {
+        Error::Response(r) => Some(r.code),
+        Error::HttpClient(e) | Error::RawResponse(e, _) => e.status().map(|s| s.as_u16()),
+        _ => None,
+    }
+}
+
+/// One line for a failed call: the HTTP status and the server's message, or what broke. Never a
+/// URL (a session URL is the upload's credential): a transport error is told by its causes.
+fn fault(e: &Error, field: &str) -> Fault {
+    let message = match (e, status(e)) {
+        (Error::Response(r), Some(code)) => explain_status(code, field, &r.message),
+        (_, Some(code)) => explain_status(code, field, ""),
+        (Error::HttpClient(e) | Error::RawResponse(e, _), None) => {
+            format!("endpoint unreachable ({})", causes(e))
+        }
+        (Error::TokenSource(e), None) => format!(
+            "cannot get a token for {field}'s credentials: {}",
+            one_line(&e.to_string())
+        ),
+        (Error::HttpMiddleware(e), None) => {
+            format!("endpoint unreachable ({})", causes(e.as_ref()))
+        }
+        (other, None) => one_line(&other.to_string()),
+    };
+    Fault::new(message)
+}
+
+/// The error's causes, without the error itself (whose text names the URL).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() {
+        return "no answer".to_owned();
+    }
+    one_line(&parts.join(": "))
 }
 
 /// The token source for `target`'s credentials (None: anonymous).
@@ -394,21 +467,6 @@ fn credentials(target: &GcsTarget) -> Result<Option<Token>, Fault> {
             })
         })?;
     Ok(Some(Arc::clone(store.credentials())))
-}
-
-/// How many bytes a 308 answer says the server holds (its `Range: bytes=0-N`; none: 0).
-fn held(response: &reqwest::Response) -> u64 {
-    response
-        .headers()
-        .get(RANGE)
-        .and_then(|r| r.to_str().ok())
-        .and_then(|r| r.strip_prefix("bytes=0-"))
-        .and_then(|end| end.parse::<u64>().ok())
-        .map_or(0, |end| end + 1)
-}
-
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
 
 fn one_line(s: &str) -> String {

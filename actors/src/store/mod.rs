@@ -1,8 +1,9 @@
 //! Object stores the recording is uploaded to while it is recorded: S3, GCS and Azure Blob.
 //!
 //! Owns: the [`Store`] trait, the one interface the uploader streams through (a part at a time,
-//! then complete; a single put for a short recording), and [`preflight`], which checks a target
-//! before anything starts and gives its store. Each store speaks its own protocol in its own
+//! then complete; a single put for a short recording), [`Objects`], whole objects by name beside
+//! it through the same client (the HLS and snapshot directory copies), and [`preflight`], which
+//! checks a target before anything starts and gives its store. Each store speaks its own protocol in its own
 //! file: S3 multipart (`s3.rs`), GCS resumable uploads (`gcs.rs`), Azure block blobs (`azure.rs`).
 //! No store ever puts a credential into a message: errors name the target and the HTTP status.
 
@@ -12,7 +13,9 @@ pub mod s3;
 
 use std::time::Duration;
 
-use futures_util::future::LocalBoxFuture;
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 
 use crate::supervision::{Failure, FailureKind};
 
@@ -115,6 +118,27 @@ pub trait Store {
     fn forget(&mut self);
     /// Whether an upload is open.
     fn is_open(&self) -> bool;
+    /// Whole objects in the same bucket or container, through this store's client and
+    /// credentials: a run builds one client per store.
+    fn objects(&self) -> Arc<dyn Objects>;
+}
+
+/// Whole objects by name in one bucket or container (the directory copies: HLS segments and
+/// playlists, snapshots). Each call is one bounded request; the caller retries. `Send`: the
+/// copies run on tasks of their own.
+pub trait Objects: Send + Sync {
+    /// Stores `bytes` as the object `name` (in place of one of that name).
+    fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> BoxFuture<'_, Result<(), Fault>>;
+    /// Deletes the object `name`.
+    fn delete(&self, name: &str) -> BoxFuture<'_, Result<(), Fault>>;
+    /// The object `name` as a URL (`s3://b/name`, `gs://b/name`, `azure://account/c/name`), for
+    /// messages.
+    fn url(&self, name: &str) -> String;
 }
 
 /// Checks, before anything starts, that the bucket or container is there and the credentials may

@@ -9,9 +9,11 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
-use futures_util::future::LocalBoxFuture;
+use std::sync::Arc;
 
-use super::{Call, Fault, Store};
+use futures_util::future::{BoxFuture, LocalBoxFuture};
+
+use super::{Call, Fault, Objects, Store};
 use crate::secret::Secret;
 
 /// S3's smallest part (except the last).
@@ -265,5 +267,62 @@ impl Store for S3Store {
 
     fn is_open(&self) -> bool {
         self.upload_id.is_some()
+    }
+
+    fn objects(&self) -> Arc<dyn Objects> {
+        Arc::new(S3Objects {
+            client: self.client.clone(),
+            bucket: self.target.bucket.clone(),
+            field: self.target.field.clone(),
+        })
+    }
+}
+
+/// Whole objects in the upload's bucket, through its client.
+struct S3Objects {
+    client: Client,
+    bucket: String,
+    field: String,
+}
+
+impl Objects for S3Objects {
+    fn put(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> BoxFuture<'_, Result<(), Fault>> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send();
+        Box::pin(async move {
+            put.await
+                .map(|_| ())
+                .map_err(|e| Fault::new(explain(&e, &self.field)))
+        })
+    }
+
+    fn delete(&self, name: &str) -> BoxFuture<'_, Result<(), Fault>> {
+        let delete = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .send();
+        Box::pin(async move {
+            delete
+                .await
+                .map(|_| ())
+                .map_err(|e| Fault::new(explain(&e, &self.field)))
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("s3://{}/{name}", self.bucket)
     }
 }

@@ -57,11 +57,13 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
     let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
+    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
     #[allow(deprecated)]
     match &mut shown.output {
-        Some(Output::File(f)) => drop_credentials(f),
+        Some(Output::File(f)) => drop_credentials!(f.output, encoded_file_output),
         Some(Output::Stream(s)) => mask_stream(s),
-        _ => {}
+        Some(Output::Segments(s)) => drop_credentials!(s.output, segmented_file_output),
+        None => {}
     }
     Ok(Job {
         config,
@@ -138,10 +140,12 @@ pub fn room_composite(
     let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
+    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
     match &mut shown.output {
-        Some(Output::File(f)) => drop_credentials(f),
+        Some(Output::File(f)) => drop_credentials!(f.output, encoded_file_output),
         Some(Output::Stream(s)) => mask_stream(s),
-        _ => {}
+        Some(Output::Segments(s)) => drop_credentials!(s.output, segmented_file_output),
+        None => {}
     }
     Ok(Job {
         config,
@@ -340,8 +344,20 @@ fn refuse_unsupported(webhooks: bool) -> Result<(), TwirpError> {
 
 /// What an answer may show of a request's outputs: no storage credential, stream keys masked.
 fn conceal(files: &mut [lk::EncodedFileOutput], streams: &mut [lk::StreamOutput]) {
-    files.iter_mut().for_each(drop_credentials);
+    for f in files {
+        drop_credentials!(f.output, encoded_file_output);
+    }
     streams.iter_mut().for_each(mask_stream);
+}
+
+/// No storage credential of the segment and image outputs' uploads either.
+fn conceal_dirs(segments: &mut [lk::SegmentedFileOutput], images: &mut [lk::ImageOutput]) {
+    for s in segments {
+        drop_credentials!(s.output, segmented_file_output);
+    }
+    for i in images {
+        drop_credentials!(i.output, image_output);
+    }
 }
 
 fn mask_stream(stream: &mut lk::StreamOutput) {
@@ -364,42 +380,139 @@ fn refuse_av(audio_only: bool, video_only: bool) -> Result<(), TwirpError> {
     Ok(())
 }
 
-/// Storage credentials never leave the request.
-fn drop_credentials(f: &mut lk::EncodedFileOutput) {
-    use lk::encoded_file_output::Output;
-    match &mut f.output {
-        Some(Output::S3(s3)) => {
-            s3.access_key.clear();
-            s3.secret.clear();
-            s3.session_token.clear();
-            s3.assume_role_external_id.clear();
-            s3.proxy = None;
+/// Storage credentials never leave the request: `$output` is a file's, segments' or images'
+/// upload (`Option<lk::$module::Output>`; the three enums have the same variants).
+macro_rules! drop_credentials {
+    ($output:expr, $module:ident) => {{
+        use lk::$module::Output as Upload;
+        match &mut $output {
+            Some(Upload::S3(s3)) => {
+                s3.access_key.clear();
+                s3.secret.clear();
+                s3.session_token.clear();
+                s3.assume_role_external_id.clear();
+                s3.proxy = None;
+            }
+            Some(Upload::Gcp(gcp)) => {
+                gcp.credentials.clear();
+                gcp.proxy = None;
+            }
+            Some(Upload::Azure(azure)) => azure.account_key.clear(),
+            Some(Upload::AliOss(oss)) => {
+                oss.access_key.clear();
+                oss.secret.clear();
+            }
+            None => {}
         }
-        Some(Output::Gcp(gcp)) => {
-            gcp.credentials.clear();
-            gcp.proxy = None;
-        }
-        Some(Output::Azure(azure)) => azure.account_key.clear(),
-        Some(Output::AliOss(oss)) => {
-            oss.access_key.clear();
-            oss.secret.clear();
-        }
-        None => {}
+    }};
+}
+use drop_credentials;
+
+/// An output's upload, whichever output it belongs to (file, segments, images).
+#[derive(Clone, Copy)]
+enum Upload<'a> {
+    S3(&'a lk::S3Upload),
+    Gcp(&'a lk::GcpUpload),
+    Azure(&'a lk::AzureBlobUpload),
+    AliOss,
+}
+
+macro_rules! upload_of {
+    ($output:expr, $module:ident) => {{
+        use lk::$module::Output as O;
+        $output.as_ref().map(|o| match o {
+            O::S3(s3) => Upload::S3(s3),
+            O::Gcp(gcp) => Upload::Gcp(gcp),
+            O::Azure(azure) => Upload::Azure(azure),
+            O::AliOss(_) => Upload::AliOss,
+        })
+    }};
+}
+
+/// `upload` as pagecast's store (`"s3"`, `"gcs"` or `"azure"`, and its block), the object named
+/// `path`; `at` is the output's field (`file_outputs[0]`), for messages.
+fn store_output(
+    upload: Upload<'_>,
+    path: &str,
+    at: &str,
+) -> Result<(&'static str, Value), TwirpError> {
+    match upload {
+        Upload::S3(s3) => Ok(("s3", s3_output(s3, path, at)?)),
+        Upload::Gcp(gcp) => Ok(("gcs", gcs_output(gcp, path, at)?)),
+        Upload::Azure(azure) => Ok(("azure", azure_output(azure, path, at)?)),
+        Upload::AliOss => Err(TwirpError::unimplemented(
+            &format!("{at}.aliOSS"),
+            "pagecast uploads to S3, GCS and Azure Blob only",
+        )),
     }
+}
+
+/// LiveKit's name of an upload's field (`s3`, `gcp`, `azure`, `aliOSS`).
+fn upload_field(upload: Upload<'_>) -> &'static str {
+    match upload {
+        Upload::S3(_) => "s3",
+        Upload::Gcp(_) => "gcp",
+        Upload::Azure(_) => "azure",
+        Upload::AliOss => "aliOSS",
+    }
+}
+
+/// `S3Upload` as `output.s3`: the filepath is the key.
+fn s3_output(s3: &lk::S3Upload, path: &str, at: &str) -> Result<Value, TwirpError> {
+    let f = |name: &str| format!("{at}.s3.{name}");
+    if s3.bucket.is_empty() {
+        return Err(TwirpError::invalid(&f("bucket"), "is required"));
+    }
+    if !s3.assume_role_arn.is_empty() {
+        return Err(TwirpError::unimplemented(
+            &f("assume_role_arn"),
+            "give access_key and secret",
+        ));
+    }
+    if s3.proxy.is_some() {
+        return Err(TwirpError::unimplemented(&f("proxy"), "not supported"));
+    }
+    if !s3.metadata.is_empty() || !s3.tagging.is_empty() {
+        return Err(TwirpError::unimplemented(
+            &f("metadata"),
+            "object metadata and tagging are not set by pagecast",
+        ));
+    }
+    if !s3.content_disposition.is_empty() {
+        return Err(TwirpError::unimplemented(
+            &f("content_disposition"),
+            "not set by pagecast",
+        ));
+    }
+    let mut s = json!({ "bucket": s3.bucket, "key": path.trim_start_matches('/') });
+    let set = |s: &mut Value, k: &str, v: &str| {
+        if !v.is_empty() {
+            s[k] = json!(v);
+        }
+    };
+    set(&mut s, "access_key", &s3.access_key);
+    set(&mut s, "secret", &s3.secret);
+    set(&mut s, "session_token", &s3.session_token);
+    set(&mut s, "region", &s3.region);
+    set(&mut s, "endpoint", &s3.endpoint);
+    if s3.force_path_style {
+        s["force_path_style"] = json!(true);
+    }
+    Ok(s)
 }
 
 /// `GCPUpload` as `output.gcs`: the filepath is the key; `credentials` is the service-account
 /// key's JSON (empty: the worker's Google identity, which a service refuses to lend).
-fn gcs_output(gcp: &lk::GcpUpload, path: &str) -> Result<Value, TwirpError> {
+fn gcs_output(gcp: &lk::GcpUpload, path: &str, at: &str) -> Result<Value, TwirpError> {
     if gcp.bucket.is_empty() {
         return Err(TwirpError::invalid(
-            "file_outputs[0].gcp.bucket",
+            &format!("{at}.gcp.bucket"),
             "is required",
         ));
     }
     if gcp.proxy.is_some() {
         return Err(TwirpError::unimplemented(
-            "file_outputs[0].gcp.proxy",
+            &format!("{at}.gcp.proxy"),
             "not supported",
         ));
     }
@@ -411,14 +524,14 @@ fn gcs_output(gcp: &lk::GcpUpload, path: &str) -> Result<Value, TwirpError> {
 }
 
 /// `AzureBlobUpload` as `output.azure`: the filepath is the blob's name.
-fn azure_output(azure: &lk::AzureBlobUpload, path: &str) -> Result<Value, TwirpError> {
+fn azure_output(azure: &lk::AzureBlobUpload, path: &str, at: &str) -> Result<Value, TwirpError> {
     for (field, value) in [
         ("account_name", &azure.account_name),
         ("container_name", &azure.container_name),
     ] {
         if value.is_empty() {
             return Err(TwirpError::invalid(
-                &format!("file_outputs[0].azure.{field}"),
+                &format!("{at}.azure.{field}"),
                 "is required",
             ));
         }
@@ -452,12 +565,8 @@ fn outputs(config: &mut Value, asked: &Outputs<'_>) -> Result<Vec<String>, Twirp
              no image_outputs alone)",
         ));
     }
-    if let Some(hls) = segments(asked.segments)? {
-        config["output"]["hls"] = hls;
-    }
-    if let Some(images) = images(asked.images)? {
-        config["output"]["images"] = images;
-    }
+    let hls = segments(asked.segments)?;
+    let images = images(asked.images)?;
     if files.len() > 1 {
         return Err(TwirpError::unimplemented(
             "file_outputs",
@@ -492,65 +601,22 @@ fn outputs(config: &mut Value, asked: &Outputs<'_>) -> Result<Vec<String>, Twirp
         if !path.to_ascii_lowercase().ends_with(".mp4") {
             path.push_str(".mp4");
         }
-        use lk::encoded_file_output::Output as Store;
-        match &f.output {
+        match upload_of!(f.output, encoded_file_output) {
             None => output["file"] = json!(path),
-            Some(Store::S3(s3)) => {
-                if s3.bucket.is_empty() {
-                    return Err(TwirpError::invalid(
-                        "file_outputs[0].s3.bucket",
-                        "is required",
-                    ));
-                }
-                if !s3.assume_role_arn.is_empty() {
-                    return Err(TwirpError::unimplemented(
-                        "file_outputs[0].s3.assume_role_arn",
-                        "give access_key and secret",
-                    ));
-                }
-                if s3.proxy.is_some() {
-                    return Err(TwirpError::unimplemented(
-                        "file_outputs[0].s3.proxy",
-                        "not supported",
-                    ));
-                }
-                if !s3.metadata.is_empty() || !s3.tagging.is_empty() {
-                    return Err(TwirpError::unimplemented(
-                        "file_outputs[0].s3.metadata",
-                        "object metadata and tagging are not set by pagecast",
-                    ));
-                }
-                if !s3.content_disposition.is_empty() {
-                    return Err(TwirpError::unimplemented(
-                        "file_outputs[0].s3.content_disposition",
-                        "not set by pagecast",
-                    ));
-                }
-                let mut s = json!({ "bucket": s3.bucket, "key": path.trim_start_matches('/') });
-                let set = |s: &mut Value, k: &str, v: &str| {
-                    if !v.is_empty() {
-                        s[k] = json!(v);
-                    }
-                };
-                set(&mut s, "access_key", &s3.access_key);
-                set(&mut s, "secret", &s3.secret);
-                set(&mut s, "session_token", &s3.session_token);
-                set(&mut s, "region", &s3.region);
-                set(&mut s, "endpoint", &s3.endpoint);
-                if s3.force_path_style {
-                    s["force_path_style"] = json!(true);
-                }
-                output["s3"] = s;
-            }
-            Some(Store::Gcp(gcp)) => output["gcs"] = gcs_output(gcp, &path)?,
-            Some(Store::Azure(azure)) => output["azure"] = azure_output(azure, &path)?,
-            Some(Store::AliOss(_)) => {
-                return Err(TwirpError::unimplemented(
-                    "file_outputs[0].aliOSS",
-                    "pagecast uploads to S3, GCS and Azure Blob only",
-                ))
+            Some(upload) => {
+                let (store, block) = store_output(upload, &path, "file_outputs[0]")?;
+                output[store] = block;
             }
         }
+    }
+    for (name, dir) in [("hls", hls), ("images", images)] {
+        let Some((mut dir, upload)) = dir else {
+            continue;
+        };
+        if let Some((at, upload)) = upload {
+            dir["prefix"] = json!(copied_to(output, upload, at, &dir["directory"])?);
+        }
+        output[name] = dir;
     }
     let mut shown = Vec::new();
     if let Some(s) = streams.first() {
@@ -613,8 +679,48 @@ fn directory_of(field: &str, prefix: &str) -> Result<String, TwirpError> {
     Ok(dir.to_owned())
 }
 
-/// `segment_outputs` (at most one): HLS into a directory (`output.hls`).
-fn segments(outputs: &[&lk::SegmentedFileOutput]) -> Result<Option<Value>, TwirpError> {
+/// A segment or image output's block (`output.hls`, `output.images`), and its upload with the
+/// output's field, if it has one.
+type Dir<'a> = (Value, Option<(&'static str, Upload<'a>)>);
+
+/// Where a segment or image output's upload copies its directory: `output.<store>.prefix`, the
+/// directory's name as a folder of the file output's store. pagecast copies directories to the
+/// recording's one store, so the upload must be the file output's (same store, bucket and
+/// credentials; its object name aside).
+fn copied_to(
+    output: &Value,
+    upload: Upload<'_>,
+    at: &str,
+    directory: &Value,
+) -> Result<String, TwirpError> {
+    let field = format!("{at}.{}", upload_field(upload));
+    let (store, mut asked) = store_output(upload, "", at)?;
+    let name = if store == "azure" { "blob" } else { "key" };
+    let Some(mut file) = output.get(store).filter(|v| v.is_object()).cloned() else {
+        return Err(TwirpError::unimplemented(
+            &field,
+            "pagecast uploads segments and images beside a file output uploaded to the same \
+             store: give a file_outputs entry with this upload",
+        ));
+    };
+    for block in [&mut asked, &mut file] {
+        if let Some(block) = block.as_object_mut() {
+            block.remove(name);
+        }
+    }
+    if asked != file {
+        return Err(TwirpError::unimplemented(
+            &field,
+            "not the file output's store: pagecast uploads segments and images to the file \
+             output's bucket or container, with its credentials",
+        ));
+    }
+    Ok(format!("{}/", directory.as_str().unwrap_or_default()))
+}
+
+/// `segment_outputs` (at most one): HLS into a directory (`output.hls`), and its upload (with
+/// its field) if it has one.
+fn segments<'a>(outputs: &[&'a lk::SegmentedFileOutput]) -> Result<Option<Dir<'a>>, TwirpError> {
     let Some(s) = outputs.first() else {
         return Ok(None);
     };
@@ -625,12 +731,7 @@ fn segments(outputs: &[&lk::SegmentedFileOutput]) -> Result<Option<Value>, Twirp
         ));
     }
     let f = |name: &str| format!("segment_outputs[0].{name}");
-    if s.output.is_some() {
-        return Err(TwirpError::unimplemented(
-            &f("s3"),
-            "pagecast writes segments into its output root; it uploads no segments",
-        ));
-    }
+    let upload = upload_of!(s.output, segmented_file_output).map(|u| ("segment_outputs[0]", u));
     match lk::SegmentedFileProtocol::try_from(s.protocol) {
         Ok(lk::SegmentedFileProtocol::DefaultSegmentedFileProtocol)
         | Ok(lk::SegmentedFileProtocol::HlsProtocol) => {}
@@ -665,15 +766,16 @@ fn segments(outputs: &[&lk::SegmentedFileOutput]) -> Result<Option<Value>, Twirp
             ))
         }
     }
-    Ok(Some(hls))
+    Ok(Some((hls, upload)))
 }
 
 fn crate_playlist() -> &'static str {
     pagecast_actors::encoder::HLS_PLAYLIST
 }
 
-/// `image_outputs` (at most one): JPEG snapshots into a directory (`output.images`).
-fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Value>, TwirpError> {
+/// `image_outputs` (at most one): JPEG snapshots into a directory (`output.images`), and its
+/// upload (with its field) if it has one.
+fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Dir<'_>>, TwirpError> {
     let Some(i) = outputs.first() else {
         return Ok(None);
     };
@@ -684,12 +786,7 @@ fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Value>, TwirpError> {
         ));
     }
     let f = |name: &str| format!("image_outputs[0].{name}");
-    if i.output.is_some() {
-        return Err(TwirpError::unimplemented(
-            &f("s3"),
-            "pagecast writes images into its output root; it uploads no images",
-        ));
-    }
+    let upload = upload_of!(i.output, image_output).map(|u| ("image_outputs[0]", u));
     match lk::ImageCodec::try_from(i.image_codec) {
         Ok(lk::ImageCodec::IcDefault | lk::ImageCodec::IcJpeg) => {}
         _ => return Err(TwirpError::unimplemented(&f("image_codec"), "JPEG only")),
@@ -724,7 +821,7 @@ fn images(outputs: &[lk::ImageOutput]) -> Result<Option<Value>, TwirpError> {
             _ => return Err(TwirpError::invalid(&f(name), "is negative")),
         }
     }
-    Ok(Some(images))
+    Ok(Some((images, upload)))
 }
 
 /// LiveKit's presets: size, frame rate, video bitrate (kbps).
@@ -1021,10 +1118,13 @@ mod tests {
                 "segment_outputs[0].segment_duration".into()
             )
         );
+        // An upload needs a file output uploaded to the same store (see the test below).
         assert_eq!(
-            with_segments(
-                &|s| s.output = Some(lk::segmented_file_output::Output::S3(Default::default()))
-            ),
+            with_segments(&|s| s.output =
+                Some(lk::segmented_file_output::Output::S3(lk::S3Upload {
+                    bucket: "b".into(),
+                    ..Default::default()
+                }))),
             (Unimplemented, "segment_outputs[0].s3".into())
         );
         assert_eq!(
@@ -1291,6 +1391,162 @@ mod tests {
             e.msg.starts_with("file_outputs[0].gcp.bucket:"),
             "{}",
             e.msg
+        );
+    }
+
+    #[test]
+    fn segment_and_image_uploads_copy_their_directories_to_the_file_output_s_store() {
+        use lk::{
+            encoded_file_output as file, image_output as image, segmented_file_output as seg,
+        };
+        let s3 = lk::S3Upload {
+            access_key: "AKIA".into(),
+            secret: "S3CR3T".into(),
+            bucket: "recs".into(),
+            endpoint: "http://127.0.0.1:9000".into(),
+            ..Default::default()
+        };
+        let request =
+            |f: Option<file::Output>, s: Option<seg::Output>, i: Option<image::Output>| {
+                lk::WebEgressRequest {
+                    url: "https://example.com".into(),
+                    file_outputs: vec![lk::EncodedFileOutput {
+                        filepath: "rec/a.mp4".into(),
+                        output: f,
+                        ..Default::default()
+                    }],
+                    segment_outputs: vec![lk::SegmentedFileOutput {
+                        filename_prefix: "rec/hls/".into(),
+                        output: s,
+                        ..Default::default()
+                    }],
+                    image_outputs: vec![lk::ImageOutput {
+                        capture_interval: 2,
+                        filename_prefix: "rec/shots".into(),
+                        output: i,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }
+            };
+        let job = web(&request(
+            Some(file::Output::S3(s3.clone())),
+            Some(seg::Output::S3(s3.clone())),
+            Some(image::Output::S3(s3.clone())),
+        ))
+        .unwrap();
+        let output = &job.config["output"];
+        assert_eq!(output["s3"]["key"], "rec/a.mp4");
+        assert_eq!(
+            (&output["hls"]["prefix"], &output["images"]["prefix"]),
+            (&json!("rec/hls/"), &json!("rec/shots/"))
+        );
+        let config =
+            crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert_eq!(
+            config.output.hls.unwrap().prefix.as_deref(),
+            Some("rec/hls/")
+        );
+        let shown = format!("{:?}", job.shown);
+        assert!(
+            !shown.contains("S3CR3T") && !shown.contains("AKIA"),
+            "{shown}"
+        );
+
+        // GCS and Azure alike.
+        let gcp = lk::GcpUpload {
+            credentials: r#"{"type":"service_account","client_email":"r@p.iam","private_key":"GCPKEYSECRET"}"#.into(),
+            bucket: "recs".into(),
+            proxy: None,
+        };
+        let job = web(&request(
+            Some(file::Output::Gcp(gcp.clone())),
+            Some(seg::Output::Gcp(gcp.clone())),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(job.config["output"]["hls"]["prefix"], "rec/hls/");
+        crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert!(!format!("{:?}", job.shown).contains("GCPKEYSECRET"));
+        let azure = lk::AzureBlobUpload {
+            account_name: "acct".into(),
+            account_key: "AZUREKEYSECRET".into(),
+            container_name: "recs".into(),
+        };
+        let job = web(&request(
+            Some(file::Output::Azure(azure.clone())),
+            None,
+            Some(image::Output::Azure(azure.clone())),
+        ))
+        .unwrap();
+        assert_eq!(job.config["output"]["images"]["prefix"], "rec/shots/");
+        crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
+        assert!(!format!("{:?}", job.shown).contains("AZUREKEYSECRET"));
+
+        // Refused, naming the field: another bucket, other credentials, another kind of store,
+        // no file output uploaded, an unsupported store.
+        use super::super::twirp::Code::*;
+        let refused = |r: lk::WebEgressRequest| {
+            let e = web(&r).unwrap_err();
+            (e.code, e.msg.split(':').next().unwrap().to_owned())
+        };
+        let other_bucket = lk::S3Upload {
+            bucket: "other".into(),
+            ..s3.clone()
+        };
+        let other_secret = lk::S3Upload {
+            secret: "ANOTHER".into(),
+            ..s3.clone()
+        };
+        for (r, field) in [
+            (
+                request(
+                    Some(file::Output::S3(s3.clone())),
+                    Some(seg::Output::S3(other_bucket)),
+                    None,
+                ),
+                "segment_outputs[0].s3",
+            ),
+            (
+                request(
+                    Some(file::Output::S3(s3.clone())),
+                    None,
+                    Some(image::Output::S3(other_secret)),
+                ),
+                "image_outputs[0].s3",
+            ),
+            (
+                request(
+                    Some(file::Output::S3(s3.clone())),
+                    Some(seg::Output::Gcp(gcp.clone())),
+                    None,
+                ),
+                "segment_outputs[0].gcp",
+            ),
+            (
+                request(None, Some(seg::Output::S3(s3.clone())), None),
+                "segment_outputs[0].s3",
+            ),
+            (
+                request(
+                    Some(file::Output::S3(s3.clone())),
+                    Some(seg::Output::AliOss(Default::default())),
+                    None,
+                ),
+                "segment_outputs[0].aliOSS",
+            ),
+        ] {
+            assert_eq!(refused(r), (Unimplemented, field.to_owned()));
+        }
+        // The segments' own fields are checked as a file's.
+        let r = request(
+            Some(file::Output::S3(s3.clone())),
+            Some(seg::Output::S3(lk::S3Upload::default())),
+            None,
+        );
+        assert_eq!(
+            refused(r),
+            (InvalidArgument, "segment_outputs[0].s3.bucket".into())
         );
     }
 }
