@@ -26,6 +26,9 @@ const HANDSHAKE: usize = 1 + 1536 + 1536;
 /// after the handshake, before any media.
 const COMMANDS_END: usize = 16 * 1024;
 
+/// How long a tail that might begin a stand-in waits for the rest of it.
+const HOLD_BACK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Where the proxy forwards to.
 #[derive(Clone)]
 struct Upstream {
@@ -256,7 +259,24 @@ async fn copy_replacing(
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = from.read(&mut buf).await?;
+        let n = if pending.is_empty() {
+            from.read(&mut buf).await?
+        } else {
+            // A held-back tail that might begin a stand-in: ffmpeg writes a command in one go,
+            // so a continuation comes at once. If none does, the tail was the end of a command
+            // the server must answer before ffmpeg sends more (`publish` ends with "live": a
+            // stand-in starting with "e" held its last byte back, and the stream hung forever,
+            // about one start in 60): it goes now.
+            match tokio::time::timeout(HOLD_BACK, from.read(&mut buf)).await {
+                Ok(read) => read?,
+                Err(_) => {
+                    to.write_all(&pending).await?;
+                    offset += pending.len();
+                    pending.clear();
+                    continue;
+                }
+            }
+        };
         if n == 0 {
             to.write_all(&pending).await?;
             return Ok(());
@@ -338,6 +358,34 @@ mod tests {
         want.extend_from_slice(&media);
         assert_eq!(out.len(), want.len());
         assert!(out == want, "replaced wrongly");
+    }
+
+    /// A command whose last bytes happen to begin the stand-in reaches the server whole, while
+    /// ffmpeg waits for the answer and sends nothing more: the tail used to be held back for
+    /// good, and the stream never started.
+    #[tokio::test]
+    async fn a_command_ending_like_the_start_of_the_stand_in_is_not_held_back() {
+        let stand_in = b"eQ7Zp2";
+        let key = b"sk_123";
+        let (mut ffmpeg, mut from) = tokio::io::duplex(1 << 20);
+        let (mut to, mut server) = tokio::io::duplex(1 << 20);
+        let copy =
+            tokio::spawn(async move { copy_replacing(&mut from, &mut to, stand_in, key).await });
+        let mut sent = vec![b'.'; HANDSHAKE];
+        sent.extend_from_slice(b"..publish..eQ7Zp2..live");
+        ffmpeg.write_all(&sent).await.unwrap();
+        // Not closed: ffmpeg now waits for the server's answer.
+        let mut got = vec![0u8; sent.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            server.read_exact(&mut got),
+        )
+        .await
+        .expect("the whole command reaches the server")
+        .unwrap();
+        assert!(got.ends_with(b"..publish..sk_123..live"));
+        drop(ffmpeg);
+        copy.await.unwrap().unwrap();
     }
 
     #[test]
