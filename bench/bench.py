@@ -961,6 +961,11 @@ class Bench:
                     expected = (t_stop - t_content) * fps
                     kept = 1 + sum(1 for _, f in frames[start + 1:] if f.get("YDIF", 0) >= 0.01)
                     one.update(kept=kept, expected=round(expected), kept_ratio=kept / expected)
+                elif lk:
+                    # No frame of this file falls in the common window (it started that late,
+                    # or lost its tail at the stop): none of the window's frames was kept.
+                    expected = (t_stop - t0) * fps
+                    one.update(kept=0, expected=round(expected), kept_ratio=0.0)
                 per.append(one)
             res["recordings"] = per
             ratios = [x["kept_ratio"] for x in per if "kept_ratio" in x]
@@ -1297,7 +1302,8 @@ def section_plan(args, bench):
                                                    label="serve-warm", warm=True))]))
     if "density" in args.sections:
         # 1..N canvas recordings at once (their pages change every frame), per size.
-        for w, h in ((1280, 720), (1920, 1080)):
+        for w, h in (tuple(int(x) for x in size.split("x"))
+                     for size in args.density_sizes.split(",")):
             plans.append((f"density-{w}x{h}", [
                 (f"{n}", (lambda n=n, w=w, h=h: bench.run_density(w, h, 30, n, "canvas.html", d)))
                 for n in range(1, args.density_max + 1)]))
@@ -1848,7 +1854,8 @@ def plot_density(dens, path):
     W, H, M = 640, 300, 50
 
     def line_of(r):
-        return f"{r['size']} {str(r.get('page', '')).removesuffix('.html')}".strip()
+        draft = " (draft)" if r.get("draft") else ""
+        return f"{r['size']} {str(r.get('page', '')).removesuffix('.html')}{draft}".strip()
 
     sizes = sorted({line_of(r) for r in dens})
     nmax = max(r["n"] for r in dens)
@@ -1921,6 +1928,8 @@ def main():
                          "recordings at once")
     ap.add_argument("--density-max", type=int, default=4,
                     help="the most recordings at once in the density section (4)")
+    ap.add_argument("--density-sizes", default="1280x720,1920x1080",
+                    help="the page sizes of the density section, at 30 fps (1280x720,1920x1080)")
     ap.add_argument("--start", action="store_true",
                     help="only the start section (same as --sections start)")
     ap.add_argument("--tune", action="store_true",
