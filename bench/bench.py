@@ -96,7 +96,9 @@ class Cgroup:
     """A cgroup v1 pair (cpuacct + memory) for one run."""
 
     def __init__(self, name):
-        self.name = CG_PREFIX + name
+        # The harness's pid in the name: two harnesses (two worktrees) may run at once, and
+        # their cgroups must neither mix nor be removed by the other.
+        self.name = f"{CG_PREFIX}{os.getpid()}-{name}"
         self.dirs = {k: os.path.join(v, self.name) for k, v in CG_ROOTS.items()}
         for d in self.dirs.values():
             os.makedirs(d, exist_ok=True)
@@ -148,13 +150,27 @@ class Cgroup:
 
 
 def remove_stale_cgroups():
+    """This harness's cgroups; and, when no other harness runs, every one left behind (another
+    running harness's cgroups are its own: it may be measuring in them)."""
+    others = _other_harness_running()
     for root in CG_ROOTS.values():
         for name in os.listdir(root):
             if name.startswith(CG_PREFIX):
+                if others and not name.startswith(f"{CG_PREFIX}{os.getpid()}-"):
+                    continue
                 cg = Cgroup.__new__(Cgroup)
                 cg.name = name
                 cg.dirs = {k: os.path.join(v, name) for k, v in CG_ROOTS.items()}
                 cg.remove()
+
+
+def _other_harness_running():
+    me = os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        argv = proc_cmdline(int(pid)) or []
+        if int(pid) != me and any(a.endswith("bench/bench.py") for a in argv[:3]):
+            return True
+    return False
 
 
 def proc_stat(pid):
@@ -397,14 +413,20 @@ def first_content_time(path, min_u=150):
     return None, frames[0][0], None
 
 
-def av_offsets(path, fps):
+def av_offsets(path, fps, relative=False):
     """Flash onsets (frames turning white) vs beep onsets in a recording of avsync.html.
     A flash's onset is taken half a frame before the first white frame (it appeared somewhere
-    in the frame interval before that capture). Returns offsets audio - video, in ms."""
+    in the frame interval before that capture). Returns offsets audio - video, in ms.
+    `relative`: a flash is a frame brighter than halfway between the file's usual (median) and
+    brightest frame, instead of a frame mostly white (a room's flash lights one tile only)."""
     frames = frame_stats(path, keys=("YAVG",))
+    limit = 128
+    if relative and frames:
+        ys = [s.get("YAVG", 0) for _, s in frames]
+        limit = (statistics.median(ys) + max(ys)) / 2
     v_on, prev = [], None
     for t, s in frames:
-        white = s.get("YAVG", 0) > 128
+        white = s.get("YAVG", 0) > limit
         if white and prev is False:
             v_on.append(t - 0.5 / fps)
         prev = white
@@ -617,6 +639,97 @@ def sleep_until(t):
         time.sleep(d)
 
 
+class Room:
+    """A LiveKit room for the density section, as tests/livekit.rs makes one (testkit's
+    livekit.rs): a network namespace of the harness's own (only `lo` and a veth pair whose both
+    ends stay inside), livekit-server in it (`.tools/bin`), and two participants
+    (tests/support/participant.py) publishing 640x360 at 30 fps, each frame different from the
+    one before (`--moving`): one with a white flash and a beep once a second (`--avsync`), the
+    other with a tone too quiet to hide the beeps. Their CPU (and the server's) is counted in a
+    cgroup of its own: it shares the machine with the recordings but is not theirs."""
+
+    ADDR = "10.213.9.1"
+    PORT = 7880
+
+    def __init__(self, work):
+        self.ns = f"pcbench-{os.getpid()}"
+        self.procs = []
+        self.cg = Cgroup("room")
+        self.key, self.secret = "APIpagecastBench", os.urandom(24).hex()
+        self.name = "bench"
+        try:
+            self._start(work)
+        except BaseException:
+            self.close()
+            raise
+
+    def _ip(self, *args):
+        r = run(["ip", *args])
+        if r.returncode != 0:
+            raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+    def exec_argv(self, argv):
+        return ["ip", "netns", "exec", self.ns, *argv]
+
+    def _start(self, work):
+        run(["ip", "netns", "del", self.ns])
+        self._ip("netns", "add", self.ns)
+        self._ip("-n", self.ns, "link", "set", "lo", "up")
+        self._ip("-n", self.ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        self._ip("-n", self.ns, "addr", "add", f"{self.ADDR}/24", "dev", "v0")
+        self._ip("-n", self.ns, "link", "set", "v0", "up")
+        self._ip("-n", self.ns, "link", "set", "v1", "up")
+        bin_ = os.path.join(ROOT, ".tools/bin/livekit-server")
+        if not os.access(bin_, os.X_OK):
+            raise RuntimeError(f"{bin_} missing: run scripts/setup.sh")
+        conf = os.path.join(work, "livekit.yaml")
+        with open(conf, "w") as f:
+            f.write(f"port: {self.PORT}\nbind_addresses: [\"{self.ADDR}\"]\n"
+                    f"keys:\n  {self.key}: {self.secret}\n"
+                    f"rtc:\n  tcp_port: 7881\n  udp_port: 7882\n  use_external_ip: false\n"
+                    f"  node_ip: {self.ADDR}\n  enable_loopback_candidate: false\n"
+                    f"  interfaces:\n    includes: [v0]\nlogging:\n  level: warn\n")
+        self.procs.append(spawn(self.cg, self.exec_argv([bin_, "--config", conf]),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL))
+        probe_ = self.exec_argv(["bash", "-c", f"exec 3<>/dev/tcp/{self.ADDR}/{self.PORT}"])
+        if not wait_for(lambda: run(probe_).returncode == 0, 20, 0.1):
+            raise RuntimeError("livekit-server did not listen")
+        py = os.path.join(ROOT, ".venv/bin/python")
+        script = os.path.join(ROOT, "tests/support/participant.py")
+        for ident, colour, extra in (
+                ("flash", "C03030", ["--avsync", "--tone", "1000"]),
+                ("moving", "3030C0", ["--tone", "440", "--tone-level", "0.001"])):
+            argv = [py, script, "--url", f"ws://{self.ADDR}:{self.PORT}", "--api-key", self.key,
+                    "--api-secret", self.secret, "--room", self.name, "--identity", ident,
+                    "--color", colour, "--fps", "30", "--moving", *extra]
+            p = spawn(self.cg, self.exec_argv(argv), stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.procs.append(p)
+            joined = wait_for(lambda: p.stdout.readline().strip() == "JOINED" or p.poll(), 40)
+            if not joined or p.poll() is not None:
+                raise RuntimeError(f"participant {ident} did not join")
+
+    def config(self, w, h, fps, out):
+        return {"api_key": self.key, "api_secret": self.secret,
+                "input": {"template": {"layout": "grid-dark", "ws_url": f"ws://{self.ADDR}:{self.PORT}",
+                                       "room_name": self.name},
+                          "width": w, "height": h, "framerate": fps},
+                "output": {"file": out}}
+
+    def close(self):
+        for p in reversed(self.procs):
+            kill_group(p, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                p.wait(timeout=5)
+        self.cg.remove()
+        pids = run(["ip", "netns", "pids", self.ns]).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        run(["ip", "netns", "del", self.ns])
+
+
 class Bench:
     def __init__(self, args, pagecast, work):
         self.args = args
@@ -790,28 +903,38 @@ class Bench:
             redis.kill()
             redis.wait()
 
-    def run_density(self, w, h, fps, n, page, duration):
+    def run_density(self, w, h, fps, n, page, duration, room=False):
         """`n` pagecast recordings of `page` at once, each in a cgroup of its own, recording
         together for `duration` s after the last one's first frame. Per recording: frames kept
         (a frame that differs from the one before, from the first frame showing the page on;
         the page changes every frame, so a repeat is a frame lost, whatever ffmpeg says) over
         the frames expected in that wall time, and ffmpeg's dropped frames; for the run: CPU
-        (cores, all recordings together, over the common window) and memory (sum of peaks)."""
+        (cores, all recordings together, over the common window) and memory (sum of peaks).
+        `room`: `n` recordings of one LiveKit room (grid layout, two participants publishing
+        moving pictures and sound, see Room), `page` naming it; frames kept are counted over the
+        common window (from the settle on, when all n run), and each recording's A/V offsets
+        from the flashes and beeps of one participant."""
         d = self.tmp(f"density-{w}x{h}-{n}")
         res = {"contender": f"{n}", "size": f"{w}x{h}", "fps": fps, "page": page, "n": n}
         runs = []
+        lk = None
         try:
             with heavy_lock():
+                if room:
+                    lk = Room(d)
+                    res["room_side"] = "livekit-server and 2 participants on the same machine"
                 for i in range(n):
                     out = os.path.join(d, f"out{i}.mp4")
                     cfg = os.path.join(d, f"config{i}.json")
                     with open(cfg, "w") as f:
-                        json.dump({"input": {"url": self.server.url(page), "width": w,
+                        json.dump(lk.config(w, h, fps, out) if lk else
+                                  {"input": {"url": self.server.url(page), "width": w,
                                              "height": h, "framerate": fps},
                                    "output": {"file": out}}, f)
                     cg = Cgroup(f"{self.n}-{i}")
-                    p = spawn(cg, [self.pagecast, "record", "--config", cfg, "--log-format",
-                                   "json"], env={"PAGECAST_LOG": "info"},
+                    argv = [self.pagecast, "record", "--config", cfg, "--log-format", "json"]
+                    p = spawn(cg, lk.exec_argv(argv) if lk else argv,
+                              env={"PAGECAST_LOG": "info"},
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
                     runs.append({"cg": cg, "p": p, "out": out, "file": FileWatch(out),
@@ -822,8 +945,11 @@ class Bench:
                 t_all = max(r["file"].first for r in runs)
                 sleep_until(t_all + SETTLE)
                 u0, t0 = sum(r["cg"].usage() for r in runs), now()
+                r0 = lk.cg.usage() if lk else None
                 sleep_until(t_all + SETTLE + duration)
                 u1, t1 = sum(r["cg"].usage() for r in runs), now()
+                if lk:
+                    res["room_side_cores"] = (lk.cg.usage() - r0) / (t1 - t0)
                 for r in runs:
                     os.kill(r["p"].pid, signal.SIGTERM)
                 t_stop = now()
@@ -835,14 +961,27 @@ class Bench:
             per = []
             for r in runs:
                 frames = frame_stats(r["out"], keys=("UAVG", "YDIF"))
-                start = next((i for i, (_, f) in enumerate(frames) if f.get("UAVG", 0) > 150), None)
+                if lk:
+                    # From the common window's start (wall time, on the file's clock) on.
+                    at = frames[0][0] + t0 - r["file"].first if frames else 0
+                    start = next((i for i, (t, _) in enumerate(frames) if t >= at), None)
+                else:
+                    start = next((i for i, (_, f) in enumerate(frames)
+                                  if f.get("UAVG", 0) > 150), None)
                 fin = r["logs"].seen.get("encoder finished the file")
                 one = {"dropped": fin[1].get("dropped") if fin else None}
+                if lk:
+                    one["av"] = av_offsets(r["out"], fps, relative=True)
                 if start is not None:
                     t_content = r["file"].first + frames[start][0] - frames[0][0]
                     expected = (t_stop - t_content) * fps
                     kept = 1 + sum(1 for _, f in frames[start + 1:] if f.get("YDIF", 0) >= 0.01)
                     one.update(kept=kept, expected=round(expected), kept_ratio=kept / expected)
+                elif lk:
+                    # No frame of this file falls in the common window (it started that late,
+                    # or lost its tail at the stop): none of the window's frames was kept.
+                    expected = (t_stop - t0) * fps
+                    one.update(kept=0, expected=round(expected), kept_ratio=0.0)
                 per.append(one)
             res["recordings"] = per
             ratios = [x["kept_ratio"] for x in per if "kept_ratio" in x]
@@ -854,6 +993,8 @@ class Bench:
                 if r["p"].poll() is None:
                     kill_group(r["p"], signal.SIGKILL)
                 r["cg"].remove()
+            if lk:
+                lk.close()
 
     def ensure_setup(self, w, h, fps):
         """A short pagecast run to read its processes' arguments, if none ran at this size yet."""
@@ -864,7 +1005,8 @@ class Bench:
     # ---- the plain script (baseline and seed) -------------------------------------------------
 
     def run_plain(self, w, h, fps, page, duration, ffargs, label, reference=None,
-                  chromium_extra=(), xrandr_rate=None):
+                  chromium_extra=(), chromium_drop=(), chromium_disable_features=(),
+                  xrandr_rate=None):
         """The plain script: the same Xvfb, PulseAudio sink, Chromium and an ffmpeg with `ffargs`
         (a template), stopped with `q` after `duration` s from its first frame."""
         setup = self.setups[(w, h, fps)]
@@ -940,6 +1082,10 @@ class Bench:
                         continue
                     if not a.startswith("-") and cargv:
                         continue  # the start URL
+                    if a in chromium_drop:
+                        continue
+                    if a.startswith("--disable-features=") and chromium_disable_features:
+                        a = ",".join([a, *chromium_disable_features])
                     if a.startswith("--user-data-dir="):
                         a = f"--user-data-dir={d}/profile"
                     cargv.append(a)
@@ -974,9 +1120,15 @@ class Bench:
                 res["launch_to_ready_logged"] = prog.first - t_launch
                 sleep_until(t_first + SETTLE)
                 u0, t0 = cg.usage(), now()
+                watch.sample()
+                by0 = watch.by_category()
                 sleep_until(t_first + duration)
                 u1, t1 = cg.usage(), now()
                 watch.sample()
+                # Each kind of process's cores over the steady window (from /proc: processes
+                # that ended inside the window are missing): tells ffmpeg's part from Chromium's.
+                res["steady_by_process"] = {k: round((v - by0.get(k, 0)) / (t1 - t0), 3)
+                                            for k, v in watch.by_category().items()}
                 t_stop = now()
                 ff.stdin.write("q")
                 ff.stdin.flush()
@@ -1172,10 +1324,16 @@ def section_plan(args, bench):
                                                    label="serve-warm", warm=True))]))
     if "density" in args.sections:
         # 1..N canvas recordings at once (their pages change every frame), per size.
-        for w, h in ((1280, 720), (1920, 1080)):
+        for w, h in (tuple(int(x) for x in size.split("x"))
+                     for size in args.density_sizes.split(",")):
             plans.append((f"density-{w}x{h}", [
                 (f"{n}", (lambda n=n, w=w, h=h: bench.run_density(w, h, 30, n, "canvas.html", d)))
                 for n in range(1, args.density_max + 1)]))
+    if "density-room" in args.sections:
+        # 1..N recordings at once of one LiveKit room (grid, two participants), at 720p30.
+        plans.append(("density-room-1280x720", [
+            (f"{n}", (lambda n=n: bench.run_density(1280, 720, 30, n, "room", d, room=True)))
+            for n in range(1, args.density_max + 1)]))
     if "quality" in args.sections:
         plans.append(("quality", [
             ("baseline", plain(*main, "baseline", reference=True)),
@@ -1278,11 +1436,33 @@ TUNE_VARIANTS = {
                             {"xrandr_rate": 30}),
     "refresh30": ("Xvfb reports 30 Hz (xrandr mode): Chromium paces its frames to it",
                   lambda a: a, {"xrandr_rate": 30}),
+    # Issue #15: the cost per recording when several share the machine.
+    "threads1": ("x264 -threads 1 (one encoding thread, no slices)",
+                 lambda a: with_option(a, "-threads", "1", after="-pix_fmt"), {}),
+    "sws-fast": ("the colour conversion (x11grab bgr0 -> yuv420p) with -sws_flags fast_bilinear",
+                 lambda a: with_option(a, "-sws_flags", "fast_bilinear"), {}),
+    "ultrafast": ("x264 -preset ultrafast", lambda a: with_option(a, "-preset", "ultrafast"), {}),
+    "raster1": ("Chromium --num-raster-threads=1",
+                lambda a: a, {"chromium_extra": ["--num-raster-threads=1"]}),
+    "in-process-gpu": ("Chromium --in-process-gpu (the software compositor in the browser "
+                       "process: one process less)",
+                       lambda a: a, {"chromium_extra": ["--in-process-gpu"]}),
+    "no-swiftshader": ("Chromium without SwiftShader WebGL (--disable-webgl instead of "
+                       "--use-angle=swiftshader)",
+                       lambda a: a, {"chromium_drop": ["--use-angle=swiftshader",
+                                                       "--enable-unsafe-swiftshader"],
+                                     "chromium_extra": ["--disable-webgl"]}),
+    "audio-in-process": ("Chromium's audio service in the browser process "
+                         "(--disable-features=...,AudioServiceOutOfProcess)",
+                         lambda a: a, {"chromium_disable_features": ["AudioServiceOutOfProcess"]}),
+    "low-end": ("Chromium --enable-low-end-device-mode",
+                lambda a: a, {"chromium_extra": ["--enable-low-end-device-mode"]}),
 }
 
 
 def run_tuning(bench, args, results):
-    w, h, fps = 1920, 1080, 30
+    w, h = (int(x) for x in args.tune_size.split("x"))
+    fps = 30
     d = args.duration
     bench.ensure_setup(w, h, fps)
     base = bench.setups[(w, h, fps)].ffmpeg_args()
@@ -1299,7 +1479,8 @@ def run_tuning(bench, args, results):
         qcontenders.append((name, lambda a=a, kw=kw, name=name: bench.run_plain(
             w, h, fps, "canvas.html", d, a, name, reference=True, **kw)))
     run_section(bench, "tune-cpu", contenders, args.reps, results)
-    run_section(bench, "tune-quality", qcontenders, args.reps, results)
+    if not getattr(args, "tune_cpu_only", False):
+        run_section(bench, "tune-quality", qcontenders, args.reps, results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1591,23 +1772,35 @@ def render(results, meta, args):
     dens = [r for r in results if str(r.get("section", "")).startswith("density-")
             and "error" not in r]
     if dens:
-        L.append("### Density: recordings at once, 30 fps, canvas page")
+        L.append("### Density: recordings at once, 30 fps")
         L.append("")
         L.append("A frame is kept when it differs from the one before (the page changes every "
                  "frame: a repeat ffmpeg inserts to hold the rate is a frame lost). CPU: all "
                  "recordings together over the common window; memory: the sum of their peaks. "
+                 "Room rows: N recordings of one LiveKit room (grid-dark, two participants "
+                 "publishing 640x360@30 video whose every frame differs, and audio); frames kept "
+                 "over the common window; the server's and participants' CPU (same machine, not "
+                 "the recordings') in brackets; A/V: each recording's flash/beep offsets (audio − "
+                 "video, ms; the participant's own A/V alignment included, so compare across N). "
                  "Plot: `bench/results/density.svg`.")
         L.append("")
-        L.append("| size | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB |")
-        L.append("|---|---|---|---|---|---|---|")
+        L.append("| size | page | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB | A/V offset, ms: median (worst) |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
         best = {}
-        for r in sorted(dens, key=lambda r: (r["size"], r["n"])):
+        for r in sorted(dens, key=lambda r: (r["size"], r.get("page", ""), r["n"])):
             dropped = sum(x.get("dropped") or 0 for x in r.get("recordings", []))
-            L.append(f"| {r['size']} | {r['n']} | {fmt(r.get('kept_min'), '.3f')} | "
-                     f"{fmt(r.get('kept_median'), '.3f')} | {dropped} | {fmt(r.get('cores'))} | "
-                     f"{fmt(mib(r.get('mem_sum')), '.0f')} |")
+            page = str(r.get("page", "")).removesuffix(".html")
+            offs = [o for x in r.get("recordings", []) for o in x.get("av", {}).get("offsets_ms", [])]
+            av = (f"{median(offs):.0f} ({max(map(abs, offs)):.0f})" if offs else "–")
+            cores = fmt(r.get("cores"))
+            if r.get("room_side_cores") is not None:
+                cores += f" (+{r['room_side_cores']:.2f})"
+            L.append(f"| {r['size']} | {page} | {r['n']} | {fmt(r.get('kept_min'), '.3f')} | "
+                     f"{fmt(r.get('kept_median'), '.3f')} | {dropped} | {cores} | "
+                     f"{fmt(mib(r.get('mem_sum')), '.0f')} | {av} |")
             if r.get("kept_min") is not None and r["kept_min"] >= 0.98:
-                best[r["size"]] = max(best.get(r["size"], 0), r["n"])
+                key = f"{r['size']} {page}"
+                best[key] = max(best.get(key, 0), r["n"])
         L.append("")
         L.append("Most recordings at once with every one keeping ≥ 98 % of its frames: " +
                  (", ".join(f"{k}: {v}" for k, v in sorted(best.items())) or "none") + ".")
@@ -1637,7 +1830,7 @@ def render(results, meta, args):
 
     tune = group(results, "tune-cpu")
     if tune:
-        L.append("### Tuning candidates (plain script, 1920x1080@30, canvas page)")
+        L.append(f"### Tuning candidates (plain script, {tune[0]['size']}@30, canvas page)")
         L.append("")
         L.append("| variant | steady CPU, cores | ratio to baseline (same repetition) | SSIM Y | SSIM All | dropped (quality runs) | audio − video duration, s | repeated frames |")
         L.append("|---|---|---|---|---|---|---|---|")
@@ -1683,7 +1876,8 @@ def plot_density(dens, path):
     W, H, M = 640, 300, 50
 
     def line_of(r):
-        return f"{r['size']} {str(r.get('page', '')).removesuffix('.html')}".strip()
+        draft = " (draft)" if r.get("draft") else ""
+        return f"{r['size']} {str(r.get('page', '')).removesuffix('.html')}{draft}".strip()
 
     sizes = sorted({line_of(r) for r in dens})
     nmax = max(r["n"] for r in dens)
@@ -1747,18 +1941,26 @@ def main():
     ap.add_argument("--reps", type=int, help="repetitions per contender (default 3)")
     ap.add_argument("--duration", type=float, help="seconds recorded from the first frame (15)")
     ap.add_argument("--s3-duration", type=float, help="S3 recording length, s (120)")
-    ap.add_argument("--sections", default="cpu,fidelity,av,webgl,quality,s3,start,density",
-                    help="comma list of cpu,fidelity,av,webgl,quality,s3,start,density "
-                         "(default all)")
+    ap.add_argument("--sections",
+                    default="cpu,fidelity,av,webgl,quality,s3,start,density,density-room",
+                    help="comma list of cpu,fidelity,av,webgl,quality,s3,start,density,"
+                         "density-room (default all)")
     ap.add_argument("--density", action="store_true",
-                    help="only the density section: 1..--density-max recordings at once")
+                    help="only the density sections (pages and a LiveKit room): 1..--density-max "
+                         "recordings at once")
     ap.add_argument("--density-max", type=int, default=4,
                     help="the most recordings at once in the density section (4)")
+    ap.add_argument("--density-sizes", default="1280x720,1920x1080",
+                    help="the page sizes of the density section, at 30 fps (1280x720,1920x1080)")
     ap.add_argument("--start", action="store_true",
                     help="only the start section (same as --sections start)")
     ap.add_argument("--tune", action="store_true",
                     help="run the tuning candidates instead (see TUNE_VARIANTS)")
     ap.add_argument("--variants", help="comma list of tuning variants (default all)")
+    ap.add_argument("--tune-cpu-only", action="store_true",
+                    help="tuning: CPU runs only, no SSIM runs (for more repetitions)")
+    ap.add_argument("--tune-size", default="1920x1080",
+                    help="the size the tuning candidates record at, WxH (1920x1080), at 30 fps")
     ap.add_argument("--pagecast", default=os.path.join(ROOT, "target/release/pagecast"))
     ap.add_argument("--no-report", action="store_true", help="don't touch BENCHMARKS.md")
     ap.add_argument("--render", metavar="JSON",
@@ -1779,7 +1981,8 @@ def main():
     args.s3_duration = args.s3_duration or (30.0 if args.quick else 120.0)
     args.sections = args.sections.split(",")
     if args.start or args.density:
-        args.sections = (["start"] if args.start else []) + (["density"] if args.density else [])
+        args.sections = ((["start"] if args.start else []) +
+                         (["density", "density-room"] if args.density else []))
     if os.geteuid() != 0:
         sys.exit("bench: needs root (cgroup v1 directories are writable by root only)")
     if not os.access(args.pagecast, os.X_OK):

@@ -21,27 +21,34 @@ use crate::config::{Config, Source};
 pub const TEST_MACHINE_VAR: &str = "PAGECAST_TEST_MACHINE";
 
 /// Default share of the machine recordings may use (`--max-utilisation`): beyond about 85 % of
-/// 2 cores, recordings on this machine began to lose frames (BENCHMARKS.md: one 720p30 recording
-/// kept 98.5 % of its frames, two 97.5 %, three 90 %).
+/// 2 cores, recordings on this machine began to lose frames (BENCHMARKS.md, "Start and density",
+/// quiet machine: two 720p30 recordings used 1.45 cores and kept >= 99 % of their frames, three
+/// used 1.92-1.94 and kept 90-92 %). With the model's 0.82 cores per 720p30 recording, 0.85 × 2
+/// cores admits two and not three.
 pub const DEFAULT_MAX_UTILISATION: f64 = 0.85;
 
-/// The cores of a page recording that do not depend on its size: Xvfb, PulseAudio, Chromium's
-/// browser and GPU processes idling, ffmpeg's audio. An estimate (a 1080p30 recording's steady
-/// CPU minus what scales with its pixels); to be re-measured by `bench/run.sh --density`.
-const PAGE_FIXED_CORES: f64 = 0.15;
-/// Cores per million pixels per second drawn, grabbed and encoded: (1.08 − 0.15) cores for
-/// 1920×1080×30 = 62.2 Mpx/s, the steady-state CPU of a 1080p30 canvas recording in
-/// BENCHMARKS.md (`bench/results/20261125-074758-full.json`, "CPU and memory, 1920x1080@30").
-const CORES_PER_MPIXEL_PER_S: f64 = 0.93 / 62.208;
-/// A LiveKit room costs more than a page of the same size: the page decodes every participant's
-/// video too. An estimate (egress admits a room composite at 4 CPUs against 2-3 for a web page);
-/// to be replaced by the density benchmark's room figures.
-const ROOM_FACTOR: f64 = 1.5;
+/// The cores of a page recording that do not depend on its size (Xvfb, PulseAudio, Chromium's
+/// processes, ffmpeg's audio, and the per-frame work that does not scale with pixels), and the
+/// cores per million pixels per second drawn, grabbed and encoded: the line through one canvas
+/// recording alone at 1280×720×30 (27.6 Mpx/s: 0.824 cores) and at 1920×1080×30 (62.2 Mpx/s:
+/// 1.309 cores), everything in its cgroup, medians of 2 runs on a quiet machine (BENCHMARKS.md,
+/// "Start and density", `bench/results/20261130-201435-full.json`): 0.436 + 0.01403 × Mpx/s.
+const PAGE_FIXED_CORES: f64 = 0.436;
+const CORES_PER_MPIXEL_PER_S: f64 = 0.01403;
+/// A LiveKit room against the page model above (whose figures are the canvas page's, a page
+/// that redraws its whole window every frame): a 1280×720×30 grid of two participants
+/// publishing 640×360×30 video (every frame different) and audio cost 0.66-0.76 cores alone,
+/// where the canvas page cost 0.77 in the same session (BENCHMARKS.md, "Start and density", room
+/// rows: drafts from a crowded machine, `bench/results/20261130-221825-full.json` for the room,
+/// `20261130-221059-full.json` for the page). So 1.0: a room of two costs what the worst page does. More participants
+/// decode more video: not measured yet; what a running room uses is measured anyway (usage.rs).
+const ROOM_FACTOR: f64 = 1.0;
 /// Memory of a recording that does not depend on its size: the processes' code and heaps.
 const FIXED_MEMORY: u64 = 250 << 20;
 /// Memory per pixel of the recorded area: Xvfb's framebuffer (4 B), Chromium's tiles and
 /// compositor buffers, ffmpeg's frame queue. 1920×1080 at 76 B/px + 250 MiB = 400 MiB, the
-/// 1080p30 run's peak (408 MiB, BENCHMARKS.md, same run as above).
+/// 1080p30 run's peak (408 MiB, `bench/results/20261125-074758-full.json`); the density run
+/// above confirms both (its line through the cgroups' peaks: 250 MiB + 77 B/px).
 const MEMORY_PER_PIXEL: u64 = 76;
 
 /// What a recording costs or uses: cores (CPU-seconds per second) and bytes of memory.
@@ -364,13 +371,14 @@ mod tests {
                 r#"{{"input":{{"url":"https://e.com","width":{w},"height":{h},"framerate":{fps}}},"output":{{"file":"/tmp/a.mp4"}}}}"#
             )))
         };
+        // The density run's figures: one recording alone, 1.31 cores at 1080p30, 0.82 at 720p30.
         let full_hd = page(1920, 1080, 30);
-        assert!((full_hd.cores - 1.08).abs() < 0.01, "{full_hd}");
+        assert!((full_hd.cores - 1.31).abs() < 0.01, "{full_hd}");
         assert_eq!(full_hd.memory >> 20, 400);
         let hd = page(1280, 720, 30);
-        assert!((hd.cores - (0.15 + 0.93 * 4.0 / 9.0)).abs() < 0.01, "{hd}");
+        assert!((hd.cores - 0.82).abs() < 0.01, "{hd}");
         let half_rate = page(1920, 1080, 15);
-        assert!((half_rate.cores - (0.15 + 0.93 / 2.0)).abs() < 0.01);
+        assert!((half_rate.cores - (0.436 + 0.01403 * 62.208 / 2.0)).abs() < 0.01);
         assert!(
             half_rate.memory == full_hd.memory,
             "memory follows pixels only"
@@ -378,7 +386,8 @@ mod tests {
         let room = cost_of(&config(
             r#"{"input":{"width":1920,"height":1080,"template":{"layout":"grid-dark","ws_url":"ws://127.0.0.1:7880","token":"t"}},"output":{"file":"/tmp/a.mp4"}}"#,
         ));
-        assert!((room.cores - full_hd.cores * 1.5).abs() < 1e-9, "{room}");
+        // A room of two costs what the canvas page does (the density section's room rows).
+        assert!((room.cores - full_hd.cores).abs() < 1e-9, "{room}");
         assert_eq!(room.memory, full_hd.memory);
     }
 

@@ -13,6 +13,12 @@ it along), or until --leave-after seconds; then it disconnects cleanly (the room
 at once) and exits 0. Errors go to stderr with a non-zero exit; the secret and the token are
 never printed.
 
+For the benchmark's room density (bench/bench.py): ``--moving`` makes every camera frame differ
+from the one before (a bar that steps across the colour each frame), so a recording that shows a
+frame twice has lost one; ``--avsync`` (with ``--moving``) turns the camera white for two frames
+and the audio into a 1 kHz beep (silence otherwise) at the same instants, once a second, both
+scheduled from the same instant, as bench/pages/avsync.html does for a page.
+
 Lines on stdin, each answered on stdout with ``OK <line>`` once done (for re-flow tests):
     mute video | unmute video | mute audio | unmute audio | leave
 """
@@ -120,12 +126,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also publish a 1280x720 screen share of this colour RRGGBB")
     p.add_argument("--tone", type=float, default=0.0,
                    help="sine tone in Hz published as audio (default 0: no audio track)")
+    p.add_argument("--moving", action="store_true",
+                   help="every camera frame differs from the one before (a moving bar)")
+    p.add_argument("--avsync", action="store_true",
+                   help="with --moving: a white frame and a beep together once a second")
+    p.add_argument("--tone-level", type=float, default=0.3,
+                   help="the tone's amplitude, 0..1 (default 0.3)")
     p.add_argument("--leave-after", type=float, default=None,
                    help="leave after this many seconds (default: stay)")
     p.add_argument("--connect-timeout", type=float, default=20.0)
     a = p.parse_args(argv)
     if not 0 < a.fps <= 60:
         p.error("--fps must be in (0, 60]")
+    if a.avsync and not a.moving:
+        p.error("--avsync needs --moving")
+    if not 0 < a.tone_level <= 1:
+        p.error("--tone-level must be in (0, 1]")
     if a.tone < 0 or a.tone >= SAMPLE_RATE / 2:
         p.error("--tone must be 0 or a frequency below 24000 Hz")
     return a
@@ -136,13 +152,38 @@ def solid_frame(w: int, h: int, rgb: tuple[int, int, int]) -> rtc.VideoFrame:
     return rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, data)
 
 
-async def pump_video(source: rtc.VideoSource, frame: rtc.VideoFrame, fps: float,
-                     stop: asyncio.Event) -> None:
+def moving_frames(w: int, h: int, rgb: tuple[int, int, int], steps: int
+                  ) -> list[rtc.VideoFrame]:
+    """`steps` frames of the colour with a dark bar one step further right in each: consecutive
+    frames always differ (the bar is w / steps wide, so it moves its own width each frame)."""
+    bar_w = max(2, w // steps)
+    frames = []
+    for i in range(steps):
+        x0 = i * bar_w
+        row = bytearray(bytes((rgb[0], rgb[1], rgb[2], 255)) * w)
+        row[4 * x0:4 * min(w, x0 + bar_w)] = bytes((16, 16, 16, 255)) * (min(w, x0 + bar_w) - x0)
+        frames.append(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, bytes(row) * h))
+    return frames
+
+
+def flash_frames(fps: float) -> set[int]:
+    """Frame numbers (in a one-second cycle) shown white with --avsync: the first two."""
+    return {0, 1} if fps >= 2 else {0}
+
+
+async def pump_video(source: rtc.VideoSource, frames: list[rtc.VideoFrame], fps: float,
+                     stop: asyncio.Event, start: float | None = None,
+                     white: rtc.VideoFrame | None = None) -> None:
     loop = asyncio.get_running_loop()
     period = 1.0 / fps
-    t0 = loop.time()
+    t0 = start if start is not None else loop.time()
     n = 0
+    per_s = max(1, round(fps))
+    flash = flash_frames(fps)
     while not stop.is_set():
+        frame = frames[n % len(frames)]
+        if white is not None and n % per_s in flash:
+            frame = white
         source.capture_frame(frame, timestamp_us=int(n * period * 1_000_000))
         n += 1
         delay = t0 + n * period - loop.time()
@@ -151,10 +192,14 @@ async def pump_video(source: rtc.VideoSource, frame: rtc.VideoFrame, fps: float,
         await asyncio.sleep(max(0.0, delay))
 
 
-async def pump_tone(source: rtc.AudioSource, hz: float, stop: asyncio.Event) -> None:
+async def pump_tone(source: rtc.AudioSource, hz: float, stop: asyncio.Event, level: float = 0.3,
+                    beeps: bool = False) -> None:
     spf = SAMPLE_RATE * AUDIO_FRAME_MS // 1000
-    # One second of the tone, sent 10 ms at a time (continuous for a whole number of Hz).
-    table = array.array("h", (int(0.3 * 32767 * math.sin(2 * math.pi * hz * i / SAMPLE_RATE))
+    # One second of the tone, sent 10 ms at a time (continuous for a whole number of Hz). With
+    # `beeps`: the first 100 ms of each second only (the flashes' instants), silence after.
+    beep = SAMPLE_RATE // 10
+    table = array.array("h", (int(level * 32767 * math.sin(2 * math.pi * hz * i / SAMPLE_RATE))
+                              if not beeps or i < beep else 0
                               for i in range(SAMPLE_RATE))).tobytes()
     step = spf * 2
     off = 0
@@ -225,6 +270,8 @@ async def run(a: argparse.Namespace) -> int:
         return 1
 
     tasks: list[asyncio.Task] = []
+    # --avsync: the video's flashes and the audio's beeps both counted from this instant.
+    start = loop.time()
     tracks: dict[str, rtc.LocalTrack] = {}
     sources: list = []
     try:
@@ -233,8 +280,14 @@ async def run(a: argparse.Namespace) -> int:
             vsrc = rtc.VideoSource(w, h)
             sources.append(vsrc)
             vtrack = rtc.LocalVideoTrack.create_video_track("camera", vsrc)
-            tasks.append(asyncio.create_task(pump_video(vsrc, solid_frame(w, h, a.color), a.fps,
-                                                        stop)))
+            if a.moving:
+                frames = moving_frames(w, h, a.color, 16)
+                white = solid_frame(w, h, (255, 255, 255)) if a.avsync else None
+                tasks.append(asyncio.create_task(pump_video(vsrc, frames, a.fps, stop, start,
+                                                            white)))
+            else:
+                tasks.append(asyncio.create_task(pump_video(vsrc, [solid_frame(w, h, a.color)],
+                                                            a.fps, stop)))
             await room.local_participant.publish_track(
                 vtrack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA,
                                                 simulcast=False))
@@ -243,7 +296,7 @@ async def run(a: argparse.Namespace) -> int:
             ssrc = rtc.VideoSource(1280, 720, is_screencast=True)
             sources.append(ssrc)
             strack = rtc.LocalVideoTrack.create_video_track("screen", ssrc)
-            tasks.append(asyncio.create_task(pump_video(ssrc, solid_frame(1280, 720, a.screen),
+            tasks.append(asyncio.create_task(pump_video(ssrc, [solid_frame(1280, 720, a.screen)],
                                                         5.0, stop)))
             await room.local_participant.publish_track(
                 strack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE,
@@ -253,7 +306,8 @@ async def run(a: argparse.Namespace) -> int:
             asrc = rtc.AudioSource(SAMPLE_RATE, 1)
             sources.append(asrc)
             atrack = rtc.LocalAudioTrack.create_audio_track("microphone", asrc)
-            tasks.append(asyncio.create_task(pump_tone(asrc, a.tone, stop)))
+            tasks.append(asyncio.create_task(pump_tone(asrc, a.tone, stop, a.tone_level,
+                                                       a.avsync)))
             await room.local_participant.publish_track(
                 atrack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
             tracks["audio"] = atrack
