@@ -508,6 +508,8 @@ class Setup:
         for i, a in enumerate(argv):
             if i > 0 and argv[i - 1] == "-i" and a.startswith(":"):
                 out.append("{display}.0+0,0")
+            elif i > 0 and argv[i - 1] == "-itsoffset":
+                out.append("{itsoffset}")  # minus the wall clock at ffmpeg's start
             elif a.endswith(".monitor"):
                 out.append("{monitor}")
             elif i == len(argv) - 1:
@@ -1096,7 +1098,9 @@ class Bench:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 procs.append(chrome)
                 # ffmpeg
-                fill = {"{display}": display, "{monitor}": f"{sink}.monitor", "{output}": out}
+                # pagecast's -itsoffset: both inputs' clock starts at ffmpeg's start (encoder.rs).
+                fill = {"{display}": display, "{monitor}": f"{sink}.monitor", "{output}": out,
+                        "{itsoffset}": f"-{time.time():.6f}"}
                 ref = f"/dev/shm/{cg.name}-ref.nut"
                 fargs = reference_output(ffargs, ref) if reference else ffargs
                 fargv = ["ffmpeg"]

@@ -481,7 +481,7 @@ fn a_paused_recording_resumes_into_the_same_file_without_the_paused_time() {
 /// Sound and picture stay together across a pause: the benchmark's A/V page (a white flash and a
 /// beep at the same instants, every 1.5 s) recorded with a pause in the middle; every flash
 /// before and after the resume is paired with its beep at the same offset, measured as the
-/// benchmark does.
+/// benchmark does, and sound and picture within 100 ms of each other at the test's small size.
 #[test]
 fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
     let _heavy = heavy();
@@ -535,8 +535,17 @@ fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
         "{} flashes paired with a beep, 2 before the pause and 3 or more after it expected: {measured}",
         offsets.len()
     );
-    // The offset itself is the capture pipeline's (BENCHMARKS.md; it depends on the size): the
-    // pause must not move it. Every flash, before and after the resume, within 60 ms of the rest.
+    // The offset itself is the capture pipeline's (BENCHMARKS.md): about -38 ms at this size
+    // since both inputs keep one clock (encoder.rs, `input_clock`); it was -190 ms when ffmpeg
+    // moved each input to start at 0 (the sound then came early by the time ffmpeg spent probing
+    // the display before opening the sink, which is longest at small sizes). 100 ms leaves room
+    // for a loaded machine (a frame or two late).
+    let worst = offsets.iter().fold(0.0f64, |w, o| w.max(o.abs()));
+    assert!(
+        worst <= 100.0,
+        "sound and picture {worst:.0} ms apart (100 ms at most): {measured}"
+    );
+    // The pause must not move it. Every flash, before and after the resume, within 60 ms of the rest.
     let (low, high) = offsets
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), o| (l.min(*o), h.max(*o)));

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
@@ -217,10 +217,20 @@ pub struct EncoderProgress {
     pub paused: bool,
 }
 
-/// The full ffmpeg command line (without the program name).
-pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo) -> Vec<String> {
+/// The full ffmpeg command line (without the program name). `origin`: an instant just before
+/// ffmpeg starts, the zero of both inputs' timestamps (see [`input_clock`]).
+pub fn ffmpeg_args(
+    spec: &EncoderSpec,
+    display: &DisplayInfo,
+    audio: &AudioInfo,
+    origin: SystemTime,
+) -> Vec<String> {
     let gop = (spec.framerate * 2).to_string();
     let mut args = crate::process::ffmpeg_prologue("0.5");
+    let offset = input_clock(origin);
+    // Both inputs keep their own timestamps (see `input_clock`).
+    args.push("-copyts".into());
+    args.extend(["-itsoffset".to_owned(), offset.clone()]);
     args.extend(
         [
             // Bounded input queues: a raw 1080p frame is 8 MiB; a deep queue hides a slow encoder
@@ -241,6 +251,7 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
     args.push(format!("{}x{}", spec.width, spec.height));
     args.push("-i".into());
     args.push(format!("{}.0+0,0", display.env()));
+    args.extend(["-itsoffset".to_owned(), offset]);
     args.extend(
         ["-thread_queue_size", "512", "-f", "pulse", "-ac", "2", "-i"]
             .iter()
@@ -290,6 +301,10 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
             "aresample=async=1",
             "-flush_packets",
             "1",
+            // The file starts at 0: the first packet's time is taken off every stream alike, so
+            // the inputs' offset (`input_clock`) stays.
+            "-avoid_negative_ts",
+            "make_zero",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -396,6 +411,22 @@ pub fn ffmpeg_args(spec: &EncoderSpec, display: &DisplayInfo, audio: &AudioInfo)
         args.push(file_url(&images.directory.join(images.pattern())));
     }
     args
+}
+
+/// The `-itsoffset` of both inputs: minus `origin`, in seconds since the epoch.
+///
+/// x11grab and pulse both stamp what they capture with the wall clock (pulse minus the source's
+/// latency). Left to itself ffmpeg moves each input to start at 0 on its own, so the sound was
+/// shifted by the time between the first frame and the first audio packet: ffmpeg opens pulse
+/// only after it has probed x11grab, which reads frames until it has 5 MB (probesize), i.e. six
+/// frames at 640x360 and one at 1080p. Measured with the benchmark's A/V page: the sound came
+/// 190 ms early at 640x360 and 35-68 ms at 1080p; with both inputs on one clock (`-copyts`,
+/// this offset on each, and the muxer's `make_zero`), 38 ms at both (BENCHMARKS.md).
+pub fn input_clock(origin: SystemTime) -> String {
+    let since = origin
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("-{}.{:06}", since.as_secs(), since.subsec_micros())
 }
 
 /// Why ffmpeg could not write `output`, if that is why it stopped: the disk is full or
@@ -519,7 +550,7 @@ fn spawn_ffmpeg(
         images.start_number = images.next_number();
     }
     let mut cmd = Command::new("ffmpeg");
-    cmd.args(ffmpeg_args(&spec, display, audio))
+    cmd.args(ffmpeg_args(&spec, display, audio, SystemTime::now()))
         .env("PULSE_SERVER", &audio.server)
         // Ask the sink's monitor for small fragments: ffmpeg's audio then starts at once.
         .env("PULSE_LATENCY_MSEC", "20")
@@ -969,6 +1000,10 @@ mod tests {
         }
     }
 
+    fn origin() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_000_000_000_042)
+    }
+
     fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
         args.windows(2)
             .filter(|w| w[0] == flag)
@@ -982,7 +1017,7 @@ mod tests {
             server: "unix:/x/native".into(),
             sink: "pagecast_1".into(),
         };
-        let args = ffmpeg_args(&spec(), &DisplayInfo { number: 7 }, &audio);
+        let args = ffmpeg_args(&spec(), &DisplayInfo { number: 7 }, &audio, origin());
         assert_eq!(after(&args, "-i"), [":7.0+0,0", "pagecast_1.monitor"]);
         assert_eq!(after(&args, "-video_size"), ["1280x720"]);
         assert_eq!(after(&args, "-framerate"), ["30"]);
@@ -996,6 +1031,20 @@ mod tests {
         assert_eq!(after(&args, "-ar"), ["44100"]);
         assert_eq!(after(&args, "-g"), ["60"]);
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
+        // Both inputs on one clock: the same offset before each, timestamps kept, zero at the
+        // first packet.
+        assert!(args.contains(&"-copyts".to_owned()));
+        assert_eq!(
+            after(&args, "-itsoffset"),
+            ["-1796000000.000042", "-1796000000.000042"]
+        );
+        let first_input = args.iter().position(|a| a == "-i").unwrap();
+        let second_offset = args.iter().rposition(|a| a == "-itsoffset").unwrap();
+        assert!(
+            first_input < second_offset
+                && second_offset < args.iter().rposition(|a| a == "-i").unwrap()
+        );
+        assert_eq!(after(&args, "-avoid_negative_ts"), ["make_zero"]);
         assert!(after(&args, "-movflags")[0].contains("frag_keyframe"));
         assert_eq!(after(&args, "-video_track_timescale"), ["30000"]);
         assert_eq!(args.last().unwrap(), "file:/out/x.mp4");
@@ -1003,7 +1052,7 @@ mod tests {
         let mut live = spec();
         live.relays = vec![5000, 5001];
         live.output = Some("/out/a|b.mp4".into());
-        let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio);
+        let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio, origin());
         assert_eq!(after(&args, "-f")[2..], ["tee"]);
         assert_eq!(
             args.last().unwrap(),
@@ -1013,7 +1062,7 @@ mod tests {
         );
         assert_eq!(after(&args, "-flags"), ["+global_header"]);
         live.output = None;
-        let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio);
+        let args = ffmpeg_args(&live, &DisplayInfo { number: 7 }, &audio, origin());
         assert!(after(&args, "-flags").is_empty());
         assert!(!args.last().unwrap().contains("mp4"));
 
@@ -1025,7 +1074,7 @@ mod tests {
             naming: Naming::Index,
         });
         let last = |spec: &EncoderSpec| {
-            ffmpeg_args(spec, &DisplayInfo { number: 7 }, &audio)
+            ffmpeg_args(spec, &DisplayInfo { number: 7 }, &audio, origin())
                 .last()
                 .unwrap()
                 .clone()
@@ -1061,7 +1110,7 @@ mod tests {
             format: ImageFormat::Jpeg,
             naming: Naming::Index,
         });
-        let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio);
+        let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio, origin());
         assert_eq!(
             after(&args, "-vf"),
             [
@@ -1086,7 +1135,7 @@ mod tests {
         assert_eq!(images.next_number(), 1);
         images.start_number = 3;
         shots.images = Some(images.clone());
-        let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio);
+        let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio, origin());
         assert_eq!(after(&args, "-c:v")[1], "png");
         assert_eq!(after(&args, "-strftime"), ["1"]);
         assert!(after(&args, "-start_number").is_empty());
@@ -1112,7 +1161,7 @@ mod tests {
         let mut same_size = spec();
         same_size.output_size = None;
         assert!(after(
-            &ffmpeg_args(&same_size, &DisplayInfo { number: 7 }, &audio),
+            &ffmpeg_args(&same_size, &DisplayInfo { number: 7 }, &audio, origin()),
             "-vf"
         )
         .is_empty());
