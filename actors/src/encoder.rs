@@ -421,7 +421,8 @@ pub fn ffmpeg_args(
 /// only after it has probed x11grab, which reads frames until it has 5 MB (probesize), i.e. six
 /// frames at 640x360 and one at 1080p. Measured with the benchmark's A/V page: the sound came
 /// 190 ms early at 640x360 and 35-68 ms at 1080p; with both inputs on one clock (`-copyts`,
-/// this offset on each, and the muxer's `make_zero`), 38 ms at both (BENCHMARKS.md).
+/// this offset on each, and the muxer's `make_zero`), 38 ms at 640x360 and mostly 40 ms at
+/// 1080p, up to 97 ms on a loaded machine (BENCHMARKS.md).
 pub fn input_clock(origin: SystemTime) -> String {
     let since = origin
         .duration_since(SystemTime::UNIX_EPOCH)
