@@ -35,6 +35,8 @@ use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shut
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// ffmpeg's `-rw_timeout` for the RTMP connection, in microseconds (10 s).
+const RW_TIMEOUT_US: &str = "10000000";
 /// How long a relay told to stop (`q`) may take to send what is still queued before SIGTERM.
 const DRAIN: Duration = Duration::from_millis(500);
 /// How long a first SIGTERM may take before the second one that interrupts a blocked read.
@@ -174,6 +176,11 @@ pub fn relay_args(spec: &RelaySpec, target: &Target) -> Vec<String> {
                 args.push("-rtmp_tcurl".into());
                 args.push((*tc_url).to_owned());
             }
+            // A server that takes the connection and then answers nothing (or stops reading)
+            // would hold ffmpeg forever, silently: after this long on one read or write it
+            // fails, and the relay reconnects as for any drop.
+            args.push("-rw_timeout".into());
+            args.push(RW_TIMEOUT_US.into());
             args.push((*url).to_owned());
         }
         Target::Srt(srt) => {
@@ -460,6 +467,8 @@ mod tests {
                 .to_owned()
         ));
         assert_eq!(args.last().unwrap(), "rtmp://127.0.0.1:1935/live/key");
+        let timeout = args.iter().position(|a| a == "-rw_timeout").unwrap();
+        assert_eq!(args[timeout + 1], "10000000");
         assert!(!args.contains(&"-rtmp_tcurl".to_owned()));
         let args = relay_args(
             &spec,
@@ -469,10 +478,12 @@ mod tests {
             },
         );
         assert_eq!(
-            args[args.len() - 3..],
+            args[args.len() - 5..],
             [
                 "-rtmp_tcurl",
                 "rtmp://live.example.com:1935/live",
+                "-rw_timeout",
+                "10000000",
                 "rtmp://127.0.0.1:4000/live/Xq7"
             ]
         );
