@@ -366,7 +366,11 @@ impl Upload {
         }
     }
 
-    fn note(&mut self, result: Result<(), Fault>, what: &str) -> Result<(), Fault> {
+    /// Records how a store call that began at `began` ended. The give-up clock starts when the
+    /// first failing call began, not when it timed out: a store that stops answering has been
+    /// away since then (it used to start after the first timeout, so one more whole timeout ran
+    /// past `give_up_after`: 80 s for a limit of 4 s).
+    fn note(&mut self, result: Result<(), Fault>, what: &str, began: Instant) -> Result<(), Fault> {
         match &result {
             Ok(()) => {
                 if self.down_since.take().is_some() {
@@ -375,7 +379,7 @@ impl Upload {
             }
             Err(fault) => {
                 if self.down_since.is_none() {
-                    self.down_since = Some(Instant::now());
+                    self.down_since = Some(began);
                 }
                 tracing::warn!(call = what, target = %self.spec.target.describe(), error = %fault.message, "{UPLOAD_RETRYING}");
             }
@@ -386,6 +390,7 @@ impl Upload {
     /// Uploads the next `size` bytes of the file as the next part. While recording, a lost
     /// upload starts over at once (the next tick uploads the first part again).
     async fn upload_next(&mut self, size: u64) -> Result<(), Fault> {
+        let began = Instant::now();
         let result = match read_range(&self.spec.file, self.uploaded, size) {
             Ok(bytes) => self.store.put_part(self.uploaded, bytes).await,
             Err(e) => Err(Fault::new(format!("cannot read the local file: {e}"))),
@@ -406,20 +411,22 @@ impl Upload {
                 self.start_over().await;
             }
         }
-        self.note(result, "uploading a part")
+        self.note(result, "uploading a part", began)
     }
 
     async fn put_whole(&mut self, total: u64) -> Result<(), Fault> {
+        let began = Instant::now();
         let result = match read_range(&self.spec.file, 0, total) {
             Ok(bytes) => self.store.put_whole(bytes).await,
             Err(e) => Err(Fault::new(format!("cannot read the local file: {e}"))),
         };
-        self.note(result, "uploading the object")
+        self.note(result, "uploading the object", began)
     }
 
     async fn complete(&mut self, total: u64) -> Result<(), Fault> {
+        let began = Instant::now();
         let result = self.store.complete(total).await;
-        self.note(result, "completing the upload")
+        self.note(result, "completing the upload", began)
     }
 
     /// The object's size must be the file's.
