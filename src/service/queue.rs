@@ -189,6 +189,13 @@ pub(super) async fn claim_worker_id(
             "moved the jobs an earlier run with this worker id left back to the queue"
         );
     }
+    let adopted = store.adopt_unbraced_jobs().await.map_err(redis_error)?;
+    if adopted > 0 {
+        tracing::warn!(
+            jobs = adopted,
+            "moved the jobs queued under the key names without the hash tag into the queue"
+        );
+    }
     Ok(())
 }
 

@@ -416,6 +416,37 @@ impl Store {
     }
 
     /// How many jobs wait in the queue.
+    /// Moves the jobs queued under the key names of versions before the hash tag (`Q:jobs`,
+    /// and this worker's `Q:processing:<worker>`: jobs it was running when it stopped) into
+    /// today's queue, oldest next, so an upgrade loses no queued job. Returns how many moved.
+    /// (Such a deployment cannot have been a Redis Cluster: its scripts needed one slot.)
+    pub async fn adopt_unbraced_jobs(&mut self) -> redis::RedisResult<usize> {
+        // The queue first: the job this worker was running was taken before any still queued,
+        // so it goes last, nearest the take.
+        let old = [
+            format!("{}:jobs", self.keys.queue),
+            format!("{}:processing:{}", self.keys.queue, self.worker),
+        ];
+        let mut moved = 0;
+        for from in old {
+            // Newest first from the left to the right end: the oldest ends nearest the take.
+            loop {
+                let job: Option<String> = redis::cmd("LMOVE")
+                    .arg(&from)
+                    .arg(self.keys.jobs())
+                    .arg("LEFT")
+                    .arg("RIGHT")
+                    .query_async(&mut self.con)
+                    .await?;
+                if job.is_none() {
+                    break;
+                }
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     pub async fn queue_length(&mut self) -> redis::RedisResult<u64> {
         self.con.llen(self.keys.jobs()).await
     }
@@ -798,6 +829,30 @@ mod tests {
         assert!((1..=60).contains(&ttl), "{ttl}");
         assert_eq!(redis.cli(&["LLEN", "{t}:jobs"]), "0");
         assert_eq!(redis.cli(&["LLEN", "{t}:processing:w1"]), "0");
+    }
+
+    #[actix_rt::test]
+    async fn jobs_queued_under_the_names_before_the_hash_tag_are_adopted_oldest_next() {
+        let redis = Redis::start();
+        let mut w1 = store(&redis, "w1").await;
+        // Queued before the upgrade: "old1" first; "run" was running on w1 when it stopped.
+        redis.cli(&["LPUSH", "t:jobs", "old1"]);
+        redis.cli(&["LPUSH", "t:jobs", "old2"]);
+        redis.cli(&["LPUSH", "t:processing:w1", "run"]);
+        redis.cli(&["LPUSH", "t:processing:w2", "other"]);
+        // Queued after it, under today's name.
+        redis.cli(&["LPUSH", "{t}:jobs", "new1"]);
+        assert_eq!(w1.adopt_unbraced_jobs().await.unwrap(), 3);
+        let order = redis.cli(&["LRANGE", "{t}:jobs", "0", "-1"]);
+        // Taken from the right: the interrupted job, then the old ones in order, then the new.
+        assert_eq!(
+            order.split_whitespace().collect::<Vec<_>>(),
+            ["new1", "old2", "old1", "run"]
+        );
+        assert_eq!(redis.cli(&["EXISTS", "t:jobs"]), "0");
+        // Another worker's interrupted jobs are its own to adopt (or the dead-worker check's).
+        assert_eq!(redis.cli(&["LLEN", "t:processing:w2"]), "1");
+        assert_eq!(w1.adopt_unbraced_jobs().await.unwrap(), 0);
     }
 
     #[actix_rt::test]
