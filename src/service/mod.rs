@@ -1023,6 +1023,29 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         service.abort();
     }
 
+    /// Crashes the running queue actor `first` and waits for its successor to connect.
+    async fn crash_the_queue(wiring: &Rc<RefCell<Wiring>>, first: &Addr<queue::QueueActor>) {
+        first.do_send(queue::Crash);
+        until("a new queue actor", || {
+            wiring
+                .borrow()
+                .queue
+                .as_ref()
+                .is_some_and(|q| q != first && q.connected())
+        })
+        .await;
+    }
+
+    /// Waits until a queue actor follows the control channel `t:control`.
+    async fn following_control(redis: &Redis) {
+        until("the queue to follow control requests", || {
+            redis
+                .cli(&["PUBSUB", "NUMSUB", "t:control"])
+                .ends_with("\n1")
+        })
+        .await;
+    }
+
     /// The queue actor panics with a recording running: the restarted one carries on with its
     /// job table, so the recording's end is still written (and stop requests still reach it).
     #[actix_rt::test]
@@ -1033,21 +1056,8 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         until("the job to run", || logged(dir.path(), "start", "q") == 1).await;
         let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
         let first = wiring.borrow().queue.clone().unwrap();
-        first.do_send(queue::Crash);
-        until("a new queue actor", || {
-            wiring
-                .borrow()
-                .queue
-                .as_ref()
-                .is_some_and(|q| *q != first && q.connected())
-        })
-        .await;
-        until("the new queue to follow stop requests", || {
-            redis
-                .cli(&["PUBSUB", "NUMSUB", "t:control"])
-                .ends_with("\n1")
-        })
-        .await;
+        crash_the_queue(&wiring, &first).await;
+        following_control(&redis).await;
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"q"}"#]);
         until("the job to be done", || {
             redis.hget("{t}:job:q", "state") == "done"
@@ -1079,25 +1089,12 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             logged(dir.path(), "pause", "s") == 1
         })
         .await;
-        first.do_send(queue::Crash);
-        until("a new queue actor", || {
-            wiring
-                .borrow()
-                .queue
-                .as_ref()
-                .is_some_and(|q| *q != first && q.connected())
-        })
-        .await;
+        crash_the_queue(&wiring, &first).await;
         until("the pause to be written", || {
             redis.hget("{t}:job:s", "state") == "paused"
         })
         .await;
-        until("the new queue to follow control requests", || {
-            redis
-                .cli(&["PUBSUB", "NUMSUB", "t:control"])
-                .ends_with("\n1")
-        })
-        .await;
+        following_control(&redis).await;
         redis.cli(&["PUBLISH", "t:control", r#"{"resume":"s"}"#]);
         until("the resume to be written", || {
             logged(dir.path(), "resume", "s") == 1 && redis.hget("{t}:job:s", "state") == "running"
