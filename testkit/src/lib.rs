@@ -518,6 +518,18 @@ impl ServerProcess {
         let _ = self.0.wait();
     }
 
+    /// Waits up to `limit` for the server to exit; true if it has.
+    pub fn wait_up_to(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.0.try_wait() {
+                Ok(Some(_)) | Err(_) => return true,
+                Ok(None) if Instant::now() >= deadline => return false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Kills the server for good (thawed first, so that it can die): connections are refused
     /// from now on.
     pub fn kill(&mut self) {
