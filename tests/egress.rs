@@ -960,17 +960,10 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
         "rec/hls/",
         fetched.path().to_str().unwrap(),
     ]);
-    let names = |d: &Path| {
-        let mut names: Vec<String> = std::fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
-    assert_eq!(names(fetched.path()), names(&local));
-    assert!(names(&local).len() >= 3, "{:?}", names(&local));
-    for name in names(&local) {
+    let names = files_in(&local);
+    assert_eq!(files_in(fetched.path()), names);
+    assert!(names.len() >= 3, "{names:?}");
+    for name in names {
         assert!(
             std::fs::read(fetched.path().join(&name)).unwrap()
                 == std::fs::read(local.join(&name)).unwrap(),

@@ -318,18 +318,6 @@ fn a_server_gone_for_good_keeps_the_local_file_and_names_it() {
     assert!(probe(kept).duration() >= 7.0);
 }
 
-/// SIGRTMIN discards: the multipart upload begun while recording is aborted, no object is made,
-/// and the file recorded into the keep directory is removed; exit 6.
-/// The files of `dir`, by name.
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// output.hls.prefix and output.images.s3_prefix (its older name): while recording, every segment a playlist
 /// in the bucket names is in the bucket already; at the end the bucket holds exactly the local
 /// segments, playlists and images, byte for byte.
@@ -421,6 +409,8 @@ fn hls_and_snapshots_are_copied_to_s3_as_they_close() {
     assert!((vod - 8.0).abs() <= 1.5, "the playlist holds {vod} s");
 }
 
+/// SIGRTMIN discards: the multipart upload begun while recording is aborted, no object is made,
+/// and the file recorded into the keep directory is removed; exit 6.
 #[test]
 fn a_discarded_recording_leaves_no_object_and_no_file() {
     let _heavy = heavy();

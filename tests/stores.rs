@@ -53,16 +53,6 @@ fn parts_uploaded(stderr: &str) -> usize {
         .count()
 }
 
-/// The file names in `dir`, sorted.
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The store holds under `prefix` exactly the files of `local`, byte for byte (`names`: the
 /// store's object names; `fetch(name, to)`: downloads one). Returns where they were fetched to.
 fn assert_copied(

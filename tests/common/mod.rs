@@ -193,3 +193,13 @@ pub fn out_dir() -> (tempfile::TempDir, PathBuf) {
     let file = dir.path().join("rec.mp4");
     (dir, file)
 }
+
+/// The file names in `dir`, sorted.
+pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
