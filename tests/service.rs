@@ -710,6 +710,7 @@ fn assert_green(file: &Path, at: f64) {
 
 /// A worker keeping one warm tree at 640x360 (`--warm 1 --warm-size 640x360`): a job of that
 /// size takes the ready tree (logged) and the pool starts another, which the next job takes. The
+/// pool refills once the job's page is loaded, not beside its start. The
 /// page turns red if it finds what an earlier page stored in localStorage, else green (and
 /// stores its mark): both recordings are green, the browser of the first job was not the
 /// second's. Then the pooled Chromium is killed (-9): the tree is lost and replaced by a new
@@ -730,6 +731,15 @@ fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused
         }
         files.push(push(&redis, id, dir.path(), &page, Some("3s")));
         run.wait_for_nth(events::JOB_TOOK_WARM_TREE, n + 1, Duration::from_secs(10));
+        // The pool refills only once the job's page is loaded: a Chromium starting beside it
+        // would slow it down.
+        let loaded = run.wait_for_nth(events::PAGE_LOADED, n + 1, Duration::from_secs(30));
+        let refill = run.wait_for_nth(events::WARM_TREE_STARTING, n + 2, Duration::from_secs(30));
+        assert!(
+            refill > loaded,
+            "the pool refilled before job {id}'s page was loaded:\n{}",
+            run.stderr()
+        );
         wait_state(&redis, id, "done", Duration::from_secs(60));
     }
     assert_eq!(run.count(events::JOB_COLD_START), 0, "{}", run.stderr());

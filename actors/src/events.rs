@@ -59,6 +59,10 @@ pub const WARM_TREE_READY: &str = "warm tree ready: waiting for a job";
 
 // The recording service's own events.
 
+/// The warm pool starts a warm tree (fields: pid, size). After a job started, only once its page
+/// is loaded (or a few seconds later): see `src/service/runner.rs`, `REFILL_HOLD`.
+pub const WARM_TREE_STARTING: &str = "warm tree starting";
+
 /// A job was handed to a warm tree (fields: job, pid, waited: how long the tree had been ready).
 pub const JOB_TOOK_WARM_TREE: &str = "job took a warm tree";
 /// A job started a recording from nothing: no warm tree fitted or was ready (fields: job, why).

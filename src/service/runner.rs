@@ -11,7 +11,8 @@
 //! With `--warm N` it also keeps N warm trees (`record --warm SIZE --config -`, `src/warm.rs`):
 //! each says when it is ready (`WARM_TREE_READY`); a job that fits takes a ready one (its config
 //! written to that process's stdin: `JOB_TOOK_WARM_TREE`), any other starts cold
-//! (`JOB_COLD_START`), and the pool starts a new tree behind it. A warm tree is one process per
+//! (`JOB_COLD_START`), and the pool starts a new tree behind it once that job's page is loaded
+//! (`PAGE_LOADED`, or [`REFILL_HOLD`] at most: see there). A warm tree is one process per
 //! job, never reused (fresh profile and display). One that dies before a job took it is replaced
 //! (`WARM_TREE_LOST`). A job admitted only by making warm trees give way (`StartJob::shed_warm`)
 //! stops that many (`WARM_TREE_GAVE_WAY`), and the pool stays that much smaller until it ends.
@@ -159,6 +160,27 @@ struct Paused {
 #[rtype(result = "()")]
 pub struct ResendPauses;
 
+/// How long the pool's refill waits, at most, for a job that has just started to have its page
+/// loaded. A new warm tree (Chromium's start above all) takes a core for a second or more: started
+/// beside the job, on a 2-core machine it slowed the job's page load and first paint (measured
+/// with `bench/run.sh --start`, BENCHMARKS.md).
+const REFILL_HOLD: Duration = Duration::from_secs(3);
+
+/// Message (from a job's log lines): its page is loaded; the pool may refill.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct PageLoaded(String);
+
+impl Handler<PageLoaded> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, PageLoaded(id): PageLoaded, ctx: &mut Context<Self>) {
+        if self.starting.remove(&id) {
+            self.refill(ctx);
+        }
+    }
+}
+
 /// Message (from a warm tree's log lines): it is ready for a job. Carries its log name.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -228,6 +250,9 @@ pub struct RunnerActor {
     lent: HashMap<String, usize>,
     /// Warm trees stopping (given way to a job), by process id.
     retiring: HashMap<u32, ChildProcess>,
+    /// Jobs started whose page is not loaded yet: the pool's refill waits for them (at most
+    /// [`REFILL_HOLD`]).
+    starting: HashSet<String>,
 }
 
 impl RunnerActor {
@@ -262,6 +287,7 @@ impl RunnerActor {
             warm_measured: HashMap::new(),
             lent: HashMap::new(),
             retiring: HashMap::new(),
+            starting: HashSet::new(),
         }
     }
 
@@ -313,26 +339,21 @@ impl RunnerActor {
             Stdout::Log,
             Box::new(move |line| {
                 let job_id = tag.lock().map(|t| t.clone()).unwrap_or_default();
-                if line.contains(events::WARM_TREE_READY) {
-                    if let Some(me) = me.upgrade() {
-                        me.do_send(WarmReady(job_id.clone()));
+                if let (Some(event), Some(me)) = (watched_event(line), me.upgrade()) {
+                    let id = job_id.clone();
+                    match event {
+                        events::WARM_TREE_READY => me.do_send(WarmReady(id)),
+                        events::PAGE_LOADED => me.do_send(PageLoaded(id)),
+                        events::ENCODER_FALLING_BEHIND => me.do_send(Pace { id, behind: true }),
+                        events::ENCODER_CAUGHT_UP => me.do_send(Pace { id, behind: false }),
+                        // Through the runner, to the queue actor running then (not the one
+                        // running at the recording's start: it may have been restarted since).
+                        events::RECORDING_PAUSED => me.do_send(Paused { id, paused: true }),
+                        events::RECORDING_RESUMED => me.do_send(Paused { id, paused: false }),
+                        _ => {}
                     }
                 }
-                if let (Some(behind), Some(me)) = (pace_of(line), me.upgrade()) {
-                    me.do_send(Pace {
-                        id: job_id.clone(),
-                        behind,
-                    });
-                }
                 super::recording_metrics::observe(line);
-                // Through the runner, to the queue actor running then (not the one running at the
-                // recording's start: a queue actor may have been restarted since).
-                if let (Some(paused), Some(me)) = (pause_event(line), me.upgrade()) {
-                    me.do_send(Paused {
-                        id: job_id.clone(),
-                        paused,
-                    });
-                }
                 pass_on(&job_id, line)
             }),
         )
@@ -340,13 +361,14 @@ impl RunnerActor {
         Ok(child)
     }
 
-    /// Starts warm trees until the pool is full (not while stopping).
+    /// Starts warm trees until the pool is full (not while stopping, nor while a job that has
+    /// just started still loads its page).
     fn refill(&mut self, ctx: &mut Context<Self>) {
         let target = self
             .pool
             .count
             .saturating_sub(self.lent.values().sum::<usize>());
-        while !self.stopping && self.warm.len() < target {
+        while !self.stopping && self.starting.is_empty() && self.warm.len() < target {
             let tag = Arc::new(Mutex::new(String::new()));
             let child = match self.spawn_recording(ctx, tag.clone(), Some(self.pool.size)) {
                 Ok(child) => child,
@@ -359,7 +381,7 @@ impl RunnerActor {
             if let Ok(mut t) = tag.lock() {
                 *t = warm_tag(pid);
             }
-            tracing::info!(pid, size = %self.pool.size, "warm tree starting");
+            tracing::info!(pid, size = %self.pool.size, "{}", events::WARM_TREE_STARTING);
             self.tags.insert(pid, tag);
             ctx.spawn(actix::fut::wrap_future(child.exit_report()).map(
                 move |(status, _), act: &mut Self, ctx: &mut Context<Self>| {
@@ -506,6 +528,7 @@ impl RunnerActor {
         self.discarded.remove(&id);
         self.paused.remove(&id);
         self.lent.remove(&id);
+        self.starting.remove(&id);
         self.usage.measured.remove(&id);
         if self.usage.behind.remove(&id) {
             self.send_usage();
@@ -708,6 +731,16 @@ impl Handler<StartJob> for RunnerActor {
                 }),
         );
         self.jobs.insert(job.id.clone(), child);
+        // The pool refills once this job's page is loaded, or after REFILL_HOLD.
+        if self.pool.count > 0 {
+            self.starting.insert(job.id.clone());
+            let id = job.id.clone();
+            ctx.run_later(REFILL_HOLD, move |act, ctx| {
+                if act.starting.remove(&id) {
+                    act.refill(ctx);
+                }
+            });
+        }
         self.outputs.insert(job.id, output);
         self.refill(ctx);
         Ok(())
@@ -874,38 +907,31 @@ impl Handler<Kill> for RunnerActor {
     }
 }
 
-/// Whether a recording's log line says its encoder fell behind (true) or caught up (false).
-fn pace_of(line: &str) -> Option<bool> {
-    // Cheap first: most lines are neither.
-    if !line.contains(events::ENCODER_FALLING_BEHIND) && !line.contains(events::ENCODER_CAUGHT_UP) {
+/// The events of a recording's log the runner acts on.
+const WATCHED: [&str; 6] = [
+    events::WARM_TREE_READY,
+    events::PAGE_LOADED,
+    events::ENCODER_FALLING_BEHIND,
+    events::ENCODER_CAUGHT_UP,
+    events::RECORDING_PAUSED,
+    events::RECORDING_RESUMED,
+];
+
+/// Which of [`WATCHED`] a recording's JSON log line is, if any.
+fn watched_event(line: &str) -> Option<&'static str> {
+    // Cheap first: most lines are none of them.
+    if !WATCHED.iter().any(|m| line.contains(m)) {
         return None;
     }
     let event: serde_json::Value = serde_json::from_str(line).ok()?;
-    match event.get("message")?.as_str()? {
-        events::ENCODER_FALLING_BEHIND => Some(true),
-        events::ENCODER_CAUGHT_UP => Some(false),
-        _ => None,
-    }
+    let message = event.get("message")?.as_str()?;
+    WATCHED.into_iter().find(|m| *m == message)
 }
 
 /// Passes one line a recording printed (its JSON log, `--log-format json`) on to the service's
 /// log at the line's own level, tagged with the job: `job`, the line's `message`, and its other
 /// fields as `fields`. A line that is not a JSON log event (its final `pagecast: <error>`, a
 /// panic) is a warning.
-/// A recording's log line saying it paused (`Some(true)`) or resumed (`Some(false)`).
-fn pause_event(line: &str) -> Option<bool> {
-    use pagecast_actors::events::{RECORDING_PAUSED, RECORDING_RESUMED};
-    if !line.contains(RECORDING_PAUSED) && !line.contains(RECORDING_RESUMED) {
-        return None;
-    }
-    let event: serde_json::Value = serde_json::from_str(line).ok()?;
-    match event.get("message")?.as_str()? {
-        m if m == RECORDING_PAUSED => Some(true),
-        m if m == RECORDING_RESUMED => Some(false),
-        _ => None,
-    }
-}
-
 fn pass_on(job: &str, line: &str) {
     let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(line) else {
         tracing::warn!(target: "pagecast::recording", job = %job, "{line}");
