@@ -41,6 +41,8 @@ CG_ROOTS = {"cpuacct": "/sys/fs/cgroup/cpuacct", "memory": "/sys/fs/cgroup/memor
 CG_PREFIX = "pagecast-bench-"
 LOCK_PATH = os.path.join(tempfile.gettempdir(), "pagecast-heavy-tests.lock")
 WARM_TREE_READY = "warm tree ready: waiting for a job"  # actors/src/events.rs
+# The steps of a start, by their log lines (actors/src/events.rs, actors/src/browser.rs).
+START_PHASES = ["job took a warm tree", "encoder running", "loading the page", "page loaded"]
 SETTLE = 3.0  # seconds after the first frame before steady state is measured
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -893,6 +895,8 @@ class Bench:
                 content, first, _ = first_content_time(out)
                 if content is not None:
                     res["picked_to_content"] = filewatch.first - t_taken + content - first
+            # Where the time goes: each step's log line, from the job taken.
+            res["phases"] = {m: logs.seen[m][0] - t_taken for m in START_PHASES if m in logs.seen}
             res["job_ended"] = ended[1].get("code")
             res["took_warm_tree"] = bool(logs.seen.get("job took a warm tree"))
             if warm and not res["took_warm_tree"]:

@@ -708,7 +708,8 @@ fn assert_green(file: &Path, at: f64) {
     );
 }
 
-/// A worker keeping one warm tree at 640x360 (`--warm 1 --warm-size 640x360`): a job of that
+/// A worker keeping one warm tree at 640x360 (`--warm 1 --warm-size 640x360`), its browser's
+/// audio started ahead of the page: a job of that
 /// size takes the ready tree (logged) and the pool starts another, which the next job takes. The
 /// pool refills once the job's page is loaded, not beside its start. The
 /// page turns red if it finds what an earlier page stored in localStorage, else green (and
@@ -723,6 +724,13 @@ fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused
     let page = test_page("storage.html", "");
     let mut run = serve(&redis, "w1", &["--warm", "1", "--warm-size", "640x360"]);
     run.wait_for(events::WARM_TREE_READY, Duration::from_secs(30));
+    // Its browser's audio started ahead of any page (an audio context that ran, then closed).
+    let log = run.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(events::BROWSER_AUDIO_AHEAD) && l.contains("state=running")),
+        "the warm browser's audio did not start ahead of the page:\n{log}"
+    );
     let mut files = Vec::new();
     for (n, id) in ["a", "b"].into_iter().enumerate() {
         if n > 0 {

@@ -82,7 +82,18 @@ pub struct BrowserSpec {
     pub page_loaded: tokio::sync::watch::Sender<bool>,
     /// How the page is shown beyond its address.
     pub page: PageOptions,
+    /// Start Chromium's audio output before the page (a warm tree's browser): see
+    /// [`AUDIO_AHEAD`].
+    pub audio_ahead: bool,
 }
+
+/// Run on the blank page of a warm tree's browser: an audio context opened and closed at once.
+/// Chromium starts its audio service and asks PulseAudio for the output's parameters on a page's
+/// first audio context; done ahead, a job's page that plays sound paints about 0.05–0.1 s sooner
+/// (`bench/run.sh --start`, BENCHMARKS.md). Nothing plays, and the blank page is gone with the
+/// job's navigation.
+const AUDIO_AHEAD: &str =
+    "const c = new AudioContext(); const state = c.state; c.close(); return state;";
 
 /// What a page may need beyond its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,6 +351,21 @@ impl BrowserActor {
                 }
             }
         };
+        if spec.audio_ahead {
+            // Best effort: a page without sound does not need it, and one with sound starts it
+            // itself.
+            match client.execute(AUDIO_AHEAD, vec![]).await {
+                Ok(state) => tracing::info!(
+                    state = state.as_str().unwrap_or_default(),
+                    "{}",
+                    crate::events::BROWSER_AUDIO_AHEAD
+                ),
+                Err(e) => tracing::warn!(
+                    error = %first_line(&e.to_string()),
+                    "could not start the browser's audio ahead of the page"
+                ),
+            }
+        }
         let x_display = display.env();
         tracing::info!(pid = driver.pid(), display = %x_display, sink = %audio.sink, "browser ready");
         let actor = BrowserActor {
@@ -1054,6 +1080,7 @@ mod tests {
             secrets: Vec::new(),
             page_loaded: Default::default(),
             page: PageOptions::default(),
+            audio_ahead: false,
         };
         let args = chromium_args(&spec, Path::new("/tmp/x/profile"));
         assert!(!args.iter().any(|a| a.starts_with("--host-resolver-rules")));

@@ -568,6 +568,7 @@ fn browser_child(spec: &RecordingSpec, media: &Media) -> ChildSpec {
         secrets: spec.secrets.clone(),
         page_loaded: media.reports.page_loaded.clone(),
         page: spec.page.clone(),
+        audio_ahead: false,
     };
     let awaits_start = spec.await_start.is_some();
     let fresh_url = spec.fresh_url.clone();
@@ -586,8 +587,11 @@ fn browser_child(spec: &RecordingSpec, media: &Media) -> ChildSpec {
             let fresh = fresh_url.as_ref().map(|f| (f.0)());
             // A warm tree's browser shows the job's page once the job came; before, the blank one.
             let job = late.as_ref().map(|l| l.get());
-            if let Some(Some(job)) = &job {
-                browser.url = job.url.clone();
+            match &job {
+                Some(Some(job)) => browser.url = job.url.clone(),
+                // Before its job: the page's first sound need not wait for the audio's start.
+                Some(None) => browser.audio_ahead = true,
+                None => {}
             }
             let layout = layout.borrow().clone();
             async move {

@@ -32,6 +32,7 @@ fn browser_tree(
         secrets: Vec::new(),
         page_loaded: Default::default(),
         page: Default::default(),
+        audio_ahead: false,
     };
     let (d, a, b) = (display.clone(), audio.clone(), browser.clone());
     let browser_child = ChildSpec::new(
