@@ -725,6 +725,7 @@ fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused
     let mut run = serve(&redis, "w1", &["--warm", "1", "--warm-size", "640x360"]);
     run.wait_for(events::WARM_TREE_READY, Duration::from_secs(30));
     // Its browser's audio started ahead of any page (an audio context that ran, then closed).
+    run.wait_for(events::BROWSER_AUDIO_AHEAD, Duration::from_secs(10));
     let log = run.stderr();
     assert!(
         log.lines()

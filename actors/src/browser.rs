@@ -82,16 +82,17 @@ pub struct BrowserSpec {
     pub page_loaded: tokio::sync::watch::Sender<bool>,
     /// How the page is shown beyond its address.
     pub page: PageOptions,
-    /// Start Chromium's audio output before the page (a warm tree's browser): see
-    /// [`AUDIO_AHEAD`].
+    /// Start Chromium's audio output before the page is asked for (a browser's first start, not
+    /// a restart, which loads its page at once): see [`AUDIO_AHEAD`].
     pub audio_ahead: bool,
 }
 
-/// Run on the blank page of a warm tree's browser: an audio context opened and closed at once.
+/// Run on the blank page a browser starts with: an audio context opened and closed at once.
 /// Chromium starts its audio service and asks PulseAudio for the output's parameters on a page's
-/// first audio context; done ahead, a job's page that plays sound paints about 0.05–0.1 s sooner
-/// (`bench/run.sh --start`, BENCHMARKS.md). Nothing plays, and the blank page is gone with the
-/// job's navigation.
+/// first audio context, and the page's script (so its first paint) waits for that. Done ahead, while
+/// the encoder starts (or a warm tree waits), a page that plays sound is on tape about 0.1 s
+/// sooner, cold or warm (`bench/run.sh --start`, BENCHMARKS.md). Nothing plays, and the blank
+/// page is gone with the page's navigation.
 const AUDIO_AHEAD: &str =
     "const c = new AudioContext(); const state = c.state; c.close(); return state;";
 
@@ -204,6 +205,8 @@ pub struct BrowserActor {
     probing: bool,
     /// Load the page as soon as the actor runs (a restart: the encoder is already recording).
     navigate_at_start: bool,
+    /// Start Chromium's audio output as soon as the actor runs (see [`AUDIO_AHEAD`]).
+    audio_ahead: bool,
     /// Where BiDi liveness probes are sent; shared with the task sending one.
     bidi: Rc<tokio::sync::Mutex<BidiSink>>,
     /// The BiDi probe awaiting its answer: its id and when it was sent.
@@ -351,21 +354,6 @@ impl BrowserActor {
                 }
             }
         };
-        if spec.audio_ahead {
-            // Best effort: a page without sound does not need it, and one with sound starts it
-            // itself.
-            match client.execute(AUDIO_AHEAD, vec![]).await {
-                Ok(state) => tracing::info!(
-                    state = state.as_str().unwrap_or_default(),
-                    "{}",
-                    crate::events::BROWSER_AUDIO_AHEAD
-                ),
-                Err(e) => tracing::warn!(
-                    error = %first_line(&e.to_string()),
-                    "could not start the browser's audio ahead of the page"
-                ),
-            }
-        }
         let x_display = display.env();
         tracing::info!(pid = driver.pid(), display = %x_display, sink = %audio.sink, "browser ready");
         let actor = BrowserActor {
@@ -381,6 +369,7 @@ impl BrowserActor {
             page_loaded: spec.page_loaded.clone(),
             probing: false,
             navigate_at_start,
+            audio_ahead: spec.audio_ahead,
             bidi: Rc::new(tokio::sync::Mutex::new(bidi)),
             bidi_probe: None,
             next_id: 100,
@@ -840,6 +829,23 @@ impl Actor for BrowserActor {
             },
         ));
         ctx.run_interval(PROBE_EVERY, |act, ctx| act.probe(ctx));
+        if let Some(client) = self.client.clone().filter(|_| self.audio_ahead) {
+            // Not awaited: it goes on while the encoder starts, and a Navigate queues behind it.
+            // Best effort: a page without sound does not need it, one with sound starts it itself.
+            ctx.spawn(actix::fut::wrap_future(async move {
+                match client.execute(AUDIO_AHEAD, vec![]).await {
+                    Ok(state) => tracing::info!(
+                        state = state.as_str().unwrap_or_default(),
+                        "{}",
+                        crate::events::BROWSER_AUDIO_AHEAD
+                    ),
+                    Err(e) => tracing::warn!(
+                        error = %first_line(&e.to_string()),
+                        "could not start the browser's audio ahead of the page"
+                    ),
+                }
+            }));
+        }
         if self.navigate_at_start {
             ctx.notify(Navigate);
         }

@@ -587,11 +587,8 @@ fn browser_child(spec: &RecordingSpec, media: &Media) -> ChildSpec {
             let fresh = fresh_url.as_ref().map(|f| (f.0)());
             // A warm tree's browser shows the job's page once the job came; before, the blank one.
             let job = late.as_ref().map(|l| l.get());
-            match &job {
-                Some(Some(job)) => browser.url = job.url.clone(),
-                // Before its job: the page's first sound need not wait for the audio's start.
-                Some(None) => browser.audio_ahead = true,
-                None => {}
+            if let Some(Some(job)) = &job {
+                browser.url = job.url.clone();
             }
             let layout = layout.borrow().clone();
             async move {
@@ -613,6 +610,7 @@ fn browser_child(spec: &RecordingSpec, media: &Media) -> ChildSpec {
                 if restart {
                     tracing::warn!("browser restarted: reloading the page");
                 }
+                browser.audio_ahead = !restart;
                 let addr = BrowserActor::start(
                     &browser,
                     &display,
