@@ -539,26 +539,15 @@ fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
     // Two flashes before the pause; the rest after the resume, the first of them in the second
     // that follows it.
     let (before, after) = offsets.split_at(2);
-    let (first_after, steady_after) = after.split_first().unwrap();
-    // The offset itself is the capture pipeline's (BENCHMARKS.md): about -38 ms at this size
-    // since both inputs keep one clock (encoder.rs, `input_clock`); it was -190 ms when ffmpeg
-    // moved each input to start at 0 (the sound then came early by the time ffmpeg spent probing
-    // the display before opening the sink, which is longest at small sizes). 100 ms leaves room
-    // for a loaded machine (a frame or two late).
-    let worst = before
-        .iter()
-        .chain(steady_after)
-        .fold(0.0f64, |w, o| w.max(o.abs()));
+    // The offset itself is the capture pipeline's (BENCHMARKS.md): -5 to -50 ms at this size,
+    // the same through each part, since both inputs keep one clock (encoder.rs, `input_clock`)
+    // and the display's probe reads one frame (`-probesize`); it was -190 ms when ffmpeg moved
+    // each input to start at 0, and the first flash after a resume came up to 160 ms early while
+    // the probe read six frames. 100 ms leaves room for a loaded machine (a frame or two late).
+    let worst = offsets.iter().fold(0.0f64, |w, o| w.max(o.abs()));
     assert!(
         worst <= 100.0,
         "sound and picture {worst:.0} ms apart (100 ms at most): {measured}"
-    );
-    // A known gap (issue #15): in the second after the resume (an encoder start) the sound comes
-    // early by up to about 160 ms, measured on a quiet machine, before it settles. Bounded here
-    // so it cannot grow unseen.
-    assert!(
-        first_after.abs() <= 250.0,
-        "sound and picture {first_after:.0} ms apart right after the resume: {measured}"
     );
     // The pause must not move it: the median offset after the resume within 40 ms of the one
     // before.
@@ -567,7 +556,7 @@ fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
         xs.sort_by(f64::total_cmp);
         xs[xs.len() / 2]
     };
-    let moved = (median(steady_after) - median(before)).abs();
+    let moved = (median(&after[1..]) - median(before)).abs();
     assert!(
         moved <= 40.0,
         "the offset moved by {moved:.0} ms across the pause: {measured}"
@@ -701,7 +690,8 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
 /// output.hls beside the file, from the same encode, segments named by time: ffmpeg plays the
 /// live (sliding-window) playlist over HTTP while it is recorded, an encoder crash continues the
 /// event playlist after a discontinuity, and at the end the event playlist (closed: VOD) decodes
-/// end to end as long as the (joined) file, and the live one is closed on its last segments.
+/// end to end as long as the (joined) file (but for the segment the killed encoder still held),
+/// and the live one is closed on its last segments.
 #[test]
 fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
     let _heavy = heavy();

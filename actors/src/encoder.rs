@@ -237,6 +237,13 @@ pub fn ffmpeg_args(
             // and silently drops its tail at stop.
             "-thread_queue_size",
             "32",
+            // The display's probe reads one frame, not 5 MB of them (six at 640x360, two at
+            // 720p): with those in the probe's buffer, the first second after a resume (an
+            // encoder start) had its sound 93-160 ms early, and within a part sound and picture
+            // could move apart by a frame. The pause A/V test (record.rs), alternating: 5 and 3
+            // of 9 runs without it, 0 of 7 with it (BENCHMARKS.md).
+            "-probesize",
+            "32",
             "-f",
             "x11grab",
             "-draw_mouse",
@@ -418,8 +425,8 @@ pub fn ffmpeg_args(
 /// x11grab and pulse both stamp what they capture with the wall clock (pulse minus the source's
 /// latency). Left to itself ffmpeg moves each input to start at 0 on its own, so the sound was
 /// shifted by the time between the first frame and the first audio packet: ffmpeg opens pulse
-/// only after it has probed x11grab, which reads frames until it has 5 MB (probesize), i.e. six
-/// frames at 640x360 and one at 1080p. Measured with the benchmark's A/V page: the sound came
+/// only after it has probed x11grab, which read frames until it had 5 MB (the default probesize),
+/// i.e. six frames at 640x360 and one at 1080p (now one at every size: `-probesize`). Measured with the benchmark's A/V page: the sound came
 /// 190 ms early at 640x360 and 35-68 ms at 1080p; with both inputs on one clock (`-copyts`,
 /// this offset on each, and the muxer's `make_zero`), 38 ms at 640x360 and mostly 40 ms at
 /// 1080p, up to 97 ms on a loaded machine (BENCHMARKS.md).
@@ -1032,6 +1039,12 @@ mod tests {
         assert_eq!(after(&args, "-ar"), ["44100"]);
         assert_eq!(after(&args, "-g"), ["60"]);
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
+        // The display's probe reads one frame; the option is the display input's, not pulse's.
+        assert_eq!(after(&args, "-probesize"), ["32"]);
+        let probe = args.iter().position(|a| a == "-probesize").unwrap();
+        let x11grab = args.iter().position(|a| a == "x11grab").unwrap();
+        let first = args.iter().position(|a| a == "-i").unwrap();
+        assert!(probe < x11grab && x11grab < first);
         // Both inputs on one clock: the same offset before each, timestamps kept, zero at the
         // first packet.
         assert!(args.contains(&"-copyts".to_owned()));
