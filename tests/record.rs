@@ -803,7 +803,13 @@ fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
         errors.lines().count() <= 1 && errors.lines().all(|l| l.contains("corrupt input packet")),
         "{errors}"
     );
+    // As long as the file, but for what each output of the killed encoder had not written yet:
+    // ffmpeg's HLS muxer keeps a segment in memory until it is complete (up to 2 s here), the
+    // MP4 a fragment (up to 1 s). So the playlist may be up to a segment shorter, never longer.
     let (vod, mp4) = (probe(&playlist).duration(), probe(&file).duration());
-    assert!((vod - mp4).abs() <= 1.0, "playlist {vod} s, file {mp4} s");
+    assert!(
+        vod <= mp4 + 0.5 && mp4 - vod <= 2.0 + 0.3,
+        "playlist {vod} s, file {mp4} s"
+    );
     assert!(probe(&playlist).has_audio());
 }
