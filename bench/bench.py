@@ -1813,7 +1813,9 @@ def render(results, meta, args):
         L.append("Most recordings at once with every one keeping ≥ 98 % of its frames: " +
                  (", ".join(f"{k}: {v}" for k, v in sorted(best.items())) or "none") + ".")
         L.append("")
-        plot_density(dens, os.path.join(ROOT, "bench", "results", "density.svg"))
+        # The committed plot is redrawn only with the report (not with --no-report).
+        if not getattr(args, "no_report", False):
+            plot_density(dens, os.path.join(ROOT, "bench", "results", "density.svg"))
 
     s3 = group(results, "s3")
     if s3:
@@ -1970,7 +1972,7 @@ def main():
     ap.add_argument("--tune-size", default="1920x1080",
                     help="the size the tuning candidates record at, WxH (1920x1080), at 30 fps")
     ap.add_argument("--pagecast", default=os.path.join(ROOT, "target/release/pagecast"))
-    ap.add_argument("--no-report", action="store_true", help="don't touch BENCHMARKS.md")
+    ap.add_argument("--no-report", action="store_true", help="touch neither BENCHMARKS.md nor the committed plot (bench/results/density.svg)")
     ap.add_argument("--render", metavar="JSON",
                     help="re-render the tables of a finished run's bench/results/*.json "
                          "(no measurement) and write them into BENCHMARKS.md")
@@ -1979,6 +1981,7 @@ def main():
         with open(args.render) as f:
             saved = json.load(f)
         sargs = argparse.Namespace(**saved["args"])
+        sargs.no_report = args.no_report  # this invocation's: it decides what is rewritten
         text = render(saved["results"], saved["meta"], sargs)
         print(text)
         if not args.no_report:
