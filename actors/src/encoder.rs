@@ -425,8 +425,9 @@ pub fn ffmpeg_args(
 /// x11grab and pulse both stamp what they capture with the wall clock (pulse minus the source's
 /// latency). Left to itself ffmpeg moves each input to start at 0 on its own, so the sound was
 /// shifted by the time between the first frame and the first audio packet: ffmpeg opens pulse
-/// only after it has probed x11grab, which read frames until it had 5 MB (the default probesize),
-/// i.e. six frames at 640x360 and one at 1080p (now one at every size: `-probesize`). Measured with the benchmark's A/V page: the sound came
+/// only after it has probed x11grab, which read frames until it had 5 MB (the default
+/// probesize), i.e. six frames at 640x360 and one at 1080p (now one at every size:
+/// `-probesize`). Measured with the benchmark's A/V page: the sound came
 /// 190 ms early at 640x360 and 35-68 ms at 1080p; with both inputs on one clock (`-copyts`,
 /// this offset on each, and the muxer's `make_zero`), 38 ms at 640x360 and mostly 40 ms at
 /// 1080p, up to 97 ms on a loaded machine (BENCHMARKS.md).

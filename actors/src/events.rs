@@ -53,8 +53,8 @@ pub const ENCODER_FALLING_BEHIND: &str = "encoder is falling behind real time";
 /// The encoder is back at real time after falling behind.
 pub const ENCODER_CAUGHT_UP: &str = "encoder caught up with real time";
 
-/// A warm tree's browser started its audio output ahead of the job's page (field: state, the
-/// audio context's, `running` when it played).
+/// A browser started its audio output ahead of its page, on its first start (field: state, the
+/// audio context's, `running` when it played). See `AUDIO_AHEAD` in `browser.rs`.
 pub const BROWSER_AUDIO_AHEAD: &str = "browser audio started ahead of the page";
 
 /// A warm tree (`record --warm`) is up to its browser on a blank page and waits for its job's
