@@ -709,10 +709,9 @@ fn assert_green(file: &Path, at: f64) {
 }
 
 /// A worker keeping one warm tree at 640x360 (`--warm 1 --warm-size 640x360`), its browser's
-/// audio started ahead of the page: a job of that
-/// size takes the ready tree (logged) and the pool starts another, which the next job takes. The
-/// pool refills once the job's page is loaded, not beside its start. The
-/// page turns red if it finds what an earlier page stored in localStorage, else green (and
+/// audio started ahead of the page: a job of that size takes the ready tree (logged) and the pool
+/// starts another, which the next job takes. The pool refills once the job's page is loaded, not
+/// beside its start. The page turns red if it finds what an earlier page stored in localStorage, else green (and
 /// stores its mark): both recordings are green, the browser of the first job was not the
 /// second's. Then the pooled Chromium is killed (-9): the tree is lost and replaced by a new
 /// one that gets ready; so is the next one when its pulseaudio is killed.

@@ -1042,10 +1042,10 @@ mod tests {
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
         // The display's probe reads one frame; the option is the display input's, not pulse's.
         assert_eq!(after(&args, "-probesize"), ["32"]);
+        let first_input = args.iter().position(|a| a == "-i").unwrap();
         let probe = args.iter().position(|a| a == "-probesize").unwrap();
         let x11grab = args.iter().position(|a| a == "x11grab").unwrap();
-        let first = args.iter().position(|a| a == "-i").unwrap();
-        assert!(probe < x11grab && x11grab < first);
+        assert!(probe < x11grab && x11grab < first_input);
         // Both inputs on one clock: the same offset before each, timestamps kept, zero at the
         // first packet.
         assert!(args.contains(&"-copyts".to_owned()));
@@ -1053,7 +1053,6 @@ mod tests {
             after(&args, "-itsoffset"),
             ["-1796000000.000042", "-1796000000.000042"]
         );
-        let first_input = args.iter().position(|a| a == "-i").unwrap();
         let second_offset = args.iter().rposition(|a| a == "-itsoffset").unwrap();
         assert!(
             first_input < second_offset

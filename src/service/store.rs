@@ -415,7 +415,6 @@ impl Store {
         self.con.publish(self.keys.control(), request).await
     }
 
-    /// How many jobs wait in the queue.
     /// Moves the jobs queued under the key names of versions before the hash tag (`Q:jobs`,
     /// and this worker's `Q:processing:<worker>`: jobs it was running when it stopped) into
     /// today's queue, oldest next, so an upgrade loses no queued job. Returns how many moved.
@@ -447,6 +446,7 @@ impl Store {
         Ok(moved)
     }
 
+    /// How many jobs wait in the queue.
     pub async fn queue_length(&mut self) -> redis::RedisResult<u64> {
         self.con.llen(self.keys.jobs()).await
     }
