@@ -830,6 +830,7 @@ impl Actor for BrowserActor {
         ));
         ctx.run_interval(PROBE_EVERY, |act, ctx| act.probe(ctx));
         if let Some(client) = self.client.clone().filter(|_| self.audio_ahead) {
+            let secrets = self.secrets.clone();
             // Not awaited: it goes on while the encoder starts, and a Navigate queues behind it.
             // Best effort: a page without sound does not need it, one with sound starts it itself.
             ctx.spawn(actix::fut::wrap_future(async move {
@@ -839,8 +840,9 @@ impl Actor for BrowserActor {
                         "{}",
                         crate::events::BROWSER_AUDIO_AHEAD
                     ),
+                    // Cleaned like everything WebDriver says: it may name the page.
                     Err(e) => tracing::warn!(
-                        error = %first_line(&e.to_string()),
+                        error = %redact(first_line(&e.to_string()), &secrets),
                         "could not start the browser's audio ahead of the page"
                     ),
                 }
