@@ -344,12 +344,16 @@ fn hls_and_snapshots_are_copied_to_s3_as_they_close() {
     let live = tempfile::tempdir().unwrap();
     let mut looked = 0;
     while run.child.try_wait().unwrap().is_none() {
-        let keys = moto.s3(&[
+        moto.s3(&[
             "fetch",
             "recordings",
             "rec/hls/",
             live.path().to_str().unwrap(),
         ]);
+        // Listed after the playlists were fetched (a playlist fetched a moment after the fetch's
+        // own listing may name a segment that went up in between): a segment goes up before any
+        // playlist naming it, so each one a fetched playlist names is in this listing.
+        let keys = moto.s3(&["keys", "recordings", "rec/hls/"]);
         for playlist in ["index.m3u8", "live.m3u8"] {
             let Ok(text) = std::fs::read_to_string(live.path().join(playlist)) else {
                 continue;

@@ -57,6 +57,10 @@ def main():
             key = obj["Key"]
             s3.download_file(bucket, key, f"{out}/{key[len(prefix):]}")
             print(key)
+    elif command == "keys":
+        bucket, prefix = args
+        for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+            print(obj["Key"])
     elif command == "objects":
         print(s3.list_objects_v2(Bucket=args[0]).get("KeyCount", 0))
     elif command == "uploads":
