@@ -523,6 +523,7 @@ fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
         String::from_utf8_lossy(&out.stderr)
     );
     let measured: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("A/V offsets: {measured}");
     let offsets: Vec<f64> = measured["offsets_ms"]
         .as_array()
         .unwrap()
@@ -549,8 +550,15 @@ fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
         worst <= 100.0,
         "sound and picture {worst:.0} ms apart (100 ms at most): {measured}"
     );
-    // The pause must not move it: the median offset after the resume within 40 ms of the one
-    // before.
+    // The pause must not move it beyond what sampling and load account for. Each part's capture
+    // starts at its own instant against the page's frame clock, so a part's flashes are all
+    // caught up to a frame (33 ms) later than another part's: on a quiet machine the parts'
+    // medians stayed within 40 ms. A loaded machine paints a flash a frame late now and then,
+    // and a part's two or four flashes do not outvote that: CI saw 63 ms (-51 before, +12
+    // after), and two busy loops beside the test -30 against -13 to -80. So two frames and a
+    // little: what this still catches is a resume that loses the shared clock (190 ms here).
+    let frame_ms = 1000.0 / 30.0;
+    let bound = 2.0 * frame_ms + 10.0;
     let median = |xs: &[f64]| {
         let mut xs = xs.to_vec();
         xs.sort_by(f64::total_cmp);
@@ -558,8 +566,8 @@ fn a_resumed_recording_keeps_sound_and_picture_in_sync() {
     };
     let moved = (median(&after[1..]) - median(before)).abs();
     assert!(
-        moved <= 40.0,
-        "the offset moved by {moved:.0} ms across the pause: {measured}"
+        moved <= bound,
+        "the offset moved by {moved:.0} ms across the pause ({bound:.0} at most): {measured}"
     );
 }
 
