@@ -79,6 +79,10 @@ impl Outcome {
 pub const RECORDING_KEPT: &str = "recording kept";
 /// The log event of a completed object (fields: bytes, object, backup): the service reads it.
 pub const OBJECT_COMPLETE: &str = "object complete";
+/// The config fields of the directory copies: the `field` of their `DIRECTORY_UPLOADED` event,
+/// by which the service tells the HLS copy from the snapshots' (`service/attempt.rs`).
+pub const HLS_PREFIX_FIELD: &str = "output.hls.prefix";
+pub const IMAGES_PREFIX_FIELD: &str = "output.images.prefix";
 
 /// Records what `config` says. Runs inside an actix system.
 /// `pins`: host names Chromium must resolve to the address the service policy checked.
@@ -1137,7 +1141,7 @@ fn start_dir_uploads(
             playlists.push(pagecast_actors::encoder::HLS_PLAYLIST.to_owned());
             let kind = DirKind::Hls { playlists };
             uploads.push(DirUpload::start(
-                spec("output.hls.prefix", prefix, &hls.directory, kind),
+                spec(HLS_PREFIX_FIELD, prefix, &hls.directory, kind),
                 objects.clone(),
             ));
         }
@@ -1149,7 +1153,7 @@ fn start_dir_uploads(
                 first: first_image,
             };
             uploads.push(DirUpload::start(
-                spec("output.images.prefix", prefix, &images.directory, kind),
+                spec(IMAGES_PREFIX_FIELD, prefix, &images.directory, kind),
                 objects.clone(),
             ));
         }

@@ -859,7 +859,8 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
 
 /// A web egress to S3 with a segment output uploaded to the same bucket: the object and the HLS
 /// copy (`output.hls.prefix`) are in the bucket, the copy byte for byte the local directory and
-/// playing as long as the MP4; no credential is shown.
+/// playing as long as the MP4, and the segment result names the playlists in the bucket; no
+/// credential is shown.
 #[test]
 fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
     let _heavy = heavy();
@@ -963,6 +964,23 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
     let names = files_in(&local);
     assert_eq!(files_in(fetched.path()), names);
     assert!(names.len() >= 3, "{names:?}");
+    assert!(names.iter().any(|n| n == "live.m3u8"), "{names:?}");
+    // The segment result names the playlists where they were copied to, not the worker's
+    // directory.
+    let s = &done["segment_results"][0];
+    assert_eq!(
+        (
+            s["playlist_location"].as_str(),
+            s["live_playlist_name"].as_str(),
+            s["live_playlist_location"].as_str()
+        ),
+        (
+            Some("s3://recordings/rec/hls/index.m3u8"),
+            Some("live.m3u8"),
+            Some("s3://recordings/rec/hls/live.m3u8")
+        ),
+        "{done}"
+    );
     for name in names {
         assert!(
             std::fs::read(fetched.path().join(&name)).unwrap()

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use pagecast_actors::events::DIRECTORY_UPLOADED;
 use pagecast_actors::join::{probe, Probe};
 use serde_json::json;
 
@@ -56,6 +57,16 @@ pub async fn measured(out: &AttemptOutput, keep_file: Option<PathBuf>, tail: &st
     }
     if let Some(dir) = &out.images {
         v["images_count"] = json!(count(dir, "image-", ".jpg").await.0);
+    }
+    // Where the directories were copied to, once the copy completed (the egress API's segment
+    // and image results name it, not the worker's directory).
+    for (key, field) in [
+        ("hls_copy", crate::run::HLS_PREFIX_FIELD),
+        ("images_copy", crate::run::IMAGES_PREFIX_FIELD),
+    ] {
+        if let Some(to) = logged_where(tail, DIRECTORY_UPLOADED, field, "to") {
+            v[key] = to;
+        }
     }
     v.to_string()
 }
@@ -116,11 +127,26 @@ fn logged_seconds(tail: &str) -> Option<f64> {
 
 /// `field` of the last log line whose message is `message`.
 fn logged(tail: &str, message: &str, field: &str) -> Option<serde_json::Value> {
+    last_line(tail, message, |_| true)?.get(field).cloned()
+}
+
+/// `field` of the last `message` line of the copy of the config field `of` (a directory's
+/// `DIRECTORY_UPLOADED`: the HLS copy and the snapshots' both log it).
+fn logged_where(tail: &str, message: &str, of: &str, field: &str) -> Option<serde_json::Value> {
+    last_line(tail, message, |v| v["field"] == of)?
+        .get(field)
+        .cloned()
+}
+
+/// The last log line whose message is `message` and that `also` accepts.
+fn last_line(
+    tail: &str,
+    message: &str,
+    also: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
     tail.rsplit(" | ").find_map(|line| {
         let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-        (v["message"] == message)
-            .then(|| v.get(field).cloned())
-            .flatten()
+        (v["message"] == message && also(&v)).then_some(v)
     })
 }
 
@@ -165,5 +191,28 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&measured(&out, None, &tail).await).unwrap();
         assert!(v.get("backup").is_none(), "{v}");
+    }
+
+    #[actix_rt::test]
+    async fn each_directory_copy_is_named_by_its_own_event() {
+        let out = AttemptOutput {
+            attempt: 1,
+            hls: Some("/nowhere/h".into()),
+            images: Some("/nowhere/i".into()),
+            ..AttemptOutput::default()
+        };
+        let tail = r#"{"field":"output.hls.prefix","objects":3,"to":"s3://b/rec/hls/","message":"directory uploaded"} | {"field":"output.images.prefix","objects":2,"to":"s3://b/rec/img/","message":"directory uploaded"} | {"seconds":4.0,"message":"recording kept"}"#;
+        let v: serde_json::Value = serde_json::from_str(&measured(&out, None, tail).await).unwrap();
+        assert_eq!(
+            (v["hls_copy"].as_str(), v["images_copy"].as_str()),
+            (Some("s3://b/rec/hls/"), Some("s3://b/rec/img/"))
+        );
+        // A copy that did not complete logged no such event: nothing is named.
+        let tail = r#"{"seconds":4.0,"message":"recording kept"}"#;
+        let v: serde_json::Value = serde_json::from_str(&measured(&out, None, tail).await).unwrap();
+        assert!(
+            v.get("hls_copy").is_none() && v.get("images_copy").is_none(),
+            "{v}"
+        );
     }
 }

@@ -7,7 +7,7 @@ line: the EgressInfo / ListEgressResponse as protobuf JSON with proto field name
 usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL] [--hls DIR] [--images DIR]
        egress.py start-web-s3 PAGE KEY WIDTH HEIGHT [--hls DIR]   (to bucket "recordings" at
                                   S3_ENDPOINT, with S3_ACCESS_KEY and S3_SECRET; the segment
-                                  output, if any, uploaded there too)
+                                  output, if any, with a live playlist live.m3u8, uploaded there too)
        egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
@@ -91,7 +91,10 @@ async def main():
                     url=page,
                     file_outputs=[api.EncodedFileOutput(filepath=key, s3=s3)],
                     segment_outputs=[
-                        api.SegmentedFileOutput(filename_prefix=hls, segment_duration=1, s3=s3)
+                        api.SegmentedFileOutput(
+                            filename_prefix=hls, segment_duration=1, s3=s3,
+                            live_playlist_name="live.m3u8",
+                        )
                     ]
                     if hls
                     else [],

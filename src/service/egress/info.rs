@@ -294,13 +294,14 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
             .rev()
             .find_map(|(_, o)| o.get(key).map(|_| o))
     };
+    let live_playlist = super::request::live_playlist_name(&info);
     info.segment_results = last("hls")
-        .map(|o| segments_info(o, info.started_at, info.ended_at))
+        .map(|o| segments_info(o, &live_playlist, info.started_at, info.ended_at))
         .into_iter()
         .collect();
     info.image_results = last("images")
         .map(|o| lk::ImagesInfo {
-            filename_prefix: format!("{}/image-", o["images"].as_str().unwrap_or_default()),
+            filename_prefix: format!("{}image-", where_(o, "images", "images_copy")),
             image_count: o["images_count"].as_i64().unwrap_or(0),
             started_at: info.started_at,
             ended_at: info.ended_at,
@@ -315,20 +316,42 @@ pub fn assemble(mut info: lk::EgressInfo, job: &HashMap<String, String>) -> lk::
     info
 }
 
-/// An attempt's HLS directory as a segments result.
-fn segments_info(o: &serde_json::Value, started: i64, ended: i64) -> lk::SegmentsInfo {
-    let dir = o["hls"].as_str().unwrap_or_default();
+/// Where an attempt's directory `dir` (`hls`, `images`) is, as a prefix its file names follow:
+/// the objects it was copied to (`copy`, once the copy completed), else the worker's directory.
+fn where_(o: &serde_json::Value, dir: &str, copy: &str) -> String {
+    match o[copy].as_str() {
+        // The copy's URL is its prefix, as its objects are named (`dir_upload.rs`).
+        Some(to) => to.to_owned(),
+        None => format!("{}/", o[dir].as_str().unwrap_or_default()),
+    }
+}
+
+/// An attempt's HLS directory as a segments result; `live_playlist`: the sliding playlist's
+/// name, if the request asked for one.
+fn segments_info(
+    o: &serde_json::Value,
+    live_playlist: &str,
+    started: i64,
+    ended: i64,
+) -> lk::SegmentsInfo {
+    let at = where_(o, "hls", "hls_copy");
     let m = &o["hls_measured"];
     let playlist = pagecast_actors::encoder::HLS_PLAYLIST;
+    let (live_playlist_name, live_playlist_location) = if live_playlist.is_empty() {
+        Default::default()
+    } else {
+        (live_playlist.to_owned(), format!("{at}{live_playlist}"))
+    };
     lk::SegmentsInfo {
         playlist_name: playlist.to_owned(),
-        playlist_location: format!("{dir}/{playlist}"),
+        playlist_location: format!("{at}{playlist}"),
+        live_playlist_name,
+        live_playlist_location,
         duration: m["seconds"].as_f64().map(|s| (s * 1e9) as i64).unwrap_or(0),
         size: m["bytes"].as_i64().unwrap_or(0),
         segment_count: m["segments"].as_i64().unwrap_or(0),
         started_at: started,
         ended_at: ended,
-        ..Default::default()
     }
 }
 
@@ -491,6 +514,48 @@ mod tests {
             ("/o/i/image-", 2)
         );
         assert!(info.file_results.is_empty());
+    }
+
+    #[test]
+    fn copied_directories_are_reported_where_they_were_copied_to() {
+        let record = lk::EgressInfo {
+            request: Some(lk::egress_info::Request::Web(lk::WebEgressRequest {
+                segment_outputs: vec![lk::SegmentedFileOutput {
+                    live_playlist_name: "live.m3u8".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let info = assemble(
+            record,
+            &job(&[
+                ("state", "done"),
+                (
+                    "attempt_1",
+                    r#"{"attempt":1,"hls":"/o/h","images":"/o/i","seconds":10.0,
+                        "hls_copy":"s3://b/rec/hls/","images_copy":"s3://b/rec/img/"}"#,
+                ),
+            ]),
+        );
+        let s = &info.segment_results[0];
+        assert_eq!(
+            (
+                s.playlist_location.as_str(),
+                s.live_playlist_name.as_str(),
+                s.live_playlist_location.as_str()
+            ),
+            (
+                "s3://b/rec/hls/index.m3u8",
+                "live.m3u8",
+                "s3://b/rec/hls/live.m3u8"
+            )
+        );
+        assert_eq!(
+            info.image_results[0].filename_prefix,
+            "s3://b/rec/img/image-"
+        );
     }
 
     #[test]

@@ -254,6 +254,26 @@ fn has_file(record: &lk::EgressInfo) -> bool {
     }
 }
 
+/// The sliding playlist's name an egress (as its record shows its request) asked for, or "".
+pub fn live_playlist_name(record: &lk::EgressInfo) -> String {
+    use lk::egress_info::Request;
+    #[allow(deprecated)]
+    let segments = match &record.request {
+        Some(Request::Web(w)) => w.segment_outputs.first().or(match &w.output {
+            Some(lk::web_egress_request::Output::Segments(s)) => Some(s),
+            _ => None,
+        }),
+        Some(Request::RoomComposite(r)) => r.segment_outputs.first().or(match &r.output {
+            Some(lk::room_composite_egress_request::Output::Segments(s)) => Some(s),
+            _ => None,
+        }),
+        _ => None,
+    };
+    segments
+        .map(|s| s.live_playlist_name.clone())
+        .unwrap_or_default()
+}
+
 /// `UpdateStream` checked against the egress's record and its URLs as given (`raw`, one per
 /// stream result): an egress started with live outputs, RTMP URLs to add, live outputs of its
 /// own to remove, and an output left after it.
