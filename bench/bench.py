@@ -981,7 +981,11 @@ class Bench:
                 if start is not None:
                     t_content = r["file"].first + frames[start][0] - frames[0][0]
                     expected = (t_stop - t_content) * fps
-                    kept = 1 + sum(1 for _, f in frames[start + 1:] if f.get("YDIF", 0) >= 0.01)
+                    # Up to the stop (on the file's clock): the frames written while the
+                    # recording finished are not in the expected count.
+                    end = frames[0][0] + t_stop - r["file"].first
+                    kept = 1 + sum(1 for t, f in frames[start + 1:]
+                                   if t < end and f.get("YDIF", 0) >= 0.01)
                     one.update(kept=kept, expected=round(expected), kept_ratio=kept / expected)
                 elif lk:
                     # No frame of this file falls in the common window (it started that late,
