@@ -11,11 +11,13 @@
 //!   and stops the whole tree cleanly, reporting why.
 //!
 //! Owns: its children, through the handles their start futures return.
-//! Accepts: [`ChildExited`] (a child died or stopped), [`StopTree`] (stop everything, in order),
-//! [`AddChildren`] (start the children pushed to its [`Additions`] since, after the others: a
-//! recording's live outputs added while it records), [`RemoveChild`] (stop one child for good).
+//! Accepts: [`ChildExited`] (a child died or stopped), `Follow` (a child follows a sibling:
+//! [`ChildLink::follow`]), [`StopTree`] (stop everything, in order), [`AddChildren`] (start the
+//! children pushed to its [`Additions`] since, after the others: a recording's live outputs added
+//! while it records), [`RemoveChild`] (stop one child for good).
 //! Sends: [`Shutdown`] to children, in reverse start order, each bounded by its timeout, then
-//! [`Kill`] to a child that did not stop in time; a [`TreeExit`] to whoever started the tree.
+//! [`Kill`] to a child that did not stop in time; [`SiblingUp`] to a child that follows a sibling;
+//! a [`TreeExit`] to whoever started the tree.
 //! Stops: after every child has stopped, by request or by giving up.
 //!
 //! Children report their own death with a [`ChildLink`]. A child actor that panics never reports;
@@ -26,7 +28,9 @@
 //! later child, at its start, what its running earlier siblings published ([`ChildLink::wired`]).
 //! A subtree's children also see what their parent's earlier siblings published. Siblings so
 //! never share a cell: a child restarted after a sibling gets that sibling's new value, and with
-//! `RestForOne` a child whose dependency restarts restarts with it.
+//! `RestForOne` a child whose dependency restarts restarts with it. Siblings that need each other,
+//! or that restart on their own, follow each other instead ([`ChildLink::follow`]): the supervisor
+//! sends the follower a [`SiblingUp`] with the sibling's value now and at each of its restarts.
 //!
 //! A supervisor can itself be a child ([`Supervisor::start_linked`]): it answers [`Shutdown`] and
 //! [`Kill`] like any child, reports giving up to its parent as a failure (which the parent's own
@@ -189,6 +193,27 @@ pub struct ChildExited {
     pub generation: u64,
     pub reason: ExitReason,
 }
+
+/// Message to a child that follows a sibling ([`ChildLink::follow`]): what that sibling
+/// published, when the follower asked if the sibling was running then, and at each of its
+/// (re)starts after.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SiblingUp<T: Send + 'static>(pub T);
+
+/// Message to a supervisor: the child at `index` (this generation of it) follows the sibling
+/// `name`. Sent by [`ChildLink::follow`].
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Follow {
+    index: usize,
+    generation: u64,
+    name: String,
+    deliver: Deliver,
+}
+
+/// Hands a follower what the sibling published (if it is the type the follower asked for).
+type Deliver = Box<dyn Fn(&dyn Any) + Send>;
 
 /// Message to a supervisor: stop the whole tree in order (a signal, the page's END_RECORDING, a
 /// time limit). `cause` says why, for the log and the [`TreeExit`].
@@ -400,6 +425,23 @@ impl ChildLink {
         self.wired.get(name)
     }
 
+    /// Has `to` told what the sibling `name` publishes (a `T`): now, if it is running, and at
+    /// each of its (re)starts while this child runs. For siblings that need each other, or that
+    /// restart on their own (with `OneForOne`): [`ChildLink::wired`] only sees earlier siblings,
+    /// as they were when this child started.
+    pub fn follow<T: Clone + Send + 'static>(&self, name: &str, to: Recipient<SiblingUp<T>>) {
+        self.supervisor.do_send(Follow {
+            index: self.index,
+            generation: self.generation,
+            name: name.to_owned(),
+            deliver: Box::new(move |published: &dyn Any| {
+                if let Some(value) = published.downcast_ref::<T>() {
+                    to.do_send(SiblingUp(value.clone()));
+                }
+            }),
+        });
+    }
+
     /// [`ChildLink::wired`], or the failure of a child started before what it needs was up.
     pub fn needs<T: Clone + 'static>(&self, name: &str) -> Result<T, Failure> {
         self.wired(name)
@@ -525,6 +567,9 @@ pub struct Supervisor {
     ready: Option<oneshot::Sender<Result<(), Failure>>>,
     /// Children waiting for [`AddChildren`].
     additions: Additions,
+    /// Who follows which sibling ([`ChildLink::follow`]); a follower's entries lapse when it
+    /// stops (its generation moves on).
+    follows: Vec<Follow>,
 }
 
 impl Supervisor {
@@ -593,6 +638,7 @@ impl Supervisor {
             link,
             ready,
             additions,
+            follows: Vec::new(),
         }
         .start();
         (addr, rx)
@@ -628,6 +674,7 @@ impl Supervisor {
                 Ok(started) => {
                     act.children[index].running = Some(started.handle);
                     act.children[index].published = started.published;
+                    act.tell_followers(index);
                     tracing::debug!(supervisor = %act.config.name, child = %act.children[index].spec.name, "child ready");
                     act.start_range(index + 1, to, ctx)
                 }
@@ -677,6 +724,20 @@ impl Supervisor {
             act.stop_from(from)
         })
         .boxed_local()
+    }
+
+    /// Tells the children that follow the child at `index` what it published, if it did.
+    fn tell_followers(&mut self, index: usize) {
+        let children = &self.children;
+        self.follows
+            .retain(|f| children.get(f.index).map(|c| c.generation) == Some(f.generation));
+        let Some(published) = self.children[index].published.clone() else {
+            return;
+        };
+        let name = &self.children[index].spec.name;
+        for follow in self.follows.iter().filter(|f| &f.name == name) {
+            (follow.deliver)(&*published);
+        }
     }
 
     /// What the child at `index` is handed at its start: what this supervisor's parent handed it,
@@ -799,6 +860,24 @@ impl Actor for Supervisor {
                 failures: Vec::new(),
             });
         }
+    }
+}
+
+impl Handler<Follow> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, follow: Follow, _: &mut Context<Self>) {
+        if self.children.get(follow.index).map(|c| c.generation) != Some(follow.generation) {
+            return; // the follower has stopped since it asked
+        }
+        let now = self.children.iter().find(|c| c.spec.name == follow.name);
+        if let Some(published) = now
+            .filter(|c| c.running.is_some())
+            .and_then(|c| c.published.as_ref())
+        {
+            (follow.deliver)(&**published);
+        }
+        self.follows.push(follow);
     }
 }
 
@@ -1372,6 +1451,74 @@ mod tests {
                 "start browser1 sees [display2]",
                 "start encoder1 sees [display2 browser1]",
             ]
+        );
+        t.stop().await;
+    }
+
+    impl Handler<SiblingUp<String>> for Fake {
+        type Result = ();
+        fn handle(&mut self, SiblingUp(value): SiblingUp<String>, _: &mut Context<Self>) {
+            self.log
+                .borrow_mut()
+                .push(format!("{} hears {value}", self.name));
+        }
+    }
+
+    /// Two siblings that need each other (`follow`), restarting on their own (one-for-one): each
+    /// hears what the other published when it starts, whichever started first, and again at each
+    /// of the other's restarts.
+    #[actix_rt::test]
+    async fn followers_hear_each_start_of_the_sibling_they_follow() {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let specs = [("a", "b"), ("b", "a")]
+            .into_iter()
+            .map(|(name, other)| {
+                let (log, addrs) = (log.clone(), addrs.clone());
+                let starts = std::cell::Cell::new(0);
+                ChildSpec::publishing(
+                    name,
+                    Restart::Permanent,
+                    Duration::from_millis(200),
+                    move |link| {
+                        starts.set(starts.get() + 1);
+                        let me = format!("{name}{}", starts.get());
+                        log.borrow_mut().push(format!("start {me}"));
+                        let log = log.clone();
+                        let addr = Fake::create(move |ctx| {
+                            link.follow::<String>(other, ctx.address().recipient());
+                            Fake {
+                                name: name.to_owned(),
+                                link,
+                                log,
+                                on_stop: OnStop::Comply,
+                            }
+                        });
+                        addrs.borrow_mut().insert(name.to_owned(), addr.clone());
+                        std::future::ready(Ok((addr, me)))
+                    },
+                )
+            })
+            .collect();
+        let t = tree_of(Strategy::OneForOne, MANY, specs, log, addrs);
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        // `a` started before `b` was up: it hears of `b` when `b` starts.
+        assert_eq!(
+            sorted(t.wait_log_len(4).await),
+            ["a hears b1", "b hears a1", "start a1", "start b1"]
+        );
+        t.addr("a").do_send(Exit(crash()));
+        assert_eq!(
+            sorted(t.wait_log_len(7).await[4..].to_vec()),
+            ["a hears b1", "b hears a2", "start a2"]
+        );
+        t.addr("b").do_send(Exit(crash()));
+        assert_eq!(
+            sorted(t.wait_log_len(10).await[7..].to_vec()),
+            ["a hears b2", "b hears a2", "start b2"]
         );
         t.stop().await;
     }

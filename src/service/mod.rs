@@ -60,8 +60,6 @@ pub mod sealed;
 mod store;
 mod usage;
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -463,18 +461,6 @@ pub fn last_error_line(tail: &str) -> Option<String> {
         .find_map(|l| l.trim().strip_prefix("pagecast: ").map(str::to_owned))
 }
 
-/// Who the service's actors are, as they start.
-#[derive(Default)]
-struct Wiring {
-    supervisor: Option<Addr<Supervisor>>,
-    queue: Option<Addr<QueueActor>>,
-    runner: Option<Addr<RunnerActor>>,
-    /// The job table a crashed queue actor left for the next.
-    ledger: Option<queue::Ledger>,
-    /// What the recordings hold and what is left (the queue counts, `/healthz` shows).
-    capacity: capacity::SharedReport,
-}
-
 /// Runs the service until SIGTERM/SIGINT (finishing running recordings) or until it gives up.
 pub async fn serve(options: ServiceOptions) -> Outcome {
     let client = match redis::Client::open(options.redis.as_str()) {
@@ -512,13 +498,22 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
     if let Err(message) = queue::claim_worker_id(store.clone(), &options, &instance).await {
         return Outcome::fail(Exit::Config, message);
     }
-    let wiring = Rc::new(RefCell::new(Wiring::default()));
-    #[cfg(test)]
-    tests::WIRING.with(|w| *w.borrow_mut() = Some(wiring.clone()));
+    // Raised by the first signal (no more jobs: the queue reads it) and the second (leave now).
+    let shutdown = Shutdown::default();
+    // What the recordings hold and what is left (the queue counts, `/healthz` shows).
+    let capacity_report = capacity::SharedReport::default();
+    // The queue and the runner need each other: each follows the other through the supervisor
+    // (`ChildLink::follow`), so either may restart alone.
     let queue = {
-        let (client, wiring, options) = (client.clone(), wiring.clone(), options.clone());
-        ChildSpec::new(
-            "queue",
+        let (client, options) = (client.clone(), options.clone());
+        let from_service = queue::FromService {
+            // The job table a crashed queue actor leaves for the next.
+            ledger: queue::LedgerSlot::default(),
+            shutdown: shutdown.clone(),
+            capacity: capacity_report.clone(),
+        };
+        ChildSpec::publishing(
+            queue::QUEUE,
             Restart::Permanent,
             Duration::from_secs(15),
             move |link| {
@@ -527,24 +522,24 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
                     client.clone(),
                     options.clone(),
                     instance.clone(),
-                    wiring.clone(),
+                    from_service.clone(),
                     link,
                 )
                 .start();
-                wiring.borrow_mut().queue = Some(addr.clone());
-                std::future::ready(Ok(addr))
+                #[cfg(test)]
+                tests::QUEUE.with(|q| *q.borrow_mut() = Some(addr.clone()));
+                std::future::ready(Ok((addr.clone(), addr)))
             },
         )
     };
     let runner = {
-        let wiring = wiring.clone();
         let (recorder, grace) = (options.recorder.clone(), options.stop_grace);
         let keep_dir = options.keep_dir.clone();
         let policy = options.policy.clone();
         let warm = options.warm;
         // Running recordings finish their files and uploads: give them time.
-        ChildSpec::new(
-            "runner",
+        ChildSpec::publishing(
+            runner::RUNNER,
             Restart::Permanent,
             grace + Duration::from_secs(20),
             move |link| {
@@ -554,17 +549,16 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
                     keep_dir.clone(),
                     policy.clone(),
                     warm,
-                    wiring.clone(),
                     link,
                 )
                 .start();
-                wiring.borrow_mut().runner = Some(addr.clone());
-                std::future::ready(Ok(addr))
+                #[cfg(test)]
+                tests::RUNNER.with(|r| *r.borrow_mut() = Some(addr.clone()));
+                std::future::ready(Ok((addr.clone(), addr)))
             },
         )
     };
     // Last, so it is the first to stop: no new requests, then the recordings finish.
-    let capacity_report = wiring.borrow().capacity.clone();
     let api = options.api.clone().zip(api_key).map(|(api, key)| {
         let (keys, policy) = (options.keys(), options.policy.clone());
         let (client, worker) = (client.clone(), options.worker_id.clone());
@@ -611,14 +605,9 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         },
         [queue, runner].into_iter().chain(api).collect(),
     );
-    wiring.borrow_mut().supervisor = Some(supervisor.clone());
-    let shutdown = Shutdown::default();
-    let signals = actix::spawn(forward_signals(
-        supervisor,
-        wiring.clone(),
-        signals,
-        shutdown.clone(),
-    ));
+    #[cfg(test)]
+    tests::STOP.with(|s| *s.borrow_mut() = Some((supervisor.clone(), shutdown.clone())));
+    let signals = actix::spawn(forward_signals(supervisor, signals, shutdown.clone()));
     let exit = tokio::select! {
         exit = exit => exit.unwrap_or(TreeExit::Stopped {
             cause: "supervisor vanished".into(),
@@ -729,11 +718,10 @@ fn instance_token() -> String {
     format!("{}-{nanos:x}", std::process::id())
 }
 
-/// No new jobs, then the tree stops in order (the runner first: every recording finishes).
-fn begin_stop(supervisor: &Addr<Supervisor>, wiring: &Wiring, cause: String) {
-    if let Some(queue) = wiring.queue.clone() {
-        queue.do_send(queue::Drain);
-    }
+/// No new jobs (the queue reads `shutdown`), then the tree stops in order (the runner first:
+/// every recording finishes).
+fn begin_stop(supervisor: &Addr<Supervisor>, shutdown: &Shutdown, cause: String) {
+    shutdown.raise(Level::Orderly);
     supervisor.do_send(StopTree { cause });
 }
 
@@ -756,12 +744,7 @@ impl StopSignals {
 /// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
 /// recording finishes). A second one raises `shutdown` to [`Level::Now`]: [`serve`] leaves (the
 /// recordings die with it).
-async fn forward_signals(
-    supervisor: Addr<Supervisor>,
-    wiring: Rc<RefCell<Wiring>>,
-    signals: StopSignals,
-    shutdown: Shutdown,
-) {
+async fn forward_signals(supervisor: Addr<Supervisor>, signals: StopSignals, shutdown: Shutdown) {
     let StopSignals { mut term, mut int } = signals;
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
@@ -771,8 +754,7 @@ async fn forward_signals(
         signal = name,
         "stopping: no new jobs; finishing the running recordings"
     );
-    shutdown.raise(Level::Orderly);
-    begin_stop(&supervisor, &wiring.borrow(), format!("{name} received"));
+    begin_stop(&supervisor, &shutdown, format!("{name} received"));
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
@@ -785,10 +767,15 @@ mod tests {
     use super::*;
     use pagecast_testkit::Redis;
     use runner::Crash;
+    use std::cell::RefCell;
 
     thread_local! {
-        /// The wiring of the service a test runs on this thread.
-        pub(super) static WIRING: RefCell<Option<Rc<RefCell<Wiring>>>> = const { RefCell::new(None) };
+        /// The service a test runs on this thread: its supervisor and its stop.
+        pub(super) static STOP: RefCell<Option<(Addr<Supervisor>, Shutdown)>> = const { RefCell::new(None) };
+        /// Its queue actor, as last started.
+        pub(super) static QUEUE: RefCell<Option<Addr<QueueActor>>> = const { RefCell::new(None) };
+        /// Its runner, as last started.
+        pub(super) static RUNNER: RefCell<Option<Addr<RunnerActor>>> = const { RefCell::new(None) };
     }
 
     /// Redis Cluster's slot of `key`: CRC16 (XMODEM) of its hash tag (what is between its first
@@ -970,9 +957,8 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 
     /// Stops the service the way SIGTERM does; its outcome.
     async fn stop_service(service: tokio::task::JoinHandle<Outcome>) -> Outcome {
-        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
-        let supervisor = wiring.borrow().supervisor.clone().unwrap();
-        begin_stop(&supervisor, &wiring.borrow(), "test".into());
+        let (supervisor, shutdown) = STOP.with(|s| s.borrow().clone()).unwrap();
+        begin_stop(&supervisor, &shutdown, "test".into());
         tokio::time::timeout(Duration::from_secs(30), service)
             .await
             .expect("the service to stop")
@@ -1003,15 +989,14 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let (dir, service) = serve_one_fake_job(&redis, "c");
         // Its recording started (the state says running from the moment a round took it).
         until("the job to run", || logged(dir.path(), "start", "c") == 1).await;
-        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
-        let first = wiring.borrow().runner.clone().unwrap();
+        let first = runner_now();
         first.do_send(Crash);
         until("the job to run again", || {
             redis.hget("{t}:job:c", "attempts") == "2"
                 && redis.hget("{t}:job:c", "state") == "running"
         })
         .await;
-        let second = wiring.borrow().runner.clone().unwrap();
+        let second = runner_now();
         assert!(!first.connected() && second.connected(), "a new runner");
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"c"}"#]);
         until("the job to be done", || {
@@ -1023,15 +1008,22 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         service.abort();
     }
 
+    /// The queue actor started last on this thread.
+    fn queue_now() -> Addr<QueueActor> {
+        QUEUE.with(|q| q.borrow().clone()).unwrap()
+    }
+
+    /// The runner started last on this thread.
+    fn runner_now() -> Addr<RunnerActor> {
+        RUNNER.with(|r| r.borrow().clone()).unwrap()
+    }
+
     /// Crashes the running queue actor `first` and waits for its successor to connect.
-    async fn crash_the_queue(wiring: &Rc<RefCell<Wiring>>, first: &Addr<queue::QueueActor>) {
+    async fn crash_the_queue(first: &Addr<QueueActor>) {
         first.do_send(queue::Crash);
         until("a new queue actor", || {
-            wiring
-                .borrow()
-                .queue
-                .as_ref()
-                .is_some_and(|q| q != first && q.connected())
+            let now = queue_now();
+            now != *first && now.connected()
         })
         .await;
     }
@@ -1054,9 +1046,8 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let (dir, service) = serve_one_fake_job(&redis, "q");
         // Its recording started (the state says running from the moment a round took it).
         until("the job to run", || logged(dir.path(), "start", "q") == 1).await;
-        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
-        let first = wiring.borrow().queue.clone().unwrap();
-        crash_the_queue(&wiring, &first).await;
+        let first = queue_now();
+        crash_the_queue(&first).await;
         following_control(&redis).await;
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"q"}"#]);
         until("the job to be done", || {
@@ -1076,9 +1067,8 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let redis = Redis::start();
         let (dir, service) = serve_one_fake_job(&redis, "s");
         until("the job to run", || logged(dir.path(), "start", "s") == 1).await;
-        let wiring = WIRING.with(|w| w.borrow().clone()).unwrap();
-        let first = wiring.borrow().queue.clone().unwrap();
-        let runner = wiring.borrow().runner.clone().unwrap();
+        let first = queue_now();
+        let runner = runner_now();
         // No write reaches Redis for 3 s: the pause waits in the queue actor, which then crashes.
         redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]);
         runner.do_send(runner::PauseJob {
@@ -1089,7 +1079,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             logged(dir.path(), "pause", "s") == 1
         })
         .await;
-        crash_the_queue(&wiring, &first).await;
+        crash_the_queue(&first).await;
         until("the pause to be written", || {
             redis.hget("{t}:job:s", "state") == "paused"
         })

@@ -3,8 +3,9 @@
 //! Owns: the [`Store`] (a reconnecting connection: while Redis is away, recordings go on and
 //! their results wait here until they can be written), the control follower (`control.rs`, a
 //! connection of its own), this worker's lease (its heartbeat) and the jobs this worker has taken.
-//! Accepts: [`JobEnded`] and [`Usage`] (from the runner), [`Drain`] (take no more jobs), [`Shutdown`] (write
-//! every result still pending, then give the lease up), [`Kill`].
+//! Accepts: [`JobEnded`] and [`Usage`] (from the runner), [`Shutdown`] (write every result still
+//! pending, then give the lease up), [`Kill`], [`SiblingUp`] (the runner, at each of its starts:
+//! the supervisor wires them, `ChildLink::follow`).
 //! Also accepts [`JobPaused`] (from the runner: a recording paused or resumed; its state is
 //! written at the next round). A restarted queue actor asks the runner for every pause state
 //! again ([`ResendPauses`]): those its predecessor had not written are written (a state already
@@ -20,8 +21,11 @@
 //! fails at once (its payload re-stored sealed at once when taken). Between rounds: a lease that could not be renewed
 //! for a third of its life stops every recording here, to be finished before the lease ends
 //! (so no other worker runs the job while this one still does).
+//! Takes no more jobs once the service is stopping (the [`ServiceShutdown`] it is handed has
+//! reached `Orderly`: the running recordings finish).
 //! Stops: on `Shutdown`, after the last write (bounded by the supervisor's timeout). Crashed and
-//! restarted, it carries on with its predecessor's jobs and unwritten results (a [`Ledger`]).
+//! restarted, it carries on with its predecessor's jobs and unwritten results (a [`Ledger`],
+//! left in its [`LedgerSlot`]).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -32,16 +36,18 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use pagecast_actors::backoff::Backoff;
-use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
+use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown, SiblingUp};
 
 use super::capacity::{self, Admission, Cost, Held, Verdict};
-use super::runner::{DiscardJob, JobEnded, PauseJob, ResendPauses, StartJob, StopJob, Usage};
+use super::runner::{
+    DiscardJob, JobEnded, PauseJob, ResendPauses, RunnerActor, StartJob, StopJob, Usage, RUNNER,
+};
 use super::sealed::{self, JobKey};
 use super::store::{connection_error, host_of, Outcome, Presence, Store, Take};
 use super::{
-    decide, parse_job, ControlRequest, Decision, Ended, Parsed, ServiceOptions, Wiring,
-    MAX_ATTEMPTS,
+    decide, parse_job, ControlRequest, Decision, Ended, Parsed, ServiceOptions, MAX_ATTEMPTS,
 };
+use crate::shutdown::{Level, Shutdown as ServiceShutdown};
 use pagecast_actors::events;
 
 const ROUND_EVERY: Duration = Duration::from_millis(250);
@@ -67,11 +73,6 @@ struct Start {
     shed_warm: usize,
 }
 
-/// Message: take no more jobs (the service is stopping; the running ones finish).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Drain;
-
 /// Message (from the control follower): stop, pause or resume this job's recording, if it runs
 /// here.
 #[derive(Debug, Message)]
@@ -87,8 +88,26 @@ pub struct JobPaused {
     pub paused: bool,
 }
 
+/// The queue's child name in the service's tree (the runner follows it by this name).
+pub const QUEUE: &str = "queue";
+
 /// What a queue actor knows of its jobs. Handed to the next queue actor if this one crashes
-/// (through [`Wiring`]), so a restart forgets no running job and no unwritten result.
+/// (through its [`LedgerSlot`]), so a restart forgets no running job and no unwritten result.
+/// What the service hands each queue actor it starts, besides its connections and options.
+#[derive(Clone, Default)]
+pub(super) struct FromService {
+    /// Where the last queue actor left its jobs (empty at the first start).
+    pub ledger: LedgerSlot,
+    /// The service's stop: once `Orderly`, no more jobs are taken.
+    pub shutdown: ServiceShutdown,
+    /// What `/healthz` shows of capacity (the queue writes it, the API reads it).
+    pub capacity: capacity::SharedReport,
+}
+
+/// Where a queue actor leaves its [`Ledger`] when it stops, for the next one: kept by the queue's
+/// own child spec, from one start of it to the next (not shared with any other actor).
+pub(super) type LedgerSlot = Rc<RefCell<Option<Ledger>>>;
+
 #[derive(Default)]
 pub(super) struct Ledger {
     running: HashMap<String, Taken>,
@@ -107,7 +126,14 @@ pub struct QueueActor {
     options: ServiceOptions,
     /// This process's heartbeat value.
     instance: String,
-    wiring: Rc<RefCell<Wiring>>,
+    /// Where this actor's ledger goes when it stops.
+    ledger: LedgerSlot,
+    /// The service's stop: once `Orderly`, no more jobs are taken.
+    service: ServiceShutdown,
+    /// The runner, as the supervisor last said (None until it is up).
+    runner: Option<Addr<RunnerActor>>,
+    /// What `/healthz` shows of capacity (the API reads it).
+    capacity: capacity::SharedReport,
     running: HashMap<String, Taken>,
     /// Jobs this worker no longer owns (another worker took them over while this one was cut off,
     /// or this one stopped them when its lease ran out): their recordings are stopped here and
@@ -205,10 +231,15 @@ impl QueueActor {
         client: redis::Client,
         options: ServiceOptions,
         instance: String,
-        wiring: Rc<RefCell<Wiring>>,
+        from_service: FromService,
         link: ChildLink,
     ) -> QueueActor {
-        let ledger = wiring.borrow_mut().ledger.take().unwrap_or_default();
+        let FromService {
+            ledger: slot,
+            shutdown: service,
+            capacity,
+        } = from_service;
+        let ledger = slot.borrow_mut().take().unwrap_or_default();
         if !ledger.running.is_empty() || !ledger.pending.is_empty() {
             tracing::info!(
                 running = ledger.running.len(),
@@ -222,7 +253,10 @@ impl QueueActor {
             client,
             options,
             instance,
-            wiring,
+            ledger: slot,
+            service,
+            runner: None,
+            capacity,
             running: ledger.running,
             abandoned: ledger.abandoned,
             stopping: ledger.stopping,
@@ -261,8 +295,13 @@ impl QueueActor {
             .collect()
     }
 
-    fn runner(&self) -> Option<Addr<super::runner::RunnerActor>> {
-        self.wiring.borrow().runner.clone()
+    fn runner(&self) -> Option<Addr<RunnerActor>> {
+        self.runner.clone()
+    }
+
+    /// Taking no more jobs: the service is stopping (or a predecessor was, see [`Ledger`]).
+    fn draining(&self) -> bool {
+        self.draining || self.service.level() >= Level::Orderly
     }
 
     /// Asks the runner to stop a recording, once; `within` bounds how long it may take.
@@ -324,12 +363,12 @@ impl QueueActor {
         }
         self.in_round = true;
         self.idle.send_replace(false);
-        let take = !self.draining && self.runner().is_some();
+        let take = !self.draining() && self.runner().is_some();
         let round = self.new_round(take);
         let written = round.written.clone();
         let pauses_written = round.pauses_written.clone();
         ctx.spawn(actix::fut::wrap_future(round.run()).map(
-            move |result, act: &mut Self, _| {
+            move |result, act: &mut Self, ctx| {
                 act.in_round = false;
                 act.idle.send_replace(true);
                 // Written results are gone from `pending` even if the round failed after them
@@ -354,12 +393,12 @@ impl QueueActor {
                         return;
                     }
                 };
-                act.finish_round(done);
+                act.finish_round(done, ctx);
             },
         ));
     }
 
-    fn finish_round(&mut self, done: RoundDone) {
+    fn finish_round(&mut self, done: RoundDone, ctx: &mut Context<Self>) {
         if self.offline {
             tracing::info!("Redis is back");
             self.offline = false;
@@ -388,7 +427,7 @@ impl QueueActor {
             None => self.waiting = None,
         }
         for start in done.taken {
-            if self.draining {
+            if self.draining() {
                 // Taken by a round that began before the stop: give it back untried.
                 self.pending.push(Outcome {
                     id: Some(start.id),
@@ -400,7 +439,7 @@ impl QueueActor {
                     output: None,
                 });
             } else {
-                self.run(start);
+                self.run(start, ctx);
             }
         }
         self.pending.extend(done.refused);
@@ -445,7 +484,8 @@ impl QueueActor {
         }
     }
 
-    fn run(&mut self, start: Start) {
+    fn run(&mut self, start: Start, ctx: &mut Context<Self>) {
+        let me = ctx.address();
         let Some(runner) = self.runner() else {
             return;
         };
@@ -481,16 +521,13 @@ impl QueueActor {
             not_run: false,
             output: None,
         };
-        let me = self.wiring.borrow().queue.clone();
         actix::spawn(async move {
             let why = match sent.await {
                 Ok(Ok(())) => return,
                 Ok(Err(why)) => why,
                 Err(e) => format!("the runner is gone: {e}"),
             };
-            if let Some(me) = me {
-                me.do_send(Failed(fail(why)));
-            }
+            me.do_send(Failed(fail(why)));
         });
     }
 }
@@ -508,7 +545,7 @@ impl Handler<Failed> for QueueActor {
             self.running.remove(id);
             self.stopping.remove(id);
         }
-        if self.draining {
+        if self.draining() {
             // The runner is stopping: the job goes back to the queue untried.
             outcome.decision = Decision::Requeue;
             outcome.code = None;
@@ -571,7 +608,7 @@ impl Handler<Usage> for QueueActor {
         let (was, is) = (!self.usage.behind.is_empty(), !usage.behind.is_empty());
         self.usage = usage;
         let report = self.options.admission().report(&self.held());
-        if let Ok(mut shared) = self.wiring.borrow().capacity.lock() {
+        if let Ok(mut shared) = self.capacity.lock() {
             *shared = Some(report);
         }
         if is && !was {
@@ -584,11 +621,14 @@ impl Handler<Usage> for QueueActor {
     }
 }
 
-impl Handler<Drain> for QueueActor {
+impl Handler<SiblingUp<Addr<RunnerActor>>> for QueueActor {
     type Result = ();
 
-    fn handle(&mut self, _: Drain, _: &mut Context<Self>) {
-        self.draining = true;
+    fn handle(&mut self, SiblingUp(runner): SiblingUp<Addr<RunnerActor>>, _: &mut Context<Self>) {
+        // The pause states a crashed predecessor (of either) had not written come again (the
+        // runner keeps them); written before this one's first round can lose them too.
+        runner.do_send(ResendPauses);
+        self.runner = Some(runner);
     }
 }
 
@@ -673,7 +713,7 @@ impl Handler<JobPaused> for QueueActor {
 
 impl Drop for QueueActor {
     fn drop(&mut self) {
-        self.wiring.borrow_mut().ledger = Some(Ledger {
+        *self.ledger.borrow_mut() = Some(Ledger {
             running: std::mem::take(&mut self.running),
             abandoned: std::mem::take(&mut self.abandoned),
             stopping: std::mem::take(&mut self.stopping),
@@ -695,11 +735,8 @@ impl Actor for QueueActor {
             move |request| me.do_send(Control(request)),
         )));
         ctx.run_interval(ROUND_EVERY, |act, ctx| act.round(ctx));
-        // The pause states a crashed predecessor had not written come again (the runner keeps
-        // them); written before this one's first round can lose them too.
-        if let Some(runner) = self.runner() {
-            runner.do_send(ResendPauses);
-        }
+        // The runner's address now (if it is up) and at each of its restarts.
+        self.link.follow(RUNNER, ctx.address().recipient());
         self.round(ctx);
     }
 }

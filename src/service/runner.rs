@@ -31,29 +31,33 @@
 //! same way, those already stopping left to finish, and wait for them all), [`Kill`].
 //! Sends: [`JobEnded`] to the queue for every recording that ends, however it ends (also when
 //! the runner itself stops or crashes with recordings running: they are killed and reported).
+//! The queue's address comes from the supervisor, now and at each of its restarts
+//! ([`SiblingUp`], `ChildLink::follow`).
 //! Stops: on `Shutdown`, once every recording has ended (the supervisor kills what takes longer
 //! than its shutdown timeout).
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use pagecast_actors::process::{ChildProcess, Stdout};
-use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown};
+use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdown, SiblingUp};
 use tokio::process::Command;
 
 use super::capacity::Cost;
+use super::queue::{QueueActor, QUEUE};
 use super::usage::TreeMeter;
-use super::{last_error_line, Ended, WarmPool, Wiring};
+use super::{last_error_line, Ended, WarmPool};
 use crate::naming::AttemptOutput;
 use crate::policy::Policy;
 use crate::warm::WarmSize;
 use pagecast_actors::events;
+
+/// The runner's child name in the service's tree (the queue follows it by this name).
+pub const RUNNER: &str = "runner";
 
 /// The service's own settings a recording reads; nothing else of the service's environment
 /// (its Redis URL, keys) reaches a recording.
@@ -221,7 +225,8 @@ pub struct RunnerActor {
     /// Each recording's `--keep-dir`.
     keep_dir: PathBuf,
     policy: Policy,
-    wiring: Rc<RefCell<Wiring>>,
+    /// The queue, as the supervisor last said (None until it is up).
+    queue: Option<Addr<QueueActor>>,
     jobs: HashMap<String, ChildProcess>,
     /// Each running job's control lines, written to its stdin in order.
     controls: HashMap<String, tokio::sync::mpsc::UnboundedSender<String>>,
@@ -262,7 +267,6 @@ impl RunnerActor {
         keep_dir: PathBuf,
         policy: Policy,
         pool: WarmPool,
-        wiring: Rc<RefCell<Wiring>>,
         link: ChildLink,
     ) -> Self {
         Self {
@@ -271,7 +275,7 @@ impl RunnerActor {
             grace,
             keep_dir,
             policy,
-            wiring,
+            queue: None,
             jobs: HashMap::new(),
             controls: HashMap::new(),
             outputs: HashMap::new(),
@@ -469,7 +473,7 @@ impl RunnerActor {
     }
 
     fn send_usage(&self) {
-        if let Some(queue) = &self.wiring.borrow().queue {
+        if let Some(queue) = &self.queue {
             queue.do_send(self.usage.clone());
         }
     }
@@ -550,7 +554,7 @@ impl RunnerActor {
         };
         tracing::info!(job = %ended.id, code = ?ended.code, signal = ?status.signal(), "recording ended");
         super::recording_metrics::ended(ended.code);
-        match &self.wiring.borrow().queue {
+        match &self.queue {
             Some(queue) => queue.do_send(JobEnded(ended)),
             None => {
                 tracing::error!(job = %ended.id, "no queue to report the end of a recording to")
@@ -563,15 +567,25 @@ impl Actor for RunnerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The queue's address now and at each of its restarts.
+        self.link.follow(QUEUE, ctx.address().recipient());
         ctx.run_interval(MEASURE_EVERY, |act, ctx| act.measure(ctx));
         self.refill(ctx);
+    }
+}
+
+impl Handler<SiblingUp<Addr<QueueActor>>> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, SiblingUp(queue): SiblingUp<Addr<QueueActor>>, _: &mut Context<Self>) {
+        self.queue = Some(queue);
     }
 }
 
 impl RunnerActor {
     /// Tells the queue actor running now that `id` paused or resumed.
     fn tell_paused(&self, id: &str, paused: bool) {
-        if let Some(queue) = self.wiring.borrow().queue.clone() {
+        if let Some(queue) = &self.queue {
             queue.do_send(super::queue::JobPaused {
                 id: id.to_owned(),
                 paused,
@@ -625,7 +639,7 @@ impl Handler<Pace> for RunnerActor {
 /// stop, is run again; one already asked to stop is failed.
 impl Drop for RunnerActor {
     fn drop(&mut self) {
-        let Some(queue) = self.wiring.borrow().queue.clone() else {
+        let Some(queue) = self.queue.clone() else {
             return;
         };
         for (id, _) in self.jobs.drain() {
