@@ -999,10 +999,16 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let second = runner_now();
         assert!(!first.connected() && second.connected(), "a new runner");
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"c"}"#]);
-        until("the job to be done", || {
-            redis.hget("{t}:job:c", "state") == "done"
+        until("the job to end", || {
+            matches!(redis.hget("{t}:job:c", "state").as_str(), "done" | "failed")
         })
         .await;
+        assert_eq!(
+            redis.hget("{t}:job:c", "state"),
+            "done",
+            "{}",
+            redis.cli(&["HGETALL", "{t}:job:c"])
+        );
         assert_eq!(redis.hget("{t}:job:c", "exit_code"), "0");
         assert_eq!(redis.cli(&["LLEN", "{t}:processing:w"]), "0");
         service.abort();

@@ -295,8 +295,10 @@ impl QueueActor {
             .collect()
     }
 
+    /// The runner, if it runs: between a crash of it and the supervisor's word of the next one,
+    /// the address held is the dead one's.
     fn runner(&self) -> Option<Addr<RunnerActor>> {
-        self.runner.clone()
+        self.runner.clone().filter(Addr::connected)
     }
 
     /// Taking no more jobs: the service is stopping (or a predecessor was, see [`Ledger`]).
@@ -511,28 +513,39 @@ impl QueueActor {
             attempt: attempts,
             shed_warm,
         });
-        // A job that could not even start is failed (an internal error: exit 1).
-        let fail = move |why: String| Outcome {
-            id: Some(id.clone()),
-            raw: raw.clone(),
-            decision: Decision::Failed,
-            code: Some(1),
-            message: why,
-            not_run: false,
-            output: None,
-        };
         actix::spawn(async move {
-            let why = match sent.await {
+            let outcome = match sent.await {
                 Ok(Ok(())) => return,
-                Ok(Err(why)) => why,
-                Err(e) => format!("the runner is gone: {e}"),
+                // A job that could not even start is failed (an internal error: exit 1).
+                Ok(Err(why)) => Outcome {
+                    id: Some(id),
+                    raw,
+                    decision: Decision::Failed,
+                    code: Some(1),
+                    message: why,
+                    not_run: false,
+                    output: None,
+                },
+                // The runner crashed before it had the job: it goes back to the queue untried,
+                // for the next runner (this one's crash is not the job's).
+                Err(e) => Outcome {
+                    id: Some(id),
+                    raw,
+                    decision: Decision::Requeue,
+                    code: None,
+                    message: format!(
+                        "the runner stopped before starting it ({e}); running it again"
+                    ),
+                    not_run: true,
+                    output: None,
+                },
             };
-            me.do_send(Failed(fail(why)));
+            me.do_send(Failed(outcome));
         });
     }
 }
 
-/// Message: a job could not start.
+/// Message: a job could not start (failed), or was not started (back to the queue).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Failed(Outcome);
@@ -551,6 +564,8 @@ impl Handler<Failed> for QueueActor {
             outcome.code = None;
             outcome.message = "the worker stopped before starting it".into();
             outcome.not_run = true;
+        } else if outcome.decision == Decision::Requeue {
+            tracing::warn!(job = ?outcome.id, why = %outcome.message, "job not started");
         } else {
             tracing::error!(job = ?outcome.id, error = %outcome.message, "job could not start");
         }
