@@ -34,6 +34,9 @@
 //!   `{"resume": "<id>"}` pause and resume it (SIGUSR1 / SIGUSR2 to its recording); `state`
 //!   becomes `paused` (and `running` again) when the recording says it has paused (resumed).
 //!   `{"discard": "<id>"}` stops it and deletes what it recorded (SIGRTMIN; exit code 6).
+//!   Those too have a field read every round ([`store::Asked`]): `discard 1`, and `pause 1` or
+//!   `0`, the state the recording is to be in (it wins, at the next round, over a message that
+//!   asked otherwise). What was asked of a run is cleared when its result is written.
 //!   `{"update_stream": "<id>", "sealed": "…"}` adds and removes live outputs ([`StreamUpdate`],
 //!   sealed with the job key: the egress API's `UpdateStream`; `add-stream` / `remove-stream`
 //!   lines on the recording's stdin). `{"update_layout": "<id>", "layout": "<name>"}` switches a
@@ -1181,6 +1184,46 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         assert_eq!(logged(dir.path(), "term", "d"), 0);
         assert_eq!(redis.hget("{t}:job:d", "exit_code"), "6");
         assert!(redis.hget("{t}:job:d", "message").contains("discarded"));
+        service.abort();
+    }
+
+    /// Pause, resume and discard written in the job's hash (read every round, so not lost while
+    /// the worker's control channel reconnects) reach the recording with no message at all; the
+    /// hash's pause state wins over a message to the contrary at the next round; and what was
+    /// asked of the run is cleared with its result.
+    #[actix_rt::test]
+    async fn requests_in_the_job_s_hash_reach_its_recording_without_a_message() {
+        let redis = Redis::start();
+        let (dir, service) = serve_one_fake_job(&redis, "h");
+        until("the job to run", || logged(dir.path(), "start", "h") == 1).await;
+        redis.cli(&["HSET", "{t}:job:h", "pause", "1"]);
+        until("the pause", || {
+            logged(dir.path(), "pause", "h") == 1 && redis.hget("{t}:job:h", "state") == "paused"
+        })
+        .await;
+        // A resume by message, the hash still saying paused: resumed, then paused again.
+        following_control(&redis).await;
+        redis.cli(&["PUBLISH", "t:control", r#"{"resume":"h"}"#]);
+        until("the resume and the pause again", || {
+            logged(dir.path(), "resume", "h") == 1 && logged(dir.path(), "pause", "h") == 2
+        })
+        .await;
+        redis.cli(&["HSET", "{t}:job:h", "pause", "0"]);
+        until("the resume", || {
+            logged(dir.path(), "resume", "h") == 2 && redis.hget("{t}:job:h", "state") == "running"
+        })
+        .await;
+        redis.cli(&["HSET", "{t}:job:h", "discard", "1"]);
+        until("the job to end", || {
+            redis.hget("{t}:job:h", "state") == "failed"
+        })
+        .await;
+        assert_eq!(logged(dir.path(), "discard", "h"), 1);
+        assert_eq!(logged(dir.path(), "term", "h"), 0);
+        assert_eq!(redis.hget("{t}:job:h", "exit_code"), "6");
+        for field in ["stop", "discard", "pause"] {
+            assert_eq!(redis.hget("{t}:job:h", field), "", "{field} is cleared");
+        }
         service.abort();
     }
 

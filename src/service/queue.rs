@@ -43,7 +43,7 @@ use super::runner::{
     DiscardJob, JobEnded, PauseJob, ResendPauses, RunnerActor, StartJob, StopJob, Usage, RUNNER,
 };
 use super::sealed::{self, JobKey};
-use super::store::{connection_error, host_of, Outcome, Presence, Store, Take};
+use super::store::{connection_error, host_of, Asked, Outcome, Presence, Store, Take};
 use super::{
     decide, parse_job, ControlRequest, Decision, Ended, Parsed, ServiceOptions, MAX_ATTEMPTS,
 };
@@ -60,6 +60,10 @@ struct Taken {
     attempts: u32,
     /// What admission reserved for it.
     reserved: Cost,
+    /// The last pause (true) or resume asked of its recording, by either way (None: neither).
+    pause_asked: Option<bool>,
+    /// A discard was passed on (once: the hash asks it again every round).
+    discard_asked: bool,
 }
 
 /// A job a round took, ready to run.
@@ -416,8 +420,8 @@ impl QueueActor {
                 self.stop(&id, None);
             }
         }
-        for id in done.stop {
-            self.stop(&id, None);
+        for (id, asked) in done.asked {
+            self.asked(&id, asked);
         }
         match &done.waiting {
             Some((id, why)) if self.waiting.as_ref() != Some(id) => {
@@ -505,6 +509,8 @@ impl QueueActor {
                 raw: raw.clone(),
                 attempts,
                 reserved: cost,
+                pause_asked: None,
+                discard_asked: false,
             },
         );
         let sent = runner.send(StartJob {
@@ -652,38 +658,71 @@ impl Handler<Control> for QueueActor {
 
     fn handle(&mut self, Control(request): Control, _: &mut Context<Self>) {
         // Another worker's job is not in `running` (every worker hears every request).
-        let (id, pause) = match request {
-            ControlRequest::Stop(id) => return self.stop(&id, None),
-            ControlRequest::Discard(id) => {
-                if self.running.contains_key(&id) {
-                    // Stopping now (a later stop request adds nothing).
-                    self.stopping.insert(id.clone());
-                    if let Some(runner) = self.runner() {
-                        runner.do_send(DiscardJob { id });
-                    }
-                }
-                return;
-            }
-            ControlRequest::Pause(id) => (id, true),
-            ControlRequest::Resume(id) => (id, false),
-            ControlRequest::UpdateStream { id, sealed } => {
-                return self.update_streams(&id, &sealed);
-            }
+        match request {
+            ControlRequest::Stop(id) => self.stop(&id, None),
+            ControlRequest::Discard(id) => self.discard(&id),
+            ControlRequest::Pause(id) => self.pause(&id, true),
+            ControlRequest::Resume(id) => self.pause(&id, false),
+            ControlRequest::UpdateStream { id, sealed } => self.update_streams(&id, &sealed),
             ControlRequest::UpdateLayout { id, layout } => {
                 if self.running.contains_key(&id) && !self.stopping.contains(&id) {
                     if let Some(runner) = self.runner() {
                         runner.do_send(super::runner::SetLayout { id, layout });
                     }
                 }
-                return;
             }
+        }
+    }
+}
+
+impl QueueActor {
+    /// Stops a recording and deletes what it recorded, if it runs here (once; also when it is
+    /// finishing after a stop).
+    fn discard(&mut self, id: &str) {
+        let Some(taken) = self.running.get_mut(id) else {
+            return;
         };
-        // A recording being stopped is finishing its file: nothing to pause or resume.
-        if !self.running.contains_key(&id) || self.stopping.contains(&id) {
+        if std::mem::replace(&mut taken.discard_asked, true) {
             return;
         }
+        // Stopping now (a later stop request adds nothing).
+        self.stopping.insert(id.to_owned());
         if let Some(runner) = self.runner() {
-            runner.do_send(PauseJob { id, pause });
+            runner.do_send(DiscardJob { id: id.to_owned() });
+        }
+    }
+
+    /// Pauses (`pause`) or resumes a recording, if it runs here.
+    fn pause(&mut self, id: &str, pause: bool) {
+        // A recording being stopped is finishing its file: nothing to pause or resume.
+        if self.stopping.contains(id) {
+            return;
+        }
+        let Some(taken) = self.running.get_mut(id) else {
+            return;
+        };
+        taken.pause_asked = Some(pause);
+        if let Some(runner) = self.runner() {
+            runner.do_send(PauseJob {
+                id: id.to_owned(),
+                pause,
+            });
+        }
+    }
+
+    /// What a round read in a running job's hash ([`Asked`]): a discard or a stop is passed on
+    /// once; a pause state other than the last one asked of the recording (either way) is asked
+    /// for, so the hash's state wins at the next round.
+    fn asked(&mut self, id: &str, asked: Asked) {
+        if asked.discard {
+            self.discard(id);
+        } else if asked.stop {
+            self.stop(id, None);
+        } else if let Some(pause) = asked.pause {
+            let last = self.running.get(id).and_then(|t| t.pause_asked);
+            if last.unwrap_or(false) != pause {
+                self.pause(id, pause);
+            }
         }
     }
 }
@@ -852,7 +891,8 @@ struct Round {
 struct RoundDone {
     /// When the lease renewed this round was asked for (it holds for its TTL from then, at least).
     leased_at: Instant,
-    stop: Vec<String>,
+    /// What the hashes of the running jobs ask (a stop, a discard, a pause state).
+    asked: Vec<(String, Asked)>,
     taken: Vec<Start>,
     /// Jobs taken and refused at once: results to write next round.
     refused: Vec<Outcome>,
@@ -926,17 +966,18 @@ impl Round {
             }
         }
 
-        let mut stop = Vec::new();
+        let mut asked = Vec::new();
         for (id, _) in &self.running {
-            if self.store.stop_requested(id).await? {
-                stop.push(id.clone());
+            let now = self.store.asked(id).await?;
+            if now != Asked::default() {
+                asked.push((id.clone(), now));
             }
         }
 
         let (taken, refused, waiting) = self.take_jobs().await?;
         Ok(RoundDone {
             leased_at,
-            stop,
+            asked,
             taken,
             refused,
             taken_over,

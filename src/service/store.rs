@@ -21,6 +21,19 @@ pub(super) fn reconnect_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
 }
 
+/// What a running job's hash asks of its recording, read every round (so not lost while a
+/// worker reconnects, as a message on `Q:control` can be): `stop` 1, `discard` 1, `pause` 1
+/// (paused) or 0 (recording). Each is of one run: cleared when its result is written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Asked {
+    pub stop: bool,
+    pub discard: bool,
+    pub pause: Option<bool>,
+}
+
+/// The job-hash fields of [`Asked`].
+const ASKED_FIELDS: [&str; 3] = ["stop", "discard", "pause"];
+
 /// A result to write: what became of a job.
 #[derive(Debug, Clone)]
 pub(super) struct Outcome {
@@ -283,7 +296,7 @@ impl Store {
                         &[("state", JobState::Requeued.as_str()), ("message", why)],
                     )
                     .ignore()
-                    .hdel(k.job(&id), "stop")
+                    .hdel(k.job(&id), &ASKED_FIELDS)
                     .ignore()
                     .publish(
                         k.events(),
@@ -389,10 +402,23 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a stop was asked for in the job's hash (`stop` = 1).
-    pub async fn stop_requested(&mut self, id: &str) -> redis::RedisResult<bool> {
-        let flag: Option<String> = self.con.hget(self.keys.job(id), "stop").await?;
-        Ok(flag.as_deref() == Some("1"))
+    /// What the job's hash asks of its running recording ([`Asked`]).
+    pub async fn asked(&mut self, id: &str) -> redis::RedisResult<Asked> {
+        let (stop, discard, pause): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(self.keys.job(id))
+                .arg(&ASKED_FIELDS[..])
+                .query_async(&mut self.con)
+                .await?;
+        Ok(Asked {
+            stop: stop.as_deref() == Some("1"),
+            discard: discard.as_deref() == Some("1"),
+            pause: match pause.as_deref() {
+                Some("1") => Some(true),
+                Some("0") => Some(false),
+                _ => None,
+            },
+        })
     }
 
     /// Asks for a job's stop, both ways (see `mod.rs`): the flag in its hash (read every round,
@@ -559,8 +585,9 @@ impl Store {
                 pipe.hset(k.job(id), super::attempt::field(*n), output)
                     .ignore();
             }
-            // A stop asked of this run is not one of the next (or of a later job with this id).
-            pipe.hdel(k.job(id), "stop").ignore();
+            // What was asked of this run is not asked of the next (or of a later job with this
+            // id).
+            pipe.hdel(k.job(id), &ASKED_FIELDS).ignore();
             if state.is_final() {
                 pipe.pexpire(k.job(id), retention.as_millis().max(1) as i64)
                     .ignore();
@@ -788,7 +815,7 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn results_leave_the_processing_list_requeue_without_the_stop_flag_and_expire_when_over()
+    async fn results_leave_the_processing_list_requeue_without_what_was_asked_and_expire_when_over()
     {
         let redis = Redis::start();
         let mut s = store(&redis, "w1").await;
@@ -796,8 +823,24 @@ mod tests {
         let Take::Job { raw, .. } = take_next(&mut s).await else {
             panic!()
         };
-        redis.cli(&["HSET", "{t}:job:a", "stop", "1"]);
-        assert!(s.stop_requested("a").await.unwrap());
+        redis.cli(&[
+            "HSET",
+            "{t}:job:a",
+            "stop",
+            "1",
+            "discard",
+            "1",
+            "pause",
+            "0",
+        ]);
+        assert_eq!(
+            s.asked("a").await.unwrap(),
+            Asked {
+                stop: true,
+                discard: true,
+                pause: Some(false)
+            }
+        );
         let mut o = Outcome {
             id: Some("a".into()),
             raw: raw.clone(),
@@ -811,9 +854,10 @@ mod tests {
         assert_eq!(redis.cli(&["LRANGE", "{t}:jobs", "0", "-1"]), raw);
         assert_eq!(redis.cli(&["LLEN", "{t}:processing:w1"]), "0");
         assert_eq!(redis.hget("{t}:job:a", "state"), "requeued");
-        assert!(
-            !s.stop_requested("a").await.unwrap(),
-            "the retry is not stopped"
+        assert_eq!(
+            s.asked("a").await.unwrap(),
+            Asked::default(),
+            "the retry is asked nothing"
         );
         assert_eq!(redis.cli(&["TTL", "{t}:job:a"]), "-1");
         let Take::Job { attempts, .. } = take_next(&mut s).await else {
