@@ -37,9 +37,12 @@
 //!   Those too have a field read every round ([`store::Asked`]): `discard 1`, and `pause 1` or
 //!   `0`, the state the recording is to be in (it wins, at the next round, over a message that
 //!   asked otherwise). What was asked of a run is cleared when its result is written.
-//!   `{"update_stream": "<id>", "sealed": "…"}` adds and removes live outputs ([`StreamUpdate`],
-//!   sealed with the job key: the egress API's `UpdateStream`; `add-stream` / `remove-stream`
-//!   lines on the recording's stdin). `{"update_layout": "<id>", "layout": "<name>"}` switches a
+//!   `{"update_stream": "<id>", "sealed": "…", "seq": N}` adds and removes live outputs
+//!   ([`StreamUpdate`], sealed with the job key: the egress API's `UpdateStream`; `add-stream` /
+//!   `remove-stream` lines on the recording's stdin). Each is kept in the job's hash too
+//!   (`stream_updates` counts them, `stream_update_<N>` holds each, sealed): every round applies
+//!   those a recording has not had yet, in order, so none is lost while a worker reconnects, and
+//!   a job run again gets them all again. `{"update_layout": "<id>", "layout": "<name>"}` switches a
 //!   LiveKit layout in place (a `layout` line).
 //! - `{Q}:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
 //!   the worker process's own token); `{Q}:workers`: the set of workers, to find the dead ones.
@@ -211,9 +214,14 @@ pub enum ControlRequest {
     Resume(String),
     /// `{"discard": "<id>"}`: stop it and delete what it recorded (SIGRTMIN).
     Discard(String),
-    /// `{"update_stream": "<id>", "sealed": "<...>"}`: add and remove live outputs; `sealed` is
-    /// [`StreamUpdate`] sealed with the job key (its URLs hold stream keys).
-    UpdateStream { id: String, sealed: String },
+    /// `{"update_stream": "<id>", "sealed": "<...>", "seq": N}`: add and remove live outputs;
+    /// `sealed` is [`StreamUpdate`] sealed with the job key (its URLs hold stream keys); `seq`,
+    /// its number among the job's updates kept in its hash (`stream_update_<N>`), if it is one.
+    UpdateStream {
+        id: String,
+        sealed: String,
+        seq: Option<u64>,
+    },
     /// `{"update_layout": "<id>", "layout": "<one of pagecast's layouts>"}`: switch a LiveKit
     /// layout while recording.
     UpdateLayout { id: String, layout: String },
@@ -233,15 +241,23 @@ fn stream_update_aad(id: &str) -> String {
 }
 
 impl StreamUpdate {
-    /// The control request carrying it, sealed.
-    pub fn request(&self, id: &str, key: &JobKey) -> Result<String, String> {
+    /// It, sealed for job `id` (what the job's hash keeps and a control request carries).
+    pub fn seal(&self, id: &str, key: &JobKey) -> Result<String, String> {
         let clear = serde_json::to_string(self).map_err(|e| e.to_string())?;
         let stored: serde_json::Value = serde_json::from_str(
             &key.seal(&stream_update_aad(id), &clear)
                 .map_err(|e| e.to_string())?,
         )
         .map_err(|e| e.to_string())?;
-        Ok(serde_json::json!({ "update_stream": id, "sealed": stored["sealed"] }).to_string())
+        stored["sealed"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "sealing gave no sealed text".to_owned())
+    }
+
+    /// The control request carrying `sealed`, update number `seq` of job `id`.
+    pub fn request(id: &str, sealed: &str, seq: u64) -> String {
+        serde_json::json!({ "update_stream": id, "sealed": sealed, "seq": seq }).to_string()
     }
 
     /// The update of a request, opened.
@@ -281,6 +297,7 @@ pub fn parse_control(payload: &str) -> Option<ControlRequest> {
             Some(ControlRequest::UpdateStream {
                 id: id("update_stream")?,
                 sealed: v.get("sealed")?.as_str()?.to_owned(),
+                seq: v.get("seq").and_then(serde_json::Value::as_u64),
             })
         })
 }
@@ -902,6 +919,10 @@ IFS= read -r config
 job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 say() {{ echo "{name} $1 $job $(date +%s.%N)" >> {log}; }}
 say start
+# Each control line after the config (a live output added or removed, a layout) logged as one
+# event: `add-stream:<url>`. (A list run with `&` reads /dev/null: the stdin goes by fd 3.)
+exec 3<&0
+while IFS= read -r line <&3; do say "$(printf '%s' "$line" | tr ' ' ':')"; done &
 trap 'say term; sleep {stop_secs}; say end; exit 0' TERM
 trap 'say pause; echo "{{\"level\":\"INFO\",\"message\":\"{paused}\"}}" >&2' USR1
 trap 'say resume; echo "{{\"level\":\"INFO\",\"message\":\"{resumed}\"}}" >&2' USR2
@@ -1224,6 +1245,64 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         for field in ["stop", "discard", "pause"] {
             assert_eq!(redis.hget("{t}:job:h", field), "", "{field} is cleared");
         }
+        service.abort();
+    }
+
+    /// Live-output updates kept in the job's hash (as the egress API's `UpdateStream` keeps
+    /// them) reach the recording in order, each once, whether their message was heard (the
+    /// first) or not (the second is only in the hash, as when the control channel reconnects);
+    /// and a job run again (its runner crashed) gets them all again, in order.
+    #[actix_rt::test]
+    async fn stream_updates_kept_in_the_hash_reach_every_run_in_order() {
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("u")]);
+        let key = Arc::new(JobKey::from_hex(TEST_KEY).unwrap());
+        let options = ServiceOptions {
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            job_key: Some(key.clone()),
+            ..test_options(redis.url(), "w")
+        };
+        let service = actix::spawn(serve(options));
+        until("the job to run", || logged(dir.path(), "start", "u") == 1).await;
+        following_control(&redis).await;
+        let update = |url: &str| {
+            StreamUpdate {
+                add: vec![url.to_owned()],
+                remove: vec![],
+            }
+            .seal("u", &key)
+            .unwrap()
+        };
+        let con = store::connect(&redis::Client::open(redis.url()).unwrap(), &redis.url())
+            .await
+            .unwrap();
+        let mut store = Store::new(con, test_options(redis.url(), "w").keys(), "api".into());
+        store
+            .push_stream_update("u", &update("rtmp://h/app/one"))
+            .await
+            .unwrap();
+        // The second only in the hash: no message.
+        let sealed = update("rtmp://h/app/two");
+        redis.cli(&["HINCRBY", "{t}:job:u", "stream_updates", "1"]);
+        redis.cli(&["HSET", "{t}:job:u", "stream_update_2", &sealed]);
+        // The only job here (its second run records to `u-attempt2`).
+        let lines = || -> Vec<String> {
+            stand_in_log(dir.path())
+                .into_iter()
+                .filter(|(_, event, _, _)| event.starts_with("add-stream:"))
+                .map(|(_, event, _, _)| event)
+                .collect()
+        };
+        let both = ["add-stream:rtmp://h/app/one", "add-stream:rtmp://h/app/two"];
+        until("both updates", || lines().len() >= 2).await;
+        assert_eq!(lines(), both);
+        runner_now().do_send(Crash);
+        until("the job to run again with both", || {
+            redis.hget("{t}:job:u", "attempts") == "2" && lines().len() >= 4
+        })
+        .await;
+        assert_eq!(lines()[2..], both);
         service.abort();
     }
 
@@ -1858,7 +1937,8 @@ wait
             parse_control(r#"{"update_stream":"a-1","sealed":"xyz"}"#),
             Some(ControlRequest::UpdateStream {
                 id: "a-1".into(),
-                sealed: "xyz".into()
+                sealed: "xyz".into(),
+                seq: None,
             })
         );
         assert_eq!(parse_control(r#"{"update_stream":"a-1"}"#), None);
@@ -1878,11 +1958,12 @@ wait
             add: vec!["rtmp://h/app/SECRETKEY".into()],
             remove: vec![],
         };
-        let request = update.request("a-1", &key).unwrap();
+        let request = StreamUpdate::request("a-1", &update.seal("a-1", &key).unwrap(), 3);
         assert!(!request.contains("SECRETKEY"), "{request}");
-        let Some(ControlRequest::UpdateStream { id, sealed }) = parse_control(&request) else {
+        let Some(ControlRequest::UpdateStream { id, sealed, seq }) = parse_control(&request) else {
             panic!("{request}")
         };
+        assert_eq!(seq, Some(3));
         assert_eq!(
             StreamUpdate::open(&id, &sealed, &key).unwrap().add,
             update.add

@@ -64,6 +64,9 @@ struct Taken {
     pause_asked: Option<bool>,
     /// A discard was passed on (once: the hash asks it again every round).
     discard_asked: bool,
+    /// How many of the job's live-output updates (numbered from 1 in its hash) its recording
+    /// has had: a run starts from none (it records the job's config as submitted).
+    streams_applied: u64,
 }
 
 /// A job a round took, ready to run.
@@ -420,6 +423,9 @@ impl QueueActor {
                 self.stop(&id, None);
             }
         }
+        for (id, updates) in done.stream_updates {
+            self.stream_updates(&id, updates);
+        }
         for (id, asked) in done.asked {
             self.asked(&id, asked);
         }
@@ -477,6 +483,11 @@ impl QueueActor {
                 .filter(|(id, _)| !self.abandoned.contains(*id))
                 .map(|(id, t)| (id.clone(), t.raw.clone()))
                 .collect(),
+            streams_applied: self
+                .running
+                .iter()
+                .map(|(id, t)| (id.clone(), t.streams_applied))
+                .collect(),
             known: self
                 .running
                 .values()
@@ -511,6 +522,7 @@ impl QueueActor {
                 reserved: cost,
                 pause_asked: None,
                 discard_asked: false,
+                streams_applied: 0,
             },
         );
         let sent = runner.send(StartJob {
@@ -663,7 +675,24 @@ impl Handler<Control> for QueueActor {
             ControlRequest::Discard(id) => self.discard(&id),
             ControlRequest::Pause(id) => self.pause(&id, true),
             ControlRequest::Resume(id) => self.pause(&id, false),
-            ControlRequest::UpdateStream { id, sealed } => self.update_streams(&id, &sealed),
+            ControlRequest::UpdateStream { id, sealed, seq } => {
+                let next = self.running.get(&id).map(|t| t.streams_applied + 1);
+                match seq {
+                    // Not kept in the hash (published by hand): passed on as it comes.
+                    None => {
+                        self.update_streams(&id, &sealed);
+                    }
+                    // The next one: passed on now (else a round applies it, in order).
+                    Some(n) if Some(n) == next => {
+                        if self.update_streams(&id, &sealed) {
+                            if let Some(taken) = self.running.get_mut(&id) {
+                                taken.streams_applied = n;
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
             ControlRequest::UpdateLayout { id, layout } => {
                 if self.running.contains_key(&id) && !self.stopping.contains(&id) {
                     if let Some(runner) = self.runner() {
@@ -728,29 +757,52 @@ impl QueueActor {
 }
 
 impl QueueActor {
-    /// Passes a sealed live-outputs update on to the job's recording, if it runs here.
-    fn update_streams(&self, id: &str, sealed: &str) {
+    /// Passes a sealed live-outputs update on to the job's recording, if it runs here. Whether
+    /// it is done with (passed on, or one that can never be: it does not open here); false when
+    /// the recording cannot take it now (stopping, or no runner).
+    fn update_streams(&self, id: &str, sealed: &str) -> bool {
         if !self.running.contains_key(id) || self.stopping.contains(id) {
-            return;
+            return false;
         }
         let Some(key) = &self.options.job_key else {
             tracing::warn!(job = %id, "a live outputs update ignored: this worker has no job key to open it");
-            return;
+            return true;
         };
         let update = match super::StreamUpdate::open(id, sealed, key) {
             Ok(update) => update,
             Err(e) => {
                 tracing::warn!(job = %id, error = %e, "a live outputs update ignored: it does not open");
-                return;
+                return true;
             }
         };
         use pagecast_actors::secret::StreamUrl;
-        if let Some(runner) = self.runner() {
-            runner.do_send(super::runner::UpdateStreams {
-                id: id.to_owned(),
-                add: update.add.into_iter().map(StreamUrl::new).collect(),
-                remove: update.remove.into_iter().map(StreamUrl::new).collect(),
-            });
+        let Some(runner) = self.runner() else {
+            return false;
+        };
+        runner.do_send(super::runner::UpdateStreams {
+            id: id.to_owned(),
+            add: update.add.into_iter().map(StreamUrl::new).collect(),
+            remove: update.remove.into_iter().map(StreamUrl::new).collect(),
+        });
+        true
+    }
+
+    /// The live-output updates a round read for `id` (numbered, in order): those its recording
+    /// has not had yet are passed on.
+    fn stream_updates(&mut self, id: &str, updates: Vec<(u64, String)>) {
+        for (n, sealed) in updates {
+            let Some(applied) = self.running.get(id).map(|t| t.streams_applied) else {
+                return;
+            };
+            if n != applied + 1 {
+                continue;
+            }
+            if !self.update_streams(id, &sealed) {
+                return;
+            }
+            if let Some(taken) = self.running.get_mut(id) {
+                taken.streams_applied = n;
+            }
         }
     }
 }
@@ -873,6 +925,8 @@ struct Round {
     pauses_written: Arc<AtomicUsize>,
     /// (id, raw) of the jobs running here that this worker owns.
     running: Vec<(String, String)>,
+    /// How many live-output updates each running job's recording has had.
+    streams_applied: HashMap<String, u64>,
     /// Every job this worker accounts for (running, or with a result to write), as stored.
     known: HashSet<String>,
     /// How jobs are admitted (None: take none this round).
@@ -893,6 +947,8 @@ struct RoundDone {
     leased_at: Instant,
     /// What the hashes of the running jobs ask (a stop, a discard, a pause state).
     asked: Vec<(String, Asked)>,
+    /// The live-output updates of running jobs their recordings have not had yet, in order.
+    stream_updates: Vec<(String, Vec<(u64, String)>)>,
     taken: Vec<Start>,
     /// Jobs taken and refused at once: results to write next round.
     refused: Vec<Outcome>,
@@ -967,8 +1023,17 @@ impl Round {
         }
 
         let mut asked = Vec::new();
+        let mut stream_updates = Vec::new();
         for (id, _) in &self.running {
             let now = self.store.asked(id).await?;
+            let applied = self.streams_applied.get(id).copied().unwrap_or(0);
+            if now.stream_updates > applied {
+                let updates = self
+                    .store
+                    .stream_updates(id, applied + 1, now.stream_updates)
+                    .await?;
+                stream_updates.push((id.clone(), updates));
+            }
             if now != Asked::default() {
                 asked.push((id.clone(), now));
             }
@@ -978,6 +1043,7 @@ impl Round {
         Ok(RoundDone {
             leased_at,
             asked,
+            stream_updates,
             taken,
             refused,
             taken_over,

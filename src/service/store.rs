@@ -23,12 +23,21 @@ pub(super) fn reconnect_backoff() -> Backoff {
 
 /// What a running job's hash asks of its recording, read every round (so not lost while a
 /// worker reconnects, as a message on `Q:control` can be): `stop` 1, `discard` 1, `pause` 1
-/// (paused) or 0 (recording). Each is of one run: cleared when its result is written.
+/// (paused) or 0 (recording), each of one run (cleared when its result is written); and how
+/// many live-output updates the job has had (`stream_updates`, kept for every run).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Asked {
     pub stop: bool,
     pub discard: bool,
     pub pause: Option<bool>,
+    pub stream_updates: u64,
+}
+
+/// The job-hash field counting its live-output updates; each is `stream_update_<N>`, from 1.
+const STREAM_UPDATES: &str = "stream_updates";
+
+fn stream_update_field(n: u64) -> String {
+    format!("stream_update_{n}")
 }
 
 /// The job-hash fields of [`Asked`].
@@ -404,12 +413,17 @@ impl Store {
 
     /// What the job's hash asks of its running recording ([`Asked`]).
     pub async fn asked(&mut self, id: &str) -> redis::RedisResult<Asked> {
-        let (stop, discard, pause): (Option<String>, Option<String>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(self.keys.job(id))
-                .arg(&ASKED_FIELDS[..])
-                .query_async(&mut self.con)
-                .await?;
+        let (stop, discard, pause, updates): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<u64>,
+        ) = redis::cmd("HMGET")
+            .arg(self.keys.job(id))
+            .arg(&ASKED_FIELDS[..])
+            .arg(STREAM_UPDATES)
+            .query_async(&mut self.con)
+            .await?;
         Ok(Asked {
             stop: stop.as_deref() == Some("1"),
             discard: discard.as_deref() == Some("1"),
@@ -418,7 +432,47 @@ impl Store {
                 Some("0") => Some(false),
                 _ => None,
             },
+            stream_updates: updates.unwrap_or(0),
         })
+    }
+
+    /// A job's live-output updates `from..=to` (sealed), in order, up to the first not written
+    /// yet (`push_stream_update` counts before it writes).
+    pub async fn stream_updates(
+        &mut self,
+        id: &str,
+        from: u64,
+        to: u64,
+    ) -> redis::RedisResult<Vec<(u64, String)>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let fields: Vec<String> = (from..=to).map(stream_update_field).collect();
+        let got: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.job(id))
+            .arg(fields)
+            .query_async(&mut self.con)
+            .await?;
+        Ok((from..=to)
+            .zip(got)
+            .map_while(|(n, sealed)| Some((n, sealed?)))
+            .collect())
+    }
+
+    /// Keeps a live-output update (sealed) in the job's hash as its next one, and publishes it
+    /// for the worker running the job.
+    pub async fn push_stream_update(&mut self, id: &str, sealed: &str) -> redis::RedisResult<()> {
+        let n: u64 = self.con.hincr(self.keys.job(id), STREAM_UPDATES, 1).await?;
+        redis::pipe()
+            .hset(self.keys.job(id), stream_update_field(n), sealed)
+            .ignore()
+            .publish(
+                self.keys.control(),
+                super::StreamUpdate::request(id, sealed, n),
+            )
+            .ignore()
+            .query_async(&mut self.con)
+            .await
     }
 
     /// Asks for a job's stop, both ways (see `mod.rs`): the flag in its hash (read every round,
@@ -832,13 +886,16 @@ mod tests {
             "1",
             "pause",
             "0",
+            "stream_updates",
+            "2",
         ]);
         assert_eq!(
             s.asked("a").await.unwrap(),
             Asked {
                 stop: true,
                 discard: true,
-                pause: Some(false)
+                pause: Some(false),
+                stream_updates: 2,
             }
         );
         let mut o = Outcome {
@@ -854,10 +911,13 @@ mod tests {
         assert_eq!(redis.cli(&["LRANGE", "{t}:jobs", "0", "-1"]), raw);
         assert_eq!(redis.cli(&["LLEN", "{t}:processing:w1"]), "0");
         assert_eq!(redis.hget("{t}:job:a", "state"), "requeued");
+        // The retry is asked nothing, but has the job's live-output updates.
         assert_eq!(
             s.asked("a").await.unwrap(),
-            Asked::default(),
-            "the retry is asked nothing"
+            Asked {
+                stream_updates: 2,
+                ..Asked::default()
+            }
         );
         assert_eq!(redis.cli(&["TTL", "{t}:job:a"]), "-1");
         let Take::Job { attempts, .. } = take_next(&mut s).await else {

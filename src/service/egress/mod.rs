@@ -535,12 +535,12 @@ async fn update_stream(
         add: r.add_output_urls.clone(),
         remove: r.remove_output_urls.clone(),
     };
-    let message = update
-        .request(id, &api.job_key)
+    let sealed = update
+        .seal(id, &api.job_key)
         .map_err(TwirpError::internal)?;
     api.store
         .clone()
-        .publish_control(&message)
+        .push_stream_update(id, &sealed)
         .await
         .map_err(|e| redis_down(e.to_string()))?;
     change.apply(&mut record, &mut raw, info::now_ns(), info.started_at);
