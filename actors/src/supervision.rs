@@ -1242,9 +1242,25 @@ mod tests {
     /// earlier siblings (and their parent's) published when they start.
     fn publishing_specs(names: &[&'static str], log: &Log, addrs: &Addrs) -> Vec<ChildSpec> {
         const ALL: [&str; 3] = ["display", "browser", "encoder"];
-        names
-            .iter()
-            .map(|&name| {
+        let children = names.iter().map(|&name| (name, None)).collect();
+        counted_specs(children, log, addrs, |me, link| {
+            let seen: Vec<String> = ALL.iter().filter_map(|n| link.wired::<String>(n)).collect();
+            format!("start {me} sees [{}]", seen.join(" "))
+        })
+    }
+
+    /// Fake children (each named, and the sibling it follows, if any) that publish their name
+    /// and start count ("browser2"); at each start, what `line` makes of that and the link is
+    /// logged.
+    fn counted_specs(
+        children: Vec<(&'static str, Option<&'static str>)>,
+        log: &Log,
+        addrs: &Addrs,
+        line: fn(&str, &ChildLink) -> String,
+    ) -> Vec<ChildSpec> {
+        children
+            .into_iter()
+            .map(|(name, follows)| {
                 let (log, addrs) = (log.clone(), addrs.clone());
                 let starts = std::cell::Cell::new(0);
                 ChildSpec::publishing(
@@ -1254,17 +1270,19 @@ mod tests {
                     move |link| {
                         starts.set(starts.get() + 1);
                         let me = format!("{name}{}", starts.get());
-                        let seen: Vec<String> =
-                            ALL.iter().filter_map(|n| link.wired::<String>(n)).collect();
-                        log.borrow_mut()
-                            .push(format!("start {me} sees [{}]", seen.join(" ")));
-                        let addr = Fake {
-                            name: name.to_owned(),
-                            link,
-                            log: log.clone(),
-                            on_stop: OnStop::Comply,
-                        }
-                        .start();
+                        log.borrow_mut().push(line(&me, &link));
+                        let log = log.clone();
+                        let addr = Fake::create(move |ctx| {
+                            if let Some(other) = follows {
+                                link.follow::<String>(other, ctx.address().recipient());
+                            }
+                            Fake {
+                                name: name.to_owned(),
+                                link,
+                                log,
+                                on_stop: OnStop::Comply,
+                            }
+                        });
                         addrs.borrow_mut().insert(name.to_owned(), addr.clone());
                         std::future::ready(Ok((addr, me)))
                     },
@@ -1471,35 +1489,8 @@ mod tests {
     async fn followers_hear_each_start_of_the_sibling_they_follow() {
         let log: Log = Rc::default();
         let addrs: Addrs = Rc::default();
-        let specs = [("a", "b"), ("b", "a")]
-            .into_iter()
-            .map(|(name, other)| {
-                let (log, addrs) = (log.clone(), addrs.clone());
-                let starts = std::cell::Cell::new(0);
-                ChildSpec::publishing(
-                    name,
-                    Restart::Permanent,
-                    Duration::from_millis(200),
-                    move |link| {
-                        starts.set(starts.get() + 1);
-                        let me = format!("{name}{}", starts.get());
-                        log.borrow_mut().push(format!("start {me}"));
-                        let log = log.clone();
-                        let addr = Fake::create(move |ctx| {
-                            link.follow::<String>(other, ctx.address().recipient());
-                            Fake {
-                                name: name.to_owned(),
-                                link,
-                                log,
-                                on_stop: OnStop::Comply,
-                            }
-                        });
-                        addrs.borrow_mut().insert(name.to_owned(), addr.clone());
-                        std::future::ready(Ok((addr, me)))
-                    },
-                )
-            })
-            .collect();
+        let children = vec![("a", Some("b")), ("b", Some("a"))];
+        let specs = counted_specs(children, &log, &addrs, |me, _| format!("start {me}"));
         let t = tree_of(Strategy::OneForOne, MANY, specs, log, addrs);
         let sorted = |mut v: Vec<String>| {
             v.sort();
