@@ -504,6 +504,16 @@ impl QueueActor {
     fn run(&mut self, start: Start, ctx: &mut Context<Self>) {
         let me = ctx.address();
         let Some(runner) = self.runner() else {
+            // The runner crashed since the round began: back to the queue untried.
+            self.pending.push(Outcome {
+                id: Some(start.id),
+                raw: start.raw,
+                decision: Decision::Requeue,
+                code: None,
+                message: "no runner to start it; running it again".into(),
+                not_run: true,
+                output: None,
+            });
             return;
         };
         let Start {
