@@ -1787,7 +1787,8 @@ def render(results, meta, args):
         L.append("### Density: recordings at once, 30 fps")
         L.append("")
         L.append("A frame is kept when it differs from the one before (the page changes every "
-                 "frame: a repeat ffmpeg inserts to hold the rate is a frame lost). CPU: all "
+                 "frame: a repeat ffmpeg inserts to hold the rate is a frame lost); kept and "
+                 "expected frames are both counted up to the stop. CPU: all "
                  "recordings together over the common window; memory: the sum of their peaks. "
                  "Room rows: N recordings of one LiveKit room (grid-dark, two participants "
                  "publishing 640x360@30 video whose every frame differs, and audio); frames kept "
