@@ -223,6 +223,9 @@ pub struct Recording {
     live: Option<LiveOutputs>,
 }
 
+/// How long a layout switch waits for a browser that is not up yet.
+pub const LAYOUT_WAIT: Duration = Duration::from_secs(60);
+
 /// Switches the layout of the recording's LiveKit layout page in place (see [`SetLayout`]).
 /// A browser restarted later loads the page with the layout switched to.
 #[derive(Clone)]
@@ -234,8 +237,16 @@ pub struct LayoutSwitch {
 }
 
 impl LayoutSwitch {
+    /// Switches to `layout`, waiting for the browser if it is not up yet (a switch asked as a
+    /// recording starts, or while its browser restarts), for [`LAYOUT_WAIT`] at most.
     pub async fn set(&self, layout: &str) -> Result<(), String> {
-        let browser = self.browser.borrow().clone();
+        let mut browser = self.browser.clone();
+        let up = tokio::time::timeout(LAYOUT_WAIT, browser.wait_for(Option::is_some)).await;
+        let browser = match up {
+            Ok(Ok(up)) => up.clone(),
+            Ok(Err(_)) => return Err("the recording has ended".to_owned()),
+            Err(_) => return Err(format!("the browser was not up within {LAYOUT_WAIT:?}")),
+        };
         let browser = browser.ok_or("the browser is not running")?;
         browser
             .send(SetLayout(layout.to_owned()))

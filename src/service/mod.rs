@@ -43,7 +43,8 @@
 //!   (`stream_updates` counts them, `stream_update_<N>` holds each, sealed): every round applies
 //!   those a recording has not had yet, in order, so none is lost while a worker reconnects, and
 //!   a job run again gets them all again. `{"update_layout": "<id>", "layout": "<name>"}` switches a
-//!   LiveKit layout in place (a `layout` line).
+//!   LiveKit layout in place (a `layout` line); so does `HSET {Q}:job:<id> layout <name>`, read
+//!   every round and kept for a job run again (the egress API's `UpdateLayout` does both).
 //! - `{Q}:worker:<worker>`: the worker's heartbeat, its lease (a key with a time to live, its value
 //!   the worker process's own token); `{Q}:workers`: the set of workers, to find the dead ones.
 //!
@@ -287,10 +288,9 @@ pub fn parse_control(payload: &str) -> Option<ControlRequest> {
         .or_else(|| id("discard").map(ControlRequest::Discard))
         .or_else(|| {
             let layout = v.get("layout")?.as_str()?;
-            let known = ["grid-dark", "grid-light", "speaker-dark", "speaker-light"];
             Some(ControlRequest::UpdateLayout {
                 id: id("update_layout")?,
-                layout: known.iter().find(|l| **l == layout)?.to_string(),
+                layout: known_layout(layout)?.to_owned(),
             })
         })
         .or_else(|| {
@@ -300,6 +300,14 @@ pub fn parse_control(payload: &str) -> Option<ControlRequest> {
                 seq: v.get("seq").and_then(serde_json::Value::as_u64),
             })
         })
+}
+
+/// `name`, if it is one of pagecast's LiveKit layouts (a layout switch asked by message or in
+/// the job's hash becomes a line on the recording's stdin: nothing else may pass).
+pub fn known_layout(name: &str) -> Option<&'static str> {
+    ["grid-dark", "grid-light", "speaker-dark", "speaker-light"]
+        .into_iter()
+        .find(|l| *l == name)
 }
 
 /// The default number of recordings at once: one per two cores (a 1080p30 recording takes about
@@ -1303,6 +1311,35 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         })
         .await;
         assert_eq!(lines()[2..], both);
+        service.abort();
+    }
+
+    /// A layout asked in the job's hash (as the egress API's `UpdateLayout` keeps it) reaches
+    /// the recording with no message, once; a job run again (its runner crashed) is switched to
+    /// it again. Only pagecast's own layout names pass (each becomes a line on stdin).
+    #[actix_rt::test]
+    async fn a_layout_in_the_job_s_hash_reaches_every_run() {
+        assert_eq!(known_layout("grid-light"), Some("grid-light"));
+        assert_eq!(known_layout("grid-light\nstop"), None);
+        assert_eq!(known_layout("../grid-light"), None);
+        let redis = Redis::start();
+        let (dir, service) = serve_one_fake_job(&redis, "l");
+        until("the job to run", || logged(dir.path(), "start", "l") == 1).await;
+        redis.cli(&["HSET", "{t}:job:l", "layout", "grid-light"]);
+        let layouts = || -> Vec<String> {
+            stand_in_log(dir.path())
+                .into_iter()
+                .filter(|(_, event, _, _)| event.starts_with("layout:"))
+                .map(|(_, event, _, _)| event)
+                .collect()
+        };
+        until("the layout line", || layouts().len() == 1).await;
+        runner_now().do_send(Crash);
+        until("the job to run again, switched again", || {
+            redis.hget("{t}:job:l", "attempts") == "2" && layouts().len() == 2
+        })
+        .await;
+        assert_eq!(layouts(), ["layout:grid-light", "layout:grid-light"]);
         service.abort();
     }
 

@@ -67,6 +67,8 @@ struct Taken {
     /// How many of the job's live-output updates (numbered from 1 in its hash) its recording
     /// has had: a run starts from none (it records the job's config as submitted).
     streams_applied: u64,
+    /// The last layout switch asked of its recording, by either way.
+    layout_asked: Option<String>,
 }
 
 /// A job a round took, ready to run.
@@ -533,6 +535,7 @@ impl QueueActor {
                 pause_asked: None,
                 discard_asked: false,
                 streams_applied: 0,
+                layout_asked: None,
             },
         );
         let sent = runner.send(StartJob {
@@ -703,13 +706,7 @@ impl Handler<Control> for QueueActor {
                     Some(_) => {}
                 }
             }
-            ControlRequest::UpdateLayout { id, layout } => {
-                if self.running.contains_key(&id) && !self.stopping.contains(&id) {
-                    if let Some(runner) = self.runner() {
-                        runner.do_send(super::runner::SetLayout { id, layout });
-                    }
-                }
-            }
+            ControlRequest::UpdateLayout { id, layout } => self.set_layout(&id, layout),
         }
     }
 }
@@ -749,10 +746,40 @@ impl QueueActor {
         }
     }
 
+    /// Switches a LiveKit layout recording's layout, if it runs here.
+    fn set_layout(&mut self, id: &str, layout: String) {
+        if self.stopping.contains(id) {
+            return;
+        }
+        let Some(taken) = self.running.get_mut(id) else {
+            return;
+        };
+        taken.layout_asked = Some(layout.clone());
+        if let Some(runner) = self.runner() {
+            runner.do_send(super::runner::SetLayout {
+                id: id.to_owned(),
+                layout,
+            });
+        }
+    }
+
     /// What a round read in a running job's hash ([`Asked`]): a discard or a stop is passed on
     /// once; a pause state other than the last one asked of the recording (either way) is asked
-    /// for, so the hash's state wins at the next round.
+    /// for, so the hash's state wins at the next round; a layout likewise.
     fn asked(&mut self, id: &str, asked: Asked) {
+        let last_layout = self.running.get(id).and_then(|t| t.layout_asked.clone());
+        if let Some(layout) = asked.layout.filter(|l| Some(l) != last_layout.as_ref()) {
+            match super::known_layout(&layout) {
+                Some(known) => self.set_layout(id, known.to_owned()),
+                None => {
+                    tracing::warn!(job = %id, "the job's hash asks for a layout pagecast does not have; ignored");
+                    if let Some(taken) = self.running.get_mut(id) {
+                        // Said once.
+                        taken.layout_asked = Some(layout);
+                    }
+                }
+            }
+        }
         if asked.discard {
             self.discard(id);
         } else if asked.stop {

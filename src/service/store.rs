@@ -23,15 +23,22 @@ pub(super) fn reconnect_backoff() -> Backoff {
 
 /// What a running job's hash asks of its recording, read every round (so not lost while a
 /// worker reconnects, as a message on `Q:control` can be): `stop` 1, `discard` 1, `pause` 1
-/// (paused) or 0 (recording), each of one run (cleared when its result is written); and how
-/// many live-output updates the job has had (`stream_updates`, kept for every run).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// (paused) or 0 (recording), each of one run (cleared when its result is written); how many
+/// live-output updates the job has had (`stream_updates`) and the layout it is to show
+/// (`layout`), both kept for every run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Asked {
     pub stop: bool,
     pub discard: bool,
     pub pause: Option<bool>,
     pub stream_updates: u64,
+    /// The LiveKit layout the recording is to show (`layout`, kept for every run: a run starts
+    /// with the submitted one).
+    pub layout: Option<String>,
 }
+
+/// The job-hash field of the LiveKit layout its recording is to show.
+const LAYOUT: &str = "layout";
 
 /// The job-hash field counting its live-output updates; each is `stream_update_<N>`, from 1.
 const STREAM_UPDATES: &str = "stream_updates";
@@ -413,15 +420,18 @@ impl Store {
 
     /// What the job's hash asks of its running recording ([`Asked`]).
     pub async fn asked(&mut self, id: &str) -> redis::RedisResult<Asked> {
-        let (stop, discard, pause, updates): (
+        type Fields = (
             Option<String>,
             Option<String>,
             Option<String>,
             Option<u64>,
-        ) = redis::cmd("HMGET")
+            Option<String>,
+        );
+        let (stop, discard, pause, updates, layout): Fields = redis::cmd("HMGET")
             .arg(self.keys.job(id))
             .arg(&ASKED_FIELDS[..])
             .arg(STREAM_UPDATES)
+            .arg(LAYOUT)
             .query_async(&mut self.con)
             .await?;
         Ok(Asked {
@@ -433,7 +443,23 @@ impl Store {
                 _ => None,
             },
             stream_updates: updates.unwrap_or(0),
+            layout,
         })
+    }
+
+    /// Asks for a job's layout switch, both ways: kept in its hash (`layout`, read every round)
+    /// and published for the worker running it (at once).
+    pub async fn set_layout(&mut self, id: &str, layout: &str) -> redis::RedisResult<()> {
+        redis::pipe()
+            .hset(self.keys.job(id), LAYOUT, layout)
+            .ignore()
+            .publish(
+                self.keys.control(),
+                serde_json::json!({ "update_layout": id, "layout": layout }).to_string(),
+            )
+            .ignore()
+            .query_async(&mut self.con)
+            .await
     }
 
     /// A job's live-output updates `from..=to` (sealed), in order, up to the first not written
@@ -488,11 +514,6 @@ impl Store {
             .ignore()
             .query_async(&mut self.con)
             .await
-    }
-
-    /// Publishes a control request (already made, e.g. a sealed live-outputs update).
-    pub async fn publish_control(&mut self, request: &str) -> redis::RedisResult<()> {
-        self.con.publish(self.keys.control(), request).await
     }
 
     /// Moves the jobs queued under the key names of versions before the hash tag (`Q:jobs`,
@@ -888,6 +909,8 @@ mod tests {
             "0",
             "stream_updates",
             "2",
+            "layout",
+            "speaker-dark",
         ]);
         assert_eq!(
             s.asked("a").await.unwrap(),
@@ -896,6 +919,7 @@ mod tests {
                 discard: true,
                 pause: Some(false),
                 stream_updates: 2,
+                layout: Some("speaker-dark".into()),
             }
         );
         let mut o = Outcome {
@@ -911,11 +935,12 @@ mod tests {
         assert_eq!(redis.cli(&["LRANGE", "{t}:jobs", "0", "-1"]), raw);
         assert_eq!(redis.cli(&["LLEN", "{t}:processing:w1"]), "0");
         assert_eq!(redis.hget("{t}:job:a", "state"), "requeued");
-        // The retry is asked nothing, but has the job's live-output updates.
+        // The retry is asked nothing, but has the job's live-output updates and layout.
         assert_eq!(
             s.asked("a").await.unwrap(),
             Asked {
                 stream_updates: 2,
+                layout: Some("speaker-dark".into()),
                 ..Asked::default()
             }
         );

@@ -562,10 +562,9 @@ async fn update_layout(
     let id = &r.egress_id;
     let (mut records, _, mut record) = active_record(api, id).await?;
     let layout = request::layout_change(&mut record, &r.layout)?;
-    let message = serde_json::json!({ "update_layout": id, "layout": layout }).to_string();
     api.store
         .clone()
-        .publish_control(&message)
+        .set_layout(id, layout)
         .await
         .map_err(|e| redis_down(e.to_string()))?;
     records.update(&record).await.map_err(redis_down)?;
