@@ -100,8 +100,6 @@ pub struct JobPaused {
 /// The queue's child name in the service's tree (the runner follows it by this name).
 pub const QUEUE: &str = "queue";
 
-/// What a queue actor knows of its jobs. Handed to the next queue actor if this one crashes
-/// (through its [`LedgerSlot`]), so a restart forgets no running job and no unwritten result.
 /// What the service hands each queue actor it starts, besides its connections and options.
 #[derive(Clone, Default)]
 pub(super) struct FromService {
@@ -117,6 +115,8 @@ pub(super) struct FromService {
 /// own child spec, from one start of it to the next (not shared with any other actor).
 pub(super) type LedgerSlot = Rc<RefCell<Option<Ledger>>>;
 
+/// What a queue actor knows of its jobs. Handed to the next queue actor if this one crashes
+/// (through its [`LedgerSlot`]), so a restart forgets no running job and no unwritten result.
 #[derive(Default)]
 pub(super) struct Ledger {
     running: HashMap<String, Taken>,
@@ -688,24 +688,20 @@ impl Handler<Control> for QueueActor {
             ControlRequest::Discard(id) => self.discard(&id),
             ControlRequest::Pause(id) => self.pause(&id, true),
             ControlRequest::Resume(id) => self.pause(&id, false),
-            ControlRequest::UpdateStream { id, sealed, seq } => {
-                let next = self.running.get(&id).map(|t| t.streams_applied + 1);
-                match seq {
-                    // Not kept in the hash (published by hand): passed on as it comes.
-                    None => {
-                        self.update_streams(&id, &sealed);
-                    }
-                    // The next one: passed on now (else a round applies it, in order).
-                    Some(n) if Some(n) == next => {
-                        if self.update_streams(&id, &sealed) {
-                            if let Some(taken) = self.running.get_mut(&id) {
-                                taken.streams_applied = n;
-                            }
-                        }
-                    }
-                    Some(_) => {}
-                }
+            // Not kept in the hash (published by hand): passed on as it comes.
+            ControlRequest::UpdateStream {
+                id,
+                sealed,
+                seq: None,
+            } => {
+                self.update_streams(&id, &sealed);
             }
+            // Passed on now if it is the next one (else a round applies it, in order).
+            ControlRequest::UpdateStream {
+                id,
+                sealed,
+                seq: Some(n),
+            } => self.stream_updates(&id, vec![(n, sealed)]),
             ControlRequest::UpdateLayout { id, layout } => self.set_layout(&id, layout),
         }
     }
@@ -728,13 +724,18 @@ impl QueueActor {
         }
     }
 
+    /// A job running here whose recording can be asked for a change: not one being stopped
+    /// (it is finishing its file).
+    fn askable(&mut self, id: &str) -> Option<&mut Taken> {
+        if self.stopping.contains(id) {
+            return None;
+        }
+        self.running.get_mut(id)
+    }
+
     /// Pauses (`pause`) or resumes a recording, if it runs here.
     fn pause(&mut self, id: &str, pause: bool) {
-        // A recording being stopped is finishing its file: nothing to pause or resume.
-        if self.stopping.contains(id) {
-            return;
-        }
-        let Some(taken) = self.running.get_mut(id) else {
+        let Some(taken) = self.askable(id) else {
             return;
         };
         taken.pause_asked = Some(pause);
@@ -748,10 +749,7 @@ impl QueueActor {
 
     /// Switches a LiveKit layout recording's layout, if it runs here.
     fn set_layout(&mut self, id: &str, layout: String) {
-        if self.stopping.contains(id) {
-            return;
-        }
-        let Some(taken) = self.running.get_mut(id) else {
+        let Some(taken) = self.askable(id) else {
             return;
         };
         taken.layout_asked = Some(layout.clone());
@@ -797,8 +795,8 @@ impl QueueActor {
     /// Passes a sealed live-outputs update on to the job's recording, if it runs here. Whether
     /// it is done with (passed on, or one that can never be: it does not open here); false when
     /// the recording cannot take it now (stopping, or no runner).
-    fn update_streams(&self, id: &str, sealed: &str) -> bool {
-        if !self.running.contains_key(id) || self.stopping.contains(id) {
+    fn update_streams(&mut self, id: &str, sealed: &str) -> bool {
+        if self.askable(id).is_none() {
             return false;
         }
         let Some(key) = &self.options.job_key else {
@@ -982,7 +980,7 @@ struct Round {
 struct RoundDone {
     /// When the lease renewed this round was asked for (it holds for its TTL from then, at least).
     leased_at: Instant,
-    /// What the hashes of the running jobs ask (a stop, a discard, a pause state).
+    /// What the hashes of the running jobs ask (a stop, a discard, a pause state, a layout).
     asked: Vec<(String, Asked)>,
     /// The live-output updates of running jobs their recordings have not had yet, in order.
     stream_updates: Vec<(String, Vec<(u64, String)>)>,

@@ -450,13 +450,24 @@ impl Store {
     /// Asks for a job's layout switch, both ways: kept in its hash (`layout`, read every round)
     /// and published for the worker running it (at once).
     pub async fn set_layout(&mut self, id: &str, layout: &str) -> redis::RedisResult<()> {
+        let message = serde_json::json!({ "update_layout": id, "layout": layout });
+        self.ask_both_ways(id, LAYOUT, layout, message.to_string())
+            .await
+    }
+
+    /// Sets `field` of the job's hash to `value` (read every round) and publishes `message` on
+    /// `Q:control` (for the worker running the job, at once): one request, both ways.
+    async fn ask_both_ways(
+        &mut self,
+        id: &str,
+        field: &str,
+        value: &str,
+        message: String,
+    ) -> redis::RedisResult<()> {
         redis::pipe()
-            .hset(self.keys.job(id), LAYOUT, layout)
+            .hset(self.keys.job(id), field, value)
             .ignore()
-            .publish(
-                self.keys.control(),
-                serde_json::json!({ "update_layout": id, "layout": layout }).to_string(),
-            )
+            .publish(self.keys.control(), message)
             .ignore()
             .query_async(&mut self.con)
             .await
@@ -489,31 +500,16 @@ impl Store {
     /// for the worker running the job.
     pub async fn push_stream_update(&mut self, id: &str, sealed: &str) -> redis::RedisResult<()> {
         let n: u64 = self.con.hincr(self.keys.job(id), STREAM_UPDATES, 1).await?;
-        redis::pipe()
-            .hset(self.keys.job(id), stream_update_field(n), sealed)
-            .ignore()
-            .publish(
-                self.keys.control(),
-                super::StreamUpdate::request(id, sealed, n),
-            )
-            .ignore()
-            .query_async(&mut self.con)
+        let message = super::StreamUpdate::request(id, sealed, n);
+        self.ask_both_ways(id, &stream_update_field(n), sealed, message)
             .await
     }
 
     /// Asks for a job's stop, both ways (see `mod.rs`): the flag in its hash (read every round,
     /// not lost while a worker reconnects) and the control message (at once).
     pub async fn request_stop(&mut self, id: &str) -> redis::RedisResult<()> {
-        redis::pipe()
-            .hset(self.keys.job(id), "stop", "1")
-            .ignore()
-            .publish(
-                self.keys.control(),
-                serde_json::json!({ "stop": id }).to_string(),
-            )
-            .ignore()
-            .query_async(&mut self.con)
-            .await
+        let message = serde_json::json!({ "stop": id }).to_string();
+        self.ask_both_ways(id, "stop", "1", message).await
     }
 
     /// Moves the jobs queued under the key names of versions before the hash tag (`Q:jobs`,
