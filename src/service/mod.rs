@@ -955,6 +955,17 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         recorder
     }
 
+    /// The control lines the stand-ins read, of every job, in order, as they logged them:
+    /// those starting with `verb` (`add-stream:<url>`, `layout:<name>`).
+    fn control_lines(dir: &std::path::Path, verb: &str) -> Vec<String> {
+        let prefix = format!("{verb}:");
+        stand_in_log(dir)
+            .into_iter()
+            .map(|(_, event, _, _)| event)
+            .filter(|event| event.starts_with(&prefix))
+            .collect()
+    }
+
     /// The stand-ins' log lines: (name, event, job, time).
     fn stand_in_log(dir: &std::path::Path) -> Vec<(String, String, String, f64)> {
         std::fs::read_to_string(dir.join("log"))
@@ -1003,13 +1014,22 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         redis: &Redis,
         id: &str,
     ) -> (tempfile::TempDir, tokio::task::JoinHandle<Outcome>) {
+        serve_one_fake_job_with(redis, id, |options| options)
+    }
+
+    /// As [`serve_one_fake_job`], with the options `adjust` makes of the usual ones.
+    fn serve_one_fake_job_with(
+        redis: &Redis,
+        id: &str,
+        adjust: impl FnOnce(ServiceOptions) -> ServiceOptions,
+    ) -> (tempfile::TempDir, tokio::task::JoinHandle<Outcome>) {
         let dir = tempfile::tempdir().unwrap();
         redis.cli(&["LPUSH", "{t}:jobs", &fake_job(id)]);
         let options = ServiceOptions {
             recorder: Some(stand_in(dir.path(), "w", 0.0)),
             ..test_options(redis.url(), "w")
         };
-        (dir, actix::spawn(serve(options)))
+        (dir, actix::spawn(serve(adjust(options))))
     }
 
     /// The runner panics with a recording running: the recording is killed with it and run again
@@ -1190,30 +1210,23 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
     #[actix_rt::test]
     async fn a_job_is_discarded_through_the_control_channel() {
         let redis = Redis::start();
-        let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("d")]);
-        let options = ServiceOptions {
-            recorder: Some(stand_in(dir.path(), "w", 0.0)),
-            ..test_options(redis.url(), "w")
-        };
-        let service = actix::spawn(serve(options));
+        let (dir, service) = serve_one_fake_job(&redis, "d");
         until("the recording", || logged(dir.path(), "start", "d") == 1).await;
-        until("the control follower", || {
-            redis
-                .cli(&["PUBSUB", "NUMSUB", "t:control"])
-                .ends_with("\n1")
-        })
-        .await;
+        following_control(&redis).await;
         redis.cli(&["PUBLISH", "t:control", r#"{"discard":"d"}"#]);
-        until("the job to fail", || {
-            redis.hget("{t}:job:d", "state") == "failed"
-        })
-        .await;
-        assert_eq!(logged(dir.path(), "discard", "d"), 1);
-        assert_eq!(logged(dir.path(), "term", "d"), 0);
-        assert_eq!(redis.hget("{t}:job:d", "exit_code"), "6");
+        ends_discarded(&redis, dir.path(), "d").await;
         assert!(redis.hget("{t}:job:d", "message").contains("discarded"));
         service.abort();
+    }
+
+    /// Waits for job `id` to fail, and checks that its stand-in recording was discarded
+    /// (SIGRTMIN, not SIGTERM) and exited 6.
+    async fn ends_discarded(redis: &Redis, dir: &std::path::Path, id: &str) {
+        let job = format!("{{t}}:job:{id}");
+        until("the job to fail", || redis.hget(&job, "state") == "failed").await;
+        assert_eq!(logged(dir, "discard", id), 1);
+        assert_eq!(logged(dir, "term", id), 0);
+        assert_eq!(redis.hget(&job, "exit_code"), "6");
     }
 
     /// Pause, resume and discard written in the job's hash (read every round, so not lost while
@@ -1243,13 +1256,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         })
         .await;
         redis.cli(&["HSET", "{t}:job:h", "discard", "1"]);
-        until("the job to end", || {
-            redis.hget("{t}:job:h", "state") == "failed"
-        })
-        .await;
-        assert_eq!(logged(dir.path(), "discard", "h"), 1);
-        assert_eq!(logged(dir.path(), "term", "h"), 0);
-        assert_eq!(redis.hget("{t}:job:h", "exit_code"), "6");
+        ends_discarded(&redis, dir.path(), "h").await;
         for field in ["stop", "discard", "pause"] {
             assert_eq!(redis.hget("{t}:job:h", field), "", "{field} is cleared");
         }
@@ -1263,15 +1270,11 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
     #[actix_rt::test]
     async fn stream_updates_kept_in_the_hash_reach_every_run_in_order() {
         let redis = Redis::start();
-        let dir = tempfile::tempdir().unwrap();
-        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("u")]);
         let key = Arc::new(JobKey::from_hex(TEST_KEY).unwrap());
-        let options = ServiceOptions {
-            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+        let (dir, service) = serve_one_fake_job_with(&redis, "u", |options| ServiceOptions {
             job_key: Some(key.clone()),
-            ..test_options(redis.url(), "w")
-        };
-        let service = actix::spawn(serve(options));
+            ..options
+        });
         until("the job to run", || logged(dir.path(), "start", "u") == 1).await;
         following_control(&redis).await;
         let update = |url: &str| {
@@ -1295,13 +1298,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         redis.cli(&["HINCRBY", "{t}:job:u", "stream_updates", "1"]);
         redis.cli(&["HSET", "{t}:job:u", "stream_update_2", &sealed]);
         // The only job here (its second run records to `u-attempt2`).
-        let lines = || -> Vec<String> {
-            stand_in_log(dir.path())
-                .into_iter()
-                .filter(|(_, event, _, _)| event.starts_with("add-stream:"))
-                .map(|(_, event, _, _)| event)
-                .collect()
-        };
+        let lines = || control_lines(dir.path(), "add-stream");
         let both = ["add-stream:rtmp://h/app/one", "add-stream:rtmp://h/app/two"];
         until("both updates", || lines().len() >= 2).await;
         assert_eq!(lines(), both);
@@ -1326,13 +1323,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let (dir, service) = serve_one_fake_job(&redis, "l");
         until("the job to run", || logged(dir.path(), "start", "l") == 1).await;
         redis.cli(&["HSET", "{t}:job:l", "layout", "grid-light"]);
-        let layouts = || -> Vec<String> {
-            stand_in_log(dir.path())
-                .into_iter()
-                .filter(|(_, event, _, _)| event.starts_with("layout:"))
-                .map(|(_, event, _, _)| event)
-                .collect()
-        };
+        let layouts = || control_lines(dir.path(), "layout");
         until("the layout line", || layouts().len() == 1).await;
         runner_now().do_send(Crash);
         until("the job to run again, switched again", || {
