@@ -1533,6 +1533,15 @@ def versions(pagecast):
     }
 
 
+def calibrate(pagecast):
+    """`pagecast calibrate --json`: the probe `serve` measures its cost factor with (its CPU
+    time here against the cost model's machine), kept with the run's figures."""
+    r = run([pagecast, "calibrate", "--json"])
+    if r.returncode != 0:
+        return {"error": (r.stderr or r.stdout).strip()}
+    return json.loads(r.stdout)
+
+
 def fmt(v, spec=".2f", unit=""):
     if v is None:
         return "–"
@@ -1581,6 +1590,13 @@ def render(results, meta, args):
     L.append(f"- Machine: {meta['machine']}")
     L.append(f"- {meta['ffmpeg']}; {meta['chromium']}; {meta['chromedriver']}; "
              f"{meta['xvfb']}; {meta['pulseaudio']}")
+    cal = [c for c in meta.get("calibration", []) if "cpu_seconds" in c]
+    if cal:
+        L.append("- Calibration probe (`pagecast calibrate`, what `serve` scales job costs by): "
+                 + " and ".join(f"{c['cpu_seconds']:.3f}" for c in cal)
+                 + " CPU-s at the run's start and end; cost factor "
+                 + " and ".join(f"{c['cost_factor']:.2f}" for c in cal)
+                 + f" against the cost model's machine ({cal[0]['reference_cpu_seconds']:.3f})")
     L.append("")
     targets = []
 
@@ -2014,7 +2030,9 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     meta = versions(args.pagecast)
-    log(f"pagecast {meta['pagecast']}; work directory {work}")
+    meta["calibration"] = [calibrate(args.pagecast)]
+    log(f"pagecast {meta['pagecast']}; work directory {work}; calibration probe "
+        f"{meta['calibration'][0].get('cpu_seconds')} CPU-s")
     try:
         if args.tune:
             run_tuning(bench, args, results)
@@ -2025,6 +2043,8 @@ def main():
                 run_s3(bench, args, results)
     finally:
         remove_stale_cgroups()
+        # Again at the end: a machine whose speed moved during the run shows it.
+        meta["calibration"].append(calibrate(args.pagecast))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
         raw = os.path.join(ROOT, "bench", "results",

@@ -128,6 +128,12 @@ pub enum Command {
         /// a job is taken only when its expected cost fits in what is left of it.
         #[arg(long, default_value_t = crate::service::capacity::DEFAULT_MAX_UTILISATION, value_parser = utilisation)]
         max_utilisation: f64,
+        /// What the cost model's cores are multiplied by on this machine: `auto` measures it
+        /// before taking jobs (about 2 s: ffmpeg encodes a test picture, and its CPU time is
+        /// compared with the model's machine's); a number sets it (1: as fast as that machine,
+        /// 1.5: half as fast again).
+        #[arg(long, default_value = "auto")]
+        cost_factor: crate::service::calibration::CostFactor,
         /// Keep this many recording trees ready (display, sink, Chromium on a blank page) at
         /// --warm-size: a job of that size takes one and its page is on tape at once; the pool
         /// refills behind it. Warm trees count against the capacity.
@@ -195,6 +201,13 @@ pub enum Command {
         /// is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Measure how fast this machine is against the one `serve`'s cost model was measured on
+    /// (what `serve --cost-factor auto` does before taking jobs) and print the cost factor.
+    Calibrate {
+        /// Print one JSON object (cpu_seconds, reference_cpu_seconds, cost_factor, clamped).
+        #[arg(long)]
+        json: bool,
     },
     /// Record the bundled demo page (motion and a tone) to a local MP4. Needs no server.
     Demo {

@@ -113,6 +113,7 @@ fn main() -> ExitCode {
             queue,
             max_recordings,
             max_utilisation,
+            cost_factor,
             warm,
             warm_size,
             worker_id,
@@ -154,17 +155,23 @@ fn main() -> ExitCode {
                     );
                 }
             }
-            // The machine's size, or for tests the one they give (see capacity.rs).
-            let machine = match std::env::var(pagecast::service::capacity::TEST_MACHINE_VAR) {
+            // The machine's size, or for tests the one they give (see capacity.rs): a test
+            // machine is not calibrated.
+            let (mut machine, mut calibrate) = match std::env::var(
+                pagecast::service::capacity::TEST_MACHINE_VAR,
+            ) {
                 Ok(text) => match pagecast::service::capacity::Machine::parse(&text) {
                     Ok(machine) => {
-                        tracing::warn!(cores = machine.cores, memory_mib = machine.memory >> 20, "{}: admission counts with this machine's size, not the real one (for tests)", pagecast::service::capacity::TEST_MACHINE_VAR);
-                        machine
+                        tracing::warn!(cores = machine.cores, memory_mib = machine.memory >> 20, cost_factor = machine.cost_factor, "{}: admission counts with this machine's size, not the real one (for tests)", pagecast::service::capacity::TEST_MACHINE_VAR);
+                        (machine, false)
                     }
                     Err(message) => return fail(Exit::Config, &message),
                 },
-                Err(_) => pagecast::service::capacity::Machine::detect(),
+                Err(_) => (pagecast::service::capacity::Machine::detect(), true),
             };
+            if let pagecast::service::calibration::CostFactor::Fixed(factor) = cost_factor {
+                (machine.cost_factor, calibrate) = (factor, false);
+            }
             let options = pagecast::service::ServiceOptions {
                 redis,
                 queue,
@@ -181,6 +188,7 @@ fn main() -> ExitCode {
                 recorder: None,
                 policy,
                 machine,
+                calibrate,
                 max_utilisation,
                 warm: pagecast::service::WarmPool {
                     count: warm as usize,
@@ -223,6 +231,27 @@ fn main() -> ExitCode {
                     Exit::Ok.into()
                 }
                 Err(outcome) => fail(outcome.exit, &outcome.message),
+            };
+        }
+        Command::Calibrate { json } => {
+            let found =
+                actix_rt::System::new().block_on(pagecast::service::calibration::calibrate());
+            return match found {
+                Ok(found) if json => {
+                    println!("{}", serde_json::json!(found));
+                    Exit::Ok.into()
+                }
+                Ok(found) => {
+                    println!(
+                        "cost factor {:.2}{}: the probe took {:.3} CPU-seconds here, {:.3} on the cost model's machine",
+                        found.cost_factor,
+                        if found.clamped { " (held to its bound)" } else { "" },
+                        found.cpu_seconds,
+                        found.reference_cpu_seconds
+                    );
+                    Exit::Ok.into()
+                }
+                Err(message) => fail(Exit::MissingProgram, &message),
             };
         }
         Command::Demo {

@@ -167,6 +167,7 @@ fn help_documents_every_command() {
         "record",
         "check",
         "demo",
+        "calibrate",
         "LIVEKIT_RECORDER_CONFIG",
         "END_RECORDING",
         "Exit codes",
@@ -271,4 +272,52 @@ fn serve_http_without_its_keys_or_the_job_key_exits_2_naming_what_is_missing() {
         err.contains("--http: the API submits jobs sealed: set PAGECAST_JOB_KEY"),
         "{err}"
     );
+}
+
+/// `pagecast calibrate` runs the probe `serve` scales job costs by (real ffmpeg) and prints its
+/// figures; without ffmpeg it exits 3 naming it; `serve --cost-factor` takes `auto` or a number
+/// above 0, and exits 2 naming the option otherwise.
+#[test]
+fn calibrate_measures_this_machine_and_a_bad_cost_factor_exits_2() {
+    let out = Command::new(BIN)
+        .args(["calibrate", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let found: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cpu = found["cpu_seconds"].as_f64().unwrap();
+    let factor = found["cost_factor"].as_f64().unwrap();
+    let reference = found["reference_cpu_seconds"].as_f64().unwrap();
+    assert!(cpu > 0.05, "{found}");
+    assert!((0.25..=4.0).contains(&factor), "{found}");
+    if found["clamped"] == false {
+        assert!((factor - cpu / reference).abs() < 1e-9, "{found}");
+    }
+
+    let out = Command::new(BIN)
+        .arg("calibrate")
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("calibration: ffmpeg is not installed"),
+        "{stderr}"
+    );
+
+    for bad in ["0", "-1", "fast"] {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .arg(format!("--cost-factor={bad}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{bad}' for '--cost-factor"))
+                && stderr.contains("`auto` or a number above 0"),
+            "{stderr}"
+        );
+    }
 }

@@ -312,6 +312,40 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
             running(&a) + running(&b) == 1
         },
     );
+    // Each worker (no test machine given) calibrated itself before taking jobs: it logged the
+    // probe's figures, and /healthz and /metrics give the factor it scales job costs by.
+    for (run, url) in [(&first, &url), (&second, &other)] {
+        let line = run
+            .stderr()
+            .lines()
+            .find(|l| l.contains(events::MACHINE_CALIBRATED))
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .unwrap_or_else(|| panic!("no calibration logged: {}", run.stderr()));
+        let logged = line["cost_factor"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((0.25..=4.0).contains(&logged), "{line}");
+        assert!(line["cpu_seconds"].as_f64().unwrap() > 0.05, "{line}");
+        assert_eq!(
+            health(url)["capacity"]["cost_factor"].as_f64(),
+            Some(logged)
+        );
+        let metrics = get(url, "/metrics");
+        assert_eq!(series(&metrics, "pagecast_cost_factor", &[]), Some(logged));
+        let h = health(url);
+        for (gauge, field) in [
+            ("pagecast_capacity_recordings", "recordings"),
+            ("pagecast_capacity_cores_left", "cores_left"),
+            ("pagecast_capacity_memory_used_bytes", "memory_used"),
+        ] {
+            let scraped = series(&metrics, gauge, &[]).unwrap_or_else(|| panic!("{metrics}"));
+            assert!(scraped >= 0.0, "{gauge}: {scraped}");
+            // Counted every second: the scrape and /healthz may be a count apart.
+            if field == "recordings" {
+                assert_eq!(scraped, h["capacity"][field].as_f64().unwrap(), "{h}");
+            }
+        }
+    }
     for h in [health(&url), health(&other)] {
         let c = &h["capacity"];
         assert!(c["max_recordings"].as_u64().unwrap() >= 1, "{h}");

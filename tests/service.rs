@@ -629,8 +629,8 @@ fn a_worker_cut_off_from_redis_stops_its_recording_before_another_takes_the_job(
     stop_cleanly(&mut second);
 }
 
-/// A worker given a machine of 0.8 cores (`PAGECAST_TEST_MACHINE`; x 0.85 = 0.68) has room for
-/// one 640x360@30 recording (about 0.53 cores), not two, though --max-recordings allows four:
+/// A worker given a machine of 0.6 cores (`PAGECAST_TEST_MACHINE`; x 0.65 = 0.39) has room for
+/// one 640x360@30 recording (about 0.25 cores), not two, though --max-recordings allows four:
 /// the second job waits in the queue (said once) and runs when the first has ended.
 #[test]
 fn a_job_that_does_not_fit_waits_and_runs_when_the_running_one_ends() {
@@ -640,7 +640,7 @@ fn a_job_that_does_not_fit_waits_and_runs_when_the_running_one_ends() {
     let page = test_page("silent.html", "");
     let a = push(&redis, "a", dir.path(), &page, Some("3s"));
     let b = push(&redis, "b", dir.path(), &page, Some("3s"));
-    let mut run = serve_sized(&redis, "cores=0.8,memory=8GiB", &["--max-recordings", "4"]);
+    let mut run = serve_sized(&redis, "cores=0.6,memory=8GiB", &["--max-recordings", "4"]);
     wait_state(&redis, "a", "running", Duration::from_secs(30));
     run.wait_for(events::JOB_WAITS_FOR_CAPACITY, Duration::from_secs(10));
     assert_eq!(state(&redis, "b"), "", "b is not taken while a runs");
@@ -660,7 +660,7 @@ fn a_job_that_does_not_fit_waits_and_runs_when_the_running_one_ends() {
     stop_cleanly(&mut run);
 }
 
-/// A 1920x1080@30 job (about 1.31 cores) on a worker of one core (0.85 for recordings) can never
+/// A 1920x1080@30 job (about 0.84 cores) on a worker of one core (0.65 for recordings) can never
 /// run there: it fails at once with code 2 and a message naming the fields and the sizes, and
 /// no recording starts; the worker goes on.
 #[test]
@@ -682,8 +682,8 @@ fn a_job_larger_than_the_machine_fails_at_once() {
     let message = redis.hget("{test}:job:big", "message");
     assert!(
         message.starts_with(
-            "config: input.width x input.height at input.framerate needs about 1.31 cores"
-        ) && message.contains("at most 0.85 cores")
+            "config: input.width x input.height at input.framerate needs about 0.84 cores"
+        ) && message.contains("at most 0.65 cores")
             && message.contains("can never run here"),
         "{message}"
     );
@@ -785,8 +785,8 @@ fn a_job_takes_a_warm_tree_the_pool_refills_and_a_pooled_browser_is_never_reused
     stop_cleanly(&mut run);
 }
 
-/// On a worker of 0.64 cores (x 0.85 = 0.544) keeping one warm tree at 640x360@30, a job at
-/// 640x360@25 (about 0.52 cores) fits only without the warm tree (held at 0.05 cores at least):
+/// On a worker of 0.38 cores (x 0.65 = 0.247) keeping one warm tree at 640x360@30, a job at
+/// 640x360@25 (about 0.233 cores) fits only without the warm tree (held at 0.05 cores at least):
 /// the tree gives way (it is stopped, the job runs cold) and the pool refills only once the job
 /// has ended.
 #[test]
@@ -796,7 +796,7 @@ fn a_warm_tree_gives_way_to_a_job_that_does_not_take_it_and_comes_back_after() {
     let (dir, _) = out_dir();
     let mut run = serve_sized(
         &redis,
-        "cores=0.64,memory=8GiB",
+        "cores=0.38,memory=8GiB",
         &["--warm", "1", "--warm-size", "640x360"],
     );
     run.wait_for(events::WARM_TREE_READY, Duration::from_secs(30));

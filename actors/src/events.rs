@@ -77,6 +77,9 @@ pub const WARM_TREE_GAVE_WAY: &str = "a warm tree stops to make room for a job";
 /// A warm tree of the pool died before a job took it; another is started (fields: pid, report).
 pub const WARM_TREE_LOST: &str = "warm tree lost; starting another";
 
+/// `serve` measured how fast this machine is against the cost model's (fields: cost_factor,
+/// cpu_seconds, reference_cpu_seconds): every job's expected cores are scaled by the factor.
+pub const MACHINE_CALIBRATED: &str = "machine calibrated: job costs scaled by its cost factor";
 /// A job at the head of the queue does not fit in what is left of this worker (fields: job,
 /// why); logged once per job while it waits.
 pub const JOB_WAITS_FOR_CAPACITY: &str = "job waits for capacity";

@@ -22,6 +22,8 @@ pub struct Finished {
     pub stdout: String,
     /// One line explaining the exit: "xrandr exited with status 1: <last stderr lines>".
     pub report: String,
+    /// Its last stderr lines, joined with " | " (what `report` quotes, also after a success).
+    pub stderr_tail: String,
 }
 
 impl Finished {
@@ -53,6 +55,7 @@ pub async fn run(name: &str, cmd: Command, limit: Duration) -> Result<Finished, 
             status,
             stdout: String::from_utf8_lossy(&out).into_owned(),
             report,
+            stderr_tail: child.stderr_tail(),
         }
     };
     match tokio::time::timeout(limit, work).await {
@@ -82,6 +85,7 @@ mod tests {
         assert_eq!(done.stdout, "out\n");
         assert_eq!(done.status.code(), Some(2));
         assert_eq!(done.report, "helper exited with status 2: why");
+        assert_eq!(done.stderr_tail, "why");
     }
 
     #[tokio::test]

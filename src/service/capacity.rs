@@ -11,30 +11,39 @@
 //! than the whole budget of an empty machine can never run here: it fails at once.
 //!
 //! The cost model (cores and memory of one recording, from its size and frame rate) comes from
-//! the benchmark, see the constants and BENCHMARKS.md ("Admission figures").
+//! the benchmark, see the constants and BENCHMARKS.md ("Admission figures"). Its cores are
+//! multiplied by the machine's cost factor: how much slower (or faster) this machine ran the
+//! calibration probe than the model's machine did (`calibration.rs`).
 
 use crate::config::{Config, Source};
 
-/// `PAGECAST_TEST_MACHINE="cores=0.5,memory=2GiB"`: the machine's size as `serve` should see it,
-/// instead of its real one. For tests only (so that they do not depend on the machine they run
+/// `PAGECAST_TEST_MACHINE="cores=0.5,memory=2GiB"` (and optionally `,cost_factor=1.5`): the
+/// machine's size as `serve` should see it, instead of its real one, and no calibration (its
+/// cost factor 1 unless given). For tests only (so that they do not depend on the machine they run
 /// on); documented in the README's service section; a worker started with it says so in its log.
 pub const TEST_MACHINE_VAR: &str = "PAGECAST_TEST_MACHINE";
 
-/// Default share of the machine recordings may use (`--max-utilisation`): beyond about 85 % of
-/// 2 cores, recordings on this machine began to lose frames (BENCHMARKS.md, "Start and density",
-/// quiet machine: two 720p30 recordings used 1.45 cores and kept >= 99 % of their frames, three
-/// used 1.92-1.94 and kept 90-92 %). With the model's 0.82 cores per 720p30 recording, 0.85 × 2
-/// cores admits two and not three.
-pub const DEFAULT_MAX_UTILISATION: f64 = 0.85;
+/// Default share of the machine recordings may use (`--max-utilisation`). On 2 cores, two 720p30
+/// canvas recordings kept >= 99 % of their frames and three lost some on every day measured,
+/// whatever share of the machine three used: 1.92 cores on a slow day (90-92 % kept), 1.55 on a
+/// quiet one (94-98 %), 1.43-1.44 on a fast one (95-98 %, `bench/results/20261201-071209-full.json`;
+/// BENCHMARKS.md, "Admission figures"). The CPU share is not the whole limit, so the cap is set
+/// below the lowest share that lost frames (71.5 %), with room for the calibration's error:
+/// 0.65 × 2 cores admits two 720p30 recordings (0.93 cores by the model on the fast day) and
+/// not three (1.40). On a slow day it admits one where two would have kept up; the running
+/// recordings' measured usage and `--max-utilisation` are the operator's knobs.
+pub const DEFAULT_MAX_UTILISATION: f64 = 0.65;
 
 /// The cores of a page recording that do not depend on its size (Xvfb, PulseAudio, Chromium's
 /// processes, ffmpeg's audio, and the per-frame work that does not scale with pixels), and the
 /// cores per million pixels per second drawn, grabbed and encoded: the line through one canvas
-/// recording alone at 1280×720×30 (27.6 Mpx/s: 0.824 cores) and at 1920×1080×30 (62.2 Mpx/s:
-/// 1.309 cores), everything in its cgroup, medians of 2 runs on a quiet machine (BENCHMARKS.md,
-/// "Start and density", `bench/results/20261130-201435-full.json`): 0.436 + 0.01403 × Mpx/s.
-const PAGE_FIXED_CORES: f64 = 0.436;
-const CORES_PER_MPIXEL_PER_S: f64 = 0.01403;
+/// recording alone at 1280×720×30 (27.6 Mpx/s: 0.467 cores) and at 1920×1080×30 (62.2 Mpx/s:
+/// 0.835 cores), everything in its cgroup, medians of 2 runs (BENCHMARKS.md, "Admission
+/// figures", `bench/results/20261201-071209-full.json` and `-071315-full.json`): 0.172 + 0.01067
+/// × Mpx/s. The same runs' calibration probe is `calibration::REFERENCE_CPU_SECONDS`: on another
+/// machine (or day) the cores are scaled by how its probe compares.
+const PAGE_FIXED_CORES: f64 = 0.172;
+const CORES_PER_MPIXEL_PER_S: f64 = 0.01067;
 /// A LiveKit room against the page model above (whose figures are the canvas page's, a page
 /// that redraws its whole window every frame): a 1280×720×30 grid of two participants
 /// publishing 640×360×30 video (every frame different) and audio cost 0.44-0.46 cores alone,
@@ -85,7 +94,8 @@ impl std::fmt::Display for Cost {
     }
 }
 
-/// What one recording of this config is expected to cost.
+/// What one recording of this config is expected to cost on the model's machine (see
+/// [`Admission::cost_of`] for this one).
 pub fn cost_of(config: &Config) -> Cost {
     let input = &config.input;
     let pixels = u64::from(input.width) * u64::from(input.height);
@@ -115,11 +125,14 @@ pub struct Machine {
     pub cores: f64,
     /// Bytes.
     pub memory: u64,
+    /// What a recording's cores by the model are multiplied by here: 1 on the model's machine,
+    /// more on a slower one (`calibration.rs`, or `--cost-factor`).
+    pub cost_factor: f64,
 }
 
 impl Machine {
     /// This machine: the cores this process may use (its CPU affinity and cgroup quota) and
-    /// the memory it has (MemTotal).
+    /// the memory it has (MemTotal); its cost factor 1 until it is calibrated.
     pub fn detect() -> Machine {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get() as f64)
@@ -127,35 +140,54 @@ impl Machine {
         let memory = procfs::Current::current()
             .map(|m: procfs::Meminfo| m.mem_total)
             .unwrap_or(u64::MAX);
-        Machine { cores, memory }
+        Machine {
+            cores,
+            memory,
+            cost_factor: 1.0,
+        }
     }
 
-    /// `cores=<number>,memory=<size>` (a size as `2GiB`, `512MiB`, or bytes): see
-    /// [`TEST_MACHINE_VAR`].
+    /// `cores=<number>,memory=<size>[,cost_factor=<number>]` (a size as `2GiB`, `512MiB`, or
+    /// bytes): see [`TEST_MACHINE_VAR`].
     pub fn parse(text: &str) -> Result<Machine, String> {
         let bad = |why: &str| format!("{TEST_MACHINE_VAR}: {why} (expected cores=N,memory=SIZE)");
-        let (mut cores, mut memory) = (None, None);
+        let (mut cores, mut memory, mut cost_factor) = (None, None, 1.0);
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.split_once('=') {
                 Some(("cores", n)) => {
-                    cores = Some(
-                        n.parse::<f64>()
-                            .ok()
-                            .filter(|n| n.is_finite() && *n > 0.0)
-                            .ok_or_else(|| bad("cores: not a positive number"))?,
-                    )
+                    cores = Some(positive(n).ok_or_else(|| bad("cores: not a positive number"))?)
                 }
                 Some(("memory", size)) => {
                     memory = Some(parse_size(size).ok_or_else(|| bad("memory: not a size"))?)
                 }
-                _ => return Err(bad(&format!("{part:?} is not cores= or memory="))),
+                Some(("cost_factor", n)) => {
+                    cost_factor =
+                        positive(n).ok_or_else(|| bad("cost_factor: not a positive number"))?
+                }
+                _ => {
+                    return Err(bad(&format!(
+                        "{part:?} is not cores=, memory= or cost_factor="
+                    )))
+                }
             }
         }
         match (cores, memory) {
-            (Some(cores), Some(memory)) => Ok(Machine { cores, memory }),
+            (Some(cores), Some(memory)) => Ok(Machine {
+                cores,
+                memory,
+                cost_factor,
+            }),
             _ => Err(bad("both cores and memory are needed")),
         }
     }
+}
+
+/// A finite number above 0.
+pub fn positive(text: &str) -> Option<f64> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
 }
 
 fn parse_size(text: &str) -> Option<u64> {
@@ -233,6 +265,8 @@ pub struct Report {
     pub memory_left: u64,
     /// A recording here is falling behind real time: no job is taken.
     pub overloaded: bool,
+    /// What the model's cores are multiplied by on this machine (`calibration.rs`).
+    pub cost_factor: f64,
 }
 
 /// The last [`Report`], shared with the API's thread (None until the first count).
@@ -247,6 +281,24 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// What one recording of this config is expected to cost here: the model's cost, its cores
+    /// scaled by the machine's cost factor.
+    pub fn cost_of(&self, config: &Config) -> Cost {
+        self.scaled(cost_of(config))
+    }
+
+    /// What a warm tree is reserved at here ([`WARM_TREE`], scaled likewise).
+    pub fn warm_tree(&self) -> Cost {
+        self.scaled(WARM_TREE)
+    }
+
+    fn scaled(&self, cost: Cost) -> Cost {
+        Cost {
+            cores: cost.cores * self.machine.cost_factor,
+            ..cost
+        }
+    }
+
     /// What all recordings together may use.
     pub fn budget(&self) -> Cost {
         Cost {
@@ -298,6 +350,7 @@ impl Admission {
             memory_used: used.memory,
             memory_left: left.memory,
             overloaded: held.iter().any(|h| h.behind),
+            cost_factor: self.machine.cost_factor,
         }
     }
 
@@ -338,7 +391,11 @@ mod tests {
 
     fn admission(cores: f64, memory: u64) -> Admission {
         Admission {
-            machine: Machine { cores, memory },
+            machine: Machine {
+                cores,
+                memory,
+                cost_factor: 1.0,
+            },
             max_utilisation: 0.85,
             max_recordings: 10,
         }
@@ -371,14 +428,15 @@ mod tests {
                 r#"{{"input":{{"url":"https://e.com","width":{w},"height":{h},"framerate":{fps}}},"output":{{"file":"/tmp/a.mp4"}}}}"#
             )))
         };
-        // The density run's figures: one recording alone, 1.31 cores at 1080p30, 0.82 at 720p30.
+        // The density run's figures: one recording alone, 0.835 cores at 1080p30, 0.467 at
+        // 720p30.
         let full_hd = page(1920, 1080, 30);
-        assert!((full_hd.cores - 1.31).abs() < 0.01, "{full_hd}");
+        assert!((full_hd.cores - 0.835).abs() < 0.005, "{full_hd}");
         assert_eq!(full_hd.memory >> 20, 400);
         let hd = page(1280, 720, 30);
-        assert!((hd.cores - 0.82).abs() < 0.01, "{hd}");
+        assert!((hd.cores - 0.467).abs() < 0.005, "{hd}");
         let half_rate = page(1920, 1080, 15);
-        assert!((half_rate.cores - (0.436 + 0.01403 * 62.208 / 2.0)).abs() < 0.01);
+        assert!((half_rate.cores - (0.172 + 0.01067 * 62.208 / 2.0)).abs() < 0.005);
         assert!(
             half_rate.memory == full_hd.memory,
             "memory follows pixels only"
@@ -389,6 +447,35 @@ mod tests {
         // A room of two costs 0.9 of the canvas page (the density section's room rows).
         assert!((room.cores - 0.9 * full_hd.cores).abs() < 1e-9, "{room}");
         assert_eq!(room.memory, full_hd.memory);
+    }
+
+    #[test]
+    fn the_machine_s_cost_factor_scales_the_cores_a_job_and_a_warm_tree_cost() {
+        let job = config(
+            r#"{"input":{"url":"https://e.com","width":1920,"height":1080,"framerate":30},"output":{"file":"/tmp/a.mp4"}}"#,
+        );
+        let model = cost_of(&job);
+        let on = |cost_factor: f64| Admission {
+            machine: Machine {
+                cores: 2.0,
+                memory: 8 * GIB,
+                cost_factor,
+            },
+            max_utilisation: 0.85,
+            max_recordings: 10,
+        };
+        assert_eq!(on(1.0).cost_of(&job), model);
+        let slower = on(1.5).cost_of(&job);
+        assert!((slower.cores - 1.5 * model.cores).abs() < 1e-9, "{slower}");
+        assert_eq!(slower.memory, model.memory, "memory does not scale");
+        assert!((on(0.5).warm_tree().cores - 0.5 * WARM_TREE.cores).abs() < 1e-9);
+        // 0.84 cores fits 0.85 x 2 cores; 2.5 on a machine 3x slower never can.
+        assert_eq!(on(1.0).admit(&[], on(1.0).cost_of(&job)), Verdict::Take);
+        assert!(matches!(
+            on(3.0).admit(&[], on(3.0).cost_of(&job)),
+            Verdict::Never(_)
+        ));
+        assert_eq!(on(1.5).report(&[]).cost_factor, 1.5);
     }
 
     #[test]
@@ -492,8 +579,15 @@ mod tests {
             Machine::parse("cores=0.5,memory=2GiB"),
             Ok(Machine {
                 cores: 0.5,
-                memory: 2 * GIB
+                memory: 2 * GIB,
+                cost_factor: 1.0,
             })
+        );
+        assert_eq!(
+            Machine::parse("cores=2,memory=2GiB,cost_factor=1.5")
+                .unwrap()
+                .cost_factor,
+            1.5
         );
         assert_eq!(
             Machine::parse("memory=512MiB, cores=3").unwrap().memory,

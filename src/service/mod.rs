@@ -57,6 +57,7 @@
 //! not retried: a bad config, page or output stays bad.
 
 mod attempt;
+pub mod calibration;
 pub mod capacity;
 mod control;
 pub mod egress;
@@ -114,6 +115,9 @@ pub struct ServiceOptions {
     pub policy: crate::policy::Policy,
     /// The machine the recordings share (`capacity.rs`).
     pub machine: capacity::Machine,
+    /// Measure the machine's cost factor before taking jobs (`calibration.rs`); otherwise
+    /// `machine.cost_factor` stands as given.
+    pub calibrate: bool,
     /// The share of it recordings may use together (`--max-utilisation`).
     pub max_utilisation: f64,
     /// The warm trees kept ready (`--warm`, `--warm-size`).
@@ -490,7 +494,7 @@ pub fn last_error_line(tail: &str) -> Option<String> {
 }
 
 /// Runs the service until SIGTERM/SIGINT (finishing running recordings) or until it gives up.
-pub async fn serve(options: ServiceOptions) -> Outcome {
+pub async fn serve(mut options: ServiceOptions) -> Outcome {
     let client = match redis::Client::open(options.redis.as_str()) {
         Ok(client) => client,
         Err(e) => {
@@ -513,6 +517,30 @@ pub async fn serve(options: ServiceOptions) -> Outcome {
         }
         (_, key) => key.clone(),
     };
+    // How fast this machine is against the cost model's: before any job is weighed.
+    if options.calibrate {
+        match calibration::calibrate().await {
+            Ok(found) => {
+                options.machine.cost_factor = found.cost_factor;
+                if found.clamped {
+                    tracing::warn!(cost_factor = found.cost_factor, cpu_seconds = found.cpu_seconds, reference_cpu_seconds = found.reference_cpu_seconds, "the calibration probe's ratio is outside {:?}: held to the bound; give --cost-factor to set it", calibration::FACTOR_BOUNDS);
+                }
+                tracing::info!(
+                    cost_factor = found.cost_factor,
+                    cpu_seconds = found.cpu_seconds,
+                    reference_cpu_seconds = found.reference_cpu_seconds,
+                    "{}",
+                    pagecast_actors::events::MACHINE_CALIBRATED
+                );
+            }
+            Err(message) => {
+                return Outcome::fail(
+                    Exit::MissingProgram,
+                    format!("{message} (give --cost-factor to start without it)"),
+                )
+            }
+        }
+    }
     // Pre-flight, before the tree: a service that cannot reach its queue, or whose id is taken,
     // has nothing to do.
     let instance = instance_token();
@@ -905,7 +933,9 @@ mod tests {
             machine: capacity::Machine {
                 cores: 64.0,
                 memory: 1 << 40,
+                cost_factor: 1.0,
             },
+            calibrate: false,
             max_utilisation: capacity::DEFAULT_MAX_UTILISATION,
             warm: WarmPool::default(),
             api: None,
@@ -1524,7 +1554,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         }
     }
 
-    /// With room for one 1080p30 job (1.7 cores: 2 cores x 0.85, and up to 4 recordings), a
+    /// With room for one 1080p30 job (0.84 cores of 1.3: 2 cores x 0.65, and up to 4 recordings), a
     /// second one waits at the head of the queue, said once, and is taken when the first ends.
     #[actix_rt::test]
     async fn a_job_that_does_not_fit_waits_and_is_taken_when_the_first_ends() {
@@ -1539,6 +1569,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             machine: capacity::Machine {
                 cores: 2.0,
                 memory: 8 << 30,
+                cost_factor: 1.0,
             },
             recorder: Some(stand_in(dir.path(), "w", 0.0)),
             ..test_options(redis.url(), "w")

@@ -296,7 +296,7 @@ impl QueueActor {
             })
             // The warm trees waiting for jobs hold their share too.
             .chain(self.usage.warm.iter().map(|measured| Held {
-                reserved: capacity::WARM_TREE,
+                reserved: self.options.admission().warm_tree(),
                 measured: *measured,
                 behind: false,
                 warm: true,
@@ -1100,7 +1100,7 @@ impl Round {
         let mut held = self.held.clone();
         while let Some(next) = self.store.next().await? {
             // A job that cannot be read costs nothing: it is taken and refused (in `accept`).
-            let (cost, fits_warm) = self.cost_of(&next).unzip();
+            let (cost, fits_warm) = self.cost_of(&admission, &next).unzip();
             // A job that takes a ready warm tree is weighed without it (the tree becomes its
             // recording); any other makes warm trees give way if they are all it waits for.
             let fits_warm = fits_warm.unwrap_or(false) && self.warm_ready > 0;
@@ -1168,14 +1168,14 @@ impl Round {
 
     /// What a stored job will cost, if it can be read (opened and checked), and whether it fits
     /// the warm pool's trees.
-    fn cost_of(&self, raw: &str) -> Option<(Cost, bool)> {
+    fn cost_of(&self, admission: &Admission, raw: &str) -> Option<(Cost, bool)> {
         let clear = sealed::unseal(raw, self.key.as_deref()).ok()?;
         let Parsed::Job { config, .. } = parse_job(&clear) else {
             return None;
         };
         crate::config::parse(&config).ok().map(|c| {
             let fits = self.warm.count > 0 && crate::warm::misfit(&c, &self.warm.size).is_none();
-            (capacity::cost_of(&c), fits)
+            (admission.cost_of(&c), fits)
         })
     }
 

@@ -7,6 +7,10 @@
 //! - `pagecast_egress_started_total`: egresses this worker's API submitted;
 //! - `pagecast_queue_length`: jobs waiting in the queue;
 //! - `pagecast_egresses{status}`: egresses by status (LiveKit's names);
+//! - this worker's capacity as admission last counted it (`capacity.rs`, what `/healthz` shows):
+//!   `pagecast_capacity_recordings`, `_max_recordings`, `_cores_used`, `_cores_left`,
+//!   `_memory_used_bytes`, `_memory_left_bytes`, `_overloaded` (1 while a recording falls
+//!   behind), and `pagecast_cost_factor` (what the model's cores are scaled by here);
 //! - the recordings this worker ran (`recording_metrics.rs`): started, ended by outcome,
 //!   restarts by part, frames dropped, bytes uploaded.
 
@@ -61,9 +65,24 @@ pub fn egress_started() {
     metrics::counter!("pagecast_egress_started_total").increment(1);
 }
 
-/// The text of a scrape: the state read from Redis now, then the counters.
-pub fn render(queue_length: u64, egresses: &[lk::EgressInfo]) -> String {
+/// The text of a scrape: the state read from Redis now and this worker's last capacity count,
+/// then the counters.
+pub fn render(
+    queue_length: u64,
+    egresses: &[lk::EgressInfo],
+    capacity: Option<crate::service::capacity::Report>,
+) -> String {
     metrics::gauge!("pagecast_queue_length").set(queue_length as f64);
+    if let Some(c) = capacity {
+        metrics::gauge!("pagecast_capacity_recordings").set(c.recordings as f64);
+        metrics::gauge!("pagecast_capacity_max_recordings").set(c.max_recordings as f64);
+        metrics::gauge!("pagecast_capacity_cores_used").set(c.cores_used);
+        metrics::gauge!("pagecast_capacity_cores_left").set(c.cores_left);
+        metrics::gauge!("pagecast_capacity_memory_used_bytes").set(c.memory_used as f64);
+        metrics::gauge!("pagecast_capacity_memory_left_bytes").set(c.memory_left as f64);
+        metrics::gauge!("pagecast_capacity_overloaded").set(f64::from(u8::from(c.overloaded)));
+        metrics::gauge!("pagecast_cost_factor").set(c.cost_factor);
+    }
     use lk::EgressStatus as S;
     for status in [
         S::EgressStarting,

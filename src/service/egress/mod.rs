@@ -277,10 +277,11 @@ async fn healthz(api: web::Data<Api>) -> HttpResponse {
 async fn scrape(api: web::Data<Api>) -> HttpResponse {
     let queued = api.store.clone().queue_length().await;
     let egresses = api.records.clone().list("", "", false).await;
+    let capacity = api.capacity.lock().ok().and_then(|c| *c);
     match (queued, egresses) {
         (Ok(queued), Ok(egresses)) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
-            .body(metrics::render(queued, &egresses)),
+            .body(metrics::render(queued, &egresses, capacity)),
         (Err(e), _) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
         (_, Err(e)) => HttpResponse::ServiceUnavailable().body(format!("Redis: {e}\n")),
     }
