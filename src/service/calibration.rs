@@ -1,10 +1,10 @@
 //! How fast this machine is against the one the cost model was measured on.
 //!
 //! The admission's cost model (`capacity.rs`) gives a recording's cores as measured by the
-//! benchmark on one machine on one day. The same machine type has cost 0.47, 0.51, 0.685 and
-//! 0.82 cores for the same 720p30 recording on different days (BENCHMARKS.md, "Admission
-//! figures"): the host's other tenants, clock and cache vary, and another machine type differs
-//! more. So before taking jobs, `serve` runs a fixed piece of a recording's own work (ffmpeg
+//! benchmark on one machine on one day. The same 720p30 recording has cost 0.47, 0.51, 0.685
+//! and 0.82 cores on the same 2-core Intel Xeon machine type on different days (BENCHMARKS.md,
+//! "Admission figures"): the host's other tenants, clock and cache vary, and another machine
+//! type differs more. So before taking jobs, `serve` runs a fixed piece of a recording's own work (ffmpeg
 //! encoding a moving 720p30 test picture with x264, as the encoder does) and compares the CPU
 //! time it took with what it took beside the model's figures: the ratio, the cost factor, scales
 //! every job's expected cores. The benchmark runs the same probe (`pagecast calibrate --json`)
