@@ -919,9 +919,13 @@ class Bench:
         `room`: `n` recordings of one LiveKit room (grid layout, two participants publishing
         moving pictures and sound, see Room), `page` naming it; frames kept are counted over the
         common window (from the settle on, when all n run), and each recording's A/V offsets
-        from the flashes and beeps of one participant."""
+        from the flashes and beeps of one participant. `page` avsync.html (the density-av
+        section): each recording's A/V offsets from the page's flashes and beeps, and no frames
+        kept (that page does not change every frame)."""
+        av = page == "avsync.html"
         d = self.tmp(f"density-{w}x{h}-{n}")
-        res = {"contender": f"{n}", "size": f"{w}x{h}", "fps": fps, "page": page, "n": n}
+        res = {"contender": f"{n}", "size": f"{w}x{h}", "fps": fps, "page": page, "n": n,
+               "stagger": bool(getattr(self.args, "density_stagger", False))}
         runs = []
         lk = None
         try:
@@ -945,6 +949,10 @@ class Bench:
                               stderr=subprocess.PIPE, text=True)
                     runs.append({"cg": cg, "p": p, "out": out, "file": FileWatch(out),
                                  "logs": LogWatch(p.stderr)})
+                    if getattr(self.args, "density_stagger", False):
+                        # One start at a time, as `serve --concurrent-starts 1` takes jobs.
+                        if not wait_for(lambda: runs[-1]["file"].first, 60):
+                            raise RuntimeError("a recording did not start")
                 for r in runs:
                     if not wait_for(lambda: r["file"].first, 60):
                         raise RuntimeError(f"a recording did not start: {r['logs'].lines[-5:]}")
@@ -976,9 +984,9 @@ class Bench:
                                   if f.get("UAVG", 0) > 150), None)
                 fin = r["logs"].seen.get("encoder finished the file")
                 one = {"dropped": fin[1].get("dropped") if fin else None}
-                if lk:
-                    one["av"] = av_offsets(r["out"], fps, relative=True)
-                if start is not None:
+                if lk or av:
+                    one["av"] = av_offsets(r["out"], fps, relative=bool(lk))
+                if start is not None and not av:
                     t_content = r["file"].first + frames[start][0] - frames[0][0]
                     expected = (t_stop - t_content) * fps
                     # Up to the stop (on the file's clock): the frames written while the
@@ -1341,6 +1349,11 @@ def section_plan(args, bench):
             plans.append((f"density-{w}x{h}", [
                 (f"{n}", (lambda n=n, w=w, h=h: bench.run_density(w, h, 30, n, "canvas.html", d)))
                 for n in range(1, args.density_max + 1)]))
+    if "density-av" in args.sections:
+        # A/V under load: 1..N recordings at once of the flash-and-beep page, at 720p30.
+        plans.append(("density-av-1280x720", [
+            (f"{n}", (lambda n=n: bench.run_density(1280, 720, 30, n, "avsync.html", d)))
+            for n in range(1, args.density_max + 1)]))
     if "density-room" in args.sections:
         # 1..N recordings at once of one LiveKit room (grid, two participants), at 720p30.
         plans.append(("density-room-1280x720", [
@@ -1819,6 +1832,8 @@ def render(results, meta, args):
         for r in sorted(dens, key=lambda r: (r["size"], r.get("page", ""), r["n"])):
             dropped = sum(x.get("dropped") or 0 for x in r.get("recordings", []))
             page = str(r.get("page", "")).removesuffix(".html")
+            if r.get("stagger"):
+                page += " (one start at a time)"
             offs = [o for x in r.get("recordings", []) for o in x.get("av", {}).get("offsets_ms", [])]
             av = (f"{median(offs):.0f} ({max(map(abs, offs)):.0f})" if offs else "–")
             cores = fmt(r.get("cores"))
@@ -1937,7 +1952,7 @@ def plot_density(dens, path):
             out.append(f'<text x="{W - M + 4}" y="{top + 14 + 14 * i}" font-size="11" fill="{colours[i % 4]}">{size}</text>')
         return out
 
-    lo = 0.8 if all((r.get("kept_min") or 0) >= 0.8 for r in dens) else 0.0
+    lo = 0.8 if all(r["kept_min"] >= 0.8 for r in dens if r.get("kept_min") is not None) else 0.0
     body = panel(M / 2 + 10, "frames kept, worst recording (against N recordings at once)",
                  "kept_min", lo, 1.0, lambda v: f"{v * 100:.0f}%")
     body += panel(H / 2 + M / 2 + 10, "CPU, cores (all recordings)", "cores", 0.0, cmax,
@@ -1973,12 +1988,15 @@ def main():
     ap.add_argument("--duration", type=float, help="seconds recorded from the first frame (15)")
     ap.add_argument("--s3-duration", type=float, help="S3 recording length, s (120)")
     ap.add_argument("--sections",
-                    default="cpu,fidelity,av,webgl,quality,s3,start,density,density-room",
+                    default="cpu,fidelity,av,webgl,quality,s3,start,density,density-room,density-av",
                     help="comma list of cpu,fidelity,av,webgl,quality,s3,start,density,"
-                         "density-room (default all)")
+                         "density-room,density-av (default all)")
     ap.add_argument("--density", action="store_true",
-                    help="only the density sections (pages and a LiveKit room): 1..--density-max "
+                    help="only the density sections (pages, a LiveKit room, the A/V page): 1..--density-max "
                          "recordings at once")
+    ap.add_argument("--density-stagger", action="store_true",
+                    help="in the density sections, start each recording once the one before has "
+                         "its first frame (as serve --concurrent-starts 1 does), not all at once")
     ap.add_argument("--density-max", type=int, default=4,
                     help="the most recordings at once in the density section (4)")
     ap.add_argument("--density-sizes", default="1280x720,1920x1080",
@@ -2014,7 +2032,7 @@ def main():
     args.sections = args.sections.split(",")
     if args.start or args.density:
         args.sections = ((["start"] if args.start else []) +
-                         (["density", "density-room"] if args.density else []))
+                         (["density", "density-room", "density-av"] if args.density else []))
     if os.geteuid() != 0:
         sys.exit("bench: needs root (cgroup v1 directories are writable by root only)")
     if not os.access(args.pagecast, os.X_OK):

@@ -128,6 +128,11 @@ pub enum Command {
         /// a job is taken only when its expected cost fits in what is left of it.
         #[arg(long, default_value_t = crate::service::capacity::DEFAULT_MAX_UTILISATION, value_parser = utilisation)]
         max_utilisation: f64,
+        /// How many recordings may be starting at once (taken, no frame encoded yet; for at
+        /// most 10 s each): the next job waits for a start to finish. Recordings started
+        /// together keep their sound further ahead of their picture.
+        #[arg(long, default_value_t = crate::service::capacity::DEFAULT_CONCURRENT_STARTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        concurrent_starts: usize,
         /// What the cost model's cores are multiplied by on this machine: `auto` measures it
         /// before taking jobs (about 2 s: ffmpeg encodes a test picture, and its CPU time is
         /// compared with the model's machine's); a number sets it (1: as fast as that machine,

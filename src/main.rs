@@ -113,6 +113,7 @@ fn main() -> ExitCode {
             queue,
             max_recordings,
             max_utilisation,
+            concurrent_starts,
             cost_factor,
             warm,
             warm_size,
@@ -190,6 +191,7 @@ fn main() -> ExitCode {
                 machine,
                 calibrate,
                 max_utilisation,
+                concurrent_starts,
                 warm: pagecast::service::WarmPool {
                     count: warm as usize,
                     size: warm_size,

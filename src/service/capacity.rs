@@ -7,7 +7,9 @@
 //! The rule: a job is taken only when `cores × max_utilisation − Σ max(reserved, measured)` covers
 //! its cost in cores, and the same for memory; and never while a recording here is falling behind
 //! real time (its encoder slower than 0.95×, or dropping frames): the machine is already short,
-//! whatever the figures say. `--max-recordings` stays an upper bound. A job whose cost is more
+//! whatever the figures say. Nor while `--concurrent-starts` recordings here are still starting
+//! (no frame encoded yet, for at most [`STARTING_LIMIT`]): recordings started together were set
+//! further apart in sound and picture (BENCHMARKS.md, "A/V under load"). `--max-recordings` stays an upper bound. A job whose cost is more
 //! than the whole budget of an empty machine can never run here: it fails at once.
 //!
 //! The cost model (cores and memory of one recording, from its size and frame rate) comes from
@@ -59,6 +61,16 @@ const FIXED_MEMORY: u64 = 250 << 20;
 /// 1080p30 run's peak (408 MiB, `bench/results/20261125-074758-full.json`); the density run
 /// above confirms both (its line through the cgroups' peaks: 250 MiB + 77 B/px).
 const MEMORY_PER_PIXEL: u64 = 76;
+
+/// Default `--concurrent-starts`: one recording starting at a time. Two or three 720p30 recordings
+/// started together kept their sound 7-86 ms ahead of their picture (medians per recording, 10
+/// recordings); started one after the other's first frame, 12-44 ms (BENCHMARKS.md, "A/V under
+/// load"). A start is about 1.5 s to the first frame, so a burst of jobs is taken at that pace.
+pub const DEFAULT_CONCURRENT_STARTS: usize = 1;
+
+/// How long a taken job counts as starting, at most: a recording that waits (for its LiveKit
+/// room, or for the page's START_RECORDING) with its browser up is no longer a start in progress.
+pub const STARTING_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a recording costs or uses: cores (CPU-seconds per second) and bytes of memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -210,6 +222,8 @@ pub struct Held {
     /// A warm tree waiting for a job (`serve --warm`): its cost counts, but it is not one of
     /// `--max-recordings`.
     pub warm: bool,
+    /// Taken, and no frame encoded yet (for at most [`STARTING_LIMIT`]).
+    pub starting: bool,
 }
 
 impl Held {
@@ -265,6 +279,8 @@ pub struct Report {
     pub memory_left: u64,
     /// A recording here is falling behind real time: no job is taken.
     pub overloaded: bool,
+    /// Recordings here that have not encoded a frame yet.
+    pub starting: usize,
     /// What the model's cores are multiplied by on this machine (`calibration.rs`).
     pub cost_factor: f64,
 }
@@ -278,6 +294,8 @@ pub struct Admission {
     pub machine: Machine,
     pub max_utilisation: f64,
     pub max_recordings: usize,
+    /// Recordings that may be starting at once (`--concurrent-starts`).
+    pub concurrent_starts: usize,
 }
 
 impl Admission {
@@ -350,6 +368,7 @@ impl Admission {
             memory_used: used.memory,
             memory_left: left.memory,
             overloaded: held.iter().any(|h| h.behind),
+            starting: held.iter().filter(|h| h.starting).count(),
             cost_factor: self.machine.cost_factor,
         }
     }
@@ -375,6 +394,13 @@ impl Admission {
         if held.iter().any(|h| h.behind) {
             return Verdict::Wait("a recording here is falling behind real time".into());
         }
+        let starting = held.iter().filter(|h| h.starting).count();
+        if starting >= self.concurrent_starts {
+            return Verdict::Wait(format!(
+                "{starting} recording(s) here not recording yet (--concurrent-starts {})",
+                self.concurrent_starts
+            ));
+        }
         let left = self.left(held);
         if !job.fits_in(left) {
             return Verdict::Wait(format!("it needs about {job}, {left} left"));
@@ -398,6 +424,7 @@ mod tests {
             },
             max_utilisation: 0.85,
             max_recordings: 10,
+            concurrent_starts: 1,
         }
     }
 
@@ -414,6 +441,7 @@ mod tests {
             measured,
             behind: false,
             warm: false,
+            starting: false,
         }
     }
 
@@ -450,6 +478,37 @@ mod tests {
     }
 
     #[test]
+    fn a_job_waits_while_as_many_recordings_as_may_start_at_once_are_starting() {
+        let a = admission(8.0, 16 * GIB);
+        let one = cost(0.5, 300);
+        let starting = Held {
+            starting: true,
+            ..held(one, None)
+        };
+        match a.admit(&[starting], one) {
+            Verdict::Wait(why) => assert!(why.contains("--concurrent-starts 1"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Once it has a frame, the next is taken; with room for two starts, at once.
+        assert_eq!(a.admit(&[held(one, None)], one), Verdict::Take);
+        let two = Admission {
+            concurrent_starts: 2,
+            ..a
+        };
+        assert_eq!(two.admit(&[starting], one), Verdict::Take);
+        assert!(matches!(
+            two.admit(&[starting, starting], one),
+            Verdict::Wait(_)
+        ));
+        // A job too large for the machine is still refused at once, not kept waiting.
+        assert!(matches!(
+            a.admit(&[starting], cost(100.0, 300)),
+            Verdict::Never(_)
+        ));
+        assert_eq!(a.report(&[starting, held(one, None)]).starting, 1);
+    }
+
+    #[test]
     fn the_machine_s_cost_factor_scales_the_cores_a_job_and_a_warm_tree_cost() {
         let job = config(
             r#"{"input":{"url":"https://e.com","width":1920,"height":1080,"framerate":30},"output":{"file":"/tmp/a.mp4"}}"#,
@@ -463,6 +522,7 @@ mod tests {
             },
             max_utilisation: 0.85,
             max_recordings: 10,
+            concurrent_starts: 1,
         };
         assert_eq!(on(1.0).cost_of(&job), model);
         let slower = on(1.5).cost_of(&job);

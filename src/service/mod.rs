@@ -120,6 +120,8 @@ pub struct ServiceOptions {
     pub calibrate: bool,
     /// The share of it recordings may use together (`--max-utilisation`).
     pub max_utilisation: f64,
+    /// Recordings that may be starting at once (`--concurrent-starts`).
+    pub concurrent_starts: usize,
     /// The warm trees kept ready (`--warm`, `--warm-size`).
     pub warm: WarmPool,
     /// LiveKit's Egress API (`--http`), if served.
@@ -146,6 +148,7 @@ impl ServiceOptions {
             machine: self.machine,
             max_utilisation: self.max_utilisation,
             max_recordings: self.max_recordings,
+            concurrent_starts: self.concurrent_starts,
         }
     }
 }
@@ -517,9 +520,30 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
         }
         (_, key) => key.clone(),
     };
-    // How fast this machine is against the cost model's: before any job is weighed.
-    if options.calibrate {
-        match calibration::calibrate().await {
+    // How fast this machine is against the cost model's: measured while the pre-flight below
+    // runs (so a taken id or an unreachable Redis is still said at once), known before the tree
+    // starts and any job is weighed.
+    let calibrating = options
+        .calibrate
+        .then(|| actix::spawn(calibration::calibrate()));
+    // Pre-flight, before the tree: a service that cannot reach its queue, or whose id is taken,
+    // has nothing to do.
+    let instance = instance_token();
+    let con = match store::connect(&client, &options.redis).await {
+        Ok(con) => con,
+        Err(message) => return Outcome::fail(Exit::Input, message),
+    };
+    let api_con = con.clone();
+    let store = Store::new(con, options.keys(), options.worker_id.clone());
+    let api_store = Store::new(api_con.clone(), options.keys(), options.worker_id.clone());
+    if let Err(message) = queue::claim_worker_id(store.clone(), &options, &instance).await {
+        return Outcome::fail(Exit::Config, message);
+    }
+    if let Some(calibrating) = calibrating {
+        let found = calibrating
+            .await
+            .unwrap_or_else(|e| Err(format!("calibration: {e}")));
+        match found {
             Ok(found) => {
                 options.machine.cost_factor = found.cost_factor;
                 if found.clamped {
@@ -540,19 +564,6 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
                 )
             }
         }
-    }
-    // Pre-flight, before the tree: a service that cannot reach its queue, or whose id is taken,
-    // has nothing to do.
-    let instance = instance_token();
-    let con = match store::connect(&client, &options.redis).await {
-        Ok(con) => con,
-        Err(message) => return Outcome::fail(Exit::Input, message),
-    };
-    let api_con = con.clone();
-    let store = Store::new(con, options.keys(), options.worker_id.clone());
-    let api_store = Store::new(api_con.clone(), options.keys(), options.worker_id.clone());
-    if let Err(message) = queue::claim_worker_id(store.clone(), &options, &instance).await {
-        return Outcome::fail(Exit::Config, message);
     }
     // Raised by the first signal (no more jobs: the queue reads it) and the second (leave now).
     let shutdown = Shutdown::default();
@@ -937,16 +948,29 @@ mod tests {
             },
             calibrate: false,
             max_utilisation: capacity::DEFAULT_MAX_UTILISATION,
+            concurrent_starts: capacity::DEFAULT_CONCURRENT_STARTS,
             warm: WarmPool::default(),
             api: None,
         }
     }
 
     /// A stand-in recorder in `dir`, named `name`: it logs `<name> start|pause|resume|term|end
-    /// <job> <unix time>` lines to `dir/log`, runs until SIGTERM, then takes `stop_secs` to
-    /// finish and exits 0. SIGUSR1 / SIGUSR2 make it log that it paused / resumed, as a
-    /// recording does; SIGRTMIN (discard) makes it exit 6 at once. The job is the stem of its `output.file` (the config comes on stdin, one line).
+    /// <job> <unix time>` lines to `dir/log`, says it encoded its first frame (as a recording's
+    /// log does) at once, runs until SIGTERM, then takes `stop_secs` to finish and exits 0.
+    /// SIGUSR1 / SIGUSR2 make it log that it paused / resumed, as a recording does; SIGRTMIN
+    /// (discard) makes it exit 6 at once. The job is the stem of its `output.file` (the config
+    /// comes on stdin, one line).
     fn stand_in(dir: &std::path::Path, name: &str, stop_secs: f32) -> std::path::PathBuf {
+        stand_in_framing(dir, name, stop_secs, 0.0)
+    }
+
+    /// [`stand_in`], whose first frame comes `frame_secs` after its start (logged `frame`).
+    fn stand_in_framing(
+        dir: &std::path::Path,
+        name: &str,
+        stop_secs: f32,
+        frame_secs: f32,
+    ) -> std::path::PathBuf {
         let recorder = dir.join(format!("{name}.sh"));
         let log = dir.join("log");
         std::fs::write(
@@ -957,6 +981,7 @@ IFS= read -r config
 job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 say() {{ echo "{name} $1 $job $(date +%s.%N)" >> {log}; }}
 say start
+(sleep {frame_secs}; say frame; echo '{{"level":"INFO","message":"{framed}"}}' >&2) &
 # Each control line after the config (a live output added or removed, a layout) logged as one
 # event: `add-stream:<url>`. (A list run with `&` reads /dev/null: the stdin goes by fd 3.)
 exec 3<&0
@@ -970,6 +995,7 @@ sleeper=$!
 # A trapped signal ends `wait`: wait again until the sleep is over.
 while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 "#,
+                framed = pagecast_actors::events::ENCODER_RUNNING,
                 paused = pagecast_actors::events::RECORDING_PAUSED,
                 resumed = pagecast_actors::events::RECORDING_RESUMED,
                 discard = crate::controls::discard_signal(),
@@ -1551,6 +1577,68 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter(|l| l["message"] == event && job.is_none_or(|j| l["job"] == j))
                 .count()
+        }
+    }
+
+    /// Two jobs with room for both: the second is taken only once the first's recording has
+    /// encoded its first frame (`--concurrent-starts 1`, the default), said as a wait; with
+    /// `--concurrent-starts 2` both start at once.
+    #[actix_rt::test]
+    async fn a_job_starts_once_the_recording_started_before_it_has_its_first_frame() {
+        use pagecast_actors::events::JOB_WAITS_FOR_CAPACITY;
+        let log = LogBuffer::default();
+        let _log = log.capture();
+        let start_of = |dir: &std::path::Path, job: &str| {
+            stand_in_log(dir)
+                .into_iter()
+                .find(|(_, event, j, _)| event == "start" && j == job)
+                .map(|(_, _, _, at)| at)
+        };
+        let frame_of = |dir: &std::path::Path, job: &str| {
+            stand_in_log(dir)
+                .into_iter()
+                .find(|(_, event, j, _)| event == "frame" && j == job)
+                .map(|(_, _, _, at)| at)
+        };
+        for concurrent_starts in [1, 2] {
+            let redis = Redis::start();
+            let dir = tempfile::tempdir().unwrap();
+            let (first, second) = (
+                format!("first{concurrent_starts}"),
+                format!("second{concurrent_starts}"),
+            );
+            redis.cli(&["LPUSH", "{t}:jobs", &fake_job(&first), &fake_job(&second)]);
+            let service = actix::spawn(serve(ServiceOptions {
+                max_recordings: 4,
+                concurrent_starts,
+                recorder: Some(stand_in_framing(dir.path(), "w", 0.0, 1.5)),
+                ..test_options(redis.url(), "w")
+            }));
+            until("both jobs to start", || {
+                start_of(dir.path(), &second).is_some()
+            })
+            .await;
+            let (a, b) = (
+                start_of(dir.path(), &first).unwrap(),
+                start_of(dir.path(), &second).unwrap(),
+            );
+            if concurrent_starts == 1 {
+                let framed = frame_of(dir.path(), &first)
+                    .expect("the first's frame before the second's start");
+                assert!(
+                    b >= framed,
+                    "the second started at {b}, the first's frame came at {framed}"
+                );
+                assert_eq!(log.events(JOB_WAITS_FOR_CAPACITY, Some(&second)), 1);
+                let text = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+                assert!(
+                    text.contains("--concurrent-starts 1"),
+                    "the wait says why: {text}"
+                );
+            } else {
+                assert!(b - a < 1.0, "both start at once: {a}, {b}");
+            }
+            stop_service(service).await;
         }
     }
 

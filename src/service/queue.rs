@@ -69,6 +69,9 @@ struct Taken {
     streams_applied: u64,
     /// The last layout switch asked of its recording, by either way.
     layout_asked: Option<String>,
+    /// When it was handed to the runner: it counts as starting until its first frame, for at
+    /// most `capacity::STARTING_LIMIT`.
+    taken_at: Instant,
 }
 
 /// A job a round took, ready to run.
@@ -293,6 +296,8 @@ impl QueueActor {
                 measured: self.usage.measured.get(id).copied(),
                 behind: self.usage.behind.contains(id),
                 warm: false,
+                starting: !self.usage.framed.contains(id)
+                    && taken.taken_at.elapsed() < capacity::STARTING_LIMIT,
             })
             // The warm trees waiting for jobs hold their share too.
             .chain(self.usage.warm.iter().map(|measured| Held {
@@ -300,6 +305,7 @@ impl QueueActor {
                 measured: *measured,
                 behind: false,
                 warm: true,
+                starting: false,
             }))
             .collect()
     }
@@ -536,6 +542,7 @@ impl QueueActor {
                 discard_asked: false,
                 streams_applied: 0,
                 layout_asked: None,
+                taken_at: Instant::now(),
             },
         );
         let sent = runner.send(StartJob {
@@ -1154,6 +1161,7 @@ impl Round {
                             start.shed_warm = shed_warm;
                             held.push(Held {
                                 reserved: start.cost,
+                                starting: true,
                                 ..Held::default()
                             });
                             taken.push(start);

@@ -140,6 +140,9 @@ pub struct Usage {
     /// How many warm trees are ready for a job (each of those a job of the pool's size takes
     /// instead of starting its own).
     pub warm_ready: usize,
+    /// Jobs whose recording has encoded its first frame (`ENCODER_RUNNING`): the others are
+    /// still starting.
+    pub framed: HashSet<String>,
 }
 
 /// Message (from a recording's log lines): its encoder fell behind, or caught up.
@@ -181,6 +184,22 @@ impl Handler<PageLoaded> for RunnerActor {
     fn handle(&mut self, PageLoaded(id): PageLoaded, ctx: &mut Context<Self>) {
         if self.starting.remove(&id) {
             self.refill(ctx);
+        }
+    }
+}
+
+/// Message (from a recording's log lines): its first frame is encoded (every encoder start logs
+/// it; the first counts). The queue is told at once: its next job may start.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Framed(String);
+
+impl Handler<Framed> for RunnerActor {
+    type Result = ();
+
+    fn handle(&mut self, Framed(id): Framed, _: &mut Context<Self>) {
+        if self.jobs.contains_key(&id) && self.usage.framed.insert(id) {
+            self.send_usage();
         }
     }
 }
@@ -348,6 +367,7 @@ impl RunnerActor {
                     match event {
                         events::WARM_TREE_READY => me.do_send(WarmReady(id)),
                         events::PAGE_LOADED => me.do_send(PageLoaded(id)),
+                        events::ENCODER_RUNNING => me.do_send(Framed(id)),
                         events::ENCODER_FALLING_BEHIND => me.do_send(Pace { id, behind: true }),
                         events::ENCODER_CAUGHT_UP => me.do_send(Pace { id, behind: false }),
                         // Through the runner, to the queue actor running then (not the one
@@ -534,6 +554,7 @@ impl RunnerActor {
         self.lent.remove(&id);
         self.starting.remove(&id);
         self.usage.measured.remove(&id);
+        self.usage.framed.remove(&id);
         if self.usage.behind.remove(&id) {
             self.send_usage();
         }
@@ -922,9 +943,10 @@ impl Handler<Kill> for RunnerActor {
 }
 
 /// The events of a recording's log the runner acts on.
-const WATCHED: [&str; 6] = [
+const WATCHED: [&str; 7] = [
     events::WARM_TREE_READY,
     events::PAGE_LOADED,
+    events::ENCODER_RUNNING,
     events::ENCODER_FALLING_BEHIND,
     events::ENCODER_CAUGHT_UP,
     events::RECORDING_PAUSED,

@@ -10,7 +10,8 @@
 //! - this worker's capacity as admission last counted it (`capacity.rs`, what `/healthz` shows):
 //!   `pagecast_capacity_recordings`, `_max_recordings`, `_cores_used`, `_cores_left`,
 //!   `_memory_used_bytes`, `_memory_left_bytes`, `_overloaded` (1 while a recording falls
-//!   behind), and `pagecast_cost_factor` (what the model's cores are scaled by here);
+//!   behind), `_starting` (recordings with no frame yet), and `pagecast_cost_factor` (what the
+//!   model's cores are scaled by here);
 //! - the recordings this worker ran (`recording_metrics.rs`): started, ended by outcome,
 //!   restarts by part, frames dropped, bytes uploaded.
 
@@ -81,6 +82,7 @@ pub fn render(
         metrics::gauge!("pagecast_capacity_memory_used_bytes").set(c.memory_used as f64);
         metrics::gauge!("pagecast_capacity_memory_left_bytes").set(c.memory_left as f64);
         metrics::gauge!("pagecast_capacity_overloaded").set(f64::from(u8::from(c.overloaded)));
+        metrics::gauge!("pagecast_capacity_starting").set(c.starting as f64);
         metrics::gauge!("pagecast_cost_factor").set(c.cost_factor);
     }
     use lk::EgressStatus as S;
