@@ -520,6 +520,12 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
         }
         (_, key) => key.clone(),
     };
+    // Listened for from the start: a SIGTERM that comes as soon as the worker is seen (its
+    // heartbeat, set by the pre-flight) stops it cleanly instead of killing it.
+    let mut signals = match StopSignals::listen() {
+        Ok(signals) => signals,
+        Err(e) => return Outcome::fail(Exit::Failed, format!("cannot listen for signals: {e}")),
+    };
     // How fast this machine is against the cost model's: measured while the pre-flight below
     // runs (so a taken id or an unreachable Redis is still said at once), known before the tree
     // starts and any job is weighed.
@@ -540,9 +546,15 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
         return Outcome::fail(Exit::Config, message);
     }
     if let Some(calibrating) = calibrating {
-        let found = calibrating
-            .await
-            .unwrap_or_else(|e| Err(format!("calibration: {e}")));
+        let found = tokio::select! {
+            found = calibrating => found.unwrap_or_else(|e| Err(format!("calibration: {e}"))),
+            name = signals.stopped() => {
+                // Nothing taken yet: the worker leaves at once (its heartbeat removed).
+                let _ = store.clone().leave().await;
+                tracing::info!(signal = name, "recording service stopped before taking any job");
+                return Outcome::ok();
+            }
+        };
         match found {
             Ok(found) => {
                 options.machine.cost_factor = found.cost_factor;
@@ -655,12 +667,6 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
         max_recordings = options.max_recordings,
         "recording service starting"
     );
-    // Listened for before the tree starts: a SIGTERM that comes as soon as the worker is seen
-    // (its heartbeat) stops it cleanly instead of killing it.
-    let signals = match StopSignals::listen() {
-        Ok(signals) => signals,
-        Err(e) => return Outcome::fail(Exit::Failed, format!("cannot listen for signals: {e}")),
-    };
     let (supervisor, exit) = Supervisor::start(
         SupervisorConfig {
             name: "service".into(),
@@ -806,26 +812,28 @@ impl StopSignals {
             int: signal(SignalKind::interrupt())?,
         })
     }
+
+    /// The next stop signal's name.
+    async fn stopped(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// SIGTERM or SIGINT: no new jobs, then the tree stops in order (the runner first: every
 /// recording finishes). A second one raises `shutdown` to [`Level::Now`]: [`serve`] leaves (the
 /// recordings die with it).
 async fn forward_signals(supervisor: Addr<Supervisor>, signals: StopSignals, shutdown: Shutdown) {
-    let StopSignals { mut term, mut int } = signals;
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
+    let mut signals = signals;
+    let name = signals.stopped().await;
     tracing::info!(
         signal = name,
         "stopping: no new jobs; finishing the running recordings"
     );
     begin_stop(&supervisor, &shutdown, format!("{name} received"));
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
+    signals.stopped().await;
     shutdown.raise(Level::Now);
 }
 
