@@ -139,6 +139,10 @@ pub enum Command {
         /// 1.5: half as fast again).
         #[arg(long, default_value = "auto")]
         cost_factor: crate::service::calibration::CostFactor,
+        /// With --cost-factor auto: measure the machine again this long after the last time,
+        /// as soon as no recording runs here (its speed changes with the host's load); 0: never.
+        #[arg(long, default_value = "1h", value_parser = duration)]
+        recalibrate_every: std::time::Duration,
         /// Keep this many recording trees ready (display, sink, Chromium on a blank page) at
         /// --warm-size: a job of that size takes one and its page is on tape at once; the pool
         /// refills behind it. Warm trees count against the capacity.

@@ -115,6 +115,7 @@ fn main() -> ExitCode {
             max_utilisation,
             concurrent_starts,
             cost_factor,
+            recalibrate_every,
             warm,
             warm_size,
             worker_id,
@@ -190,6 +191,8 @@ fn main() -> ExitCode {
                 policy,
                 machine,
                 calibrate,
+                recalibrate_every: (calibrate && !recalibrate_every.is_zero())
+                    .then_some(recalibrate_every),
                 max_utilisation,
                 concurrent_starts,
                 warm: pagecast::service::WarmPool {

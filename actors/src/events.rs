@@ -80,6 +80,9 @@ pub const WARM_TREE_LOST: &str = "warm tree lost; starting another";
 /// `serve` measured how fast this machine is against the cost model's (fields: cost_factor,
 /// cpu_seconds, reference_cpu_seconds): every job's expected cores are scaled by the factor.
 pub const MACHINE_CALIBRATED: &str = "machine calibrated: job costs scaled by its cost factor";
+/// An idle worker measures its machine again (`serve --recalibrate-every`); no job is taken until
+/// `MACHINE_CALIBRATED` (or a warning that it failed).
+pub const MACHINE_CALIBRATING: &str = "measuring the machine again while no recording runs";
 /// A job at the head of the queue does not fit in what is left of this worker (fields: job,
 /// why); logged once per job while it waits.
 pub const JOB_WAITS_FOR_CAPACITY: &str = "job waits for capacity";

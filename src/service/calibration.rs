@@ -52,6 +52,27 @@ pub struct Calibration {
 }
 
 impl Calibration {
+    /// Says what was found (`MACHINE_CALIBRATED`), and warns when the ratio was held to a bound.
+    pub fn log(&self) {
+        if self.clamped {
+            tracing::warn!(
+                cost_factor = self.cost_factor,
+                cpu_seconds = self.cpu_seconds,
+                reference_cpu_seconds = self.reference_cpu_seconds,
+                "the calibration probe's ratio is outside {:?}: held to the bound; give \
+                 --cost-factor to set it",
+                FACTOR_BOUNDS
+            );
+        }
+        tracing::info!(
+            cost_factor = self.cost_factor,
+            cpu_seconds = self.cpu_seconds,
+            reference_cpu_seconds = self.reference_cpu_seconds,
+            "{}",
+            pagecast_actors::events::MACHINE_CALIBRATED
+        );
+    }
+
     /// The factor for a probe that took `cpu_seconds` here.
     pub fn from_cpu_seconds(cpu_seconds: f64) -> Calibration {
         let ratio = cpu_seconds / REFERENCE_CPU_SECONDS;

@@ -118,6 +118,8 @@ pub struct ServiceOptions {
     /// Measure the machine's cost factor before taking jobs (`calibration.rs`); otherwise
     /// `machine.cost_factor` stands as given.
     pub calibrate: bool,
+    /// Measure it again this long after the last time, when no recording runs (None: never).
+    pub recalibrate_every: Option<Duration>,
     /// The share of it recordings may use together (`--max-utilisation`).
     pub max_utilisation: f64,
     /// Recordings that may be starting at once (`--concurrent-starts`).
@@ -558,16 +560,7 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
         match found {
             Ok(found) => {
                 options.machine.cost_factor = found.cost_factor;
-                if found.clamped {
-                    tracing::warn!(cost_factor = found.cost_factor, cpu_seconds = found.cpu_seconds, reference_cpu_seconds = found.reference_cpu_seconds, "the calibration probe's ratio is outside {:?}: held to the bound; give --cost-factor to set it", calibration::FACTOR_BOUNDS);
-                }
-                tracing::info!(
-                    cost_factor = found.cost_factor,
-                    cpu_seconds = found.cpu_seconds,
-                    reference_cpu_seconds = found.reference_cpu_seconds,
-                    "{}",
-                    pagecast_actors::events::MACHINE_CALIBRATED
-                );
+                found.log();
             }
             Err(message) => {
                 return Outcome::fail(
@@ -955,6 +948,7 @@ mod tests {
                 cost_factor: 1.0,
             },
             calibrate: false,
+            recalibrate_every: None,
             max_utilisation: capacity::DEFAULT_MAX_UTILISATION,
             concurrent_starts: capacity::DEFAULT_CONCURRENT_STARTS,
             warm: WarmPool::default(),
@@ -1586,6 +1580,73 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
                 .filter(|l| l["message"] == event && job.is_none_or(|j| l["job"] == j))
                 .count()
         }
+
+        /// When `event` was first logged, as seconds since the epoch.
+        fn first_at(&self, event: &str) -> Option<f64> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["message"] == event)
+                .and_then(|l| humantime::parse_rfc3339(l["timestamp"].as_str()?).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64())
+        }
+    }
+
+    /// `--recalibrate-every`: the machine is measured again only once no recording runs, and
+    /// a job pushed meanwhile starts after the probe has ended.
+    #[actix_rt::test]
+    async fn an_idle_worker_measures_its_machine_again_and_takes_no_job_meanwhile() {
+        use pagecast_actors::events::{MACHINE_CALIBRATED, MACHINE_CALIBRATING};
+        let log = LogBuffer::default();
+        let _log = log.capture();
+        let redis = Redis::start();
+        let dir = tempfile::tempdir().unwrap();
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("busy")]);
+        let service = actix::spawn(serve(ServiceOptions {
+            recalibrate_every: Some(Duration::from_millis(300)),
+            recorder: Some(stand_in(dir.path(), "w", 0.0)),
+            ..test_options(redis.url(), "w")
+        }));
+        until("the job to run", || {
+            logged(dir.path(), "start", "busy") == 1
+        })
+        .await;
+        // Due all along (300 ms), but a recording runs: for 4 rounds and more, no probe.
+        let started = stand_in_log(dir.path())[0].3;
+        until("1 s of the job", || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+                > started + 1.0
+        })
+        .await;
+        assert_eq!(log.events(MACHINE_CALIBRATING, None), 0);
+        redis.cli(&["PUBLISH", "t:control", r#"{"stop":"busy"}"#]);
+        until("the probe to begin", || {
+            log.events(MACHINE_CALIBRATING, None) == 1
+        })
+        .await;
+        redis.cli(&["LPUSH", "{t}:jobs", &fake_job("after")]);
+        until("the next job to run", || {
+            logged(dir.path(), "start", "after") == 1
+        })
+        .await;
+        let calibrated = log
+            .first_at(MACHINE_CALIBRATED)
+            .expect("the probe ended before the next job was taken");
+        let after = stand_in_log(dir.path())
+            .into_iter()
+            .find(|(_, e, j, _)| e == "start" && j == "after")
+            .unwrap()
+            .3;
+        assert!(
+            after >= calibrated,
+            "the job started at {after}, the probe ended at {calibrated}"
+        );
+        assert!(log.events(MACHINE_CALIBRATED, None) >= 1);
+        stop_service(service).await;
     }
 
     /// Two jobs with room for both: the second is taken only once the first's recording has

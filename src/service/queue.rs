@@ -128,6 +128,8 @@ pub(super) struct Ledger {
     pending: Vec<Outcome>,
     draining: bool,
     lease_until: Option<Instant>,
+    /// The cost factor last measured by a queue actor, and when (`recalibrate`).
+    calibration: Option<(f64, Instant)>,
 }
 
 pub struct QueueActor {
@@ -175,6 +177,10 @@ pub struct QueueActor {
     usage: Usage,
     /// The job last logged as waiting for capacity (logged once per job).
     waiting: Option<String>,
+    /// When the machine's cost factor was last measured (or the actor started).
+    calibrated_at: Instant,
+    /// The calibration probe runs: no job is taken until it is done.
+    calibrating: bool,
 }
 
 /// Makes this process the worker `options.worker_id`: its heartbeat is set only if no other has
@@ -241,7 +247,7 @@ impl QueueActor {
     pub(super) fn new(
         store: Store,
         client: redis::Client,
-        options: ServiceOptions,
+        mut options: ServiceOptions,
         instance: String,
         from_service: FromService,
         link: ChildLink,
@@ -259,6 +265,14 @@ impl QueueActor {
                 "queue restarted: carrying on with its jobs"
             );
         }
+        // A factor measured again by a crashed predecessor stands (not the one at the start).
+        let calibrated_at = match ledger.calibration {
+            Some((factor, at)) => {
+                options.machine.cost_factor = factor;
+                at
+            }
+            None => Instant::now(),
+        };
         QueueActor {
             link,
             store,
@@ -284,6 +298,8 @@ impl QueueActor {
             duplicate_seen: false,
             usage: Usage::default(),
             waiting: None,
+            calibrated_at,
+            calibrating: false,
         }
     }
 
@@ -378,9 +394,10 @@ impl QueueActor {
         if self.in_round || self.closing {
             return;
         }
+        self.recalibrate(ctx);
         self.in_round = true;
         self.idle.send_replace(false);
-        let take = !self.draining() && self.runner().is_some();
+        let take = !self.draining() && self.runner().is_some() && !self.calibrating;
         let round = self.new_round(take);
         let written = round.written.clone();
         let pauses_written = round.pauses_written.clone();
@@ -463,6 +480,44 @@ impl QueueActor {
             }
         }
         self.pending.extend(done.refused);
+    }
+
+    /// Measures the machine's cost factor again (`calibration.rs`) when `--recalibrate-every`
+    /// has passed and no recording runs here: the probe would slow a recording, and measure the
+    /// machine less truly beside one. No job is taken while it runs (about 2 s). A probe that
+    /// fails leaves the factor as it was.
+    fn recalibrate(&mut self, ctx: &mut Context<Self>) {
+        let Some(every) = self.options.recalibrate_every else {
+            return;
+        };
+        if self.calibrating
+            || !self.running.is_empty()
+            || self.draining()
+            || self.calibrated_at.elapsed() < every
+        {
+            return;
+        }
+        self.calibrating = true;
+        tracing::info!("{}", events::MACHINE_CALIBRATING);
+        ctx.spawn(
+            actix::fut::wrap_future(super::calibration::calibrate()).map(
+                |found, act: &mut Self, _| {
+                    act.calibrating = false;
+                    act.calibrated_at = Instant::now();
+                    match found {
+                        Ok(found) => {
+                            act.options.machine.cost_factor = found.cost_factor;
+                            found.log();
+                        }
+                        Err(message) => tracing::warn!(
+                            error = %message,
+                            cost_factor = act.options.machine.cost_factor,
+                            "measuring the machine again failed: its cost factor stays"
+                        ),
+                    }
+                },
+            ),
+        );
     }
 
     fn new_round(&mut self, take: bool) -> Round {
@@ -868,6 +923,7 @@ impl Drop for QueueActor {
             pending: std::mem::take(&mut self.pending),
             draining: self.draining,
             lease_until: self.lease_until,
+            calibration: Some((self.options.machine.cost_factor, self.calibrated_at)),
         });
     }
 }
