@@ -560,6 +560,39 @@ fn a_rediss_url_connects_over_tls() {
     assert_eq!(redis.cli(&["EXISTS", "{test}:worker:tls"]), "0");
 }
 
+/// A worker whose calibration probe (about 2 s) outlasts its lease (--heartbeat-ttl 1s) renews
+/// its claimed heartbeat meanwhile: from the moment it appears until the worker says it has
+/// measured the machine, the heartbeat never lapses (another worker would think it dead).
+#[test]
+fn a_worker_keeps_its_heartbeat_while_it_measures_its_machine() {
+    let redis = Redis::start();
+    let mut run = serve(&redis, "w1", &["--heartbeat-ttl", "1s"]);
+    wait_until("the worker's heartbeat", Duration::from_secs(20), || {
+        redis.cli(&["EXISTS", "{test}:worker:w1"]) == "1"
+    });
+    let mut polls = 0;
+    while run.count(events::MACHINE_CALIBRATED) == 0 {
+        assert_eq!(
+            redis.cli(&["EXISTS", "{test}:worker:w1"]),
+            "1",
+            "the heartbeat lapsed during the probe (poll {polls}): {}",
+            run.stderr()
+        );
+        polls += 1;
+        assert!(
+            polls < 2000,
+            "no calibration within the polls: {}",
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        polls > 10,
+        "the probe ran while the heartbeat was watched ({polls} polls)"
+    );
+    stop_cleanly(&mut run);
+}
+
 /// A worker cut off from Redis (its connection goes through a proxy the test cuts) longer than
 /// its lease: its recording stops by itself, the file finished, before another worker takes the
 /// job over; at no moment do both run it.

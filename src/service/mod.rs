@@ -547,14 +547,27 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
     if let Err(message) = queue::claim_worker_id(store.clone(), &options, &instance).await {
         return Outcome::fail(Exit::Config, message);
     }
-    if let Some(calibrating) = calibrating {
-        let found = tokio::select! {
-            found = calibrating => found.unwrap_or_else(|e| Err(format!("calibration: {e}"))),
-            name = signals.stopped() => {
-                // Nothing taken yet: the worker leaves at once (its heartbeat removed).
-                let _ = store.clone().leave().await;
-                tracing::info!(signal = name, "recording service stopped before taking any job");
-                return Outcome::ok();
+    if let Some(mut calibrating) = calibrating {
+        // The claimed heartbeat is renewed while the probe runs, as the queue will renew it: a
+        // probe longer than a short --heartbeat-ttl does not let the claim lapse.
+        let mut renew =
+            tokio::time::interval((options.heartbeat_ttl / 3).max(Duration::from_millis(100)));
+        renew.tick().await;
+        let found = loop {
+            tokio::select! {
+                found = &mut calibrating => {
+                    break found.unwrap_or_else(|e| Err(format!("calibration: {e}")))
+                }
+                name = signals.stopped() => {
+                    // Nothing taken yet: the worker leaves at once (its heartbeat removed).
+                    let _ = store.clone().leave().await;
+                    tracing::info!(signal = name, "recording service stopped before taking any job");
+                    return Outcome::ok();
+                }
+                _ = renew.tick() => {
+                    // A failure shows again, and is handled, in the queue's first round.
+                    let _ = store.clone().heartbeat(&instance, options.heartbeat_ttl).await;
+                }
             }
         };
         match found {
