@@ -9,7 +9,8 @@
 //! real time (its encoder slower than 0.95×, or dropping frames): the machine is already short,
 //! whatever the figures say. Nor while `--concurrent-starts` recordings here are still starting
 //! (no frame encoded yet, for at most [`STARTING_LIMIT`]): recordings started together were set
-//! further apart in sound and picture (BENCHMARKS.md, "A/V under load"). `--max-recordings` stays an upper bound. A job whose cost is more
+//! further apart in sound and picture (BENCHMARKS.md, "A/V under load"). `--max-recordings`
+//! stays an upper bound. A job whose cost is more
 //! than the whole budget of an empty machine can never run here: it fails at once.
 //!
 //! The cost model (cores and memory of one recording, from its size and frame rate) comes from

@@ -1054,6 +1054,14 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
             .collect()
     }
 
+    /// When a stand-in first logged `event` for `job` (seconds since the epoch).
+    fn logged_at(dir: &std::path::Path, event: &str, job: &str) -> Option<f64> {
+        stand_in_log(dir)
+            .into_iter()
+            .find(|(_, e, j, _)| e == event && j == job)
+            .map(|(_, _, _, at)| at)
+    }
+
     fn logged(dir: &std::path::Path, event: &str, job: &str) -> usize {
         stand_in_log(dir)
             .iter()
@@ -1649,11 +1657,7 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         let calibrated = log
             .first_at(MACHINE_CALIBRATED)
             .expect("the probe ended before the next job was taken");
-        let after = stand_in_log(dir.path())
-            .into_iter()
-            .find(|(_, e, j, _)| e == "start" && j == "after")
-            .unwrap()
-            .3;
+        let after = logged_at(dir.path(), "start", "after").unwrap();
         assert!(
             after >= calibrated,
             "the job started at {after}, the probe ended at {calibrated}"
@@ -1670,18 +1674,6 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         use pagecast_actors::events::JOB_WAITS_FOR_CAPACITY;
         let log = LogBuffer::default();
         let _log = log.capture();
-        let start_of = |dir: &std::path::Path, job: &str| {
-            stand_in_log(dir)
-                .into_iter()
-                .find(|(_, event, j, _)| event == "start" && j == job)
-                .map(|(_, _, _, at)| at)
-        };
-        let frame_of = |dir: &std::path::Path, job: &str| {
-            stand_in_log(dir)
-                .into_iter()
-                .find(|(_, event, j, _)| event == "frame" && j == job)
-                .map(|(_, _, _, at)| at)
-        };
         for concurrent_starts in [1, 2] {
             let redis = Redis::start();
             let dir = tempfile::tempdir().unwrap();
@@ -1697,15 +1689,15 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
                 ..test_options(redis.url(), "w")
             }));
             until("both jobs to start", || {
-                start_of(dir.path(), &second).is_some()
+                logged_at(dir.path(), "start", &second).is_some()
             })
             .await;
             let (a, b) = (
-                start_of(dir.path(), &first).unwrap(),
-                start_of(dir.path(), &second).unwrap(),
+                logged_at(dir.path(), "start", &first).unwrap(),
+                logged_at(dir.path(), "start", &second).unwrap(),
             );
             if concurrent_starts == 1 {
-                let framed = frame_of(dir.path(), &first)
+                let framed = logged_at(dir.path(), "frame", &first)
                     .expect("the first's frame before the second's start");
                 assert!(
                     b >= framed,
