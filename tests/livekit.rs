@@ -50,6 +50,22 @@ fn assert_no_secret(run: &Run, secrets: &[&str]) {
     );
 }
 
+/// The layout page's frame counters (`PAGECAST_FRAMES`, logged at debug level once a second),
+/// in the order logged.
+fn page_frames(run: &Run) -> Vec<serde_json::Value> {
+    run.stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| {
+            let text = l
+                .get("message")?
+                .as_str()?
+                .strip_prefix("PAGECAST_FRAMES ")?;
+            serde_json::from_str(text).ok()
+        })
+        .collect()
+}
+
 /// The recording's middle frame, small: enough to tell colours and where they are.
 const W: usize = 96;
 const H: usize = 54;
@@ -100,6 +116,38 @@ fn grid_dark_records_two_participants_side_by_side_and_ends_when_they_leave() {
     assert_no_secret(&run, &[&server.api_secret]);
     // The page address is logged, with its token masked.
     assert!(run.stderr().contains("token=****"), "{}", run.stderr());
+    // The page counted each tile's frames: both participants' 15 fps arrived, were decoded and
+    // shown, for the 6 s and more recorded; the lines name no participant.
+    let counters = page_frames(&run);
+    let last = counters
+        .last()
+        .unwrap_or_else(|| panic!("the page logged no frame counters:\n{}", run.stderr()));
+    let tiles = last["tiles"].as_object().expect("tiles");
+    assert_eq!(tiles.len(), 2, "{last}");
+    for counts in tiles.values() {
+        let n = |k: &str| {
+            counts[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} in {counts}"))
+        };
+        assert!(n("received") >= 60, "{last}");
+        assert!(
+            n("decoded") >= 60 && n("decoded") <= n("received"),
+            "{last}"
+        );
+        assert!(
+            n("presented") >= 60 && n("presented") <= n("decoded"),
+            "{last}"
+        );
+    }
+    assert!(last["shown"].as_u64().unwrap() >= 60, "{last}");
+    assert!(
+        counters.len() >= 5,
+        "{} counter lines in 6 s",
+        counters.len()
+    );
+    let lines = counters.iter().map(|c| c.to_string()).collect::<String>();
+    assert!(!lines.contains("red") && !lines.contains("blue"), "{lines}");
 
     let p = probe(&file);
     assert_eq!(p.video_codec(), "h264");

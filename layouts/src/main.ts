@@ -16,6 +16,7 @@ import {
   setLogLevel,
 } from 'livekit-client';
 import { describeConnectError } from './errors';
+import { FrameStats } from './framestats';
 import { DEFAULT_ASPECT, Rect, contain, gridCells, speakerCells } from './geometry';
 import { PageParams, isLayout, parseParams } from './params';
 import { addSecret, endRecording, isFinished, isStarted, pageError, startRecording } from './protocol';
@@ -29,6 +30,9 @@ const CONNECT_TIMEOUT_MS = 30_000;
  * recording back for long).
  */
 const START_SETTLE_MS = 2_000;
+
+/** Every tile's received, decoded and shown frames, logged once a second (framestats.ts). */
+const frameStats = new FrameStats();
 
 interface Item {
   key: string;
@@ -48,6 +52,8 @@ class Tile {
   private aspect = 0;
   /** The current track has shown a frame. */
   private shownFrame = false;
+  /** Stops counting the current track's frames. */
+  private unwatch?: () => void;
 
   constructor(
     private readonly onFrame: () => void,
@@ -101,12 +107,15 @@ class Tile {
   setTrack(track: RemoteVideoTrack | undefined): void {
     if (track === this.track) return;
     if (this.track) this.track.detach(this.video);
+    this.unwatch?.();
+    this.unwatch = undefined;
     this.track = track;
     this.aspect = 0;
     this.shownFrame = false;
     if (track) {
       track.attach(this.video);
       this.watchFirstFrame();
+      this.unwatch = frameStats.watch(this.video, track);
       this.updateAspect();
     } else {
       this.video.srcObject = null;

@@ -1,0 +1,106 @@
+// What each tile's video received, decoded and showed, logged once a second at debug level so a
+// choppy recording can be told apart: a participant (or the network) that sent few frames, this
+// browser that did not decode or show them, or the capture that missed frames the page showed.
+//
+//   console.debug('PAGECAST_FRAMES {"t":<ms>,"shown":<n>,"tiles":{"<key>":{...}}}')
+//
+// All counts are cumulative since the page loaded (a tile's since its track came). Per tile:
+//   received, decoded, dropped   the video receiver's inbound-rtp counters (framesReceived,
+//                                framesDecoded, framesDropped)
+//   presented                    frames the video element presented to the compositor
+//                                (requestVideoFrameCallback's presentedFrames)
+// "shown": the page's composited frames in which at least one tile showed a new video frame
+// (distinct expectedDisplayTimes over all tiles; a callback the page missed, when presentedFrames
+// jumps by more than one, counts its frames as shown apart). "t": performance.now() in ms.
+// Only counters are logged: no name, no identity, no URL (a tile's key is its place in the stage).
+
+import type { RemoteVideoTrack } from 'livekit-client';
+
+export const FRAMES_PREFIX = 'PAGECAST_FRAMES ';
+const EVERY_MS = 1_000;
+
+interface Watched {
+  video: HTMLVideoElement;
+  track: RemoteVideoTrack;
+  presented: number;
+  /** presentedFrames at the first callback for this track (the count starts there). */
+  base?: number;
+  last?: number;
+}
+
+interface TileCounts {
+  received: number;
+  decoded: number;
+  dropped: number;
+  presented: number;
+}
+
+/** Counts every tile's frames; one per page. */
+export class FrameStats {
+  private readonly watched = new Map<number, Watched>();
+  private next = 0;
+  private shown = 0;
+  /** The display times counted lately (a frame showing in two tiles is one composited frame). */
+  private readonly recent: number[] = [];
+  private timer?: number;
+
+  /** Starts counting `video` showing `track`; the returned function stops it. */
+  watch(video: HTMLVideoElement, track: RemoteVideoTrack): () => void {
+    if (typeof video.requestVideoFrameCallback !== 'function') return () => undefined;
+    const id = this.next++;
+    const w: Watched = { video, track, presented: 0 };
+    this.watched.set(id, w);
+    let handle = 0;
+    const onFrame = (_now: number, meta: VideoFrameCallbackMetadata) => {
+      if (this.watched.get(id) !== w) return;
+      if (w.base === undefined) w.base = meta.presentedFrames - 1;
+      const missed = w.last === undefined ? 0 : Math.max(0, meta.presentedFrames - w.last - 1);
+      w.last = meta.presentedFrames;
+      w.presented = meta.presentedFrames - w.base;
+      this.shown += missed;
+      this.countDisplay(meta.expectedDisplayTime);
+      handle = video.requestVideoFrameCallback(onFrame);
+    };
+    handle = video.requestVideoFrameCallback(onFrame);
+    this.timer ??= window.setInterval(() => void this.report(), EVERY_MS);
+    return () => {
+      video.cancelVideoFrameCallback(handle);
+      this.watched.delete(id);
+    };
+  }
+
+  private countDisplay(at: number): void {
+    const t = Math.round(at * 10) / 10;
+    if (this.recent.includes(t)) return;
+    this.shown += 1;
+    this.recent.push(t);
+    if (this.recent.length > 16) this.recent.shift();
+  }
+
+  private async report(): Promise<void> {
+    const tiles: Record<string, TileCounts> = {};
+    const at = performance.now();
+    for (const [id, w] of this.watched) {
+      tiles[`tile${id}`] = { ...(await inbound(w.track)), presented: w.presented };
+    }
+    if (Object.keys(tiles).length === 0) return;
+    console.debug(`${FRAMES_PREFIX}${JSON.stringify({ t: Math.round(at), shown: this.shown, tiles })}`);
+  }
+}
+
+/** The track's inbound-rtp frame counters (zeros while the receiver has none). */
+async function inbound(track: RemoteVideoTrack): Promise<Omit<TileCounts, 'presented'>> {
+  const counts = { received: 0, decoded: 0, dropped: 0 };
+  try {
+    const report = await track.getRTCStatsReport();
+    report?.forEach((s: { type?: string; kind?: string; [k: string]: unknown }) => {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+      counts.received = Number(s.framesReceived ?? 0);
+      counts.decoded = Number(s.framesDecoded ?? 0);
+      counts.dropped = Number(s.framesDropped ?? 0);
+    });
+  } catch {
+    // A track that just ended has no receiver: its counts stay at zero for this line.
+  }
+  return counts;
+}
