@@ -366,9 +366,12 @@ def probe(path):
     return res
 
 
-def frame_stats(path, keys=("YAVG", "UAVG")):
-    """Per video frame: (pts_time, {key: value}) from signalstats."""
+def frame_stats(path, keys=("YAVG", "UAVG"), crop=None):
+    """Per video frame: (pts_time, {key: value}) from signalstats; `crop` (ffmpeg's crop
+    filter's w:h:x:y) measures only that part of the picture."""
     vf = "signalstats,metadata=mode=print:file=-"
+    if crop:
+        vf = f"crop={crop},{vf}"
     out = run(["ffmpeg", "-v", "error", "-i", path, "-map", "0:v", "-vf", vf, "-f", "null", "-"])
     frames, cur = [], None
     for line in out.stdout.splitlines():
@@ -606,9 +609,13 @@ class FileWatch:
 class LogWatch:
     """Reads pagecast's JSON log (stderr); notes when each message first arrived."""
 
+    FRAMES = "PAGECAST_FRAMES "
+
     def __init__(self, stream):
         self.seen = {}
         self.lines = []
+        # The layout page's frame counters (layouts/src/framestats.ts), with when each arrived.
+        self.frames = []
         self._t = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._t.start()
 
@@ -620,11 +627,38 @@ class LogWatch:
             except ValueError:
                 self.lines.append({"message": line.strip()})
                 continue
+            msg = j.get("message", "")
+            if isinstance(msg, str) and msg.startswith(self.FRAMES):
+                with contextlib.suppress(ValueError):
+                    self.frames.append((t, json.loads(msg[len(self.FRAMES):])))
+                continue
             self.lines.append(j)
-            self.seen.setdefault(j.get("message", ""), (t, j))
+            self.seen.setdefault(msg, (t, j))
 
     def join(self, timeout=5):
         self._t.join(timeout)
+
+
+def page_rates(frames, t0, t1):
+    """What the layout page received and showed between `t0` and `t1` (bench clock), from its
+    PAGECAST_FRAMES lines: per second, the composited frames with a new video frame ("shown"),
+    and per tile the frames received, decoded, dropped and presented. None without two lines
+    in the window."""
+    inside = [(t, f) for t, f in frames if t0 <= t <= t1]
+    if len(inside) < 2:
+        return None
+    (ta, a), (tb, b) = inside[0], inside[-1]
+    span = tb - ta
+    if span <= 0:
+        return None
+    tiles = {}
+    for key, end in b.get("tiles", {}).items():
+        begin = a.get("tiles", {}).get(key)
+        if begin is None:
+            continue
+        tiles[key] = {k: (end[k] - begin[k]) / span
+                      for k in ("received", "decoded", "dropped", "presented")}
+    return {"span_s": span, "shown_per_s": (b["shown"] - a["shown"]) / span, "tiles": tiles}
 
 
 def wait_for(pred, timeout, every=0.02):
@@ -943,8 +977,10 @@ class Bench:
                                    "output": {"file": out}}, f)
                     cg = Cgroup(f"{self.n}-{i}")
                     argv = [self.pagecast, "record", "--config", cfg, "--log-format", "json"]
+                    # A room's page logs its frame counters at debug level (page_rates).
+                    level = "info,pagecast::page=debug" if lk else "info"
                     p = spawn(cg, lk.exec_argv(argv) if lk else argv,
-                              env={"PAGECAST_LOG": "info"},
+                              env={"PAGECAST_LOG": level},
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
                     runs.append({"cg": cg, "p": p, "out": out, "file": FileWatch(out),
@@ -995,6 +1031,28 @@ class Bench:
                     kept = 1 + sum(1 for t, f in frames[start + 1:]
                                    if t < end and f.get("YDIF", 0) >= 0.01)
                     one.update(kept=kept, expected=round(expected), kept_ratio=kept / expected)
+                    page = page_rates(r["logs"].frames, t_content, t_stop) if lk else None
+                    if page:
+                        # Where the frames went: the page showed `shown_per_s` new composited
+                        # frames a second (at most `fps` of them can be captured); the file
+                        # kept `kept_per_s`. Their ratio is the capture's and encoder's share.
+                        kept_per_s = kept / (t_stop - t_content)
+                        page["kept_per_s"] = kept_per_s
+                        page["captured_of_shown"] = kept_per_s / min(page["shown_per_s"], fps)
+                        # Per tile: the grid puts the two tiles side by side, one in each half
+                        # of the picture. A half's frame is kept when it differs from the one
+                        # before; their sum over the frames the page presented in both tiles
+                        # is the share of the tiles' own frames the file holds.
+                        halves = 0
+                        for crop in ("iw/2:ih:0:0", "iw/2:ih:iw/2:0"):
+                            half = frame_stats(r["out"], keys=("YDIF",), crop=crop)
+                            halves += sum(1 for t, f in half[start + 1:]
+                                          if t < end and f.get("YDIF", 0) >= 0.01)
+                        presented = sum(x["presented"] for x in page["tiles"].values())
+                        if presented > 0:
+                            page["tile_frames_kept"] = halves / (presented *
+                                                                 (t_stop - t_content))
+                        one["page"] = page
                 elif lk:
                     # No frame of this file falls in the common window (it started that late,
                     # or lost its tail at the stop): none of the window's frames was kept.
@@ -1005,6 +1063,17 @@ class Bench:
             ratios = [x["kept_ratio"] for x in per if "kept_ratio" in x]
             res["kept_min"] = min(ratios) if len(ratios) == n else None
             res["kept_median"] = median(ratios)
+            captured = [x["page"]["captured_of_shown"] for x in per if "page" in x]
+            if lk:
+                res["captured_of_shown_min"] = min(captured) if len(captured) == n else None
+                tiles = [x["page"]["tile_frames_kept"] for x in per
+                         if "tile_frames_kept" in x.get("page", {})]
+                res["tile_frames_kept_min"] = min(tiles) if len(tiles) == n else None
+                received = [t["received"] for x in per if "page" in x
+                            for t in x["page"]["tiles"].values()]
+                res["tile_fps_received_min"] = min(received) if received else None
+                shown = [min(x["page"]["shown_per_s"] / fps, 1.0) for x in per if "page" in x]
+                res["page_shown_min"] = min(shown) if len(shown) == n else None
             return res, runs[0]["out"] if runs else ""
         finally:
             for r in runs:
@@ -1826,8 +1895,13 @@ def render(results, meta, args):
                  "video, ms; the participant's own A/V alignment included, so compare across N). "
                  "Plot: `bench/results/density.svg`.")
         L.append("")
-        L.append("| size | page | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB | A/V offset, ms: median (worst) |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
+        L.append("Room rows also split the losses (worst recording of each): the share of the "
+                 "output frames in which the layout page showed a new video frame (its own "
+                 "counters: what the participants sent and this Chromium decoded and showed), "
+                 "and the share of those the file kept (the capture's and encoder's part).")
+        L.append("")
+        L.append("| size | page | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB | A/V offset, ms: median (worst) | room: page showed, file kept of shown |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
         best = {}
         for r in sorted(dens, key=lambda r: (r["size"], r.get("page", ""), r["n"])):
             dropped = sum(x.get("dropped") or 0 for x in r.get("recordings", []))
@@ -1836,12 +1910,16 @@ def render(results, meta, args):
                 page += " (one start at a time)"
             offs = [o for x in r.get("recordings", []) for o in x.get("av", {}).get("offsets_ms", [])]
             av = (f"{median(offs):.0f} ({max(map(abs, offs)):.0f})" if offs else "–")
+            split = "–"
+            if r.get("page_shown_min") is not None:
+                split = (f"{r['page_shown_min']:.3f}, "
+                         f"{fmt(r.get('captured_of_shown_min'), '.3f')}")
             cores = fmt(r.get("cores"))
             if r.get("room_side_cores") is not None:
                 cores += f" (+{r['room_side_cores']:.2f})"
             L.append(f"| {r['size']} | {page} | {r['n']} | {fmt(r.get('kept_min'), '.3f')} | "
                      f"{fmt(r.get('kept_median'), '.3f')} | {dropped} | {cores} | "
-                     f"{fmt(mib(r.get('mem_sum')), '.0f')} | {av} |")
+                     f"{fmt(mib(r.get('mem_sum')), '.0f')} | {av} | {split} |")
             if r.get("kept_min") is not None and r["kept_min"] >= 0.98:
                 key = f"{r['size']} {page}"
                 best[key] = max(best.get(key, 0), r["n"])
