@@ -23,7 +23,8 @@ use pagecast_actors::secret::Secret;
 use pagecast_actors::secret::StreamUrl;
 use pagecast_actors::store::Store;
 use pagecast_actors::supervision::{
-    ChildSpec, Failure, Intensity, Restart, StopTree, Strategy, Supervisor, SupervisorConfig,
+    ChildSpec, Failure, Intensity, Published, Restart, StopTree, Strategy, Supervisor,
+    SupervisorConfig,
 };
 use pagecast_actors::supervision::{ExitReason, FailureKind, TreeExit};
 use pagecast_actors::uploader::{Finish, UploadSpec, Uploaded, UploaderActor};
@@ -967,12 +968,15 @@ fn check_programs() -> Result<(), Outcome> {
     ))
 }
 
+/// The upload supervisor's one child.
+const UPLOADER: &str = "uploader";
+
 /// The upload: a one-for-one supervisor over the uploader, beside the recording tree (so the
-/// encoder finishes, and segments are joined, before the upload completes).
+/// encoder finishes, and segments are joined, before the upload completes). The uploader
+/// publishes its address: `finish_upload` asks the supervisor for the one running then.
 struct Upload {
     supervisor: Addr<Supervisor>,
     exit: tokio::sync::oneshot::Receiver<TreeExit>,
-    uploader: Rc<RefCell<Option<Addr<UploaderActor>>>>,
 }
 
 /// `stores`: the primary's and the backup's, from the pre-flight. A restart of the uploader
@@ -984,10 +988,8 @@ fn start_upload(
 ) -> Upload {
     spec.file = file.to_path_buf();
     let stores = RefCell::new(Some(stores));
-    let uploader: Rc<RefCell<Option<Addr<UploaderActor>>>> = Rc::default();
-    let cell = uploader.clone();
-    let child = ChildSpec::new(
-        "uploader",
+    let child = ChildSpec::publishing(
+        UPLOADER,
         Restart::Transient,
         Duration::from_secs(15),
         move |link| {
@@ -995,8 +997,7 @@ fn start_upload(
                 return std::future::ready(Err(Failure::crashed("the uploader cannot restart")));
             };
             let addr = UploaderActor::start(spec.clone(), store, backup, link);
-            *cell.borrow_mut() = Some(addr.clone());
-            std::future::ready(Ok(addr))
+            std::future::ready(Ok((addr.clone(), addr)))
         },
     );
     let config = SupervisorConfig {
@@ -1005,11 +1006,7 @@ fn start_upload(
         intensity: Intensity::NEVER,
     };
     let (supervisor, exit) = Supervisor::start(config, vec![child]);
-    Upload {
-        supervisor,
-        exit,
-        uploader,
-    }
+    Upload { supervisor, exit }
 }
 
 /// A discard: the upload aborted (nothing is completed before `Finish`, so no object was made),
@@ -1180,13 +1177,24 @@ async fn finish_upload(
     recorded: bool,
     rewritten: bool,
 ) -> Result<Uploaded, Failure> {
-    let uploader = upload.uploader.borrow().clone();
-    let result = match (recorded, uploader) {
-        (true, Some(uploader)) => uploader
-            .send(Finish { rewritten })
+    let result = if recorded {
+        // None: no uploader runs (one that stopped is not restarted, and its supervisor, with
+        // `Intensity::NEVER`, gives up and is gone too).
+        let uploader = upload
+            .supervisor
+            .send(Published::<Addr<UploaderActor>>::new(UPLOADER))
             .await
-            .unwrap_or_else(|_| Err(Failure::crashed("the uploader stopped"))),
-        _ => Err(Failure::crashed("nothing was recorded to upload")),
+            .ok()
+            .flatten();
+        match uploader {
+            Some(uploader) => uploader
+                .send(Finish { rewritten })
+                .await
+                .unwrap_or_else(|_| Err(Failure::crashed("the uploader stopped"))),
+            None => Err(Failure::crashed("the uploader stopped")),
+        }
+    } else {
+        Err(Failure::crashed("nothing was recorded to upload"))
     };
     upload.supervisor.do_send(StopTree {
         cause: "the upload is over".into(),

@@ -7,23 +7,27 @@
 //! ```
 //!
 //! Owns: the fan-out's loopback UDP socket (bound once: the encoder's leg points at it for the
-//! whole recording), the list of live outputs (the URL and loopback port of each relay) and the
-//! address of the `live` supervisor running them.
+//! whole recording), the list of live outputs (the URL and loopback port of each relay), the
+//! sender of the relays' ports the fan-out copies to (each fan-out start reads them through a
+//! receiver of its own: a restarted one copies to the ports registered then) and the address of
+//! the `live` supervisor running them.
 //! Accepts (through [`LiveOutputs`]): [`LiveOutputs::add`] (a new relay is registered with the
-//! fan-out and started after the others: the encoder and the file are untouched) and
-//! [`LiveOutputs::remove`] (the relay ends its stream cleanly, `q`, then is unregistered).
+//! fan-out and started after the others: the encoder and the file are untouched; one that fails
+//! to start is unregistered again) and [`LiveOutputs::remove`] (the relay ends its stream
+//! cleanly, `q`, then is unregistered).
 //! A restart of the subtree (media restarted by a dead display) starts the list as it stands.
 //! Stops: with the media subtree; the encoder stops first, so every relay gets the last packets.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 use std::net::UdpSocket;
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::fanout::{FanOutActor, Targets};
+use crate::fanout::FanOutActor;
 use crate::relay::{RelayActor, RelaySpec};
 use crate::secret::StreamUrl;
 use crate::supervision::{
@@ -52,7 +56,9 @@ struct Entry {
 
 struct Inner {
     socket: UdpSocket,
-    targets: Targets,
+    /// The relays' loopback ports the fan-out copies to: a relay's is registered at each of its
+    /// starts, unregistered when it is removed or fails to be added.
+    targets: watch::Sender<BTreeSet<u16>>,
     relays: RefCell<Vec<Entry>>,
     /// The running `live` supervisor and its additions (None while it (re)starts).
     supervisor: RefCell<Option<(Addr<Supervisor>, Additions)>>,
@@ -88,7 +94,7 @@ impl LiveOutputs {
             .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))?;
         let live = LiveOutputs(Rc::new(Inner {
             socket,
-            targets: Targets::default(),
+            targets: watch::channel(BTreeSet::new()).0,
             relays: RefCell::default(),
             supervisor: RefCell::default(),
             next: Cell::new(0),
@@ -158,7 +164,7 @@ impl LiveOutputs {
                         .relays
                         .borrow()
                         .iter()
-                        .map(|e| relay_child(&e.name, e.spec.clone(), live.0.targets.clone())),
+                        .map(|e| relay_child(&e.name, e.spec.clone(), &live)),
                 );
                 live.0.supervisor.borrow_mut().take();
                 let additions = Additions::default();
@@ -183,8 +189,8 @@ impl LiveOutputs {
             failure,
         };
         let entry = self.entry(url.clone(), true).map_err(failed)?;
-        let child = relay_child(&entry.name, entry.spec.clone(), self.0.targets.clone());
-        let name = entry.name.clone();
+        let child = relay_child(&entry.name, entry.spec.clone(), self);
+        let (name, port) = (entry.name.clone(), entry.spec.port);
         self.0.relays.borrow_mut().push(entry);
         let running = self.0.supervisor.borrow().clone();
         // While the subtree restarts, the list is what its next start runs.
@@ -197,6 +203,8 @@ impl LiveOutputs {
             .await
             .unwrap_or_else(|_| Err(Failure::crashed("the live outputs stopped")));
         if let Err(failure) = started {
+            // Its start may have registered its port: nothing listens there now.
+            self.unregister(port);
             self.forget(&name);
             return Err(failed(failure));
         }
@@ -226,12 +234,25 @@ impl LiveOutputs {
             None => Ok(()),
         };
         // Unregistered once its ffmpeg has ended the stream with what it had.
-        self.0.targets.remove(port);
+        self.unregister(port);
         stopped.map_err(|failure| LiveError::Failed { url, failure })
     }
 
     fn forget(&self, name: &str) {
         self.0.relays.borrow_mut().retain(|e| e.name != name);
+    }
+
+    /// The fan-out copies to `port` from the next datagram on.
+    fn register(&self, port: u16) {
+        self.0.targets.send_modify(|ports| {
+            ports.insert(port);
+        });
+    }
+
+    fn unregister(&self, port: u16) {
+        self.0.targets.send_modify(|ports| {
+            ports.remove(&port);
+        });
     }
 }
 
@@ -244,21 +265,22 @@ fn fanout_child(live: &LiveOutputs) -> ChildSpec {
         move |link| {
             std::future::ready(FanOutActor::start(
                 &live.0.socket,
-                live.0.targets.clone(),
+                live.0.targets.subscribe(),
                 link,
             ))
         },
     )
 }
 
-fn relay_child(name: &str, relay: RelaySpec, targets: Targets) -> ChildSpec {
+fn relay_child(name: &str, relay: RelaySpec, live: &LiveOutputs) -> ChildSpec {
+    let live = live.clone();
     // Transient: a relay that gave up beside a file stops normally and stays stopped.
     ChildSpec::new(
         name,
         Restart::Transient,
         Duration::from_secs(5),
         move |link| {
-            targets.add(relay.port);
+            live.register(relay.port);
             std::future::ready(RelayActor::start(relay.clone(), link))
         },
     )

@@ -14,7 +14,8 @@
 //! Accepts: [`ChildExited`] (a child died or stopped), `Follow` (a child follows a sibling:
 //! [`ChildLink::follow`]), [`StopTree`] (stop everything, in order), [`AddChildren`] (start the
 //! children pushed to its [`Additions`] since, after the others: a recording's live outputs added
-//! while it records), [`RemoveChild`] (stop one child for good).
+//! while it records), [`RemoveChild`] (stop one child for good), [`Published`] (what a running
+//! child published, asked by the supervisor's owner).
 //! Sends: [`Shutdown`] to children, in reverse start order, each bounded by its timeout, then
 //! [`Kill`] to a child that did not stop in time; [`SiblingUp`] to a child that follows a sibling;
 //! a [`TreeExit`] to whoever started the tree.
@@ -31,6 +32,8 @@
 //! `RestForOne` a child whose dependency restarts restarts with it. Siblings that need each other,
 //! or that restart on their own, follow each other instead ([`ChildLink::follow`]): the supervisor
 //! sends the follower a [`SiblingUp`] with the sibling's value now and at each of its restarts.
+//! The supervisor's owner, which is no sibling, asks for a running child's value when it needs it
+//! ([`Published`]): the answer is the current incarnation's, never one kept from an earlier start.
 //!
 //! A supervisor can itself be a child ([`Supervisor::start_linked`]): it answers [`Shutdown`] and
 //! [`Kill`] like any child, reports giving up to its parent as a failure (which the parent's own
@@ -42,6 +45,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -247,6 +251,36 @@ pub struct AddChildren;
 #[rtype(result = "Result<(), Failure>")]
 pub struct RemoveChild {
     pub name: String,
+}
+
+/// Message to a supervisor, from its owner: what its child `name` published (a `T`, see
+/// [`ChildSpec::publishing`]) if that child is running now. None while it is not (stopped,
+/// removed, or not yet restarted: the question waits for a restart under way) or when it
+/// published nothing of that type. Only this supervisor's own children are looked at.
+#[derive(Message)]
+#[rtype(result = "Option<T>")]
+pub struct Published<T: Clone + Send + 'static> {
+    pub name: String,
+    // `fn() -> T`: the message is Send whatever `T` is, and owns no `T`.
+    of: PhantomData<fn() -> T>,
+}
+
+impl<T: Clone + Send + 'static> Published<T> {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            of: PhantomData,
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> fmt::Debug for Published<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Published")
+            .field("name", &self.name)
+            .field("of", &std::any::type_name::<T>())
+            .finish()
+    }
 }
 
 /// How a tree ended.
@@ -1059,6 +1093,18 @@ impl Handler<RemoveChild> for Supervisor {
     }
 }
 
+impl<T: Clone + Send + 'static> Handler<Published<T>> for Supervisor {
+    type Result = Option<T>;
+
+    fn handle(&mut self, msg: Published<T>, _: &mut Context<Self>) -> Option<T> {
+        // A removed child's slot keeps its name: only a running one answers.
+        self.children
+            .iter()
+            .filter(|slot| slot.spec.name == msg.name && slot.running.is_some())
+            .find_map(|slot| slot.published.as_ref()?.downcast_ref::<T>().cloned())
+    }
+}
+
 /// A supervisor as a child: stops its children in order, then itself.
 impl Handler<Shutdown> for Supervisor {
     type Result = ResponseActFuture<Self, Result<(), Failure>>;
@@ -1471,6 +1517,65 @@ mod tests {
             ]
         );
         t.stop().await;
+    }
+
+    /// The owner asks the supervisor what a running child published: the current incarnation's
+    /// value (a restarted child's new one), and nothing for a child that is not running (removed,
+    /// or stopped for good), for a name it does not have, or for a type the child did not publish.
+    #[actix_rt::test]
+    async fn the_owner_gets_what_a_running_child_published_now() {
+        let log: Log = Rc::default();
+        let addrs: Addrs = Rc::default();
+        let children = vec![("a", None), ("b", None)];
+        let mut specs = counted_specs(children, &log, &addrs, |me, _| format!("start {me}"));
+        let temp_addrs = addrs.clone();
+        specs.push(ChildSpec::publishing(
+            "temp",
+            Restart::Temporary,
+            Duration::from_millis(200),
+            move |link| {
+                let addr = Fake {
+                    name: "temp".into(),
+                    link,
+                    log: Rc::default(),
+                    on_stop: OnStop::Comply,
+                }
+                .start();
+                temp_addrs.borrow_mut().insert("temp".into(), addr.clone());
+                std::future::ready(Ok((addr, "temp1".to_owned())))
+            },
+        ));
+        let t = tree_of(Strategy::OneForOne, MANY, specs, log, addrs);
+        let published = |name: &str| t.sup.send(Published::<String>::new(name));
+        assert_eq!(published("a").await.unwrap().as_deref(), Some("a1"));
+        assert_eq!(published("b").await.unwrap().as_deref(), Some("b1"));
+        assert_eq!(published("temp").await.unwrap().as_deref(), Some("temp1"));
+        assert_eq!(published("nobody").await.unwrap(), None);
+        let as_number = t.sup.send(Published::<u32>::new("a")).await.unwrap();
+        assert_eq!(as_number, None, "a published a String, not a u32");
+        // After a restart, the new incarnation's value.
+        t.addr("a").do_send(Exit(crash()));
+        assert_eq!(t.wait_log_len(3).await[2], "start a2");
+        assert_eq!(published("a").await.unwrap().as_deref(), Some("a2"));
+        // A removed child answers nothing, at once.
+        let removed = t.sup.send(RemoveChild { name: "b".into() }).await;
+        assert_eq!(removed.unwrap(), Ok(()));
+        assert_eq!(published("b").await.unwrap(), None);
+        // A child that stopped and is not restarted (temporary) answers nothing once its
+        // supervisor has seen it stop.
+        t.addr("temp").do_send(Exit(crash()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while published("temp").await.unwrap().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "temp still answers after its exit"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(published("a").await.unwrap().as_deref(), Some("a2"));
+        let (log, exit) = t.stop().await;
+        assert!(matches!(exit, TreeExit::Stopped { ref failures, .. } if failures.is_empty()));
+        assert_eq!(log[3..], ["stop b", "stop a"]);
     }
 
     impl Handler<SiblingUp<String>> for Fake {
