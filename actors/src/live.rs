@@ -15,20 +15,22 @@
 //! fan-out and started after the others: the encoder and the file are untouched; one that fails
 //! to start is unregistered again) and [`LiveOutputs::remove`] (the relay ends its stream
 //! cleanly, `q`, then is unregistered).
+//! A relay that gives up beside a file (the server stayed away) is unregistered and forgotten
+//! at once: nothing listens on its port any more, and nothing is sent there.
 //! A restart of the subtree (media restarted by a dead display) starts the list as it stands.
 //! Stops: with the media subtree; the encoder stops first, so every relay gets the last packets.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::net::UdpSocket;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{mpsc, watch};
 
 use crate::fanout::FanOutActor;
-use crate::relay::{RelayActor, RelaySpec};
+use crate::relay::{OnGiveUp, RelayActor, RelaySpec};
 use crate::secret::StreamUrl;
 use crate::supervision::{
     AddChildren, Additions, ChildSpec, Failure, Intensity, RemoveChild, Restart, Strategy,
@@ -140,8 +142,14 @@ impl LiveOutputs {
                 only_output: !self.0.has_file,
                 lost: self.0.lost.clone(),
                 added,
+                on_give_up: None,
             },
         })
+    }
+
+    /// The relays' loopback ports the fan-out copies to now.
+    pub fn targets(&self) -> BTreeSet<u16> {
+        self.0.targets.borrow().clone()
     }
 
     /// The `live` subtree, as a child of the media supervisor.
@@ -272,9 +280,19 @@ fn fanout_child(live: &LiveOutputs) -> ChildSpec {
     )
 }
 
-fn relay_child(name: &str, relay: RelaySpec, live: &LiveOutputs) -> ChildSpec {
+fn relay_child(name: &str, mut relay: RelaySpec, live: &LiveOutputs) -> ChildSpec {
+    // Transient: a relay that gave up beside a file stops normally and stays stopped, so its
+    // port is unregistered (another process may bind it next) and it leaves the list. Weak: a
+    // relay that outlives the recording's live outputs has nothing left to unregister from.
+    let (owner, relay_name, port) = (Rc::downgrade(&live.0), name.to_owned(), relay.port);
+    relay.on_give_up = Some(OnGiveUp(Rc::new(move || {
+        if let Some(inner) = Weak::upgrade(&owner) {
+            let live = LiveOutputs(inner);
+            live.unregister(port);
+            live.forget(&relay_name);
+        }
+    })));
     let live = live.clone();
-    // Transient: a relay that gave up beside a file stops normally and stays stopped.
     ChildSpec::new(
         name,
         Restart::Transient,

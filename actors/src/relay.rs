@@ -15,9 +15,11 @@
 //! Sends: [`ChildExited`](crate::supervision::ChildExited) through its link when it gives up
 //! (the server stayed away longer than `retry_for`, or refused the first connection), or when it
 //! stopped. A relay that gives up beside a file output stops normally: the recording goes on, and
-//! the lost stream is reported at the end.
+//! the lost stream is reported at the end; first it calls its owner's [`OnGiveUp`], which stops
+//! sending it the stream (its port is free from then on, and anything may bind it).
 //! Stops: on `Shutdown`, or on giving up.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -57,6 +59,19 @@ pub struct RelaySpec {
     /// Added while the recording ran (`live.rs`): giving up on it never fails the recording,
     /// which went on without it until then.
     pub added: bool,
+    /// Called when the relay gives up beside a file, before it stops for good.
+    pub on_give_up: Option<OnGiveUp>,
+}
+
+/// What a relay's owner does when the relay gives up for good (it will not be restarted): stop
+/// sending it the stream, forget it.
+#[derive(Clone)]
+pub struct OnGiveUp(pub Rc<dyn Fn()>);
+
+impl std::fmt::Debug for OnGiveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnGiveUp")
+    }
 }
 
 pub struct RelayActor {
@@ -364,6 +379,9 @@ impl RelayActor {
             self.link.set_exit(ExitReason::Failed(failure));
         } else {
             // The file goes on; the lost stream is reported when the recording ends.
+            if let Some(on_give_up) = &self.spec.on_give_up {
+                (on_give_up.0)();
+            }
             let _ = self.spec.lost.send(failure.message);
             self.link.set_exit(ExitReason::Normal);
         }
@@ -454,6 +472,7 @@ mod tests {
             only_output: false,
             lost: tokio::sync::mpsc::unbounded_channel().0,
             added: false,
+            on_give_up: None,
         };
         let args = relay_args(
             &spec,
@@ -509,6 +528,7 @@ mod tests {
             only_output: false,
             lost: tokio::sync::mpsc::unbounded_channel().0,
             added: false,
+            on_give_up: None,
         };
         let args = relay_args(&spec, &Target::Srt(&srt));
         assert!(!args.join(" ").contains("s3cr3t") && !args.join(" ").contains("key42"));
