@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Owns: the fan-out's loopback UDP socket (bound once: the encoder's leg points at it for the
-//! whole recording), the list of live outputs (the URL and loopback port of each relay), the
+//! whole recording), the list of live outputs (the URL and loopback socket of each relay), the
 //! sender of the relays' ports the fan-out copies to (each fan-out start reads them through a
 //! receiver of its own: a restarted one copies to the ports registered then) and the address of
 //! the `live` supervisor running them.
@@ -30,7 +30,7 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, watch};
 
 use crate::fanout::FanOutActor;
-use crate::relay::{OnGiveUp, RelayActor, RelaySpec};
+use crate::relay::{OnGiveUp, RelayActor, RelayInput, RelaySpec};
 use crate::secret::StreamUrl;
 use crate::supervision::{
     AddChildren, Additions, ChildSpec, Failure, Intensity, RemoveChild, Restart, Strategy,
@@ -74,14 +74,6 @@ struct Inner {
 /// The live outputs of one recording; cheap to clone.
 #[derive(Clone)]
 pub struct LiveOutputs(Rc<Inner>);
-
-/// A UDP port on loopback that nothing uses now.
-fn free_udp_port() -> Result<u16, Failure> {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))
-}
 
 impl LiveOutputs {
     /// The fan-out's socket and the first live outputs (`streams`). `has_file`: the recording
@@ -137,7 +129,8 @@ impl LiveOutputs {
             name: format!("relay {n}"),
             spec: RelaySpec {
                 url,
-                port: free_udp_port()?,
+                input: RelayInput::bind()
+                    .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))?,
                 retry_for: self.0.retry_for,
                 only_output: !self.0.has_file,
                 lost: self.0.lost.clone(),
@@ -198,7 +191,7 @@ impl LiveOutputs {
         };
         let entry = self.entry(url.clone(), true).map_err(failed)?;
         let child = relay_child(&entry.name, entry.spec.clone(), self);
-        let (name, port) = (entry.name.clone(), entry.spec.port);
+        let (name, port) = (entry.name.clone(), entry.spec.input.port());
         self.0.relays.borrow_mut().push(entry);
         let running = self.0.supervisor.borrow().clone();
         // While the subtree restarts, the list is what its next start runs.
@@ -211,7 +204,7 @@ impl LiveOutputs {
             .await
             .unwrap_or_else(|_| Err(Failure::crashed("the live outputs stopped")));
         if let Err(failure) = started {
-            // Its start may have registered its port: nothing listens there now.
+            // Its start may have registered its port: nothing reads there now.
             self.unregister(port);
             self.forget(&name);
             return Err(failed(failure));
@@ -222,7 +215,8 @@ impl LiveOutputs {
     /// Removes a live output (`raw`: its URL as given): its stream ends cleanly.
     pub async fn remove(&self, raw: &str) -> Result<(), LiveError> {
         let url = StreamUrl::new(raw);
-        let (name, port) = {
+        // `input` held until the port is unregistered: the fan-out never sends to it free.
+        let (name, input) = {
             let relays = self.0.relays.borrow();
             let Some(entry) = relays.iter().find(|e| e.spec.url.expose() == raw) else {
                 return Err(LiveError::NotStreamed(url));
@@ -230,7 +224,7 @@ impl LiveOutputs {
             if relays.len() == 1 && !self.0.has_file {
                 return Err(LiveError::LastOutput(url));
             }
-            (entry.name.clone(), entry.spec.port)
+            (entry.name.clone(), entry.spec.input.clone())
         };
         self.forget(&name);
         let running = self.0.supervisor.borrow().clone();
@@ -242,7 +236,8 @@ impl LiveOutputs {
             None => Ok(()),
         };
         // Unregistered once its ffmpeg has ended the stream with what it had.
-        self.unregister(port);
+        self.unregister(input.port());
+        drop(input);
         stopped.map_err(|failure| LiveError::Failed { url, failure })
     }
 
@@ -282,9 +277,9 @@ fn fanout_child(live: &LiveOutputs) -> ChildSpec {
 
 fn relay_child(name: &str, mut relay: RelaySpec, live: &LiveOutputs) -> ChildSpec {
     // Transient: a relay that gave up beside a file stops normally and stays stopped, so its
-    // port is unregistered (another process may bind it next) and it leaves the list. Weak: a
+    // port is unregistered (nothing reads it any more) and it leaves the list. Weak: a
     // relay that outlives the recording's live outputs has nothing left to unregister from.
-    let (owner, relay_name, port) = (Rc::downgrade(&live.0), name.to_owned(), relay.port);
+    let (owner, relay_name, port) = (Rc::downgrade(&live.0), name.to_owned(), relay.input.port());
     relay.on_give_up = Some(OnGiveUp(Rc::new(move || {
         if let Some(inner) = Weak::upgrade(&owner) {
             let live = LiveOutputs(inner);
@@ -298,7 +293,7 @@ fn relay_child(name: &str, mut relay: RelaySpec, live: &LiveOutputs) -> ChildSpe
         Restart::Transient,
         Duration::from_secs(5),
         move |link| {
-            live.register(relay.port);
+            live.register(relay.input.port());
             std::future::ready(RelayActor::start(relay.clone(), link))
         },
     )

@@ -1,8 +1,9 @@
 //! RelayActor: one live stream (RTMP, RTMPS or SRT) fed by the recording's single encode.
 //!
 //! Owns: an ffmpeg process (own process group, dies with the actor) that reads the encoder's
-//! MPEG-TS stream from a loopback UDP port and sends it on without re-encoding: remuxed to FLV
-//! over RTMP, or as it is (MPEG-TS) over SRT, pagecast the caller.
+//! MPEG-TS stream from the relay's loopback UDP socket ([`RelayInput`], bound by pagecast and
+//! handed to ffmpeg as fd 3) and sends it on without re-encoding: remuxed to FLV over RTMP, or as
+//! it is (MPEG-TS) over SRT, pagecast the caller.
 //! Everything it prints is redacted: the stream key, the SRT passphrase and stream id never reach
 //! a log line or an error, nor a command line (RTMP: the key proxy; SRT: they are handed to
 //! ffmpeg as a preset read from its stdin, see [`SrtTarget`]).
@@ -16,10 +17,14 @@
 //! (the server stayed away longer than `retry_for`, or refused the first connection), or when it
 //! stopped. A relay that gives up beside a file output stops normally: the recording goes on, and
 //! the lost stream is reported at the end; first it calls its owner's [`OnGiveUp`], which stops
-//! sending it the stream (its port is free from then on, and anything may bind it).
+//! sending it the stream.
 //! Stops: on `Shutdown`, or on giving up.
 
+use std::io::{self, ErrorKind};
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -43,13 +48,67 @@ const RW_TIMEOUT_US: &str = "10000000";
 const DRAIN: Duration = Duration::from_millis(500);
 /// How long a first SIGTERM may take before the second one that interrupts a blocked read.
 const SECOND_SIGNAL_AFTER: Duration = Duration::from_millis(200);
+/// The file descriptor the relay's ffmpeg reads its input from (`-i pipe:3`).
+const INPUT_FD: RawFd = 3;
+/// The input socket's read timeout, which ffmpeg's reads share (one socket): a read on a quiet
+/// input returns after this long (ffmpeg reads again), so a signal is seen between reads.
+/// Measured: without it a quiet input held ffmpeg through both SIGTERMs until it was killed;
+/// with it, it stops as ffmpeg's own `udp://` input did.
+const QUIET_READ: Duration = Duration::from_millis(200);
+
+/// A relay's loopback UDP socket: bound by pagecast when the live output is made, held for the
+/// relay's whole life and handed to each of its ffmpegs (fd 3), so the port the fan-out sends to
+/// is never free while it does. A port ffmpeg bound itself was free between being chosen and
+/// being bound, and again whenever ffmpeg was not running: any process could have taken it, and
+/// with it the stream.
+#[derive(Debug, Clone)]
+pub struct RelayInput {
+    socket: Arc<UdpSocket>,
+    port: u16,
+}
+
+impl RelayInput {
+    /// A new socket on a free loopback port.
+    pub fn bind() -> io::Result<RelayInput> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_read_timeout(Some(QUIET_READ))?;
+        let port = socket.local_addr()?.port();
+        Ok(RelayInput {
+            socket: Arc::new(socket),
+            port,
+        })
+    }
+
+    /// The loopback port the fan-out sends this relay's stream to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Throws away what arrived while no ffmpeg read (between a lost connection and the next),
+    /// so the next one starts from the live stream, not from a second of old packets. Only
+    /// while no ffmpeg of this relay runs: the socket's non-blocking flag is theirs too.
+    fn drain(&self) {
+        if self.socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut buf = [0u8; 2048];
+        loop {
+            match self.socket.recv(&mut buf) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = self.socket.set_nonblocking(false);
+    }
+}
 
 /// One live output.
 #[derive(Debug, Clone)]
 pub struct RelaySpec {
     pub url: StreamUrl,
-    /// The loopback UDP port the encoder sends this stream to.
-    pub port: u16,
+    /// The loopback UDP socket the encoder's stream arrives on (through the fan-out).
+    pub input: RelayInput,
     /// How long to keep reconnecting once the server is gone.
     pub retry_for: Duration,
     /// Whether the recording has nothing else (no file): then giving up fails the recording.
@@ -158,7 +217,7 @@ impl SrtTarget {
 }
 
 /// ffmpeg's arguments for one relay, streaming to `target`.
-pub fn relay_args(spec: &RelaySpec, target: &Target) -> Vec<String> {
+pub fn relay_args(target: &Target) -> Vec<String> {
     let mut args = crate::process::ffmpeg_prologue("1");
     args.extend(
         [
@@ -172,13 +231,9 @@ pub fn relay_args(spec: &RelaySpec, target: &Target) -> Vec<String> {
         .iter()
         .map(|s| s.to_string()),
     );
-    // overrun_nonfatal: a late reader drops old packets instead of failing. localaddr: without
-    // it ffmpeg binds the port on every interface (measured with `ss -lun`), open to the network.
+    // The relay's socket, inherited (RelayInput): each read takes one datagram, in order.
     args.push("-i".into());
-    args.push(format!(
-        "udp://127.0.0.1:{}?fifo_size=100000&overrun_nonfatal=1&localaddr=127.0.0.1",
-        spec.port
-    ));
+    args.push(format!("pipe:{INPUT_FD}"));
     args.extend(["-map", "0", "-c", "copy"].iter().map(|s| s.to_string()));
     match target {
         Target::Rtmp { url, tc_url } => {
@@ -273,7 +328,22 @@ impl RelayActor {
         };
         let preset = self.srt.as_ref().and_then(SrtTarget::preset);
         let mut cmd = Command::new("ffmpeg");
-        cmd.args(relay_args(&self.spec, &target));
+        cmd.args(relay_args(&target));
+        self.spec.input.drain();
+        let fd = self.spec.input.socket.as_raw_fd();
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec. dup2 leaves
+        // the copy without close-on-exec; fcntl clears it when the socket already is fd 3.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd != INPUT_FD && nix::libc::dup2(fd, INPUT_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if nix::libc::fcntl(INPUT_FD, nix::libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let (mut ffmpeg, stdout) = ChildProcess::spawn_redacting(
             "ffmpeg (relay)",
             cmd,
@@ -465,37 +535,20 @@ mod tests {
 
     #[test]
     fn relay_copies_the_stream_to_flv() {
-        let spec = RelaySpec {
-            url: StreamUrl::new("rtmp://127.0.0.1:1935/live/key"),
-            port: 5000,
-            retry_for: Duration::from_secs(60),
-            only_output: false,
-            lost: tokio::sync::mpsc::unbounded_channel().0,
-            added: false,
-            on_give_up: None,
-        };
-        let args = relay_args(
-            &spec,
-            &Target::Rtmp {
-                url: "rtmp://127.0.0.1:1935/live/key",
-                tc_url: None,
-            },
-        );
-        assert!(args.contains(
-            &"udp://127.0.0.1:5000?fifo_size=100000&overrun_nonfatal=1&localaddr=127.0.0.1"
-                .to_owned()
-        ));
+        let args = relay_args(&Target::Rtmp {
+            url: "rtmp://127.0.0.1:1935/live/key",
+            tc_url: None,
+        });
+        // The input is the relay's own socket, inherited: no port of ffmpeg's to take.
+        assert!(args.windows(2).any(|w| w == ["-i", "pipe:3"]), "{args:?}");
         assert_eq!(args.last().unwrap(), "rtmp://127.0.0.1:1935/live/key");
         let timeout = args.iter().position(|a| a == "-rw_timeout").unwrap();
         assert_eq!(args[timeout + 1], "10000000");
         assert!(!args.contains(&"-rtmp_tcurl".to_owned()));
-        let args = relay_args(
-            &spec,
-            &Target::Rtmp {
-                url: "rtmp://127.0.0.1:4000/live/Xq7",
-                tc_url: Some("rtmp://live.example.com:1935/live"),
-            },
-        );
+        let args = relay_args(&Target::Rtmp {
+            url: "rtmp://127.0.0.1:4000/live/Xq7",
+            tc_url: Some("rtmp://live.example.com:1935/live"),
+        });
         assert_eq!(
             args[args.len() - 5..],
             [
@@ -521,16 +574,7 @@ mod tests {
             srt.preset().as_deref(),
             Some("passphrase=s3cr3t&pass\nstreamid=#!::r=live/key42\n")
         );
-        let spec = RelaySpec {
-            url,
-            port: 5000,
-            retry_for: Duration::from_secs(60),
-            only_output: false,
-            lost: tokio::sync::mpsc::unbounded_channel().0,
-            added: false,
-            on_give_up: None,
-        };
-        let args = relay_args(&spec, &Target::Srt(&srt));
+        let args = relay_args(&Target::Srt(&srt));
         assert!(!args.join(" ").contains("s3cr3t") && !args.join(" ").contains("key42"));
         assert_eq!(
             args[args.len() - 5..],
@@ -545,7 +589,7 @@ mod tests {
         // Without secrets there is no preset, and the URL is left as it is.
         let plain = SrtTarget::new(&StreamUrl::new("srt://127.0.0.1:9000"));
         assert_eq!(plain.preset(), None);
-        let args = relay_args(&spec, &Target::Srt(&plain));
+        let args = relay_args(&Target::Srt(&plain));
         assert!(!args.contains(&"-fpre".to_owned()));
         assert_eq!(args.last().unwrap(), "srt://127.0.0.1:9000");
     }

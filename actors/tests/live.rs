@@ -1,6 +1,6 @@
 //! The live outputs against real ffmpeg relays: a relay that gives up beside a file.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -47,7 +47,8 @@ fn closed_port() -> u16 {
 }
 
 #[actix_rt::test]
-async fn a_relay_that_gives_up_beside_a_file_stops_being_sent_the_stream() {
+async fn a_relay_that_gives_up_beside_a_file_stops_being_sent_the_stream_and_its_port_is_never_free(
+) {
     let (lost_tx, mut lost) = mpsc::unbounded_channel();
     // A recording with a file besides: a lost stream does not fail it. 1 s: the server gone for
     // longer than that is given up.
@@ -87,10 +88,24 @@ async fn a_relay_that_gives_up_beside_a_file_stops_being_sent_the_stream() {
     .expect("the relay's port registered with the fan-out within 10 s");
     assert_eq!(registered.len(), 1, "{registered:?}");
 
-    let message = tokio::time::timeout(Duration::from_secs(30), lost.recv())
-        .await
-        .expect("the relay gave up within 30 s")
-        .expect("a lost stream reported");
+    // While the relay retries (its ffmpegs come and go), its port is never free: no other
+    // process could bind it and receive the stream.
+    let watch_port = async {
+        loop {
+            for port in live.targets() {
+                if let Ok(thief) = UdpSocket::bind(("127.0.0.1", port)) {
+                    panic!("port {port} was free while registered: {thief:?}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let message = tokio::select! {
+        lost = tokio::time::timeout(Duration::from_secs(30), lost.recv()) => {
+            lost.expect("the relay gave up within 30 s").expect("a lost stream reported")
+        }
+        () = watch_port => unreachable!(),
+    };
     assert!(message.contains("did not come back"), "{message}");
     assert!(!message.contains("k3y"), "the key in {message}");
     // Given up for good: nothing is sent to its port any more, and it is no output of the
