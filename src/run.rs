@@ -1186,13 +1186,11 @@ async fn finish_upload(
             .await
             .ok()
             .flatten();
-        match uploader {
-            Some(uploader) => uploader
-                .send(Finish { rewritten })
-                .await
-                .unwrap_or_else(|_| Err(Failure::crashed("the uploader stopped"))),
-            None => Err(Failure::crashed("the uploader stopped")),
-        }
+        let finished = match uploader {
+            Some(uploader) => uploader.send(Finish { rewritten }).await.ok(),
+            None => None,
+        };
+        finished.unwrap_or_else(|| Err(Failure::crashed("the uploader stopped")))
     } else {
         Err(Failure::crashed("nothing was recorded to upload"))
     };

@@ -16,7 +16,7 @@
 //! to start is unregistered again) and [`LiveOutputs::remove`] (the relay ends its stream
 //! cleanly, `q`, then is unregistered).
 //! A relay that gives up beside a file (the server stayed away) is unregistered and forgotten
-//! at once: nothing listens on its port any more, and nothing is sent there.
+//! at once: nothing reads its socket any more, and nothing is sent there.
 //! A restart of the subtree (media restarted by a dead display) starts the list as it stands.
 //! Stops: with the media subtree; the encoder stops first, so every relay gets the last packets.
 
@@ -71,6 +71,11 @@ struct Inner {
     lost: mpsc::UnboundedSender<String>,
 }
 
+/// A loopback UDP socket (the fan-out's or a relay's) could not be bound.
+fn no_port(e: std::io::Error) -> Failure {
+    Failure::crashed(format!("no free loopback UDP port: {e}"))
+}
+
 /// The live outputs of one recording; cheap to clone.
 #[derive(Clone)]
 pub struct LiveOutputs(Rc<Inner>);
@@ -84,8 +89,7 @@ impl LiveOutputs {
         has_file: bool,
         lost: mpsc::UnboundedSender<String>,
     ) -> Result<LiveOutputs, Failure> {
-        let socket = UdpSocket::bind("127.0.0.1:0")
-            .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))?;
+        let socket = UdpSocket::bind("127.0.0.1:0").map_err(no_port)?;
         let live = LiveOutputs(Rc::new(Inner {
             socket,
             targets: watch::channel(BTreeSet::new()).0,
@@ -129,8 +133,7 @@ impl LiveOutputs {
             name: format!("relay {n}"),
             spec: RelaySpec {
                 url,
-                input: RelayInput::bind()
-                    .map_err(|e| Failure::crashed(format!("no free loopback UDP port: {e}")))?,
+                input: RelayInput::bind().map_err(no_port)?,
                 retry_for: self.0.retry_for,
                 only_output: !self.0.has_file,
                 lost: self.0.lost.clone(),
