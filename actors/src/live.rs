@@ -17,7 +17,8 @@
 //! cleanly, `q`, then is unregistered).
 //! A relay that gives up beside a file (the server stayed away) is unregistered and forgotten
 //! at once: nothing reads its socket any more, and nothing is sent there.
-//! A restart of the subtree (media restarted by a dead display) starts the list as it stands.
+//! A restart of the subtree (media restarted by a dead display) starts the list as it stands;
+//! an addition whose supervisor died before starting it is that restart's, and stays listed.
 //! Stops: with the media subtree; the encoder stops first, so every relay gets the last packets.
 
 use std::cell::{Cell, RefCell};
@@ -207,12 +208,29 @@ impl LiveOutputs {
             .await
             .unwrap_or_else(|_| Err(Failure::crashed("the live outputs stopped")));
         if let Err(failure) = started {
+            if self.restarted_since(&supervisor) {
+                // The subtree restarted between the send and the answer, and that start ran the
+                // list as it stands, this relay included: the relay is the new subtree's, and
+                // stays in the list (so it can be removed).
+                return Ok(());
+            }
             // Its start may have registered its port: nothing reads there now.
             self.unregister(port);
             self.forget(&name);
             return Err(failed(failure));
         }
         Ok(())
+    }
+
+    /// Whether the `live` subtree started again since `asked` ran it: another supervisor holds
+    /// the slot, or none while a start is under way (a start empties the slot first, and reads
+    /// the list then).
+    fn restarted_since(&self, asked: &Addr<Supervisor>) -> bool {
+        self.0
+            .supervisor
+            .borrow()
+            .as_ref()
+            .is_none_or(|(now, _)| now != asked)
     }
 
     /// Removes a live output (`raw`: its URL as given): its stream ends cleanly.
@@ -300,4 +318,80 @@ fn relay_child(name: &str, mut relay: RelaySpec, live: &LiveOutputs) -> ChildSpe
             std::future::ready(RelayActor::start(relay.clone(), link))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::net::TcpListener;
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    use super::*;
+    use crate::supervision::Kill;
+
+    /// The running `live` supervisor, once its (re)start is done.
+    async fn running(live: &LiveOutputs, not: Option<&Addr<Supervisor>>) -> Addr<Supervisor> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = live.0.supervisor.borrow().as_ref().map(|(a, _)| a.clone());
+            match now {
+                Some(addr) if not != Some(&addr) => return addr,
+                _ if tokio::time::Instant::now() > deadline => panic!("live did not (re)start"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// The race of an addition with a restart of the subtree, in the order that lost the relay:
+    /// the supervisor asked dies before it starts the relay, the restart runs the list (the
+    /// relay in it), and only then does the addition hear that its supervisor is gone.
+    #[actix_rt::test]
+    async fn a_relay_added_while_the_subtree_restarts_is_the_new_subtree_s_and_can_be_removed() {
+        let (lost_tx, _lost) = mpsc::unbounded_channel();
+        let live = LiveOutputs::new(&[], Duration::from_secs(30), true, lost_tx).unwrap();
+        let (media, _exit) = Supervisor::start(
+            SupervisorConfig {
+                name: "media".into(),
+                strategy: Strategy::OneForOne,
+                intensity: Intensity {
+                    max_restarts: 3,
+                    period: Duration::from_secs(60),
+                },
+            },
+            vec![live.child(Intensity::NEVER)],
+        );
+        let first = running(&live, None).await;
+        // A server that refuses connections: the relay's ffmpeg retries beside the file.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = StreamUrl::new(format!("rtmp://127.0.0.1:{port}/live/k3y"));
+
+        // Queued before the addition's request: the supervisor stops without starting it.
+        first.do_send(Kill);
+        let mut add = pin!(live.add(url.clone()));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            add.as_mut().poll(&mut cx).is_pending(),
+            "the addition waits for the supervisor"
+        );
+        let second = running(&live, Some(&first)).await;
+        assert!(second != first);
+        // The restart started the relay: its port is registered.
+        assert_eq!(
+            live.targets().len(),
+            1,
+            "the restarted subtree runs the relay"
+        );
+
+        add.await.expect("the relay the new subtree runs was added");
+        assert_eq!(live.urls(), vec![url.clone()]);
+        live.remove(url.expose()).await.expect("removed");
+        assert!(live.urls().is_empty());
+        assert!(live.targets().is_empty(), "its port is unregistered");
+        media.do_send(crate::supervision::StopTree {
+            cause: "test over".into(),
+        });
+    }
 }
