@@ -233,6 +233,49 @@ def category(comm, argv):
     return "other"
 
 
+def process_kind(pid):
+    """What a process is, finer than `category`: Chromium's processes by their `--type` (the
+    utility ones by their service), so a recording's cost can be split where it is spent."""
+    st = proc_stat(pid)
+    if not st:
+        return None
+    argv = proc_cmdline(pid) or []
+    if len(argv) == 1:
+        # Chromium's child processes rewrite their command line as one string (setproctitle).
+        argv = argv[0].split()
+    cat = category(st[0], argv)
+    if cat != "chromium":
+        return cat
+    kind = next((a.split("=", 1)[1] for a in argv if a.startswith("--type=")), "browser")
+    if kind == "utility":
+        sub = next((a.split("=", 1)[1] for a in argv if a.startswith("--utility-sub-type=")), "")
+        kind = "utility:" + (sub.split(".")[0] if sub else "?")
+    return "chromium " + kind
+
+
+def cpu_snapshot(cgroups):
+    """{pid: (kind, CPU seconds)} of every process in these cgroups now."""
+    out = {}
+    for cg in cgroups:
+        for pid in cg.pids():
+            st = proc_stat(pid)
+            kind = process_kind(pid)
+            if st and kind:
+                out[pid] = (kind, st[1])
+    return out
+
+
+def cpu_split(before, after, seconds):
+    """Cores per process kind between two snapshots (a process started between them counts
+    from zero; one that ended between them is not seen: the split is a lower bound)."""
+    out = {}
+    for pid, (kind, cpu) in after.items():
+        prev = before.get(pid)
+        used = cpu - prev[1] if prev and prev[0] == kind else cpu
+        out[kind] = out.get(kind, 0) + used / seconds
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 class ProcWatch:
     """Samples /proc for the processes of a cgroup: per-category CPU (the most each process was
     seen to use), and the pagecast process's CPU and memory."""
@@ -996,8 +1039,14 @@ class Bench:
                 sleep_until(t_all + SETTLE)
                 u0, t0 = sum(r["cg"].usage() for r in runs), now()
                 r0 = lk.cg.usage() if lk else None
+                s0 = cpu_snapshot([r["cg"] for r in runs])
                 sleep_until(t_all + SETTLE + duration)
                 u1, t1 = sum(r["cg"].usage() for r in runs), now()
+                s1 = cpu_snapshot([r["cg"] for r in runs])
+                # Where a recording's cores go, per process kind (all recordings' together,
+                # over n: one recording's share).
+                res["cores_by_process"] = {k: v / n for k, v in
+                                           cpu_split(s0, s1, t1 - t0).items()}
                 if lk:
                     res["room_side_cores"] = (lk.cg.usage() - r0) / (t1 - t0)
                 for r in runs:
@@ -1892,7 +1941,8 @@ def render(results, meta, args):
                  "publishing 640x360@30 video whose every frame differs, and audio); frames kept "
                  "over the common window; the server's and participants' CPU (same machine, not "
                  "the recordings') in brackets; A/V: each recording's flash/beep offsets (audio − "
-                 "video, ms; the participant's own A/V alignment included, so compare across N). "
+                 "video, ms; the participant sends each beep with its flash, its SDK's send path "
+                 "included). "
                  "Plot: `bench/results/density.svg`.")
         L.append("")
         L.append("Room rows also split the losses (worst recording of each): the share of the "
@@ -1927,6 +1977,24 @@ def render(results, meta, args):
         L.append("Most recordings at once with every one keeping ≥ 98 % of its frames: " +
                  (", ".join(f"{k}: {v}" for k, v in sorted(best.items())) or "none") + ".")
         L.append("")
+        split = [r for r in dens if r.get("cores_by_process")]
+        if split:
+            # Where one recording's cores go, so a cost to cut is looked for where it is spent.
+            kinds = sorted({k for r in split for k in r["cores_by_process"]},
+                           key=lambda k: -max(r["cores_by_process"].get(k, 0) for r in split))
+            kinds = [k for k in kinds
+                     if max(r["cores_by_process"].get(k, 0) for r in split) >= 0.005]
+            L.append("Where one recording's cores go (each kind of process over the common "
+                     "window, all recordings' together over N; a process that ended inside the "
+                     "window is not counted):")
+            L.append("")
+            L.append("| size | page | N | " + " | ".join(kinds) + " |")
+            L.append("|---|---|---|" + "---|" * len(kinds))
+            for r in sorted(split, key=lambda r: (r["size"], r.get("page", ""), r["n"])):
+                page = "room" if r.get("room_side") else r.get("page", "").replace(".html", "")
+                L.append(f"| {r['size']} | {page} | {r['n']} | " + " | ".join(
+                    fmt(r["cores_by_process"].get(k), ".3f") for k in kinds) + " |")
+            L.append("")
         # The committed plot is redrawn only with the report (not with --no-report).
         if not getattr(args, "no_report", False):
             plot_density(dens, os.path.join(ROOT, "bench", "results", "density.svg"))

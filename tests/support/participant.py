@@ -195,20 +195,31 @@ async def pump_video(source: rtc.VideoSource, frames: list[rtc.VideoFrame], fps:
 
 
 async def pump_tone(source: rtc.AudioSource, hz: float, stop: asyncio.Event, level: float = 0.3,
-                    beeps: bool = False) -> None:
+                    beeps_from: float | None = None) -> None:
+    """The tone, sent 10 ms at a time (continuous for a whole number of Hz), paced in real time
+    by the source's queue. `beeps_from` (the video's start, on the loop's clock): a beep instead,
+    the first 100 ms of each second after it, each beep's first sample sent into the room when
+    the white flash of the same second is (`pump_video`): the beep's place in the tone is taken
+    from the clock at which the frame leaves the source's queue, so the published pair starts
+    aligned (within a 10 ms frame) and a recording's A/V offset can be read against zero."""
     spf = SAMPLE_RATE * AUDIO_FRAME_MS // 1000
-    # One second of the tone, sent 10 ms at a time (continuous for a whole number of Hz). With
-    # `beeps`: the first 100 ms of each second only (the flashes' instants), silence after.
-    beep = SAMPLE_RATE // 10
     table = array.array("h", (int(level * 32767 * math.sin(2 * math.pi * hz * i / SAMPLE_RATE))
-                              if not beeps or i < beep else 0
                               for i in range(SAMPLE_RATE))).tobytes()
+    silence = bytes(spf * 2)
     step = spf * 2
+    beep = SAMPLE_RATE // 10
+    loop = asyncio.get_running_loop()
     off = 0
     while not stop.is_set():
-        frame = rtc.AudioFrame(table[off:off + step], SAMPLE_RATE, 1, spf)
+        data = table[off:off + step]
         off = (off + step) % len(table)
-        await source.capture_frame(frame)  # paced in real time by the source's queue
+        if beeps_from is not None:
+            # When this frame will be sent: now, after what the queue holds.
+            at = loop.time() + source.queued_duration - beeps_from
+            into = round((at % 1.0) * SAMPLE_RATE / spf) * spf  # a frame boundary
+            data = table[into * 2:into * 2 + step] if at >= 0 and into < beep else silence
+        frame = rtc.AudioFrame(data, SAMPLE_RATE, 1, spf)
+        await source.capture_frame(frame)
 
 
 async def watch_stdin(room: rtc.Room, tracks: dict[str, rtc.LocalTrack], stop: asyncio.Event
@@ -310,11 +321,13 @@ async def run(a: argparse.Namespace) -> int:
                                                 simulcast=False))
             tracks["screen"] = strack
         if a.tone > 0:
-            asrc = rtc.AudioSource(SAMPLE_RATE, 1)
+            # With --avsync a short queue: the beeps are placed by when their frame is sent,
+            # and a 1 s queue filled ahead would let the clock's reading drift from that.
+            asrc = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=50 if a.avsync else 1000)
             sources.append(asrc)
             atrack = rtc.LocalAudioTrack.create_audio_track("microphone", asrc)
             tasks.append(asyncio.create_task(pump_tone(asrc, a.tone, stop, a.tone_level,
-                                                       a.avsync)))
+                                                       start if a.avsync else None)))
             await room.local_participant.publish_track(
                 atrack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
             tracks["audio"] = atrack
