@@ -701,7 +701,30 @@ def page_rates(frames, t0, t1):
             continue
         tiles[key] = {k: (end[k] - begin[k]) / span
                       for k in ("received", "decoded", "dropped", "presented")}
-    return {"span_s": span, "shown_per_s": (b["shown"] - a["shown"]) / span, "tiles": tiles}
+        wait = mean_wait(begin, end, "delay", "emitted")
+        if wait is not None:
+            tiles[key]["jitter_buffer_ms"] = wait
+    # Where each sound waited (the page's "sound" counters, since 2026-12-02): its jitter buffer
+    # and the browser's playout after it, mean ms over the window.
+    sound = {}
+    for key, end in b.get("sound", {}).items():
+        begin = a.get("sound", {}).get(key)
+        if begin is None:
+            continue
+        sound[key] = {"jitter_buffer_ms": mean_wait(begin, end, "delay", "emitted"),
+                      "playout_ms": mean_wait(begin, end, "playout_delay", "playout_samples")}
+    out = {"span_s": span, "shown_per_s": (b["shown"] - a["shown"]) / span, "tiles": tiles}
+    if sound:
+        out["sound"] = sound
+    return out
+
+
+def mean_wait(begin, end, total, count):
+    """The mean wait in ms between two cumulative readings of a (seconds summed, items) pair."""
+    if total not in end or count not in end:
+        return None
+    n = end[count] - begin.get(count, 0)
+    return (end[total] - begin.get(total, 0)) / n * 1000 if n > 0 else None
 
 
 def wait_for(pred, timeout, every=0.02):

@@ -139,8 +139,26 @@ fn grid_dark_records_two_participants_side_by_side_and_ends_when_they_leave() {
             n("presented") >= 60 && n("presented") <= n("decoded"),
             "{last}"
         );
+        // The jitter buffer's wait: frames left it, and waited there some time in all.
+        assert!(n("emitted") >= 60, "{last}");
+        assert!(counts["delay"].as_f64().is_some_and(|d| d > 0.0), "{last}");
     }
     assert!(last["shown"].as_u64().unwrap() >= 60, "{last}");
+    // Each participant's tone: its wait in the jitter buffer and in the browser's playout.
+    let sound = last["sound"].as_object().expect("sound");
+    assert_eq!(sound.len(), 2, "{last}");
+    for counts in sound.values() {
+        let f = |k: &str| {
+            counts[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} in {counts}"))
+        };
+        assert!(f("emitted") > 0.0 && f("delay") > 0.0, "{last}");
+        assert!(
+            f("playout_samples") > 0.0 && f("playout_delay") > 0.0,
+            "{last}"
+        );
+    }
     assert!(
         counters.len() >= 5,
         "{} counter lines in 6 s",

@@ -1,20 +1,28 @@
 // What each tile's video received, decoded and showed, logged once a second at debug level so a
 // choppy recording can be told apart: a participant (or the network) that sent few frames, this
 // browser that did not decode or show them, or the capture that missed frames the page showed.
+// Beside it, how long each video and each sound waited in the browser before it was shown or
+// played, so a recording's sound can be held against its picture.
 //
-//   console.debug('PAGECAST_FRAMES {"t":<ms>,"shown":<n>,"tiles":{"<key>":{...}}}')
+//   console.debug('PAGECAST_FRAMES {"t":<ms>,"shown":<n>,"tiles":{"<key>":{...}},"sound":{...}}')
 //
 // All counts are cumulative since the page loaded (a tile's since its track came). Per tile:
 //   received, decoded, dropped   the video receiver's inbound-rtp counters (framesReceived,
 //                                framesDecoded, framesDropped)
+//   delay, emitted               its jitter buffer: the seconds its frames waited there, summed
+//                                (jitterBufferDelay), and how many left it (jitterBufferEmittedCount):
+//                                their ratio is the mean wait
 //   presented                    frames the video element presented to the compositor
 //                                (requestVideoFrameCallback's presentedFrames)
 // "shown": the page's composited frames in which at least one tile showed a new video frame
 // (distinct expectedDisplayTimes over all tiles; a callback the page missed, when presentedFrames
 // jumps by more than one, counts its frames as shown apart). "t": performance.now() in ms.
+// "sound": per audio track ("audio<n>", numbered as they came) its jitter buffer as a tile's (in
+// samples), and the browser's playout after it (media-playout: totalPlayoutDelay seconds over
+// totalSamplesCount samples).
 // Only counters are logged: no name, no identity, no URL (a tile's key is its place in the stage).
 
-import type { RemoteVideoTrack } from 'livekit-client';
+import type { RemoteAudioTrack, RemoteTrack, RemoteVideoTrack } from 'livekit-client';
 
 export const FRAMES_PREFIX = 'PAGECAST_FRAMES ';
 const EVERY_MS = 1_000;
@@ -32,7 +40,16 @@ interface TileCounts {
   received: number;
   decoded: number;
   dropped: number;
+  delay: number;
+  emitted: number;
   presented: number;
+}
+
+interface SoundCounts {
+  delay: number;
+  emitted: number;
+  playout_delay: number;
+  playout_samples: number;
 }
 
 /** Counts every tile's frames; one per page. */
@@ -43,6 +60,8 @@ export class FrameStats {
   /** The display times counted lately (a frame showing in two tiles is one composited frame). */
   private readonly recent: number[] = [];
   private timer?: number;
+  private readonly sounds = new Map<number, RemoteAudioTrack>();
+  private nextSound = 0;
 
   /** Starts counting `video` showing `track`; the returned function stops it. */
   watch(video: HTMLVideoElement, track: RemoteVideoTrack): () => void {
@@ -69,6 +88,13 @@ export class FrameStats {
     };
   }
 
+  /** Reports `track`'s waits with the tiles' counts; the returned function stops it. */
+  watchSound(track: RemoteAudioTrack): () => void {
+    const id = this.nextSound++;
+    this.sounds.set(id, track);
+    return () => void this.sounds.delete(id);
+  }
+
   private countDisplay(at: number): void {
     const t = Math.round(at * 10) / 10;
     if (this.recent.includes(t)) return;
@@ -81,26 +107,50 @@ export class FrameStats {
     const tiles: Record<string, TileCounts> = {};
     const at = performance.now();
     for (const [id, w] of this.watched) {
-      tiles[`tile${id}`] = { ...(await inbound(w.track)), presented: w.presented };
+      const { inbound } = await stats(w.track);
+      tiles[`tile${id}`] = {
+        received: num(inbound?.framesReceived),
+        decoded: num(inbound?.framesDecoded),
+        dropped: num(inbound?.framesDropped),
+        delay: num(inbound?.jitterBufferDelay),
+        emitted: num(inbound?.jitterBufferEmittedCount),
+        presented: w.presented,
+      };
     }
     if (Object.keys(tiles).length === 0) return;
-    console.debug(`${FRAMES_PREFIX}${JSON.stringify({ t: Math.round(at), shown: this.shown, tiles })}`);
+    const sound: Record<string, SoundCounts> = {};
+    for (const [id, track] of this.sounds) {
+      const { inbound, playout } = await stats(track);
+      sound[`audio${id}`] = {
+        delay: num(inbound?.jitterBufferDelay),
+        emitted: num(inbound?.jitterBufferEmittedCount),
+        playout_delay: num(playout?.totalPlayoutDelay),
+        playout_samples: num(playout?.totalSamplesCount),
+      };
+    }
+    const line = { t: Math.round(at), shown: this.shown, tiles, sound };
+    console.debug(`${FRAMES_PREFIX}${JSON.stringify(line)}`);
   }
 }
 
-/** The track's inbound-rtp frame counters (zeros while the receiver has none). */
-async function inbound(track: RemoteVideoTrack): Promise<Omit<TileCounts, 'presented'>> {
-  const counts = { received: 0, decoded: 0, dropped: 0 };
+type Stat = { type?: string; kind?: string; [k: string]: unknown };
+
+/** A counter of a stats entry; 0 where the browser has none. */
+function num(v: unknown): number {
+  return Number(v ?? 0);
+}
+
+/** The track's inbound-rtp entry and its media-playout entry (none while the receiver has none). */
+async function stats(track: RemoteTrack): Promise<{ inbound?: Stat; playout?: Stat }> {
+  const out: { inbound?: Stat; playout?: Stat } = {};
   try {
     const report = await track.getRTCStatsReport();
-    report?.forEach((s: { type?: string; kind?: string; [k: string]: unknown }) => {
-      if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
-      counts.received = Number(s.framesReceived ?? 0);
-      counts.decoded = Number(s.framesDecoded ?? 0);
-      counts.dropped = Number(s.framesDropped ?? 0);
+    report?.forEach((s: Stat) => {
+      if (s.type === 'inbound-rtp' && s.kind === track.kind) out.inbound = s;
+      if (s.type === 'media-playout') out.playout = s;
     });
   } catch {
     // A track that just ended has no receiver: its counts stay at zero for this line.
   }
-  return counts;
+  return out;
 }

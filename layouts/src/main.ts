@@ -7,6 +7,7 @@ import {
   LogLevel,
   Participant,
   ParticipantKind,
+  RemoteAudioTrack,
   RemoteParticipant,
   RemoteTrack,
   RemoteVideoTrack,
@@ -174,6 +175,8 @@ class App {
   private readonly audioBox: HTMLElement;
   private readonly tiles = new Map<string, Tile>();
   private readonly screenSince = new Map<string, number>();
+  /** Each subscribed audio track's entry in the frame counters' lines (stops it). */
+  private readonly soundWatches = new Map<RemoteTrack, () => void>();
   private speaker?: string;
   private connected = false;
   private anyoneJoined = false;
@@ -213,7 +216,11 @@ class App {
         changed();
       })
       .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
-        if (track.kind === Track.Kind.Audio) track.detach().forEach((el) => el.remove());
+        if (track.kind === Track.Kind.Audio) {
+          track.detach().forEach((el) => el.remove());
+          this.soundWatches.get(track)?.();
+          this.soundWatches.delete(track);
+        }
         if (track.source === Track.Source.ScreenShare) this.screenSince.delete(p.identity);
         changed();
       })
@@ -299,6 +306,7 @@ class App {
     el.addEventListener('playing', onPlaying);
     this.audioBox.appendChild(el);
     el.play().catch(() => this.room.startAudio().catch(() => undefined));
+    this.soundWatches.set(track, frameStats.watchSound(track as RemoteAudioTrack));
   }
 
   /** END_RECORDING once the room has had nobody visible for `grace` (after START_RECORDING). */
