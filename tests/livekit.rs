@@ -159,6 +159,29 @@ fn grid_dark_records_two_participants_side_by_side_and_ends_when_they_leave() {
             "{last}"
         );
     }
+    // Lip sync: each picture is held back by what its sound waits. Over the last 3 s, the
+    // pictures' mean wait is at least half the sounds' (without it: 7-20 ms against 86-218).
+    let since = &counters[counters.len().saturating_sub(4)];
+    let mean_wait = |group: &str, total: &str, count: &str| -> f64 {
+        let (mut waited, mut n) = (0.0, 0.0);
+        for (key, end) in last[group].as_object().expect(group) {
+            let begin = &since[group][key];
+            let d = |k: &str| end[k].as_f64().unwrap_or(0.0) - begin[k].as_f64().unwrap_or(0.0);
+            if d(count) > 0.0 {
+                waited += d(total) / d(count);
+                n += 1.0;
+            }
+        }
+        assert!(n > 0.0, "no {group} counted since {since}:\n{last}");
+        waited / n * 1000.0
+    };
+    let picture_wait = mean_wait("tiles", "delay", "emitted");
+    let sound_wait = mean_wait("sound", "delay", "emitted")
+        + mean_wait("sound", "playout_delay", "playout_samples");
+    assert!(
+        picture_wait >= sound_wait / 2.0,
+        "pictures wait {picture_wait:.0} ms, sounds {sound_wait:.0} ms:\n{since}\n{last}"
+    );
     assert!(
         counters.len() >= 5,
         "{} counter lines in 6 s",

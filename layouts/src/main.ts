@@ -18,6 +18,7 @@ import {
 } from 'livekit-client';
 import { describeConnectError } from './errors';
 import { FrameStats } from './framestats';
+import { LipSync } from './lipsync';
 import { DEFAULT_ASPECT, Rect, contain, gridCells, speakerCells } from './geometry';
 import { PageParams, isLayout, parseParams } from './params';
 import { addSecret, endRecording, isFinished, isStarted, pageError, startRecording } from './protocol';
@@ -188,6 +189,7 @@ class App {
     this.stage = document.getElementById('stage') ?? document.body;
     this.audioBox = document.getElementById('audio') ?? document.body;
     this.room = new Room({ adaptiveStream: false, dynacast: false });
+    new LipSync(this.room);
     this.wire();
     window.addEventListener('resize', () => this.scheduleRender());
   }
