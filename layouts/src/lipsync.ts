@@ -2,7 +2,8 @@
 // browser before it is played.
 //
 // A browser lines up the sound and picture of one stream only, and LiveKit gives every track a
-// stream of its own, so nothing else lines a participant's picture up with its sound. The sound
+// stream of its own, so nothing else lines a participant's picture up with its sound (rewriting
+// the offer into one stream per participant did not make Chromium do it either). The sound
 // waits in its jitter buffer and in the browser's playout (86-218 ms on a 2-core machine
 // recording one room, up to 1.4 s past its cores) while the picture waits 7-20 ms, so a room's
 // sound came 53-147 ms after its picture (each recording's median); with the picture held back
