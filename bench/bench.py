@@ -1146,6 +1146,16 @@ class Bench:
                 res["tile_fps_received_min"] = min(received) if received else None
                 shown = [min(x["page"]["shown_per_s"] / fps, 1.0) for x in per if "page" in x]
                 res["page_shown_min"] = min(shown) if len(shown) == n else None
+                # How long the pictures and the sounds waited in the browsers (ms, the range
+                # over the recordings): the page's lip sync holds a picture as long as its sound.
+                pics = [t["jitter_buffer_ms"] for x in per for t in
+                        x.get("page", {}).get("tiles", {}).values() if t.get("jitter_buffer_ms")]
+                snds = [v["jitter_buffer_ms"] + v["playout_ms"] for x in per for v in
+                        x.get("page", {}).get("sound", {}).values()
+                        if v.get("jitter_buffer_ms") and v.get("playout_ms")]
+                if pics and snds:
+                    res["waits_ms"] = {"picture": [min(pics), max(pics)],
+                                       "sound": [min(snds), max(snds)]}
             return res, runs[0]["out"] if runs else ""
         finally:
             for r in runs:
@@ -1971,10 +1981,12 @@ def render(results, meta, args):
         L.append("Room rows also split the losses (worst recording of each): the share of the "
                  "output frames in which the layout page showed a new video frame (its own "
                  "counters: what the participants sent and this Chromium decoded and showed), "
-                 "and the share of those the file kept (the capture's and encoder's part).")
+                 "and the share of those the file kept (the capture's and encoder's part); and "
+                 "how long the pictures and the sounds waited in the browser (ms, jitter buffer; "
+                 "the sound's with its playout; lowest–highest over the recordings).")
         L.append("")
-        L.append("| size | page | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB | A/V offset, ms: median (worst) | room: page showed, file kept of shown |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| size | page | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB | A/V offset, ms: median (worst) | room: page showed, file kept of shown | room: waits, ms (picture; sound) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         best = {}
         for r in sorted(dens, key=lambda r: (r["size"], r.get("page", ""), r["n"])):
             dropped = sum(x.get("dropped") or 0 for x in r.get("recordings", []))
@@ -1987,12 +1999,16 @@ def render(results, meta, args):
             if r.get("page_shown_min") is not None:
                 split = (f"{r['page_shown_min']:.3f}, "
                          f"{fmt(r.get('captured_of_shown_min'), '.3f')}")
+            waits = "–"
+            if r.get("waits_ms"):
+                (p0, p1), (s0, s1) = r["waits_ms"]["picture"], r["waits_ms"]["sound"]
+                waits = f"{p0:.0f}–{p1:.0f}; {s0:.0f}–{s1:.0f}"
             cores = fmt(r.get("cores"))
             if r.get("room_side_cores") is not None:
                 cores += f" (+{r['room_side_cores']:.2f})"
             L.append(f"| {r['size']} | {page} | {r['n']} | {fmt(r.get('kept_min'), '.3f')} | "
                      f"{fmt(r.get('kept_median'), '.3f')} | {dropped} | {cores} | "
-                     f"{fmt(mib(r.get('mem_sum')), '.0f')} | {av} | {split} |")
+                     f"{fmt(mib(r.get('mem_sum')), '.0f')} | {av} | {split} | {waits} |")
             if r.get("kept_min") is not None and r["kept_min"] >= 0.98:
                 key = f"{r['size']} {page}"
                 best[key] = max(best.get(key, 0), r["n"])
