@@ -796,6 +796,7 @@ fn media(identity: &str, color: &str, tone: u32) -> Media {
         tone,
         size: None,
         screen: None,
+        screen_tone: 0,
     }
 }
 

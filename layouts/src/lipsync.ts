@@ -1,5 +1,6 @@
-// Lip sync: holds each participant's camera picture back by as long as its sound waits in this
-// browser before it is played.
+// Lip sync: holds each participant's camera picture back by as long as its microphone's sound
+// waits in this browser before it is played, and a screen share by its own sound's (a shared tab
+// with audio).
 //
 // A browser lines up the sound and picture of one stream only, and LiveKit gives every track a
 // stream of its own, so nothing else lines a participant's picture up with its sound (rewriting
@@ -9,7 +10,8 @@
 // sound came 53-147 ms after its picture (each recording's median); with the picture held back
 // by the sound's wait, -46 to +24 ms (BENCHMARKS.md, "Lip sync"). Each second, the camera's
 // receiver is asked to hold its frames (`jitterBufferTarget`) as long as the microphone's samples
-// waited over the last second; a screen share has no sound of its own and is left alone.
+// waited over the last second. A picture without a sound of its own (a screen share without
+// audio) is shown as it comes.
 import { Track } from 'livekit-client';
 import type { RemoteAudioTrack, RemoteVideoTrack, Room } from 'livekit-client';
 
@@ -29,8 +31,14 @@ interface Waits {
 
 type TargetReceiver = RTCRtpReceiver & { jitterBufferTarget?: number | null };
 
+/** Each picture's source and the source of the sound it is held to. */
+const PAIRS: ReadonlyArray<readonly [Track.Source, Track.Source]> = [
+  [Track.Source.Camera, Track.Source.Microphone],
+  [Track.Source.ScreenShare, Track.Source.ScreenShareAudio],
+];
+
 export class LipSync {
-  /** Each participant's (by identity) last reading of its microphone's waits. */
+  /** Each picture's (participant identity and source) last reading of its sound's waits. */
   private readonly last = new Map<string, Waits>();
 
   constructor(private readonly room: Room) {
@@ -40,27 +48,23 @@ export class LipSync {
   private async adjust(): Promise<void> {
     const here = new Set<string>();
     for (const p of this.room.remoteParticipants.values()) {
-      here.add(p.identity);
-      const audio = p.getTrackPublication(Track.Source.Microphone)?.track as
-        | RemoteAudioTrack
-        | undefined;
-      const video = p.getTrackPublication(Track.Source.Camera)?.track as
-        | RemoteVideoTrack
-        | undefined;
-      const receiver = video?.receiver as TargetReceiver | undefined;
-      if (!audio || !receiver || !('jitterBufferTarget' in receiver)) {
-        this.last.delete(p.identity);
-        continue;
+      for (const [picture, sound] of PAIRS) {
+        const key = `${p.identity} ${picture}`;
+        const audio = p.getTrackPublication(sound)?.track as RemoteAudioTrack | undefined;
+        const video = p.getTrackPublication(picture)?.track as RemoteVideoTrack | undefined;
+        const receiver = video?.receiver as TargetReceiver | undefined;
+        if (!audio || !receiver || !('jitterBufferTarget' in receiver)) continue;
+        here.add(key);
+        const now = await waits(audio);
+        if (!now) continue;
+        const before = this.last.get(key);
+        this.last.set(key, now);
+        const wait = before ? meanWaitMs(before, now) : undefined;
+        if (wait === undefined) continue;
+        receiver.jitterBufferTarget = Math.min(MAX_TARGET_MS, Math.max(0, Math.round(wait)));
       }
-      const now = await waits(audio);
-      if (!now) continue;
-      const before = this.last.get(p.identity);
-      this.last.set(p.identity, now);
-      const wait = before ? meanWaitMs(before, now) : undefined;
-      if (wait === undefined) continue;
-      receiver.jitterBufferTarget = Math.min(MAX_TARGET_MS, Math.max(0, Math.round(wait)));
     }
-    for (const id of this.last.keys()) if (!here.has(id)) this.last.delete(id);
+    for (const key of this.last.keys()) if (!here.has(key)) this.last.delete(key);
   }
 }
 

@@ -240,6 +240,8 @@ pub struct Media {
     pub size: Option<(u32, u32)>,
     /// `RRGGBB`: also share a screen (1280x720) of this colour.
     pub screen: Option<String>,
+    /// Hz of the screen share's own sine tone (a shared tab's audio); 0: none.
+    pub screen_tone: u32,
 }
 
 /// A participant (tests/support/participant.py) in a room; leaves on drop.
@@ -274,6 +276,7 @@ impl Participant {
         };
         if let Some(screen) = &media.screen {
             cmd.args(["--screen", screen]);
+            cmd.args(["--screen-tone", &media.screen_tone.to_string()]);
         }
         if let Some((w, h)) = media.size {
             cmd.args(["--size", &format!("{w}x{h}")]);

@@ -124,6 +124,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-video", action="store_true", help="publish no camera track")
     p.add_argument("--screen", type=color, default=None,
                    help="also publish a 1280x720 screen share of this colour RRGGBB")
+    p.add_argument("--screen-tone", type=float, default=0.0,
+                   help="with --screen: its own sound, a sine tone of this many Hz (a shared tab's "
+                        "audio; default 0: none)")
     p.add_argument("--tone", type=float, default=0.0,
                    help="sine tone in Hz published as audio (default 0: no audio track)")
     p.add_argument("--moving", action="store_true",
@@ -320,6 +323,15 @@ async def run(a: argparse.Namespace) -> int:
                 strack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE,
                                                 simulcast=False))
             tracks["screen"] = strack
+            if a.screen_tone > 0:
+                sasrc = rtc.AudioSource(SAMPLE_RATE, 1)
+                sources.append(sasrc)
+                satrack = rtc.LocalAudioTrack.create_audio_track("screen audio", sasrc)
+                tasks.append(asyncio.create_task(pump_tone(sasrc, a.screen_tone, stop)))
+                await room.local_participant.publish_track(
+                    satrack,
+                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO))
+                tracks["screen audio"] = satrack
         if a.tone > 0:
             # With --avsync a short queue: the beeps are placed by when their frame is sent,
             # and a 1 s queue filled ahead would let the clock's reading drift from that.
