@@ -233,17 +233,15 @@ def category(comm, argv):
     return "other"
 
 
-def process_kind(pid):
-    """What a process is, finer than `category`: Chromium's processes by their `--type` (the
-    utility ones by their service), so a recording's cost can be split where it is spent."""
-    st = proc_stat(pid)
-    if not st:
-        return None
+def process_kind(pid, comm):
+    """What a process (`comm`, from its stat) is, finer than `category`: Chromium's processes by
+    their `--type` (the utility ones by their service), so a recording's cost can be split where
+    it is spent."""
     argv = proc_cmdline(pid) or []
     if len(argv) == 1:
         # Chromium's child processes rewrite their command line as one string (setproctitle).
         argv = argv[0].split()
-    cat = category(st[0], argv)
+    cat = category(comm, argv)
     if cat != "chromium":
         return cat
     kind = next((a.split("=", 1)[1] for a in argv if a.startswith("--type=")), "browser")
@@ -259,9 +257,8 @@ def cpu_snapshot(cgroups):
     for cg in cgroups:
         for pid in cg.pids():
             st = proc_stat(pid)
-            kind = process_kind(pid)
-            if st and kind:
-                out[pid] = (kind, st[1])
+            if st:
+                out[pid] = (process_kind(pid, st[0]), st[1])
     return out
 
 

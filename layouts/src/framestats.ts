@@ -22,7 +22,8 @@
 // totalSamplesCount samples).
 // Only counters are logged: no name, no identity, no URL (a tile's key is its place in the stage).
 
-import type { RemoteAudioTrack, RemoteTrack, RemoteVideoTrack } from 'livekit-client';
+import type { RemoteAudioTrack, RemoteVideoTrack } from 'livekit-client';
+import { type SoundCounts, num, readStats, soundCounts } from './rtcstats';
 
 export const FRAMES_PREFIX = 'PAGECAST_FRAMES ';
 const EVERY_MS = 1_000;
@@ -43,13 +44,6 @@ interface TileCounts {
   delay: number;
   emitted: number;
   presented: number;
-}
-
-interface SoundCounts {
-  delay: number;
-  emitted: number;
-  playout_delay: number;
-  playout_samples: number;
 }
 
 /** Counts every tile's frames; one per page. */
@@ -107,7 +101,8 @@ export class FrameStats {
     const tiles: Record<string, TileCounts> = {};
     const at = performance.now();
     for (const [id, w] of this.watched) {
-      const { inbound } = await stats(w.track);
+      // No report (a track that just ended): its counts are zero for this line.
+      const { inbound } = (await readStats(w.track)) ?? {};
       tiles[`tile${id}`] = {
         received: num(inbound?.framesReceived),
         decoded: num(inbound?.framesDecoded),
@@ -120,37 +115,11 @@ export class FrameStats {
     if (Object.keys(tiles).length === 0) return;
     const sound: Record<string, SoundCounts> = {};
     for (const [id, track] of this.sounds) {
-      const { inbound, playout } = await stats(track);
-      sound[`audio${id}`] = {
-        delay: num(inbound?.jitterBufferDelay),
-        emitted: num(inbound?.jitterBufferEmittedCount),
-        playout_delay: num(playout?.totalPlayoutDelay),
-        playout_samples: num(playout?.totalSamplesCount),
-      };
+      sound[`audio${id}`] = (await soundCounts(track)) ?? NO_SOUND;
     }
     const line = { t: Math.round(at), shown: this.shown, tiles, sound };
     console.debug(`${FRAMES_PREFIX}${JSON.stringify(line)}`);
   }
 }
 
-type Stat = { type?: string; kind?: string; [k: string]: unknown };
-
-/** A counter of a stats entry; 0 where the browser has none. */
-function num(v: unknown): number {
-  return Number(v ?? 0);
-}
-
-/** The track's inbound-rtp entry and its media-playout entry (none while the receiver has none). */
-async function stats(track: RemoteTrack): Promise<{ inbound?: Stat; playout?: Stat }> {
-  const out: { inbound?: Stat; playout?: Stat } = {};
-  try {
-    const report = await track.getRTCStatsReport();
-    report?.forEach((s: Stat) => {
-      if (s.type === 'inbound-rtp' && s.kind === track.kind) out.inbound = s;
-      if (s.type === 'media-playout') out.playout = s;
-    });
-  } catch {
-    // A track that just ended has no receiver: its counts stay at zero for this line.
-  }
-  return out;
-}
+const NO_SOUND: SoundCounts = { delay: 0, emitted: 0, playout_delay: 0, playout_samples: 0 };

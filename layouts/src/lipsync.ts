@@ -14,20 +14,11 @@
 // audio) is shown as it comes.
 import { Track } from 'livekit-client';
 import type { RemoteAudioTrack, RemoteVideoTrack, Room } from 'livekit-client';
+import { type SoundCounts, soundCounts } from './rtcstats';
 
 const EVERY_MS = 1_000;
 /** The most a receiver accepts as its target (the WebRTC spec's limit). */
 const MAX_TARGET_MS = 4_000;
-
-type Stat = { type?: string; kind?: string; [k: string]: unknown };
-
-/** A sound's cumulative waits: in its jitter buffer, then in the browser's playout. */
-interface Waits {
-  buffered: number;
-  emitted: number;
-  playout: number;
-  samples: number;
-}
 
 type TargetReceiver = RTCRtpReceiver & { jitterBufferTarget?: number | null };
 
@@ -39,7 +30,7 @@ const PAIRS: ReadonlyArray<readonly [Track.Source, Track.Source]> = [
 
 export class LipSync {
   /** Each picture's (participant identity and source) last reading of its sound's waits. */
-  private readonly last = new Map<string, Waits>();
+  private readonly last = new Map<string, SoundCounts>();
 
   constructor(private readonly room: Room) {
     window.setInterval(() => void this.adjust(), EVERY_MS);
@@ -55,7 +46,7 @@ export class LipSync {
         const receiver = video?.receiver as TargetReceiver | undefined;
         if (!audio || !receiver || !('jitterBufferTarget' in receiver)) continue;
         here.add(key);
-        const now = await waits(audio);
+        const now = await soundCounts(audio);
         if (!now) continue;
         const before = this.last.get(key);
         this.last.set(key, now);
@@ -69,33 +60,11 @@ export class LipSync {
 }
 
 /** How long the sound's samples waited, on average, between two readings (ms). */
-function meanWaitMs(before: Waits, now: Waits): number | undefined {
+function meanWaitMs(before: SoundCounts, now: SoundCounts): number | undefined {
   const emitted = now.emitted - before.emitted;
-  const samples = now.samples - before.samples;
+  const samples = now.playout_samples - before.playout_samples;
   if (emitted <= 0 || samples <= 0) return undefined;
-  const buffered = (now.buffered - before.buffered) / emitted;
-  const playout = (now.playout - before.playout) / samples;
+  const buffered = (now.delay - before.delay) / emitted;
+  const playout = (now.playout_delay - before.playout_delay) / samples;
   return (buffered + playout) * 1000;
-}
-
-/** The microphone receiver's waits now (none while it has no receiver). */
-async function waits(track: RemoteAudioTrack): Promise<Waits | undefined> {
-  const out: Waits = { buffered: 0, emitted: 0, playout: 0, samples: 0 };
-  try {
-    const report = await track.getRTCStatsReport();
-    if (!report) return undefined;
-    report.forEach((s: Stat) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-        out.buffered = Number(s.jitterBufferDelay ?? 0);
-        out.emitted = Number(s.jitterBufferEmittedCount ?? 0);
-      }
-      if (s.type === 'media-playout') {
-        out.playout = Number(s.totalPlayoutDelay ?? 0);
-        out.samples = Number(s.totalSamplesCount ?? 0);
-      }
-    });
-  } catch {
-    return undefined;
-  }
-  return out;
 }
