@@ -350,6 +350,11 @@ fn speaker_dark_shows_a_screen_share_large_and_the_others_small() {
     let (status, _) = run.wait(Duration::from_secs(90));
     assert!(status.success(), "{status}:\n{}", run.stderr());
     assert_no_secret(&run, &[&server.api_secret]);
+    let p = probe(&file);
+    assert_eq!(p.video_codec(), "h264");
+    assert_eq!(p.dimensions(), (1920, 1080));
+    assert!(p.duration() >= 5.0, "duration {}", p.duration());
+    assert!(p.has_audio());
     // Lip sync: the speaker's camera is held to its microphone, the screen to its own sound; the
     // presenter's camera has no sound and is shown as it comes.
     let counters = page_frames(&run);
