@@ -13,8 +13,9 @@
 //! Sends: [`EncoderProgress`] to its progress recipient (frames, fps, drops, size, speed, every
 //! half second); [`ChildExited`](crate::supervision::ChildExited) through its link when ffmpeg
 //! dies on its own (a crash) or after it was stopped.
-//! Stops: on `Shutdown`, once ffmpeg has written the end of the file and exited (SIGINT, then
-//! SIGKILL, if it takes too long), at once when paused; or when ffmpeg exits on its own.
+//! Stops: on `Shutdown`, once ffmpeg has encoded what it captured before the stop (its backlog,
+//! bounded), written the end of the file and exited (SIGINT, then SIGKILL, if it takes too
+//! long), at once when paused; or when ffmpeg exits on its own.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -37,6 +38,11 @@ use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shut
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time to write the end of the file after `q`.
 const FINALIZE_TIMEOUT: Duration = Duration::from_secs(8);
+/// The longest a stop waits for the encoder to finish what it captured before the stop (its
+/// backlog, see [`Pace::backlog`]); `q` at once would lose it.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+/// ffmpeg's `-stats_period`: a progress report every half second.
+const REPORT_PERIOD: Duration = Duration::from_millis(500);
 
 /// What and how to encode.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,7 +232,7 @@ pub fn ffmpeg_args(
     origin: SystemTime,
 ) -> Vec<String> {
     let gop = (spec.framerate * 2).to_string();
-    let mut args = crate::process::ffmpeg_prologue("0.5");
+    let mut args = crate::process::ffmpeg_prologue(&REPORT_PERIOD.as_secs_f64().to_string());
     let offset = input_clock(origin);
     // Both inputs keep their own timestamps (see `input_clock`).
     args.push("-copyts".into());
@@ -546,6 +552,8 @@ pub struct EncoderActor {
     before: EncoderProgress,
     /// Whether it keeps up with real time.
     pace: Pace,
+    /// (when, encoded time) of the current run's last report with a frame, for a stop's drain.
+    encoded: watch::Sender<(Instant, Duration)>,
     stopping: bool,
 }
 
@@ -567,16 +575,65 @@ fn spawn_ffmpeg(
     ChildProcess::spawn("ffmpeg", cmd, true, Stdout::Capture).map_err(|e| e.into_failure())
 }
 
+/// A stop's wait for the encoder's backlog: `q` drops ffmpeg's input queues, so what they hold
+/// is lost unless it is encoded first.
+struct Drain {
+    /// The encoded time that holds everything captured before the stop.
+    target: Duration,
+    /// The longest it waits ([`DRAIN_LIMIT`]).
+    limit: Duration,
+    /// (when, encoded time) of the run's last progress report.
+    encoded: watch::Receiver<(Instant, Duration)>,
+}
+
+impl Drain {
+    /// Waits until the encoder has (about) reached the target, at most `limit`; what was still
+    /// not encoded then (at least: as if it encoded at real time since its last report).
+    async fn wait(mut self) -> Duration {
+        let deadline = tokio::time::Instant::now() + self.limit;
+        let target = self.target;
+        // Reports come every half second: from the one within half a second of the target, the
+        // rest is waited out on the clock (the encoder runs at about real time when it is not
+        // far behind).
+        let near = self.encoded.wait_for(|(_, t)| *t + REPORT_PERIOD >= target);
+        let _ = tokio::time::timeout_at(deadline, near).await;
+        let rest = |encoded: &watch::Receiver<(Instant, Duration)>| {
+            let (at, encoded) = *encoded.borrow();
+            target.saturating_sub(encoded + at.elapsed())
+        };
+        let until = (tokio::time::Instant::now() + rest(&self.encoded)).min(deadline);
+        tokio::time::sleep_until(until).await;
+        rest(&self.encoded)
+    }
+}
+
 /// `q` on ffmpeg's stdin: it stops reading, flushes the encoder and writes the end of the file.
-/// SIGINT if it has not exited within [`FINALIZE_TIMEOUT`], SIGKILL 2 s later.
+/// First the `drain`, if the encoder is behind: `q` drops its input queues. SIGINT if it has not
+/// exited within [`FINALIZE_TIMEOUT`] of the `q`, SIGKILL 2 s later.
 fn finish_ffmpeg(
     ffmpeg: &ChildProcess,
     stdin: Option<ChildStdin>,
+    drain: Option<Drain>,
 ) -> impl std::future::Future<Output = std::process::ExitStatus> + 'static {
     let exited = ffmpeg.exited();
+    let died = ffmpeg.exited();
     let pid = ffmpeg.pid();
     let kill_after = ffmpeg.wait_or_kill(Duration::from_secs(2));
     async move {
+        if let Some(drain) = drain {
+            tokio::select! {
+                lost = drain.wait() => if !lost.is_zero() {
+                    tracing::warn!(
+                        lost_ms = lost.as_millis() as u64,
+                        advice = "the encoder was this far behind the page when it stopped: \
+                                  lower the resolution or frame rate, or use a faster preset",
+                        "{}",
+                        events::ENCODER_TAIL_LOST
+                    );
+                },
+                _ = died => {}
+            }
+        }
         if let Some(mut stdin) = stdin {
             let _ = stdin.write_all(b"q").await;
             let _ = stdin.flush().await;
@@ -650,6 +707,7 @@ impl EncoderActor {
             last: EncoderProgress::default(),
             before: EncoderProgress::default(),
             pace: Pace::default(),
+            encoded: watch::channel((Instant::now(), Duration::ZERO)).0,
             stopping: false,
         };
         if paused {
@@ -752,7 +810,7 @@ impl EncoderActor {
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }
-        let finish = finish_ffmpeg(&ffmpeg, self.stdin.take());
+        let finish = finish_ffmpeg(&ffmpeg, self.stdin.take(), self.drain());
         let part = self.output.take();
         // `wait`: nothing else (a stop, a resume) is handled before the part is finished.
         ctx.wait(
@@ -797,6 +855,7 @@ impl EncoderActor {
             Ok((ffmpeg, stdout)) => {
                 self.attach(ctx, ffmpeg, stdout, output);
                 self.pace.new_run();
+                self.encoded.send_replace((Instant::now(), Duration::ZERO));
                 self.resuming = true;
                 let run = self.run;
                 ctx.run_later(READY_TIMEOUT, move |act, ctx| {
@@ -816,8 +875,31 @@ impl EncoderActor {
         }
     }
 
+    /// What a stop (or pause) now waits for before `q`: the encoder to have encoded all it
+    /// captured before now (None: it is not behind by a frame).
+    fn drain(&self) -> Option<Drain> {
+        let backlog = self.pace.backlog();
+        if backlog.as_secs_f64() * f64::from(self.spec.framerate) < 1.0 {
+            return None;
+        }
+        let target = self.pace.encoded_by(Instant::now())?;
+        tracing::info!(
+            backlog_ms = backlog.as_millis() as u64,
+            "{}",
+            events::ENCODER_DRAINING
+        );
+        Some(Drain {
+            target,
+            limit: DRAIN_LIMIT,
+            encoded: self.encoded.subscribe(),
+        })
+    }
+
     fn on_progress(&mut self, p: EncoderProgress) {
         if p.frame > 0 {
+            let now = Instant::now();
+            self.pace.encoded(now, p.out_time);
+            self.encoded.send_replace((now, p.out_time));
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(());
             }
@@ -939,7 +1021,7 @@ impl Handler<Shutdown> for EncoderActor {
             ctx.stop();
             return Box::pin(actix::fut::ready(Ok(())));
         };
-        let stop = finish_ffmpeg(ffmpeg, self.stdin.take());
+        let stop = finish_ffmpeg(ffmpeg, self.stdin.take(), self.drain());
         Box::pin(
             actix::fut::wrap_future(stop).map(|status, act: &mut Self, ctx| {
                 let total = act.last.after(&act.before);
@@ -990,6 +1072,56 @@ impl Handler<Kill> for EncoderActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reports from a task: every 50 ms, `speed` encoded seconds per second from `from`.
+    fn reporting(from: Duration, speed: f64) -> watch::Receiver<(Instant, Duration)> {
+        let (tx, rx) = watch::channel((Instant::now(), from));
+        tokio::spawn(async move {
+            let start = Instant::now();
+            while !tx.is_closed() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let t = from + start.elapsed().mul_f64(speed);
+                tx.send_replace((Instant::now(), t));
+            }
+        });
+        rx
+    }
+
+    #[actix_rt::test]
+    async fn a_stop_waits_until_the_encoder_has_what_was_captured_before_it() {
+        let start = Instant::now();
+        let drain = Drain {
+            target: Duration::from_secs(5),
+            limit: Duration::from_secs(30),
+            // Half a second behind, at real time: half a second to wait.
+            encoded: reporting(Duration::from_millis(4500), 1.0),
+        };
+        let lost = drain.wait().await;
+        let waited = start.elapsed();
+        assert!(lost.is_zero(), "lost {lost:?}");
+        assert!(
+            waited >= Duration::from_millis(450) && waited < Duration::from_secs(10),
+            "waited {waited:?} for half a second of backlog"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_stop_waits_no_longer_than_its_limit_and_says_what_is_lost() {
+        let start = Instant::now();
+        let drain = Drain {
+            target: Duration::from_secs(5),
+            limit: Duration::from_millis(300),
+            // 2 s behind, at a tenth of real time: it will not get there.
+            encoded: reporting(Duration::from_secs(3), 0.1),
+        };
+        let lost = drain.wait().await;
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        // At most the 2 s it was behind, at least what a real-time encoder would have left.
+        assert!(
+            lost > Duration::from_millis(1500) && lost <= Duration::from_secs(2),
+            "lost {lost:?}"
+        );
+    }
 
     fn spec() -> EncoderSpec {
         EncoderSpec {

@@ -52,6 +52,12 @@ pub const BACKUP_STORAGE_USED: &str = "upload gave up; the recording goes to the
 pub const ENCODER_FALLING_BEHIND: &str = "encoder is falling behind real time";
 /// The encoder is back at real time after falling behind.
 pub const ENCODER_CAUGHT_UP: &str = "encoder caught up with real time";
+/// A stop or pause found the encoder behind the page (field: backlog_ms); it is given that long
+/// (up to a limit) to encode what was captured before the stop.
+pub const ENCODER_DRAINING: &str = "encoder finishes what it captured before stopping";
+/// The encoder was further behind than a stop waits for: the end of the recording (field:
+/// lost_ms) was never encoded.
+pub const ENCODER_TAIL_LOST: &str = "encoder stopped before the end of what it captured";
 
 /// A browser started its audio output ahead of its page, on its first start (field: state, the
 /// audio context's, `running` when it played). See `AUDIO_AHEAD` in `browser.rs`.

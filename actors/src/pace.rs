@@ -7,6 +7,15 @@
 //! it; it has caught up when the window is at speed again with no frame dropped.
 //! No actor: the encoder feeds it and logs what it says (`events::ENCODER_FALLING_BEHIND`,
 //! `events::ENCODER_CAUGHT_UP`), which the service reads to stop and resume taking jobs.
+//!
+//! It also knows the encoder's backlog: how far the last encoded frame is behind the wall clock.
+//! A window's speed does not see it: an encoder slow for a moment at the start (x264 warming up
+//! while the page loads) fills its input queue and then runs at 1.0 with the queue full, a
+//! second behind, for the rest of the recording; a stop (`q`) then loses what is queued. The
+//! frames' timestamps are the wall clock (x11grab stamps each frame as it grabs it), so a
+//! report's `wall time − encoded time` is the first frame's instant plus the backlog then; its
+//! least value over a run is the first frame's instant (a backlog is never negative), and the
+//! backlog is how far a report is above it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -36,6 +45,10 @@ pub struct Pace {
     /// (when, encoded time, dropped frames so far), oldest first.
     window: VecDeque<(Instant, Duration, u64)>,
     behind: bool,
+    /// The run's first frame on the wall clock (the least `report time − encoded time`).
+    zero: Option<Instant>,
+    /// The run's last report with a frame: (when, encoded time).
+    last: Option<(Instant, Duration)>,
 }
 
 impl Pace {
@@ -47,6 +60,33 @@ impl Pace {
     /// window starts again; whether it is behind stays until the new window says otherwise.
     pub fn new_run(&mut self) {
         self.window.clear();
+        self.zero = None;
+        self.last = None;
+    }
+
+    /// A report at `now` with at least one frame encoded, `out_time` of them.
+    pub fn encoded(&mut self, now: Instant, out_time: Duration) {
+        let Some(start) = now.checked_sub(out_time) else {
+            return;
+        };
+        self.zero = Some(self.zero.map_or(start, |z| z.min(start)));
+        self.last = Some((now, out_time));
+    }
+
+    /// The encoded time that holds everything captured before `at` (None before the first frame).
+    pub fn encoded_by(&self, at: Instant) -> Option<Duration> {
+        Some(at.saturating_duration_since(self.zero?))
+    }
+
+    /// How far the last encoded frame was behind the wall clock at the last report: what a stop
+    /// now would lose unless the encoder is given that long to finish it.
+    pub fn backlog(&self) -> Duration {
+        match (self.zero, self.last) {
+            (Some(zero), Some((at, out_time))) => {
+                at.saturating_duration_since(zero).saturating_sub(out_time)
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     /// One progress report at `now`; a change, if this report makes one.
@@ -144,6 +184,46 @@ mod tests {
             matches!(changes[..], [Change::CaughtUp { .. }]),
             "{changes:?}"
         );
+    }
+
+    #[test]
+    fn a_backlog_taken_at_the_start_stays_when_the_speed_is_back() {
+        let mut pace = Pace::default();
+        let start = Instant::now();
+        assert_eq!(pace.backlog(), Duration::ZERO, "nothing encoded yet");
+        // The first frame is reported at once; then 2 s at half speed, then 10 s at full speed.
+        pace.encoded(start, Duration::ZERO);
+        let mut at = (start, Duration::ZERO, 0);
+        for (n, speed) in [(4, 0.5), (20, 1.0)] {
+            for _ in 0..n {
+                at.0 += Duration::from_millis(500);
+                at.1 += Duration::from_secs_f64(0.5 * speed);
+                pace.report(at.0, at.1, 0);
+                pace.encoded(at.0, at.1);
+            }
+        }
+        assert!(!pace.is_behind(), "the window is at speed");
+        let backlog = pace.backlog().as_secs_f64();
+        assert!((backlog - 1.0).abs() < 1e-6, "backlog {backlog}");
+        // A stop at the last report waits for the second encoded 1 s later on the wall clock.
+        let by = pace.encoded_by(at.0).unwrap();
+        assert_eq!(by, at.1 + Duration::from_secs(1));
+        // A new run starts with none.
+        pace.new_run();
+        assert_eq!(pace.backlog(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_encoder_at_speed_has_no_backlog() {
+        let mut pace = Pace::default();
+        let start = Instant::now();
+        // Its first report comes late (the first frame took a while): later ones show it was not.
+        pace.encoded(start + Duration::from_millis(400), Duration::ZERO);
+        for i in 1..10u64 {
+            let at = start + Duration::from_millis(500 * i);
+            pace.encoded(at, Duration::from_millis(500 * i));
+        }
+        assert_eq!(pace.backlog(), Duration::ZERO);
     }
 
     #[test]

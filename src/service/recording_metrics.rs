@@ -11,7 +11,9 @@
 //!   `audio`, `browser`, `encoder`, `relay`, `fan-out`, `media`, `live`, `other`);
 //! - `pagecast_dropped_frames_total`: frames the encoders dropped (each encoder run that
 //!   finished its part);
-//! - `pagecast_uploaded_bytes_total`: bytes of the S3 objects the recordings completed.
+//! - `pagecast_uploaded_bytes_total`: bytes of the S3 objects the recordings completed;
+//! - `pagecast_encoder_tail_lost_milliseconds_total`: the ends of recordings never encoded (an
+//!   encoder further behind the page at its stop than a stop waits for).
 
 use pagecast_actors::events;
 
@@ -41,6 +43,7 @@ pub fn register() {
     }
     metrics::counter!("pagecast_dropped_frames_total").increment(0);
     metrics::counter!("pagecast_uploaded_bytes_total").increment(0);
+    metrics::counter!("pagecast_encoder_tail_lost_milliseconds_total").increment(0);
 }
 
 pub fn started() {
@@ -69,6 +72,7 @@ pub fn observe(line: &str) {
     let wanted = [
         events::RESTARTING,
         events::ENCODER_FINISHED,
+        events::ENCODER_TAIL_LOST,
         crate::run::OBJECT_COMPLETE,
     ];
     if !wanted.iter().any(|m| line.contains(m)) {
@@ -86,6 +90,9 @@ pub fn observe(line: &str) {
     } else if message == events::ENCODER_FINISHED {
         let dropped = event["dropped"].as_u64().unwrap_or(0);
         metrics::counter!("pagecast_dropped_frames_total").increment(dropped);
+    } else if message == events::ENCODER_TAIL_LOST {
+        let lost = event["lost_ms"].as_u64().unwrap_or(0);
+        metrics::counter!("pagecast_encoder_tail_lost_milliseconds_total").increment(lost);
     } else if message == crate::run::OBJECT_COMPLETE {
         let bytes = event["bytes"].as_u64().unwrap_or(0);
         metrics::counter!("pagecast_uploaded_bytes_total").increment(bytes);
