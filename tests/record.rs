@@ -104,6 +104,77 @@ fn end_recording_from_the_page_ends_the_run_within_two_seconds() {
     assert!(p.frames() >= 85, "frames {}", p.frames());
 }
 
+/// An encoder that fell behind the page (its ffmpeg held stopped 90 ms of every 100 ms, as on a
+/// machine too busy for it) has seconds of captured frames in its input queue when the recording
+/// is stopped; `q` at once drops them. The stop waits for them: the file holds the recording up
+/// to the stop, not up to where the encoder was.
+#[test]
+fn a_stop_keeps_what_a_lagging_encoder_had_captured() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _heavy = heavy();
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("end.html", "ms=600000"), "width": 1280, "height": 720 },
+        "output": { "file": file },
+    });
+    let mut run = Run::start(&config, &[]);
+    let running = run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
+    let ffmpeg = descendants(run.child.id())
+        .into_iter()
+        .find(|(_, name)| name == "ffmpeg")
+        .map(|(pid, _)| nix::unistd::Pid::from_raw(pid as i32))
+        .expect("no ffmpeg under pagecast");
+    // Its pace is judged from 3 s of output on: hold it back from then.
+    wait_until("3 s in the file", Duration::from_secs(30), || {
+        pagecast_testkit::seconds_written(&file) >= 3.0
+    });
+    let hold = Arc::new(AtomicBool::new(true));
+    let holder = {
+        let hold = hold.clone();
+        std::thread::spawn(move || {
+            use nix::sys::signal::kill;
+            while hold.load(Ordering::Relaxed) {
+                let _ = kill(ffmpeg, Signal::SIGSTOP);
+                std::thread::sleep(Duration::from_millis(90));
+                let _ = kill(ffmpeg, Signal::SIGCONT);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    run.wait_for(events::ENCODER_FALLING_BEHIND, Duration::from_secs(60));
+    // The stop: from here on ffmpeg runs freely, as a machine that got quiet again.
+    hold.store(false, Ordering::Relaxed);
+    holder.join().unwrap();
+    let stopped = std::time::Instant::now();
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert!(
+        run.stderr().contains(events::ENCODER_DRAINING),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        !run.stderr().contains(events::ENCODER_TAIL_LOST),
+        "{}",
+        run.stderr()
+    );
+    // The encoder's first report came at most half a second after its first frame.
+    let recorded = (stopped - running).as_secs_f64();
+    let p = probe(&file);
+    eprintln!(
+        "recorded {recorded:.2} s up to the stop, {:.2} s in the file",
+        p.duration()
+    );
+    assert!(
+        p.duration() >= recorded - 0.5,
+        "{:.2} s in the file of {recorded:.2} s recorded up to the stop",
+        p.duration()
+    );
+    assert!(p.has_audio());
+}
+
 #[test]
 fn sigterm_finishes_the_file_within_two_seconds() {
     let _heavy = heavy();
