@@ -48,6 +48,7 @@ fn records_five_seconds_of_a_page_at_1080p30_with_sound() {
         p.frames()
     );
     assert_eq!(p.audio_codec(), "aac");
+    encoder_said_the_files_length(&run, &p);
     let volume = mean_volume_db(&file);
     assert!(
         volume > -50.0,
@@ -173,6 +174,25 @@ fn a_stop_keeps_what_a_lagging_encoder_had_captured() {
         p.duration()
     );
     assert!(p.has_audio());
+    encoder_said_the_files_length(&run, &p);
+}
+
+/// The encoder's last word is the file's length: from its final report (which comes as ffmpeg
+/// exits), not the one before.
+fn encoder_said_the_files_length(run: &Run, p: &pagecast_testkit::Probe) {
+    let finished: serde_json::Value = run
+        .stderr()
+        .lines()
+        .find(|l| l.contains(events::ENCODER_FINISHED))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("no encoder finished line");
+    let said = finished["duration"].as_str().unwrap_or_default();
+    let said: f64 = said.trim_end_matches('s').parse().expect(said);
+    assert!(
+        (said - p.duration()).abs() < 0.1,
+        "the encoder said {said} s, the file holds {}",
+        p.duration()
+    );
 }
 
 #[test]

@@ -526,7 +526,8 @@ impl PauseControl {
 struct PauseChanged;
 
 /// Progress of one ffmpeg run (stream item), tagged with the run it came from.
-struct RunProgress(u64, EncoderProgress);
+/// A run's progress report; None: its reports ended (ffmpeg closed its stdout, after the last).
+struct RunProgress(u64, Option<EncoderProgress>);
 
 pub struct EncoderActor {
     link: ChildLink,
@@ -554,6 +555,8 @@ pub struct EncoderActor {
     pace: Pace,
     /// (when, encoded time) of the current run's last report with a frame, for a stop's drain.
     encoded: watch::Sender<(Instant, Duration)>,
+    /// The last run whose reports have all come (its final counters are in `last`).
+    reported: watch::Sender<u64>,
     stopping: bool,
 }
 
@@ -708,6 +711,7 @@ impl EncoderActor {
             before: EncoderProgress::default(),
             pace: Pace::default(),
             encoded: watch::channel((Instant::now(), Duration::ZERO)).0,
+            reported: watch::channel(0).0,
             stopping: false,
         };
         if paused {
@@ -761,7 +765,12 @@ impl EncoderActor {
         let run = self.run;
         self.stdin = ffmpeg.take_stdin();
         if let Some(stdout) = stdout {
-            ctx.add_stream(progress_stream(stdout).map(move |p| RunProgress(run, p)));
+            let end = futures_util::stream::once(std::future::ready(RunProgress(run, None)));
+            ctx.add_stream(
+                progress_stream(stdout)
+                    .map(move |p| RunProgress(run, Some(p)))
+                    .chain(end),
+            );
         }
         ctx.spawn(actix::fut::wrap_future(ffmpeg.exit_report()).map(
             move |(_, report), act: &mut Self, ctx| {
@@ -969,8 +978,12 @@ fn progress_stream(stdout: ChildStdout) -> impl futures_util::Stream<Item = Enco
 
 impl StreamHandler<RunProgress> for EncoderActor {
     fn handle(&mut self, RunProgress(run, p): RunProgress, _: &mut Context<Self>) {
-        if run == self.run {
-            self.on_progress(p);
+        match p {
+            Some(p) if run == self.run => self.on_progress(p),
+            Some(_) => {}
+            None => {
+                self.reported.send_replace(run);
+            }
         }
     }
 
@@ -1022,6 +1035,14 @@ impl Handler<Shutdown> for EncoderActor {
             return Box::pin(actix::fut::ready(Ok(())));
         };
         let stop = finish_ffmpeg(ffmpeg, self.stdin.take(), self.drain());
+        // ffmpeg's last report (the file's whole length, every dropped frame) comes as it exits.
+        let (run, mut reported) = (self.run, self.reported.subscribe());
+        let stop = async move {
+            let status = stop.await;
+            let last = reported.wait_for(|r| *r >= run);
+            let _ = tokio::time::timeout(Duration::from_millis(500), last).await;
+            status
+        };
         Box::pin(
             actix::fut::wrap_future(stop).map(|status, act: &mut Self, ctx| {
                 let total = act.last.after(&act.before);
