@@ -921,9 +921,14 @@ impl EncoderActor {
             }
         }
         match self.pace.report(Instant::now(), p.out_time, p.drop_frames) {
-            Some(Change::Behind { speed, dropped }) => tracing::warn!(
+            Some(Change::Behind {
                 speed,
                 dropped,
+                backlog,
+            }) => tracing::warn!(
+                speed,
+                dropped,
+                backlog_ms = backlog.as_millis() as u64,
                 advice = "the recording will be shorter than the wall time: lower the resolution \
                           or frame rate, or use a faster preset",
                 "{}",

@@ -4,7 +4,8 @@
 //! in would show it (and its recovery) only after minutes. This looks at a window of the last
 //! [`WINDOW`] reports instead: encoded time against wall time over the window, and frames dropped
 //! in it. It is behind when the window's speed is under [`SLOW_SPEED`] or a frame was dropped in
-//! it; it has caught up when the window is at speed again with no frame dropped.
+//! it, or when its backlog (below) is over [`BACKLOG_BEHIND`]; it has caught up when the window
+//! is at speed again with no frame dropped and the backlog is under [`BACKLOG_CAUGHT_UP`].
 //! No actor: the encoder feeds it and logs what it says (`events::ENCODER_FALLING_BEHIND`,
 //! `events::ENCODER_CAUGHT_UP`), which the service reads to stop and resume taking jobs.
 //!
@@ -24,6 +25,11 @@ use std::time::{Duration, Instant};
 pub const SLOW_SPEED: f64 = 0.95;
 /// Reports in a window (ffmpeg reports every half second: 3 s).
 pub const WINDOW: usize = 6;
+/// A backlog over this is falling behind, whatever the window's speed: the encoder is at its
+/// limit with its input queue full (at 1080p30 the queue holds about a second).
+pub const BACKLOG_BEHIND: Duration = Duration::from_secs(1);
+/// Caught up again only under this backlog.
+pub const BACKLOG_CAUGHT_UP: Duration = Duration::from_millis(500);
 /// The first seconds are not judged: ffmpeg's inputs start in bursts.
 const SETTLING: Duration = Duration::from_secs(3);
 
@@ -34,6 +40,7 @@ pub enum Change {
     Behind {
         speed: f64,
         dropped: u64,
+        backlog: Duration,
     },
     CaughtUp {
         speed: f64,
@@ -89,7 +96,8 @@ impl Pace {
         }
     }
 
-    /// One progress report at `now`; a change, if this report makes one.
+    /// One progress report at `now` (after its [`encoded`](Self::encoded), if it had a frame); a
+    /// change, if this report makes one.
     pub fn report(
         &mut self,
         now: Instant,
@@ -111,10 +119,15 @@ impl Pace {
         }
         let speed = out_time.saturating_sub(out0).as_secs_f64() / wall;
         let dropped = total_dropped.saturating_sub(drop0);
-        let slow = speed < SLOW_SPEED || dropped > 0;
+        let backlog = self.backlog();
+        let slow = speed < SLOW_SPEED || dropped > 0 || backlog > BACKLOG_BEHIND;
         let change = match (self.behind, slow) {
-            (false, true) => Change::Behind { speed, dropped },
-            (true, false) => Change::CaughtUp { speed },
+            (false, true) => Change::Behind {
+                speed,
+                dropped,
+                backlog,
+            },
+            (true, false) if backlog < BACKLOG_CAUGHT_UP => Change::CaughtUp { speed },
             _ => return None,
         };
         self.behind = !self.behind;
@@ -202,7 +215,6 @@ mod tests {
                 pace.encoded(at.0, at.1);
             }
         }
-        assert!(!pace.is_behind(), "the window is at speed");
         let backlog = pace.backlog().as_secs_f64();
         assert!((backlog - 1.0).abs() < 1e-6, "backlog {backlog}");
         // A stop at the last report waits for the second encoded 1 s later on the wall clock.
@@ -211,6 +223,39 @@ mod tests {
         // A new run starts with none.
         pace.new_run();
         assert_eq!(pace.backlog(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_backlog_at_full_speed_is_falling_behind_until_it_is_worked_off() {
+        let mut pace = Pace::default();
+        let start = Instant::now();
+        pace.encoded(start, Duration::ZERO);
+        let mut at = (start, Duration::ZERO, 0u64);
+        let mut step = |pace: &mut Pace, n: usize, speed: f64| {
+            let mut changes = Vec::new();
+            for _ in 0..n {
+                at.0 += Duration::from_millis(500);
+                at.1 += Duration::from_secs_f64(0.5 * speed);
+                pace.encoded(at.0, at.1);
+                changes.extend(pace.report(at.0, at.1, at.2));
+            }
+            changes
+        };
+        // 4 s at full speed, then 3 s at half speed (1.5 s behind), then full speed: still
+        // behind, by its backlog, once the slow window has passed.
+        assert!(step(&mut pace, 8, 1.0).is_empty());
+        step(&mut pace, 6, 0.5);
+        assert!(pace.is_behind());
+        let changes = step(&mut pace, 12, 1.0);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert!(pace.is_behind(), "1.5 s behind at full speed");
+        // Faster than real time (its queue emptying): caught up once under half a second.
+        let changes = step(&mut pace, 14, 1.2);
+        assert!(
+            matches!(changes[..], [Change::CaughtUp { .. }]),
+            "{changes:?}"
+        );
+        assert!(pace.backlog() < BACKLOG_CAUGHT_UP);
     }
 
     #[test]
