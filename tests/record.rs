@@ -81,12 +81,7 @@ fn output_scaling_from_720p_to_360p() {
 #[test]
 fn end_recording_from_the_page_ends_the_run_within_two_seconds() {
     let _heavy = heavy();
-    let (_dir, file) = out_dir();
-    let config = json!({
-        "input": { "url": test_page("end.html", "ms=3000"), "width": 1280, "height": 720 },
-        "output": { "file": file },
-    });
-    let mut run = Run::start(&config, &[]);
+    let (_dir, file, mut run) = record_end_page_720p(3000);
     let ended = run.wait_for(events::PAGE_ENDED, Duration::from_secs(60));
     let (status, exited) = run.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", run.stderr());
@@ -114,12 +109,7 @@ fn a_stop_keeps_what_a_lagging_encoder_had_captured() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let _heavy = heavy();
-    let (_dir, file) = out_dir();
-    let config = json!({
-        "input": { "url": test_page("end.html", "ms=600000"), "width": 1280, "height": 720 },
-        "output": { "file": file },
-    });
-    let mut run = Run::start(&config, &[]);
+    let (_dir, file, mut run) = record_end_page_720p(600_000);
     let running = run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
     let ffmpeg = descendants(run.child.id())
         .into_iter()
@@ -198,12 +188,7 @@ fn encoder_said_the_files_length(run: &Run, p: &pagecast_testkit::Probe) {
 #[test]
 fn sigterm_finishes_the_file_within_two_seconds() {
     let _heavy = heavy();
-    let (_dir, file) = out_dir();
-    let config = json!({
-        "input": { "url": test_page("end.html", "ms=600000"), "width": 1280, "height": 720 },
-        "output": { "file": file },
-    });
-    let mut run = Run::start(&config, &[]);
+    let (_dir, file, mut run) = record_end_page_720p(600_000);
     run.wait_for(events::PAGE_LOADED, Duration::from_secs(60));
     // Record for a while: this sleep is the recording's length, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(3));
@@ -911,4 +896,14 @@ fn hls_is_played_live_while_recording_and_its_playlist_decodes_at_the_end() {
         "playlist {vod} s, file {mp4} s"
     );
     assert!(probe(&playlist).has_audio());
+}
+
+/// A 720p recording of the page that logs END_RECORDING `ms` after it loaded.
+fn record_end_page_720p(ms: u64) -> (tempfile::TempDir, std::path::PathBuf, Run) {
+    let (dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": test_page("end.html", &format!("ms={ms}")), "width": 1280, "height": 720 },
+        "output": { "file": file },
+    });
+    (dir, file, Run::start(&config, &[]))
 }
