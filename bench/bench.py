@@ -1089,6 +1089,14 @@ class Bench:
                                   if f.get("UAVG", 0) > 150), None)
                 fin = r["logs"].seen.get("encoder finished the file")
                 one = {"dropped": fin[1].get("dropped") if fin else None}
+                # The encoder's own pace: how far behind the page it was at the stop (what the
+                # stop waited for), and whether it fell behind while recording.
+                seen = r["logs"].seen
+                drain = seen.get("encoder finishes what it captured before stopping")
+                lost = seen.get("encoder stopped before the end of what it captured")
+                one["backlog_at_stop_ms"] = drain[1].get("backlog_ms", 0) if drain else 0
+                one["tail_lost_ms"] = lost[1].get("lost_ms", 0) if lost else 0
+                one["fell_behind"] = "encoder is falling behind real time" in seen
                 if lk or av:
                     one["av"] = av_offsets(r["out"], fps, relative=bool(lk))
                 if start is not None and not av:
@@ -1132,6 +1140,8 @@ class Bench:
             ratios = [x["kept_ratio"] for x in per if "kept_ratio" in x]
             res["kept_min"] = min(ratios) if len(ratios) == n else None
             res["kept_median"] = median(ratios)
+            res["backlog_at_stop_max_ms"] = max(x["backlog_at_stop_ms"] for x in per) if per else None
+            res["fell_behind"] = sum(1 for x in per if x["fell_behind"])
             captured = [x["page"]["captured_of_shown"] for x in per if "page" in x]
             if lk:
                 res["captured_of_shown_min"] = min(captured) if len(captured) == n else None
@@ -1965,7 +1975,10 @@ def render(results, meta, args):
         L.append("")
         L.append("A frame is kept when it differs from the one before (the page changes every "
                  "frame: a repeat ffmpeg inserts to hold the rate is a frame lost); kept and "
-                 "expected frames are both counted up to the stop. CPU: all "
+                 "expected frames are both counted up to the stop. Encoder behind: how far "
+                 "the encoder was behind the page at the stop (its backlog, which the stop "
+                 "waits for), the worst recording's, and how many recordings said they fell "
+                 "behind while recording. CPU: all "
                  "recordings together over the common window; memory: the sum of their peaks. "
                  "Room rows: N recordings of one LiveKit room (grid-dark, two participants "
                  "publishing 640x360@30 video whose every frame differs, and audio); frames kept "
@@ -1982,8 +1995,8 @@ def render(results, meta, args):
                  "how long the pictures and the sounds waited in the browser (ms, jitter buffer; "
                  "the sound's with its playout; lowest–highest over the recordings).")
         L.append("")
-        L.append("| size | page | N | frames kept, worst recording | median | dropped (sum) | CPU, cores | memory, MiB | A/V offset, ms: median (worst) | room: page showed, file kept of shown | room: waits, ms (picture; sound) |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| size | page | N | frames kept, worst recording | median | dropped (sum) | encoder behind: at the stop, ms (worst); recordings that fell behind | CPU, cores | memory, MiB | A/V offset, ms: median (worst) | room: page showed, file kept of shown | room: waits, ms (picture; sound) |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         best = {}
         for r in sorted(dens, key=lambda r: (r["size"], r.get("page", ""), r["n"])):
             dropped = sum(x.get("dropped") or 0 for x in r.get("recordings", []))
@@ -2003,8 +2016,11 @@ def render(results, meta, args):
             cores = fmt(r.get("cores"))
             if r.get("room_side_cores") is not None:
                 cores += f" (+{r['room_side_cores']:.2f})"
+            behind = "–"
+            if r.get("backlog_at_stop_max_ms") is not None:
+                behind = f"{r['backlog_at_stop_max_ms']}; {r.get('fell_behind', 0)}"
             L.append(f"| {r['size']} | {page} | {r['n']} | {fmt(r.get('kept_min'), '.3f')} | "
-                     f"{fmt(r.get('kept_median'), '.3f')} | {dropped} | {cores} | "
+                     f"{fmt(r.get('kept_median'), '.3f')} | {dropped} | {behind} | {cores} | "
                      f"{fmt(mib(r.get('mem_sum')), '.0f')} | {av} | {split} | {waits} |")
             if r.get("kept_min") is not None and r["kept_min"] >= 0.98:
                 key = f"{r['size']} {page}"
