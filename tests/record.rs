@@ -106,6 +106,19 @@ fn end_recording_from_the_page_ends_the_run_within_two_seconds() {
 /// to the stop, not up to where the encoder was.
 #[test]
 fn a_stop_keeps_what_a_lagging_encoder_had_captured() {
+    lagging_encoder_keeps_what_it_captured(Signal::SIGTERM);
+}
+
+/// The same at a pause (which ends the part as a stop would), the recording then stopped while
+/// paused.
+#[test]
+fn a_pause_keeps_what_a_lagging_encoder_had_captured() {
+    lagging_encoder_keeps_what_it_captured(Signal::SIGUSR1);
+}
+
+/// Holds the encoder back until it says it is behind, lets it go and sends `end` (SIGTERM, or
+/// SIGUSR1 and then SIGTERM once paused): the file must hold all up to `end`.
+fn lagging_encoder_keeps_what_it_captured(end: Signal) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let _heavy = heavy();
@@ -134,37 +147,39 @@ fn a_stop_keeps_what_a_lagging_encoder_had_captured() {
         })
     };
     run.wait_for(events::ENCODER_FALLING_BEHIND, Duration::from_secs(60));
-    // The stop: from here on ffmpeg runs freely, as a machine that got quiet again.
+    // The end: from here on ffmpeg runs freely, as on a machine that got quiet again.
     hold.store(false, Ordering::Relaxed);
     holder.join().unwrap();
-    let stopped = std::time::Instant::now();
-    run.signal(Signal::SIGTERM);
+    let ended = std::time::Instant::now();
+    run.signal(end);
+    if end == Signal::SIGUSR1 {
+        run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(30));
+        run.signal(Signal::SIGTERM);
+    }
     let (status, _) = run.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", run.stderr());
-    assert!(
-        run.stderr().contains(events::ENCODER_DRAINING),
-        "{}",
-        run.stderr()
-    );
-    assert!(
-        !run.stderr().contains(events::ENCODER_TAIL_LOST),
-        "{}",
-        run.stderr()
-    );
+    for (said, expected) in [
+        (events::ENCODER_DRAINING, true),
+        (events::ENCODER_TAIL_LOST, false),
+    ] {
+        assert_eq!(run.stderr().contains(said), expected, "{}", run.stderr());
+    }
     // The encoder's first report came at most half a second after its first frame.
-    let recorded = (stopped - running).as_secs_f64();
+    let recorded = (ended - running).as_secs_f64();
     let p = probe(&file);
     eprintln!(
-        "recorded {recorded:.2} s up to the stop, {:.2} s in the file",
+        "recorded {recorded:.2} s up to the {end}, {:.2} s in the file",
         p.duration()
     );
     assert!(
         p.duration() >= recorded - 0.5,
-        "{:.2} s in the file of {recorded:.2} s recorded up to the stop",
+        "{:.2} s in the file of {recorded:.2} s recorded up to the {end}",
         p.duration()
     );
     assert!(p.has_audio());
-    encoder_said_the_files_length(&run, &p);
+    if end == Signal::SIGTERM {
+        encoder_said_the_files_length(&run, &p);
+    }
 }
 
 /// The encoder's last word is the file's length: from its final report (which comes as ffmpeg

@@ -557,6 +557,8 @@ pub struct EncoderActor {
     encoded: watch::Sender<(Instant, Duration)>,
     /// The last run whose reports have all come (its final counters are in `last`).
     reported: watch::Sender<u64>,
+    /// A pause waits for the encoder's backlog (see [`Drain`]) before it ends the part.
+    draining: bool,
     stopping: bool,
 }
 
@@ -610,6 +612,19 @@ impl Drain {
     }
 }
 
+/// What a drain did not get to, if anything.
+fn say_tail_lost(lost: Duration) {
+    if !lost.is_zero() {
+        tracing::warn!(
+            lost_ms = lost.as_millis() as u64,
+            advice = "the encoder was this far behind the page when it stopped: lower the \
+                      resolution or frame rate, or use a faster preset",
+            "{}",
+            events::ENCODER_TAIL_LOST
+        );
+    }
+}
+
 /// `q` on ffmpeg's stdin: it stops reading, flushes the encoder and writes the end of the file.
 /// First the `drain`, if the encoder is behind: `q` drops its input queues. SIGINT if it has not
 /// exited within [`FINALIZE_TIMEOUT`] of the `q`, SIGKILL 2 s later.
@@ -625,15 +640,7 @@ fn finish_ffmpeg(
     async move {
         if let Some(drain) = drain {
             tokio::select! {
-                lost = drain.wait() => if !lost.is_zero() {
-                    tracing::warn!(
-                        lost_ms = lost.as_millis() as u64,
-                        advice = "the encoder was this far behind the page when it stopped: \
-                                  lower the resolution or frame rate, or use a faster preset",
-                        "{}",
-                        events::ENCODER_TAIL_LOST
-                    );
-                },
+                lost = drain.wait() => say_tail_lost(lost),
                 _ = died => {}
             }
         }
@@ -712,6 +719,7 @@ impl EncoderActor {
             pace: Pace::default(),
             encoded: watch::channel((Instant::now(), Duration::ZERO)).0,
             reported: watch::channel(0).0,
+            draining: false,
             stopping: false,
         };
         if paused {
@@ -809,6 +817,29 @@ impl EncoderActor {
     /// Ends the running part as a stop would (the file finished); the actor stays, with nothing
     /// running, until the recording resumes or stops.
     fn pause(&mut self, ctx: &mut Context<Self>) {
+        if self.ffmpeg.is_none() || self.draining {
+            return;
+        }
+        let Some(drain) = self.drain() else {
+            return self.pause_now(ctx);
+        };
+        // First the backlog, with this run's reports still coming in (the part must hold what
+        // was shown up to the pause); the switch may have changed, or a stop come, meanwhile.
+        self.draining = true;
+        ctx.spawn(
+            actix::fut::wrap_future(drain.wait()).map(|lost, act: &mut Self, ctx| {
+                act.draining = false;
+                say_tail_lost(lost);
+                let paused = act.pause.as_ref().is_some_and(PauseControl::is_paused);
+                if paused && !act.stopping {
+                    act.pause_now(ctx);
+                }
+            }),
+        );
+    }
+
+    /// The pause itself: `q`, the part finished.
+    fn pause_now(&mut self, ctx: &mut Context<Self>) {
         let Some(ffmpeg) = self.ffmpeg.take() else {
             return;
         };
@@ -819,7 +850,7 @@ impl EncoderActor {
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(());
         }
-        let finish = finish_ffmpeg(&ffmpeg, self.stdin.take(), self.drain());
+        let finish = finish_ffmpeg(&ffmpeg, self.stdin.take(), None);
         let part = self.output.take();
         // `wait`: nothing else (a stop, a resume) is handled before the part is finished.
         ctx.wait(
