@@ -937,9 +937,14 @@ impl EncoderActor {
 
     fn on_progress(&mut self, p: EncoderProgress) {
         if p.frame > 0 {
+            // The main output's video, by its frames: constant frame rate, so frame n is at
+            // n / rate. (`out_time` is the furthest of every output's streams: the snapshots'
+            // output, one image a second, ran up to a second ahead of the file and made a
+            // backlog that was not there.)
             let now = Instant::now();
-            self.pace.encoded(now, p.out_time);
-            self.encoded.send_replace((now, p.out_time));
+            let encoded = Duration::from_secs_f64(p.frame as f64 / f64::from(self.spec.framerate));
+            self.pace.encoded(now, encoded);
+            self.encoded.send_replace((now, encoded));
             if let Some(ready) = self.ready.take() {
                 let _ = ready.send(());
             }

@@ -71,7 +71,8 @@ impl Pace {
         self.last = None;
     }
 
-    /// A report at `now` with at least one frame encoded, `out_time` of them.
+    /// A report at `now` with at least one frame encoded, `out_time` of them (the main output's
+    /// video: its frames over its constant frame rate).
     pub fn encoded(&mut self, now: Instant, out_time: Duration) {
         let Some(start) = now.checked_sub(out_time) else {
             return;
