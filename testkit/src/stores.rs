@@ -93,9 +93,17 @@ impl FakeGcs {
         )
     }
 
-    /// Starts the server again after [`FakeGcs::kill`], on the same port and data.
+    /// Starts the server again after [`FakeGcs::kill`], on the same port and data. What the kill
+    /// cut off in the middle of a write goes first (a temporary file, or an object's data without
+    /// its `.metadata`): GCS never shows an upload it did not finish, and the emulator's
+    /// filesystem backend fails a whole bucket's listing (404) on one such file.
     pub fn restart(&mut self) {
         self.kill();
+        for bucket in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            if bucket.path().is_dir() {
+                remove_unfinished(&bucket.path());
+            }
+        }
         self.server = Self::spawn(self.port, self.dir.path());
     }
 
@@ -168,6 +176,44 @@ impl FakeGcs {
     pub fn kill(&mut self) {
         self.server.kill();
     }
+}
+
+/// Removes, below `dir`, every file without an object's metadata: the emulator keeps it in the
+/// file's `user.metadata` extended attribute where the file system has them, else in a
+/// `.metadata` file beside it.
+fn remove_unfinished(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_unfinished(&path);
+            continue;
+        }
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let beside = PathBuf::from(format!("{}.metadata", path.display()));
+        if !name.ends_with(".metadata") && !beside.exists() && !has_metadata_attribute(&path) {
+            eprintln!(
+                "fake-gcs-server: removing {} (a write the kill cut off)",
+                path.display()
+            );
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
+fn has_metadata_attribute(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: both strings are NUL-terminated and outlive the call; a null buffer of size 0
+    // only asks for the attribute's size.
+    let size = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.metadata".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    size >= 0
 }
 
 /// Azurite's blob service, its data in a directory of its own.
