@@ -176,6 +176,7 @@ fn lagging_encoder_keeps_what_it_captured(end: Signal) {
         "{:.2} s in the file of {recorded:.2} s recorded up to the {end}",
         p.duration()
     );
+    assert_eq!(p.dimensions(), (1280, 720));
     assert!(p.has_audio());
     if end == Signal::SIGTERM {
         encoder_said_the_files_length(&run, &p);
