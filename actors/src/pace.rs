@@ -71,14 +71,14 @@ impl Pace {
         self.last = None;
     }
 
-    /// A report at `now` with at least one frame encoded, `out_time` of them (the main output's
-    /// video: its frames over its constant frame rate).
-    pub fn encoded(&mut self, now: Instant, out_time: Duration) {
-        let Some(start) = now.checked_sub(out_time) else {
+    /// A report at `now` with at least one frame encoded: `encoded`, the main output's video
+    /// time (its frames over its constant frame rate; not ffmpeg's `out_time`, see the encoder).
+    pub fn encoded(&mut self, now: Instant, encoded: Duration) {
+        let Some(start) = now.checked_sub(encoded) else {
             return;
         };
         self.zero = Some(self.zero.map_or(start, |z| z.min(start)));
-        self.last = Some((now, out_time));
+        self.last = Some((now, encoded));
     }
 
     /// The encoded time that holds everything captured before `at` (None before the first frame).
@@ -90,8 +90,8 @@ impl Pace {
     /// now would lose unless the encoder is given that long to finish it.
     pub fn backlog(&self) -> Duration {
         match (self.zero, self.last) {
-            (Some(zero), Some((at, out_time))) => {
-                at.saturating_duration_since(zero).saturating_sub(out_time)
+            (Some(zero), Some((at, encoded))) => {
+                at.saturating_duration_since(zero).saturating_sub(encoded)
             }
             _ => Duration::ZERO,
         }
