@@ -63,7 +63,7 @@ debian_mirror() {
     return
   fi
   apt-get indextargets --format '$(REPO_URI)' 'Release: bookworm' 'Identifier: Packages' \
-    | head -n 1
+    | sed -n 1p # sed reads everything: head could end apt-get with SIGPIPE, fatal under pipefail
 }
 
 # Every temporary file lives here, and goes when the script ends.
