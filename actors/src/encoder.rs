@@ -499,6 +499,27 @@ fn tee_escape(s: &str) -> String {
     out
 }
 
+/// Where an encoder tells what it encoded.
+#[derive(Clone, Default)]
+pub struct EncoderReports {
+    /// Its counters, at each report.
+    pub progress: Option<Recipient<EncoderProgress>>,
+    /// The recording's first frame: set at the first report with a frame, then moved earlier
+    /// while later reports tell it more exactly (see [`first_frame_at`]). An encoder restarted or
+    /// resumed later never moves it: its own frames all come after.
+    pub first_frame: Option<watch::Sender<Option<Instant>>>,
+}
+
+impl EncoderReports {
+    /// Only counters: an encoder on its own, not part of a recording.
+    pub fn progress(to: Option<Recipient<EncoderProgress>>) -> Self {
+        EncoderReports {
+            progress: to,
+            first_frame: None,
+        }
+    }
+}
+
 /// How an encoder follows its recording's pause switch ([`PauseSwitch`](crate::pause::PauseSwitch)).
 #[derive(Clone)]
 pub struct PauseControl {
@@ -546,7 +567,10 @@ pub struct EncoderActor {
     /// A resumed ffmpeg has not encoded its first frame yet.
     resuming: bool,
     progress_to: Option<Recipient<EncoderProgress>>,
-    ready: Option<oneshot::Sender<()>>,
+    /// The recording's first frame (see [`EncoderReports`]).
+    first_frame: Option<watch::Sender<Option<Instant>>>,
+    /// Given the first frame's instant once it is encoded (see [`first_frame_at`]).
+    ready: Option<oneshot::Sender<Instant>>,
     /// The current run's last counters.
     last: EncoderProgress,
     /// The counters of the runs this actor ended on pause: the status counts the whole recording.
@@ -685,20 +709,24 @@ impl EncoderActor {
         progress_to: Option<Recipient<EncoderProgress>>,
         link: ChildLink,
     ) -> Result<Addr<EncoderActor>, Failure> {
-        Self::start_pausable(spec, display, audio, progress_to, None, link).await
+        let reports = EncoderReports::progress(progress_to);
+        let (addr, _) = Self::start_pausable(spec, display, audio, reports, None, link).await?;
+        Ok(addr)
     }
 
     /// Like [`start`](Self::start), following a pause switch: while it says paused, no ffmpeg
     /// runs (an encoder started while paused is ready at once, with nothing running).
     /// `spec.output` is the first part's file; the next ones come from `pause.next_part`.
+    /// Also gives the instant of the first frame (see [`first_frame_at`]; the start's when
+    /// nothing runs).
     pub async fn start_pausable(
         spec: &EncoderSpec,
         display: &DisplayInfo,
         audio: &AudioInfo,
-        progress_to: Option<Recipient<EncoderProgress>>,
+        reports: EncoderReports,
         pause: Option<PauseControl>,
         link: ChildLink,
-    ) -> Result<Addr<EncoderActor>, Failure> {
+    ) -> Result<(Addr<EncoderActor>, Instant), Failure> {
         let paused = pause.as_ref().is_some_and(PauseControl::is_paused);
         let (ready_tx, ready_rx) = oneshot::channel();
         let mut actor = EncoderActor {
@@ -712,7 +740,8 @@ impl EncoderActor {
             run: 0,
             pause,
             resuming: false,
-            progress_to,
+            progress_to: reports.progress,
+            first_frame: reports.first_frame,
             ready: Some(ready_tx),
             last: EncoderProgress::default(),
             before: EncoderProgress::default(),
@@ -725,7 +754,7 @@ impl EncoderActor {
         if paused {
             actor.ready = None;
             tracing::info!("encoder started while the recording is paused: nothing is encoded until it resumes");
-            return Ok(EncoderActor::create(|_| actor));
+            return Ok((EncoderActor::create(|_| actor), Instant::now()));
         }
         let (ffmpeg, stdout) = spawn_ffmpeg(spec, display, audio)?;
         let report = ffmpeg.exit_report();
@@ -735,13 +764,14 @@ impl EncoderActor {
         });
         let failure = tokio::select! {
             ready = ready_rx => match ready {
-                Ok(()) => {
+                Ok(first_frame) => {
                     tracing::info!(
                         output = %spec.output.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
                         live_outputs = spec.relays.len(),
+                        first_frame_ms_ago = first_frame.elapsed().as_millis() as u64,
                         message = crate::events::ENCODER_RUNNING
                     );
-                    return Ok(addr);
+                    return Ok((addr, first_frame));
                 }
                 // The actor stopped before the first frame because ffmpeg exited.
                 Err(_) => {
@@ -848,7 +878,7 @@ impl EncoderActor {
         self.resuming = false;
         // A pause during the start: the start is over, with nothing running.
         if let Some(ready) = self.ready.take() {
-            let _ = ready.send(());
+            let _ = ready.send(Instant::now());
         }
         let finish = finish_ffmpeg(&ffmpeg, self.stdin.take(), None);
         let part = self.output.take();
@@ -945,8 +975,23 @@ impl EncoderActor {
             let encoded = Duration::from_secs_f64(p.frame as f64 / f64::from(self.spec.framerate));
             self.pace.encoded(now, encoded);
             self.encoded.send_replace((now, encoded));
+            let first = first_frame_at(now, p.frame, self.spec.framerate);
+            if let Some(recording) = &self.first_frame {
+                recording.send_if_modified(|at| match at {
+                    Some(at) if *at <= first => false,
+                    _ => {
+                        if let Some(was) = at.replace(first) {
+                            tracing::debug!(
+                                earlier_ms = (was - first).as_millis() as u64,
+                                "the recording's first frame dated back by a later report"
+                            );
+                        }
+                        true
+                    }
+                });
+            }
             if let Some(ready) = self.ready.take() {
-                let _ = ready.send(());
+                let _ = ready.send(first);
             }
             if self.resuming {
                 self.resuming = false;
@@ -980,6 +1025,17 @@ impl EncoderActor {
         }
         self.last = p;
     }
+}
+
+/// When the first frame was captured, from a report: `frames` frames encoded by `now`. Frame n
+/// is captured (n − 1) / rate after the first, and encoded after its capture, so
+/// `now − (frames − 1) / rate` is never before the first frame, and later by the encoder's
+/// backlog at `now` only: the least over the reports is the best. (The first report comes up to
+/// a report period after the first frame, and more while x264 warms up, with a frame or two
+/// encoded and the capture queued: counting from it made `max_duration` files that long too.)
+fn first_frame_at(now: Instant, frames: u64, framerate: u32) -> Instant {
+    let since = Duration::from_secs(frames.saturating_sub(1)) / framerate.max(1);
+    now.checked_sub(since).unwrap_or(now)
 }
 
 /// Parses ffmpeg's `-progress` key=value blocks into one message per block.
@@ -1134,6 +1190,18 @@ impl Handler<Kill> for EncoderActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_frame_is_dated_back_by_the_frames_of_the_first_report() {
+        let now = Instant::now() + Duration::from_secs(10);
+        // 7 frames at 10 fps by now: the first was captured 0.6 s before.
+        assert_eq!(first_frame_at(now, 7, 10), now - Duration::from_millis(600));
+        // One frame: it is the first.
+        assert_eq!(first_frame_at(now, 1, 30), now);
+        assert_eq!(first_frame_at(now, 0, 30), now);
+        // 31 at 30 fps: one second.
+        assert_eq!(first_frame_at(now, 31, 30), now - Duration::from_secs(1));
+    }
 
     /// Reports from a task: every 50 ms, `speed` encoded seconds per second from `from`.
     fn reporting(from: Duration, speed: f64) -> watch::Receiver<(Instant, Duration)> {

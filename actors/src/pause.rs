@@ -98,12 +98,12 @@ impl PauseSwitch {
         self.tx.subscribe()
     }
 
-    /// The first frame was encoded at `at`: from then on the recording can be paused.
+    /// The first frame was encoded at `at`: from then on the recording can be paused. Called
+    /// again with an earlier instant (a better estimate of the same frame), it takes that one.
     pub fn started(&self, at: std::time::Instant) {
-        self.clock
-            .borrow_mut()
-            .first_frame
-            .get_or_insert(Instant::from_std(at));
+        let at = Instant::from_std(at);
+        let mut clock = self.clock.borrow_mut();
+        clock.first_frame = Some(clock.first_frame.map_or(at, |first| first.min(at)));
     }
 
     /// Time recorded since the first frame, without the time spent paused (zero before it).
@@ -168,5 +168,18 @@ mod tests {
         tokio::select! { _ = &mut done => {}, _ = sleep(Duration::from_secs(5)) => panic!("late") }
         assert_eq!(Instant::now() - before, Duration::from_secs(1));
         assert_eq!(switch.recorded(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_better_estimate_of_the_first_frame_moves_it_earlier_never_later() {
+        let switch = PauseSwitch::new();
+        let now = Instant::now();
+        switch.started((now - Duration::from_millis(100)).into_std());
+        assert_eq!(switch.recorded(), Duration::from_millis(100));
+        switch.started((now - Duration::from_millis(700)).into_std());
+        assert_eq!(switch.recorded(), Duration::from_millis(700));
+        // A later estimate (a restarted encoder's) changes nothing.
+        switch.started(now.into_std());
+        assert_eq!(switch.recorded(), Duration::from_millis(700));
     }
 }

@@ -58,7 +58,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::audio::{AudioActor, AudioInfo, AudioSpec};
 use crate::browser::{BrowserActor, BrowserSpec, Load, Navigate, PageOptions, SetLayout};
 use crate::display::{DisplayActor, DisplayInfo, DisplaySpec};
-use crate::encoder::{EncoderActor, EncoderProgress, EncoderSpec, PauseControl};
+use crate::encoder::{EncoderActor, EncoderProgress, EncoderReports, EncoderSpec, PauseControl};
 use crate::gate::StartGate;
 use crate::hls_live::{HlsLiveActor, LiveSpec};
 use crate::join::{join_segments, segment_path};
@@ -145,7 +145,8 @@ type AudioUp = (Addr<AudioActor>, AudioInfo);
 /// What the recording's children tell its owner, each on a channel of its own; cheap to clone.
 #[derive(Clone)]
 struct Reports {
-    /// The first encoded frame (set once).
+    /// The first encoded frame: set at the first report, then only moved earlier (see
+    /// [`EncoderReports`]).
     first_frame: watch::Sender<Option<Instant>>,
     /// The browser running now, at each (re)start: where a layout switch goes.
     browser: watch::Sender<Option<Addr<BrowserActor>>>,
@@ -366,13 +367,28 @@ impl Recording {
                 Some(late) => late.get().and_then(|l| l.max_duration),
                 None => max_duration,
             };
-            if let Some(limit) = max_duration {
-                // Recorded time: a pause holds the limit back.
-                switch.recorded_for(limit).await;
-                sup.do_send(StopTree {
-                    cause: format!("max_duration {} reached", humanize(limit)),
-                });
+            let Some(limit) = max_duration else { return };
+            // Recorded time: a pause holds the limit back. The first frame moves earlier while
+            // the encoder's first reports tell it better: the limit with it.
+            loop {
+                tokio::select! {
+                    () = switch.recorded_for(limit) => break,
+                    changed = first.changed() => match changed {
+                        Ok(()) => {
+                            if let Some(at) = *first.borrow_and_update() {
+                                switch.started(at);
+                            }
+                        }
+                        Err(_) => {
+                            switch.recorded_for(limit).await;
+                            break;
+                        }
+                    },
+                }
             }
+            sup.do_send(StopTree {
+                cause: format!("max_duration {} reached", humanize(limit)),
+            });
         });
         Ok(Recording {
             supervisor,
@@ -702,18 +718,23 @@ fn encoder_child(spec: &RecordingSpec, media: &Media) -> ChildSpec {
                         }
                     }
                 }
-                let addr = EncoderActor::start_pausable(
+                let reports = EncoderReports {
+                    progress: media.progress,
+                    first_frame: Some(media.reports.first_frame.clone()),
+                };
+                let (addr, first_frame) = EncoderActor::start_pausable(
                     &encoder,
                     &display,
                     &audio,
-                    media.progress,
+                    reports,
                     Some(control),
                     link,
                 )
                 .await?;
+                // Set by the encoder's reports, unless it started paused (nothing encoded).
                 media.reports.first_frame.send_if_modified(|first| {
                     let unset = first.is_none();
-                    first.get_or_insert_with(Instant::now);
+                    first.get_or_insert(first_frame);
                     unset
                 });
                 // Loads the page if this browser has not yet (it ignores a second Navigate).
