@@ -854,7 +854,14 @@ fn judge(
                 cause = %cause,
                 output = %output.map(|o| o.display().to_string()).unwrap_or_default(),
                 bytes = size.unwrap_or(0),
-                recorded = ?Duration::from_millis(first_frame.elapsed().as_millis() as u64),
+                // The file's length where there is a file (a stop's drain and the finishing
+                // are wall time, not recording); else the time since the first frame.
+                recorded = ?whole_millis(
+                    playable
+                        .map(Duration::from_secs_f64)
+                        .unwrap_or_else(|| first_frame.elapsed())
+                ),
+                since_first_frame = ?whole_millis(first_frame.elapsed()),
                 started_after = ?first_frame.duration_since(launched),
                 "recording complete"
             );
@@ -887,6 +894,11 @@ fn judge(
             ),
         ),
     }
+}
+
+/// `d` to the millisecond, for a log.
+fn whole_millis(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 /// Whether the run recorded something of the page: a frame was encoded, and the page (or, with a
