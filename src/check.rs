@@ -188,8 +188,12 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
     }
     let _ = writeln!(
         out,
-        "output: video {} bit/s (buffer {} bits), audio {} bit/s at {} Hz",
-        output.video_bitrate, output.video_buffer, output.audio_bitrate, output.audio_frequency
+        "output: video {} bit/s (buffer {} bits, x264 {}), audio {} bit/s at {} Hz",
+        output.video_bitrate,
+        output.video_buffer,
+        output.video_preset,
+        output.audio_bitrate,
+        output.audio_frequency
     );
     match config.max_duration {
         Some(d) => {

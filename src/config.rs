@@ -168,6 +168,8 @@ pub struct Output {
     pub video_bitrate: u32,
     /// Bits.
     pub video_buffer: u32,
+    /// x264's preset (`output.video_preset`): how much CPU each frame may take.
+    pub video_preset: &'static str,
     /// How long a live stream (RTMP or SRT) keeps reconnecting after its server went away.
     pub rtmp_retry_for: Duration,
     /// Snapshots of the recording (`output.images`).
@@ -419,6 +421,7 @@ struct RawOutput {
     audio_frequency: Option<u32>,
     video_bitrate: Option<Bitrate>,
     video_buffer: Option<Bitrate>,
+    video_preset: Option<String>,
     #[serde(default, deserialize_with = "duration")]
     rtmp_retry_for: Option<Duration>,
     images: Option<Obj<RawImages>>,
@@ -1324,6 +1327,7 @@ fn output(mut raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, C
         100_000,
         200_000_000,
     )?;
+    let video_preset = video_preset(raw.video_preset.as_deref())?;
     const FREQUENCIES: [u32; 8] = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000];
     let audio_frequency = raw.audio_frequency.unwrap_or(44_100);
     if !FREQUENCIES.contains(&audio_frequency) {
@@ -1375,7 +1379,33 @@ fn output(mut raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, C
         audio_frequency,
         video_bitrate,
         video_buffer,
+        video_preset,
     })
+}
+
+/// The x264 presets a recording may use, fastest first: those whose cost was measured (the
+/// service's admission counts with it, `service/capacity.rs`). The slower ones cost several
+/// times more per frame, more than a live recording at 30 fps can afford on most machines.
+pub const VIDEO_PRESETS: [&str; 3] = ["ultrafast", "superfast", "veryfast"];
+
+/// The default: superfast rather than veryfast, 11 % less CPU for the whole recording at no
+/// lower SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
+pub const DEFAULT_VIDEO_PRESET: &str = "superfast";
+
+/// `output.video_preset`: one of [`VIDEO_PRESETS`].
+fn video_preset(raw: Option<&str>) -> Result<&'static str, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_VIDEO_PRESET);
+    };
+    VIDEO_PRESETS
+        .into_iter()
+        .find(|p| *p == raw)
+        .ok_or_else(|| {
+            field(
+                "output.video_preset",
+                format!("must be one of {}, got {raw:?}", VIDEO_PRESETS.join(", ")),
+            )
+        })
 }
 
 /// An `output.srt` URL: `srt://host:port`, pagecast the caller (it connects to a listener), a
@@ -3076,6 +3106,35 @@ mod tests {
             .starts_with("config: output.height: must be even"));
         let e = err(with_output(json!({ "file": "a.mp4", "width": 64 })));
         assert_eq!(e, "config: output.width: 64 makes the height 36 at the input's 1920x1080 aspect ratio, outside 64..=4320; give output.height too");
+    }
+
+    #[test]
+    fn the_video_preset_is_one_of_x264_s_and_superfast_by_default() {
+        let out = |v: serde_json::Value| ok(with_output(v)).output;
+        assert_eq!(out(json!({ "file": "a.mp4" })).video_preset, "superfast");
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "video_preset": "ultrafast" })).video_preset,
+            "ultrafast"
+        );
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "video_preset": "veryfast" })).video_preset,
+            "veryfast"
+        );
+        let bad =
+            |v: serde_json::Value| err(with_output(json!({ "file": "a.mp4", "video_preset": v })));
+        assert_eq!(
+            bad(json!("fastest")),
+            "config: output.video_preset: must be one of ultrafast, superfast, veryfast, got \"fastest\""
+        );
+        // x264's slower presets, and x264 options smuggled in, are refused alike.
+        assert!(bad(json!("medium")).starts_with("config: output.video_preset: must be one of"));
+        assert!(bad(json!("ultrafast -x264-params a=b"))
+            .starts_with("config: output.video_preset: must be one of"));
+        assert!(
+            bad(json!(3)).contains("output.video_preset"),
+            "{}",
+            bad(json!(3))
+        );
     }
 
     #[test]

@@ -279,9 +279,7 @@ async fn run_tree(
             video_buffer: config.output.video_buffer,
             audio_bitrate: config.output.audio_bitrate,
             audio_frequency: config.output.audio_frequency,
-            // superfast rather than veryfast: 11% less CPU for the whole recording at no lower
-            // SSIM against a lossless reference, measured at 1080p30 (BENCHMARKS.md).
-            preset: "superfast".into(),
+            preset: config.output.video_preset.into(),
             hls: config
                 .output
                 .hls

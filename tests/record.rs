@@ -36,6 +36,8 @@ fn records_five_seconds_of_a_page_at_1080p30_with_sound() {
     assert_eq!(p.video_codec(), "h264");
     assert_eq!(p.pix_fmt(), "yuv420p");
     assert_eq!(p.dimensions(), (1920, 1080));
+    // x264's default preset here (superfast, with CABAC and 8x8 transforms).
+    assert_eq!(p.video()["profile"], "High");
     assert!((p.avg_fps() - 30.0).abs() < 1.0, "fps {}", p.avg_fps());
     assert!(
         (p.duration() - 5.0).abs() <= 0.5,
@@ -57,12 +59,12 @@ fn records_five_seconds_of_a_page_at_1080p30_with_sound() {
 }
 
 #[test]
-fn output_scaling_from_720p_to_360p() {
+fn output_scaling_from_720p_to_360p_with_the_ultrafast_preset() {
     let _heavy = heavy();
     let (_dir, file) = out_dir();
     let config = json!({
         "input": { "url": test_page("silent.html", ""), "width": 1280, "height": 720 },
-        "output": { "file": file, "width": 640, "height": 360 },
+        "output": { "file": file, "width": 640, "height": 360, "video_preset": "ultrafast" },
         "max_duration": "3s",
     });
     let mut run = Run::start(&config, &[]);
@@ -70,6 +72,8 @@ fn output_scaling_from_720p_to_360p() {
     assert!(status.success(), "{status}:\n{}", run.stderr());
     let p = probe(&file);
     assert_eq!(p.dimensions(), (640, 360));
+    // ultrafast: no CABAC, no 8x8 transform, so what x264 writes is Constrained Baseline.
+    assert_eq!(p.video()["profile"], "Constrained Baseline");
     assert!(
         (p.duration() - 3.0).abs() <= 0.5,
         "duration {}",

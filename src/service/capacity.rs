@@ -55,6 +55,15 @@ const CORES_PER_MPIXEL_PER_S: f64 = 0.01067;
 /// More participants decode more video: not measured yet; what a running room uses is measured
 /// anyway (usage.rs).
 const ROOM_FACTOR: f64 = 0.9;
+/// The figures above are the default x264 preset's (superfast). `output.video_preset`
+/// `ultrafast`: a 720p30 canvas recording alone cost 0.76 cores against 0.85 with superfast in
+/// the same session (0.89×; ffmpeg's part 0.33 against 0.44), a room 0.81 against 0.84 (0.96×),
+/// and the earlier 720p30 tuning run 0.86× (BENCHMARKS.md, "The x264 preset: ultrafast",
+/// `bench/results/20261202-142954-full.json` and `-143459-full.json`).
+const ULTRAFAST_FACTOR: f64 = 0.9;
+/// `veryfast`: 1.12× superfast's cores for a whole 1080p30 recording (superfast measured 0.894×
+/// veryfast, BENCHMARKS.md "Tuning", `bench/results/20261125-073238-tune.json`).
+const VERYFAST_FACTOR: f64 = 1.12;
 /// Memory of a recording that does not depend on its size: the processes' code and heaps.
 const FIXED_MEMORY: u64 = 250 << 20;
 /// Memory per pixel of the recorded area: Xvfb's framebuffer (4 B), Chromium's tiles and
@@ -117,10 +126,20 @@ pub fn cost_of(config: &Config) -> Cost {
     let cores = match input.source {
         Source::Url(_) => page,
         Source::Template(_) => page * ROOM_FACTOR,
-    };
+    } * preset_factor(config.output.video_preset);
     Cost {
         cores,
         memory: FIXED_MEMORY + MEMORY_PER_PIXEL * pixels,
+    }
+}
+
+/// A recording's cores with this x264 preset against the default's, which the model's figures are
+/// (see [`ULTRAFAST_FACTOR`]).
+fn preset_factor(preset: &str) -> f64 {
+    match preset {
+        "ultrafast" => ULTRAFAST_FACTOR,
+        "veryfast" => VERYFAST_FACTOR,
+        _ => 1.0,
     }
 }
 
@@ -476,6 +495,16 @@ mod tests {
         // A room of two costs 0.9 of the canvas page (the density section's room rows).
         assert!((room.cores - 0.9 * full_hd.cores).abs() < 1e-9, "{room}");
         assert_eq!(room.memory, full_hd.memory);
+        // x264's preset: the default's figures, less with ultrafast, more with veryfast.
+        let preset = |preset: &str| {
+            cost_of(&config(&format!(
+                r#"{{"input":{{"url":"https://e.com"}},"output":{{"file":"/tmp/a.mp4","video_preset":"{preset}"}}}}"#
+            )))
+        };
+        assert_eq!(preset("superfast"), full_hd);
+        assert!((preset("ultrafast").cores - 0.9 * full_hd.cores).abs() < 1e-9);
+        assert!((preset("veryfast").cores - 1.12 * full_hd.cores).abs() < 1e-9);
+        assert_eq!(preset("ultrafast").memory, full_hd.memory);
     }
 
     #[test]
