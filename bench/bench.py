@@ -1021,8 +1021,10 @@ class Bench:
         kept (that page does not change every frame)."""
         av = page == "avsync.html"
         d = self.tmp(f"density-{w}x{h}-{n}")
+        preset = getattr(self.args, "density_preset", None)
         res = {"contender": f"{n}", "size": f"{w}x{h}", "fps": fps, "page": page, "n": n,
-               "stagger": bool(getattr(self.args, "density_stagger", False))}
+               "stagger": bool(getattr(self.args, "density_stagger", False)),
+               "video_preset": preset or "superfast"}
         runs = []
         lk = None
         try:
@@ -1033,11 +1035,14 @@ class Bench:
                 for i in range(n):
                     out = os.path.join(d, f"out{i}.mp4")
                     cfg = os.path.join(d, f"config{i}.json")
+                    config = (lk.config(w, h, fps, out) if lk else
+                              {"input": {"url": self.server.url(page), "width": w,
+                                         "height": h, "framerate": fps},
+                               "output": {"file": out}})
+                    if preset:
+                        config["output"]["video_preset"] = preset
                     with open(cfg, "w") as f:
-                        json.dump(lk.config(w, h, fps, out) if lk else
-                                  {"input": {"url": self.server.url(page), "width": w,
-                                             "height": h, "framerate": fps},
-                                   "output": {"file": out}}, f)
+                        json.dump(config, f)
                     cg = Cgroup(f"{self.n}-{i}")
                     argv = [self.pagecast, "record", "--config", cfg, "--log-format", "json"]
                     # A room's page logs its frame counters at debug level (page_rates).
@@ -2003,6 +2008,8 @@ def render(results, meta, args):
             page = str(r.get("page", "")).removesuffix(".html")
             if r.get("stagger"):
                 page += " (one start at a time)"
+            if r.get("video_preset", "superfast") != "superfast":
+                page += f" (x264 {r['video_preset']})"
             offs = [o for x in r.get("recordings", []) for o in x.get("av", {}).get("offsets_ms", [])]
             av = (f"{median(offs):.0f} ({max(map(abs, offs)):.0f})" if offs else "–")
             split = "–"
@@ -2197,6 +2204,8 @@ def main():
                          "its first frame (as serve --concurrent-starts 1 does), not all at once")
     ap.add_argument("--density-max", type=int, default=4,
                     help="the most recordings at once in the density section (4)")
+    ap.add_argument("--density-preset", metavar="PRESET",
+                    help="the density sections' output.video_preset (pagecast's default, superfast)")
     ap.add_argument("--density-sizes", default="1280x720,1920x1080",
                     help="the page sizes of the density section, at 30 fps (1280x720,1920x1080)")
     ap.add_argument("--start", action="store_true",
