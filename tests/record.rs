@@ -764,12 +764,14 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
         "{} images for {duration} s: {images:?}",
         images.len()
     );
-    for image in &images {
-        // image-20260131T142501-1.png: the local time, then the encoder's start (the first).
+    for (n, image) in images.iter().enumerate() {
+        // image-20260131T142501-1-000003.png: the local time the part began, the encoder's start
+        // (the first), then the image's index in the part: every one there, none written over.
         let name = image.file_name().unwrap().to_string_lossy().into_owned();
+        let index = format!("-1-{:06}.png", n + 1);
         let stamp = name
             .strip_prefix("image-")
-            .and_then(|n| n.strip_suffix("-1.png"))
+            .and_then(|n| n.strip_suffix(&index))
             .unwrap_or_default();
         assert!(
             stamp.len() == 15
@@ -778,7 +780,7 @@ fn snapshots_are_taken_every_interval_beside_the_file() {
                 } else {
                     c.is_ascii_digit()
                 }),
-            "{name}"
+            "{name}: {images:?}"
         );
         let p = probe(image);
         assert_eq!(p.video_codec(), "png");

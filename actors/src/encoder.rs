@@ -137,15 +137,22 @@ impl ImageFormat {
 }
 
 impl ImagesSpec {
-    /// The file name pattern of ffmpeg's image2 muxer. Index: `image-000001.jpg`, numbered on.
-    /// Timestamp (`-strftime`): `image-20260131T142501-1.jpg`, the local time to the second, then
-    /// the number of the ffmpeg start (1, 2 after a restart or a resume...): two images of one
-    /// second from two starts never share a name, and image2 with strftime has no index of its own.
-    pub fn pattern(&self) -> String {
+    /// The file name pattern of ffmpeg's image2 muxer for a part whose ffmpeg starts at
+    /// `origin`. Index: `image-000001.jpg`, numbered on. Timestamp:
+    /// `image-20260131T142501-1-000003.jpg`, the local time the part began (to the second), the
+    /// number of the ffmpeg start (1, 2 after a restart or a resume...), then the image's index in
+    /// the part: no two images ever share a name. (image2's own `-strftime` named each image by
+    /// the second it was written, and wrote over the image before when two were written in one
+    /// second, as the last one at a stop often was.)
+    pub fn pattern(&self, origin: SystemTime) -> String {
         let ext = self.format.extension();
         match self.naming {
             Naming::Index => format!("image-%06d.{ext}"),
-            Naming::Timestamp => format!("image-%Y%m%dT%H%M%S-{}.{ext}", self.start_number),
+            Naming::Timestamp => format!(
+                "image-{}-{}-%06d.{ext}",
+                local_stamp(origin),
+                self.start_number
+            ),
         }
     }
 
@@ -159,8 +166,13 @@ impl ImagesSpec {
         let number = match self.naming {
             Naming::Index => stem,
             Naming::Timestamp => {
-                let (stamp, start) = stem.rsplit_once('-')?;
-                if stamp.len() != 15 || stamp.as_bytes()[8] != b'T' {
+                let (rest, index) = stem.rsplit_once('-')?;
+                let (stamp, start) = rest.rsplit_once('-')?;
+                if stamp.len() != 15
+                    || stamp.as_bytes()[8] != b'T'
+                    || index.is_empty()
+                    || !index.bytes().all(|b| b.is_ascii_digit())
+                {
                     return None;
                 }
                 start
@@ -414,16 +426,41 @@ pub fn ffmpeg_args(
         }
         // Atomic: each image appears under its name complete (the S3 copy relies on it).
         args.extend(["-f", "image2", "-atomic_writing", "1"].map(str::to_owned));
-        match images.naming {
-            Naming::Index => {
-                args.push("-start_number".to_owned());
-                args.push(images.start_number.to_string());
-            }
-            Naming::Timestamp => args.extend(["-strftime".to_owned(), "1".to_owned()]),
-        }
-        args.push(file_url(&images.directory.join(images.pattern())));
+        // Index: numbered on from the part's number. Timestamp: the part's images from 1.
+        let first = match images.naming {
+            Naming::Index => images.start_number,
+            Naming::Timestamp => 1,
+        };
+        args.extend(["-start_number".to_owned(), first.to_string()]);
+        args.push(file_url(&images.directory.join(images.pattern(origin))));
     }
     args
+}
+
+/// `at` in local time to the second, `20260131T142501` (UTC if the local time is unknown).
+fn local_stamp(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as nix::libc::time_t;
+    // SAFETY: `tm` is plain data, fully written by localtime_r (or gmtime_r) before it is read,
+    // and both only read `secs`.
+    let tm = unsafe {
+        let mut tm: nix::libc::tm = std::mem::zeroed();
+        if nix::libc::localtime_r(&secs, &mut tm).is_null() {
+            nix::libc::gmtime_r(&secs, &mut tm);
+        }
+        tm
+    };
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 /// The `-itsoffset` of both inputs: minus `origin`, in seconds since the epoch.
@@ -1271,6 +1308,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_local_stamp_is_a_date_and_a_time_to_the_second() {
+        let stamp = local_stamp(origin());
+        assert_eq!(stamp.len(), 15, "{stamp}");
+        assert!(
+            stamp
+                .char_indices()
+                .all(|(i, c)| if i == 8 { c == 'T' } else { c.is_ascii_digit() }),
+            "{stamp}"
+        );
+        // 2026-11-30 00:53 UTC: November in any time zone.
+        assert!(stamp.starts_with("202611"), "{stamp}");
+        assert_ne!(local_stamp(origin() + Duration::from_secs(1)), stamp);
+    }
+
     fn origin() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_000_000_000_042)
     }
@@ -1405,7 +1457,7 @@ mod tests {
         std::fs::write(dir.path().join("image-x.jpg"), b"").unwrap();
         std::fs::write(dir.path().join("image-000012.png"), b"").unwrap();
         assert_eq!(images.next_number(), 10);
-        // PNG, named by time then the number of the ffmpeg start.
+        // PNG, named by the part's start time, the number of the ffmpeg start, then the index.
         images.format = ImageFormat::Png;
         images.naming = Naming::Timestamp;
         assert_eq!(images.next_number(), 1);
@@ -1413,25 +1465,34 @@ mod tests {
         shots.images = Some(images.clone());
         let args = ffmpeg_args(&shots, &DisplayInfo { number: 7 }, &audio, origin());
         assert_eq!(after(&args, "-c:v")[1], "png");
-        assert_eq!(after(&args, "-strftime"), ["1"]);
-        assert!(after(&args, "-start_number").is_empty());
+        assert!(after(&args, "-strftime").is_empty());
+        assert_eq!(after(&args, "-start_number"), ["1"]);
         assert_eq!(
             args.last().unwrap(),
-            &format!("file:{}/image-%Y%m%dT%H%M%S-3.png", dir.path().display())
+            &format!(
+                "file:{}/image-{}-3-%06d.png",
+                dir.path().display(),
+                local_stamp(origin())
+            )
         );
         for name in [
-            "image-20260131T142501-2.png",
-            "image-20260131T142503-2.png",
-            "image-20260131T142509-4.png",
-            "image-20260131T142509-4.jpg",
-            "image-20260131-142509-9.png",
+            "image-20260131T142501-2-000001.png",
+            "image-20260131T142501-2-000002.png",
+            "image-20260131T142509-4-000001.png",
+            "image-20260131T142509-4-000001.jpg",
+            "image-20260131-142509-9-000001.png",
+            "image-20260131T142509-9.png",
+            "image-20260131T142509-9-x.png",
         ] {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         assert_eq!(images.next_number(), 5);
         let mut since = images.written_since(3);
         since.sort();
-        assert_eq!(since, [dir.path().join("image-20260131T142509-4.png")]);
+        assert_eq!(
+            since,
+            [dir.path().join("image-20260131T142509-4-000001.png")]
+        );
         assert_eq!(images.written_since(1).len(), 3);
 
         let mut same_size = spec();
