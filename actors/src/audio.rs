@@ -38,6 +38,13 @@ pub struct AudioSpec {
     pub sample_rate: u32,
 }
 
+/// The silent loopback's latency: the sink renders in blocks no longer than this, so the first
+/// sound reaches a starting encoder at once. It is also the loopback's wake-up period, and that
+/// costs: at 50 ms PulseAudio took 0.02-0.03 cores less of a 720p30 recording on a slow day, but
+/// the encoder's first frame came 30-40 ms later, which a warm start (0.46 s of its 0.5 s goal)
+/// cannot give (BENCHMARKS.md, "PulseAudio's share").
+const LOOPBACK_LATENCY: Duration = Duration::from_millis(20);
+
 /// A running sink, as other actors need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioInfo {
@@ -45,6 +52,9 @@ pub struct AudioInfo {
     pub server: String,
     /// The sink the browser plays into (`PULSE_SINK`).
     pub sink: String,
+    /// The sink's sample rate: the encoder records its monitor at this rate, so PulseAudio does
+    /// not resample what it records.
+    pub sample_rate: u32,
 }
 
 impl AudioInfo {
@@ -140,7 +150,7 @@ impl AudioActor {
                 "module-loopback".to_owned(),
                 format!("source={silence}"),
                 format!("sink={}", spec.sink),
-                "latency_msec=20".to_owned(),
+                format!("latency_msec={}", LOOPBACK_LATENCY.as_millis()),
                 "source_dont_move=true".to_owned(),
                 "sink_dont_move=true".to_owned(),
             ],
@@ -181,6 +191,7 @@ impl AudioActor {
         let info = AudioInfo {
             server,
             sink: spec.sink,
+            sample_rate: spec.sample_rate,
         };
         tracing::info!(sink = %info.sink, server = %info.server, pid = daemon.pid(), "audio sink ready");
         let addr = AudioActor {

@@ -278,11 +278,15 @@ pub fn ffmpeg_args(
     args.push(format!("{}.0+0,0", display.env()));
     args.extend(["-itsoffset".to_owned(), offset]);
     args.extend(
-        ["-thread_queue_size", "512", "-f", "pulse", "-ac", "2", "-i"]
+        ["-thread_queue_size", "512", "-f", "pulse", "-ac", "2"]
             .iter()
             .map(|s| s.to_string()),
     );
-    args.push(audio.monitor());
+    // The sink's own rate: ffmpeg's pulse input asks for 48 kHz unless told, and PulseAudio then
+    // resampled the 44.1 kHz monitor up for ffmpeg to resample it back down (`-ar`), both on the
+    // recording's cores.
+    args.extend(["-sample_rate".to_owned(), audio.sample_rate.to_string()]);
+    args.extend(["-i".to_owned(), audio.monitor()]);
     args.extend(["-map", "0:v", "-map", "1:a"].iter().map(|s| s.to_string()));
     if let Some((w, h)) = spec.output_size {
         args.push("-vf".into());
@@ -1343,6 +1347,7 @@ mod tests {
         let audio = AudioInfo {
             server: "unix:/x/native".into(),
             sink: "pagecast_1".into(),
+            sample_rate: 44_100,
         };
         let args = ffmpeg_args(&spec(), &DisplayInfo { number: 7 }, &audio, origin());
         assert_eq!(after(&args, "-i"), [":7.0+0,0", "pagecast_1.monitor"]);
@@ -1356,6 +1361,7 @@ mod tests {
         assert_eq!(after(&args, "-bufsize"), ["5952k"]);
         assert_eq!(after(&args, "-b:a"), ["128k"]);
         assert_eq!(after(&args, "-ar"), ["44100"]);
+        assert_eq!(after(&args, "-sample_rate"), ["44100"]);
         assert_eq!(after(&args, "-g"), ["60"]);
         assert_eq!(after(&args, "-thread_queue_size"), ["32", "512"]);
         // The display's probe reads one frame; the option is the display input's, not pulse's.

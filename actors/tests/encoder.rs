@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use common::*;
+use pagecast_actors::audio::pactl;
 use pagecast_actors::encoder::{EncoderActor, EncoderProgress, EncoderSpec};
 use pagecast_actors::supervision::{ChildSpec, Restart, Supervisor};
 
@@ -57,7 +58,7 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
     );
     let children = vec![
         display_child(SMALL, display),
-        audio_child(dir.path(), "pagecast_encoder_test", audio),
+        audio_child(dir.path(), "pagecast_encoder_test", audio.clone()),
         encoder,
     ];
     let (sup, exit) = Supervisor::start(config("encoder"), children);
@@ -65,6 +66,23 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
         reports.borrow().last().is_some_and(|p| p.frame >= 60)
     })
     .await;
+    // ffmpeg records the sink's monitor at the sink's own rate: PulseAudio resamples nothing for
+    // it (ffmpeg's pulse input asks for 48 kHz unless told).
+    let sink = get(&audio).unwrap();
+    let outputs = pactl(&sink.server, &["list", "short", "source-outputs"])
+        .await
+        .unwrap();
+    let ffmpeg: Vec<&str> = outputs
+        .lines()
+        .filter(|l| l.contains("protocol-native.c"))
+        .collect();
+    assert_eq!(ffmpeg.len(), 1, "source outputs: {outputs}");
+    assert!(
+        ffmpeg[0].ends_with(&format!("{}Hz", sink.sample_rate)),
+        "{} Hz sink, {}",
+        sink.sample_rate,
+        ffmpeg[0]
+    );
     stop_cleanly(&sup, exit).await;
 
     let probe = pagecast_testkit::probe(&output);
