@@ -2596,12 +2596,12 @@ mod tests {
             json!({ "url": "https://e.com", "headers": "X-Token: S3CR3T" }),
         ));
         assert!(!e.contains(SECRET), "{e}");
-        // What `check` prints: the basic-auth password of the URL is masked too.
+        // What `check` prints: the basic-auth user and password of the URL are masked too.
         let c = ok(with_input(json!({ "url": "https://user:S3CR3T@e.com/",
             "headers": { "X-Token": "S3CR3T" }, "cookies": [{ "name": "s", "value": "S3CR3T" }] })));
         let printed = format!("{c:#?}");
         assert!(!printed.contains(SECRET), "{printed}");
-        assert!(printed.contains("https://user:****@e.com/"), "{printed}");
+        assert!(printed.contains("https://****:****@e.com/"), "{printed}");
     }
 
     #[test]

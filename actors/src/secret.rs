@@ -94,12 +94,17 @@ pub fn mask_stream_url(raw: &str) -> String {
     url.to_string()
 }
 
-/// A page URL fit for logs: a password, and the values of the query and of a query inside the
-/// fragment (`#/grid?url=…&token=…`, as layout pages take them) become `****`.
+/// A page URL fit for logs, errors and API answers: the user name and password, the values of
+/// the query and of a query inside the fragment (`#/grid?url=…&token=…`, as layout pages take
+/// them) become `****`; so does a query word without `=` (`?TOKEN`) and a fragment with no query
+/// in it (`#access_token=…`, as sign-in pages hand tokens to scripts): any of them may be a token.
 pub fn mask_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return "****".to_owned();
     };
+    if !url.username().is_empty() {
+        let _ = url.set_username("****");
+    }
     if url.password().is_some() {
         let _ = url.set_password(Some("****"));
     }
@@ -108,10 +113,12 @@ pub fn mask_url(raw: &str) -> String {
         url.set_query(Some(&masked));
     }
     if let Some(fragment) = url.fragment() {
-        if let Some((path, query)) = fragment.split_once('?') {
-            let masked = format!("{path}?{}", mask_query(query));
-            url.set_fragment(Some(&masked));
-        }
+        let masked = match fragment.split_once('?') {
+            Some((path, query)) => format!("{path}?{}", mask_query(query)),
+            None if fragment.is_empty() => String::new(),
+            None => "****".to_owned(),
+        };
+        url.set_fragment(Some(&masked));
     }
     url.to_string()
 }
@@ -121,7 +128,8 @@ fn mask_query(query: &str) -> String {
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((key, _)) => format!("{key}=****"),
-            None => pair.to_owned(),
+            None if pair.is_empty() => String::new(),
+            None => "****".to_owned(),
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -145,9 +153,15 @@ mod tests {
             mask_url(
                 "https://u:pw@rec.example.com/p?a=1&token=abc#/grid-dark?url=wss://x&token=eyJ"
             ),
-            "https://u:****@rec.example.com/p?a=****&token=****#/grid-dark?url=****&token=****"
+            "https://****:****@rec.example.com/p?a=****&token=****#/grid-dark?url=****&token=****"
         );
         assert_eq!(mask_url("file:///tmp/page.html"), "file:///tmp/page.html");
+        // A token as the user name, as a bare query word, as a fragment.
+        assert_eq!(
+            mask_url("https://TOKEN@h/p?SECRET&a=1#access_token=X&t=1"),
+            "https://****@h/p?****&a=****#****"
+        );
+        assert_eq!(mask_url("https://h/p?#"), "https://h/p?#");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! feature it does not have, `invalid_argument` for a value that is wrong.
 
 use livekit_protocol as lk;
-use pagecast_actors::secret::mask_stream_url;
+use pagecast_actors::secret::{mask_stream_url, mask_url};
 use serde_json::{json, Value};
 
 use super::twirp::TwirpError;
@@ -56,6 +56,9 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
     };
     let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
+    // The page's address may carry its own credentials (user info, a token in the query or the
+    // fragment): what Redis, the API's answers and webhooks show of it is masked.
+    shown.url = mask_url(&req.url);
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
     #[allow(deprecated)]
@@ -139,6 +142,9 @@ pub fn room_composite(
     };
     let shown_streams = outputs(&mut config, &asked)?;
     let mut shown = req.clone();
+    if !req.custom_base_url.is_empty() {
+        shown.custom_base_url = mask_url(&req.custom_base_url);
+    }
     conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
     conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
     match &mut shown.output {
@@ -947,7 +953,7 @@ mod tests {
     #[test]
     fn a_web_request_becomes_a_recorder_config_with_no_secret_shown() {
         let req = lk::WebEgressRequest {
-            url: "https://example.com/page".into(),
+            url: "https://u:PAGEPASS@example.com/page?token=PAGETOKEN#t=FRAGTOKEN".into(),
             file_outputs: vec![lk::EncodedFileOutput {
                 filepath: "rec/{time}".into(),
                 output: Some(lk::encoded_file_output::Output::S3(lk::S3Upload {
@@ -978,10 +984,22 @@ mod tests {
         );
         crate::config::parse(&job.config.to_string()).expect("a config pagecast takes");
         let shown = format!("{:?}", job.shown);
-        for secret in ["S3CR3T", "AKIA", "STREAMKEY"] {
+        for secret in [
+            "S3CR3T",
+            "AKIA",
+            "STREAMKEY",
+            "PAGEPASS",
+            "PAGETOKEN",
+            "FRAGTOKEN",
+        ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert_eq!(job.streams, vec!["rtmp://live.example.com/app/****"]);
+        // The recorder gets the page's address whole.
+        assert_eq!(
+            job.config["input"]["url"],
+            "https://u:PAGEPASS@example.com/page?token=PAGETOKEN#t=FRAGTOKEN"
+        );
     }
 
     #[test]
