@@ -409,25 +409,36 @@ async fn run_tree(
         let hls = config.output.hls.as_ref().map(|h| (h, started_at));
         return discard_all(upload, dir_uploads, output.as_deref(), images, hls, &id).await;
     }
-    let playable = match &output {
+    // `unchecked`: ffprobe could not tell (it failed, or timed out on a large file on a slow
+    // disk). The file is not called a recording then, but what it holds is kept and uploaded.
+    let (playable, unchecked) = match &output {
         Some(path) => match pagecast_actors::join::probe(path).await {
-            Probe::Plays(seconds) => Some(seconds),
-            Probe::NoFrame => None,
+            Probe::Plays(seconds) => (Some(seconds), None),
+            Probe::NoFrame => (None, None),
             Probe::Unknown(why) => {
                 tracing::warn!(output = %path.display(), reason = %why, "cannot probe the recording");
-                None
+                (None, Some(why))
             }
         },
-        None => None,
+        None => (None, None),
     };
-    let mut outcome = judge(&report, output.as_deref(), playable, launched);
+    let mut outcome = judge(
+        &report,
+        output.as_deref(),
+        playable,
+        unchecked.as_deref(),
+        launched,
+    );
     // Where the recording is, for the user: the object, else the local file.
     let mut kept = output
         .as_ref()
         .filter(|_| keep_local)
         .map(|f| f.display().to_string());
     if let (Some(upload), Some(file)) = (upload, &output) {
-        let uploaded = finish_upload(upload, playable.is_some(), report.segments > 1).await;
+        // Completed whenever frames may be in it: an upload stopped without it is aborted, and
+        // its parts in the bucket go.
+        let frames = playable.is_some() || (unchecked.is_some() && report.first_frame.is_some());
+        let uploaded = finish_upload(upload, frames, report.segments > 1).await;
         match uploaded {
             Ok(Uploaded {
                 bytes,
@@ -803,6 +814,7 @@ fn judge(
     report: &RecordingReport,
     output: Option<&Path>,
     playable: Option<f64>,
+    unchecked: Option<&str>,
     launched: Instant,
 ) -> Outcome {
     if let Some(failure) = &report.join_error {
@@ -836,6 +848,15 @@ fn judge(
                 );
             }
             // Never call a file a recording unless a player can read one.
+            if let (Some(output), Some(why)) = (output, unchecked) {
+                return Outcome::fail(
+                    Exit::Output,
+                    format!(
+                        "cannot check that {} plays ({why}); it is kept as recorded",
+                        output.display()
+                    ),
+                );
+            }
             if let (Some(output), false) = (output, playable.is_some_and(|d| d > 0.0)) {
                 return Outcome::fail(
                     Exit::Output,

@@ -98,6 +98,68 @@ fn uploads_parts_while_recording_and_the_object_is_the_file() {
     );
 }
 
+/// ffprobe failing the last check (as it does when it times out on a large file on a slow disk)
+/// does not throw the upload away: the object is completed and is the file, and the run says it
+/// could not check it (an upload stopped without completing is aborted, and its parts go).
+#[test]
+fn a_recording_ffprobe_cannot_check_is_still_uploaded_whole() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let (dir, file) = out_dir();
+    // An ffprobe that fails the check that counts the file's packets, and only that one.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v ffprobe"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap();
+    let script = bin.join("ffprobe");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" -count_packets \"*) echo 'ffprobe: simulated failure' >&2; exit 1;; esac\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "file": file, "S3": s3_block(&moto, "recordings") },
+        "max_duration": "4s",
+    });
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--log-format", "json"])
+        .env("LIVEKIT_RECORDER_CONFIG", config.to_string())
+        .env("PATH", path);
+    let mut run = Run::spawn(cmd);
+    let (status, _) = run.wait(Duration::from_secs(120));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(5), "the output's exit code:\n{stderr}");
+    assert!(
+        stderr.contains("cannot check that") && stderr.contains("simulated failure"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(pagecast::run::OBJECT_COMPLETE),
+        "the object was not completed:\n{stderr}"
+    );
+    let downloaded = download(&moto, dir.path());
+    assert_same_bytes(&downloaded, &file);
+    let p = probe(&downloaded);
+    assert!(p.duration() >= 3.5, "object holds {} s", p.duration());
+    assert!(p.frames() >= 100, "object holds {} frames", p.frames());
+    assert_eq!(
+        moto.s3(&["uploads", "recordings"]),
+        "0",
+        "a multipart upload was left open"
+    );
+}
+
 #[test]
 fn a_server_that_stops_answering_for_a_while_loses_nothing() {
     let _heavy = heavy();
