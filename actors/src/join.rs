@@ -151,6 +151,9 @@ pub async fn join_segments(
 ) -> Result<Joined, Failure> {
     let mut parts = Vec::new();
     let mut empty = Vec::new();
+    // Parts ffprobe could not check: joined, but never removed (the join's own check cannot
+    // tell whether it took all of them).
+    let mut unchecked = Vec::new();
     let mut expected = Some(0.0);
     for segment in segments {
         match probe(segment).await {
@@ -166,6 +169,7 @@ pub async fn join_segments(
                 tracing::warn!(segment = %segment.display(), reason = %why, "could not probe a segment; keeping it in the join");
                 expected = None;
                 parts.push(segment.clone());
+                unchecked.push(segment.clone());
             }
         }
     }
@@ -213,9 +217,20 @@ pub async fn join_segments(
     };
     // The output holds everything now: the parts (and frameless ones) can go.
     for part in parts.iter().chain(&empty) {
-        if part != output {
+        if part != output && !unchecked.contains(part) {
             let _ = std::fs::remove_file(part);
         }
+    }
+    let kept: Vec<String> = unchecked
+        .iter()
+        .filter(|p| *p != output && p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !kept.is_empty() {
+        tracing::warn!(
+            kept = %kept.join(", "),
+            "segments ffprobe could not check are kept beside the joined file"
+        );
     }
     Ok(joined)
 }
