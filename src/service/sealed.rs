@@ -103,10 +103,21 @@ pub fn secret_fields(config: &crate::config::Config) -> Vec<&'static str> {
             });
         }
         Source::Url(url) => {
-            if url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+            if !url.username().is_empty()
+                || url.password().is_some()
+                || url.query().is_some()
+                || url.fragment().is_some()
+            {
                 fields.push("input.url");
             }
         }
+    }
+    // A login's values are what sign the recorder in to the page.
+    if !config.input.login.headers.is_empty() {
+        fields.push("input.headers");
+    }
+    if !config.input.login.cookies.is_empty() {
+        fields.push("input.cookies");
     }
     if !config.output.rtmp.is_empty() {
         fields.push("output.rtmp");
@@ -204,6 +215,27 @@ mod tests {
         assert_eq!(key.open("b", &body), Err(SealError::Open));
         // A clear job passes through.
         assert_eq!(unseal(clear, None).unwrap(), clear);
+    }
+
+    #[test]
+    fn a_page_s_login_and_user_name_are_secret_fields() {
+        let config = serde_json::json!({
+            "input": { "url": "https://TOKEN@example.com/",
+                "headers": { "X-Token": "X" },
+                "cookies": [{ "name": "s", "value": "X" }] },
+            "output": { "file": "/tmp/a.mp4" },
+        });
+        let config = crate::config::parse(&config.to_string()).unwrap();
+        assert_eq!(
+            secret_fields(&config),
+            vec!["input.url", "input.headers", "input.cookies"]
+        );
+        let plain = serde_json::json!({
+            "input": { "url": "https://example.com/" },
+            "output": { "file": "/tmp/a.mp4" },
+        });
+        let plain = crate::config::parse(&plain.to_string()).unwrap();
+        assert!(secret_fields(&plain).is_empty());
     }
 
     #[test]
