@@ -218,7 +218,7 @@ mod tests {
             } },
             "output": {
                 "file": "/tmp/a.mp4",
-                "rtmp": ["rtmp://live.example.com/app/streamkey-XYZ", "rtmps://u:rtmppass-XYZ@x.example.com/app/key2-XYZ?auth=q-XYZ"],
+                "rtmp": ["rtmp://live.example.com/app/streamkey-XYZ", "rtmps://x.example.com/app/key2-XYZ?auth=q-XYZ"],
                 "s3": {
                     "access_key": "AKIA-XYZ", "secret": "s3secret-XYZ", "session_token": "sess-XYZ",
                     "bucket": "b", "key": "k.mp4",

@@ -1238,17 +1238,8 @@ fn output(mut raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, C
         } else {
             format!("output.rtmp[{i}]")
         };
-        let ok = url::Url::parse(url).ok().is_some_and(|u| {
-            matches!(u.scheme(), "rtmp" | "rtmps") && u.host_str().is_some_and(|h| !h.is_empty())
-        });
-        if !ok {
-            return Err(field(
-                &path,
-                format!(
-                    "{} is not an rtmp:// or rtmps:// URL with a host",
-                    mask_stream_url(url)
-                ),
-            ));
+        if let Err(problem) = pagecast_actors::key_proxy::check_url(url) {
+            return Err(field(&path, format!("{} {problem}", mask_stream_url(url))));
         }
     }
     let srt = raw.srt.map(|u| u.0).unwrap_or_default();
@@ -2880,6 +2871,19 @@ mod tests {
             e,
             "config: output.rtmp: http://live.example.com/app/**** is not an rtmp:// or rtmps:// URL with a host"
         );
+        // What the stream-key proxy cannot keep off ffmpeg's command line is refused.
+        for url in [
+            "rtmp://u:PASS@live.example.com/app/key",
+            "rtmp://live.example.com/live?token=PASS",
+        ] {
+            let e = err(with_output(json!({ "rtmp": url })));
+            assert!(
+                e.starts_with("config: output.rtmp: ")
+                    && e.contains("command line")
+                    && !e.contains("PASS"),
+                "{e}"
+            );
+        }
         let e = err(with_output(
             json!({ "rtmp": ["rtmp://a.example.com/app/k1", "udp://b/app/k2"] }),
         ));

@@ -66,8 +66,8 @@ fn change_streams(control: Control, live: Option<LiveOutputs>, policy: Option<Po
     actix::spawn(async move {
         match control {
             Control::AddStream(url) => {
-                if !(url.expose().starts_with("rtmp://") || url.expose().starts_with("rtmps://")) {
-                    tracing::warn!(url = %url, "add-stream refused: not an rtmp:// or rtmps:// URL");
+                if let Err(problem) = pagecast_actors::key_proxy::check_url(url.expose()) {
+                    tracing::warn!(url = %url, "add-stream refused: the URL {problem}");
                     return;
                 }
                 if let Some(policy) = &policy {

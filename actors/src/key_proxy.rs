@@ -26,6 +26,35 @@ const HANDSHAKE: usize = 1 + 1536 + 1536;
 /// after the handshake, before any media.
 const COMMANDS_END: usize = 16 * 1024;
 
+/// Whether `raw` is an RTMP URL the proxy can keep whole out of ffmpeg's command line: rtmp:// or
+/// rtmps:// with a host, no user name or password (ffmpeg would be given them), and a query, if
+/// any, only in the last path segment, which is the part the proxy stands in for (a token in
+/// `rtmp://host/live?token=…` or `rtmp://host/live?token=…/stream` would be in the app). The
+/// error is a sentence naming no part of the URL.
+pub fn check_url(raw: &str) -> Result<(), &'static str> {
+    let parsed =
+        url::Url::parse(raw).map_err(|_| "is not an rtmp:// or rtmps:// URL with a host")?;
+    if !matches!(parsed.scheme(), "rtmp" | "rtmps") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err("is not an rtmp:// or rtmps:// URL with a host");
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(
+            "carries a user name or password, which would be on ffmpeg's command line: \
+                    give the stream key as the URL's last path segment",
+        );
+    }
+    let rest = &raw[raw.find("://").map_or(0, |i| i + 3)..];
+    let path = rest.find(['/', '?', '#']).map_or("", |j| &rest[j..]);
+    let app = path.rfind('/').map_or("", |slash| &path[..slash]);
+    if app.contains(['?', '#']) || (app.is_empty() && path.contains(['?', '#'])) {
+        return Err(
+            "has a query outside its last path segment, which would be on ffmpeg's \
+                    command line: give the stream key as the URL's last path segment",
+        );
+    }
+    Ok(())
+}
+
 /// How long a tail that might begin a stand-in waits for the rest of it.
 const HOLD_BACK: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -317,6 +346,40 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_the_proxy_cannot_keep_off_the_command_line_are_refused() {
+        for ok in [
+            "rtmp://live.example.com/app/KEY",
+            "rtmps://live.example.com:443/app/inner/KEY?auth=TOKEN",
+            "rtmp://127.0.0.1:1935/live",
+            "rtmp://live.example.com",
+        ] {
+            assert_eq!(check_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("http://live.example.com/app/KEY", "is not an rtmp"),
+            ("rtmp:///app/KEY", "is not an rtmp"),
+            (
+                "rtmp://user:PASS@live.example.com/app/KEY",
+                "user name or password",
+            ),
+            (
+                "rtmp://TOKEN@live.example.com/app/KEY",
+                "user name or password",
+            ),
+            ("rtmp://live.example.com/live?token=TOKEN", "query outside"),
+            (
+                "rtmp://live.example.com/live?token=TOKEN/stream",
+                "query outside",
+            ),
+            ("rtmp://live.example.com?token=TOKEN", "query outside"),
+        ] {
+            let e = check_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(!e.contains("TOKEN") && !e.contains("PASS"), "{e}");
+        }
+    }
 
     async fn replaced(chunks: Vec<Vec<u8>>, stand_in: &[u8], key: &[u8]) -> Vec<u8> {
         let (mut w, r) = tokio::io::duplex(1 << 20);

@@ -322,11 +322,8 @@ pub fn stream_change(
     }
     for (i, url) in r.add_output_urls.iter().enumerate() {
         let field = format!("add_output_urls[{i}]");
-        if !(url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
-            return Err(TwirpError::invalid(
-                &field,
-                "not an rtmp:// or rtmps:// URL",
-            ));
+        if let Err(problem) = pagecast_actors::key_proxy::check_url(url) {
+            return Err(TwirpError::invalid(&field, format!("the URL {problem}")));
         }
         // It travels as one control line to the recording.
         if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
