@@ -382,13 +382,29 @@ async fn answer(
     }
 }
 
+/// Fills `{egress_id}` in every text of the job's config (the file paths and keys that hold it).
+fn with_egress_id(config: &mut serde_json::Value, id: &str) {
+    match config {
+        serde_json::Value::String(s) if s.contains(request::EGRESS_ID) => {
+            *s = s.replace(request::EGRESS_ID, id);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| with_egress_id(v, id)),
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().for_each(|v| with_egress_id(v, id));
+        }
+        _ => {}
+    }
+}
+
 /// Submits a new egress's job; its info as it starts.
 async fn start_egress(
     api: &Api,
     job: request::Job,
     room: String,
 ) -> Result<lk::EgressInfo, TwirpError> {
+    let id = info::new_id();
     let mut config = job.config;
+    with_egress_id(&mut config, &id);
     // The policy refuses what a worker would refuse, now, naming the field; the output file
     // becomes its path inside the output root (so its results name the real file).
     let mut checked = crate::config::parse(&config.to_string())
@@ -415,7 +431,6 @@ async fn start_egress(
             config["max_duration"] = serde_json::json!(humantime::format_duration(max).to_string());
         }
     }
-    let id = info::new_id();
     let now = info::now_ns();
     let info = lk::EgressInfo {
         egress_id: id.clone(),
@@ -643,3 +658,22 @@ fn redis_down(e: String) -> TwirpError {
 
 /// Keeps the server's shutdown bounded like every child's.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_egress_id_is_filled_into_every_path_that_holds_it() {
+        let mut config = serde_json::json!({
+            "input": { "url": "https://example.com/" },
+            "output": { "file": "{time}-{egress_id}.mp4", "s3": { "key": "a/{egress_id}/b.mp4" },
+                "rtmp": ["rtmp://h/app/k"], "video_bitrate": 3000 },
+        });
+        with_egress_id(&mut config, "EG_x1");
+        assert_eq!(config["output"]["file"], "{time}-EG_x1.mp4");
+        assert_eq!(config["output"]["s3"]["key"], "a/EG_x1/b.mp4");
+        assert_eq!(config["output"]["rtmp"][0], "rtmp://h/app/k");
+        assert_eq!(config["output"]["video_bitrate"], 3000);
+    }
+}

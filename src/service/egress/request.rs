@@ -9,6 +9,14 @@ use serde_json::{json, Value};
 
 use super::twirp::TwirpError;
 
+/// The file name of an egress that gives none (or a folder): its start time, and its id, so two
+/// egresses started in the same second never share an object or a file.
+const DEFAULT_NAME: &str = "{time}-{egress_id}.mp4";
+
+/// A file path's placeholder for the egress's id, filled in when the egress is started
+/// (`super::with_egress_id`).
+pub const EGRESS_ID: &str = "{egress_id}";
+
 /// A request made into a job.
 #[derive(Debug)]
 pub struct Job {
@@ -614,12 +622,12 @@ fn outputs(config: &mut Value, asked: &Outputs<'_>) -> Result<Vec<String>, Twirp
             }
         }
         let mut path = if f.filepath.is_empty() {
-            "{time}.mp4".to_owned()
+            DEFAULT_NAME.to_owned()
         } else {
             f.filepath.clone()
         };
         if path.ends_with('/') {
-            path.push_str("{time}.mp4");
+            path.push_str(DEFAULT_NAME);
         }
         if !path.to_ascii_lowercase().ends_with(".mp4") {
             path.push_str(".mp4");
@@ -997,6 +1005,26 @@ mod tests {
             job.config["input"]["url"],
             "https://u:PAGEPASS@example.com/page?token=PAGETOKEN#t=FRAGTOKEN"
         );
+    }
+
+    #[test]
+    fn a_file_output_without_a_name_is_named_by_its_time_and_the_egress_id() {
+        for (given, named) in [
+            ("", "{time}-{egress_id}.mp4"),
+            ("recs/", "recs/{time}-{egress_id}.mp4"),
+            ("recs/{time}", "recs/{time}.mp4"),
+        ] {
+            let req = lk::WebEgressRequest {
+                url: "https://example.com/page".into(),
+                file_outputs: vec![file(given)],
+                ..Default::default()
+            };
+            assert_eq!(
+                web(&req).unwrap().config["output"]["file"],
+                named,
+                "{given:?}"
+            );
+        }
     }
 
     #[test]
