@@ -91,6 +91,16 @@ pub fn with_attempt(name: &str, attempt: u32) -> String {
     }
 }
 
+/// A directory or key prefix for attempt `attempt` (> 1), ending as it did: `live/` becomes
+/// `live-attempt2/`, `shots-` `shots-attempt2-`, `/r/hls` `/r/hls-attempt2`.
+fn dir_with_attempt(name: &str, attempt: u32) -> String {
+    match name.chars().last() {
+        Some('/') => format!("{}-attempt{attempt}/", &name[..name.len() - 1]),
+        Some(end @ ('-' | '_')) => format!("{name}attempt{attempt}{end}"),
+        _ => format!("{name}-attempt{attempt}"),
+    }
+}
+
 /// Where one attempt of a service job records: filled in before the recording starts, so the
 /// service knows the names (placeholders included) and can list them in the job's state.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -100,17 +110,18 @@ pub struct AttemptOutput {
     pub file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<String>,
-    /// The HLS directory (`output.hls`): shared by every attempt (a restart carries the
-    /// playlist on).
+    /// The HLS directory (`output.hls`): one per attempt (`-attempt<n>` after the first); a
+    /// restart within an attempt carries the playlist on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hls: Option<PathBuf>,
-    /// The snapshots' directory (`output.images`): shared by every attempt (numbered on).
+    /// The snapshots' directory (`output.images`): one per attempt, like the HLS directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub images: Option<PathBuf>,
 }
 
 /// The job config `json` for attempt `attempt`: placeholders filled in and, after the first
-/// attempt, the attempt suffix on the file and the S3 key. Returns the config and its names.
+/// attempt, the attempt suffix on every name it writes (the file, the stores' keys, the HLS and
+/// snapshot directories and prefixes). Returns the config and its names.
 pub fn for_attempt(
     json: &str,
     attempt: u32,
@@ -152,6 +163,25 @@ pub fn for_attempt(
         if let Some(name) = output.pointer_mut(pointer) {
             if let Some(text) = name.as_str() {
                 *name = with_attempt(&names.expand(text), attempt).into();
+            }
+        }
+    }
+    // The HLS and snapshot directories and their copies' prefixes too: a later attempt (on
+    // another worker, its local directory empty) numbers its segments and images from the start
+    // again, and would copy them over the earlier attempt's objects.
+    if attempt > 1 {
+        for (dir, field) in [
+            ("hls", "directory"),
+            ("hls", "prefix"),
+            ("hls", "s3_prefix"),
+            ("images", "directory"),
+            ("images", "prefix"),
+            ("images", "s3_prefix"),
+        ] {
+            if let Some(name) = output.get_mut(dir).and_then(|d| d.get_mut(field)) {
+                if let Some(text) = name.as_str().filter(|t| !t.is_empty()) {
+                    *name = dir_with_attempt(text, attempt).into();
+                }
             }
         }
     }
@@ -285,6 +315,32 @@ mod tests {
         assert_eq!(parsed.output.s3.unwrap().key, "k/rec-attempt2.mp4");
         assert_eq!(out.file.unwrap(), Path::new("/r/rec-attempt2.mp4"));
         assert_eq!(out.s3.unwrap(), "s3://b/k/rec-attempt2.mp4");
+    }
+
+    #[test]
+    fn a_later_attempt_writes_its_segments_and_images_beside_the_earlier_ones() {
+        let json = serde_json::json!({
+            "input": { "url": "https://example.com" },
+            "output": {
+                "s3": { "bucket": "b", "key": "k/rec.mp4" },
+                "hls": { "directory": "/r/hls", "prefix": "live/" },
+                "images": { "directory": "/r/shots/", "prefix": "shots_" },
+            },
+        })
+        .to_string();
+        let (first, _) = for_attempt(&json, 1, SystemTime::now()).unwrap();
+        let first = crate::config::parse(&first).unwrap();
+        assert_eq!(first.output.hls.unwrap().directory, Path::new("/r/hls"));
+        let (config, out) = for_attempt(&json, 2, SystemTime::now()).unwrap();
+        let parsed = crate::config::parse(&config).unwrap();
+        let hls = parsed.output.hls.unwrap();
+        assert_eq!(hls.directory, Path::new("/r/hls-attempt2"));
+        assert_eq!(hls.prefix.as_deref(), Some("live-attempt2/"));
+        let images = parsed.output.images.unwrap();
+        assert_eq!(images.directory, Path::new("/r/shots-attempt2/"));
+        assert_eq!(images.prefix.as_deref(), Some("shots_attempt2_"));
+        assert_eq!(out.hls.unwrap(), Path::new("/r/hls-attempt2"));
+        assert_eq!(out.images.unwrap(), Path::new("/r/shots-attempt2/"));
     }
 
     #[test]
