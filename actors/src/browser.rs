@@ -500,18 +500,48 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Everything the page and chromedriver print is cleaned of: the address's secrets (a LiveKit
-/// token; a basic-auth password, as written and decoded), header and cookie values.
+/// token; see [`url_secrets`]), header and cookie values.
 fn redacted(spec: &BrowserSpec) -> Vec<Secret> {
     let mut secrets = spec.secrets.clone();
-    if let Some(password) = spec.url.password() {
-        secrets.push(Secret::new(password));
-        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
-        secrets.push(Secret::new(decoded));
-    }
+    secrets.extend(url_secrets(&spec.url));
     secrets.extend(spec.page.login.secrets());
     secrets.retain(|s| !s.is_empty());
     secrets
 }
+
+/// The parts of a page address that may be credentials, as written and percent-decoded: the
+/// basic-auth password, and the user name and the values in the query and fragment (each
+/// `key=value`'s value, or a word without `=`) that are at least [`TOKEN_LEN`] long. Shorter ones
+/// (`?layout=grid`, `#t=1`) would blank out common words and numbers of every log line.
+fn url_secrets(url: &url::Url) -> Vec<Secret> {
+    let mut parts: Vec<&str> = Vec::new();
+    if let Some(password) = url.password() {
+        parts.push(password);
+    }
+    let long = |s: &&str| s.len() >= TOKEN_LEN;
+    parts.extend(Some(url.username()).filter(long));
+    for text in [url.query(), url.fragment()].into_iter().flatten() {
+        let query = text.split_once('?').map_or(text, |(_, q)| q);
+        parts.extend(
+            query
+                .split('&')
+                .map(|pair| pair.split_once('=').map_or(pair, |(_, v)| v))
+                .filter(long),
+        );
+    }
+    let mut secrets = Vec::new();
+    for part in parts {
+        secrets.push(Secret::new(part));
+        let decoded = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
+        if decoded != part {
+            secrets.push(Secret::new(decoded));
+        }
+    }
+    secrets
+}
+
+/// The shortest query or fragment value [`url_secrets`] takes for a credential.
+const TOKEN_LEN: usize = 8;
 
 /// Reads chromedriver's stdout until it says which port it listens on; keeps logging the rest.
 async fn read_driver_port(
@@ -859,6 +889,9 @@ impl Handler<Load> for BrowserActor {
 
     fn handle(&mut self, Load(url): Load, ctx: &mut Context<Self>) -> Self::Result {
         if !self.navigated {
+            // A warm tree's browser started on a blank page: what it prints from now on is
+            // cleaned of this address's secrets too.
+            self.secrets.extend(url_secrets(&url));
             self.url = url;
         }
         <Self as Handler<Navigate>>::handle(self, Navigate, ctx)
@@ -1042,6 +1075,39 @@ mod tests {
         );
         assert_eq!(page_signal("PAGECAST_ERRORS happen"), None);
         assert_eq!(page_signal("error PAGECAST_ERROR x"), None);
+    }
+
+    #[test]
+    fn a_page_address_s_credentials_are_redacted_and_its_short_words_are_not() {
+        let url = url::Url::parse(
+            "https://userTOKEN1234:p%40ss@h/p?layout=grid&token=TOKEN%2F5678&BAREWORD99#/x?t=FRAGTOKEN9",
+        )
+        .unwrap();
+        let secrets: Vec<String> = url_secrets(&url)
+            .iter()
+            .map(|s| s.expose().to_owned())
+            .collect();
+        for part in [
+            "p%40ss",
+            "p@ss",
+            "userTOKEN1234",
+            "TOKEN%2F5678",
+            "TOKEN/5678",
+            "BAREWORD99",
+            "FRAGTOKEN9",
+        ] {
+            assert!(
+                secrets.iter().any(|s| s == part),
+                "{part} missing: {secrets:?}"
+            );
+        }
+        assert!(!secrets.iter().any(|s| s == "grid"), "{secrets:?}");
+        let line = "page at https://h/p?token=TOKEN/5678 said BAREWORD99";
+        let secrets = url_secrets(&url);
+        assert_eq!(
+            redact(line, &secrets),
+            "page at https://h/p?token=**** said ****"
+        );
     }
 
     #[test]
