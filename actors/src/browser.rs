@@ -511,8 +511,10 @@ fn redacted(spec: &BrowserSpec) -> Vec<Secret> {
 
 /// The parts of a page address that may be credentials, as written and percent-decoded: the
 /// basic-auth password, and the user name and the values in the query and fragment (each
-/// `key=value`'s value, or a word without `=`) that are at least [`TOKEN_LEN`] long. Shorter ones
-/// (`?layout=grid`, `#t=1`) would blank out common words and numbers of every log line.
+/// `key=value`'s value, or a word without `=`) that look like tokens: at least [`TOKEN_LEN`]
+/// long and without a blank once decoded. Shorter ones (`?layout=grid`, `#t=1`) would blank out
+/// common words and numbers of every log line, and text (`?error=cannot%20join`) is what a page
+/// may rightly say back.
 fn url_secrets(url: &url::Url) -> Vec<Secret> {
     let mut parts: Vec<&str> = Vec::new();
     if let Some(password) = url.password() {
@@ -530,9 +532,14 @@ fn url_secrets(url: &url::Url) -> Vec<Secret> {
         );
     }
     let mut secrets = Vec::new();
-    for part in parts {
-        secrets.push(Secret::new(part));
+    for (i, part) in parts.into_iter().enumerate() {
         let decoded = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
+        // The password (first, when there is one) is a secret whatever it holds.
+        let password = i == 0 && url.password().is_some();
+        if !password && decoded.contains(char::is_whitespace) {
+            continue;
+        }
+        secrets.push(Secret::new(part));
         if decoded != part {
             secrets.push(Secret::new(decoded));
         }
@@ -1080,7 +1087,7 @@ mod tests {
     #[test]
     fn a_page_address_s_credentials_are_redacted_and_its_short_words_are_not() {
         let url = url::Url::parse(
-            "https://userTOKEN1234:p%40ss@h/p?layout=grid&token=TOKEN%2F5678&BAREWORD99#/x?t=FRAGTOKEN9",
+            "https://userTOKEN1234:p%40ss@h/p?layout=grid&token=TOKEN%2F5678&BAREWORD99&e=cannot%20join%20here&b=A+B%2Fbase64#/x?t=FRAGTOKEN9",
         )
         .unwrap();
         let secrets: Vec<String> = url_secrets(&url)
@@ -1095,13 +1102,16 @@ mod tests {
             "TOKEN/5678",
             "BAREWORD99",
             "FRAGTOKEN9",
+            "A+B%2Fbase64",
         ] {
             assert!(
                 secrets.iter().any(|s| s == part),
                 "{part} missing: {secrets:?}"
             );
         }
-        assert!(!secrets.iter().any(|s| s == "grid"), "{secrets:?}");
+        for word in ["grid", "cannot%20join%20here", "cannot join here"] {
+            assert!(!secrets.iter().any(|s| s == word), "{word}: {secrets:?}");
+        }
         let line = "page at https://h/p?token=TOKEN/5678 said BAREWORD99";
         let secrets = url_secrets(&url);
         assert_eq!(
