@@ -446,25 +446,8 @@ fn local_stamp(at: SystemTime) -> String {
     let secs = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_secs() as nix::libc::time_t;
-    // SAFETY: `tm` is plain data, fully written by localtime_r (or gmtime_r) before it is read,
-    // and both only read `secs`.
-    let tm = unsafe {
-        let mut tm: nix::libc::tm = std::mem::zeroed();
-        if nix::libc::localtime_r(&secs, &mut tm).is_null() {
-            nix::libc::gmtime_r(&secs, &mut tm);
-        }
-        tm
-    };
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+        .as_secs() as i64;
+    crate::civil::format(&crate::civil::local(secs), "", "T")
 }
 
 /// The `-itsoffset` of both inputs: minus `origin`, in seconds since the epoch.

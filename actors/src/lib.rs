@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod backoff;
 pub mod browser;
+pub mod civil;
 pub mod dir_upload;
 pub mod display;
 pub mod encoder;
