@@ -43,16 +43,30 @@ pub fn check_url(raw: &str) -> Result<(), &'static str> {
                     give the stream key as the URL's last path segment",
         );
     }
-    let rest = &raw[raw.find("://").map_or(0, |i| i + 3)..];
-    let path = rest.find(['/', '?', '#']).map_or("", |j| &rest[j..]);
-    let app = path.rfind('/').map_or("", |slash| &path[..slash]);
-    if app.contains(['?', '#']) || (app.is_empty() && path.contains(['?', '#'])) {
+    let query = |s: &str| s.contains(['?', '#']);
+    let outside = match split_path(raw) {
+        Some((app, _)) if !app.is_empty() => query(app),
+        // One path segment: no key to stand in for, so nothing secret may be in it.
+        Some((_, only)) => query(only),
+        None => parsed.query().is_some() || parsed.fragment().is_some(),
+    };
+    if outside {
         return Err(
             "has a query outside its last path segment, which would be on ffmpeg's \
                     command line: give the stream key as the URL's last path segment",
         );
     }
     Ok(())
+}
+
+/// An RTMP URL's path split where the proxy splits it: the app (`/app`, up to the last `/`) and
+/// the last segment (the key, with its query). The path begins at the first `/`, `?` or `#`
+/// after the host; None without a `/` in it.
+fn split_path(raw: &str) -> Option<(&str, &str)> {
+    let rest = &raw[raw.find("://").map_or(0, |i| i + 3)..];
+    let path = &rest[rest.find(['/', '?', '#'])?..];
+    let slash = path.rfind('/')?;
+    Some((&path[..slash], &path[slash + 1..]))
 }
 
 /// How long a tail that might begin a stand-in waits for the rest of it.
@@ -148,20 +162,11 @@ impl KeyProxy {
             .port()
             .unwrap_or(if tls.is_some() { 443 } else { 1935 });
         // The key is everything after the last '/' (a query included, as ffmpeg sends it).
-        let after_authority = raw
-            .find("://")
-            .and_then(|i| raw[i + 3..].find('/').map(|j| i + 3 + j));
-        let Some(path_start) = after_authority else {
+        let Some((app, key)) =
+            split_path(raw).filter(|(app, key)| !app.is_empty() && !key.is_empty())
+        else {
             return Ok(None);
         };
-        let path = &raw[path_start..];
-        let Some(slash) = path.rfind('/').filter(|&s| s > 0) else {
-            return Ok(None);
-        };
-        let (app, key) = (&path[..slash], &path[slash + 1..]);
-        if key.is_empty() {
-            return Ok(None);
-        }
         let stand_in = stand_in(key.len());
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
         listener.set_nonblocking(true)?;
