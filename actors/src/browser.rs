@@ -516,32 +516,33 @@ fn redacted(spec: &BrowserSpec) -> Vec<Secret> {
 /// common words and numbers of every log line, and text (`?error=cannot%20join`) is what a page
 /// may rightly say back.
 fn url_secrets(url: &url::Url) -> Vec<Secret> {
-    let mut parts: Vec<&str> = Vec::new();
-    if let Some(password) = url.password() {
-        parts.push(password);
-    }
-    let long = |s: &&str| s.len() >= TOKEN_LEN;
-    parts.extend(Some(url.username()).filter(long));
-    for text in [url.query(), url.fragment()].into_iter().flatten() {
-        let query = text.split_once('?').map_or(text, |(_, q)| q);
-        parts.extend(
-            query
-                .split('&')
-                .map(|pair| pair.split_once('=').map_or(pair, |(_, v)| v))
-                .filter(long),
-        );
-    }
     let mut secrets = Vec::new();
-    for (i, part) in parts.into_iter().enumerate() {
-        let decoded = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
-        // The password (first, when there is one) is a secret whatever it holds.
-        let password = i == 0 && url.password().is_some();
-        if !password && decoded.contains(char::is_whitespace) {
-            continue;
-        }
+    let mut add = |part: &str, decoded: &str| {
         secrets.push(Secret::new(part));
         if decoded != part {
             secrets.push(Secret::new(decoded));
+        }
+    };
+    // The password is a secret whatever it holds.
+    if let Some(password) = url.password() {
+        add(
+            password,
+            &percent_encoding::percent_decode_str(password).decode_utf8_lossy(),
+        );
+    }
+    let mut words = vec![url.username()];
+    for text in [url.query(), url.fragment()].into_iter().flatten() {
+        let query = text.split_once('?').map_or(text, |(_, q)| q);
+        words.extend(
+            query
+                .split('&')
+                .map(|pair| pair.split_once('=').map_or(pair, |(_, v)| v)),
+        );
+    }
+    for word in words.into_iter().filter(|w| w.len() >= TOKEN_LEN) {
+        let decoded = percent_encoding::percent_decode_str(word).decode_utf8_lossy();
+        if !decoded.contains(char::is_whitespace) {
+            add(word, &decoded);
         }
     }
     secrets
