@@ -269,3 +269,50 @@ fn a_self_signed_https_page_is_refused_by_default_and_recorded_with_insecure() {
     let green = frame_rgb(&file, p.duration() - 0.5, 32, 18).share(is_green);
     assert!(green > 0.95, "not the HTTPS page: {green} green");
 }
+
+/// A page whose load event never fires (an image that never arrives: ad and tracker requests
+/// that hang are common) is on screen all the same, and counts as there once its document is
+/// parsed: long before the page-load timeout (30 s). So a recording of it that then fails (here
+/// ffmpeg killed with no restart allowed) is kept and named, never removed as "nothing of the
+/// page".
+#[test]
+fn a_page_whose_load_never_ends_is_there_at_once_and_its_recording_kept() {
+    let _heavy = heavy();
+    let server = PageServer::start(json!({ "embed": "/hang" }));
+    let (_dir, file) = out_dir();
+    let config = json!({ "input": { "url": server.url(), "width": 640, "height": 360 },
+                         "output": { "file": file },
+                         "supervision": { "max_restarts": 0, "within": "60s" } });
+    let mut run = Run::start(&config, &[]);
+    run.wait_for(events::PAGE_LOADED, Duration::from_secs(20));
+    assert!(
+        server.requests().iter().any(|r| r.path == "/hang"),
+        "the page never asked for the hanging image: {:?}",
+        server.requests()
+    );
+    run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(20));
+    // Record for a while: this sleep is the recording's length, not a wait for a condition.
+    std::thread::sleep(Duration::from_secs(6));
+    let ffmpeg = descendants(run.child.id())
+        .into_iter()
+        .find(|(_, name)| name == "ffmpeg")
+        .expect("ffmpeg runs")
+        .0;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ffmpeg as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (status, _) = run.wait(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("is in {}", file.display())),
+        "the failure does not name the recording: {last}"
+    );
+    let p = probe(&file);
+    assert!(p.duration() >= 3.0, "duration {}", p.duration());
+    let green = frame_rgb(&file, p.duration() - 0.5, 32, 18).share(is_green);
+    assert!(green > 0.95, "not the page: {green} green");
+}

@@ -48,6 +48,8 @@ pub const PAGE_ERROR_PREFIX: &str = "PAGECAST_ERROR";
 
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(10);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long navigation may take to bring the page's document (see `pageLoadStrategy` below):
+/// past it the page is recorded as it is.
 const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -77,8 +79,9 @@ pub struct BrowserSpec {
     /// Values the page's address carries that must not be logged (a LiveKit token): replaced by
     /// `****` in everything the page and chromedriver print.
     pub secrets: Vec<Secret>,
-    /// Set once the page has loaded (in any browser of the recording): from then on what was
-    /// recorded holds the page, and is kept whatever happens.
+    /// Set once the page is there (its document parsed, in any browser of the recording; its
+    /// images and other subresources may still be arriving): from then on what was recorded
+    /// holds the page, and is kept whatever happens.
     pub page_loaded: tokio::sync::watch::Sender<bool>,
     /// How the page is shown beyond its address.
     pub page: PageOptions,
@@ -280,7 +283,11 @@ impl BrowserActor {
         let caps = json!({
             "browserName": "chrome",
             "webSocketUrl": true,
-            "pageLoadStrategy": "normal",
+            // Navigation returns once the document is parsed (DOMContentLoaded), not at the load
+            // event: a page shows itself long before its last image or tracker answers, and one
+            // request that never answers would otherwise hold the load event (and so the page
+            // counted as there, which keeps the recording) for the whole page-load timeout.
+            "pageLoadStrategy": "eager",
             "unhandledPromptBehavior": "dismiss",
             "acceptInsecureCerts": spec.page.insecure,
             "timeouts": { "pageLoad": PAGE_LOAD_TIMEOUT.as_millis() as u64 },
@@ -922,9 +929,9 @@ impl Handler<Navigate> for BrowserActor {
         let load = async move {
             match client.goto(url.as_str()).await {
                 Ok(()) => {}
-                // A page whose last bytes are slow is still shown: record it.
+                // A page whose document is slow to arrive still shows what has: record it.
                 Err(e) if e.to_string().contains("timeout") => {
-                    tracing::warn!(url = %shown, "the page did not finish loading in time; recording it as it is");
+                    tracing::warn!(url = %shown, "the page's document did not arrive in time; recording it as it is");
                 }
                 Err(e) => {
                     let error = redact(first_line(&e.to_string()), &secrets);

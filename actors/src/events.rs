@@ -3,7 +3,8 @@
 //! Each is the `message` of one log line; a test that waits for one uses the constant, so a
 //! reworded message cannot leave a test waiting for a line that never comes.
 
-/// The page finished loading in the browser (logged on every browser start).
+/// The page is there in the browser: its document parsed (DOMContentLoaded), its subresources
+/// perhaps still arriving (logged on every browser start).
 pub const PAGE_LOADED: &str = "page loaded";
 /// ffmpeg encoded its first frame (logged on every encoder start, restarts included).
 pub const ENCODER_RUNNING: &str = "encoder running";

@@ -11,10 +11,12 @@ Settings (all optional):
   "basic":  [user, password] the page needs basic auth (401 with a challenge otherwise)
   "tls":    true             serve HTTPS with a fresh self-signed certificate
   "watch":  [values...]      more secret values to look for (a server that must NOT get them)
-  "embed":  url              the page also loads this URL (an image of another origin)
+  "embed":  url              the page also loads this URL as an image (another origin, or a
+                             path of this server such as /hang)
 
-GET / answers a green page when every requirement is met, else a red 401 page. Any other path
-answers a small green PNG-free body (204 for /favicon.ico).
+GET / answers a green page when every requirement is met, else a red 401 page. GET /hang never
+answers (the connection is held until the client goes): a subresource that keeps the page's load
+event from ever firing. Any other path answers 204 with no body.
 """
 
 import base64
@@ -57,6 +59,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         cookies = self.headers.get("Cookie", "")
         has_cookie = bool(cookie) and f"{cookie[0]}={cookie[1]}" in [c.strip() for c in cookies.split(";")]
         print(f"REQ {self.path} secret_seen={str(seen).lower()} cookie={str(has_cookie).lower()}", flush=True)
+        if self.path == "/hang":
+            while self.rfile.read(1):
+                pass
+            return
         if self.path != "/" and not self.path.startswith("/?"):
             self.reply(204, b"", None)
             return
