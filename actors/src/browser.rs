@@ -34,7 +34,7 @@ use crate::audio::AudioInfo;
 use crate::display::DisplayInfo;
 use crate::gate::StartGate;
 use crate::login::{HeldRequest, Login};
-use crate::process::{ChildProcess, Stdout};
+use crate::process::{ChildProcess, Redactor, Stdout};
 use crate::secret::{mask_url, Secret};
 use crate::supervision::{ChildLink, ExitReason, Failure, FailureKind, Kill, Shutdown};
 
@@ -264,7 +264,7 @@ impl BrowserActor {
             secrets.iter().map(|s| s.expose().to_owned()).collect(),
         )
         .map_err(|e| e.into_failure())?;
-        let port = read_driver_port(stdout.expect("captured"), secrets.clone());
+        let port = read_driver_port(stdout.expect("captured"), driver.redactor());
         let port = tokio::time::timeout(DRIVER_TIMEOUT, port).await;
         let port = match port {
             Ok(Some(port)) => port,
@@ -558,20 +558,18 @@ fn url_secrets(url: &url::Url) -> Vec<Secret> {
 /// The shortest query or fragment value [`url_secrets`] takes for a credential.
 const TOKEN_LEN: usize = 8;
 
-/// Reads chromedriver's stdout until it says which port it listens on; keeps logging the rest.
-async fn read_driver_port(
-    stdout: tokio::process::ChildStdout,
-    secrets: Vec<Secret>,
-) -> Option<u16> {
+/// Reads chromedriver's stdout until it says which port it listens on; keeps logging the rest,
+/// cleaned by `secrets` (chromedriver's own: a warm browser's page address is added at its Load).
+async fn read_driver_port(stdout: tokio::process::ChildStdout, secrets: Redactor) -> Option<u16> {
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let line = redact(&line, &secrets);
+        let line = secrets.redact(&line);
         tracing::debug!(target: "pagecast::child", process = "chromedriver", "{line}");
         if let Some(rest) = line.split("started successfully on port ").nth(1) {
             let port = rest.trim_end_matches('.').trim().parse().ok();
             tokio::spawn(async move {
                 while let Ok(Some(line)) = lines.next_line().await {
-                    let line = redact(&line, &secrets);
+                    let line = secrets.redact(&line);
                     tracing::debug!(target: "pagecast::child", process = "chromedriver", "{line}");
                 }
             });
@@ -904,9 +902,13 @@ impl Handler<Load> for BrowserActor {
 
     fn handle(&mut self, Load(url): Load, ctx: &mut Context<Self>) -> Self::Result {
         if !self.navigated {
-            // A warm tree's browser started on a blank page: what it prints from now on is
-            // cleaned of this address's secrets too.
-            self.secrets.extend(url_secrets(&url));
+            // A warm tree's browser started on a blank page: what it, chromedriver and Chromium
+            // print from now on is cleaned of this address's secrets too.
+            let learned = url_secrets(&url);
+            self.driver
+                .redactor()
+                .add(learned.iter().map(|s| s.expose().to_owned()));
+            self.secrets.extend(learned);
             self.url = url;
         }
         <Self as Handler<Navigate>>::handle(self, Navigate, ctx)

@@ -65,6 +65,42 @@ pub enum Stdout {
 /// passed on at its own level): called with each line, secrets already redacted.
 pub type LineSink = Box<dyn Fn(&str) + Send + Sync>;
 
+/// The strings replaced by `****` in everything a child prints. Shared by the wrapper's readers
+/// and whoever learns a secret only after the start (a warm browser's page address): what is
+/// [`add`](Redactor::add)ed cleans every line read from then on.
+#[derive(Clone, Default)]
+pub struct Redactor(Arc<std::sync::RwLock<Vec<String>>>);
+
+impl Redactor {
+    pub fn new(secrets: Vec<String>) -> Redactor {
+        let redactor = Redactor::default();
+        redactor.add(secrets);
+        redactor
+    }
+
+    /// Cleans every line read from now on of `secrets` too (empty strings are ignored).
+    pub fn add(&self, secrets: impl IntoIterator<Item = String>) {
+        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for secret in secrets {
+            if !secret.is_empty() && !held.contains(&secret) {
+                held.push(secret);
+            }
+        }
+        // The longest first: a secret that holds another is replaced whole.
+        held.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    /// `line` with every secret replaced by `****`.
+    pub fn redact(&self, line: &str) -> String {
+        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let mut line = line.to_owned();
+        for secret in held.iter() {
+            line = line.replace(secret.as_str(), "****");
+        }
+        line
+    }
+}
+
 /// A started child process. See the module docs.
 pub struct ChildProcess {
     inner: Arc<Inner>,
@@ -80,7 +116,7 @@ struct Inner {
     /// True once stderr reached EOF (its last lines are in `tail`).
     stderr_closed: watch::Sender<bool>,
     /// Strings (stream keys, URLs with keys) replaced by `****` in everything the child prints.
-    secrets: Vec<String>,
+    secrets: Redactor,
     /// Where its lines go (None: the debug log).
     lines: Option<LineSink>,
 }
@@ -174,7 +210,7 @@ impl ChildProcess {
             status,
             tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
             stderr_closed: watch::Sender::new(false),
-            secrets: secrets.into_iter().filter(|s| !s.is_empty()).collect(),
+            secrets: Redactor::new(secrets),
             lines,
         });
         if let Some(err) = child.stderr.take() {
@@ -212,6 +248,11 @@ impl ChildProcess {
 
     pub fn pid(&self) -> u32 {
         self.inner.pid.as_raw() as u32
+    }
+
+    /// What cleans its output of secrets: [`Redactor::add`] a secret learned after the start.
+    pub fn redactor(&self) -> Redactor {
+        self.inner.secrets.clone()
     }
 
     /// The exit status, if the process has exited.
@@ -426,13 +467,11 @@ async fn drain(inner: Arc<Inner>, pipe: impl AsyncRead + Unpin, is_stderr: bool)
                 break;
             }
             Ok(_) => {
-                let mut line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
                 if line.is_empty() {
                     continue;
                 }
-                for secret in &inner.secrets {
-                    line = line.replace(secret.as_str(), "****");
-                }
+                let line = inner.secrets.redact(&line);
                 match &inner.lines {
                     Some(sink) => sink(&line),
                     None => {
@@ -509,6 +548,28 @@ pub(crate) mod tests {
         assert_eq!(
             report,
             "relay exited with status 1: ****: Input/output error"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secret_learned_after_the_start_never_leaves_the_wrapper() {
+        let (child, _) = ChildProcess::spawn(
+            "driver",
+            sh("read line; echo \"navigating to https://h/room?access_token=tok_456\" >&2; exit 1"),
+            true,
+            Stdout::Log,
+        )
+        .unwrap();
+        let mut child = child;
+        child.redactor().add(["tok_456".to_owned()]);
+        let mut stdin = child.take_stdin().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"go\n")
+            .await
+            .unwrap();
+        let (_, report) = child.exit_report().await;
+        assert_eq!(
+            report,
+            "driver exited with status 1: navigating to https://h/room?access_token=****"
         );
     }
 
