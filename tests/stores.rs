@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use pagecast_actors::events;
 use pagecast_testkit::stores::{Azurite, FakeGcs, AZURITE_KEY};
-use pagecast_testkit::{heavy, probe, wait_until};
+use pagecast_testkit::{heavy, probe, wait_until, Moto};
 use serde_json::json;
 
 /// A service-account key the emulator takes without a token exchange (`disable_oauth`).
@@ -292,4 +292,89 @@ fn a_missing_bucket_or_an_existing_object_is_refused_before_anything_starts() {
     let kept = dir.path().join("kept.mp4");
     gcs.download("recordings", "rec/recording.mp4", &kept);
     assert_eq!(std::fs::read(&kept).unwrap(), b"an earlier recording");
+}
+
+/// Another writer stores an object under the recording's name while it is recorded (after the
+/// pre-flight found the name free): the upload never replaces it, on S3 (a single put: the
+/// recording is shorter than a part), GCS and Azure (parts, then the commit). The run fails
+/// (exit 5) saying so and naming the local file, which holds the whole recording; the other
+/// writer's object is as they stored it.
+#[test]
+fn an_object_stored_under_the_name_meanwhile_is_never_replaced() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    let gcs = FakeGcs::start();
+    let azurite = Azurite::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    gcs.make_bucket("recordings");
+    azurite.blob(&["mkcontainer", "recordings"]);
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("theirs.mp4");
+    std::fs::write(&theirs, b"another writer's recording").unwrap();
+    let s3 = json!({ "access_key": "AKIAPAGECASTTEST", "secret": "not-a-real-secret",
+        "bucket": "recordings", "key": "rec/recording.mp4", "endpoint": moto.endpoint(),
+        "part_size": "5MiB" });
+    type Store<'a> = (
+        &'a str,
+        serde_json::Value,
+        &'a str,
+        Box<dyn Fn() + 'a>,
+        Box<dyn Fn(&Path) + 'a>,
+    );
+    let key = "rec/recording.mp4";
+    let stores: Vec<Store> = vec![
+        (
+            "S3",
+            s3,
+            "s3://recordings/rec/recording.mp4",
+            Box::new(|| {
+                moto.s3(&["put", "recordings", key, theirs.to_str().unwrap()]);
+            }),
+            Box::new(|to: &Path| {
+                moto.s3(&["get", "recordings", key, to.to_str().unwrap()]);
+            }),
+        ),
+        (
+            "gcs",
+            gcs_block(&gcs),
+            "gs://recordings/rec/recording.mp4",
+            Box::new(|| gcs.upload("recordings", key, &theirs)),
+            Box::new(|to: &Path| gcs.download("recordings", key, to)),
+        ),
+        (
+            "azure",
+            azure_block(&azurite),
+            "azure://devstoreaccount1/recordings/rec/recording.mp4",
+            Box::new(|| {
+                azurite.blob(&["put", "recordings", key, theirs.to_str().unwrap()]);
+            }),
+            Box::new(|to: &Path| {
+                azurite.blob(&["get", "recordings", key, to.to_str().unwrap()]);
+            }),
+        ),
+    ];
+    for (field, block, url, store_theirs, fetch) in stores {
+        let file = dir.path().join(format!("{field}.mp4"));
+        let mut run = Run::start(&config(json!({ "file": file, field: block })), &[]);
+        run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
+        store_theirs();
+        let (status, _) = run.wait(Duration::from_secs(90));
+        let stderr = run.stderr();
+        assert_eq!(status.code(), Some(5), "{field}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(&format!(
+                "another writer stored {url} while this recording was uploading"
+            )) && last.contains(&format!("the recording is kept at {}", file.display())),
+            "{field}: {last}"
+        );
+        let fetched = dir.path().join(format!("{field}-fetched"));
+        fetch(&fetched);
+        assert_eq!(
+            std::fs::read(&fetched).unwrap(),
+            b"another writer's recording",
+            "{field}: their object was replaced"
+        );
+        assert_plays(&file);
+    }
 }

@@ -10,7 +10,9 @@
 //! started again from the file's first byte. Away longer than `give_up_after`, the upload is
 //! abandoned: the open upload is aborted (best effort); with a backup store the whole recording
 //! then goes there instead, from the local file's first byte ([`BACKUP_STORAGE_USED`]), else
-//! the local file is kept and the failure names it.
+//! the local file is kept and the failure names it. An object another writer stored under the
+//! name while the upload ran is never replaced (see [`crate::store`]): the upload gives up at once
+//! and goes to the backup, or fails naming the local file.
 //! Accepts: [`Finish`] (the file is final: upload the rest, complete, verify the size; replies
 //! with the object that holds the recording), [`Shutdown`] (without Finish: abort), [`Kill`].
 //! Sends: [`ChildExited`](crate::supervision::ChildExited) through its link when it stops.
@@ -342,7 +344,8 @@ impl Upload {
     }
 
     /// Runs `op` until it succeeds, once a second, until the give-up limit. A lost upload is
-    /// returned at once (the caller starts over).
+    /// returned at once (the caller starts over), and so is a name another writer took
+    /// (retrying cannot free it).
     async fn retry<F>(&mut self, mut op: F) -> Result<(), Fault>
     where
         F: for<'a> FnMut(
@@ -355,7 +358,7 @@ impl Upload {
         loop {
             match op(self).await {
                 Ok(()) => return Ok(()),
-                Err(fault) if fault.upload_lost => return Err(fault),
+                Err(fault) if fault.upload_lost || fault.taken => return Err(fault),
                 Err(_) => {
                     if let Some(fault) = self.give_up() {
                         return Err(fault);

@@ -2,6 +2,7 @@
 
 usage: s3.py ENDPOINT mkbucket BUCKET
        s3.py ENDPOINT get BUCKET KEY OUT_FILE
+       s3.py ENDPOINT put BUCKET KEY IN_FILE
        s3.py ENDPOINT uploads BUCKET        (prints how many multipart uploads are open)
        s3.py ENDPOINT objects BUCKET        (prints how many objects it holds)
        s3.py ENDPOINT fetch BUCKET PREFIX DIR (downloads every object under PREFIX into DIR,
@@ -29,6 +30,9 @@ def main():
     elif command == "get":
         bucket, key, out = args
         s3.download_file(bucket, key, out)
+    elif command == "put":
+        bucket, key, source = args
+        s3.upload_file(source, bucket, key)
     elif command == "iam-user":
         iam = boto3.client(
             "iam",

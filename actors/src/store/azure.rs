@@ -1,6 +1,12 @@
 //! Azure Blob Storage: a block blob, one block per [`Store::put_part`], committed by the block
 //! list at the end (through `object_store`'s multipart interface). Blocks never committed are
 //! dropped by Azure after a week; nothing has to be aborted.
+//!
+//! Unless it replaces the blob, a single put carries `If-None-Match: *` (a blob stored under the
+//! name meanwhile is refused and left as it is). The block-list commit cannot carry a condition
+//! through `object_store`, so the name is looked at just before the first commit instead: a blob
+//! there then is left as it is; one stored between that look and the commit (a few milliseconds)
+//! would be replaced.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +17,11 @@ use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ClientOptions, ObjectStore, ObjectStoreExt, PutOptions, RetryConfig,
+    Attribute, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, RetryConfig,
 };
 
-use super::{Call, Fault, Objects, Store};
+use super::{Call, Fault, Objects, Store, MARK};
 use crate::secret::Secret;
 
 /// How the uploads authenticate.
@@ -48,11 +55,19 @@ pub struct AzureStore {
     /// `account/container`, for messages.
     at: String,
     parts: Option<Vec<PartId>>,
+    /// Whether the upload may replace a blob of its name.
+    replace: bool,
+    /// The name was found free just before a commit of this upload (a retried commit is not
+    /// looked at again: its first try may have made the blob).
+    checked: bool,
+    /// This upload's mark, in its blob's metadata.
+    mark: String,
 }
 
 impl AzureStore {
     /// The store, once the container answered (it exists and the credentials may list it).
-    pub async fn connect(target: &AzureTarget) -> Result<AzureStore, Fault> {
+    /// `replace`: the upload may replace a blob of its name.
+    pub async fn connect(target: &AzureTarget, replace: bool) -> Result<AzureStore, Fault> {
         let options = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(30))
@@ -118,7 +133,33 @@ impl AzureStore {
             field: target.field.clone(),
             at: format!("{}/{}", target.account, target.container),
             parts: None,
+            replace,
+            checked: false,
+            mark: super::upload_mark(),
         })
+    }
+
+    fn url(&self) -> String {
+        format!("azure://{}/{}", self.at, self.path)
+    }
+
+    /// The blob's mark, if there is a blob of the name (None: no blob).
+    async fn stored_mark(&self) -> Result<Option<String>, Fault> {
+        let head = GetOptions {
+            head: true,
+            ..GetOptions::default()
+        };
+        match self.store.get_opts(&self.path, head).await {
+            Ok(found) => Ok(Some(
+                found
+                    .attributes
+                    .get(&Attribute::Metadata(MARK.into()))
+                    .map(|v| v.as_ref().to_owned())
+                    .unwrap_or_default(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(fault(&e, &self.field)),
+        }
     }
 }
 
@@ -137,6 +178,12 @@ impl Store for AzureStore {
 
     fn complete(&mut self, _total: u64) -> Call<'_, ()> {
         Box::pin(async move {
+            if !self.replace && !self.checked {
+                if self.stored_mark().await?.is_some() {
+                    return Err(Fault::taken(&self.url()));
+                }
+                self.checked = true;
+            }
             let parts = self.parts.clone().unwrap_or_default();
             match self
                 .store
@@ -159,11 +206,27 @@ impl Store for AzureStore {
 
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
         Box::pin(async move {
-            self.store
-                .put(&self.path, bytes.into())
-                .await
-                .map_err(|e| fault(&e, &self.field))?;
-            Ok(())
+            let options = PutOptions {
+                mode: if self.replace {
+                    PutMode::Overwrite
+                } else {
+                    PutMode::Create
+                },
+                attributes: Attributes::from_iter([(
+                    Attribute::Metadata(MARK.into()),
+                    self.mark.clone(),
+                )]),
+                ..PutOptions::default()
+            };
+            match self.store.put_opts(&self.path, bytes.into(), options).await {
+                Ok(_) => Ok(()),
+                // Ours when a retried put's first answer was lost; else another writer's.
+                Err(object_store::Error::AlreadyExists { .. }) => match self.stored_mark().await? {
+                    Some(mark) if mark == self.mark => Ok(()),
+                    _ => Err(Fault::taken(&self.url())),
+                },
+                Err(e) => Err(fault(&e, &self.field)),
+            }
         })
     }
 

@@ -10,6 +10,10 @@
 //!
 //! A chunk whose fate is unknown (a timeout, a 5xx) is followed by a status query before the next
 //! send, so bytes the server already holds are never sent twice.
+//!
+//! Unless it replaces the object, the upload (resumable or single) carries `ifGenerationMatch=0`:
+//! GCS makes the object only if there is none of its name when the upload finishes, and answers
+//! 412 otherwise; the object there is left as it is.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use gcloud_storage::http::Error;
 use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::CredentialProvider;
 
-use super::{explain_status, Call, Fault, Objects, Store};
+use super::{explain_status, Call, Fault, Objects, Store, MARK};
 use crate::secret::Secret;
 
 /// A resumable upload's chunks (except the last) are multiples of 256 KiB.
@@ -91,11 +95,16 @@ pub struct GcsStore {
     session: Option<ResumableUploadClient>,
     /// The last chunk may or may not have reached the server.
     uncertain: bool,
+    /// Whether the upload may replace an object of its name.
+    replace: bool,
+    /// This upload's mark, in its object's metadata.
+    mark: String,
 }
 
 impl GcsStore {
     /// The store, once the bucket answered (it exists and the credentials may list it).
-    pub async fn connect(target: &GcsTarget) -> Result<GcsStore, Fault> {
+    /// `replace`: the upload may replace an object of its name.
+    pub async fn connect(target: &GcsTarget, replace: bool) -> Result<GcsStore, Fault> {
         let token = credentials(target)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -135,6 +144,8 @@ impl GcsStore {
             target: target.clone(),
             session: None,
             uncertain: false,
+            replace,
+            mark: super::upload_mark(),
         })
     }
 
@@ -142,19 +153,61 @@ impl GcsStore {
         fault(e, &self.target.field)
     }
 
-    async fn open(&mut self) -> Result<(), Fault> {
-        let request = UploadObjectRequest {
+    /// The request that makes the object: only if there is none of its name, unless it may
+    /// replace one.
+    fn request(&self) -> UploadObjectRequest {
+        UploadObjectRequest {
             bucket: self.target.bucket.clone(),
+            if_generation_match: (!self.replace).then_some(0),
             ..Default::default()
-        };
-        let metadata = Object {
+        }
+    }
+
+    /// The object's metadata: its name, type and this upload's mark.
+    fn metadata(&self) -> Object {
+        Object {
             name: self.target.key.clone(),
             content_type: Some("video/mp4".to_owned()),
+            metadata: Some([(MARK.to_owned(), self.mark.clone())].into_iter().collect()),
+            ..Default::default()
+        }
+    }
+
+    /// The object was refused (412: there is one of its name). Ours, when a retried call's first
+    /// answer was lost; else another writer's, which is left as it is.
+    async fn refused(&self) -> Result<(), Fault> {
+        let request = GetObjectRequest {
+            bucket: self.target.bucket.clone(),
+            object: self.target.key.clone(),
             ..Default::default()
         };
+        let object = self
+            .client
+            .get_object(&request)
+            .await
+            .map_err(|e| self.fault(&e))?;
+        let ours = object
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get(MARK))
+            .is_some_and(|mark| *mark == self.mark);
+        if ours {
+            Ok(())
+        } else {
+            Err(Fault::taken(&format!(
+                "gs://{}/{}",
+                self.target.bucket, self.target.key
+            )))
+        }
+    }
+
+    async fn open(&mut self) -> Result<(), Fault> {
         let session = self
             .client
-            .prepare_resumable_upload(&request, &UploadType::Multipart(Box::new(metadata)))
+            .prepare_resumable_upload(
+                &self.request(),
+                &UploadType::Multipart(Box::new(self.metadata())),
+            )
             .await
             .map_err(|e| self.fault(&e))?;
         self.session = Some(session);
@@ -247,6 +300,10 @@ impl GcsStore {
                 Ok(())
             }
             Ok(_) => Err(Fault::new("the upload was not finished")),
+            Err(e) if status(&e) == Some(412) => {
+                self.session = None;
+                self.refused().await
+            }
             Err(e) if matches!(status(&e), Some(404 | 410)) => Err(self.lost()),
             Err(e) => Err(self.fault(&e)),
         }
@@ -264,15 +321,20 @@ impl Store for GcsStore {
 
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
         Box::pin(async move {
-            put(
-                &self.client,
-                &self.target.bucket,
-                &self.target.key,
-                bytes,
-                "video/mp4",
-            )
-            .await
-            .map_err(|e| self.fault(&e))
+            // A multipart (metadata and media) upload: a simple one cannot carry the mark.
+            let put = self
+                .client
+                .upload_object(
+                    &self.request(),
+                    bytes,
+                    &UploadType::Multipart(Box::new(self.metadata())),
+                )
+                .await;
+            match put {
+                Ok(_) => Ok(()),
+                Err(e) if status(&e) == Some(412) => self.refused().await,
+                Err(e) => Err(self.fault(&e)),
+            }
         })
     }
 

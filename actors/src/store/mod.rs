@@ -6,6 +6,14 @@
 //! checks a target before anything starts and gives its store. Each store speaks its own protocol in its own
 //! file: S3 multipart (`s3.rs`), GCS resumable uploads (`gcs.rs`), Azure block blobs (`azure.rs`).
 //! No store ever puts a credential into a message: errors name the target and the HTTP status.
+//!
+//! No overwriting: unless the run was told to replace the object (`--overwrite`), the object is
+//! created only if there is none of its name when it is made (S3's `If-None-Match: *`, GCS's
+//! `ifGenerationMatch=0`, Azure's `If-None-Match: *` on a single put). The pre-flight already
+//! refused a name that held a recording; this closes the window between that check and the end of
+//! the upload, in which another writer (another run given the same name, a user) may store an
+//! object there. Each upload's object carries its own mark ([`MARK`] metadata), so a retried
+//! call whose first answer was lost tells its own object from another writer's.
 
 pub mod azure;
 pub mod gcs;
@@ -73,6 +81,9 @@ pub struct Fault {
     /// The open upload is gone on the server (expired, aborted, or lost by a restarted server):
     /// the upload starts again from the file's first byte, which is still on disk.
     pub upload_lost: bool,
+    /// Another writer stored an object under the name while this upload ran: it is left as it
+    /// is, and retrying cannot help.
+    pub taken: bool,
 }
 
 impl Fault {
@@ -80,13 +91,24 @@ impl Fault {
         Fault {
             message: message.into(),
             upload_lost: false,
+            taken: false,
         }
     }
 
     pub fn upload_lost(message: impl Into<String>) -> Fault {
         Fault {
-            message: message.into(),
             upload_lost: true,
+            ..Fault::new(message)
+        }
+    }
+
+    /// The object `url` was stored by another writer meanwhile.
+    pub fn taken(url: &str) -> Fault {
+        Fault {
+            taken: true,
+            ..Fault::new(format!(
+                "another writer stored {url} while this recording was uploading; it is left as it is"
+            ))
         }
     }
 }
@@ -98,6 +120,19 @@ impl From<String> for Fault {
 }
 
 pub type Call<'a, T> = LocalBoxFuture<'a, Result<T, Fault>>;
+
+/// The metadata name under which an object carries the mark of the upload that made it.
+pub const MARK: &str = "pagecast_upload";
+
+/// A mark no other upload has: this process, the time, and a count within the process.
+pub fn upload_mark() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos}-{count}", std::process::id())
+}
 
 /// One object being uploaded in parts. Calls are made one at a time, in order; a failed call is
 /// retried by the uploader with the same arguments.
@@ -143,7 +178,8 @@ pub trait Objects: Send + Sync {
 
 /// Checks, before anything starts, that the bucket or container is there and the credentials may
 /// use it, and (unless `overwrite`) that no recording is already stored under the name: an upload
-/// would replace it. Gives the store to upload through.
+/// would replace it. Gives the store to upload through, which (unless `overwrite`) creates the
+/// object only if the name is still free when it is made.
 pub async fn preflight(target: &Target, overwrite: bool) -> Result<Box<dyn Store>, Failure> {
     let field = target.field().to_owned();
     let fail = |why: String| {
@@ -154,11 +190,21 @@ pub async fn preflight(target: &Target, overwrite: bool) -> Result<Box<dyn Store
     };
     let checked = async {
         let store: Box<dyn Store> = match target {
-            Target::S3(t) => Box::new(s3::S3Store::connect(t).await.map_err(|f| f.message)?),
-            Target::Gcs(t) => Box::new(gcs::GcsStore::connect(t).await.map_err(|f| f.message)?),
-            Target::Azure(t) => {
-                Box::new(azure::AzureStore::connect(t).await.map_err(|f| f.message)?)
-            }
+            Target::S3(t) => Box::new(
+                s3::S3Store::connect(t, overwrite)
+                    .await
+                    .map_err(|f| f.message)?,
+            ),
+            Target::Gcs(t) => Box::new(
+                gcs::GcsStore::connect(t, overwrite)
+                    .await
+                    .map_err(|f| f.message)?,
+            ),
+            Target::Azure(t) => Box::new(
+                azure::AzureStore::connect(t, overwrite)
+                    .await
+                    .map_err(|f| f.message)?,
+            ),
         };
         Ok::<_, String>(store)
     };

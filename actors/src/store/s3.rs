@@ -1,4 +1,6 @@
 //! S3 (and S3-compatible servers): a multipart upload, one part per [`Store::put_part`].
+//! Unless it replaces the object, the upload completes (or puts) with `If-None-Match: *`: an
+//! object stored under the name meanwhile is refused with 412 and left as it is.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use std::sync::Arc;
 
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 
-use super::{Call, Fault, Objects, Store};
+use super::{Call, Fault, Objects, Store, MARK};
 use crate::secret::Secret;
 
 /// S3's smallest part (except the last).
@@ -80,8 +82,7 @@ pub async fn client(target: &S3Target) -> Client {
 /// One line for an SDK error, with the HTTP status when there is one. Never holds a secret (the
 /// SDK does not print credentials).
 fn explain<E: std::error::Error + 'static>(err: &SdkError<E>, field: &str) -> String {
-    let status = err.raw_response().map(|r| r.status().as_u16());
-    match (err, status) {
+    match (err, status(err)) {
         (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => {
             format!("endpoint unreachable ({})", DisplayErrorContext(err))
         }
@@ -99,11 +100,21 @@ pub struct S3Store {
     target: S3Target,
     upload_id: Option<String>,
     parts: Vec<CompletedPart>,
+    /// Whether the upload may replace an object of its name.
+    replace: bool,
+    /// This upload's mark, in its object's metadata.
+    mark: String,
+}
+
+/// The HTTP status of a failed call, if the server answered.
+fn status<E>(err: &SdkError<E>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
 }
 
 impl S3Store {
     /// The client, once the bucket answered (it exists and the credentials may use it).
-    pub async fn connect(target: &S3Target) -> Result<S3Store, Fault> {
+    /// `replace`: the upload may replace an object of its name.
+    pub async fn connect(target: &S3Target, replace: bool) -> Result<S3Store, Fault> {
         let client = client(target).await;
         client
             .head_bucket()
@@ -116,7 +127,53 @@ impl S3Store {
             target: target.clone(),
             upload_id: None,
             parts: Vec::new(),
+            replace,
+            mark: super::upload_mark(),
         })
+    }
+
+    /// The condition a call that makes the object carries: none when it may replace one.
+    fn if_none_match(&self) -> Option<String> {
+        (!self.replace).then(|| "*".to_owned())
+    }
+
+    /// A server without conditional writes (501) is written to without them from now on, and the
+    /// log says so: the recording is worth more than the guard. Whether that was the answer.
+    fn without_conditions<E>(&mut self, err: &SdkError<E>) -> bool {
+        if self.replace || status(err) != Some(501) {
+            return false;
+        }
+        tracing::warn!(
+            target = %self.target.bucket,
+            key = %self.target.key,
+            "the S3 server does not take conditional writes (HTTP 501); an object stored under the \
+             name meanwhile would be replaced"
+        );
+        self.replace = true;
+        true
+    }
+
+    /// The object was refused (412: there is one of its name). Ours, when a retried call's first
+    /// answer was lost; else another writer's, which is left as it is.
+    async fn refused(&self) -> Result<(), Fault> {
+        let t = &self.target;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&t.bucket)
+            .key(&t.key)
+            .send()
+            .await
+            .map_err(|e| Fault::new(self.explain(&e)))?;
+        let ours = head
+            .metadata()
+            .and_then(|m| m.get(MARK))
+            .is_some_and(|mark| *mark == self.mark);
+        if ours {
+            Ok(())
+        } else {
+            Err(Fault::taken(&format!("s3://{}/{}", t.bucket, t.key)))
+        }
     }
 
     fn explain<E: std::error::Error + 'static>(&self, err: &SdkError<E>) -> String {
@@ -132,6 +189,7 @@ impl S3Store {
                 .bucket(&t.bucket)
                 .key(&t.key)
                 .content_type("video/mp4")
+                .metadata(MARK, &self.mark)
                 .send()
                 .await
                 .map_err(|e| Fault::new(self.explain(&e)))?;
@@ -185,7 +243,8 @@ impl Store for S3Store {
     fn complete(&mut self, _total: u64) -> Call<'_, ()> {
         Box::pin(async move {
             let t = &self.target;
-            self.client
+            let completed = self
+                .client
                 .complete_multipart_upload()
                 .bucket(&t.bucket)
                 .key(&t.key)
@@ -195,9 +254,17 @@ impl Store for S3Store {
                         .set_parts(Some(self.parts.clone()))
                         .build(),
                 )
+                .set_if_none_match(self.if_none_match())
                 .send()
-                .await
-                .map_err(|e| self.fault(&e))?;
+                .await;
+            match completed {
+                Ok(_) => {}
+                Err(e) if status(&e) == Some(412) => self.refused().await?,
+                Err(e) if self.without_conditions(&e) => {
+                    return Err(Fault::new("HTTP 501: conditional writes not implemented"))
+                }
+                Err(e) => return Err(self.fault(&e)),
+            }
             self.upload_id = None;
             Ok(())
         })
@@ -206,16 +273,25 @@ impl Store for S3Store {
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
         Box::pin(async move {
             let t = &self.target;
-            self.client
+            let put = self
+                .client
                 .put_object()
                 .bucket(&t.bucket)
                 .key(&t.key)
                 .content_type("video/mp4")
+                .metadata(MARK, &self.mark)
+                .set_if_none_match(self.if_none_match())
                 .body(ByteStream::from(bytes))
                 .send()
-                .await
-                .map_err(|e| Fault::new(self.explain(&e)))?;
-            Ok(())
+                .await;
+            match put {
+                Ok(_) => Ok(()),
+                Err(e) if status(&e) == Some(412) => self.refused().await,
+                Err(e) if self.without_conditions(&e) => {
+                    Err(Fault::new("HTTP 501: conditional writes not implemented"))
+                }
+                Err(e) => Err(Fault::new(self.explain(&e))),
+            }
         })
     }
 
@@ -231,7 +307,7 @@ impl Store for S3Store {
                 .await
             {
                 Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(404) => Ok(None),
+                Err(e) if status(&e) == Some(404) => Ok(None),
                 Err(e) => Err(Fault::new(self.explain(&e))),
             }
         })
