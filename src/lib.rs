@@ -3,6 +3,7 @@
 //! user sees. The actors and the supervision tree live in `pagecast-actors`.
 
 pub mod check;
+pub mod claim;
 pub mod cli;
 pub mod config;
 pub mod controls;

@@ -32,6 +32,7 @@ use pagecast_actors::warm::{Late, LateJob};
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::claim::{Claim, ClaimError};
 use crate::cli::Keep;
 use crate::config::{Config, Source, TemplateAuth};
 use crate::exit::Exit;
@@ -148,6 +149,8 @@ struct Prepared {
     page: Page,
     /// The upload's spec and its stores (the primary's and the backup's), checked.
     store: Option<(UploadSpec, Stores)>,
+    /// This run's claim on `output`, held until the run ends.
+    claim: Option<Claim>,
 }
 
 /// The primary store and the backup, from the pre-flight.
@@ -159,7 +162,7 @@ type Stores = (Box<dyn Store>, Option<Box<dyn Store>>);
 async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, Outcome> {
     // {time}, {utc}, {room_name} in the names: filled in once, at the start.
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
-    let output = check_before_start(&config, overwrite)?;
+    let (output, claim) = check_before_start(&config, overwrite)?;
     // With --overwrite, a run that records nothing must not take the old file with it either.
     let replaces = output
         .as_deref()
@@ -183,6 +186,7 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         replaces,
         page,
         store,
+        claim,
     })
 }
 
@@ -235,6 +239,7 @@ async fn run_tree(
         keep_local,
         page,
         store,
+        claim: _claim,
     } = prepared;
     // Without a file output, the upload follows a local file of its own, removed once the
     // object is complete (kept, and named, if the upload fails). In --keep-dir, not in the
@@ -926,8 +931,12 @@ fn recorded(report: &RecordingReport) -> bool {
     report.first_frame.is_some() && report.page_loaded
 }
 
-/// Everything that can be refused before a process starts. Returns the output file.
-fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf>, Outcome> {
+/// Everything that can be refused before a process starts. Returns the output file and this
+/// run's claim on it.
+fn check_before_start(
+    config: &Config,
+    overwrite: bool,
+) -> Result<(Option<PathBuf>, Option<Claim>), Outcome> {
     let output = config.output.file.clone();
     check_programs()?;
     if let Some(hls) = &config.output.hls {
@@ -963,9 +972,13 @@ fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf
             ));
         }
     }
+    let mut claim = None;
     if let Some(output) = &output {
         warn_of_leftovers(output);
         check_output(output)?;
+        // Before the check for a finished recording: --overwrite never takes a file that
+        // another run is recording right now.
+        claim = Some(claim_output(output)?);
         if !overwrite && crate::naming::holds_a_recording(output) {
             return Err(Outcome::fail(
                 Exit::Output,
@@ -977,7 +990,29 @@ fn check_before_start(config: &Config, overwrite: bool) -> Result<Option<PathBuf
             ));
         }
     }
-    Ok(output)
+    Ok((output, claim))
+}
+
+/// Claims `output` for this run (see [`crate::claim`]).
+fn claim_output(output: &Path) -> Result<Claim, Outcome> {
+    Claim::take(output).map_err(|e| match e {
+        ClaimError::Busy => Outcome::fail(
+            Exit::Output,
+            format!(
+                "output.file: {} is being recorded by another run right now; give another name, \
+                 or put {{time}} or {{utc}} in output.file for a fresh name each run",
+                output.display()
+            ),
+        ),
+        ClaimError::Io(e) => Outcome::fail(
+            Exit::Output,
+            format!(
+                "output.file: cannot claim {} for this run ({}): {e}",
+                output.display(),
+                crate::claim::lock_path(output).display()
+            ),
+        ),
+    })
 }
 
 /// Every program a recording runs is on PATH.

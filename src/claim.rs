@@ -1,0 +1,137 @@
+//! The claim a run holds on its output file while it records: two runs given the same
+//! `output.file` at once (two `docker run`s with one mounted directory, two service jobs with one
+//! name) must not both write it. `--overwrite` replaces a finished recording, never one being
+//! recorded.
+//!
+//! The claim is an advisory lock (`flock`) on a hidden file beside the output,
+//! `.<name>.lock`. The kernel drops it when the holder exits, however it exits, so a killed run
+//! never leaves a claim behind; the lock file a kill leaves is taken over by the next run and
+//! removed when that run ends.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+/// How often taking a claim is tried again when the lock file was replaced between opening and
+/// locking it (its holder ended and removed it just then).
+const TRIES: usize = 8;
+
+/// Why a claim could not be taken.
+#[derive(Debug)]
+pub enum ClaimError {
+    /// Another run holds the output now.
+    Busy,
+    /// The lock file could not be created or locked.
+    Io(std::io::Error),
+}
+
+/// A run's claim on its output; released (and the lock file removed) when dropped.
+#[derive(Debug)]
+pub struct Claim {
+    path: PathBuf,
+    /// Holds the lock: dropping it releases the claim.
+    _lock: Flock<File>,
+}
+
+/// The lock file that claims `output`.
+pub fn lock_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    output.with_file_name(format!(".{name}.lock"))
+}
+
+impl Claim {
+    /// Claims `output` for this run, or says another run holds it. Never waits.
+    pub fn take(output: &Path) -> Result<Claim, ClaimError> {
+        let path = lock_path(output);
+        for _ in 0..TRIES {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(ClaimError::Io)?;
+            let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(locked) => locked,
+                Err((_, Errno::EWOULDBLOCK)) => return Err(ClaimError::Busy),
+                Err((_, errno)) => return Err(ClaimError::Io(errno.into())),
+            };
+            // The holder before us may have removed the file between our open and our lock:
+            // then our lock is on a file no other run can find, and counts for nothing.
+            let held = file.metadata().map_err(ClaimError::Io)?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Claim { path, _lock: file });
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ClaimError::Io(e)),
+            }
+        }
+        Err(ClaimError::Busy)
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Removed while still locked, so no run can lock this file after we let it go; a run
+        // that opened it just before finds it gone and tries again.
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the output's lock file");
+            }
+        }
+        // The lock goes with `_lock`, dropped next.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_claim_on_the_same_output_is_refused_until_the_first_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("rec.mp4");
+        let first = Claim::take(&output).unwrap();
+        assert_eq!(first.path(), dir.path().join(".rec.mp4.lock"));
+        assert!(matches!(Claim::take(&output), Err(ClaimError::Busy)));
+        drop(first);
+        assert!(!dir.path().join(".rec.mp4.lock").exists());
+        let again = Claim::take(&output).unwrap();
+        assert!(again.path().exists());
+    }
+
+    #[test]
+    fn another_output_in_the_same_directory_is_claimed_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Claim::take(&dir.path().join("a.mp4")).unwrap();
+        let _b = Claim::take(&dir.path().join("b.mp4")).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_killed_run_is_taken_over_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("rec.mp4");
+        std::fs::write(lock_path(&output), b"").unwrap();
+        let claim = Claim::take(&output).unwrap();
+        drop(claim);
+        assert!(!lock_path(&output).exists());
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_written_is_an_io_error() {
+        let output = Path::new("/proc/pagecast-claim-test/rec.mp4");
+        assert!(matches!(Claim::take(output), Err(ClaimError::Io(_))));
+    }
+}
