@@ -3,8 +3,10 @@
 //! name) must not both write it. `--overwrite` replaces a finished recording, never one being
 //! recorded.
 //!
-//! The claim is an advisory lock (`flock`) on a hidden file beside the output,
-//! `.<name>.lock`. The kernel drops it when the holder exits, however it exits, so a killed run
+//! The claim is an advisory lock (`flock`) on a hidden file: beside an output file,
+//! `.<name>.lock`; inside an output directory (the HLS one, whose names are the same in every
+//! run), `.pagecast.lock`, so that a directory that is the service's output root itself is never
+//! written outside of. The kernel drops it when the holder exits, however it exits, so a killed run
 //! never leaves a claim behind; the lock file a kill leaves is taken over by the next run and
 //! removed when that run ends.
 
@@ -36,7 +38,10 @@ pub struct Claim {
     _lock: Flock<File>,
 }
 
-/// The lock file that claims `output`.
+/// The lock file that claims the directory `dir`.
+pub const DIRECTORY_LOCK: &str = ".pagecast.lock";
+
+/// The lock file that claims the file `output`.
 pub fn lock_path(output: &Path) -> PathBuf {
     let name = output
         .file_name()
@@ -46,9 +51,17 @@ pub fn lock_path(output: &Path) -> PathBuf {
 }
 
 impl Claim {
-    /// Claims `output` for this run, or says another run holds it. Never waits.
-    pub fn take(output: &Path) -> Result<Claim, ClaimError> {
-        let path = lock_path(output);
+    /// Claims the file `output` for this run, or says another run holds it. Never waits.
+    pub fn file(output: &Path) -> Result<Claim, ClaimError> {
+        Claim::take(lock_path(output))
+    }
+
+    /// Claims the directory `dir` (which exists) for this run, or says another run holds it.
+    pub fn directory(dir: &Path) -> Result<Claim, ClaimError> {
+        Claim::take(dir.join(DIRECTORY_LOCK))
+    }
+
+    fn take(path: PathBuf) -> Result<Claim, ClaimError> {
         for _ in 0..TRIES {
             let file = OpenOptions::new()
                 .create(true)
@@ -103,20 +116,33 @@ mod tests {
     fn a_second_claim_on_the_same_output_is_refused_until_the_first_is_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("rec.mp4");
-        let first = Claim::take(&output).unwrap();
+        let first = Claim::file(&output).unwrap();
         assert_eq!(first.path(), dir.path().join(".rec.mp4.lock"));
-        assert!(matches!(Claim::take(&output), Err(ClaimError::Busy)));
+        assert!(matches!(Claim::file(&output), Err(ClaimError::Busy)));
         drop(first);
         assert!(!dir.path().join(".rec.mp4.lock").exists());
-        let again = Claim::take(&output).unwrap();
+        let again = Claim::file(&output).unwrap();
         assert!(again.path().exists());
+    }
+
+    #[test]
+    fn a_directory_is_claimed_from_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Claim::directory(dir.path()).unwrap();
+        assert_eq!(first.path(), dir.path().join(DIRECTORY_LOCK));
+        assert!(matches!(
+            Claim::directory(dir.path()),
+            Err(ClaimError::Busy)
+        ));
+        drop(first);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn another_output_in_the_same_directory_is_claimed_on_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let _a = Claim::take(&dir.path().join("a.mp4")).unwrap();
-        let _b = Claim::take(&dir.path().join("b.mp4")).unwrap();
+        let _a = Claim::file(&dir.path().join("a.mp4")).unwrap();
+        let _b = Claim::file(&dir.path().join("b.mp4")).unwrap();
     }
 
     #[test]
@@ -124,7 +150,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("rec.mp4");
         std::fs::write(lock_path(&output), b"").unwrap();
-        let claim = Claim::take(&output).unwrap();
+        let claim = Claim::file(&output).unwrap();
         drop(claim);
         assert!(!lock_path(&output).exists());
     }
@@ -132,6 +158,6 @@ mod tests {
     #[test]
     fn a_directory_that_cannot_be_written_is_an_io_error() {
         let output = Path::new("/proc/pagecast-claim-test/rec.mp4");
-        assert!(matches!(Claim::take(output), Err(ClaimError::Io(_))));
+        assert!(matches!(Claim::file(output), Err(ClaimError::Io(_))));
     }
 }

@@ -149,8 +149,8 @@ struct Prepared {
     page: Page,
     /// The upload's spec and its stores (the primary's and the backup's), checked.
     store: Option<(UploadSpec, Stores)>,
-    /// This run's claim on `output`, held until the run ends.
-    claim: Option<Claim>,
+    /// This run's claims on its outputs (see [`check_before_start`]), held until it ends.
+    claims: Vec<Claim>,
 }
 
 /// The primary store and the backup, from the pre-flight.
@@ -162,7 +162,7 @@ type Stores = (Box<dyn Store>, Option<Box<dyn Store>>);
 async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, Outcome> {
     // {time}, {utc}, {room_name} in the names: filled in once, at the start.
     let config = crate::naming::resolve(config, std::time::SystemTime::now());
-    let (output, claim) = check_before_start(&config, overwrite)?;
+    let (output, claims) = check_before_start(&config, overwrite)?;
     // With --overwrite, a run that records nothing must not take the old file with it either.
     let replaces = output
         .as_deref()
@@ -186,7 +186,7 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         replaces,
         page,
         store,
-        claim,
+        claims,
     })
 }
 
@@ -239,7 +239,7 @@ async fn run_tree(
         keep_local,
         page,
         store,
-        claim: _claim,
+        claims: _claims,
     } = prepared;
     // Without a file output, the upload follows a local file of its own, removed once the
     // object is complete (kept, and named, if the upload fails). In --keep-dir, not in the
@@ -932,14 +932,31 @@ fn recorded(report: &RecordingReport) -> bool {
 }
 
 /// Everything that can be refused before a process starts. Returns the output file and this
-/// run's claim on it.
+/// run's claims on its outputs (the file, the HLS directory).
 fn check_before_start(
     config: &Config,
     overwrite: bool,
-) -> Result<(Option<PathBuf>, Option<Claim>), Outcome> {
+) -> Result<(Option<PathBuf>, Vec<Claim>), Outcome> {
     let output = config.output.file.clone();
     check_programs()?;
+    let mut claims = Vec::new();
     if let Some(hls) = &config.output.hls {
+        if let Err(e) = std::fs::create_dir_all(&hls.directory) {
+            return Err(Outcome::fail(
+                Exit::Output,
+                format!(
+                    "output.hls.directory: cannot create {}: {e}",
+                    hls.directory.display()
+                ),
+            ));
+        }
+        // Segment and playlist names are the same in every run: a directory is one run's.
+        claims.push(claimed(
+            Claim::directory(&hls.directory),
+            &hls.directory,
+            "output.hls.directory",
+            "give a fresh directory",
+        )?);
         let playlist = hls.directory.join(pagecast_actors::encoder::HLS_PLAYLIST);
         if playlist.exists() {
             return Err(Outcome::fail(
@@ -948,15 +965,6 @@ fn check_before_start(
                     "output.hls.directory: {} already holds a playlist ({}); give a fresh directory",
                     hls.directory.display(),
                     playlist.display()
-                ),
-            ));
-        }
-        if let Err(e) = std::fs::create_dir_all(&hls.directory) {
-            return Err(Outcome::fail(
-                Exit::Output,
-                format!(
-                    "output.hls.directory: cannot create {}: {e}",
-                    hls.directory.display()
                 ),
             ));
         }
@@ -972,13 +980,17 @@ fn check_before_start(
             ));
         }
     }
-    let mut claim = None;
     if let Some(output) = &output {
         warn_of_leftovers(output);
         check_output(output)?;
         // Before the check for a finished recording: --overwrite never takes a file that
         // another run is recording right now.
-        claim = Some(claim_output(output)?);
+        claims.push(claimed(
+            Claim::file(output),
+            output,
+            "output.file",
+            "give another name, or put {time} or {utc} in output.file for a fresh name each run",
+        )?);
         if !overwrite && crate::naming::holds_a_recording(output) {
             return Err(Outcome::fail(
                 Exit::Output,
@@ -990,27 +1002,28 @@ fn check_before_start(
             ));
         }
     }
-    Ok((output, claim))
+    Ok((output, claims))
 }
 
-/// Claims `output` for this run (see [`crate::claim`]).
-fn claim_output(output: &Path) -> Result<Claim, Outcome> {
-    Claim::take(output).map_err(|e| match e {
+/// `taken`, this run's claim on `path`, the output of config `field` (see [`crate::claim`]), or
+/// the one-line refusal; `hint` ends it when another run holds the output.
+fn claimed(
+    taken: Result<Claim, ClaimError>,
+    path: &Path,
+    field: &str,
+    hint: &str,
+) -> Result<Claim, Outcome> {
+    taken.map_err(|e| match e {
         ClaimError::Busy => Outcome::fail(
             Exit::Output,
             format!(
-                "output.file: {} is being recorded by another run right now; give another name, \
-                 or put {{time}} or {{utc}} in output.file for a fresh name each run",
-                output.display()
+                "{field}: {} is being recorded by another run right now; {hint}",
+                path.display()
             ),
         ),
         ClaimError::Io(e) => Outcome::fail(
             Exit::Output,
-            format!(
-                "output.file: cannot claim {} for this run ({}): {e}",
-                output.display(),
-                crate::claim::lock_path(output).display()
-            ),
+            format!("{field}: cannot claim {} for this run: {e}", path.display()),
         ),
     })
 }

@@ -227,41 +227,72 @@ fn sigterm_finishes_the_file_within_two_seconds() {
 }
 
 /// Two runs given one output at once: the second is refused (exit 5, before anything starts),
-/// even with --overwrite, which replaces a finished recording, never one being recorded. The
-/// first records on, its file whole; its claim is gone with it.
+/// even with --overwrite, which replaces a finished recording, never one being recorded; and so
+/// is one given another file but the same HLS directory. The first records on, its file whole;
+/// its claims are gone with it.
 #[test]
 fn a_file_being_recorded_is_not_taken_by_a_second_run_even_with_overwrite() {
     let _heavy = heavy();
     let (dir, file) = out_dir();
-    let config = json!({
-        "input": { "url": demo_page(), "width": 640, "height": 360 },
-        "output": { "file": file },
-        "max_duration": "60s",
-    });
-    let mut first = Run::start(&config, &[]);
+    let hls = dir.path().join("hls");
+    let config = |file: &std::path::Path, hls: Option<&std::path::Path>| {
+        let mut output = json!({ "file": file });
+        if let Some(hls) = hls {
+            output["hls"] = json!({ "directory": hls, "segment_duration": "1s" });
+        }
+        json!({
+            "input": { "url": demo_page(), "width": 640, "height": 360 },
+            "output": output,
+            "max_duration": "60s",
+        })
+    };
+    let mut first = Run::start(&config(&file, Some(&hls)), &[]);
     first.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
-    let mut second = Run::start(&config, &["record", "--overwrite"]);
-    let (status, _) = second.wait(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(5), "{status}:\n{}", second.stderr());
-    let last = second
-        .stderr()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        last.contains("is being recorded by another run right now")
-            && last.contains(&file.display().to_string()),
-        "{last}"
+    let refused =
+        |config: serde_json::Value, args: &[&str], field: &str, path: &std::path::Path| {
+            let mut second = Run::start(&config, args);
+            let (status, _) = second.wait(Duration::from_secs(30));
+            assert_eq!(status.code(), Some(5), "{status}:\n{}", second.stderr());
+            let last = second
+                .stderr()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                last.contains(&format!(
+                    "{field}: {} is being recorded by another run right now",
+                    path.display()
+                )),
+                "{last}"
+            );
+        };
+    refused(
+        config(&file, None),
+        &["record", "--overwrite"],
+        "output.file",
+        &file,
     );
-    // Record on for a while after the refusal: this sleep is the recording's length.
+    let other = dir.path().join("other.mp4");
+    refused(
+        config(&other, Some(&hls)),
+        &[],
+        "output.hls.directory",
+        &hls,
+    );
+    // Record on for a while after the refusals: this sleep is the recording's length.
     std::thread::sleep(Duration::from_secs(2));
     first.signal(Signal::SIGTERM);
     let (status, _) = first.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}:\n{}", first.stderr());
     let p = probe(&file);
     assert!(p.duration() >= 2.0, "duration {}", p.duration());
-    assert_eq!(files_in(dir.path()), vec!["rec.mp4".to_string()]);
+    assert_eq!(files_in(dir.path()), ["hls", "rec.mp4"]);
+    assert!(
+        files_in(&hls).iter().any(|f| f == "index.m3u8"),
+        "{:?}",
+        files_in(&hls)
+    );
 }
 
 /// Two stop signals: the first starts the ordered stop, the second, while it runs, leaves at once
@@ -735,9 +766,11 @@ fn a_discarded_recording_leaves_nothing() {
     run.wait_for(events::RECORDING_PAUSED, Duration::from_secs(15));
     writeln!(control, "resume").unwrap();
     run.wait_for(events::RECORDING_RESUMED, Duration::from_secs(15));
-    // Two parts, the snapshots, the HLS directory and this run's claim on the output.
+    // Two parts, the snapshots, the HLS directory and this run's claim on the output (the HLS
+    // directory's claim is inside it).
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 5);
     assert!(pagecast::claim::lock_path(&file).exists());
+    assert!(hls.join(pagecast::claim::DIRECTORY_LOCK).exists());
     let image = std::fs::read_dir(&shots).unwrap().next().unwrap().unwrap();
     assert_eq!(probe(&image.path()).video_codec(), "mjpeg");
     pagecast_testkit::wait_until(
