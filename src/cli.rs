@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 use crate::policy::{
-    HostRule, Policy, DEFAULT_MAX_PART_SIZE, DEFAULT_MAX_PIXEL_RATE, DEFAULT_MAX_RTMP_OUTPUTS,
+    HostRule, Policy, DEFAULT_MAX_JOB_MEMORY, DEFAULT_MAX_PAGE_STORAGE, DEFAULT_MAX_PART_SIZE,
+    DEFAULT_MAX_PIXEL_RATE, DEFAULT_MAX_RTMP_OUTPUTS,
 };
 
 /// Record a live web page (with its sound) to an MP4 file.
@@ -292,6 +293,15 @@ pub struct PolicyArgs {
     /// The largest S3 part_size in bytes (a part is held in memory while it uploads).
     #[arg(long, default_value_t = DEFAULT_MAX_PART_SIZE)]
     pub max_part_size: u64,
+    /// The most memory one recording may use, its whole process tree (Chromium, ffmpeg, ...)
+    /// counted by PSS: past it the recording is stopped and kept, and it fails with exit 4. A
+    /// size like 4GiB, or bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_JOB_MEMORY, value_parser = size)]
+    pub max_job_memory: u64,
+    /// The most disk a recording's page may fill in its browser profile (IndexedDB, Cache
+    /// Storage, caches): past it, likewise. A size like 1GiB, or bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_PAGE_STORAGE, value_parser = size)]
+    pub max_page_storage: u64,
     /// Let an S3 output without credentials use this machine's own AWS identity (environment,
     /// profile, instance role).
     #[arg(long)]
@@ -311,6 +321,8 @@ impl Default for PolicyArgs {
             max_pixel_rate: p.max_pixel_rate,
             max_rtmp_outputs: p.max_rtmp_outputs,
             max_part_size: p.max_part_size,
+            max_job_memory: p.max_job_memory,
+            max_page_storage: p.max_page_storage,
             allow_worker_aws_identity: p.worker_aws_identity,
         }
     }
@@ -327,9 +339,18 @@ impl PolicyArgs {
             max_pixel_rate: self.max_pixel_rate,
             max_rtmp_outputs: self.max_rtmp_outputs,
             max_part_size: self.max_part_size,
+            max_job_memory: self.max_job_memory,
+            max_page_storage: self.max_page_storage,
             worker_aws_identity: self.allow_worker_aws_identity,
         }
     }
+}
+
+/// A size on the command line: bytes, or with a unit like "512MiB" or "4GiB"; more than 0.
+fn size(text: &str) -> Result<u64, String> {
+    crate::config::parse_size(text)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is not a size like 512MiB, 4GiB or a number of bytes"))
 }
 
 /// A duration on the command line: like "30s" or "2h", at most [`crate::config::MAX_DURATION`]

@@ -707,7 +707,9 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
-fn parse_size(text: &str) -> Option<u64> {
+/// A size: digits, then an optional unit (`B`, `kB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`,
+/// case-insensitive).
+pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);

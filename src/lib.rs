@@ -9,6 +9,7 @@ pub mod config;
 pub mod controls;
 pub mod exit;
 pub mod layouts;
+pub mod limits;
 pub mod livekit;
 pub mod logging;
 pub mod naming;

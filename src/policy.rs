@@ -37,6 +37,11 @@ pub const DEFAULT_MAX_PIXEL_RATE: u64 = 3840 * 2160 * 30;
 pub const DEFAULT_MAX_RTMP_OUTPUTS: usize = 4;
 /// A part is held in memory while it is uploaded.
 pub const DEFAULT_MAX_PART_SIZE: u64 = 64 * 1024 * 1024;
+/// A recording's whole process tree (Chromium, ffmpeg, Xvfb, PulseAudio, pagecast): about 10
+/// times what a 1080p recording of a busy page uses (capacity.rs's model: 250 MiB + 77 B/px).
+pub const DEFAULT_MAX_JOB_MEMORY: u64 = 4 << 30;
+/// What a page may store in its browser profile (IndexedDB, Cache Storage, its HTTP cache...).
+pub const DEFAULT_MAX_PAGE_STORAGE: u64 = 1 << 30;
 
 /// A host or network a job may use although the policy would refuse its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +102,11 @@ pub struct Policy {
     pub max_pixel_rate: u64,
     pub max_rtmp_outputs: usize,
     pub max_part_size: u64,
+    /// The most memory a recording's process tree may use (PSS, bytes): past it the recording is
+    /// stopped, its file kept (`limits.rs`).
+    pub max_job_memory: u64,
+    /// The most disk a recording's browser profile may take (bytes): past it, likewise.
+    pub max_page_storage: u64,
     /// An S3 output without credentials uses the worker's own AWS identity (environment,
     /// profile, instance role): refused unless true.
     pub worker_aws_identity: bool,
@@ -113,6 +123,8 @@ impl Default for Policy {
             max_pixel_rate: DEFAULT_MAX_PIXEL_RATE,
             max_rtmp_outputs: DEFAULT_MAX_RTMP_OUTPUTS,
             max_part_size: DEFAULT_MAX_PART_SIZE,
+            max_job_memory: DEFAULT_MAX_JOB_MEMORY,
+            max_page_storage: DEFAULT_MAX_PAGE_STORAGE,
             worker_aws_identity: false,
         }
     }
@@ -217,6 +229,8 @@ impl Policy {
         args.push(format!("--max-pixel-rate={}", self.max_pixel_rate));
         args.push(format!("--max-rtmp-outputs={}", self.max_rtmp_outputs));
         args.push(format!("--max-part-size={}", self.max_part_size));
+        args.push(format!("--max-job-memory={}", self.max_job_memory));
+        args.push(format!("--max-page-storage={}", self.max_page_storage));
         if self.worker_aws_identity {
             args.push("--allow-worker-aws-identity".into());
         }
@@ -892,6 +906,8 @@ mod tests {
             max_pixel_rate: 1000,
             max_rtmp_outputs: 2,
             max_part_size: 6 << 20,
+            max_job_memory: 1 << 30,
+            max_page_storage: 64 << 20,
             worker_aws_identity: true,
         };
         assert_eq!(
@@ -906,6 +922,8 @@ mod tests {
                 "--max-pixel-rate=1000",
                 "--max-rtmp-outputs=2",
                 "--max-part-size=6291456",
+                "--max-job-memory=1073741824",
+                "--max-page-storage=67108864",
                 "--allow-worker-aws-identity",
             ]
         );

@@ -258,6 +258,11 @@ async fn run_tree(
     let chromium = tree.chromium;
     let status = tree.status;
     let policy = tree.policy;
+    // What a job's page may use of the machine (a service's recording only).
+    let limits = policy.as_ref().map(|p| crate::limits::Limits {
+        memory: p.max_job_memory,
+        storage: p.max_page_storage,
+    });
     let url = &page.url;
     let spec = RecordingSpec {
         id: id.clone(),
@@ -379,6 +384,14 @@ async fn run_tree(
         }
         None => Vec::new(),
     };
+    let watch_limits = limits.map(|limits| {
+        actix::spawn(crate::limits::watch(
+            limits,
+            std::process::id(),
+            work_dir.path().to_path_buf(),
+            recording.stopper(),
+        ))
+    });
     let discard = crate::controls::Discard::default();
     let shutdown = Shutdown::default();
     let signals = actix::spawn(crate::controls::follow(
@@ -404,6 +417,15 @@ async fn run_tree(
     };
     let stopped = Instant::now();
     signals.abort();
+    // A limit passed stopped the recording (the watcher returned as it asked for the stop).
+    let passed = match watch_limits {
+        Some(watcher) if watcher.is_finished() => watcher.await.ok(),
+        Some(watcher) => {
+            watcher.abort();
+            None
+        }
+        None => None,
+    };
     clear_status_line();
     if discard.get() {
         let images = config
@@ -434,6 +456,11 @@ async fn run_tree(
         unchecked.as_deref(),
         launched,
     );
+    if let Some(passed) = passed {
+        if outcome.exit == Exit::Ok {
+            outcome = Outcome::fail(Exit::Input, passed.message());
+        }
+    }
     // Where the recording is, for the user: the object, else the local file.
     let mut kept = output
         .as_ref()

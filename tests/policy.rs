@@ -636,3 +636,63 @@ Promise.allSettled([inside, ws, own]).then(() => setTimeout(() => console.log("E
     let p = probe(&root.path().join("probe.mp4"));
     assert!(p.duration() >= 1.0, "{}", p.duration());
 }
+
+/// A job's page that takes more and more memory, or fills its browser profile on disk, is
+/// stopped once it passes the policy's limit (`--max-job-memory`, `--max-page-storage`): the
+/// recording up to then is finished and kept, and the run fails with exit 4 naming the limit
+/// and the file.
+#[test]
+fn a_page_that_takes_more_memory_or_disk_than_the_policy_allows_is_stopped_and_kept() {
+    use std::io::Write;
+    let _heavy = heavy();
+    for (what, flag) in [
+        ("storage", "--max-page-storage=256MiB"),
+        ("memory", "--max-job-memory=1GiB"),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let root_arg = format!("--output-root={}", root.path().display());
+        let config = json!({
+            "input": { "url": test_page("hog.html", &format!("what={what}")),
+                       "width": 640, "height": 360 },
+            "output": { "file": "rec.mp4" },
+            "max_duration": "90s",
+        });
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--log-format",
+            "json",
+            "record",
+            "--policy",
+            "--allow-file-urls",
+        ])
+        .args([root_arg.as_str(), flag, "-c", "-"])
+        .env_remove("LIVEKIT_RECORDER_CONFIG")
+        .stdin(Stdio::piped());
+        let mut run = Run::spawn_with_stdin(cmd);
+        let mut stdin = run.child.stdin.take().unwrap();
+        stdin.write_all(config.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        let (status, _) = run.wait(Duration::from_secs(90));
+        let stderr = run.stderr();
+        assert_eq!(status.code(), Some(4), "{what}: {stderr}");
+        assert!(
+            stderr.contains(pagecast::limits::OVER_LIMIT),
+            "{what}: {stderr}"
+        );
+        let file = root.path().canonicalize().unwrap().join("rec.mp4");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("pagecast: policy: the page used ")
+                && last.contains(flag.split('=').next().unwrap())
+                && last.contains(&format!("is in {}", file.display())),
+            "{what}: {last}"
+        );
+        // Stopped by the limit, long before its max_duration.
+        let p = probe(&file);
+        assert!(
+            p.duration() >= 1.0 && p.duration() < 60.0,
+            "{what}: {}",
+            p.duration()
+        );
+    }
+}

@@ -66,7 +66,7 @@ mod recording_metrics;
 mod runner;
 pub mod sealed;
 mod store;
-mod usage;
+pub(crate) mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;

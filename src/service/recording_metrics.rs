@@ -13,13 +13,16 @@
 //!   finished its part);
 //! - `pagecast_uploaded_bytes_total`: bytes of the S3 objects the recordings completed;
 //! - `pagecast_encoder_tail_lost_milliseconds_total`: the ends of recordings never encoded (an
-//!   encoder further behind the page at its stop than a stop waits for).
+//!   encoder further behind the page at its stop than a stop waits for);
+//! - `pagecast_recordings_over_limit_total{limit}`: recordings stopped for passing a limit of
+//!   the policy (`memory`, `storage`: see `limits.rs`).
 
 use pagecast_actors::events;
 
 const PARTS: &[&str] = &[
     "display", "audio", "browser", "encoder", "relay", "fan-out", "media", "live",
 ];
+const LIMITS: &[&str] = &["memory", "storage"];
 const OUTCOMES: &[&str] = &[
     "done",
     "failed",
@@ -44,6 +47,9 @@ pub fn register() {
     metrics::counter!("pagecast_dropped_frames_total").increment(0);
     metrics::counter!("pagecast_uploaded_bytes_total").increment(0);
     metrics::counter!("pagecast_encoder_tail_lost_milliseconds_total").increment(0);
+    for limit in LIMITS {
+        metrics::counter!("pagecast_recordings_over_limit_total", "limit" => *limit).increment(0);
+    }
 }
 
 pub fn started() {
@@ -74,6 +80,7 @@ pub fn observe(line: &str) {
         events::ENCODER_FINISHED,
         events::ENCODER_TAIL_LOST,
         crate::run::OBJECT_COMPLETE,
+        crate::limits::OVER_LIMIT,
     ];
     if !wanted.iter().any(|m| line.contains(m)) {
         return;
@@ -93,6 +100,12 @@ pub fn observe(line: &str) {
     } else if message == events::ENCODER_TAIL_LOST {
         let lost = event["lost_ms"].as_u64().unwrap_or(0);
         metrics::counter!("pagecast_encoder_tail_lost_milliseconds_total").increment(lost);
+    } else if message == crate::limits::OVER_LIMIT {
+        let limit = event["limit"].as_str().unwrap_or_default();
+        if let Some(limit) = LIMITS.iter().find(|l| **l == limit) {
+            metrics::counter!("pagecast_recordings_over_limit_total", "limit" => *limit)
+                .increment(1);
+        }
     } else if message == crate::run::OBJECT_COMPLETE {
         let bytes = event["bytes"].as_u64().unwrap_or(0);
         metrics::counter!("pagecast_uploaded_bytes_total").increment(bytes);

@@ -27,6 +27,10 @@ pub struct TreeMeter {
     at: Option<Instant>,
     /// By tree: its memory at the last PSS read, and when.
     memory: HashMap<String, (u64, Instant)>,
+    /// A tree whose resident size (which counts shared pages once per process: more than its
+    /// PSS) is above this has its PSS read at once, whenever it was read last (see
+    /// [`TreeMeter::reading_pss_above`]).
+    pss_above: Option<u64>,
 }
 
 struct Proc {
@@ -37,6 +41,15 @@ struct Proc {
 }
 
 impl TreeMeter {
+    /// A meter that reads a tree's PSS at once when its resident size passes `limit`: a limit on
+    /// memory is then checked on a fresh figure, not one up to [`PSS_EVERY`] old.
+    pub fn reading_pss_above(limit: u64) -> TreeMeter {
+        TreeMeter {
+            pss_above: Some(limit),
+            ..TreeMeter::default()
+        }
+    }
+
     /// What each tree (named, by its root's pid) uses now. The first measurement gives memory
     /// only (its CPU figure is 0: there is no interval yet).
     pub fn measure(&mut self, roots: &[(String, u32)]) -> HashMap<String, Cost> {
@@ -78,20 +91,27 @@ impl TreeMeter {
                 }
                 i += 1;
             }
+            let (mut used, mut resident) = (0u64, 0u64);
+            for pid in &tree {
+                let Some(p) = procs.get(pid) else { continue };
+                let key = (*pid, p.start);
+                used += p.ticks - self.ticks.get(&key).copied().unwrap_or(0).min(p.ticks);
+                ticks.insert(key, p.ticks);
+                resident += p.rss_pages * page;
+            }
             let read_pss = self
                 .memory
                 .get(name)
-                .is_none_or(|(_, at)| now.duration_since(*at) >= PSS_EVERY);
-            let (mut used, mut memory) = (0u64, 0u64);
-            for pid in tree {
-                let Some(p) = procs.get(&pid) else { continue };
-                let key = (pid, p.start);
-                used += p.ticks - self.ticks.get(&key).copied().unwrap_or(0).min(p.ticks);
-                ticks.insert(key, p.ticks);
-                if read_pss {
-                    memory += pss(pid).unwrap_or(p.rss_pages * page);
-                }
-            }
+                .is_none_or(|(_, at)| now.duration_since(*at) >= PSS_EVERY)
+                || self.pss_above.is_some_and(|limit| resident > limit);
+            let memory: u64 = if read_pss {
+                tree.iter()
+                    .filter_map(|pid| Some((*pid, procs.get(pid)?)))
+                    .map(|(pid, p)| pss(pid).unwrap_or(p.rss_pages * page))
+                    .sum()
+            } else {
+                0
+            };
             let memory = if read_pss {
                 self.memory.insert(name.clone(), (memory, now));
                 memory
