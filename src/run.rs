@@ -959,7 +959,7 @@ fn recorded(report: &RecordingReport) -> bool {
 }
 
 /// Everything that can be refused before a process starts. Returns the output file and this
-/// run's claims on its outputs (the file, the HLS directory).
+/// run's claims on its outputs (the file, the HLS and snapshot directories).
 fn check_before_start(
     config: &Config,
     overwrite: bool,
@@ -1005,6 +1005,20 @@ fn check_before_start(
                     images.directory.display()
                 ),
             ));
+        }
+        // A snapshot's number (both namings) continues from the directory's highest: two runs
+        // at once would number into the same range, and one's discard would take the other's
+        // images. (The HLS directory's claim covers it when they are one.)
+        let same_as_hls = config.output.hls.as_ref().is_some_and(|hls| {
+            hls.directory.canonicalize().ok() == images.directory.canonicalize().ok()
+        });
+        if !same_as_hls {
+            claims.push(claimed(
+                Claim::directory(&images.directory),
+                &images.directory,
+                "output.images.directory",
+                "give a fresh directory",
+            )?);
         }
     }
     if let Some(output) = &output {

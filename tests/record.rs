@@ -228,8 +228,8 @@ fn sigterm_finishes_the_file_within_two_seconds() {
 
 /// Two runs given one output at once: the second is refused (exit 5, before anything starts),
 /// even with --overwrite, which replaces a finished recording, never one being recorded; and so
-/// is one given another file but the same HLS directory. The first records on, its file whole;
-/// its claims are gone with it.
+/// is one given another file but the same HLS directory, or that directory for its snapshots.
+/// The first records on, its file whole; its claims are gone with it.
 #[test]
 fn a_file_being_recorded_is_not_taken_by_a_second_run_even_with_overwrite() {
     let _heavy = heavy();
@@ -280,6 +280,9 @@ fn a_file_being_recorded_is_not_taken_by_a_second_run_even_with_overwrite() {
         "output.hls.directory",
         &hls,
     );
+    let mut shots = config(&other, None);
+    shots["output"]["images"] = json!({ "directory": hls, "every": "1s" });
+    refused(shots, &[], "output.images.directory", &hls);
     // Record on for a while after the refusals: this sleep is the recording's length.
     std::thread::sleep(Duration::from_secs(2));
     first.signal(Signal::SIGTERM);
