@@ -995,16 +995,17 @@ mod tests {
 IFS= read -r config
 job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 say() {{ echo "{name} $1 $job $(date +%s.%N)" >> {log}; }}
+# The traps first: once `start` is logged, a signal is the stand-in's to answer.
+trap 'say term; sleep {stop_secs}; say end; exit 0' TERM
+trap 'say pause; echo "{{\"level\":\"INFO\",\"message\":\"{paused}\"}}" >&2' USR1
+trap 'say resume; echo "{{\"level\":\"INFO\",\"message\":\"{resumed}\"}}" >&2' USR2
+trap 'say discard; echo "pagecast: the recording was discarded on request: removed it" >&2; exit 6' {discard}
 say start
 (sleep {frame_secs}; say frame; echo '{{"level":"INFO","message":"{framed}"}}' >&2) &
 # Each control line after the config (a live output added or removed, a layout) logged as one
 # event: `add-stream:<url>`. (A list run with `&` reads /dev/null: the stdin goes by fd 3.)
 exec 3<&0
 while IFS= read -r line <&3; do say "$(printf '%s' "$line" | tr ' ' ':')"; done &
-trap 'say term; sleep {stop_secs}; say end; exit 0' TERM
-trap 'say pause; echo "{{\"level\":\"INFO\",\"message\":\"{paused}\"}}" >&2' USR1
-trap 'say resume; echo "{{\"level\":\"INFO\",\"message\":\"{resumed}\"}}" >&2' USR2
-trap 'say discard; echo "pagecast: the recording was discarded on request: removed it" >&2; exit 6' {discard}
 sleep 600 &
 sleeper=$!
 # A trapped signal ends `wait`: wait again until the sleep is over.
@@ -1129,6 +1130,13 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
         .await;
         let second = runner_now();
         assert!(!first.connected() && second.connected(), "a new runner");
+        // The state says running once the job is taken; its process is ready for a stop once it
+        // said so.
+        // (The stand-in names its job by its file: the second attempt's has the suffix.)
+        until("the second attempt to start", || {
+            logged(dir.path(), "start", "c-attempt2") == 1
+        })
+        .await;
         redis.cli(&["PUBLISH", "t:control", r#"{"stop":"c"}"#]);
         until("the job to end", || {
             matches!(redis.hget("{t}:job:c", "state").as_str(), "done" | "failed")
@@ -1688,8 +1696,10 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
                 recorder: Some(stand_in_framing(dir.path(), "w", 0.0, 1.5)),
                 ..test_options(redis.url(), "w")
             }));
+            // Both: with two starts at once, the second's process may write its line first.
             until("both jobs to start", || {
-                logged_at(dir.path(), "start", &second).is_some()
+                logged_at(dir.path(), "start", &first).is_some()
+                    && logged_at(dir.path(), "start", &second).is_some()
             })
             .await;
             let (a, b) = (
