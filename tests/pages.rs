@@ -293,16 +293,7 @@ fn a_page_whose_load_never_ends_is_there_at_once_and_its_recording_kept() {
     run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(20));
     // Record for a while: this sleep is the recording's length, not a wait for a condition.
     std::thread::sleep(Duration::from_secs(6));
-    let ffmpeg = descendants(run.child.id())
-        .into_iter()
-        .find(|(_, name)| name == "ffmpeg")
-        .expect("ffmpeg runs")
-        .0;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(ffmpeg as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    pagecast_testkit::kill_descendant(run.child.id(), "ffmpeg");
     let (status, _) = run.wait(Duration::from_secs(60));
     let stderr = run.stderr();
     assert_eq!(status.code(), Some(1), "{stderr}");

@@ -319,17 +319,7 @@ fn an_encoder_crash_during_an_upload_still_gives_one_correct_object() {
     let mut run = Run::start(&config, &[]);
     // Once a part of the first segment is up, ffmpeg dies: the joined file replaces it.
     run.wait_for(r#""message":"uploaded part""#, Duration::from_secs(60));
-    let tree = pagecast_testkit::descendants(run.child.id());
-    let ffmpeg = tree
-        .iter()
-        .find(|(_, n)| n == "ffmpeg")
-        .expect("ffmpeg runs")
-        .0;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(ffmpeg as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    pagecast_testkit::kill_descendant(run.child.id(), "ffmpeg");
     let (status, _) = run.wait(Duration::from_secs(120));
     let stderr = run.stderr();
     assert!(status.success(), "{status}:\n{stderr}");

@@ -361,6 +361,22 @@ pub fn mean_volume_db(path: &Path) -> f64 {
         .unwrap_or_else(|| panic!("no mean_volume in ffmpeg output: {err}"))
 }
 
+/// Kills (SIGKILL) the first process named `name` below `pid`, as a crash would; returns its
+/// pid. Panics when there is none.
+pub fn kill_descendant(pid: u32, name: &str) -> u32 {
+    let victim = descendants(pid)
+        .into_iter()
+        .find(|(_, n)| n == name)
+        .unwrap_or_else(|| panic!("no {name} runs below {pid}"))
+        .0;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    victim
+}
+
 /// Every process below `pid` (children, grandchildren, ...), from /proc.
 pub fn descendants(pid: u32) -> Vec<(u32, String)> {
     let mut parents: Vec<(u32, u32, String)> = Vec::new();
