@@ -28,6 +28,9 @@ pub enum ClaimError {
     Busy,
     /// The lock file could not be created or locked.
     Io(std::io::Error),
+    /// The filesystem cannot lock files (some network and FUSE filesystems): no claim can be
+    /// taken there, by this run or another.
+    Unsupported(Errno),
 }
 
 /// A run's claim on its output; released (and the lock file removed) when dropped.
@@ -72,6 +75,10 @@ impl Claim {
             let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(locked) => locked,
                 Err((_, Errno::EWOULDBLOCK)) => return Err(ClaimError::Busy),
+                Err((_, errno @ (Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS))) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(ClaimError::Unsupported(errno));
+                }
                 Err((_, errno)) => return Err(ClaimError::Io(errno.into())),
             };
             // The holder before us may have removed the file between our open and our lock:

@@ -978,7 +978,7 @@ fn check_before_start(
             ));
         }
         // Segment and playlist names are the same in every run: a directory is one run's.
-        claims.push(claimed(
+        claims.extend(claimed(
             Claim::directory(&hls.directory),
             &hls.directory,
             "output.hls.directory",
@@ -1013,7 +1013,7 @@ fn check_before_start(
             hls.directory.canonicalize().ok() == images.directory.canonicalize().ok()
         });
         if !same_as_hls {
-            claims.push(claimed(
+            claims.extend(claimed(
                 Claim::directory(&images.directory),
                 &images.directory,
                 "output.images.directory",
@@ -1026,7 +1026,7 @@ fn check_before_start(
         check_output(output)?;
         // Before the check for a finished recording: --overwrite never takes a file that
         // another run is recording right now.
-        claims.push(claimed(
+        claims.extend(claimed(
             Claim::file(output),
             output,
             "output.file",
@@ -1053,20 +1053,31 @@ fn claimed(
     path: &Path,
     field: &str,
     hint: &str,
-) -> Result<Claim, Outcome> {
-    taken.map_err(|e| match e {
-        ClaimError::Busy => Outcome::fail(
+) -> Result<Option<Claim>, Outcome> {
+    match taken {
+        Ok(claim) => Ok(Some(claim)),
+        // Said, and the recording goes ahead: refusing would make such a filesystem unusable.
+        Err(ClaimError::Unsupported(errno)) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %errno,
+                "{field}: the filesystem cannot lock files; another run given the same output at \
+                 the same time would not be refused"
+            );
+            Ok(None)
+        }
+        Err(ClaimError::Busy) => Err(Outcome::fail(
             Exit::Output,
             format!(
                 "{field}: {} is being recorded by another run right now; {hint}",
                 path.display()
             ),
-        ),
-        ClaimError::Io(e) => Outcome::fail(
+        )),
+        Err(ClaimError::Io(e)) => Err(Outcome::fail(
             Exit::Output,
             format!("{field}: cannot claim {} for this run: {e}", path.display()),
-        ),
-    })
+        )),
+    }
 }
 
 /// Every program a recording runs is on PATH.
@@ -1422,4 +1433,35 @@ fn recording_id() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     format!("{}_{:x}", std::process::id(), nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_refused_by_another_run_fails_and_one_the_filesystem_cannot_take_is_waived() {
+        let path = Path::new("/out/rec.mp4");
+        let unsupported = Err(ClaimError::Unsupported(nix::errno::Errno::ENOLCK));
+        assert!(matches!(
+            claimed(unsupported, path, "output.file", "hint"),
+            Ok(None)
+        ));
+        match claimed(
+            Err(ClaimError::Busy),
+            path,
+            "output.file",
+            "give another name",
+        ) {
+            Err(outcome) => {
+                assert_eq!(outcome.exit, Exit::Output);
+                assert_eq!(
+                    outcome.message,
+                    "output.file: /out/rec.mp4 is being recorded by another run right now; \
+                     give another name"
+                );
+            }
+            Ok(_) => panic!("a busy output was taken"),
+        }
+    }
 }
