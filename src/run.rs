@@ -179,6 +179,9 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         },
         None => None,
     };
+    if let (Some((_, (primary, _))), false) = (&store, overwrite) {
+        check_copy_prefixes(&config, primary.objects().as_ref()).await?;
+    }
     Ok(Prepared {
         config,
         keep_local: output.is_some(),
@@ -188,6 +191,65 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         store,
         claims,
     })
+}
+
+/// A directory copy's prefix that already holds a copy is refused (exit 5) like an object under
+/// the recording's name: this run's names would be the same (its HLS playlist; its first
+/// snapshot, numbered on from the local directory) and write over it. A store that cannot
+/// tell (write-only credentials) is said, and the recording goes ahead.
+async fn check_copy_prefixes(
+    config: &Config,
+    objects: &dyn pagecast_actors::store::Objects,
+) -> Result<(), Outcome> {
+    let mut names = Vec::new();
+    if let Some(prefix) = config.output.hls.as_ref().and_then(|h| h.prefix.as_ref()) {
+        let playlist = pagecast_actors::encoder::HLS_PLAYLIST;
+        names.push((
+            HLS_PREFIX_FIELD,
+            format!("{prefix}{playlist}"),
+            "a playlist",
+        ));
+    }
+    if let Some(images) = &config.output.images {
+        let spec = images_spec(images);
+        if let (Some(prefix), Some(first)) = (&images.prefix, spec.index_name(spec.next_number())) {
+            names.push((
+                IMAGES_PREFIX_FIELD,
+                format!("{prefix}{first}"),
+                "a snapshot",
+            ));
+        }
+    }
+    for (field, name, what) in names {
+        let checked = tokio::time::timeout(
+            pagecast_actors::store::PREFLIGHT_TIMEOUT,
+            objects.exists(&name),
+        )
+        .await;
+        match checked {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) => {
+                return Err(Outcome::fail(
+                    Exit::Output,
+                    format!(
+                        "{field}: {} already holds {what} of an earlier copy; give a fresh \
+                         prefix, or --overwrite",
+                        objects.url(&name)
+                    ),
+                ))
+            }
+            Ok(Err(fault)) => tracing::warn!(
+                field,
+                error = %fault.message,
+                "cannot tell whether the prefix already holds a copy; copying anyway"
+            ),
+            Err(_) => tracing::warn!(
+                field,
+                "the store did not say whether the prefix already holds a copy; copying anyway"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// The working directory of one recording (its pulse runtime, Chromium's profile and TMPDIR),

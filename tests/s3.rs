@@ -217,6 +217,49 @@ fn a_missing_bucket_or_an_unreachable_endpoint_is_refused_before_anything_starts
     }
 }
 
+/// A prefix that already holds an earlier copy (its HLS playlist; with index naming, the first
+/// snapshot this run would write) is refused before anything starts, as an object under the
+/// recording's name is: this run's names are the same and would write over it.
+#[test]
+fn a_prefix_holding_an_earlier_copy_is_refused_before_anything_starts() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("earlier");
+    std::fs::write(&earlier, b"#EXTM3U\n").unwrap();
+    for (key, output, expect) in [
+        (
+            "rec/hls/index.m3u8",
+            json!({ "hls": { "directory": dir.path().join("hls"), "prefix": "rec/hls/" } }),
+            "output.hls.prefix: s3://recordings/rec/hls/index.m3u8 already holds a playlist",
+        ),
+        (
+            "rec/shots/image-000001.jpg",
+            json!({ "images": { "directory": dir.path().join("shots"), "every": "1s",
+                                "prefix": "rec/shots/" } }),
+            "output.images.prefix: s3://recordings/rec/shots/image-000001.jpg already holds a \
+             snapshot",
+        ),
+    ] {
+        moto.s3(&["put", "recordings", key, earlier.to_str().unwrap()]);
+        let mut config = json!({ "input": { "url": demo_page() }, "max_duration": "3s",
+            "output": { "file": dir.path().join("rec.mp4"), "S3": s3_block(&moto, "recordings") } });
+        let (field, value) = output.as_object().unwrap().iter().next().unwrap();
+        config["output"][field] = value.clone();
+        let mut run = Run::start(&config, &[]);
+        let (status, _) = run.wait(Duration::from_secs(60));
+        let stderr = run.stderr();
+        assert_eq!(status.code(), Some(5), "{stderr}");
+        assert!(stderr.lines().last().unwrap().contains(expect), "{stderr}");
+        assert!(
+            !stderr.contains("display ready"),
+            "something started:\n{stderr}"
+        );
+    }
+    assert_eq!(moto.s3(&["objects", "recordings"]), "2");
+}
+
 #[test]
 fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
     let _heavy = heavy();

@@ -156,6 +156,13 @@ impl ImagesSpec {
         }
     }
 
+    /// The file name of image `number` with index naming, as [`ImagesSpec::pattern`] makes it
+    /// (None with timestamp naming, whose names hold the time of their part's start).
+    pub fn index_name(&self, number: u64) -> Option<String> {
+        matches!(self.naming, Naming::Index)
+            .then(|| format!("image-{number:06}.{}", self.format.extension()))
+    }
+
     /// The number (see `start_number`) that a file name in the directory carries, if it is one
     /// of these images.
     fn number_of(&self, name: &str) -> Option<u64> {
@@ -1218,6 +1225,25 @@ impl Handler<Kill> for EncoderActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_name_is_the_pattern_s_and_reads_back_as_its_number() {
+        let mut images = ImagesSpec {
+            directory: "/shots".into(),
+            every: Duration::from_secs(2),
+            width: None,
+            height: None,
+            start_number: 1,
+            format: ImageFormat::Png,
+            naming: Naming::Index,
+        };
+        let name = images.index_name(7).unwrap();
+        assert_eq!(name, "image-000007.png");
+        assert_eq!(images.pattern(origin()).replace("%06d", "000007"), name);
+        assert_eq!(images.number_of(&name), Some(7));
+        images.naming = Naming::Timestamp;
+        assert_eq!(images.index_name(7), None);
+    }
 
     #[test]
     fn the_first_frame_is_dated_back_by_the_frames_of_the_first_report() {

@@ -301,6 +301,17 @@ impl Objects for AzureObjects {
         })
     }
 
+    fn exists(&self, name: &str) -> BoxFuture<'_, Result<bool, Fault>> {
+        let path = Path::from(name);
+        Box::pin(async move {
+            match self.store.head(&path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(fault(&e, &self.field)),
+            }
+        })
+    }
+
     fn url(&self, name: &str) -> String {
         format!("azure://{}/{name}", self.at)
     }

@@ -447,6 +447,21 @@ impl Objects for GcsObjects {
         })
     }
 
+    fn exists(&self, name: &str) -> BoxFuture<'_, Result<bool, Fault>> {
+        let request = GetObjectRequest {
+            bucket: self.bucket.clone(),
+            object: name.to_owned(),
+            ..Default::default()
+        };
+        Box::pin(async move {
+            match self.client.get_object(&request).await {
+                Ok(_) => Ok(true),
+                Err(e) if status(&e) == Some(404) => Ok(false),
+                Err(e) => Err(fault(&e, &self.field)),
+            }
+        })
+    }
+
     fn url(&self, name: &str) -> String {
         format!("gs://{}/{name}", self.bucket)
     }

@@ -32,7 +32,7 @@ pub use gcs::GcsTarget;
 pub use s3::S3Target;
 
 /// How long a pre-flight call may take.
-pub(crate) const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where a recording is uploaded.
 #[derive(Debug, Clone)]
@@ -171,6 +171,8 @@ pub trait Objects: Send + Sync {
     ) -> BoxFuture<'_, Result<(), Fault>>;
     /// Deletes the object `name`.
     fn delete(&self, name: &str) -> BoxFuture<'_, Result<(), Fault>>;
+    /// Whether there is an object `name`.
+    fn exists(&self, name: &str) -> BoxFuture<'_, Result<bool, Fault>>;
     /// The object `name` as a URL (`s3://b/name`, `gs://b/name`, `azure://account/c/name`), for
     /// messages.
     fn url(&self, name: &str) -> String;

@@ -398,6 +398,22 @@ impl Objects for S3Objects {
         })
     }
 
+    fn exists(&self, name: &str) -> BoxFuture<'_, Result<bool, Fault>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .send();
+        Box::pin(async move {
+            match head.await {
+                Ok(_) => Ok(true),
+                Err(e) if status(&e) == Some(404) => Ok(false),
+                Err(e) => Err(Fault::new(explain(&e, &self.field))),
+            }
+        })
+    }
+
     fn url(&self, name: &str) -> String {
         format!("s3://{}/{name}", self.bucket)
     }
