@@ -307,3 +307,39 @@ fn a_page_whose_load_never_ends_is_there_at_once_and_its_recording_kept() {
     let green = frame_rgb(&file, p.duration() - 0.5, 32, 18).share(is_green);
     assert!(green > 0.95, "not the page: {green} green");
 }
+
+/// A page whose parser waits for a script that never arrives shows what came before it, but its
+/// document is never parsed: its load runs to the page-load timeout (30 s). Meanwhile chromedriver
+/// answers nothing, BiDi included, which once counted as a lost browser: restarted every ~12 s,
+/// reloaded into the same wait, until the restart intensity ended the run and removed the file.
+/// Now the wait is no failure; at the timeout the load is stopped and the page is recorded as it
+/// is, with no restart, to its max_duration.
+#[test]
+fn a_page_waiting_forever_for_a_script_is_recorded_without_restarts() {
+    let _heavy = heavy();
+    let server = PageServer::start(json!({ "script": "/hang" }));
+    let (_dir, file) = out_dir();
+    let config = json!({ "input": { "url": server.url(), "width": 640, "height": 360 },
+                         "output": { "file": file }, "max_duration": "40s",
+                         "supervision": { "max_restarts": 1, "within": "60s" } });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(90));
+    let stderr = run.stderr();
+    assert!(status.success(), "{status}:\n{stderr}");
+    assert!(
+        server.requests().iter().any(|r| r.path == "/hang"),
+        "the page never asked for the script: {:?}",
+        server.requests()
+    );
+    assert_eq!(run.count(events::RESTARTING), 0, "{stderr}");
+    assert!(
+        stderr.contains("did not arrive in time") && stderr.contains(events::PAGE_LOADED),
+        "{stderr}"
+    );
+    let p = probe(&file);
+    assert!(p.duration() >= 35.0, "duration {}", p.duration());
+    for at in [5.0, p.duration() - 1.0] {
+        let green = frame_rgb(&file, at, 32, 18).share(is_green);
+        assert!(green > 0.95, "not the page at {at} s: {green} green");
+    }
+}

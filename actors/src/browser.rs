@@ -197,6 +197,8 @@ pub struct BrowserActor {
     size: (u32, u32),
     driver: ChildProcess,
     client: Option<fantoccini::Client>,
+    /// Chromium's DevTools endpoint, host:port on loopback.
+    debugger: String,
     url: url::Url,
     work_dir: PathBuf,
     stopping: bool,
@@ -341,16 +343,18 @@ impl BrowserActor {
                 )));
             }
         };
+        // Chromium's DevTools endpoint (loopback): for the page's headers, and to stop a load
+        // that never ends.
+        let debugger = client
+            .capabilities()
+            .and_then(|c| c.get("goog:chromeOptions"))
+            .and_then(|o| o.get("debuggerAddress"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_default();
         let held = if spec.page.login.headers.is_empty() {
             None
         } else {
-            let debugger = client
-                .capabilities()
-                .and_then(|c| c.get("goog:chromeOptions"))
-                .and_then(|o| o.get("debuggerAddress"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_default();
             match open_fetch(&debugger, &spec.url).await {
                 Ok(socket) => Some(socket),
                 Err(e) => {
@@ -368,6 +372,7 @@ impl BrowserActor {
             size: (spec.width, spec.height),
             driver,
             client: Some(client),
+            debugger,
             url: spec.url.clone(),
             work_dir: spec.work_dir.clone(),
             stopping: false,
@@ -401,6 +406,13 @@ impl BrowserActor {
     /// the loaded page must answer a trivial script (a crashed renderer errors).
     fn probe(&mut self, ctx: &mut Context<Self>) {
         if self.stopping {
+            return;
+        }
+        // While the page is being loaded chromedriver answers nothing else, BiDi included: a
+        // load that takes long (a script that never arrives holds it up to the page-load
+        // timeout) is not a lost browser. The load's own end, or its timeout, comes first.
+        if self.navigated && !self.loaded {
+            self.bidi_probe = None;
             return;
         }
         match self.bidi_probe {
@@ -586,23 +598,7 @@ async fn open_fetch(
     debugger: &str,
     page: &url::Url,
 ) -> Result<(BidiSink, impl futures_util::Stream<Item = PageEvent>), String> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri = format!("http://{debugger}/json/version")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let answer = tokio::time::timeout(Duration::from_secs(10), async {
-        let response = client.get(uri).await.map_err(|e| e.to_string())?;
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        serde_json::from_slice::<Value>(&body.to_bytes()).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|_| "no answer from /json/version".to_owned())??;
+    let answer = devtools_json(debugger, "/json/version").await?;
     let ws_url = answer
         .get("webSocketDebuggerUrl")
         .and_then(Value::as_str)
@@ -632,6 +628,48 @@ async fn open_fetch(
         PageEvent::Closed("DevTools socket ended".into())
     }));
     Ok((sink, events))
+}
+
+/// Stops every tab's load (CDP `Page.stopLoading` on each page target of `debugger`): what has
+/// arrived is shown and the document completes.
+async fn stop_loading(debugger: &str) -> Result<(), String> {
+    let targets = devtools_json(debugger, "/json/list").await?;
+    let pages = targets
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("page"))
+        .filter_map(|t| t.get("webSocketDebuggerUrl").and_then(Value::as_str));
+    for ws_url in pages {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stop = json!({ "id": 1, "method": "Page.stopLoading", "params": {} });
+        command(&mut ws, stop, "Page.stopLoading").await?;
+        let _ = ws.close(None).await;
+    }
+    Ok(())
+}
+
+/// GETs `path` of the DevTools endpoint `debugger` (loopback) as JSON.
+async fn devtools_json(debugger: &str, path: &str) -> Result<Value, String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri = format!("http://{debugger}{path}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let response = client.get(uri).await.map_err(|e| e.to_string())?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice::<Value>(&body.to_bytes()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| format!("no answer from {path}"))?
 }
 
 type Socket =
@@ -927,13 +965,19 @@ impl Handler<Navigate> for BrowserActor {
         let size = self.size;
         let shown = mask_url(url.as_str());
         let secrets = self.secrets.clone();
+        let debugger = self.debugger.clone();
         tracing::info!(url = %shown, "loading the page");
         let load = async move {
             match client.goto(url.as_str()).await {
                 Ok(()) => {}
-                // A page whose document is slow to arrive still shows what has: record it.
+                // A page whose document is slow to arrive still shows what has: record it. Its
+                // load is stopped, as a user would press Esc: until then chromedriver would hold
+                // every later command (the probes among them) for the load.
                 Err(e) if e.to_string().contains("timeout") => {
                     tracing::warn!(url = %shown, "the page's document did not arrive in time; recording it as it is");
+                    if let Err(e) = stop_loading(&debugger).await {
+                        tracing::warn!(error = %e, "could not stop the page's load");
+                    }
                 }
                 Err(e) => {
                     let error = redact(first_line(&e.to_string()), &secrets);

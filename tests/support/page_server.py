@@ -13,6 +13,8 @@ Settings (all optional):
   "watch":  [values...]      more secret values to look for (a server that must NOT get them)
   "embed":  url              the page also loads this URL as an image (another origin, or a
                              path of this server such as /hang)
+  "script": url              the page ends with a classic <script src> of this URL (after its
+                             content: the parser waits for it, DOMContentLoaded too)
 
 GET / answers a green page when every requirement is met, else a red 401 page. GET /hang never
 answers (the connection is held until the client goes): a subresource that keeps the page's load
@@ -32,6 +34,7 @@ header = settings.get("header")
 cookie = settings.get("cookie")
 basic = settings.get("basic")
 embed = settings.get("embed")
+script = settings.get("script")
 secrets = [s for s in settings.get("watch", []) if s]
 if header:
     secrets.append(header[1])
@@ -44,6 +47,8 @@ if basic:
 
 def page(colour: str, status: int) -> bytes:
     extra = f'<img src="{embed}" width="1" height="1">' if embed else ""
+    if script:
+        extra += f'<script src="{script}"></script>'
     return (
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{status}</title></head>'
         f'<body style="margin:0;background:{colour};height:100vh">{extra}</body></html>'
