@@ -151,6 +151,8 @@ struct Prepared {
     store: Option<(UploadSpec, Stores)>,
     /// This run's claims on its outputs (see [`check_before_start`]), held until it ends.
     claims: Vec<Claim>,
+    /// `--overwrite`: the directory copies may replace objects of their names.
+    overwrite: bool,
 }
 
 /// The primary store and the backup, from the pre-flight.
@@ -190,6 +192,7 @@ async fn prepare(config: Config, id: &str, overwrite: bool) -> Result<Prepared, 
         page,
         store,
         claims,
+        overwrite,
     })
 }
 
@@ -302,6 +305,7 @@ async fn run_tree(
         page,
         store,
         claims: _claims,
+        overwrite,
     } = prepared;
     // Without a file output, the upload follows a local file of its own, removed once the
     // object is complete (kept, and named, if the upload fails). In --keep-dir, not in the
@@ -442,7 +446,7 @@ async fn run_tree(
     };
     let dir_uploads = match dir_store {
         Some((objects, give_up_after)) => {
-            start_dir_uploads(&config, objects, give_up_after, first_image)
+            start_dir_uploads(&config, objects, give_up_after, first_image, overwrite)
         }
         None => Vec::new(),
     };
@@ -1315,14 +1319,18 @@ fn start_dir_uploads(
     objects: std::sync::Arc<dyn pagecast_actors::store::Objects>,
     give_up_after: Duration,
     first_image: u64,
+    overwrite: bool,
 ) -> Vec<DirUpload> {
     let mut uploads = Vec::new();
+    // One mark for the run's copies: a segment or image under it is this run's own.
+    let mark = (!overwrite).then(pagecast_actors::store::upload_mark);
     let spec = |field, prefix: &str, directory: &Path, kind| DirUploadSpec {
         prefix: prefix.to_owned(),
         directory: directory.to_owned(),
         kind,
         give_up_after,
         field,
+        mark: mark.clone(),
     };
     if let Some(hls) = &config.output.hls {
         if let Some(prefix) = &hls.prefix {

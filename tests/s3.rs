@@ -260,6 +260,79 @@ fn a_prefix_holding_an_earlier_copy_is_refused_before_anything_starts() {
     assert_eq!(moto.s3(&["objects", "recordings"]), "2");
 }
 
+/// Two runs started at once copy HLS to the same prefix (from different local directories, which
+/// no claim can see): the first to store a segment keeps the prefix; the other's copy stops at
+/// that segment, never writes over it, and its run fails (exit 5) naming it, its own files kept.
+/// What the prefix holds is the winner's directory, byte for byte.
+#[test]
+fn two_runs_copying_to_one_prefix_never_write_over_each_other() {
+    let _heavy = heavy();
+    let moto = Moto::start();
+    moto.s3(&["mkbucket", "recordings"]);
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let mut s3 = s3_block(&moto, "recordings");
+        s3["key"] = json!(format!("rec/{name}.mp4"));
+        let config = json!({
+            "input": { "url": demo_page(), "width": 640, "height": 360 },
+            "output": {
+                "file": dir.path().join(format!("{name}.mp4")),
+                "S3": s3,
+                "hls": { "directory": dir.path().join(name), "segment_duration": "1s",
+                         "prefix": "rec/hls/" },
+            },
+            "max_duration": "6s",
+        });
+        Run::start(&config, &[])
+    };
+    let mut runs = [("a", start("a")), ("b", start("b"))];
+    let mut ended = Vec::new();
+    for (name, run) in &mut runs {
+        let (status, _) = run.wait(Duration::from_secs(90));
+        ended.push((*name, status.code(), run.stderr()));
+    }
+    let winners: Vec<_> = ended
+        .iter()
+        .filter(|(_, code, _)| *code == Some(0))
+        .collect();
+    let losers: Vec<_> = ended
+        .iter()
+        .filter(|(_, code, _)| *code == Some(5))
+        .collect();
+    assert!(winners.len() == 1 && losers.len() == 1, "{ended:#?}");
+    let (winner, loser) = (winners[0].0, losers[0]);
+    let last = loser.2.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("output.hls.prefix")
+            && last.contains("another writer stored s3://recordings/rec/hls/segment-")
+            && last.contains(&format!(
+                "the files are kept in {}",
+                dir.path().join(loser.0).display()
+            )),
+        "{last}"
+    );
+    let fetched = tempfile::tempdir().unwrap();
+    moto.s3(&[
+        "fetch",
+        "recordings",
+        "rec/hls/",
+        fetched.path().to_str().unwrap(),
+    ]);
+    let local = dir.path().join(winner);
+    assert_eq!(files_in(fetched.path()), files_in(&local));
+    for name in files_in(&local) {
+        assert!(
+            std::fs::read(fetched.path().join(&name)).unwrap()
+                == std::fs::read(local.join(&name)).unwrap(),
+            "rec/hls/{name} is not {winner}'s"
+        );
+    }
+    for (name, _, _) in &ended {
+        let p = probe(&dir.path().join(format!("{name}.mp4")));
+        assert!(p.duration() >= 5.0, "{name}: {}", p.duration());
+    }
+}
+
 #[test]
 fn a_wrong_secret_is_refused_before_anything_starts_and_never_printed() {
     let _heavy = heavy();

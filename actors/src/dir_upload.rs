@@ -12,6 +12,10 @@
 //! Faults: a failed put is tried again at the next look (the files stay on disk). The store
 //! failing for longer than `give_up_after` ends the upload with an `Output` failure naming the
 //! directory, whose files are all kept.
+//! No overwriting: with a `mark`, segments and images are created only where their name is free
+//! ([`Objects::create`]); one another writer stored (another run copying to the same prefix)
+//! ends the upload at once, naming it, and is left as it is. Playlists are rewritten as they
+//! grow; a run whose first segment was refused never puts its playlists.
 //! Accepts: [`DirUpload::finish`] (one last look, retried until it succeeds or gives up, so the
 //! closed playlist and the last image go up), [`DirUpload::discard`] (stops, and deletes what it
 //! uploaded).
@@ -27,7 +31,7 @@ use tokio::sync::watch;
 use crate::backoff::Backoff;
 use crate::encoder::ImagesSpec;
 use crate::events::DIRECTORY_UPLOAD_RETRYING;
-use crate::store::Objects;
+use crate::store::{Fault, Objects};
 use crate::supervision::{Failure, FailureKind};
 
 /// How often the directory is looked at.
@@ -51,6 +55,9 @@ pub struct DirUploadSpec {
     pub give_up_after: Duration,
     /// The config field it comes from (`output.hls.prefix`), for messages.
     pub field: &'static str,
+    /// This run's mark: segments and images are created only where their name is free (None:
+    /// they replace what is there, `--overwrite`).
+    pub mark: Option<String>,
 }
 
 /// A running directory upload. Dropping it aborts the task.
@@ -188,14 +195,16 @@ impl Copier {
         }
     }
 
-    /// Records the outcome of a look: a failure starts (or continues) the time the store is down.
-    fn note(&mut self, looked: Result<(), String>) -> Result<(), Failure> {
+    /// Records the outcome of a look: a failure starts (or continues) the time the store is down;
+    /// a name another writer took ends the upload at once (retrying cannot free it).
+    fn note(&mut self, looked: Result<(), Fault>) -> Result<(), Failure> {
         match looked {
             Ok(()) => {
                 self.down_since = None;
                 Ok(())
             }
-            Err(why) => {
+            Err(fault) if fault.taken => Err(self.failure(&fault.message)),
+            Err(Fault { message: why, .. }) => {
                 if self.down_since.is_none() {
                     tracing::warn!(target_dir = %self.describe(), error = %why, "{DIRECTORY_UPLOAD_RETRYING}");
                 }
@@ -236,7 +245,7 @@ impl Copier {
     }
 
     /// One look at the directory: uploads what is new.
-    async fn look(&mut self) -> Result<(), String> {
+    async fn look(&mut self) -> Result<(), Fault> {
         match self.spec.kind.clone() {
             DirKind::Hls { playlists } => {
                 let read: Vec<(String, Option<Vec<u8>>)> = playlists
@@ -260,7 +269,7 @@ impl Copier {
                 for (name, text) in read {
                     let Some(text) = text else { continue };
                     if self.sent.get(&name) != Some(&text) {
-                        self.put(&name, text.clone(), "application/vnd.apple.mpegurl")
+                        self.put(&name, text.clone(), "application/vnd.apple.mpegurl", None)
                             .await?;
                         self.sent.insert(name, text);
                     }
@@ -283,32 +292,44 @@ impl Copier {
         Ok(())
     }
 
-    async fn put_file(&mut self, name: &str) -> Result<(), String> {
+    /// Copies the file `name` (a segment, an image): created where its name is free, with this
+    /// run's mark, or (without one) in place of what is there.
+    async fn put_file(&mut self, name: &str) -> Result<(), Fault> {
         let path = self.spec.directory.join(name);
         let body = tokio::fs::read(&path)
             .await
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            .map_err(|e| Fault::new(format!("cannot read {}: {e}", path.display())))?;
         let kind = match path.extension().and_then(|e| e.to_str()) {
             Some("ts") => "video/mp2t",
             Some("png") => "image/png",
             _ => "image/jpeg",
         };
-        self.put(name, body, kind).await?;
+        self.put(name, body, kind, self.spec.mark.clone()).await?;
         self.done.insert(name.to_owned());
         Ok(())
     }
 
+    /// Puts `body` as `<prefix><name>`: created only where the name is free with `mark`, else in
+    /// place of what is there (playlists, which grow).
     async fn put(
         &mut self,
         name: &str,
         body: Vec<u8>,
         content_type: &'static str,
-    ) -> Result<(), String> {
+        mark: Option<String>,
+    ) -> Result<(), Fault> {
         let key = format!("{}{name}", self.spec.prefix);
-        self.objects
-            .put(&key, body, content_type)
-            .await
-            .map_err(|fault| format!("{key}: {}", fault.message))?;
+        let put = match &mark {
+            Some(mark) => self.objects.create(&key, body, content_type, mark),
+            None => self.objects.put(&key, body, content_type),
+        };
+        put.await.map_err(|fault| {
+            if fault.taken {
+                fault
+            } else {
+                Fault::new(format!("{key}: {}", fault.message))
+            }
+        })?;
         let mut uploaded = self.uploaded.lock().unwrap();
         if !uploaded.contains(&key) {
             uploaded.push(key);

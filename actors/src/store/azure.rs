@@ -145,21 +145,30 @@ impl AzureStore {
 
     /// The blob's mark, if there is a blob of the name (None: no blob).
     async fn stored_mark(&self) -> Result<Option<String>, Fault> {
-        let head = GetOptions {
-            head: true,
-            ..GetOptions::default()
-        };
-        match self.store.get_opts(&self.path, head).await {
-            Ok(found) => Ok(Some(
-                found
-                    .attributes
-                    .get(&Attribute::Metadata(MARK.into()))
-                    .map(|v| v.as_ref().to_owned())
-                    .unwrap_or_default(),
-            )),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(fault(&e, &self.field)),
-        }
+        stored_mark(&self.store, &self.path, &self.field).await
+    }
+}
+
+/// The mark of the blob `path`, if there is one ("" when it carries none; None: no blob).
+async fn stored_mark(
+    store: &MicrosoftAzure,
+    path: &Path,
+    field: &str,
+) -> Result<Option<String>, Fault> {
+    let head = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    match store.get_opts(path, head).await {
+        Ok(found) => Ok(Some(
+            found
+                .attributes
+                .get(&Attribute::Metadata(MARK.into()))
+                .map(|v| v.as_ref().to_owned())
+                .unwrap_or_default(),
+        )),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(fault(&e, field)),
     }
 }
 
@@ -288,6 +297,38 @@ impl Objects for AzureObjects {
                 .await
                 .map(|_| ())
                 .map_err(|e| fault(&e, &self.field))
+        })
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        mark: &str,
+    ) -> BoxFuture<'_, Result<(), Fault>> {
+        let path = Path::from(name);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            attributes: Attributes::from_iter([
+                (Attribute::ContentType, content_type.to_owned()),
+                (Attribute::Metadata(MARK.into()), mark.to_owned()),
+            ]),
+            ..PutOptions::default()
+        };
+        let mark = mark.to_owned();
+        Box::pin(async move {
+            match self.store.put_opts(&path, bytes.into(), options).await {
+                Ok(_) => Ok(()),
+                // Ours when a retried put's first answer was lost; else another writer's.
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    match stored_mark(&self.store, &path, &self.field).await? {
+                        Some(stored) if stored == mark => Ok(()),
+                        _ => Err(Fault::taken(&self.url(path.as_ref()))),
+                    }
+                }
+                Err(e) => Err(fault(&e, &self.field)),
+            }
         })
     }
 

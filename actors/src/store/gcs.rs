@@ -176,29 +176,8 @@ impl GcsStore {
     /// The object was refused (412: there is one of its name). Ours, when a retried call's first
     /// answer was lost; else another writer's, which is left as it is.
     async fn refused(&self) -> Result<(), Fault> {
-        let request = GetObjectRequest {
-            bucket: self.target.bucket.clone(),
-            object: self.target.key.clone(),
-            ..Default::default()
-        };
-        let object = self
-            .client
-            .get_object(&request)
-            .await
-            .map_err(|e| self.fault(&e))?;
-        let ours = object
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get(MARK))
-            .is_some_and(|mark| *mark == self.mark);
-        if ours {
-            Ok(())
-        } else {
-            Err(Fault::taken(&format!(
-                "gs://{}/{}",
-                self.target.bucket, self.target.key
-            )))
-        }
+        let t = &self.target;
+        refused(&self.client, &t.bucket, &t.key, &self.mark, &t.field).await
     }
 
     async fn open(&mut self) -> Result<(), Fault> {
@@ -387,6 +366,36 @@ impl Store for GcsStore {
     }
 }
 
+/// The object `key` was refused (412: there is one of its name). Ours (it carries `mark`),
+/// when a retried call's first answer was lost; else another writer's, which is left as it is.
+async fn refused(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    mark: &str,
+    field: &str,
+) -> Result<(), Fault> {
+    let request = GetObjectRequest {
+        bucket: bucket.to_owned(),
+        object: key.to_owned(),
+        ..Default::default()
+    };
+    let object = client
+        .get_object(&request)
+        .await
+        .map_err(|e| fault(&e, field))?;
+    let ours = object
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get(MARK))
+        .is_some_and(|stored| stored == mark);
+    if ours {
+        Ok(())
+    } else {
+        Err(Fault::taken(&format!("gs://{bucket}/{key}")))
+    }
+}
+
 /// `bytes` as the object `key`, in one media upload.
 async fn put(
     client: &Client,
@@ -430,6 +439,40 @@ impl Objects for GcsObjects {
             put(&self.client, &self.bucket, &name, bytes, content_type)
                 .await
                 .map_err(|e| fault(&e, &self.field))
+        })
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        mark: &str,
+    ) -> BoxFuture<'_, Result<(), Fault>> {
+        let request = UploadObjectRequest {
+            bucket: self.bucket.clone(),
+            if_generation_match: Some(0),
+            ..Default::default()
+        };
+        let metadata = Object {
+            name: name.to_owned(),
+            content_type: Some(content_type.to_owned()),
+            metadata: Some([(MARK.to_owned(), mark.to_owned())].into_iter().collect()),
+            ..Default::default()
+        };
+        let (name, mark) = (name.to_owned(), mark.to_owned());
+        Box::pin(async move {
+            let put = self
+                .client
+                .upload_object(&request, bytes, &UploadType::Multipart(Box::new(metadata)))
+                .await;
+            match put {
+                Ok(_) => Ok(()),
+                Err(e) if status(&e) == Some(412) => {
+                    refused(&self.client, &self.bucket, &name, &mark, &self.field).await
+                }
+                Err(e) => Err(fault(&e, &self.field)),
+            }
         })
     }
 

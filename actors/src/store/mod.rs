@@ -169,6 +169,16 @@ pub trait Objects: Send + Sync {
         bytes: Vec<u8>,
         content_type: &'static str,
     ) -> BoxFuture<'_, Result<(), Fault>>;
+    /// Stores `bytes` as the object `name` only if there is none of that name, carrying `mark`
+    /// ([`MARK`] metadata). One of that name with the same mark (a retry whose first answer was
+    /// lost) is this call's own: Ok. Another is [`Fault::taken`] and left as it is.
+    fn create(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        mark: &str,
+    ) -> BoxFuture<'_, Result<(), Fault>>;
     /// Deletes the object `name`.
     fn delete(&self, name: &str) -> BoxFuture<'_, Result<(), Fault>>;
     /// Whether there is an object `name`.

@@ -153,27 +153,10 @@ impl S3Store {
         true
     }
 
-    /// The object was refused (412: there is one of its name). Ours, when a retried call's first
-    /// answer was lost; else another writer's, which is left as it is.
+    /// The object was refused (412: there is one of its name): see [`refused`].
     async fn refused(&self) -> Result<(), Fault> {
         let t = &self.target;
-        let head = self
-            .client
-            .head_object()
-            .bucket(&t.bucket)
-            .key(&t.key)
-            .send()
-            .await
-            .map_err(|e| Fault::new(self.explain(&e)))?;
-        let ours = head
-            .metadata()
-            .and_then(|m| m.get(MARK))
-            .is_some_and(|mark| *mark == self.mark);
-        if ours {
-            Ok(())
-        } else {
-            Err(Fault::taken(&format!("s3://{}/{}", t.bucket, t.key)))
-        }
+        refused(&self.client, &t.bucket, &t.key, &self.mark, &t.field).await
     }
 
     fn explain<E: std::error::Error + 'static>(&self, err: &SdkError<E>) -> String {
@@ -354,6 +337,33 @@ impl Store for S3Store {
     }
 }
 
+/// The object `key` was refused (412: there is one of its name). Ours (it carries `mark`),
+/// when a retried call's first answer was lost; else another writer's, which is left as it is.
+async fn refused(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    mark: &str,
+    field: &str,
+) -> Result<(), Fault> {
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Fault::new(explain(&e, field)))?;
+    let ours = head
+        .metadata()
+        .and_then(|m| m.get(MARK))
+        .is_some_and(|stored| stored == mark);
+    if ours {
+        Ok(())
+    } else {
+        Err(Fault::taken(&format!("s3://{bucket}/{key}")))
+    }
+}
+
 /// Whole objects in the upload's bucket, through its client.
 struct S3Objects {
     client: Client,
@@ -380,6 +390,35 @@ impl Objects for S3Objects {
             put.await
                 .map(|_| ())
                 .map_err(|e| Fault::new(explain(&e, &self.field)))
+        })
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        mark: &str,
+    ) -> BoxFuture<'_, Result<(), Fault>> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(name)
+            .content_type(content_type)
+            .metadata(MARK, mark)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send();
+        let (name, mark) = (name.to_owned(), mark.to_owned());
+        Box::pin(async move {
+            match put.await {
+                Ok(_) => Ok(()),
+                Err(e) if status(&e) == Some(412) => {
+                    refused(&self.client, &self.bucket, &name, &mark, &self.field).await
+                }
+                Err(e) => Err(Fault::new(explain(&e, &self.field))),
+            }
         })
     }
 
