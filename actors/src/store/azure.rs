@@ -230,10 +230,10 @@ impl Store for AzureStore {
             match self.store.put_opts(&self.path, bytes.into(), options).await {
                 Ok(_) => Ok(()),
                 // Ours when a retried put's first answer was lost; else another writer's.
-                Err(object_store::Error::AlreadyExists { .. }) => match self.stored_mark().await? {
-                    Some(mark) if mark == self.mark => Ok(()),
-                    _ => Err(Fault::taken(&self.url())),
-                },
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let stored = self.stored_mark().await?;
+                    super::ours_or_taken(stored.as_deref(), &self.mark, &self.url())
+                }
                 Err(e) => Err(fault(&e, &self.field)),
             }
         })
@@ -322,10 +322,8 @@ impl Objects for AzureObjects {
                 Ok(_) => Ok(()),
                 // Ours when a retried put's first answer was lost; else another writer's.
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    match stored_mark(&self.store, &path, &self.field).await? {
-                        Some(stored) if stored == mark => Ok(()),
-                        _ => Err(Fault::taken(&self.url(path.as_ref()))),
-                    }
+                    let stored = stored_mark(&self.store, &path, &self.field).await?;
+                    super::ours_or_taken(stored.as_deref(), &mark, &self.url(path.as_ref()))
                 }
                 Err(e) => Err(fault(&e, &self.field)),
             }

@@ -384,16 +384,12 @@ async fn refused(
         .get_object(&request)
         .await
         .map_err(|e| fault(&e, field))?;
-    let ours = object
-        .metadata
-        .as_ref()
-        .and_then(|m| m.get(MARK))
-        .is_some_and(|stored| stored == mark);
-    if ours {
-        Ok(())
-    } else {
-        Err(Fault::taken(&format!("gs://{bucket}/{key}")))
-    }
+    let stored = object.metadata.as_ref().and_then(|m| m.get(MARK));
+    super::ours_or_taken(
+        stored.map(String::as_str),
+        mark,
+        &format!("gs://{bucket}/{key}"),
+    )
 }
 
 /// `bytes` as the object `key`, in one media upload.

@@ -121,6 +121,17 @@ impl From<String> for Fault {
 
 pub type Call<'a, T> = LocalBoxFuture<'a, Result<T, Fault>>;
 
+/// After a create was refused (there is an object of its name): `stored`, the mark that object
+/// carries, decides. This upload's (`mark`): its own, made by a try whose answer was lost.
+/// Another's, or none: [`Fault::taken`], the object at `url` left as it is.
+pub(crate) fn ours_or_taken(stored: Option<&str>, mark: &str, url: &str) -> Result<(), Fault> {
+    if stored == Some(mark) {
+        Ok(())
+    } else {
+        Err(Fault::taken(url))
+    }
+}
+
 /// The metadata name under which an object carries the mark of the upload that made it.
 pub const MARK: &str = "pagecast_upload";
 
@@ -290,5 +301,25 @@ fn detail(body: &str) -> String {
         String::new()
     } else {
         format!(": {line}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_create_is_ours_only_under_our_own_mark() {
+        let mine = upload_mark();
+        assert_ne!(mine, upload_mark(), "two uploads share a mark");
+        assert_eq!(ours_or_taken(Some(&mine), &mine, "s3://b/k"), Ok(()));
+        for stored in [Some("another-mark"), Some(""), None] {
+            let fault = ours_or_taken(stored, &mine, "s3://b/k").unwrap_err();
+            assert!(fault.taken && !fault.upload_lost, "{fault:?}");
+            assert_eq!(
+                fault.message,
+                "another writer stored s3://b/k while this recording was uploading; it is left as it is"
+            );
+        }
     }
 }

@@ -353,15 +353,12 @@ async fn refused(
         .send()
         .await
         .map_err(|e| Fault::new(explain(&e, field)))?;
-    let ours = head
-        .metadata()
-        .and_then(|m| m.get(MARK))
-        .is_some_and(|stored| stored == mark);
-    if ours {
-        Ok(())
-    } else {
-        Err(Fault::taken(&format!("s3://{bucket}/{key}")))
-    }
+    let stored = head.metadata().and_then(|m| m.get(MARK));
+    super::ours_or_taken(
+        stored.map(String::as_str),
+        mark,
+        &format!("s3://{bucket}/{key}"),
+    )
 }
 
 /// Whole objects in the upload's bucket, through its client.
