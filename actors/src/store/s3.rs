@@ -333,6 +333,7 @@ impl Store for S3Store {
             client: self.client.clone(),
             bucket: self.target.bucket.clone(),
             field: self.target.field.clone(),
+            conditional: std::sync::atomic::AtomicBool::new(true),
         })
     }
 }
@@ -366,6 +367,9 @@ struct S3Objects {
     client: Client,
     bucket: String,
     field: String,
+    /// Creates carry `If-None-Match` (false once the server answered 501 to it: see
+    /// [`S3Store::without_conditions`]).
+    conditional: std::sync::atomic::AtomicBool,
 }
 
 impl Objects for S3Objects {
@@ -397,6 +401,8 @@ impl Objects for S3Objects {
         content_type: &'static str,
         mark: &str,
     ) -> BoxFuture<'_, Result<(), Fault>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let conditional = self.conditional.load(Relaxed);
         let put = self
             .client
             .put_object()
@@ -404,7 +410,7 @@ impl Objects for S3Objects {
             .key(name)
             .content_type(content_type)
             .metadata(MARK, mark)
-            .if_none_match("*")
+            .set_if_none_match(conditional.then(|| "*".to_owned()))
             .body(ByteStream::from(bytes))
             .send();
         let (name, mark) = (name.to_owned(), mark.to_owned());
@@ -413,6 +419,18 @@ impl Objects for S3Objects {
                 Ok(_) => Ok(()),
                 Err(e) if status(&e) == Some(412) => {
                     refused(&self.client, &self.bucket, &name, &mark, &self.field).await
+                }
+                // As for the recording's object: written to without the condition from now on
+                // (the caller tries again), and said once.
+                Err(e) if conditional && status(&e) == Some(501) => {
+                    if self.conditional.swap(false, Relaxed) {
+                        tracing::warn!(
+                            bucket = %self.bucket,
+                            "the S3 server does not take conditional writes (HTTP 501); a copy \
+                             another run stores under the same names would be written over"
+                        );
+                    }
+                    Err(Fault::new("HTTP 501: conditional writes not implemented"))
                 }
                 Err(e) => Err(Fault::new(explain(&e, &self.field))),
             }
