@@ -251,36 +251,17 @@ impl BrowserActor {
             Failure::crashed(format!("browser: cannot create {}: {e}", tmp.display()))
         })?;
 
-        let mut cmd = Command::new("chromedriver");
-        cmd.args(["--port=0", "--log-level=WARNING"])
-            .env("TMPDIR", &tmp)
-            .env("DISPLAY", display.env())
-            .env("PULSE_SERVER", &audio.server)
-            .env("PULSE_SINK", &audio.sink);
-        let secrets = redacted(spec);
-        let (driver, stdout) = ChildProcess::spawn_redacting(
-            "chromedriver",
-            cmd,
-            false,
-            Stdout::Capture,
-            secrets.iter().map(|s| s.expose().to_owned()).collect(),
-        )
-        .map_err(|e| e.into_failure())?;
-        let port = read_driver_port(stdout.expect("captured"), driver.redactor());
-        let port = tokio::time::timeout(DRIVER_TIMEOUT, port).await;
-        let port = match port {
-            Ok(Some(port)) => port,
-            Ok(None) => {
-                let (_, report) = driver.exit_report().await;
-                return Err(Failure::crashed(format!("browser: {report}")));
-            }
-            Err(_) => {
-                return Err(Failure::new(
-                    FailureKind::Timeout,
-                    format!("browser: chromedriver did not start within {DRIVER_TIMEOUT:?}"),
-                ))
-            }
+        let command = || {
+            let mut cmd = Command::new("chromedriver");
+            cmd.args(["--port=0", "--log-level=WARNING"])
+                .env("TMPDIR", &tmp)
+                .env("DISPLAY", display.env())
+                .env("PULSE_SERVER", &audio.server)
+                .env("PULSE_SINK", &audio.sink);
+            cmd
         };
+        let secrets = redacted(spec);
+        let (driver, port) = start_driver(command, &secrets).await?;
 
         let caps = json!({
             "browserName": "chrome",
@@ -569,6 +550,49 @@ fn url_secrets(url: &url::Url) -> Vec<Secret> {
 
 /// The shortest query or fragment value [`url_secrets`] takes for a credential.
 const TOKEN_LEN: usize = 8;
+
+/// How often chromedriver is started when the port it picked was taken (see [`start_driver`]).
+const DRIVER_TRIES: u32 = 3;
+
+/// Starts chromedriver (`command()`) and reads the port it listens on. With `--port=0` it picks
+/// a free port on one loopback address and then binds the same number on the other, which another
+/// process may hold: it exits with "Address already in use", and is started again (a busy host,
+/// or many recordings starting at once, saw it).
+async fn start_driver(
+    command: impl Fn() -> Command,
+    secrets: &[Secret],
+) -> Result<(ChildProcess, u16), Failure> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (driver, stdout) = ChildProcess::spawn_redacting(
+            "chromedriver",
+            command(),
+            false,
+            Stdout::Capture,
+            secrets.iter().map(|s| s.expose().to_owned()).collect(),
+        )
+        .map_err(|e| e.into_failure())?;
+        let port = read_driver_port(stdout.expect("captured"), driver.redactor());
+        match tokio::time::timeout(DRIVER_TIMEOUT, port).await {
+            Ok(Some(port)) => return Ok((driver, port)),
+            Ok(None) => {
+                let (_, report) = driver.exit_report().await;
+                if report.contains("Address already in use") && tries < DRIVER_TRIES {
+                    tracing::warn!(error = %report, "chromedriver's port was taken; starting it again");
+                    continue;
+                }
+                return Err(Failure::crashed(format!("browser: {report}")));
+            }
+            Err(_) => {
+                return Err(Failure::new(
+                    FailureKind::Timeout,
+                    format!("browser: chromedriver did not start within {DRIVER_TIMEOUT:?}"),
+                ))
+            }
+        }
+    }
+}
 
 /// Reads chromedriver's stdout until it says which port it listens on; keeps logging the rest,
 /// cleaned by `secrets` (chromedriver's own: a warm browser's page address is added at its Load).
@@ -1109,6 +1133,39 @@ impl Handler<Kill> for BrowserActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// chromedriver exits when the port it picked is taken on its second loopback address: it is
+    /// started again, up to DRIVER_TRIES times; any other exit is the failure it was.
+    #[tokio::test]
+    async fn a_driver_whose_port_was_taken_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("starts");
+        let fake = |fail_first: u32| {
+            let count = count.clone();
+            move || {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c").arg(format!(
+                    "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; \
+                     if [ $n -le {fail_first} ]; then \
+                       echo '[SEVERE]: bind() failed: Address already in use (98)' >&2; exit 1; \
+                     fi; echo 'ChromeDriver was started successfully on port 4444.'; sleep 30",
+                    c = count.display()
+                ));
+                cmd
+            }
+        };
+        let (driver, port) = start_driver(fake(2), &[]).await.unwrap();
+        assert_eq!(port, 4444);
+        assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "3");
+        drop(driver);
+        std::fs::remove_file(&count).unwrap();
+        let failure = start_driver(fake(3), &[]).await.err().unwrap();
+        assert!(
+            failure.message.contains("Address already in use"),
+            "{failure:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "3");
+    }
 
     #[test]
     fn page_signals_are_exact() {
