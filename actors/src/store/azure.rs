@@ -149,6 +149,49 @@ impl AzureStore {
     }
 }
 
+/// A blob made with an upload's mark: `path` (shown as `url`) through `store`.
+struct Marked<'a> {
+    store: &'a MicrosoftAzure,
+    path: &'a Path,
+    mark: &'a str,
+    field: &'a str,
+    url: String,
+}
+
+impl Marked<'_> {
+    /// Puts `bytes` as the blob with `attributes` and the mark; with `create`, only if there is
+    /// none of its name. One there already is ours when it carries the mark (a retried put whose
+    /// first answer was lost); else another writer's, left as it is.
+    async fn put(
+        self,
+        bytes: Vec<u8>,
+        mut attributes: Attributes,
+        create: bool,
+    ) -> Result<(), Fault> {
+        attributes.insert(
+            Attribute::Metadata(MARK.into()),
+            self.mark.to_owned().into(),
+        );
+        let options = PutOptions {
+            mode: if create {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            },
+            attributes,
+            ..PutOptions::default()
+        };
+        match self.store.put_opts(self.path, bytes.into(), options).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let stored = stored_mark(self.store, self.path, self.field).await?;
+                super::ours_or_taken(stored.as_deref(), self.mark, &self.url)
+            }
+            Err(e) => Err(fault(&e, self.field)),
+        }
+    }
+}
+
 /// The mark of the blob `path`, if there is one ("" when it carries none; None: no blob).
 async fn stored_mark(
     store: &MicrosoftAzure,
@@ -214,29 +257,14 @@ impl Store for AzureStore {
     }
 
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
-        Box::pin(async move {
-            let options = PutOptions {
-                mode: if self.replace {
-                    PutMode::Overwrite
-                } else {
-                    PutMode::Create
-                },
-                attributes: Attributes::from_iter([(
-                    Attribute::Metadata(MARK.into()),
-                    self.mark.clone(),
-                )]),
-                ..PutOptions::default()
-            };
-            match self.store.put_opts(&self.path, bytes.into(), options).await {
-                Ok(_) => Ok(()),
-                // Ours when a retried put's first answer was lost; else another writer's.
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    let stored = self.stored_mark().await?;
-                    super::ours_or_taken(stored.as_deref(), &self.mark, &self.url())
-                }
-                Err(e) => Err(fault(&e, &self.field)),
-            }
-        })
+        let blob = Marked {
+            store: &self.store,
+            path: &self.path,
+            mark: &self.mark,
+            field: &self.field,
+            url: self.url(),
+        };
+        Box::pin(blob.put(bytes, Attributes::new(), !self.replace))
     }
 
     fn size(&self) -> Call<'_, Option<u64>> {
@@ -308,25 +336,17 @@ impl Objects for AzureObjects {
         mark: &str,
     ) -> BoxFuture<'_, Result<(), Fault>> {
         let path = Path::from(name);
-        let options = PutOptions {
-            mode: PutMode::Create,
-            attributes: Attributes::from_iter([
-                (Attribute::ContentType, content_type.to_owned()),
-                (Attribute::Metadata(MARK.into()), mark.to_owned()),
-            ]),
-            ..PutOptions::default()
-        };
-        let mark = mark.to_owned();
+        let attributes = Attributes::from_iter([(Attribute::ContentType, content_type)]);
+        let (mark, url) = (mark.to_owned(), self.url(name));
         Box::pin(async move {
-            match self.store.put_opts(&path, bytes.into(), options).await {
-                Ok(_) => Ok(()),
-                // Ours when a retried put's first answer was lost; else another writer's.
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    let stored = stored_mark(&self.store, &path, &self.field).await?;
-                    super::ours_or_taken(stored.as_deref(), &mark, &self.url(path.as_ref()))
-                }
-                Err(e) => Err(fault(&e, &self.field)),
-            }
+            let blob = Marked {
+                store: &self.store,
+                path: &path,
+                mark: &mark,
+                field: &self.field,
+                url,
+            };
+            blob.put(bytes, attributes, true).await
         })
     }
 

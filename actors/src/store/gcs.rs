@@ -153,40 +153,30 @@ impl GcsStore {
         fault(e, &self.target.field)
     }
 
-    /// The request that makes the object: only if there is none of its name, unless it may
-    /// replace one.
-    fn request(&self) -> UploadObjectRequest {
-        UploadObjectRequest {
-            bucket: self.target.bucket.clone(),
-            if_generation_match: (!self.replace).then_some(0),
-            ..Default::default()
-        }
-    }
-
-    /// The object's metadata: its name, type and this upload's mark.
-    fn metadata(&self) -> Object {
-        Object {
-            name: self.target.key.clone(),
-            content_type: Some("video/mp4".to_owned()),
-            metadata: Some([(MARK.to_owned(), self.mark.clone())].into_iter().collect()),
-            ..Default::default()
-        }
-    }
-
     /// The object was refused (412: there is one of its name). Ours, when a retried call's first
     /// answer was lost; else another writer's, which is left as it is.
     async fn refused(&self) -> Result<(), Fault> {
+        self.marked().refused().await
+    }
+
+    /// This upload's object.
+    fn marked(&self) -> Marked<'_> {
         let t = &self.target;
-        refused(&self.client, &t.bucket, &t.key, &self.mark, &t.field).await
+        Marked {
+            client: &self.client,
+            bucket: &t.bucket,
+            key: &t.key,
+            mark: &self.mark,
+            field: &t.field,
+        }
     }
 
     async fn open(&mut self) -> Result<(), Fault> {
+        let t = &self.target;
+        let (request, metadata) = marked(&t.bucket, &t.key, "video/mp4", &self.mark, !self.replace);
         let session = self
             .client
-            .prepare_resumable_upload(
-                &self.request(),
-                &UploadType::Multipart(Box::new(self.metadata())),
-            )
+            .prepare_resumable_upload(&request, &UploadType::Multipart(Box::new(metadata)))
             .await
             .map_err(|e| self.fault(&e))?;
         self.session = Some(session);
@@ -299,22 +289,7 @@ impl Store for GcsStore {
     }
 
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
-        Box::pin(async move {
-            // A multipart (metadata and media) upload: a simple one cannot carry the mark.
-            let put = self
-                .client
-                .upload_object(
-                    &self.request(),
-                    bytes,
-                    &UploadType::Multipart(Box::new(self.metadata())),
-                )
-                .await;
-            match put {
-                Ok(_) => Ok(()),
-                Err(e) if status(&e) == Some(412) => self.refused().await,
-                Err(e) => Err(self.fault(&e)),
-            }
-        })
+        Box::pin(self.marked().put(bytes, "video/mp4", !self.replace))
     }
 
     fn size(&self) -> Call<'_, Option<u64>> {
@@ -366,30 +341,74 @@ impl Store for GcsStore {
     }
 }
 
-/// The object `key` was refused (412: there is one of its name). Ours (it carries `mark`),
-/// when a retried call's first answer was lost; else another writer's, which is left as it is.
-async fn refused(
-    client: &Client,
+/// The upload request and metadata of the object `key` carrying `mark`: with `create`, it is
+/// made only if there is none of its name (`ifGenerationMatch=0`).
+fn marked(
     bucket: &str,
     key: &str,
+    content_type: &str,
     mark: &str,
-    field: &str,
-) -> Result<(), Fault> {
-    let request = GetObjectRequest {
+    create: bool,
+) -> (UploadObjectRequest, Object) {
+    let request = UploadObjectRequest {
         bucket: bucket.to_owned(),
-        object: key.to_owned(),
+        if_generation_match: create.then_some(0),
         ..Default::default()
     };
-    let object = client
-        .get_object(&request)
-        .await
-        .map_err(|e| fault(&e, field))?;
-    let stored = object.metadata.as_ref().and_then(|m| m.get(MARK));
-    super::ours_or_taken(
-        stored.map(String::as_str),
-        mark,
-        &format!("gs://{bucket}/{key}"),
-    )
+    let metadata = Object {
+        name: key.to_owned(),
+        content_type: Some(content_type.to_owned()),
+        metadata: Some([(MARK.to_owned(), mark.to_owned())].into_iter().collect()),
+        ..Default::default()
+    };
+    (request, metadata)
+}
+
+/// An object made with an upload's mark: `key` in `bucket`, through `client`.
+struct Marked<'a> {
+    client: &'a Client,
+    bucket: &'a str,
+    key: &'a str,
+    mark: &'a str,
+    field: &'a str,
+}
+
+impl Marked<'_> {
+    /// Puts `bytes` as the object carrying the mark (a multipart, metadata and media, upload: a
+    /// simple one cannot carry it); with `create`, only if there is none of its name.
+    async fn put(self, bytes: Vec<u8>, content_type: &str, create: bool) -> Result<(), Fault> {
+        let (request, metadata) = marked(self.bucket, self.key, content_type, self.mark, create);
+        let put = self
+            .client
+            .upload_object(&request, bytes, &UploadType::Multipart(Box::new(metadata)))
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(412) => self.refused().await,
+            Err(e) => Err(fault(&e, self.field)),
+        }
+    }
+
+    /// The object was refused (412: there is one of its name). Ours (it carries the mark), when
+    /// a retried call's first answer was lost; else another writer's, which is left as it is.
+    async fn refused(&self) -> Result<(), Fault> {
+        let request = GetObjectRequest {
+            bucket: self.bucket.to_owned(),
+            object: self.key.to_owned(),
+            ..Default::default()
+        };
+        let object = self
+            .client
+            .get_object(&request)
+            .await
+            .map_err(|e| fault(&e, self.field))?;
+        let stored = object.metadata.as_ref().and_then(|m| m.get(MARK));
+        super::ours_or_taken(
+            stored.map(String::as_str),
+            self.mark,
+            &format!("gs://{}/{}", self.bucket, self.key),
+        )
+    }
 }
 
 /// `bytes` as the object `key`, in one media upload.
@@ -445,30 +464,16 @@ impl Objects for GcsObjects {
         content_type: &'static str,
         mark: &str,
     ) -> BoxFuture<'_, Result<(), Fault>> {
-        let request = UploadObjectRequest {
-            bucket: self.bucket.clone(),
-            if_generation_match: Some(0),
-            ..Default::default()
-        };
-        let metadata = Object {
-            name: name.to_owned(),
-            content_type: Some(content_type.to_owned()),
-            metadata: Some([(MARK.to_owned(), mark.to_owned())].into_iter().collect()),
-            ..Default::default()
-        };
         let (name, mark) = (name.to_owned(), mark.to_owned());
         Box::pin(async move {
-            let put = self
-                .client
-                .upload_object(&request, bytes, &UploadType::Multipart(Box::new(metadata)))
-                .await;
-            match put {
-                Ok(_) => Ok(()),
-                Err(e) if status(&e) == Some(412) => {
-                    refused(&self.client, &self.bucket, &name, &mark, &self.field).await
-                }
-                Err(e) => Err(fault(&e, &self.field)),
-            }
+            let object = Marked {
+                client: &self.client,
+                bucket: &self.bucket,
+                key: &name,
+                mark: &mark,
+                field: &self.field,
+            };
+            object.put(bytes, content_type, true).await
         })
     }
 

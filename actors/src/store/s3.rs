@@ -100,10 +100,43 @@ pub struct S3Store {
     target: S3Target,
     upload_id: Option<String>,
     parts: Vec<CompletedPart>,
-    /// Whether the upload may replace an object of its name.
-    replace: bool,
+    /// Whether the calls that make the object carry `If-None-Match` (not when it may replace
+    /// one, nor once the server refused conditions).
+    conditional: Conditions,
     /// This upload's mark, in its object's metadata.
     mark: String,
+}
+
+/// Whether the calls that make objects carry `If-None-Match: *`. A server without conditional
+/// writes (501) is written to without them from then on, and the log says so once: the
+/// recording is worth more than the guard.
+struct Conditions(std::sync::atomic::AtomicBool);
+
+impl Conditions {
+    fn new(on: bool) -> Conditions {
+        Conditions(std::sync::atomic::AtomicBool::new(on))
+    }
+
+    /// The condition a call that makes an object carries now.
+    fn if_none_match(&self) -> Option<String> {
+        self.0
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| "*".to_owned())
+    }
+
+    /// Whether `err` was the server refusing the condition a call carried: then conditions are
+    /// off from now on (the caller tries again without).
+    fn refused_by<E>(&self, err: &SdkError<E>, bucket: &str) -> bool {
+        if status(err) != Some(501) || !self.0.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        tracing::warn!(
+            bucket = %bucket,
+            "the S3 server does not take conditional writes (HTTP 501); what another writer \
+             stores under these names meanwhile would be written over"
+        );
+        true
+    }
 }
 
 /// The HTTP status of a failed call, if the server answered.
@@ -127,36 +160,23 @@ impl S3Store {
             target: target.clone(),
             upload_id: None,
             parts: Vec::new(),
-            replace,
+            conditional: Conditions::new(!replace),
             mark: super::upload_mark(),
         })
     }
 
-    /// The condition a call that makes the object carries: none when it may replace one.
-    fn if_none_match(&self) -> Option<String> {
-        (!self.replace).then(|| "*".to_owned())
-    }
-
-    /// A server without conditional writes (501) is written to without them from now on, and the
-    /// log says so: the recording is worth more than the guard. Whether that was the answer.
-    fn without_conditions<E>(&mut self, err: &SdkError<E>) -> bool {
-        if self.replace || status(err) != Some(501) {
-            return false;
-        }
-        tracing::warn!(
-            target = %self.target.bucket,
-            key = %self.target.key,
-            "the S3 server does not take conditional writes (HTTP 501); an object stored under the \
-             name meanwhile would be replaced"
-        );
-        self.replace = true;
-        true
-    }
-
-    /// The object was refused (412: there is one of its name): see [`refused`].
+    /// The object was refused (412: there is one of its name): see [`Marked::refused`].
     async fn refused(&self) -> Result<(), Fault> {
         let t = &self.target;
-        refused(&self.client, &t.bucket, &t.key, &self.mark, &t.field).await
+        Marked {
+            client: &self.client,
+            bucket: &t.bucket,
+            key: &t.key,
+            mark: &self.mark,
+            field: &t.field,
+        }
+        .refused()
+        .await
     }
 
     fn explain<E: std::error::Error + 'static>(&self, err: &SdkError<E>) -> String {
@@ -237,13 +257,13 @@ impl Store for S3Store {
                         .set_parts(Some(self.parts.clone()))
                         .build(),
                 )
-                .set_if_none_match(self.if_none_match())
+                .set_if_none_match(self.conditional.if_none_match())
                 .send()
                 .await;
             match completed {
                 Ok(_) => {}
                 Err(e) if status(&e) == Some(412) => self.refused().await?,
-                Err(e) if self.without_conditions(&e) => {
+                Err(e) if self.conditional.refused_by(&e, &t.bucket) => {
                     return Err(Fault::new("HTTP 501: conditional writes not implemented"))
                 }
                 Err(e) => return Err(self.fault(&e)),
@@ -254,28 +274,15 @@ impl Store for S3Store {
     }
 
     fn put_whole(&mut self, bytes: Vec<u8>) -> Call<'_, ()> {
-        Box::pin(async move {
-            let t = &self.target;
-            let put = self
-                .client
-                .put_object()
-                .bucket(&t.bucket)
-                .key(&t.key)
-                .content_type("video/mp4")
-                .metadata(MARK, &self.mark)
-                .set_if_none_match(self.if_none_match())
-                .body(ByteStream::from(bytes))
-                .send()
-                .await;
-            match put {
-                Ok(_) => Ok(()),
-                Err(e) if status(&e) == Some(412) => self.refused().await,
-                Err(e) if self.without_conditions(&e) => {
-                    Err(Fault::new("HTTP 501: conditional writes not implemented"))
-                }
-                Err(e) => Err(Fault::new(self.explain(&e))),
-            }
-        })
+        let t = &self.target;
+        let object = Marked {
+            client: &self.client,
+            bucket: &t.bucket,
+            key: &t.key,
+            mark: &self.mark,
+            field: &t.field,
+        };
+        Box::pin(object.put(bytes, "video/mp4", &self.conditional))
     }
 
     fn size(&self) -> Call<'_, Option<u64>> {
@@ -333,33 +340,68 @@ impl Store for S3Store {
             client: self.client.clone(),
             bucket: self.target.bucket.clone(),
             field: self.target.field.clone(),
-            conditional: std::sync::atomic::AtomicBool::new(true),
+            conditional: Conditions::new(true),
         })
     }
 }
 
-/// The object `key` was refused (412: there is one of its name). Ours (it carries `mark`),
-/// when a retried call's first answer was lost; else another writer's, which is left as it is.
-async fn refused(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    mark: &str,
-    field: &str,
-) -> Result<(), Fault> {
-    let head = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| Fault::new(explain(&e, field)))?;
-    let stored = head.metadata().and_then(|m| m.get(MARK));
-    super::ours_or_taken(
-        stored.map(String::as_str),
-        mark,
-        &format!("s3://{bucket}/{key}"),
-    )
+/// An object made with this upload's mark: `key` in `bucket`, through `client`.
+struct Marked<'a> {
+    client: &'a Client,
+    bucket: &'a str,
+    key: &'a str,
+    mark: &'a str,
+    field: &'a str,
+}
+
+impl Marked<'_> {
+    /// Puts `bytes` as the object, carrying the mark, and (while `conditional` says so) only if
+    /// there is none of its name.
+    async fn put(
+        self,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+        conditional: &Conditions,
+    ) -> Result<(), Fault> {
+        let put = self
+            .client
+            .put_object()
+            .bucket(self.bucket)
+            .key(self.key)
+            .content_type(content_type)
+            .metadata(MARK, self.mark)
+            .set_if_none_match(conditional.if_none_match())
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if status(&e) == Some(412) => self.refused().await,
+            Err(e) if conditional.refused_by(&e, self.bucket) => {
+                Err(Fault::new("HTTP 501: conditional writes not implemented"))
+            }
+            Err(e) => Err(Fault::new(explain(&e, self.field))),
+        }
+    }
+
+    /// The object was refused (412: there is one of its name). Ours (it carries the mark), when
+    /// a retried call's first answer was lost; else another writer's, which is left as it is.
+    async fn refused(&self) -> Result<(), Fault> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(self.bucket)
+            .key(self.key)
+            .send()
+            .await
+            .map_err(|e| Fault::new(explain(&e, self.field)))?;
+        let stored = head.metadata().and_then(|m| m.get(MARK));
+        super::ours_or_taken(
+            stored.map(String::as_str),
+            self.mark,
+            &format!("s3://{}/{}", self.bucket, self.key),
+        )
+    }
 }
 
 /// Whole objects in the upload's bucket, through its client.
@@ -367,9 +409,8 @@ struct S3Objects {
     client: Client,
     bucket: String,
     field: String,
-    /// Creates carry `If-None-Match` (false once the server answered 501 to it: see
-    /// [`S3Store::without_conditions`]).
-    conditional: std::sync::atomic::AtomicBool,
+    /// Whether creates carry `If-None-Match` (see [`Conditions`]).
+    conditional: Conditions,
 }
 
 impl Objects for S3Objects {
@@ -401,39 +442,16 @@ impl Objects for S3Objects {
         content_type: &'static str,
         mark: &str,
     ) -> BoxFuture<'_, Result<(), Fault>> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let conditional = self.conditional.load(Relaxed);
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(name)
-            .content_type(content_type)
-            .metadata(MARK, mark)
-            .set_if_none_match(conditional.then(|| "*".to_owned()))
-            .body(ByteStream::from(bytes))
-            .send();
         let (name, mark) = (name.to_owned(), mark.to_owned());
         Box::pin(async move {
-            match put.await {
-                Ok(_) => Ok(()),
-                Err(e) if status(&e) == Some(412) => {
-                    refused(&self.client, &self.bucket, &name, &mark, &self.field).await
-                }
-                // As for the recording's object: written to without the condition from now on
-                // (the caller tries again), and said once.
-                Err(e) if conditional && status(&e) == Some(501) => {
-                    if self.conditional.swap(false, Relaxed) {
-                        tracing::warn!(
-                            bucket = %self.bucket,
-                            "the S3 server does not take conditional writes (HTTP 501); a copy \
-                             another run stores under the same names would be written over"
-                        );
-                    }
-                    Err(Fault::new("HTTP 501: conditional writes not implemented"))
-                }
-                Err(e) => Err(Fault::new(explain(&e, &self.field))),
-            }
+            let object = Marked {
+                client: &self.client,
+                bucket: &self.bucket,
+                key: &name,
+                mark: &mark,
+                field: &self.field,
+            };
+            object.put(bytes, content_type, &self.conditional).await
         })
     }
 
