@@ -219,7 +219,6 @@ pub struct BrowserActor {
     next_id: u64,
     /// Opened by the page's START_RECORDING, when the recording waits for it.
     gate: Option<StartGate>,
-    secrets: Vec<Secret>,
     /// The headers added to every held-back request to the page's origin.
     headers: Vec<(String, Secret)>,
     /// Where held-back requests are answered (CDP on the browser target), with headers to add.
@@ -320,7 +319,7 @@ impl BrowserActor {
                 let _ = client.close().await;
                 return Err(Failure::crashed(format!(
                     "browser: WebDriver BiDi: {}",
-                    redact(&e, &secrets)
+                    driver.redactor().redact(&e)
                 )));
             }
         };
@@ -367,7 +366,6 @@ impl BrowserActor {
             bidi_probe: None,
             next_id: 100,
             gate,
-            secrets,
             headers: spec.page.login.headers.clone(),
             cdp: None,
         };
@@ -820,15 +818,6 @@ fn page_signal(text: &str) -> Option<PageSignal> {
     }))
 }
 
-/// `text` with every secret replaced by `****`.
-fn redact(text: &str, secrets: &[Secret]) -> String {
-    let mut text = text.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret.expose(), "****");
-    }
-    text
-}
-
 fn parse_console(text: &str) -> Option<PageEvent> {
     let v: Value = serde_json::from_str(text).ok()?;
     if let Some(id) = v.get("id").and_then(Value::as_u64) {
@@ -848,7 +837,7 @@ impl StreamHandler<PageEvent> for BrowserActor {
     fn handle(&mut self, event: PageEvent, ctx: &mut Context<Self>) {
         match event {
             PageEvent::Console { level, text } => {
-                let text = redact(&text, &self.secrets);
+                let text = self.driver.redactor().redact(&text);
                 tracing::debug!(target: "pagecast::page", level = %level, "{text}");
                 if self.stopping {
                     return;
@@ -935,7 +924,7 @@ impl Actor for BrowserActor {
         ));
         ctx.run_interval(PROBE_EVERY, |act, ctx| act.probe(ctx));
         if let Some(client) = self.client.clone().filter(|_| self.audio_ahead) {
-            let secrets = self.secrets.clone();
+            let secrets = self.driver.redactor();
             // Not awaited: it goes on while the encoder starts, and a Navigate queues behind it.
             // Best effort: a page without sound does not need it, one with sound starts it itself.
             ctx.spawn(actix::fut::wrap_future(async move {
@@ -947,7 +936,7 @@ impl Actor for BrowserActor {
                     ),
                     // Cleaned like everything WebDriver says: it may name the page.
                     Err(e) => tracing::warn!(
-                        error = %redact(first_line(&e.to_string()), &secrets),
+                        error = %secrets.redact(first_line(&e.to_string())),
                         "could not start the browser's audio ahead of the page"
                     ),
                 }
@@ -966,11 +955,9 @@ impl Handler<Load> for BrowserActor {
         if !self.navigated {
             // A warm tree's browser started on a blank page: what it, chromedriver and Chromium
             // print from now on is cleaned of this address's secrets too.
-            let learned = url_secrets(&url);
             self.driver
                 .redactor()
-                .add(learned.iter().map(|s| s.expose().to_owned()));
-            self.secrets.extend(learned);
+                .add(url_secrets(&url).iter().map(|s| s.expose().to_owned()));
             self.url = url;
         }
         <Self as Handler<Navigate>>::handle(self, Navigate, ctx)
@@ -988,7 +975,7 @@ impl Handler<Navigate> for BrowserActor {
         let url = self.url.clone();
         let size = self.size;
         let shown = mask_url(url.as_str());
-        let secrets = self.secrets.clone();
+        let secrets = self.driver.redactor();
         let debugger = self.debugger.clone();
         tracing::info!(url = %shown, "loading the page");
         let load = async move {
@@ -1004,7 +991,7 @@ impl Handler<Navigate> for BrowserActor {
                     }
                 }
                 Err(e) => {
-                    let error = redact(first_line(&e.to_string()), &secrets);
+                    let error = secrets.redact(first_line(&e.to_string()));
                     return Err(load_failure(&shown, &error));
                 }
             }
@@ -1019,7 +1006,7 @@ impl Handler<Navigate> for BrowserActor {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned));
             if let Some(error) = error_page {
-                return Err(load_failure(&shown, &redact(first_line(&error), &secrets)));
+                return Err(load_failure(&shown, &secrets.redact(first_line(&error))));
             }
             // An HTTP error page loads fine as far as WebDriver is concerned.
             let status = client
@@ -1224,18 +1211,22 @@ mod tests {
             assert!(!secrets.iter().any(|s| s == word), "{word}: {secrets:?}");
         }
         let line = "page at https://h/p?token=TOKEN/5678 said BAREWORD99";
-        let secrets = url_secrets(&url);
+        let secrets = redactor(&url_secrets(&url));
         assert_eq!(
-            redact(line, &secrets),
+            secrets.redact(line),
             "page at https://h/p?token=**** said ****"
         );
     }
 
+    fn redactor(secrets: &[Secret]) -> Redactor {
+        Redactor::new(secrets.iter().map(|s| s.expose().to_owned()).collect())
+    }
+
     #[test]
     fn console_text_is_redacted() {
-        let secrets = [Secret::new("tok.en.x"), Secret::new("")];
+        let secrets = redactor(&[Secret::new("tok.en.x"), Secret::new("")]);
         assert_eq!(
-            redact("joining with tok.en.x (tok.en.x)", &secrets),
+            secrets.redact("joining with tok.en.x (tok.en.x)"),
             "joining with **** (****)"
         );
     }
