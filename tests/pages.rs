@@ -304,6 +304,7 @@ fn a_page_whose_load_never_ends_is_there_at_once_and_its_recording_kept() {
     );
     let p = probe(&file);
     assert!(p.duration() >= 3.0, "duration {}", p.duration());
+    assert_eq!(p.dimensions(), (640, 360));
     let green = frame_rgb(&file, p.duration() - 0.5, 32, 18).share(is_green);
     assert!(green > 0.95, "not the page: {green} green");
 }
@@ -338,6 +339,8 @@ fn a_page_waiting_forever_for_a_script_is_recorded_without_restarts() {
     );
     let p = probe(&file);
     assert!(p.duration() >= 35.0, "duration {}", p.duration());
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.has_audio());
     for at in [5.0, p.duration() - 1.0] {
         let green = frame_rgb(&file, at, 32, 18).share(is_green);
         assert!(green > 0.95, "not the page at {at} s: {green} green");

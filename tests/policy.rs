@@ -694,5 +694,6 @@ fn a_page_that_takes_more_memory_or_disk_than_the_policy_allows_is_stopped_and_k
             "{what}: {}",
             p.duration()
         );
+        assert_eq!(p.dimensions(), (640, 360), "{what}");
     }
 }

@@ -290,6 +290,8 @@ fn a_file_being_recorded_is_not_taken_by_a_second_run_even_with_overwrite() {
     assert!(status.success(), "{status}:\n{}", first.stderr());
     let p = probe(&file);
     assert!(p.duration() >= 2.0, "duration {}", p.duration());
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.has_audio());
     assert_eq!(files_in(dir.path()), ["hls", "rec.mp4"]);
     assert!(
         files_in(&hls).iter().any(|f| f == "index.m3u8"),

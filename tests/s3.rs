@@ -330,6 +330,8 @@ fn two_runs_copying_to_one_prefix_never_write_over_each_other() {
     for (name, _, _) in &ended {
         let p = probe(&dir.path().join(format!("{name}.mp4")));
         assert!(p.duration() >= 5.0, "{name}: {}", p.duration());
+        assert_eq!(p.dimensions(), (640, 360), "{name}");
+        assert!(p.has_audio(), "{name}");
     }
 }
 
