@@ -309,6 +309,41 @@ fn a_page_whose_load_never_ends_is_there_at_once_and_its_recording_kept() {
     assert!(green > 0.95, "not the page: {green} green");
 }
 
+/// The same kind of page, failing before its document is parsed: what it showed before the script
+/// is the page, so once it painted the recording is kept and named (it was once removed as
+/// "nothing of the page" by a failure within the page-load timeout's 30 s).
+#[test]
+fn a_page_waiting_for_a_script_is_kept_from_its_first_paint_when_the_run_fails() {
+    let _heavy = heavy();
+    let server = PageServer::start(json!({ "script": "/hang" }));
+    let (_dir, file) = out_dir();
+    let config = json!({ "input": { "url": server.url(), "width": 640, "height": 360 },
+                         "output": { "file": file },
+                         "supervision": { "max_restarts": 0, "within": "60s" } });
+    let mut run = Run::start(&config, &[]);
+    let painted = run.wait_for(events::PAGE_PAINTED, Duration::from_secs(20));
+    pagecast_testkit::wait_until("4 s of the painted page", Duration::from_secs(10), || {
+        painted.elapsed() >= Duration::from_secs(4)
+    });
+    pagecast_testkit::kill_descendant(run.child.id(), "ffmpeg");
+    let (status, _) = run.wait(Duration::from_secs(60));
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    // Still within the page-load timeout: the document was never parsed.
+    assert!(!stderr.contains(events::PAGE_LOADED), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("is in {}", file.display())),
+        "the failure does not name the recording: {last}"
+    );
+    let p = probe(&file);
+    assert!(p.duration() >= 3.0, "duration {}", p.duration());
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.has_audio());
+    let green = frame_rgb(&file, p.duration() - 0.5, 32, 18).share(is_green);
+    assert!(green > 0.95, "not the page: {green} green");
+}
+
 /// A page whose parser waits for a script that never arrives shows what came before it, but its
 /// document is never parsed: its load runs to the page-load timeout (30 s). Meanwhile chromedriver
 /// answers nothing, BiDi included, which once counted as a lost browser: restarted every ~12 s,

@@ -31,6 +31,7 @@ use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::audio::AudioInfo;
+use crate::devtools::{command, devtools_json, first_paint, stop_loading, Socket};
 use crate::display::DisplayInfo;
 use crate::gate::StartGate;
 use crate::login::{HeldRequest, Login};
@@ -652,86 +653,6 @@ async fn open_fetch(
     Ok((sink, events))
 }
 
-/// Stops every tab's load (CDP `Page.stopLoading` on each page target of `debugger`): what has
-/// arrived is shown and the document completes.
-async fn stop_loading(debugger: &str) -> Result<(), String> {
-    let targets = devtools_json(debugger, "/json/list").await?;
-    let pages = targets
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t.get("type").and_then(Value::as_str) == Some("page"))
-        .filter_map(|t| t.get("webSocketDebuggerUrl").and_then(Value::as_str));
-    for ws_url in pages {
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
-            .await
-            .map_err(|e| e.to_string())?;
-        let stop = json!({ "id": 1, "method": "Page.stopLoading", "params": {} });
-        command(&mut ws, stop, "Page.stopLoading").await?;
-        let _ = ws.close(None).await;
-    }
-    Ok(())
-}
-
-/// GETs `path` of the DevTools endpoint `debugger` (loopback) as JSON.
-async fn devtools_json(debugger: &str, path: &str) -> Result<Value, String> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri = format!("http://{debugger}{path}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let response = client.get(uri).await.map_err(|e| e.to_string())?;
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        serde_json::from_slice::<Value>(&body.to_bytes()).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|_| format!("no answer from {path}"))?
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Sends one command (BiDi or CDP: both answer with the command's `id`) and waits for its answer.
-/// An error says what failed (`what`) and the error the browser gave, never the command (it may
-/// hold a cookie's value).
-async fn command(ws: &mut Socket, command: Value, what: &str) -> Result<(), String> {
-    let id = command.get("id").cloned().unwrap_or_default();
-    ws.send(WsMessage::text(command.to_string()))
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .map_err(|_| format!("no answer to {what}"))?
-            .ok_or("socket closed")?
-            .map_err(|e| e.to_string())?;
-        let WsMessage::Text(text) = msg else { continue };
-        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        if v.get("id") != Some(&id) {
-            continue;
-        }
-        // BiDi: "type": "success" | "error"; CDP: "result" | "error": { "message" }.
-        let failed = v.get("type").and_then(Value::as_str) == Some("error")
-            || v.get("error").is_some_and(|e| !e.is_null());
-        if !failed {
-            return Ok(());
-        }
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
-        let error = v.get("error");
-        let detail = match error {
-            Some(Value::Object(e)) => text(e.get("message")),
-            other => format!("{} {}", text(other), text(v.get("message"))),
-        };
-        return Err(format!("{what} failed: {}", first_line(detail.trim())));
-    }
-}
-
 /// What the BiDi socket tells the actor.
 #[derive(Debug)]
 enum PageEvent {
@@ -967,7 +888,7 @@ impl Handler<Load> for BrowserActor {
 impl Handler<Navigate> for BrowserActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Navigate, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Navigate, ctx: &mut Context<Self>) -> Self::Result {
         let Some(client) = self.client.clone().filter(|_| !self.navigated) else {
             return Box::pin(actix::fut::ready(()));
         };
@@ -977,9 +898,24 @@ impl Handler<Navigate> for BrowserActor {
         let shown = mask_url(url.as_str());
         let secrets = self.driver.redactor();
         let debugger = self.debugger.clone();
+        let actor = ctx.address();
         tracing::info!(url = %shown, "loading the page");
         let load = async move {
-            match client.goto(url.as_str()).await {
+            // What the page shows before its document is parsed (a parser waiting for a slow
+            // script) is the page too: once it paints, the recording holds it.
+            let goto = client.goto(url.as_str());
+            tokio::pin!(goto);
+            let mut painted = false;
+            let loaded = loop {
+                tokio::select! {
+                    loaded = &mut goto => break loaded,
+                    () = first_paint(&debugger), if !painted => {
+                        painted = true;
+                        actor.do_send(Painted);
+                    }
+                }
+            };
+            match loaded {
                 Ok(()) => {}
                 // A page whose document is slow to arrive still shows what has: record it. Its
                 // load is stopped, as a user would press Esc: until then chromedriver would hold
@@ -1045,6 +981,23 @@ impl Handler<Navigate> for BrowserActor {
                 Err(failure) => act.fail(failure, ctx),
             }),
         )
+    }
+}
+
+/// Message (from the page's load to its actor): the page has shown its content while its
+/// document is still arriving.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Painted;
+
+impl Handler<Painted> for BrowserActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Painted, _: &mut Context<Self>) {
+        if !self.loaded && !*self.page_loaded.borrow() {
+            tracing::info!(url = %mask_url(self.url.as_str()), message = crate::events::PAGE_PAINTED);
+            self.page_loaded.send_replace(true);
+        }
     }
 }
 

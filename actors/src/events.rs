@@ -6,6 +6,9 @@
 /// The page is there in the browser: its document parsed (DOMContentLoaded), its subresources
 /// perhaps still arriving (logged on every browser start).
 pub const PAGE_LOADED: &str = "page loaded";
+/// The page showed its content before its document was parsed (its parser waits for a slow
+/// script): from here the recording holds the page and is kept, as after [`PAGE_LOADED`].
+pub const PAGE_PAINTED: &str = "page painted before its document was parsed";
 /// ffmpeg encoded its first frame (logged on every encoder start, restarts included).
 pub const ENCODER_RUNNING: &str = "encoder running";
 /// A child process asked to stop did not exit within its grace and was killed (fields: process,

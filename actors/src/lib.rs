@@ -7,6 +7,7 @@ pub mod audio;
 pub mod backoff;
 pub mod browser;
 pub mod civil;
+mod devtools;
 pub mod dir_upload;
 pub mod display;
 pub mod encoder;
