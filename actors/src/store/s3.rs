@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -37,6 +38,10 @@ pub struct S3Target {
     pub session_token: Option<Secret>,
 }
 
+/// How long one call to the server may take: longer is a server that does not answer (a part of
+/// the default 8 MiB needs 0.4 MB/s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Builds the S3 client. With an endpoint (any S3-compatible server) path-style addressing is the
 /// default, and checksums are only sent when required: the current SDK defaults send checksums
 /// many S3-compatible servers reject.
@@ -66,13 +71,15 @@ pub async fn client(target: &S3Target) -> Client {
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
         // Bounded calls: a server that accepts connections but never answers must not hold the
-        // upload past its give-up limit. The uploader retries after these.
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(2))
+        // upload past its give-up limit. One attempt per call: the uploader retries every second
+        // and keeps the give-up clock itself. (The SDK's second attempt after a 20 s timeout made
+        // a store that stopped answering hold a run 40 s, whatever its `give_up_after`.)
+        .retry_config(RetryConfig::standard().with_max_attempts(1))
         .timeout_config(
             aws_sdk_s3::config::timeout::TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(20))
-                .operation_timeout(Duration::from_secs(45))
+                .operation_attempt_timeout(CALL_TIMEOUT)
+                .operation_timeout(CALL_TIMEOUT)
                 .build(),
         )
         .build();
@@ -149,9 +156,16 @@ impl S3Store {
     /// `replace`: the upload may replace an object of its name.
     pub async fn connect(target: &S3Target, replace: bool) -> Result<S3Store, Fault> {
         let client = client(target).await;
+        // Before anything starts nothing retries for it: a passing error (a 503) is tried again
+        // here, within the pre-flight's own limit.
         client
             .head_bucket()
             .bucket(&target.bucket)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .retry_config(RetryConfig::standard().with_max_attempts(3)),
+            )
             .send()
             .await
             .map_err(|e| Fault::new(explain(&e, &target.field)))?;
