@@ -25,10 +25,18 @@ bash scripts/build-layouts.sh --check
 step "cargo fmt --all --check"
 cargo fmt --all --check
 
-step "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+# Clippy and the build in one compile: clippy-driver, as the workspace's rustc wrapper (what
+# `cargo clippy` sets, with its arguments in CLIPPY_ARGS), lints each of pagecast's crates as it
+# builds them, and denies warnings. `cargo clippy` followed by `cargo build` compiled every
+# dependency twice (checked, then built): 375 s on a clean 2-core machine, against 304 s for one
+# linted build. The tests below run with the same wrapper, so nothing is built again; the lints
+# are those of `cargo clippy --workspace --all-targets -- -D warnings`.
+clippy_driver="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver || true)"
+[ -x "$clippy_driver" ] || { echo "test: clippy-driver not found: rustup component add clippy" >&2; exit 1; }
+export RUSTC_WORKSPACE_WRAPPER="$clippy_driver"
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
-step "cargo build --workspace --all-targets"
+step "cargo build --workspace --all-targets, linted by clippy (-D warnings)"
 cargo build --workspace --all-targets
 
 # Each heavy test appends the seconds it held the machine-wide lock (testkit::heavy) here; the
