@@ -31,11 +31,31 @@ pub struct Limits {
     pub storage: u64,
 }
 
+/// One of the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The process tree's memory.
+    Memory,
+    /// The working directory's size on disk.
+    Storage,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 2] = [Limit::Memory, Limit::Storage];
+
+    /// Its name in the log (`limit` field) and in the metric's `limit` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Memory => "memory",
+            Limit::Storage => "storage",
+        }
+    }
+}
+
 /// Which limit a recording passed, with how much it used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Passed {
-    /// `memory` or `storage`.
-    pub limit: &'static str,
+    pub limit: Limit,
     pub used: u64,
     pub allowed: u64,
 }
@@ -44,8 +64,8 @@ impl Passed {
     /// The run's one-line failure.
     pub fn message(&self) -> String {
         let (what, flag) = match self.limit {
-            "memory" => ("memory (its processes together)", "--max-job-memory"),
-            _ => ("disk in its browser profile", "--max-page-storage"),
+            Limit::Memory => ("memory (its processes together)", "--max-job-memory"),
+            Limit::Storage => ("disk in its browser profile", "--max-page-storage"),
         };
         format!(
             "policy: the page used {} of {what}, more than this service allows ({}, {flag}); \
@@ -84,7 +104,7 @@ pub async fn watch(limits: Limits, root: u32, work_dir: PathBuf, stopper: Stoppe
         meter = returned;
         if let Some(passed) = passed {
             tracing::warn!(
-                limit = passed.limit,
+                limit = passed.limit.name(),
                 used = passed.used,
                 allowed = passed.allowed,
                 "{OVER_LIMIT}"
@@ -103,14 +123,14 @@ pub fn check(meter: &mut TreeMeter, limits: Limits, root: u32, work_dir: &Path) 
         .map_or(0, |cost| cost.memory);
     if memory > limits.memory {
         return Some(Passed {
-            limit: "memory",
+            limit: Limit::Memory,
             used: memory,
             allowed: limits.memory,
         });
     }
     let storage = disk_usage(work_dir);
     (storage > limits.storage).then_some(Passed {
-        limit: "storage",
+        limit: Limit::Storage,
         used: storage,
         allowed: limits.storage,
     })
@@ -161,7 +181,7 @@ mod tests {
             storage: 1 << 20,
         };
         let passed = check(&mut meter, limits, std::process::id(), dir.path()).unwrap();
-        assert_eq!((passed.limit, passed.allowed), ("storage", 1 << 20));
+        assert_eq!((passed.limit, passed.allowed), (Limit::Storage, 1 << 20));
         assert!(passed.used >= 2 << 20, "{passed:?}");
         assert_eq!(
             passed.message(),
@@ -191,7 +211,7 @@ mod tests {
         // This test process alone takes more than 1 MiB.
         let mut meter = TreeMeter::reading_pss_above(limits.memory);
         let passed = check(&mut meter, limits, std::process::id(), dir.path()).unwrap();
-        assert_eq!(passed.limit, "memory");
+        assert_eq!(passed.limit, Limit::Memory);
         assert!(passed.used > 1 << 20);
         assert!(passed.message().contains("--max-job-memory"));
     }

@@ -17,12 +17,12 @@
 //! - `pagecast_recordings_over_limit_total{limit}`: recordings stopped for passing a limit of
 //!   the policy (`memory`, `storage`: see `limits.rs`).
 
+use crate::limits::Limit;
 use pagecast_actors::events;
 
 const PARTS: &[&str] = &[
     "display", "audio", "browser", "encoder", "relay", "fan-out", "media", "live",
 ];
-const LIMITS: &[&str] = &["memory", "storage"];
 const OUTCOMES: &[&str] = &[
     "done",
     "failed",
@@ -47,8 +47,9 @@ pub fn register() {
     metrics::counter!("pagecast_dropped_frames_total").increment(0);
     metrics::counter!("pagecast_uploaded_bytes_total").increment(0);
     metrics::counter!("pagecast_encoder_tail_lost_milliseconds_total").increment(0);
-    for limit in LIMITS {
-        metrics::counter!("pagecast_recordings_over_limit_total", "limit" => *limit).increment(0);
+    for limit in Limit::ALL {
+        metrics::counter!("pagecast_recordings_over_limit_total", "limit" => limit.name())
+            .increment(0);
     }
 }
 
@@ -102,12 +103,56 @@ pub fn observe(line: &str) {
         metrics::counter!("pagecast_encoder_tail_lost_milliseconds_total").increment(lost);
     } else if message == crate::limits::OVER_LIMIT {
         let limit = event["limit"].as_str().unwrap_or_default();
-        if let Some(limit) = LIMITS.iter().find(|l| **l == limit) {
-            metrics::counter!("pagecast_recordings_over_limit_total", "limit" => *limit)
+        if let Some(limit) = Limit::ALL.into_iter().find(|l| l.name() == limit) {
+            metrics::counter!("pagecast_recordings_over_limit_total", "limit" => limit.name())
                 .increment(1);
         }
     } else if message == crate::run::OBJECT_COMPLETE {
         let bytes = event["bytes"].as_u64().unwrap_or(0);
         metrics::counter!("pagecast_uploaded_bytes_total").increment(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// Each limit's line, as `limits::watch` logs it, counts under its own label; another
+    /// label counts nothing.
+    #[test]
+    fn a_recording_over_a_limit_is_counted_under_that_limit() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (limit, times) in [(Limit::Memory, 2), (Limit::Storage, 1)] {
+                for _ in 0..times {
+                    observe(
+                        &serde_json::json!({
+                            "level": "WARN",
+                            "message": crate::limits::OVER_LIMIT,
+                            "limit": limit.name(),
+                            "used": 2,
+                            "allowed": 1,
+                        })
+                        .to_string(),
+                    );
+                }
+            }
+            observe(
+                &serde_json::json!({ "message": crate::limits::OVER_LIMIT, "limit": "cpu" })
+                    .to_string(),
+            );
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"pagecast_recordings_over_limit_total{limit="memory"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"pagecast_recordings_over_limit_total{limit="storage"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"limit="cpu""#), "{text}");
     }
 }
