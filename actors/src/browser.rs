@@ -7,7 +7,8 @@
 //! Accepts: [`Navigate`] (load the page, once; [`Load`] names the page first, for a warm tree;
 //! the recording sends it once the encoder runs, so nothing of the page is missed; a restarted
 //! browser loads the page by itself), [`SetLayout`] (a LiveKit layout page switches its layout in
-//! place), [`Shutdown`], [`Kill`].
+//! place), [`Shutdown`], [`Kill`]; and its own `Painted`, from the page's load: the page painted
+//! before its document was parsed (asked through DevTools: `devtools.rs`).
 //! Sends: a stop request to its supervisor when the page logs exactly `END_RECORDING` to its
 //! console (pushed by WebDriver BiDi `log.entryAdded`); opens the recording's [`StartGate`] when
 //! the page logs exactly `START_RECORDING`, and closes it with the reason when the page logs
@@ -80,9 +81,9 @@ pub struct BrowserSpec {
     /// Values the page's address carries that must not be logged (a LiveKit token): replaced by
     /// `****` in everything the page and chromedriver print.
     pub secrets: Vec<Secret>,
-    /// Set once the page is there (its document parsed, in any browser of the recording; its
-    /// images and other subresources may still be arriving): from then on what was recorded
-    /// holds the page, and is kept whatever happens.
+    /// Set once the page is there (its document parsed, or sooner its first paint, in any
+    /// browser of the recording; its images and other subresources may still be arriving): from
+    /// then on what was recorded holds the page, and is kept whatever happens.
     pub page_loaded: tokio::sync::watch::Sender<bool>,
     /// How the page is shown beyond its address.
     pub page: PageOptions,
