@@ -906,14 +906,11 @@ impl Handler<Navigate> for BrowserActor {
             // script) is the page too: once it paints, the recording holds it.
             let goto = client.goto(url.as_str());
             tokio::pin!(goto);
-            let mut painted = false;
-            let loaded = loop {
-                tokio::select! {
-                    loaded = &mut goto => break loaded,
-                    () = first_paint(&debugger), if !painted => {
-                        painted = true;
-                        actor.do_send(Painted);
-                    }
+            let loaded = tokio::select! {
+                loaded = &mut goto => loaded,
+                () = first_paint(&debugger) => {
+                    actor.do_send(Painted);
+                    goto.await
                 }
             };
             match loaded {
@@ -995,7 +992,8 @@ impl Handler<Painted> for BrowserActor {
     type Result = ();
 
     fn handle(&mut self, _: Painted, _: &mut Context<Self>) {
-        if !self.loaded && !*self.page_loaded.borrow() {
+        // Already there (loaded, or in an earlier browser of the recording): nothing to add.
+        if !*self.page_loaded.borrow() {
             tracing::info!(url = %mask_url(self.url.as_str()), message = crate::events::PAGE_PAINTED);
             self.page_loaded.send_replace(true);
         }

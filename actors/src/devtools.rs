@@ -34,12 +34,8 @@ const PAINTED: &str = "location.href !== 'about:blank' \
 /// arrived is shown and the document completes.
 pub(crate) async fn stop_loading(debugger: &str) -> Result<(), String> {
     for ws_url in page_targets(debugger).await? {
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-            .await
-            .map_err(|e| e.to_string())?;
         let stop = json!({ "id": 1, "method": "Page.stopLoading", "params": {} });
-        command(&mut ws, stop, "Page.stopLoading").await?;
-        let _ = ws.close(None).await;
+        on_page(&ws_url, stop, "Page.stopLoading").await?;
     }
     Ok(())
 }
@@ -60,18 +56,25 @@ pub(crate) async fn first_paint(debugger: &str) {
 /// Whether a page target of `debugger` has painted (one look: see [`first_paint`]).
 async fn painted(debugger: &str) -> Result<bool, String> {
     for ws_url in page_targets(debugger).await? {
-        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-            .await
-            .map_err(|e| e.to_string())?;
         let evaluate = json!({ "id": 1, "method": "Runtime.evaluate",
                                "params": { "expression": PAINTED, "returnByValue": true } });
-        let answer = command(&mut ws, evaluate, "Runtime.evaluate").await;
-        let _ = ws.close(None).await;
-        if answer?.pointer("/result/result/value") == Some(&Value::Bool(true)) {
+        let answer = on_page(&ws_url, evaluate, "Runtime.evaluate").await?;
+        if answer.pointer("/result/result/value") == Some(&Value::Bool(true)) {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Sends one CDP command to the page target at `ws_url` on a socket of its own, and returns its
+/// answer (see [`command`]).
+async fn on_page(ws_url: &str, cdp: Value, what: &str) -> Result<Value, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = command(&mut ws, cdp, what).await;
+    let _ = ws.close(None).await;
+    answer
 }
 
 /// The WebSocket addresses of `debugger`'s page targets (its tabs).
