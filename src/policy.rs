@@ -14,6 +14,9 @@
 //! - exceed a limit: recording time (a default also given to a job that sets none), pixels × frame
 //!   rate, live outputs, S3 part size.
 //!
+//! While it records, it is held to the memory and disk limits (`limits.rs`), and in a service a
+//! recording that uses more CPU than it was admitted for runs last (`service/cpu_share.rs`).
+//!
 //! The policy travels from `serve` to each recording as command-line flags ([`Policy::to_args`]):
 //! it holds no secret.
 

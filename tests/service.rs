@@ -854,3 +854,97 @@ fn a_warm_tree_gives_way_to_a_job_that_does_not_take_it_and_comes_back_after() {
     assert_green(&file, 1.5);
     stop_cleanly(&mut run);
 }
+
+/// The `nice` of every thread of `root` and of its descendants: (process name/thread id, nice).
+fn threads_nice(root: u32) -> Vec<(String, i64)> {
+    std::iter::once(root)
+        .chain(descendants(root).into_iter().map(|(pid, _)| pid))
+        .filter_map(|pid| procfs::process::Process::new(pid as i32).ok()?.tasks().ok())
+        .flat_map(|tasks| tasks.flatten().filter_map(|t| t.stat().ok()))
+        .map(|s| (format!("{}/{}", s.comm, s.pid), s.nice))
+        .collect()
+}
+
+/// The pid a JSON log line with `needle` gives for job `id`.
+fn logged_pid(run: &Run, needle: &str, id: &str) -> u32 {
+    run.stderr()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["job"] == id)
+        .and_then(|v| v["pid"].as_u64())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {needle:?} line with a pid for job {id}:\n{}",
+                run.stderr()
+            )
+        }) as u32
+}
+
+/// A job whose page keeps two web workers busy (`hog.html?what=cpu`) uses far more than the
+/// 0.25 cores admission reserved for it (640x360@30): every thread of its recording, those born
+/// after too, is set to the lowest priority, said once, while the job beside it keeps its own.
+/// Both recordings run to their end and are kept whole.
+#[test]
+fn a_recording_using_more_than_its_share_of_the_cpu_runs_last_and_is_kept_whole() {
+    let _heavy = heavy();
+    let redis = Redis::start();
+    let (dir, _) = out_dir();
+    let hog = push(
+        &redis,
+        "hog",
+        dir.path(),
+        &test_page("hog.html", "what=cpu"),
+        Some("20s"),
+    );
+    let calm = push(
+        &redis,
+        "calm",
+        dir.path(),
+        &test_page("colour.html", ""),
+        Some("20s"),
+    );
+    let mut run = serve_sized(&redis, "cores=2,memory=8GiB", &["--max-recordings", "2"]);
+    wait_state(&redis, "calm", "running", Duration::from_secs(60));
+    run.wait_for(events::RECORDING_PUT_LAST, Duration::from_secs(40));
+    let hog_pid = logged_pid(&run, events::RECORDING_PUT_LAST, "hog");
+    let calm_pid = logged_pid(&run, "recording started", "calm");
+    // A thread born since the last pass is set at the next (every second).
+    run.wait_until(
+        "every thread of the hog's recording at the lowest priority",
+        Duration::from_secs(5),
+        || threads_nice(hog_pid).iter().all(|(_, nice)| *nice == 19),
+    );
+    let hog_threads = threads_nice(hog_pid);
+    assert!(
+        hog_threads
+            .iter()
+            .any(|(name, _)| name.starts_with("DedicatedWorker"))
+            && hog_threads
+                .iter()
+                .any(|(name, _)| name.starts_with("ffmpeg")),
+        "the page's workers and the encoder are in the tree: {hog_threads:?}"
+    );
+    // The other recording's threads keep what they were given (this test's own nice, or what
+    // Chromium and PulseAudio set some of theirs to: higher for audio, I/O and the compositor,
+    // lower for background work), never the lowest.
+    let own = procfs::process::Process::myself()
+        .unwrap()
+        .stat()
+        .unwrap()
+        .nice;
+    assert!(own < 19, "run this test above the lowest priority");
+    let calm_threads = threads_nice(calm_pid);
+    assert!(
+        calm_threads.len() > 20 && calm_threads.iter().all(|(_, nice)| *nice < 19),
+        "{calm_threads:?}"
+    );
+    wait_state(&redis, "hog", "done", Duration::from_secs(60));
+    wait_state(&redis, "calm", "done", Duration::from_secs(60));
+    assert_eq!(run.count(events::RECORDING_PUT_LAST), 1, "{}", run.stderr());
+    for file in [&hog, &calm] {
+        assert_recorded(file, 20.0);
+    }
+    assert_green(&hog, 18.0);
+    stop_cleanly(&mut run);
+}

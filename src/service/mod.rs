@@ -60,6 +60,7 @@ mod attempt;
 pub mod calibration;
 pub mod capacity;
 mod control;
+mod cpu_share;
 pub mod egress;
 mod queue;
 mod recording_metrics;

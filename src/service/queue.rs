@@ -605,6 +605,7 @@ impl QueueActor {
             config,
             attempt: attempts,
             shed_warm,
+            reserved: cost,
         });
         actix::spawn(async move {
             let outcome = match sent.await {

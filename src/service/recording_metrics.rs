@@ -16,6 +16,8 @@
 //!   encoder further behind the page at its stop than a stop waits for);
 //! - `pagecast_recordings_over_limit_total{limit}`: recordings stopped for passing a limit of
 //!   the policy (`memory`, `storage`: see `limits.rs`).
+//! - `pagecast_recordings_put_last_total`: recordings that used more than their share of the CPU
+//!   and were set to the lowest priority (`cpu_share.rs`).
 
 use crate::limits::Limit;
 use pagecast_actors::events;
@@ -51,10 +53,16 @@ pub fn register() {
         metrics::counter!("pagecast_recordings_over_limit_total", "limit" => limit.name())
             .increment(0);
     }
+    metrics::counter!("pagecast_recordings_put_last_total").increment(0);
 }
 
 pub fn started() {
     metrics::counter!("pagecast_recordings_started_total").increment(1);
+}
+
+/// A recording used more than its share of the CPU and was put last.
+pub fn put_last() {
+    metrics::counter!("pagecast_recordings_put_last_total").increment(1);
 }
 
 /// A recording ended with exit code `code` (None: killed by a signal).

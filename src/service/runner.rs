@@ -19,7 +19,9 @@
 //! Every second it measures each recording's process tree (`usage.rs`, off its thread) and sends
 //! the figures, with which recordings are falling behind real time (their encoder's
 //! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
-//! admission (`capacity.rs`) counts.
+//! admission (`capacity.rs`) counts. A recording whose tree uses well over the cores admission
+//! reserved for it ([`StartJob::reserved`]) is put last: its threads get the lowest priority
+//! (`cpu_share.rs`, `RECORDING_PUT_LAST`).
 //! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
 //! has paused or resumed: the runner keeps that state and tells the queue running now),
 //! [`ResendPauses`] (a restarted queue asks for every state again: one a crashed queue had not
@@ -48,6 +50,7 @@ use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, Kill, Shutdow
 use tokio::process::Command;
 
 use super::capacity::Cost;
+use super::cpu_share::{self, ShareWatch};
 use super::queue::{QueueActor, QUEUE};
 use super::usage::TreeMeter;
 use super::{last_error_line, Ended, WarmPool};
@@ -78,6 +81,9 @@ pub struct StartJob {
     pub attempt: u32,
     /// Warm trees to stop to make room for it; the pool stays that much smaller until it ends.
     pub shed_warm: usize,
+    /// What admission reserved for it: a recording that uses much more CPU is put last
+    /// (`cpu_share.rs`).
+    pub reserved: Cost,
 }
 
 /// Message: stop this job's recording (it finishes its file). SIGTERM is sent once; a later
@@ -259,7 +265,12 @@ pub struct RunnerActor {
     /// Shutting down: no new recording starts.
     stopping: bool,
     /// None while a measurement runs (on a blocking thread).
-    meter: Option<TreeMeter>,
+    meter: Option<(TreeMeter, ShareWatch)>,
+    /// What admission reserved for each running job.
+    reserved: HashMap<String, Cost>,
+    /// Jobs whose recording ended since the last measurement began: its `ShareWatch` forgets
+    /// them (an attempt after under the same id starts afresh).
+    ended: Vec<String>,
     usage: Usage,
     /// The warm trees to keep ready.
     pool: WarmPool,
@@ -302,7 +313,9 @@ impl RunnerActor {
             discarded: HashSet::new(),
             paused: HashMap::new(),
             stopping: false,
-            meter: Some(TreeMeter::default()),
+            meter: Some(Default::default()),
+            reserved: HashMap::new(),
+            ended: Vec::new(),
             usage: Usage::default(),
             pool,
             warm: HashMap::new(),
@@ -499,7 +512,7 @@ impl RunnerActor {
     }
 
     fn measure(&mut self, ctx: &mut Context<Self>) {
-        let Some(mut meter) = self.meter.take() else {
+        let Some((mut meter, mut watch)) = self.meter.take() else {
             return;
         };
         let roots: Vec<(String, u32)> = self
@@ -508,17 +521,40 @@ impl RunnerActor {
             .map(|(id, child)| (id.clone(), child.pid()))
             .chain(self.warm.keys().map(|pid| (warm_tag(*pid), *pid)))
             .collect();
+        let reserved = self.reserved.clone();
+        let framed = self.usage.framed.clone();
+        let ended = std::mem::take(&mut self.ended);
         let measure = tokio::task::spawn_blocking(move || {
+            for job in &ended {
+                watch.forget(job);
+            }
             let measured = meter.measure(&roots);
-            (meter, measured)
+            let newly = watch.observe(&measured, &reserved, &framed);
+            // Those put last, every time: their threads and processes born since too.
+            for job in watch.over() {
+                cpu_share::put_last(meter.tree(job));
+            }
+            (meter, watch, measured, newly)
         });
         ctx.spawn(
             actix::fut::wrap_future(measure).map(|result, act: &mut Self, _| {
-                let Ok((meter, measured)) = result else {
-                    act.meter = Some(TreeMeter::default());
+                let Ok((meter, watch, measured, newly)) = result else {
+                    act.meter = Some(Default::default());
                     return;
                 };
-                act.meter = Some(meter);
+                act.meter = Some((meter, watch));
+                for over in newly {
+                    let pid = act.jobs.get(&over.job).map(ChildProcess::pid);
+                    tracing::warn!(
+                        job = %over.job,
+                        pid,
+                        cores = format!("{:.2}", over.cores),
+                        allowed = format!("{:.2}", over.allowed),
+                        "{}",
+                        events::RECORDING_PUT_LAST
+                    );
+                    super::recording_metrics::put_last();
+                }
                 for (pid, cost) in act
                     .warm
                     .keys()
@@ -555,6 +591,8 @@ impl RunnerActor {
         self.starting.remove(&id);
         self.usage.measured.remove(&id);
         self.usage.framed.remove(&id);
+        self.reserved.remove(&id);
+        self.ended.push(id.clone());
         if self.usage.behind.remove(&id) {
             self.send_usage();
         }
@@ -766,6 +804,7 @@ impl Handler<StartJob> for RunnerActor {
                 }),
         );
         self.jobs.insert(job.id.clone(), child);
+        self.reserved.insert(job.id.clone(), job.reserved);
         // The pool refills once this job's page is loaded, or after REFILL_HOLD.
         if self.pool.count > 0 {
             self.starting.insert(job.id.clone());

@@ -31,6 +31,8 @@ pub struct TreeMeter {
     /// PSS) is above this has its PSS read at once, whenever it was read last (see
     /// [`TreeMeter::reading_pss_above`]).
     pss_above: Option<u64>,
+    /// By tree: its processes at the last measurement, root first.
+    trees: HashMap<String, Vec<i32>>,
 }
 
 struct Proc {
@@ -82,6 +84,7 @@ impl TreeMeter {
         let page = procfs::page_size();
         let mut ticks = HashMap::new();
         let mut out = HashMap::new();
+        let mut trees = HashMap::new();
         for (name, root) in roots {
             let mut tree = vec![*root as i32];
             let mut i = 0;
@@ -120,12 +123,20 @@ impl TreeMeter {
             };
             let cores = seconds.map_or(0.0, |s| used as f64 / tps / s);
             out.insert(name.clone(), Cost { cores, memory });
+            trees.insert(name.clone(), tree);
         }
         self.ticks = ticks;
+        self.trees = trees;
         self.at = Some(now);
         self.memory
             .retain(|name, _| roots.iter().any(|(n, _)| n == name));
         out
+    }
+
+    /// The processes of the tree named `name` at the last measurement (its root first; a root
+    /// that had exited alone, none if it was not measured).
+    pub fn tree(&self, name: &str) -> &[i32] {
+        self.trees.get(name).map_or(&[], Vec::as_slice)
     }
 }
 
