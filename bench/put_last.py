@@ -11,16 +11,12 @@ and both files' durations. Run it with two builds to compare them:
 
     bench/put_last.py BINARY [--workers 16]
 """
-import argparse, json, os, re, shutil, signal, socket, subprocess, tempfile, time
+import argparse, json, os, shutil, signal, subprocess, tempfile, time
+
+from bench import frame_stats, free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():
@@ -63,19 +59,8 @@ def main():
                 time.sleep(1)
             serve.send_signal(signal.SIGTERM)
             serve.wait(30)
-        out = subprocess.run(["ffmpeg", "-v", "error", "-i", f"{d}/calm.mp4", "-vf",
-                              "signalstats,metadata=mode=print:file=-", "-f", "null", "-"],
-                             capture_output=True, text=True).stdout
-        frames, t = [], None
-        for line in out.splitlines():
-            m = re.match(r"frame:\d+\s+pts:\S+\s+pts_time:(\S+)", line)
-            if m:
-                t = float(m.group(1))
-                continue
-            m = re.match(r"lavfi\.signalstats\.YDIF=(\S+)", line)
-            if m and t is not None:
-                frames.append((t, float(m.group(1))))
-        window = [ydif for at, ydif in frames if 15 <= at < 30]
+        frames = frame_stats(f"{d}/calm.mp4", keys=("YDIF",))
+        window = [s.get("YDIF", 0) for at, s in frames if 15 <= at < 30]
         kept = sum(1 for ydif in window if ydif >= 0.01)
         put_last = sum(1 for line in open(f"{d}/serve.log") if "share of the CPU" in line)
         print(f"calm kept {kept / (15 * 30):.3f} of its frames from 15 to 30 s; "
