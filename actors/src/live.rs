@@ -34,8 +34,8 @@ use crate::fanout::FanOutActor;
 use crate::relay::{OnGiveUp, RelayActor, RelayInput, RelaySpec};
 use crate::secret::StreamUrl;
 use crate::supervision::{
-    AddChildren, Additions, ChildSpec, Failure, Intensity, RemoveChild, Restart, Strategy,
-    Supervisor, SupervisorConfig,
+    AddChildren, ChildSpec, Failure, Intensity, RemoveChild, Restart, Strategy, Supervisor,
+    SupervisorConfig,
 };
 
 /// Why a live output could not be added or removed. URLs are shown masked.
@@ -63,8 +63,8 @@ struct Inner {
     /// starts, unregistered when it is removed or fails to be added.
     targets: watch::Sender<BTreeSet<u16>>,
     relays: RefCell<Vec<Entry>>,
-    /// The running `live` supervisor and its additions (None while it (re)starts).
-    supervisor: RefCell<Option<(Addr<Supervisor>, Additions)>>,
+    /// The running `live` supervisor (None while it (re)starts).
+    supervisor: RefCell<Option<Addr<Supervisor>>>,
     /// Numbers the relays' names.
     next: Cell<usize>,
     retry_for: Duration,
@@ -172,12 +172,10 @@ impl LiveOutputs {
                         .map(|e| relay_child(&e.name, e.spec.clone(), &live)),
                 );
                 live.0.supervisor.borrow_mut().take();
-                let additions = Additions::default();
-                let started =
-                    Supervisor::start_linked_with(config, children, additions.clone(), link);
+                let started = Supervisor::start_linked(config, children, link);
                 async move {
                     let addr = started.await?;
-                    *live.0.supervisor.borrow_mut() = Some((addr.clone(), additions));
+                    *live.0.supervisor.borrow_mut() = Some(addr.clone());
                     Ok(addr)
                 }
             },
@@ -199,12 +197,11 @@ impl LiveOutputs {
         self.0.relays.borrow_mut().push(entry);
         let running = self.0.supervisor.borrow().clone();
         // While the subtree restarts, the list is what its next start runs.
-        let Some((supervisor, additions)) = running else {
+        let Some(supervisor) = running else {
             return Ok(());
         };
-        additions.push(child);
         let started = supervisor
-            .send(AddChildren)
+            .send(AddChildren::new(vec![child]))
             .await
             .unwrap_or_else(|_| Err(Failure::crashed("the live outputs stopped")));
         if let Err(failure) = started {
@@ -230,7 +227,7 @@ impl LiveOutputs {
             .supervisor
             .borrow()
             .as_ref()
-            .is_none_or(|(now, _)| now != asked)
+            .is_none_or(|now| now != asked)
     }
 
     /// Removes a live output (`raw`: its URL as given): its stream ends cleanly.
@@ -250,7 +247,7 @@ impl LiveOutputs {
         self.forget(&name);
         let running = self.0.supervisor.borrow().clone();
         let stopped = match running {
-            Some((supervisor, _)) => supervisor
+            Some(supervisor) => supervisor
                 .send(RemoveChild { name })
                 .await
                 .unwrap_or(Ok(())),
@@ -334,7 +331,7 @@ mod tests {
     async fn running(live: &LiveOutputs, not: Option<&Addr<Supervisor>>) -> Addr<Supervisor> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let now = live.0.supervisor.borrow().as_ref().map(|(a, _)| a.clone());
+            let now = live.0.supervisor.borrow().clone();
             match now {
                 Some(addr) if not != Some(&addr) => return addr,
                 _ if tokio::time::Instant::now() > deadline => panic!("live did not (re)start"),

@@ -13,8 +13,7 @@
 //! Owns: its children, through the handles their start futures return.
 //! Accepts: [`ChildExited`] (a child died or stopped), `Follow` (a child follows a sibling:
 //! [`ChildLink::follow`]), [`StopTree`] (stop everything, in order), [`AddChildren`] (start the
-//! children pushed to its [`Additions`] since, after the others: a recording's live outputs added
-//! while it records), [`RemoveChild`] (stop one child for good), [`Published`] (what a running
+//! children it carries, after the others: a recording's live outputs added while it records), [`RemoveChild`] (stop one child for good), [`Published`] (what a running
 //! child published, asked by the supervisor's owner).
 //! Sends: [`Shutdown`] to children, in reverse start order, each bounded by its timeout, then
 //! [`Kill`] to a child that did not stop in time; [`SiblingUp`] to a child that follows a sibling;
@@ -55,6 +54,7 @@ use actix::dev::ToEnvelope;
 use actix::fut::{self, ActorFutureExt, LocalBoxActorFuture, WrapFuture};
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
+use send_wrapper::SendWrapper;
 use tokio::sync::oneshot;
 
 /// When a child that stopped is started again.
@@ -227,23 +227,22 @@ pub struct StopTree {
     pub cause: String,
 }
 
-/// Children to add to a running supervisor: pushed here, then [`AddChildren`] sent to it. (A
-/// `ChildSpec` holds closures that stay on the actor's thread, so it cannot travel in a message.)
-#[derive(Clone, Default)]
-pub struct Additions(std::rc::Rc<RefCell<Vec<ChildSpec>>>);
+/// Message to a supervisor: start these children, in order, after the others (so they stop
+/// first). The reply says whether they all started; one that fails to start is dropped, the tree
+/// goes on.
+///
+/// A `ChildSpec` holds closures bound to the actors' thread, and actix messages must be `Send`:
+/// the children travel in a [`SendWrapper`], which panics if they are touched or dropped on
+/// another thread. A recording's actors share one thread, so they never are.
+#[derive(Message)]
+#[rtype(result = "Result<(), Failure>")]
+pub struct AddChildren(SendWrapper<Vec<ChildSpec>>);
 
-impl Additions {
-    pub fn push(&self, spec: ChildSpec) {
-        self.0.borrow_mut().push(spec);
+impl AddChildren {
+    pub fn new(children: Vec<ChildSpec>) -> Self {
+        Self(SendWrapper::new(children))
     }
 }
-
-/// Message to a supervisor: start the children pushed to its [`Additions`], in order, after the
-/// others (so they stop first). The reply says whether they all started; one that fails to start
-/// is dropped, the tree goes on.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), Failure>")]
-pub struct AddChildren;
 
 /// Message to a supervisor: stop the child named `name` gracefully (within its shutdown timeout)
 /// and never restart it. The reply says whether it stopped cleanly; no such child is an error.
@@ -599,8 +598,6 @@ pub struct Supervisor {
     link: Option<ChildLink>,
     /// Tells the parent's start function that every child is ready (or why not).
     ready: Option<oneshot::Sender<Result<(), Failure>>>,
-    /// Children waiting for [`AddChildren`].
-    additions: Additions,
     /// Who follows which sibling ([`ChildLink::follow`]); a follower's entries lapse when it
     /// stops (its generation moves on).
     follows: Vec<Follow>,
@@ -613,7 +610,7 @@ impl Supervisor {
         config: SupervisorConfig,
         specs: Vec<ChildSpec>,
     ) -> (Addr<Supervisor>, oneshot::Receiver<TreeExit>) {
-        Self::start_with(config, specs, None, None, Additions::default())
+        Self::start_with(config, specs, None, None)
     }
 
     /// Starts a supervisor as the child of another; resolves once all its children are ready.
@@ -622,18 +619,8 @@ impl Supervisor {
         specs: Vec<ChildSpec>,
         link: ChildLink,
     ) -> impl Future<Output = Result<Addr<Supervisor>, Failure>> + 'static {
-        Self::start_linked_with(config, specs, Additions::default(), link)
-    }
-
-    /// [`Supervisor::start_linked`], with children that can be added later through `additions`.
-    pub fn start_linked_with(
-        config: SupervisorConfig,
-        specs: Vec<ChildSpec>,
-        additions: Additions,
-        link: ChildLink,
-    ) -> impl Future<Output = Result<Addr<Supervisor>, Failure>> + 'static {
         let (ready_tx, ready_rx) = oneshot::channel();
-        let (addr, _) = Self::start_with(config, specs, Some(link), Some(ready_tx), additions);
+        let (addr, _) = Self::start_with(config, specs, Some(link), Some(ready_tx));
         async move {
             match ready_rx.await {
                 Ok(Ok(())) => Ok(addr),
@@ -648,7 +635,6 @@ impl Supervisor {
         specs: Vec<ChildSpec>,
         link: Option<ChildLink>,
         ready: Option<oneshot::Sender<Result<(), Failure>>>,
-        additions: Additions,
     ) -> (Addr<Supervisor>, oneshot::Receiver<TreeExit>) {
         install_panic_recorder();
         let (tx, rx) = oneshot::channel();
@@ -671,7 +657,6 @@ impl Supervisor {
             shutdown_failures: Vec::new(),
             link,
             ready,
-            additions,
             follows: Vec::new(),
         }
         .start();
@@ -1021,7 +1006,7 @@ impl Handler<StopTree> for Supervisor {
 impl Handler<AddChildren> for Supervisor {
     type Result = ResponseActFuture<Self, Result<(), Failure>>;
 
-    fn handle(&mut self, _: AddChildren, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, added: AddChildren, ctx: &mut Context<Self>) -> Self::Result {
         if self.state == State::Stopping {
             return Box::pin(fut::ready(Err(Failure::crashed(format!(
                 "{} is stopping",
@@ -1029,14 +1014,14 @@ impl Handler<AddChildren> for Supervisor {
             )))));
         }
         let from = self.children.len();
-        let added = std::mem::take(&mut *self.additions.0.borrow_mut());
-        self.children.extend(added.into_iter().map(|spec| Slot {
-            spec,
-            generation: 0,
-            running: None,
-            published: None,
-            removed: false,
-        }));
+        self.children
+            .extend(added.0.take().into_iter().map(|spec| Slot {
+                spec,
+                generation: 0,
+                running: None,
+                published: None,
+                removed: false,
+            }));
         let to = self.children.len();
         Box::pin(self.start_range(from, to, ctx).map(move |result, act, _| {
             let Err((index, failure)) = result else {
@@ -1841,11 +1826,9 @@ mod tests {
     async fn children_are_added_to_and_removed_from_a_running_subtree() {
         let log: Log = Rc::default();
         let addrs: Addrs = Rc::default();
-        let additions = Additions::default();
         let sub: Rc<RefCell<Option<Addr<Supervisor>>>> = Rc::default();
         let spec = {
-            let (log, addrs, additions, sub) =
-                (log.clone(), addrs.clone(), additions.clone(), sub.clone());
+            let (log, addrs, sub) = (log.clone(), addrs.clone(), sub.clone());
             ChildSpec::new(
                 "sub",
                 Restart::Permanent,
@@ -1857,8 +1840,7 @@ mod tests {
                         intensity: MANY,
                     };
                     let specs = fake_specs(&[child("a", Restart::Permanent)], &log, &addrs);
-                    let started =
-                        Supervisor::start_linked_with(config, specs, additions.clone(), link);
+                    let started = Supervisor::start_linked(config, specs, link);
                     let sub = sub.clone();
                     async move {
                         let addr = started.await?;
@@ -1877,17 +1859,15 @@ mod tests {
         );
         assert_eq!(t.wait_log_len(1).await, ["start a"]);
         let sub = sub.borrow().clone().unwrap();
-        for spec in fake_specs(
+        let added = fake_specs(
             &[
                 child("x", Restart::Permanent),
                 child("y", Restart::Permanent),
             ],
             &log,
             &addrs,
-        ) {
-            additions.push(spec);
-        }
-        assert_eq!(sub.send(AddChildren).await.unwrap(), Ok(()));
+        );
+        assert_eq!(sub.send(AddChildren::new(added)).await.unwrap(), Ok(()));
         assert_eq!(t.log(), ["start a", "start x", "start y"]);
         let remove = |name: &str| {
             sub.send(RemoveChild {
