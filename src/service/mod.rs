@@ -1779,8 +1779,8 @@ while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
     #[actix_rt::test]
     async fn a_worker_whose_recording_falls_behind_takes_no_job_until_it_catches_up() {
         use pagecast_actors::events::{
-            ENCODER_CAUGHT_UP, ENCODER_FALLING_BEHIND, JOB_WAITS_FOR_CAPACITY, WORKER_OVERLOADED,
-            WORKER_RECOVERED,
+            ENCODER_CAUGHT_UP, ENCODER_FALLING_BEHIND, ENCODER_RUNNING, JOB_WAITS_FOR_CAPACITY,
+            WORKER_OVERLOADED, WORKER_RECOVERED,
         };
         let log = LogBuffer::default();
         let _log = log.capture();
@@ -1796,6 +1796,8 @@ IFS= read -r config
 job=$(printf '%s' "$config" | sed 's/.*"file":"[^"]*\/\([^"/.]*\)\.mp4".*/\1/')
 echo "$job" >> {started}
 trap 'exit 0' TERM
+# Its first frame at once: the next job waits for the pace alone, not for a start under way.
+echo '{{"level":"INFO","message":"{framed}"}}' >&2
 if [ "$job" = slow ]; then
   echo '{{"level":"WARN","message":"{behind}","speed":0.8}}' >&2
   while [ ! -e {caught_up} ]; do sleep 0.05; done
@@ -1805,6 +1807,7 @@ sleep 600 &
 wait
 "#,
                 started = dir.path().join("started").display(),
+                framed = ENCODER_RUNNING,
                 behind = ENCODER_FALLING_BEHIND,
                 up = ENCODER_CAUGHT_UP,
                 caught_up = caught_up.display(),
