@@ -102,9 +102,9 @@ pub const WORKER_OVERLOADED: &str =
 /// Every recording here keeps up again: the worker takes jobs again.
 pub const WORKER_RECOVERED: &str = "worker recovered: taking jobs again";
 /// A recording's process tree used more CPU than its share (fields: job, pid, cores, allowed):
-/// its threads run at the lowest priority until it ends (`src/service/cpu_share.rs`).
+/// its browser's threads run at the lowest priority until it ends (`src/service/cpu_share.rs`).
 pub const RECORDING_PUT_LAST: &str =
-    "recording used more than its share of the CPU: it runs at the lowest priority now";
+    "recording used more than its share of the CPU: its browser runs at the lowest priority now";
 /// The service's egress API accepts requests (field: addr).
 pub const API_LISTENING: &str = "egress API listening";
 /// A LiveKit recording waits for its room to be created (fields: room, server).

@@ -6,10 +6,13 @@
 //! its threads busy (a loop in a few web workers is enough) takes cores those recordings were
 //! promised, and they drop frames. So a job's page is untrusted here too: when its tree has used
 //! more than [`allowance`] of its reserved cores over the last [`WINDOW`] measurements, counted
-//! once its encoder runs (a start's burst is no overrun), every thread of the tree is set to the
-//! lowest priority ([`LOWEST`], `nice` 19), and kept there until the recording ends: threads
-//! and processes born later are set too, at each measurement. The recording is not stopped and
-//! nothing of it is lost; it runs on what the others leave. On a machine with cores to spare it
+//! once its encoder runs (a start's burst is no overrun), every thread of its browser (the
+//! processes below chromedriver: where the page's scripts, workers and WebGL run,
+//! [`browser_processes`]) is set to the lowest priority ([`LOWEST`], `nice` 19), and kept there
+//! until the recording ends: threads and processes born later are set too, at each measurement.
+//! The rest of the recording (pagecast, Xvfb, PulseAudio, ffmpeg) keeps its priority, so what the
+//! screen shows is still captured and encoded as before: the recording is not stopped and nothing
+//! of it is lost; its page runs on what the others leave. On a machine with cores to spare it
 //! loses nothing.
 //!
 //! The priority is only ever lowered: raising it again takes a privilege a worker need not
@@ -111,6 +114,35 @@ impl ShareWatch {
         self.samples.remove(job);
         self.over.remove(job);
     }
+}
+
+/// The processes of `tree` that are the browser: those below a `chromedriver` of the tree
+/// (Chromium and every process it starts).
+pub fn browser_processes(tree: &[i32]) -> Vec<i32> {
+    let parents: HashMap<i32, (i32, String)> = tree
+        .iter()
+        .filter_map(|pid| {
+            let stat = procfs::process::Process::new(*pid).ok()?.stat().ok()?;
+            Some((*pid, (stat.ppid, stat.comm)))
+        })
+        .collect();
+    let below_driver = |pid: i32| {
+        let mut at = parents.get(&pid).map(|(ppid, _)| *ppid);
+        while let Some(parent) = at {
+            let Some((ppid, comm)) = parents.get(&parent) else {
+                return false;
+            };
+            if comm == "chromedriver" {
+                return true;
+            }
+            at = Some(*ppid);
+        }
+        false
+    };
+    tree.iter()
+        .copied()
+        .filter(|pid| below_driver(*pid))
+        .collect()
 }
 
 /// Sets every thread of the processes `pids` to [`LOWEST`] (`nice` is a thread's: a process's
@@ -231,11 +263,25 @@ mod tests {
         );
     }
 
-    /// Every thread of every process given is set, a process's other threads too: a shell and
-    /// its child, a python with three threads.
+    /// Every thread of the browser's processes is set, a process's other threads too, and
+    /// nothing else of the tree: a shell, a script named `chromedriver` below it, and below that a
+    /// python with three threads (the browser here).
     #[test]
-    fn every_thread_of_every_process_is_put_last() {
-        let python = pagecast_testkit::repo_root().join(".venv/bin/python");
+    fn every_thread_of_the_browser_is_put_last_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = dir.path().join("chromedriver");
+        std::fs::write(
+            &driver,
+            format!(
+                "#!/bin/sh\n\"{}\" -c \"$1\" &\nwait\n",
+                pagecast_testkit::repo_root()
+                    .join(".venv/bin/python")
+                    .display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&driver, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let script = "import threading, time\n\
                       for _ in range(2): threading.Thread(target=time.sleep, args=(30,)).start()\n\
                       print('up', flush=True)\n\
@@ -244,7 +290,8 @@ mod tests {
         let mut child = std::process::Command::new("sh")
             .process_group(0)
             .arg("-c")
-            .arg(format!("\"{}\" -c \"$0\" & wait", python.display()))
+            .arg("\"$0\" \"$1\" & wait")
+            .arg(&driver)
             .arg(script)
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -265,7 +312,8 @@ mod tests {
             )
             .map(|pid| pid as i32)
             .collect();
-        let set = put_last(&tree);
+        let browser = browser_processes(&tree);
+        let set = put_last(&browser);
         let niceness: Vec<(String, i64)> = tree.iter().flat_map(|pid| threads_nice(*pid)).collect();
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(root as i32),
@@ -273,16 +321,18 @@ mod tests {
         );
         let _ = child.kill();
         let _ = child.wait();
-        assert_eq!(
-            niceness.len(),
-            4,
-            "the shell, and python's three threads: {niceness:?}"
-        );
-        assert_eq!(set, 4);
-        assert!(
-            niceness.iter().all(|(_, nice)| *nice == i64::from(LOWEST)),
-            "{niceness:?}"
-        );
+        assert_eq!(browser.len(), 1, "python alone: {niceness:?}");
+        assert_eq!(set, 3, "python's three threads: {niceness:?}");
+        let lowest = |name: &str| {
+            niceness
+                .iter()
+                .filter(|(thread, _)| thread.starts_with(name))
+                .map(|(_, nice)| *nice == i64::from(LOWEST))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lowest("python"), [true, true, true], "{niceness:?}");
+        assert_eq!(lowest("sh/"), [false], "{niceness:?}");
+        assert_eq!(lowest("chromedriver"), [false], "{niceness:?}");
     }
 
     /// Each thread of `pid`: its name and id, and its `nice`.

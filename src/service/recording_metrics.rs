@@ -17,7 +17,7 @@
 //! - `pagecast_recordings_over_limit_total{limit}`: recordings stopped for passing a limit of
 //!   the policy (`memory`, `storage`: see `limits.rs`).
 //! - `pagecast_recordings_put_last_total`: recordings that used more than their share of the CPU
-//!   and were set to the lowest priority (`cpu_share.rs`).
+//!   and had their browser set to the lowest priority (`cpu_share.rs`).
 
 use crate::limits::Limit;
 use pagecast_actors::events;

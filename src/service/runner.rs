@@ -20,8 +20,8 @@
 //! the figures, with which recordings are falling behind real time (their encoder's
 //! `ENCODER_FALLING_BEHIND` / `ENCODER_CAUGHT_UP` lines), to the queue as [`Usage`]: what
 //! admission (`capacity.rs`) counts. A recording whose tree uses well over the cores admission
-//! reserved for it ([`StartJob::reserved`]) is put last: its threads get the lowest priority
-//! (`cpu_share.rs`, `RECORDING_PUT_LAST`).
+//! reserved for it ([`StartJob::reserved`]) is put last: its browser's threads get the lowest
+//! priority (`cpu_share.rs`, `RECORDING_PUT_LAST`).
 //! Accepts: [`StartJob`], [`PauseJob`] (SIGUSR1 / SIGUSR2; the recording's log says when it
 //! has paused or resumed: the runner keeps that state and tells the queue running now),
 //! [`ResendPauses`] (a restarted queue asks for every state again: one a crashed queue had not
@@ -530,9 +530,9 @@ impl RunnerActor {
             }
             let measured = meter.measure(&roots);
             let newly = watch.observe(&measured, &reserved, &framed);
-            // Those put last, every time: their threads and processes born since too.
+            // The browsers put last, every time: their threads and processes born since too.
             for job in watch.over() {
-                cpu_share::put_last(meter.tree(job));
+                cpu_share::put_last(&cpu_share::browser_processes(meter.tree(job)));
             }
             (meter, watch, measured, newly)
         });
