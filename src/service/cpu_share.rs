@@ -15,6 +15,10 @@
 //! of it is lost; its page runs on what the others leave. On a machine with cores to spare it
 //! loses nothing.
 //!
+//! Admission then counts such a job for its allowance at most ([`ShareWatch::counted`]), not for
+//! all it measures: what its browser takes beyond that it takes only from idle cores, so the
+//! worker goes on taking jobs, which take the cores back.
+//!
 //! The priority is only ever lowered: raising it again takes a privilege a worker need not
 //! have. Priorities weigh between processes of one scheduling group: the recordings share the
 //! worker's session, and so its autogroup, so `nice` orders them against each other.
@@ -106,6 +110,19 @@ impl ShareWatch {
     /// The jobs put last, still running.
     pub fn over(&self) -> impl Iterator<Item = &String> {
         self.over.iter()
+    }
+
+    /// What admission counts of `job` measured at `used`, with `reserved`: a job put last counts
+    /// for its allowance at most, as its browser yields every core another recording wants;
+    /// any other job, for what it used.
+    pub fn counted(&self, job: &str, used: Cost, reserved: &Cost) -> Cost {
+        if !self.over.contains(job) {
+            return used;
+        }
+        Cost {
+            cores: used.cores.min(allowance(reserved.cores)),
+            ..used
+        }
     }
 
     /// Forgets `job`, whose recording ended: a later attempt under its id starts afresh, even
@@ -208,6 +225,10 @@ mod tests {
         // Said once, kept as over while it runs, forgotten when it is no longer measured.
         assert!(watch.observe(&one("a", 3.0), &reserved, &framed).is_empty());
         assert_eq!(watch.over().collect::<Vec<_>>(), ["a"]);
+        // Counted for admission at its allowance at most; another job for what it used.
+        assert_eq!(watch.counted("a", cores(3.0), &cores(0.5)), cores(1.0));
+        assert_eq!(watch.counted("a", cores(0.7), &cores(0.5)), cores(0.7));
+        assert_eq!(watch.counted("b", cores(3.0), &cores(0.5)), cores(3.0));
         watch.observe(&HashMap::new(), &reserved, &framed);
         assert_eq!(watch.over().count(), 0);
         // A job's next attempt, its recording ended between two measurements, starts afresh.

@@ -564,10 +564,20 @@ impl RunnerActor {
                     act.warm_measured.insert(pid, cost);
                 }
                 act.warm_usage();
-                // A recording that ended meanwhile is not counted any more.
+                // A recording that ended meanwhile is not counted any more; one put last counts
+                // for no more than its allowance (what its browser takes beyond that, it takes
+                // only from idle cores).
+                let watch = act.meter.as_ref().map(|(_, watch)| watch);
                 act.usage.measured = measured
                     .into_iter()
                     .filter(|(id, _)| act.jobs.contains_key(id))
+                    .map(|(id, used)| {
+                        let counted = match (watch, act.reserved.get(&id)) {
+                            (Some(watch), Some(reserved)) => watch.counted(&id, used, reserved),
+                            _ => used,
+                        };
+                        (id, counted)
+                    })
                     .collect();
                 act.send_usage();
             }),
