@@ -1,8 +1,9 @@
 //! What a recording under a service policy may use of the machine besides its share of the CPU
-//! (which admission counts, and `service/cpu_share.rs` holds it to): the memory of its whole process tree, and the disk its working
-//! directory takes (chiefly the page's browser profile: IndexedDB, Cache Storage, caches). A
-//! job's page is untrusted: one that allocates or stores without end would take the memory or
-//! the disk of every other recording on the worker, and a full disk ends them all.
+//! (which admission counts, and `service/cpu_share.rs` holds it to): the memory of its whole
+//! process tree, and the disk its working directory takes (chiefly the page's browser profile:
+//! IndexedDB, Cache Storage, caches). A job's page is untrusted: one that allocates or stores
+//! without end would take the memory or the disk of every other recording on the worker, and a
+//! full disk ends them all.
 //!
 //! [`watch`] measures both every [`CHECK_EVERY`] while the recording runs. Past a limit it logs
 //! [`OVER_LIMIT`] and stops the recording the way a stop signal does (the file finished, kept and
