@@ -13,8 +13,9 @@
 //! Owns: its children, through the handles their start futures return.
 //! Accepts: [`ChildExited`] (a child died or stopped), `Follow` (a child follows a sibling:
 //! [`ChildLink::follow`]), [`StopTree`] (stop everything, in order), [`AddChildren`] (start the
-//! children it carries, after the others: a recording's live outputs added while it records), [`RemoveChild`] (stop one child for good), [`Published`] (what a running
-//! child published, asked by the supervisor's owner).
+//! children it carries, after the others: a recording's live outputs added while it records),
+//! [`RemoveChild`] (stop one child for good), [`Published`] (what a running child published,
+//! asked by the supervisor's owner).
 //! Sends: [`Shutdown`] to children, in reverse start order, each bounded by its timeout, then
 //! [`Kill`] to a child that did not stop in time; [`SiblingUp`] to a child that follows a sibling;
 //! a [`TreeExit`] to whoever started the tree.

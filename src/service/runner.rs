@@ -542,7 +542,6 @@ impl RunnerActor {
                     act.meter = Some(Default::default());
                     return;
                 };
-                act.meter = Some((meter, watch));
                 for over in newly {
                     let pid = act.jobs.get(&over.job).map(ChildProcess::pid);
                     tracing::warn!(
@@ -567,18 +566,18 @@ impl RunnerActor {
                 // A recording that ended meanwhile is not counted any more; one put last counts
                 // for no more than its allowance (what its browser takes beyond that, it takes
                 // only from idle cores).
-                let watch = act.meter.as_ref().map(|(_, watch)| watch);
                 act.usage.measured = measured
                     .into_iter()
                     .filter(|(id, _)| act.jobs.contains_key(id))
                     .map(|(id, used)| {
-                        let counted = match (watch, act.reserved.get(&id)) {
-                            (Some(watch), Some(reserved)) => watch.counted(&id, used, reserved),
-                            _ => used,
+                        let counted = match act.reserved.get(&id) {
+                            Some(reserved) => watch.counted(&id, used, reserved),
+                            None => used,
                         };
                         (id, counted)
                     })
                     .collect();
+                act.meter = Some((meter, watch));
                 act.send_usage();
             }),
         );
