@@ -11,9 +11,9 @@ and both files' durations. Run it with two builds to compare them:
 
     bench/put_last.py BINARY [--workers 16]
 """
-import argparse, json, os, shutil, signal, subprocess, tempfile, time
+import argparse, json, os, shutil, signal, subprocess, tempfile
 
-from bench import frame_stats, free_port
+from bench import _connects, frame_stats, free_port, probe, resp, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff"
@@ -26,24 +26,22 @@ def main():
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="put-last-")
     port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL)
-    cli = ["redis-cli", "-p", str(port)]
-    deadline = time.time() + 10
-    while subprocess.run(cli + ["PING"], capture_output=True, text=True).stdout.strip() != "PONG":
-        if time.time() > deadline:
-            raise SystemExit("redis-server did not answer")
-        time.sleep(0.05)
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        if not wait_for(lambda: _connects(port), 10):
+            raise SystemExit("redis-server did not start")
+
         def push(job, url, w, h, secs):
             config = {"input": {"url": url, "width": w, "height": h},
                       "output": {"file": f"{d}/{job}.mp4"}, "max_duration": f"{secs}s"}
-            subprocess.run(cli + ["LPUSH", "{pl}:jobs", json.dumps({"id": job, "config": config})],
-                           check=True, stdout=subprocess.DEVNULL)
+            resp(port, "LPUSH", "{pl}:jobs", json.dumps({"id": job, "config": config}))
 
         def state(job):
-            return subprocess.run(cli + ["HGET", "{pl}:job:" + job, "state"],
-                                  capture_output=True, text=True).stdout.strip()
+            # A bulk string ("$4\r\ndone\r\n"), or none ("$-1\r\n").
+            reply = resp(port, "HGET", "{pl}:job:" + job, "state").split(b"\r\n")
+            return reply[1].decode() if not reply[0].startswith(b"$-") else ""
 
         push("hog", f"file://{REPO}/tests/pages/hog.html?what=cpu&workers={args.workers}", 640, 360, 40)
         push("calm", f"file://{REPO}/bench/pages/canvas.html", 1280, 720, 35)
@@ -53,10 +51,8 @@ def main():
             serve = subprocess.Popen([args.binary, "--log-format", "json", "serve", "--queue", "pl",
                                       "--worker-id", "w", "--allow-file-urls", f"--output-root={d}",
                                       "--max-recordings", "2"], env=env, stderr=log)
-            start = time.time()
-            while time.time() - start < 150 and not all(
-                    state(j) in ("done", "failed") for j in ("hog", "calm")):
-                time.sleep(1)
+            wait_for(lambda: all(state(j) in ("done", "failed") for j in ("hog", "calm")), 150,
+                     every=1)
             serve.send_signal(signal.SIGTERM)
             serve.wait(30)
         frames = frame_stats(f"{d}/calm.mp4", keys=("YDIF",))
@@ -66,10 +62,10 @@ def main():
         print(f"calm kept {kept / (15 * 30):.3f} of its frames from 15 to 30 s; "
               f"hog put last: {'yes' if put_last else 'no'}; states: hog {state('hog')}, calm {state('calm')}")
         for job in ("hog", "calm"):
-            duration = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
-                                       "-of", "csv=p=0", f"{d}/{job}.mp4"],
-                                      capture_output=True, text=True).stdout.strip()
-            print(f"  {job}: {duration} s")
+            p = probe(f"{d}/{job}.mp4") or {}
+            video = p.get("video", {})
+            print(f"  {job}: {p.get('duration')} s, video {video.get('codec')} "
+                  f"({video.get('packets')} frames), audio {p.get('audio', {}).get('codec')}")
     finally:
         redis.kill()
         redis.wait()
