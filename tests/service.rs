@@ -11,8 +11,8 @@ use common::*;
 use nix::sys::signal::Signal;
 use pagecast_actors::events;
 use pagecast_testkit::{
-    descendants, frame_rgb, heavy, is_green, is_red, probe, seconds_written, test_page, wait_until,
-    Redis,
+    descendants, frame_rgb, heavy, is_green, is_red, probe, seconds_written, test_page, threads,
+    wait_until, Redis,
 };
 use serde_json::json;
 
@@ -870,22 +870,21 @@ impl std::fmt::Debug for Thread {
 }
 
 fn threads_nice(root: u32) -> Vec<Thread> {
-    std::iter::once((root, String::new()))
-        .chain(descendants(root))
-        .filter_map(|(pid, _)| {
-            let process = procfs::process::Process::new(pid as i32).ok()?;
-            let comm = process.stat().ok()?.comm;
-            Some((comm, process.tasks().ok()?))
-        })
-        .flat_map(|(comm, tasks)| {
-            tasks
-                .flatten()
-                .filter_map(|t| t.stat().ok())
-                .map(move |s| Thread {
-                    process: comm.clone(),
-                    name: format!("{}/{}", s.comm, s.pid),
-                    nice: s.nice,
-                })
+    std::iter::once(root)
+        .chain(descendants(root).into_iter().map(|(pid, _)| pid))
+        .flat_map(|pid| {
+            let threads = threads(pid);
+            // A process is named as its main thread (whose id is the process's).
+            let process = threads
+                .iter()
+                .find(|(tid, _, _)| *tid == pid)
+                .map(|(_, name, _)| name.clone())
+                .unwrap_or_default();
+            threads.into_iter().map(move |(tid, name, nice)| Thread {
+                process: process.clone(),
+                name: format!("{name}/{tid}"),
+                nice,
+            })
         })
         .collect()
 }
@@ -969,11 +968,12 @@ fn a_recording_using_more_than_its_share_of_the_cpu_runs_last_and_is_kept_whole(
     // The other recording's threads keep what they were given (this test's own nice, or what
     // Chromium and PulseAudio set some of theirs to: higher for audio, I/O and the compositor,
     // lower for background work), never the lowest.
-    let own = procfs::process::Process::myself()
-        .unwrap()
-        .stat()
-        .unwrap()
-        .nice;
+    let me = std::process::id();
+    let own = threads(me)
+        .into_iter()
+        .find(|(tid, _, _)| *tid == me)
+        .map(|(_, _, nice)| nice)
+        .expect("this test's own main thread");
     assert!(own < 19, "run this test above the lowest priority");
     // (Taken once the hog counts for its allowance: its tree may still be starting.)
     run.wait_until(

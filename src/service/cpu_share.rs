@@ -335,7 +335,11 @@ mod tests {
             .collect();
         let browser = browser_processes(&tree);
         let set = put_last(&browser);
-        let niceness: Vec<(String, i64)> = tree.iter().flat_map(|pid| threads_nice(*pid)).collect();
+        let niceness: Vec<(String, i64)> = tree
+            .iter()
+            .flat_map(|pid| pagecast_testkit::threads(*pid as u32))
+            .map(|(tid, name, nice)| (format!("{name}/{tid}"), nice))
+            .collect();
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(root as i32),
             nix::sys::signal::Signal::SIGKILL,
@@ -354,17 +358,5 @@ mod tests {
         assert_eq!(lowest("python"), [true, true, true], "{niceness:?}");
         assert_eq!(lowest("sh/"), [false], "{niceness:?}");
         assert_eq!(lowest("chromedriver"), [false], "{niceness:?}");
-    }
-
-    /// Each thread of `pid`: its name and id, and its `nice`.
-    fn threads_nice(pid: i32) -> Vec<(String, i64)> {
-        let process = procfs::process::Process::new(pid).unwrap();
-        process
-            .tasks()
-            .unwrap()
-            .flatten()
-            .filter_map(|t| t.stat().ok())
-            .map(|s| (format!("{}/{}", s.comm, s.pid), s.nice))
-            .collect()
     }
 }

@@ -413,6 +413,25 @@ pub fn descendants(pid: u32) -> Vec<(u32, String)> {
     out
 }
 
+/// Each thread of process `pid`, from /proc/PID/task: its id, its name and its `nice`. Empty when
+/// the process is gone.
+pub fn threads(pid: u32) -> Vec<(u32, String, i64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| {
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            // After the name: state (field 3) ... nice (field 19).
+            let nice = stat[close + 2..].split_whitespace().nth(16)?.parse().ok()?;
+            Some((tid, stat[open + 1..close].to_owned(), nice))
+        })
+        .collect()
+}
+
 /// Alive and not a zombie.
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
