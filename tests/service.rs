@@ -1007,6 +1007,7 @@ fn a_recording_using_more_than_its_share_of_the_cpu_runs_last_and_is_kept_whole(
     for (file, least) in [(&hog, 8.5), (&calm, 3.0)] {
         let p = probe(file);
         assert_eq!(p.video_codec(), "h264", "{}", file.display());
+        assert_eq!(p.dimensions(), (640, 360), "{}", file.display());
         assert!(p.has_audio(), "{}", file.display());
         assert!(
             p.duration() >= least,
