@@ -82,7 +82,7 @@ pub const DEFAULT_EMPTY_ROOM_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub enum Source {
     Url(url::Url),
-    Template(Template),
+    Template(Box<Template>),
 }
 
 // A page URL may carry a basic-auth password: `check` prints the config, so never the raw URL.
@@ -107,6 +107,17 @@ pub struct Template {
     /// How long each token pagecast signs is valid (a fresh one at every browser start); None:
     /// the recording's length, at least 6 h. Short values are for tests.
     pub token_lifetime: Option<Duration>,
+    /// One participant rather than the whole room (LiveKit's participant egress); None: the room.
+    pub focus: Option<Focus>,
+}
+
+/// One participant of a room, recorded alone: their camera and microphone, or (`screen_share`)
+/// their screen share and its sound. The layout page subscribes to nothing else, shows their
+/// picture alone (no name label) and ends the recording once they have left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Focus {
+    pub identity: String,
+    pub screen_share: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -402,6 +413,8 @@ struct RawTemplate {
     empty_room_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     token_lifetime: Option<Duration>,
+    participant: Option<String>,
+    screen_share: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -820,7 +833,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         (None, None) => return Err(field("input", "required: url or template")),
         (Some(url), None) => Source::Url(page_url(&url)?),
-        (None, Some(t)) => Source::Template(template(t.0, raw.api_key, raw.api_secret)?),
+        (None, Some(t)) => Source::Template(Box::new(template(t.0, raw.api_key, raw.api_secret)?)),
     };
     let await_start_signal = match (&source, input.await_start_signal) {
         (Source::Template(_), Some(false)) => {
@@ -1221,6 +1234,22 @@ fn template(
         }
         (lifetime, _) => lifetime,
     };
+    let focus = match (raw.participant, raw.screen_share) {
+        (Some(identity), _) if identity.is_empty() => {
+            return Err(field("input.template.participant", "must not be empty"))
+        }
+        (Some(identity), screen_share) => Some(Focus {
+            identity,
+            screen_share: screen_share.unwrap_or(false),
+        }),
+        (None, Some(_)) => {
+            return Err(field(
+                "input.template.screen_share",
+                "needs input.template.participant: whose screen share to record",
+            ))
+        }
+        (None, None) => None,
+    };
     Ok(Template {
         layout,
         ws_url,
@@ -1228,6 +1257,7 @@ fn template(
         base_url,
         empty_room_timeout,
         token_lifetime,
+        focus,
     })
 }
 
@@ -2256,6 +2286,39 @@ mod tests {
             json!({ "url": "https://e.com", "await_start_signal": "yes" })
         ))
         .starts_with("config: input.await_start_signal:"));
+    }
+
+    #[test]
+    fn one_participant_of_a_room() {
+        let template =
+            json!({ "layout": "grid-dark", "ws_url": "ws://127.0.0.1:7880", "token": "t" });
+        assert_eq!(
+            template_of(&ok(with_input(json!({ "template": template })))).focus,
+            None
+        );
+        let mut t = template.clone();
+        t["participant"] = json!("ana");
+        let c = ok(with_input(json!({ "template": t })));
+        assert_eq!(
+            template_of(&c).focus,
+            Some(Focus {
+                identity: "ana".into(),
+                screen_share: false
+            })
+        );
+        t["screen_share"] = json!(true);
+        let c = ok(with_input(json!({ "template": t })));
+        assert!(template_of(&c).focus.as_ref().unwrap().screen_share);
+        t["participant"] = json!("");
+        assert!(err(with_input(json!({ "template": t })))
+            .starts_with("config: input.template.participant: must not be empty"));
+        let mut t = template.clone();
+        t["screen_share"] = json!(true);
+        assert!(err(with_input(json!({ "template": t })))
+            .starts_with("config: input.template.screen_share: needs input.template.participant"));
+        t["screen_share"] = json!("yes");
+        assert!(err(with_input(json!({ "template": t })))
+            .starts_with("config: input.template.screen_share:"));
     }
 
     #[test]

@@ -139,16 +139,24 @@ fn list_rooms_token(api_key: &str, api_secret: &Secret, now: SystemTime) -> Resu
     sign(&claims, api_secret)
 }
 
-/// The layout page's address: `<base>#/<layout>?url=<ws_url>&token=<token>&grace=<seconds>`.
+/// The layout page's address: `<base>#/<layout>?url=<ws_url>&token=<token>&grace=<seconds>`,
+/// and `&participant=<identity>` (`&screen_share=1`) for one participant.
 pub fn page_url(base: &url::Url, template: &Template, token: &Secret) -> url::Url {
-    let query = url::form_urlencoded::Serializer::new(String::new())
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query
         .append_pair("url", template.ws_url.as_str())
         .append_pair("token", token.expose())
         .append_pair(
             "grace",
             &format!("{}", template.empty_room_timeout.as_secs_f64()),
-        )
-        .finish();
+        );
+    if let Some(focus) = &template.focus {
+        query.append_pair("participant", &focus.identity);
+        if focus.screen_share {
+            query.append_pair("screen_share", "1");
+        }
+    }
+    let query = query.finish();
     let mut url = base.clone();
     url.set_fragment(Some(&format!("/{}?{query}", template.layout.as_str())));
     url
@@ -484,6 +492,7 @@ mod tests {
             base_url: None,
             empty_room_timeout: Duration::from_millis(2500),
             token_lifetime: None,
+            focus: None,
         };
         let base = url::Url::parse("http://127.0.0.1:4321/").unwrap();
         let url = page_url(&base, &template, &Secret::new("a.b.c"));
@@ -494,6 +503,39 @@ mod tests {
         assert_eq!(
             pagecast_actors::secret::mask_url(url.as_str()),
             "http://127.0.0.1:4321/#/speaker-light?url=****&token=****&grace=****"
+        );
+    }
+
+    #[test]
+    fn the_page_address_names_the_one_participant_and_their_screen_share() {
+        let mut template = Template {
+            layout: Layout::GridDark,
+            ws_url: url::Url::parse("ws://127.0.0.1:7880").unwrap(),
+            auth: TemplateAuth::Token(Secret::new("x")),
+            base_url: None,
+            empty_room_timeout: Duration::from_secs(5),
+            token_lifetime: None,
+            focus: Some(crate::config::Focus {
+                identity: "ana maría&co".into(),
+                screen_share: false,
+            }),
+        };
+        let base = url::Url::parse("http://127.0.0.1:4321/").unwrap();
+        let fragment = |t: &Template| {
+            page_url(&base, t, &Secret::new("a.b.c"))
+                .fragment()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            fragment(&template),
+            "/grid-dark?url=ws%3A%2F%2F127.0.0.1%3A7880%2F&token=a.b.c&grace=5&participant=ana+mar%C3%ADa%26co"
+        );
+        template.focus.as_mut().unwrap().screen_share = true;
+        assert!(
+            fragment(&template).ends_with("&participant=ana+mar%C3%ADa%26co&screen_share=1"),
+            "{}",
+            fragment(&template)
         );
     }
 

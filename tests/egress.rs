@@ -655,61 +655,104 @@ impl Drop for NsRedis {
     }
 }
 
+/// A worker serving the API with `--livekit-url`, in the namespace `ns` with its own Redis: the
+/// worker, Redis and the SDK client all run there.
+struct RoomWorker {
+    run: Run,
+    url: String,
+    dir: tempfile::TempDir,
+    _redis: NsRedis,
+}
+
+impl RoomWorker {
+    fn start(ns: &Netns, server: &LiveKitServer) -> RoomWorker {
+        let dir = tempfile::tempdir().unwrap();
+        // Everything runs in the namespace: Redis on its loopback, the worker, the SDK client.
+        let (redis_port, api_port) = (6390, 7090);
+        let _redis = NsRedis(
+            ns.command("redis-server")
+                .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start redis-server"),
+        );
+        wait_until(
+            "redis-server in the namespace",
+            Duration::from_secs(10),
+            || ns.can_connect("127.0.0.1", redis_port),
+        );
+        let keys = dir.path().join("keys.yaml");
+        std::fs::write(
+            &keys,
+            format!("{}: {}\n", server.api_key, server.api_secret),
+        )
+        .unwrap();
+        let mut cmd = ns.command(BIN);
+        cmd.args([
+            "--log-format",
+            "json",
+            "serve",
+            "--queue",
+            "test",
+            "--worker-id",
+            "w",
+        ])
+        .arg(format!("--output-root={}", dir.path().display()))
+        .arg(format!("--http=127.0.0.1:{api_port}"))
+        .arg(format!("--keys={}", keys.display()))
+        .arg(format!("--livekit-url={}", server.ws_url()))
+        .env(
+            "PAGECAST_REDIS_URL",
+            format!("redis://127.0.0.1:{redis_port}"),
+        )
+        .env("PAGECAST_JOB_KEY", JOB_KEY);
+        let mut run = Run::spawn(cmd);
+        run.wait_for(API_LISTENING, Duration::from_secs(20));
+        let url = format!("http://127.0.0.1:{api_port}");
+        RoomWorker {
+            run,
+            url,
+            dir,
+            _redis,
+        }
+    }
+}
+
+/// tests/support/egress.py against the API at `url`, in the namespace, with the server's key.
+fn call_in(ns: &Netns, server: &LiveKitServer, url: &str, args: &[&str]) -> Value {
+    let python = ns.command(repo_root().join(".venv/bin/python"));
+    client_with(python, (url, &server.api_key, &server.api_secret), args)
+}
+
+/// The egress `id` (as `call` lists it) once it is complete; failing if it fails.
+fn completed(call: impl Fn(&[&str]) -> Value, id: &str) -> Value {
+    let mut done = Value::Null;
+    wait_until("the egress to be complete", Duration::from_secs(60), || {
+        done = items(&call(&["list", "--id", id]))
+            .pop()
+            .unwrap_or_default();
+        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+        done["status"] == "EGRESS_COMPLETE"
+    });
+    done
+}
+
 #[test]
 fn a_room_composite_started_before_anyone_joined_waits_and_records_both_participants() {
     let _heavy = heavy();
     let ns = Netns::create();
     let server = LiveKitServer::start(&ns);
-    let dir = tempfile::tempdir().unwrap();
-    // Everything runs in the namespace: Redis on its loopback, the worker, the SDK client.
-    let (redis_port, api_port) = (6390, 7090);
-    let _redis = NsRedis(
-        ns.command("redis-server")
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server"),
-    );
-    wait_until(
-        "redis-server in the namespace",
-        Duration::from_secs(10),
-        || ns.can_connect("127.0.0.1", redis_port),
-    );
-    let keys = dir.path().join("keys.yaml");
-    std::fs::write(
-        &keys,
-        format!("{}: {}\n", server.api_key, server.api_secret),
-    )
-    .unwrap();
-    let mut cmd = ns.command(BIN);
-    cmd.args([
-        "--log-format",
-        "json",
-        "serve",
-        "--queue",
-        "test",
-        "--worker-id",
-        "w",
-    ])
-    .arg(format!("--output-root={}", dir.path().display()))
-    .arg(format!("--http=127.0.0.1:{api_port}"))
-    .arg(format!("--keys={}", keys.display()))
-    .arg(format!("--livekit-url={}", server.ws_url()))
-    .env(
-        "PAGECAST_REDIS_URL",
-        format!("redis://127.0.0.1:{redis_port}"),
-    )
-    .env("PAGECAST_JOB_KEY", JOB_KEY);
-    let mut run = Run::spawn(cmd);
-    run.wait_for(API_LISTENING, Duration::from_secs(20));
-    let url = format!("http://127.0.0.1:{api_port}");
-    let call = |args: &[&str]| {
-        let python = ns.command(repo_root().join(".venv/bin/python"));
-        client_with(python, (&url, &server.api_key, &server.api_secret), args)
-    };
+    // `_redis` is bound (not `..`), so Redis lives to the test's end.
+    let RoomWorker {
+        mut run,
+        url,
+        dir,
+        _redis,
+    } = RoomWorker::start(&ns, &server);
+    let call = |args: &[&str]| call_in(&ns, &server, &url, args);
     // Nobody is in the room yet (it does not exist): the recording waits for it.
     let started = call(&["start-room", "standup", "grid", "room.mp4", "640", "360"]);
     let id = started["egress_id"]
@@ -747,14 +790,7 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     red.leave();
     blue.leave();
     // The layout ends the recording once the room is empty: COMPLETE, with the file.
-    let mut done = Value::Null;
-    wait_until("the egress to be complete", Duration::from_secs(60), || {
-        done = items(&call(&["list", "--id", &id]))
-            .pop()
-            .unwrap_or_default();
-        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
-        done["status"] == "EGRESS_COMPLETE"
-    });
+    let done = completed(call, &id);
     let size: u64 = done["file_results"][0]["size"]
         .as_str()
         .unwrap()
@@ -784,6 +820,60 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
         "speaker: red {red_after:.2}, blue {blue_after:.2} (grid: red {red_share:.2}, blue {blue_share:.2})"
     );
     // The key's secret is in no answer.
+    assert!(!done.to_string().contains(&server.api_secret));
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+/// StartParticipantEgress through the SDK: one participant's camera and sound fill the
+/// recording, the egress is listed with its participant request, and it is complete once that
+/// participant has left, although another is still in the room.
+#[test]
+fn a_participant_egress_records_that_participant_alone_until_they_leave() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let RoomWorker {
+        mut run,
+        url,
+        dir,
+        _redis,
+    } = RoomWorker::start(&ns, &server);
+    let call = |args: &[&str]| call_in(&ns, &server, &url, args);
+    let red = Participant::join(&ns, &server, "one", media("red", "FF0000", 440));
+    let _blue = Participant::join(&ns, &server, "one", media("blue", "0000FF", 660));
+    let started = call(&["start-participant", "one", "red", "red.mp4", "640", "360"]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    assert_eq!(started["room_name"], "one", "{started}");
+    assert_eq!(started["participant"]["identity"], "red", "{started}");
+    let file = dir.path().canonicalize().unwrap().join("red.mp4");
+    wait_until("4 s recorded", Duration::from_secs(60), || {
+        seconds_written(&file) >= 4.0
+    });
+    let active = items(&call(&["list", "--room", "one", "--active"]));
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_eq!(active[0]["participant"]["identity"], "red", "{active:?}");
+    red.leave();
+    let done = completed(call, &id);
+    assert_eq!(
+        done["file_results"][0]["size"].as_str(),
+        Some(std::fs::metadata(&file).unwrap().len().to_string().as_str()),
+        "{done}"
+    );
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.duration() >= 4.0, "{} s", p.duration());
+    assert!(p.has_audio());
+    let f = frame_rgb(&file, 2.0, 96, 54);
+    let (red_share, blue_share) = (f.share(is_red), f.share(is_blue));
+    assert!(
+        red_share > 0.8 && blue_share < 0.01,
+        "red {red_share:.2}, blue {blue_share:.2}"
+    );
     assert!(!done.to_string().contains(&server.api_secret));
     run.signal(Signal::SIGTERM);
     let (status, _) = run.wait(Duration::from_secs(30));

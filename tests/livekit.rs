@@ -532,6 +532,130 @@ fn chromium_browser(run: &Run) -> Option<u32> {
         })
 }
 
+/// `input.template.participant`: one participant recorded alone (LiveKit's participant egress).
+/// First a screen share (`screen_share`): the shared screen fills the picture, and neither
+/// camera shows. Then a camera: that participant's picture fills it, and only their video and
+/// sound are received (the page subscribes to nothing else); the recording ends once they have
+/// left, although another participant is still in the room.
+#[test]
+fn one_participant_is_recorded_alone_their_screen_share_or_their_camera_until_they_leave() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let red = Participant::join(&ns, &server, "one", media("red", Some("FF0000"), 440));
+    let _blue = Participant::join(
+        &ns,
+        &server,
+        "one",
+        Media {
+            screen: Some("00FF00".into()),
+            screen_tone: 330,
+            ..media("blue", Some("0000FF"), 660)
+        },
+    );
+    let config = |participant: &str, screen_share: bool, file: &std::path::Path| {
+        json!({
+            "api_key": server.api_key,
+            "api_secret": server.api_secret,
+            "input": { "template": {
+                "layout": "grid-dark", "ws_url": server.ws_url(), "room_name": "one",
+                "empty_room_timeout": "3s",
+                "participant": participant, "screen_share": screen_share,
+            }, "width": 640, "height": 360 },
+            "output": { "file": file },
+            "max_duration": "20s",
+        })
+    };
+    // Blue's screen share.
+    let (_dir, file) = out_dir();
+    let mut run = record_in(&ns, &config("blue", true, &file));
+    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
+    pagecast_testkit::wait_until("4 s of recording", Duration::from_secs(30), || {
+        started.elapsed() >= Duration::from_secs(4)
+    });
+    run.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert_no_secret(&run, &[&server.api_secret]);
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.duration() >= 3.5, "duration {}", p.duration());
+    assert!(p.has_audio());
+    for at in [0.5, 3.0] {
+        let f = frame_rgb(&file, at, W, H);
+        let (green, red, blue) = (f.share(is_green), f.share(is_red), f.share(is_blue));
+        assert!(
+            green > 0.8 && red < 0.01 && blue < 0.01,
+            "at {at} s: green {green:.2}, red {red:.2}, blue {blue:.2}"
+        );
+    }
+    let counters = page_frames(&run);
+    let last = counters.last().expect("frame counters");
+    assert_eq!(
+        last["tiles"].as_object().map(|t| t.len()),
+        Some(1),
+        "{last}"
+    );
+    assert_eq!(
+        last["sound"].as_object().map(|t| t.len()),
+        Some(1),
+        "{last}"
+    );
+
+    // Red's camera, until red leaves.
+    let (_dir, file) = out_dir();
+    let mut run = record_in(&ns, &config("red", false, &file));
+    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
+    pagecast_testkit::wait_until("5 s of recording", Duration::from_secs(30), || {
+        started.elapsed() >= Duration::from_secs(5)
+    });
+    let counters = page_frames(&run);
+    let left = Instant::now();
+    red.leave();
+    // Blue is still there: the recording ends after the grace (3 s) all the same.
+    let (status, exited) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert!(
+        run.stderr().contains(events::PAGE_ENDED),
+        "{}",
+        run.stderr()
+    );
+    let took = exited.duration_since(left);
+    assert!(
+        took <= Duration::from_secs(3 + 5),
+        "ended {took:?} after red left (grace 3 s)"
+    );
+    assert_no_secret(&run, &[&server.api_secret]);
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.duration() >= 5.0, "duration {}", p.duration());
+    assert!(p.has_audio());
+    let volume = mean_volume_db(&file);
+    assert!(volume > -45.0, "red's tone is missing: {volume} dB");
+    for at in [0.5, 4.0] {
+        let f = frame_rgb(&file, at, W, H);
+        let (red, green, blue) = (f.share(is_red), f.share(is_green), f.share(is_blue));
+        assert!(
+            red > 0.8 && green < 0.01 && blue < 0.01,
+            "at {at} s: red {red:.2}, green {green:.2}, blue {blue:.2}"
+        );
+    }
+    // Only red's camera and microphone reached the page, for seconds: blue's camera, screen
+    // and sounds were never received.
+    let last = counters.last().expect("frame counters");
+    let tiles = last["tiles"].as_object().expect("tiles");
+    assert_eq!(tiles.len(), 1, "{last}");
+    assert!(
+        tiles.values().all(|t| counter(t, "received") >= 60.0),
+        "{last}"
+    );
+    assert_eq!(
+        last["sound"].as_object().map(|s| s.len()),
+        Some(1),
+        "{last}"
+    );
+}
+
 /// A crashed browser (chromedriver killed, Chromium goes with it) is restarted, joins the room
 /// again and the recording goes on in one file; the reloaded layout still ends the recording when
 /// the room empties. pagecast signs a token at every browser start, so the restart comes after the

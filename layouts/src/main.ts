@@ -1,5 +1,6 @@
 // pagecast's built-in room layouts: grid-light, grid-dark, speaker-light, speaker-dark.
 // index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds, default 5>
+//   [&participant=<identity>[&screen_share=1]]: that participant only (params.ts)
 // The page only subscribes; it never publishes. See protocol.ts for the console lines.
 import {
   ConnectionState,
@@ -10,6 +11,7 @@ import {
   RemoteAudioTrack,
   RemoteParticipant,
   RemoteTrack,
+  RemoteTrackPublication,
   RemoteVideoTrack,
   Room,
   RoomEvent,
@@ -184,6 +186,8 @@ class App {
   private emptyTimer?: number;
   private renderQueued = false;
   private settleTimer?: number;
+  /** With a focus: the publications this page asked to subscribe to, by track sid. */
+  private readonly requested = new Set<string>();
 
   constructor(private readonly params: PageParams) {
     this.stage = document.getElementById('stage') ?? document.body;
@@ -197,6 +201,7 @@ class App {
   private wire(): void {
     const room = this.room;
     const changed = () => {
+      this.subscribeFocus();
       this.scheduleRender();
       this.checkEmpty();
     };
@@ -243,7 +248,10 @@ class App {
       timer = window.setTimeout(() => reject(new Error('timeout')), CONNECT_TIMEOUT_MS);
     });
     try {
-      await Promise.race([this.room.connect(url, token, { autoSubscribe: true }), timeout]);
+      // With a focus only its tracks are subscribed (subscribeFocus): the others are not
+      // received, so not decoded either.
+      const autoSubscribe = this.params.focus === undefined;
+      await Promise.race([this.room.connect(url, token, { autoSubscribe }), timeout]);
     } catch (e) {
       const reason = e instanceof Error && e.message === 'timeout' ? 'timed out' : describeConnectError(e);
       pageError(`could not connect to ${server}: ${reason}`);
@@ -253,6 +261,7 @@ class App {
       window.clearTimeout(timer);
     }
     this.connected = true;
+    this.subscribeFocus();
     this.room.startAudio().catch(() => undefined);
     // Tracks of participants already in the room may have been subscribed during connect.
     for (const p of this.room.remoteParticipants.values()) {
@@ -264,6 +273,32 @@ class App {
     this.checkEmpty();
   }
 
+  /** Whether a participant counts: visible (isVisible), and the focus if there is one. */
+  private counts(p: RemoteParticipant): boolean {
+    const focus = this.params.focus;
+    return isVisible(p) && (focus === undefined || p.identity === focus.identity);
+  }
+
+  /** Whether a publication is the focus's (their screen share and its sound, or the rest). */
+  private inFocus(p: RemoteParticipant, source: Track.Source): boolean {
+    const focus = this.params.focus;
+    if (focus === undefined) return true;
+    const screen = source === Track.Source.ScreenShare || source === Track.Source.ScreenShareAudio;
+    return this.counts(p) && screen === focus.screen;
+  }
+
+  /** With a focus: subscribes to the focus's publications not asked for yet. */
+  private subscribeFocus(): void {
+    if (this.params.focus === undefined || !this.connected) return;
+    for (const p of this.room.remoteParticipants.values()) {
+      p.trackPublications.forEach((pub: RemoteTrackPublication) => {
+        if (this.requested.has(pub.trackSid) || !this.inFocus(p, pub.source)) return;
+        this.requested.add(pub.trackSid);
+        pub.setSubscribed(true);
+      });
+    }
+  }
+
   /** The participants that count, in the order they joined (then by identity). */
   private visible(): RemoteParticipant[] {
     const joined = (p: RemoteParticipant) => {
@@ -273,7 +308,7 @@ class App {
       return p.joinedAt?.getTime() ?? Number.MAX_SAFE_INTEGER;
     };
     return Array.from(this.room.remoteParticipants.values())
-      .filter(isVisible)
+      .filter((p) => this.counts(p))
       .sort((a, b) => joined(a) - joined(b) || (a.identity < b.identity ? -1 : a.identity > b.identity ? 1 : 0));
   }
 
@@ -290,7 +325,7 @@ class App {
 
   private onSpeakers(speakers: Participant[]): void {
     const remote = speakers.filter(
-      (s): s is RemoteParticipant => s instanceof RemoteParticipant && isVisible(s),
+      (s): s is RemoteParticipant => s instanceof RemoteParticipant && this.counts(s),
     );
     if (remote.length === 0) return; // nobody speaks: keep the last speaker
     if (this.speaker && remote.some((s) => s.identity === this.speaker)) return; // no flapping
@@ -299,11 +334,11 @@ class App {
   }
 
   private attachAudio(track: RemoteTrack, p: RemoteParticipant): void {
-    if (track.attachedElements.length > 0) return;
+    if (track.attachedElements.length > 0 || !this.inFocus(p, track.source)) return;
     const el = track.attach();
     const onPlaying = () => {
       el.removeEventListener('playing', onPlaying);
-      if (isVisible(p)) this.mediaPlaying();
+      if (this.counts(p)) this.mediaPlaying();
     };
     el.addEventListener('playing', onPlaying);
     this.audioBox.appendChild(el);
@@ -418,6 +453,9 @@ class App {
       const track = this.videoOf(p, true);
       if (track) screens.push({ key: `${p.sid || p.identity}:screen`, participant: p, screen: true, track });
     }
+    // One participant: their camera, or their screen share, fills the stage.
+    const focus = this.params.focus;
+    if (focus) return { rest: focus.screen ? screens : cameras };
     if (this.params.kind === 'grid') {
       const rest: Item[] = [];
       for (const c of cameras) {
@@ -448,7 +486,7 @@ class App {
     const height = window.innerHeight;
     const { main, rest } = this.items();
     const placed: Array<[Item, Rect, boolean]> = [];
-    if (this.params.kind === 'grid') {
+    if (this.params.kind === 'grid' || this.params.focus) {
       const cells = gridCells(rest.length, width, height);
       rest.forEach((item, i) => placed.push([item, cells[i], false]));
     } else if (main) {
@@ -496,6 +534,8 @@ function start(): void {
   const query = new URL(parsed.params.url).search.slice(1);
   if (query) addSecret(query);
   document.documentElement.classList.add(`layout-${parsed.params.kind}`);
+  // One participant is shown as their picture alone, without a name label.
+  if (parsed.params.focus) document.documentElement.classList.add('focus');
   document.title = `pagecast ${parsed.params.layout}`;
   const app = new App(parsed.params);
   // Called by pagecast (WebDriver) to switch the layout while recording; answers what it did.

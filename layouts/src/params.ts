@@ -1,4 +1,5 @@
 // The page's address: index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds>
+// [&participant=<identity>[&screen_share=1]]: one participant rather than the whole room.
 // The same parameters are also read from the real query string
 // (index.html?layout=..&url=..&token=..), for compatibility; the hash wins.
 
@@ -17,6 +18,14 @@ export interface PageParams {
   server: string;
   token: string;
   graceMs: number;
+  /** One participant only (LiveKit's participant egress): their camera and microphone, or their
+   *  screen share and its sound. The rest of the room is neither shown, heard nor subscribed. */
+  focus?: Focus;
+}
+
+export interface Focus {
+  identity: string;
+  screen: boolean;
 }
 
 export type ParseResult = { ok: true; params: PageParams } | { ok: false; reason: string };
@@ -87,6 +96,15 @@ export function parseParams(loc: { hash: string; search: string }): ParseResult 
     graceMs = Math.round(seconds * 1000);
   }
 
+  let focus: Focus | undefined;
+  const identity = get('participant');
+  const screen = get('screen_share');
+  if (screen !== null && !/^(1|true|0|false)$/.test(screen)) {
+    return { ok: false, reason: 'invalid screen_share parameter (expected 1 or 0)' };
+  }
+  if (identity !== null) focus = { identity, screen: screen === '1' || screen === 'true' };
+  else if (screen !== null) return { ok: false, reason: 'screen_share needs a participant parameter' };
+
   const [kind, theme] = layoutName.split('-') as ['grid' | 'speaker', 'light' | 'dark'];
-  return { ok: true, params: { layout: layoutName, kind, theme, url, server, token, graceMs } };
+  return { ok: true, params: { layout: layoutName, kind, theme, url, server, token, graceMs, focus } };
 }

@@ -9,6 +9,7 @@ usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL] [--hls DIR] [--
                                   S3_ENDPOINT, with S3_ACCESS_KEY and S3_SECRET; the segment
                                   output, if any, with a live playlist live.m3u8, uploaded there too)
        egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
+       egress.py start-participant ROOM IDENTITY FILEPATH WIDTH HEIGHT
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
        egress.py update-stream EGRESS_ID [--add URL]... [--remove URL]...
@@ -110,6 +111,15 @@ async def main():
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
                 )
                 dump(await lk.egress.start_room_composite_egress(req))
+            elif command == "start-participant":
+                room, identity, filepath, width, height = args
+                req = api.ParticipantEgressRequest(
+                    room_name=room,
+                    identity=identity,
+                    file_outputs=[api.EncodedFileOutput(filepath=filepath)],
+                    advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                )
+                dump(await lk.egress.start_participant_egress(req))
             elif command == "list":
                 req = api.ListEgressRequest()
                 it = iter(args)

@@ -8,7 +8,8 @@
 //! the queue exactly as `pagecast submit` does; the egress's state lives in Redis (`info.rs`),
 //! so any worker's API answers for any job. `GET /metrics` in Prometheus' format (`metrics.rs`).
 //! With `--webhook`: the webhook senders and the `Q:events` follower feeding them (`webhook.rs`).
-//! With `--livekit-url`: room composites (`request::room_composite`).
+//! With `--livekit-url`: room composites and participant egresses (`request::room_composite`,
+//! `request::participant`).
 //! Accepts: [`Shutdown`] (no new connections, requests in flight answered, then stopped),
 //! [`Kill`] (stopped at once).
 //! Sends: nothing to other actors: stop requests go through Redis like any other.
@@ -328,19 +329,13 @@ async fn answer(
         }
         "StartRoomCompositeEgress" => {
             let r: lk::RoomCompositeEgressRequest = encoding.decode(body)?;
-            let ws_url = api.livekit_url.as_ref().ok_or_else(|| {
-                TwirpError::new(
-                    Code::FailedPrecondition,
-                    "this service was started without --livekit-url: it records no rooms",
-                )
-            })?;
-            let (key, secret) = api.keys.signing();
-            let room = request::Room {
-                ws_url: ws_url.as_str(),
-                api_key: key,
-                api_secret: secret.expose(),
-            };
-            let job = request::room_composite(&r, &room)?;
+            let job = request::room_composite(&r, &room(api)?)?;
+            let info = start_egress(api, job, r.room_name.clone()).await?;
+            Ok(encoding.encode(&info))
+        }
+        "StartParticipantEgress" => {
+            let r: lk::ParticipantEgressRequest = encoding.decode(body)?;
+            let job = request::participant(&r, &room(api)?)?;
             let info = start_egress(api, job, r.room_name.clone()).await?;
             Ok(encoding.encode(&info))
         }
@@ -369,17 +364,32 @@ async fn answer(
             let r: lk::UpdateLayoutRequest = encoding.decode(body)?;
             Ok(encoding.encode(&update_layout(api, &r).await?))
         }
-        "StartTrackCompositeEgress" | "StartTrackEgress" | "StartParticipantEgress" => {
-            Err(TwirpError::new(
-                Code::Unimplemented,
-                format!("{method} is not served by pagecast yet"),
-            ))
-        }
+        "StartTrackCompositeEgress" | "StartTrackEgress" => Err(TwirpError::new(
+            Code::Unimplemented,
+            format!("{method} is not served by pagecast yet"),
+        )),
         _ => Err(TwirpError::new(
             Code::BadRoute,
             format!("no method {method} in livekit.Egress"),
         )),
     }
+}
+
+/// Where the service's room recordings join: its `--livekit-url`, their tokens signed with the
+/// first API key.
+fn room(api: &Api) -> Result<request::Room<'_>, TwirpError> {
+    let ws_url = api.livekit_url.as_ref().ok_or_else(|| {
+        TwirpError::new(
+            Code::FailedPrecondition,
+            "this service was started without --livekit-url: it records no rooms",
+        )
+    })?;
+    let (key, secret) = api.keys.signing();
+    Ok(request::Room {
+        ws_url: ws_url.as_str(),
+        api_key: key,
+        api_secret: secret.expose(),
+    })
 }
 
 /// Fills `{egress_id}` in every text of the job's config (the file paths and keys that hold it).

@@ -125,18 +125,11 @@ pub fn room_composite(
         Some(Output::Segments(s)) => segments.push(s),
         None => {}
     }
-    let mut template = json!({
-        "layout": layout, "ws_url": room.ws_url, "room_name": req.room_name,
-    });
+    let mut template = json!({ "layout": layout });
     if !req.custom_base_url.is_empty() {
         template["base_url"] = json!(req.custom_base_url);
     }
-    let mut config = json!({
-        "api_key": room.api_key,
-        "api_secret": room.api_secret,
-        "input": { "template": template },
-        "output": {},
-    });
+    let mut config = room.config(&req.room_name, template);
     match &req.options {
         None => {}
         Some(Options::Preset(p)) => preset(&mut config, *p)?,
@@ -166,6 +159,62 @@ pub fn room_composite(
         shown: lk::egress_info::Request::RoomComposite(shown),
         streams: shown_streams,
     })
+}
+
+/// `StartParticipantEgress`: one participant of the room, their camera and microphone (or their
+/// screen share and its sound), through the layout page (`input.template.participant`). It
+/// starts when their media plays and ends once they have left, as LiveKit's does.
+pub fn participant(req: &lk::ParticipantEgressRequest, room: &Room<'_>) -> Result<Job, TwirpError> {
+    use lk::participant_egress_request::Options;
+    if req.room_name.is_empty() {
+        return Err(TwirpError::invalid("room_name", "is required"));
+    }
+    if req.identity.is_empty() {
+        return Err(TwirpError::invalid("identity", "is required"));
+    }
+    refuse_unsupported(!req.webhooks.is_empty())?;
+    let template = json!({
+        "layout": "grid-dark", "participant": req.identity, "screen_share": req.screen_share,
+    });
+    let mut config = room.config(&req.room_name, template);
+    match &req.options {
+        None => {}
+        Some(Options::Preset(p)) => preset(&mut config, *p)?,
+        Some(Options::Advanced(a)) => advanced(&mut config, a)?,
+    }
+    let files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
+    let streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
+    let segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
+    let asked = Outputs {
+        files: &files,
+        streams: &streams,
+        segments: &segments,
+        images: &req.image_outputs,
+    };
+    let shown_streams = outputs(&mut config, &asked)?;
+    let mut shown = req.clone();
+    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
+    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
+    Ok(Job {
+        config,
+        shown: lk::egress_info::Request::Participant(shown),
+        streams: shown_streams,
+    })
+}
+
+impl Room<'_> {
+    /// A recorder config joining `room_name` on this server through the layout page: `template`
+    /// gives the layout and the rest of `input.template`; no output yet.
+    fn config(&self, room_name: &str, mut template: Value) -> Value {
+        template["ws_url"] = json!(self.ws_url);
+        template["room_name"] = json!(room_name);
+        json!({
+            "api_key": self.api_key,
+            "api_secret": self.api_secret,
+            "input": { "template": template },
+            "output": {},
+        })
+    }
 }
 
 const LAYOUTS_KNOWN: &str = "pagecast has grid, grid-light, speaker, speaker-light";
@@ -264,6 +313,7 @@ fn has_file(record: &lk::EgressInfo) -> bool {
                     Some(lk::room_composite_egress_request::Output::File(_))
                 )
         }
+        Some(Request::Participant(p)) => !p.file_outputs.is_empty(),
         _ => false,
     }
 }
@@ -281,6 +331,7 @@ pub fn live_playlist_name(record: &lk::EgressInfo) -> String {
             Some(lk::room_composite_egress_request::Output::Segments(s)) => Some(s),
             _ => None,
         }),
+        Some(Request::Participant(p)) => p.segment_outputs.first(),
         _ => None,
     };
     segments
@@ -1087,6 +1138,69 @@ mod tests {
             room_composite(&r, &room).unwrap_err().msg.split(':').next(),
             Some("layout")
         );
+    }
+
+    #[test]
+    fn a_participant_egress_records_that_participant_through_the_layout_page() {
+        let room = Room {
+            ws_url: "ws://10.0.0.1:7880",
+            api_key: "APIk",
+            api_secret: "SECRETofTheKey",
+        };
+        let req = lk::ParticipantEgressRequest {
+            room_name: "standup".into(),
+            identity: "ana".into(),
+            screen_share: true,
+            file_outputs: vec![file("ana.mp4")],
+            options: Some(lk::participant_egress_request::Options::Preset(
+                lk::EncodingOptionsPreset::H264720p30 as i32,
+            )),
+            ..Default::default()
+        };
+        let job = participant(&req, &room).unwrap();
+        let template = &job.config["input"]["template"];
+        assert_eq!(template["room_name"], "standup");
+        assert_eq!(template["ws_url"], "ws://10.0.0.1:7880");
+        assert_eq!(template["participant"], "ana");
+        assert_eq!(template["screen_share"], true);
+        assert_eq!(job.config["api_key"], "APIk");
+        assert_eq!(job.config["output"]["file"], "ana.mp4");
+        assert_eq!(job.config["input"]["width"], 1280);
+        let config = crate::config::parse(&job.config.to_string()).expect("a config");
+        let crate::config::Source::Template(t) = &config.input.source else {
+            panic!("not a room: {:?}", config.input.source);
+        };
+        assert_eq!(
+            t.focus,
+            Some(crate::config::Focus {
+                identity: "ana".into(),
+                screen_share: true
+            })
+        );
+        let lk::egress_info::Request::Participant(shown) = &job.shown else {
+            panic!("{:?}", job.shown);
+        };
+        assert_eq!(shown.identity, "ana");
+        assert!(!format!("{:?}", job.shown).contains("SECRETofTheKey"));
+        let record = lk::EgressInfo {
+            request: Some(job.shown.clone()),
+            ..Default::default()
+        };
+        assert!(has_file(&record));
+        for (field, change) in [
+            (
+                "room_name",
+                &(|r: &mut lk::ParticipantEgressRequest| r.room_name.clear()) as &dyn Fn(&mut _),
+            ),
+            ("identity", &|r: &mut lk::ParticipantEgressRequest| {
+                r.identity.clear()
+            }),
+        ] {
+            let mut r = req.clone();
+            change(&mut r);
+            let e = participant(&r, &room).unwrap_err();
+            assert_eq!(e.msg.split(':').next(), Some(field), "{}", e.msg);
+        }
     }
 
     #[test]
