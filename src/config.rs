@@ -107,17 +107,27 @@ pub struct Template {
     /// How long each token pagecast signs is valid (a fresh one at every browser start); None:
     /// the recording's length, at least 6 h. Short values are for tests.
     pub token_lifetime: Option<Duration>,
-    /// One participant rather than the whole room (LiveKit's participant egress); None: the room.
+    /// Part of the room rather than all of it (LiveKit's participant and track composite
+    /// egresses); None: the room.
     pub focus: Option<Focus>,
 }
 
-/// One participant of a room, recorded alone: their camera and microphone, or (`screen_share`)
-/// their screen share and its sound. The layout page subscribes to nothing else, shows their
-/// picture alone (no name label) and ends the recording once they have left.
+/// Part of a room, recorded alone. The layout page subscribes to nothing else, shows the picture
+/// alone (no name label) and ends the recording once it is gone (after `empty_room_timeout`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Focus {
-    pub identity: String,
-    pub screen_share: bool,
+pub enum Focus {
+    /// One participant: their camera and microphone, or (`screen_share`) their screen share and
+    /// its sound.
+    Participant {
+        identity: String,
+        screen_share: bool,
+    },
+    /// A video track and an audio track (their sids), at least one: the picture of the one, the
+    /// sound of the other, whoever publishes them.
+    Tracks {
+        audio: Option<String>,
+        video: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -415,6 +425,8 @@ struct RawTemplate {
     token_lifetime: Option<Duration>,
     participant: Option<String>,
     screen_share: Option<bool>,
+    audio_track: Option<String>,
+    video_track: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -1234,22 +1246,12 @@ fn template(
         }
         (lifetime, _) => lifetime,
     };
-    let focus = match (raw.participant, raw.screen_share) {
-        (Some(identity), _) if identity.is_empty() => {
-            return Err(field("input.template.participant", "must not be empty"))
-        }
-        (Some(identity), screen_share) => Some(Focus {
-            identity,
-            screen_share: screen_share.unwrap_or(false),
-        }),
-        (None, Some(_)) => {
-            return Err(field(
-                "input.template.screen_share",
-                "needs input.template.participant: whose screen share to record",
-            ))
-        }
-        (None, None) => None,
-    };
+    let focus = focus(
+        raw.participant,
+        raw.screen_share,
+        raw.audio_track,
+        raw.video_track,
+    )?;
     Ok(Template {
         layout,
         ws_url,
@@ -1259,6 +1261,44 @@ fn template(
         token_lifetime,
         focus,
     })
+}
+
+/// `input.template`'s `participant` and `screen_share`, or `audio_track` and `video_track`.
+fn focus(
+    participant: Option<String>,
+    screen_share: Option<bool>,
+    audio: Option<String>,
+    video: Option<String>,
+) -> Result<Option<Focus>, ConfigError> {
+    for (name, value) in [
+        ("participant", &participant),
+        ("audio_track", &audio),
+        ("video_track", &video),
+    ] {
+        if value.as_deref() == Some("") {
+            return Err(field(
+                &format!("input.template.{name}"),
+                "must not be empty",
+            ));
+        }
+    }
+    let tracks = audio.is_some() || video.is_some();
+    match participant {
+        Some(_) if tracks => Err(field(
+            "input.template.participant",
+            "records one participant; audio_track and video_track record tracks: give one or the other",
+        )),
+        Some(identity) => Ok(Some(Focus::Participant {
+            identity,
+            screen_share: screen_share.unwrap_or(false),
+        })),
+        None if screen_share.is_some() => Err(field(
+            "input.template.screen_share",
+            "needs input.template.participant: whose screen share to record",
+        )),
+        None if tracks => Ok(Some(Focus::Tracks { audio, video })),
+        None => Ok(None),
+    }
 }
 
 fn output(mut raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, ConfigError> {
@@ -2301,14 +2341,20 @@ mod tests {
         let c = ok(with_input(json!({ "template": t })));
         assert_eq!(
             template_of(&c).focus,
-            Some(Focus {
+            Some(Focus::Participant {
                 identity: "ana".into(),
                 screen_share: false
             })
         );
         t["screen_share"] = json!(true);
         let c = ok(with_input(json!({ "template": t })));
-        assert!(template_of(&c).focus.as_ref().unwrap().screen_share);
+        assert!(matches!(
+            template_of(&c).focus,
+            Some(Focus::Participant {
+                screen_share: true,
+                ..
+            })
+        ));
         t["participant"] = json!("");
         assert!(err(with_input(json!({ "template": t })))
             .starts_with("config: input.template.participant: must not be empty"));
@@ -2319,6 +2365,33 @@ mod tests {
         t["screen_share"] = json!("yes");
         assert!(err(with_input(json!({ "template": t })))
             .starts_with("config: input.template.screen_share:"));
+        // Tracks: a video, a sound, or both, by sid.
+        let mut t = template.clone();
+        t["video_track"] = json!("TR_v");
+        let c = ok(with_input(json!({ "template": t })));
+        assert_eq!(
+            template_of(&c).focus,
+            Some(Focus::Tracks {
+                audio: None,
+                video: Some("TR_v".into())
+            })
+        );
+        t["audio_track"] = json!("TR_a");
+        let c = ok(with_input(json!({ "template": t })));
+        assert_eq!(
+            template_of(&c).focus,
+            Some(Focus::Tracks {
+                audio: Some("TR_a".into()),
+                video: Some("TR_v".into())
+            })
+        );
+        t["participant"] = json!("ana");
+        assert!(err(with_input(json!({ "template": t })))
+            .starts_with("config: input.template.participant: records one participant"));
+        let mut t = template.clone();
+        t["audio_track"] = json!("");
+        assert!(err(with_input(json!({ "template": t })))
+            .starts_with("config: input.template.audio_track: must not be empty"));
     }
 
     #[test]

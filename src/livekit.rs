@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use pagecast_actors::secret::Secret;
 use serde::Serialize;
 
-use crate::config::{Template, TemplateAuth};
+use crate::config::{Focus, Template, TemplateAuth};
 
 /// How long a generated token is valid at least. The page joins at once; the server refreshes the
 /// token of a connected participant by itself, but a browser restarted late in a long recording
@@ -140,7 +140,8 @@ fn list_rooms_token(api_key: &str, api_secret: &Secret, now: SystemTime) -> Resu
 }
 
 /// The layout page's address: `<base>#/<layout>?url=<ws_url>&token=<token>&grace=<seconds>`,
-/// and `&participant=<identity>` (`&screen_share=1`) for one participant.
+/// and `&participant=<identity>` (`&screen_share=1`) for one participant, `&audio_track=<sid>`
+/// and `&video_track=<sid>` for tracks.
 pub fn page_url(base: &url::Url, template: &Template, token: &Secret) -> url::Url {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query
@@ -150,10 +151,23 @@ pub fn page_url(base: &url::Url, template: &Template, token: &Secret) -> url::Ur
             "grace",
             &format!("{}", template.empty_room_timeout.as_secs_f64()),
         );
-    if let Some(focus) = &template.focus {
-        query.append_pair("participant", &focus.identity);
-        if focus.screen_share {
-            query.append_pair("screen_share", "1");
+    match &template.focus {
+        None => {}
+        Some(Focus::Participant {
+            identity,
+            screen_share,
+        }) => {
+            query.append_pair("participant", identity);
+            if *screen_share {
+                query.append_pair("screen_share", "1");
+            }
+        }
+        Some(Focus::Tracks { audio, video }) => {
+            for (name, sid) in [("audio_track", audio), ("video_track", video)] {
+                if let Some(sid) = sid {
+                    query.append_pair(name, sid);
+                }
+            }
         }
     }
     let query = query.finish();
@@ -507,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn the_page_address_names_the_one_participant_and_their_screen_share() {
+    fn the_page_address_names_the_one_participant_or_the_tracks() {
         let mut template = Template {
             layout: Layout::GridDark,
             ws_url: url::Url::parse("ws://127.0.0.1:7880").unwrap(),
@@ -515,7 +529,7 @@ mod tests {
             base_url: None,
             empty_room_timeout: Duration::from_secs(5),
             token_lifetime: None,
-            focus: Some(crate::config::Focus {
+            focus: Some(Focus::Participant {
                 identity: "ana maría&co".into(),
                 screen_share: false,
             }),
@@ -531,9 +545,21 @@ mod tests {
             fragment(&template),
             "/grid-dark?url=ws%3A%2F%2F127.0.0.1%3A7880%2F&token=a.b.c&grace=5&participant=ana+mar%C3%ADa%26co"
         );
-        template.focus.as_mut().unwrap().screen_share = true;
+        template.focus = Some(Focus::Participant {
+            identity: "ana".into(),
+            screen_share: true,
+        });
         assert!(
-            fragment(&template).ends_with("&participant=ana+mar%C3%ADa%26co&screen_share=1"),
+            fragment(&template).ends_with("&grace=5&participant=ana&screen_share=1"),
+            "{}",
+            fragment(&template)
+        );
+        template.focus = Some(Focus::Tracks {
+            audio: Some("TR_a".into()),
+            video: None,
+        });
+        assert!(
+            fragment(&template).ends_with("&grace=5&audio_track=TR_a"),
             "{}",
             fragment(&template)
         );

@@ -12,8 +12,8 @@ use nix::sys::signal::Signal;
 use pagecast_actors::events::{self, API_LISTENING};
 use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
 use pagecast_testkit::{
-    frame_rgb, free_port, heavy, is_blue, is_red, probe, repo_root, seconds_written, test_page,
-    wait_until, Moto, Nginx, Redis,
+    frame_rgb, free_port, heavy, is_blue, is_green, is_red, probe, repo_root, seconds_written,
+    test_page, tone_volume_db, wait_until, Moto, Nginx, Redis,
 };
 use serde_json::Value;
 
@@ -874,6 +874,79 @@ fn a_participant_egress_records_that_participant_alone_until_they_leave() {
         red_share > 0.8 && blue_share < 0.01,
         "red {red_share:.2}, blue {blue_share:.2}"
     );
+    assert!(!done.to_string().contains(&server.api_secret));
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+}
+
+/// StartTrackCompositeEgress through the SDK: one participant's camera with another's
+/// microphone. The picture is that camera's alone; with the sound's participant gone the
+/// picture goes on; once neither track is left the egress is complete, although a third
+/// participant is still in the room.
+#[test]
+fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_are_gone() {
+    let _heavy = heavy();
+    let ns = Netns::create();
+    let server = LiveKitServer::start(&ns);
+    let RoomWorker {
+        mut run,
+        url,
+        dir,
+        _redis,
+    } = RoomWorker::start(&ns, &server);
+    let call = |args: &[&str]| call_in(&ns, &server, &url, args);
+    let red = Participant::join(&ns, &server, "tc", media("red", "FF0000", 440));
+    let blue = Participant::join(&ns, &server, "tc", media("blue", "0000FF", 660));
+    let _green = Participant::join(&ns, &server, "tc", media("green", "00FF00", 550));
+    let (video, audio) = (&blue.tracks["video"], &red.tracks["audio"]);
+    let started = call(&[
+        "start-tracks",
+        "tc",
+        "tracks.mp4",
+        "640",
+        "360",
+        video,
+        audio,
+    ]);
+    let id = started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned();
+    assert_eq!(started["track_composite"]["video_track_id"], video.as_str());
+    assert_eq!(started["track_composite"]["audio_track_id"], audio.as_str());
+    let file = dir.path().canonicalize().unwrap().join("tracks.mp4");
+    wait_until("4 s recorded", Duration::from_secs(60), || {
+        seconds_written(&file) >= 4.0
+    });
+    red.leave();
+    let at = seconds_written(&file);
+    wait_until("3 s more recorded", Duration::from_secs(30), || {
+        seconds_written(&file) >= at + 3.0
+    });
+    let active = items(&call(&["list", "--id", &id, "--active"]));
+    assert_eq!(active.len(), 1, "blue's picture is still there: {active:?}");
+    blue.leave();
+    let done = completed(call, &id);
+    let p = probe(&file);
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(p.duration() >= 7.0, "{} s", p.duration());
+    assert!(p.has_audio());
+    // Red's tone (440 Hz), not blue's (660 Hz).
+    let (red_tone, blue_tone) = (tone_volume_db(&file, 440), tone_volume_db(&file, 660));
+    assert!(
+        red_tone > -50.0 && red_tone > blue_tone + 20.0,
+        "440 Hz at {red_tone} dB, 660 Hz at {blue_tone} dB"
+    );
+    // At 2 s, and after red left (its sound gone, blue's picture still there).
+    for at in [2.0, at + 2.0] {
+        let f = frame_rgb(&file, at, 96, 54);
+        let (blue, red, green) = (f.share(is_blue), f.share(is_red), f.share(is_green));
+        assert!(
+            blue > 0.8 && red < 0.01 && green < 0.01,
+            "at {at} s: blue {blue:.2}, red {red:.2}, green {green:.2}"
+        );
+    }
     assert!(!done.to_string().contains(&server.api_secret));
     run.signal(Signal::SIGTERM);
     let (status, _) = run.wait(Duration::from_secs(30));

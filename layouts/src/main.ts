@@ -1,6 +1,7 @@
 // pagecast's built-in room layouts: grid-light, grid-dark, speaker-light, speaker-dark.
 // index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds, default 5>
-//   [&participant=<identity>[&screen_share=1]]: that participant only (params.ts)
+//   [&participant=<identity>[&screen_share=1]] or [&audio_track=<sid>][&video_track=<sid>]:
+//   that participant or those tracks only (params.ts)
 // The page only subscribes; it never publishes. See protocol.ts for the console lines.
 import {
   ConnectionState,
@@ -273,16 +274,21 @@ class App {
     this.checkEmpty();
   }
 
-  /** Whether a participant counts: visible (isVisible), and the focus if there is one. */
+  /** Whether a participant counts: visible (isVisible), and the focus (the participant, or the
+   *  owner of one of the tracks) if there is one. */
   private counts(p: RemoteParticipant): boolean {
     const focus = this.params.focus;
-    return isVisible(p) && (focus === undefined || p.identity === focus.identity);
+    if (!isVisible(p) || focus === undefined) return isVisible(p);
+    if (focus.kind === 'participant') return p.identity === focus.identity;
+    return [focus.audio, focus.video].some((sid) => sid !== undefined && p.trackPublications.has(sid));
   }
 
-  /** Whether a publication is the focus's (their screen share and its sound, or the rest). */
-  private inFocus(p: RemoteParticipant, source: Track.Source): boolean {
+  /** Whether a track is the focus's: one of its tracks; a participant's screen share and its
+   *  sound, or the rest. */
+  private inFocus(p: RemoteParticipant, sid: string | undefined, source: Track.Source): boolean {
     const focus = this.params.focus;
     if (focus === undefined) return true;
+    if (focus.kind === 'tracks') return sid !== undefined && (sid === focus.audio || sid === focus.video);
     const screen = source === Track.Source.ScreenShare || source === Track.Source.ScreenShareAudio;
     return this.counts(p) && screen === focus.screen;
   }
@@ -292,7 +298,7 @@ class App {
     if (this.params.focus === undefined || !this.connected) return;
     for (const p of this.room.remoteParticipants.values()) {
       p.trackPublications.forEach((pub: RemoteTrackPublication) => {
-        if (this.requested.has(pub.trackSid) || !this.inFocus(p, pub.source)) return;
+        if (this.requested.has(pub.trackSid) || !this.inFocus(p, pub.trackSid, pub.source)) return;
         this.requested.add(pub.trackSid);
         pub.setSubscribed(true);
       });
@@ -334,7 +340,7 @@ class App {
   }
 
   private attachAudio(track: RemoteTrack, p: RemoteParticipant): void {
-    if (track.attachedElements.length > 0 || !this.inFocus(p, track.source)) return;
+    if (track.attachedElements.length > 0 || !this.inFocus(p, track.sid, track.source)) return;
     const el = track.attach();
     const onPlaying = () => {
       el.removeEventListener('playing', onPlaying);
@@ -440,6 +446,17 @@ class App {
     return undefined;
   }
 
+  /** The stage's item for the video track `sid`, once a participant publishes it. */
+  private trackItem(people: RemoteParticipant[], sid: string | undefined): Item[] {
+    for (const p of people) {
+      const pub = sid === undefined ? undefined : p.videoTrackPublications.get(sid);
+      if (pub === undefined) continue;
+      const track = pub.isSubscribed && !pub.isMuted && pub.videoTrack instanceof RemoteVideoTrack ? pub.videoTrack : undefined;
+      return [{ key: `${sid}:track`, participant: p, screen: pub.source === Track.Source.ScreenShare, track }];
+    }
+    return [];
+  }
+
   private items(): { main?: Item; rest: Item[] } {
     const people = this.visible();
     const cameras: Item[] = people.map((p) => ({
@@ -453,9 +470,11 @@ class App {
       const track = this.videoOf(p, true);
       if (track) screens.push({ key: `${p.sid || p.identity}:screen`, participant: p, screen: true, track });
     }
-    // One participant: their camera, or their screen share, fills the stage.
+    // One participant: their camera, or their screen share, fills the stage; or the one video
+    // track asked for (none: the stage stays empty, only its sound is recorded).
     const focus = this.params.focus;
-    if (focus) return { rest: focus.screen ? screens : cameras };
+    if (focus?.kind === 'participant') return { rest: focus.screen ? screens : cameras };
+    if (focus?.kind === 'tracks') return { rest: this.trackItem(people, focus.video) };
     if (this.params.kind === 'grid') {
       const rest: Item[] = [];
       for (const c of cameras) {

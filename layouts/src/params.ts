@@ -1,5 +1,6 @@
 // The page's address: index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds>
-// [&participant=<identity>[&screen_share=1]]: one participant rather than the whole room.
+// [&participant=<identity>[&screen_share=1]]: one participant rather than the whole room;
+// [&audio_track=<sid>][&video_track=<sid>]: those tracks only.
 // The same parameters are also read from the real query string
 // (index.html?layout=..&url=..&token=..), for compatibility; the hash wins.
 
@@ -18,15 +19,15 @@ export interface PageParams {
   server: string;
   token: string;
   graceMs: number;
-  /** One participant only (LiveKit's participant egress): their camera and microphone, or their
-   *  screen share and its sound. The rest of the room is neither shown, heard nor subscribed. */
+  /** Part of the room only: one participant (LiveKit's participant egress), their camera and
+   *  microphone or their screen share and its sound; or a video track and an audio track (its
+   *  track composite). The rest of the room is neither shown, heard nor subscribed. */
   focus?: Focus;
 }
 
-export interface Focus {
-  identity: string;
-  screen: boolean;
-}
+export type Focus =
+  | { kind: 'participant'; identity: string; screen: boolean }
+  | { kind: 'tracks'; audio?: string; video?: string };
 
 export type ParseResult = { ok: true; params: PageParams } | { ok: false; reason: string };
 
@@ -99,11 +100,17 @@ export function parseParams(loc: { hash: string; search: string }): ParseResult 
   let focus: Focus | undefined;
   const identity = get('participant');
   const screen = get('screen_share');
+  const audio = get('audio_track') ?? undefined;
+  const video = get('video_track') ?? undefined;
   if (screen !== null && !/^(1|true|0|false)$/.test(screen)) {
     return { ok: false, reason: 'invalid screen_share parameter (expected 1 or 0)' };
   }
-  if (identity !== null) focus = { identity, screen: screen === '1' || screen === 'true' };
+  if (identity !== null && (audio !== undefined || video !== undefined)) {
+    return { ok: false, reason: 'give a participant or tracks (audio_track, video_track), not both' };
+  }
+  if (identity !== null) focus = { kind: 'participant', identity, screen: screen === '1' || screen === 'true' };
   else if (screen !== null) return { ok: false, reason: 'screen_share needs a participant parameter' };
+  else if (audio !== undefined || video !== undefined) focus = { kind: 'tracks', audio, video };
 
   const [kind, theme] = layoutName.split('-') as ['grid' | 'speaker', 'light' | 'dark'];
   return { ok: true, params: { layout: layoutName, kind, theme, url, server, token, graceMs, focus } };

@@ -348,10 +348,25 @@ impl Probe {
 
 /// The mean volume of the audio in dB (ffmpeg's volumedetect); -91 is digital silence.
 pub fn mean_volume_db(path: &Path) -> f64 {
+    volume_db(path, "volumedetect")
+}
+
+/// The mean volume in dB of the audio within 30 Hz of `hz` (a band-pass before volumedetect):
+/// which test tone a recording holds.
+pub fn tone_volume_db(path: &Path, hz: u32) -> f64 {
+    volume_db(
+        path,
+        &format!(
+            "bandpass=f={hz}:width_type=h:w=30,bandpass=f={hz}:width_type=h:w=30,volumedetect"
+        ),
+    )
+}
+
+fn volume_db(path: &Path, filter: &str) -> f64 {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostats", "-i"])
         .arg(path)
-        .args(["-map", "0:a", "-af", "volumedetect", "-f", "null", "-"])
+        .args(["-map", "0:a", "-af", filter, "-f", "null", "-"])
         .output()
         .expect("run ffmpeg volumedetect");
     let err = String::from_utf8_lossy(&out.stderr);

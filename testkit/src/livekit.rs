@@ -247,6 +247,8 @@ pub struct Media {
 /// A participant (tests/support/participant.py) in a room; leaves on drop.
 pub struct Participant {
     pub identity: String,
+    /// Its published tracks' sids: `video`, `audio`, `screen`, `screen audio`.
+    pub tracks: std::collections::HashMap<String, String>,
     child: Child,
     _stdout: BufReader<ChildStdout>,
 }
@@ -290,31 +292,37 @@ impl Participant {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let mut reader = stdout;
+        // The TRACKS line comes just before JOINED: JOINED sends what it said.
         let handle = std::thread::spawn(move || {
             let mut line = String::new();
+            let mut tracks = Default::default();
             loop {
                 line.clear();
                 match reader.read_line(&mut line) {
                     Ok(0) | Err(_) => {
-                        let _ = tx.send(false);
+                        let _ = tx.send(None);
                         return reader;
                     }
                     Ok(_) if line.trim() == "JOINED" => {
-                        let _ = tx.send(true);
+                        let _ = tx.send(Some(std::mem::take(&mut tracks)));
                         return reader;
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if let Some(json) = line.trim().strip_prefix("TRACKS ") {
+                            tracks = serde_json::from_str(json).expect("TRACKS {json}");
+                        }
+                    }
                 }
             }
         });
-        let joined = rx.recv_timeout(Duration::from_secs(30)).unwrap_or(false);
-        if !joined {
+        let Some(tracks) = rx.recv_timeout(Duration::from_secs(30)).ok().flatten() else {
             let _ = child.kill();
             panic!("participant {} did not join within 30s", media.identity);
-        }
+        };
         stdout = handle.join().expect("reader thread");
         Participant {
             identity: media.identity,
+            tracks,
             child,
             _stdout: stdout,
         }

@@ -10,6 +10,7 @@ usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL] [--hls DIR] [--
                                   output, if any, with a live playlist live.m3u8, uploaded there too)
        egress.py start-room ROOM LAYOUT FILEPATH WIDTH HEIGHT
        egress.py start-participant ROOM IDENTITY FILEPATH WIDTH HEIGHT
+       egress.py start-tracks ROOM FILEPATH WIDTH HEIGHT VIDEO_TRACK_SID AUDIO_TRACK_SID
        egress.py list [--room R] [--id ID] [--active]
        egress.py stop EGRESS_ID
        egress.py update-stream EGRESS_ID [--add URL]... [--remove URL]...
@@ -120,6 +121,16 @@ async def main():
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
                 )
                 dump(await lk.egress.start_participant_egress(req))
+            elif command == "start-tracks":
+                room, filepath, width, height, video, audio = args
+                req = api.TrackCompositeEgressRequest(
+                    room_name=room,
+                    video_track_id=video,
+                    audio_track_id=audio,
+                    file_outputs=[api.EncodedFileOutput(filepath=filepath)],
+                    advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                )
+                dump(await lk.egress.start_track_composite_egress(req))
             elif command == "list":
                 req = api.ListEgressRequest()
                 it = iter(args)

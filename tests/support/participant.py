@@ -6,7 +6,8 @@
         --color FF0000 --tone 440
 
 It joins the room, publishes a solid-colour camera video (640x360 at 15 fps by default) and a
-sine tone (48 kHz mono), and prints exactly ``JOINED`` on its own stdout line once it is
+sine tone (48 kHz mono), prints ``TRACKS {"video": sid, "audio": sid, ...}`` (its published
+tracks' sids, by the names the stdin commands use), then exactly ``JOINED`` on its own stdout line once it is
 connected and every track is published. It then stays until SIGTERM or SIGINT, until its
 standard input closes (only watched when stdin is a pipe or socket, so a test that dies takes
 it along), or until --leave-after seconds; then it disconnects cleanly (the room sees it leave
@@ -29,6 +30,7 @@ import argparse
 import array
 import asyncio
 import datetime
+import json
 import logging
 import math
 import os
@@ -289,6 +291,7 @@ async def run(a: argparse.Namespace) -> int:
     # --avsync: the video's flashes and the audio's beeps both counted from this instant.
     start = loop.time()
     tracks: dict[str, rtc.LocalTrack] = {}
+    sids: dict[str, str] = {}  # each published track's sid, by the same names
     sources: list = []
     try:
         if not a.no_video:
@@ -311,7 +314,7 @@ async def run(a: argparse.Namespace) -> int:
                 opts.video_encoding.max_framerate = a.fps
                 opts.video_encoding.max_bitrate = 1_500_000
                 opts.degradation_preference = rtc.DegradationPreference.MAINTAIN_FRAMERATE
-            await room.local_participant.publish_track(vtrack, opts)
+            sids["video"] = (await room.local_participant.publish_track(vtrack, opts)).sid
             tracks["video"] = vtrack
         if a.screen is not None:
             ssrc = rtc.VideoSource(1280, 720, is_screencast=True)
@@ -319,18 +322,18 @@ async def run(a: argparse.Namespace) -> int:
             strack = rtc.LocalVideoTrack.create_video_track("screen", ssrc)
             tasks.append(asyncio.create_task(pump_video(ssrc, [solid_frame(1280, 720, a.screen)],
                                                         5.0, stop)))
-            await room.local_participant.publish_track(
+            sids["screen"] = (await room.local_participant.publish_track(
                 strack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE,
-                                                simulcast=False))
+                                                simulcast=False))).sid
             tracks["screen"] = strack
             if a.screen_tone > 0:
                 sasrc = rtc.AudioSource(SAMPLE_RATE, 1)
                 sources.append(sasrc)
                 satrack = rtc.LocalAudioTrack.create_audio_track("screen audio", sasrc)
                 tasks.append(asyncio.create_task(pump_tone(sasrc, a.screen_tone, stop)))
-                await room.local_participant.publish_track(
+                sids["screen audio"] = (await room.local_participant.publish_track(
                     satrack,
-                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO))
+                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO))).sid
                 tracks["screen audio"] = satrack
         if a.tone > 0:
             # With --avsync a short queue: the beeps are placed by when their frame is sent,
@@ -340,8 +343,8 @@ async def run(a: argparse.Namespace) -> int:
             atrack = rtc.LocalAudioTrack.create_audio_track("microphone", asrc)
             tasks.append(asyncio.create_task(pump_tone(asrc, a.tone, stop, a.tone_level,
                                                        start if a.avsync else None)))
-            await room.local_participant.publish_track(
-                atrack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            sids["audio"] = (await room.local_participant.publish_track(
+                atrack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))).sid
             tracks["audio"] = atrack
     except Exception as e:
         err(f"could not publish in room {a.room!r} on {server}: {str(e)[:300]}")
@@ -349,6 +352,7 @@ async def run(a: argparse.Namespace) -> int:
         await room.disconnect()
         return 1
 
+    print(f"TRACKS {json.dumps(sids)}", flush=True)
     print("JOINED", flush=True)
 
     tasks.append(asyncio.create_task(watch_stdin(room, tracks, stop)))

@@ -8,8 +8,8 @@
 //! the queue exactly as `pagecast submit` does; the egress's state lives in Redis (`info.rs`),
 //! so any worker's API answers for any job. `GET /metrics` in Prometheus' format (`metrics.rs`).
 //! With `--webhook`: the webhook senders and the `Q:events` follower feeding them (`webhook.rs`).
-//! With `--livekit-url`: room composites and participant egresses (`request::room_composite`,
-//! `request::participant`).
+//! With `--livekit-url`: room composites, participant and track composite egresses
+//! (`request::room_composite`, `request::participant`, `request::track_composite`).
 //! Accepts: [`Shutdown`] (no new connections, requests in flight answered, then stopped),
 //! [`Kill`] (stopped at once).
 //! Sends: nothing to other actors: stop requests go through Redis like any other.
@@ -364,7 +364,13 @@ async fn answer(
             let r: lk::UpdateLayoutRequest = encoding.decode(body)?;
             Ok(encoding.encode(&update_layout(api, &r).await?))
         }
-        "StartTrackCompositeEgress" | "StartTrackEgress" => Err(TwirpError::new(
+        "StartTrackCompositeEgress" => {
+            let r: lk::TrackCompositeEgressRequest = encoding.decode(body)?;
+            let job = request::track_composite(&r, &room(api)?)?;
+            let info = start_egress(api, job, r.room_name.clone()).await?;
+            Ok(encoding.encode(&info))
+        }
+        "StartTrackEgress" => Err(TwirpError::new(
             Code::Unimplemented,
             format!("{method} is not served by pagecast yet"),
         )),

@@ -202,6 +202,72 @@ pub fn participant(req: &lk::ParticipantEgressRequest, room: &Room<'_>) -> Resul
     })
 }
 
+/// `StartTrackCompositeEgress`: a video track and an audio track (at least one), whoever
+/// publishes them, through the layout page (`input.template.video_track`, `audio_track`): the
+/// picture of the one with the sound of the other. It ends once neither is published.
+#[allow(deprecated)]
+pub fn track_composite(
+    req: &lk::TrackCompositeEgressRequest,
+    room: &Room<'_>,
+) -> Result<Job, TwirpError> {
+    use lk::track_composite_egress_request::{Options, Output};
+    if req.room_name.is_empty() {
+        return Err(TwirpError::invalid("room_name", "is required"));
+    }
+    if req.audio_track_id.is_empty() && req.video_track_id.is_empty() {
+        return Err(TwirpError::invalid(
+            "video_track_id",
+            "a video track, an audio track (audio_track_id) or both are required",
+        ));
+    }
+    refuse_unsupported(!req.webhooks.is_empty())?;
+    let mut template = json!({ "layout": "grid-dark" });
+    for (field, sid) in [
+        ("audio_track", &req.audio_track_id),
+        ("video_track", &req.video_track_id),
+    ] {
+        if !sid.is_empty() {
+            template[field] = json!(sid);
+        }
+    }
+    let mut config = room.config(&req.room_name, template);
+    match &req.options {
+        None => {}
+        Some(Options::Preset(p)) => preset(&mut config, *p)?,
+        Some(Options::Advanced(a)) => advanced(&mut config, a)?,
+    }
+    let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
+    let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
+    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
+    match &req.output {
+        Some(Output::File(f)) => files.push(f),
+        Some(Output::Stream(s)) => streams.push(s),
+        Some(Output::Segments(s)) => segments.push(s),
+        None => {}
+    }
+    let asked = Outputs {
+        files: &files,
+        streams: &streams,
+        segments: &segments,
+        images: &req.image_outputs,
+    };
+    let shown_streams = outputs(&mut config, &asked)?;
+    let mut shown = req.clone();
+    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
+    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
+    match &mut shown.output {
+        Some(Output::File(f)) => drop_credentials!(f.output, encoded_file_output),
+        Some(Output::Stream(s)) => mask_stream(s),
+        Some(Output::Segments(s)) => drop_credentials!(s.output, segmented_file_output),
+        None => {}
+    }
+    Ok(Job {
+        config,
+        shown: lk::egress_info::Request::TrackComposite(shown),
+        streams: shown_streams,
+    })
+}
+
 impl Room<'_> {
     /// A recorder config joining `room_name` on this server through the layout page: `template`
     /// gives the layout and the rest of `input.template`; no output yet.
@@ -314,6 +380,13 @@ fn has_file(record: &lk::EgressInfo) -> bool {
                 )
         }
         Some(Request::Participant(p)) => !p.file_outputs.is_empty(),
+        Some(Request::TrackComposite(t)) => {
+            !t.file_outputs.is_empty()
+                || matches!(
+                    t.output,
+                    Some(lk::track_composite_egress_request::Output::File(_))
+                )
+        }
         _ => false,
     }
 }
@@ -332,6 +405,10 @@ pub fn live_playlist_name(record: &lk::EgressInfo) -> String {
             _ => None,
         }),
         Some(Request::Participant(p)) => p.segment_outputs.first(),
+        Some(Request::TrackComposite(t)) => t.segment_outputs.first().or(match &t.output {
+            Some(lk::track_composite_egress_request::Output::Segments(s)) => Some(s),
+            _ => None,
+        }),
         _ => None,
     };
     segments
@@ -1172,7 +1249,7 @@ mod tests {
         };
         assert_eq!(
             t.focus,
-            Some(crate::config::Focus {
+            Some(crate::config::Focus::Participant {
                 identity: "ana".into(),
                 screen_share: true
             })
@@ -1201,6 +1278,56 @@ mod tests {
             let e = participant(&r, &room).unwrap_err();
             assert_eq!(e.msg.split(':').next(), Some(field), "{}", e.msg);
         }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn a_track_composite_records_its_two_tracks_through_the_layout_page() {
+        let room = Room {
+            ws_url: "ws://10.0.0.1:7880",
+            api_key: "APIk",
+            api_secret: "SECRETofTheKey",
+        };
+        let req = lk::TrackCompositeEgressRequest {
+            room_name: "standup".into(),
+            audio_track_id: "TR_audio".into(),
+            video_track_id: "TR_video".into(),
+            output: Some(lk::track_composite_egress_request::Output::File(file(
+                "tracks.mp4",
+            ))),
+            ..Default::default()
+        };
+        let job = track_composite(&req, &room).unwrap();
+        let template = &job.config["input"]["template"];
+        assert_eq!(template["room_name"], "standup");
+        assert_eq!(template["audio_track"], "TR_audio");
+        assert_eq!(template["video_track"], "TR_video");
+        assert_eq!(job.config["output"]["file"], "tracks.mp4");
+        let config = crate::config::parse(&job.config.to_string()).expect("a config");
+        let crate::config::Source::Template(t) = &config.input.source else {
+            panic!("not a room: {:?}", config.input.source);
+        };
+        assert_eq!(
+            t.focus,
+            Some(crate::config::Focus::Tracks {
+                audio: Some("TR_audio".into()),
+                video: Some("TR_video".into())
+            })
+        );
+        assert!(!format!("{:?}", job.shown).contains("SECRETofTheKey"));
+        let record = lk::EgressInfo {
+            request: Some(job.shown.clone()),
+            ..Default::default()
+        };
+        assert!(has_file(&record));
+        // Sound alone is a track composite too; neither track is invalid.
+        let mut r = req.clone();
+        r.video_track_id.clear();
+        let job = track_composite(&r, &room).unwrap();
+        assert!(job.config["input"]["template"].get("video_track").is_none());
+        r.audio_track_id.clear();
+        let e = track_composite(&r, &room).unwrap_err();
+        assert_eq!(e.msg.split(':').next(), Some("video_track_id"), "{}", e.msg);
     }
 
     #[test]
