@@ -130,6 +130,14 @@ impl Drop for Receiver {
     }
 }
 
+/// The id of the egress a start call answered with (failing with the answer when it is none).
+fn egress_id(started: &Value) -> String {
+    started["egress_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{started}"))
+        .to_owned()
+}
+
 fn items(list: &Value) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
@@ -280,10 +288,7 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
             "shots",
         ],
     );
-    let id = started["egress_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
+    let id = egress_id(&started);
     assert!(id.starts_with("EG_"), "{started}");
     assert_eq!(started["status"], "EGRESS_STARTING", "{started}");
     let file = dir.path().canonicalize().unwrap().join("egress.mp4");
@@ -755,10 +760,7 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     let call = |args: &[&str]| call_in(&ns, &server, &url, args);
     // Nobody is in the room yet (it does not exist): the recording waits for it.
     let started = call(&["start-room", "standup", "grid", "room.mp4", "640", "360"]);
-    let id = started["egress_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
+    let id = egress_id(&started);
     assert_eq!(started["room_name"], "standup", "{started}");
     run.wait_for(events::WAITING_FOR_ROOM, Duration::from_secs(60));
     let red = Participant::join(&ns, &server, "standup", media("red", "FF0000", 440));
@@ -844,10 +846,7 @@ fn a_participant_egress_records_that_participant_alone_until_they_leave() {
     let red = Participant::join(&ns, &server, "one", media("red", "FF0000", 440));
     let _blue = Participant::join(&ns, &server, "one", media("blue", "0000FF", 660));
     let started = call(&["start-participant", "one", "red", "red.mp4", "640", "360"]);
-    let id = started["egress_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
+    let id = egress_id(&started);
     assert_eq!(started["room_name"], "one", "{started}");
     assert_eq!(started["participant"]["identity"], "red", "{started}");
     let file = dir.path().canonicalize().unwrap().join("red.mp4");
@@ -909,10 +908,7 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
         video,
         audio,
     ]);
-    let id = started["egress_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
+    let id = egress_id(&started);
     assert_eq!(started["track_composite"]["video_track_id"], video.as_str());
     assert_eq!(started["track_composite"]["audio_track_id"], audio.as_str());
     let file = dir.path().canonicalize().unwrap().join("tracks.mp4");
@@ -975,10 +971,7 @@ fn an_egress_whose_worker_is_killed_runs_again_on_another_and_shows_its_retry() 
     let (mut first, url) = serve_api_with(&redis, dir.path(), "w1", &ttl);
     let page = test_page("silent.html", "");
     let started = client(&url, &["start-web", &page, "killed.mp4", "640", "360"]);
-    let id = started["egress_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
+    let id = egress_id(&started);
     let file = dir.path().canonicalize().unwrap().join("killed.mp4");
     wait_until("2 s recorded", Duration::from_secs(60), || {
         seconds_written(&file) >= 2.0
@@ -1101,10 +1094,7 @@ fn a_web_egress_to_s3_reports_the_object_and_shows_no_credential() {
         "--hls",
         "rec/hls",
     ]);
-    let id = started["egress_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_owned();
+    let id = egress_id(&started);
     // The recording is written in the keep directory while it uploads.
     let growing = || {
         std::fs::read_dir(&kept)

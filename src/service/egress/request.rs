@@ -28,58 +28,80 @@ pub struct Job {
     pub streams: Vec<String>,
 }
 
+/// What every start request does alike, whatever its message type (`$module`, its prost
+/// module): its encoding options (a preset or `advanced`) into `config`, and the outputs it asks
+/// for (the repeated fields, and the deprecated single `$output` where it has one) into
+/// `config.output`. Gives the request as the egress's info shows it (storage credentials dropped,
+/// stream keys masked) and the masked stream URLs.
+macro_rules! shown_and_outputs {
+    ($config:ident, $req:ident, $module:ident $(, $output:ident)?) => {{
+        use lk::$module::Options;
+        match &$req.options {
+            None => {}
+            Some(Options::Preset(p)) => preset(&mut $config, *p)?,
+            Some(Options::Advanced(a)) => advanced(&mut $config, a)?,
+        }
+        #[allow(unused_mut)]
+        let mut files: Vec<&lk::EncodedFileOutput> = $req.file_outputs.iter().collect();
+        #[allow(unused_mut)]
+        let mut streams: Vec<&lk::StreamOutput> = $req.stream_outputs.iter().collect();
+        #[allow(unused_mut)]
+        let mut segments: Vec<&lk::SegmentedFileOutput> = $req.segment_outputs.iter().collect();
+        $(
+            #[allow(deprecated)]
+            match &$req.$output {
+                Some(lk::$module::Output::File(f)) => files.push(f),
+                Some(lk::$module::Output::Stream(s)) => streams.push(s),
+                Some(lk::$module::Output::Segments(s)) => segments.push(s),
+                None => {}
+            }
+        )?
+        let asked = Outputs {
+            files: &files,
+            streams: &streams,
+            segments: &segments,
+            images: &$req.image_outputs,
+        };
+        let streams = outputs(&mut $config, &asked)?;
+        let mut shown = $req.clone();
+        conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
+        conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
+        $(
+            #[allow(deprecated)]
+            match &mut shown.$output {
+                Some(lk::$module::Output::File(f)) => {
+                    drop_credentials!(f.output, encoded_file_output)
+                }
+                Some(lk::$module::Output::Stream(s)) => mask_stream(s),
+                Some(lk::$module::Output::Segments(s)) => {
+                    drop_credentials!(s.output, segmented_file_output)
+                }
+                None => {}
+            }
+        )?
+        (shown, streams)
+    }};
+}
+
 /// `StartWebEgress`.
-#[allow(deprecated)]
 pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
-    use lk::web_egress_request::{Options, Output};
     if req.url.is_empty() {
         return Err(TwirpError::invalid("url", "is required"));
     }
     refuse_av(req.audio_only, req.video_only)?;
     refuse_unsupported(!req.webhooks.is_empty())?;
-    let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
-    let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
-    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
-    #[allow(deprecated)]
-    match &req.output {
-        Some(Output::File(f)) => files.push(f),
-        Some(Output::Stream(s)) => streams.push(s),
-        Some(Output::Segments(s)) => segments.push(s),
-        None => {}
-    }
     let mut config = json!({
         "input": { "url": req.url, "await_start_signal": req.await_start_signal },
         "output": {},
     });
-    match &req.options {
-        None => {}
-        Some(Options::Preset(p)) => preset(&mut config, *p)?,
-        Some(Options::Advanced(a)) => advanced(&mut config, a)?,
-    }
-    let asked = Outputs {
-        files: &files,
-        streams: &streams,
-        segments: &segments,
-        images: &req.image_outputs,
-    };
-    let shown_streams = outputs(&mut config, &asked)?;
-    let mut shown = req.clone();
+    let (mut shown, streams) = shown_and_outputs!(config, req, web_egress_request, output);
     // The page's address may carry its own credentials (user info, a token in the query or the
     // fragment): what Redis, the API's answers and webhooks show of it is masked.
     shown.url = mask_url(&req.url);
-    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
-    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
-    #[allow(deprecated)]
-    match &mut shown.output {
-        Some(Output::File(f)) => drop_credentials!(f.output, encoded_file_output),
-        Some(Output::Stream(s)) => mask_stream(s),
-        Some(Output::Segments(s)) => drop_credentials!(s.output, segmented_file_output),
-        None => {}
-    }
     Ok(Job {
         config,
         shown: lk::egress_info::Request::Web(shown),
-        streams: shown_streams,
+        streams,
     })
 }
 
@@ -93,12 +115,10 @@ pub struct Room<'a> {
 }
 
 /// `StartRoomCompositeEgress`: one of pagecast's LiveKit layouts in the room.
-#[allow(deprecated)]
 pub fn room_composite(
     req: &lk::RoomCompositeEgressRequest,
     room: &Room<'_>,
 ) -> Result<Job, TwirpError> {
-    use lk::room_composite_egress_request::{Options, Output};
     if req.room_name.is_empty() {
         return Err(TwirpError::invalid("room_name", "is required"));
     }
@@ -116,48 +136,20 @@ pub fn room_composite(
             TwirpError::unimplemented("layout", format!("{other:?}: {LAYOUTS_KNOWN}"))
         })?,
     };
-    let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
-    let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
-    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
-    match &req.output {
-        Some(Output::File(f)) => files.push(f),
-        Some(Output::Stream(s)) => streams.push(s),
-        Some(Output::Segments(s)) => segments.push(s),
-        None => {}
-    }
     let mut template = json!({ "layout": layout });
     if !req.custom_base_url.is_empty() {
         template["base_url"] = json!(req.custom_base_url);
     }
     let mut config = room.config(&req.room_name, template);
-    match &req.options {
-        None => {}
-        Some(Options::Preset(p)) => preset(&mut config, *p)?,
-        Some(Options::Advanced(a)) => advanced(&mut config, a)?,
-    }
-    let asked = Outputs {
-        files: &files,
-        streams: &streams,
-        segments: &segments,
-        images: &req.image_outputs,
-    };
-    let shown_streams = outputs(&mut config, &asked)?;
-    let mut shown = req.clone();
+    let (mut shown, streams) =
+        shown_and_outputs!(config, req, room_composite_egress_request, output);
     if !req.custom_base_url.is_empty() {
         shown.custom_base_url = mask_url(&req.custom_base_url);
-    }
-    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
-    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
-    match &mut shown.output {
-        Some(Output::File(f)) => drop_credentials!(f.output, encoded_file_output),
-        Some(Output::Stream(s)) => mask_stream(s),
-        Some(Output::Segments(s)) => drop_credentials!(s.output, segmented_file_output),
-        None => {}
     }
     Ok(Job {
         config,
         shown: lk::egress_info::Request::RoomComposite(shown),
-        streams: shown_streams,
+        streams,
     })
 }
 
@@ -165,7 +157,6 @@ pub fn room_composite(
 /// screen share and its sound), through the layout page (`input.template.participant`). It
 /// starts when their media plays and ends once they have left, as LiveKit's does.
 pub fn participant(req: &lk::ParticipantEgressRequest, room: &Room<'_>) -> Result<Job, TwirpError> {
-    use lk::participant_egress_request::Options;
     if req.room_name.is_empty() {
         return Err(TwirpError::invalid("room_name", "is required"));
     }
@@ -177,40 +168,21 @@ pub fn participant(req: &lk::ParticipantEgressRequest, room: &Room<'_>) -> Resul
         "layout": "grid-dark", "participant": req.identity, "screen_share": req.screen_share,
     });
     let mut config = room.config(&req.room_name, template);
-    match &req.options {
-        None => {}
-        Some(Options::Preset(p)) => preset(&mut config, *p)?,
-        Some(Options::Advanced(a)) => advanced(&mut config, a)?,
-    }
-    let files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
-    let streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
-    let segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
-    let asked = Outputs {
-        files: &files,
-        streams: &streams,
-        segments: &segments,
-        images: &req.image_outputs,
-    };
-    let shown_streams = outputs(&mut config, &asked)?;
-    let mut shown = req.clone();
-    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
-    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
+    let (shown, streams) = shown_and_outputs!(config, req, participant_egress_request);
     Ok(Job {
         config,
         shown: lk::egress_info::Request::Participant(shown),
-        streams: shown_streams,
+        streams,
     })
 }
 
 /// `StartTrackCompositeEgress`: a video track and an audio track (at least one), whoever
 /// publishes them, through the layout page (`input.template.video_track`, `audio_track`): the
 /// picture of the one with the sound of the other. It ends once neither is published.
-#[allow(deprecated)]
 pub fn track_composite(
     req: &lk::TrackCompositeEgressRequest,
     room: &Room<'_>,
 ) -> Result<Job, TwirpError> {
-    use lk::track_composite_egress_request::{Options, Output};
     if req.room_name.is_empty() {
         return Err(TwirpError::invalid("room_name", "is required"));
     }
@@ -231,40 +203,11 @@ pub fn track_composite(
         }
     }
     let mut config = room.config(&req.room_name, template);
-    match &req.options {
-        None => {}
-        Some(Options::Preset(p)) => preset(&mut config, *p)?,
-        Some(Options::Advanced(a)) => advanced(&mut config, a)?,
-    }
-    let mut files: Vec<&lk::EncodedFileOutput> = req.file_outputs.iter().collect();
-    let mut streams: Vec<&lk::StreamOutput> = req.stream_outputs.iter().collect();
-    let mut segments: Vec<&lk::SegmentedFileOutput> = req.segment_outputs.iter().collect();
-    match &req.output {
-        Some(Output::File(f)) => files.push(f),
-        Some(Output::Stream(s)) => streams.push(s),
-        Some(Output::Segments(s)) => segments.push(s),
-        None => {}
-    }
-    let asked = Outputs {
-        files: &files,
-        streams: &streams,
-        segments: &segments,
-        images: &req.image_outputs,
-    };
-    let shown_streams = outputs(&mut config, &asked)?;
-    let mut shown = req.clone();
-    conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
-    conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
-    match &mut shown.output {
-        Some(Output::File(f)) => drop_credentials!(f.output, encoded_file_output),
-        Some(Output::Stream(s)) => mask_stream(s),
-        Some(Output::Segments(s)) => drop_credentials!(s.output, segmented_file_output),
-        None => {}
-    }
+    let (shown, streams) = shown_and_outputs!(config, req, track_composite_egress_request, output);
     Ok(Job {
         config,
         shown: lk::egress_info::Request::TrackComposite(shown),
-        streams: shown_streams,
+        streams,
     })
 }
 
