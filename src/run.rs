@@ -34,7 +34,7 @@ use std::rc::Rc;
 
 use crate::claim::{Claim, ClaimError};
 use crate::cli::Keep;
-use crate::config::{Config, Source, TemplateAuth};
+use crate::config::{Config, Focus, Source, TemplateAuth};
 use crate::exit::Exit;
 use crate::logging::{clear_status_line, status_line, LogFormat};
 use crate::policy::{host_resolver_rules, Pin, Policy};
@@ -897,14 +897,34 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
         url: crate::livekit::page_url(&base, template, &token),
         await_start: Some(AwaitStart {
             limit: config.input.start_timeout,
-            missing: format!(
-                "nobody joined the room (the layout saw no participant's media at {})",
-                crate::livekit::server_name(&template.ws_url)
-            ),
+            missing: missing_media(template),
         }),
         secrets: vec![token],
         _server: server,
     })
+}
+
+/// Why a layout's recording never started: nobody in the room, or not the participant or the
+/// tracks it records.
+fn missing_media(template: &crate::config::Template) -> String {
+    let server = crate::livekit::server_name(&template.ws_url);
+    match &template.focus {
+        None => {
+            format!("nobody joined the room (the layout saw no participant's media at {server})")
+        }
+        Some(Focus::Participant {
+            identity,
+            screen_share: false,
+        }) => format!(
+            "participant {identity:?} did not join the room (the layout saw no media of theirs at {server})"
+        ),
+        Some(Focus::Participant { identity, .. }) => format!(
+            "participant {identity:?} shared no screen (the layout saw no screen share of theirs at {server})"
+        ),
+        Some(Focus::Tracks { .. }) => format!(
+            "the tracks asked for were not published (the layout saw neither at {server})"
+        ),
+    }
 }
 
 /// What the tree's end means for the user.

@@ -533,10 +533,11 @@ fn chromium_browser(run: &Run) -> Option<u32> {
 }
 
 /// `input.template.participant`: one participant recorded alone (LiveKit's participant egress).
-/// First a screen share (`screen_share`): the shared screen fills the picture, and neither
-/// camera shows. Then a camera: that participant's picture fills it, and only their video and
-/// sound are received (the page subscribes to nothing else); the recording ends once they have
-/// left, although another participant is still in the room.
+/// First someone who never comes: the start times out naming them. Then a screen share
+/// (`screen_share`): the shared screen fills the picture, and neither camera shows. Then a
+/// camera: that participant's picture fills it, and only their video and sound are received
+/// (the page subscribes to nothing else); the recording ends once they have left, although
+/// another participant is still in the room.
 #[test]
 fn one_participant_is_recorded_alone_their_screen_share_or_their_camera_until_they_leave() {
     let _heavy = heavy();
@@ -566,6 +567,19 @@ fn one_participant_is_recorded_alone_their_screen_share_or_their_camera_until_th
             "max_duration": "20s",
         })
     };
+    // Someone who never comes: named when the start times out; nothing left.
+    let (_dir, file) = out_dir();
+    let mut absent = config("carol", false, &file);
+    absent["input"]["start_timeout"] = json!("3s");
+    let mut run = record_in(&ns, &absent);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(4), "{}", run.stderr());
+    let last = run.stderr().lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.contains("participant \"carol\" did not join the room"),
+        "{last}"
+    );
+    assert!(!file.exists(), "no empty recording left behind");
     // Blue's screen share.
     let (_dir, file) = out_dir();
     let mut run = record_in(&ns, &config("blue", true, &file));
