@@ -473,7 +473,15 @@ class App {
     // One participant: their camera, or their screen share, fills the stage; or the one video
     // track asked for (none: the stage stays empty, only its sound is recorded).
     const focus = this.params.focus;
-    if (focus?.kind === 'participant') return { rest: focus.screen ? screens : cameras };
+    if (focus?.kind === 'participant') {
+      if (!focus.screen) return { rest: cameras };
+      // Their screen share as soon as it is published, so the start waits for its first frame
+      // (videosPending) rather than opening on an empty stage.
+      const shared = people.filter((p) => this.videoOf(p, true) !== undefined || this.publishesVideo(p, true));
+      return {
+        rest: shared.map((p) => ({ key: `${p.sid || p.identity}:screen`, participant: p, screen: true, track: this.videoOf(p, true) })),
+      };
+    }
     if (focus?.kind === 'tracks') return { rest: this.trackItem(people, focus.video) };
     if (this.params.kind === 'grid') {
       const rest: Item[] = [];
