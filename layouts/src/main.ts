@@ -278,7 +278,8 @@ class App {
    *  owner of one of the tracks) if there is one. */
   private counts(p: RemoteParticipant): boolean {
     const focus = this.params.focus;
-    if (!isVisible(p) || focus === undefined) return isVisible(p);
+    if (!isVisible(p)) return false;
+    if (focus === undefined) return true;
     if (focus.kind === 'participant') return p.identity === focus.identity;
     return [focus.audio, focus.video].some((sid) => sid !== undefined && p.trackPublications.has(sid));
   }
@@ -448,8 +449,9 @@ class App {
 
   /** The stage's item for the video track `sid`, once a participant publishes it. */
   private trackItem(people: RemoteParticipant[], sid: string | undefined): Item[] {
+    if (sid === undefined) return [];
     for (const p of people) {
-      const pub = sid === undefined ? undefined : p.videoTrackPublications.get(sid);
+      const pub = p.videoTrackPublications.get(sid);
       if (pub === undefined) continue;
       const track = pub.isSubscribed && !pub.isMuted && pub.videoTrack instanceof RemoteVideoTrack ? pub.videoTrack : undefined;
       return [{ key: `${sid}:track`, participant: p, screen: pub.source === Track.Source.ScreenShare, track }];
@@ -465,11 +467,6 @@ class App {
       screen: false,
       track: this.videoOf(p, false),
     }));
-    const screens: Item[] = [];
-    for (const p of people) {
-      const track = this.videoOf(p, true);
-      if (track) screens.push({ key: `${p.sid || p.identity}:screen`, participant: p, screen: true, track });
-    }
     // One participant: their camera, or their screen share, fills the stage; or the one video
     // track asked for (none: the stage stays empty, only its sound is recorded).
     const focus = this.params.focus;
@@ -477,12 +474,17 @@ class App {
       if (!focus.screen) return { rest: cameras };
       // Their screen share as soon as it is published, so the start waits for its first frame
       // (videosPending) rather than opening on an empty stage.
-      const shared = people.filter((p) => this.videoOf(p, true) !== undefined || this.publishesVideo(p, true));
+      const shared = people.filter((p) => this.publishesVideo(p, true));
       return {
         rest: shared.map((p) => ({ key: `${p.sid || p.identity}:screen`, participant: p, screen: true, track: this.videoOf(p, true) })),
       };
     }
     if (focus?.kind === 'tracks') return { rest: this.trackItem(people, focus.video) };
+    const screens: Item[] = [];
+    for (const p of people) {
+      const track = this.videoOf(p, true);
+      if (track) screens.push({ key: `${p.sid || p.identity}:screen`, participant: p, screen: true, track });
+    }
     if (this.params.kind === 'grid') {
       const rest: Item[] = [];
       for (const c of cameras) {
