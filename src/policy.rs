@@ -319,6 +319,20 @@ impl Policy {
         Ok(pins)
     }
 
+    /// Checks a webhook URL an egress request gives (`field` names it in the refusal): http or
+    /// https, to a host an endpoint may be on. Returns the pin for a name: the sender connects
+    /// to that address only, so DNS cannot move the host after the check.
+    pub async fn check_webhook(&self, field: &str, raw: &str) -> Result<Option<Pin>, PolicyError> {
+        let url = url::Url::parse(raw).map_err(|_| refused(field, "is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(refused(
+                field,
+                format!("scheme {}: is refused (http or https only)", url.scheme()),
+            ));
+        }
+        self.check_url(field, &url, Kind::Endpoint).await
+    }
+
     /// Checks a live output added while recording (`field` names it in the refusal), where
     /// `streaming` outputs are live already: the same host rules and limit as at the start.
     pub async fn check_added_stream(
@@ -896,6 +910,48 @@ mod tests {
         assert_eq!(refused_field(over), "f");
         let not_a_url = allowed.check_added_stream("f", "rtmp://", 0).await;
         assert_eq!(refused_field(not_a_url), "f");
+    }
+
+    /// A request's webhook is an endpoint: loopback, link-local and unspecified addresses are
+    /// refused unless allowed; only http and https.
+    #[tokio::test]
+    async fn a_request_s_webhook_is_held_to_the_endpoint_rules() {
+        let policy = Policy::default();
+        let refused = |r: Result<Option<Pin>, PolicyError>| match r {
+            Err(PolicyError::Refused { field, message }) => format!("{field}: {message}"),
+            other => panic!("{other:?}"),
+        };
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/hook",
+            "http://0.0.0.0/hook",
+        ] {
+            let e = refused(policy.check_webhook("webhooks[0].url", url).await);
+            assert!(e.starts_with("webhooks[0].url: "), "{url}: {e}");
+        }
+        let e = refused(policy.check_webhook("w", "ftp://10.0.0.1/hook").await);
+        assert!(e.contains("http or https only"), "{e}");
+        assert_eq!(
+            policy
+                .check_webhook("w", "http://10.1.2.3:8080/hook")
+                .await
+                .unwrap(),
+            None
+        );
+        let allowed = Policy {
+            endpoint_hosts: vec!["127.0.0.1".parse().unwrap()],
+            ..Policy::default()
+        };
+        assert_eq!(
+            allowed
+                .check_webhook("w", "http://127.0.0.1:9/hook")
+                .await
+                .unwrap(),
+            None
+        );
+        let e = refused(allowed.check_webhook("w", "http://127.0.0.2:9/hook").await);
+        assert!(e.starts_with("w: "), "{e}");
     }
 
     #[test]

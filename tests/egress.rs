@@ -23,6 +23,8 @@ const API_SECRET: &str = "the-secret-of-the-pagecast-test-key-000";
 const STREAM_KEY: &str = "sk-egress-test-7f3a9c";
 /// The key of the stream added while recording (UpdateStream).
 const ADDED_KEY: &str = "added-egress-test-5d21e8";
+/// The token in the URL of a request's own webhook.
+const HOOK_TOKEN: &str = "hook-token-of-the-egress-test-4b1e";
 const S3_SECRET: &str = "s3-secret-of-the-egress-test-0123456789";
 
 /// A worker serving the API on a free port; its URL.
@@ -93,7 +95,7 @@ struct Receiver {
 impl Receiver {
     fn start(dir: &Path) -> Receiver {
         let port = free_port();
-        let log = dir.join("webhooks.jsonl");
+        let log = dir.join(format!("webhooks-{port}.jsonl"));
         let child = Command::new(repo_root().join(".venv/bin/python"))
             .arg(repo_root().join("tests/support/webhook_receiver.py"))
             .arg(port.to_string())
@@ -182,6 +184,28 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
         outside["msg"].as_str().unwrap().contains("output.file"),
         "{outside}"
     );
+    // A request's own webhook: to a host an endpoint may be on (not this machine's loopback,
+    // which this worker does not allow), signed with a key of this service.
+    let page = test_page("silent.html", "");
+    for (hook, field) in [
+        (
+            &["--webhook", "http://127.0.0.1:9/hook"][..],
+            "webhooks[0].url",
+        ),
+        (
+            &["--webhook", "http://10.9.9.9/hook", "--signing-key", "NOPE"][..],
+            "webhooks[0].signing_key",
+        ),
+    ] {
+        let mut args = vec!["start-web", &page, "a.mp4", "640", "360"];
+        args.extend(hook);
+        let refused = client(&url, &args);
+        assert_eq!(refused["error"], "invalid_argument", "{refused}");
+        assert!(
+            refused["msg"].as_str().unwrap().contains(field),
+            "{refused}"
+        );
+    }
     assert_eq!(redis.cli(&["LLEN", "{test}:jobs"]).trim(), "0");
     // Health, and the calls counted by method and answer.
     let health = health(&url);
@@ -212,7 +236,7 @@ fn tokens_with_a_wrong_secret_expired_or_without_room_record_are_refused_with_tw
     assert_eq!(calls("ListEgress", "ok"), Some(2.0), "{metrics}");
     assert_eq!(
         calls("StartWebEgress", "invalid_argument"),
-        Some(2.0),
+        Some(4.0),
         "{metrics}"
     );
     assert_eq!(value("pagecast_queue_length", &[]), Some(0.0), "{metrics}");
@@ -257,6 +281,9 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(dir.path());
+    // The request's own webhook (its URL with a token, and without egress_updated).
+    let own = Receiver::start(dir.path());
+    let own_url = format!("{}?token={HOOK_TOKEN}", own.url);
     // Two workers on one queue, both serving the API: the egress is started through the first
     // and followed and stopped through the second, whichever runs it.
     let flags = [
@@ -286,6 +313,9 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
             "hls",
             "--images",
             "shots",
+            "--webhook",
+            &own_url,
+            "--no-updates",
         ],
     );
     let id = egress_id(&started);
@@ -637,15 +667,54 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
     assert_eq!(events.last(), Some(&("egress_ended", "EGRESS_COMPLETE")));
     let ended = &lines.last().unwrap()["egress_info"];
     assert_eq!(ended["file_results"], done["file_results"], "{ended}");
-    // No answer and no webhook holds the stream key.
+    // The request's own webhook got its egress's start and end, verified, and no update (its
+    // filter); its first delivery refused and retried as well.
+    wait_until(
+        "egress_ended at the request's webhook",
+        Duration::from_secs(30),
+        || own.lines().iter().any(|l| l["event"] == "egress_ended"),
+    );
+    let own_lines = own.lines();
+    assert_eq!(own_lines[0], serde_json::json!({ "refused": true }));
+    let own_events: Vec<&str> = own_lines[1..]
+        .iter()
+        .map(|l| {
+            assert!(l.get("error").is_none(), "{l}");
+            assert_eq!(l["egress_info"]["egress_id"], id.as_str(), "{l}");
+            l["event"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        own_events,
+        ["egress_started", "egress_ended"],
+        "{own_lines:?}"
+    );
+    // No answer, no webhook and no log holds the stream key or the webhook's token; Redis keeps
+    // the webhook's URL sealed.
     let webhooks = std::fs::read_to_string(&receiver.log).unwrap();
-    for text in answers.iter().chain([&webhooks]) {
+    let own_webhooks = std::fs::read_to_string(&own.log).unwrap();
+    let logs = [first.stderr(), second.stderr()];
+    let redis_text = redis.everything();
+    assert!(
+        redis_text.contains(&id),
+        "Redis holds the egress: {redis_text}"
+    );
+    for text in answers
+        .iter()
+        .chain([&webhooks, &own_webhooks])
+        .chain(&logs)
+    {
         assert!(!text.contains(STREAM_KEY), "the stream key in {text}");
         assert!(
             !text.contains(ADDED_KEY),
             "the added stream's key in {text}"
         );
+        assert!(!text.contains(HOOK_TOKEN), "the webhook's token in {text}");
     }
+    assert!(
+        !redis_text.contains(HOOK_TOKEN),
+        "the webhook's token in Redis"
+    );
     stop_cleanly(&mut first);
     stop_cleanly(&mut second);
 }

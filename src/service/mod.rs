@@ -910,6 +910,7 @@ mod tests {
                 keys.workers(),
                 egress::info::record_key(&keys, "EG_1"),
                 egress::info::streams_key(&keys, "EG_1"),
+                egress::info::sealed_key(&keys, "EG_1", egress::info::Sealed::Webhooks),
                 egress::info::index_key(&keys),
             ];
             let slot = cluster_slot(&all[0]);

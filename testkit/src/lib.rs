@@ -740,6 +740,31 @@ impl Redis {
             .unwrap_or_else(|| panic!("redis-cli {} failed", args.join(" ")))
     }
 
+    /// Every key and everything it holds, as text (each read by its type), to look for what must
+    /// never be stored.
+    pub fn everything(&self) -> String {
+        let keys = self.cli(&["--raw", "KEYS", "*"]);
+        let mut all = String::new();
+        for key in keys.lines().filter(|k| !k.is_empty()) {
+            let read: &[&str] = match self.cli(&["TYPE", key]).as_str() {
+                "string" => &["GET"],
+                "hash" => &["HGETALL"],
+                "list" => &["LRANGE", "0", "-1"],
+                "set" => &["SMEMBERS"],
+                "zset" => &["ZRANGE", "0", "-1"],
+                "stream" => &["XRANGE", "-", "+"],
+                other => panic!("key {key} of type {other}"),
+            };
+            let mut args = vec!["--raw", read[0], key];
+            args.extend(&read[1..]);
+            all.push_str(key);
+            all.push('\n');
+            all.push_str(&self.cli(&args));
+            all.push('\n');
+        }
+        all
+    }
+
     /// Follows a pub/sub channel (a `redis-cli SUBSCRIBE` of its own) until dropped.
     pub fn subscribe(&self, channel: &str) -> Subscription {
         let mut child = Command::new("redis-cli")

@@ -5,6 +5,9 @@ line: the EgressInfo / ListEgressResponse as protobuf JSON with proto field name
 {"error": CODE, "msg": ..., "status": HTTP} when the server answers with a Twirp error.
 
 usage: egress.py start-web PAGE FILEPATH WIDTH HEIGHT [RTMP_URL] [--hls DIR] [--images DIR]
+                                  [--webhook URL [--signing-key KEY]] (the request's own webhook,
+                                  signed with KEY, default LIVEKIT_API_KEY; without egress_updated
+                                  when --no-updates)
        egress.py start-web-s3 PAGE KEY WIDTH HEIGHT [--hls DIR]   (to bucket "recordings" at
                                   S3_ENDPOINT, with S3_ACCESS_KEY and S3_SECRET; the segment
                                   output, if any, with a live playlist live.m3u8, uploaded there too)
@@ -47,13 +50,19 @@ async def main():
         try:
             if command == "start-web":
                 page, filepath, width, height, *rest = args
-                rtmp, hls, images = [], None, None
+                rtmp, hls, images, hooks = [], None, None, []
                 it = iter(rest)
                 for a in it:
                     if a == "--hls":
                         hls = next(it)
                     elif a == "--images":
                         images = next(it)
+                    elif a == "--webhook":
+                        hooks.append(api.WebhookConfig(url=next(it), signing_key=key))
+                    elif a == "--signing-key":
+                        hooks[-1].signing_key = next(it)
+                    elif a == "--no-updates":
+                        hooks[-1].filter_params.exclude_events.append("egress_updated")
                     else:
                         rtmp.append(a)
                 req = api.WebEgressRequest(
@@ -76,6 +85,7 @@ async def main():
                     if images
                     else [],
                     advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                    webhooks=hooks,
                 )
                 dump(await lk.egress.start_web_egress(req))
             elif command == "start-web-s3":

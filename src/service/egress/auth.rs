@@ -78,6 +78,11 @@ impl ApiKeys {
         (&self.1, &self.0[&self.1])
     }
 
+    /// The secret of the key `key`, if this service has it.
+    pub fn secret_of(&self, key: &str) -> Option<&Secret> {
+        self.0.get(key)
+    }
+
     /// Checks the `Authorization` header: the token's key (`iss`), signature and time, then the
     /// `roomRecord` grant. The errors say which, never the token.
     pub fn authorize(&self, header: Option<&str>) -> Result<(), TwirpError> {

@@ -29,7 +29,28 @@ pub(in crate::service) fn record_key(keys: &Keys, id: &str) -> String {
 /// `UpdateStream` matches a URL to remove against (the record holds only masked URLs, and two
 /// keys on one server mask alike).
 pub(in crate::service) fn streams_key(keys: &Keys, id: &str) -> String {
-    format!("{}:egress:{id}:streams", keys.tag())
+    sealed_key(keys, id, Sealed::Streams)
+}
+
+/// What an egress keeps sealed beside its record: its stream URLs as given, and its request's
+/// own webhooks (URLs from the caller, which may carry tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    Streams,
+    Webhooks,
+}
+
+impl Sealed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sealed::Streams => "streams",
+            Sealed::Webhooks => "webhooks",
+        }
+    }
+}
+
+pub(in crate::service) fn sealed_key(keys: &Keys, id: &str, what: Sealed) -> String {
+    format!("{}:egress:{id}:{}", keys.tag(), what.name())
 }
 
 pub(in crate::service) fn index_key(keys: &Keys) -> String {
@@ -105,18 +126,18 @@ impl Records {
             .transpose()
     }
 
-    /// Stores the egress's stream URLs, sealed (see `streams_key`).
-    pub async fn set_streams(&mut self, id: &str, sealed: &str) -> Result<(), String> {
+    /// Stores the egress's stream URLs or its webhooks, sealed (see [`Sealed`]).
+    pub async fn set_sealed(&mut self, id: &str, what: Sealed, sealed: &str) -> Result<(), String> {
         self.con
-            .set::<_, _, ()>(streams_key(&self.keys, id), sealed)
+            .set::<_, _, ()>(sealed_key(&self.keys, id, what), sealed)
             .await
             .map_err(|e| e.to_string())
     }
 
-    /// The egress's sealed stream URLs, if it has any.
-    pub async fn streams(&mut self, id: &str) -> Result<Option<String>, String> {
+    /// The egress's sealed stream URLs or webhooks, if it has any.
+    pub async fn sealed(&mut self, id: &str, what: Sealed) -> Result<Option<String>, String> {
         self.con
-            .get(streams_key(&self.keys, id))
+            .get(sealed_key(&self.keys, id, what))
             .await
             .map_err(|e| e.to_string())
     }
@@ -127,6 +148,8 @@ impl Records {
             .del(record_key(&self.keys, id))
             .ignore()
             .del(streams_key(&self.keys, id))
+            .ignore()
+            .del(sealed_key(&self.keys, id, Sealed::Webhooks))
             .ignore()
             .zrem(index_key(&self.keys), id)
             .ignore()

@@ -7,7 +7,8 @@
 //! against the service's policy (as a worker will check it again), sealed and submitted through
 //! the queue exactly as `pagecast submit` does; the egress's state lives in Redis (`info.rs`),
 //! so any worker's API answers for any job. `GET /metrics` in Prometheus' format (`metrics.rs`).
-//! With `--webhook`: the webhook senders and the `Q:events` follower feeding them (`webhook.rs`).
+//! The webhook senders (`--webhook`'s URLs, and a start request's own `webhooks`) and the
+//! `Q:events` follower feeding them (`webhook.rs`).
 //! With `--livekit-url`: room composites, participant and track composite egresses
 //! (`request::room_composite`, `request::participant`, `request::track_composite`).
 //! Accepts: [`Shutdown`] (no new connections, requests in flight answered, then stopped),
@@ -35,8 +36,9 @@ use pagecast_actors::supervision::{ChildLink, ExitReason, Failure, FailureKind, 
 
 pub use auth::{ApiKeys, KEY_VAR, SECRET_VAR};
 use info::Records;
+use info::Sealed;
 use twirp::{Code, Encoding, TwirpError};
-use webhook::Webhooks;
+use webhook::{RequestHook, Webhooks};
 
 use super::sealed::JobKey;
 use super::store::Store;
@@ -75,7 +77,7 @@ struct Api {
     records: Records,
     job_key: Arc<JobKey>,
     policy: Policy,
-    webhooks: Option<Webhooks>,
+    webhooks: Webhooks,
     livekit_url: Option<url::Url>,
     capacity: super::capacity::SharedReport,
 }
@@ -112,24 +114,8 @@ pub(super) fn start(
     link: ChildLink,
 ) -> Result<Addr<ApiActor>, Failure> {
     let records = Records::new(shared.con, shared.keys.clone());
-    let webhooks = if options.webhooks.is_empty() {
-        None
-    } else {
-        let (key, secret) = options.keys.signing();
-        Some(
-            Webhooks::start(&options.webhooks, key, secret)
-                .map_err(|e| Failure::new(FailureKind::Input, format!("--webhook: {e}")))?,
-        )
-    };
-    let follower = webhooks.clone().map(|hooks| {
-        follow_for_webhooks(
-            shared.client.clone(),
-            shared.keys.events(),
-            shared.worker.clone(),
-            records.clone(),
-            hooks,
-        )
-    });
+    let webhooks = Webhooks::start(&options.webhooks, &options.keys, shared.policy.clone())
+        .map_err(|e| Failure::new(FailureKind::Input, format!("--webhook: {e}")))?;
     let api = Api {
         keys: options.keys.clone(),
         store: shared.store,
@@ -140,6 +126,13 @@ pub(super) fn start(
         livekit_url: options.livekit_url.clone(),
         capacity: shared.capacity,
     };
+    // The changes this worker writes go to `--webhook`'s URLs and each egress's own.
+    let follower = Some(follow_for_webhooks(
+        shared.client.clone(),
+        shared.keys.events(),
+        shared.worker.clone(),
+        api.clone(),
+    ));
     metrics::install();
     let server = HttpServer::new(move || {
         App::new()
@@ -234,9 +227,9 @@ fn follow_for_webhooks(
     client: redis::Client,
     channel: String,
     worker: String,
-    mut records: Records,
-    hooks: Webhooks,
+    api: Api,
 ) -> tokio::task::JoinHandle<()> {
+    let mut records = api.records.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, &'static str)>(1000);
     actix::spawn(async move {
         let follow = super::control::follow_messages(client, channel, move |payload| {
@@ -247,7 +240,7 @@ fn follow_for_webhooks(
         let send = async move {
             while let Some((id, event)) = rx.recv().await {
                 match records.get(&id).await {
-                    Ok(Some(info)) => hooks.send(event, info),
+                    Ok(Some(info)) => api.notify(&mut records, event, &info).await,
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(egress = %id, error = %e, "no webhook: cannot read the egress")
@@ -432,6 +425,23 @@ async fn start_egress(
             }
         });
     }
+    // The request's own webhooks: signed by a key of this service, to a host the policy allows
+    // an endpoint on (checked again at each delivery).
+    let mut hooks = job.webhooks;
+    for (i, hook) in hooks.iter_mut().enumerate() {
+        if hook.key.is_empty() {
+            hook.key = api.keys.signing().0.to_owned();
+        } else if api.keys.secret_of(&hook.key).is_none() {
+            return Err(TwirpError::invalid(
+                &format!("webhooks[{i}].signing_key"),
+                "not an API key of this service",
+            ));
+        }
+        api.policy
+            .check_webhook(&format!("webhooks[{i}].url"), &hook.url)
+            .await
+            .map_err(|e| TwirpError::new(Code::InvalidArgument, e.to_string()))?;
+    }
     if let Some(file) = &checked.output.file {
         config["output"]["file"] = serde_json::json!(file);
     }
@@ -479,9 +489,20 @@ async fn start_egress(
         .map_err(|o| TwirpError::new(Code::InvalidArgument, o.message))?;
     let mut records = api.records.clone();
     records.create(&info).await.map_err(redis_down)?;
-    if !raw.is_empty() {
-        let stored = seal_streams(&api.job_key, &id, &raw)?;
-        if let Err(e) = records.set_streams(&id, &stored).await {
+    for (what, sealed) in [
+        (
+            Sealed::Streams,
+            (!raw.is_empty()).then(|| seal_list(&api.job_key, &id, Sealed::Streams, &raw)),
+        ),
+        (
+            Sealed::Webhooks,
+            (!hooks.is_empty()).then(|| seal_list(&api.job_key, &id, Sealed::Webhooks, &hooks)),
+        ),
+    ] {
+        let Some(sealed) = sealed.transpose()? else {
+            continue;
+        };
+        if let Err(e) = records.set_sealed(&id, what, &sealed).await {
             let _ = records.remove(&id).await;
             return Err(redis_down(e));
         }
@@ -500,9 +521,7 @@ async fn start_egress(
     }
     tracing::info!(egress = %id, "egress submitted");
     metrics::egress_started();
-    if let Some(hooks) = &api.webhooks {
-        hooks.send("egress_started", info.clone());
-    }
+    api.webhooks.send("egress_started", info.clone(), &hooks);
     Ok(info)
 }
 
@@ -535,9 +554,7 @@ async fn stop(api: &Api, id: &str) -> Result<lk::EgressInfo, TwirpError> {
         .await
         .map_err(redis_down)?
         .ok_or_else(|| TwirpError::new(Code::NotFound, format!("egress {id} not found")))?;
-    if let Some(hooks) = &api.webhooks {
-        hooks.send("egress_updated", info.clone());
-    }
+    api.notify(&mut records, "egress_updated", &info).await;
     Ok(info)
 }
 
@@ -550,8 +567,12 @@ async fn update_stream(
 ) -> Result<lk::EgressInfo, TwirpError> {
     let id = &r.egress_id;
     let (mut records, info, mut record) = active_record(api, id).await?;
-    let mut raw = match records.streams(id).await.map_err(redis_down)? {
-        Some(sealed) => open_streams(&api.job_key, id, &sealed)?,
+    let mut raw = match records
+        .sealed(id, Sealed::Streams)
+        .await
+        .map_err(redis_down)?
+    {
+        Some(sealed) => open_list(&api.job_key, id, Sealed::Streams, &sealed)?,
         None => Vec::new(),
     };
     let change = request::stream_change(&record, &raw, r)?;
@@ -576,8 +597,9 @@ async fn update_stream(
         .await
         .map_err(|e| redis_down(e.to_string()))?;
     change.apply(&mut record, &mut raw, info::now_ns(), info.started_at);
+    let sealed = seal_list(&api.job_key, id, Sealed::Streams, &raw)?;
     records
-        .set_streams(id, &seal_streams(&api.job_key, id, &raw)?)
+        .set_sealed(id, Sealed::Streams, &sealed)
         .await
         .map_err(redis_down)?;
     records.update(&record).await.map_err(redis_down)?;
@@ -638,34 +660,57 @@ async fn updated(api: &Api, records: &mut Records, id: &str) -> Result<lk::Egres
         .await
         .map_err(redis_down)?
         .ok_or_else(|| TwirpError::new(Code::NotFound, format!("egress {id} not found")))?;
-    if let Some(hooks) = &api.webhooks {
-        hooks.send("egress_updated", info.clone());
-    }
+    api.notify(records, "egress_updated", &info).await;
     Ok(info)
 }
 
-/// An egress's stream URLs as given, sealed for Redis (they hold stream keys).
-fn seal_streams(
+/// An egress's stream URLs as given (they hold stream keys) or its webhooks (their URLs may
+/// hold tokens), sealed for Redis.
+fn seal_list<T: serde::Serialize>(
     key: &super::sealed::JobKey,
     id: &str,
-    urls: &[String],
+    what: Sealed,
+    items: &[T],
 ) -> Result<String, TwirpError> {
-    let clear = serde_json::to_string(urls).map_err(TwirpError::internal)?;
-    key.seal(&format!("streams:{id}"), &clear)
+    let clear = serde_json::to_string(items).map_err(TwirpError::internal)?;
+    key.seal(&format!("{}:{id}", what.name()), &clear)
         .map_err(TwirpError::internal)
 }
 
-fn open_streams(
+fn open_list<T: serde::de::DeserializeOwned>(
     key: &super::sealed::JobKey,
     id: &str,
+    what: Sealed,
     stored: &str,
-) -> Result<Vec<String>, TwirpError> {
+) -> Result<Vec<T>, TwirpError> {
     let stored: serde_json::Value = serde_json::from_str(stored).map_err(TwirpError::internal)?;
     let sealed = stored["sealed"].as_str().unwrap_or_default();
     let clear = key
-        .open(&format!("streams:{id}"), sealed)
+        .open(&format!("{}:{id}", what.name()), sealed)
         .map_err(TwirpError::internal)?;
     serde_json::from_str(&clear).map_err(TwirpError::internal)
+}
+
+/// The egress's own webhooks (its request's), opened; none when it has none or they cannot be
+/// read (logged: the egress goes on without them).
+async fn request_hooks(records: &mut Records, key: &JobKey, id: &str) -> Vec<RequestHook> {
+    let opened = match records.sealed(id, Sealed::Webhooks).await {
+        Ok(None) => return Vec::new(),
+        Ok(Some(stored)) => open_list(key, id, Sealed::Webhooks, &stored).map_err(|e| e.msg),
+        Err(e) => Err(e),
+    };
+    opened.unwrap_or_else(|e| {
+        tracing::warn!(egress = %id, error = %e, "cannot read the egress's own webhooks");
+        Vec::new()
+    })
+}
+
+impl Api {
+    /// Sends `event` with `info` to the webhooks: `--webhook`'s and the egress's own.
+    async fn notify(&self, records: &mut Records, event: &str, info: &lk::EgressInfo) {
+        let hooks = request_hooks(records, &self.job_key, &info.egress_id).await;
+        self.webhooks.send(event, info.clone(), &hooks);
+    }
 }
 
 fn redis_down(e: String) -> TwirpError {

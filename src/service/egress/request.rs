@@ -8,6 +8,7 @@ use pagecast_actors::secret::{mask_stream_url, mask_url};
 use serde_json::{json, Value};
 
 use super::twirp::TwirpError;
+use super::webhook::RequestHook;
 
 /// The file name of an egress that gives none (or a folder): its start time, and its id, so two
 /// egresses started in the same second never share an object or a file.
@@ -26,13 +27,15 @@ pub struct Job {
     pub shown: lk::egress_info::Request,
     /// The stream URLs, masked.
     pub streams: Vec<String>,
+    /// The request's own webhooks, as given.
+    pub webhooks: Vec<RequestHook>,
 }
 
 /// What every start request does alike, whatever its message type (`$module`, its prost
 /// module): its encoding options (a preset or `advanced`) into `config`, and the outputs it asks
 /// for (the repeated fields, and the deprecated single `$output` where it has one) into
 /// `config.output`. Gives the request as the egress's info shows it (storage credentials dropped,
-/// stream keys masked) and the masked stream URLs.
+/// stream keys masked, webhook URLs masked) and the masked stream URLs.
 macro_rules! shown_and_outputs {
     ($config:ident, $req:ident, $module:ident $(, $output:ident)?) => {{
         use lk::$module::Options;
@@ -66,6 +69,9 @@ macro_rules! shown_and_outputs {
         let mut shown = $req.clone();
         conceal(&mut shown.file_outputs, &mut shown.stream_outputs);
         conceal_dirs(&mut shown.segment_outputs, &mut shown.image_outputs);
+        for hook in &mut shown.webhooks {
+            hook.url = mask_url(&hook.url);
+        }
         $(
             #[allow(deprecated)]
             match &mut shown.$output {
@@ -79,7 +85,7 @@ macro_rules! shown_and_outputs {
                 None => {}
             }
         )?
-        (shown, streams)
+        (shown, streams, request_hooks(&$req.webhooks)?)
     }};
 }
 
@@ -89,12 +95,12 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
         return Err(TwirpError::invalid("url", "is required"));
     }
     refuse_av(req.audio_only, req.video_only)?;
-    refuse_unsupported(!req.webhooks.is_empty())?;
     let mut config = json!({
         "input": { "url": req.url, "await_start_signal": req.await_start_signal },
         "output": {},
     });
-    let (mut shown, streams) = shown_and_outputs!(config, req, web_egress_request, output);
+    let (mut shown, streams, webhooks) =
+        shown_and_outputs!(config, req, web_egress_request, output);
     // The page's address may carry its own credentials (user info, a token in the query or the
     // fragment): what Redis, the API's answers and webhooks show of it is masked.
     shown.url = mask_url(&req.url);
@@ -102,6 +108,7 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
         config,
         shown: lk::egress_info::Request::Web(shown),
         streams,
+        webhooks,
     })
 }
 
@@ -129,7 +136,6 @@ pub fn room_composite(
             "pagecast records the room's mix as the layout plays it",
         ));
     }
-    refuse_unsupported(!req.webhooks.is_empty())?;
     let layout = match req.layout.as_str() {
         "" => "speaker-dark",
         other => layout_of(other).ok_or_else(|| {
@@ -141,7 +147,7 @@ pub fn room_composite(
         template["base_url"] = json!(req.custom_base_url);
     }
     let mut config = room.config(&req.room_name, template);
-    let (mut shown, streams) =
+    let (mut shown, streams, webhooks) =
         shown_and_outputs!(config, req, room_composite_egress_request, output);
     if !req.custom_base_url.is_empty() {
         shown.custom_base_url = mask_url(&req.custom_base_url);
@@ -150,6 +156,7 @@ pub fn room_composite(
         config,
         shown: lk::egress_info::Request::RoomComposite(shown),
         streams,
+        webhooks,
     })
 }
 
@@ -163,16 +170,16 @@ pub fn participant(req: &lk::ParticipantEgressRequest, room: &Room<'_>) -> Resul
     if req.identity.is_empty() {
         return Err(TwirpError::invalid("identity", "is required"));
     }
-    refuse_unsupported(!req.webhooks.is_empty())?;
     let template = json!({
         "layout": "grid-dark", "participant": req.identity, "screen_share": req.screen_share,
     });
     let mut config = room.config(&req.room_name, template);
-    let (shown, streams) = shown_and_outputs!(config, req, participant_egress_request);
+    let (shown, streams, webhooks) = shown_and_outputs!(config, req, participant_egress_request);
     Ok(Job {
         config,
         shown: lk::egress_info::Request::Participant(shown),
         streams,
+        webhooks,
     })
 }
 
@@ -192,7 +199,6 @@ pub fn track_composite(
             "a video track, an audio track (audio_track_id) or both are required",
         ));
     }
-    refuse_unsupported(!req.webhooks.is_empty())?;
     let mut template = json!({ "layout": "grid-dark" });
     for (field, sid) in [
         ("audio_track", &req.audio_track_id),
@@ -203,11 +209,13 @@ pub fn track_composite(
         }
     }
     let mut config = room.config(&req.room_name, template);
-    let (shown, streams) = shown_and_outputs!(config, req, track_composite_egress_request, output);
+    let (shown, streams, webhooks) =
+        shown_and_outputs!(config, req, track_composite_egress_request, output);
     Ok(Job {
         config,
         shown: lk::egress_info::Request::TrackComposite(shown),
         streams,
+        webhooks,
     })
 }
 
@@ -434,14 +442,30 @@ pub fn stream_change(
 }
 
 /// Outputs pagecast does not produce for the Egress API: refused, naming the field.
-fn refuse_unsupported(webhooks: bool) -> Result<(), TwirpError> {
-    if webhooks {
-        return Err(TwirpError::unimplemented(
-            "webhooks",
-            "per-request webhooks are not sent by pagecast",
-        ));
-    }
-    Ok(())
+/// A request's own `webhooks`: http(s) URLs (the policy's host check and the signing key's are
+/// the API's, at the start), each with the key that signs it (empty: the service's first).
+fn request_hooks(webhooks: &[lk::WebhookConfig]) -> Result<Vec<RequestHook>, TwirpError> {
+    webhooks
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let ok = url::Url::parse(&w.url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(TwirpError::invalid(
+                    &format!("webhooks[{i}].url"),
+                    "is not an http or https URL",
+                ));
+            }
+            let filter = w.filter_params.clone().unwrap_or_default();
+            Ok(RequestHook {
+                url: w.url.clone(),
+                key: w.signing_key.clone(),
+                include: filter.include_events,
+                exclude: filter.exclude_events,
+            })
+        })
+        .collect()
 }
 
 /// What an answer may show of a request's outputs: no storage credential, stream keys masked.
@@ -1568,9 +1592,56 @@ mod tests {
             refused(r),
             (InvalidArgument, "segment_outputs[0].filename_prefix".into())
         );
-        let mut r = base;
-        r.webhooks.push(Default::default());
-        assert_eq!(refused(r), (Unimplemented, "webhooks".into()));
+        // A webhook that is no http(s) URL, named by its index.
+        let mut r = base.clone();
+        r.webhooks.push(lk::WebhookConfig {
+            url: "https://hooks.example.com/a".into(),
+            signing_key: String::new(),
+            filter_params: None,
+        });
+        r.webhooks.push(lk::WebhookConfig {
+            url: "ftp://hooks.example.com/b".into(),
+            signing_key: String::new(),
+            filter_params: None,
+        });
+        assert_eq!(refused(r), (InvalidArgument, "webhooks[1].url".into()));
+    }
+
+    /// A request's own webhooks are kept as given for the sender, and shown masked (their URLs
+    /// may carry a token).
+    #[test]
+    fn a_request_s_webhooks_are_kept_for_the_sender_and_shown_masked() {
+        let req = lk::WebEgressRequest {
+            url: "https://example.com/page".into(),
+            file_outputs: vec![file("a.mp4")],
+            webhooks: vec![lk::WebhookConfig {
+                url: "https://hooks.example.com/egress?token=HOOKTOKEN".into(),
+                signing_key: "APIk".into(),
+                filter_params: Some(lk::FilterParams {
+                    include_events: vec![],
+                    exclude_events: vec!["egress_updated".into()],
+                }),
+            }],
+            ..Default::default()
+        };
+        let job = web(&req).unwrap();
+        assert_eq!(
+            job.webhooks,
+            vec![RequestHook {
+                url: "https://hooks.example.com/egress?token=HOOKTOKEN".into(),
+                key: "APIk".into(),
+                include: vec![],
+                exclude: vec!["egress_updated".into()],
+            }]
+        );
+        assert!(job.webhooks[0].wants("egress_ended"));
+        assert!(!job.webhooks[0].wants("egress_updated"));
+        let lk::egress_info::Request::Web(shown) = &job.shown else {
+            panic!("{:?}", job.shown);
+        };
+        assert_eq!(shown.webhooks[0].signing_key, "APIk");
+        assert!(!format!("{:?}", job.shown).contains("HOOKTOKEN"));
+        assert!(!job.config.to_string().contains("hooks.example.com"));
     }
 
     #[test]

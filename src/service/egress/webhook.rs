@@ -14,17 +14,32 @@
 //! Never blocking a recording: each URL has a task of its own sending its events in order,
 //! fed through a bounded channel (full: the event is dropped and logged); a failed delivery
 //! is retried with the project's one backoff, given up after [`GIVE_UP_AFTER`].
+//!
+//! A start request's own `webhooks` ([`RequestHook`]: a URL and the API key that signs it) get
+//! its egress's events too, each event a task of its own, retried the same way. Those URLs come
+//! from API callers: every attempt checks the URL's host against the service policy (an
+//! endpoint's rules: no loopback, link-local or unspecified address unless allowed) and connects
+//! to the address it checked, whatever DNS says a moment later.
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
 use livekit_protocol as lk;
 use pagecast_actors::backoff::Backoff;
 use pagecast_actors::secret::{mask_url, Secret};
 use tokio::sync::mpsc;
+
+use super::auth::ApiKeys;
+use crate::policy::Policy;
 
 /// How long one event is retried before it is given up.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -33,16 +48,42 @@ const QUEUE: usize = 1000;
 /// One delivery's time limit.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The webhooks' senders (cheap to clone: the channels' ends).
+/// A start request's own webhook, as kept (sealed) for its egress.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RequestHook {
+    pub url: String,
+    /// The API key whose secret signs its events.
+    pub key: String,
+    /// Its `filter_params`: only these events (none: all), and never these.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl RequestHook {
+    /// Whether its filter lets `event` through.
+    pub fn wants(&self, event: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|e| e == event))
+            && !self.exclude.iter().any(|e| e == event)
+    }
+}
+
+/// The webhooks' senders (cheap to clone: the channels' ends), and what a request's own
+/// webhooks are sent with.
 #[derive(Clone)]
 pub struct Webhooks {
     senders: Vec<(String, mpsc::Sender<lk::WebhookEvent>)>,
+    keys: ApiKeys,
+    policy: Policy,
 }
 
 impl Webhooks {
-    /// Starts one sender task per URL (on the current runtime), signing with `key`/`secret`.
-    pub fn start(urls: &[url::Url], key: &str, secret: &Secret) -> Result<Webhooks, String> {
-        let client = crate::livekit::client()?;
+    /// Starts one sender task per URL of `--webhook` (on the current runtime), signing with the
+    /// first key; a request's own webhooks are checked against `policy`.
+    pub fn start(urls: &[url::Url], keys: &ApiKeys, policy: Policy) -> Result<Webhooks, String> {
+        let client = client(None)?;
+        let (key, secret) = keys.signing();
         let senders = urls
             .iter()
             .map(|url| {
@@ -57,11 +98,16 @@ impl Webhooks {
                 (mask_url(url.as_str()), tx)
             })
             .collect();
-        Ok(Webhooks { senders })
+        Ok(Webhooks {
+            senders,
+            keys: keys.clone(),
+            policy,
+        })
     }
 
-    /// Queues `event` (`egress_started`, ...) with `info` for every URL.
-    pub fn send(&self, event: &str, info: lk::EgressInfo) {
+    /// Queues `event` (`egress_started`, ...) with `info` for every URL of `--webhook`, and
+    /// sends it to each of the egress's own `hooks`.
+    pub fn send(&self, event: &str, info: lk::EgressInfo, hooks: &[RequestHook]) {
         let event = lk::WebhookEvent {
             event: event.to_owned(),
             egress_info: Some(info),
@@ -72,6 +118,130 @@ impl Webhooks {
         for (url, tx) in &self.senders {
             if tx.try_send(event.clone()).is_err() {
                 tracing::warn!(webhook = %url, event = %event.event, "webhook queue full or closed: event dropped");
+            }
+        }
+        for hook in hooks.iter().filter(|h| h.wants(&event.event)) {
+            let Some(secret) = self.keys.secret_of(&hook.key) else {
+                // Checked at the start; a service restarted with fewer keys lands here.
+                tracing::warn!(webhook = %mask_url(&hook.url), key = %hook.key, "no such API key: webhook not sent");
+                continue;
+            };
+            tokio::spawn(deliver_to_request_hook(
+                self.policy.clone(),
+                hook.clone(),
+                secret.clone(),
+                event.clone(),
+            ));
+        }
+    }
+}
+
+/// The client webhooks are sent with: with `pin`, every host name resolves to that address
+/// only (the one the policy checked).
+type HookClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<HttpConnector<Pinned>>,
+    Full<Bytes>,
+>;
+
+fn client(pin: Option<IpAddr>) -> Result<HookClient, String> {
+    let mut http = HttpConnector::new_with_resolver(Pinned(pin));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("cannot load the system's TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
+/// A resolver answering with the pinned address, or the system's answer without one.
+#[derive(Clone)]
+struct Pinned(Option<IpAddr>);
+
+impl tower_service::Service<Name> for Pinned {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let pin = self.0;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = match pin {
+                Some(addr) => vec![SocketAddr::new(addr, 0)],
+                None => tokio::net::lookup_host((name.as_str(), 0)).await?.collect(),
+            };
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// Sends one event to a request's own webhook, retried like any; each attempt checks the URL
+/// against the policy first and connects to the address it checked.
+async fn deliver_to_request_hook(
+    policy: Policy,
+    hook: RequestHook,
+    secret: Secret,
+    event: lk::WebhookEvent,
+) {
+    let Ok(body) = serde_json::to_vec(&event) else {
+        return;
+    };
+    let shown = mask_url(&hook.url);
+    let Ok(url) = url::Url::parse(&hook.url) else {
+        return;
+    };
+    retried(&shown, &event.event, || async {
+        let pin = policy
+            .check_webhook("webhook", &hook.url)
+            .await
+            .map_err(|e| Refusal::Final(e.to_string()))?;
+        let client = client(pin.map(|p| p.addr)).map_err(Refusal::Final)?;
+        post(&client, &url, &body, &hook.key, &secret)
+            .await
+            .map_err(Refusal::Retry)
+    })
+    .await;
+}
+
+/// Why an attempt failed: worth retrying, or not (the policy refused the URL).
+enum Refusal {
+    Retry(String),
+    Final(String),
+}
+
+/// Runs `attempt` until it succeeds, says it is final, or [`GIVE_UP_AFTER`] has passed.
+async fn retried<F, Fut>(shown: &str, event: &str, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), Refusal>>,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let since = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(()) => {
+                tracing::debug!(webhook = %shown, event = %event, "webhook sent");
+                return;
+            }
+            Err(Refusal::Final(e)) => {
+                tracing::warn!(webhook = %shown, event = %event, error = %e, "webhook refused: not sent");
+                return;
+            }
+            Err(Refusal::Retry(e)) if since.elapsed() >= GIVE_UP_AFTER => {
+                tracing::warn!(webhook = %shown, event = %event, error = %e, "webhook given up");
+                return;
+            }
+            Err(Refusal::Retry(e)) => {
+                tracing::info!(webhook = %shown, event = %event, error = %e, "webhook failed; retrying");
+                backoff.wait().await;
             }
         }
     }
@@ -95,7 +265,7 @@ pub fn sign(body: &[u8], key: &str, secret: &Secret) -> Result<String, String> {
 
 /// Sends one URL's events, in order, each retried until it is taken or given up.
 async fn deliver(
-    client: crate::livekit::Client,
+    client: HookClient,
     url: url::Url,
     key: String,
     secret: Secret,
@@ -106,30 +276,17 @@ async fn deliver(
         let Ok(body) = serde_json::to_vec(&event) else {
             continue;
         };
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
-        let since = Instant::now();
-        loop {
-            let result = post(&client, &url, &body, &key, &secret).await;
-            match result {
-                Ok(()) => {
-                    tracing::debug!(webhook = %shown, event = %event.event, "webhook sent");
-                    break;
-                }
-                Err(e) if since.elapsed() >= GIVE_UP_AFTER => {
-                    tracing::warn!(webhook = %shown, event = %event.event, error = %e, "webhook given up");
-                    break;
-                }
-                Err(e) => {
-                    tracing::info!(webhook = %shown, event = %event.event, error = %e, "webhook failed; retrying");
-                    backoff.wait().await;
-                }
-            }
-        }
+        retried(&shown, &event.event, || async {
+            post(&client, &url, &body, &key, &secret)
+                .await
+                .map_err(Refusal::Retry)
+        })
+        .await;
     }
 }
 
 async fn post(
-    client: &crate::livekit::Client,
+    client: &HookClient,
     url: &url::Url,
     body: &[u8],
     key: &str,
@@ -179,6 +336,44 @@ pub fn for_event(payload: &str, me: &str) -> Option<(String, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pinned client connects to the address the policy checked, whatever the name: here a
+    /// name no DNS answers reaches a listener on loopback; unpinned, the same name fails.
+    #[tokio::test]
+    async fn a_pinned_client_connects_to_the_checked_address_only() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let url = url::Url::parse(&format!("http://hooks.invalid:{port}/hook")).unwrap();
+        let secret = Secret::new("s");
+        let pinned = client(Some(IpAddr::from([127, 0, 0, 1]))).unwrap();
+        post(&pinned, &url, b"{}", "k", &secret).await.unwrap();
+        let unpinned = client(None).unwrap();
+        assert!(post(&unpinned, &url, b"{}", "k", &secret).await.is_err());
+    }
+
+    #[test]
+    fn a_request_s_hook_filters_its_events() {
+        let hook = |include: &[&str], exclude: &[&str]| RequestHook {
+            url: "https://h.example.com/".into(),
+            key: "k".into(),
+            include: include.iter().map(|e| e.to_string()).collect(),
+            exclude: exclude.iter().map(|e| e.to_string()).collect(),
+        };
+        assert!(hook(&[], &[]).wants("egress_updated"));
+        assert!(!hook(&["egress_ended"], &[]).wants("egress_updated"));
+        assert!(hook(&["egress_ended"], &[]).wants("egress_ended"));
+        assert!(!hook(&[], &["egress_started"]).wants("egress_started"));
+    }
 
     #[test]
     fn only_the_changes_this_worker_wrote_to_an_egress_become_webhooks() {
