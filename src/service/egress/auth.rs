@@ -84,8 +84,9 @@ impl ApiKeys {
     }
 
     /// Checks the `Authorization` header: the token's key (`iss`), signature and time, then the
-    /// `roomRecord` grant. The errors say which, never the token.
-    pub fn authorize(&self, header: Option<&str>) -> Result<(), TwirpError> {
+    /// `roomRecord` grant. The caller's API key; the errors say which check failed, never the
+    /// token.
+    pub fn authorize(&self, header: Option<&str>) -> Result<String, TwirpError> {
         let unauthenticated = |why: &str| TwirpError::new(Code::Unauthenticated, why);
         let token = header
             .and_then(|h| h.strip_prefix("Bearer "))
@@ -130,7 +131,7 @@ impl ApiKeys {
                 "the access token lacks the roomRecord grant",
             ));
         }
-        Ok(())
+        Ok(key.to_owned())
     }
 }
 
@@ -161,7 +162,7 @@ mod tests {
         let bearer = |t: String| format!("Bearer {t}");
         assert_eq!(
             keys.authorize(Some(&bearer(token("s3cr3t-of-the-key", 60, grant.clone())))),
-            Ok(())
+            Ok("APIkey".to_owned())
         );
         let code = |h: Option<&str>| keys.authorize(h).unwrap_err().code;
         assert_eq!(code(None), Code::Unauthenticated);

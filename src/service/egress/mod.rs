@@ -313,23 +313,23 @@ async fn answer(
             .map(str::to_owned)
     };
     let encoding = Encoding::of(header("content-type").as_deref())?;
-    api.keys.authorize(header("authorization").as_deref())?;
+    let caller = api.keys.authorize(header("authorization").as_deref())?;
     match method {
         "StartWebEgress" => {
             let r: lk::WebEgressRequest = encoding.decode(body)?;
             let job = request::web(&r)?;
-            Ok(encoding.encode(&start_egress(api, job, String::new()).await?))
+            Ok(encoding.encode(&start_egress(api, job, String::new(), &caller).await?))
         }
         "StartRoomCompositeEgress" => {
             let r: lk::RoomCompositeEgressRequest = encoding.decode(body)?;
             let job = request::room_composite(&r, &room(api)?)?;
-            let info = start_egress(api, job, r.room_name.clone()).await?;
+            let info = start_egress(api, job, r.room_name.clone(), &caller).await?;
             Ok(encoding.encode(&info))
         }
         "StartParticipantEgress" => {
             let r: lk::ParticipantEgressRequest = encoding.decode(body)?;
             let job = request::participant(&r, &room(api)?)?;
-            let info = start_egress(api, job, r.room_name.clone()).await?;
+            let info = start_egress(api, job, r.room_name.clone(), &caller).await?;
             Ok(encoding.encode(&info))
         }
         "ListEgress" => {
@@ -360,7 +360,7 @@ async fn answer(
         "StartTrackCompositeEgress" => {
             let r: lk::TrackCompositeEgressRequest = encoding.decode(body)?;
             let job = request::track_composite(&r, &room(api)?)?;
-            let info = start_egress(api, job, r.room_name.clone()).await?;
+            let info = start_egress(api, job, r.room_name.clone(), &caller).await?;
             Ok(encoding.encode(&info))
         }
         "StartTrackEgress" => Err(TwirpError::new(
@@ -410,6 +410,7 @@ async fn start_egress(
     api: &Api,
     job: request::Job,
     room: String,
+    caller: &str,
 ) -> Result<lk::EgressInfo, TwirpError> {
     let id = info::new_id();
     let mut config = job.config;
@@ -425,16 +426,17 @@ async fn start_egress(
             }
         });
     }
-    // The request's own webhooks: signed by a key of this service, to a host the policy allows
-    // an endpoint on (checked again at each delivery).
+    // The request's own webhooks: signed with the caller's own key (no caller gets events
+    // signed with another's), to a host the policy allows an endpoint on (checked again at each
+    // delivery).
     let mut hooks = job.webhooks;
     for (i, hook) in hooks.iter_mut().enumerate() {
         if hook.key.is_empty() {
-            hook.key = api.keys.signing().0.to_owned();
-        } else if api.keys.secret_of(&hook.key).is_none() {
+            hook.key = caller.to_owned();
+        } else if hook.key != caller {
             return Err(TwirpError::invalid(
                 &format!("webhooks[{i}].signing_key"),
-                "not an API key of this service",
+                "only the API key of the caller's token signs its webhooks",
             ));
         }
         api.policy

@@ -82,11 +82,12 @@ impl Webhooks {
     /// Starts one sender task per URL of `--webhook` (on the current runtime), signing with the
     /// first key; a request's own webhooks are checked against `policy`.
     pub fn start(urls: &[url::Url], keys: &ApiKeys, policy: Policy) -> Result<Webhooks, String> {
-        let client = client(None)?;
         let (key, secret) = keys.signing();
-        let senders = urls
-            .iter()
-            .map(|url| {
+        let mut senders = Vec::new();
+        // Without `--webhook` no client is made here (a request's own get theirs when sent).
+        if !urls.is_empty() {
+            let client = client(None)?;
+            for url in urls {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tokio::spawn(deliver(
                     client.clone(),
@@ -95,9 +96,9 @@ impl Webhooks {
                     secret.clone(),
                     rx,
                 ));
-                (mask_url(url.as_str()), tx)
-            })
-            .collect();
+                senders.push((mask_url(url.as_str()), tx));
+            }
+        }
         Ok(Webhooks {
             senders,
             keys: keys.clone(),
