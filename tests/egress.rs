@@ -892,9 +892,7 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     );
     // The key's secret is in no answer.
     assert!(!done.to_string().contains(&server.api_secret));
-    run.signal(Signal::SIGTERM);
-    let (status, _) = run.wait(Duration::from_secs(30));
-    assert!(status.success(), "{status}:\n{}", run.stderr());
+    stop_cleanly(&mut run);
 }
 
 /// StartParticipantEgress through the SDK: one participant's camera and sound fill the
@@ -943,9 +941,7 @@ fn a_participant_egress_records_that_participant_alone_until_they_leave() {
         "red {red_share:.2}, blue {blue_share:.2}"
     );
     assert!(!done.to_string().contains(&server.api_secret));
-    run.signal(Signal::SIGTERM);
-    let (status, _) = run.wait(Duration::from_secs(30));
-    assert!(status.success(), "{status}:\n{}", run.stderr());
+    stop_cleanly(&mut run);
 }
 
 /// StartTrackCompositeEgress through the SDK: one participant's camera with another's
@@ -1013,9 +1009,7 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
         );
     }
     assert!(!done.to_string().contains(&server.api_secret));
-    run.signal(Signal::SIGTERM);
-    let (status, _) = run.wait(Duration::from_secs(30));
-    assert!(status.success(), "{status}:\n{}", run.stderr());
+    stop_cleanly(&mut run);
 }
 
 fn media(identity: &str, color: &str, tone: u32) -> Media {
