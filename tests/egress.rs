@@ -689,6 +689,22 @@ fn a_web_egress_started_by_the_sdk_is_listed_active_stopped_and_complete_with_it
         ["egress_started", "egress_ended"],
         "{own_lines:?}"
     );
+    // Each delivery counted where it was sent: the 6 events at --webhook, the 2 at the request's.
+    wait_until(
+        "8 webhooks counted as sent",
+        Duration::from_secs(10),
+        || {
+            let sent = |url: &str| {
+                series(
+                    &get(url, "/metrics"),
+                    "pagecast_webhooks_total",
+                    &["outcome=\"sent\""],
+                )
+                .unwrap_or(0.0)
+            };
+            sent(&url) + sent(&other) == 8.0
+        },
+    );
     // No answer, no webhook and no log holds the stream key or the webhook's token; Redis keeps
     // the webhook's URL sealed.
     let webhooks = std::fs::read_to_string(&receiver.log).unwrap();

@@ -5,6 +5,9 @@
 //! - `pagecast_api_requests_total{method, code}`: calls by method and answer (`ok` or the Twirp
 //!   code);
 //! - `pagecast_egress_started_total`: egresses this worker's API submitted;
+//! - `pagecast_webhooks_total{outcome}`: webhook events this worker delivered (`sent`), gave up
+//!   after a minute of retries (`given_up`) or did not send because the policy refused the URL
+//!   (`refused`), `--webhook`'s and requests' own alike;
 //! - `pagecast_queue_length`: jobs waiting in the queue;
 //! - `pagecast_egresses{status}`: egresses by status (LiveKit's names);
 //! - this worker's capacity as admission last counted it (`capacity.rs`, what `/healthz` shows):
@@ -64,6 +67,11 @@ pub fn request(method: &str, code: &'static str) {
 
 pub fn egress_started() {
     metrics::counter!("pagecast_egress_started_total").increment(1);
+}
+
+/// One webhook event's delivery ended: `sent`, `given_up` or `refused`.
+pub fn webhook(outcome: &'static str) {
+    metrics::counter!("pagecast_webhooks_total", "outcome" => outcome).increment(1);
 }
 
 /// The text of a scrape: the state read from Redis now and this worker's last capacity count,

@@ -230,14 +230,17 @@ where
         match attempt().await {
             Ok(()) => {
                 tracing::debug!(webhook = %shown, event = %event, "webhook sent");
+                super::metrics::webhook("sent");
                 return;
             }
             Err(Refusal::Final(e)) => {
                 tracing::warn!(webhook = %shown, event = %event, error = %e, "webhook refused: not sent");
+                super::metrics::webhook("refused");
                 return;
             }
             Err(Refusal::Retry(e)) if since.elapsed() >= GIVE_UP_AFTER => {
                 tracing::warn!(webhook = %shown, event = %event, error = %e, "webhook given up");
+                super::metrics::webhook("given_up");
                 return;
             }
             Err(Refusal::Retry(e)) => {
