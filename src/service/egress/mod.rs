@@ -87,14 +87,12 @@ pub struct ApiActor {
     server: ServerHandle,
     stopping: bool,
     /// The queue-event follower of the webhooks, ended with the actor.
-    follower: Option<tokio::task::JoinHandle<()>>,
+    follower: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ApiActor {
     fn drop(&mut self) {
-        if let Some(f) = self.follower.take() {
-            f.abort();
-        }
+        self.follower.abort();
     }
 }
 
@@ -127,12 +125,12 @@ pub(super) fn start(
         capacity: shared.capacity,
     };
     // The changes this worker writes go to `--webhook`'s URLs and each egress's own.
-    let follower = Some(follow_for_webhooks(
+    let follower = follow_for_webhooks(
         shared.client.clone(),
         shared.keys.events(),
         shared.worker.clone(),
         api.clone(),
-    ));
+    );
     metrics::install();
     let server = HttpServer::new(move || {
         App::new()

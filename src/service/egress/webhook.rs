@@ -39,7 +39,7 @@ use pagecast_actors::secret::{mask_url, Secret};
 use tokio::sync::mpsc;
 
 use super::auth::ApiKeys;
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyError};
 
 /// How long one event is retried before it is given up.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -200,10 +200,14 @@ async fn deliver_to_request_hook(
         return;
     };
     retried(&shown, &event.event, || async {
+        // A name that does not resolve now may later (retried); a refused address is final.
         let pin = policy
             .check_webhook("webhook", &hook.url)
             .await
-            .map_err(|e| Refusal::Final(e.to_string()))?;
+            .map_err(|e| match e {
+                PolicyError::Unresolvable { .. } => Refusal::Retry(e.to_string()),
+                PolicyError::Refused { .. } => Refusal::Final(e.to_string()),
+            })?;
         let client = client(pin.map(|p| p.addr)).map_err(Refusal::Final)?;
         post(&client, &url, &body, &hook.key, &secret)
             .await
