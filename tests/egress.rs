@@ -745,17 +745,22 @@ impl Drop for NsRedis {
     }
 }
 
-/// A worker serving the API with `--livekit-url`, in the namespace `ns` with its own Redis: the
-/// worker, Redis and the SDK client all run there.
+/// A network namespace of its own with livekit-server, Redis and a worker serving the API with
+/// `--livekit-url`: the worker, Redis, the SDK client and the participants all run there.
+/// (Fields drop in order: the worker before the server, the namespace last.)
 struct RoomWorker {
     run: Run,
     url: String,
     dir: tempfile::TempDir,
     _redis: NsRedis,
+    server: LiveKitServer,
+    ns: Netns,
 }
 
 impl RoomWorker {
-    fn start(ns: &Netns, server: &LiveKitServer) -> RoomWorker {
+    fn start() -> RoomWorker {
+        let ns = Netns::create();
+        let server = LiveKitServer::start(&ns);
         let dir = tempfile::tempdir().unwrap();
         // Everything runs in the namespace: Redis on its loopback, the worker, the SDK client.
         let (redis_port, api_port) = (6390, 7090);
@@ -807,67 +812,74 @@ impl RoomWorker {
             url,
             dir,
             _redis,
+            server,
+            ns,
         }
     }
-}
 
-/// tests/support/egress.py against the API at `url`, in the namespace, with the server's key.
-fn call_in(ns: &Netns, server: &LiveKitServer, url: &str, args: &[&str]) -> Value {
-    let python = ns.command(repo_root().join(".venv/bin/python"));
-    client_with(python, (url, &server.api_key, &server.api_secret), args)
-}
+    /// tests/support/egress.py against this worker's API, in the namespace, with the server's
+    /// key.
+    fn call(&self, args: &[&str]) -> Value {
+        let python = self.ns.command(repo_root().join(".venv/bin/python"));
+        let key = (&*self.url, &*self.server.api_key, &*self.server.api_secret);
+        client_with(python, key, args)
+    }
 
-/// The egress `id` (as `call` lists it) once it is complete; failing if it fails.
-fn completed(call: impl Fn(&[&str]) -> Value, id: &str) -> Value {
-    let mut done = Value::Null;
-    wait_until("the egress to be complete", Duration::from_secs(60), || {
-        done = items(&call(&["list", "--id", id]))
-            .pop()
-            .unwrap_or_default();
-        assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
-        done["status"] == "EGRESS_COMPLETE"
-    });
-    done
+    /// A participant joining `room`, in the namespace.
+    fn join(&self, room: &str, media: Media) -> Participant {
+        Participant::join(&self.ns, &self.server, room, media)
+    }
+
+    /// Where a file output named `name` is written (inside the output root).
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().canonicalize().unwrap().join(name)
+    }
+
+    /// The egress `id` once it is complete; failing if it fails.
+    fn completed(&self, id: &str) -> Value {
+        let mut done = Value::Null;
+        wait_until("the egress to be complete", Duration::from_secs(60), || {
+            done = items(&self.call(&["list", "--id", id]))
+                .pop()
+                .unwrap_or_default();
+            assert_ne!(done["status"], "EGRESS_FAILED", "{done}");
+            done["status"] == "EGRESS_COMPLETE"
+        });
+        done
+    }
 }
 
 #[test]
 fn a_room_composite_started_before_anyone_joined_waits_and_records_both_participants() {
     let _heavy = heavy();
-    let ns = Netns::create();
-    let server = LiveKitServer::start(&ns);
-    // `_redis` is bound (not `..`), so Redis lives to the test's end.
-    let RoomWorker {
-        mut run,
-        url,
-        dir,
-        _redis,
-    } = RoomWorker::start(&ns, &server);
-    let call = |args: &[&str]| call_in(&ns, &server, &url, args);
+    let mut w = RoomWorker::start();
     // Nobody is in the room yet (it does not exist): the recording waits for it.
-    let started = call(&["start-room", "standup", "grid", "room.mp4", "640", "360"]);
+    let started = w.call(&["start-room", "standup", "grid", "room.mp4", "640", "360"]);
     let id = egress_id(&started);
     assert_eq!(started["room_name"], "standup", "{started}");
-    run.wait_for(events::WAITING_FOR_ROOM, Duration::from_secs(60));
-    let red = Participant::join(&ns, &server, "standup", media("red", "FF0000", 440));
-    let blue = Participant::join(&ns, &server, "standup", media("blue", "0000FF", 660));
-    let file = dir.path().canonicalize().unwrap().join("room.mp4");
+    w.run
+        .wait_for(events::WAITING_FOR_ROOM, Duration::from_secs(60));
+    let red = w.join("standup", media("red", "FF0000", 440));
+    let blue = w.join("standup", media("blue", "0000FF", 660));
+    let file = w.file("room.mp4");
     wait_until("4 s recorded", Duration::from_secs(60), || {
         seconds_written(&file) >= 4.0
     });
-    let active = items(&call(&["list", "--room", "standup", "--active"]));
+    let active = items(&w.call(&["list", "--room", "standup", "--active"]));
     assert_eq!(active.len(), 1, "{active:?}");
     assert_eq!(active[0]["status"], "EGRESS_ACTIVE");
     // UpdateLayout: an unknown layout is refused naming the field; "speaker" switches the
     // running recording from the grid (two equal tiles) to one large tile and a small one.
-    let wrong = call(&["update-layout", &id, "single-speaker"]);
+    let wrong = w.call(&["update-layout", &id, "single-speaker"]);
     assert_eq!(wrong["error"], "invalid_argument", "{wrong}");
     assert!(
         wrong["msg"].as_str().unwrap().starts_with("layout"),
         "{wrong}"
     );
-    let updated = call(&["update-layout", &id, "speaker"]);
+    let updated = w.call(&["update-layout", &id, "speaker"]);
     assert_eq!(updated["room_composite"]["layout"], "speaker", "{updated}");
-    run.wait_for(events::LAYOUT_SWITCHED, Duration::from_secs(20));
+    w.run
+        .wait_for(events::LAYOUT_SWITCHED, Duration::from_secs(20));
     let switched_at = seconds_written(&file);
     // What the file holds lags the encoder by up to a fragment (1 s): a frame 2.5 s later is
     // surely after the switch.
@@ -877,7 +889,7 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     red.leave();
     blue.leave();
     // The layout ends the recording once the room is empty: COMPLETE, with the file.
-    let done = completed(call, &id);
+    let done = w.completed(&id);
     let size: u64 = done["file_results"][0]["size"]
         .as_str()
         .unwrap()
@@ -907,8 +919,8 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
         "speaker: red {red_after:.2}, blue {blue_after:.2} (grid: red {red_share:.2}, blue {blue_share:.2})"
     );
     // The key's secret is in no answer.
-    assert!(!done.to_string().contains(&server.api_secret));
-    stop_cleanly(&mut run);
+    assert!(!done.to_string().contains(&w.server.api_secret));
+    stop_cleanly(&mut w.run);
 }
 
 /// StartParticipantEgress through the SDK: one participant's camera and sound fill the
@@ -917,30 +929,22 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
 #[test]
 fn a_participant_egress_records_that_participant_alone_until_they_leave() {
     let _heavy = heavy();
-    let ns = Netns::create();
-    let server = LiveKitServer::start(&ns);
-    let RoomWorker {
-        mut run,
-        url,
-        dir,
-        _redis,
-    } = RoomWorker::start(&ns, &server);
-    let call = |args: &[&str]| call_in(&ns, &server, &url, args);
-    let red = Participant::join(&ns, &server, "one", media("red", "FF0000", 440));
-    let _blue = Participant::join(&ns, &server, "one", media("blue", "0000FF", 660));
-    let started = call(&["start-participant", "one", "red", "red.mp4", "640", "360"]);
+    let mut w = RoomWorker::start();
+    let red = w.join("one", media("red", "FF0000", 440));
+    let _blue = w.join("one", media("blue", "0000FF", 660));
+    let started = w.call(&["start-participant", "one", "red", "red.mp4", "640", "360"]);
     let id = egress_id(&started);
     assert_eq!(started["room_name"], "one", "{started}");
     assert_eq!(started["participant"]["identity"], "red", "{started}");
-    let file = dir.path().canonicalize().unwrap().join("red.mp4");
+    let file = w.file("red.mp4");
     wait_until("4 s recorded", Duration::from_secs(60), || {
         seconds_written(&file) >= 4.0
     });
-    let active = items(&call(&["list", "--room", "one", "--active"]));
+    let active = items(&w.call(&["list", "--room", "one", "--active"]));
     assert_eq!(active.len(), 1, "{active:?}");
     assert_eq!(active[0]["participant"]["identity"], "red", "{active:?}");
     red.leave();
-    let done = completed(call, &id);
+    let done = w.completed(&id);
     assert_eq!(
         done["file_results"][0]["size"].as_str(),
         Some(std::fs::metadata(&file).unwrap().len().to_string().as_str()),
@@ -956,8 +960,8 @@ fn a_participant_egress_records_that_participant_alone_until_they_leave() {
         red_share > 0.8 && blue_share < 0.01,
         "red {red_share:.2}, blue {blue_share:.2}"
     );
-    assert!(!done.to_string().contains(&server.api_secret));
-    stop_cleanly(&mut run);
+    assert!(!done.to_string().contains(&w.server.api_secret));
+    stop_cleanly(&mut w.run);
 }
 
 /// StartTrackCompositeEgress through the SDK: one participant's camera with another's
@@ -967,20 +971,12 @@ fn a_participant_egress_records_that_participant_alone_until_they_leave() {
 #[test]
 fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_are_gone() {
     let _heavy = heavy();
-    let ns = Netns::create();
-    let server = LiveKitServer::start(&ns);
-    let RoomWorker {
-        mut run,
-        url,
-        dir,
-        _redis,
-    } = RoomWorker::start(&ns, &server);
-    let call = |args: &[&str]| call_in(&ns, &server, &url, args);
-    let red = Participant::join(&ns, &server, "tc", media("red", "FF0000", 440));
-    let blue = Participant::join(&ns, &server, "tc", media("blue", "0000FF", 660));
-    let _green = Participant::join(&ns, &server, "tc", media("green", "00FF00", 550));
+    let mut w = RoomWorker::start();
+    let red = w.join("tc", media("red", "FF0000", 440));
+    let blue = w.join("tc", media("blue", "0000FF", 660));
+    let _green = w.join("tc", media("green", "00FF00", 550));
     let (video, audio) = (&blue.tracks["video"], &red.tracks["audio"]);
-    let started = call(&[
+    let started = w.call(&[
         "start-tracks",
         "tc",
         "tracks.mp4",
@@ -992,7 +988,7 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
     let id = egress_id(&started);
     assert_eq!(started["track_composite"]["video_track_id"], video.as_str());
     assert_eq!(started["track_composite"]["audio_track_id"], audio.as_str());
-    let file = dir.path().canonicalize().unwrap().join("tracks.mp4");
+    let file = w.file("tracks.mp4");
     wait_until("4 s recorded", Duration::from_secs(60), || {
         seconds_written(&file) >= 4.0
     });
@@ -1001,10 +997,10 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
     wait_until("3 s more recorded", Duration::from_secs(30), || {
         seconds_written(&file) >= at + 3.0
     });
-    let active = items(&call(&["list", "--id", &id, "--active"]));
+    let active = items(&w.call(&["list", "--id", &id, "--active"]));
     assert_eq!(active.len(), 1, "blue's picture is still there: {active:?}");
     blue.leave();
-    let done = completed(call, &id);
+    let done = w.completed(&id);
     let p = probe(&file);
     assert_eq!(p.dimensions(), (640, 360));
     assert!(p.duration() >= 7.0, "{} s", p.duration());
@@ -1024,8 +1020,8 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
             "at {at} s: blue {blue:.2}, red {red:.2}, green {green:.2}"
         );
     }
-    assert!(!done.to_string().contains(&server.api_secret));
-    stop_cleanly(&mut run);
+    assert!(!done.to_string().contains(&w.server.api_secret));
+    stop_cleanly(&mut w.run);
 }
 
 fn media(identity: &str, color: &str, tone: u32) -> Media {

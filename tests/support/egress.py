@@ -35,6 +35,14 @@ from livekit import api
 from livekit.api.twirp_client import ServerError
 
 
+def a_file(filepath, width, height):
+    """A room request's one file output at WIDTHxHEIGHT, 30 fps (its keyword arguments)."""
+    return {
+        "file_outputs": [api.EncodedFileOutput(filepath=filepath)],
+        "advanced": api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+    }
+
+
 def dump(message):
     print(json.dumps(MessageToDict(
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
@@ -114,21 +122,15 @@ async def main():
                 )
                 dump(await lk.egress.start_web_egress(req))
             elif command == "start-room":
-                room, layout, filepath, width, height = args
+                room, layout, *file_and_size = args
                 req = api.RoomCompositeEgressRequest(
-                    room_name=room,
-                    layout=layout,
-                    file_outputs=[api.EncodedFileOutput(filepath=filepath)],
-                    advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                    room_name=room, layout=layout, **a_file(*file_and_size)
                 )
                 dump(await lk.egress.start_room_composite_egress(req))
             elif command == "start-participant":
-                room, identity, filepath, width, height = args
+                room, identity, *file_and_size = args
                 req = api.ParticipantEgressRequest(
-                    room_name=room,
-                    identity=identity,
-                    file_outputs=[api.EncodedFileOutput(filepath=filepath)],
-                    advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                    room_name=room, identity=identity, **a_file(*file_and_size)
                 )
                 dump(await lk.egress.start_participant_egress(req))
             elif command == "start-tracks":
@@ -137,8 +139,7 @@ async def main():
                     room_name=room,
                     video_track_id=video,
                     audio_track_id=audio,
-                    file_outputs=[api.EncodedFileOutput(filepath=filepath)],
-                    advanced=api.EncodingOptions(width=int(width), height=int(height), framerate=30),
+                    **a_file(filepath, width, height),
                 )
                 dump(await lk.egress.start_track_composite_egress(req))
             elif command == "list":

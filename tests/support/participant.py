@@ -6,13 +6,13 @@
         --color FF0000 --tone 440
 
 It joins the room, publishes a solid-colour camera video (640x360 at 15 fps by default) and a
-sine tone (48 kHz mono), prints ``TRACKS {"video": sid, "audio": sid, ...}`` (its published
-tracks' sids, by the names the stdin commands use), then exactly ``JOINED`` on its own stdout line once it is
-connected and every track is published. It then stays until SIGTERM or SIGINT, until its
-standard input closes (only watched when stdin is a pipe or socket, so a test that dies takes
-it along), or until --leave-after seconds; then it disconnects cleanly (the room sees it leave
-at once) and exits 0. Errors go to stderr with a non-zero exit; the secret and the token are
-never printed.
+sine tone (48 kHz mono), and once it is connected and every track is published prints
+``TRACKS {"video": sid, "audio": sid, ...}`` (its published tracks' sids, by the names the stdin
+commands use), then exactly ``JOINED``, each on its own stdout line. It then stays until
+SIGTERM or SIGINT, until its standard input closes (only watched when stdin is a pipe or socket,
+so a test that dies takes it along), or until --leave-after seconds; then it disconnects
+cleanly (the room sees it leave at once) and exits 0. Errors go to stderr with a non-zero exit;
+the secret and the token are never printed.
 
 For the benchmark's room density (bench/bench.py): ``--moving`` makes every camera frame differ
 from the one before (a bar that steps across the colour each frame), so a recording that shows a
