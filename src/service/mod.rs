@@ -909,7 +909,7 @@ mod tests {
                 keys.worker("w1"),
                 keys.workers(),
                 egress::info::record_key(&keys, "EG_1"),
-                egress::info::streams_key(&keys, "EG_1"),
+                egress::info::sealed_key(&keys, "EG_1", egress::info::Sealed::Streams),
                 egress::info::sealed_key(&keys, "EG_1", egress::info::Sealed::Webhooks),
                 egress::info::index_key(&keys),
             ];

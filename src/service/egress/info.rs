@@ -25,22 +25,19 @@ pub(in crate::service) fn record_key(keys: &Keys, id: &str) -> String {
     format!("{}:egress:{id}", keys.tag())
 }
 
-/// The egress's stream URLs as given (with their keys), sealed with the job key: what
-/// `UpdateStream` matches a URL to remove against (the record holds only masked URLs, and two
-/// keys on one server mask alike).
-pub(in crate::service) fn streams_key(keys: &Keys, id: &str) -> String {
-    sealed_key(keys, id, Sealed::Streams)
-}
-
-/// What an egress keeps sealed beside its record: its stream URLs as given, and its request's
-/// own webhooks (URLs from the caller, which may carry tokens).
+/// What an egress keeps sealed with the job key beside its record (`sealed_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealed {
+    /// Its stream URLs as given (with their keys): what `UpdateStream` matches a URL to remove
+    /// against (the record holds only masked URLs, and two keys on one server mask alike).
     Streams,
+    /// Its request's own webhooks (URLs from the caller, which may carry tokens).
     Webhooks,
 }
 
 impl Sealed {
+    pub const ALL: [Sealed; 2] = [Sealed::Streams, Sealed::Webhooks];
+
     pub fn name(self) -> &'static str {
         match self {
             Sealed::Streams => "streams",
@@ -147,9 +144,11 @@ impl Records {
         redis::pipe()
             .del(record_key(&self.keys, id))
             .ignore()
-            .del(streams_key(&self.keys, id))
-            .ignore()
-            .del(sealed_key(&self.keys, id, Sealed::Webhooks))
+            .del(
+                Sealed::ALL
+                    .map(|what| sealed_key(&self.keys, id, what))
+                    .to_vec(),
+            )
             .ignore()
             .zrem(index_key(&self.keys), id)
             .ignore()

@@ -489,20 +489,22 @@ async fn start_egress(
         .map_err(|o| TwirpError::new(Code::InvalidArgument, o.message))?;
     let mut records = api.records.clone();
     records.create(&info).await.map_err(redis_down)?;
-    for (what, sealed) in [
-        (
+    // Its stream URLs and its own webhooks, kept sealed beside it (when it has any).
+    let mut sealed = Vec::new();
+    if !raw.is_empty() {
+        sealed.push((
             Sealed::Streams,
-            (!raw.is_empty()).then(|| seal_list(&api.job_key, &id, Sealed::Streams, &raw)),
-        ),
-        (
+            seal_list(&api.job_key, &id, Sealed::Streams, &raw)?,
+        ));
+    }
+    if !hooks.is_empty() {
+        sealed.push((
             Sealed::Webhooks,
-            (!hooks.is_empty()).then(|| seal_list(&api.job_key, &id, Sealed::Webhooks, &hooks)),
-        ),
-    ] {
-        let Some(sealed) = sealed.transpose()? else {
-            continue;
-        };
-        if let Err(e) = records.set_sealed(&id, what, &sealed).await {
+            seal_list(&api.job_key, &id, Sealed::Webhooks, &hooks)?,
+        ));
+    }
+    for (what, stored) in sealed {
+        if let Err(e) = records.set_sealed(&id, what, &stored).await {
             let _ = records.remove(&id).await;
             return Err(redis_down(e));
         }
