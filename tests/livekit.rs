@@ -127,10 +127,10 @@ fn grid_dark_records_two_participants_side_by_side_and_ends_when_they_leave() {
         "output": { "file": file },
     });
     let mut run = record_in(&ns, &config);
-    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
+    let first_frame = run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
     // Record a while with both in the room.
     pagecast_testkit::wait_until("6 s of recording", Duration::from_secs(30), || {
-        started.elapsed() >= Duration::from_secs(6)
+        first_frame.elapsed() >= Duration::from_secs(6)
     });
     let left = Instant::now();
     red.leave();
@@ -583,9 +583,9 @@ fn one_participant_is_recorded_alone_their_screen_share_or_their_camera_until_th
     // Blue's screen share.
     let (_dir, file) = out_dir();
     let mut run = record_in(&ns, &config("blue", true, &file));
-    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
+    let first_frame = run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
     pagecast_testkit::wait_until("4 s of recording", Duration::from_secs(30), || {
-        started.elapsed() >= Duration::from_secs(4)
+        first_frame.elapsed() >= Duration::from_secs(4)
     });
     run.signal(nix::sys::signal::Signal::SIGTERM);
     let (status, _) = run.wait(Duration::from_secs(30));
@@ -593,7 +593,12 @@ fn one_participant_is_recorded_alone_their_screen_share_or_their_camera_until_th
     assert_no_secret(&run, &[&server.api_secret]);
     let p = probe(&file);
     assert_eq!(p.dimensions(), (640, 360));
-    assert!(p.duration() >= 3.5, "duration {}", p.duration());
+    assert!(
+        p.duration() >= 3.5,
+        "duration {}:\n{}",
+        p.duration(),
+        run.stderr()
+    );
     assert!(p.has_audio());
     // From its first frame: the start waits for the screen share's picture, not only its sound.
     for at in [0.0, 3.0] {
@@ -620,9 +625,9 @@ fn one_participant_is_recorded_alone_their_screen_share_or_their_camera_until_th
     // Red's camera, until red leaves.
     let (_dir, file) = out_dir();
     let mut run = record_in(&ns, &config("red", false, &file));
-    let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
+    let first_frame = run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
     pagecast_testkit::wait_until("5 s of recording", Duration::from_secs(30), || {
-        started.elapsed() >= Duration::from_secs(5)
+        first_frame.elapsed() >= Duration::from_secs(5)
     });
     let counters = page_frames(&run);
     let left = Instant::now();
