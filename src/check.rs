@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use pagecast_actors::secret::mask_url;
 
-use crate::config::{Config, Source, TemplateAuth};
+use crate::config::{Config, Source, TemplateAuth, Tracks};
 use crate::policy::Pin;
 
 /// A URL for display: credentials, query values and a fragment's query values masked.
@@ -175,15 +175,19 @@ pub fn describe(config: &Config, pins: &[Pin]) -> String {
     if let Some((w, h)) = output.size {
         let _ = writeln!(out, "output: scaled to {w}x{h}");
     }
-    let _ = writeln!(
-        out,
-        "output: video {} bit/s (buffer {} bits, x264 {}), audio {} bit/s at {} Hz",
-        output.video_bitrate,
-        output.video_buffer,
-        output.video_preset,
-        output.audio_bitrate,
-        output.audio_frequency
+    let video = format!(
+        "video {} bit/s (buffer {} bits, x264 {})",
+        output.video_bitrate, output.video_buffer, output.video_preset
     );
+    let audio = format!(
+        "audio {} bit/s at {} Hz",
+        output.audio_bitrate, output.audio_frequency
+    );
+    let _ = match output.tracks {
+        Tracks::Both => writeln!(out, "output: {video}, {audio}"),
+        Tracks::AudioOnly => writeln!(out, "output: {audio} (audio only: no picture)"),
+        Tracks::VideoOnly => writeln!(out, "output: {video} (video only: no sound)"),
+    };
     match config.max_duration {
         Some(d) => {
             let _ = writeln!(out, "max_duration: {}", human(d));

@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use pagecast_actors::encoder::{ImageFormat, Naming};
+pub use pagecast_actors::encoder::{ImageFormat, Naming, Tracks};
 use pagecast_actors::login::{Cookie, Login};
 use pagecast_actors::secret::{mask_stream_url, mask_url, Secret, StreamUrl};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -197,6 +197,8 @@ pub struct Output {
     pub images: Option<Images>,
     /// HLS from the same encode (`output.hls`).
     pub hls: Option<Hls>,
+    /// The page's sound and picture, or one of them (`output.audio_only`, `output.video_only`).
+    pub tracks: Tracks,
 }
 
 /// `output.hls`: MPEG-TS segments of about `segment` (cut on keyframes) and an event playlist
@@ -451,6 +453,8 @@ struct RawOutput {
     rtmp_retry_for: Option<Duration>,
     images: Option<Obj<RawImages>>,
     hls: Option<Obj<RawHls>>,
+    audio_only: Option<bool>,
+    video_only: Option<bool>,
     gcs: Option<Obj<stores::RawGcs>>,
     azure: Option<Obj<stores::RawAzure>>,
     backup: Option<Obj<stores::RawBackup>>,
@@ -1302,6 +1306,7 @@ fn focus(
 }
 
 fn output(mut raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, ConfigError> {
+    let tracks = tracks(&raw)?;
     let file = raw.file.map(|f| output_file(&f)).transpose()?;
     let rtmp = raw.rtmp.map(|u| u.0).unwrap_or_default();
     for (i, url) in rtmp.iter().enumerate() {
@@ -1443,7 +1448,39 @@ fn output(mut raw: RawOutput, in_width: u32, in_height: u32) -> Result<Output, C
         video_bitrate,
         video_buffer,
         video_preset,
+        tracks,
     })
+}
+
+/// `output.audio_only` and `output.video_only`: at most one, and a recording of the sound alone
+/// has nothing to scale, snapshot or stream live (a live stream's servers and players expect a
+/// picture).
+fn tracks(raw: &RawOutput) -> Result<Tracks, ConfigError> {
+    let given = |urls: &Option<Urls>| urls.as_ref().is_some_and(|u| !u.0.is_empty());
+    match (raw.audio_only == Some(true), raw.video_only == Some(true)) {
+        (true, true) => Err(field(
+            "output.video_only",
+            "give audio_only or video_only, not both",
+        )),
+        (false, true) => Ok(Tracks::VideoOnly),
+        (false, false) => Ok(Tracks::Both),
+        (true, false) => {
+            let needs_picture = [
+                ("output.images", raw.images.is_some()),
+                ("output.rtmp", given(&raw.rtmp)),
+                ("output.srt", given(&raw.srt)),
+                ("output.width", raw.width.is_some()),
+                ("output.height", raw.height.is_some()),
+            ];
+            match needs_picture.into_iter().find(|(_, given)| *given) {
+                Some((path, _)) => Err(field(
+                    path,
+                    "needs a picture, and output.audio_only records the sound alone",
+                )),
+                None => Ok(Tracks::AudioOnly),
+            }
+        }
+    }
 }
 
 /// The x264 presets a recording may use, fastest first: those whose cost was measured (the
@@ -3248,6 +3285,59 @@ mod tests {
             .starts_with("config: output.height: must be even"));
         let e = err(with_output(json!({ "file": "a.mp4", "width": 64 })));
         assert_eq!(e, "config: output.width: 64 makes the height 36 at the input's 1920x1080 aspect ratio, outside 64..=4320; give output.height too");
+    }
+
+    #[test]
+    fn audio_only_or_video_only_keeps_the_sound_or_the_picture_alone() {
+        let out = |v: serde_json::Value| ok(with_output(v)).output;
+        assert_eq!(out(json!({ "file": "a.mp4" })).tracks, Tracks::Both);
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "audio_only": true })).tracks,
+            Tracks::AudioOnly
+        );
+        assert_eq!(
+            out(json!({ "file": "a.mp4", "audio_only": false })).tracks,
+            Tracks::Both
+        );
+        // The sound alone into segments and a store, the picture alone anywhere.
+        assert_eq!(
+            out(json!({ "hls": { "directory": "h" }, "audio_only": true })).tracks,
+            Tracks::AudioOnly
+        );
+        assert_eq!(
+            out(
+                json!({ "file": "a.mp4", "video_only": true, "width": 640, "height": 360,
+                "rtmp": "rtmp://live.example/app/KEY", "images": { "directory": "i" } })
+            )
+            .tracks,
+            Tracks::VideoOnly
+        );
+        let bad = |extra: serde_json::Value| {
+            let mut o = json!({ "file": "a.mp4", "audio_only": true });
+            o.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            err(with_output(o))
+        };
+        assert_eq!(
+            bad(json!({ "video_only": true })),
+            "config: output.video_only: give audio_only or video_only, not both"
+        );
+        for (extra, path) in [
+            (json!({ "images": { "directory": "i" } }), "output.images"),
+            (
+                json!({ "rtmp": "rtmp://live.example/app/KEY" }),
+                "output.rtmp",
+            ),
+            (json!({ "srt": "srt://live.example:9000" }), "output.srt"),
+            (json!({ "height": 360 }), "output.height"),
+        ] {
+            assert_eq!(
+                bad(extra),
+                format!("config: {path}: needs a picture, and output.audio_only records the sound alone")
+            );
+        }
+        assert!(bad(json!({ "audio_only": "yes" })).contains("audio_only"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use hyper::body::Bytes;
 use pagecast_actors::secret::Secret;
 use serde::Serialize;
 
-use crate::config::{Focus, Template, TemplateAuth};
+use crate::config::{Focus, Template, TemplateAuth, Tracks};
 
 /// How long a generated token is valid at least. The page joins at once; the server refreshes the
 /// token of a connected participant by itself, but a browser restarted late in a long recording
@@ -141,8 +141,9 @@ fn list_rooms_token(api_key: &str, api_secret: &Secret, now: SystemTime) -> Resu
 
 /// The layout page's address: `<base>#/<layout>?url=<ws_url>&token=<token>&grace=<seconds>`,
 /// and `&participant=<identity>` (`&screen_share=1`) for one participant, `&audio_track=<sid>`
-/// and `&video_track=<sid>` for tracks.
-pub fn page_url(base: &url::Url, template: &Template, token: &Secret) -> url::Url {
+/// and `&video_track=<sid>` for tracks; `&audio_only=1` when the recording keeps the sound alone
+/// (the page then subscribes to no video).
+pub fn page_url(base: &url::Url, template: &Template, tracks: Tracks, token: &Secret) -> url::Url {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query
         .append_pair("url", template.ws_url.as_str())
@@ -169,6 +170,9 @@ pub fn page_url(base: &url::Url, template: &Template, token: &Secret) -> url::Ur
                 }
             }
         }
+    }
+    if tracks == Tracks::AudioOnly {
+        query.append_pair("audio_only", "1");
     }
     let query = query.finish();
     let mut url = base.clone();
@@ -509,7 +513,7 @@ mod tests {
             focus: None,
         };
         let base = url::Url::parse("http://127.0.0.1:4321/").unwrap();
-        let url = page_url(&base, &template, &Secret::new("a.b.c"));
+        let url = page_url(&base, &template, Tracks::Both, &Secret::new("a.b.c"));
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:4321/#/speaker-light?url=wss%3A%2F%2Flk.example.com%2F&token=a.b.c&grace=2.5"
@@ -536,7 +540,7 @@ mod tests {
         };
         let base = url::Url::parse("http://127.0.0.1:4321/").unwrap();
         let fragment = |t: &Template| {
-            page_url(&base, t, &Secret::new("a.b.c"))
+            page_url(&base, t, Tracks::Both, &Secret::new("a.b.c"))
                 .fragment()
                 .unwrap()
                 .to_owned()
@@ -562,6 +566,15 @@ mod tests {
             fragment(&template).ends_with("&grace=5&audio_track=TR_a"),
             "{}",
             fragment(&template)
+        );
+        // The sound alone: the page subscribes to no video.
+        let base = url::Url::parse("http://127.0.0.1:4321/").unwrap();
+        let url = page_url(&base, &template, Tracks::AudioOnly, &Secret::new("a.b.c"));
+        assert!(
+            url.fragment()
+                .unwrap()
+                .ends_with("&audio_track=TR_a&audio_only=1"),
+            "{url}"
         );
     }
 

@@ -366,6 +366,7 @@ async fn run_tree(
                     naming: h.naming,
                 }),
             images: config.output.images.as_ref().map(images_spec),
+            tracks: config.output.tracks,
         },
         streams: config
             .output
@@ -847,6 +848,7 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
         }
         Source::Template(template) => template,
     };
+    let tracks = config.output.tracks;
     let valid_for = config.max_duration.unwrap_or_default() + config.input.start_timeout;
     let identity = format!("pagecast-{id}");
     let token = crate::livekit::token_for(template, &identity, valid_for)
@@ -887,14 +889,17 @@ async fn page_to_record(config: &Config, id: &str) -> Result<Page, Outcome> {
             Some(FreshUrl(Rc::new(move || {
                 let token = crate::livekit::token_for(&template, &identity, valid_for)
                     .map_err(Failure::crashed)?;
-                Ok((crate::livekit::page_url(&base, &template, &token), token))
+                Ok((
+                    crate::livekit::page_url(&base, &template, tracks, &token),
+                    token,
+                ))
             })))
         }
         TemplateAuth::Token(_) => None,
     };
     Ok(Page {
         fresh_url,
-        url: crate::livekit::page_url(&base, template, &token),
+        url: crate::livekit::page_url(&base, template, tracks, &token),
         await_start: Some(AwaitStart {
             limit: config.input.start_timeout,
             missing: missing_media(template),

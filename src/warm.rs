@@ -166,6 +166,7 @@ pub fn spec(
             preset: String::new(),
             images: None,
             hls: None,
+            tracks: Default::default(),
         },
         streams: Vec::new(),
         stream_retry_for: Duration::ZERO,

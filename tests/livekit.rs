@@ -12,7 +12,7 @@ use pagecast_actors::events;
 use pagecast_testkit::livekit::{LiveKitServer, Media, Netns, Participant};
 use pagecast_testkit::{
     descendants, frame_rgb, heavy, is_blue, is_dark, is_green, is_light, is_red, mean_volume_db,
-    probe,
+    probe, tone_volume_db,
 };
 use serde_json::json;
 
@@ -683,7 +683,7 @@ fn one_participant_is_recorded_alone_their_screen_share_or_their_camera_until_th
 /// joins with a fresh one. LiveKit accepts a token up to a minute past its expiry (its JWT
 /// leeway), so the kill comes 70 s in: the first token would be refused by then. (One scenario for
 /// both: the wait for the expiry is the suite's longest, a second recording for the crash alone
-/// cost another 20 s.)
+/// cost another 20 s; the room's sound alone is recorded beside it in that wait too.)
 #[test]
 fn a_crashed_browser_rejoins_with_a_fresh_token_and_the_recording_goes_on() {
     let _heavy = heavy();
@@ -703,6 +703,42 @@ fn a_crashed_browser_rejoins_with_a_fresh_token_and_the_recording_goes_on() {
     });
     let mut run = record_in(&ns, &config);
     let started = run.wait_for(events::PAGE_STARTED, Duration::from_secs(60));
+    // Meanwhile, beside it, the room's sound alone (`output.audio_only`): the page subscribes to
+    // no video, and the file holds both tones and no picture.
+    let (_sound_dir, sound_file) = out_dir();
+    let mut sound = config.clone();
+    sound["output"] = json!({ "file": sound_file, "audio_only": true });
+    let mut alone = record_in(&ns, &sound);
+    let first = alone.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
+    pagecast_testkit::wait_until("3 s of sound", Duration::from_secs(30), || {
+        first.elapsed() >= Duration::from_secs(3)
+    });
+    alone.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, _) = alone.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}:\n{}", alone.stderr());
+    let p = probe(&sound_file);
+    assert!(!p.has_video(), "a picture in {}", p.json);
+    assert!(p.duration() >= 2.5, "{} s of sound", p.duration());
+    let (red_tone, blue_tone) = (
+        tone_volume_db(&sound_file, 440),
+        tone_volume_db(&sound_file, 660),
+    );
+    assert!(
+        red_tone > -50.0 && blue_tone > -50.0,
+        "440 Hz at {red_tone} dB, 660 Hz at {blue_tone} dB"
+    );
+    let counters = page_frames(&alone);
+    let last = counters.last().expect("frame counters");
+    assert_eq!(
+        last["tiles"].as_object().map_or(0, |t| t.len()),
+        0,
+        "{last}"
+    );
+    assert_eq!(
+        last["sound"].as_object().map(|s| s.len()),
+        Some(2),
+        "{last}"
+    );
     // Past the first token's lifetime and LiveKit's leeway.
     pagecast_testkit::wait_until("the first token to expire", Duration::from_secs(90), || {
         started.elapsed() >= Duration::from_secs(70)

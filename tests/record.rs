@@ -58,6 +58,80 @@ fn records_five_seconds_of_a_page_at_1080p30_with_sound() {
     );
 }
 
+/// `output.audio_only`: the page's sound alone, into the file and HLS segments, and an encoder
+/// crash in the middle loses none of it (the parts are joined as a recording's always are).
+/// `output.video_only`: the picture alone.
+#[test]
+fn the_sound_alone_or_the_picture_alone_is_recorded() {
+    let _heavy = heavy();
+    let (dir, file) = out_dir();
+    let hls = dir.path().join("hls");
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "file": file, "hls": { "directory": hls }, "audio_only": true },
+    });
+    let mut run = Run::start(&config, &[]);
+    let first = run.wait_for(events::ENCODER_RUNNING, Duration::from_secs(60));
+    wait_until("2.5 s of sound", Duration::from_secs(10), || {
+        first.elapsed() >= Duration::from_millis(2500)
+    });
+    let ffmpeg = descendants(run.child.id())
+        .into_iter()
+        .find(|(_, name)| name == "ffmpeg")
+        .expect("ffmpeg runs");
+    let killed = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(ffmpeg.0 as i32), Signal::SIGKILL).unwrap();
+    let resumed = run.wait_for_nth(events::ENCODER_RUNNING, 2, Duration::from_secs(60));
+    wait_until("3 s after the restart", Duration::from_secs(10), || {
+        resumed.elapsed() >= Duration::from_secs(3)
+    });
+    let recorded = killed.duration_since(first) + resumed.elapsed();
+    run.signal(Signal::SIGTERM);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    assert!(run.stderr().contains("joining"), "{}", run.stderr());
+    let p = probe(&file);
+    assert!(!p.has_video(), "a picture in {}", p.json);
+    assert_eq!(p.audio_codec(), "aac");
+    // Both parts, up to the fragment the kill cut short (at most 1 s): without either part the
+    // file would miss 2.5 or 3 s.
+    assert!(
+        p.duration() >= recorded.as_secs_f64() - 1.5,
+        "{} s kept of {recorded:?}:\n{}",
+        p.duration(),
+        run.stderr()
+    );
+    let volume = mean_volume_db(&file);
+    assert!(volume > -50.0, "the tone is missing: {volume} dB");
+    let segments = probe(&hls.join("index.m3u8"));
+    assert!(
+        !segments.has_video() && segments.has_audio(),
+        "{}",
+        segments.json
+    );
+    assert!(segments.duration() >= 3.0, "HLS {} s", segments.duration());
+
+    let (_dir, file) = out_dir();
+    let config = json!({
+        "input": { "url": demo_page(), "width": 640, "height": 360 },
+        "output": { "file": file, "video_only": true },
+        "max_duration": "3s",
+    });
+    let mut run = Run::start(&config, &[]);
+    let (status, _) = run.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status}:\n{}", run.stderr());
+    let p = probe(&file);
+    assert!(!p.has_audio(), "a sound in {}", p.json);
+    assert_eq!(p.video_codec(), "h264");
+    assert_eq!(p.dimensions(), (640, 360));
+    assert!(
+        (p.duration() - 3.0).abs() <= 0.5,
+        "duration {}",
+        p.duration()
+    );
+    encoder_said_the_files_length(&run, &p);
+}
+
 #[test]
 fn output_scaling_from_720p_to_360p_with_the_ultrafast_preset() {
     let _heavy = heavy();

@@ -69,7 +69,36 @@ pub struct EncoderSpec {
     pub images: Option<ImagesSpec>,
     /// HLS from the same encode.
     pub hls: Option<HlsSpec>,
+    /// The page's sound and picture, or one of them.
+    pub tracks: Tracks,
 }
+
+/// What of the page a recording keeps (`output.audio_only`, `output.video_only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tracks {
+    /// Sound and picture.
+    #[default]
+    Both,
+    /// The sound alone. The display is still read, a corner of [`CLOCK_SIZE`] pixels into
+    /// ffmpeg's null muxer: its frames remain the encoder's clock (the first frame, the pace, the
+    /// backlog at a stop) as in every recording, and no picture is encoded.
+    AudioOnly,
+    /// The picture alone: the sink's monitor is not read.
+    VideoOnly,
+}
+
+impl Tracks {
+    pub fn video(self) -> bool {
+        self != Tracks::AudioOnly
+    }
+
+    pub fn audio(self) -> bool {
+        self != Tracks::VideoOnly
+    }
+}
+
+/// The side of the display's corner an audio-only recording reads as its clock.
+pub const CLOCK_SIZE: u32 = 16;
 
 /// HLS from the same encode: segments of about `segment` (cut on keyframes) into `directory`.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,7 +279,6 @@ pub fn ffmpeg_args(
     audio: &AudioInfo,
     origin: SystemTime,
 ) -> Vec<String> {
-    let gop = (spec.framerate * 2).to_string();
     let mut args = crate::process::ffmpeg_prologue(&REPORT_PERIOD.as_secs_f64().to_string());
     let offset = input_clock(origin);
     // Both inputs keep their own timestamps (see `input_clock`).
@@ -280,26 +308,82 @@ pub fn ffmpeg_args(
     );
     args.push(spec.framerate.to_string());
     args.push("-video_size".into());
-    args.push(format!("{}x{}", spec.width, spec.height));
+    args.push(match spec.tracks {
+        Tracks::AudioOnly => format!("{CLOCK_SIZE}x{CLOCK_SIZE}"),
+        _ => format!("{}x{}", spec.width, spec.height),
+    });
     args.push("-i".into());
     args.push(format!("{}.0+0,0", display.env()));
-    args.extend(["-itsoffset".to_owned(), offset]);
+    if spec.tracks.audio() {
+        args.extend(["-itsoffset".to_owned(), offset]);
+        args.extend(
+            ["-thread_queue_size", "512", "-f", "pulse", "-ac", "2"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        // The sink's own rate: ffmpeg's pulse input asks for 48 kHz unless told, and PulseAudio
+        // then resampled the 44.1 kHz monitor up for ffmpeg to resample it back down (`-ar`),
+        // both on the recording's cores.
+        args.extend(["-sample_rate".to_owned(), audio.sample_rate.to_string()]);
+        args.extend(["-i".to_owned(), audio.monitor()]);
+    }
+    if spec.tracks.video() {
+        args.extend(["-map".to_owned(), "0:v".to_owned()]);
+    }
+    if spec.tracks.audio() {
+        args.extend(["-map".to_owned(), "1:a".to_owned()]);
+    }
+    let kbit = |bits: u32| format!("{}k", bits / 1000);
+    if spec.tracks.video() {
+        args.extend(video_codec(spec));
+    }
+    if spec.tracks.audio() {
+        args.extend(
+            [
+                "-c:a",
+                "aac",
+                "-b:a",
+                &kbit(spec.audio_bitrate),
+                "-ar",
+                &spec.audio_frequency.to_string(),
+                "-af",
+                "aresample=async=1",
+            ]
+            .map(str::to_owned),
+        );
+    }
     args.extend(
-        ["-thread_queue_size", "512", "-f", "pulse", "-ac", "2"]
-            .iter()
-            .map(|s| s.to_string()),
+        [
+            "-flush_packets",
+            "1",
+            // The file starts at 0: the first packet's time is taken off every stream alike, so
+            // the inputs' offset (`input_clock`) stays.
+            "-avoid_negative_ts",
+            "make_zero",
+        ]
+        .map(str::to_owned),
     );
-    // The sink's own rate: ffmpeg's pulse input asks for 48 kHz unless told, and PulseAudio then
-    // resampled the 44.1 kHz monitor up for ffmpeg to resample it back down (`-ar`), both on the
-    // recording's cores.
-    args.extend(["-sample_rate".to_owned(), audio.sample_rate.to_string()]);
-    args.extend(["-i".to_owned(), audio.monitor()]);
-    args.extend(["-map", "0:v", "-map", "1:a"].iter().map(|s| s.to_string()));
+    main_outputs(spec, &mut args);
+    if let Some(images) = spec.images.as_ref().filter(|_| spec.tracks.video()) {
+        images_output(images, origin, &mut args);
+    }
+    if spec.tracks == Tracks::AudioOnly {
+        // The clock: the display's frames, counted (ffmpeg's reports count the first video
+        // stream's frames) and thrown away.
+        args.extend(["-map", "0:v", "-c:v", "rawvideo", "-f", "null", "-"].map(str::to_owned));
+    }
+    args
+}
+
+/// The picture's encoder options.
+fn video_codec(spec: &EncoderSpec) -> Vec<String> {
+    let gop = (spec.framerate * 2).to_string();
+    let kbit = |bits: u32| format!("{}k", bits / 1000);
+    let mut args = Vec::new();
     if let Some((w, h)) = spec.output_size {
         args.push("-vf".into());
         args.push(format!("scale={w}:{h}:flags=bicubic"));
     }
-    let kbit = |bits: u32| format!("{}k", bits / 1000);
     args.extend(
         [
             "-c:v",
@@ -327,24 +411,15 @@ pub fn ffmpeg_args(
             &gop,
             "-keyint_min",
             &gop,
-            "-c:a",
-            "aac",
-            "-b:a",
-            &kbit(spec.audio_bitrate),
-            "-ar",
-            &spec.audio_frequency.to_string(),
-            "-af",
-            "aresample=async=1",
-            "-flush_packets",
-            "1",
-            // The file starts at 0: the first packet's time is taken off every stream alike, so
-            // the inputs' offset (`input_clock`) stays.
-            "-avoid_negative_ts",
-            "make_zero",
         ]
         .iter()
         .map(|s| s.to_string()),
     );
+    args
+}
+
+/// The file, the live legs and HLS: one output, or a tee of them.
+fn main_outputs(spec: &EncoderSpec, args: &mut Vec<String>) {
     // One video time scale for every part of a recording: the join (ffmpeg's concat demuxer)
     // needs the parts' time bases equal, and left to itself the muxer picked 1/15360 for one
     // part and 1/30000 for the next (a joined part then played 1000 times too fast).
@@ -415,37 +490,36 @@ pub fn ffmpeg_args(
             args.extend(["-f".to_owned(), "tee".to_owned(), legs.join("|")]);
         }
     }
-    if let Some(images) = &spec.images {
-        // A second output of the same ffmpeg: the same capture, its own (JPEG) encoder.
-        let mut filter = format!("fps=1/{}", images.every.as_secs_f64());
-        if images.width.is_some() || images.height.is_some() {
-            let side = |v: Option<u32>| v.map_or("-2".to_owned(), |v| v.to_string());
-            filter.push_str(&format!(
-                ",scale={}:{}:flags=bicubic",
-                side(images.width),
-                side(images.height)
-            ));
-        }
-        args.extend(["-map", "0:v", "-vf", &filter].map(str::to_owned));
-        match images.format {
-            // Full-range YUV, as JPEG viewers expect.
-            ImageFormat::Jpeg => args
-                .extend(["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"].map(str::to_owned)),
-            ImageFormat::Png => {
-                args.extend(["-c:v", "png", "-pix_fmt", "rgb24"].map(str::to_owned))
-            }
-        }
-        // Atomic: each image appears under its name complete (the S3 copy relies on it).
-        args.extend(["-f", "image2", "-atomic_writing", "1"].map(str::to_owned));
-        // Index: numbered on from the part's number. Timestamp: the part's images from 1.
-        let first = match images.naming {
-            Naming::Index => images.start_number,
-            Naming::Timestamp => 1,
-        };
-        args.extend(["-start_number".to_owned(), first.to_string()]);
-        args.push(file_url(&images.directory.join(images.pattern(origin))));
+}
+
+/// The snapshots: a second output of the same ffmpeg, the same capture, its own (JPEG) encoder.
+fn images_output(images: &ImagesSpec, origin: SystemTime, args: &mut Vec<String>) {
+    let mut filter = format!("fps=1/{}", images.every.as_secs_f64());
+    if images.width.is_some() || images.height.is_some() {
+        let side = |v: Option<u32>| v.map_or("-2".to_owned(), |v| v.to_string());
+        filter.push_str(&format!(
+            ",scale={}:{}:flags=bicubic",
+            side(images.width),
+            side(images.height)
+        ));
     }
-    args
+    args.extend(["-map", "0:v", "-vf", &filter].map(str::to_owned));
+    match images.format {
+        // Full-range YUV, as JPEG viewers expect.
+        ImageFormat::Jpeg => {
+            args.extend(["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"].map(str::to_owned))
+        }
+        ImageFormat::Png => args.extend(["-c:v", "png", "-pix_fmt", "rgb24"].map(str::to_owned)),
+    }
+    // Atomic: each image appears under its name complete (the S3 copy relies on it).
+    args.extend(["-f", "image2", "-atomic_writing", "1"].map(str::to_owned));
+    // Index: numbered on from the part's number. Timestamp: the part's images from 1.
+    let first = match images.naming {
+        Naming::Index => images.start_number,
+        Naming::Timestamp => 1,
+    };
+    args.extend(["-start_number".to_owned(), first.to_string()]);
+    args.push(file_url(&images.directory.join(images.pattern(origin))));
 }
 
 /// `at` in local time to the second, `20260131T142501` (UTC if the local time is unknown).
@@ -1322,6 +1396,7 @@ mod tests {
             preset: "veryfast".into(),
             images: None,
             hls: None,
+            tracks: Tracks::Both,
         }
     }
 
@@ -1349,6 +1424,49 @@ mod tests {
             .filter(|w| w[0] == flag)
             .map(|w| w[1].as_str())
             .collect()
+    }
+
+    #[test]
+    fn the_sound_alone_or_the_picture_alone_is_encoded() {
+        let audio = AudioInfo {
+            server: "unix:/x/native".into(),
+            sink: "pagecast_1".into(),
+            sample_rate: 44_100,
+        };
+        let display = DisplayInfo { number: 7 };
+        let mut sound = spec();
+        sound.tracks = Tracks::AudioOnly;
+        sound.hls = Some(HlsSpec {
+            directory: "/out/hls".into(),
+            segment: Duration::from_secs(4),
+            naming: Naming::Index,
+        });
+        let args = ffmpeg_args(&sound, &display, &audio, origin());
+        // The display is read as the clock, a corner of it, into the null muxer; the outputs
+        // get the sound alone.
+        assert_eq!(after(&args, "-i"), [":7.0+0,0", "pagecast_1.monitor"]);
+        assert_eq!(after(&args, "-video_size"), ["16x16"]);
+        assert_eq!(after(&args, "-map"), ["1:a", "0:v"]);
+        assert_eq!(after(&args, "-c:a"), ["aac"]);
+        assert_eq!(after(&args, "-c:v"), ["rawvideo"]);
+        for picture in ["-vf", "-b:v", "-preset", "-g"] {
+            assert!(after(&args, picture).is_empty(), "{picture} in {args:?}");
+        }
+        assert!(args.ends_with(&["-f", "null", "-"].map(str::to_owned)));
+        let tee = args.iter().position(|a| a == "tee").unwrap();
+        assert!(tee < args.iter().position(|a| a == "null").unwrap());
+
+        let mut picture = spec();
+        picture.tracks = Tracks::VideoOnly;
+        let args = ffmpeg_args(&picture, &display, &audio, origin());
+        assert_eq!(after(&args, "-i"), [":7.0+0,0"]);
+        assert_eq!(after(&args, "-map"), ["0:v"]);
+        assert_eq!(after(&args, "-itsoffset"), ["-1796000000.000042"]);
+        for sound in ["-c:a", "-b:a", "-af", "pulse"] {
+            assert!(!args.iter().any(|a| a == sound), "{sound} in {args:?}");
+        }
+        assert_eq!(after(&args, "-video_size"), ["1280x720"]);
+        assert_eq!(args.last().unwrap(), "file:/out/x.mp4");
     }
 
     #[test]

@@ -82,15 +82,18 @@ pub fn leftovers(output: &Path) -> Vec<PathBuf> {
 /// What a probe found in a file.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
-    /// It plays for this many seconds (video frames found).
+    /// It plays for this many seconds (frames found: video, or the sound of an audio-only
+    /// recording).
     Plays(f64),
-    /// A definite answer: no video frame in it (an empty file, or a track without a sample).
+    /// A definite answer: no frame of any stream in it (an empty file, or tracks without a
+    /// sample).
     NoFrame,
     /// No answer: ffprobe could not run, or could not read the file. Why.
     Unknown(String),
 }
 
-/// Probes `path`: how long it plays, if it holds a frame.
+/// Probes `path`: how long it plays, if it holds a frame. Every stream's packets count: an
+/// audio-only recording's sound is what it recorded.
 pub async fn probe(path: &Path) -> Probe {
     match std::fs::metadata(path) {
         Ok(m) if m.len() == 0 => return Probe::NoFrame,
@@ -99,7 +102,7 @@ pub async fn probe(path: &Path) -> Probe {
         Err(e) => return Probe::Unknown(format!("cannot read {}: {e}", path.display())),
     }
     let mut cmd = Command::new("ffprobe");
-    cmd.args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
+    cmd.args(["-v", "error", "-count_packets"])
         .args(["-show_entries", "stream=nb_read_packets:format=duration"])
         .args(["-of", "json"])
         .arg(crate::encoder::file_url(path));
@@ -114,9 +117,13 @@ pub async fn probe(path: &Path) -> Probe {
         Ok(v) => v,
         Err(_) => return Probe::Unknown(format!("ffprobe answered {:?}", done.stdout.trim())),
     };
-    let packets = v["streams"][0]["nb_read_packets"]
-        .as_str()
-        .and_then(|n| n.parse::<u64>().ok());
+    let counts: Vec<u64> = v["streams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["nb_read_packets"].as_str()?.parse().ok())
+        .collect();
+    let packets = (!counts.is_empty()).then(|| counts.iter().sum::<u64>());
     let duration = v["format"]["duration"]
         .as_str()
         .and_then(|d| d.parse::<f64>().ok());
@@ -124,7 +131,7 @@ pub async fn probe(path: &Path) -> Probe {
         (Some(0), _) => Probe::NoFrame,
         (Some(_), Some(d)) => Probe::Plays(d),
         (Some(_), None) => Probe::Plays(0.0),
-        // ffprobe read the file and counted no packet: no video stream at all, or one without a
+        // ffprobe read the file and counted no packet: no stream at all, or streams without a
         // sample (an encoder killed before its first fragment: `"streams": [{}]`).
         (None, _) if v["streams"].is_array() => Probe::NoFrame,
         (None, _) => Probe::Unknown(format!("ffprobe answered {:?}", done.stdout.trim())),
@@ -162,7 +169,7 @@ pub async fn join_segments(
                 parts.push(segment.clone());
             }
             Probe::NoFrame => {
-                tracing::warn!(segment = %segment.display(), "segment has no readable video, leaving it out");
+                tracing::warn!(segment = %segment.display(), "segment holds no frame, leaving it out");
                 empty.push(segment.clone());
             }
             Probe::Unknown(why) => {

@@ -84,6 +84,7 @@ mod tests {
                 preset: "superfast".into(),
                 hls: None,
                 images: None,
+                tracks: Default::default(),
             },
             max_duration: None,
         }

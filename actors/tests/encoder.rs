@@ -42,6 +42,7 @@ async fn ffmpeg_writes_a_file_that_ffprobe_accepts() {
         preset: "veryfast".into(),
         images: None,
         hls: None,
+        tracks: Default::default(),
     };
     let reports = Rc::new(RefCell::new(Vec::new()));
     let collector = Collector(reports.clone()).start().recipient();

@@ -82,10 +82,12 @@ export class FrameStats {
     };
   }
 
-  /** Reports `track`'s waits with the tiles' counts; the returned function stops it. */
+  /** Reports `track`'s waits with the tiles' counts (alone, on a page recording the sound
+   *  alone); the returned function stops it. */
   watchSound(track: RemoteAudioTrack): () => void {
     const id = this.nextSound++;
     this.sounds.set(id, track);
+    this.timer ??= window.setInterval(() => void this.report(), EVERY_MS);
     return () => void this.sounds.delete(id);
   }
 
@@ -112,7 +114,7 @@ export class FrameStats {
         presented: w.presented,
       };
     }
-    if (Object.keys(tiles).length === 0) return;
+    if (Object.keys(tiles).length === 0 && this.sounds.size === 0) return;
     const sound: Record<string, SoundCounts> = {};
     for (const [id, track] of this.sounds) {
       sound[`audio${id}`] = (await soundCounts(track)) ?? NO_SOUND;

@@ -1,7 +1,7 @@
 // pagecast's built-in room layouts: grid-light, grid-dark, speaker-light, speaker-dark.
 // index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds, default 5>
 //   [&participant=<identity>[&screen_share=1]] or [&audio_track=<sid>][&video_track=<sid>]:
-//   that participant or those tracks only (params.ts)
+//   that participant or those tracks only; [&audio_only=1]: no video subscribed (params.ts)
 // The page only subscribes; it never publishes. See protocol.ts for the console lines.
 import {
   ConnectionState,
@@ -249,9 +249,9 @@ class App {
       timer = window.setTimeout(() => reject(new Error('timeout')), CONNECT_TIMEOUT_MS);
     });
     try {
-      // With a focus only its tracks are subscribed (subscribeFocus): the others are not
-      // received, so not decoded either.
-      const autoSubscribe = this.params.focus === undefined;
+      // With a focus only its tracks are subscribed, and for a recording of the sound alone no
+      // video (subscribeFocus): the others are not received, so not decoded either.
+      const autoSubscribe = this.params.focus === undefined && !this.params.audioOnly;
       await Promise.race([this.room.connect(url, token, { autoSubscribe }), timeout]);
     } catch (e) {
       const reason = e instanceof Error && e.message === 'timeout' ? 'timed out' : describeConnectError(e);
@@ -294,12 +294,15 @@ class App {
     return this.counts(p) && screen === focus.screen;
   }
 
-  /** With a focus: subscribes to the focus's publications not asked for yet. */
+  /** With a focus, or for the sound alone: subscribes to the publications wanted (the focus's;
+   *  sounds only) not asked for yet. */
   private subscribeFocus(): void {
-    if (this.params.focus === undefined || !this.connected) return;
+    const { focus, audioOnly } = this.params;
+    if ((focus === undefined && !audioOnly) || !this.connected) return;
     for (const p of this.room.remoteParticipants.values()) {
       p.trackPublications.forEach((pub: RemoteTrackPublication) => {
         if (this.requested.has(pub.trackSid) || !this.inFocus(p, pub.trackSid, pub.source)) return;
+        if (audioOnly && pub.kind === Track.Kind.Video) return;
         this.requested.add(pub.trackSid);
         pub.setSubscribed(true);
       });
@@ -397,8 +400,10 @@ class App {
     startRecording();
   }
 
-  /** A participant on the stage publishes video that has not shown its first frame yet. */
+  /** A participant on the stage publishes video that has not shown its first frame yet (none
+   *  is waited for when the sound alone is recorded). */
   private videosPending(): boolean {
+    if (this.params.audioOnly) return false;
     const { main, rest } = this.items();
     for (const item of main ? [main, ...rest] : rest) {
       const tile = this.tiles.get(item.key);

@@ -1,6 +1,7 @@
 // The page's address: index.html#/<layout>?url=<ws url>&token=<JWT>&grace=<seconds>
 // [&participant=<identity>[&screen_share=1]]: one participant rather than the whole room;
-// [&audio_track=<sid>][&video_track=<sid>]: those tracks only.
+// [&audio_track=<sid>][&video_track=<sid>]: those tracks only;
+// [&audio_only=1]: the recording keeps the sound alone, so no video is subscribed.
 // The same parameters are also read from the real query string
 // (index.html?layout=..&url=..&token=..), for compatibility; the hash wins.
 
@@ -23,6 +24,9 @@ export interface PageParams {
    *  microphone or their screen share and its sound; or a video track and an audio track (its
    *  track composite). The rest of the room is neither shown, heard nor subscribed. */
   focus?: Focus;
+  /** The recording keeps the sound alone: no video is subscribed, so none is received or
+   *  decoded, and the start waits for no picture. */
+  audioOnly: boolean;
 }
 
 export type Focus =
@@ -111,7 +115,24 @@ export function parseParams(loc: { hash: string; search: string }): ParseResult 
   if (identity !== null) focus = { kind: 'participant', identity, screen: screen === '1' || screen === 'true' };
   else if (screen !== null) return { ok: false, reason: 'screen_share needs a participant parameter' };
   else if (audio !== undefined || video !== undefined) focus = { kind: 'tracks', audio, video };
+  const audioOnly = get('audio_only');
+  if (audioOnly !== null && !/^(1|true|0|false)$/.test(audioOnly)) {
+    return { ok: false, reason: 'invalid audio_only parameter (expected 1 or 0)' };
+  }
 
   const [kind, theme] = layoutName.split('-') as ['grid' | 'speaker', 'light' | 'dark'];
-  return { ok: true, params: { layout: layoutName, kind, theme, url, server, token, graceMs, focus } };
+  return {
+    ok: true,
+    params: {
+      layout: layoutName,
+      kind,
+      theme,
+      url,
+      server,
+      token,
+      graceMs,
+      focus,
+      audioOnly: audioOnly === '1' || audioOnly === 'true',
+    },
+  };
 }

@@ -293,6 +293,10 @@ impl Probe {
         self.stream("audio").is_some()
     }
 
+    pub fn has_video(&self) -> bool {
+        self.stream("video").is_some()
+    }
+
     /// Container duration in seconds.
     pub fn duration(&self) -> f64 {
         self.json["format"]["duration"]
