@@ -974,7 +974,7 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
     let mut w = RoomWorker::start();
     let red = w.join("tc", media("red", "FF0000", 440));
     let blue = w.join("tc", media("blue", "0000FF", 660));
-    let _green = w.join("tc", media("green", "00FF00", 550));
+    let green = w.join("tc", media("green", "00FF00", 550));
     let (video, audio) = (&blue.tracks["video"], &red.tracks["audio"]);
     let started = w.call(&[
         "start-tracks",
@@ -1021,6 +1021,40 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
         );
     }
     assert!(!done.to_string().contains(&w.server.api_secret));
+
+    // One track alone: green's microphone, a recording of the sound alone (as LiveKit's), until
+    // the egress is stopped.
+    let started = w.call(&[
+        "start-tracks",
+        "tc",
+        "sound.mp4",
+        "640",
+        "360",
+        "",
+        &green.tracks["audio"],
+    ]);
+    let id = egress_id(&started);
+    let file = w.file("sound.mp4");
+    wait_until("3 s of sound", Duration::from_secs(60), || {
+        seconds_written(&file) >= 3.0
+    });
+    w.call(&["stop", &id]);
+    let done = w.completed(&id);
+    let p = probe(&file);
+    assert!(!p.has_video(), "a picture in {}", p.json);
+    assert_eq!(p.audio_codec(), "aac");
+    assert!(p.duration() >= 3.0, "{} s", p.duration());
+    let size: u64 = done["file_results"][0]["size"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(size, std::fs::metadata(&file).unwrap().len(), "{done}");
+    let (green_tone, blue_tone) = (tone_volume_db(&file, 550), tone_volume_db(&file, 660));
+    assert!(
+        green_tone > -50.0 && green_tone > blue_tone + 20.0,
+        "550 Hz at {green_tone} dB, 660 Hz at {blue_tone} dB"
+    );
     stop_cleanly(&mut w.run);
 }
 

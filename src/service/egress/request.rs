@@ -94,13 +94,13 @@ pub fn web(req: &lk::WebEgressRequest) -> Result<Job, TwirpError> {
     if req.url.is_empty() {
         return Err(TwirpError::invalid("url", "is required"));
     }
-    refuse_av(req.audio_only, req.video_only)?;
     let mut config = json!({
         "input": { "url": req.url, "await_start_signal": req.await_start_signal },
         "output": {},
     });
     let (mut shown, streams, webhooks) =
         shown_and_outputs!(config, req, web_egress_request, output);
+    only(&mut config, req.audio_only, req.video_only)?;
     // The page's address may carry its own credentials (user info, a token in the query or the
     // fragment): what Redis, the API's answers and webhooks show of it is masked.
     shown.url = mask_url(&req.url);
@@ -129,7 +129,6 @@ pub fn room_composite(
     if req.room_name.is_empty() {
         return Err(TwirpError::invalid("room_name", "is required"));
     }
-    refuse_av(req.audio_only, req.video_only)?;
     if req.audio_mixing != 0 {
         return Err(TwirpError::unimplemented(
             "audio_mixing",
@@ -149,6 +148,7 @@ pub fn room_composite(
     let mut config = room.config(&req.room_name, template);
     let (mut shown, streams, webhooks) =
         shown_and_outputs!(config, req, room_composite_egress_request, output);
+    only(&mut config, req.audio_only, req.video_only)?;
     if !req.custom_base_url.is_empty() {
         shown.custom_base_url = mask_url(&req.custom_base_url);
     }
@@ -185,7 +185,9 @@ pub fn participant(req: &lk::ParticipantEgressRequest, room: &Room<'_>) -> Resul
 
 /// `StartTrackCompositeEgress`: a video track and an audio track (at least one), whoever
 /// publishes them, through the layout page (`input.template.video_track`, `audio_track`): the
-/// picture of the one with the sound of the other. It ends once neither is published.
+/// picture of the one with the sound of the other. It ends once neither is published. With one
+/// track the recording holds that track alone, as LiveKit's does (`output.audio_only`,
+/// `video_only`).
 pub fn track_composite(
     req: &lk::TrackCompositeEgressRequest,
     room: &Room<'_>,
@@ -211,6 +213,11 @@ pub fn track_composite(
     let mut config = room.config(&req.room_name, template);
     let (shown, streams, webhooks) =
         shown_and_outputs!(config, req, track_composite_egress_request, output);
+    only(
+        &mut config,
+        req.video_track_id.is_empty(),
+        req.audio_track_id.is_empty(),
+    )?;
     Ok(Job {
         config,
         shown: lk::egress_info::Request::TrackComposite(shown),
@@ -490,20 +497,38 @@ fn mask_stream(stream: &mut lk::StreamOutput) {
     stream.urls = stream.urls.iter().map(|u| mask_stream_url(u)).collect();
 }
 
-fn refuse_av(audio_only: bool, video_only: bool) -> Result<(), TwirpError> {
-    if audio_only {
-        return Err(TwirpError::unimplemented(
-            "audio_only",
-            "pagecast records video and audio together",
-        ));
-    }
-    if video_only {
-        return Err(TwirpError::unimplemented(
+/// `audio_only`, `video_only`: the recording keeps the page's sound or its picture alone
+/// (`output.audio_only`, `output.video_only`). The sound alone goes to files and segments: a live
+/// stream and snapshots need a picture.
+fn only(config: &mut Value, audio_only: bool, video_only: bool) -> Result<(), TwirpError> {
+    match (audio_only, video_only) {
+        (true, true) => Err(TwirpError::invalid(
             "video_only",
-            "pagecast records video and audio together",
-        ));
+            "give audio_only or video_only, not both",
+        )),
+        (true, false) => {
+            let output = &config["output"];
+            for (key, field) in [
+                ("rtmp", "stream_outputs"),
+                ("srt", "stream_outputs"),
+                ("images", "image_outputs"),
+            ] {
+                if output.get(key).is_some() {
+                    return Err(TwirpError::invalid(
+                        field,
+                        "needs a picture, and audio_only records the sound alone",
+                    ));
+                }
+            }
+            config["output"]["audio_only"] = json!(true);
+            Ok(())
+        }
+        (false, true) => {
+            config["output"]["video_only"] = json!(true);
+            Ok(())
+        }
+        (false, false) => Ok(()),
     }
-    Ok(())
 }
 
 /// Storage credentials never leave the request: `$output` is a file's, segments' or images'
@@ -1287,11 +1312,23 @@ mod tests {
             ..Default::default()
         };
         assert!(has_file(&record));
-        // Sound alone is a track composite too; neither track is invalid.
+        assert_eq!(config.output.tracks, crate::config::Tracks::Both);
+        // One track: the recording holds it alone. Neither track is invalid.
+        let tracks = |r: &lk::TrackCompositeEgressRequest| {
+            let job = track_composite(r, &room).unwrap();
+            crate::config::parse(&job.config.to_string())
+                .expect("a config")
+                .output
+                .tracks
+        };
         let mut r = req.clone();
         r.video_track_id.clear();
+        assert_eq!(tracks(&r), crate::config::Tracks::AudioOnly);
         let job = track_composite(&r, &room).unwrap();
         assert!(job.config["input"]["template"].get("video_track").is_none());
+        let mut picture = req.clone();
+        picture.audio_track_id.clear();
+        assert_eq!(tracks(&picture), crate::config::Tracks::VideoOnly);
         r.audio_track_id.clear();
         let e = track_composite(&r, &room).unwrap_err();
         assert_eq!(e.msg.split(':').next(), Some("video_track_id"), "{}", e.msg);
@@ -1552,6 +1589,66 @@ mod tests {
     }
 
     #[test]
+    fn audio_only_and_video_only_keep_the_sound_or_the_picture_alone() {
+        let base = lk::WebEgressRequest {
+            url: "https://example.com".into(),
+            file_outputs: vec![file("a.mp4")],
+            ..Default::default()
+        };
+        let tracks = |r: &lk::WebEgressRequest| {
+            let job = web(r).unwrap();
+            crate::config::parse(&job.config.to_string())
+                .expect("a config")
+                .output
+                .tracks
+        };
+        use crate::config::Tracks;
+        assert_eq!(tracks(&base), Tracks::Both);
+        let mut sound = base.clone();
+        sound.audio_only = true;
+        assert_eq!(tracks(&sound), Tracks::AudioOnly);
+        let mut picture = base.clone();
+        picture.video_only = true;
+        assert_eq!(tracks(&picture), Tracks::VideoOnly);
+        // Not both; the sound alone is neither streamed live nor snapshotted.
+        let refused = |r: lk::WebEgressRequest| {
+            let e = web(&r).unwrap_err();
+            (e.code, e.msg.split(':').next().unwrap().to_owned())
+        };
+        use super::super::twirp::Code::InvalidArgument;
+        let mut both = sound.clone();
+        both.video_only = true;
+        assert_eq!(refused(both), (InvalidArgument, "video_only".into()));
+        let mut live = sound.clone();
+        live.stream_outputs = vec![lk::StreamOutput {
+            urls: vec!["rtmp://a.example/live/KEY".into()],
+            ..Default::default()
+        }];
+        assert_eq!(refused(live), (InvalidArgument, "stream_outputs".into()));
+        let mut shots = sound.clone();
+        shots.image_outputs = vec![lk::ImageOutput {
+            capture_interval: 5,
+            filename_prefix: "shots/".into(),
+            ..Default::default()
+        }];
+        assert_eq!(refused(shots), (InvalidArgument, "image_outputs".into()));
+        // A room's sound alone.
+        let room = Room {
+            ws_url: "ws://10.0.0.1:7880",
+            api_key: "APIk",
+            api_secret: "SECRETofTheKey",
+        };
+        let req = lk::RoomCompositeEgressRequest {
+            room_name: "standup".into(),
+            audio_only: true,
+            file_outputs: vec![file("room.mp4")],
+            ..Default::default()
+        };
+        let job = room_composite(&req, &room).unwrap();
+        assert_eq!(job.config["output"]["audio_only"], true);
+    }
+
+    #[test]
     fn what_pagecast_cannot_do_is_refused_naming_the_field() {
         let base = lk::WebEgressRequest {
             url: "https://example.com".into(),
@@ -1563,9 +1660,6 @@ mod tests {
             (e.code, e.msg.split(':').next().unwrap().to_owned())
         };
         use super::super::twirp::Code::*;
-        let mut r = base.clone();
-        r.audio_only = true;
-        assert_eq!(refused(r), (Unimplemented, "audio_only".into()));
         let mut r = base.clone();
         r.file_outputs[0].file_type = lk::EncodedFileType::Ogg as i32;
         assert_eq!(
