@@ -16,14 +16,17 @@
 //! is retried with the project's one backoff, given up after [`GIVE_UP_AFTER`].
 //!
 //! A start request's own `webhooks` ([`RequestHook`]: a URL and the API key that signs it) get
-//! its egress's events too, each event a task of its own, retried the same way. Those URLs come
+//! its egress's events too, in order as well: one queue and task per URL and key, made at its
+//! first event and ended once it has been idle for [`QUEUE_IDLE`]. Those URLs come
 //! from API callers: every attempt checks the URL's host against the service policy (an
 //! endpoint's rules: no loopback, link-local or unspecified address unless allowed) and connects
 //! to the address it checked, whatever DNS says a moment later.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -45,6 +48,8 @@ use crate::policy::{Policy, PolicyError};
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// Events waiting per URL before new ones are dropped.
 const QUEUE: usize = 1000;
+/// How long a request webhook's queue (and its task) outlives its last event.
+const QUEUE_IDLE: Duration = Duration::from_secs(30);
 /// One delivery's time limit.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,6 +81,7 @@ pub struct Webhooks {
     senders: Vec<(String, mpsc::Sender<lk::WebhookEvent>)>,
     keys: ApiKeys,
     policy: Policy,
+    requested: RequestQueues,
 }
 
 impl Webhooks {
@@ -103,6 +109,7 @@ impl Webhooks {
             senders,
             keys: keys.clone(),
             policy,
+            requested: RequestQueues::default(),
         })
     }
 
@@ -127,12 +134,80 @@ impl Webhooks {
                 tracing::warn!(webhook = %mask_url(&hook.url), key = %hook.key, "no such API key: webhook not sent");
                 continue;
             };
-            tokio::spawn(deliver_to_request_hook(
-                self.policy.clone(),
-                hook.clone(),
-                secret.clone(),
-                event.clone(),
-            ));
+            self.requested.push(
+                &self.policy,
+                Queued {
+                    hook: hook.clone(),
+                    secret: secret.clone(),
+                    event: event.clone(),
+                },
+            );
+        }
+    }
+}
+
+/// An event for a request's own webhook, with what signs it.
+struct Queued {
+    hook: RequestHook,
+    secret: Secret,
+    event: lk::WebhookEvent,
+}
+
+/// The request webhooks' queues, by URL and signing key: each has a task sending its events in
+/// order (the events of every egress sending to that URL), made at its first event and ended
+/// once it has had nothing to send for [`QUEUE_IDLE`].
+#[derive(Clone, Default)]
+struct RequestQueues(Arc<Mutex<HashMap<QueueKey, mpsc::Sender<Queued>>>>);
+
+/// A request webhook's URL and the API key that signs its events.
+type QueueKey = (String, String);
+
+impl RequestQueues {
+    fn push(&self, policy: &Policy, item: Queued) {
+        let key = (item.hook.url.clone(), item.hook.key.clone());
+        let mut queues = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = queues
+            .entry(key.clone())
+            .or_insert_with(|| self.spawn(policy, key.clone()));
+        let item = match tx.try_send(item) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                tracing::warn!(webhook = %mask_url(&item.hook.url), event = %item.event.event, "webhook queue full: event dropped");
+                return;
+            }
+            // Its task is gone (it cannot end with its entry still here unless it panicked).
+            Err(mpsc::error::TrySendError::Closed(item)) => item,
+        };
+        let tx = self.spawn(policy, key.clone());
+        let _ = tx.try_send(item);
+        queues.insert(key, tx);
+    }
+
+    fn spawn(&self, policy: &Policy, key: QueueKey) -> mpsc::Sender<Queued> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(self.clone().drain(policy.clone(), key, rx));
+        tx
+    }
+
+    /// Sends one queue's events in order; ends once it was idle for [`QUEUE_IDLE`], removing
+    /// its entry under the lock `push` sends under, so no event is left in a queue nobody reads.
+    async fn drain(self, policy: Policy, key: QueueKey, mut rx: mpsc::Receiver<Queued>) {
+        loop {
+            let item = match tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => return,
+                Err(_idle) => {
+                    let mut queues = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                    match rx.try_recv() {
+                        Ok(item) => item,
+                        Err(_) => {
+                            queues.remove(&key);
+                            return;
+                        }
+                    }
+                }
+            };
+            deliver_to_request_hook(policy.clone(), item.hook, item.secret, item.event).await;
         }
     }
 }
@@ -367,6 +442,99 @@ mod tests {
         post(&pinned, &url, b"{}", "k", &secret).await.unwrap();
         let unpinned = client(None).unwrap();
         assert!(post(&unpinned, &url, b"{}", "k", &secret).await.is_err());
+    }
+
+    /// A request webhook's events arrive in the order they were sent, a failed first delivery
+    /// included: the later events wait for its retry.
+    #[tokio::test]
+    async fn a_request_s_hook_gets_its_events_in_order_though_the_first_is_retried() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (got_tx, mut got) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut conn, _)) = listener.accept().await {
+                // One request per connection is enough here: the event named in its body.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                let event = loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        break None;
+                    };
+                    if n == 0 {
+                        break None;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req);
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                        break Some(v["event"].as_str().unwrap_or_default().to_owned());
+                    }
+                };
+                let answer: &[u8] = if std::mem::take(&mut first) {
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = conn.write_all(answer).await;
+                let _ = got_tx.send(event.unwrap_or_default());
+            }
+        });
+        let policy = Policy {
+            endpoint_hosts: vec!["127.0.0.1".parse().unwrap()],
+            ..Policy::default()
+        };
+        let queues = RequestQueues::default();
+        let hook = RequestHook {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            key: "k".into(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        for event in ["egress_started", "egress_updated", "egress_ended"] {
+            queues.push(
+                &policy,
+                Queued {
+                    hook: hook.clone(),
+                    secret: Secret::new("s"),
+                    event: lk::WebhookEvent {
+                        event: event.into(),
+                        ..Default::default()
+                    },
+                },
+            );
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let next = tokio::time::timeout(Duration::from_secs(10), got.recv())
+                .await
+                .expect("the next delivery within 10 s")
+                .unwrap();
+            seen.push(next);
+        }
+        assert_eq!(
+            seen,
+            [
+                "egress_started",
+                "egress_started",
+                "egress_updated",
+                "egress_ended"
+            ]
+        );
+        // One queue for the URL, while it has work or was busy lately.
+        assert_eq!(queues.0.lock().unwrap().len(), 1);
     }
 
     #[test]
