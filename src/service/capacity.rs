@@ -305,8 +305,10 @@ pub struct Report {
     pub cost_factor: f64,
 }
 
-/// The last [`Report`], shared with the API's thread (None until the first count).
-pub type SharedReport = std::sync::Arc<std::sync::Mutex<Option<Report>>>;
+/// Where the queue publishes its last [`Report`] (None until the first count), and where the
+/// API's thread reads it: a watch channel the service's supervisor makes and hands out.
+pub type ReportSender = tokio::sync::watch::Sender<Option<Report>>;
+pub type ReportReceiver = tokio::sync::watch::Receiver<Option<Report>>;
 
 /// The admission rule of one worker.
 #[derive(Debug, Clone, Copy, PartialEq)]

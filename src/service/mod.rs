@@ -587,7 +587,7 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
     // Raised by the first signal (no more jobs: the queue reads it) and the second (leave now).
     let shutdown = Shutdown::default();
     // What the recordings hold and what is left (the queue counts, `/healthz` shows).
-    let capacity_report = capacity::SharedReport::default();
+    let (capacity_report, capacity_read) = tokio::sync::watch::channel(None);
     // The queue and the runner need each other: each follows the other through the supervisor
     // (`ChildLink::follow`), so either may restart alone.
     let queue = {
@@ -661,7 +661,7 @@ pub async fn serve(mut options: ServiceOptions) -> Outcome {
                     worker: worker.clone(),
                     job_key: key.clone(),
                     policy: policy.clone(),
-                    capacity: capacity_report.clone(),
+                    capacity: capacity_read.clone(),
                 };
                 std::future::ready(egress::start(api.clone(), shared, link))
             },

@@ -111,7 +111,7 @@ pub(super) struct FromService {
     /// The service's stop: once `Orderly`, no more jobs are taken.
     pub shutdown: ServiceShutdown,
     /// What `/healthz` shows of capacity (the queue writes it, the API reads it).
-    pub capacity: capacity::SharedReport,
+    pub capacity: capacity::ReportSender,
 }
 
 /// Where a queue actor leaves its [`Ledger`] when it stops, for the next one: kept by the queue's
@@ -147,7 +147,7 @@ pub struct QueueActor {
     /// The runner, as the supervisor last said (None until it is up).
     runner: Option<Addr<RunnerActor>>,
     /// What `/healthz` shows of capacity (the API reads it).
-    capacity: capacity::SharedReport,
+    capacity: capacity::ReportSender,
     running: HashMap<String, Taken>,
     /// Jobs this worker no longer owns (another worker took them over while this one was cut off,
     /// or this one stopped them when its lease ran out): their recordings are stopped here and
@@ -717,9 +717,7 @@ impl Handler<Usage> for QueueActor {
         let (was, is) = (!self.usage.behind.is_empty(), !usage.behind.is_empty());
         self.usage = usage;
         let report = self.options.admission().report(&self.held());
-        if let Ok(mut shared) = self.capacity.lock() {
-            *shared = Some(report);
-        }
+        self.capacity.send_replace(Some(report));
         if is && !was {
             let mut behind: Vec<&String> = self.usage.behind.iter().collect();
             behind.sort();

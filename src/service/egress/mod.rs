@@ -66,7 +66,7 @@ pub(super) struct Shared {
     pub job_key: Arc<JobKey>,
     pub policy: Policy,
     /// What this worker's recordings hold and what is left (`/healthz`).
-    pub capacity: super::capacity::SharedReport,
+    pub capacity: super::capacity::ReportReceiver,
 }
 
 /// What every request handler shares (cloned into the server's worker thread).
@@ -79,7 +79,7 @@ struct Api {
     policy: Policy,
     webhooks: Webhooks,
     livekit_url: Option<url::Url>,
-    capacity: super::capacity::SharedReport,
+    capacity: super::capacity::ReportReceiver,
 }
 
 pub struct ApiActor {
@@ -255,7 +255,7 @@ fn follow_for_webhooks(
 /// until the first count, a second after the start).
 async fn healthz(api: web::Data<Api>) -> HttpResponse {
     let mut store = api.store.clone();
-    let capacity = api.capacity.lock().ok().and_then(|c| *c);
+    let capacity = *api.capacity.borrow();
     match store.job_fields("-").await {
         Ok(_) => {
             HttpResponse::Ok().json(serde_json::json!({ "redis": "ok", "capacity": capacity }))
@@ -269,7 +269,7 @@ async fn healthz(api: web::Data<Api>) -> HttpResponse {
 async fn scrape(api: web::Data<Api>) -> HttpResponse {
     let queued = api.store.clone().queue_length().await;
     let egresses = api.records.clone().list("", "", false).await;
-    let capacity = api.capacity.lock().ok().and_then(|c| *c);
+    let capacity = *api.capacity.borrow();
     match (queued, egresses) {
         (Ok(queued), Ok(egresses)) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
