@@ -890,12 +890,7 @@ fn a_room_composite_started_before_anyone_joined_waits_and_records_both_particip
     blue.leave();
     // The layout ends the recording once the room is empty: COMPLETE, with the file.
     let done = w.completed(&id);
-    let size: u64 = done["file_results"][0]["size"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(size, std::fs::metadata(&file).unwrap().len(), "{done}");
+    assert_reported_size(&done, &file);
     let p = probe(&file);
     assert_eq!(p.dimensions(), (640, 360));
     assert!(p.duration() >= 4.0, "{} s", p.duration());
@@ -945,11 +940,7 @@ fn a_participant_egress_records_that_participant_alone_until_they_leave() {
     assert_eq!(active[0]["participant"]["identity"], "red", "{active:?}");
     red.leave();
     let done = w.completed(&id);
-    assert_eq!(
-        done["file_results"][0]["size"].as_str(),
-        Some(std::fs::metadata(&file).unwrap().len().to_string().as_str()),
-        "{done}"
-    );
+    assert_reported_size(&done, &file);
     let p = probe(&file);
     assert_eq!(p.dimensions(), (640, 360));
     assert!(p.duration() >= 4.0, "{} s", p.duration());
@@ -967,9 +958,9 @@ fn a_participant_egress_records_that_participant_alone_until_they_leave() {
 /// StartTrackCompositeEgress through the SDK: one participant's camera with another's
 /// microphone. The picture is that camera's alone; with the sound's participant gone the
 /// picture goes on; once neither track is left the egress is complete, although a third
-/// participant is still in the room.
+/// participant is still in the room. Then the third's microphone alone: the sound alone.
 #[test]
-fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_are_gone() {
+fn a_track_composite_egress_records_one_camera_with_another_s_sound_or_one_track_alone() {
     let _heavy = heavy();
     let mut w = RoomWorker::start();
     let red = w.join("tc", media("red", "FF0000", 440));
@@ -1044,18 +1035,22 @@ fn a_track_composite_egress_records_one_camera_with_another_s_sound_until_both_a
     assert!(!p.has_video(), "a picture in {}", p.json);
     assert_eq!(p.audio_codec(), "aac");
     assert!(p.duration() >= 3.0, "{} s", p.duration());
-    let size: u64 = done["file_results"][0]["size"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(size, std::fs::metadata(&file).unwrap().len(), "{done}");
+    assert_reported_size(&done, &file);
     let (green_tone, blue_tone) = (tone_volume_db(&file, 550), tone_volume_db(&file, 660));
     assert!(
         green_tone > -50.0 && green_tone > blue_tone + 20.0,
         "550 Hz at {green_tone} dB, 660 Hz at {blue_tone} dB"
     );
     stop_cleanly(&mut w.run);
+}
+
+/// The finished egress's first file result gives the file's size on disk.
+fn assert_reported_size(done: &Value, file: &std::path::Path) {
+    let size: u64 = done["file_results"][0]["size"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {done}"));
+    assert_eq!(size, std::fs::metadata(file).unwrap().len(), "{done}");
 }
 
 fn media(identity: &str, color: &str, tone: u32) -> Media {

@@ -1182,13 +1182,16 @@ mod tests {
         assert!(!e.msg.contains("PASSPHRASE42"), "{}", e.msg);
     }
 
+    /// The server and key pair the room tests join with.
+    const ROOM: Room<'static> = Room {
+        ws_url: "ws://10.0.0.1:7880",
+        api_key: "APIk",
+        api_secret: "SECRETofTheKey",
+    };
+
     #[test]
     fn a_room_composite_joins_the_room_with_the_service_s_key_and_a_pagecast_layout() {
-        let room = Room {
-            ws_url: "ws://10.0.0.1:7880",
-            api_key: "APIk",
-            api_secret: "SECRETofTheKey",
-        };
+        let room = ROOM;
         let req = lk::RoomCompositeEgressRequest {
             room_name: "standup".into(),
             layout: "grid".into(),
@@ -1211,11 +1214,7 @@ mod tests {
 
     #[test]
     fn a_participant_egress_records_that_participant_through_the_layout_page() {
-        let room = Room {
-            ws_url: "ws://10.0.0.1:7880",
-            api_key: "APIk",
-            api_secret: "SECRETofTheKey",
-        };
+        let room = ROOM;
         let req = lk::ParticipantEgressRequest {
             room_name: "standup".into(),
             identity: "ana".into(),
@@ -1275,11 +1274,7 @@ mod tests {
     #[test]
     #[allow(deprecated)]
     fn a_track_composite_records_its_two_tracks_through_the_layout_page() {
-        let room = Room {
-            ws_url: "ws://10.0.0.1:7880",
-            api_key: "APIk",
-            api_secret: "SECRETofTheKey",
-        };
+        let room = ROOM;
         let req = lk::TrackCompositeEgressRequest {
             room_name: "standup".into(),
             audio_track_id: "TR_audio".into(),
@@ -1462,11 +1457,7 @@ mod tests {
 
     #[test]
     fn update_layout_takes_a_known_layout_of_a_room_composite_only() {
-        let room = Room {
-            ws_url: "ws://10.0.0.1:7880",
-            api_key: "APIk",
-            api_secret: "SECRETofTheKey",
-        };
+        let room = ROOM;
         let req = lk::RoomCompositeEgressRequest {
             room_name: "standup".into(),
             file_outputs: vec![file("a.mp4")],
@@ -1633,11 +1624,7 @@ mod tests {
         }];
         assert_eq!(refused(shots), (InvalidArgument, "image_outputs".into()));
         // A room's sound alone.
-        let room = Room {
-            ws_url: "ws://10.0.0.1:7880",
-            api_key: "APIk",
-            api_secret: "SECRETofTheKey",
-        };
+        let room = ROOM;
         let req = lk::RoomCompositeEgressRequest {
             room_name: "standup".into(),
             audio_only: true,
