@@ -18,7 +18,7 @@
 //! multiplied by the machine's cost factor: how much slower (or faster) this machine ran the
 //! calibration probe than the model's machine did (`calibration.rs`).
 
-use crate::config::{Config, Source};
+use crate::config::{Config, Source, Tracks};
 
 /// `PAGECAST_TEST_MACHINE="cores=0.5,memory=2GiB"` (and optionally `,cost_factor=1.5`): the
 /// machine's size as `serve` should see it, instead of its real one, and no calibration (its
@@ -61,6 +61,13 @@ const ROOM_FACTOR: f64 = 0.9;
 /// and the earlier 720p30 tuning run 0.86× (BENCHMARKS.md, "The x264 preset: ultrafast",
 /// `bench/results/20261202-142954-full.json` and `-143459-full.json`).
 const ULTRAFAST_FACTOR: f64 = 0.9;
+/// `output.audio_only`: no picture is encoded (the preset does not count), the page is still drawn.
+/// The canvas page recorded whole and as its sound alone, alternating, 3 rounds, whole runs
+/// (start-up included) in a cgroup each: at 720p30 0.90 cores against 0.62 (0.68–0.70× by round),
+/// at 1080p30 1.43 against 0.82 (0.54–0.63×; BENCHMARKS.md, "The sound alone"). The larger
+/// ratio, so a job is never priced below what it was seen to cost; a room's page decodes no video
+/// then and costs less still (not measured).
+const AUDIO_ONLY_FACTOR: f64 = 0.7;
 /// `veryfast`: 1.12× superfast's cores for a whole 1080p30 recording (superfast measured 0.894×
 /// veryfast, BENCHMARKS.md "Tuning", `bench/results/20261125-073238-tune.json`).
 const VERYFAST_FACTOR: f64 = 1.12;
@@ -123,10 +130,14 @@ pub fn cost_of(config: &Config) -> Cost {
     let pixels = u64::from(input.width) * u64::from(input.height);
     let mpx_per_s = pixels as f64 * f64::from(input.framerate) / 1e6;
     let page = PAGE_FIXED_CORES + CORES_PER_MPIXEL_PER_S * mpx_per_s;
+    let encoded = match config.output.tracks {
+        Tracks::AudioOnly => AUDIO_ONLY_FACTOR,
+        Tracks::Both | Tracks::VideoOnly => preset_factor(config.output.video_preset),
+    };
     let cores = match input.source {
         Source::Url(_) => page,
         Source::Template(_) => page * ROOM_FACTOR,
-    } * preset_factor(config.output.video_preset);
+    } * encoded;
     Cost {
         cores,
         memory: FIXED_MEMORY + MEMORY_PER_PIXEL * pixels,
@@ -507,6 +518,15 @@ mod tests {
         assert!((preset("ultrafast").cores - 0.9 * full_hd.cores).abs() < 1e-9);
         assert!((preset("veryfast").cores - 1.12 * full_hd.cores).abs() < 1e-9);
         assert_eq!(preset("ultrafast").memory, full_hd.memory);
+        // The sound alone: no picture encoded, whatever the preset.
+        let sound = |preset: &str| {
+            cost_of(&config(&format!(
+                r#"{{"input":{{"url":"https://e.com"}},"output":{{"file":"/tmp/a.mp4","audio_only":true,"video_preset":"{preset}"}}}}"#
+            )))
+        };
+        assert!((sound("superfast").cores - 0.7 * full_hd.cores).abs() < 1e-9);
+        assert_eq!(sound("veryfast"), sound("ultrafast"));
+        assert_eq!(sound("superfast").memory, full_hd.memory);
     }
 
     #[test]
