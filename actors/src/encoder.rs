@@ -327,19 +327,16 @@ pub fn ffmpeg_args(
         args.extend(["-sample_rate".to_owned(), audio.sample_rate.to_string()]);
         args.extend(["-i".to_owned(), audio.monitor()]);
     }
+    // Each kept input: its stream, then its encoder's options (the picture first).
     if spec.tracks.video() {
         args.extend(["-map".to_owned(), "0:v".to_owned()]);
-    }
-    if spec.tracks.audio() {
-        args.extend(["-map".to_owned(), "1:a".to_owned()]);
-    }
-    let kbit = |bits: u32| format!("{}k", bits / 1000);
-    if spec.tracks.video() {
         args.extend(video_codec(spec));
     }
     if spec.tracks.audio() {
         args.extend(
             [
+                "-map",
+                "1:a",
                 "-c:a",
                 "aac",
                 "-b:a",
@@ -375,10 +372,14 @@ pub fn ffmpeg_args(
     args
 }
 
+/// A bitrate as ffmpeg takes it: `2976k`.
+fn kbit(bits: u32) -> String {
+    format!("{}k", bits / 1000)
+}
+
 /// The picture's encoder options.
 fn video_codec(spec: &EncoderSpec) -> Vec<String> {
     let gop = (spec.framerate * 2).to_string();
-    let kbit = |bits: u32| format!("{}k", bits / 1000);
     let mut args = Vec::new();
     if let Some((w, h)) = spec.output_size {
         args.push("-vf".into());
