@@ -169,18 +169,14 @@ impl RequestQueues {
         let tx = queues
             .entry(key.clone())
             .or_insert_with(|| self.spawn(policy, key.clone()));
-        let item = match tx.try_send(item) {
-            Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                tracing::warn!(webhook = %mask_url(&item.hook.url), event = %item.event.event, "webhook queue full: event dropped");
-                return;
-            }
-            // Its task is gone (it cannot end with its entry still here unless it panicked).
-            Err(mpsc::error::TrySendError::Closed(item)) => item,
-        };
-        let tx = self.spawn(policy, key.clone());
-        let _ = tx.try_send(item);
-        queues.insert(key, tx);
+        // Its task gone with its entry still here (only a panic does that): a new one.
+        if tx.is_closed() {
+            *tx = self.spawn(policy, key);
+        }
+        if let Err(e) = tx.try_send(item) {
+            let item = e.into_inner();
+            tracing::warn!(webhook = %mask_url(&item.hook.url), event = %item.event.event, "webhook queue full: event dropped");
+        }
     }
 
     fn spawn(&self, policy: &Policy, key: QueueKey) -> mpsc::Sender<Queued> {
